@@ -1,0 +1,441 @@
+//! Downstream HTTP/1.1 serving: a listening [`HttpService`] that hands each accepted
+//! connection to hyper with a per-connection tower service.
+//!
+//! The per-connection service comes from a [`MakeConnService`], which sees the client's
+//! address once per connection (so per-connection values such as `X-Forwarded-For` are
+//! computed once, not per request). A proxy is one such maker; [`serve_handler`] makes any
+//! plain tower service one, for apps that are not proxies.
+//!
+//! hyper enforces the HTTP/1 framing rules (malformed request line or headers -> 400,
+//! oversized head -> 431, conflicting `Content-Length` -> 400) and answers
+//! `Expect: 100-continue` when the body is first read. This module sets the limits and
+//! timeouts hyper needs: the head read timeout (which also bounds an idle keep-alive
+//! connection: hyper starts it when the connection becomes idle), a write timeout per
+//! stalled write, and the head size and count limits.
+
+use std::convert::Infallible;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::service::TowerToHyperService;
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::error::BoxError;
+use crate::io_timeout::TimedIo;
+use crate::listen::{self, AcceptStats};
+use crate::server::{self, shutdown_channel, BoxFuture, ShutdownTrigger, ShutdownWatch};
+
+/// hyper refuses read buffers smaller than this.
+const MIN_HEAD_BYTES: usize = 8192;
+
+/// Limits and timeouts of downstream HTTP connections. The defaults are finite everywhere.
+#[derive(Debug, Clone)]
+pub struct HttpOptions {
+    /// Time allowed from accept, or from the end of the previous response, until a request
+    /// head is complete: the slow-header (slowloris) limit and the keep-alive idle timeout.
+    /// Default 60 s.
+    pub header_read_timeout: Duration,
+    /// Time a response write may make no progress (client not reading). Default 60 s.
+    pub write_timeout: Duration,
+    /// Time a request body may send nothing while it is being forwarded. Default 60 s.
+    pub body_read_timeout: Duration,
+    /// Largest request head in bytes; a larger one is answered with 431. Default 64 KiB.
+    pub max_header_bytes: usize,
+    /// Most header fields in a request head; more is answered with 431. Default 100.
+    pub max_headers: usize,
+    /// Whether connections are kept alive between requests. Default true.
+    pub keepalive: bool,
+    /// Keep the case of header names as the client sent them, toward the upstream.
+    /// Costs an allocation per request; default false.
+    pub preserve_header_case: bool,
+}
+
+impl Default for HttpOptions {
+    fn default() -> Self {
+        HttpOptions {
+            header_read_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
+            body_read_timeout: Duration::from_secs(60),
+            max_header_bytes: 64 * 1024,
+            max_headers: 100,
+            keepalive: true,
+            preserve_header_case: false,
+        }
+    }
+}
+
+impl HttpOptions {
+    fn hyper_builder(&self) -> hyper::server::conn::http1::Builder {
+        let mut b = hyper::server::conn::http1::Builder::new();
+        b.timer(TokioTimer::new())
+            .header_read_timeout(self.header_read_timeout)
+            .keep_alive(self.keepalive)
+            .max_buf_size(self.max_header_bytes.max(MIN_HEAD_BYTES))
+            .max_headers(self.max_headers)
+            .preserve_header_case(self.preserve_header_case);
+        b
+    }
+}
+
+/// The peer and local addresses of a downstream connection.
+#[derive(Debug, Clone, Copy)]
+pub struct ConnInfo {
+    /// The client's address.
+    pub client_addr: SocketAddr,
+    /// The address the connection was accepted on.
+    pub local_addr: SocketAddr,
+}
+
+/// Makes the tower service that serves one downstream connection.
+pub trait MakeConnService: Send + Sync + 'static {
+    /// The per-connection service.
+    type Service;
+
+    /// Builds the service for a new connection.
+    fn make_service(&self, conn: &ConnInfo) -> Self::Service;
+}
+
+/// A [`MakeConnService`] that clones one plain handler for every connection.
+#[derive(Debug, Clone)]
+pub struct ServeHandler<S>(S);
+
+impl<S: Clone + Send + Sync + 'static> MakeConnService for ServeHandler<S> {
+    type Service = S;
+
+    fn make_service(&self, _conn: &ConnInfo) -> S {
+        self.0.clone()
+    }
+}
+
+/// An HTTP server service serving `handler`, a tower service from request to response, on
+/// every connection. For apps that are not proxies.
+///
+/// ```no_run
+/// use std::convert::Infallible;
+/// use pingora_dsl_runtime::http::serve_handler;
+/// use pingora_dsl_runtime::server::{Server, ServerConf};
+///
+/// let hello = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+///     Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from("hello\n"))))
+/// });
+/// let mut service = serve_handler("hello", hello);
+/// service.add_tcp("127.0.0.1:8080");
+/// let mut server = Server::new(ServerConf::default());
+/// server.add_service(service);
+/// server.run_forever();
+/// ```
+pub fn serve_handler<S>(name: impl Into<String>, handler: S) -> HttpService<ServeHandler<S>>
+where
+    ServeHandler<S>: MakeConnService,
+{
+    HttpService::new(name, ServeHandler(handler))
+}
+
+/// Counts open connections so shutdown can wait for them to drain.
+#[derive(Debug, Default)]
+struct ConnTracker {
+    open: AtomicUsize,
+    drained: Notify,
+}
+
+struct ConnGuard(Arc<ConnTracker>);
+
+impl ConnTracker {
+    fn enter(self: &Arc<Self>) -> ConnGuard {
+        self.open.fetch_add(1, Ordering::AcqRel);
+        ConnGuard(self.clone())
+    }
+
+    async fn wait_drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+impl Drop for ConnGuard {
+    fn drop(&mut self) {
+        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.0.drained.notify_waiters();
+        }
+    }
+}
+
+/// A listening service speaking HTTP/1.1 on its TCP addresses, serving each connection with
+/// the service its [`MakeConnService`] builds.
+pub struct HttpService<M> {
+    name: String,
+    addrs: Vec<String>,
+    listeners: Vec<std::net::TcpListener>,
+    make: Arc<M>,
+    options: HttpOptions,
+    stats: Arc<AcceptStats>,
+    tracker: Arc<ConnTracker>,
+}
+
+impl<M: MakeConnService> HttpService<M> {
+    /// A service named `name` with no listener yet.
+    pub fn new(name: impl Into<String>, make: M) -> Self {
+        HttpService {
+            name: name.into(),
+            addrs: Vec::new(),
+            listeners: Vec::new(),
+            make: Arc::new(make),
+            options: HttpOptions::default(),
+            stats: Arc::new(AcceptStats::default()),
+            tracker: Arc::new(ConnTracker::default()),
+        }
+    }
+
+    /// Adds a TCP listening address (`"127.0.0.1:6188"`, `"[::]:80"`); bound at startup.
+    pub fn add_tcp(&mut self, addr: &str) {
+        self.addrs.push(addr.to_owned());
+    }
+
+    /// The connection limits and timeouts.
+    pub fn options(&self) -> &HttpOptions {
+        &self.options
+    }
+
+    /// Mutable access to the connection limits and timeouts, before the service starts.
+    pub fn options_mut(&mut self) -> &mut HttpOptions {
+        &mut self.options
+    }
+
+    /// The connection maker (for a proxy: the proxy).
+    pub fn maker(&self) -> &M {
+        &self.make
+    }
+
+    /// Accept counters shared by all of this service's listeners.
+    pub fn accept_stats(&self) -> Arc<AcceptStats> {
+        self.stats.clone()
+    }
+
+    /// The addresses actually bound (after [`server::Service::bind`]; useful with port 0).
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|l| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Binds every listening address now (idempotent). [`server::Server`] does this at
+    /// startup; call it yourself to learn the addresses of port-0 listeners early.
+    pub fn bind(&mut self) -> io::Result<()> {
+        if !self.listeners.is_empty() {
+            return Ok(());
+        }
+        if self.addrs.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no listening address: call add_tcp(\"127.0.0.1:6188\") first",
+            ));
+        }
+        for addr in &self.addrs {
+            for resolved in listen::resolve(addr)? {
+                self.listeners.push(listen::bind_tcp(resolved)?);
+            }
+        }
+        Ok(())
+    }
+}
+
+impl<M, S, B> HttpService<M>
+where
+    M: MakeConnService<Service = S>,
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// Binds (if not yet bound) and starts serving on the current tokio runtime, returning a
+    /// handle with the bound addresses and a way to stop. For tests and embedding.
+    pub fn spawn(mut self) -> io::Result<RunningService> {
+        HttpService::bind(&mut self)?;
+        let addrs = self.local_addrs();
+        let stats = self.stats.clone();
+        let (trigger, watch) = shutdown_channel();
+        let grace = Duration::from_secs(1);
+        let task = tokio::spawn(server::Service::start(Box::new(self), watch, grace));
+        Ok(RunningService {
+            addrs,
+            stats,
+            trigger,
+            task,
+        })
+    }
+
+    async fn run(self, shutdown: ShutdownWatch, grace: Duration) {
+        let shared = Arc::new(ConnShared {
+            make: self.make,
+            builder: self.options.hyper_builder(),
+            options: self.options,
+            tracker: self.tracker.clone(),
+        });
+        let mut loops = Vec::with_capacity(self.listeners.len());
+        for std_listener in self.listeners {
+            let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(service = %self.name, error = %e, "cannot adopt listener");
+                    continue;
+                }
+            };
+            let local_addr = match listener.local_addr() {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(service = %self.name, error = %e, "listener has no address");
+                    continue;
+                }
+            };
+            tracing::info!(service = %self.name, addr = %local_addr, "listening");
+            let shared = shared.clone();
+            let conn_shutdown = shutdown.clone();
+            loops.push(tokio::spawn(listen::accept_loop(
+                listener,
+                self.stats.clone(),
+                shutdown.clone(),
+                move |stream, client_addr| {
+                    let conn = ConnInfo {
+                        client_addr,
+                        local_addr,
+                    };
+                    let guard = shared.tracker.enter();
+                    tokio::spawn(serve_connection(
+                        shared.clone(),
+                        stream,
+                        conn,
+                        conn_shutdown.clone(),
+                        guard,
+                    ));
+                },
+            )));
+        }
+        for l in loops {
+            let _ = l.await;
+        }
+        // Accepting has stopped; connections got the shutdown signal and finish their work.
+        if tokio::time::timeout(grace, self.tracker.wait_drained())
+            .await
+            .is_err()
+        {
+            tracing::warn!(
+                service = %self.name,
+                open = self.tracker.open.load(Ordering::Relaxed),
+                "grace period over; closing remaining connections"
+            );
+        }
+    }
+}
+
+struct ConnShared<M> {
+    make: Arc<M>,
+    builder: hyper::server::conn::http1::Builder,
+    options: HttpOptions,
+    tracker: Arc<ConnTracker>,
+}
+
+async fn serve_connection<M, S, B>(
+    shared: Arc<ConnShared<M>>,
+    stream: TcpStream,
+    conn: ConnInfo,
+    mut shutdown: ShutdownWatch,
+    _guard: ConnGuard,
+) where
+    M: MakeConnService<Service = S>,
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    // Small responses must not wait for Nagle.
+    let _ = stream.set_nodelay(true);
+    let io = TimedIo::new(stream, None, Some(shared.options.write_timeout), None);
+    let service = shared.make.make_service(&conn);
+    let connection = shared
+        .builder
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+    tokio::pin!(connection);
+    let result = tokio::select! {
+        r = connection.as_mut() => r,
+        _ = shutdown.wait() => {
+            connection.as_mut().graceful_shutdown();
+            connection.await
+        }
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %conn.client_addr, error = %e, "downstream connection ended with an error");
+    }
+}
+
+impl<M, S, B> server::Service for HttpService<M>
+where
+    M: MakeConnService<Service = S>,
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn bind(&mut self) -> io::Result<()> {
+        HttpService::bind(self)
+    }
+
+    fn start(self: Box<Self>, shutdown: ShutdownWatch, grace: Duration) -> BoxFuture<()> {
+        Box::pin(self.run(shutdown, grace))
+    }
+}
+
+/// A service started with [`HttpService::spawn`]: its addresses, counters and a stop switch.
+pub struct RunningService {
+    addrs: Vec<SocketAddr>,
+    stats: Arc<AcceptStats>,
+    trigger: ShutdownTrigger,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningService {
+    /// The bound addresses.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// The first bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Accept counters of the service's listeners.
+    pub fn accept_stats(&self) -> &AcceptStats {
+        &self.stats
+    }
+
+    /// Stops accepting, lets open connections finish (up to one second), and waits.
+    pub async fn shutdown(self) {
+        self.trigger.trigger();
+        let _ = self.task.await;
+    }
+}
+
+/// The error type of services that cannot fail.
+pub type NeverError = Infallible;

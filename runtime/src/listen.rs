@@ -1,0 +1,149 @@
+//! Listening sockets and the accept loop.
+//!
+//! Sockets are bound before the runtime starts (so a bad address fails the process at
+//! startup, not later) with `SO_REUSEADDR`, `IPV6_V6ONLY` for IPv6 addresses (so `[::]:p`
+//! and `0.0.0.0:p` can coexist) and a deep backlog. The accept loop survives errors: errors
+//! about one connection (aborted, reset) are skipped, and resource exhaustion (`EMFILE`,
+//! `ENFILE`, `ENOBUFS`, `ENOMEM`) backs off exponentially instead of spinning, then retries.
+
+use std::io;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+use tokio::net::TcpStream;
+
+use crate::server::ShutdownWatch;
+
+/// Backlog of listening sockets: deep enough for bursts of new connections.
+const BACKLOG: i32 = 4096;
+const MIN_BACKOFF: Duration = Duration::from_millis(5);
+const MAX_BACKOFF: Duration = Duration::from_secs(1);
+
+/// Resolves `addr` (`"127.0.0.1:6188"`, `"[::1]:6188"`, `"localhost:80"`) to socket addresses.
+pub fn resolve(addr: &str) -> io::Result<Vec<SocketAddr>> {
+    let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();
+    if addrs.is_empty() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("address {addr:?} resolved to nothing"),
+        ));
+    }
+    Ok(addrs)
+}
+
+/// Binds a TCP listening socket on `addr`, ready to be adopted by a runtime.
+pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
+/// Counters of one listener's accept loop, shared with whoever wants to watch it.
+#[derive(Debug, Default)]
+pub struct AcceptStats {
+    accepted: AtomicU64,
+    errors: AtomicU64,
+}
+
+impl AcceptStats {
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> u64 {
+        self.accepted.load(Ordering::Relaxed)
+    }
+
+    /// Accept calls that failed so far (each failure counted once, backoffs included).
+    pub fn errors(&self) -> u64 {
+        self.errors.load(Ordering::Relaxed)
+    }
+}
+
+/// Whether an accept error concerns only the connection being accepted (skip it at once),
+/// as opposed to a resource problem of the process or system (back off before retrying).
+fn is_connection_error(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionRefused
+            | io::ErrorKind::Interrupted
+            | io::ErrorKind::WouldBlock
+            | io::ErrorKind::PermissionDenied
+    )
+}
+
+/// Accepts connections on `listener` until `shutdown` fires, calling `on_conn` for each.
+pub async fn accept_loop<F>(
+    listener: tokio::net::TcpListener,
+    stats: Arc<AcceptStats>,
+    mut shutdown: ShutdownWatch,
+    mut on_conn: F,
+) where
+    F: FnMut(TcpStream, SocketAddr),
+{
+    let local = listener.local_addr().ok();
+    let mut backoff = MIN_BACKOFF;
+    loop {
+        let accepted = tokio::select! {
+            biased;
+            _ = shutdown.wait() => break,
+            r = listener.accept() => r,
+        };
+        match accepted {
+            Ok((stream, peer)) => {
+                stats.accepted.fetch_add(1, Ordering::Relaxed);
+                backoff = MIN_BACKOFF;
+                on_conn(stream, peer);
+            }
+            Err(e) if is_connection_error(&e) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::debug!(listener = ?local, error = %e, "accept failed for one connection");
+            }
+            Err(e) => {
+                stats.errors.fetch_add(1, Ordering::Relaxed);
+                tracing::warn!(
+                    listener = ?local,
+                    error = %e,
+                    backoff_ms = backoff.as_millis() as u64,
+                    "accept failed; backing off"
+                );
+                tokio::select! {
+                    _ = shutdown.wait() => break,
+                    _ = tokio::time::sleep(backoff) => {}
+                }
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn binds_v4_and_v6_on_the_same_port() {
+        let v4 = bind_tcp("127.0.0.1:0".parse().expect("addr")).expect("bind v4");
+        let port = v4.local_addr().expect("addr").port();
+        // ::1 may be missing in some sandboxes; only assert when it exists.
+        if let Ok(v6) = bind_tcp(SocketAddr::from(([0, 0, 0, 0, 0, 0, 0, 1], port))) {
+            assert_eq!(v6.local_addr().expect("addr").port(), port);
+        }
+    }
+
+    #[test]
+    fn bad_addresses_are_errors() {
+        assert!(resolve("not an address").is_err());
+        assert!(resolve("127.0.0.1:99999").is_err());
+    }
+}

@@ -1,0 +1,229 @@
+//! The bodies a proxy streams: the client's request body on its way upstream
+//! ([`RequestBody`], with an idle timeout) and the response on its way to the client
+//! ([`ProxyBody`], which runs the `logging` phase exactly once when it ends, fails or is
+//! dropped). Neither buffers: each frame is passed on as it arrives.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use tokio::time::{Instant, Sleep};
+
+use crate::error::{Error, ErrorKind};
+use crate::proxy::session::Session;
+use crate::proxy::ProxyHttp;
+use crate::upstream::UpstreamBody;
+
+/// The client's request body, forwarded upstream frame by frame. Fails with
+/// [`ErrorKind::DownstreamTimeout`] when the client sends nothing for the body timeout while
+/// the upstream is waiting for more.
+pub struct RequestBody {
+    inner: Option<Incoming>,
+    timeout: Duration,
+    waiting_since: Option<Instant>,
+    timer: Option<Pin<Box<Sleep>>>,
+}
+
+impl RequestBody {
+    pub(crate) fn new(inner: Option<Incoming>, timeout: Duration) -> Self {
+        RequestBody {
+            inner,
+            timeout,
+            waiting_since: None,
+            timer: None,
+        }
+    }
+}
+
+impl Body for RequestBody {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        let Some(inner) = this.inner.as_mut() else {
+            return Poll::Ready(None);
+        };
+        match Pin::new(inner).poll_frame(cx) {
+            Poll::Ready(r) => {
+                this.waiting_since = None;
+                Poll::Ready(r.map(|r| {
+                    r.map_err(|e| {
+                        Error::with_source(
+                            ErrorKind::DownstreamClosed,
+                            "reading the request body from the client",
+                            e,
+                        )
+                    })
+                }))
+            }
+            Poll::Pending => {
+                let deadline = *this.waiting_since.get_or_insert_with(Instant::now) + this.timeout;
+                // The timer is allocated only for a body that actually had to wait.
+                let timer = this
+                    .timer
+                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+                if timer.deadline() != deadline {
+                    timer.as_mut().reset(deadline);
+                }
+                match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) => Poll::Ready(Some(Err(Error::new(
+                        ErrorKind::DownstreamTimeout,
+                        "client sent no request body data within the body timeout",
+                    )))),
+                    Poll::Pending => Poll::Pending,
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.inner {
+            Some(b) => b.size_hint(),
+            None => SizeHint::with_exact(0),
+        }
+    }
+}
+
+use std::future::Future as _;
+
+/// Where a response body comes from: the upstream, or the proxy itself (early answers,
+/// errors).
+pub(crate) enum ResponseSource {
+    Upstream(UpstreamBody<RequestBody>),
+    Full(Option<Bytes>),
+}
+
+impl ResponseSource {
+    pub(crate) fn full(bytes: Bytes) -> Self {
+        ResponseSource::Full(if bytes.is_empty() { None } else { Some(bytes) })
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            ResponseSource::Upstream(b) => b.is_end_stream(),
+            ResponseSource::Full(b) => b.is_none(),
+        }
+    }
+}
+
+/// What `logging` needs, carried by the response body until it ends.
+pub(crate) struct LogState<P: ProxyHttp> {
+    pub(crate) proxy: Arc<P>,
+    pub(crate) session: Session,
+    pub(crate) ctx: P::Ctx,
+    pub(crate) error: Option<Error>,
+}
+
+impl<P: ProxyHttp> LogState<P> {
+    fn log(mut self, late: Option<Error>) {
+        let error = late.as_ref().or(self.error.as_ref());
+        self.proxy.logging(&self.session, error, &mut self.ctx);
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// The response body a proxy sends to its client. Runs `logging` once, when the last
+    /// frame has been handed over, when a frame fails, or when the client went away first.
+    pub struct ProxyBody<P: ProxyHttp> {
+        source: ResponseSource,
+        log: Option<LogState<P>>,
+    }
+
+    impl<P: ProxyHttp> PinnedDrop for ProxyBody<P> {
+        fn drop(this: Pin<&mut Self>) {
+            let this = this.project();
+            if let Some(state) = this.log.take() {
+                let late = if this.source.is_end_stream() {
+                    None
+                } else {
+                    Some(Error::new(
+                        ErrorKind::DownstreamClosed,
+                        "client closed the connection before the response was complete",
+                    ))
+                };
+                state.log(late);
+            }
+        }
+    }
+}
+
+impl<P: ProxyHttp> ProxyBody<P> {
+    pub(crate) fn new(source: ResponseSource, log: LogState<P>) -> Self {
+        ProxyBody {
+            source,
+            log: Some(log),
+        }
+    }
+}
+
+impl<P: ProxyHttp> Body for ProxyBody<P> {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = self.project();
+        let polled = match this.source {
+            ResponseSource::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ResponseSource::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+        };
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(state) = this.log.as_mut() {
+                    if let Some(data) = frame.data_ref() {
+                        state.session.body_bytes_sent += data.len() as u64;
+                    }
+                }
+                if this.source.is_end_stream() {
+                    if let Some(state) = this.log.take() {
+                        state.log(None);
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                if let Some(state) = this.log.take() {
+                    state.log(None);
+                }
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                tracing::debug!(error = %e, "response body failed");
+                let kind = e.kind();
+                let context = e.context();
+                if let Some(state) = this.log.take() {
+                    state.log(Some(e));
+                }
+                // The client sees the stream break; the detail went to `logging`.
+                Poll::Ready(Some(Err(Error::new(kind, context))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.source.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.source {
+            ResponseSource::Upstream(b) => b.size_hint(),
+            ResponseSource::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
+            ResponseSource::Full(None) => SizeHint::with_exact(0),
+        }
+    }
+}

@@ -1,0 +1,202 @@
+//! Header rules of a forwarding proxy (RFC 9110 §7.6): hop-by-hop fields stay on their hop,
+//! `X-Forwarded-For` and `Via` record the path, and requests whose framing or `Host` is
+//! ambiguous never leave the proxy (RFC 9112 §3.2, §6.1: no request smuggling).
+
+use bytes::{BufMut, BytesMut};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
+use http::{Method, Version};
+
+use crate::error::{Error, ErrorKind, Result};
+
+/// `Keep-Alive` has no constant in `http`.
+const KEEP_ALIVE: HeaderName = HeaderName::from_static("keep-alive");
+/// `Proxy-Connection`, a non-standard hop-by-hop field some clients still send.
+const PROXY_CONNECTION: HeaderName = HeaderName::from_static("proxy-connection");
+/// `X-Forwarded-For`.
+pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwarded-for");
+
+/// Removes the hop-by-hop fields: `Connection` and every field it names, `Keep-Alive`, `TE`,
+/// `Transfer-Encoding`, `Upgrade` and `Proxy-Connection`. Framing is re-derived by the next
+/// hop's HTTP layer from the body, so dropping `Transfer-Encoding` loses nothing.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    if let Some(connection) = headers.remove(header::CONNECTION) {
+        // Each value may list several comma-separated field names.
+        let mut named = Vec::new();
+        for token in connection.to_str().unwrap_or("").split(',') {
+            let token = token.trim();
+            if token.is_empty()
+                || token.eq_ignore_ascii_case("close")
+                || token.eq_ignore_ascii_case("keep-alive")
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+        for name in named {
+            headers.remove(name);
+        }
+        // Further Connection values (the field may repeat).
+        while let Some(more) = headers.remove(header::CONNECTION) {
+            drop(more);
+        }
+    }
+    headers.remove(KEEP_ALIVE);
+    headers.remove(header::TE);
+    headers.remove(header::TRANSFER_ENCODING);
+    headers.remove(header::UPGRADE);
+    headers.remove(PROXY_CONNECTION);
+}
+
+/// Appends the client's address to `X-Forwarded-For` (or sets it if absent).
+pub(crate) fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
+    match headers.entry(X_FORWARDED_FOR) {
+        header::Entry::Vacant(v) => {
+            v.insert(client_ip.clone());
+        }
+        header::Entry::Occupied(mut o) => {
+            // Several X-Forwarded-For fields are folded into one list, as RFC 9110 §5.3 allows.
+            let mut joined = BytesMut::new();
+            for v in o.iter() {
+                if !joined.is_empty() {
+                    joined.put_slice(b", ");
+                }
+                joined.put_slice(v.as_bytes());
+            }
+            joined.put_slice(b", ");
+            joined.put_slice(client_ip.as_bytes());
+            match HeaderValue::from_maybe_shared(joined.freeze()) {
+                Ok(v) => {
+                    o.insert(v);
+                }
+                // The old values were valid header values and so is the address: unreachable
+                // in practice; keep the old list rather than fail the request.
+                Err(_) => tracing::debug!("could not extend X-Forwarded-For"),
+            }
+        }
+    }
+}
+
+/// Appends `via` (e.g. `1.1 pingora-dsl`) to the `Via` field.
+pub(crate) fn append_via(headers: &mut HeaderMap, via: &HeaderValue) {
+    headers.append(header::VIA, via.clone());
+}
+
+/// Whether `host` is a syntactically valid `Host` value: `uri-host [ ":" port ]`, with the
+/// characters RFC 3986 allows in a reg-name, an IPv6 literal or a port. Empty is valid
+/// (RFC 9112 §3.2).
+fn is_valid_host(host: &[u8]) -> bool {
+    host.iter().all(|&b| {
+        b.is_ascii_alphanumeric()
+            || matches!(
+                b,
+                b'-' | b'.' | b'_' | b'~' | b'!' | b'$' | b'&' | b'\'' | b'(' | b')' | b'*' | b'+'
+                    | b',' | b';' | b'=' | b':' | b'[' | b']' | b'%'
+            )
+    })
+}
+
+/// Refuses requests a proxy must not forward: an HTTP/1.1 request without exactly one valid
+/// `Host` (RFC 9112 §3.2), a request with both `Content-Length` and `Transfer-Encoding`, or
+/// with `Transfer-Encoding` in HTTP/1.0 (§6.1, §6.3: ambiguous framing, the smuggling
+/// vector), and a `CONNECT` request (tunnelling is not offered here).
+pub(crate) fn validate_request(method: &Method, version: Version, headers: &HeaderMap) -> Result<()> {
+    let mut hosts = headers.get_all(header::HOST).iter();
+    match (hosts.next(), hosts.next()) {
+        (None, _) if version == Version::HTTP_11 => {
+            return Err(Error::new(ErrorKind::BadRequest, "HTTP/1.1 request without Host"));
+        }
+        (Some(_), Some(_)) => {
+            return Err(Error::new(ErrorKind::BadRequest, "request with several Host fields"));
+        }
+        (Some(host), None) if !is_valid_host(host.as_bytes()) => {
+            return Err(Error::new(ErrorKind::BadRequest, "invalid Host field"));
+        }
+        _ => {}
+    }
+    if headers.contains_key(header::TRANSFER_ENCODING) {
+        if headers.contains_key(header::CONTENT_LENGTH) {
+            return Err(Error::new(
+                ErrorKind::BadRequest,
+                "request with both Content-Length and Transfer-Encoding",
+            ));
+        }
+        if version == Version::HTTP_10 {
+            return Err(Error::new(
+                ErrorKind::BadRequest,
+                "HTTP/1.0 request with Transfer-Encoding",
+            ));
+        }
+    }
+    if method == Method::CONNECT {
+        return Err(Error::new(ErrorKind::BadRequest, "CONNECT is not supported"));
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for (k, v) in pairs {
+            h.append(*k, HeaderValue::from_static(v));
+        }
+        h
+    }
+
+    #[test]
+    fn strips_hop_by_hop_and_connection_named_fields() {
+        let mut h = map(&[
+            ("connection", "keep-alive, x-secret"),
+            ("connection", "upgrade"),
+            ("keep-alive", "timeout=5"),
+            ("te", "trailers"),
+            ("transfer-encoding", "chunked"),
+            ("upgrade", "websocket"),
+            ("proxy-connection", "keep-alive"),
+            ("x-secret", "1"),
+            ("x-kept", "2"),
+            ("host", "example.org"),
+        ]);
+        strip_hop_by_hop(&mut h);
+        let names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
+        assert_eq!(names, ["x-kept", "host"]);
+    }
+
+    #[test]
+    fn forwarded_for_appends() {
+        let ip = HeaderValue::from_static("10.0.0.9");
+        let mut h = HeaderMap::new();
+        append_forwarded_for(&mut h, &ip);
+        assert_eq!(h[X_FORWARDED_FOR], "10.0.0.9");
+        let mut h = map(&[("x-forwarded-for", "1.1.1.1"), ("x-forwarded-for", "2.2.2.2")]);
+        append_forwarded_for(&mut h, &ip);
+        assert_eq!(h.get_all(X_FORWARDED_FOR).iter().count(), 1);
+        assert_eq!(h[X_FORWARDED_FOR], "1.1.1.1, 2.2.2.2, 10.0.0.9");
+    }
+
+    #[test]
+    fn validation_rules() {
+        let get = Method::GET;
+        let v11 = Version::HTTP_11;
+        assert!(validate_request(&get, v11, &map(&[("host", "a.example:80")])).is_ok());
+        assert!(validate_request(&get, v11, &map(&[("host", "[::1]:8080")])).is_ok());
+        assert!(validate_request(&get, Version::HTTP_10, &map(&[])).is_ok());
+        assert!(validate_request(&get, v11, &map(&[])).is_err());
+        assert!(validate_request(&get, v11, &map(&[("host", "a"), ("host", "b")])).is_err());
+        assert!(validate_request(&get, v11, &map(&[("host", "a b")])).is_err());
+        assert!(validate_request(&get, v11, &map(&[("host", "a/b")])).is_err());
+        let both = map(&[
+            ("host", "a"),
+            ("content-length", "5"),
+            ("transfer-encoding", "chunked"),
+        ]);
+        assert!(validate_request(&Method::POST, v11, &both).is_err());
+        let te10 = map(&[("transfer-encoding", "chunked")]);
+        assert!(validate_request(&Method::POST, Version::HTTP_10, &te10).is_err());
+        assert!(validate_request(&Method::CONNECT, v11, &map(&[("host", "a:443")])).is_err());
+    }
+}

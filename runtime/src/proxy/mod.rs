@@ -1,0 +1,490 @@
+//! The proxy: Pingora's phases around a pooled upstream client, as a tower service.
+//!
+//! A user implements [`ProxyHttp`] — only [`ProxyHttp::upstream_peer`] is required — and
+//! gets a listening service from [`http_proxy_service`]. Per request, in this order:
+//!
+//! 1. the request is checked ([`headers`] rules: one valid `Host`, unambiguous framing);
+//! 2. `early_request_filter`, then `request_filter` (which may answer at once: [`Flow`]);
+//! 3. `upstream_peer` says where the request goes;
+//! 4. the upstream request is built (hop-by-hop fields removed, `X-Forwarded-For`
+//!    appended) and `upstream_request_filter` edits it;
+//! 5. it is sent over a pooled connection; the response head passes
+//!    `upstream_response_filter` then `response_filter`;
+//! 6. the body streams to the client, and `logging` runs once when it has ended or failed.
+//!
+//! Any error becomes a response with the status of its [`crate::ErrorKind`] (400, 500, 502,
+//! 503, 504) and reaches `logging`. Hand-written tower layers wrap the whole pipeline with
+//! [`http_proxy_service_with`].
+
+mod body;
+mod headers;
+mod session;
+
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, LOCATION};
+use http::{Request, Response, StatusCode};
+use hyper::body::Incoming;
+use tower_layer::{Identity, Layer};
+
+pub use body::{ProxyBody, RequestBody};
+pub use session::{RequestHeader, ResponseHeader, Session};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::http::{ConnInfo, HttpService, MakeConnService};
+use crate::upstream::{ClientOptions, HttpClient, HttpPeer};
+use body::{LogState, ResponseSource};
+
+/// What `request_filter` decided: go on to the upstream, or answer the client now.
+#[derive(Debug)]
+pub enum Flow {
+    /// Continue with `upstream_peer` and forward the request.
+    Continue,
+    /// Send this response to the client; the upstream is never contacted.
+    Respond(Response<Bytes>),
+}
+
+impl Flow {
+    /// Answer with `status` and an empty body.
+    pub fn respond(status: StatusCode) -> Flow {
+        Flow::respond_with(status, Bytes::new())
+    }
+
+    /// Answer with `status` and a plain-text `body`.
+    pub fn respond_with(status: StatusCode, body: impl Into<Bytes>) -> Flow {
+        let body = body.into();
+        let mut response = Response::new(Bytes::new());
+        *response.status_mut() = status;
+        if !body.is_empty() {
+            response
+                .headers_mut()
+                .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+        }
+        *response.body_mut() = body;
+        Flow::Respond(response)
+    }
+
+    /// Redirect with `status` (301, 302, 303, 307 or 308) to `location`.
+    pub fn redirect(status: StatusCode, location: &str) -> Result<Flow> {
+        if !status.is_redirection() {
+            return Err(Error::new(ErrorKind::Filter, "redirect needs a 3xx status"));
+        }
+        let mut response = Response::new(Bytes::new());
+        *response.status_mut() = status;
+        response
+            .headers_mut()
+            .insert(LOCATION, HeaderValue::try_from(location)?);
+        Ok(Flow::Respond(response))
+    }
+}
+
+/// The phases of an HTTP proxy, named and ordered as in Pingora's `ProxyHttp`.
+///
+/// Only [`upstream_peer`](ProxyHttp::upstream_peer) must be written; every other phase has
+/// a default that does nothing. Phases may be written as `async fn` in the impl.
+///
+/// ```
+/// use pingora_dsl_runtime::lb::LoadBalancer;
+/// use pingora_dsl_runtime::proxy::{EditHeaders, ProxyHttp, RequestHeader, Session};
+/// use pingora_dsl_runtime::upstream::HttpPeer;
+/// use pingora_dsl_runtime::{Error, ErrorKind, Result};
+///
+/// struct Lb(LoadBalancer);
+///
+/// impl ProxyHttp for Lb {
+///     type Ctx = ();
+///     fn new_ctx(&self) {}
+///
+///     async fn upstream_peer(&self, _s: &mut Session, _ctx: &mut ()) -> Result<HttpPeer> {
+///         let backend = self.0.select(b"", 256).ok_or(Error::new(ErrorKind::NoPeer, "no backend"))?;
+///         Ok(HttpPeer::new(backend.addr))
+///     }
+///
+///     async fn upstream_request_filter(
+///         &self,
+///         _s: &mut Session,
+///         req: &mut RequestHeader,
+///         _ctx: &mut (),
+///     ) -> Result<()> {
+///         req.insert_header("host", "one.one.one.one")
+///     }
+/// }
+/// ```
+pub trait ProxyHttp: Send + Sync + 'static {
+    /// Per-request state, created by [`new_ctx`](ProxyHttp::new_ctx) and handed to every
+    /// phase of that request.
+    type Ctx: Send + 'static;
+
+    /// Creates the context of a new request.
+    fn new_ctx(&self) -> Self::Ctx;
+
+    /// Runs first, before `request_filter`. Default: nothing.
+    fn early_request_filter(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::Ctx,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Inspects the request; returns [`Flow::Respond`] to answer at once (403, redirect, ...)
+    /// without contacting an upstream. Default: [`Flow::Continue`].
+    fn request_filter(
+        &self,
+        _session: &mut Session,
+        _ctx: &mut Self::Ctx,
+    ) -> impl Future<Output = Result<Flow>> + Send {
+        async { Ok(Flow::Continue) }
+    }
+
+    /// Chooses where the request goes. Required. An error of kind
+    /// [`ErrorKind::NoPeer`] answers 503.
+    fn upstream_peer(
+        &self,
+        session: &mut Session,
+        ctx: &mut Self::Ctx,
+    ) -> impl Future<Output = Result<HttpPeer>> + Send;
+
+    /// Edits the request head sent upstream (after hop-by-hop removal and
+    /// `X-Forwarded-For`). Default: nothing.
+    fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_request: &mut RequestHeader,
+        _ctx: &mut Self::Ctx,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Edits the upstream's response head as received (after hop-by-hop removal), before
+    /// `response_filter`. Synchronous, as in Pingora. Default: nothing.
+    fn upstream_response_filter(
+        &self,
+        _session: &mut Session,
+        _upstream_response: &mut ResponseHeader,
+        _ctx: &mut Self::Ctx,
+    ) -> Result<()> {
+        Ok(())
+    }
+
+    /// Edits the response head sent to the client (for proxied responses). Default: nothing.
+    fn response_filter(
+        &self,
+        _session: &mut Session,
+        _response: &mut ResponseHeader,
+        _ctx: &mut Self::Ctx,
+    ) -> impl Future<Output = Result<()>> + Send {
+        async { Ok(()) }
+    }
+
+    /// Runs exactly once per request, after the response body finished or failed (or the
+    /// client left), with the error if there was one. Default: nothing.
+    fn logging(&self, _session: &Session, _error: Option<&Error>, _ctx: &mut Self::Ctx) {}
+}
+
+/// Header editing helpers for request and response heads in filters.
+pub trait EditHeaders {
+    /// Sets `name` to `value`, replacing previous values.
+    fn insert_header<N, V>(&mut self, name: N, value: V) -> Result<()>
+    where
+        N: TryInto<HeaderName>,
+        N::Error: Into<http::Error>,
+        V: TryInto<HeaderValue>,
+        V::Error: Into<http::Error>;
+
+    /// Removes every value of `name`.
+    fn remove_header(&mut self, name: &str);
+}
+
+macro_rules! edit_headers_for {
+    ($t:ty) => {
+        impl EditHeaders for $t {
+            fn insert_header<N, V>(&mut self, name: N, value: V) -> Result<()>
+            where
+                N: TryInto<HeaderName>,
+                N::Error: Into<http::Error>,
+                V: TryInto<HeaderValue>,
+                V::Error: Into<http::Error>,
+            {
+                let name = name.try_into().map_err(|e| Error::from(e.into()))?;
+                let value = value.try_into().map_err(|e| Error::from(e.into()))?;
+                self.headers.insert(name, value);
+                Ok(())
+            }
+
+            fn remove_header(&mut self, name: &str) {
+                self.headers.remove(name);
+            }
+        }
+    };
+}
+
+edit_headers_for!(RequestHeader);
+edit_headers_for!(ResponseHeader);
+
+/// Settings of a proxy beyond its phases.
+#[derive(Debug, Clone)]
+pub struct ProxyOptions {
+    /// Append the client's IP to `X-Forwarded-For`. Default true.
+    pub forwarded_for: bool,
+    /// A `Via` value (e.g. `"1.1 edge"`) appended to requests and responses; default none.
+    pub via: Option<HeaderValue>,
+    /// Time the client may send nothing while its request body is forwarded. Default 60 s.
+    pub body_read_timeout: Duration,
+    /// The upstream client and its pool.
+    pub client: ClientOptions,
+}
+
+impl Default for ProxyOptions {
+    fn default() -> Self {
+        ProxyOptions {
+            forwarded_for: true,
+            via: None,
+            body_read_timeout: Duration::from_secs(60),
+            client: ClientOptions::default(),
+        }
+    }
+}
+
+struct Shared<P> {
+    proxy: Arc<P>,
+    options: ProxyOptions,
+    client: HttpClient<RequestBody>,
+}
+
+/// What a connection's proxy service knows about its connection, computed once.
+#[derive(Clone)]
+struct ConnCtx {
+    info: ConnInfo,
+    client_ip: HeaderValue,
+}
+
+/// The proxy as a tower service for one downstream connection: runs the phases for each
+/// request. Built per connection by [`ProxyPipeline`].
+pub struct HttpProxy<P> {
+    shared: Arc<Shared<P>>,
+    conn: Arc<ConnCtx>,
+}
+
+impl<P> Clone for HttpProxy<P> {
+    fn clone(&self) -> Self {
+        HttpProxy {
+            shared: self.shared.clone(),
+            conn: self.conn.clone(),
+        }
+    }
+}
+
+/// The future of one proxied request. Boxed once per request: the phases are `async fn`s
+/// whose futures have no nameable type.
+pub type ProxyFuture<P> =
+    Pin<Box<dyn Future<Output = Result<Response<ProxyBody<P>>, Infallible>> + Send>>;
+
+impl<P: ProxyHttp> tower_service::Service<Request<Incoming>> for HttpProxy<P> {
+    type Response = Response<ProxyBody<P>>;
+    type Error = Infallible;
+    type Future = ProxyFuture<P>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let shared = self.shared.clone();
+        let conn = self.conn.clone();
+        Box::pin(async move { Ok(proxy_request(shared, conn, request).await) })
+    }
+}
+
+async fn proxy_request<P: ProxyHttp>(
+    shared: Arc<Shared<P>>,
+    conn: Arc<ConnCtx>,
+    request: Request<Incoming>,
+) -> Response<ProxyBody<P>> {
+    let mut session = Session::new(request, conn.info);
+    let mut ctx = shared.proxy.new_ctx();
+    let (response, error) = match run_phases(&shared, &conn, &mut session, &mut ctx).await {
+        Ok(response) => (response, None),
+        Err(e) => {
+            if e.status().is_server_error() {
+                tracing::warn!(error = %e, client = %session.client_addr(), upstream = ?session.upstream_addr(), "request failed");
+            } else {
+                tracing::debug!(error = %e, client = %session.client_addr(), "request refused");
+            }
+            (error_response(&e), Some(e))
+        }
+    };
+    session.status = Some(response.status());
+    let log = LogState {
+        proxy: shared.proxy.clone(),
+        session,
+        ctx,
+        error,
+    };
+    response.map(|source| ProxyBody::new(source, log))
+}
+
+async fn run_phases<P: ProxyHttp>(
+    shared: &Shared<P>,
+    conn: &ConnCtx,
+    session: &mut Session,
+    ctx: &mut P::Ctx,
+) -> Result<Response<ResponseSource>> {
+    let proxy = &*shared.proxy;
+    {
+        let head = session.req_header();
+        headers::validate_request(&head.method, head.version, &head.headers)?;
+    }
+    proxy.early_request_filter(session, ctx).await?;
+    if let Flow::Respond(response) = proxy.request_filter(session, ctx).await? {
+        return Ok(response.map(ResponseSource::full));
+    }
+    let peer = proxy.upstream_peer(session, ctx).await?;
+    session.upstream = Some(peer.addr());
+
+    let mut up = session.take_upstream_head();
+    headers::strip_hop_by_hop(&mut up.headers);
+    // 100-continue is answered by our own HTTP layer when the body is first read.
+    up.headers.remove(EXPECT);
+    if shared.options.forwarded_for {
+        headers::append_forwarded_for(&mut up.headers, &conn.client_ip);
+    }
+    if let Some(via) = &shared.options.via {
+        headers::append_via(&mut up.headers, via);
+    }
+    proxy.upstream_request_filter(session, &mut up, ctx).await?;
+
+    let body = session.take_body();
+    if body.is_none() {
+        // A filter consumed the body: forward none, and say so.
+        up.headers.remove(CONTENT_LENGTH);
+    }
+    let body = RequestBody::new(body, shared.options.body_read_timeout);
+    session.forwarded = true;
+    let response = shared
+        .client
+        .send(&peer, Request::from_parts(up, body))
+        .await?;
+
+    let (mut head, body) = response.into_parts();
+    headers::strip_hop_by_hop(&mut head.headers);
+    if let Some(via) = &shared.options.via {
+        headers::append_via(&mut head.headers, via);
+    }
+    session.status = Some(head.status);
+    proxy.upstream_response_filter(session, &mut head, ctx)?;
+    proxy.response_filter(session, &mut head, ctx).await?;
+    Ok(Response::from_parts(head, ResponseSource::Upstream(body)))
+}
+
+/// The response a client gets for `error`: its status and a one-line plain-text body. A bad
+/// request also closes the connection, since its framing cannot be trusted.
+fn error_response(error: &Error) -> Response<ResponseSource> {
+    let status = error.status();
+    let text: &'static str = match status {
+        StatusCode::BAD_REQUEST => "400 Bad Request\n",
+        StatusCode::REQUEST_TIMEOUT => "408 Request Timeout\n",
+        StatusCode::BAD_GATEWAY => "502 Bad Gateway\n",
+        StatusCode::SERVICE_UNAVAILABLE => "503 Service Unavailable\n",
+        StatusCode::GATEWAY_TIMEOUT => "504 Gateway Timeout\n",
+        _ => "500 Internal Server Error\n",
+    };
+    let mut response = Response::new(ResponseSource::full(Bytes::from_static(text.as_bytes())));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    if matches!(
+        error.kind(),
+        ErrorKind::BadRequest | ErrorKind::DownstreamClosed | ErrorKind::DownstreamTimeout
+    ) {
+        h.insert(CONNECTION, HeaderValue::from_static("close"));
+    }
+    response
+}
+
+/// Builds the per-connection pipeline: `layer` (any tower layer; [`Identity`] for none)
+/// around an [`HttpProxy`] for `P`.
+pub struct ProxyPipeline<P, L = Identity> {
+    shared: Arc<Shared<P>>,
+    layer: L,
+}
+
+impl<P: ProxyHttp, L> ProxyPipeline<P, L> {
+    /// A pipeline for `proxy` with `options`, wrapped in `layer`.
+    pub fn new(proxy: P, options: ProxyOptions, layer: L) -> Self {
+        let client = HttpClient::new(options.client.clone());
+        ProxyPipeline {
+            shared: Arc::new(Shared {
+                proxy: Arc::new(proxy),
+                options,
+                client,
+            }),
+            layer,
+        }
+    }
+
+    /// The user's proxy.
+    pub fn proxy(&self) -> &P {
+        &self.shared.proxy
+    }
+
+    /// The upstream client (and pool) the proxy forwards through.
+    pub fn client(&self) -> &HttpClient<RequestBody> {
+        &self.shared.client
+    }
+
+    /// The service for a connection from `conn` (what the listener does per connection).
+    pub fn service_for(&self, conn: &ConnInfo) -> L::Service
+    where
+        L: Layer<HttpProxy<P>>,
+    {
+        let client_ip = HeaderValue::from_str(&conn.client_addr.ip().to_string())
+            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        self.layer.layer(HttpProxy {
+            shared: self.shared.clone(),
+            conn: Arc::new(ConnCtx {
+                info: *conn,
+                client_ip,
+            }),
+        })
+    }
+}
+
+impl<P, L> MakeConnService for ProxyPipeline<P, L>
+where
+    P: ProxyHttp,
+    L: Layer<HttpProxy<P>> + Send + Sync + 'static,
+{
+    type Service = L::Service;
+
+    fn make_service(&self, conn: &ConnInfo) -> L::Service {
+        self.service_for(conn)
+    }
+}
+
+/// A listening HTTP proxy service named `name` running `proxy`'s phases, with default
+/// options. Add listeners with [`HttpService::add_tcp`].
+pub fn http_proxy_service<P: ProxyHttp>(name: impl Into<String>, proxy: P) -> HttpService<ProxyPipeline<P>> {
+    http_proxy_service_with(name, proxy, ProxyOptions::default(), Identity::new())
+}
+
+/// Like [`http_proxy_service`], with `options` and a tower `layer` around the pipeline
+/// (e.g. `tower::limit::ConcurrencyLimitLayer`, or a `tower::ServiceBuilder` stack).
+pub fn http_proxy_service_with<P, L>(
+    name: impl Into<String>,
+    proxy: P,
+    options: ProxyOptions,
+    layer: L,
+) -> HttpService<ProxyPipeline<P, L>>
+where
+    P: ProxyHttp,
+    L: Layer<HttpProxy<P>> + Send + Sync + 'static,
+{
+    HttpService::new(name, ProxyPipeline::new(proxy, options, layer))
+}

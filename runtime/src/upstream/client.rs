@@ -1,0 +1,288 @@
+//! [`HttpClient`]: sends requests to an [`HttpPeer`] over pooled HTTP/1.1 connections.
+//!
+//! The proxy forwards through it, and it is usable on its own. A request goes out on the
+//! most recently used idle connection to the peer, or a new one. If hyper reports that a
+//! reused connection closed before the request was written (the origin's keep-alive timer
+//! raced ours), the untouched request is sent again on another connection: nothing reaches
+//! the origin twice, and no request fails because a pooled connection had died.
+
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, Response};
+use http_body::{Body, Frame, SizeHint};
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use tokio::net::TcpStream;
+
+use crate::error::{BoxError, Error, ErrorKind, Result};
+use crate::io_timeout::{BusyFlag, IoTimeout, TimedIo};
+use crate::upstream::peer::{HttpPeer, PoolKey};
+use crate::upstream::pool::{Conn, Pool};
+
+/// How often a request whose pooled connection turned out closed is tried on another one.
+const MAX_STALE_RETRIES: usize = 3;
+
+/// Settings of an [`HttpClient`] and its pool.
+#[derive(Debug, Clone)]
+pub struct ClientOptions {
+    /// Most idle connections kept per peer; the oldest beyond it are closed. Default 128.
+    pub max_idle_per_peer: usize,
+    /// Write header names in the case the downstream client used (when the request carries
+    /// hyper's case map, see `HttpOptions::preserve_header_case`). Default false.
+    pub preserve_header_case: bool,
+    /// Largest response head accepted from an upstream, in bytes. Default 64 KiB.
+    pub max_response_head_bytes: usize,
+}
+
+impl Default for ClientOptions {
+    fn default() -> Self {
+        ClientOptions {
+            max_idle_per_peer: 128,
+            preserve_header_case: false,
+            max_response_head_bytes: 64 * 1024,
+        }
+    }
+}
+
+/// An HTTP/1.1 client with a connection pool keyed by peer. Cheap to clone (shares the pool).
+///
+/// ```no_run
+/// # async fn demo() -> Result<(), pingora_dsl_runtime::Error> {
+/// use http_body_util::{BodyExt, Empty};
+/// use pingora_dsl_runtime::upstream::{HttpClient, HttpPeer};
+///
+/// let client: HttpClient<Empty<bytes::Bytes>> = HttpClient::default();
+/// let peer = HttpPeer::new("127.0.0.1:8080".parse().unwrap());
+/// let request = http::Request::get("/").header("host", "example.org").body(Empty::new())?;
+/// let response = client.send(&peer, request).await?;
+/// let body = response.into_body().collect().await?.to_bytes();
+/// println!("{} bytes", body.len());
+/// # Ok(()) }
+/// ```
+pub struct HttpClient<B> {
+    pool: Arc<Pool<B>>,
+    builder: Arc<hyper::client::conn::http1::Builder>,
+}
+
+impl<B> Clone for HttpClient<B> {
+    fn clone(&self) -> Self {
+        HttpClient {
+            pool: self.pool.clone(),
+            builder: self.builder.clone(),
+        }
+    }
+}
+
+impl<B> Default for HttpClient<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn default() -> Self {
+        HttpClient::new(ClientOptions::default())
+    }
+}
+
+impl<B> HttpClient<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    /// A client with `options` and an empty pool.
+    pub fn new(options: ClientOptions) -> Self {
+        let mut builder = hyper::client::conn::http1::Builder::new();
+        builder
+            .preserve_header_case(options.preserve_header_case)
+            .max_buf_size(options.max_response_head_bytes.max(8192));
+        HttpClient {
+            pool: Arc::new(Pool::new(options.max_idle_per_peer)),
+            builder: Arc::new(builder),
+        }
+    }
+
+    /// Sends `request` to `peer` and returns the response head; the body streams after.
+    ///
+    /// The request is sent as is: its URI should be in origin form (`/path?query`) and it
+    /// should carry a `Host` header. Errors carry an [`ErrorKind`] that says what failed
+    /// (connect refused or timed out, read or write timeout, closed, invalid response).
+    pub async fn send(&self, peer: &HttpPeer, mut request: Request<B>) -> Result<Response<UpstreamBody<B>>> {
+        let key = peer.pool_key();
+        let mut stale = 0;
+        loop {
+            let (mut conn, reused) = match self.pool.checkout(&key) {
+                Some(conn) => (conn, true),
+                None => (self.connect(peer).await?, false),
+            };
+            if reused {
+                // A connection goes idle a moment after its body ended; wait for that, and
+                // skip it if it died instead.
+                match tokio::time::timeout(peer.timeouts().connect, conn.sender.ready()).await {
+                    Ok(Ok(())) => {}
+                    _ => continue,
+                }
+            }
+            conn.busy.set(true);
+            match conn.sender.try_send_request(request).await {
+                Ok(response) => {
+                    let release = Release {
+                        pool: self.pool.clone(),
+                        key,
+                        idle_timeout: peer.timeouts().idle,
+                        conn,
+                    };
+                    return Ok(response.map(|body| UpstreamBody::new(body, release)));
+                }
+                Err(mut e) => match e.take_message() {
+                    Some(unsent) if reused && stale < MAX_STALE_RETRIES => {
+                        tracing::debug!(peer = %peer.addr(), "pooled connection was closed; resending on another");
+                        stale += 1;
+                        request = unsent;
+                    }
+                    _ => return Err(upstream_error(e.into_error(), "sending request upstream")),
+                },
+            }
+        }
+    }
+
+    /// Idle connections currently pooled for `peer`.
+    pub fn idle_connections(&self, peer: &HttpPeer) -> usize {
+        self.pool.idle_count(&peer.pool_key())
+    }
+
+    async fn connect(&self, peer: &HttpPeer) -> Result<Conn<B>> {
+        let t = peer.timeouts();
+        let stream = match tokio::time::timeout(t.connect, TcpStream::connect(peer.addr())).await {
+            Err(_) => return Err(Error::new(ErrorKind::ConnectTimeout, "connecting to upstream")),
+            Ok(Err(e)) => {
+                return Err(Error::with_source(
+                    ErrorKind::ConnectRefused,
+                    "connecting to upstream",
+                    e,
+                ))
+            }
+            Ok(Ok(s)) => s,
+        };
+        let _ = stream.set_nodelay(true);
+        let busy = BusyFlag::default();
+        let io = TimedIo::new(stream, Some(t.read), Some(t.write), Some(busy.clone()));
+        let (sender, connection) = self
+            .builder
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| upstream_error(e, "starting upstream connection"))?;
+        let addr = peer.addr();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(peer = %addr, error = %e, "upstream connection ended with an error");
+            }
+        });
+        Ok(Conn { sender, busy })
+    }
+}
+
+/// Maps a hyper client error to the proxy's [`ErrorKind`]s.
+pub(crate) fn upstream_error(e: hyper::Error, context: &'static str) -> Error {
+    if let Some(t) = IoTimeout::find(&e) {
+        let kind = match t {
+            IoTimeout::Read => ErrorKind::ReadTimeout,
+            IoTimeout::Write => ErrorKind::WriteTimeout,
+        };
+        return Error::with_source(kind, context, e);
+    }
+    // A failure of the body we were forwarding is the downstream's, not the upstream's.
+    if let Some(kind) = downstream_cause(&e) {
+        return Error::with_source(kind, "reading the request body from the client", e);
+    }
+    let kind = if e.is_parse() || e.is_parse_status() || e.is_parse_too_large() {
+        ErrorKind::InvalidResponse
+    } else {
+        ErrorKind::UpstreamClosed
+    };
+    Error::with_source(kind, context, e)
+}
+
+fn downstream_cause(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> {
+    let mut cur = e.source();
+    while let Some(s) = cur {
+        if let Some(ours) = s.downcast_ref::<Error>() {
+            return Some(ours.kind());
+        }
+        cur = s.source();
+    }
+    None
+}
+
+/// Hands a connection back to its pool once its response is complete.
+struct Release<B> {
+    pool: Arc<Pool<B>>,
+    key: PoolKey,
+    idle_timeout: Duration,
+    conn: Conn<B>,
+}
+
+/// A response body streaming from an upstream; its connection returns to the pool when the
+/// body has been read to the end (a body dropped early closes its connection instead).
+pub struct UpstreamBody<B> {
+    inner: Incoming,
+    release: Option<Release<B>>,
+}
+
+impl<B: Send + 'static> UpstreamBody<B> {
+    fn new(inner: Incoming, release: Release<B>) -> Self {
+        let mut body = UpstreamBody {
+            inner,
+            release: Some(release),
+        };
+        if body.inner.is_end_stream() {
+            body.release();
+        }
+        body
+    }
+
+    fn release(&mut self) {
+        if let Some(r) = self.release.take() {
+            r.pool.checkin(r.key, r.conn, r.idle_timeout);
+        }
+    }
+}
+
+impl<B: Send + Unpin + 'static> Body for UpstreamBody<B> {
+    type Data = Bytes;
+    type Error = Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let this = &mut *self;
+        match Pin::new(&mut this.inner).poll_frame(cx) {
+            Poll::Ready(Some(Ok(frame))) => {
+                if this.inner.is_end_stream() {
+                    this.release();
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => {
+                this.release();
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => {
+                this.release = None;
+                Poll::Ready(Some(Err(upstream_error(e, "reading response body from upstream"))))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        self.inner.size_hint()
+    }
+}

@@ -1,0 +1,12 @@
+//! The upstream side: peers, connecting, the connection pool and the HTTP/1.1 client.
+//!
+//! [`HttpPeer`] says where a request goes and with which timeouts; [`HttpClient`] sends it
+//! there over a pooled connection. The proxy forwards through an `HttpClient`; so can any
+//! program that needs a pooled HTTP client.
+
+mod client;
+mod peer;
+mod pool;
+
+pub use client::{ClientOptions, HttpClient, UpstreamBody};
+pub use peer::{HttpPeer, PeerTimeouts};

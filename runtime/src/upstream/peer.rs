@@ -1,0 +1,99 @@
+//! [`HttpPeer`]: where a request goes, and the timeouts of talking to it.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// Timeouts of one upstream peer. Every one is finite by default.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerTimeouts {
+    /// Time to establish the TCP connection. Default 5 s.
+    pub connect: Duration,
+    /// Time the upstream may send nothing (and accept nothing) while a request is in
+    /// flight: bounds the wait for the response head and every gap in the response body.
+    /// Default 60 s.
+    pub read: Duration,
+    /// Time a write to the upstream may make no progress. Default 60 s.
+    pub write: Duration,
+    /// Time an unused pooled connection is kept before it is closed. Default 60 s.
+    pub idle: Duration,
+}
+
+impl Default for PeerTimeouts {
+    fn default() -> Self {
+        PeerTimeouts {
+            connect: Duration::from_secs(5),
+            read: Duration::from_secs(60),
+            write: Duration::from_secs(60),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+/// An upstream HTTP/1.1 peer: its address and timeouts. Returned by the `upstream_peer`
+/// phase to say where a request goes.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpPeer {
+    addr: SocketAddr,
+    timeouts: PeerTimeouts,
+}
+
+impl HttpPeer {
+    /// A plain-text HTTP/1.1 peer at `addr` with default timeouts.
+    pub fn new(addr: SocketAddr) -> Self {
+        HttpPeer {
+            addr,
+            timeouts: PeerTimeouts::default(),
+        }
+    }
+
+    /// The peer's address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The peer's timeouts.
+    pub fn timeouts(&self) -> &PeerTimeouts {
+        &self.timeouts
+    }
+
+    /// Replaces all timeouts.
+    pub fn with_timeouts(mut self, timeouts: PeerTimeouts) -> Self {
+        self.timeouts = timeouts;
+        self
+    }
+
+    /// Sets the connect timeout.
+    pub fn connect_timeout(mut self, d: Duration) -> Self {
+        self.timeouts.connect = d;
+        self
+    }
+
+    /// Sets the read timeout.
+    pub fn read_timeout(mut self, d: Duration) -> Self {
+        self.timeouts.read = d;
+        self
+    }
+
+    /// Sets the write timeout.
+    pub fn write_timeout(mut self, d: Duration) -> Self {
+        self.timeouts.write = d;
+        self
+    }
+
+    /// Sets how long an idle pooled connection to this peer is kept.
+    pub fn idle_timeout(mut self, d: Duration) -> Self {
+        self.timeouts.idle = d;
+        self
+    }
+
+    /// The key connections to this peer are pooled under.
+    pub(crate) fn pool_key(&self) -> PoolKey {
+        PoolKey { addr: self.addr }
+    }
+}
+
+/// What makes two peers share pooled connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub(crate) struct PoolKey {
+    addr: SocketAddr,
+}

@@ -1,0 +1,138 @@
+//! The upstream connection pool: idle HTTP/1.1 connections kept per peer, reused LIFO.
+//!
+//! A connection enters the pool when its response body has been read to the end, and leaves
+//! it when a request checks it out, when it stayed idle longer than its idle timeout (a
+//! background sweep closes it), when the peer's idle list is over the cap (the oldest goes),
+//! or when the origin closed it (hyper notices the EOF; such a connection is skipped at
+//! checkout, never used).
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, Weak};
+use std::time::Duration;
+
+use hyper::client::conn::http1::SendRequest;
+use tokio::time::Instant;
+
+use crate::io_timeout::BusyFlag;
+use crate::upstream::peer::PoolKey;
+
+/// How often idle connections are checked for expiry.
+const SWEEP_INTERVAL: Duration = Duration::from_millis(500);
+
+/// One upstream HTTP/1.1 connection: hyper's request sender and the flag arming its read
+/// timeout while a request is in flight.
+pub(crate) struct Conn<B> {
+    pub(crate) sender: SendRequest<B>,
+    pub(crate) busy: BusyFlag,
+}
+
+struct IdleConn<B> {
+    conn: Conn<B>,
+    expires: Instant,
+}
+
+impl<B> IdleConn<B> {
+    fn usable(&self, now: Instant) -> bool {
+        self.expires > now && !self.conn.sender.is_closed()
+    }
+}
+
+/// Idle connections per peer. Shared by every request of a client or proxy.
+pub(crate) struct Pool<B> {
+    idle: Mutex<HashMap<PoolKey, Vec<IdleConn<B>>>>,
+    max_idle_per_peer: usize,
+    sweeper_started: AtomicBool,
+}
+
+impl<B: Send + 'static> Pool<B> {
+    pub(crate) fn new(max_idle_per_peer: usize) -> Self {
+        Pool {
+            idle: Mutex::new(HashMap::new()),
+            max_idle_per_peer,
+            sweeper_started: AtomicBool::new(false),
+        }
+    }
+
+    /// Takes the most recently used live connection to `key`, if any.
+    pub(crate) fn checkout(&self, key: &PoolKey) -> Option<Conn<B>> {
+        let now = Instant::now();
+        let mut dead = Vec::new();
+        let found = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let list = idle.get_mut(key)?;
+            let mut found = None;
+            while let Some(c) = list.pop() {
+                if c.usable(now) {
+                    found = Some(c.conn);
+                    break;
+                }
+                dead.push(c);
+            }
+            found
+        };
+        // Dead connections are dropped outside the lock.
+        drop(dead);
+        found
+    }
+
+    /// Returns a connection whose last response is complete, to be reused for `idle_timeout`.
+    pub(crate) fn checkin(self: &Arc<Self>, key: PoolKey, conn: Conn<B>, idle_timeout: Duration) {
+        if self.max_idle_per_peer == 0 || conn.sender.is_closed() {
+            return;
+        }
+        conn.busy.set(false);
+        let evicted = {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let list = idle.entry(key).or_default();
+            list.push(IdleConn {
+                conn,
+                expires: Instant::now() + idle_timeout,
+            });
+            if list.len() > self.max_idle_per_peer {
+                Some(list.remove(0))
+            } else {
+                None
+            }
+        };
+        drop(evicted);
+        if !self.sweeper_started.swap(true, Ordering::AcqRel) {
+            tokio::spawn(sweep(Arc::downgrade(self)));
+        }
+    }
+
+    /// Number of idle connections kept for `key`.
+    pub(crate) fn idle_count(&self, key: &PoolKey) -> usize {
+        let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+        idle.get(key).map_or(0, Vec::len)
+    }
+
+    fn sweep_once(&self) {
+        let now = Instant::now();
+        let mut dead = Vec::new();
+        {
+            let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            idle.retain(|_, list| {
+                let mut i = 0;
+                while i < list.len() {
+                    if list[i].usable(now) {
+                        i += 1;
+                    } else {
+                        dead.push(list.remove(i));
+                    }
+                }
+                !list.is_empty()
+            });
+        }
+        drop(dead);
+    }
+}
+
+/// Closes expired and dead idle connections until the pool is dropped.
+async fn sweep<B: Send + 'static>(pool: Weak<Pool<B>>) {
+    loop {
+        tokio::time::sleep(SWEEP_INTERVAL).await;
+        let Some(pool) = pool.upgrade() else { return };
+        pool.sweep_once();
+    }
+}
