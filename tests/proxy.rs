@@ -1,0 +1,249 @@
+//! The proxy's behaviour over real sockets: real origins (hyper servers), a real client.
+
+mod support;
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Request, StatusCode};
+use http_body_util::Full;
+use pingora_dsl::upstream::PeerTimeouts;
+use pingora_dsl_suite::origin::Origin;
+use support::*;
+
+#[tokio::test]
+async fn round_robin_alternates_between_two_origins() {
+    let a = Origin::start("a").await.expect("origin a");
+    let b = Origin::start("b").await.expect("origin b");
+    let proxy = start_proxy(TestProxy::new(&[a.addr(), b.addr()]));
+    let client = client();
+    let mut seen = Vec::new();
+    for _ in 0..6 {
+        let (resp, body) = send(&client, get(proxy.addr(), "/", None)).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+        let origin = resp.headers()["x-origin"].to_str().expect("ascii").to_owned();
+        assert_eq!(body, format!("origin {origin}"));
+        assert_eq!(resp.headers()["x-proxied"], "1", "response_filter ran");
+        seen.push(origin);
+    }
+    assert_eq!(seen, ["a", "b", "a", "b", "a", "b"]);
+    assert_eq!(a.requests(), 3);
+    assert_eq!(b.requests(), 3);
+}
+
+#[tokio::test]
+async fn upstream_request_filter_rewrites_host_and_xff_is_appended() {
+    let origin = Origin::start("o").await.expect("origin");
+    let mut p = TestProxy::new(&[origin.addr()]);
+    p.host = Some("backend.internal");
+    let proxy = start_proxy(p);
+    let req = Request::get(format!("http://{}/", proxy.addr()))
+        .header("x-forwarded-for", "203.0.113.7")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let (resp, _) = send(&client(), req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-seen-host"], "backend.internal");
+    assert_eq!(resp.headers()["x-seen-xff"], "203.0.113.7, 127.0.0.1");
+}
+
+#[tokio::test]
+async fn request_filter_answers_403_and_the_origin_sees_nothing() {
+    let origin = Origin::start("o").await.expect("origin");
+    let proxy = start_proxy(TestProxy::new(&[origin.addr()]));
+    let client = client();
+    let (resp, body) = send(&client, get(proxy.addr(), "/admin", None)).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(body, "forbidden\n");
+    let (resp, _) = send(&client, get(proxy.addr(), "/old", None)).await;
+    assert_eq!(resp.status(), StatusCode::MOVED_PERMANENTLY);
+    assert_eq!(resp.headers()["location"], "/new");
+    assert_eq!(origin.requests(), 0);
+    assert_eq!(origin.connections(), 0);
+}
+
+#[tokio::test]
+async fn a_failing_filter_answers_500() {
+    let origin = Origin::start("o").await.expect("origin");
+    let proxy = start_proxy(TestProxy::new(&[origin.addr()]));
+    let (resp, _) = send(&client(), get(proxy.addr(), "/fail-filter", None)).await;
+    assert_eq!(resp.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    assert_eq!(origin.requests(), 0);
+}
+
+/// Deterministic, non-repeating-looking bytes, so a misplaced chunk cannot go unnoticed.
+fn pattern(len: usize) -> Vec<u8> {
+    let mut x: u32 = 0x1234_5678;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            (x >> 24) as u8
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn ten_mib_post_is_echoed_byte_exact() {
+    let origin = Origin::start("o").await.expect("origin");
+    let proxy = start_proxy(TestProxy::new(&[origin.addr()]));
+    let data = Bytes::from(pattern(10 * 1024 * 1024));
+    let req = Request::post(format!("http://{}/echo", proxy.addr()))
+        .body(Full::new(data.clone()))
+        .expect("request");
+    let (resp, body) = send(&client(), req).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(body.len(), data.len());
+    assert!(body == data, "echoed body differs");
+}
+
+#[tokio::test]
+async fn thousand_keepalive_requests_use_at_most_two_upstream_connections() {
+    let origin = Origin::start("o").await.expect("origin");
+    let proxy = start_proxy(TestProxy::new(&[origin.addr()]));
+    let client = client();
+    for _ in 0..1000 {
+        let (resp, _) = send(&client, get(proxy.addr(), "/", None)).await;
+        assert_eq!(resp.status(), StatusCode::OK);
+    }
+    assert_eq!(origin.requests(), 1000);
+    assert!(
+        origin.connections() <= 2,
+        "origin accepted {} connections for 1000 sequential requests",
+        origin.connections()
+    );
+}
+
+#[tokio::test]
+async fn refused_upstream_gives_502() {
+    let proxy = start_proxy(TestProxy::new(&[closed_port()]));
+    let (resp, body) = send(&client(), get(proxy.addr(), "/", None)).await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(body, "502 Bad Gateway\n");
+}
+
+#[tokio::test]
+async fn origin_that_never_answers_gives_504_after_the_read_timeout() {
+    let origin = Origin::start("o").await.expect("origin");
+    let mut p = TestProxy::new(&[origin.addr()]);
+    p.timeouts = PeerTimeouts {
+        read: Duration::from_millis(300),
+        ..PeerTimeouts::default()
+    };
+    let log = p.log.clone();
+    let proxy = start_proxy(p);
+    let (resp, _) = send(&client(), get(proxy.addr(), "/stall", Some("stall"))).await;
+    assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
+    assert_eq!(origin.requests(), 1);
+    let logged = wait_for_log(&log, 1).await;
+    assert_eq!(logged["stall"][0].error, Some(pingora_dsl::ErrorKind::ReadTimeout));
+}
+
+#[tokio::test]
+async fn malformed_request_line_gets_400() {
+    let origin = Origin::start("o").await.expect("origin");
+    let proxy = start_proxy(TestProxy::new(&[origin.addr()]));
+    let out = raw_exchange(proxy.addr(), b"GARBAGE\r\n\r\n", Duration::from_secs(2)).await;
+    assert!(out.starts_with("HTTP/1.1 400"), "got {out:?}");
+    let out = raw_exchange(
+        proxy.addr(),
+        b"GET /a b c HTTP/1.1\r\nHost: x\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 400"), "got {out:?}");
+    assert_eq!(origin.requests(), 0);
+}
+
+#[tokio::test]
+async fn two_hundred_concurrent_clients_are_all_served() {
+    let a = Origin::start("a").await.expect("origin a");
+    let b = Origin::start("b").await.expect("origin b");
+    let proxy = start_proxy(TestProxy::new(&[a.addr(), b.addr()]));
+    let addr = proxy.addr();
+    let mut tasks = tokio::task::JoinSet::new();
+    for _ in 0..200 {
+        // A client of its own per task: 200 separate downstream connections.
+        tasks.spawn(async move {
+            let (resp, body) = send(&client(), get(addr, "/", None)).await;
+            (resp.status(), body)
+        });
+    }
+    let mut ok = 0;
+    while let Some(r) = tasks.join_next().await {
+        let (status, body) = r.expect("task");
+        assert_eq!(status, StatusCode::OK);
+        assert!(body.starts_with(b"origin "));
+        ok += 1;
+    }
+    assert_eq!(ok, 200);
+    assert_eq!(a.requests() + b.requests(), 200);
+}
+
+#[tokio::test]
+async fn logging_runs_exactly_once_per_request_including_early_answers_and_errors() {
+    let origin = Origin::start("o").await.expect("origin");
+    let p = TestProxy::new(&[origin.addr()]);
+    let log = p.log.clone();
+    let ok_proxy = start_proxy(p);
+    let p = TestProxy::new(&[closed_port()]);
+    let bad_log = p.log.clone();
+    let bad_proxy = start_proxy(p);
+    let client = client();
+
+    let (r, _) = send(&client, get(ok_proxy.addr(), "/", Some("ok"))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (r, _) = send(&client, get(ok_proxy.addr(), "/bytes/100000", Some("big"))).await;
+    assert_eq!(r.status(), StatusCode::OK);
+    let (r, _) = send(&client, get(ok_proxy.addr(), "/admin", Some("early"))).await;
+    assert_eq!(r.status(), StatusCode::FORBIDDEN);
+    let (r, _) = send(&client, get(ok_proxy.addr(), "/fail-filter", Some("filter"))).await;
+    assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
+    let (r, _) = send(&client, get(bad_proxy.addr(), "/", Some("refused"))).await;
+    assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
+
+    let logged = wait_for_log(&log, 4).await;
+    assert_eq!(logged.len(), 4, "{logged:?}");
+    for id in ["ok", "big", "early", "filter"] {
+        assert_eq!(logged[id].len(), 1, "request {id} logged {} times", logged[id].len());
+    }
+    assert_eq!(logged["ok"][0].status, Some(200));
+    assert_eq!(logged["ok"][0].error, None);
+    assert_eq!(logged["ok"][0].upstream, Some(origin.addr()));
+    assert_eq!(logged["big"][0].bytes, 100_000, "logged after the whole body");
+    assert_eq!(logged["early"][0].status, Some(403));
+    assert_eq!(logged["early"][0].upstream, None);
+    assert_eq!(logged["filter"][0].error, Some(pingora_dsl::ErrorKind::Filter));
+    let bad = wait_for_log(&bad_log, 1).await;
+    assert_eq!(bad["refused"].len(), 1);
+    assert_eq!(bad["refused"][0].status, Some(502));
+    assert_eq!(bad["refused"][0].error, Some(pingora_dsl::ErrorKind::ConnectRefused));
+}
+
+#[tokio::test]
+async fn logging_runs_once_when_the_client_leaves_mid_body() {
+    let origin = Origin::start("o").await.expect("origin");
+    let p = TestProxy::new(&[origin.addr()]);
+    let log = p.log.clone();
+    let proxy = start_proxy(p);
+    {
+        let mut stream = tokio::net::TcpStream::connect(proxy.addr()).await.expect("connect");
+        tokio::io::AsyncWriteExt::write_all(
+            &mut stream,
+            b"GET /bytes/1000000000 HTTP/1.1\r\nHost: x\r\nx-test-id: gone\r\n\r\n",
+        )
+        .await
+        .expect("write");
+        let mut buf = [0u8; 65536];
+        let n = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await.expect("read");
+        assert!(n > 0);
+        // Drop the connection with most of the gigabyte unsent.
+    }
+    let logged = wait_for_log(&log, 1).await;
+    assert_eq!(logged["gone"].len(), 1);
+    let entry = &logged["gone"][0];
+    assert_eq!(entry.status, Some(200));
+    assert!(entry.error.is_some(), "an aborted response is logged with an error");
+    assert!(entry.bytes < 1_000_000_000);
+}

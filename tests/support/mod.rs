@@ -1,0 +1,222 @@
+//! Helpers shared by the integration tests: a configurable test proxy, a pooled real HTTP
+//! client, and raw-socket exchanges for malformed input.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{HeaderValue, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::TokioExecutor;
+use pingora_dsl::http::{HttpOptions, RunningService};
+use pingora_dsl::prelude::*;
+use pingora_dsl::upstream::PeerTimeouts;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+/// What `logging` saw for one request.
+#[derive(Debug, Clone)]
+pub struct LogEntry {
+    pub id: String,
+    pub status: Option<u16>,
+    pub error: Option<ErrorKind>,
+    pub upstream: Option<SocketAddr>,
+    pub bytes: u64,
+}
+
+/// The proxy under test: round robin over its peers, `/admin` denied with 403, optional Host
+/// rewrite, and a log of every `logging` call keyed by the request's `x-test-id`.
+pub struct TestProxy {
+    pub lb: LoadBalancer,
+    pub host: Option<&'static str>,
+    pub timeouts: PeerTimeouts,
+    pub log: Arc<Mutex<Vec<LogEntry>>>,
+}
+
+impl TestProxy {
+    pub fn new(peers: &[SocketAddr]) -> Self {
+        let addrs: Vec<String> = peers.iter().map(|a| a.to_string()).collect();
+        TestProxy {
+            lb: LoadBalancer::try_from_iter(&addrs).expect("valid peers"),
+            host: None,
+            timeouts: PeerTimeouts::default(),
+            log: Arc::default(),
+        }
+    }
+}
+
+#[derive(Default)]
+pub struct TestCtx {
+    id: String,
+}
+
+impl ProxyHttp for TestProxy {
+    type Ctx = TestCtx;
+
+    fn new_ctx(&self) -> TestCtx {
+        TestCtx::default()
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut TestCtx) -> Result<()> {
+        if let Some(id) = session.headers().get("x-test-id") {
+            ctx.id = id.to_str().unwrap_or("").to_owned();
+        }
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, _ctx: &mut TestCtx) -> Result<Flow> {
+        match session.path() {
+            "/admin" => Ok(Flow::respond_with(StatusCode::FORBIDDEN, "forbidden\n")),
+            "/old" => Flow::redirect(StatusCode::MOVED_PERMANENTLY, "/new"),
+            "/fail-filter" => Err(Error::filter("test filter failed")),
+            _ => Ok(Flow::Continue),
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut TestCtx) -> Result<HttpPeer> {
+        let backend = self
+            .lb
+            .select(b"", 16)
+            .ok_or(Error::new(ErrorKind::NoPeer, "no backend"))?;
+        Ok(HttpPeer::new(backend.addr).with_timeouts(self.timeouts))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        _ctx: &mut TestCtx,
+    ) -> Result<()> {
+        if let Some(host) = self.host {
+            req.insert_header("host", host)?;
+        }
+        Ok(())
+    }
+
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        _ctx: &mut TestCtx,
+    ) -> Result<()> {
+        resp.insert_header("x-proxied", "1")
+    }
+
+    fn logging(&self, session: &Session, error: Option<&Error>, ctx: &mut TestCtx) {
+        self.log.lock().expect("log lock").push(LogEntry {
+            id: ctx.id.clone(),
+            status: session.response_status().map(|s| s.as_u16()),
+            error: error.map(|e| e.kind()),
+            upstream: session.upstream_addr(),
+            bytes: session.body_bytes_sent(),
+        });
+    }
+}
+
+/// Starts `proxy` on an ephemeral loopback port with `options`.
+pub fn start_proxy_with(proxy: TestProxy, options: HttpOptions, proxy_options: ProxyOptions) -> RunningService {
+    let mut service = http_proxy_service_with(
+        "test-proxy",
+        proxy,
+        proxy_options,
+        tower::layer::util::Identity::new(),
+    );
+    service.add_tcp("127.0.0.1:0");
+    *service.options_mut() = options;
+    service.spawn().expect("proxy starts")
+}
+
+/// Starts `proxy` with default options.
+pub fn start_proxy(proxy: TestProxy) -> RunningService {
+    start_proxy_with(proxy, HttpOptions::default(), ProxyOptions::default())
+}
+
+/// A real HTTP/1.1 client with its own connection pool (hyper-util's).
+pub type TestClient = Client<HttpConnector, Full<Bytes>>;
+
+pub fn client() -> TestClient {
+    Client::builder(TokioExecutor::new()).build_http()
+}
+
+/// Sends a request and collects the response body, bounded by 30 s.
+pub async fn send(client: &TestClient, req: Request<Full<Bytes>>) -> (Response<()>, Bytes) {
+    tokio::time::timeout(Duration::from_secs(30), async {
+        let resp = client.request(req).await.expect("request succeeds");
+        let (parts, body) = resp.into_parts();
+        let bytes = body.collect().await.expect("body").to_bytes();
+        (Response::from_parts(parts, ()), bytes)
+    })
+    .await
+    .expect("response within 30 s")
+}
+
+/// `GET http://addr{path}` with an optional test id.
+pub fn get(addr: SocketAddr, path: &str, id: Option<&str>) -> Request<Full<Bytes>> {
+    let mut b = Request::get(format!("http://{addr}{path}"));
+    if let Some(id) = id {
+        b = b.header("x-test-id", HeaderValue::from_str(id).expect("id"));
+    }
+    b.body(Full::new(Bytes::new())).expect("request")
+}
+
+/// Writes `raw` to a new connection to `addr`, then reads until the peer closes or `wait`
+/// passes without data. Returns everything read.
+pub async fn raw_exchange(addr: SocketAddr, raw: &[u8], wait: Duration) -> String {
+    let mut stream = TcpStream::connect(addr).await.expect("connect");
+    stream.write_all(raw).await.expect("write");
+    read_until_quiet(&mut stream, wait).await
+}
+
+/// Reads from `stream` until EOF, an error, or `wait` without data.
+pub async fn read_until_quiet(stream: &mut TcpStream, wait: Duration) -> String {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 8192];
+    loop {
+        match tokio::time::timeout(wait, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) | Err(_) => break,
+            Ok(Ok(n)) => out.extend_from_slice(&buf[..n]),
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Whether the peer closed `stream` (EOF or reset) within `within`.
+pub async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
+    let mut buf = [0u8; 1024];
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, stream.read(&mut buf)).await {
+            Ok(Ok(0)) | Ok(Err(_)) => return true,
+            Ok(Ok(_)) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Waits (bounded by 5 s) until `log` holds at least `n` entries, then returns them by id.
+pub async fn wait_for_log(log: &Mutex<Vec<LogEntry>>, n: usize) -> HashMap<String, Vec<LogEntry>> {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    while log.lock().expect("log").len() < n && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Give a late duplicate the chance to show up before counting.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let mut by_id: HashMap<String, Vec<LogEntry>> = HashMap::new();
+    for e in log.lock().expect("log").iter() {
+        by_id.entry(e.id.clone()).or_default().push(e.clone());
+    }
+    by_id
+}
+
+/// An address on which nothing listens (bound, then released).
+pub fn closed_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let addr = l.local_addr().expect("addr");
+    drop(l);
+    addr
+}
