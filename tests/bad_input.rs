@@ -1,0 +1,296 @@
+//! Bad input and slow peers (RFC 9112 / 9110): every case over a raw socket, so the test
+//! controls each byte the proxy receives.
+
+mod support;
+
+use std::time::Duration;
+
+use pingora_dsl::http::HttpOptions;
+use pingora_dsl::prelude::*;
+use pingora_dsl_suite::origin::Origin;
+use support::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+const WAIT: Duration = Duration::from_secs(2);
+
+async fn proxy_to_origin() -> (Origin, pingora_dsl::http::RunningService) {
+    let origin = Origin::start("o").await.expect("origin");
+    let proxy = start_proxy(TestProxy::new(&[origin.addr()]));
+    (origin, proxy)
+}
+
+fn status_line(response: &str) -> &str {
+    response.lines().next().unwrap_or("")
+}
+
+#[tokio::test]
+async fn missing_or_duplicate_host_gets_400() {
+    let (origin, proxy) = proxy_to_origin().await;
+    let out = raw_exchange(proxy.addr(), b"GET / HTTP/1.1\r\n\r\n", WAIT).await;
+    assert_eq!(status_line(&out), "HTTP/1.1 400 Bad Request", "{out}");
+    let out = raw_exchange(
+        proxy.addr(),
+        b"GET / HTTP/1.1\r\nHost: a.example\r\nHost: b.example\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert_eq!(status_line(&out), "HTTP/1.1 400 Bad Request", "{out}");
+    let out = raw_exchange(proxy.addr(), b"GET / HTTP/1.1\r\nHost: a b\r\n\r\n", WAIT).await;
+    assert_eq!(status_line(&out), "HTTP/1.1 400 Bad Request", "{out}");
+    assert_eq!(origin.requests(), 0);
+}
+
+#[tokio::test]
+async fn conflicting_or_malformed_framing_gets_400_closes_and_forwards_nothing() {
+    let (origin, proxy) = proxy_to_origin().await;
+    let cases: [&[u8]; 4] = [
+        // Two different Content-Lengths.
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\nabcd",
+        // A malformed Content-Length.
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 4x\r\n\r\nabcd",
+        // Transfer-Encoding that does not end in chunked.
+        b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip\r\n\r\nabcd",
+        // Transfer-Encoding in HTTP/1.0.
+        b"POST /echo HTTP/1.0\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+    ];
+    for raw in cases {
+        let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
+        stream.write_all(raw).await.expect("write");
+        let out = read_until_quiet(&mut stream, WAIT).await;
+        assert!(
+            status_line(&out).starts_with("HTTP/1.1 400 Bad Request"),
+            "for {:?}: {out}",
+            String::from_utf8_lossy(raw)
+        );
+        assert_eq!(out.matches("HTTP/1.").count(), 1, "only one response: {out}");
+        assert!(closed_within(&mut stream, WAIT).await, "connection must be closed");
+    }
+    assert_eq!(origin.requests(), 0, "nothing ambiguous reaches the origin");
+}
+
+/// Content-Length together with Transfer-Encoding: hyper drops the Content-Length before the
+/// proxy sees the request and decodes the body as chunked, which RFC 9112 §6.1 allows on
+/// the condition that the connection is closed after the response. So the smuggling
+/// attempt below yields one request with an empty body upstream, one response, and a closed
+/// connection: the smuggled `GET /smuggled` is never read, let alone forwarded.
+#[tokio::test]
+async fn content_length_with_transfer_encoding_cannot_smuggle_a_request() {
+    let (origin, proxy) = proxy_to_origin().await;
+    let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
+    stream
+        .write_all(b"POST /consume HTTP/1.1\r\nHost: x\r\nContent-Length: 41\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let out = read_until_quiet(&mut stream, WAIT).await;
+    assert_eq!(out.matches("HTTP/1.1").count(), 1, "exactly one response: {out}");
+    assert!(out.ends_with("\r\n\r\n0"), "the upstream saw an empty body: {out}");
+    assert!(closed_within(&mut stream, WAIT).await, "connection must be closed");
+    assert_eq!(origin.requests(), 1);
+    let seen = origin.last_headers().expect("request seen");
+    assert!(!seen.contains_key("transfer-encoding") || !seen.contains_key("content-length"));
+}
+
+#[tokio::test]
+async fn oversized_headers_get_431() {
+    let (origin, proxy) = proxy_to_origin().await;
+    let mut raw = b"GET / HTTP/1.1\r\nHost: x\r\nX-Big: ".to_vec();
+    raw.extend(std::iter::repeat_n(b'a', 200 * 1024));
+    raw.extend_from_slice(b"\r\n\r\n");
+    let out = raw_exchange(proxy.addr(), &raw, WAIT).await;
+    assert!(status_line(&out).starts_with("HTTP/1.1 431"), "{}", status_line(&out));
+    let mut raw = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
+    for i in 0..500 {
+        raw.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
+    }
+    raw.extend_from_slice(b"\r\n");
+    let out = raw_exchange(proxy.addr(), &raw, WAIT).await;
+    assert!(status_line(&out).starts_with("HTTP/1.1 431"), "{}", status_line(&out));
+    assert_eq!(origin.requests(), 0);
+}
+
+#[tokio::test]
+async fn pipelined_requests_get_responses_in_order() {
+    let (origin, proxy) = proxy_to_origin().await;
+    let out = raw_exchange(
+        proxy.addr(),
+        b"GET /bytes/3 HTTP/1.1\r\nHost: x\r\n\r\nGET /bytes/5 HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    let first = out.find("\r\n\r\nxxx").expect("first body");
+    let second = out.find("\r\n\r\nxxxxx").expect("second body");
+    assert!(first < second);
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
+    assert!(out.contains("content-length: 3"));
+    assert!(out.contains("content-length: 5"));
+    assert_eq!(origin.requests(), 2);
+}
+
+fn short_timeouts() -> HttpOptions {
+    HttpOptions {
+        header_read_timeout: Duration::from_millis(500),
+        ..HttpOptions::default()
+    }
+}
+
+#[tokio::test]
+async fn a_client_trickling_header_bytes_is_cut_off() {
+    let origin = Origin::start("o").await.expect("origin");
+    let proxy = start_proxy_with(TestProxy::new(&[origin.addr()]), short_timeouts(), ProxyOptions::default());
+    let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let started = std::time::Instant::now();
+    let mut closed = false;
+    // One byte every 100 ms: never a complete head within the 500 ms limit.
+    for b in b"GET / HTTP/1.1\r\nHost: x\r\nX-Slow: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa" {
+        if stream.write_all(&[*b]).await.is_err() {
+            closed = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        if started.elapsed() > Duration::from_secs(4) {
+            break;
+        }
+    }
+    if !closed {
+        closed = closed_within(&mut stream, WAIT).await;
+    }
+    assert!(closed, "slow header sender must be disconnected");
+    assert_eq!(origin.requests(), 0);
+}
+
+#[tokio::test]
+async fn an_idle_keepalive_connection_is_closed() {
+    let origin = Origin::start("o").await.expect("origin");
+    let proxy = start_proxy_with(TestProxy::new(&[origin.addr()]), short_timeouts(), ProxyOptions::default());
+    let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut buf = [0u8; 4096];
+    let n = stream.read(&mut buf).await.expect("response");
+    assert!(String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 200"));
+    // Stay idle: the proxy closes the connection after its keep-alive limit (500 ms here).
+    assert!(closed_within(&mut stream, Duration::from_secs(3)).await);
+}
+
+#[tokio::test]
+async fn expect_100_continue_is_answered_then_the_body_flows() {
+    let (_origin, proxy) = proxy_to_origin().await;
+    let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .await
+        .expect("write head");
+    let mut buf = [0u8; 4096];
+    let n = tokio::time::timeout(WAIT, stream.read(&mut buf))
+        .await
+        .expect("interim response in time")
+        .expect("read");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).starts_with("HTTP/1.1 100 Continue"),
+        "{}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    stream.write_all(b"hello").await.expect("write body");
+    let out = read_until_quiet(&mut stream, Duration::from_millis(500)).await;
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    assert!(out.ends_with("\r\n\r\nhello"), "{out}");
+}
+
+#[tokio::test]
+async fn head_gets_headers_without_a_body_and_chunked_uploads_pass() {
+    let (_origin, proxy) = proxy_to_origin().await;
+    let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
+    stream
+        .write_all(b"HEAD /bytes/100 HTTP/1.1\r\nHost: x\r\n\r\nPOST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\nConnection: close\r\n\r\n3\r\nabc\r\n4\r\ndefg\r\n0\r\n\r\n")
+        .await
+        .expect("write");
+    let out = read_until_quiet(&mut stream, WAIT).await;
+    let (head_resp, rest) = out.split_once("\r\n\r\n").expect("first response");
+    assert!(head_resp.starts_with("HTTP/1.1 200 OK"));
+    assert!(head_resp.contains("content-length: 100"));
+    // The next bytes are the second response: the HEAD response had no body.
+    assert!(rest.starts_with("HTTP/1.1 200 OK"), "{rest}");
+    assert!(rest.contains("\r\nabc\r\n") && rest.contains("\r\ndefg\r\n"), "{rest}");
+}
+
+#[tokio::test]
+async fn hop_by_hop_headers_are_not_forwarded() {
+    let (origin, proxy) = proxy_to_origin().await;
+    let out = raw_exchange(
+        proxy.addr(),
+        b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: timeout=5\r\nTE: trailers\r\nUpgrade: websocket\r\nProxy-Connection: keep-alive\r\nX-Kept: yes\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    let seen = origin.last_headers().expect("origin saw the request");
+    for gone in ["x-secret", "keep-alive", "te", "upgrade", "proxy-connection"] {
+        assert!(!seen.contains_key(gone), "{gone} was forwarded");
+    }
+    // The proxy's own upstream connection is keep-alive, whatever the client said.
+    assert_ne!(seen.get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]));
+    assert_eq!(seen["x-kept"], "yes");
+    assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
+}
+
+/// An origin that records the raw bytes of the request head it receives.
+async fn raw_origin() -> (std::net::SocketAddr, tokio::task::JoinHandle<String>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let task = tokio::spawn(async move {
+        let (mut s, _) = listener.accept().await.expect("accept");
+        let mut head = Vec::new();
+        let mut buf = [0u8; 4096];
+        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+            let n = s.read(&mut buf).await.expect("read");
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await;
+        String::from_utf8_lossy(&head).into_owned()
+    });
+    (addr, task)
+}
+
+#[tokio::test]
+async fn header_case_is_preserved_toward_the_upstream_when_enabled() {
+    let (addr, head) = raw_origin().await;
+    let options = HttpOptions {
+        preserve_header_case: true,
+        ..HttpOptions::default()
+    };
+    let mut proxy_options = ProxyOptions::default();
+    proxy_options.client.preserve_header_case = true;
+    let proxy = start_proxy_with(TestProxy::new(&[addr]), options, proxy_options);
+    let out = raw_exchange(
+        proxy.addr(),
+        b"GET / HTTP/1.1\r\nHost: x\r\nX-CamelCase-Header: 1\r\nConnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    let head = tokio::time::timeout(WAIT, head).await.expect("origin done").expect("origin task");
+    assert!(head.contains("X-CamelCase-Header: 1"), "{head}");
+}
+
+#[tokio::test]
+async fn absolute_form_target_is_forwarded_in_origin_form_with_its_host() {
+    let (origin, proxy) = proxy_to_origin().await;
+    let out = raw_exchange(
+        proxy.addr(),
+        b"GET http://site.example/bytes/2 HTTP/1.1\r\nHost: other.example\r\nConnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    assert!(out.ends_with("\r\n\r\nxx"), "{out}");
+    assert!(out.contains("x-seen-host: site.example"), "{out}");
+    assert_eq!(origin.requests(), 1);
+}
