@@ -87,14 +87,19 @@ impl ProxyHttp for RoundRobinLb {
 
 /// A demo origin on an ephemeral loopback port: answers every request with its name, in the
 /// body and in `x-origin`. Returns the service and its address.
-fn demo_origin(name: &'static str) -> std::io::Result<(impl pingora_dsl::server::Service, SocketAddr)> {
-    let handler = tower::service_fn(move |_req: http::Request<hyper::body::Incoming>| async move {
-        let mut response = http::Response::new(Full::new(Bytes::from(format!("Hello from {name}\n"))));
-        response
-            .headers_mut()
-            .insert("x-origin", http::HeaderValue::from_static(name));
-        Ok::<_, Infallible>(response)
-    });
+fn demo_origin(
+    name: &'static str,
+) -> std::io::Result<(impl pingora_dsl::server::Service, SocketAddr)> {
+    let handler = tower::service_fn(
+        move |_req: http::Request<hyper::body::Incoming>| async move {
+            let mut response =
+                http::Response::new(Full::new(Bytes::from(format!("Hello from {name}\n"))));
+            response
+                .headers_mut()
+                .insert("x-origin", http::HeaderValue::from_static(name));
+            Ok::<_, Infallible>(response)
+        },
+    );
     let mut service = serve_handler(name, handler);
     service.add_tcp("127.0.0.1:0");
     service.bind()?;
@@ -137,7 +142,10 @@ fn main() -> anyhow::Result<()> {
     }
     proxy.bind()?;
     for addr in proxy.local_addrs() {
-        println!("load balancer on http://{addr}/ -> {}", upstreams.join(", "));
+        println!(
+            "load balancer on http://{addr}/ -> {}",
+            upstreams.join(", ")
+        );
         println!("try: curl -i http://{addr}/   (repeat it: x-origin alternates)");
     }
     server.add_service(proxy);

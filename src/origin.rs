@@ -174,7 +174,11 @@ impl Body for OriginBody {
     }
 }
 
-async fn handle(req: Request<Incoming>, name: HeaderValue, stats: Arc<OriginStats>) -> Response<OriginBody> {
+async fn handle(
+    req: Request<Incoming>,
+    name: HeaderValue,
+    stats: Arc<OriginStats>,
+) -> Response<OriginBody> {
     stats.requests.fetch_add(1, Ordering::SeqCst);
     *stats.last_headers.lock().unwrap_or_else(|p| p.into_inner()) = Some(req.headers().clone());
     let seen_host = req.headers().get(http::header::HOST).cloned();

@@ -63,8 +63,15 @@ async fn conflicting_or_malformed_framing_gets_400_closes_and_forwards_nothing()
             "for {:?}: {out}",
             String::from_utf8_lossy(raw)
         );
-        assert_eq!(out.matches("HTTP/1.").count(), 1, "only one response: {out}");
-        assert!(closed_within(&mut stream, WAIT).await, "connection must be closed");
+        assert_eq!(
+            out.matches("HTTP/1.").count(),
+            1,
+            "only one response: {out}"
+        );
+        assert!(
+            closed_within(&mut stream, WAIT).await,
+            "connection must be closed"
+        );
     }
     assert_eq!(origin.requests(), 0, "nothing ambiguous reaches the origin");
 }
@@ -83,9 +90,19 @@ async fn content_length_with_transfer_encoding_cannot_smuggle_a_request() {
         .await
         .expect("write");
     let out = read_until_quiet(&mut stream, WAIT).await;
-    assert_eq!(out.matches("HTTP/1.1").count(), 1, "exactly one response: {out}");
-    assert!(out.ends_with("\r\n\r\n0"), "the upstream saw an empty body: {out}");
-    assert!(closed_within(&mut stream, WAIT).await, "connection must be closed");
+    assert_eq!(
+        out.matches("HTTP/1.1").count(),
+        1,
+        "exactly one response: {out}"
+    );
+    assert!(
+        out.ends_with("\r\n\r\n0"),
+        "the upstream saw an empty body: {out}"
+    );
+    assert!(
+        closed_within(&mut stream, WAIT).await,
+        "connection must be closed"
+    );
     assert_eq!(origin.requests(), 1);
     let seen = origin.last_headers().expect("request seen");
     assert!(!seen.contains_key("transfer-encoding") || !seen.contains_key("content-length"));
@@ -98,14 +115,22 @@ async fn oversized_headers_get_431() {
     raw.extend(std::iter::repeat_n(b'a', 200 * 1024));
     raw.extend_from_slice(b"\r\n\r\n");
     let out = raw_exchange(proxy.addr(), &raw, WAIT).await;
-    assert!(status_line(&out).starts_with("HTTP/1.1 431"), "{}", status_line(&out));
+    assert!(
+        status_line(&out).starts_with("HTTP/1.1 431"),
+        "{}",
+        status_line(&out)
+    );
     let mut raw = b"GET / HTTP/1.1\r\nHost: x\r\n".to_vec();
     for i in 0..500 {
         raw.extend_from_slice(format!("X-H{i}: v\r\n").as_bytes());
     }
     raw.extend_from_slice(b"\r\n");
     let out = raw_exchange(proxy.addr(), &raw, WAIT).await;
-    assert!(status_line(&out).starts_with("HTTP/1.1 431"), "{}", status_line(&out));
+    assert!(
+        status_line(&out).starts_with("HTTP/1.1 431"),
+        "{}",
+        status_line(&out)
+    );
     assert_eq!(origin.requests(), 0);
 }
 
@@ -137,7 +162,11 @@ fn short_timeouts() -> HttpOptions {
 #[tokio::test]
 async fn a_client_trickling_header_bytes_is_cut_off() {
     let origin = Origin::start("o").await.expect("origin");
-    let proxy = start_proxy_with(TestProxy::new(&[origin.addr()]), short_timeouts(), ProxyOptions::default());
+    let proxy = start_proxy_with(
+        TestProxy::new(&[origin.addr()]),
+        short_timeouts(),
+        ProxyOptions::default(),
+    );
     let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
     let started = std::time::Instant::now();
     let mut closed = false;
@@ -162,7 +191,11 @@ async fn a_client_trickling_header_bytes_is_cut_off() {
 #[tokio::test]
 async fn an_idle_keepalive_connection_is_closed() {
     let origin = Origin::start("o").await.expect("origin");
-    let proxy = start_proxy_with(TestProxy::new(&[origin.addr()]), short_timeouts(), ProxyOptions::default());
+    let proxy = start_proxy_with(
+        TestProxy::new(&[origin.addr()]),
+        short_timeouts(),
+        ProxyOptions::default(),
+    );
     let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
     stream
         .write_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n")
@@ -180,7 +213,9 @@ async fn expect_100_continue_is_answered_then_the_body_flows() {
     let (_origin, proxy) = proxy_to_origin().await;
     let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
     stream
-        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n")
+        .write_all(
+            b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\nExpect: 100-continue\r\n\r\n",
+        )
         .await
         .expect("write head");
     let mut buf = [0u8; 4096];
@@ -213,7 +248,10 @@ async fn head_gets_headers_without_a_body_and_chunked_uploads_pass() {
     assert!(head_resp.contains("content-length: 100"));
     // The next bytes are the second response: the HEAD response had no body.
     assert!(rest.starts_with("HTTP/1.1 200 OK"), "{rest}");
-    assert!(rest.contains("\r\nabc\r\n") && rest.contains("\r\ndefg\r\n"), "{rest}");
+    assert!(
+        rest.contains("\r\nabc\r\n") && rest.contains("\r\ndefg\r\n"),
+        "{rest}"
+    );
 }
 
 #[tokio::test]
@@ -227,11 +265,20 @@ async fn hop_by_hop_headers_are_not_forwarded() {
     .await;
     assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
     let seen = origin.last_headers().expect("origin saw the request");
-    for gone in ["x-secret", "keep-alive", "te", "upgrade", "proxy-connection"] {
+    for gone in [
+        "x-secret",
+        "keep-alive",
+        "te",
+        "upgrade",
+        "proxy-connection",
+    ] {
         assert!(!seen.contains_key(gone), "{gone} was forwarded");
     }
     // The proxy's own upstream connection is keep-alive, whatever the client said.
-    assert_ne!(seen.get("connection").map(|v| v.as_bytes()), Some(&b"close"[..]));
+    assert_ne!(
+        seen.get("connection").map(|v| v.as_bytes()),
+        Some(&b"close"[..])
+    );
     assert_eq!(seen["x-kept"], "yes");
     assert_eq!(seen["x-forwarded-for"], "127.0.0.1");
 }
@@ -276,7 +323,10 @@ async fn header_case_is_preserved_toward_the_upstream_when_enabled() {
     )
     .await;
     assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
-    let head = tokio::time::timeout(WAIT, head).await.expect("origin done").expect("origin task");
+    let head = tokio::time::timeout(WAIT, head)
+        .await
+        .expect("origin done")
+        .expect("origin task");
     assert!(head.contains("X-CamelCase-Header: 1"), "{head}");
 }
 

@@ -52,7 +52,11 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
     fetch(&client, &peer, get("/")).await;
     assert_eq!(client.idle_connections(&peer), 1);
     tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(client.idle_connections(&peer), 0, "swept after the idle timeout");
+    assert_eq!(
+        client.idle_connections(&peer),
+        0,
+        "swept after the idle timeout"
+    );
     fetch(&client, &peer, get("/")).await;
     assert_eq!(origin.connections(), 2, "a new connection after expiry");
 }
@@ -76,7 +80,11 @@ async fn idle_connections_per_peer_are_capped() {
         assert_eq!(status, StatusCode::OK);
         assert_eq!(body.len(), 100_000);
     }
-    assert_eq!(origin.connections(), 6, "six concurrent requests, six connections");
+    assert_eq!(
+        origin.connections(),
+        6,
+        "six concurrent requests, six connections"
+    );
     assert_eq!(client.idle_connections(&peer), 2);
 }
 
@@ -87,7 +95,9 @@ async fn closing_origin() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>)
     let addr = listener.local_addr().expect("addr");
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else { continue };
+            let Ok((mut s, _)) = listener.accept().await else {
+                continue;
+            };
             tokio::spawn(async move {
                 let mut buf = [0u8; 4096];
                 let mut head = Vec::new();
@@ -97,7 +107,9 @@ async fn closing_origin() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>)
                         Ok(n) => head.extend_from_slice(&buf[..n]),
                     }
                 }
-                let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok").await;
+                let _ = s
+                    .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                    .await;
                 // Close without a word.
             });
         }
@@ -173,7 +185,9 @@ async fn a_stalled_response_body_hits_the_read_timeout() {
         let mut buf = [0u8; 4096];
         let _ = s.read(&mut buf).await;
         // Promise 100 bytes, send 5, then stall.
-        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello").await;
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\nhello")
+            .await;
         tokio::time::sleep(Duration::from_secs(30)).await;
     });
     let client = Client::default();
@@ -182,7 +196,10 @@ async fn a_stalled_response_body_hits_the_read_timeout() {
     let mut body = resp.into_body();
     let mut got = Vec::new();
     let err = loop {
-        match tokio::time::timeout(Duration::from_secs(10), body.frame()).await.expect("in time") {
+        match tokio::time::timeout(Duration::from_secs(10), body.frame())
+            .await
+            .expect("in time")
+        {
             Some(Ok(f)) => got.extend_from_slice(f.data_ref().map_or(&[][..], |d| &d[..])),
             Some(Err(e)) => break e,
             None => panic!("body must not end normally"),

@@ -21,7 +21,10 @@ async fn round_robin_alternates_between_two_origins() {
     for _ in 0..6 {
         let (resp, body) = send(&client, get(proxy.addr(), "/", None)).await;
         assert_eq!(resp.status(), StatusCode::OK);
-        let origin = resp.headers()["x-origin"].to_str().expect("ascii").to_owned();
+        let origin = resp.headers()["x-origin"]
+            .to_str()
+            .expect("ascii")
+            .to_owned();
         assert_eq!(body, format!("origin {origin}"));
         assert_eq!(resp.headers()["x-proxied"], "1", "response_filter ran");
         seen.push(origin);
@@ -137,7 +140,10 @@ async fn origin_that_never_answers_gives_504_after_the_read_timeout() {
     assert_eq!(resp.status(), StatusCode::GATEWAY_TIMEOUT);
     assert_eq!(origin.requests(), 1);
     let logged = wait_for_log(&log, 1).await;
-    assert_eq!(logged["stall"][0].error, Some(pingora_dsl::ErrorKind::ReadTimeout));
+    assert_eq!(
+        logged["stall"][0].error,
+        Some(pingora_dsl::ErrorKind::ReadTimeout)
+    );
 }
 
 #[tokio::test]
@@ -198,7 +204,11 @@ async fn logging_runs_exactly_once_per_request_including_early_answers_and_error
     assert_eq!(r.status(), StatusCode::OK);
     let (r, _) = send(&client, get(ok_proxy.addr(), "/admin", Some("early"))).await;
     assert_eq!(r.status(), StatusCode::FORBIDDEN);
-    let (r, _) = send(&client, get(ok_proxy.addr(), "/fail-filter", Some("filter"))).await;
+    let (r, _) = send(
+        &client,
+        get(ok_proxy.addr(), "/fail-filter", Some("filter")),
+    )
+    .await;
     assert_eq!(r.status(), StatusCode::INTERNAL_SERVER_ERROR);
     let (r, _) = send(&client, get(bad_proxy.addr(), "/", Some("refused"))).await;
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
@@ -206,19 +216,33 @@ async fn logging_runs_exactly_once_per_request_including_early_answers_and_error
     let logged = wait_for_log(&log, 4).await;
     assert_eq!(logged.len(), 4, "{logged:?}");
     for id in ["ok", "big", "early", "filter"] {
-        assert_eq!(logged[id].len(), 1, "request {id} logged {} times", logged[id].len());
+        assert_eq!(
+            logged[id].len(),
+            1,
+            "request {id} logged {} times",
+            logged[id].len()
+        );
     }
     assert_eq!(logged["ok"][0].status, Some(200));
     assert_eq!(logged["ok"][0].error, None);
     assert_eq!(logged["ok"][0].upstream, Some(origin.addr()));
-    assert_eq!(logged["big"][0].bytes, 100_000, "logged after the whole body");
+    assert_eq!(
+        logged["big"][0].bytes, 100_000,
+        "logged after the whole body"
+    );
     assert_eq!(logged["early"][0].status, Some(403));
     assert_eq!(logged["early"][0].upstream, None);
-    assert_eq!(logged["filter"][0].error, Some(pingora_dsl::ErrorKind::Filter));
+    assert_eq!(
+        logged["filter"][0].error,
+        Some(pingora_dsl::ErrorKind::Filter)
+    );
     let bad = wait_for_log(&bad_log, 1).await;
     assert_eq!(bad["refused"].len(), 1);
     assert_eq!(bad["refused"][0].status, Some(502));
-    assert_eq!(bad["refused"][0].error, Some(pingora_dsl::ErrorKind::ConnectRefused));
+    assert_eq!(
+        bad["refused"][0].error,
+        Some(pingora_dsl::ErrorKind::ConnectRefused)
+    );
 }
 
 #[tokio::test]
@@ -228,7 +252,9 @@ async fn logging_runs_once_when_the_client_leaves_mid_body() {
     let log = p.log.clone();
     let proxy = start_proxy(p);
     {
-        let mut stream = tokio::net::TcpStream::connect(proxy.addr()).await.expect("connect");
+        let mut stream = tokio::net::TcpStream::connect(proxy.addr())
+            .await
+            .expect("connect");
         tokio::io::AsyncWriteExt::write_all(
             &mut stream,
             b"GET /bytes/1000000000 HTTP/1.1\r\nHost: x\r\nx-test-id: gone\r\n\r\n",
@@ -236,7 +262,9 @@ async fn logging_runs_once_when_the_client_leaves_mid_body() {
         .await
         .expect("write");
         let mut buf = [0u8; 65536];
-        let n = tokio::io::AsyncReadExt::read(&mut stream, &mut buf).await.expect("read");
+        let n = tokio::io::AsyncReadExt::read(&mut stream, &mut buf)
+            .await
+            .expect("read");
         assert!(n > 0);
         // Drop the connection with most of the gigabyte unsent.
     }
@@ -244,6 +272,9 @@ async fn logging_runs_once_when_the_client_leaves_mid_body() {
     assert_eq!(logged["gone"].len(), 1);
     let entry = &logged["gone"][0];
     assert_eq!(entry.status, Some(200));
-    assert!(entry.error.is_some(), "an aborted response is logged with an error");
+    assert!(
+        entry.error.is_some(),
+        "an aborted response is logged with an error"
+    );
     assert!(entry.bytes < 1_000_000_000);
 }

@@ -16,8 +16,13 @@ use pingora_dsl::server::background_service;
 /// A blocking HTTP/1.0-style exchange: one request, read to EOF.
 fn blocking_get(addr: SocketAddr, path: &str) -> String {
     let mut s = TcpStream::connect(addr).expect("connect");
-    s.set_read_timeout(Some(Duration::from_secs(10))).expect("timeout");
-    write!(s, "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n").expect("write");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
     let mut out = String::new();
     let _ = s.read_to_string(&mut out);
     out
@@ -27,10 +32,12 @@ fn hello_service(
     name: &'static str,
     addrs: &[&str],
 ) -> (impl pingora_dsl::server::Service, Vec<SocketAddr>) {
-    let handler = tower::service_fn(move |req: http::Request<hyper::body::Incoming>| async move {
-        let body = format!("{name} {}", req.uri().path());
-        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body))))
-    });
+    let handler = tower::service_fn(
+        move |req: http::Request<hyper::body::Incoming>| async move {
+            let body = format!("{name} {}", req.uri().path());
+            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body))))
+        },
+    );
     let mut service = serve_handler(name, handler);
     for a in addrs {
         service.add_tcp(a);
@@ -99,7 +106,11 @@ fn run_server_with(threads: usize) {
 
     stop_tx.send(()).expect("server still running");
     handle.join().expect("server thread").expect("server ran");
-    assert_eq!(stopped.load(Ordering::SeqCst), 1, "background service saw shutdown");
+    assert_eq!(
+        stopped.load(Ordering::SeqCst),
+        1,
+        "background service saw shutdown"
+    );
     // After shutdown nothing listens any more.
     assert!(TcpStream::connect(proxy_addrs[0]).is_err());
 }
@@ -170,7 +181,9 @@ fn in_flight_requests_finish_during_shutdown() {
     // A real origin that answers after 500 ms.
     let slow = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
         tokio::time::sleep(Duration::from_millis(500)).await;
-        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"late but whole"))))
+        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
+            b"late but whole",
+        ))))
     });
     let mut slow_service = serve_handler("slow", slow);
     slow_service.add_tcp(&origin_addrs[0].to_string());

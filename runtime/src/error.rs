@@ -112,7 +112,11 @@ impl Error {
     }
 
     /// Creates an error of `kind` caused by `source`.
-    pub fn with_source(kind: ErrorKind, context: &'static str, source: impl Into<BoxError>) -> Self {
+    pub fn with_source(
+        kind: ErrorKind,
+        context: &'static str,
+        source: impl Into<BoxError>,
+    ) -> Self {
         Error {
             kind,
             context,
@@ -209,7 +213,10 @@ mod tests {
         assert_eq!(ErrorKind::UpstreamClosed.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(ErrorKind::InvalidResponse.status(), StatusCode::BAD_GATEWAY);
         assert_eq!(ErrorKind::ReadTimeout.status(), StatusCode::GATEWAY_TIMEOUT);
-        assert_eq!(ErrorKind::ConnectTimeout.status(), StatusCode::GATEWAY_TIMEOUT);
+        assert_eq!(
+            ErrorKind::ConnectTimeout.status(),
+            StatusCode::GATEWAY_TIMEOUT
+        );
         assert_eq!(ErrorKind::NoPeer.status(), StatusCode::SERVICE_UNAVAILABLE);
         assert_eq!(ErrorKind::BadRequest.status(), StatusCode::BAD_REQUEST);
         assert_eq!(

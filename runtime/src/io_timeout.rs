@@ -146,7 +146,11 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> TimedIo<T> {
-    fn after_write<R>(&mut self, cx: &mut Context<'_>, r: Poll<io::Result<R>>) -> Poll<io::Result<R>> {
+    fn after_write<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
         match r {
             Poll::Ready(r) => {
                 self.last_progress = Instant::now();
@@ -168,7 +172,11 @@ impl<T: AsyncWrite + Unpin> TimedIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.io).poll_write(cx, buf);
         this.after_write(cx, r)
@@ -216,7 +224,10 @@ mod tests {
         let idle = tokio::time::timeout(Duration::from_secs(5), io.read(&mut buf)).await;
         assert!(idle.is_err(), "idle read must stay pending");
         busy.set(true);
-        let err = io.read(&mut buf).await.expect_err("busy read must time out");
+        let err = io
+            .read(&mut buf)
+            .await
+            .expect_err("busy read must time out");
         assert_eq!(err.kind(), io::ErrorKind::TimedOut);
         assert_eq!(IoTimeout::find(&err), Some(IoTimeout::Read));
         b.write_all(b"x").await.expect("duplex write");

@@ -18,3 +18,4 @@ pub mod server;
 pub mod upstream;
 
 pub use crate::error::{BoxError, Error, ErrorKind, Result};
+pub use ::http::{HeaderValue, Method, StatusCode};

@@ -119,7 +119,11 @@ impl ProxyHttp for TestProxy {
 }
 
 /// Starts `proxy` on an ephemeral loopback port with `options`.
-pub fn start_proxy_with(proxy: TestProxy, options: HttpOptions, proxy_options: ProxyOptions) -> RunningService {
+pub fn start_proxy_with(
+    proxy: TestProxy,
+    options: HttpOptions,
+    proxy_options: ProxyOptions,
+) -> RunningService {
     let mut service = http_proxy_service_with(
         "test-proxy",
         proxy,

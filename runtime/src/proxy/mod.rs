@@ -28,7 +28,9 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use bytes::Bytes;
-use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, LOCATION};
+use http::header::{
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, LOCATION,
+};
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
 use tower_layer::{Identity, Layer};
@@ -62,9 +64,10 @@ impl Flow {
         let mut response = Response::new(Bytes::new());
         *response.status_mut() = status;
         if !body.is_empty() {
-            response
-                .headers_mut()
-                .insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+            response.headers_mut().insert(
+                CONTENT_TYPE,
+                HeaderValue::from_static("text/plain; charset=utf-8"),
+            );
         }
         *response.body_mut() = body;
         Flow::Respond(response)
@@ -398,7 +401,10 @@ fn error_response(error: &Error) -> Response<ResponseSource> {
     let mut response = Response::new(ResponseSource::full(Bytes::from_static(text.as_bytes())));
     *response.status_mut() = status;
     let h = response.headers_mut();
-    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    h.insert(
+        CONTENT_TYPE,
+        HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
     if matches!(
         error.kind(),
         ErrorKind::BadRequest | ErrorKind::DownstreamClosed | ErrorKind::DownstreamTimeout
@@ -470,7 +476,10 @@ where
 
 /// A listening HTTP proxy service named `name` running `proxy`'s phases, with default
 /// options. Add listeners with [`HttpService::add_tcp`].
-pub fn http_proxy_service<P: ProxyHttp>(name: impl Into<String>, proxy: P) -> HttpService<ProxyPipeline<P>> {
+pub fn http_proxy_service<P: ProxyHttp>(
+    name: impl Into<String>,
+    proxy: P,
+) -> HttpService<ProxyPipeline<P>> {
     http_proxy_service_with(name, proxy, ProxyOptions::default(), Identity::new())
 }
 

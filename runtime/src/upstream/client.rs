@@ -109,7 +109,11 @@ where
     /// The request is sent as is: its URI should be in origin form (`/path?query`) and it
     /// should carry a `Host` header. Errors carry an [`ErrorKind`] that says what failed
     /// (connect refused or timed out, read or write timeout, closed, invalid response).
-    pub async fn send(&self, peer: &HttpPeer, mut request: Request<B>) -> Result<Response<UpstreamBody<B>>> {
+    pub async fn send(
+        &self,
+        peer: &HttpPeer,
+        mut request: Request<B>,
+    ) -> Result<Response<UpstreamBody<B>>> {
         let key = peer.pool_key();
         let mut stale = 0;
         loop {
@@ -156,7 +160,12 @@ where
     async fn connect(&self, peer: &HttpPeer) -> Result<Conn<B>> {
         let t = peer.timeouts();
         let stream = match tokio::time::timeout(t.connect, TcpStream::connect(peer.addr())).await {
-            Err(_) => return Err(Error::new(ErrorKind::ConnectTimeout, "connecting to upstream")),
+            Err(_) => {
+                return Err(Error::new(
+                    ErrorKind::ConnectTimeout,
+                    "connecting to upstream",
+                ))
+            }
             Ok(Err(e)) => {
                 return Err(Error::with_source(
                     ErrorKind::ConnectRefused,
@@ -272,7 +281,10 @@ impl<B: Send + Unpin + 'static> Body for UpstreamBody<B> {
             }
             Poll::Ready(Some(Err(e))) => {
                 this.release = None;
-                Poll::Ready(Some(Err(upstream_error(e, "reading response body from upstream"))))
+                Poll::Ready(Some(Err(upstream_error(
+                    e,
+                    "reading response body from upstream",
+                ))))
             }
             Poll::Pending => Poll::Pending,
         }

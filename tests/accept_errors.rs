@@ -1,0 +1,71 @@
+//! The accept loop survives running out of file descriptors (EMFILE): it backs off instead
+//! of spinning, and serves the waiting connection once descriptors are free again.
+//!
+//! Alone in its own test binary because it lowers the process's descriptor limit.
+
+use std::convert::Infallible;
+use std::time::Duration;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use nix::sys::resource::{getrlimit, setrlimit, Resource};
+use pingora_dsl::http::serve_handler;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn open_fds() -> u64 {
+    std::fs::read_dir("/proc/self/fd").map_or(0, |d| d.count() as u64)
+}
+
+#[tokio::test]
+async fn accept_survives_emfile_without_spinning() {
+    let handler = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
+            b"still here",
+        ))))
+    });
+    let mut service = serve_handler("emfile", handler);
+    service.add_tcp("127.0.0.1:0");
+    let running = service.spawn().expect("start");
+    let addr = running.addr();
+
+    let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).expect("getrlimit");
+    setrlimit(Resource::RLIMIT_NOFILE, open_fds() + 32, hard).expect("lower the limit");
+
+    // Use up every descriptor, then free exactly one for the client's socket.
+    let mut fillers = Vec::new();
+    while let Ok(f) = std::fs::File::open("/dev/null") {
+        fillers.push(f);
+        assert!(fillers.len() < 10_000, "the limit did not take effect");
+    }
+    fillers.pop();
+    let mut client = tokio::net::TcpStream::connect(addr)
+        .await
+        .expect("connect (backlog)");
+    client
+        .write_all(b"GET / HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+
+    // The server cannot accept now: it must back off, not spin.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let errors = running.accept_stats().errors();
+    assert!(errors >= 1, "accept should have failed with EMFILE");
+    assert!(
+        errors < 30,
+        "{errors} accept errors in 1.5 s: the loop spins"
+    );
+    assert_eq!(running.accept_stats().accepted(), 0);
+
+    drop(fillers);
+    let mut out = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut out))
+        .await
+        .expect("served once descriptors are free")
+        .expect("read");
+    setrlimit(Resource::RLIMIT_NOFILE, soft, hard).expect("restore the limit");
+    let out = String::from_utf8_lossy(&out);
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    assert!(out.ends_with("still here"), "{out}");
+    assert_eq!(running.accept_stats().accepted(), 1);
+    running.shutdown().await;
+}
