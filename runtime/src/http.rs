@@ -8,12 +8,13 @@
 //!
 //! hyper enforces the HTTP/1 framing rules (malformed request line or headers -> 400,
 //! oversized head -> 431, conflicting `Content-Length` -> 400) and answers
-//! `Expect: 100-continue` when the body is first read. This module sets the limits and
-//! timeouts hyper needs: the head read timeout (which also bounds an idle keep-alive
-//! connection: hyper starts it when the connection becomes idle), a write timeout per
-//! stalled write, and the head size and count limits.
+//! `Expect: 100-continue` when the body is first read. This module sets the head size and
+//! count limits and adds the timeouts: a write timeout per stalled write, and the head read
+//! timeout, which runs from the end of the previous response (or the accept) until the next
+//! request head is complete — the keep-alive idle limit and the slowloris limit in one. It
+//! is enforced by the connection's [`TimedIo`] with one lazily re-armed timer, rather than by
+//! hyper's, which allocates and registers a timer for every request.
 
-use std::convert::Infallible;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,13 +25,13 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 use crate::error::BoxError;
-use crate::io_timeout::TimedIo;
+use crate::io_timeout::{ActiveGuard, ActiveRequests, ReadDeadline, TimedIo};
 use crate::listen::{self, AcceptStats};
 use crate::server::{self, shutdown_channel, BoxFuture, ShutdownTrigger, ShutdownWatch};
 
@@ -76,9 +77,7 @@ impl Default for HttpOptions {
 impl HttpOptions {
     fn hyper_builder(&self) -> hyper::server::conn::http1::Builder {
         let mut b = hyper::server::conn::http1::Builder::new();
-        b.timer(TokioTimer::new())
-            .header_read_timeout(self.header_read_timeout)
-            .keep_alive(self.keepalive)
+        b.keep_alive(self.keepalive)
             .max_buf_size(self.max_header_bytes.max(MIN_HEAD_BYTES))
             .max_headers(self.max_headers)
             .preserve_header_case(self.preserve_header_case);
@@ -366,8 +365,16 @@ async fn serve_connection<M, S, B>(
 {
     // Small responses must not wait for Nagle.
     let _ = stream.set_nodelay(true);
-    let io = TimedIo::new(stream, None, Some(shared.options.write_timeout), None);
-    let service = shared.make.make_service(&conn);
+    let active = ActiveRequests::default();
+    let read_deadline = ReadDeadline::WhileIdle {
+        active: active.clone(),
+        timeout: shared.options.header_read_timeout,
+    };
+    let io = TimedIo::new(stream, read_deadline, Some(shared.options.write_timeout));
+    let service = Tracked {
+        inner: shared.make.make_service(&conn),
+        active,
+    };
     let connection = shared
         .builder
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
@@ -437,5 +444,93 @@ impl RunningService {
     }
 }
 
-/// The error type of services that cannot fail.
-pub type NeverError = Infallible;
+/// Counts a connection's requests as active from the call until the response body is done
+/// (hyper drops the body when it has written it), which gates the head read timeout.
+#[derive(Clone)]
+struct Tracked<S> {
+    inner: S,
+    active: ActiveRequests,
+}
+
+impl<S, B> tower::Service<Request<Incoming>> for Tracked<S>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>>,
+{
+    type Response = Response<TrackedBody<B>>;
+    type Error = S::Error;
+    type Future = TrackedFuture<S::Future>;
+
+    fn poll_ready(
+        &mut self,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Result<(), S::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+        let guard = self.active.enter();
+        TrackedFuture {
+            inner: self.inner.call(request),
+            guard: Some(guard),
+        }
+    }
+}
+
+pin_project_lite::pin_project! {
+    struct TrackedFuture<F> {
+        #[pin]
+        inner: F,
+        guard: Option<ActiveGuard>,
+    }
+}
+
+impl<F, B, E> std::future::Future for TrackedFuture<F>
+where
+    F: std::future::Future<Output = Result<Response<B>, E>>,
+{
+    type Output = Result<Response<TrackedBody<B>>, E>;
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let this = self.project();
+        let result = std::task::ready!(this.inner.poll(cx));
+        let guard = this.guard.take();
+        std::task::Poll::Ready(result.map(|response| {
+            response.map(|inner| TrackedBody {
+                inner,
+                _guard: guard,
+            })
+        }))
+    }
+}
+
+pin_project_lite::pin_project! {
+    /// A response body that keeps its request counted as active until it is dropped.
+    pub struct TrackedBody<B> {
+        #[pin]
+        inner: B,
+        _guard: Option<ActiveGuard>,
+    }
+}
+
+impl<B: Body> Body for TrackedBody<B> {
+    type Data = B::Data;
+    type Error = B::Error;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<B::Data>, B::Error>>> {
+        self.project().inner.poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        self.inner.size_hint()
+    }
+}

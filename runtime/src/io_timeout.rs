@@ -1,16 +1,21 @@
 //! Read and write deadlines on a socket, enforced below hyper.
 //!
 //! hyper has no per-operation I/O timeouts, so both the downstream and the upstream sockets
-//! are wrapped in [`TimedIo`]. A *write* that makes no progress for the write timeout fails;
-//! a *read* fails only while the connection is marked busy (a request in flight) and nothing
-//! moved in either direction for the read timeout — an idle pooled connection, which hyper
-//! keeps reading to notice a close, never times out here (the pool's idle timeout does that).
-//! One timer per connection, re-armed only when an operation goes pending.
+//! are wrapped in [`TimedIo`]. A *write* that makes no progress for the write timeout fails.
+//! When a pending *read* fails depends on the side ([`ReadDeadline`]):
+//! - upstream, only while a request is in flight ([`BusyFlag`]) and nothing moved in either
+//!   direction for the read timeout — an idle pooled connection, which hyper keeps reading to
+//!   notice a close, never times out here (the pool's idle timeout does that);
+//! - downstream, only while no request is in flight ([`ActiveRequests`]): from the end of
+//!   the last response (or the accept) until the next request head is complete. That is the
+//!   keep-alive idle limit and the slow-header (slowloris) limit in one.
+//!
+//! One timer per connection, re-armed lazily: no timer-wheel work per request.
 
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
@@ -27,6 +32,9 @@ pub enum IoTimeout {
     /// A write made no progress for the write timeout.
     #[error("write timed out")]
     Write,
+    /// A downstream connection sent no complete request head in time (idle or slow).
+    #[error("no request head within the header read timeout")]
+    Idle,
 }
 
 impl IoTimeout {
@@ -66,36 +74,84 @@ impl BusyFlag {
     }
 }
 
-/// An I/O object with a write timeout and a busy-gated read timeout. See the module docs.
+/// The number of requests a downstream connection is serving; zero means it is idle (or
+/// reading the next request head).
+#[derive(Debug, Clone, Default)]
+pub struct ActiveRequests(Arc<AtomicUsize>);
+
+impl ActiveRequests {
+    /// Counts a request until the returned guard is dropped.
+    pub fn enter(&self) -> ActiveGuard {
+        self.0.fetch_add(1, Ordering::Relaxed);
+        ActiveGuard(self.clone())
+    }
+
+    /// Requests in flight.
+    pub fn get(&self) -> usize {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// Keeps a request counted in [`ActiveRequests`] while it lives.
+#[derive(Debug)]
+pub struct ActiveGuard(ActiveRequests);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        (self.0).0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// When a pending read of a [`TimedIo`] may time out.
+#[derive(Debug, Clone)]
+pub enum ReadDeadline {
+    /// Never.
+    Never,
+    /// Upstream: while `busy` is set, after `timeout` without progress in either direction.
+    WhileBusy {
+        /// Set while a request is in flight.
+        busy: BusyFlag,
+        /// The read timeout.
+        timeout: Duration,
+    },
+    /// Downstream: while no request is active, `timeout` after the last write (the end of
+    /// the previous response) or the accept.
+    WhileIdle {
+        /// The connection's active requests.
+        active: ActiveRequests,
+        /// The head-read / keep-alive timeout.
+        timeout: Duration,
+    },
+}
+
+/// An I/O object with a write timeout and a read deadline policy. See the module docs.
 pub struct TimedIo<T> {
     io: T,
-    read_timeout: Option<Duration>,
+    read_deadline: ReadDeadline,
     write_timeout: Option<Duration>,
-    busy: Option<BusyFlag>,
-    last_progress: Instant,
+    last_read: Instant,
+    last_write: Instant,
     write_pending_since: Option<Instant>,
     timer: Pin<Box<Sleep>>,
+    /// Whether `timer` completed since it was last armed (a completed `Sleep` must be reset).
+    timer_fired: bool,
 }
 
 impl<T> TimedIo<T> {
-    /// Wraps `io`. `read_timeout` applies only while `busy` is set (never if `busy` is `None`);
-    /// `write_timeout` applies to every write that cannot make progress.
-    pub fn new(
-        io: T,
-        read_timeout: Option<Duration>,
-        write_timeout: Option<Duration>,
-        busy: Option<BusyFlag>,
-    ) -> Self {
+    /// Wraps `io`: reads may time out as `read_deadline` says; a write that cannot make
+    /// progress fails after `write_timeout`.
+    pub fn new(io: T, read_deadline: ReadDeadline, write_timeout: Option<Duration>) -> Self {
         let now = Instant::now();
         TimedIo {
             io,
-            read_timeout,
+            read_deadline,
             write_timeout,
-            busy,
-            last_progress: now,
+            last_read: now,
+            last_write: now,
             write_pending_since: None,
-            // The timer is re-armed before every use; its first deadline is irrelevant.
+            // Armed lazily; this first deadline is only ever compared against.
             timer: Box::pin(tokio::time::sleep_until(now)),
+            timer_fired: true,
         }
     }
 
@@ -104,11 +160,28 @@ impl<T> TimedIo<T> {
         &self.io
     }
 
+    /// Whether `deadline` has passed, registering for a wake-up at it otherwise.
+    ///
+    /// The timer is re-armed lazily: one still set for an earlier, unexpired deadline is
+    /// left alone (re-checked when it fires), so a busy connection whose deadline moves
+    /// forward with every request costs no timer-wheel update per request.
     fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: Instant) -> bool {
-        if self.timer.deadline() != deadline {
-            self.timer.as_mut().reset(deadline);
+        loop {
+            if self.timer_fired || self.timer.deadline() > deadline {
+                self.timer.as_mut().reset(deadline);
+                self.timer_fired = false;
+            }
+            match self.timer.as_mut().poll(cx) {
+                Poll::Pending => return false,
+                Poll::Ready(()) => {
+                    self.timer_fired = true;
+                    if Instant::now() >= deadline {
+                        return true;
+                    }
+                    // Fired for an older, earlier deadline: loop to arm the current one.
+                }
+            }
         }
-        self.timer.as_mut().poll(cx).is_ready()
     }
 }
 
@@ -125,19 +198,30 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
         let this = self.get_mut();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(r) => {
-                this.last_progress = Instant::now();
+                this.last_read = Instant::now();
                 Poll::Ready(r)
             }
             Poll::Pending => {
-                let (Some(timeout), Some(busy)) = (this.read_timeout, &this.busy) else {
-                    return Poll::Pending;
+                let (deadline, which) = match &this.read_deadline {
+                    ReadDeadline::Never => return Poll::Pending,
+                    ReadDeadline::WhileBusy { busy, timeout } => {
+                        if !busy.get() {
+                            return Poll::Pending;
+                        }
+                        (
+                            this.last_read.max(this.last_write) + *timeout,
+                            IoTimeout::Read,
+                        )
+                    }
+                    ReadDeadline::WhileIdle { active, timeout } => {
+                        if active.get() != 0 {
+                            return Poll::Pending;
+                        }
+                        (this.last_write + *timeout, IoTimeout::Idle)
+                    }
                 };
-                if !busy.get() {
-                    return Poll::Pending;
-                }
-                let deadline = this.last_progress + timeout;
                 if this.poll_deadline(cx, deadline) {
-                    return Poll::Ready(Err(timeout_error(IoTimeout::Read)));
+                    return Poll::Ready(Err(timeout_error(which)));
                 }
                 Poll::Pending
             }
@@ -146,14 +230,19 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> TimedIo<T> {
+    /// Bookkeeping after a write-side operation; `moved_bytes` says whether it can have put
+    /// bytes on the wire (a flush of an empty buffer is not progress toward any deadline).
     fn after_write<R>(
         &mut self,
         cx: &mut Context<'_>,
         r: Poll<io::Result<R>>,
+        moved_bytes: bool,
     ) -> Poll<io::Result<R>> {
         match r {
             Poll::Ready(r) => {
-                self.last_progress = Instant::now();
+                if moved_bytes {
+                    self.last_write = Instant::now();
+                }
                 self.write_pending_since = None;
                 Poll::Ready(r)
             }
@@ -179,7 +268,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.io).poll_write(cx, buf);
-        this.after_write(cx, r)
+        this.after_write(cx, r, !buf.is_empty())
     }
 
     fn poll_write_vectored(
@@ -189,7 +278,7 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
-        this.after_write(cx, r)
+        this.after_write(cx, r, bufs.iter().any(|b| !b.is_empty()))
     }
 
     fn is_write_vectored(&self) -> bool {
@@ -199,13 +288,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.io).poll_flush(cx);
-        this.after_write(cx, r)
+        this.after_write(cx, r, false)
     }
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.io).poll_shutdown(cx);
-        this.after_write(cx, r)
+        this.after_write(cx, r, false)
     }
 }
 
@@ -218,7 +307,11 @@ mod tests {
     async fn read_times_out_only_when_busy() {
         let (a, mut b) = tokio::io::duplex(64);
         let busy = BusyFlag::default();
-        let mut io = TimedIo::new(a, Some(Duration::from_secs(1)), None, Some(busy.clone()));
+        let policy = ReadDeadline::WhileBusy {
+            busy: busy.clone(),
+            timeout: Duration::from_secs(1),
+        };
+        let mut io = TimedIo::new(a, policy, None);
         let mut buf = [0u8; 8];
         // Idle: a pending read never times out.
         let idle = tokio::time::timeout(Duration::from_secs(5), io.read(&mut buf)).await;
@@ -237,11 +330,39 @@ mod tests {
     #[tokio::test(start_paused = true)]
     async fn stalled_write_times_out() {
         let (a, _b) = tokio::io::duplex(4);
-        let mut io = TimedIo::new(a, None, Some(Duration::from_secs(2)), None);
+        let mut io = TimedIo::new(a, ReadDeadline::Never, Some(Duration::from_secs(2)));
         let err = io
             .write_all(&[0u8; 64])
             .await
             .expect_err("peer never reads, write must time out");
         assert_eq!(IoTimeout::find(&err), Some(IoTimeout::Write));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn idle_read_times_out_only_without_active_requests() {
+        let (a, mut b) = tokio::io::duplex(64);
+        let active = ActiveRequests::default();
+        let policy = ReadDeadline::WhileIdle {
+            active: active.clone(),
+            timeout: Duration::from_secs(1),
+        };
+        let mut io = TimedIo::new(a, policy, None);
+        let mut buf = [0u8; 8];
+        {
+            let _request = active.enter();
+            let busy = tokio::time::timeout(Duration::from_secs(5), io.read(&mut buf)).await;
+            assert!(
+                busy.is_err(),
+                "a connection serving a request has no head deadline"
+            );
+        }
+        // Partial head bytes do not extend the deadline: only writes (responses) do.
+        b.write_all(b"GET").await.expect("duplex write");
+        assert_eq!(io.read(&mut buf).await.expect("data"), 3);
+        let err = io
+            .read(&mut buf)
+            .await
+            .expect_err("idle read must time out");
+        assert_eq!(IoTimeout::find(&err), Some(IoTimeout::Idle));
     }
 }

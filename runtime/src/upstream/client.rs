@@ -19,7 +19,7 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
 use crate::error::{BoxError, Error, ErrorKind, Result};
-use crate::io_timeout::{BusyFlag, IoTimeout, TimedIo};
+use crate::io_timeout::{BusyFlag, IoTimeout, ReadDeadline, TimedIo};
 use crate::upstream::peer::{HttpPeer, PoolKey};
 use crate::upstream::pool::{Conn, Pool};
 
@@ -177,7 +177,11 @@ where
         };
         let _ = stream.set_nodelay(true);
         let busy = BusyFlag::default();
-        let io = TimedIo::new(stream, Some(t.read), Some(t.write), Some(busy.clone()));
+        let read_deadline = ReadDeadline::WhileBusy {
+            busy: busy.clone(),
+            timeout: t.read,
+        };
+        let io = TimedIo::new(stream, read_deadline, Some(t.write));
         let (sender, connection) = self
             .builder
             .handshake(TokioIo::new(io))
@@ -197,8 +201,8 @@ where
 pub(crate) fn upstream_error(e: hyper::Error, context: &'static str) -> Error {
     if let Some(t) = IoTimeout::find(&e) {
         let kind = match t {
-            IoTimeout::Read => ErrorKind::ReadTimeout,
             IoTimeout::Write => ErrorKind::WriteTimeout,
+            IoTimeout::Read | IoTimeout::Idle => ErrorKind::ReadTimeout,
         };
         return Error::with_source(kind, context, e);
     }
