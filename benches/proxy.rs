@@ -3,6 +3,7 @@
 //! same client talking to the origin directly. The difference is what the proxy adds.
 //!
 //! Run: `cargo bench --bench proxy` (add `-- --quick` for a short run).
+#![allow(missing_docs)] // criterion_group! generates an undocumented function.
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
