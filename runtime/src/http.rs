@@ -37,6 +37,8 @@ use crate::server::{self, shutdown_channel, BoxFuture, ShutdownTrigger, Shutdown
 
 /// hyper refuses read buffers smaller than this.
 const MIN_HEAD_BYTES: usize = 8192;
+/// hyper's own header count limit when none is configured.
+const HYPER_DEFAULT_MAX_HEADERS: usize = 100;
 
 /// Limits and timeouts of downstream HTTP connections. The defaults are finite everywhere.
 #[derive(Debug, Clone)]
@@ -79,8 +81,12 @@ impl HttpOptions {
         let mut b = hyper::server::conn::http1::Builder::new();
         b.keep_alive(self.keepalive)
             .max_buf_size(self.max_header_bytes.max(MIN_HEAD_BYTES))
-            .max_headers(self.max_headers)
             .preserve_header_case(self.preserve_header_case);
+        // hyper parses up to 100 headers in a stack array, but any explicit limit (even 100)
+        // into a heap vector per request: only set a limit that differs.
+        if self.max_headers != HYPER_DEFAULT_MAX_HEADERS {
+            b.max_headers(self.max_headers);
+        }
         b
     }
 }

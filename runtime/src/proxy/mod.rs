@@ -37,6 +37,7 @@ use tower_layer::{Identity, Layer};
 
 pub use body::{ProxyBody, RequestBody};
 pub use session::{RequestHeader, ResponseHeader, Session};
+use session::ConnCtx;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{ConnInfo, HttpService, MakeConnService};
@@ -261,13 +262,6 @@ struct Shared<P> {
     client: HttpClient<RequestBody>,
 }
 
-/// What a connection's proxy service knows about its connection, computed once.
-#[derive(Clone)]
-struct ConnCtx {
-    info: ConnInfo,
-    client_ip: HeaderValue,
-}
-
 /// The proxy as a tower service for one downstream connection: runs the phases for each
 /// request. Built per connection by [`ProxyPipeline`].
 pub struct HttpProxy<P> {
@@ -310,9 +304,9 @@ async fn proxy_request<P: ProxyHttp>(
     conn: Arc<ConnCtx>,
     request: Request<Incoming>,
 ) -> Response<ProxyBody<P>> {
-    let mut session = Session::new(request, conn.info);
+    let mut session = Session::new(request, conn);
     let mut ctx = shared.proxy.new_ctx();
-    let (response, error) = match run_phases(&shared, &conn, &mut session, &mut ctx).await {
+    let (response, error) = match run_phases(&shared, &mut session, &mut ctx).await {
         Ok(response) => (response, None),
         Err(e) => {
             if e.status().is_server_error() {
@@ -335,7 +329,6 @@ async fn proxy_request<P: ProxyHttp>(
 
 async fn run_phases<P: ProxyHttp>(
     shared: &Shared<P>,
-    conn: &ConnCtx,
     session: &mut Session,
     ctx: &mut P::Ctx,
 ) -> Result<Response<ResponseSource>> {
@@ -356,7 +349,7 @@ async fn run_phases<P: ProxyHttp>(
     // 100-continue is answered by our own HTTP layer when the body is first read.
     up.headers.remove(EXPECT);
     if shared.options.forwarded_for {
-        headers::append_forwarded_for(&mut up.headers, &conn.client_ip);
+        headers::append_forwarded_for(&mut up.headers, &session.conn().client_ip);
     }
     if let Some(via) = &shared.options.via {
         headers::append_via(&mut up.headers, via);
@@ -497,3 +490,4 @@ where
 {
     HttpService::new(name, ProxyPipeline::new(proxy, options, layer))
 }
+

@@ -1,6 +1,7 @@
 //! [`Session`]: one downstream request as the phases see it, and what became of it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use http::header::{self, HeaderMap, HeaderValue};
@@ -15,6 +16,13 @@ pub type RequestHeader = http::request::Parts;
 /// A response head; `upstream_response_filter` and `response_filter` edit it.
 pub type ResponseHeader = http::response::Parts;
 
+/// What the proxy knows about a downstream connection, computed once per connection.
+pub(crate) struct ConnCtx {
+    pub(crate) info: ConnInfo,
+    /// The client's IP as a header value, for `X-Forwarded-For`.
+    pub(crate) client_ip: HeaderValue,
+}
+
 /// One downstream request on its way through the proxy.
 ///
 /// Before `upstream_peer` the session owns the whole request head ([`Session::req_header`]).
@@ -25,7 +33,7 @@ pub struct Session {
     head: http::request::Parts,
     body: Option<Incoming>,
     host: Option<HeaderValue>,
-    conn: ConnInfo,
+    conn: Arc<ConnCtx>,
     started: Instant,
     pub(crate) status: Option<StatusCode>,
     pub(crate) upstream: Option<SocketAddr>,
@@ -34,7 +42,7 @@ pub struct Session {
 }
 
 impl Session {
-    pub(crate) fn new(request: Request<Incoming>, conn: ConnInfo) -> Self {
+    pub(crate) fn new(request: Request<Incoming>, conn: Arc<ConnCtx>) -> Self {
         let (head, body) = request.into_parts();
         let host = head.headers.get(header::HOST).cloned();
         Session {
@@ -96,12 +104,12 @@ impl Session {
 
     /// The client's address.
     pub fn client_addr(&self) -> SocketAddr {
-        self.conn.client_addr
+        self.conn.info.client_addr
     }
 
     /// The local address the request arrived on.
     pub fn local_addr(&self) -> SocketAddr {
-        self.conn.local_addr
+        self.conn.info.local_addr
     }
 
     /// The status sent to the client, once a response head exists.
@@ -127,6 +135,10 @@ impl Session {
     /// Whether the request was sent upstream.
     pub fn was_forwarded(&self) -> bool {
         self.forwarded
+    }
+
+    pub(crate) fn conn(&self) -> &ConnCtx {
+        &self.conn
     }
 
     /// Takes the downstream request body, e.g. to inspect it in `request_filter` and answer

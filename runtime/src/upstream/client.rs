@@ -119,12 +119,18 @@ where
         loop {
             let (mut conn, reused) = match self.pool.checkout(&key) {
                 Some(conn) => (conn, true),
-                None => (self.connect(peer).await?, false),
+                // Connecting is the cold path: boxed, so the common (pooled) request's
+                // future stays small.
+                None => (Box::pin(self.connect(peer)).await?, false),
             };
-            if reused {
+            if reused && !conn.sender.is_ready() {
                 // A connection goes idle a moment after its body ended; wait for that, and
                 // skip it if it died instead.
-                match tokio::time::timeout(peer.timeouts().connect, conn.sender.ready()).await {
+                let ready = Box::pin(tokio::time::timeout(
+                    peer.timeouts().connect,
+                    conn.sender.ready(),
+                ));
+                match ready.await {
                     Ok(Ok(())) => {}
                     _ => continue,
                 }
