@@ -29,7 +29,8 @@ const MAX_STALE_RETRIES: usize = 3;
 /// Settings of an [`HttpClient`] and its pool.
 #[derive(Debug, Clone)]
 pub struct ClientOptions {
-    /// Most idle connections kept per peer; the oldest beyond it are closed. Default 128.
+    /// Most idle connections kept per peer; the oldest beyond it are closed. Default 1024,
+    /// so a busy proxy does not churn connections (a smaller cap trades reuse for memory).
     pub max_idle_per_peer: usize,
     /// Write header names in the case the downstream client used (when the request carries
     /// hyper's case map, see `HttpOptions::preserve_header_case`). Default false.
@@ -41,7 +42,7 @@ pub struct ClientOptions {
 impl Default for ClientOptions {
     fn default() -> Self {
         ClientOptions {
-            max_idle_per_peer: 128,
+            max_idle_per_peer: 1024,
             preserve_header_case: false,
             max_response_head_bytes: 64 * 1024,
         }

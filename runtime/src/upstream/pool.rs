@@ -6,7 +6,7 @@
 //! or when the origin closed it (hyper notices the EOF; such a connection is skipped at
 //! checkout, never used).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
@@ -40,7 +40,9 @@ impl<B> IdleConn<B> {
 
 /// Idle connections per peer. Shared by every request of a client or proxy.
 pub(crate) struct Pool<B> {
-    idle: Mutex<HashMap<PoolKey, Vec<IdleConn<B>>>>,
+    /// Per peer, oldest first: checkout takes from the back (LIFO keeps the warmest
+    /// connections busy), eviction from the front.
+    idle: Mutex<HashMap<PoolKey, VecDeque<IdleConn<B>>>>,
     max_idle_per_peer: usize,
     sweeper_started: AtomicBool,
 }
@@ -62,7 +64,7 @@ impl<B: Send + 'static> Pool<B> {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             let list = idle.get_mut(key)?;
             let mut found = None;
-            while let Some(c) = list.pop() {
+            while let Some(c) = list.pop_back() {
                 if c.usable(now) {
                     found = Some(c.conn);
                     break;
@@ -85,12 +87,12 @@ impl<B: Send + 'static> Pool<B> {
         let evicted = {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             let list = idle.entry(key).or_default();
-            list.push(IdleConn {
+            list.push_back(IdleConn {
                 conn,
                 expires: Instant::now() + idle_timeout,
             });
             if list.len() > self.max_idle_per_peer {
-                Some(list.remove(0))
+                list.pop_front()
             } else {
                 None
             }
@@ -104,7 +106,7 @@ impl<B: Send + 'static> Pool<B> {
     /// Number of idle connections kept for `key`.
     pub(crate) fn idle_count(&self, key: &PoolKey) -> usize {
         let idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        idle.get(key).map_or(0, Vec::len)
+        idle.get(key).map_or(0, VecDeque::len)
     }
 
     fn sweep_once(&self) {
@@ -113,14 +115,10 @@ impl<B: Send + 'static> Pool<B> {
         {
             let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
             idle.retain(|_, list| {
-                let mut i = 0;
-                while i < list.len() {
-                    if list[i].usable(now) {
-                        i += 1;
-                    } else {
-                        dead.push(list.remove(i));
-                    }
-                }
+                let (live, expired): (VecDeque<_>, VecDeque<_>) =
+                    list.drain(..).partition(|c| c.usable(now));
+                *list = live;
+                dead.extend(expired);
                 !list.is_empty()
             });
         }
