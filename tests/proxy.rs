@@ -278,3 +278,39 @@ async fn logging_runs_once_when_the_client_leaves_mid_body() {
     );
     assert!(entry.bytes < 1_000_000_000);
 }
+
+#[tokio::test]
+async fn tower_layers_wrap_the_pipeline_and_via_is_appended_when_configured() {
+    use pingora_dsl::http::HttpOptions;
+    use pingora_dsl::prelude::ProxyOptions;
+
+    let origin = Origin::start("o").await.expect("origin");
+    // Any tower layer: here one that stamps every response, early answers included.
+    let layer = tower::util::MapResponseLayer::new(|mut r: http::Response<_>| {
+        r.headers_mut()
+            .insert("x-layer", http::HeaderValue::from_static("outer"));
+        r
+    });
+    let options = ProxyOptions {
+        via: Some(http::HeaderValue::from_static("1.1 edge")),
+        ..ProxyOptions::default()
+    };
+    let mut service = pingora_dsl::proxy::http_proxy_service_with(
+        "layered",
+        TestProxy::new(&[origin.addr()]),
+        options,
+        layer,
+    );
+    service.add_tcp("127.0.0.1:0");
+    *service.options_mut() = HttpOptions::default();
+    let proxy = service.spawn().expect("proxy starts");
+    let client = client();
+    let (resp, _) = send(&client, get(proxy.addr(), "/", None)).await;
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["x-layer"], "outer");
+    assert_eq!(resp.headers()["via"], "1.1 edge");
+    assert_eq!(origin.last_headers().expect("seen")["via"], "1.1 edge");
+    let (resp, _) = send(&client, get(proxy.addr(), "/admin", None)).await;
+    assert_eq!(resp.status(), StatusCode::FORBIDDEN);
+    assert_eq!(resp.headers()["x-layer"], "outer");
+}

@@ -36,8 +36,8 @@ use hyper::body::Incoming;
 use tower_layer::{Identity, Layer};
 
 pub use body::{ProxyBody, RequestBody};
-pub use session::{RequestHeader, ResponseHeader, Session};
 use session::ConnCtx;
+pub use session::{RequestHeader, ResponseHeader, Session};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{ConnInfo, HttpService, MakeConnService};
@@ -490,4 +490,3 @@ where
 {
     HttpService::new(name, ProxyPipeline::new(proxy, options, layer))
 }
-
