@@ -13,6 +13,7 @@
 //! (repeatable; given, no demo origins start), `--threads N` (default: one per core).
 //! Set `RUST_LOG=debug` to see a line per request.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
 
@@ -35,8 +36,12 @@ struct Args {
     threads: Option<usize>,
 }
 
-/// The load balancer: a round-robin pool of backends.
-struct RoundRobinLb(LoadBalancer);
+/// The load balancer: a round-robin pool of backends, and each backend's `Host` value
+/// (built once, not per request).
+struct RoundRobinLb {
+    lb: LoadBalancer,
+    hosts: HashMap<SocketAddr, HeaderValue>,
+}
 
 /// Per-request state: which backend was chosen, so `Host` can name it.
 #[derive(Default)]
@@ -53,7 +58,7 @@ impl ProxyHttp for RoundRobinLb {
 
     async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<HttpPeer> {
         let backend = self
-            .0
+            .lb
             .select(b"", 256)
             .ok_or(Error::new(ErrorKind::NoPeer, "no backend available"))?;
         ctx.backend = Some(backend.addr);
@@ -66,8 +71,8 @@ impl ProxyHttp for RoundRobinLb {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if let Some(addr) = ctx.backend {
-            upstream_request.insert_header("host", addr.to_string())?;
+        if let Some(host) = ctx.backend.and_then(|addr| self.hosts.get(&addr)) {
+            upstream_request.headers.insert(http::header::HOST, host.clone());
         }
         Ok(())
     }
@@ -136,7 +141,12 @@ fn main() -> anyhow::Result<()> {
     };
 
     let lb = LoadBalancer::try_from_iter(&upstreams)?;
-    let mut proxy = http_proxy_service("load_balancer", RoundRobinLb(lb));
+    let hosts = lb
+        .backends()
+        .iter()
+        .map(|b| Ok((b.addr, HeaderValue::from_str(&b.addr.to_string())?)))
+        .collect::<anyhow::Result<_>>()?;
+    let mut proxy = http_proxy_service("load_balancer", RoundRobinLb { lb, hosts });
     for addr in &args.listen {
         proxy.add_tcp(addr);
     }

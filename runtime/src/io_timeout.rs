@@ -198,7 +198,10 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
         let this = self.get_mut();
         match Pin::new(&mut this.io).poll_read(cx, buf) {
             Poll::Ready(r) => {
-                this.last_read = Instant::now();
+                // Only the upstream policy measures from reads; skip the clock otherwise.
+                if matches!(this.read_deadline, ReadDeadline::WhileBusy { .. }) {
+                    this.last_read = Instant::now();
+                }
                 Poll::Ready(r)
             }
             Poll::Pending => {

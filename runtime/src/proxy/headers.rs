@@ -19,7 +19,23 @@ pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwar
 /// `Transfer-Encoding`, `Upgrade` and `Proxy-Connection`. Framing is re-derived by the next
 /// hop's HTTP layer from the body, so dropping `Transfer-Encoding` loses nothing.
 pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
-    if headers.contains_key(header::CONNECTION) {
+    // One pass over the names (cheap comparisons of known headers) instead of six hashed
+    // removals: most messages carry at most `Connection`.
+    let mut connection = false;
+    let mut others = false;
+    for name in headers.keys() {
+        if name == header::CONNECTION {
+            connection = true;
+        } else if name == KEEP_ALIVE
+            || name == header::TE
+            || name == header::TRANSFER_ENCODING
+            || name == header::UPGRADE
+            || name == PROXY_CONNECTION
+        {
+            others = true;
+        }
+    }
+    if connection {
         // The field may repeat, and each value may list several comma-separated names.
         let mut named = Vec::new();
         for value in headers.get_all(header::CONNECTION) {
@@ -41,11 +57,13 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
             headers.remove(name);
         }
     }
-    headers.remove(KEEP_ALIVE);
-    headers.remove(header::TE);
-    headers.remove(header::TRANSFER_ENCODING);
-    headers.remove(header::UPGRADE);
-    headers.remove(PROXY_CONNECTION);
+    if others {
+        headers.remove(KEEP_ALIVE);
+        headers.remove(header::TE);
+        headers.remove(header::TRANSFER_ENCODING);
+        headers.remove(header::UPGRADE);
+        headers.remove(PROXY_CONNECTION);
+    }
 }
 
 /// Appends the client's address to `X-Forwarded-For` (or sets it if absent).
