@@ -72,7 +72,9 @@ impl ProxyHttp for RoundRobinLb {
         ctx: &mut Ctx,
     ) -> Result<()> {
         if let Some(host) = ctx.backend.and_then(|addr| self.hosts.get(&addr)) {
-            upstream_request.headers.insert(http::header::HOST, host.clone());
+            upstream_request
+                .headers
+                .insert(http::header::HOST, host.clone());
         }
         Ok(())
     }

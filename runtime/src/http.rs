@@ -15,6 +15,7 @@
 //! is enforced by the connection's [`TimedIo`] with one lazily re-armed timer, rather than by
 //! hyper's, which allocates and registers a timer for every request.
 
+use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -385,15 +386,65 @@ async fn serve_connection<M, S, B>(
         .builder
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(connection);
-    let result = tokio::select! {
-        r = connection.as_mut() => r,
-        _ = shutdown.wait() => {
+    let result = drive_until_shutdown(connection, &mut shutdown).await;
+    if let Err(e) = result {
+        tracing::debug!(client = %conn.client_addr, error = %e, "downstream connection ended with an error");
+    }
+}
+
+/// Drives `connection` to its end; when shutdown is requested first, asks it to finish
+/// gracefully (hyper closes it once the request in flight is answered) and drives it on.
+///
+/// The shutdown future is polled once to register this task's waker, then only when the
+/// watch reports a change: re-polling it on every wake-up of the connection (several per
+/// request) would cost a lock each time.
+async fn drive_until_shutdown<C>(
+    mut connection: std::pin::Pin<&mut C>,
+    shutdown: &mut ShutdownWatch,
+) -> C::Output
+where
+    C: std::future::Future + GracefulShutdown,
+{
+    let probe = shutdown.clone();
+    let mut wait = std::pin::pin!(shutdown.wait());
+    let mut registered = false;
+    let stop = std::future::poll_fn(|cx| {
+        if let std::task::Poll::Ready(out) = connection.as_mut().poll(cx) {
+            return std::task::Poll::Ready(Some(out));
+        }
+        if !registered || probe.has_changed() {
+            registered = true;
+            if wait.as_mut().poll(cx).is_ready() {
+                return std::task::Poll::Ready(None);
+            }
+        }
+        std::task::Poll::Pending
+    })
+    .await;
+    match stop {
+        Some(out) => out,
+        None => {
             connection.as_mut().graceful_shutdown();
             connection.await
         }
-    };
-    if let Err(e) = result {
-        tracing::debug!(client = %conn.client_addr, error = %e, "downstream connection ended with an error");
+    }
+}
+
+/// hyper's connections that can be asked to finish gracefully.
+trait GracefulShutdown {
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, B> GracefulShutdown for hyper::server::conn::http1::Connection<I, S>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: Body + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        hyper::server::conn::http1::Connection::graceful_shutdown(self);
     }
 }
 

@@ -135,6 +135,9 @@ pub struct TimedIo<T> {
     timer: Pin<Box<Sleep>>,
     /// Whether `timer` completed since it was last armed (a completed `Sleep` must be reset).
     timer_fired: bool,
+    /// The waker `timer` was last polled with: while it is this task's, an armed timer need
+    /// not be polled again.
+    timer_waker: Option<std::task::Waker>,
 }
 
 impl<T> TimedIo<T> {
@@ -152,6 +155,7 @@ impl<T> TimedIo<T> {
             // Armed lazily; this first deadline is only ever compared against.
             timer: Box::pin(tokio::time::sleep_until(now)),
             timer_fired: true,
+            timer_waker: None,
         }
     }
 
@@ -166,13 +170,34 @@ impl<T> TimedIo<T> {
     /// left alone (re-checked when it fires), so a busy connection whose deadline moves
     /// forward with every request costs no timer-wheel update per request.
     fn poll_deadline(&mut self, cx: &mut Context<'_>, deadline: Instant) -> bool {
+        // Fast path: the timer is armed for an earlier deadline that has not come yet, and
+        // the task it will wake is this one. Nothing to do until it fires.
+        if !self.timer_fired
+            && self.timer.deadline() <= deadline
+            && self
+                .timer_waker
+                .as_ref()
+                .is_some_and(|w| w.will_wake(cx.waker()))
+            && Instant::now() < self.timer.deadline()
+        {
+            return false;
+        }
         loop {
             if self.timer_fired || self.timer.deadline() > deadline {
                 self.timer.as_mut().reset(deadline);
                 self.timer_fired = false;
             }
             match self.timer.as_mut().poll(cx) {
-                Poll::Pending => return false,
+                Poll::Pending => {
+                    if !self
+                        .timer_waker
+                        .as_ref()
+                        .is_some_and(|w| w.will_wake(cx.waker()))
+                    {
+                        self.timer_waker = Some(cx.waker().clone());
+                    }
+                    return false;
+                }
                 Poll::Ready(()) => {
                     self.timer_fired = true;
                     if Instant::now() >= deadline {

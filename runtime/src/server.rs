@@ -49,6 +49,12 @@ impl ShutdownWatch {
     pub fn is_shutting_down(&self) -> bool {
         *self.0.borrow()
     }
+
+    /// Whether the shutdown state may have changed since this watch was created or last
+    /// waited on: one atomic load, no lock (true if the trigger is gone).
+    pub fn has_changed(&self) -> bool {
+        self.0.has_changed().unwrap_or(true)
+    }
 }
 
 /// The sending half of a [`ShutdownWatch`]: request shutdown with [`ShutdownTrigger::trigger`].

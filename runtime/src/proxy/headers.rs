@@ -36,26 +36,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         }
     }
     if connection {
-        // The field may repeat, and each value may list several comma-separated names.
-        let mut named = Vec::new();
-        for value in headers.get_all(header::CONNECTION) {
-            for token in value.to_str().unwrap_or("").split(',') {
-                let token = token.trim();
-                if token.is_empty()
-                    || token.eq_ignore_ascii_case("close")
-                    || token.eq_ignore_ascii_case("keep-alive")
-                {
-                    continue;
-                }
-                if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
-                    named.push(name);
-                }
-            }
-        }
-        headers.remove(header::CONNECTION);
-        for name in named {
-            headers.remove(name);
-        }
+        remove_connection_and_named(headers);
     }
     if others {
         headers.remove(KEEP_ALIVE);
@@ -63,6 +44,39 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(header::TRANSFER_ENCODING);
         headers.remove(header::UPGRADE);
         headers.remove(PROXY_CONNECTION);
+    }
+}
+
+/// Removes `Connection` and every field its values name.
+fn remove_connection_and_named(headers: &mut HeaderMap) {
+    let mut values = headers.get_all(header::CONNECTION).iter();
+    if let (Some(only), None) = (values.next(), values.next()) {
+        let v = only.as_bytes();
+        // The usual case: a lone `keep-alive` or `close`, which names no other field.
+        if v.eq_ignore_ascii_case(b"keep-alive") || v.eq_ignore_ascii_case(b"close") {
+            headers.remove(header::CONNECTION);
+            return;
+        }
+    }
+    // The field may repeat, and each value may list several comma-separated names.
+    let mut named = Vec::new();
+    for value in headers.get_all(header::CONNECTION) {
+        for token in value.to_str().unwrap_or("").split(',') {
+            let token = token.trim();
+            if token.is_empty()
+                || token.eq_ignore_ascii_case("close")
+                || token.eq_ignore_ascii_case("keep-alive")
+            {
+                continue;
+            }
+            if let Ok(name) = HeaderName::from_bytes(token.as_bytes()) {
+                named.push(name);
+            }
+        }
+    }
+    headers.remove(header::CONNECTION);
+    for name in named {
+        headers.remove(name);
     }
 }
 

@@ -6,12 +6,13 @@
 //! or when the origin closed it (hyper notices the EOF; such a connection is skipped at
 //! checkout, never used).
 
-use std::collections::{HashMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use hyper::client::conn::http1::SendRequest;
+use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
 use crate::io_timeout::BusyFlag;
@@ -42,7 +43,8 @@ impl<B> IdleConn<B> {
 pub(crate) struct Pool<B> {
     /// Per peer, oldest first: checkout takes from the back (LIFO keeps the warmest
     /// connections busy), eviction from the front.
-    idle: Mutex<HashMap<PoolKey, VecDeque<IdleConn<B>>>>,
+    /// Keyed with a fast non-cryptographic hash: keys are our own peers, not client input.
+    idle: Mutex<FxHashMap<PoolKey, VecDeque<IdleConn<B>>>>,
     max_idle_per_peer: usize,
     sweeper_started: AtomicBool,
 }
@@ -50,7 +52,7 @@ pub(crate) struct Pool<B> {
 impl<B: Send + 'static> Pool<B> {
     pub(crate) fn new(max_idle_per_peer: usize) -> Self {
         Pool {
-            idle: Mutex::new(HashMap::new()),
+            idle: Mutex::new(FxHashMap::default()),
             max_idle_per_peer,
             sweeper_started: AtomicBool::new(false),
         }
