@@ -127,7 +127,7 @@ pub(crate) struct LogState<P: ProxyHttp> {
 }
 
 impl<P: ProxyHttp> LogState<P> {
-    fn log(mut self, late: Option<Error>) {
+    fn log(mut self: Box<Self>, late: Option<Error>) {
         let error = late.as_ref().or(self.error.as_ref());
         self.proxy.logging(&self.session, error, &mut self.ctx);
     }
@@ -138,7 +138,7 @@ pin_project_lite::pin_project! {
     /// frame has been handed over, when a frame fails, or when the client went away first.
     pub struct ProxyBody<P: ProxyHttp> {
         source: ResponseSource,
-        log: Option<LogState<P>>,
+        log: Option<Box<LogState<P>>>,
     }
 
     impl<P: ProxyHttp> PinnedDrop for ProxyBody<P> {
@@ -163,7 +163,7 @@ impl<P: ProxyHttp> ProxyBody<P> {
     pub(crate) fn new(source: ResponseSource, log: LogState<P>) -> Self {
         ProxyBody {
             source,
-            log: Some(log),
+            log: Some(Box::new(log)),
         }
     }
 }
