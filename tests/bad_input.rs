@@ -344,3 +344,14 @@ async fn absolute_form_target_is_forwarded_in_origin_form_with_its_host() {
     assert!(out.contains("x-seen-host: site.example"), "{out}");
     assert_eq!(origin.requests(), 1);
 }
+
+#[tokio::test]
+async fn http10_without_host_is_forwarded_with_the_peer_as_host() {
+    let (origin, proxy) = proxy_to_origin().await;
+    let out = raw_exchange(proxy.addr(), b"GET / HTTP/1.0\r\n\r\n", WAIT).await;
+    assert!(status_line(&out).ends_with("200 OK"), "{out}");
+    assert!(
+        out.contains(&format!("x-seen-host: {}", origin.addr())),
+        "{out}"
+    );
+}

@@ -29,7 +29,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http::header::{
-    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, LOCATION,
+    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST, LOCATION,
 };
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
@@ -355,6 +355,10 @@ async fn run_phases<P: ProxyHttp>(
         headers::append_via(&mut up.headers, via);
     }
     proxy.upstream_request_filter(session, &mut up, ctx).await?;
+    if !up.headers.contains_key(HOST) {
+        // An HTTP/1.0 client may omit Host; HTTP/1.1 upstreams require one.
+        up.headers.insert(HOST, peer.host_header());
+    }
 
     let body = session.take_body();
     if body.is_none() {

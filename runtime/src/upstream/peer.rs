@@ -86,6 +86,12 @@ impl HttpPeer {
         self
     }
 
+    /// The peer's address as a `Host` value, for requests that arrive without one.
+    pub fn host_header(&self) -> http::HeaderValue {
+        http::HeaderValue::from_str(&self.addr.to_string())
+            .unwrap_or_else(|_| http::HeaderValue::from_static("localhost"))
+    }
+
     /// The key connections to this peer are pooled under.
     pub(crate) fn pool_key(&self) -> PoolKey {
         PoolKey { addr: self.addr }
