@@ -127,7 +127,7 @@ pub(crate) struct LogState<P: ProxyHttp> {
 }
 
 impl<P: ProxyHttp> LogState<P> {
-    fn log(mut self: Box<Self>, late: Option<Error>) {
+    fn log(&mut self, late: Option<Error>) {
         let error = late.as_ref().or(self.error.as_ref());
         self.proxy.logging(&self.session, error, &mut self.ctx);
     }
@@ -144,7 +144,7 @@ pin_project_lite::pin_project! {
     impl<P: ProxyHttp> PinnedDrop for ProxyBody<P> {
         fn drop(this: Pin<&mut Self>) {
             let this = this.project();
-            if let Some(state) = this.log.take() {
+            if let Some(mut state) = this.log.take() {
                 let late = if this.source.is_end_stream() {
                     None
                 } else {
@@ -190,14 +190,14 @@ impl<P: ProxyHttp> Body for ProxyBody<P> {
                     }
                 }
                 if this.source.is_end_stream() {
-                    if let Some(state) = this.log.take() {
+                    if let Some(mut state) = this.log.take() {
                         state.log(None);
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))
             }
             Poll::Ready(None) => {
-                if let Some(state) = this.log.take() {
+                if let Some(mut state) = this.log.take() {
                     state.log(None);
                 }
                 Poll::Ready(None)
@@ -206,7 +206,7 @@ impl<P: ProxyHttp> Body for ProxyBody<P> {
                 tracing::debug!(error = %e, "response body failed");
                 let kind = e.kind();
                 let context = e.context();
-                if let Some(state) = this.log.take() {
+                if let Some(mut state) = this.log.take() {
                     state.log(Some(e));
                 }
                 // The client sees the stream break; the detail went to `logging`.
