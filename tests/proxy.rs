@@ -314,3 +314,104 @@ async fn tower_layers_wrap_the_pipeline_and_via_is_appended_when_configured() {
     assert_eq!(resp.status(), StatusCode::FORBIDDEN);
     assert_eq!(resp.headers()["x-layer"], "outer");
 }
+
+/// An origin that reads each request head, then does `act` to the connection.
+async fn faulty_origin<F, Fut>(act: F) -> std::net::SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let act = std::sync::Arc::new(act);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let act = act.clone();
+            tokio::spawn(async move {
+                let mut buf = [0u8; 4096];
+                let mut head = Vec::new();
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+                act(s).await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn an_origin_answering_garbage_gives_502() {
+    let addr = faulty_origin(|mut s| async move {
+        let _ = tokio::io::AsyncWriteExt::write_all(&mut s, b"SMTP ready, not HTTP\r\n\r\n").await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    })
+    .await;
+    let p = TestProxy::new(&[addr]);
+    let log = p.log.clone();
+    let proxy = start_proxy(p);
+    let (resp, body) = send(&client(), get(proxy.addr(), "/", Some("garbage"))).await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    assert_eq!(body, "502 Bad Gateway\n");
+    let logged = wait_for_log(&log, 1).await;
+    assert_eq!(
+        logged["garbage"][0].error,
+        Some(pingora_dsl::ErrorKind::InvalidResponse)
+    );
+}
+
+#[tokio::test]
+async fn an_origin_resetting_the_connection_gives_502() {
+    let addr = faulty_origin(|s| async move {
+        // Linger 0: close sends RST instead of FIN.
+        let _ = s.set_zero_linger();
+        drop(s);
+    })
+    .await;
+    let p = TestProxy::new(&[addr]);
+    let log = p.log.clone();
+    let proxy = start_proxy(p);
+    let (resp, _) = send(&client(), get(proxy.addr(), "/", Some("reset"))).await;
+    assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
+    let logged = wait_for_log(&log, 1).await;
+    assert_eq!(
+        logged["reset"][0].error,
+        Some(pingora_dsl::ErrorKind::UpstreamClosed)
+    );
+}
+
+#[tokio::test]
+async fn an_origin_closing_mid_body_breaks_the_response_and_is_logged() {
+    let addr = faulty_origin(|mut s| async move {
+        let _ = tokio::io::AsyncWriteExt::write_all(
+            &mut s,
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly this much",
+        )
+        .await;
+    })
+    .await;
+    let p = TestProxy::new(&[addr]);
+    let log = p.log.clone();
+    let proxy = start_proxy(p);
+    let out = raw_exchange(
+        proxy.addr(),
+        b"GET / HTTP/1.1\r\nHost: x\r\nx-test-id: cut\r\n\r\n",
+        Duration::from_secs(2),
+    )
+    .await;
+    // The head was already sent as 200; the client sees the body end early.
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    assert!(out.ends_with("only this much"), "{out}");
+    let logged = wait_for_log(&log, 1).await;
+    assert_eq!(logged["cut"].len(), 1);
+    assert_eq!(
+        logged["cut"][0].error,
+        Some(pingora_dsl::ErrorKind::UpstreamClosed)
+    );
+}
