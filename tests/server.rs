@@ -11,7 +11,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http_body_util::Full;
 use pingora_dsl::prelude::*;
-use pingora_dsl::server::background_service;
+use pingora_dsl::server::{background_service, RuntimeFlavor};
 
 /// A blocking HTTP/1.0-style exchange: one request, read to EOF.
 fn blocking_get(addr: SocketAddr, path: &str) -> String {
@@ -57,7 +57,7 @@ impl ProxyHttp for ToOrigin {
     }
 }
 
-fn run_server_with(threads: usize) {
+fn run_server_with(threads: usize, flavor: RuntimeFlavor) {
     let (origin, origin_addrs) = hello_service("app", &["127.0.0.1:0"]);
     let mut proxy = http_proxy_service("proxy", ToOrigin(origin_addrs[0]));
     proxy.add_tcp("127.0.0.1:0");
@@ -81,6 +81,7 @@ fn run_server_with(threads: usize) {
 
     let mut server = Server::new(ServerConf {
         threads,
+        flavor,
         grace_period: Duration::from_secs(2),
     });
     server.add_service(origin);
@@ -111,18 +112,23 @@ fn run_server_with(threads: usize) {
         1,
         "background service saw shutdown"
     );
-    // After shutdown nothing listens any more.
+    // After shutdown nothing listens any more: every worker closed its copy of the sockets.
     assert!(TcpStream::connect(proxy_addrs[0]).is_err());
 }
 
 #[test]
 fn serves_on_a_single_threaded_runtime() {
-    run_server_with(1);
+    run_server_with(1, RuntimeFlavor::PerCore);
 }
 
 #[test]
-fn serves_on_a_multi_threaded_runtime() {
-    run_server_with(4);
+fn serves_on_a_work_stealing_runtime() {
+    run_server_with(4, RuntimeFlavor::WorkStealing);
+}
+
+#[test]
+fn serves_on_per_core_workers() {
+    run_server_with(3, RuntimeFlavor::PerCore);
 }
 
 #[test]
@@ -136,6 +142,7 @@ fn listens_on_ipv6_when_the_host_has_it() {
     let mut server = Server::new(ServerConf {
         threads: 1,
         grace_period: Duration::from_secs(1),
+        ..ServerConf::default()
     });
     server.add_service(service);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
@@ -194,6 +201,7 @@ fn in_flight_requests_finish_during_shutdown() {
     let mut server = Server::new(ServerConf {
         threads: 2,
         grace_period: Duration::from_secs(5),
+        ..ServerConf::default()
     });
     server.add_service(slow_service);
     server.add_service(proxy);

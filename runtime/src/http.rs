@@ -108,6 +108,16 @@ pub trait MakeConnService: Send + Sync + 'static {
 
     /// Builds the service for a new connection.
     fn make_service(&self, conn: &ConnInfo) -> Self::Service;
+
+    /// The maker a worker of a per-core server uses. The default shares `this`; a maker
+    /// with per-worker state (a proxy's connection pool) returns a fresh copy, so no
+    /// request crosses threads.
+    fn for_worker(this: &Arc<Self>) -> Arc<Self>
+    where
+        Self: Sized,
+    {
+        this.clone()
+    }
 }
 
 /// A [`MakeConnService`] that clones one plain handler for every connection.
@@ -467,6 +477,23 @@ where
 
     fn start(self: Box<Self>, shutdown: ShutdownWatch, grace: Duration) -> BoxFuture<()> {
         Box::pin(self.run(shutdown, grace))
+    }
+
+    fn worker_copy(&self) -> io::Result<Option<Box<dyn server::Service>>> {
+        let listeners = self
+            .listeners
+            .iter()
+            .map(|l| l.try_clone())
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Some(Box::new(HttpService {
+            name: self.name.clone(),
+            addrs: self.addrs.clone(),
+            listeners,
+            make: M::for_worker(&self.make),
+            options: self.options.clone(),
+            stats: self.stats.clone(),
+            tracker: Arc::new(ConnTracker::default()),
+        })))
     }
 }
 

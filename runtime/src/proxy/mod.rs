@@ -421,10 +421,15 @@ pub struct ProxyPipeline<P, L = Identity> {
 impl<P: ProxyHttp, L> ProxyPipeline<P, L> {
     /// A pipeline for `proxy` with `options`, wrapped in `layer`.
     pub fn new(proxy: P, options: ProxyOptions, layer: L) -> Self {
+        ProxyPipeline::sharing(Arc::new(proxy), options, layer)
+    }
+
+    /// A pipeline for an already shared `proxy`, with a new upstream pool.
+    fn sharing(proxy: Arc<P>, options: ProxyOptions, layer: L) -> Self {
         let client = HttpClient::new(options.client.clone());
         ProxyPipeline {
             shared: Arc::new(Shared {
-                proxy: Arc::new(proxy),
+                proxy,
                 options,
                 client,
             }),
@@ -462,12 +467,21 @@ impl<P: ProxyHttp, L> ProxyPipeline<P, L> {
 impl<P, L> MakeConnService for ProxyPipeline<P, L>
 where
     P: ProxyHttp,
-    L: Layer<HttpProxy<P>> + Send + Sync + 'static,
+    L: Layer<HttpProxy<P>> + Clone + Send + Sync + 'static,
 {
     type Service = L::Service;
 
     fn make_service(&self, conn: &ConnInfo) -> L::Service {
         self.service_for(conn)
+    }
+
+    /// Same proxy and options, its own upstream pool.
+    fn for_worker(this: &Arc<Self>) -> Arc<Self> {
+        Arc::new(ProxyPipeline::sharing(
+            this.shared.proxy.clone(),
+            this.shared.options.clone(),
+            this.layer.clone(),
+        ))
     }
 }
 
@@ -490,7 +504,7 @@ pub fn http_proxy_service_with<P, L>(
 ) -> HttpService<ProxyPipeline<P, L>>
 where
     P: ProxyHttp,
-    L: Layer<HttpProxy<P>> + Send + Sync + 'static,
+    L: Layer<HttpProxy<P>> + Clone + Send + Sync + 'static,
 {
     HttpService::new(name, ProxyPipeline::new(proxy, options, layer))
 }
