@@ -10,7 +10,8 @@
 //!
 //! Without `--upstream`, two demo origins start in-process on loopback (no network needed).
 //! Flags: `--listen ADDR` (repeatable, default 127.0.0.1:6188), `--upstream HOST:PORT`
-//! (repeatable; given, no demo origins start), `--threads N` (default: one per core).
+//! (repeatable; given, no demo origins start), `--threads N` (default: one per core),
+//! `--work-stealing` (one shared runtime instead of per-core single-threaded workers).
 //! Set `RUST_LOG=debug` to see a line per request.
 
 use std::collections::HashMap;
@@ -34,6 +35,9 @@ struct Args {
     /// Worker threads (default: one per core).
     #[arg(long)]
     threads: Option<usize>,
+    /// With several threads, one work-stealing runtime instead of per-core workers.
+    #[arg(long)]
+    work_stealing: bool,
 }
 
 /// The load balancer: a round-robin pool of backends, and each backend's `Host` value
@@ -126,6 +130,9 @@ fn main() -> anyhow::Result<()> {
     let mut conf = ServerConf::default();
     if let Some(threads) = args.threads {
         conf.threads = threads.max(1);
+    }
+    if args.work_stealing {
+        conf.flavor = pingora_dsl::server::RuntimeFlavor::WorkStealing;
     }
     let mut server = Server::new(conf);
 

@@ -36,7 +36,8 @@ pub enum RuntimeFlavor {
     /// `threads` single-threaded runtimes, one per OS thread. Each runs its own copy of every
     /// listening service: all accept on the same sockets, and each keeps its own upstream
     /// pools, so a request never leaves its thread. Background services run on the first
-    /// worker only. Measured here about 1.4x the requests per CPU-second of work stealing.
+    /// worker only. Measured here: 1.1-1.3x the requests per CPU-second of work stealing
+    /// with 2 threads.
     #[default]
     PerCore,
 }
