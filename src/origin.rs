@@ -219,3 +219,19 @@ async fn handle(
     }
     response
 }
+
+/// Reads from `stream` until a whole request head (through the blank line) has arrived.
+/// Returns the bytes read, or `None` if the peer closed or failed first. For hand-made
+/// origins in tests that misbehave on purpose.
+pub async fn read_request_head(stream: &mut tokio::net::TcpStream) -> Option<Vec<u8>> {
+    use tokio::io::AsyncReadExt;
+    let mut head = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+        match stream.read(&mut buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(n) => head.extend_from_slice(&buf[..n]),
+        }
+    }
+    Some(head)
+}

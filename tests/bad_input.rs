@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use pingora_dsl::http::HttpOptions;
 use pingora_dsl::prelude::*;
-use pingora_dsl_suite::origin::Origin;
+use pingora_dsl_suite::origin::{read_request_head, Origin};
 use support::*;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
@@ -289,15 +289,7 @@ async fn raw_origin() -> (std::net::SocketAddr, tokio::task::JoinHandle<String>)
     let addr = listener.local_addr().expect("addr");
     let task = tokio::spawn(async move {
         let (mut s, _) = listener.accept().await.expect("accept");
-        let mut head = Vec::new();
-        let mut buf = [0u8; 4096];
-        while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-            let n = s.read(&mut buf).await.expect("read");
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
+        let head = read_request_head(&mut s).await.unwrap_or_default();
         let _ = s
             .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
             .await;

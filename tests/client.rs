@@ -7,7 +7,7 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, Full};
 use pingora_dsl::upstream::{ClientOptions, HttpClient, HttpPeer};
 use pingora_dsl::ErrorKind;
-use pingora_dsl_suite::origin::Origin;
+use pingora_dsl_suite::origin::{read_request_head, Origin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 
@@ -99,13 +99,8 @@ async fn closing_origin() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>)
                 continue;
             };
             tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if read_request_head(&mut s).await.is_none() {
+                    return;
                 }
                 let _ = s
                     .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use pingora_dsl::upstream::PeerTimeouts;
-use pingora_dsl_suite::origin::Origin;
+use pingora_dsl_suite::origin::{read_request_head, Origin};
 use support::*;
 
 #[tokio::test]
@@ -321,7 +321,6 @@ where
     F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
     Fut: std::future::Future<Output = ()> + Send + 'static,
 {
-    use tokio::io::AsyncReadExt;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
@@ -331,15 +330,9 @@ where
         while let Ok((mut s, _)) = listener.accept().await {
             let act = act.clone();
             tokio::spawn(async move {
-                let mut buf = [0u8; 4096];
-                let mut head = Vec::new();
-                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
-                    match s.read(&mut buf).await {
-                        Ok(0) | Err(_) => return,
-                        Ok(n) => head.extend_from_slice(&buf[..n]),
-                    }
+                if read_request_head(&mut s).await.is_some() {
+                    act(s).await;
                 }
-                act(s).await;
             });
         }
     });
