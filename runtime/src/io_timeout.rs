@@ -410,4 +410,31 @@ mod tests {
             .expect_err("idle read must time out");
         assert_eq!(IoTimeout::find(&err), Some(IoTimeout::Idle));
     }
+
+    #[tokio::test]
+    async fn small_vectored_writes_arrive_whole_and_in_order() {
+        let (a, mut b) = tokio::io::duplex(64 * 1024);
+        let mut io = TimedIo::new(a, ReadDeadline::Never, Some(Duration::from_secs(5)));
+        let head = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\n";
+        let slices = [io::IoSlice::new(head), io::IoSlice::new(b"hello")];
+        let n = std::future::poll_fn(|cx| Pin::new(&mut io).poll_write_vectored(cx, &slices))
+            .await
+            .expect("write");
+        assert_eq!(n, head.len() + 5);
+        // A large write keeps the vectored path and still arrives whole.
+        let big = vec![b'z'; 3 * SMALL_WRITE];
+        let slices = [io::IoSlice::new(b"x"), io::IoSlice::new(&big)];
+        let mut written = 0;
+        while written == 0 {
+            written = std::future::poll_fn(|cx| Pin::new(&mut io).poll_write_vectored(cx, &slices))
+                .await
+                .expect("write");
+        }
+        drop(io);
+        let mut got = Vec::new();
+        b.read_to_end(&mut got).await.expect("read");
+        assert!(got.starts_with(head));
+        assert_eq!(&got[head.len()..head.len() + 5], b"hello");
+        assert_eq!(got.len(), head.len() + 5 + written);
+    }
 }
