@@ -77,12 +77,6 @@ impl ErrorKind {
             ErrorKind::Internal => "internal",
         }
     }
-
-    /// Whether the failure happened before any request byte could have reached the upstream,
-    /// so that sending the request to another peer cannot duplicate it.
-    pub fn is_connect_failure(self) -> bool {
-        matches!(self, ErrorKind::ConnectRefused | ErrorKind::ConnectTimeout)
-    }
 }
 
 impl fmt::Display for ErrorKind {

@@ -50,8 +50,6 @@ pub struct HttpOptions {
     pub header_read_timeout: Duration,
     /// Time a response write may make no progress (client not reading). Default 60 s.
     pub write_timeout: Duration,
-    /// Time a request body may send nothing while it is being forwarded. Default 60 s.
-    pub body_read_timeout: Duration,
     /// Largest request head in bytes; a larger one is answered with 431. Default 64 KiB.
     pub max_header_bytes: usize,
     /// Most header fields in a request head; more is answered with 431. Default 100.
@@ -68,7 +66,6 @@ impl Default for HttpOptions {
         HttpOptions {
             header_read_timeout: Duration::from_secs(60),
             write_timeout: Duration::from_secs(60),
-            body_read_timeout: Duration::from_secs(60),
             max_header_bytes: 64 * 1024,
             max_headers: 100,
             keepalive: true,
