@@ -90,6 +90,7 @@ pub struct Error {
     kind: ErrorKind,
     context: &'static str,
     source: Option<BoxError>,
+    retry: bool,
 }
 
 /// A `Result` whose error is the proxy's [`Error`].
@@ -102,6 +103,7 @@ impl Error {
             kind,
             context,
             source: None,
+            retry: false,
         }
     }
 
@@ -115,6 +117,7 @@ impl Error {
             kind,
             context,
             source: Some(source.into()),
+            retry: false,
         }
     }
 
@@ -136,6 +139,25 @@ impl Error {
     /// The static context message.
     pub fn context(&self) -> &'static str {
         self.context
+    }
+
+    /// Whether the proxy should try the request again on another peer. Set in the
+    /// `fail_to_connect` phase; only a request that was never sent is retried.
+    pub fn retry(&self) -> bool {
+        self.retry
+    }
+
+    /// Marks (or unmarks) this error as worth a retry on another peer.
+    pub fn set_retry(&mut self, retry: bool) {
+        self.retry = retry;
+    }
+
+    /// Whether connecting to the peer failed, so nothing of the request was sent.
+    pub fn is_connect_failure(&self) -> bool {
+        matches!(
+            self.kind,
+            ErrorKind::ConnectRefused | ErrorKind::ConnectTimeout
+        )
     }
 
     /// Whether this is a timeout (connect, read, write or downstream body).

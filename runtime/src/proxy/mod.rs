@@ -41,8 +41,12 @@ pub use session::{RequestHeader, ResponseHeader, Session};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::http::{ConnInfo, HttpService, MakeConnService};
-use crate::upstream::{ClientOptions, HttpClient, HttpPeer};
+use crate::upstream::{ClientOptions, HttpClient, HttpPeer, SendError};
 use body::{LogState, ResponseSource};
+
+/// The most times one request is sent to another peer after failed connects, whatever
+/// `fail_to_connect` says (as Pingora's default `max_retries`).
+pub const MAX_CONNECT_RETRIES: u32 = 16;
 
 /// What `request_filter` decided: go on to the upstream, or answer the client now.
 #[derive(Debug)]
@@ -154,6 +158,19 @@ pub trait ProxyHttp: Send + Sync + 'static {
         session: &mut Session,
         ctx: &mut Self::Ctx,
     ) -> impl Future<Output = Result<HttpPeer>> + Send;
+
+    /// Called when connecting to `peer` failed (refused or timed out), so nothing was sent.
+    /// Return the error with [`Error::set_retry`] set to have `upstream_peer` choose again
+    /// and the request go there (at most [`MAX_CONNECT_RETRIES`] times). Default: no retry.
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        _ctx: &mut Self::Ctx,
+        error: Error,
+    ) -> Error {
+        error
+    }
 
     /// Edits the request head sent upstream (after hop-by-hop removal and
     /// `X-Forwarded-For`). Default: nothing.
@@ -341,7 +358,7 @@ async fn run_phases<P: ProxyHttp>(
     if let Flow::Respond(response) = proxy.request_filter(session, ctx).await? {
         return Ok(response.map(ResponseSource::full));
     }
-    let peer = proxy.upstream_peer(session, ctx).await?;
+    let mut peer = proxy.upstream_peer(session, ctx).await?;
     session.upstream = Some(peer.addr());
 
     let mut up = session.take_upstream_head();
@@ -367,10 +384,27 @@ async fn run_phases<P: ProxyHttp>(
     }
     let body = RequestBody::new(body, shared.options.body_read_timeout);
     session.forwarded = true;
-    let response = shared
-        .client
-        .send(&peer, Request::from_parts(up, body))
-        .await?;
+    let mut request = Request::from_parts(up, body);
+    let response = loop {
+        match shared.client.try_send(&peer, request).await {
+            Ok(response) => break response,
+            Err(SendError {
+                error,
+                request: Some(unsent),
+            }) => {
+                let error = proxy.fail_to_connect(session, &peer, ctx, error);
+                if !error.retry() || session.retries >= MAX_CONNECT_RETRIES {
+                    return Err(error);
+                }
+                tracing::debug!(peer = %peer.addr(), error = %error, "connect failed; trying another peer");
+                session.retries += 1;
+                peer = proxy.upstream_peer(session, ctx).await?;
+                session.upstream = Some(peer.addr());
+                request = unsent;
+            }
+            Err(SendError { error, .. }) => return Err(error),
+        }
+    };
 
     let (mut head, body) = response.into_parts();
     headers::strip_hop_by_hop(&mut head.headers);

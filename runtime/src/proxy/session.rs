@@ -39,6 +39,7 @@ pub struct Session {
     pub(crate) upstream: Option<SocketAddr>,
     pub(crate) body_bytes_sent: u64,
     pub(crate) forwarded: bool,
+    pub(crate) retries: u32,
 }
 
 impl Session {
@@ -55,6 +56,7 @@ impl Session {
             upstream: None,
             body_bytes_sent: 0,
             forwarded: false,
+            retries: 0,
         }
     }
 
@@ -135,6 +137,11 @@ impl Session {
     /// Whether the request was sent upstream.
     pub fn was_forwarded(&self) -> bool {
         self.forwarded
+    }
+
+    /// How many times the request went to another peer after a failed connect.
+    pub fn retries(&self) -> u32 {
+        self.retries
     }
 
     pub(crate) fn conn(&self) -> &ConnCtx {

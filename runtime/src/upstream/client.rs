@@ -110,11 +110,17 @@ where
     /// The request is sent as is: its URI should be in origin form (`/path?query`) and it
     /// should carry a `Host` header. Errors carry an [`ErrorKind`] that says what failed
     /// (connect refused or timed out, read or write timeout, closed, invalid response).
-    pub async fn send(
+    pub async fn send(&self, peer: &HttpPeer, request: Request<B>) -> Result<Response<UpstreamBody<B>>> {
+        self.try_send(peer, request).await.map_err(|e| e.error)
+    }
+
+    /// Like [`send`](HttpClient::send), but when no connection to `peer` could be made the
+    /// untouched request comes back in the error, so it can go to another peer.
+    pub async fn try_send(
         &self,
         peer: &HttpPeer,
         mut request: Request<B>,
-    ) -> Result<Response<UpstreamBody<B>>> {
+    ) -> Result<Response<UpstreamBody<B>>, SendError<B>> {
         let key = peer.pool_key();
         let mut stale = 0;
         loop {
@@ -122,7 +128,15 @@ where
                 Some(conn) => (conn, true),
                 // Connecting is the cold path: boxed, so the common (pooled) request's
                 // future stays small.
-                None => (Box::pin(self.connect(peer)).await?, false),
+                None => match Box::pin(self.connect(peer)).await {
+                    Ok(conn) => (conn, false),
+                    Err(error) => {
+                        return Err(SendError {
+                            error,
+                            request: Some(request),
+                        })
+                    }
+                },
             };
             if reused && !conn.sender.is_ready() {
                 // A connection goes idle a moment after its body ended; wait for that, and
@@ -153,7 +167,12 @@ where
                         stale += 1;
                         request = unsent;
                     }
-                    _ => return Err(upstream_error(e.into_error(), "sending request upstream")),
+                    _ => {
+                        return Err(SendError {
+                            error: upstream_error(e.into_error(), "sending request upstream"),
+                            request: None,
+                        })
+                    }
                 },
             }
         }
@@ -201,6 +220,23 @@ where
             }
         });
         Ok(Conn { sender, busy })
+    }
+}
+
+/// Why [`HttpClient::try_send`] failed, with the request if none of it was sent.
+pub struct SendError<B> {
+    /// What failed.
+    pub error: Error,
+    /// The request, returned untouched when no connection could be made.
+    pub request: Option<Request<B>>,
+}
+
+impl<B> std::fmt::Debug for SendError<B> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SendError")
+            .field("error", &self.error)
+            .field("request_returned", &self.request.is_some())
+            .finish()
     }
 }
 

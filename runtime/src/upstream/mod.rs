@@ -8,5 +8,5 @@ mod client;
 mod peer;
 mod pool;
 
-pub use client::{ClientOptions, HttpClient, UpstreamBody};
+pub use client::{ClientOptions, HttpClient, SendError, UpstreamBody};
 pub use peer::{HttpPeer, PeerTimeouts};
