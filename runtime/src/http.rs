@@ -218,6 +218,22 @@ impl<M: MakeConnService> HttpService<M> {
         self.addrs.push(addr.to_owned());
     }
 
+    /// Removes the listening addresses added so far (not yet bound ones), e.g. to replace
+    /// a declared proxy's addresses with those given on the command line.
+    pub fn clear_tcp(&mut self) {
+        self.addrs.clear();
+    }
+
+    /// The listening addresses, as added.
+    pub fn tcp_addrs(&self) -> &[String] {
+        &self.addrs
+    }
+
+    /// The service's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
     /// The connection limits and timeouts.
     pub fn options(&self) -> &HttpOptions {
         &self.options

@@ -3,17 +3,22 @@
 //! Modules follow a request's path: [`server`] (process, services, shutdown) ->
 //! [`listen`] (TCP accept) -> [`http`] (downstream HTTP/1 serving) -> [`proxy`] (the phases)
 //! -> [`lb`] (choosing a peer) -> [`upstream`] (connecting, pooling, the HTTP client).
-//! Beside them: [`error`] (the edge error and its status mapping) and [`io_timeout`]
-//! (read/write deadlines on sockets).
+//! Beside them: [`error`] (the edge error and its status mapping), [`io_timeout`]
+//! (read/write deadlines on sockets), and what declared proxies are built from: [`route`]
+//! (matching requests to upstream groups or fixed answers), [`phase`] (plugging user code
+//! into phases) and [`cli`] (the command line and `main` of a declared proxy).
 //!
 //! Most users depend on the `pingora-dsl` facade crate, which re-exports this one.
 
+pub mod cli;
 pub mod error;
 pub mod http;
 pub mod io_timeout;
 pub mod lb;
 pub mod listen;
+pub mod phase;
 pub mod proxy;
+pub mod route;
 pub mod server;
 pub mod upstream;
 

@@ -2,11 +2,14 @@
 //!
 //! [`HttpPeer`] says where a request goes and with which timeouts; [`HttpClient`] sends it
 //! there over a pooled connection. The proxy forwards through an `HttpClient`; so can any
-//! program that needs a pooled HTTP client.
+//! program that needs a pooled HTTP client. An [`UpstreamGroup`] is a named, balanced set
+//! of peers (what `proxy!` declares with `upstream NAME { ... }`).
 
 mod client;
+mod group;
 mod peer;
 mod pool;
 
 pub use client::{ClientOptions, HttpClient, SendError, UpstreamBody};
+pub use group::UpstreamGroup;
 pub use peer::{HttpPeer, PeerTimeouts};

@@ -1,0 +1,154 @@
+//! The command line and `main` of a proxy declared with `proxy!`: its `run()` parses
+//! [`ProxyCli`], applies the overrides to the declared values, and serves until SIGINT or
+//! SIGTERM.
+
+use std::io;
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::http::HttpService;
+use crate::lb::Backend;
+use crate::listen::resolve;
+use crate::proxy::{ProxyHttp, ProxyLayer, ProxyPipeline};
+use crate::route::Router;
+use crate::server::{RuntimeFlavor, Server, ServerConf};
+
+/// Command-line flags every declared proxy accepts. Declared values are the defaults; a
+/// flag given replaces them.
+#[derive(Parser, Debug, Clone, Default)]
+#[command(version, about = "An HTTP proxy declared with pingora-dsl's proxy! macro")]
+pub struct ProxyCli {
+    /// Address to listen on, replacing the declared ones (repeatable).
+    #[arg(long = "listen", value_name = "ADDR")]
+    pub listen: Vec<String>,
+    /// A peer replacing an upstream group's declared peers (repeatable). `GROUP=HOST:PORT`
+    /// names the group; a bare `HOST:PORT` is enough when the proxy has one group.
+    #[arg(long = "upstream", value_name = "[GROUP=]HOST:PORT")]
+    pub upstream: Vec<String>,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_name = "N")]
+    pub threads: Option<usize>,
+    /// With several threads, one work-stealing runtime instead of per-core workers.
+    #[arg(long)]
+    pub work_stealing: bool,
+}
+
+impl ProxyCli {
+    /// Parses the process's arguments; prints help or an error and exits on bad ones.
+    pub fn from_env() -> Self {
+        ProxyCli::parse()
+    }
+
+    /// The server settings the flags ask for.
+    pub fn server_conf(&self) -> ServerConf {
+        let mut conf = ServerConf::default();
+        if let Some(threads) = self.threads {
+            conf.threads = threads.max(1);
+        }
+        if self.work_stealing {
+            conf.flavor = RuntimeFlavor::WorkStealing;
+        }
+        conf
+    }
+
+    /// Replaces the peers of the groups named by `--upstream`. Errors name the bad flag.
+    pub fn apply_upstreams(&self, router: &mut Router) -> io::Result<()> {
+        let mut replaced: Vec<(String, Vec<Backend>)> = Vec::new();
+        for flag in &self.upstream {
+            let (group, addr) = match flag.split_once('=') {
+                Some((group, addr)) => (group.to_owned(), addr),
+                None => match router.groups() {
+                    [only] => (only.name().to_owned(), flag.as_str()),
+                    groups => {
+                        let names: Vec<&str> = groups.iter().map(|g| g.name()).collect();
+                        return Err(invalid(format!(
+                            "--upstream {flag}: say which group, as GROUP={flag} (groups: {})",
+                            names.join(", ")
+                        )));
+                    }
+                },
+            };
+            if !router.groups().iter().any(|g| g.name() == group) {
+                let names: Vec<&str> = router.groups().iter().map(|g| g.name()).collect();
+                return Err(invalid(format!(
+                    "--upstream {flag}: no upstream group {group:?} (groups: {})",
+                    names.join(", ")
+                )));
+            }
+            let addrs = resolve(addr)
+                .map_err(|e| invalid(format!("--upstream {flag}: invalid address: {e}")))?;
+            let backends = addrs.into_iter().map(Backend::new);
+            match replaced.iter_mut().find(|(g, _)| *g == group) {
+                Some((_, list)) => list.extend(backends),
+                None => replaced.push((group, backends.collect())),
+            }
+        }
+        for (name, backends) in replaced {
+            if let Some(group) = router.group_mut(&name) {
+                group.set_backends(backends);
+            }
+        }
+        Ok(())
+    }
+
+    /// Replaces the service's listening addresses with `--listen`, if given.
+    pub fn apply_listeners<M: crate::http::MakeConnService>(&self, service: &mut HttpService<M>) {
+        if self.listen.is_empty() {
+            return;
+        }
+        service.clear_tcp();
+        for addr in &self.listen {
+            service.add_tcp(addr);
+        }
+    }
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+/// Logs to stderr at `RUST_LOG`'s level (default `info`), unless a subscriber is set.
+pub fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(io::stderr)
+        .try_init();
+}
+
+/// A whole `main`: logs, builds the service with `build` (which applies `cli`'s
+/// overrides), binds, prints where it listens, and serves until SIGINT/SIGTERM. Errors go
+/// to stderr with exit code 1.
+pub fn run<P, L, F>(cli: ProxyCli, build: F) -> ExitCode
+where
+    P: ProxyHttp,
+    L: ProxyLayer<P>,
+    F: FnOnce(&ProxyCli) -> io::Result<HttpService<ProxyPipeline<P, L>>>,
+{
+    init_logging();
+    match serve(cli, build) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn serve<P, L, F>(cli: ProxyCli, build: F) -> io::Result<()>
+where
+    P: ProxyHttp,
+    L: ProxyLayer<P>,
+    F: FnOnce(&ProxyCli) -> io::Result<HttpService<ProxyPipeline<P, L>>>,
+{
+    let mut service = build(&cli)?;
+    service.bind()?;
+    for addr in service.local_addrs() {
+        println!("{} listening on http://{addr}/", service.name());
+    }
+    let mut server = Server::new(cli.server_conf());
+    server.add_service(service);
+    server.run_until_signal()
+}

@@ -1,0 +1,354 @@
+//! Declarative routing: match a request by host, path prefix and method, then send it to an
+//! [`UpstreamGroup`] or answer it at once, with header edits on the way up and down.
+//!
+//! A [`Router`] is what the `proxy!` macro's `upstream`, `route` and `set_*_header` entries
+//! become; a hand-written [`ProxyHttp`](crate::proxy::ProxyHttp) can use it the same way
+//! (see the phase methods below, each meant to be called from the phase of the same name).
+//! Routes are tried in order and the first match wins; a request no route matches gets 404.
+
+use bytes::Bytes;
+use http::header::{HeaderName, HeaderValue, LOCATION};
+use http::{HeaderMap, Method, Response, StatusCode};
+
+use crate::error::{Error, ErrorKind, Result};
+use crate::proxy::{Flow, RequestHeader, ResponseHeader, Session};
+use crate::upstream::{HttpPeer, UpstreamGroup};
+
+/// A host a route matches: one name, or every subdomain of one (`*.example.com`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostPattern {
+    /// Exactly this host (compared without case, port ignored).
+    Exact(String),
+    /// Any host ending in `.` + this suffix (`*.example.com` stores `example.com`).
+    Subdomains(String),
+}
+
+impl HostPattern {
+    /// `*.example.com` becomes [`HostPattern::Subdomains`], anything else
+    /// [`HostPattern::Exact`].
+    pub fn parse(pattern: &str) -> HostPattern {
+        match pattern.strip_prefix("*.") {
+            Some(suffix) => HostPattern::Subdomains(suffix.to_ascii_lowercase()),
+            None => HostPattern::Exact(pattern.to_ascii_lowercase()),
+        }
+    }
+
+    /// Whether `host` (a bare host name, no port) matches.
+    pub fn matches(&self, host: &str) -> bool {
+        match self {
+            HostPattern::Exact(name) => host.eq_ignore_ascii_case(name),
+            HostPattern::Subdomains(suffix) => {
+                host.len() > suffix.len() + 1
+                    && host.as_bytes()[host.len() - suffix.len() - 1] == b'.'
+                    && host[host.len() - suffix.len()..].eq_ignore_ascii_case(suffix)
+            }
+        }
+    }
+}
+
+/// What a route matches; an unset part matches anything.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RouteMatch {
+    /// The request's host.
+    pub host: Option<HostPattern>,
+    /// A path prefix, matched at segment boundaries: `/api` matches `/api` and `/api/x`,
+    /// not `/apix`; a prefix ending in `/` matches everything below it.
+    pub path_prefix: Option<String>,
+    /// Accepted methods; empty means any.
+    pub methods: Vec<Method>,
+}
+
+impl RouteMatch {
+    /// Whether the request in `session` matches.
+    pub fn matches(&self, session: &Session) -> bool {
+        if let Some(prefix) = &self.path_prefix {
+            if !path_has_prefix(session.path(), prefix) {
+                return false;
+            }
+        }
+        if !self.methods.is_empty() && !self.methods.contains(session.method()) {
+            return false;
+        }
+        if let Some(pattern) = &self.host {
+            match session.host() {
+                Some(host) => pattern.matches(strip_port(host)),
+                None => false,
+            }
+        } else {
+            true
+        }
+    }
+}
+
+/// Whether `path` is `prefix` or below it, at a segment boundary.
+pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        None => false,
+        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
+    }
+}
+
+/// The host part of a `Host` value (`example.com:8080` → `example.com`, `[::1]:80` → `[::1]`).
+fn strip_port(host: &str) -> &str {
+    if host.starts_with('[') {
+        return host.find(']').map_or(host, |end| &host[..=end]);
+    }
+    host.rsplit_once(':').map_or(host, |(name, _)| name)
+}
+
+/// What a matched route does.
+#[derive(Debug, Clone)]
+pub enum RouteAction {
+    /// Forward to the [`UpstreamGroup`] at this index of the router's groups.
+    Upstream(usize),
+    /// Answer with a status and a plain-text body.
+    Respond(StatusCode, Bytes),
+    /// Redirect with a 3xx status to a location.
+    Redirect(StatusCode, HeaderValue),
+}
+
+/// One header edit, applied in declaration order.
+#[derive(Debug, Clone)]
+pub enum HeaderEdit {
+    /// Set the header, replacing any values it had.
+    Set(HeaderName, HeaderValue),
+    /// Remove every value of the header.
+    Remove(HeaderName),
+}
+
+impl HeaderEdit {
+    /// Applies the edit to `headers`.
+    pub fn apply(&self, headers: &mut HeaderMap) {
+        match self {
+            HeaderEdit::Set(name, value) => {
+                headers.insert(name.clone(), value.clone());
+            }
+            HeaderEdit::Remove(name) => {
+                headers.remove(name);
+            }
+        }
+    }
+}
+
+/// A route: a match, an action, and header edits for requests it forwards and the
+/// responses it produces.
+#[derive(Debug, Clone)]
+pub struct Route {
+    matcher: RouteMatch,
+    action: RouteAction,
+    request_edits: Vec<HeaderEdit>,
+    response_edits: Vec<HeaderEdit>,
+}
+
+impl Route {
+    /// A route doing `action` for requests that match `matcher`.
+    pub fn new(matcher: RouteMatch, action: RouteAction) -> Self {
+        Route {
+            matcher,
+            action,
+            request_edits: Vec::new(),
+            response_edits: Vec::new(),
+        }
+    }
+
+    /// Adds edits of the request head sent upstream (after the router-wide ones).
+    pub fn with_request_edits(mut self, edits: Vec<HeaderEdit>) -> Self {
+        self.request_edits = edits;
+        self
+    }
+
+    /// Adds edits of the response head sent to the client (after the router-wide ones).
+    pub fn with_response_edits(mut self, edits: Vec<HeaderEdit>) -> Self {
+        self.response_edits = edits;
+        self
+    }
+
+    /// What the route matches.
+    pub fn matcher(&self) -> &RouteMatch {
+        &self.matcher
+    }
+
+    /// What the route does.
+    pub fn action(&self) -> &RouteAction {
+        &self.action
+    }
+}
+
+/// Per-request state of a routed proxy: the matched route, and the user's own context.
+#[derive(Debug, Default)]
+pub struct RouteCtx<C> {
+    route: Option<usize>,
+    /// The user's per-request context (`ctx Type;` in `proxy!`).
+    pub user: C,
+}
+
+impl<C> RouteCtx<C> {
+    /// A context with no route matched yet around the user's `user`.
+    pub fn new(user: C) -> Self {
+        RouteCtx { route: None, user }
+    }
+
+    /// Index of the matched route, once `request_filter` ran.
+    pub fn route(&self) -> Option<usize> {
+        self.route
+    }
+}
+
+/// Upstream groups, ordered routes, and router-wide header edits.
+#[derive(Debug, Default)]
+pub struct Router {
+    groups: Vec<UpstreamGroup>,
+    routes: Vec<Route>,
+    request_edits: Vec<HeaderEdit>,
+    response_edits: Vec<HeaderEdit>,
+}
+
+impl Router {
+    /// A router over `groups` with `routes` (which name groups by index).
+    pub fn new(groups: Vec<UpstreamGroup>, routes: Vec<Route>) -> Self {
+        Router {
+            groups,
+            routes,
+            request_edits: Vec::new(),
+            response_edits: Vec::new(),
+        }
+    }
+
+    /// Sets edits applied to every request sent upstream, before a route's own.
+    pub fn with_request_edits(mut self, edits: Vec<HeaderEdit>) -> Self {
+        self.request_edits = edits;
+        self
+    }
+
+    /// Sets edits applied to every response, before a route's own.
+    pub fn with_response_edits(mut self, edits: Vec<HeaderEdit>) -> Self {
+        self.response_edits = edits;
+        self
+    }
+
+    /// The upstream groups.
+    pub fn groups(&self) -> &[UpstreamGroup] {
+        &self.groups
+    }
+
+    /// The group called `name`, to change its peers or timeouts.
+    pub fn group_mut(&mut self, name: &str) -> Option<&mut UpstreamGroup> {
+        self.groups.iter_mut().find(|g| g.name() == name)
+    }
+
+    /// The routes, in match order.
+    pub fn routes(&self) -> &[Route] {
+        &self.routes
+    }
+
+    /// For `request_filter`: finds the request's route and records it in `ctx`. Returns the
+    /// response for a `respond`/`redirect` route or for no match (404); `None` means
+    /// forward the request.
+    pub fn request_filter<C>(&self, session: &Session, ctx: &mut RouteCtx<C>) -> Option<Flow> {
+        let Some(index) = self.routes.iter().position(|r| r.matcher.matches(session)) else {
+            return Some(self.answer(None, StatusCode::NOT_FOUND, Bytes::new()));
+        };
+        ctx.route = Some(index);
+        let route = &self.routes[index];
+        match &route.action {
+            RouteAction::Upstream(_) => None,
+            RouteAction::Respond(status, body) => Some(self.answer(Some(route), *status, body.clone())),
+            RouteAction::Redirect(status, location) => {
+                let mut flow = self.answer(Some(route), *status, Bytes::new());
+                if let Flow::Respond(response) = &mut flow {
+                    response.headers_mut().insert(LOCATION, location.clone());
+                }
+                Some(flow)
+            }
+        }
+    }
+
+    /// A fixed answer, with the response edits applied.
+    fn answer(&self, route: Option<&Route>, status: StatusCode, body: Bytes) -> Flow {
+        let mut response = match Flow::respond_with(status, body) {
+            Flow::Respond(r) => r,
+            Flow::Continue => Response::new(Bytes::new()),
+        };
+        self.edit(route, response.headers_mut(), false);
+        Flow::Respond(response)
+    }
+
+    fn edit(&self, route: Option<&Route>, headers: &mut HeaderMap, request: bool) {
+        let (global, own) = if request {
+            (&self.request_edits, route.map(|r| &r.request_edits))
+        } else {
+            (&self.response_edits, route.map(|r| &r.response_edits))
+        };
+        for edit in global.iter().chain(own.into_iter().flatten()) {
+            edit.apply(headers);
+        }
+    }
+
+    /// The group the matched route forwards to.
+    fn group<C>(&self, ctx: &RouteCtx<C>) -> Option<&UpstreamGroup> {
+        match self.routes.get(ctx.route?)?.action {
+            RouteAction::Upstream(g) => self.groups.get(g),
+            _ => None,
+        }
+    }
+
+    /// For `upstream_peer`: the next peer of the matched route's group (503 if none).
+    pub fn upstream_peer<C>(&self, _session: &Session, ctx: &RouteCtx<C>) -> Result<HttpPeer> {
+        self.group(ctx)
+            .ok_or(Error::new(ErrorKind::NoPeer, "no upstream group for this request"))?
+            .peer(b"")
+    }
+
+    /// For `upstream_request_filter`: applies the request header edits.
+    pub fn upstream_request_filter<C>(&self, ctx: &RouteCtx<C>, request: &mut RequestHeader) {
+        let route = ctx.route.and_then(|i| self.routes.get(i));
+        self.edit(route, &mut request.headers, true);
+    }
+
+    /// For `response_filter`: applies the response header edits.
+    pub fn response_filter<C>(&self, ctx: &RouteCtx<C>, response: &mut ResponseHeader) {
+        let route = ctx.route.and_then(|i| self.routes.get(i));
+        self.edit(route, &mut response.headers, false);
+    }
+
+    /// For `fail_to_connect`: marks the error for a retry on another peer while the
+    /// matched group's retry budget lasts.
+    pub fn fail_to_connect<C>(&self, session: &Session, ctx: &RouteCtx<C>, mut error: Error) -> Error {
+        if let Some(group) = self.group(ctx) {
+            if session.retries() < group.retries() {
+                error.set_retry(true);
+            }
+        }
+        error
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_prefixes_match_at_segment_boundaries() {
+        assert!(path_has_prefix("/api", "/api"));
+        assert!(path_has_prefix("/api/v1", "/api"));
+        assert!(!path_has_prefix("/apix", "/api"));
+        assert!(path_has_prefix("/api/v1", "/api/"));
+        assert!(!path_has_prefix("/api", "/api/"));
+        assert!(path_has_prefix("/anything", "/"));
+    }
+
+    #[test]
+    fn host_patterns() {
+        let exact = HostPattern::parse("Example.com");
+        assert!(exact.matches("example.COM"));
+        assert!(!exact.matches("www.example.com"));
+        let wild = HostPattern::parse("*.example.com");
+        assert!(wild.matches("www.example.com"));
+        assert!(wild.matches("a.b.Example.com"));
+        assert!(!wild.matches("example.com"));
+        assert!(!wild.matches("badexample.com"));
+        assert_eq!(strip_port("example.com:8080"), "example.com");
+        assert_eq!(strip_port("[::1]:80"), "[::1]");
+        assert_eq!(strip_port("example.com"), "example.com");
+    }
+}
