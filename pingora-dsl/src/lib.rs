@@ -31,8 +31,13 @@
 //! }
 //! ```
 
-pub use pingora_dsl_runtime::{error, http, io_timeout, lb, listen, proxy, server, upstream};
+pub use pingora_dsl_runtime::{
+    cli, error, http, io_timeout, lb, listen, phase, proxy, route, server, upstream,
+};
+
 pub use pingora_dsl_runtime::{BoxError, Error, ErrorKind, Result};
+/// Declares a proxy: see the [crate documentation](crate) for the language.
+pub use pingora_macros::proxy;
 
 /// The names most proxies need, for `use pingora_dsl::prelude::*;`.
 pub mod prelude {
@@ -46,6 +51,7 @@ pub mod prelude {
     pub use pingora_dsl_runtime::upstream::{HttpClient, HttpPeer, PeerTimeouts};
     pub use pingora_dsl_runtime::{Error, ErrorKind, Result};
     pub use pingora_dsl_runtime::{HeaderValue, Method, StatusCode};
+    pub use pingora_macros::proxy;
 }
 
 /// The README's examples, compiled as doc tests so they cannot rot.

@@ -1,5 +1,28 @@
-//! Procedural macros of pingora-dsl.
+//! Procedural macros of pingora-dsl. Use them through the `pingora-dsl` crate, whose
+//! documentation is the reference of the language.
 //!
-//! This crate will hold the `proxy!` macro (parse -> validated model -> expansion through
-//! `::pingora_dsl::__private`). It exports nothing yet: until the macro lands, proxies are
-//! written by hand with the runtime API that the expansion will wire.
+//! `proxy!` works in three steps, one module each: [`parse`](mod@parse) (tokens to a model,
+//! recovering after errors), [`validate`](mod@validate) (every semantic check, each error
+//! at its token) and [`expand`](mod@expand) (wiring runtime types). Nothing is expanded
+//! while any error stands, so a user sees all problems at once and no follow-on noise.
+
+mod diagnostic;
+mod expand;
+mod model;
+mod parse;
+mod phase;
+mod validate;
+
+use proc_macro::TokenStream;
+
+/// Declares one or more proxies. See the `pingora-dsl` crate documentation.
+#[proc_macro]
+pub fn proxy(input: TokenStream) -> TokenStream {
+    let mut errors = diagnostic::Errors::default();
+    let mut proxies = parse::parse(input.into(), &mut errors);
+    validate::validate(&mut proxies, &mut errors);
+    if !errors.is_empty() {
+        return errors.into_compile_errors().into();
+    }
+    expand::expand(&proxies).into()
+}

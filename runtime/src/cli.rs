@@ -17,7 +17,10 @@ use crate::server::{RuntimeFlavor, Server, ServerConf};
 /// Command-line flags every declared proxy accepts. Declared values are the defaults; a
 /// flag given replaces them.
 #[derive(Parser, Debug, Clone, Default)]
-#[command(version, about = "An HTTP proxy declared with pingora-dsl's proxy! macro")]
+#[command(
+    version,
+    about = "An HTTP proxy declared with pingora-dsl's proxy! macro"
+)]
 pub struct ProxyCli {
     /// Address to listen on, replacing the declared ones (repeatable).
     #[arg(long = "listen", value_name = "ADDR")]

@@ -23,4 +23,6 @@ pub mod server;
 pub mod upstream;
 
 pub use crate::error::{BoxError, Error, ErrorKind, Result};
+pub use ::bytes::Bytes;
+pub use ::http::header::HeaderName;
 pub use ::http::{HeaderValue, Method, StatusCode};

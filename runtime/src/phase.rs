@@ -6,6 +6,9 @@
 //! through the `*Fn` traits here, whose errors name the expected signature. Hand-written
 //! [`ProxyHttp`](crate::proxy::ProxyHttp) impls need none of this.
 
+// The phase-signature macros below spell every return type, `()` included.
+#![allow(clippy::unused_unit)]
+
 use std::future::Future;
 
 use crate::error::{Error, Result};

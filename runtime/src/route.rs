@@ -201,6 +201,7 @@ pub struct Router {
     routes: Vec<Route>,
     request_edits: Vec<HeaderEdit>,
     response_edits: Vec<HeaderEdit>,
+    fallthrough: bool,
 }
 
 impl Router {
@@ -211,7 +212,15 @@ impl Router {
             routes,
             request_edits: Vec::new(),
             response_edits: Vec::new(),
+            fallthrough: false,
         }
+    }
+
+    /// Forward requests no route matches (to whatever `upstream_peer` picks) instead of
+    /// answering them 404. For proxies whose own `upstream_peer` chooses peers.
+    pub fn with_fallthrough(mut self, fallthrough: bool) -> Self {
+        self.fallthrough = fallthrough;
+        self
     }
 
     /// Sets edits applied to every request sent upstream, before a route's own.
@@ -242,17 +251,22 @@ impl Router {
     }
 
     /// For `request_filter`: finds the request's route and records it in `ctx`. Returns the
-    /// response for a `respond`/`redirect` route or for no match (404); `None` means
-    /// forward the request.
+    /// response for a `respond`/`redirect` route or for no match (404, unless
+    /// [`with_fallthrough`](Router::with_fallthrough)); `None` means forward the request.
     pub fn request_filter<C>(&self, session: &Session, ctx: &mut RouteCtx<C>) -> Option<Flow> {
         let Some(index) = self.routes.iter().position(|r| r.matcher.matches(session)) else {
+            if self.fallthrough {
+                return None;
+            }
             return Some(self.answer(None, StatusCode::NOT_FOUND, Bytes::new()));
         };
         ctx.route = Some(index);
         let route = &self.routes[index];
         match &route.action {
             RouteAction::Upstream(_) => None,
-            RouteAction::Respond(status, body) => Some(self.answer(Some(route), *status, body.clone())),
+            RouteAction::Respond(status, body) => {
+                Some(self.answer(Some(route), *status, body.clone()))
+            }
             RouteAction::Redirect(status, location) => {
                 let mut flow = self.answer(Some(route), *status, Bytes::new());
                 if let Flow::Respond(response) = &mut flow {
@@ -295,7 +309,10 @@ impl Router {
     /// For `upstream_peer`: the next peer of the matched route's group (503 if none).
     pub fn upstream_peer<C>(&self, _session: &Session, ctx: &RouteCtx<C>) -> Result<HttpPeer> {
         self.group(ctx)
-            .ok_or(Error::new(ErrorKind::NoPeer, "no upstream group for this request"))?
+            .ok_or(Error::new(
+                ErrorKind::NoPeer,
+                "no upstream group for this request",
+            ))?
             .peer(b"")
     }
 
@@ -313,7 +330,12 @@ impl Router {
 
     /// For `fail_to_connect`: marks the error for a retry on another peer while the
     /// matched group's retry budget lasts.
-    pub fn fail_to_connect<C>(&self, session: &Session, ctx: &RouteCtx<C>, mut error: Error) -> Error {
+    pub fn fail_to_connect<C>(
+        &self,
+        session: &Session,
+        ctx: &RouteCtx<C>,
+        mut error: Error,
+    ) -> Error {
         if let Some(group) = self.group(ctx) {
             if session.retries() < group.retries() {
                 error.set_retry(true);

@@ -33,7 +33,7 @@ use http::header::{
 };
 use http::{Request, Response, StatusCode};
 use hyper::body::Incoming;
-use tower_layer::{Identity, Layer};
+pub use tower_layer::{Identity, Layer, Stack};
 
 pub use body::{ProxyBody, RequestBody};
 use session::ConnCtx;

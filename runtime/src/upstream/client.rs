@@ -110,7 +110,11 @@ where
     /// The request is sent as is: its URI should be in origin form (`/path?query`) and it
     /// should carry a `Host` header. Errors carry an [`ErrorKind`] that says what failed
     /// (connect refused or timed out, read or write timeout, closed, invalid response).
-    pub async fn send(&self, peer: &HttpPeer, request: Request<B>) -> Result<Response<UpstreamBody<B>>> {
+    pub async fn send(
+        &self,
+        peer: &HttpPeer,
+        request: Request<B>,
+    ) -> Result<Response<UpstreamBody<B>>> {
         self.try_send(peer, request).await.map_err(|e| e.error)
     }
 

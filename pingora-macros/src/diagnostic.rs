@@ -1,0 +1,87 @@
+//! Collecting every error of an invocation, and "did you mean" suggestions.
+
+use proc_macro2::{Span, TokenStream};
+use std::fmt::Display;
+
+/// All errors found so far; each is reported at its own span.
+#[derive(Default)]
+pub struct Errors {
+    errors: Vec<syn::Error>,
+}
+
+impl Errors {
+    /// Records an error at `span`.
+    pub fn at(&mut self, span: Span, message: impl Display) {
+        self.errors.push(syn::Error::new(span, message));
+    }
+
+    /// Records an already built error (e.g. from syn).
+    pub fn push(&mut self, error: syn::Error) {
+        self.errors.push(error);
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.errors.is_empty()
+    }
+
+    /// Every error as `compile_error!` invocations.
+    pub fn into_compile_errors(self) -> TokenStream {
+        self.errors
+            .into_iter()
+            .map(|e| e.to_compile_error())
+            .collect()
+    }
+}
+
+/// The candidate closest to `word` by edit distance, if close enough to be a likely typo.
+pub fn closest<'a>(word: &str, candidates: &[&'a str]) -> Option<&'a str> {
+    let limit = (word.len() / 3).max(1);
+    candidates
+        .iter()
+        .map(|c| (edit_distance(word, c), *c))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, c)| c)
+}
+
+/// " — did you mean `x`?" or a list of what is valid.
+pub fn hint(word: &str, candidates: &[&str]) -> String {
+    match closest(word, candidates) {
+        Some(c) => format!("did you mean `{c}`?"),
+        None => format!("expected one of: {}", candidates.join(", ")),
+    }
+}
+
+/// Levenshtein distance over bytes (keywords are ASCII).
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b = b.as_bytes();
+    let mut row: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.bytes().enumerate() {
+        let mut diagonal = row[0];
+        row[0] = i + 1;
+        for (j, &cb) in b.iter().enumerate() {
+            let above = row[j + 1];
+            row[j + 1] = (above + 1)
+                .min(row[j] + 1)
+                .min(diagonal + usize::from(ca != cb));
+            diagonal = above;
+        }
+    }
+    row[b.len()]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn suggests_close_keywords_only() {
+        assert_eq!(edit_distance("kitten", "sitting"), 3);
+        assert_eq!(closest("listn", &["listen", "layer"]), Some("listen"));
+        assert_eq!(
+            closest("round_robbin", &["round_robin", "random"]),
+            Some("round_robin")
+        );
+        assert_eq!(closest("zzz", &["listen", "layer"]), None);
+    }
+}

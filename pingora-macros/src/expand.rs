@@ -1,0 +1,638 @@
+//! Code generation: a checked model becomes a struct, its `ProxyHttp` impl and a few
+//! constructors. The generated code only wires runtime types (`Router`, `UpstreamGroup`,
+//! `ProxyPipeline`, the phase adapters) and names everything through
+//! `::pingora_dsl::__private`, so a user crate needs no other dependency.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::Ident;
+
+use crate::model::*;
+use crate::phase::Phase;
+
+/// Expands every proxy of the invocation.
+pub fn expand(proxies: &Proxies) -> TokenStream {
+    proxies.proxies.iter().map(expand_proxy).collect()
+}
+
+fn rt() -> TokenStream {
+    quote!(::pingora_dsl::__private::runtime)
+}
+
+fn expand_proxy(p: &Proxy) -> TokenStream {
+    let rt = rt();
+    let name = &p.name;
+    let vis = &p.vis;
+    let attrs = &p.attrs;
+    let name_str = name.to_string();
+    let user_ctx = match p.ctx.first() {
+        Some((_, ty)) => quote!(#ty),
+        None => quote!(()),
+    };
+    let new_user_ctx = match p.ctx.first() {
+        Some((_, ty)) => quote_spanned!(ty.span()=> <#ty as ::core::default::Default>::default()),
+        None => quote!(()),
+    };
+    let user_peer = p.phases.iter().any(|d| d.phase == Phase::UpstreamPeer);
+    let listen: Vec<String> = p
+        .listens
+        .iter()
+        .filter_map(|l| l.addr)
+        .map(|a| a.to_string())
+        .collect();
+
+    let groups = p.upstreams.iter().map(expand_group);
+    let routes: Vec<TokenStream> = if p.routes.is_empty() && !user_peer && p.upstreams.len() == 1 {
+        vec![quote!(#rt::route::Route::new(
+            #rt::route::RouteMatch::default(),
+            #rt::route::RouteAction::Upstream(0),
+        ))]
+    } else {
+        p.routes
+            .iter()
+            .map(|r| expand_route(r, &p.upstreams))
+            .collect()
+    };
+    let (req_edits, resp_edits) = split_edits(&p.edits);
+    let any_request_edits = !p.edits.is_empty()
+        && p.edits.iter().any(|e| e.side == EditSide::Request)
+        || p.routes
+            .iter()
+            .any(|r| r.edits.iter().any(|e| e.side == EditSide::Request));
+    let any_response_edits = p.edits.iter().any(|e| e.side == EditSide::Response)
+        || p.routes
+            .iter()
+            .any(|r| r.edits.iter().any(|e| e.side == EditSide::Response));
+    let any_retries = p.upstreams.iter().any(|u| u.retries > 0);
+
+    let phases = expand_phases(
+        p,
+        &user_ctx,
+        any_request_edits,
+        any_response_edits,
+        any_retries,
+    );
+    let options = expand_options(&p.settings);
+    let http_options = expand_http_options(&p.settings);
+    let layers = expand_layers(&p.layers);
+
+    quote! {
+        #(#attrs)*
+        #[derive(Debug)]
+        #vis struct #name {
+            router: #rt::route::Router,
+        }
+
+        #[allow(dead_code)]
+        impl #name {
+            /// The listening addresses declared with `listen`.
+            pub const LISTEN: &'static [&'static str] = &[#(#listen),*];
+
+            /// The proxy with its declared upstreams, routes and header edits.
+            pub fn new() -> Self {
+                #name {
+                    router: #rt::route::Router::new(
+                        ::std::vec![#(#groups),*],
+                        ::std::vec![#(#routes),*],
+                    )
+                    .with_request_edits(::std::vec![#(#req_edits),*])
+                    .with_response_edits(::std::vec![#(#resp_edits),*])
+                    .with_fallthrough(#user_peer),
+                }
+            }
+
+            /// The routes and upstream groups.
+            pub fn router(&self) -> &#rt::route::Router {
+                &self.router
+            }
+
+            /// Mutable routes and upstream groups, e.g. to replace peers before serving.
+            pub fn router_mut(&mut self) -> &mut #rt::route::Router {
+                &mut self.router
+            }
+
+            /// The proxy options declared (`via`, `forwarded_for`, `client_timeout body_read`,
+            /// `max_idle_per_peer`), defaults elsewhere.
+            pub fn options() -> #rt::proxy::ProxyOptions {
+                #options
+            }
+
+            /// The per-connection pipeline: the declared layers, in order, around the phases.
+            pub fn pipeline(
+                self,
+            ) -> #rt::proxy::ProxyPipeline<Self, impl #rt::proxy::ProxyLayer<Self>> {
+                #rt::proxy::ProxyPipeline::new(self, Self::options(), #layers)
+            }
+
+            /// A listening service on the declared addresses, for `Server::add_service`
+            /// (or `spawn` in tests); replace the addresses with `clear_tcp`/`add_tcp`.
+            pub fn service(
+                self,
+            ) -> #rt::http::HttpService<
+                #rt::proxy::ProxyPipeline<Self, impl #rt::proxy::ProxyLayer<Self>>,
+            > {
+                let mut service = #rt::http::HttpService::new(#name_str, self.pipeline());
+                for addr in Self::LISTEN {
+                    service.add_tcp(addr);
+                }
+                #http_options
+                service
+            }
+
+            /// A complete `main`: parses the command line (`--listen`, `--upstream`,
+            /// `--threads`, `--help`), then serves until SIGINT or SIGTERM.
+            pub fn run() -> ::std::process::ExitCode {
+                Self::run_with(#rt::cli::ProxyCli::from_env())
+            }
+
+            /// Like [`run`](Self::run), with a command line built by the caller.
+            pub fn run_with(cli: #rt::cli::ProxyCli) -> ::std::process::ExitCode {
+                #rt::cli::run(cli, |cli| {
+                    let mut proxy = Self::new();
+                    cli.apply_upstreams(proxy.router_mut())?;
+                    let mut service = proxy.service();
+                    cli.apply_listeners(&mut service);
+                    ::std::result::Result::Ok(service)
+                })
+            }
+        }
+
+        impl ::core::default::Default for #name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+
+        #[allow(unused_variables, clippy::let_unit_value, clippy::unit_arg, clippy::needless_return)]
+        impl #rt::proxy::ProxyHttp for #name {
+            type Ctx = #rt::route::RouteCtx<#user_ctx>;
+
+            fn new_ctx(&self) -> Self::Ctx {
+                #rt::route::RouteCtx::new(#new_user_ctx)
+            }
+
+            #phases
+        }
+    }
+}
+
+fn socket_addr(addr: &SocketAddr) -> TokenStream {
+    match addr {
+        SocketAddr::V4(a) => {
+            let [o1, o2, o3, o4] = a.ip().octets();
+            let port = a.port();
+            quote!(::std::net::SocketAddr::new(
+                ::std::net::IpAddr::V4(::std::net::Ipv4Addr::new(#o1, #o2, #o3, #o4)),
+                #port,
+            ))
+        }
+        SocketAddr::V6(a) => {
+            let [s0, s1, s2, s3, s4, s5, s6, s7] = a.ip().segments();
+            let (port, flow, scope) = (a.port(), a.flowinfo(), a.scope_id());
+            quote!(::std::net::SocketAddr::V6(::std::net::SocketAddrV6::new(
+                ::std::net::Ipv6Addr::new(#s0, #s1, #s2, #s3, #s4, #s5, #s6, #s7),
+                #port,
+                #flow,
+                #scope,
+            )))
+        }
+    }
+}
+
+fn duration(d: Duration) -> TokenStream {
+    let micros = d.as_micros() as u64;
+    quote!(::std::time::Duration::from_micros(#micros))
+}
+
+fn expand_group(up: &Upstream) -> TokenStream {
+    let rt = rt();
+    let name = up.name.to_string();
+    let backends = up
+        .peers
+        .iter()
+        .flat_map(|(_, peers)| peers)
+        .filter_map(|peer| {
+            let addr = socket_addr(&peer.addr?);
+            let weight = peer.weight_value;
+            Some(quote!(#rt::lb::Backend::weighted(#addr, #weight)))
+        });
+    let strategy = match up.select.first().map(|s| s.to_string()).as_deref() {
+        Some("random") => quote!(#rt::lb::Strategy::random()),
+        _ => quote!(#rt::lb::Strategy::round_robin()),
+    };
+    let timeouts = up.timeouts.iter().filter_map(|t| {
+        let field = Ident::new(&t.key.to_string(), Span::call_site());
+        let value = duration(t.duration?);
+        Some(quote!(#field: #value,))
+    });
+    let retries = up.retries;
+    quote! {
+        #rt::upstream::UpstreamGroup::new(
+            #name,
+            ::std::vec![#(#backends),*],
+            #strategy,
+        )
+        .with_timeouts(#rt::upstream::PeerTimeouts {
+            #(#timeouts)*
+            ..::core::default::Default::default()
+        })
+        .with_retries(#retries)
+    }
+}
+
+fn status(lit: &syn::LitInt) -> TokenStream {
+    let rt = rt();
+    let code: u16 = lit.base10_parse().unwrap_or(500);
+    // Checked at compile time, so the fallback is never taken.
+    quote!(match #rt::StatusCode::from_u16(#code) {
+        ::std::result::Result::Ok(status) => status,
+        ::std::result::Result::Err(_) => #rt::StatusCode::INTERNAL_SERVER_ERROR,
+    })
+}
+
+fn expand_route(route: &RouteDecl, upstreams: &[Upstream]) -> TokenStream {
+    let rt = rt();
+    let host = match &route.host {
+        Some(h) => quote!(::std::option::Option::Some(#rt::route::HostPattern::parse(#h))),
+        None => quote!(::std::option::Option::None),
+    };
+    let path = match &route.path {
+        Some(p) => quote!(::std::option::Option::Some(::std::string::String::from(#p))),
+        None => quote!(::std::option::Option::None),
+    };
+    let methods = route.methods.iter().map(|m| {
+        let m = Ident::new(&m.to_string(), m.span());
+        quote!(#rt::Method::#m)
+    });
+    let action = match &route.target {
+        Target::Upstream(name) => {
+            let index = upstreams.iter().position(|u| u.name == *name).unwrap_or(0);
+            quote!(#rt::route::RouteAction::Upstream(#index))
+        }
+        Target::Respond {
+            status: s, body, ..
+        } => {
+            let s = status(s);
+            let body = body.as_ref().map(|b| b.value()).unwrap_or_default();
+            let body = syn::LitByteStr::new(body.as_bytes(), Span::call_site());
+            quote!(#rt::route::RouteAction::Respond(#s, #rt::Bytes::from_static(#body)))
+        }
+        Target::Redirect {
+            status: s,
+            location,
+            ..
+        } => {
+            let s = status(s);
+            quote!(#rt::route::RouteAction::Redirect(#s, #rt::HeaderValue::from_static(#location)))
+        }
+    };
+    let (req, resp) = split_edits(&route.edits);
+    quote! {
+        #rt::route::Route::new(
+            #rt::route::RouteMatch {
+                host: #host,
+                path_prefix: #path,
+                methods: ::std::vec![#(#methods),*],
+            },
+            #action,
+        )
+        .with_request_edits(::std::vec![#(#req),*])
+        .with_response_edits(::std::vec![#(#resp),*])
+    }
+}
+
+/// Header edits as runtime values, split into request and response edits. Names and values
+/// were checked by `validate`, so `from_static` cannot fail.
+fn split_edits(edits: &[HeaderEditDecl]) -> (Vec<TokenStream>, Vec<TokenStream>) {
+    let rt = rt();
+    let mut request = Vec::new();
+    let mut response = Vec::new();
+    for edit in edits {
+        let name = edit.name.value().to_ascii_lowercase();
+        let tokens = match &edit.value {
+            Some(v) => quote!(#rt::route::HeaderEdit::Set(
+                #rt::HeaderName::from_static(#name),
+                #rt::HeaderValue::from_static(#v),
+            )),
+            None => quote!(#rt::route::HeaderEdit::Remove(#rt::HeaderName::from_static(#name))),
+        };
+        match edit.side {
+            EditSide::Request => request.push(tokens),
+            EditSide::Response => response.push(tokens),
+        }
+    }
+    (request, response)
+}
+
+fn expand_options(settings: &[Setting]) -> TokenStream {
+    let rt = rt();
+    let mut sets = Vec::new();
+    for s in settings {
+        match s {
+            Setting::Via(_, v) => sets.push(quote!(
+                options.via = ::std::option::Option::Some(#rt::HeaderValue::from_static(#v));
+            )),
+            Setting::ForwardedFor(_, on) => sets.push(quote!(options.forwarded_for = #on;)),
+            Setting::MaxIdlePerPeer(_, n) => {
+                let n: usize = n.base10_parse().unwrap_or(1024);
+                sets.push(quote!(options.client.max_idle_per_peer = #n;));
+            }
+            Setting::ClientTimeouts(_, list) => {
+                for t in list {
+                    if let (true, Some(d)) = (t.key == "body_read", t.duration) {
+                        let d = duration(d);
+                        sets.push(quote!(options.body_read_timeout = #d;));
+                    }
+                }
+            }
+            Setting::Keepalive(..) | Setting::MaxHeaderBytes(..) => {}
+        }
+    }
+    if sets.is_empty() {
+        return quote!(::core::default::Default::default());
+    }
+    quote!({
+        let mut options = #rt::proxy::ProxyOptions::default();
+        #(#sets)*
+        options
+    })
+}
+
+fn expand_http_options(settings: &[Setting]) -> TokenStream {
+    let mut sets = Vec::new();
+    for s in settings {
+        match s {
+            Setting::Keepalive(_, on) => sets.push(quote!(service.options_mut().keepalive = #on;)),
+            Setting::MaxHeaderBytes(_, n) => {
+                let n: usize = n.base10_parse().unwrap_or(65536);
+                sets.push(quote!(service.options_mut().max_header_bytes = #n;));
+            }
+            Setting::ClientTimeouts(_, list) => {
+                for t in list {
+                    let Some(d) = t.duration else { continue };
+                    let d = duration(d);
+                    if t.key == "header_read" {
+                        sets.push(quote!(service.options_mut().header_read_timeout = #d;));
+                    } else if t.key == "write" {
+                        sets.push(quote!(service.options_mut().write_timeout = #d;));
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    quote!(#(#sets)*)
+}
+
+/// The declared layers, first declared outermost.
+fn expand_layers(layers: &[syn::Expr]) -> TokenStream {
+    let rt = rt();
+    let mut stack = quote!(#rt::proxy::Identity::new());
+    for layer in layers.iter().rev() {
+        stack = quote_spanned!(layer.span()=> #rt::proxy::Stack::new(#stack, #layer));
+    }
+    stack
+}
+
+/// One argument of a generated phase method: its internal name, type, and the value a user
+/// parameter in that position is bound to.
+struct Arg {
+    ident: Ident,
+    ty: TokenStream,
+    user_ty: TokenStream,
+    user_value: TokenStream,
+}
+
+fn args(phase: Phase, user_ctx: &TokenStream) -> Vec<Arg> {
+    let rt = rt();
+    let arg = |name: &str, ty: TokenStream, user_ty: TokenStream| {
+        let ident = Ident::new(&format!("__{name}"), Span::mixed_site());
+        Arg {
+            user_value: quote!(#ident),
+            ident,
+            ty,
+            user_ty,
+        }
+    };
+    let session_mut = || {
+        arg(
+            "session",
+            quote!(&mut #rt::proxy::Session),
+            quote!(&mut #rt::proxy::Session),
+        )
+    };
+    let ctx = || {
+        let mut a = arg("ctx", quote!(&mut Self::Ctx), quote!(&mut #user_ctx));
+        let ident = &a.ident;
+        a.user_value = quote!(&mut #ident.user);
+        a
+    };
+    match phase {
+        Phase::EarlyRequestFilter | Phase::RequestFilter | Phase::UpstreamPeer => {
+            vec![session_mut(), ctx()]
+        }
+        Phase::UpstreamRequestFilter => vec![
+            session_mut(),
+            arg(
+                "upstream_request",
+                quote!(&mut #rt::proxy::RequestHeader),
+                quote!(&mut #rt::proxy::RequestHeader),
+            ),
+            ctx(),
+        ],
+        Phase::FailToConnect => vec![
+            session_mut(),
+            arg(
+                "peer",
+                quote!(&#rt::upstream::HttpPeer),
+                quote!(&#rt::upstream::HttpPeer),
+            ),
+            ctx(),
+            arg("error", quote!(#rt::Error), quote!(#rt::Error)),
+        ],
+        Phase::UpstreamResponseFilter | Phase::ResponseFilter => {
+            let name = if phase == Phase::ResponseFilter {
+                "response"
+            } else {
+                "upstream_response"
+            };
+            vec![
+                session_mut(),
+                arg(
+                    name,
+                    quote!(&mut #rt::proxy::ResponseHeader),
+                    quote!(&mut #rt::proxy::ResponseHeader),
+                ),
+                ctx(),
+            ]
+        }
+        Phase::Logging => vec![
+            arg(
+                "session",
+                quote!(&#rt::proxy::Session),
+                quote!(&#rt::proxy::Session),
+            ),
+            arg(
+                "error",
+                quote!(::std::option::Option<&#rt::Error>),
+                quote!(::std::option::Option<&#rt::Error>),
+            ),
+            ctx(),
+        ],
+    }
+}
+
+/// The user's code for `phase` as an expression of the phase method's return type, or
+/// `None` if the phase was not declared.
+fn user_call(p: &Proxy, phase: Phase, args: &[Arg]) -> Option<TokenStream> {
+    let rt = rt();
+    let decl = p.phases.iter().find(|d| d.phase == phase)?;
+    Some(match &decl.body {
+        PhaseBody::Inline { params, block, .. } => {
+            let binds = params.iter().zip(args).map(|(param, arg)| {
+                let (ty, value) = (&arg.user_ty, &arg.user_value);
+                quote!(let #param: #ty = #value;)
+            });
+            let output = match phase {
+                Phase::EarlyRequestFilter
+                | Phase::UpstreamRequestFilter
+                | Phase::UpstreamResponseFilter
+                | Phase::ResponseFilter => quote!(#rt::phase::phase_result::<(), _>(#block)),
+                Phase::RequestFilter => {
+                    quote!(#rt::phase::phase_result::<#rt::proxy::Flow, _>(#block))
+                }
+                Phase::UpstreamPeer => {
+                    quote!(#rt::phase::phase_result::<#rt::upstream::HttpPeer, _>(#block))
+                }
+                Phase::FailToConnect => quote!({
+                    let error: #rt::Error = #block;
+                    error
+                }),
+                Phase::Logging => quote!({
+                    let () = #block;
+                }),
+            };
+            quote!({
+                #(#binds)*
+                #output
+            })
+        }
+        PhaseBody::Path(path) => {
+            let trait_name = format_ident!(
+                "{}Fn",
+                phase
+                    .name()
+                    .split('_')
+                    .map(|w| {
+                        let mut c = w.chars();
+                        c.next()
+                            .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                            .unwrap_or_default()
+                    })
+                    .collect::<String>()
+            );
+            let values = args.iter().map(|a| &a.user_value);
+            let call =
+                quote_spanned!(path.span()=> #rt::phase::#trait_name::call(#path, #(#values),*));
+            match phase {
+                Phase::FailToConnect | Phase::UpstreamResponseFilter | Phase::Logging => call,
+                _ => quote!(#call.await),
+            }
+        }
+    })
+}
+
+fn expand_phases(
+    p: &Proxy,
+    user_ctx: &TokenStream,
+    request_edits: bool,
+    response_edits: bool,
+    retries: bool,
+) -> TokenStream {
+    let rt = rt();
+    let user_peer = p.phases.iter().any(|d| d.phase == Phase::UpstreamPeer);
+    let mut out = TokenStream::new();
+    for phase in Phase::ALL {
+        let args = args(phase, user_ctx);
+        let user = user_call(p, phase, &args);
+        let (s, x, c, e) = (
+            &args[0].ident,
+            args.get(1).map(|a| &a.ident),
+            args.iter()
+                .find(|a| a.ident.to_string().contains("ctx"))
+                .map(|a| &a.ident),
+            args.get(3).map(|a| &a.ident),
+        );
+        let body = match phase {
+            Phase::RequestFilter => {
+                let routed = !(user_peer && p.routes.is_empty());
+                if !routed && user.is_none() {
+                    continue;
+                }
+                let route = routed.then(|| {
+                    quote!(if let ::std::option::Option::Some(flow) = self.router.request_filter(#s, #c) {
+                        return ::std::result::Result::Ok(flow);
+                    })
+                });
+                let rest =
+                    user.unwrap_or(quote!(::std::result::Result::Ok(#rt::proxy::Flow::Continue)));
+                quote!(#route #rest)
+            }
+            Phase::UpstreamPeer => user.unwrap_or(quote!(self.router.upstream_peer(#s, #c))),
+            Phase::UpstreamRequestFilter | Phase::ResponseFilter => {
+                let edits = if phase == Phase::ResponseFilter {
+                    response_edits
+                } else {
+                    request_edits
+                };
+                if !edits && user.is_none() {
+                    continue;
+                }
+                let method = Ident::new(phase.name(), Span::call_site());
+                let edit = edits.then(|| quote!(self.router.#method(#c, #x);));
+                let rest = user.unwrap_or(quote!(::std::result::Result::Ok(())));
+                quote!(#edit #rest)
+            }
+            Phase::FailToConnect => {
+                if !retries && user.is_none() {
+                    continue;
+                }
+                let retry =
+                    retries.then(|| quote!(let #e = self.router.fail_to_connect(#s, #c, #e);));
+                let rest = user.unwrap_or(quote!(#e));
+                quote!(#retry #rest)
+            }
+            _ => match user {
+                Some(user) => user,
+                None => continue,
+            },
+        };
+        let method = Ident::new(phase.name(), Span::call_site());
+        let params = args.iter().map(|a| {
+            let (ident, ty) = (&a.ident, &a.ty);
+            quote!(#ident: #ty)
+        });
+        let signature = match phase {
+            Phase::EarlyRequestFilter | Phase::UpstreamRequestFilter | Phase::ResponseFilter => {
+                quote!(async fn #method(&self, #(#params),*) -> #rt::Result<()>)
+            }
+            Phase::RequestFilter => {
+                quote!(async fn #method(&self, #(#params),*) -> #rt::Result<#rt::proxy::Flow>)
+            }
+            Phase::UpstreamPeer => {
+                quote!(async fn #method(&self, #(#params),*) -> #rt::Result<#rt::upstream::HttpPeer>)
+            }
+            Phase::UpstreamResponseFilter => {
+                quote!(fn #method(&self, #(#params),*) -> #rt::Result<()>)
+            }
+            Phase::FailToConnect => quote!(fn #method(&self, #(#params),*) -> #rt::Error),
+            Phase::Logging => quote!(fn #method(&self, #(#params),*)),
+        };
+        out.extend(quote!(#signature { #body }));
+    }
+    out
+}

@@ -1,0 +1,148 @@
+//! What a `proxy!` invocation declares, as parsed: literals keep their tokens (for error
+//! spans) and get their checked values filled in by `validate`.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use proc_macro2::Span;
+use syn::{Attribute, Block, Expr, ExprPath, Ident, LitInt, LitStr, Type, Visibility};
+
+use crate::phase::Phase;
+
+/// Every proxy of one invocation.
+pub struct Proxies {
+    pub proxies: Vec<Proxy>,
+}
+
+/// One declared proxy.
+pub struct Proxy {
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub name: Ident,
+    pub listens: Vec<Listen>,
+    pub ctx: Vec<(Ident, Type)>,
+    pub upstreams: Vec<Upstream>,
+    pub routes: Vec<RouteDecl>,
+    pub edits: Vec<HeaderEditDecl>,
+    pub phases: Vec<PhaseDecl>,
+    pub layers: Vec<Expr>,
+    pub settings: Vec<Setting>,
+}
+
+/// `listen "ADDR";`
+pub struct Listen {
+    pub lit: LitStr,
+    pub addr: Option<SocketAddr>,
+}
+
+/// `upstream NAME { ... }`
+pub struct Upstream {
+    pub name: Ident,
+    pub peers: Option<(Ident, Vec<Peer>)>,
+    pub select: Vec<Ident>,
+    pub timeouts: Vec<TimeoutDecl>,
+    pub retry: Vec<(Ident, LitInt)>,
+    /// Checked retry count.
+    pub retries: u32,
+}
+
+/// One entry of `peers [...]`.
+pub struct Peer {
+    pub lit: LitStr,
+    pub addr: Option<SocketAddr>,
+    pub weight: Option<LitInt>,
+    pub weight_value: u32,
+}
+
+/// `KEY DURATION` inside a `timeout` list.
+pub struct TimeoutDecl {
+    pub key: Ident,
+    pub value: DurationLit,
+    pub duration: Option<Duration>,
+}
+
+/// A duration literal such as `500ms`, `30s`, `1.5s`, `2m`.
+pub enum DurationLit {
+    Int(LitInt),
+    Float(syn::LitFloat),
+}
+
+impl DurationLit {
+    pub fn span(&self) -> Span {
+        match self {
+            DurationLit::Int(l) => l.span(),
+            DurationLit::Float(l) => l.span(),
+        }
+    }
+}
+
+/// `route MATCHERS => TARGET;` or `route MATCHERS => TARGET { edits }`.
+pub struct RouteDecl {
+    pub keyword: Ident,
+    pub host: Option<LitStr>,
+    pub path: Option<LitStr>,
+    pub methods: Vec<Ident>,
+    pub target: Target,
+    pub edits: Vec<HeaderEditDecl>,
+}
+
+/// What a route does.
+pub enum Target {
+    Upstream(Ident),
+    Respond {
+        status: LitInt,
+        body: Option<LitStr>,
+    },
+    Redirect {
+        status: LitInt,
+        location: LitStr,
+    },
+}
+
+/// Which head a header edit changes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum EditSide {
+    Request,
+    Response,
+}
+
+/// `set_request_header "N" "V";` and its three siblings.
+pub struct HeaderEditDecl {
+    pub keyword: Ident,
+    pub side: EditSide,
+    pub name: LitStr,
+    pub value: Option<LitStr>,
+}
+
+/// A phase written inline or as a function path.
+pub struct PhaseDecl {
+    pub phase: Phase,
+    pub keyword: Ident,
+    pub body: PhaseBody,
+}
+
+/// How a phase is written.
+pub enum PhaseBody {
+    Inline {
+        params: Vec<Ident>,
+        params_span: Span,
+        block: Box<Block>,
+    },
+    Path(ExprPath),
+}
+
+/// A proxy-wide setting.
+pub enum Setting {
+    /// `via "1.1 edge";`
+    Via(Ident, LitStr),
+    /// `forwarded_for on|off;`
+    ForwardedFor(Ident, bool),
+    /// `keepalive on|off;`
+    Keepalive(Ident, bool),
+    /// `max_header_bytes N;`
+    MaxHeaderBytes(Ident, LitInt),
+    /// `max_idle_per_peer N;`
+    MaxIdlePerPeer(Ident, LitInt),
+    /// `client_timeout KEY DURATION, ...;`
+    ClientTimeouts(Ident, Vec<TimeoutDecl>),
+}

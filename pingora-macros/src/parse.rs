@@ -1,0 +1,545 @@
+//! Syntax: tokens to the model. Parsing recovers at the next `;` or `{...}` after an error,
+//! so one invocation reports every malformed item, not only the first.
+
+use proc_macro2::{Delimiter, TokenTree};
+use syn::ext::IdentExt;
+use syn::parse::{ParseStream, Parser};
+use syn::punctuated::Punctuated;
+use syn::{braced, bracketed, parenthesized, Attribute, Ident, LitInt, LitStr, Token};
+
+use crate::diagnostic::{hint, Errors};
+use crate::model::*;
+use crate::phase::Phase;
+
+/// Keywords that may start an item of a proxy.
+pub const ITEMS: &[&str] = &[
+    "listen",
+    "ctx",
+    "upstream",
+    "route",
+    "layer",
+    "set_request_header",
+    "remove_request_header",
+    "set_response_header",
+    "remove_response_header",
+    "via",
+    "forwarded_for",
+    "keepalive",
+    "max_header_bytes",
+    "max_idle_per_peer",
+    "client_timeout",
+    "early_request_filter",
+    "request_filter",
+    "upstream_peer",
+    "upstream_request_filter",
+    "fail_to_connect",
+    "upstream_response_filter",
+    "response_filter",
+    "logging",
+];
+const UPSTREAM_KEYS: &[&str] = &["peers", "select", "timeout", "retry"];
+const MATCHERS: &[&str] = &["host", "path", "method"];
+const TARGETS: &[&str] = &["upstream", "respond", "redirect"];
+const EDITS: &[&str] = &[
+    "set_request_header",
+    "remove_request_header",
+    "set_response_header",
+    "remove_response_header",
+];
+
+/// Parses a whole invocation; syntax errors go to `errors`.
+pub fn parse(tokens: proc_macro2::TokenStream, errors: &mut Errors) -> Proxies {
+    let mut proxies = Vec::new();
+    let parser = |input: ParseStream<'_>| {
+        while !input.is_empty() {
+            match parse_proxy(input, errors) {
+                Ok(p) => proxies.push(p),
+                Err(e) => {
+                    errors.push(e);
+                    // Nothing sensible follows a broken proxy header.
+                    input.step(|c| {
+                        let mut rest = *c;
+                        while let Some((_, next)) = rest.token_tree() {
+                            rest = next;
+                        }
+                        Ok(((), rest))
+                    })?;
+                }
+            }
+        }
+        Ok(())
+    };
+    if let Err(e) = parser.parse2(tokens) {
+        errors.push(e);
+    }
+    Proxies { proxies }
+}
+
+fn parse_proxy(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Proxy> {
+    let attrs = input.call(Attribute::parse_outer)?;
+    let vis = input.parse()?;
+    let name: Ident = input.parse().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "expected a proxy name: `proxy! { pub MyProxy { ... } }`",
+        )
+    })?;
+    let content;
+    braced!(content in input);
+    let mut proxy = Proxy {
+        attrs,
+        vis,
+        name,
+        listens: Vec::new(),
+        ctx: Vec::new(),
+        upstreams: Vec::new(),
+        routes: Vec::new(),
+        edits: Vec::new(),
+        phases: Vec::new(),
+        layers: Vec::new(),
+        settings: Vec::new(),
+    };
+    while !content.is_empty() {
+        if let Err(e) = parse_item(&content, &mut proxy, errors) {
+            errors.push(e);
+            skip_item(&content);
+        }
+    }
+    Ok(proxy)
+}
+
+/// Skips to just after the next `;` or `{...}` group, to resume after an error.
+fn skip_item(input: ParseStream<'_>) {
+    let _ = input.step(|cursor| {
+        let mut rest = *cursor;
+        while let Some((tt, next)) = rest.token_tree() {
+            rest = next;
+            match &tt {
+                TokenTree::Punct(p) if p.as_char() == ';' => break,
+                TokenTree::Group(g) if g.delimiter() == Delimiter::Brace => break,
+                _ => {}
+            }
+        }
+        Ok(((), rest))
+    });
+}
+
+fn semi(input: ParseStream<'_>, after: &str) -> syn::Result<()> {
+    input
+        .parse::<Token![;]>()
+        .map(|_| ())
+        .map_err(|e| syn::Error::new(e.span(), format!("expected `;` to end `{after}`")))
+}
+
+fn parse_item(input: ParseStream<'_>, proxy: &mut Proxy, errors: &mut Errors) -> syn::Result<()> {
+    let keyword = Ident::parse_any(input)?;
+    let word = keyword.to_string();
+    match word.as_str() {
+        "listen" => {
+            let lit: LitStr = input.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "expected an address: `listen \"127.0.0.1:6188\";`",
+                )
+            })?;
+            semi(input, "listen")?;
+            proxy.listens.push(Listen { lit, addr: None });
+        }
+        "ctx" => {
+            let ty = input.parse()?;
+            semi(input, "ctx")?;
+            proxy.ctx.push((keyword, ty));
+        }
+        "upstream" => proxy.upstreams.push(parse_upstream(input, errors)?),
+        "route" => proxy.routes.push(parse_route(input, keyword, errors)?),
+        "layer" => {
+            let expr = input.parse()?;
+            semi(input, "layer")?;
+            proxy.layers.push(expr);
+        }
+        "via" => {
+            let lit: LitStr = input.parse()?;
+            semi(input, "via")?;
+            proxy.settings.push(Setting::Via(keyword, lit));
+        }
+        "forwarded_for" | "keepalive" => {
+            let on = parse_switch(input)?;
+            semi(input, &word)?;
+            proxy.settings.push(if word == "keepalive" {
+                Setting::Keepalive(keyword, on)
+            } else {
+                Setting::ForwardedFor(keyword, on)
+            });
+        }
+        "max_header_bytes" | "max_idle_per_peer" => {
+            let n: LitInt = input.parse()?;
+            semi(input, &word)?;
+            proxy.settings.push(if word == "max_header_bytes" {
+                Setting::MaxHeaderBytes(keyword, n)
+            } else {
+                Setting::MaxIdlePerPeer(keyword, n)
+            });
+        }
+        "client_timeout" => {
+            let list = parse_timeouts(input)?;
+            semi(input, "client_timeout")?;
+            proxy.settings.push(Setting::ClientTimeouts(keyword, list));
+        }
+        w if EDITS.contains(&w) => proxy.edits.push(parse_edit(input, keyword)?),
+        w => match Phase::from_name(w) {
+            Some(phase) => proxy.phases.push(parse_phase(input, phase, keyword)?),
+            None => {
+                return Err(syn::Error::new(
+                    keyword.span(),
+                    format!("unknown item `{w}` in a proxy: {}", hint(w, ITEMS)),
+                ))
+            }
+        },
+    }
+    Ok(())
+}
+
+fn parse_switch(input: ParseStream<'_>) -> syn::Result<bool> {
+    let word = Ident::parse_any(input)?;
+    match word.to_string().as_str() {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        w => Err(syn::Error::new(
+            word.span(),
+            format!("expected `on` or `off`, found `{w}`"),
+        )),
+    }
+}
+
+fn parse_upstream(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Upstream> {
+    let name: Ident = input.parse().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "expected the upstream's name: `upstream api { ... }`",
+        )
+    })?;
+    let content;
+    braced!(content in input);
+    let mut up = Upstream {
+        name,
+        peers: None,
+        select: Vec::new(),
+        timeouts: Vec::new(),
+        retry: Vec::new(),
+        retries: 0,
+    };
+    let mut peer_lists = Vec::new();
+    while !content.is_empty() {
+        let result = (|| -> syn::Result<()> {
+            let key = Ident::parse_any(&content)?;
+            match key.to_string().as_str() {
+                "peers" => {
+                    let list;
+                    bracketed!(list in content);
+                    let mut peers = Vec::new();
+                    while !list.is_empty() {
+                        let lit: LitStr = list.parse().map_err(|e| {
+                            syn::Error::new(e.span(), "expected a peer address: \"127.0.0.1:8001\"")
+                        })?;
+                        let mut weight = None;
+                        if list.peek(Ident) {
+                            let w = Ident::parse_any(&list)?;
+                            if w != "weight" {
+                                return Err(syn::Error::new(
+                                    w.span(),
+                                    format!("unknown peer option `{w}`: expected `weight N`"),
+                                ));
+                            }
+                            weight = Some(list.parse::<LitInt>()?);
+                        }
+                        peers.push(Peer {
+                            lit,
+                            addr: None,
+                            weight,
+                            weight_value: 1,
+                        });
+                        if !list.is_empty() {
+                            list.parse::<Token![,]>()?;
+                        }
+                    }
+                    semi(&content, "peers")?;
+                    peer_lists.push((key, peers));
+                }
+                "select" => {
+                    let strategy = Ident::parse_any(&content)?;
+                    semi(&content, "select")?;
+                    up.select.push(strategy);
+                }
+                "timeout" => {
+                    let list = parse_timeouts(&content)?;
+                    semi(&content, "timeout")?;
+                    up.timeouts.extend(list);
+                }
+                "retry" => {
+                    let n: LitInt = content.parse()?;
+                    semi(&content, "retry")?;
+                    up.retry.push((key, n));
+                }
+                w => {
+                    return Err(syn::Error::new(
+                        key.span(),
+                        format!("unknown upstream setting `{w}`: {}", hint(w, UPSTREAM_KEYS)),
+                    ))
+                }
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            errors.push(e);
+            skip_item(&content);
+        }
+    }
+    let mut lists = peer_lists.into_iter();
+    up.peers = lists.next();
+    for (again, _) in lists {
+        errors.at(
+            again.span(),
+            "`peers` is given twice in this upstream: list every peer in one `peers [...]`",
+        );
+    }
+    Ok(up)
+}
+
+fn parse_timeouts(input: ParseStream<'_>) -> syn::Result<Vec<TimeoutDecl>> {
+    let mut list = Vec::new();
+    loop {
+        let key = Ident::parse_any(input)?;
+        let value = if input.peek(LitInt) {
+            DurationLit::Int(input.parse()?)
+        } else if input.peek(syn::LitFloat) {
+            DurationLit::Float(input.parse()?)
+        } else {
+            return Err(input.error("expected a duration such as `30s` or `500ms`"));
+        };
+        list.push(TimeoutDecl {
+            key,
+            value,
+            duration: None,
+        });
+        if !input.peek(Token![,]) {
+            return Ok(list);
+        }
+        input.parse::<Token![,]>()?;
+    }
+}
+
+fn parse_route(
+    input: ParseStream<'_>,
+    keyword: Ident,
+    errors: &mut Errors,
+) -> syn::Result<RouteDecl> {
+    let mut host: Option<LitStr> = None;
+    let mut path: Option<LitStr> = None;
+    let mut methods = Vec::new();
+    while !input.peek(Token![=>]) {
+        if input.is_empty() || input.peek(Token![;]) {
+            return Err(input.error(
+                "expected `=>` and what the route does: `route path \"/api\" => upstream api;`",
+            ));
+        }
+        let m = Ident::parse_any(input)?;
+        let word = m.to_string();
+        let duplicate = match word.as_str() {
+            "host" => host.replace(input.parse()?).is_some(),
+            "path" => path.replace(input.parse()?).is_some(),
+            "method" => {
+                let had = !methods.is_empty();
+                if input.peek(syn::token::Bracket) {
+                    let list;
+                    bracketed!(list in input);
+                    let parsed = Punctuated::<Ident, Token![,]>::parse_terminated_with(
+                        &list,
+                        Ident::parse_any,
+                    )?;
+                    methods.extend(parsed);
+                } else {
+                    methods.push(Ident::parse_any(input)?);
+                }
+                had
+            }
+            w => {
+                return Err(syn::Error::new(
+                    m.span(),
+                    format!("unknown route condition `{w}`: {}", hint(w, MATCHERS)),
+                ))
+            }
+        };
+        if duplicate {
+            errors.at(
+                m.span(),
+                format!("`{word}` is given twice in this route: a route matches one {word} (list methods as `method [GET, HEAD]`)"),
+            );
+        }
+    }
+    input.parse::<Token![=>]>()?;
+    let t = Ident::parse_any(input)?;
+    let target = match t.to_string().as_str() {
+        "upstream" => Target::Upstream(input.parse().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                "expected the name of an upstream: `=> upstream api`",
+            )
+        })?),
+        "respond" => Target::Respond {
+            status: input.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "expected a status code: `=> respond 404 \"not here\"`",
+                )
+            })?,
+            body: if input.peek(LitStr) {
+                Some(input.parse()?)
+            } else {
+                None
+            },
+        },
+        "redirect" => Target::Redirect {
+            status: input.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "expected a 3xx status: `=> redirect 301 \"https://example.com/\"`",
+                )
+            })?,
+            location: input.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "expected the location: `=> redirect 301 \"https://example.com/\"`",
+                )
+            })?,
+        },
+        w => {
+            return Err(syn::Error::new(
+                t.span(),
+                format!("unknown route action `{w}`: {}", hint(w, TARGETS)),
+            ))
+        }
+    };
+    let mut edits = Vec::new();
+    if input.peek(syn::token::Brace) {
+        let content;
+        braced!(content in input);
+        while !content.is_empty() {
+            let result = (|| -> syn::Result<()> {
+                let k = Ident::parse_any(&content)?;
+                let w = k.to_string();
+                if !EDITS.contains(&w.as_str()) {
+                    return Err(syn::Error::new(
+                        k.span(),
+                        format!(
+                            "a route block holds header edits only; unknown `{w}`: {}",
+                            hint(&w, EDITS)
+                        ),
+                    ));
+                }
+                edits.push(parse_edit(&content, k)?);
+                Ok(())
+            })();
+            if let Err(e) = result {
+                errors.push(e);
+                skip_item(&content);
+            }
+        }
+    } else {
+        semi(input, "route")?;
+    }
+    Ok(RouteDecl {
+        keyword,
+        host,
+        path,
+        methods,
+        target,
+        edits,
+    })
+}
+
+fn parse_edit(input: ParseStream<'_>, keyword: Ident) -> syn::Result<HeaderEditDecl> {
+    let word = keyword.to_string();
+    let side = if word.contains("request") {
+        EditSide::Request
+    } else {
+        EditSide::Response
+    };
+    let name: LitStr = input.parse().map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            format!(
+                "expected a header name: `{word} \"x-name\"{}`",
+                if word.starts_with("set") {
+                    " \"value\""
+                } else {
+                    ""
+                }
+            ),
+        )
+    })?;
+    let value = if word.starts_with("set") {
+        Some(input.parse::<LitStr>().map_err(|e| {
+            syn::Error::new(
+                e.span(),
+                format!("expected the header value: `{word} \"x-name\" \"value\"`"),
+            )
+        })?)
+    } else {
+        None
+    };
+    semi(input, &word)?;
+    Ok(HeaderEditDecl {
+        keyword,
+        side,
+        name,
+        value,
+    })
+}
+
+fn parse_phase(input: ParseStream<'_>, phase: Phase, keyword: Ident) -> syn::Result<PhaseDecl> {
+    let body = if input.peek(syn::token::Paren) {
+        let list;
+        let paren = parenthesized!(list in input);
+        let mut params = Vec::new();
+        let mut unnamed = 0;
+        while !list.is_empty() {
+            if list.peek(Token![_]) {
+                let underscore: Token![_] = list.parse()?;
+                unnamed += 1;
+                params.push(Ident::new(&format!("_unused{unnamed}"), underscore.span));
+            } else {
+                params.push(list.parse::<Ident>().map_err(|e| {
+                    syn::Error::new(e.span(), "a phase parameter is a plain name (or `_`)")
+                })?);
+            }
+            if !list.is_empty() {
+                list.parse::<Token![,]>()?;
+            }
+        }
+        let block = input.parse()?;
+        PhaseBody::Inline {
+            params,
+            params_span: paren.span.join(),
+            block: Box::new(block),
+        }
+    } else if input.peek(Token![=]) {
+        input.parse::<Token![=]>()?;
+        let path = input.parse()?;
+        semi(input, phase.name())?;
+        PhaseBody::Path(path)
+    } else {
+        return Err(syn::Error::new(
+            keyword.span(),
+            format!(
+                "write `{name}({params}) {{ ... }}` or `{name} = path::to::function;`",
+                name = phase.name(),
+                params = phase.params().join(", ")
+            ),
+        ));
+    };
+    Ok(PhaseDecl {
+        phase,
+        keyword,
+        body,
+    })
+}

@@ -1,0 +1,603 @@
+//! Semantics: checks the whole model, reporting every problem at the token that causes it,
+//! and fills in the checked values (addresses, durations, weights) the expansion uses.
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use proc_macro2::Span;
+use syn::{LitInt, LitStr};
+
+use crate::diagnostic::{closest, hint, Errors};
+use crate::model::*;
+use crate::phase::Phase;
+
+const STRATEGIES: &[&str] = &["round_robin", "random"];
+const PEER_TIMEOUTS: &[&str] = &["connect", "read", "write", "idle"];
+const CLIENT_TIMEOUTS: &[&str] = &["header_read", "body_read", "write"];
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+/// Mirrors the runtime's `MAX_WEIGHT` and `MAX_CONNECT_RETRIES`.
+const MAX_WEIGHT: u32 = 256;
+const MAX_RETRIES: u32 = 16;
+/// Headers whose framing or connection meaning the proxy owns.
+const MANAGED_HEADERS: &[&str] = &[
+    "connection",
+    "content-length",
+    "transfer-encoding",
+    "keep-alive",
+    "upgrade",
+    "te",
+    "trailer",
+    "proxy-connection",
+];
+
+/// Checks every proxy of the invocation.
+pub fn validate(proxies: &mut Proxies, errors: &mut Errors) {
+    let mut names = HashSet::new();
+    for proxy in &mut proxies.proxies {
+        if !names.insert(proxy.name.to_string()) {
+            errors.at(
+                proxy.name.span(),
+                format!(
+                    "a proxy named `{}` is already declared in this invocation: give each proxy its own name",
+                    proxy.name
+                ),
+            );
+        }
+        validate_proxy(proxy, errors);
+    }
+}
+
+fn validate_proxy(proxy: &mut Proxy, errors: &mut Errors) {
+    if proxy.listens.is_empty() {
+        errors.at(
+            proxy.name.span(),
+            format!(
+                "proxy `{}` has no listener: add `listen \"127.0.0.1:6188\";`",
+                proxy.name
+            ),
+        );
+    }
+    let mut seen = HashSet::new();
+    for listen in &mut proxy.listens {
+        listen.addr = check_addr(&listen.lit, "listen", errors);
+        if let Some(addr) = listen.addr {
+            if !seen.insert(addr) {
+                errors.at(
+                    listen.lit.span(),
+                    format!("`listen \"{addr}\"` is declared twice: remove one"),
+                );
+            }
+        }
+    }
+    for (keyword, _) in proxy.ctx.iter().skip(1) {
+        errors.at(
+            keyword.span(),
+            "`ctx` is declared twice: a proxy has one context type (put both in one struct)",
+        );
+    }
+
+    let mut upstream_names = HashSet::new();
+    for up in &mut proxy.upstreams {
+        if !upstream_names.insert(up.name.to_string()) {
+            errors.at(
+                up.name.span(),
+                format!(
+                    "an upstream named `{}` is already declared: give each its own name",
+                    up.name
+                ),
+            );
+        }
+        validate_upstream(up, errors);
+    }
+
+    let user_peer = proxy
+        .phases
+        .iter()
+        .find(|p| p.phase == Phase::UpstreamPeer)
+        .map(|p| p.keyword.span());
+    let names: Vec<String> = proxy.upstreams.iter().map(|u| u.name.to_string()).collect();
+    for route in &proxy.routes {
+        validate_route(route, &names, user_peer.is_some(), errors);
+    }
+    check_shadowing(&proxy.routes, errors);
+
+    for edit in &proxy.edits {
+        check_edit(edit, errors);
+    }
+    validate_phases(&proxy.phases, errors);
+    validate_settings(&mut proxy.settings, errors);
+    check_forwarding(proxy, user_peer, errors);
+}
+
+/// Checks that the proxy has somewhere to send requests and that no upstream is dead code.
+fn check_forwarding(proxy: &Proxy, user_peer: Option<Span>, errors: &mut Errors) {
+    if let Some(span) = user_peer {
+        for up in &proxy.upstreams {
+            errors.at(
+                up.name.span(),
+                format!(
+                    "upstream `{}` is never used: the `upstream_peer` phase picks every peer (remove it, or remove `upstream_peer` and route to the upstream)",
+                    up.name
+                ),
+            );
+        }
+        let _ = span;
+        return;
+    }
+    if proxy.routes.is_empty() {
+        match proxy.upstreams.len() {
+            0 => errors.at(
+                proxy.name.span(),
+                format!(
+                    "proxy `{}` has nowhere to send requests: declare `upstream NAME {{ peers [\"127.0.0.1:8001\"]; }}`, a `route`, or an `upstream_peer` phase",
+                    proxy.name
+                ),
+            ),
+            1 => {}
+            _ => errors.at(
+                proxy.upstreams[1].name.span(),
+                "with several upstreams, say which requests go where: add `route path \"/api\" => upstream api;` lines",
+            ),
+        }
+        return;
+    }
+    for up in &proxy.upstreams {
+        let used = proxy
+            .routes
+            .iter()
+            .any(|r| matches!(&r.target, Target::Upstream(name) if *name == up.name));
+        if !used {
+            errors.at(
+                up.name.span(),
+                format!(
+                    "upstream `{}` is never used: add `route ... => upstream {};` or remove it",
+                    up.name, up.name
+                ),
+            );
+        }
+    }
+}
+
+fn validate_upstream(up: &mut Upstream, errors: &mut Errors) {
+    match &mut up.peers {
+        None => errors.at(
+            up.name.span(),
+            format!(
+                "upstream `{}` has no peers: add `peers [\"127.0.0.1:8001\"];`",
+                up.name
+            ),
+        ),
+        Some((keyword, peers)) => {
+            if peers.is_empty() {
+                errors.at(
+                    keyword.span(),
+                    "an upstream needs at least one peer: `peers [\"127.0.0.1:8001\"];`",
+                );
+            }
+            let mut seen = HashSet::new();
+            for peer in peers.iter_mut() {
+                peer.addr = check_addr(&peer.lit, "peer", errors);
+                if let Some(addr) = peer.addr {
+                    if !seen.insert(addr) {
+                        errors.at(
+                            peer.lit.span(),
+                            format!("peer \"{addr}\" is listed twice: give it a weight instead (`\"{addr}\" weight 2`)"),
+                        );
+                    }
+                }
+                if let Some(w) = &peer.weight {
+                    match w.base10_parse::<u32>() {
+                        Ok(0) => errors.at(
+                            w.span(),
+                            "weight 0 would send this peer nothing: use a weight from 1 to 256, or remove the peer",
+                        ),
+                        Ok(n) if n > MAX_WEIGHT => errors.at(
+                            w.span(),
+                            format!("weight {n} is too large: weights go from 1 to {MAX_WEIGHT}"),
+                        ),
+                        Ok(n) => peer.weight_value = n,
+                        Err(_) => errors.at(w.span(), "a weight is a whole number from 1 to 256"),
+                    }
+                }
+            }
+        }
+    }
+    for (i, strategy) in up.select.iter().enumerate() {
+        if i > 0 {
+            errors.at(
+                strategy.span(),
+                "`select` is given twice in this upstream: keep one",
+            );
+        }
+        let s = strategy.to_string();
+        if !STRATEGIES.contains(&s.as_str()) {
+            errors.at(
+                strategy.span(),
+                format!("unknown selection strategy `{s}`: {}", hint(&s, STRATEGIES)),
+            );
+        }
+    }
+    check_timeouts(&mut up.timeouts, PEER_TIMEOUTS, "upstream timeout", errors);
+    for (i, (keyword, n)) in up.retry.iter().enumerate() {
+        if i > 0 {
+            errors.at(
+                keyword.span(),
+                "`retry` is given twice in this upstream: keep one",
+            );
+        }
+        match n.base10_parse::<u32>() {
+            Ok(r) if r <= MAX_RETRIES => up.retries = r,
+            _ => errors.at(
+                n.span(),
+                format!("retry takes a count from 0 to {MAX_RETRIES} (tries on other peers after a failed connect)"),
+            ),
+        }
+    }
+}
+
+fn check_timeouts(list: &mut [TimeoutDecl], keys: &[&str], what: &str, errors: &mut Errors) {
+    let mut seen = HashSet::new();
+    for t in list {
+        let key = t.key.to_string();
+        if !keys.contains(&key.as_str()) {
+            errors.at(
+                t.key.span(),
+                format!("unknown {what} `{key}`: {}", hint(&key, keys)),
+            );
+        } else if !seen.insert(key.clone()) {
+            errors.at(
+                t.key.span(),
+                format!("timeout `{key}` is given twice: keep one"),
+            );
+        }
+        t.duration = check_duration(&t.value, errors);
+    }
+}
+
+/// `500ms`, `30s`, `1.5s`, `2m`, `1h`: a positive number with a unit suffix.
+fn check_duration(lit: &DurationLit, errors: &mut Errors) -> Option<Duration> {
+    let (digits, suffix) = match lit {
+        DurationLit::Int(l) => (l.base10_digits().to_owned(), l.suffix().to_owned()),
+        DurationLit::Float(l) => (l.base10_digits().to_owned(), l.suffix().to_owned()),
+    };
+    let unit = match suffix.as_str() {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => {
+            errors.at(
+                lit.span(),
+                format!(
+                    "invalid duration `{digits}{suffix}`: write a number with a unit, ms, s, m or h (e.g. `500ms`, `30s`)"
+                ),
+            );
+            return None;
+        }
+    };
+    let seconds = digits.parse::<f64>().unwrap_or(0.0) * unit;
+    if !(0.001..=7.0 * 24.0 * 3600.0).contains(&seconds) {
+        errors.at(
+            lit.span(),
+            format!("duration `{digits}{suffix}` is out of range: use at least 1ms and at most 7 days (a timeout of 0 would never let a request through)"),
+        );
+        return None;
+    }
+    Some(Duration::from_secs_f64(seconds))
+}
+
+/// Parses an `IP:port` literal, explaining what is wrong with a bad one.
+fn check_addr(lit: &LitStr, what: &str, errors: &mut Errors) -> Option<SocketAddr> {
+    let text = lit.value();
+    if let Ok(addr) = text.parse::<SocketAddr>() {
+        if addr.port() == 0 {
+            errors.at(
+                lit.span(),
+                format!("{what} address \"{text}\" has port 0: give a port from 1 to 65535"),
+            );
+            return None;
+        }
+        return Some(addr);
+    }
+    let message = match text.rsplit_once(':') {
+        None => format!("{what} address \"{text}\" has no port: write it as \"IP:PORT\", e.g. \"127.0.0.1:8080\""),
+        Some((host, port)) => match port.parse::<u64>() {
+            Ok(p) if p > 65535 => format!(
+                "port {p} in \"{text}\" is out of range: ports go from 1 to 65535"
+            ),
+            Ok(_) if host.parse::<std::net::IpAddr>().is_err()
+                && host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_err() =>
+            {
+                format!("\"{host}\" is not an IP address: {what} addresses are \"IP:PORT\" literals (\"127.0.0.1:8080\", \"[::1]:8080\")")
+            }
+            _ => format!("invalid {what} address \"{text}\": write it as \"IP:PORT\", e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""),
+        },
+    };
+    errors.at(lit.span(), message);
+    None
+}
+
+fn validate_route(route: &RouteDecl, upstreams: &[String], user_peer: bool, errors: &mut Errors) {
+    if let Some(host) = &route.host {
+        let h = host.value();
+        let bare = h.strip_prefix("*.").unwrap_or(&h);
+        let valid = !bare.is_empty()
+            && bare.split('.').all(|label| {
+                !label.is_empty()
+                    && label
+                        .bytes()
+                        .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            });
+        if !valid {
+            errors.at(
+                host.span(),
+                format!("invalid host \"{h}\": write a host name (\"api.example.com\") or a wildcard (\"*.example.com\"), without port"),
+            );
+        }
+    }
+    if let Some(path) = &route.path {
+        let p = path.value();
+        if !p.starts_with('/')
+            || p.bytes()
+                .any(|b| b.is_ascii_whitespace() || b == b'?' || b == b'#')
+        {
+            errors.at(
+                path.span(),
+                format!("invalid path prefix \"{p}\": it starts with `/` and has no query or spaces, e.g. \"/api\""),
+            );
+        }
+    }
+    let mut seen = HashSet::new();
+    for m in &route.methods {
+        let name = m.to_string();
+        if !METHODS.contains(&name.as_str()) {
+            let upper = name.to_ascii_uppercase();
+            let suggestion = if METHODS.contains(&upper.as_str()) {
+                format!("did you mean `{upper}`?")
+            } else {
+                hint(&upper, METHODS)
+            };
+            errors.at(m.span(), format!("unknown method `{name}`: {suggestion}"));
+        } else if !seen.insert(name.clone()) {
+            errors.at(m.span(), format!("method `{name}` is listed twice"));
+        }
+    }
+    match &route.target {
+        Target::Upstream(name) => {
+            let n = name.to_string();
+            if user_peer {
+                errors.at(
+                    name.span(),
+                    "this proxy picks peers in its `upstream_peer` phase, so a route cannot name an upstream: use `respond`/`redirect` routes, or drop `upstream_peer`",
+                );
+            } else if !upstreams.contains(&n) {
+                let names: Vec<&str> = upstreams.iter().map(String::as_str).collect();
+                let help = match closest(&n, &names) {
+                    Some(c) => format!("did you mean `{c}`?"),
+                    None if names.is_empty() => {
+                        "declare it: `upstream NAME { peers [...]; }`".to_owned()
+                    }
+                    None => format!("declared upstreams: {}", names.join(", ")),
+                };
+                errors.at(name.span(), format!("no upstream named `{n}`: {help}"));
+            }
+        }
+        Target::Respond { status, .. } => {
+            check_status(status, errors);
+        }
+        Target::Redirect {
+            status, location, ..
+        } => {
+            if let Ok(code) = status.base10_parse::<u16>() {
+                if ![301, 302, 303, 307, 308].contains(&code) {
+                    errors.at(
+                        status.span(),
+                        format!("`redirect {code}` is not a redirect status: use 301, 302, 303, 307 or 308"),
+                    );
+                }
+            } else {
+                errors.at(status.span(), "a status is a number such as 301");
+            }
+            let loc = location.value();
+            if loc.is_empty() || !valid_header_value(&loc) {
+                errors.at(
+                    location.span(),
+                    "invalid redirect location: a non-empty URL of visible ASCII characters",
+                );
+            }
+        }
+    }
+    for edit in &route.edits {
+        check_edit(edit, errors);
+        if edit.side == EditSide::Request && !matches!(route.target, Target::Upstream(_)) {
+            errors.at(
+                edit.keyword.span(),
+                format!(
+                    "`{}` has no effect here: this route answers itself and sends nothing upstream",
+                    edit.keyword
+                ),
+            );
+        }
+    }
+}
+
+fn check_status(status: &LitInt, errors: &mut Errors) {
+    match status.base10_parse::<u16>() {
+        Ok(code) if (200..=599).contains(&code) => {}
+        Ok(code) if (100..200).contains(&code) => errors.at(
+            status.span(),
+            format!("status {code} is informational and cannot end a request: use 200-599"),
+        ),
+        _ => errors.at(
+            status.span(),
+            format!(
+                "invalid status code `{}`: use a number from 200 to 599",
+                status
+            ),
+        ),
+    }
+}
+
+fn valid_header_value(v: &str) -> bool {
+    v.bytes().all(|b| b == b'\t' || (0x20..0x7f).contains(&b))
+}
+
+fn check_edit(edit: &HeaderEditDecl, errors: &mut Errors) {
+    let name = edit.name.value();
+    match http::header::HeaderName::from_bytes(name.as_bytes()) {
+        Err(_) => errors.at(
+            edit.name.span(),
+            format!("invalid header name \"{name}\": use letters, digits and `-` (e.g. \"x-request-id\")"),
+        ),
+        Ok(h) if MANAGED_HEADERS.contains(&h.as_str()) => errors.at(
+            edit.name.span(),
+            format!("\"{name}\" is managed by the proxy (framing and connection handling) and cannot be edited"),
+        ),
+        Ok(_) => {}
+    }
+    if let Some(value) = &edit.value {
+        if !valid_header_value(&value.value()) {
+            errors.at(
+                value.span(),
+                "invalid header value: use visible ASCII characters, spaces and tabs (no line breaks)",
+            );
+        }
+    }
+}
+
+fn validate_phases(phases: &[PhaseDecl], errors: &mut Errors) {
+    let mut seen = HashSet::new();
+    for decl in phases {
+        let name = decl.phase.name();
+        if !seen.insert(name) {
+            errors.at(
+                decl.keyword.span(),
+                format!("phase `{name}` is declared twice: merge the two into one"),
+            );
+        }
+        if let PhaseBody::Inline {
+            params,
+            params_span,
+            ..
+        } = &decl.body
+        {
+            let expected = decl.phase.params();
+            if params.len() != expected.len() {
+                errors.at(
+                    *params_span,
+                    format!(
+                        "`{name}` takes {} parameters, ({}), found {}: its signature is `{}`",
+                        expected.len(),
+                        expected.join(", "),
+                        params.len(),
+                        decl.phase.signature()
+                    ),
+                );
+            }
+            let mut names = HashSet::new();
+            for p in params {
+                if !names.insert(p.to_string()) {
+                    errors.at(p.span(), format!("parameter `{p}` is named twice"));
+                }
+            }
+        }
+    }
+}
+
+fn validate_settings(settings: &mut [Setting], errors: &mut Errors) {
+    let mut seen = HashSet::new();
+    for setting in settings {
+        let (keyword, name) = match setting {
+            Setting::Via(k, _) => (k.clone(), "via"),
+            Setting::ForwardedFor(k, _) => (k.clone(), "forwarded_for"),
+            Setting::Keepalive(k, _) => (k.clone(), "keepalive"),
+            Setting::MaxHeaderBytes(k, _) => (k.clone(), "max_header_bytes"),
+            Setting::MaxIdlePerPeer(k, _) => (k.clone(), "max_idle_per_peer"),
+            Setting::ClientTimeouts(k, _) => (k.clone(), "client_timeout"),
+        };
+        if name != "client_timeout" && !seen.insert(name) {
+            errors.at(keyword.span(), format!("`{name}` is set twice: keep one"));
+        }
+        match setting {
+            Setting::Via(_, lit) => {
+                let v = lit.value();
+                if v.is_empty() || !valid_header_value(&v) {
+                    errors.at(lit.span(), "invalid `via` value: e.g. \"1.1 edge-proxy\"");
+                }
+            }
+            Setting::MaxHeaderBytes(_, n) => match n.base10_parse::<usize>() {
+                Ok(v) if (1024..=1 << 20).contains(&v) => {}
+                _ => errors.at(
+                    n.span(),
+                    "max_header_bytes takes a size from 1024 to 1048576 bytes",
+                ),
+            },
+            Setting::MaxIdlePerPeer(_, n) => {
+                if n.base10_parse::<usize>().is_err() {
+                    errors.at(n.span(), "max_idle_per_peer takes a count, e.g. 1024");
+                }
+            }
+            Setting::ClientTimeouts(_, list) => {
+                check_timeouts(list, CLIENT_TIMEOUTS, "client timeout", errors)
+            }
+            Setting::ForwardedFor(..) | Setting::Keepalive(..) => {}
+        }
+    }
+}
+
+/// Reports every route that an earlier route already matches completely.
+fn check_shadowing(routes: &[RouteDecl], errors: &mut Errors) {
+    for (j, later) in routes.iter().enumerate() {
+        if let Some(earlier) = routes[..j].iter().find(|e| covers(e, later)) {
+            errors.at(
+                later.keyword.span(),
+                "this route can never match: an earlier route matches every request it would (put the more specific route first)",
+            );
+            errors.at(
+                earlier.keyword.span(),
+                "...because this earlier route comes first",
+            );
+        }
+    }
+}
+
+/// Whether every request `b` matches is also matched by `a`.
+fn covers(a: &RouteDecl, b: &RouteDecl) -> bool {
+    let host = match (&a.host, &b.host) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(a), Some(b)) => host_covers(&a.value(), &b.value()),
+    };
+    let path = match (&a.path, &b.path) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(a), Some(b)) => path_has_prefix(&b.value(), &a.value()),
+    };
+    let methods = a.methods.is_empty()
+        || (!b.methods.is_empty() && b.methods.iter().all(|m| a.methods.contains(m)));
+    host && path && methods
+}
+
+fn host_covers(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    match a.strip_prefix("*.") {
+        None => a == b,
+        Some(suffix) => {
+            let b_name = b.strip_prefix("*.").unwrap_or(&b);
+            b_name.len() > suffix.len() && b_name.ends_with(&format!(".{suffix}"))
+                || (b.starts_with("*.") && b_name == suffix)
+        }
+    }
+}
+
+/// The runtime's segment-boundary prefix rule (`route::path_has_prefix`), repeated here
+/// because a proc-macro crate cannot use the runtime.
+fn path_has_prefix(path: &str, prefix: &str) -> bool {
+    match path.strip_prefix(prefix) {
+        None => false,
+        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
+    }
+}
