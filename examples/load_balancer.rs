@@ -1,5 +1,6 @@
-//! The load balancer from Cloudflare's "Open sourcing Pingora" post, written by hand with
-//! the runtime API: round robin over two peers, with `upstream_request_filter` setting Host.
+//! The load balancer from Cloudflare's "Open sourcing Pingora" post, declared with
+//! `proxy!`: round robin over two peers, with the `Host` sent upstream set to the blog's
+//! `one.one.one.one`. `examples/load_balancer_manual.rs` is the same proxy written by hand.
 //!
 //! Run it, then try it:
 //!
@@ -9,165 +10,56 @@
 //! ```
 //!
 //! Without `--upstream`, two demo origins start in-process on loopback (no network needed).
-//! Flags: `--listen ADDR` (repeatable, default 127.0.0.1:6188), `--upstream HOST:PORT`
-//! (repeatable; given, no demo origins start), `--threads N` (default: one per core),
-//! `--work-stealing` (one shared runtime instead of per-core single-threaded workers).
+//! Flags (from the declared proxy's `run`): `--listen ADDR` (repeatable, replaces the
+//! declared 127.0.0.1:6188), `--upstream HOST:PORT` (repeatable; given, no demo origins
+//! start), `--threads N` (default: one per core), `--work-stealing`, `--help`.
 //! Set `RUST_LOG=debug` to see a line per request.
 
-use std::collections::HashMap;
-use std::convert::Infallible;
-use std::net::SocketAddr;
+use std::process::ExitCode;
 
-use bytes::Bytes;
-use clap::Parser;
-use http_body_util::Full;
+use pingora_dsl::cli::ProxyCli;
 use pingora_dsl::prelude::*;
+use pingora_dsl_suite::origin::spawn_demo_origins;
 
-#[derive(Parser, Debug)]
-#[command(about = "Round-robin HTTP load balancer (the Pingora blog post's example)")]
-struct Args {
-    /// Address to listen on (repeatable).
-    #[arg(long = "listen", default_value = "127.0.0.1:6188")]
-    listen: Vec<String>,
-    /// Upstream HOST:PORT (repeatable). Without it, two demo origins start in-process.
-    #[arg(long = "upstream")]
-    upstream: Vec<String>,
-    /// Worker threads (default: one per core).
-    #[arg(long)]
-    threads: Option<usize>,
-    /// With several threads, one work-stealing runtime instead of per-core workers.
-    #[arg(long)]
-    work_stealing: bool,
-}
+proxy! {
+    /// Round robin over two origins, as in the Pingora blog post.
+    pub BlogLoadBalancer {
+        listen "127.0.0.1:6188";
 
-/// The load balancer: a round-robin pool of backends, and each backend's `Host` value
-/// (built once, not per request).
-struct RoundRobinLb {
-    lb: LoadBalancer,
-    hosts: HashMap<SocketAddr, HeaderValue>,
-}
-
-/// Per-request state: which backend was chosen, so `Host` can name it.
-#[derive(Default)]
-struct Ctx {
-    backend: Option<SocketAddr>,
-}
-
-impl ProxyHttp for RoundRobinLb {
-    type Ctx = Ctx;
-
-    fn new_ctx(&self) -> Ctx {
-        Ctx::default()
-    }
-
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<HttpPeer> {
-        let backend = self
-            .lb
-            .select(b"", 256)
-            .ok_or(Error::new(ErrorKind::NoPeer, "no backend available"))?;
-        ctx.backend = Some(backend.addr);
-        Ok(HttpPeer::new(backend.addr))
-    }
-
-    async fn upstream_request_filter(
-        &self,
-        _session: &mut Session,
-        upstream_request: &mut RequestHeader,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
-        if let Some(host) = ctx.backend.and_then(|addr| self.hosts.get(&addr)) {
-            upstream_request
-                .headers
-                .insert(http::header::HOST, host.clone());
+        upstream origins {
+            peers ["127.0.0.1:8001", "127.0.0.1:8002"];
+            select round_robin;
         }
-        Ok(())
-    }
 
-    fn logging(&self, session: &Session, error: Option<&Error>, _ctx: &mut Ctx) {
-        tracing::debug!(
-            method = %session.method(),
-            path = session.path(),
-            status = session.response_status().map(|s| s.as_u16()),
-            upstream = ?session.upstream_addr(),
-            bytes = session.body_bytes_sent(),
-            error = error.map(tracing::field::display),
-            "request"
-        );
-    }
-}
+        set_request_header "host" "one.one.one.one";
 
-/// A demo origin on an ephemeral loopback port: answers every request with its name, in the
-/// body and in `x-origin`. Returns the service and its address.
-fn demo_origin(
-    name: &'static str,
-) -> std::io::Result<(impl pingora_dsl::server::Service, SocketAddr)> {
-    let handler = tower::service_fn(
-        move |_req: http::Request<hyper::body::Incoming>| async move {
-            let mut response =
-                http::Response::new(Full::new(Bytes::from(format!("Hello from {name}\n"))));
-            response
-                .headers_mut()
-                .insert("x-origin", http::HeaderValue::from_static(name));
-            Ok::<_, Infallible>(response)
-        },
-    );
-    let mut service = serve_handler(name, handler);
-    service.add_tcp("127.0.0.1:0");
-    service.bind()?;
-    let addr = service.local_addrs()[0];
-    Ok((service, addr))
-}
-
-fn main() -> anyhow::Result<()> {
-    let args = Args::parse();
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env()
-                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
-        )
-        .init();
-
-    let mut conf = ServerConf::default();
-    if let Some(threads) = args.threads {
-        conf.threads = threads.max(1);
-    }
-    if args.work_stealing {
-        conf.flavor = pingora_dsl::server::RuntimeFlavor::WorkStealing;
-    }
-    let mut server = Server::new(conf);
-
-    let upstreams = if args.upstream.is_empty() {
-        let mut addrs = Vec::new();
-        for name in ["origin-1", "origin-2"] {
-            let (origin, addr) = demo_origin(name)?;
-            addrs.push(addr.to_string());
-            server.add_service(origin);
+        logging(session, error, _ctx) {
+            tracing::debug!(
+                method = %session.method(),
+                path = session.path(),
+                status = session.response_status().map(|s| s.as_u16()),
+                upstream = ?session.upstream_addr(),
+                bytes = session.body_bytes_sent(),
+                error = error.map(tracing::field::display),
+                "request"
+            );
         }
-        println!("demo origins on {}", addrs.join(" and "));
-        addrs
-    } else {
-        args.upstream.clone()
-    };
+    }
+}
 
-    let lb = LoadBalancer::try_from_iter(&upstreams)?;
-    let hosts = lb
-        .backends()
-        .iter()
-        .map(|b| Ok((b.addr, HeaderValue::from_str(&b.addr.to_string())?)))
-        .collect::<anyhow::Result<_>>()?;
-    let mut proxy = http_proxy_service("load_balancer", RoundRobinLb { lb, hosts });
-    for addr in &args.listen {
-        proxy.add_tcp(addr);
+fn main() -> ExitCode {
+    let mut cli = ProxyCli::from_env();
+    if cli.upstream.is_empty() {
+        match spawn_demo_origins(&["origin-1", "origin-2"]) {
+            Ok(addrs) => {
+                cli.upstream = addrs.iter().map(|a| a.to_string()).collect();
+                println!("demo origins on {}", cli.upstream.join(" and "));
+            }
+            Err(e) => {
+                eprintln!("error: cannot start the demo origins: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
     }
-    proxy.bind()?;
-    for addr in proxy.local_addrs() {
-        println!(
-            "load balancer on http://{addr}/ -> {}",
-            upstreams.join(", ")
-        );
-        println!("try: curl -i http://{addr}/   (repeat it: x-origin alternates)");
-    }
-    server.add_service(proxy);
-    server.run_until_signal()?;
-    Ok(())
+    BlogLoadBalancer::run_with(cli)
 }

@@ -235,3 +235,43 @@ pub async fn read_request_head(stream: &mut tokio::net::TcpStream) -> Option<Vec
     }
     Some(head)
 }
+
+/// Starts one origin per name on ephemeral loopback ports, served by a thread of their own
+/// for the rest of the process (what the examples use as demo upstreams when no
+/// `--upstream` is given). Returns their addresses, in order.
+pub fn spawn_demo_origins(names: &[&str]) -> std::io::Result<Vec<SocketAddr>> {
+    let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("demo-origins".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let mut origins = Vec::new();
+                for name in &names {
+                    match Origin::start(name).await {
+                        Ok(origin) => origins.push(origin),
+                        Err(e) => {
+                            let _ = tx.send(Err(e));
+                            return;
+                        }
+                    }
+                }
+                let _ = tx.send(Ok(origins.iter().map(Origin::addr).collect()));
+                // Serve until the process exits.
+                std::future::pending::<()>().await;
+            });
+        })?;
+    rx.recv().map_err(|_| {
+        std::io::Error::other("the demo origin thread stopped before starting its origins")
+    })?
+}

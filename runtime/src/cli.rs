@@ -149,7 +149,10 @@ where
     let mut service = build(&cli)?;
     service.bind()?;
     for addr in service.local_addrs() {
-        println!("{} listening on http://{addr}/", service.name());
+        println!(
+            "{} listening on http://{addr}/ (try: curl -i http://{addr}/)",
+            service.name()
+        );
     }
     let mut server = Server::new(cli.server_conf());
     server.add_service(service);

@@ -159,6 +159,17 @@ pin_project_lite::pin_project! {
     }
 }
 
+/// An empty body without a request behind it, for responses that tower layers around the
+/// proxy make themselves (e.g. a timeout answer).
+impl<P: ProxyHttp> Default for ProxyBody<P> {
+    fn default() -> Self {
+        ProxyBody {
+            source: ResponseSource::Full(None),
+            log: None,
+        }
+    }
+}
+
 impl<P: ProxyHttp> ProxyBody<P> {
     pub(crate) fn new(source: ResponseSource, log: LogState<P>) -> Self {
         ProxyBody {

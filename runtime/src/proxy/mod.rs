@@ -323,7 +323,19 @@ async fn proxy_request<P: ProxyHttp>(
 ) -> Response<ProxyBody<P>> {
     let mut session = Session::new(request, conn);
     let mut ctx = shared.proxy.new_ctx();
-    let (response, error) = match run_phases(&shared, &mut session, &mut ctx).await {
+    let result = {
+        // If this future is dropped before a response exists (the client left, or a layer
+        // around the proxy gave up), `logging` still runs, from the guard.
+        let guard = AbandonGuard {
+            proxy: &*shared.proxy,
+            session: &mut session,
+            ctx: &mut ctx,
+        };
+        let result = run_phases(&shared, &mut *guard.session, &mut *guard.ctx).await;
+        std::mem::forget(guard);
+        result
+    };
+    let (response, error) = match result {
         Ok(response) => (response, None),
         Err(e) => {
             if e.status().is_server_error() {
@@ -342,6 +354,24 @@ async fn proxy_request<P: ProxyHttp>(
         error,
     };
     response.map(|source| ProxyBody::new(source, log))
+}
+
+/// Runs `logging` for a request abandoned before its response head existed. Holds only
+/// borrows, so forgetting it on the normal path leaks nothing.
+struct AbandonGuard<'a, P: ProxyHttp> {
+    proxy: &'a P,
+    session: &'a mut Session,
+    ctx: &'a mut P::Ctx,
+}
+
+impl<P: ProxyHttp> Drop for AbandonGuard<'_, P> {
+    fn drop(&mut self) {
+        let error = Error::new(
+            ErrorKind::DownstreamClosed,
+            "request abandoned before a response: the client left or an outer layer gave up",
+        );
+        self.proxy.logging(self.session, Some(&error), self.ctx);
+    }
 }
 
 async fn run_phases<P: ProxyHttp>(
