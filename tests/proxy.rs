@@ -280,6 +280,36 @@ async fn logging_runs_once_when_the_client_leaves_mid_body() {
 }
 
 #[tokio::test]
+async fn logging_runs_once_when_the_client_leaves_before_the_response_head() {
+    let origin = Origin::start("o").await.expect("origin");
+    let p = TestProxy::new(&[origin.addr()]);
+    let log = p.log.clone();
+    let proxy = start_proxy(p);
+    {
+        let mut stream = tokio::net::TcpStream::connect(proxy.addr())
+            .await
+            .expect("connect");
+        tokio::io::AsyncWriteExt::write_all(
+            &mut stream,
+            b"GET /stall HTTP/1.1\r\nHost: x\r\nx-test-id: left\r\n\r\n",
+        )
+        .await
+        .expect("write");
+        // The origin never answers; wait until it has the request, then hang up.
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+        while origin.requests() == 0 && tokio::time::Instant::now() < deadline {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    let logged = wait_for_log(&log, 1).await;
+    assert_eq!(logged["left"].len(), 1, "logging ran exactly once");
+    let entry = &logged["left"][0];
+    assert_eq!(entry.status, None, "no response head was ever made");
+    assert_eq!(entry.error, Some(pingora_dsl::ErrorKind::DownstreamClosed));
+    assert_eq!(entry.upstream, Some(origin.addr()));
+}
+
+#[tokio::test]
 async fn tower_layers_wrap_the_pipeline_and_via_is_appended_when_configured() {
     use pingora_dsl::http::HttpOptions;
     use pingora_dsl::prelude::ProxyOptions;

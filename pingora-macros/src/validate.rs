@@ -529,10 +529,10 @@ fn validate_settings(settings: &mut [Setting], errors: &mut Errors) {
                 }
             }
             Setting::MaxHeaderBytes(_, n) => match n.base10_parse::<usize>() {
-                Ok(v) if (1024..=1 << 20).contains(&v) => {}
+                Ok(v) if (8192..=1 << 20).contains(&v) => {}
                 _ => errors.at(
                     n.span(),
-                    "max_header_bytes takes a size from 1024 to 1048576 bytes",
+                    "max_header_bytes takes a size from 8192 (hyper's smallest buffer) to 1048576 bytes",
                 ),
             },
             Setting::MaxIdlePerPeer(_, n) => {

@@ -94,12 +94,20 @@ impl HttpPeer {
 
     /// The key connections to this peer are pooled under.
     pub(crate) fn pool_key(&self) -> PoolKey {
-        PoolKey { addr: self.addr }
+        PoolKey {
+            addr: self.addr,
+            read: self.timeouts.read,
+            write: self.timeouts.write,
+        }
     }
 }
 
-/// What makes two peers share pooled connections.
+/// What makes two peers share pooled connections: the address, and the read and write
+/// timeouts, which a connection carries from its creation (so a peer with a short read
+/// timeout never reuses a connection made for the same address with a long one).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct PoolKey {
     addr: SocketAddr,
+    read: Duration,
+    write: Duration,
 }
