@@ -239,7 +239,10 @@ async fn routes_match_host_path_and_method_first_match_wins() {
     assert_eq!(web.requests() + api.requests(), 3);
 }
 
-static FILTER_LOG: Mutex<Vec<(String, u16, Option<ErrorKind>, u32)>> = Mutex::new(Vec::new());
+/// What `logging` saw: request id (the query), status, error kind, phases run.
+type FilterLogEntry = (String, u16, Option<ErrorKind>, u32);
+
+static FILTER_LOG: Mutex<Vec<FilterLogEntry>> = Mutex::new(Vec::new());
 
 /// Per-request context of [`Filtered`].
 #[derive(Default)]
