@@ -388,14 +388,40 @@ fn expand_http_options(settings: &[Setting]) -> TokenStream {
     quote!(#(#sets)*)
 }
 
-/// The declared layers, first declared outermost.
+/// The declared layers, first declared outermost. Each is evaluated once, and checked
+/// against the service it wraps so a type error points at that layer.
 fn expand_layers(layers: &[syn::Expr]) -> TokenStream {
     let rt = rt();
-    let mut stack = quote!(#rt::proxy::Identity::new());
-    for layer in layers.iter().rev() {
-        stack = quote_spanned!(layer.span()=> #rt::proxy::Stack::new(#stack, #layer));
+    if layers.is_empty() {
+        return quote!(#rt::proxy::Identity::new());
     }
-    stack
+    let names: Vec<Ident> = layers
+        .iter()
+        .enumerate()
+        .map(|(i, layer)| {
+            let span = Span::mixed_site().located_at(layer.span());
+            Ident::new(&format!("__layer{i}"), span)
+        })
+        .collect();
+    let service = Ident::new("__service", Span::mixed_site());
+    let lets = names
+        .iter()
+        .zip(layers)
+        .map(|(name, layer)| quote_spanned!(layer.span()=> let #name = #layer;));
+    let checks = names.iter().zip(layers).rev().map(|(name, layer)| {
+        quote_spanned!(layer.span()=> let #service = #rt::phase::check_layer(#service, &#name);)
+    });
+    let mut stack = quote!(#rt::proxy::Identity::new());
+    for name in names.iter().rev() {
+        stack = quote!(#rt::proxy::Stack::new(#stack, #name));
+    }
+    quote!({
+        #(#lets)*
+        let #service = ::std::marker::PhantomData::<#rt::proxy::HttpProxy<Self>>;
+        #(#checks)*
+        let _ = #service;
+        #stack
+    })
 }
 
 /// One argument of a generated phase method: its internal name, type, and the value a user
@@ -501,13 +527,15 @@ fn user_call(p: &Proxy, phase: Phase, args: &[Arg]) -> Option<TokenStream> {
                 Phase::EarlyRequestFilter
                 | Phase::UpstreamRequestFilter
                 | Phase::UpstreamResponseFilter
-                | Phase::ResponseFilter => quote!(#rt::phase::phase_result::<(), _>(#block)),
-                Phase::RequestFilter => {
-                    quote!(#rt::phase::phase_result::<#rt::proxy::Flow, _>(#block))
+                | Phase::ResponseFilter => {
+                    quote_spanned!(block.span()=> #rt::phase::phase_result::<(), _>(#block))
                 }
-                Phase::UpstreamPeer => {
-                    quote!(#rt::phase::phase_result::<#rt::upstream::HttpPeer, _>(#block))
-                }
+                Phase::RequestFilter => quote_spanned!(block.span()=>
+                    #rt::phase::phase_result::<#rt::proxy::Flow, _>(#block)
+                ),
+                Phase::UpstreamPeer => quote_spanned!(block.span()=>
+                    #rt::phase::phase_result::<#rt::upstream::HttpPeer, _>(#block)
+                ),
                 Phase::FailToConnect => quote!({
                     let error: #rt::Error = #block;
                     error
@@ -540,7 +568,7 @@ fn user_call(p: &Proxy, phase: Phase, args: &[Arg]) -> Option<TokenStream> {
                 quote_spanned!(path.span()=> #rt::phase::#trait_name::call(#path, #(#values),*));
             match phase {
                 Phase::FailToConnect | Phase::UpstreamResponseFilter | Phase::Logging => call,
-                _ => quote!(#call.await),
+                _ => quote_spanned!(path.span()=> #call.await),
             }
         }
     })

@@ -44,6 +44,8 @@ pub struct Upstream {
     pub retry: Vec<(Ident, LitInt)>,
     /// Checked retry count.
     pub retries: u32,
+    /// Whether parsing its block failed somewhere (then "no peers" would be noise).
+    pub had_errors: bool,
 }
 
 /// One entry of `peers [...]`.

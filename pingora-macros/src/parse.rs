@@ -227,6 +227,7 @@ fn parse_upstream(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Up
         timeouts: Vec::new(),
         retry: Vec::new(),
         retries: 0,
+        had_errors: false,
     };
     let mut peer_lists = Vec::new();
     while !content.is_empty() {
@@ -291,6 +292,7 @@ fn parse_upstream(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Up
         })();
         if let Err(e) = result {
             errors.push(e);
+            up.had_errors = true;
             skip_item(&content);
         }
     }

@@ -127,8 +127,9 @@ fn check_forwarding(proxy: &Proxy, user_peer: Option<Span>, errors: &mut Errors)
         let _ = span;
         return;
     }
+    let distinct: HashSet<String> = proxy.upstreams.iter().map(|u| u.name.to_string()).collect();
     if proxy.routes.is_empty() {
-        match proxy.upstreams.len() {
+        match distinct.len() {
             0 => errors.at(
                 proxy.name.span(),
                 format!(
@@ -138,10 +139,18 @@ fn check_forwarding(proxy: &Proxy, user_peer: Option<Span>, errors: &mut Errors)
             ),
             1 => {}
             _ => errors.at(
-                proxy.upstreams[1].name.span(),
+                proxy.upstreams[proxy.upstreams.len() - 1].name.span(),
                 "with several upstreams, say which requests go where: add `route path \"/api\" => upstream api;` lines",
             ),
         }
+        return;
+    }
+    // A route naming an unknown upstream is most likely a typo of an "unused" one: that
+    // error is reported already.
+    let dangling = proxy.routes.iter().any(
+        |r| matches!(&r.target, Target::Upstream(name) if !distinct.contains(&name.to_string())),
+    );
+    if dangling {
         return;
     }
     for up in &proxy.upstreams {
@@ -163,6 +172,7 @@ fn check_forwarding(proxy: &Proxy, user_peer: Option<Span>, errors: &mut Errors)
 
 fn validate_upstream(up: &mut Upstream, errors: &mut Errors) {
     match &mut up.peers {
+        None if up.had_errors => {}
         None => errors.at(
             up.name.span(),
             format!(

@@ -63,6 +63,16 @@ pub fn phase_result<T, V: PhaseOutput<T>>(value: V) -> Result<T> {
     value.into_phase_result()
 }
 
+/// Type-checks one `layer` of a declared proxy against the service it wraps (`inner`), so
+/// that a value which is not a tower `Layer` there is reported at that layer. Returns the
+/// wrapped service's type for the next layer out.
+pub fn check_layer<S, L: tower_layer::Layer<S>>(
+    _inner: std::marker::PhantomData<S>,
+    _layer: &L,
+) -> std::marker::PhantomData<L::Service> {
+    std::marker::PhantomData
+}
+
 macro_rules! async_phase_fn {
     (
         $(#[$doc:meta])*

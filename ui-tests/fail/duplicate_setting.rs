@@ -1,0 +1,12 @@
+use pingora_dsl::prelude::*;
+
+proxy! {
+    pub Edge {
+        listen "127.0.0.1:6188";
+        upstream web { peers ["127.0.0.1:8001"]; }
+        via "1.1 a";
+        via "1.1 b";
+    }
+}
+
+fn main() {}

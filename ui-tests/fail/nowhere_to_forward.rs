@@ -1,0 +1,9 @@
+use pingora_dsl::prelude::*;
+
+proxy! {
+    pub Edge {
+        listen "127.0.0.1:6188";
+    }
+}
+
+fn main() {}

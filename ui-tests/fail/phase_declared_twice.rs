@@ -1,0 +1,12 @@
+use pingora_dsl::prelude::*;
+
+proxy! {
+    pub Edge {
+        listen "127.0.0.1:6188";
+        upstream web { peers ["127.0.0.1:8001"]; }
+        request_filter(_s, _c) {}
+        request_filter(_s, _c) {}
+    }
+}
+
+fn main() {}

@@ -1,0 +1,105 @@
+//! Every keyword of `proxy!` in one proxy (except `upstream_peer`, which replaces routing
+//! to upstreams: see `upstream_peer.rs`).
+use std::time::Duration;
+
+use pingora_dsl::prelude::*;
+
+#[derive(Default)]
+pub struct Ctx {
+    hits: u32,
+}
+
+proxy! {
+    /// Doc comments and visibility carry over to the generated type.
+    pub Everything {
+        listen "127.0.0.1:6188";
+        listen "[::1]:6188";
+        ctx Ctx;
+
+        upstream web {
+            peers ["127.0.0.1:8001", "127.0.0.1:8002" weight 3];
+            select round_robin;
+            timeout connect 1s, read 30s, write 2.5s, idle 1m;
+            retry 2;
+        }
+        upstream api {
+            peers ["[::1]:9001" weight 2, "10.0.0.2:9001"];
+            select random;
+            timeout read 500ms;
+        }
+
+        route path "/healthz" method [GET, HEAD] => respond 200 "ok";
+        route path "/gone" => respond 410;
+        route path "/old" => redirect 301 "https://example.com/new";
+        route host "api.example.com" path "/v1" method POST => upstream api {
+            set_request_header "x-route" "api-v1";
+            remove_request_header "cookie";
+            set_response_header "cache-control" "no-store";
+            remove_response_header "x-debug";
+        }
+        route host "*.example.com" => upstream api;
+        route => upstream web;
+
+        set_request_header "x-proxy" "everything";
+        remove_request_header "x-internal";
+        set_response_header "server" "pingora-dsl";
+        remove_response_header "x-powered-by";
+
+        via "1.1 everything";
+        forwarded_for on;
+        keepalive on;
+        max_header_bytes 32768;
+        max_idle_per_peer 64;
+        client_timeout header_read 10s, body_read 30s, write 30s;
+
+        early_request_filter(_session, ctx) {
+            ctx.hits += 1;
+        }
+        request_filter(session, ctx) {
+            ctx.hits += 1;
+            if session.path() == "/admin" {
+                return Ok(Flow::respond(StatusCode::FORBIDDEN));
+            }
+        }
+        upstream_request_filter(_session, request, _ctx) {
+            request.insert_header("x-seen", "1")?;
+        }
+        fail_to_connect(_session, peer, _ctx, error) {
+            let _ = peer.addr();
+            error
+        }
+        upstream_response_filter(_session, response, _ctx) {
+            response.remove_header("x-upstream-secret");
+        }
+        response_filter(_session, response, ctx) {
+            response.insert_header("x-hits", ctx.hits.to_string())?;
+        }
+        logging(session, error, ctx) {
+            let _ = (session.path(), error.is_some(), ctx.hits);
+        }
+
+        layer tower::util::MapRequestLayer::new(|r: http::Request<hyper::body::Incoming>| r);
+        layer tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            Duration::from_secs(30),
+        );
+    }
+}
+
+fn main() {
+    let proxy = Everything::default();
+    assert_eq!(Everything::LISTEN, ["127.0.0.1:6188", "[::1]:6188"]);
+    assert_eq!(proxy.router().groups().len(), 2);
+    assert_eq!(proxy.router().routes().len(), 6);
+    assert_eq!(proxy.router().groups()[0].retries(), 2);
+    assert_eq!(
+        proxy.router().groups()[0].timeouts().write,
+        Duration::from_millis(2500)
+    );
+    let options = Everything::options();
+    assert!(options.via.is_some());
+    assert_eq!(options.client.max_idle_per_peer, 64);
+    let service = proxy.service();
+    assert_eq!(service.options().max_header_bytes, 32768);
+    assert_eq!(service.tcp_addrs().len(), 2);
+}
