@@ -1,4 +1,6 @@
 //! Shared support for the workspace's examples, integration tests and benchmarks: the demo
-//! and test origins they proxy to. Not part of the published API.
+//! and test origins they proxy to, and the declared/hand-written twin proxies of the
+//! zero-cost comparison. Not part of the published API.
 
 pub mod origin;
+pub mod twins;
