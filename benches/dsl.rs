@@ -83,7 +83,7 @@ fn paired(c: &mut Criterion) {
         let mut a_times = Vec::with_capacity(ROUNDS);
         let mut b_times = Vec::with_capacity(ROUNDS);
         let mut ratios = Vec::with_capacity(ROUNDS);
-        let mut run = |sender: &mut _| {
+        let run = |sender: &mut _| {
             let start = Instant::now();
             for _ in 0..PER_ROUND {
                 rt.block_on(exchange(sender, path)).expect("answer");
