@@ -1,35 +1,4 @@
-//! pingora-dsl: fast, programmable HTTP proxies and load balancers, in the spirit of
-//! Cloudflare's Pingora.
-//!
-//! This is the crate users depend on. Today it offers the runtime API: implement
-//! [`proxy::ProxyHttp`] (only `upstream_peer` is required), wrap it with
-//! [`proxy::http_proxy_service`], add listeners and run it in a [`server::Server`]. The
-//! declarative `proxy! { ... }` macro builds on exactly this API.
-//!
-//! ```no_run
-//! use pingora_dsl::prelude::*;
-//!
-//! struct Lb(LoadBalancer);
-//!
-//! impl ProxyHttp for Lb {
-//!     type Ctx = ();
-//!     fn new_ctx(&self) {}
-//!
-//!     async fn upstream_peer(&self, _session: &mut Session, _ctx: &mut ()) -> Result<HttpPeer> {
-//!         let backend = self.0.select(b"", 256).ok_or(Error::new(ErrorKind::NoPeer, "no backend"))?;
-//!         Ok(HttpPeer::new(backend.addr))
-//!     }
-//! }
-//!
-//! fn main() -> std::io::Result<()> {
-//!     let lb = LoadBalancer::try_from_iter(["127.0.0.1:8001", "127.0.0.1:8002"])?;
-//!     let mut service = http_proxy_service("lb", Lb(lb));
-//!     service.add_tcp("127.0.0.1:6188");
-//!     let mut server = Server::new(ServerConf::default());
-//!     server.add_service(service);
-//!     server.run_forever()
-//! }
-//! ```
+#![doc = include_str!("reference.md")]
 
 pub use pingora_dsl_runtime::{
     cli, error, http, io_timeout, lb, listen, phase, proxy, route, server, upstream,

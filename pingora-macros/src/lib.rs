@@ -1,9 +1,9 @@
 //! Procedural macros of pingora-dsl. Use them through the `pingora-dsl` crate, whose
 //! documentation is the reference of the language.
 //!
-//! `proxy!` works in three steps, one module each: [`parse`](mod@parse) (tokens to a model,
-//! recovering after errors), [`validate`](mod@validate) (every semantic check, each error
-//! at its token) and [`expand`](mod@expand) (wiring runtime types). Nothing is expanded
+//! `proxy!` works in three steps, one module each: `parse` (tokens to a model,
+//! recovering after errors), `validate` (every semantic check, each error
+//! at its token) and `expand` (wiring runtime types). Nothing is expanded
 //! while any error stands, so a user sees all problems at once and no follow-on noise.
 
 mod diagnostic;

@@ -3,7 +3,7 @@
 //! A user implements [`ProxyHttp`] — only [`ProxyHttp::upstream_peer`] is required — and
 //! gets a listening service from [`http_proxy_service`]. Per request, in this order:
 //!
-//! 1. the request is checked ([`headers`] rules: one valid `Host`, unambiguous framing);
+//! 1. the request is checked (`headers` rules: one valid `Host`, unambiguous framing);
 //! 2. `early_request_filter`, then `request_filter` (which may answer at once: [`Flow`]);
 //! 3. `upstream_peer` says where the request goes;
 //! 4. the upstream request is built (hop-by-hop fields removed, `X-Forwarded-For`
