@@ -15,33 +15,18 @@
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use pingora_dsl::prelude::*;
-use pingora_dsl::proxy::{Identity, ProxyPipeline};
 use pingora_dsl_suite::origin::Origin;
-use pingora_dsl_suite::twins::{
-    connect_in_memory, exchange, harness_conn, point_twins, DeclaredTwin, HandWrittenTwin,
-};
+use pingora_dsl_suite::twins::{connect_twins, exchange};
 
 fn twins(c: &mut Criterion) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let (mut declared, mut hand) = rt.block_on(async {
+    let (mut declared, mut hand, origin) = rt.block_on(async {
         let origin = Origin::start("bench").await.expect("origin");
-        let (mut declared, mut hand) = (DeclaredTwin::new(), HandWrittenTwin::new());
-        point_twins(&mut declared, &mut hand, origin.addr());
-        let declared = declared.pipeline();
-        let hand = ProxyPipeline::new(hand, ProxyOptions::default(), Identity::new());
-        let a = connect_in_memory(declared.service_for(&harness_conn()))
-            .await
-            .expect("connect");
-        let b = connect_in_memory(hand.service_for(&harness_conn()))
-            .await
-            .expect("connect");
-        // The origin serves for as long as the runtime runs.
-        std::mem::forget(origin);
-        (a, b)
+        let (a, b) = connect_twins(origin.addr()).await.expect("connect");
+        (a, b, origin)
     });
 
     for (group, path) in [("answered", "/healthz"), ("forwarded", "/api/x")] {
@@ -54,6 +39,7 @@ fn twins(c: &mut Criterion) {
         });
         g.finish();
     }
+    drop(origin);
 }
 
 /// Rounds of `per_round` requests on each twin, alternating; prints medians and the ratio.
@@ -65,16 +51,7 @@ fn paired(c: &mut Criterion) {
         .expect("runtime");
     let (mut declared, mut hand, origin) = rt.block_on(async {
         let origin = Origin::start("paired").await.expect("origin");
-        let (mut declared, mut hand) = (DeclaredTwin::new(), HandWrittenTwin::new());
-        point_twins(&mut declared, &mut hand, origin.addr());
-        let declared = declared.pipeline();
-        let hand = ProxyPipeline::new(hand, ProxyOptions::default(), Identity::new());
-        let a = connect_in_memory(declared.service_for(&harness_conn()))
-            .await
-            .expect("connect");
-        let b = connect_in_memory(hand.service_for(&harness_conn()))
-            .await
-            .expect("connect");
+        let (a, b) = connect_twins(origin.addr()).await.expect("connect");
         (a, b, origin)
     });
     const ROUNDS: usize = 31;

@@ -177,6 +177,24 @@ pub fn point_twins(declared: &mut DeclaredTwin, hand: &mut HandWrittenTwin, addr
     }
 }
 
+/// A client connection to each twin's pipeline (declared first), both forwarding to
+/// `origin`: what the benchmark and the tests compare.
+pub async fn connect_twins(
+    origin: SocketAddr,
+) -> std::io::Result<(SendRequest<Empty<Bytes>>, SendRequest<Empty<Bytes>>)> {
+    let (mut declared, mut hand) = (DeclaredTwin::new(), HandWrittenTwin::new());
+    point_twins(&mut declared, &mut hand, origin);
+    let declared = declared.pipeline();
+    let hand = pingora_dsl::proxy::ProxyPipeline::new(
+        hand,
+        ProxyOptions::default(),
+        pingora_dsl::proxy::Identity::new(),
+    );
+    let a = connect_in_memory(declared.service_for(&harness_conn())).await?;
+    let b = connect_in_memory(hand.service_for(&harness_conn())).await?;
+    Ok((a, b))
+}
+
 /// The connection identity the harness presents to a pipeline.
 pub fn harness_conn() -> ConnInfo {
     ConnInfo {

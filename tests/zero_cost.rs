@@ -17,8 +17,8 @@ use pingora_dsl::prelude::*;
 use pingora_dsl::proxy::{Identity, ProxyPipeline};
 use pingora_dsl_suite::origin::Origin;
 use pingora_dsl_suite::twins::{
-    connect_in_memory, exchange, harness_conn, point_twins, DeclaredTwin, HandWrittenTwin,
-    MeasureFuture,
+    connect_in_memory, connect_twins, exchange, harness_conn, point_twins, DeclaredTwin,
+    HandWrittenTwin, MeasureFuture,
 };
 
 /// Counts allocations made by the current thread.
@@ -64,15 +64,7 @@ fn twins(origin: &Origin) -> (DeclaredTwin, HandWrittenTwin) {
 #[tokio::test]
 async fn the_twins_answer_alike() {
     let origin = Origin::start("o").await.expect("origin");
-    let (declared, hand) = twins(&origin);
-    let declared = declared.pipeline();
-    let hand = ProxyPipeline::new(hand, ProxyOptions::default(), Identity::new());
-    let mut a = connect_in_memory(declared.service_for(&harness_conn()))
-        .await
-        .expect("connect");
-    let mut b = connect_in_memory(hand.service_for(&harness_conn()))
-        .await
-        .expect("connect");
+    let (mut a, mut b) = connect_twins(origin.addr()).await.expect("connect");
     for path in ["/healthz", "/api/users", "/", "/apix"] {
         let x = exchange(&mut a, path).await.expect("declared answers");
         let y = exchange(&mut b, path).await.expect("hand-written answers");
@@ -135,15 +127,7 @@ async fn allocations_per_request(
 #[tokio::test(flavor = "current_thread")]
 async fn the_twins_allocate_the_same_per_request() {
     let origin = Origin::start("o").await.expect("origin");
-    let (declared, hand) = twins(&origin);
-    let declared = declared.pipeline();
-    let hand = ProxyPipeline::new(hand, ProxyOptions::default(), Identity::new());
-    let mut a = connect_in_memory(declared.service_for(&harness_conn()))
-        .await
-        .expect("connect");
-    let mut b = connect_in_memory(hand.service_for(&harness_conn()))
-        .await
-        .expect("connect");
+    let (mut a, mut b) = connect_twins(origin.addr()).await.expect("connect");
     for path in ["/healthz", "/api/x", "/"] {
         // Alternate, so both see the same state of the shared origin and allocator.
         let a1 = allocations_per_request(&mut a, path, 200).await;
