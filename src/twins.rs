@@ -139,7 +139,7 @@ impl ProxyHttp for HandWrittenTwin {
     }
 
     async fn upstream_peer(&self, session: &mut Session, ctx: &mut Self::Ctx) -> Result<HttpPeer> {
-        self.router.upstream_peer(session, ctx)
+        self.router.upstream_peer(session, ctx).await
     }
 
     async fn upstream_request_filter(

@@ -67,7 +67,11 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
         || p.routes
             .iter()
             .any(|r| r.edits.iter().any(|e| e.side == EditSide::Response));
-    let any_retries = p.upstreams.iter().any(|u| u.retries > 0);
+    // fail_to_connect also records connect failures for passive health.
+    let any_retries = p
+        .upstreams
+        .iter()
+        .any(|u| u.retries > 0 || !u.passive.is_empty());
 
     let phases = expand_phases(
         p,
@@ -154,9 +158,10 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
                 #rt::cli::run(cli, |cli| {
                     let mut proxy = Self::new();
                     cli.apply_upstreams(proxy.router_mut())?;
+                    let checkers = proxy.router().health_checkers();
                     let mut service = proxy.service();
                     cli.apply_listeners(&mut service);
-                    ::std::result::Result::Ok(service)
+                    ::std::result::Result::Ok((service, checkers))
                 })
             }
         }
@@ -220,10 +225,95 @@ fn expand_group(up: &Upstream) -> TokenStream {
             let weight = peer.weight_value;
             Some(quote!(#rt::lb::Backend::weighted(#addr, #weight)))
         });
-    let strategy = match up.select.first().map(|s| s.to_string()).as_deref() {
-        Some("random") => quote!(#rt::lb::Strategy::random()),
-        _ => quote!(#rt::lb::Strategy::round_robin()),
+    let select = up.select.first();
+    let strategy = match select.map(|s| s.name.to_string()).as_deref() {
+        Some("random") => quote!(#rt::lb::Strategy::Random),
+        Some("least_conn") => quote!(#rt::lb::Strategy::LeastConnections),
+        Some("consistent_hash") => quote!(#rt::lb::Strategy::ConsistentHash),
+        Some("hash") => quote!(#rt::lb::Strategy::Hash),
+        _ => quote!(#rt::lb::Strategy::RoundRobin),
     };
+    let key = match select.and_then(|s| s.key.as_ref()) {
+        None => quote!(#rt::upstream::RequestKey::None),
+        Some(k) => match (k.kind.to_string().as_str(), &k.arg) {
+            ("header", Some(name)) => {
+                let name = name.value().to_ascii_lowercase();
+                quote!(#rt::upstream::RequestKey::Header(#rt::HeaderName::from_static(#name)))
+            }
+            ("cookie", Some(name)) => {
+                quote!(#rt::upstream::RequestKey::Cookie(::std::string::String::from(#name)))
+            }
+            ("path", _) => quote!(#rt::upstream::RequestKey::Path),
+            _ => quote!(#rt::upstream::RequestKey::ClientIp),
+        },
+    };
+    let health = up.health.first().map(|h| {
+        let option = |name: &str| h.options.iter().find(|(o, _)| o == name).map(|(_, v)| v);
+        let duration_of = |name: &str, default_ms: u64| match option(name) {
+            Some(HealthValue::Duration(d)) => {
+                duration(d.value().unwrap_or(Duration::from_millis(default_ms)))
+            }
+            _ => duration(Duration::from_millis(default_ms)),
+        };
+        let count_of = |name: &str, default: u32| match option(name) {
+            Some(HealthValue::Count(n)) => n.base10_parse::<u32>().unwrap_or(default),
+            _ => default,
+        };
+        let (interval, timeout) = (duration_of("every", 5_000), duration_of("timeout", 2_000));
+        let (rise, fall) = (count_of("rise", 2), count_of("fall", 3));
+        let kind = match &h.path {
+            None => quote!(#rt::upstream::HealthKind::Tcp),
+            Some(path) => {
+                let host = match option("host") {
+                    Some(HealthValue::Text(t)) => {
+                        quote!(::std::option::Option::Some(::std::string::String::from(#t)))
+                    }
+                    _ => quote!(::std::option::Option::None),
+                };
+                let (low, high) = match option("status") {
+                    Some(HealthValue::Status(low, high)) => {
+                        let lo = low.base10_parse::<u16>().unwrap_or(200);
+                        (
+                            lo,
+                            high.as_ref()
+                                .map_or(lo, |h| h.base10_parse::<u16>().unwrap_or(lo)),
+                        )
+                    }
+                    _ => (200u16, 399u16),
+                };
+                quote!(#rt::upstream::HealthKind::Http {
+                    path: ::std::string::String::from(#path),
+                    host: #host,
+                    status: #low..=#high,
+                })
+            }
+        };
+        quote!(.with_health_check(#rt::upstream::HealthCheck {
+            kind: #kind,
+            interval: #interval,
+            timeout: #timeout,
+            rise: #rise,
+            fall: #fall,
+        }))
+    });
+    let passive = up.passive.first().map(|p| {
+        let failures = p.failures.base10_parse::<u32>().unwrap_or(3);
+        let eject = duration(p.eject.value().unwrap_or(Duration::from_secs(10)));
+        quote!(.with_passive_health(#rt::upstream::PassiveHealth {
+            failures: #failures,
+            eject_for: #eject,
+        }))
+    });
+    let fail_open = !up.fail_open.is_empty();
+    let backoff = up
+        .retry
+        .first()
+        .and_then(|(_, _, b)| b.as_ref())
+        .and_then(|b| b.value().ok())
+        .map(|d| {
+            let d = duration(d);
+            quote!(.with_retry_backoff(#d))
+        });
     let timeouts = up.timeouts.iter().filter_map(|t| {
         let field = Ident::new(&t.key.to_string(), Span::call_site());
         let value = duration(t.duration?);
@@ -241,6 +331,11 @@ fn expand_group(up: &Upstream) -> TokenStream {
             ..::core::default::Default::default()
         })
         .with_retries(#retries)
+        .with_key(#key)
+        .with_fail_open(#fail_open)
+        #backoff
+        #health
+        #passive
     }
 }
 
@@ -581,6 +676,7 @@ fn expand_phases(
     response_edits: bool,
     retries: bool,
 ) -> TokenStream {
+    let passive = p.upstreams.iter().any(|u| !u.passive.is_empty());
     let rt = rt();
     let user_peer = p.phases.iter().any(|d| d.phase == Phase::UpstreamPeer);
     let mut out = TokenStream::new();
@@ -610,7 +706,15 @@ fn expand_phases(
                     user.unwrap_or(quote!(::std::result::Result::Ok(#rt::proxy::Flow::Continue)));
                 quote!(#route #rest)
             }
-            Phase::UpstreamPeer => user.unwrap_or(quote!(self.router.upstream_peer(#s, #c))),
+            Phase::UpstreamPeer => user.unwrap_or(quote!(self.router.upstream_peer(#s, #c).await)),
+            Phase::Logging => {
+                if !passive && user.is_none() {
+                    continue;
+                }
+                let record = passive.then(|| quote!(self.router.logging(#s, #x, #c);));
+                let rest = user.unwrap_or_default();
+                quote!(#record #rest)
+            }
             Phase::UpstreamRequestFilter | Phase::ResponseFilter => {
                 let edits = if phase == Phase::ResponseFilter {
                     response_edits

@@ -39,13 +39,52 @@ pub struct Listen {
 pub struct Upstream {
     pub name: Ident,
     pub peers: Option<(Ident, Vec<Peer>)>,
-    pub select: Vec<Ident>,
+    pub select: Vec<SelectDecl>,
     pub timeouts: Vec<TimeoutDecl>,
-    pub retry: Vec<(Ident, LitInt)>,
+    pub retry: Vec<(Ident, LitInt, Option<DurationLit>)>,
+    pub health: Vec<HealthDecl>,
+    pub passive: Vec<PassiveDecl>,
+    pub fail_open: Vec<Ident>,
     /// Checked retry count.
     pub retries: u32,
     /// Whether parsing its block failed somewhere (then "no peers" would be noise).
     pub had_errors: bool,
+}
+
+/// `select STRATEGY;` or `select STRATEGY(KEY);`
+pub struct SelectDecl {
+    pub name: Ident,
+    pub key: Option<KeyDecl>,
+}
+
+/// What a key-based strategy hashes: `header "NAME"`, `cookie "NAME"`, `path`, `client_ip`.
+pub struct KeyDecl {
+    pub kind: Ident,
+    pub arg: Option<LitStr>,
+}
+
+/// `health tcp ...;` or `health http "/path" ...;`
+pub struct HealthDecl {
+    pub keyword: Ident,
+    pub kind: Ident,
+    pub path: Option<LitStr>,
+    pub options: Vec<(Ident, HealthValue)>,
+}
+
+/// The value of one `health` option.
+pub enum HealthValue {
+    Duration(DurationLit),
+    Count(LitInt),
+    Text(LitStr),
+    /// `status N` or `status LOW..=HIGH`.
+    Status(LitInt, Option<LitInt>),
+}
+
+/// `passive failures N eject DURATION;`
+pub struct PassiveDecl {
+    pub keyword: Ident,
+    pub failures: LitInt,
+    pub eject: DurationLit,
 }
 
 /// One entry of `peers [...]`.
@@ -75,6 +114,32 @@ impl DurationLit {
             DurationLit::Int(l) => l.span(),
             DurationLit::Float(l) => l.span(),
         }
+    }
+
+    /// The duration, or what is wrong with the literal.
+    pub fn value(&self) -> Result<Duration, String> {
+        let (digits, suffix) = match self {
+            DurationLit::Int(l) => (l.base10_digits().to_owned(), l.suffix().to_owned()),
+            DurationLit::Float(l) => (l.base10_digits().to_owned(), l.suffix().to_owned()),
+        };
+        let unit = match suffix.as_str() {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => {
+                return Err(format!(
+                    "invalid duration `{digits}{suffix}`: write a number with a unit, ms, s, m or h (e.g. `500ms`, `30s`)"
+                ))
+            }
+        };
+        let seconds = digits.parse::<f64>().unwrap_or(0.0) * unit;
+        if !(0.001..=7.0 * 24.0 * 3600.0).contains(&seconds) {
+            return Err(format!(
+                "duration `{digits}{suffix}` is out of range: use at least 1ms and at most 7 days (a timeout of 0 would never let a request through)"
+            ));
+        }
+        Ok(Duration::from_secs_f64(seconds))
     }
 }
 

@@ -37,7 +37,15 @@ pub const ITEMS: &[&str] = &[
     "response_filter",
     "logging",
 ];
-const UPSTREAM_KEYS: &[&str] = &["peers", "select", "timeout", "retry"];
+const UPSTREAM_KEYS: &[&str] = &[
+    "peers",
+    "select",
+    "timeout",
+    "retry",
+    "health",
+    "passive",
+    "fail_open",
+];
 const MATCHERS: &[&str] = &["host", "path", "method"];
 const TARGETS: &[&str] = &["upstream", "respond", "redirect"];
 const EDITS: &[&str] = &[
@@ -226,6 +234,9 @@ fn parse_upstream(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Up
         select: Vec::new(),
         timeouts: Vec::new(),
         retry: Vec::new(),
+        health: Vec::new(),
+        passive: Vec::new(),
+        fail_open: Vec::new(),
         retries: 0,
         had_errors: false,
     };
@@ -267,9 +278,101 @@ fn parse_upstream(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Up
                     peer_lists.push((key, peers));
                 }
                 "select" => {
-                    let strategy = Ident::parse_any(&content)?;
+                    let name = Ident::parse_any(&content)?;
+                    let key = if content.peek(syn::token::Paren) {
+                        let inner;
+                        parenthesized!(inner in content);
+                        let kind = Ident::parse_any(&inner)?;
+                        let arg = if inner.peek(LitStr) {
+                            Some(inner.parse()?)
+                        } else {
+                            None
+                        };
+                        if !inner.is_empty() {
+                            return Err(inner.error(
+                                "a key is `header \"NAME\"`, `cookie \"NAME\"`, `path` or `client_ip`",
+                            ));
+                        }
+                        Some(KeyDecl { kind, arg })
+                    } else {
+                        None
+                    };
                     semi(&content, "select")?;
-                    up.select.push(strategy);
+                    up.select.push(SelectDecl { name, key });
+                }
+                "health" => {
+                    let kind = Ident::parse_any(&content)?;
+                    let path = if content.peek(LitStr) {
+                        Some(content.parse()?)
+                    } else {
+                        None
+                    };
+                    let mut options = Vec::new();
+                    while !content.peek(Token![;]) && !content.is_empty() {
+                        let option = Ident::parse_any(&content)?;
+                        let value = if content.peek(LitStr) {
+                            HealthValue::Text(content.parse()?)
+                        } else if content.peek(syn::LitFloat)
+                            || (content.peek(LitInt) && {
+                                let fork = content.fork();
+                                fork.parse::<LitInt>()
+                                    .map(|l| !l.suffix().is_empty())
+                                    .unwrap_or(false)
+                            })
+                        {
+                            HealthValue::Duration(if content.peek(LitInt) {
+                                DurationLit::Int(content.parse()?)
+                            } else {
+                                DurationLit::Float(content.parse()?)
+                            })
+                        } else {
+                            let low: LitInt = content.parse()?;
+                            if content.peek(Token![..=]) {
+                                content.parse::<Token![..=]>()?;
+                                HealthValue::Status(low, Some(content.parse()?))
+                            } else if option == "status" {
+                                HealthValue::Status(low, None)
+                            } else {
+                                HealthValue::Count(low)
+                            }
+                        };
+                        options.push((option, value));
+                    }
+                    semi(&content, "health")?;
+                    up.health.push(HealthDecl {
+                        keyword: key,
+                        kind,
+                        path,
+                        options,
+                    });
+                }
+                "passive" => {
+                    let w = Ident::parse_any(&content)?;
+                    if w != "failures" {
+                        return Err(syn::Error::new(
+                            w.span(),
+                            "write `passive failures N eject DURATION;`",
+                        ));
+                    }
+                    let failures: LitInt = content.parse()?;
+                    let e = Ident::parse_any(&content)?;
+                    if e != "eject" {
+                        return Err(syn::Error::new(
+                            e.span(),
+                            "write `passive failures N eject DURATION;`",
+                        ));
+                    }
+                    let eject = parse_duration_lit(&content)?;
+                    semi(&content, "passive")?;
+                    up.passive.push(PassiveDecl {
+                        keyword: key,
+                        failures,
+                        eject,
+                    });
+                }
+                "fail_open" => {
+                    semi(&content, "fail_open")?;
+                    up.fail_open.push(key);
                 }
                 "timeout" => {
                     let list = parse_timeouts(&content)?;
@@ -278,8 +381,22 @@ fn parse_upstream(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Up
                 }
                 "retry" => {
                     let n: LitInt = content.parse()?;
+                    let backoff = if content.peek(Ident) {
+                        let b = Ident::parse_any(&content)?;
+                        if b != "backoff" {
+                            return Err(syn::Error::new(
+                                b.span(),
+                                format!(
+                                    "unknown retry option `{b}`: write `retry N backoff DURATION;`"
+                                ),
+                            ));
+                        }
+                        Some(parse_duration_lit(&content)?)
+                    } else {
+                        None
+                    };
                     semi(&content, "retry")?;
-                    up.retry.push((key, n));
+                    up.retry.push((key, n, backoff));
                 }
                 w => {
                     return Err(syn::Error::new(
@@ -307,17 +424,21 @@ fn parse_upstream(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Up
     Ok(up)
 }
 
+fn parse_duration_lit(input: ParseStream<'_>) -> syn::Result<DurationLit> {
+    if input.peek(LitInt) {
+        Ok(DurationLit::Int(input.parse()?))
+    } else if input.peek(syn::LitFloat) {
+        Ok(DurationLit::Float(input.parse()?))
+    } else {
+        Err(input.error("expected a duration such as `30s` or `500ms`"))
+    }
+}
+
 fn parse_timeouts(input: ParseStream<'_>) -> syn::Result<Vec<TimeoutDecl>> {
     let mut list = Vec::new();
     loop {
         let key = Ident::parse_any(input)?;
-        let value = if input.peek(LitInt) {
-            DurationLit::Int(input.parse()?)
-        } else if input.peek(syn::LitFloat) {
-            DurationLit::Float(input.parse()?)
-        } else {
-            return Err(input.error("expected a duration such as `30s` or `500ms`"));
-        };
+        let value = parse_duration_lit(input)?;
         list.push(TimeoutDecl {
             key,
             value,

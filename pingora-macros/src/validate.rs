@@ -12,7 +12,16 @@ use crate::diagnostic::{closest, hint, Errors};
 use crate::model::*;
 use crate::phase::Phase;
 
-const STRATEGIES: &[&str] = &["round_robin", "random"];
+const STRATEGIES: &[&str] = &[
+    "round_robin",
+    "random",
+    "least_conn",
+    "consistent_hash",
+    "hash",
+];
+const KEYED_STRATEGIES: &[&str] = &["consistent_hash", "hash"];
+const KEYS: &[&str] = &["header", "cookie", "path", "client_ip"];
+const HEALTH_OPTIONS: &[&str] = &["every", "timeout", "rise", "fall", "host", "status"];
 const PEER_TIMEOUTS: &[&str] = &["connect", "read", "write", "idle"];
 const CLIENT_TIMEOUTS: &[&str] = &["header_read", "body_read", "write"];
 const METHODS: &[&str] = &[
@@ -215,7 +224,8 @@ fn validate_upstream(up: &mut Upstream, errors: &mut Errors) {
             }
         }
     }
-    for (i, strategy) in up.select.iter().enumerate() {
+    for (i, select) in up.select.iter().enumerate() {
+        let strategy = &select.name;
         if i > 0 {
             errors.at(
                 strategy.span(),
@@ -228,10 +238,24 @@ fn validate_upstream(up: &mut Upstream, errors: &mut Errors) {
                 strategy.span(),
                 format!("unknown selection strategy `{s}`: {}", hint(&s, STRATEGIES)),
             );
+            continue;
+        }
+        let keyed = KEYED_STRATEGIES.contains(&s.as_str());
+        match (&select.key, keyed) {
+            (None, true) => errors.at(
+                strategy.span(),
+                format!("`{s}` needs a key to hash: `{s}(header \"x-user\")`, `{s}(cookie \"session\")`, `{s}(path)` or `{s}(client_ip)`"),
+            ),
+            (Some(key), false) => errors.at(
+                key.kind.span(),
+                format!("`{s}` takes no key: only consistent_hash(...) and hash(...) do"),
+            ),
+            (Some(key), true) => check_key(key, errors),
+            (None, false) => {}
         }
     }
     check_timeouts(&mut up.timeouts, PEER_TIMEOUTS, "upstream timeout", errors);
-    for (i, (keyword, n)) in up.retry.iter().enumerate() {
+    for (i, (keyword, n, backoff)) in up.retry.iter().enumerate() {
         if i > 0 {
             errors.at(
                 keyword.span(),
@@ -244,6 +268,167 @@ fn validate_upstream(up: &mut Upstream, errors: &mut Errors) {
                 n.span(),
                 format!("retry takes a count from 0 to {MAX_RETRIES} (tries on other peers after a failed connect)"),
             ),
+        }
+        if let Some(b) = backoff {
+            check_duration(b, errors);
+        }
+    }
+    for (i, health) in up.health.iter().enumerate() {
+        if i > 0 {
+            errors.at(
+                health.keyword.span(),
+                "`health` is given twice in this upstream: one check per upstream",
+            );
+        }
+        check_health(health, errors);
+    }
+    for (i, passive) in up.passive.iter().enumerate() {
+        if i > 0 {
+            errors.at(
+                passive.keyword.span(),
+                "`passive` is given twice in this upstream: keep one",
+            );
+        }
+        match passive.failures.base10_parse::<u32>() {
+            Ok(1..=100) => {}
+            _ => errors.at(
+                passive.failures.span(),
+                "passive failures takes a count from 1 to 100 (failed requests in a row that eject a peer)",
+            ),
+        }
+        check_duration(&passive.eject, errors);
+    }
+    for keyword in up.fail_open.iter().skip(1) {
+        errors.at(
+            keyword.span(),
+            "`fail_open` is given twice in this upstream",
+        );
+    }
+}
+
+fn check_key(key: &KeyDecl, errors: &mut Errors) {
+    let kind = key.kind.to_string();
+    match (kind.as_str(), &key.arg) {
+        ("header", Some(name)) => {
+            if http::header::HeaderName::from_bytes(name.value().as_bytes()).is_err() {
+                errors.at(
+                    name.span(),
+                    format!("invalid header name \"{}\"", name.value()),
+                );
+            }
+        }
+        ("cookie", Some(name)) => {
+            let n = name.value();
+            if n.is_empty()
+                || n.bytes()
+                    .any(|b| b.is_ascii_whitespace() || b == b'=' || b == b';')
+            {
+                errors.at(name.span(), format!("invalid cookie name \"{n}\""));
+            }
+        }
+        ("header" | "cookie", None) => errors.at(
+            key.kind.span(),
+            format!("`{kind}` needs a name: `{kind}(\"NAME\")` is written `{kind} \"NAME\"`"),
+        ),
+        ("path" | "client_ip", None) => {}
+        ("path" | "client_ip", Some(arg)) => {
+            errors.at(arg.span(), format!("`{kind}` takes no name"))
+        }
+        (other, _) => errors.at(
+            key.kind.span(),
+            format!("unknown key `{other}`: {}", hint(other, KEYS)),
+        ),
+    }
+}
+
+fn check_health(health: &HealthDecl, errors: &mut Errors) {
+    let kind = health.kind.to_string();
+    match (kind.as_str(), &health.path) {
+        ("tcp", None) => {}
+        ("tcp", Some(path)) => errors.at(path.span(), "a tcp check takes no path"),
+        ("http", None) => errors.at(
+            health.kind.span(),
+            "an http check needs a path: `health http \"/health\" every 5s;`",
+        ),
+        ("http", Some(path)) => {
+            let p = path.value();
+            if !p.starts_with('/') || p.bytes().any(|b| b.is_ascii_whitespace()) {
+                errors.at(
+                    path.span(),
+                    format!("invalid health check path \"{p}\": e.g. \"/health\""),
+                );
+            }
+        }
+        (other, _) => {
+            errors.at(
+                health.kind.span(),
+                format!(
+                    "unknown health check `{other}`: {}",
+                    hint(other, &["tcp", "http"])
+                ),
+            );
+            return;
+        }
+    }
+    let mut seen = HashSet::new();
+    let (mut every, mut timeout) = (None, None);
+    for (option, value) in &health.options {
+        let name = option.to_string();
+        if !seen.insert(name.clone()) {
+            errors.at(
+                option.span(),
+                format!("`{name}` is given twice in this check"),
+            );
+        }
+        match (name.as_str(), value) {
+            ("every", HealthValue::Duration(d)) => every = check_duration(d, errors),
+            ("timeout", HealthValue::Duration(d)) => timeout = check_duration(d, errors),
+            ("rise" | "fall", HealthValue::Count(n)) => {
+                if !matches!(n.base10_parse::<u32>(), Ok(1..=100)) {
+                    errors.at(n.span(), format!("`{name}` takes a count from 1 to 100"));
+                }
+            }
+            ("host", HealthValue::Text(h)) if kind == "http" => {
+                if !valid_header_value(&h.value()) || h.value().is_empty() {
+                    errors.at(h.span(), "invalid Host for the check");
+                }
+            }
+            ("status", HealthValue::Status(low, high)) if kind == "http" => {
+                let lo = low.base10_parse::<u16>().ok();
+                let hi = high.as_ref().map_or(lo, |h| h.base10_parse::<u16>().ok());
+                match (lo, hi) {
+                    (Some(lo), Some(hi)) if (100..=599).contains(&lo) && (lo..=599).contains(&hi) => {}
+                    _ => errors.at(
+                        low.span(),
+                        "status takes a code or an inclusive range of codes from 100 to 599, e.g. `status 200..=299`",
+                    ),
+                }
+            }
+            ("every" | "timeout" | "rise" | "fall" | "host" | "status", _) => errors.at(
+                option.span(),
+                match name.as_str() {
+                    "every" | "timeout" => format!("`{name}` takes a duration, e.g. `{name} 2s`"),
+                    "rise" | "fall" => format!("`{name}` takes a count, e.g. `{name} 3`"),
+                    _ if kind == "tcp" => format!("`{name}` applies to http checks only"),
+                    "host" => "`host` takes a string, e.g. `host \"api.local\"`".to_owned(),
+                    _ => "`status` takes a code or a range, e.g. `status 200..=299`".to_owned(),
+                },
+            ),
+            (other, _) => errors.at(
+                option.span(),
+                format!(
+                    "unknown health check option `{other}`: {}",
+                    hint(other, HEALTH_OPTIONS)
+                ),
+            ),
+        }
+    }
+    if let (Some(every), Some(timeout)) = (every, timeout) {
+        if timeout > every {
+            errors.at(
+                health.keyword.span(),
+                "the check's timeout is longer than its interval: checks would overlap",
+            );
         }
     }
 }
@@ -269,34 +454,7 @@ fn check_timeouts(list: &mut [TimeoutDecl], keys: &[&str], what: &str, errors: &
 
 /// `500ms`, `30s`, `1.5s`, `2m`, `1h`: a positive number with a unit suffix.
 fn check_duration(lit: &DurationLit, errors: &mut Errors) -> Option<Duration> {
-    let (digits, suffix) = match lit {
-        DurationLit::Int(l) => (l.base10_digits().to_owned(), l.suffix().to_owned()),
-        DurationLit::Float(l) => (l.base10_digits().to_owned(), l.suffix().to_owned()),
-    };
-    let unit = match suffix.as_str() {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => {
-            errors.at(
-                lit.span(),
-                format!(
-                    "invalid duration `{digits}{suffix}`: write a number with a unit, ms, s, m or h (e.g. `500ms`, `30s`)"
-                ),
-            );
-            return None;
-        }
-    };
-    let seconds = digits.parse::<f64>().unwrap_or(0.0) * unit;
-    if !(0.001..=7.0 * 24.0 * 3600.0).contains(&seconds) {
-        errors.at(
-            lit.span(),
-            format!("duration `{digits}{suffix}` is out of range: use at least 1ms and at most 7 days (a timeout of 0 would never let a request through)"),
-        );
-        return None;
-    }
-    Some(Duration::from_secs_f64(seconds))
+    lit.value().map_err(|e| errors.at(lit.span(), e)).ok()
 }
 
 /// Parses an `IP:port` literal, explaining what is wrong with a bad one.

@@ -12,7 +12,8 @@ use crate::lb::Backend;
 use crate::listen::resolve;
 use crate::proxy::{ProxyHttp, ProxyLayer, ProxyPipeline};
 use crate::route::Router;
-use crate::server::{RuntimeFlavor, Server, ServerConf};
+use crate::server::{background_service, RuntimeFlavor, Server, ServerConf};
+use crate::upstream::HealthChecker;
 
 /// Command-line flags every declared proxy accepts. Declared values are the defaults; a
 /// flag given replaces them.
@@ -121,14 +122,17 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// A whole `main`: logs, builds the service with `build` (which applies `cli`'s
-/// overrides), binds, prints where it listens, and serves until SIGINT/SIGTERM. Errors go
-/// to stderr with exit code 1.
+/// What a declared proxy runs: its listening service and its health checks.
+pub type Services<P, L> = (HttpService<ProxyPipeline<P, L>>, Vec<HealthChecker>);
+
+/// A whole `main`: logs, builds the service and health checks with `build` (which applies
+/// `cli`'s overrides), binds, prints where it listens, and serves until SIGINT/SIGTERM.
+/// Errors go to stderr with exit code 1.
 pub fn run<P, L, F>(cli: ProxyCli, build: F) -> ExitCode
 where
     P: ProxyHttp,
     L: ProxyLayer<P>,
-    F: FnOnce(&ProxyCli) -> io::Result<HttpService<ProxyPipeline<P, L>>>,
+    F: FnOnce(&ProxyCli) -> io::Result<Services<P, L>>,
 {
     init_logging();
     match serve(cli, build) {
@@ -144,9 +148,9 @@ fn serve<P, L, F>(cli: ProxyCli, build: F) -> io::Result<()>
 where
     P: ProxyHttp,
     L: ProxyLayer<P>,
-    F: FnOnce(&ProxyCli) -> io::Result<HttpService<ProxyPipeline<P, L>>>,
+    F: FnOnce(&ProxyCli) -> io::Result<Services<P, L>>,
 {
-    let mut service = build(&cli)?;
+    let (mut service, checkers) = build(&cli)?;
     service.bind()?;
     for addr in service.local_addrs() {
         println!(
@@ -155,6 +159,12 @@ where
         );
     }
     let mut server = Server::new(cli.server_conf());
+    for checker in checkers {
+        let name = format!("health check of {}", checker.group());
+        server.add_service(background_service(name, move |shutdown| {
+            checker.run(shutdown)
+        }));
+    }
     server.add_service(service);
     server.run_until_signal()
 }

@@ -12,7 +12,10 @@ use http::{HeaderMap, Method, Response, StatusCode};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::proxy::{Flow, RequestHeader, ResponseHeader, Session};
-use crate::upstream::{HttpPeer, UpstreamGroup};
+use std::sync::Arc;
+
+use crate::lb::{InFlight, Peer};
+use crate::upstream::{HealthChecker, HttpPeer, UpstreamGroup};
 
 /// A host a route matches: one name, or every subdomain of one (`*.example.com`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -174,10 +177,12 @@ impl Route {
     }
 }
 
-/// Per-request state of a routed proxy: the matched route, and the user's own context.
+/// Per-request state of a routed proxy: the matched route, the peer in use (counted in
+/// flight until the request ends), and the user's own context.
 #[derive(Debug, Default)]
 pub struct RouteCtx<C> {
     route: Option<usize>,
+    peer: Option<InFlight>,
     /// The user's per-request context (`ctx Type;` in `proxy!`).
     pub user: C,
 }
@@ -185,12 +190,21 @@ pub struct RouteCtx<C> {
 impl<C> RouteCtx<C> {
     /// A context with no route matched yet around the user's `user`.
     pub fn new(user: C) -> Self {
-        RouteCtx { route: None, user }
+        RouteCtx {
+            route: None,
+            peer: None,
+            user,
+        }
     }
 
     /// Index of the matched route, once `request_filter` ran.
     pub fn route(&self) -> Option<usize> {
         self.route
+    }
+
+    /// The peer the request was last sent to.
+    pub fn peer(&self) -> Option<&Arc<Peer>> {
+        self.peer.as_ref().map(InFlight::peer)
     }
 }
 
@@ -238,6 +252,11 @@ impl Router {
     /// The upstream groups.
     pub fn groups(&self) -> &[UpstreamGroup] {
         &self.groups
+    }
+
+    /// The group called `name`.
+    pub fn group(&self, name: &str) -> Option<&UpstreamGroup> {
+        self.groups.iter().find(|g| g.name() == name)
     }
 
     /// The group called `name`, to change its peers or timeouts.
@@ -299,21 +318,28 @@ impl Router {
     }
 
     /// The group the matched route forwards to.
-    fn group<C>(&self, ctx: &RouteCtx<C>) -> Option<&UpstreamGroup> {
+    fn routed_group<C>(&self, ctx: &RouteCtx<C>) -> Option<&UpstreamGroup> {
         match self.routes.get(ctx.route?)?.action {
             RouteAction::Upstream(g) => self.groups.get(g),
             _ => None,
         }
     }
 
-    /// For `upstream_peer`: the next peer of the matched route's group (503 if none).
-    pub fn upstream_peer<C>(&self, _session: &Session, ctx: &RouteCtx<C>) -> Result<HttpPeer> {
-        self.group(ctx)
-            .ok_or(Error::new(
-                ErrorKind::NoPeer,
-                "no upstream group for this request",
-            ))?
-            .peer(b"")
+    /// For `upstream_peer`: the next available peer of the matched route's group (503 if
+    /// none), avoiding the one a retry comes from; counts the request in flight there.
+    pub async fn upstream_peer<C>(
+        &self,
+        session: &Session,
+        ctx: &mut RouteCtx<C>,
+    ) -> Result<HttpPeer> {
+        let group = self.routed_group(ctx).ok_or(Error::new(
+            ErrorKind::NoPeer,
+            "no upstream group for this request",
+        ))?;
+        let previous = ctx.peer().map(|p| p.addr());
+        let (peer, in_flight) = group.peer(session, previous).await?;
+        ctx.peer = Some(in_flight);
+        Ok(peer)
     }
 
     /// For `upstream_request_filter`: applies the request header edits.
@@ -336,12 +362,40 @@ impl Router {
         ctx: &RouteCtx<C>,
         mut error: Error,
     ) -> Error {
-        if let Some(group) = self.group(ctx) {
+        if let Some(group) = self.routed_group(ctx) {
+            if let Some(peer) = ctx.peer() {
+                group.record_outcome(peer, Some(&error));
+            }
             if session.retries() < group.retries() {
                 error.set_retry(true);
             }
         }
         error
+    }
+
+    /// For `logging`: records how the request ended for the peer's passive health (a
+    /// failed connect was recorded by `fail_to_connect` already).
+    pub fn logging<C>(&self, session: &Session, error: Option<&Error>, ctx: &RouteCtx<C>) {
+        let (Some(group), Some(peer)) = (self.routed_group(ctx), ctx.peer()) else {
+            return;
+        };
+        if error.is_some_and(Error::is_connect_failure) || !session.was_forwarded() {
+            return;
+        }
+        group.record_outcome(peer, error);
+    }
+
+    /// Whether any group ejects peers after failed requests (then `logging` must report).
+    pub fn has_passive_health(&self) -> bool {
+        self.groups.iter().any(|g| g.passive_health().is_some())
+    }
+
+    /// The active health checks of every group, to run as background services.
+    pub fn health_checkers(&self) -> Vec<HealthChecker> {
+        self.groups
+            .iter()
+            .filter_map(UpstreamGroup::health_checker)
+            .collect()
     }
 }
 

@@ -1,32 +1,146 @@
-//! [`UpstreamGroup`]: a named pool of weighted peers with a strategy, timeouts and a retry
-//! budget — what a `proxy!` `upstream NAME { ... }` block declares.
+//! [`UpstreamGroup`]: a named pool of weighted peers with a strategy, timeouts, a retry
+//! budget, health checks and passive ejection — what a `proxy!` `upstream NAME { ... }`
+//! block declares.
+//!
+//! The peer list sits behind an atomic pointer: replacing it (command line, discovery)
+//! never blocks a request, requests in flight keep the list they started with, and peers
+//! that remain keep their health and in-flight counts.
+
+use std::borrow::Cow;
+use std::net::SocketAddr;
+use std::ops::RangeInclusive;
+use std::sync::Arc;
+use std::time::Duration;
+
+use arc_swap::ArcSwap;
+use http::header::{HeaderName, COOKIE};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::lb::{Backend, Selection, Strategy};
+use crate::lb::{Backend, InFlight, LoadBalancer, Peer, Strategy};
+use crate::proxy::Session;
+use crate::server::ShutdownWatch;
 use crate::upstream::{HttpPeer, PeerTimeouts};
 
-/// A named pool of peers. [`peer`](UpstreamGroup::peer) picks the next one with the
-/// group's strategy and stamps the group's timeouts on it.
+/// What part of a request key-based strategies (consistent hash, hash) hash.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum RequestKey {
+    /// Nothing: every request has the same (empty) key.
+    #[default]
+    None,
+    /// The value of a request header (empty if absent).
+    Header(HeaderName),
+    /// The value of a cookie (empty if absent).
+    Cookie(String),
+    /// The request path.
+    Path,
+    /// The client's IP address.
+    ClientIp,
+}
+
+impl RequestKey {
+    /// The key of the request in `session`.
+    pub fn extract<'a>(&self, session: &'a Session) -> Cow<'a, [u8]> {
+        match self {
+            RequestKey::None => Cow::Borrowed(&[]),
+            RequestKey::Header(name) => Cow::Borrowed(
+                session
+                    .headers()
+                    .get(name)
+                    .map_or(&[][..], |v| v.as_bytes()),
+            ),
+            RequestKey::Cookie(name) => Cow::Borrowed(cookie(session, name).unwrap_or(&[])),
+            RequestKey::Path => Cow::Borrowed(session.path().as_bytes()),
+            RequestKey::ClientIp => Cow::Owned(match session.client_addr().ip() {
+                std::net::IpAddr::V4(ip) => ip.octets().to_vec(),
+                std::net::IpAddr::V6(ip) => ip.octets().to_vec(),
+            }),
+        }
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(session: &'a Session, name: &str) -> Option<&'a [u8]> {
+    session.headers().get_all(COOKIE).iter().find_map(|value| {
+        value.as_bytes().split(|&b| b == b';').find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let (k, v) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
+            (k == name.as_bytes()).then(|| &v[1..])
+        })
+    })
+}
+
+/// How an active health check probes a peer.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HealthKind {
+    /// A TCP connect succeeds.
+    Tcp,
+    /// `GET path` answers with a status in `status`.
+    Http {
+        /// The path requested.
+        path: String,
+        /// The `Host` sent (default: the peer's address).
+        host: Option<String>,
+        /// Statuses that count as healthy.
+        status: RangeInclusive<u16>,
+    },
+}
+
+/// An active health check, run as a background service.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    /// The probe.
+    pub kind: HealthKind,
+    /// Time between two probes of a peer.
+    pub interval: Duration,
+    /// Time a probe may take.
+    pub timeout: Duration,
+    /// Consecutive successes that bring a down peer back.
+    pub rise: u32,
+    /// Consecutive failures that take a peer down.
+    pub fall: u32,
+}
+
+/// Passive health: a peer whose requests fail `failures` times in a row (connect errors,
+/// resets, timeouts, invalid responses) is ejected for `eject_for`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PassiveHealth {
+    /// Consecutive failures that eject the peer.
+    pub failures: u32,
+    /// How long an ejected peer is skipped.
+    pub eject_for: Duration,
+}
+
+/// A named pool of peers. [`peer`](UpstreamGroup::peer) picks the next available one with
+/// the group's strategy and stamps the group's timeouts on it.
 #[derive(Debug)]
 pub struct UpstreamGroup {
-    name: String,
-    backends: Vec<Backend>,
-    strategy: Strategy,
+    name: Arc<str>,
+    lb: Arc<ArcSwap<LoadBalancer>>,
     timeouts: PeerTimeouts,
     retries: u32,
+    retry_backoff: Duration,
+    key: RequestKey,
+    health: Option<HealthCheck>,
+    passive: Option<PassiveHealth>,
+    fail_open: bool,
 }
 
 impl UpstreamGroup {
     /// A group named `name` over `backends`, choosing with `strategy`, with default
-    /// timeouts and no retries. An empty group answers every request with 503.
-    pub fn new(name: impl Into<String>, backends: Vec<Backend>, mut strategy: Strategy) -> Self {
-        strategy.update(&backends);
+    /// timeouts, no retries and no health checks. An empty group answers 503.
+    pub fn new(name: impl Into<String>, backends: Vec<Backend>, strategy: Strategy) -> Self {
         UpstreamGroup {
-            name: name.into(),
-            backends,
-            strategy,
+            name: name.into().into(),
+            lb: Arc::new(ArcSwap::from_pointee(LoadBalancer::new(backends, strategy))),
             timeouts: PeerTimeouts::default(),
             retries: 0,
+            retry_backoff: Duration::ZERO,
+            key: RequestKey::None,
+            health: None,
+            passive: None,
+            fail_open: false,
         }
     }
 
@@ -42,14 +156,49 @@ impl UpstreamGroup {
         self
     }
 
+    /// Waits `backoff` times the retry number before each retry.
+    pub fn with_retry_backoff(mut self, backoff: Duration) -> Self {
+        self.retry_backoff = backoff;
+        self
+    }
+
+    /// Sets what key-based strategies hash.
+    pub fn with_key(mut self, key: RequestKey) -> Self {
+        self.key = key;
+        self
+    }
+
+    /// Adds an active health check (run by [`HealthChecker`]).
+    pub fn with_health_check(mut self, check: HealthCheck) -> Self {
+        self.health = Some(check);
+        self
+    }
+
+    /// Ejects peers after consecutive failed requests.
+    pub fn with_passive_health(mut self, passive: PassiveHealth) -> Self {
+        self.passive = Some(passive);
+        self
+    }
+
+    /// When no peer is available, use all of them rather than answer 503.
+    pub fn with_fail_open(mut self, fail_open: bool) -> Self {
+        self.fail_open = fail_open;
+        self
+    }
+
     /// The group's name.
     pub fn name(&self) -> &str {
         &self.name
     }
 
-    /// The peers, in declaration order.
-    pub fn backends(&self) -> &[Backend] {
-        &self.backends
+    /// The peers now, in declaration order.
+    pub fn backends(&self) -> Vec<Backend> {
+        self.lb.load().backends().to_vec()
+    }
+
+    /// The peers with their live state.
+    pub fn peers(&self) -> Vec<Arc<Peer>> {
+        self.lb.load().peers().to_vec()
     }
 
     /// The timeouts given to every peer.
@@ -62,10 +211,16 @@ impl UpstreamGroup {
         self.retries
     }
 
-    /// Replaces the peers (e.g. from a command-line override).
-    pub fn set_backends(&mut self, backends: Vec<Backend>) {
-        self.strategy.update(&backends);
-        self.backends = backends;
+    /// The passive health settings, if any.
+    pub fn passive_health(&self) -> Option<PassiveHealth> {
+        self.passive
+    }
+
+    /// Replaces the peers atomically (command line, discovery). Requests in flight are not
+    /// disturbed; peers that remain keep their state and pooled connections.
+    pub fn set_backends(&self, backends: Vec<Backend>) {
+        let next = self.lb.load().with_backends(backends);
+        self.lb.store(Arc::new(next));
     }
 
     /// Replaces the timeouts.
@@ -73,46 +228,228 @@ impl UpstreamGroup {
         self.timeouts = timeouts;
     }
 
-    /// The peer for the next request (`key` feeds key-based strategies). Errors with
-    /// [`ErrorKind::NoPeer`] (503) when the group is empty.
-    pub fn peer(&self, key: &[u8]) -> Result<HttpPeer> {
-        if self.backends.is_empty() {
-            return Err(Error::new(ErrorKind::NoPeer, "upstream group has no peers"));
+    /// The peer for the request in `session`, avoiding `exclude` (the peer a retry comes
+    /// from) when another is available, and a guard counting the request in flight there.
+    /// Errors with [`ErrorKind::NoPeer`] (503) when no peer is available and the group does
+    /// not fail open.
+    pub async fn peer(
+        &self,
+        session: &Session,
+        exclude: Option<SocketAddr>,
+    ) -> Result<(HttpPeer, InFlight)> {
+        if session.retries() > 0 && !self.retry_backoff.is_zero() {
+            tokio::time::sleep(self.retry_backoff * session.retries()).await;
         }
-        let i = self.strategy.pick(key, 0, &self.backends);
-        let backend = self
-            .backends
-            .get(i)
-            .ok_or(Error::new(ErrorKind::Internal, "strategy picked no peer"))?;
-        Ok(HttpPeer::new(backend.addr).with_timeouts(self.timeouts))
+        let lb = self.lb.load();
+        let key = if lb.strategy().uses_key() {
+            self.key.extract(session)
+        } else {
+            Cow::Borrowed(&[][..])
+        };
+        let tries = lb.peers().len() * 2 + 1;
+        let chosen = lb
+            .select_peer_where(&key, tries, |p| {
+                p.is_available() && Some(p.addr()) != exclude
+            })
+            .or_else(|| lb.select_peer(&key, tries))
+            .or_else(|| self.fail_open.then(|| lb.select_any(&key)).flatten());
+        let peer = chosen.ok_or_else(|| {
+            Error::new(
+                ErrorKind::NoPeer,
+                if lb.peers().is_empty() {
+                    "upstream group has no peers"
+                } else {
+                    "no healthy peer in the upstream group"
+                },
+            )
+        })?;
+        Ok((
+            HttpPeer::new(peer.addr()).with_timeouts(self.timeouts),
+            peer.start_request(),
+        ))
     }
+
+    /// Records how a request to `peer` ended, for passive health; logs an ejection.
+    pub fn record_outcome(&self, peer: &Peer, error: Option<&Error>) {
+        let Some(passive) = self.passive else { return };
+        match error.map(Error::kind) {
+            Some(
+                ErrorKind::ConnectRefused
+                | ErrorKind::ConnectTimeout
+                | ErrorKind::ReadTimeout
+                | ErrorKind::WriteTimeout
+                | ErrorKind::UpstreamClosed
+                | ErrorKind::InvalidResponse,
+            ) => {
+                if peer.record_failure(passive.failures, passive.eject_for) {
+                    tracing::warn!(
+                        group = %self.name,
+                        peer = %peer.addr(),
+                        failures = passive.failures,
+                        eject_for = ?passive.eject_for,
+                        "peer ejected after failed requests in a row"
+                    );
+                }
+            }
+            // Failures on the client's side or in filters say nothing about the peer.
+            Some(_) => {}
+            None => peer.record_success(),
+        }
+    }
+
+    /// The background task that runs this group's active health check, if it has one.
+    pub fn health_checker(&self) -> Option<HealthChecker> {
+        Some(HealthChecker {
+            group: self.name.clone(),
+            lb: self.lb.clone(),
+            check: self.health.clone()?,
+        })
+    }
+}
+
+/// Runs a group's active health check: probes every peer each interval and marks peers
+/// down after `fall` failures, back up after `rise` successes (logging both).
+pub struct HealthChecker {
+    group: Arc<str>,
+    lb: Arc<ArcSwap<LoadBalancer>>,
+    check: HealthCheck,
+}
+
+impl HealthChecker {
+    /// The group checked.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
+    /// Probes every peer once, concurrently, and applies the results.
+    pub async fn check_once(&self) {
+        let peers = self.lb.load().peers().to_vec();
+        let mut probes = tokio::task::JoinSet::new();
+        for peer in peers {
+            let check = self.check.clone();
+            probes.spawn(async move {
+                let ok = probe(&check, peer.addr()).await;
+                (peer, ok)
+            });
+        }
+        while let Some(result) = probes.join_next().await {
+            let Ok((peer, ok)) = result else { continue };
+            match peer.record_check(ok, self.check.rise, self.check.fall) {
+                Some(false) => tracing::warn!(
+                    group = %self.group,
+                    peer = %peer.addr(),
+                    "peer failed its health checks: marked down"
+                ),
+                Some(true) => tracing::info!(
+                    group = %self.group,
+                    peer = %peer.addr(),
+                    "peer passed its health checks: back in service"
+                ),
+                None => {}
+            }
+        }
+    }
+
+    /// Checks every interval until `shutdown`.
+    pub async fn run(self, mut shutdown: ShutdownWatch) {
+        loop {
+            self.check_once().await;
+            tokio::select! {
+                _ = tokio::time::sleep(self.check.interval) => {}
+                _ = shutdown.wait() => return,
+            }
+        }
+    }
+
+    /// Checks every interval, forever (for embedding; abort the task to stop).
+    pub async fn run_forever(self) {
+        loop {
+            self.check_once().await;
+            tokio::time::sleep(self.check.interval).await;
+        }
+    }
+}
+
+/// One probe of `addr`, bounded by the check's timeout.
+async fn probe(check: &HealthCheck, addr: SocketAddr) -> bool {
+    let attempt = async {
+        let mut stream = TcpStream::connect(addr).await.ok()?;
+        let HealthKind::Http { path, host, status } = &check.kind else {
+            return Some(true);
+        };
+        let host = host.clone().unwrap_or_else(|| addr.to_string());
+        let request = format!(
+            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: pingora-dsl-health-check\r\nConnection: close\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.ok()?;
+        let mut head = Vec::with_capacity(256);
+        let mut buf = [0u8; 256];
+        // The status line is all a check needs.
+        while !head.contains(&b'\n') && head.len() < 4096 {
+            let n = stream.read(&mut buf).await.ok()?;
+            if n == 0 {
+                break;
+            }
+            head.extend_from_slice(&buf[..n]);
+        }
+        let line = std::str::from_utf8(&head).ok()?.lines().next()?;
+        let mut parts = line.split(' ');
+        let version = parts.next()?;
+        let code: u16 = parts.next()?.parse().ok()?;
+        Some(version.starts_with("HTTP/1.") && status.contains(&code))
+    };
+    matches!(
+        tokio::time::timeout(check.timeout, attempt).await,
+        Ok(Some(true))
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::net::SocketAddr;
-    use std::time::Duration;
 
-    #[test]
-    fn peers_carry_the_group_timeouts_and_empty_groups_say_503() {
-        let timeouts = PeerTimeouts {
-            connect: Duration::from_millis(250),
-            ..PeerTimeouts::default()
+    #[tokio::test]
+    async fn probes_tell_listening_and_answering_peers_apart() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    let n = s.read(&mut buf).await.unwrap_or(0);
+                    let reply: &[u8] = if buf[..n].starts_with(b"GET /ok ") {
+                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+                    } else {
+                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
+                    };
+                    let _ = s.write_all(reply).await;
+                });
+            }
+        });
+        let http = |path: &str| HealthCheck {
+            kind: HealthKind::Http {
+                path: path.into(),
+                host: None,
+                status: 200..=299,
+            },
+            interval: Duration::from_secs(1),
+            timeout: Duration::from_secs(2),
+            rise: 1,
+            fall: 1,
         };
-        let addr = SocketAddr::from(([127, 0, 0, 1], 9));
-        let group = UpstreamGroup::new("g", vec![Backend::new(addr)], Strategy::round_robin())
-            .with_timeouts(timeouts)
-            .with_retries(2);
-        let peer = group.peer(b"").expect("a peer");
-        assert_eq!(peer.addr(), addr);
-        assert_eq!(peer.timeouts().connect, Duration::from_millis(250));
-        assert_eq!(group.retries(), 2);
-
-        let mut group = UpstreamGroup::new("e", Vec::new(), Strategy::random());
-        let e = group.peer(b"").expect_err("empty");
-        assert_eq!(e.status(), http::StatusCode::SERVICE_UNAVAILABLE);
-        group.set_backends(vec![Backend::new(addr)]);
-        assert!(group.peer(b"").is_ok());
+        assert!(probe(&http("/ok"), addr).await);
+        assert!(!probe(&http("/down"), addr).await);
+        let tcp = HealthCheck {
+            kind: HealthKind::Tcp,
+            ..http("/")
+        };
+        assert!(probe(&tcp, addr).await);
+        let closed = {
+            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+            l.local_addr().expect("addr")
+        };
+        assert!(!probe(&tcp, closed).await);
     }
 }

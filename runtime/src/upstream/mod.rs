@@ -11,5 +11,5 @@ mod peer;
 mod pool;
 
 pub use client::{ClientOptions, HttpClient, SendError, UpstreamBody};
-pub use group::UpstreamGroup;
+pub use group::{HealthCheck, HealthChecker, HealthKind, PassiveHealth, RequestKey, UpstreamGroup};
 pub use peer::{HttpPeer, PeerTimeouts};
