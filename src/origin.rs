@@ -37,6 +37,8 @@ pub struct OriginStats {
     pub requests: AtomicUsize,
     /// Headers of the last request received.
     pub last_headers: Mutex<Option<HeaderMap>>,
+    /// Milliseconds every answer waits before it is sent (0: none).
+    pub delay_ms: std::sync::atomic::AtomicU64,
 }
 
 /// A running origin; stops when dropped.
@@ -61,6 +63,13 @@ impl Origin {
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
         let task = tokio::spawn(accept(listener, name, stats.clone()));
         Ok(Origin { addr, stats, task })
+    }
+
+    /// Makes every later answer wait `delay` (a slow origin).
+    pub fn set_delay(&self, delay: Duration) {
+        self.stats
+            .delay_ms
+            .store(delay.as_millis() as u64, Ordering::Relaxed);
     }
 
     /// The origin's address.
@@ -180,6 +189,10 @@ async fn handle(
     stats: Arc<OriginStats>,
 ) -> Response<OriginBody> {
     stats.requests.fetch_add(1, Ordering::SeqCst);
+    let delay = stats.delay_ms.load(Ordering::Relaxed);
+    if delay > 0 {
+        tokio::time::sleep(Duration::from_millis(delay)).await;
+    }
     *stats.last_headers.lock().unwrap_or_else(|p| p.into_inner()) = Some(req.headers().clone());
     let seen_host = req.headers().get(http::header::HOST).cloned();
     let seen_xff = req.headers().get("x-forwarded-for").cloned();
@@ -234,6 +247,32 @@ pub async fn read_request_head(stream: &mut tokio::net::TcpStream) -> Option<Vec
         }
     }
     Some(head)
+}
+
+/// Starts a misbehaving origin on an ephemeral loopback port: for each connection it reads
+/// one request head, then hands the socket to `act` (which may reset it, stall, or write
+/// garbage). Runs until the runtime stops.
+pub async fn start_faulty_origin<F, Fut>(act: F) -> SocketAddr
+where
+    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    let listener = TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind a loopback port");
+    let addr = listener.local_addr().expect("a bound address");
+    let act = Arc::new(act);
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            let act = act.clone();
+            tokio::spawn(async move {
+                if read_request_head(&mut s).await.is_some() {
+                    act(s).await;
+                }
+            });
+        }
+    });
+    addr
 }
 
 /// Starts one origin per name on ephemeral loopback ports, served by a thread of their own

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use http::{Request, StatusCode};
 use http_body_util::Full;
 use pingora_dsl::upstream::PeerTimeouts;
-use pingora_dsl_suite::origin::{read_request_head, Origin};
+use pingora_dsl_suite::origin::{start_faulty_origin, Origin};
 use support::*;
 
 #[tokio::test]
@@ -346,32 +346,10 @@ async fn tower_layers_wrap_the_pipeline_and_via_is_appended_when_configured() {
 }
 
 /// An origin that reads each request head, then does `act` to the connection.
-async fn faulty_origin<F, Fut>(act: F) -> std::net::SocketAddr
-where
-    F: Fn(tokio::net::TcpStream) -> Fut + Send + Sync + 'static,
-    Fut: std::future::Future<Output = ()> + Send + 'static,
-{
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let act = std::sync::Arc::new(act);
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            let act = act.clone();
-            tokio::spawn(async move {
-                if read_request_head(&mut s).await.is_some() {
-                    act(s).await;
-                }
-            });
-        }
-    });
-    addr
-}
 
 #[tokio::test]
 async fn an_origin_answering_garbage_gives_502() {
-    let addr = faulty_origin(|mut s| async move {
+    let addr = start_faulty_origin(|mut s| async move {
         let _ = tokio::io::AsyncWriteExt::write_all(&mut s, b"SMTP ready, not HTTP\r\n\r\n").await;
         tokio::time::sleep(Duration::from_millis(200)).await;
     })
@@ -391,7 +369,7 @@ async fn an_origin_answering_garbage_gives_502() {
 
 #[tokio::test]
 async fn an_origin_resetting_the_connection_gives_502() {
-    let addr = faulty_origin(|s| async move {
+    let addr = start_faulty_origin(|s| async move {
         // Linger 0: close sends RST instead of FIN.
         let _ = s.set_zero_linger();
         drop(s);
@@ -411,7 +389,7 @@ async fn an_origin_resetting_the_connection_gives_502() {
 
 #[tokio::test]
 async fn an_origin_closing_mid_body_breaks_the_response_and_is_logged() {
-    let addr = faulty_origin(|mut s| async move {
+    let addr = start_faulty_origin(|mut s| async move {
         let _ = tokio::io::AsyncWriteExt::write_all(
             &mut s,
             b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nonly this much",

@@ -80,6 +80,23 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
         any_response_edits,
         any_retries,
     );
+    let replay = any_retries.then(|| {
+        quote! {
+            fn replay_idempotent(&self, session: &#rt::proxy::Session, ctx: &Self::Ctx) -> bool {
+                self.router.replay_idempotent(ctx)
+            }
+
+            fn error_while_proxy(
+                &self,
+                session: &mut #rt::proxy::Session,
+                peer: &#rt::upstream::HttpPeer,
+                ctx: &mut Self::Ctx,
+                error: #rt::Error,
+            ) -> #rt::Error {
+                self.router.error_while_proxy(session, ctx, error)
+            }
+        }
+    });
     let options = expand_options(&p.settings);
     let http_options = expand_http_options(&p.settings);
     let layers = expand_layers(&p.layers);
@@ -181,6 +198,7 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
             }
 
             #phases
+            #replay
         }
     }
 }

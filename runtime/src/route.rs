@@ -373,13 +373,39 @@ impl Router {
         error
     }
 
+    /// For `replay_idempotent`: keep a copy when the matched group may retry.
+    pub fn replay_idempotent<C>(&self, ctx: &RouteCtx<C>) -> bool {
+        self.routed_group(ctx).is_some_and(|g| g.retries() > 0)
+    }
+
+    /// For `error_while_proxy`: records the failure for passive health and, when the
+    /// connection broke (not a timeout or a bad response) and the retry budget lasts,
+    /// marks the error for a resend to another peer.
+    pub fn error_while_proxy<C>(
+        &self,
+        session: &Session,
+        ctx: &RouteCtx<C>,
+        mut error: Error,
+    ) -> Error {
+        if let Some(group) = self.routed_group(ctx) {
+            if let Some(peer) = ctx.peer() {
+                group.record_outcome(peer, Some(&error));
+            }
+            if error.kind() == ErrorKind::UpstreamClosed && session.retries() < group.retries() {
+                error.set_retry(true);
+            }
+        }
+        error
+    }
+
     /// For `logging`: records how the request ended for the peer's passive health (a
     /// failed connect was recorded by `fail_to_connect` already).
     pub fn logging<C>(&self, session: &Session, error: Option<&Error>, ctx: &RouteCtx<C>) {
         let (Some(group), Some(peer)) = (self.routed_group(ctx), ctx.peer()) else {
             return;
         };
-        if error.is_some_and(Error::is_connect_failure) || !session.was_forwarded() {
+        // Connect failures and retried failures were recorded where they happened.
+        if error.is_some_and(|e| e.is_connect_failure() || e.retry()) || !session.was_forwarded() {
             return;
         }
         group.record_outcome(peer, error);

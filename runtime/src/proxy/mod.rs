@@ -172,6 +172,27 @@ pub trait ProxyHttp: Send + Sync + 'static {
         error
     }
 
+    /// Whether to keep a copy of an idempotent request without a body, so that it can be
+    /// sent again if the upstream connection breaks before a response head arrives (see
+    /// [`error_while_proxy`](ProxyHttp::error_while_proxy)). Default: no copy.
+    fn replay_idempotent(&self, _session: &Session, _ctx: &Self::Ctx) -> bool {
+        false
+    }
+
+    /// Called when the upstream failed after the request was sent and before a response
+    /// head arrived. Return the error with [`Error::set_retry`] set to send the request
+    /// again to the peer `upstream_peer` then picks; the proxy does so only with a copy
+    /// kept by [`replay_idempotent`](ProxyHttp::replay_idempotent). Default: no retry.
+    fn error_while_proxy(
+        &self,
+        _session: &mut Session,
+        _peer: &HttpPeer,
+        _ctx: &mut Self::Ctx,
+        error: Error,
+    ) -> Error {
+        error
+    }
+
     /// Edits the request head sent upstream (after hop-by-hop removal and
     /// `X-Forwarded-For`). Default: nothing.
     fn upstream_request_filter(
@@ -414,6 +435,12 @@ async fn run_phases<P: ProxyHttp>(
     }
     let body = RequestBody::new(body, shared.options.body_read_timeout);
     session.forwarded = true;
+    // A copy for a resend after a broken connection: only for idempotent requests with
+    // nothing in the body, and only when the proxy asks (it costs a header-map clone).
+    let replay = (up.method.is_idempotent()
+        && http_body::Body::is_end_stream(&body)
+        && proxy.replay_idempotent(session, ctx))
+    .then(|| (up.method.clone(), up.uri.clone(), up.headers.clone()));
     let mut request = Request::from_parts(up, body);
     let response = loop {
         match shared.client.try_send(&peer, request).await {
@@ -432,7 +459,25 @@ async fn run_phases<P: ProxyHttp>(
                 session.upstream = Some(peer.addr());
                 request = unsent;
             }
-            Err(SendError { error, .. }) => return Err(error),
+            Err(SendError { error, .. }) => {
+                let Some((method, uri, headers)) = &replay else {
+                    return Err(error);
+                };
+                let error = proxy.error_while_proxy(session, &peer, ctx, error);
+                if !error.retry() || session.retries >= MAX_CONNECT_RETRIES {
+                    return Err(error);
+                }
+                tracing::debug!(peer = %peer.addr(), error = %error, "upstream failed before answering; resending the idempotent request to another peer");
+                session.retries += 1;
+                peer = proxy.upstream_peer(session, ctx).await?;
+                session.upstream = Some(peer.addr());
+                let mut again =
+                    Request::new(RequestBody::new(None, shared.options.body_read_timeout));
+                *again.method_mut() = method.clone();
+                *again.uri_mut() = uri.clone();
+                *again.headers_mut() = headers.clone();
+                request = again;
+            }
         }
     };
 
