@@ -328,7 +328,14 @@ fn check_key(key: &KeyDecl, errors: &mut Errors) {
         }
         ("header" | "cookie", None) => errors.at(
             key.kind.span(),
-            format!("`{kind}` needs a name: `{kind}(\"NAME\")` is written `{kind} \"NAME\"`"),
+            format!(
+                "`{kind}` needs a name, e.g. `({kind} \"{}\")`",
+                if kind == "header" {
+                    "x-user"
+                } else {
+                    "session"
+                }
+            ),
         ),
         ("path" | "client_ip", None) => {}
         ("path" | "client_ip", Some(arg)) => {
@@ -396,10 +403,14 @@ fn check_health(health: &HealthDecl, errors: &mut Errors) {
             ("status", HealthValue::Status(low, high)) if kind == "http" => {
                 let lo = low.base10_parse::<u16>().ok();
                 let hi = high.as_ref().map_or(lo, |h| h.base10_parse::<u16>().ok());
+                let bad_high = matches!((lo, hi), (Some(lo), Some(hi)) if (100..=599).contains(&lo) && !(lo..=599).contains(&hi));
                 match (lo, hi) {
                     (Some(lo), Some(hi)) if (100..=599).contains(&lo) && (lo..=599).contains(&hi) => {}
                     _ => errors.at(
-                        low.span(),
+                        match (bad_high, high) {
+                            (true, Some(h)) => h.span(),
+                            _ => low.span(),
+                        },
                         "status takes a code or an inclusive range of codes from 100 to 599, e.g. `status 200..=299`",
                     ),
                 }

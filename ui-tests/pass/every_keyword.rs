@@ -26,6 +26,31 @@ proxy! {
             peers ["[::1]:9001" weight 2, "10.0.0.2:9001"];
             select random;
             timeout read 500ms;
+            health http "/health" host "api.local" status 200..=299 every 2s timeout 1s rise 2 fall 3;
+            passive failures 3 eject 10s;
+            fail_open;
+        }
+        upstream sessions {
+            peers ["10.0.0.3:80", "10.0.0.4:80"];
+            select consistent_hash(cookie "session");
+            health tcp every 5s;
+            retry 1 backoff 20ms;
+        }
+        upstream users {
+            peers ["10.0.0.5:80", "10.0.0.6:80"];
+            select hash(header "x-user");
+        }
+        upstream paths {
+            peers ["10.0.0.7:80", "10.0.0.8:80"];
+            select consistent_hash(path);
+        }
+        upstream clients {
+            peers ["10.0.0.9:80", "10.0.0.10:80"];
+            select hash(client_ip);
+        }
+        upstream slow_ones {
+            peers ["10.0.0.11:80", "10.0.0.12:80"];
+            select least_conn;
         }
 
         route path "/healthz" method [GET, HEAD] => respond 200 "ok";
@@ -38,6 +63,11 @@ proxy! {
             remove_response_header "x-debug";
         }
         route host "*.example.com" => upstream api;
+        route path "/session" => upstream sessions;
+        route path "/users" => upstream users;
+        route path "/files" => upstream paths;
+        route path "/geo" => upstream clients;
+        route path "/reports" => upstream slow_ones;
         route => upstream web;
 
         set_request_header "x-proxy" "everything";
@@ -89,8 +119,9 @@ proxy! {
 fn main() {
     let proxy = Everything::default();
     assert_eq!(Everything::LISTEN, ["127.0.0.1:6188", "[::1]:6188"]);
-    assert_eq!(proxy.router().groups().len(), 2);
-    assert_eq!(proxy.router().routes().len(), 6);
+    assert_eq!(proxy.router().groups().len(), 7);
+    assert_eq!(proxy.router().routes().len(), 11);
+    assert_eq!(proxy.router().health_checkers().len(), 2);
     assert_eq!(proxy.router().groups()[0].retries(), 2);
     assert_eq!(
         proxy.router().groups()[0].timeouts().write,
