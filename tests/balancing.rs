@@ -221,7 +221,7 @@ async fn a_peer_killed_under_load_costs_no_request_and_comes_back_when_healthy()
     let peers = proxy.router().group("pool").expect("group").peers();
     let checkers: Vec<_> = proxy
         .router()
-        .health_checkers()
+        .background_tasks()
         .into_iter()
         .map(|c| tokio::spawn(c.run_forever()))
         .collect();
@@ -413,4 +413,114 @@ async fn an_idempotent_request_is_resent_when_its_peer_breaks_and_a_post_is_not(
     statuses.sort_unstable();
     assert_eq!(statuses, [200, 502]);
     assert_eq!(live.requests() - before, 1);
+}
+
+proxy! {
+    /// Peers from DNS and from a file.
+    pub Discovered {
+        listen "127.0.0.1:6188";
+        upstream by_name {
+            discover dns "localhost:8080" every 100ms;
+            retry 2;
+            passive failures 1 eject 30s;
+        }
+        upstream by_file {
+            discover file "peers.txt" every 100ms;
+        }
+        route path "/dns" => upstream by_name;
+        route => upstream by_file;
+    }
+}
+
+/// Waits (bounded) until `group` has `n` peers.
+async fn wait_for_peers(router: &Router, group: &str, n: usize) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while Instant::now() < deadline {
+        if router.group(group).expect("group").backends().len() >= n {
+            return true;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    false
+}
+
+#[tokio::test]
+async fn dns_and_file_discovery_find_peers_and_pick_up_changes_without_restart() {
+    use pingora_dsl::upstream::discovery::{DnsDiscovery, FileDiscovery};
+    let a = Origin::start("a").await.expect("origin");
+    let b = Origin::start("b").await.expect("origin");
+    let dir = std::env::temp_dir().join(format!("pingora-dsl-discovery-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let file = dir.join("peers.txt");
+    std::fs::write(&file, format!("# the pool\n{}\n", a.addr())).expect("write peers");
+
+    let mut proxy = Discovered::new();
+    // The declared sources name fixed ports; point them at this test's origins.
+    proxy
+        .router_mut()
+        .group_mut("by_name")
+        .expect("group")
+        .set_discovery(
+            DnsDiscovery::new("localhost", a.addr().port()),
+            Duration::from_millis(100),
+        );
+    proxy
+        .router_mut()
+        .group_mut("by_file")
+        .expect("group")
+        .set_discovery(FileDiscovery::new(&file), Duration::from_millis(100));
+    let tasks: Vec<_> = proxy
+        .router()
+        .background_tasks()
+        .into_iter()
+        .map(|t| tokio::spawn(t.run_forever()))
+        .collect();
+    assert!(
+        wait_for_peers(proxy.router(), "by_name", 1).await,
+        "DNS found nothing"
+    );
+    assert!(
+        wait_for_peers(proxy.router(), "by_file", 1).await,
+        "the file was not read"
+    );
+    let names = proxy.router().group("by_name").expect("group").backends();
+    assert!(names.iter().any(|p| p.addr == a.addr()), "{names:?}");
+    let file_group = proxy.router().group("by_file").expect("group").backends();
+    let running = spawn!(proxy.service());
+    let c = client();
+    for _ in 0..4 {
+        let (resp, _) = send(&c, get(running.addr(), "/dns", None)).await;
+        assert_eq!(origin_of(&resp), "a", "localhost resolved to a's port");
+        let (resp, _) = send(&c, get(running.addr(), "/", None)).await;
+        assert_eq!(origin_of(&resp), "a");
+    }
+    assert_eq!(file_group.len(), 1);
+
+    // Add b to the file: it is picked up without a restart. The modification time is
+    // moved forward explicitly, as coarse file-system clocks could hide the change.
+    std::fs::write(&file, format!("{}\n{} weight 3\n", a.addr(), b.addr())).expect("rewrite");
+    let handle = std::fs::File::options()
+        .write(true)
+        .open(&file)
+        .expect("open");
+    handle
+        .set_modified(std::time::SystemTime::now() + Duration::from_secs(2))
+        .expect("touch");
+    drop(handle);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut b_seen = false;
+    while Instant::now() < deadline && !b_seen {
+        let (resp, _) = send(&c, get(running.addr(), "/", None)).await;
+        assert_eq!(
+            resp.status(),
+            200,
+            "no request fails while the peers change"
+        );
+        b_seen = origin_of(&resp) == "b";
+    }
+    assert!(b_seen, "the added peer never got traffic");
+    for t in tasks {
+        t.abort();
+    }
+    let _ = std::fs::remove_dir_all(&dir);
 }

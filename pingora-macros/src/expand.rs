@@ -175,10 +175,10 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
                 #rt::cli::run(cli, |cli| {
                     let mut proxy = Self::new();
                     cli.apply_upstreams(proxy.router_mut())?;
-                    let checkers = proxy.router().health_checkers();
+                    let tasks = proxy.router().background_tasks();
                     let mut service = proxy.service();
                     cli.apply_listeners(&mut service);
-                    ::std::result::Result::Ok((service, checkers))
+                    ::std::result::Result::Ok((service, tasks))
                 })
             }
         }
@@ -323,6 +323,24 @@ fn expand_group(up: &Upstream) -> TokenStream {
         }))
     });
     let fail_open = !up.fail_open.is_empty();
+    let discovery = up.discover.first().map(|d| {
+        let target = d.target.value();
+        let default_ms = if d.kind == "dns" { 30_000 } else { 5_000 };
+        let every = duration(
+            d.every
+                .as_ref()
+                .and_then(|e| e.value().ok())
+                .unwrap_or(Duration::from_millis(default_ms)),
+        );
+        let source = if d.kind == "dns" {
+            let (host, port) = target.rsplit_once(':').unwrap_or((target.as_str(), "80"));
+            let port: u16 = port.parse().unwrap_or(80);
+            quote!(#rt::upstream::discovery::DnsDiscovery::new(#host, #port))
+        } else {
+            quote!(#rt::upstream::discovery::FileDiscovery::new(#target))
+        };
+        quote!(.with_discovery(#source, #every))
+    });
     let backoff = up
         .retry
         .first()
@@ -354,6 +372,7 @@ fn expand_group(up: &Upstream) -> TokenStream {
         #backoff
         #health
         #passive
+        #discovery
     }
 }
 

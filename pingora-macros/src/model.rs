@@ -45,6 +45,7 @@ pub struct Upstream {
     pub health: Vec<HealthDecl>,
     pub passive: Vec<PassiveDecl>,
     pub fail_open: Vec<Ident>,
+    pub discover: Vec<DiscoverDecl>,
     /// Checked retry count.
     pub retries: u32,
     /// Whether parsing its block failed somewhere (then "no peers" would be noise).
@@ -78,6 +79,14 @@ pub enum HealthValue {
     Text(LitStr),
     /// `status N` or `status LOW..=HIGH`.
     Status(LitInt, Option<LitInt>),
+}
+
+/// `discover dns "NAME:PORT" [every D];` or `discover file "PATH" [every D];`
+pub struct DiscoverDecl {
+    pub keyword: Ident,
+    pub kind: Ident,
+    pub target: LitStr,
+    pub every: Option<DurationLit>,
 }
 
 /// `passive failures N eject DURATION;`

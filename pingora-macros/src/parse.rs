@@ -45,6 +45,7 @@ const UPSTREAM_KEYS: &[&str] = &[
     "health",
     "passive",
     "fail_open",
+    "discover",
 ];
 const MATCHERS: &[&str] = &["host", "path", "method"];
 const TARGETS: &[&str] = &["upstream", "respond", "redirect"];
@@ -237,6 +238,7 @@ fn parse_upstream(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Up
         health: Vec::new(),
         passive: Vec::new(),
         fail_open: Vec::new(),
+        discover: Vec::new(),
         retries: 0,
         had_errors: false,
     };
@@ -373,6 +375,34 @@ fn parse_upstream(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Up
                 "fail_open" => {
                     semi(&content, "fail_open")?;
                     up.fail_open.push(key);
+                }
+                "discover" => {
+                    let kind = Ident::parse_any(&content)?;
+                    let target: LitStr = content.parse().map_err(|e| {
+                        syn::Error::new(
+                            e.span(),
+                            "write `discover dns \"NAME:PORT\" every 30s;` or `discover file \"PATH\" every 5s;`",
+                        )
+                    })?;
+                    let every = if content.peek(Ident) {
+                        let w = Ident::parse_any(&content)?;
+                        if w != "every" {
+                            return Err(syn::Error::new(
+                                w.span(),
+                                format!("unknown discovery option `{w}`: write `every DURATION`"),
+                            ));
+                        }
+                        Some(parse_duration_lit(&content)?)
+                    } else {
+                        None
+                    };
+                    semi(&content, "discover")?;
+                    up.discover.push(DiscoverDecl {
+                        keyword: key,
+                        kind,
+                        target,
+                        every,
+                    });
                 }
                 "timeout" => {
                     let list = parse_timeouts(&content)?;

@@ -181,7 +181,7 @@ fn check_forwarding(proxy: &Proxy, user_peer: Option<Span>, errors: &mut Errors)
 
 fn validate_upstream(up: &mut Upstream, errors: &mut Errors) {
     match &mut up.peers {
-        None if up.had_errors => {}
+        None if up.had_errors || !up.discover.is_empty() => {}
         None => errors.at(
             up.name.span(),
             format!(
@@ -297,6 +297,47 @@ fn validate_upstream(up: &mut Upstream, errors: &mut Errors) {
             ),
         }
         check_duration(&passive.eject, errors);
+    }
+    for (i, d) in up.discover.iter().enumerate() {
+        if i > 0 {
+            errors.at(
+                d.keyword.span(),
+                "`discover` is given twice in this upstream: one source per upstream",
+            );
+        }
+        let target = d.target.value();
+        match d.kind.to_string().as_str() {
+            "dns" => {
+                let valid = target.rsplit_once(':').is_some_and(|(host, port)| {
+                    !host.is_empty()
+                        && host
+                            .bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.')
+                        && matches!(port.parse::<u16>(), Ok(1..))
+                });
+                if !valid {
+                    errors.at(
+                        d.target.span(),
+                        format!("invalid DNS target \"{target}\": write NAME:PORT, e.g. \"backend.internal:8080\""),
+                    );
+                }
+            }
+            "file" => {
+                if target.trim().is_empty() {
+                    errors.at(d.target.span(), "the peers file needs a path");
+                }
+            }
+            other => errors.at(
+                d.kind.span(),
+                format!(
+                    "unknown discovery `{other}`: {}",
+                    hint(other, &["dns", "file"])
+                ),
+            ),
+        }
+        if let Some(every) = &d.every {
+            check_duration(every, errors);
+        }
     }
     for keyword in up.fail_open.iter().skip(1) {
         errors.at(

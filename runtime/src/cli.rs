@@ -13,7 +13,7 @@ use crate::listen::resolve;
 use crate::proxy::{ProxyHttp, ProxyLayer, ProxyPipeline};
 use crate::route::Router;
 use crate::server::{background_service, RuntimeFlavor, Server, ServerConf};
-use crate::upstream::HealthChecker;
+use crate::upstream::GroupTask;
 
 /// Command-line flags every declared proxy accepts. Declared values are the defaults; a
 /// flag given replaces them.
@@ -122,8 +122,9 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// What a declared proxy runs: its listening service and its health checks.
-pub type Services<P, L> = (HttpService<ProxyPipeline<P, L>>, Vec<HealthChecker>);
+/// What a declared proxy runs: its listening service and its groups' background tasks
+/// (discovery, health checks).
+pub type Services<P, L> = (HttpService<ProxyPipeline<P, L>>, Vec<GroupTask>);
 
 /// A whole `main`: logs, builds the service and health checks with `build` (which applies
 /// `cli`'s overrides), binds, prints where it listens, and serves until SIGINT/SIGTERM.
@@ -150,7 +151,7 @@ where
     L: ProxyLayer<P>,
     F: FnOnce(&ProxyCli) -> io::Result<Services<P, L>>,
 {
-    let (mut service, checkers) = build(&cli)?;
+    let (mut service, tasks) = build(&cli)?;
     service.bind()?;
     for addr in service.local_addrs() {
         println!(
@@ -159,10 +160,9 @@ where
         );
     }
     let mut server = Server::new(cli.server_conf());
-    for checker in checkers {
-        let name = format!("health check of {}", checker.group());
-        server.add_service(background_service(name, move |shutdown| {
-            checker.run(shutdown)
+    for task in tasks {
+        server.add_service(background_service(task.name(), move |shutdown| {
+            task.run(shutdown)
         }));
     }
     server.add_service(service);

@@ -15,7 +15,7 @@ use crate::proxy::{Flow, RequestHeader, ResponseHeader, Session};
 use std::sync::Arc;
 
 use crate::lb::{InFlight, Peer};
-use crate::upstream::{HealthChecker, HttpPeer, UpstreamGroup};
+use crate::upstream::{GroupTask, HttpPeer, UpstreamGroup};
 
 /// A host a route matches: one name, or every subdomain of one (`*.example.com`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -416,11 +416,12 @@ impl Router {
         self.groups.iter().any(|g| g.passive_health().is_some())
     }
 
-    /// The active health checks of every group, to run as background services.
-    pub fn health_checkers(&self) -> Vec<HealthChecker> {
+    /// The background tasks of every group (discovery, health checks), to run as
+    /// background services.
+    pub fn background_tasks(&self) -> Vec<GroupTask> {
         self.groups
             .iter()
-            .filter_map(UpstreamGroup::health_checker)
+            .flat_map(UpstreamGroup::background_tasks)
             .collect()
     }
 }

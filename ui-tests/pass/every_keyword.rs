@@ -121,7 +121,7 @@ fn main() {
     assert_eq!(Everything::LISTEN, ["127.0.0.1:6188", "[::1]:6188"]);
     assert_eq!(proxy.router().groups().len(), 7);
     assert_eq!(proxy.router().routes().len(), 11);
-    assert_eq!(proxy.router().health_checkers().len(), 2);
+    assert_eq!(proxy.router().background_tasks().len(), 2);
     assert_eq!(proxy.router().groups()[0].retries(), 2);
     assert_eq!(
         proxy.router().groups()[0].timeouts().write,

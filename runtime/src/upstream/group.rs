@@ -21,6 +21,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::lb::{Backend, InFlight, LoadBalancer, Peer, Strategy};
 use crate::proxy::Session;
 use crate::server::ShutdownWatch;
+use crate::upstream::discovery::{Discovery, DiscoveryTask};
 use crate::upstream::{HttpPeer, PeerTimeouts};
 
 /// What part of a request key-based strategies (consistent hash, hash) hash.
@@ -125,6 +126,23 @@ pub struct UpstreamGroup {
     health: Option<HealthCheck>,
     passive: Option<PassiveHealth>,
     fail_open: bool,
+    discovery: Option<DiscoverySource>,
+}
+
+/// A group's discovery source and how often to ask it.
+#[derive(Clone)]
+struct DiscoverySource {
+    source: Arc<dyn Discovery>,
+    interval: Duration,
+}
+
+impl std::fmt::Debug for DiscoverySource {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DiscoverySource")
+            .field("source", &self.source.describe())
+            .field("interval", &self.interval)
+            .finish()
+    }
 }
 
 impl UpstreamGroup {
@@ -141,7 +159,18 @@ impl UpstreamGroup {
             health: None,
             passive: None,
             fail_open: false,
+            discovery: None,
         }
+    }
+
+    /// Takes the peers from `source`, asked every `interval` by a [`DiscoveryTask`]; the
+    /// peers given to [`new`](UpstreamGroup::new) serve until the first answer.
+    pub fn with_discovery(mut self, source: impl Discovery, interval: Duration) -> Self {
+        self.discovery = Some(DiscoverySource {
+            source: Arc::new(source),
+            interval,
+        });
+        self
     }
 
     /// Sets the timeouts of every peer of the group.
@@ -184,6 +213,14 @@ impl UpstreamGroup {
     pub fn with_fail_open(mut self, fail_open: bool) -> Self {
         self.fail_open = fail_open;
         self
+    }
+
+    /// Replaces the discovery source (e.g. in tests, or from a config file).
+    pub fn set_discovery(&mut self, source: impl Discovery, interval: Duration) {
+        self.discovery = Some(DiscoverySource {
+            source: Arc::new(source),
+            interval,
+        });
     }
 
     /// The group's name.
@@ -304,6 +341,59 @@ impl UpstreamGroup {
             lb: self.lb.clone(),
             check: self.health.clone()?,
         })
+    }
+
+    /// The background task that keeps this group's peers discovered, if it has a source.
+    pub fn discovery_task(&self) -> Option<DiscoveryTask> {
+        let d = self.discovery.clone()?;
+        Some(DiscoveryTask {
+            group: self.name.clone(),
+            lb: self.lb.clone(),
+            source: d.source,
+            interval: d.interval,
+        })
+    }
+
+    /// Every background task the group needs: discovery, then health checks.
+    pub fn background_tasks(&self) -> Vec<GroupTask> {
+        let discovery = self.discovery_task().map(GroupTask::Discovery);
+        let health = self.health_checker().map(GroupTask::Health);
+        discovery.into_iter().chain(health).collect()
+    }
+}
+
+/// A background task of an upstream group, to run as a server background service (or
+/// spawned, when embedding).
+pub enum GroupTask {
+    /// Active health checks.
+    Health(HealthChecker),
+    /// Peer discovery.
+    Discovery(DiscoveryTask),
+}
+
+impl GroupTask {
+    /// A name for the server's service list.
+    pub fn name(&self) -> String {
+        match self {
+            GroupTask::Health(h) => format!("health checks of {}", h.group()),
+            GroupTask::Discovery(d) => format!("discovery of {}", d.group()),
+        }
+    }
+
+    /// Runs until `shutdown`.
+    pub async fn run(self, shutdown: ShutdownWatch) {
+        match self {
+            GroupTask::Health(h) => h.run(shutdown).await,
+            GroupTask::Discovery(d) => d.run(shutdown).await,
+        }
+    }
+
+    /// Runs forever (abort the task to stop).
+    pub async fn run_forever(self) {
+        match self {
+            GroupTask::Health(h) => h.run_forever().await,
+            GroupTask::Discovery(d) => d.run_forever().await,
+        }
     }
 }
 

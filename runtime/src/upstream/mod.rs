@@ -6,10 +6,13 @@
 //! of peers (what `proxy!` declares with `upstream NAME { ... }`).
 
 mod client;
+pub mod discovery;
 mod group;
 mod peer;
 mod pool;
 
 pub use client::{ClientOptions, HttpClient, SendError, UpstreamBody};
-pub use group::{HealthCheck, HealthChecker, HealthKind, PassiveHealth, RequestKey, UpstreamGroup};
+pub use group::{
+    GroupTask, HealthCheck, HealthChecker, HealthKind, PassiveHealth, RequestKey, UpstreamGroup,
+};
 pub use peer::{HttpPeer, PeerTimeouts};
