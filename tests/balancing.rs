@@ -524,3 +524,102 @@ async fn dns_and_file_discovery_find_peers_and_pick_up_changes_without_restart()
     }
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+proxy! {
+    /// Resends any method with a body of up to 16 bytes.
+    pub Replaying {
+        listen "127.0.0.1:6188";
+        upstream pool {
+            peers ["127.0.0.1:8001", "127.0.0.1:8002"];
+            retry 1 replay 16 any_method;
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_post_is_resent_with_its_body_only_when_allowed_and_buffered() {
+    let broken = start_faulty_origin(|s| async move {
+        let _ = s.set_zero_linger();
+        drop(s);
+    })
+    .await;
+    let live = Origin::start("live").await.expect("origin");
+    let proxy = Replaying::new();
+    point(
+        proxy.router(),
+        "pool",
+        vec![Backend::new(broken), Backend::new(live.addr())],
+    );
+    let running = spawn!(proxy.service());
+    let c = client();
+    let post = |body: &'static [u8]| {
+        Request::post(format!("http://{}/consume", running.addr()))
+            .body(Full::new(Bytes::from_static(body)))
+            .expect("request")
+    };
+    for _ in 0..4 {
+        let (resp, body) = send(&c, post(b"payload")).await;
+        assert_eq!(resp.status(), 200, "a 7-byte POST is resent whole");
+        assert_eq!(&body[..], b"7", "the live origin got the whole body");
+    }
+    let big: &'static [u8] = &[b'x'; 100];
+    let mut statuses = Vec::new();
+    for _ in 0..2 {
+        statuses.push(send(&c, post(big)).await.0.status().as_u16());
+    }
+    statuses.sort_unstable();
+    assert_eq!(
+        statuses,
+        [200, 502],
+        "a body over the replay limit is never resent"
+    );
+}
+
+/// A user strategy: always the last peer that is available.
+pub struct LastPeer;
+
+impl pingora_dsl::lb::Selection for LastPeer {
+    fn pick(&self, _key: &[u8], attempt: usize, peers: &[Arc<pingora_dsl::lb::Peer>]) -> usize {
+        peers.len() - 1 - attempt % peers.len()
+    }
+}
+
+proxy! {
+    /// A pool with a user-implemented strategy.
+    pub Custom {
+        listen "127.0.0.1:6188";
+        upstream pool {
+            peers ["127.0.0.1:8001", "127.0.0.1:8002"];
+            select custom(LastPeer);
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_user_strategy_plugs_in_through_the_selection_trait() {
+    let (a, b) = (
+        Origin::start("a").await.expect("origin"),
+        Origin::start("b").await.expect("origin"),
+    );
+    let proxy = Custom::new();
+    point(
+        proxy.router(),
+        "pool",
+        vec![Backend::new(a.addr()), Backend::new(b.addr())],
+    );
+    let peers = proxy.router().group("pool").expect("group").peers();
+    let running = spawn!(proxy.service());
+    let c = client();
+    for _ in 0..5 {
+        assert_eq!(
+            origin_of(&send(&c, get(running.addr(), "/", None)).await.0),
+            "b"
+        );
+    }
+    // With the last peer ejected, its next candidate is taken.
+    peers[1].record_failure(1, Duration::from_secs(60));
+    assert_eq!(
+        origin_of(&send(&c, get(running.addr(), "/", None)).await.0),
+        "a"
+    );
+}

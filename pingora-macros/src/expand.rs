@@ -82,8 +82,12 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
     );
     let replay = any_retries.then(|| {
         quote! {
-            fn replay_idempotent(&self, session: &#rt::proxy::Session, ctx: &Self::Ctx) -> bool {
-                self.router.replay_idempotent(ctx)
+            fn replay_buffer(
+                &self,
+                session: &#rt::proxy::Session,
+                ctx: &Self::Ctx,
+            ) -> ::std::option::Option<usize> {
+                self.router.replay_buffer(session, ctx)
             }
 
             fn error_while_proxy(
@@ -249,6 +253,12 @@ fn expand_group(up: &Upstream) -> TokenStream {
         Some("least_conn") => quote!(#rt::lb::Strategy::LeastConnections),
         Some("consistent_hash") => quote!(#rt::lb::Strategy::ConsistentHash),
         Some("hash") => quote!(#rt::lb::Strategy::Hash),
+        Some("custom") => match select.and_then(|s| s.custom.as_ref()) {
+            Some(expr) => quote_spanned!(expr.span()=>
+                #rt::lb::Strategy::Custom(#rt::lb::custom_strategy(#expr))
+            ),
+            None => quote!(#rt::lb::Strategy::RoundRobin),
+        },
         _ => quote!(#rt::lb::Strategy::RoundRobin),
     };
     let key = match select.and_then(|s| s.key.as_ref()) {
@@ -341,15 +351,19 @@ fn expand_group(up: &Upstream) -> TokenStream {
         };
         quote!(.with_discovery(#source, #every))
     });
-    let backoff = up
-        .retry
-        .first()
-        .and_then(|(_, _, b)| b.as_ref())
+    let retry = up.retry.first();
+    let backoff = retry
+        .and_then(|r| r.backoff.as_ref())
         .and_then(|b| b.value().ok())
         .map(|d| {
             let d = duration(d);
             quote!(.with_retry_backoff(#d))
         });
+    let replay = retry
+        .and_then(RetryDecl::replay_bytes)
+        .and_then(Result::ok)
+        .map(|bytes| quote!(.with_replay_limit(#bytes)));
+    let any_method = retry.is_some_and(|r| r.any_method.is_some());
     let timeouts = up.timeouts.iter().filter_map(|t| {
         let field = Ident::new(&t.key.to_string(), Span::call_site());
         let value = duration(t.duration?);
@@ -369,7 +383,9 @@ fn expand_group(up: &Upstream) -> TokenStream {
         .with_retries(#retries)
         .with_key(#key)
         .with_fail_open(#fail_open)
+        .with_retry_any_method(#any_method)
         #backoff
+        #replay
         #health
         #passive
         #discovery

@@ -41,7 +41,7 @@ pub struct Upstream {
     pub peers: Option<(Ident, Vec<Peer>)>,
     pub select: Vec<SelectDecl>,
     pub timeouts: Vec<TimeoutDecl>,
-    pub retry: Vec<(Ident, LitInt, Option<DurationLit>)>,
+    pub retry: Vec<RetryDecl>,
     pub health: Vec<HealthDecl>,
     pub passive: Vec<PassiveDecl>,
     pub fail_open: Vec<Ident>,
@@ -52,10 +52,45 @@ pub struct Upstream {
     pub had_errors: bool,
 }
 
+/// `retry N [backoff D] [replay SIZE] [any_method];`
+pub struct RetryDecl {
+    pub keyword: Ident,
+    pub count: LitInt,
+    pub backoff: Option<DurationLit>,
+    pub replay: Option<LitInt>,
+    pub any_method: Option<Ident>,
+}
+
+impl RetryDecl {
+    /// The replay limit in bytes: `65536`, `64KiB`, `1MiB`.
+    pub fn replay_bytes(&self) -> Option<Result<usize, String>> {
+        let lit = self.replay.as_ref()?;
+        let unit: usize = match lit.suffix().to_ascii_lowercase().as_str() {
+            "" | "b" => 1,
+            "kib" | "k" => 1024,
+            "mib" | "m" => 1024 * 1024,
+            other => {
+                return Some(Err(format!(
+                    "invalid size unit `{other}`: write bytes, KiB or MiB (e.g. `64KiB`)"
+                )))
+            }
+        };
+        let n: usize = lit.base10_digits().parse().unwrap_or(usize::MAX / unit);
+        let bytes = n.saturating_mul(unit);
+        Some(if bytes > 16 * 1024 * 1024 {
+            Err("a replay buffer goes up to 16MiB (it is held per request)".to_owned())
+        } else {
+            Ok(bytes)
+        })
+    }
+}
+
 /// `select STRATEGY;` or `select STRATEGY(KEY);`
 pub struct SelectDecl {
     pub name: Ident,
     pub key: Option<KeyDecl>,
+    /// `select custom(EXPR);`: a value implementing the runtime's `Selection`.
+    pub custom: Option<Expr>,
 }
 
 /// What a key-based strategy hashes: `header "NAME"`, `cookie "NAME"`, `path`, `client_ip`.

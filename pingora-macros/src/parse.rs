@@ -281,6 +281,18 @@ fn parse_upstream(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Up
                 }
                 "select" => {
                     let name = Ident::parse_any(&content)?;
+                    if name == "custom" {
+                        let inner;
+                        parenthesized!(inner in content);
+                        let expr: syn::Expr = inner.parse()?;
+                        semi(&content, "select")?;
+                        up.select.push(SelectDecl {
+                            name,
+                            key: None,
+                            custom: Some(expr),
+                        });
+                        return Ok(());
+                    }
                     let key = if content.peek(syn::token::Paren) {
                         let inner;
                         parenthesized!(inner in content);
@@ -300,7 +312,11 @@ fn parse_upstream(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Up
                         None
                     };
                     semi(&content, "select")?;
-                    up.select.push(SelectDecl { name, key });
+                    up.select.push(SelectDecl {
+                        name,
+                        key,
+                        custom: None,
+                    });
                 }
                 "health" => {
                     let kind = Ident::parse_any(&content)?;
@@ -410,23 +426,33 @@ fn parse_upstream(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Up
                     up.timeouts.extend(list);
                 }
                 "retry" => {
-                    let n: LitInt = content.parse()?;
-                    let backoff = if content.peek(Ident) {
-                        let b = Ident::parse_any(&content)?;
-                        if b != "backoff" {
-                            return Err(syn::Error::new(
-                                b.span(),
-                                format!(
-                                    "unknown retry option `{b}`: write `retry N backoff DURATION;`"
-                                ),
-                            ));
-                        }
-                        Some(parse_duration_lit(&content)?)
-                    } else {
-                        None
+                    let count: LitInt = content.parse()?;
+                    let mut retry = RetryDecl {
+                        keyword: key,
+                        count,
+                        backoff: None,
+                        replay: None,
+                        any_method: None,
                     };
+                    while content.peek(Ident) {
+                        let option = Ident::parse_any(&content)?;
+                        match option.to_string().as_str() {
+                            "backoff" => retry.backoff = Some(parse_duration_lit(&content)?),
+                            "replay" => retry.replay = Some(content.parse()?),
+                            "any_method" => retry.any_method = Some(option),
+                            other => {
+                                return Err(syn::Error::new(
+                                    option.span(),
+                                    format!(
+                                        "unknown retry option `{other}`: {}",
+                                        hint(other, &["backoff", "replay", "any_method"])
+                                    ),
+                                ))
+                            }
+                        }
+                    }
                     semi(&content, "retry")?;
-                    up.retry.push((key, n, backoff));
+                    up.retry.push(retry);
                 }
                 w => {
                     return Err(syn::Error::new(

@@ -18,6 +18,7 @@ const STRATEGIES: &[&str] = &[
     "least_conn",
     "consistent_hash",
     "hash",
+    "custom",
 ];
 const KEYED_STRATEGIES: &[&str] = &["consistent_hash", "hash"];
 const KEYS: &[&str] = &["header", "cookie", "path", "client_ip"];
@@ -240,6 +241,9 @@ fn validate_upstream(up: &mut Upstream, errors: &mut Errors) {
             );
             continue;
         }
+        if s == "custom" {
+            continue;
+        }
         let keyed = KEYED_STRATEGIES.contains(&s.as_str());
         match (&select.key, keyed) {
             (None, true) => errors.at(
@@ -255,22 +259,25 @@ fn validate_upstream(up: &mut Upstream, errors: &mut Errors) {
         }
     }
     check_timeouts(&mut up.timeouts, PEER_TIMEOUTS, "upstream timeout", errors);
-    for (i, (keyword, n, backoff)) in up.retry.iter().enumerate() {
+    for (i, retry) in up.retry.iter().enumerate() {
         if i > 0 {
             errors.at(
-                keyword.span(),
+                retry.keyword.span(),
                 "`retry` is given twice in this upstream: keep one",
             );
         }
-        match n.base10_parse::<u32>() {
+        match retry.count.base10_parse::<u32>() {
             Ok(r) if r <= MAX_RETRIES => up.retries = r,
             _ => errors.at(
-                n.span(),
+                retry.count.span(),
                 format!("retry takes a count from 0 to {MAX_RETRIES} (tries on other peers after a failed connect)"),
             ),
         }
-        if let Some(b) = backoff {
+        if let Some(b) = &retry.backoff {
             check_duration(b, errors);
+        }
+        if let (Some(Err(e)), Some(lit)) = (retry.replay_bytes(), &retry.replay) {
+            errors.at(lit.span(), e);
         }
     }
     for (i, health) in up.health.iter().enumerate() {

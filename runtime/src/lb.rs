@@ -200,6 +200,12 @@ pub trait Selection: Send + Sync + 'static {
     fn pick(&self, key: &[u8], attempt: usize, peers: &[Arc<Peer>]) -> usize;
 }
 
+/// Wraps a user's [`Selection`] for [`Strategy::Custom`] (what `select custom(EXPR)`
+/// expands to; a type error here names the missing trait).
+pub fn custom_strategy(selection: impl Selection) -> Arc<dyn Selection> {
+    Arc::new(selection)
+}
+
 /// How a pool picks its peer (the configuration; [`LoadBalancer`] keeps the state).
 #[derive(Clone)]
 pub enum Strategy {

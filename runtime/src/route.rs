@@ -373,9 +373,9 @@ impl Router {
         error
     }
 
-    /// For `replay_idempotent`: keep a copy when the matched group may retry.
-    pub fn replay_idempotent<C>(&self, ctx: &RouteCtx<C>) -> bool {
-        self.routed_group(ctx).is_some_and(|g| g.retries() > 0)
+    /// For `replay_buffer`: keep a copy when the matched group may resend this request.
+    pub fn replay_buffer<C>(&self, session: &Session, ctx: &RouteCtx<C>) -> Option<usize> {
+        self.routed_group(ctx)?.replay_limit(session.method())
     }
 
     /// For `error_while_proxy`: records the failure for passive health and, when the

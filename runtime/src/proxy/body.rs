@@ -3,8 +3,9 @@
 //! ([`ProxyBody`], which runs the `logging` phase exactly once when it ends, fails or is
 //! dropped). Neither buffers: each frame is passed on as it arrives.
 
+use std::collections::VecDeque;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -20,21 +21,83 @@ use crate::upstream::UpstreamBody;
 
 /// The client's request body, forwarded upstream frame by frame. Fails with
 /// [`ErrorKind::DownstreamTimeout`] when the client sends nothing for the body timeout while
-/// the upstream is waiting for more.
+/// the upstream is waiting for more. May record what it forwards (up to a limit) so the
+/// request can be sent again, or replay such a recording.
 pub struct RequestBody {
     inner: Option<Incoming>,
+    replay: VecDeque<Bytes>,
+    recorder: Option<Arc<Mutex<Recording>>>,
     timeout: Duration,
     waiting_since: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
+}
+
+/// The body bytes a [`RequestBody`] forwarded, kept for a resend.
+#[derive(Debug, Default)]
+pub(crate) struct Recording {
+    chunks: Vec<Bytes>,
+    size: usize,
+    limit: usize,
+    /// The body ended, and every byte of it is in `chunks`.
+    complete: bool,
+    /// The body outgrew `limit`: it cannot be replayed.
+    truncated: bool,
+}
+
+impl Recording {
+    /// The whole body, if it ended within the limit.
+    pub(crate) fn replayable(&self) -> Option<VecDeque<Bytes>> {
+        (self.complete && !self.truncated).then(|| self.chunks.iter().cloned().collect())
+    }
 }
 
 impl RequestBody {
     pub(crate) fn new(inner: Option<Incoming>, timeout: Duration) -> Self {
         RequestBody {
             inner,
+            replay: VecDeque::new(),
+            recorder: None,
             timeout,
             waiting_since: None,
             timer: None,
+        }
+    }
+
+    /// Records up to `limit` forwarded bytes into the returned recording.
+    pub(crate) fn record(&mut self, limit: usize) -> Arc<Mutex<Recording>> {
+        let recording = Arc::new(Mutex::new(Recording {
+            limit,
+            complete: self.is_end_stream(),
+            ..Recording::default()
+        }));
+        self.recorder = Some(recording.clone());
+        recording
+    }
+
+    /// A body that sends `chunks` (a recording) and ends.
+    pub(crate) fn replaying(chunks: VecDeque<Bytes>, timeout: Duration) -> Self {
+        RequestBody {
+            replay: chunks,
+            ..RequestBody::new(None, timeout)
+        }
+    }
+
+    fn note(&self, frame: Option<&Frame<Bytes>>, ended: bool) {
+        let Some(recorder) = &self.recorder else {
+            return;
+        };
+        let Ok(mut r) = recorder.lock() else { return };
+        if let Some(data) = frame.and_then(Frame::data_ref) {
+            if r.size + data.len() > r.limit {
+                r.truncated = true;
+                r.chunks.clear();
+            } else if !r.truncated {
+                r.size += data.len();
+                r.chunks.push(data.clone());
+            }
+        }
+        if ended {
+            r.complete = true;
         }
     }
 }
@@ -48,12 +111,23 @@ impl Body for RequestBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = &mut *self;
+        if let Some(chunk) = this.replay.pop_front() {
+            return Poll::Ready(Some(Ok(Frame::data(chunk))));
+        }
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(r) => {
                 this.waiting_since = None;
+                if this.recorder.is_some() {
+                    let ended = match &r {
+                        None => true,
+                        Some(Ok(_)) => this.inner.as_ref().is_none_or(|b| b.is_end_stream()),
+                        Some(Err(_)) => false,
+                    };
+                    this.note(r.as_ref().and_then(|f| f.as_ref().ok()), ended);
+                }
                 Poll::Ready(r.map(|r| {
                     r.map_err(|e| {
                         Error::with_source(
@@ -85,13 +159,22 @@ impl Body for RequestBody {
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.as_ref().is_none_or(|b| b.is_end_stream())
+        self.replay.is_empty() && self.inner.as_ref().is_none_or(|b| b.is_end_stream())
     }
 
     fn size_hint(&self) -> SizeHint {
+        let replay: u64 = self.replay.iter().map(|c| c.len() as u64).sum();
         match &self.inner {
-            Some(b) => b.size_hint(),
-            None => SizeHint::with_exact(0),
+            Some(b) => {
+                let h = b.size_hint();
+                let mut out = SizeHint::new();
+                out.set_lower(h.lower() + replay);
+                if let Some(upper) = h.upper() {
+                    out.set_upper(upper + replay);
+                }
+                out
+            }
+            None => SizeHint::with_exact(replay),
         }
     }
 }

@@ -172,17 +172,18 @@ pub trait ProxyHttp: Send + Sync + 'static {
         error
     }
 
-    /// Whether to keep a copy of an idempotent request without a body, so that it can be
-    /// sent again if the upstream connection breaks before a response head arrives (see
-    /// [`error_while_proxy`](ProxyHttp::error_while_proxy)). Default: no copy.
-    fn replay_idempotent(&self, _session: &Session, _ctx: &Self::Ctx) -> bool {
-        false
+    /// Whether to keep a copy of the request — its head and up to the returned number of
+    /// body bytes — so that it can be sent again if the upstream connection breaks before
+    /// a response head arrives (see [`error_while_proxy`](ProxyHttp::error_while_proxy)).
+    /// A body larger than the limit is never resent. Default: no copy.
+    fn replay_buffer(&self, _session: &Session, _ctx: &Self::Ctx) -> Option<usize> {
+        None
     }
 
     /// Called when the upstream failed after the request was sent and before a response
     /// head arrived. Return the error with [`Error::set_retry`] set to send the request
-    /// again to the peer `upstream_peer` then picks; the proxy does so only with a copy
-    /// kept by [`replay_idempotent`](ProxyHttp::replay_idempotent). Default: no retry.
+    /// again to the peer `upstream_peer` then picks; the proxy does so only with a whole
+    /// copy kept by [`replay_buffer`](ProxyHttp::replay_buffer). Default: no retry.
     fn error_while_proxy(
         &self,
         _session: &mut Session,
@@ -433,14 +434,19 @@ async fn run_phases<P: ProxyHttp>(
         // A filter consumed the body: forward none, and say so.
         up.headers.remove(CONTENT_LENGTH);
     }
-    let body = RequestBody::new(body, shared.options.body_read_timeout);
+    let mut body = RequestBody::new(body, shared.options.body_read_timeout);
     session.forwarded = true;
-    // A copy for a resend after a broken connection: only for idempotent requests with
-    // nothing in the body, and only when the proxy asks (it costs a header-map clone).
-    let replay = (up.method.is_idempotent()
-        && http_body::Body::is_end_stream(&body)
-        && proxy.replay_idempotent(session, ctx))
-    .then(|| (up.method.clone(), up.uri.clone(), up.headers.clone()));
+    // A copy for a resend after a broken connection, only when the proxy asks (it costs a
+    // header-map clone; body chunks are kept by reference count, not copied).
+    let replay = proxy.replay_buffer(session, ctx).map(|limit| {
+        let recording = body.record(limit);
+        (
+            up.method.clone(),
+            up.uri.clone(),
+            up.headers.clone(),
+            recording,
+        )
+    });
     let mut request = Request::from_parts(up, body);
     let response = loop {
         match shared.client.try_send(&peer, request).await {
@@ -460,19 +466,25 @@ async fn run_phases<P: ProxyHttp>(
                 request = unsent;
             }
             Err(SendError { error, .. }) => {
-                let Some((method, uri, headers)) = &replay else {
+                let Some((method, uri, headers, recording)) = &replay else {
                     return Err(error);
                 };
                 let error = proxy.error_while_proxy(session, &peer, ctx, error);
-                if !error.retry() || session.retries >= MAX_CONNECT_RETRIES {
+                let chunks = recording.lock().ok().and_then(|r| r.replayable());
+                let Some(chunks) = chunks.filter(|_| error.retry()) else {
+                    return Err(error);
+                };
+                if session.retries >= MAX_CONNECT_RETRIES {
                     return Err(error);
                 }
-                tracing::debug!(peer = %peer.addr(), error = %error, "upstream failed before answering; resending the idempotent request to another peer");
+                tracing::debug!(peer = %peer.addr(), error = %error, "upstream failed before answering; resending the request to another peer");
                 session.retries += 1;
                 peer = proxy.upstream_peer(session, ctx).await?;
                 session.upstream = Some(peer.addr());
-                let mut again =
-                    Request::new(RequestBody::new(None, shared.options.body_read_timeout));
+                let mut again = Request::new(RequestBody::replaying(
+                    chunks,
+                    shared.options.body_read_timeout,
+                ));
                 *again.method_mut() = method.clone();
                 *again.uri_mut() = uri.clone();
                 *again.headers_mut() = headers.clone();

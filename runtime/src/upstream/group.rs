@@ -24,6 +24,9 @@ use crate::server::ShutdownWatch;
 use crate::upstream::discovery::{Discovery, DiscoveryTask};
 use crate::upstream::{HttpPeer, PeerTimeouts};
 
+/// Body bytes kept for a resend unless a group says otherwise (as Pingora's default).
+pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
+
 /// What part of a request key-based strategies (consistent hash, hash) hash.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum RequestKey {
@@ -122,6 +125,8 @@ pub struct UpstreamGroup {
     timeouts: PeerTimeouts,
     retries: u32,
     retry_backoff: Duration,
+    replay_limit: usize,
+    retry_any_method: bool,
     key: RequestKey,
     health: Option<HealthCheck>,
     passive: Option<PassiveHealth>,
@@ -155,6 +160,8 @@ impl UpstreamGroup {
             timeouts: PeerTimeouts::default(),
             retries: 0,
             retry_backoff: Duration::ZERO,
+            replay_limit: DEFAULT_REPLAY_LIMIT,
+            retry_any_method: false,
             key: RequestKey::None,
             health: None,
             passive: None,
@@ -189,6 +196,27 @@ impl UpstreamGroup {
     pub fn with_retry_backoff(mut self, backoff: Duration) -> Self {
         self.retry_backoff = backoff;
         self
+    }
+
+    /// Sets how many request body bytes are kept for a resend after the upstream broke
+    /// before answering (default 64 KiB); a larger body is never resent.
+    pub fn with_replay_limit(mut self, bytes: usize) -> Self {
+        self.replay_limit = bytes;
+        self
+    }
+
+    /// Allows resending requests whose method is not idempotent (POST, PATCH) after the
+    /// upstream broke before answering. Off by default: the upstream may have acted on it.
+    pub fn with_retry_any_method(mut self, allowed: bool) -> Self {
+        self.retry_any_method = allowed;
+        self
+    }
+
+    /// How many body bytes a request to this group may be resent with, if it may be
+    /// resent at all (a retry budget, and an idempotent method or explicit permission).
+    pub fn replay_limit(&self, method: &http::Method) -> Option<usize> {
+        (self.retries > 0 && (method.is_idempotent() || self.retry_any_method))
+            .then_some(self.replay_limit)
     }
 
     /// Sets what key-based strategies hash.
