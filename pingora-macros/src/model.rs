@@ -69,9 +69,10 @@ impl RetryDecl {
             "" | "b" => 1,
             "kib" | "k" => 1024,
             "mib" | "m" => 1024 * 1024,
-            other => {
+            _ => {
                 return Some(Err(format!(
-                    "invalid size unit `{other}`: write bytes, KiB or MiB (e.g. `64KiB`)"
+                    "invalid size unit `{}`: write bytes, KiB or MiB (e.g. `64KiB`)",
+                    lit.suffix()
                 )))
             }
         };

@@ -9,6 +9,15 @@ pub struct Ctx {
     hits: u32,
 }
 
+/// A user strategy.
+pub struct FirstPeer;
+
+impl pingora_dsl::lb::Selection for FirstPeer {
+    fn pick(&self, _key: &[u8], attempt: usize, peers: &[std::sync::Arc<pingora_dsl::lb::Peer>]) -> usize {
+        attempt % peers.len()
+    }
+}
+
 proxy! {
     /// Doc comments and visibility carry over to the generated type.
     pub Everything {
@@ -51,6 +60,15 @@ proxy! {
         upstream slow_ones {
             peers ["10.0.0.11:80", "10.0.0.12:80"];
             select least_conn;
+            retry 2 backoff 10ms replay 64KiB any_method;
+        }
+        upstream named {
+            discover dns "localhost:8080" every 30s;
+            select custom(FirstPeer);
+        }
+        upstream listed {
+            peers ["10.0.0.13:80"];
+            discover file "peers.txt" every 5s;
         }
 
         route path "/healthz" method [GET, HEAD] => respond 200 "ok";
@@ -68,6 +86,8 @@ proxy! {
         route path "/files" => upstream paths;
         route path "/geo" => upstream clients;
         route path "/reports" => upstream slow_ones;
+        route path "/named" => upstream named;
+        route path "/listed" => upstream listed;
         route => upstream web;
 
         set_request_header "x-proxy" "everything";
@@ -119,9 +139,10 @@ proxy! {
 fn main() {
     let proxy = Everything::default();
     assert_eq!(Everything::LISTEN, ["127.0.0.1:6188", "[::1]:6188"]);
-    assert_eq!(proxy.router().groups().len(), 7);
-    assert_eq!(proxy.router().routes().len(), 11);
-    assert_eq!(proxy.router().background_tasks().len(), 2);
+    assert_eq!(proxy.router().groups().len(), 9);
+    assert_eq!(proxy.router().routes().len(), 13);
+    // Two health checks, two discovery tasks.
+    assert_eq!(proxy.router().background_tasks().len(), 4);
     assert_eq!(proxy.router().groups()[0].retries(), 2);
     assert_eq!(
         proxy.router().groups()[0].timeouts().write,
