@@ -136,8 +136,14 @@ impl Peer {
     /// A request to this peer failed. After `threshold` failures in a row the peer is
     /// ejected for `eject_for`; returns true when this call ejected it.
     pub fn record_failure(&self, threshold: u32, eject_for: Duration) -> bool {
+        if self.is_ejected() {
+            // Failures of requests that were in flight when it was ejected do not count.
+            return false;
+        }
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
-        if threshold == 0 || n < threshold {
+        // Only the failure that reaches the threshold ejects (and reports it), even when
+        // several fail at once.
+        if threshold == 0 || n != threshold {
             return false;
         }
         self.failures.store(0, Ordering::Relaxed);
