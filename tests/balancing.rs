@@ -496,6 +496,7 @@ async fn dns_and_file_discovery_find_peers_and_pick_up_changes_without_restart()
     }
     assert_eq!(file_group.len(), 1);
 
+    let a_connections = a.connections();
     // Add b to the file: it is picked up without a restart. The modification time is
     // moved forward explicitly, as coarse file-system clocks could hide the change.
     std::fs::write(&file, format!("{}\n{} weight 3\n", a.addr(), b.addr())).expect("rewrite");
@@ -519,6 +520,17 @@ async fn dns_and_file_discovery_find_peers_and_pick_up_changes_without_restart()
         b_seen = origin_of(&resp) == "b";
     }
     assert!(b_seen, "the added peer never got traffic");
+    let mut a_after = 0;
+    for _ in 0..12 {
+        let (resp, _) = send(&c, get(running.addr(), "/", None)).await;
+        a_after += usize::from(origin_of(&resp) == "a");
+    }
+    assert!(a_after > 0, "a stays in the pool");
+    assert_eq!(
+        a.connections(),
+        a_connections,
+        "the swap kept the pooled connection to the peer that remained"
+    );
     for t in tasks {
         t.abort();
     }
