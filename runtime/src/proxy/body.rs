@@ -67,7 +67,6 @@ impl RequestBody {
     pub(crate) fn record(&mut self, limit: usize) -> Arc<Mutex<Recording>> {
         let recording = Arc::new(Mutex::new(Recording {
             limit,
-            complete: self.is_end_stream(),
             ..Recording::default()
         }));
         self.recorder = Some(recording.clone());

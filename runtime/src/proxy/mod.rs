@@ -439,7 +439,8 @@ async fn run_phases<P: ProxyHttp>(
     // A copy for a resend after a broken connection, only when the proxy asks (it costs a
     // header-map clone; body chunks are kept by reference count, not copied).
     let replay = proxy.replay_buffer(session, ctx).map(|limit| {
-        let recording = body.record(limit);
+        // A request without a body (most GETs) needs no recording.
+        let recording = (!http_body::Body::is_end_stream(&body)).then(|| body.record(limit));
         (
             up.method.clone(),
             up.uri.clone(),
@@ -470,7 +471,10 @@ async fn run_phases<P: ProxyHttp>(
                     return Err(error);
                 };
                 let error = proxy.error_while_proxy(session, &peer, ctx, error);
-                let chunks = recording.lock().ok().and_then(|r| r.replayable());
+                let chunks = match recording {
+                    None => Some(Default::default()),
+                    Some(r) => r.lock().ok().and_then(|r| r.replayable()),
+                };
                 let Some(chunks) = chunks.filter(|_| error.retry()) else {
                     return Err(error);
                 };
