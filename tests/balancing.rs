@@ -635,3 +635,69 @@ async fn a_user_strategy_plugs_in_through_the_selection_trait() {
         "a"
     );
 }
+
+proxy! {
+    /// Consistent hashing with retries, no ejection: each retry hashes the same key.
+    pub StickyRetry {
+        listen "127.0.0.1:6188";
+        upstream pool {
+            peers ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"];
+            select consistent_hash(header "x-user");
+            retry 2;
+        }
+    }
+}
+
+#[tokio::test]
+async fn retries_keep_hashing_the_users_key() {
+    let (a, b) = (
+        Origin::start("a").await.expect("origin"),
+        Origin::start("b").await.expect("origin"),
+    );
+    let dead = support::closed_port();
+    let proxy = StickyRetry::new();
+    point(
+        proxy.router(),
+        "pool",
+        vec![
+            Backend::new(a.addr()),
+            Backend::new(b.addr()),
+            Backend::new(dead),
+        ],
+    );
+    let running = spawn!(proxy.service());
+    let c = client();
+    // Which users the dead peer owns, by the same ring the proxy uses.
+    let ring = pingora_dsl::lb::LoadBalancer::new(
+        vec![
+            Backend::new(a.addr()),
+            Backend::new(b.addr()),
+            Backend::new(dead),
+        ],
+        pingora_dsl::lb::Strategy::ConsistentHash,
+    );
+    let mut fallbacks = std::collections::HashSet::new();
+    for user in 0..90 {
+        let owner = ring
+            .select(format!("user-{user}").as_bytes(), 1)
+            .expect("a peer")
+            .addr;
+        let mut seen = std::collections::HashSet::new();
+        for _ in 0..2 {
+            let req = Request::get(format!("http://{}/", running.addr()))
+                .header("x-user", format!("user-{user}"))
+                .body(Full::new(Bytes::new()))
+                .expect("request");
+            let (resp, _) = send(&c, req).await;
+            assert_eq!(resp.status(), 200, "retried past the dead peer");
+            seen.insert(origin_of(&resp));
+        }
+        assert_eq!(seen.len(), 1, "user-{user} is not sticky: {seen:?}");
+        if owner == dead {
+            fallbacks.extend(seen);
+        }
+    }
+    // Users of the dead peer fall back along the ring by their own key, so both live
+    // peers serve (a retry hashing an empty key would send them all to one).
+    assert_eq!(fallbacks.len(), 2, "{fallbacks:?}");
+}

@@ -287,7 +287,13 @@ fn expand_group(up: &Upstream) -> TokenStream {
             Some(HealthValue::Count(n)) => n.base10_parse::<u32>().unwrap_or(default),
             _ => default,
         };
-        let (interval, timeout) = (duration_of("every", 5_000), duration_of("timeout", 2_000));
+        let every = match option("every") {
+            Some(HealthValue::Duration(d)) => d.value().unwrap_or(Duration::from_secs(5)),
+            _ => Duration::from_secs(5),
+        };
+        // Without an explicit timeout: 2 s, but never longer than the interval.
+        let default_timeout = every.min(Duration::from_secs(2)).as_millis() as u64;
+        let (interval, timeout) = (duration(every), duration_of("timeout", default_timeout));
         let (rise, fall) = (count_of("rise", 2), count_of("fall", 3));
         let kind = match &h.path {
             None => quote!(#rt::upstream::HealthKind::Tcp),

@@ -90,6 +90,8 @@ impl ProxyCli {
         }
         for (name, backends) in replaced {
             if let Some(group) = router.group_mut(&name) {
+                // Peers given on the command line win over a declared discovery source.
+                group.clear_discovery();
                 group.set_backends(backends);
             }
         }

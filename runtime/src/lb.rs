@@ -112,7 +112,25 @@ impl Peer {
 
     /// Whether the peer is ejected after consecutive failed requests.
     pub fn is_ejected(&self) -> bool {
-        self.ejected_until.load(Ordering::Relaxed) > now_ms()
+        // The common case (never ejected) reads no clock.
+        match self.ejected_until.load(Ordering::Relaxed) {
+            0 => false,
+            until => until > now_ms(),
+        }
+    }
+
+    /// A peer for `backend` (a new weight, say) that keeps this one's health verdict and
+    /// ejection; requests in flight stay counted on this one.
+    fn carried_over(&self, backend: Backend) -> Peer {
+        let peer = Peer::new(backend);
+        peer.healthy.store(self.is_healthy(), Ordering::Relaxed);
+        peer.ejected_until.store(
+            self.ejected_until.load(Ordering::Relaxed),
+            Ordering::Relaxed,
+        );
+        peer.failures
+            .store(self.failures.load(Ordering::Relaxed), Ordering::Relaxed);
+        peer
     }
 
     /// Whether requests may go to this peer: healthy and not ejected.
@@ -312,22 +330,12 @@ impl Selector {
                     // In flight per unit of weight, compared without division.
                     (p.in_flight() as u64 + 1) * 1024 / u64::from(p.backend.weight.max(1))
                 };
-                let (la, lb) = (load(a), load(b));
-                let better = match (peers[a].is_available(), peers[b].is_available()) {
+                let _ = attempt; // every attempt draws a fresh pair
+                match (peers[a].is_available(), peers[b].is_available()) {
                     (true, false) => a,
                     (false, true) => b,
-                    _ if la <= lb => a,
+                    _ if load(a) <= load(b) => a,
                     _ => b,
-                };
-                // On a retry, take the other one first.
-                if attempt % 2 == 1 {
-                    if better == a {
-                        b
-                    } else {
-                        a
-                    }
-                } else {
-                    better
                 }
             }
             Selector::Ketama(ring) => ketama_pick(ring, ketama_key(key), attempt, n),
@@ -472,6 +480,14 @@ impl fmt::Debug for LoadBalancer {
     }
 }
 
+/// Weights within `1..=MAX_WEIGHT`, whatever a discovery source or a caller set.
+fn clamp_weights(mut backends: Vec<Backend>) -> Vec<Backend> {
+    for b in &mut backends {
+        b.weight = b.weight.clamp(1, MAX_WEIGHT);
+    }
+    backends
+}
+
 /// Parses and resolves `addrs` into weight-1 backends.
 fn backends_from<I, A>(addrs: I) -> io::Result<Vec<Backend>>
 where
@@ -509,6 +525,7 @@ impl LoadBalancer {
 
     /// A balancer over `backends` choosing with `strategy` (an empty list selects nothing).
     pub fn new(backends: Vec<Backend>, strategy: Strategy) -> Self {
+        let backends = clamp_weights(backends);
         let selector = strategy.build(&backends);
         LoadBalancer {
             peers: backends
@@ -525,15 +542,14 @@ impl LoadBalancer {
     /// The same strategy over `backends`, keeping the live state (health, in-flight
     /// counts) of the peers that remain.
     pub fn with_backends(&self, backends: Vec<Backend>) -> Self {
+        let backends = clamp_weights(backends);
         let selector = self.strategy.build(&backends);
         let peers = backends
             .iter()
-            .map(|b| {
-                self.peers
-                    .iter()
-                    .find(|p| p.backend == *b)
-                    .cloned()
-                    .unwrap_or_else(|| Arc::new(Peer::new(b.clone())))
+            .map(|b| match self.peers.iter().find(|p| p.addr() == b.addr) {
+                Some(p) if p.backend == *b => p.clone(),
+                Some(p) => Arc::new(p.carried_over(b.clone())),
+                None => Arc::new(Peer::new(b.clone())),
             })
             .collect();
         LoadBalancer {

@@ -15,7 +15,7 @@ use crate::proxy::{Flow, RequestHeader, ResponseHeader, Session};
 use std::sync::Arc;
 
 use crate::lb::{InFlight, Peer};
-use crate::upstream::{GroupTask, HttpPeer, UpstreamGroup};
+use crate::upstream::{Attempts, GroupTask, HttpPeer, UpstreamGroup};
 
 /// A host a route matches: one name, or every subdomain of one (`*.example.com`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -183,6 +183,9 @@ impl Route {
 pub struct RouteCtx<C> {
     route: Option<usize>,
     peer: Option<InFlight>,
+    attempts: Attempts,
+    /// Whether the current peer's outcome went to passive health already.
+    recorded: bool,
     /// The user's per-request context (`ctx Type;` in `proxy!`).
     pub user: C,
 }
@@ -193,6 +196,8 @@ impl<C> RouteCtx<C> {
         RouteCtx {
             route: None,
             peer: None,
+            attempts: Attempts::default(),
+            recorded: false,
             user,
         }
     }
@@ -336,9 +341,9 @@ impl Router {
             ErrorKind::NoPeer,
             "no upstream group for this request",
         ))?;
-        let previous = ctx.peer().map(|p| p.addr());
-        let (peer, in_flight) = group.peer(session, previous).await?;
+        let (peer, in_flight) = group.peer(session, &mut ctx.attempts).await?;
         ctx.peer = Some(in_flight);
+        ctx.recorded = false;
         Ok(peer)
     }
 
@@ -359,13 +364,14 @@ impl Router {
     pub fn fail_to_connect<C>(
         &self,
         session: &Session,
-        ctx: &RouteCtx<C>,
+        ctx: &mut RouteCtx<C>,
         mut error: Error,
     ) -> Error {
         if let Some(group) = self.routed_group(ctx) {
             if let Some(peer) = ctx.peer() {
                 group.record_outcome(peer, Some(&error));
             }
+            ctx.recorded = true;
             if session.retries() < group.retries() {
                 error.set_retry(true);
             }
@@ -384,13 +390,14 @@ impl Router {
     pub fn error_while_proxy<C>(
         &self,
         session: &Session,
-        ctx: &RouteCtx<C>,
+        ctx: &mut RouteCtx<C>,
         mut error: Error,
     ) -> Error {
         if let Some(group) = self.routed_group(ctx) {
             if let Some(peer) = ctx.peer() {
                 group.record_outcome(peer, Some(&error));
             }
+            ctx.recorded = true;
             if error.kind() == ErrorKind::UpstreamClosed && session.retries() < group.retries() {
                 error.set_retry(true);
             }
@@ -404,8 +411,8 @@ impl Router {
         let (Some(group), Some(peer)) = (self.routed_group(ctx), ctx.peer()) else {
             return;
         };
-        // Connect failures and retried failures were recorded where they happened.
-        if error.is_some_and(|e| e.is_connect_failure() || e.retry()) || !session.was_forwarded() {
+        // Failures seen by fail_to_connect / error_while_proxy were recorded there.
+        if ctx.recorded || !session.was_forwarded() {
             return;
         }
         group.record_outcome(peer, error);

@@ -86,6 +86,11 @@ impl RequestBody {
             return;
         };
         let Ok(mut r) = recorder.lock() else { return };
+        if frame.is_some_and(Frame::is_trailers) {
+            // Trailers are not recorded: such a body cannot be replayed faithfully.
+            r.truncated = true;
+            r.chunks.clear();
+        }
         if let Some(data) = frame.and_then(Frame::data_ref) {
             if r.size + data.len() > r.limit {
                 r.truncated = true;

@@ -424,8 +424,9 @@ async fn run_phases<P: ProxyHttp>(
         headers::append_via(&mut up.headers, via);
     }
     proxy.upstream_request_filter(session, &mut up, ctx).await?;
-    if !up.headers.contains_key(HOST) {
-        // An HTTP/1.0 client may omit Host; HTTP/1.1 upstreams require one.
+    // An HTTP/1.0 client may omit Host; HTTP/1.1 upstreams require one: the peer's.
+    let host_from_peer = !up.headers.contains_key(HOST);
+    if host_from_peer {
         up.headers.insert(HOST, peer.host_header());
     }
 
@@ -465,6 +466,9 @@ async fn run_phases<P: ProxyHttp>(
                 peer = proxy.upstream_peer(session, ctx).await?;
                 session.upstream = Some(peer.addr());
                 request = unsent;
+                if host_from_peer {
+                    request.headers_mut().insert(HOST, peer.host_header());
+                }
             }
             Err(SendError { error, .. }) => {
                 let Some((method, uri, headers, recording)) = &replay else {
@@ -492,6 +496,9 @@ async fn run_phases<P: ProxyHttp>(
                 *again.method_mut() = method.clone();
                 *again.uri_mut() = uri.clone();
                 *again.headers_mut() = headers.clone();
+                if host_from_peer {
+                    again.headers_mut().insert(HOST, peer.host_header());
+                }
                 request = again;
             }
         }

@@ -75,7 +75,8 @@ impl Discovery for DnsDiscovery {
 #[derive(Debug)]
 pub struct FileDiscovery {
     path: PathBuf,
-    seen: Mutex<Option<(SystemTime, Vec<Backend>)>>,
+    /// The last list read, with the file's modification time and length then.
+    seen: Mutex<Option<(SystemTime, u64, Vec<Backend>)>>,
 }
 
 impl FileDiscovery {
@@ -124,10 +125,11 @@ pub fn parse_peer_file(text: &str) -> io::Result<Vec<Backend>> {
 impl Discovery for FileDiscovery {
     fn discover(&self) -> DiscoveryFuture<'_> {
         Box::pin(async move {
-            let modified = tokio::fs::metadata(&self.path).await?.modified()?;
+            let meta = tokio::fs::metadata(&self.path).await?;
+            let (modified, len) = (meta.modified()?, meta.len());
             if let Ok(seen) = self.seen.lock() {
-                if let Some((when, list)) = seen.as_ref() {
-                    if *when == modified {
+                if let Some((when, size, list)) = seen.as_ref() {
+                    if *when == modified && *size == len {
                         return Ok(list.clone());
                     }
                 }
@@ -135,7 +137,7 @@ impl Discovery for FileDiscovery {
             let text = tokio::fs::read_to_string(&self.path).await?;
             let list = parse_peer_file(&text)?;
             if let Ok(mut seen) = self.seen.lock() {
-                *seen = Some((modified, list.clone()));
+                *seen = Some((modified, text.len() as u64, list.clone()));
             }
             Ok(list)
         })

@@ -27,6 +27,15 @@ use crate::upstream::{HttpPeer, PeerTimeouts};
 /// Body bytes kept for a resend unless a group says otherwise (as Pingora's default).
 pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 
+/// What a request's earlier attempts left for its retries: the peers tried (so a retry
+/// goes elsewhere) and the hashed key (the request headers have moved upstream by then).
+/// Only filled in for groups that retry.
+#[derive(Debug, Default)]
+pub struct Attempts {
+    tried: Vec<SocketAddr>,
+    key: Option<Box<[u8]>>,
+}
+
 /// What part of a request key-based strategies (consistent hash, hash) hash.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub enum RequestKey {
@@ -243,6 +252,11 @@ impl UpstreamGroup {
         self
     }
 
+    /// Stops discovery: the peers set now stay (what `--upstream` does to a group).
+    pub fn clear_discovery(&mut self) {
+        self.discovery = None;
+    }
+
     /// Replaces the discovery source (e.g. in tests, or from a config file).
     pub fn set_discovery(&mut self, source: impl Discovery, interval: Duration) {
         self.discovery = Some(DiscoverySource {
@@ -293,28 +307,36 @@ impl UpstreamGroup {
         self.timeouts = timeouts;
     }
 
-    /// The peer for the request in `session`, avoiding `exclude` (the peer a retry comes
-    /// from) when another is available, and a guard counting the request in flight there.
+    /// The peer for the request in `session`, avoiding the peers its earlier attempts
+    /// tried when another is available, and a guard counting the request in flight there.
     /// Errors with [`ErrorKind::NoPeer`] (503) when no peer is available and the group does
     /// not fail open.
     pub async fn peer(
         &self,
         session: &Session,
-        exclude: Option<SocketAddr>,
+        attempts: &mut Attempts,
     ) -> Result<(HttpPeer, InFlight)> {
         if session.retries() > 0 && !self.retry_backoff.is_zero() {
             tokio::time::sleep(self.retry_backoff * session.retries()).await;
         }
         let lb = self.lb.load();
-        let key = if lb.strategy().uses_key() {
-            self.key.extract(session)
-        } else {
-            Cow::Borrowed(&[][..])
+        let key = match (&attempts.key, lb.strategy().uses_key()) {
+            (_, false) => Cow::Borrowed(&[][..]),
+            // A retry hashes the first attempt's key: the headers have moved upstream.
+            (Some(saved), true) => Cow::Borrowed(&saved[..]),
+            (None, true) => {
+                let key = self.key.extract(session);
+                if self.retries > 0 {
+                    attempts.key = Some(key.to_vec().into_boxed_slice());
+                }
+                key
+            }
         };
         let tries = lb.peers().len() * 2 + 1;
+        let tried = &attempts.tried;
         let chosen = lb
             .select_peer_where(&key, tries, |p| {
-                p.is_available() && Some(p.addr()) != exclude
+                p.is_available() && !tried.contains(&p.addr())
             })
             .or_else(|| lb.select_peer(&key, tries))
             .or_else(|| self.fail_open.then(|| lb.select_any(&key)).flatten());
@@ -328,6 +350,9 @@ impl UpstreamGroup {
                 },
             )
         })?;
+        if self.retries > 0 {
+            attempts.tried.push(peer.addr());
+        }
         Ok((
             HttpPeer::new(peer.addr()).with_timeouts(self.timeouts),
             peer.start_request(),

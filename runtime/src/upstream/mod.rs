@@ -13,6 +13,7 @@ mod pool;
 
 pub use client::{ClientOptions, HttpClient, SendError, UpstreamBody};
 pub use group::{
-    GroupTask, HealthCheck, HealthChecker, HealthKind, PassiveHealth, RequestKey, UpstreamGroup,
+    Attempts, GroupTask, HealthCheck, HealthChecker, HealthKind, PassiveHealth, RequestKey,
+    UpstreamGroup,
 };
 pub use peer::{HttpPeer, PeerTimeouts};

@@ -1,0 +1,11 @@
+use pingora_dsl::prelude::*;
+
+proxy! {
+    pub Edge {
+        listen "127.0.0.1:6188";
+        upstream web { peers ["127.0.0.1:8001"]; }
+        route path "/café" => upstream web;
+    }
+}
+
+fn main() {}
