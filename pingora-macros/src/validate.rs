@@ -575,6 +575,11 @@ fn validate_route(route: &RouteDecl, upstreams: &[String], user_peer: bool, erro
                 path.span(),
                 format!("invalid path prefix \"{p}\": it starts with `/` and has no query or spaces, e.g. \"/api\""),
             );
+        } else if !p.is_ascii() {
+            errors.at(
+                path.span(),
+                format!("path prefix \"{p}\" has non-ASCII characters, which request paths never contain: percent-encode them (\"/caf%C3%A9\")"),
+            );
         }
     }
     let mut seen = HashSet::new();
