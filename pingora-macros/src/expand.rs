@@ -168,21 +168,29 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
                 service
             }
 
-            /// A complete `main`: parses the command line (`--listen`, `--upstream`,
-            /// `--threads`, `--help`), then serves until SIGINT or SIGTERM.
+            /// A complete `main`: parses the command line (`-c FILE`, `-t`,
+            /// `--print-config`, `--listen`, `--upstream`, `--threads`, `--help`), then
+            /// serves until SIGINT or SIGTERM.
             pub fn run() -> ::std::process::ExitCode {
                 Self::run_with(#rt::cli::ProxyCli::from_env())
             }
 
             /// Like [`run`](Self::run), with a command line built by the caller.
             pub fn run_with(cli: #rt::cli::ProxyCli) -> ::std::process::ExitCode {
-                #rt::cli::run(cli, |cli| {
+                #rt::cli::run(#name_str, cli, |cli| {
                     let mut proxy = Self::new();
-                    cli.apply_upstreams(proxy.router_mut())?;
+                    cli.configure(#name_str, proxy.router_mut())?;
+                    let listen = cli.listen_for(#name_str, Self::LISTEN)?;
+                    let conf = cli.server_conf()?;
+                    let effective =
+                        #rt::config::Config::effective(#name_str, &listen, proxy.router(), &conf);
                     let tasks = proxy.router().background_tasks();
                     let mut service = proxy.service();
-                    cli.apply_listeners(&mut service);
-                    ::std::result::Result::Ok((service, tasks))
+                    service.clear_tcp();
+                    for addr in &listen {
+                        service.add_tcp(addr);
+                    }
+                    ::std::result::Result::Ok((service, tasks, effective))
                 })
             }
         }

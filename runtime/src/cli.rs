@@ -1,12 +1,14 @@
 //! The command line and `main` of a proxy declared with `proxy!`: its `run()` parses
-//! [`ProxyCli`], applies the overrides to the declared values, and serves until SIGINT or
-//! SIGTERM.
+//! [`ProxyCli`], applies the config file and then the flags over the declared values, and
+//! serves until SIGINT or SIGTERM (or, with `-t`, checks everything and exits; with
+//! `--print-config`, prints the effective configuration).
 
 use std::io;
 use std::process::ExitCode;
 
 use clap::Parser;
 
+use crate::config::Config;
 use crate::http::HttpService;
 use crate::lb::Backend;
 use crate::listen::resolve;
@@ -36,6 +38,19 @@ pub struct ProxyCli {
     /// With several threads, one work-stealing runtime instead of per-core workers.
     #[arg(long)]
     pub work_stealing: bool,
+    /// A config file (TOML) overriding the declared values; flags override it in turn.
+    #[arg(short = 'c', long = "conf", value_name = "FILE")]
+    pub conf: Option<std::path::PathBuf>,
+    /// Load and check everything (config file, addresses, peers), print a verdict, exit
+    /// 0 if all is well and 1 otherwise.
+    #[arg(short = 't', long = "test")]
+    pub test: bool,
+    /// Print the effective configuration (declaration + file + flags) as TOML and exit.
+    #[arg(long = "print-config")]
+    pub print_config: bool,
+    /// The loaded config file (filled in by [`run`]).
+    #[arg(skip)]
+    pub config: Option<Config>,
 }
 
 impl ProxyCli {
@@ -44,16 +59,45 @@ impl ProxyCli {
         ProxyCli::parse()
     }
 
-    /// The server settings the flags ask for.
-    pub fn server_conf(&self) -> ServerConf {
+    /// The server settings: defaults, then the config file, then the flags.
+    pub fn server_conf(&self) -> io::Result<ServerConf> {
         let mut conf = ServerConf::default();
+        if let Some(config) = &self.config {
+            config.apply_server(&mut conf)?;
+        }
         if let Some(threads) = self.threads {
             conf.threads = threads.max(1);
         }
         if self.work_stealing {
             conf.flavor = RuntimeFlavor::WorkStealing;
         }
-        conf
+        Ok(conf)
+    }
+
+    /// Applies the config file's overrides for proxy `name`, then `--upstream`.
+    pub fn configure(&self, name: &str, router: &mut Router) -> io::Result<()> {
+        if let Some(config) = &self.config {
+            config.apply_proxy(name, router)?;
+        }
+        self.apply_upstreams(router)
+    }
+
+    /// The listening addresses of proxy `name`: `--listen`, else the config file's, else
+    /// `declared`.
+    pub fn listen_for(&self, name: &str, declared: &[&str]) -> io::Result<Vec<String>> {
+        if !self.listen.is_empty() {
+            return Ok(self.listen.clone());
+        }
+        if let Some(list) = self
+            .config
+            .as_ref()
+            .map(|c| c.listen(name))
+            .transpose()?
+            .flatten()
+        {
+            return Ok(list);
+        }
+        Ok(declared.iter().map(|a| (*a).to_owned()).collect())
     }
 
     /// Replaces the peers of the groups named by `--upstream`. Errors name the bad flag.
@@ -124,22 +168,27 @@ pub fn init_logging() {
         .try_init();
 }
 
-/// What a declared proxy runs: its listening service and its groups' background tasks
-/// (discovery, health checks).
-pub type Services<P, L> = (HttpService<ProxyPipeline<P, L>>, Vec<GroupTask>);
+/// What a declared proxy runs: its listening service, its groups' background tasks
+/// (discovery, health checks), and its effective configuration (for `--print-config`).
+pub type Services<P, L> = (HttpService<ProxyPipeline<P, L>>, Vec<GroupTask>, Config);
 
 /// A whole `main`: logs, builds the service and health checks with `build` (which applies
 /// `cli`'s overrides), binds, prints where it listens, and serves until SIGINT/SIGTERM.
 /// Errors go to stderr with exit code 1.
-pub fn run<P, L, F>(cli: ProxyCli, build: F) -> ExitCode
+pub fn run<P, L, F>(name: &str, cli: ProxyCli, build: F) -> ExitCode
 where
     P: ProxyHttp,
     L: ProxyLayer<P>,
     F: FnOnce(&ProxyCli) -> io::Result<Services<P, L>>,
 {
     init_logging();
-    match serve(cli, build) {
+    let testing = cli.test;
+    match serve(name, cli, build) {
         Ok(()) => ExitCode::SUCCESS,
+        Err(e) if testing => {
+            eprintln!("configuration test failed: {e}");
+            ExitCode::FAILURE
+        }
         Err(e) => {
             eprintln!("error: {e}");
             ExitCode::FAILURE
@@ -147,13 +196,34 @@ where
     }
 }
 
-fn serve<P, L, F>(cli: ProxyCli, build: F) -> io::Result<()>
+fn serve<P, L, F>(name: &str, mut cli: ProxyCli, build: F) -> io::Result<()>
 where
     P: ProxyHttp,
     L: ProxyLayer<P>,
     F: FnOnce(&ProxyCli) -> io::Result<Services<P, L>>,
 {
-    let (mut service, tasks) = build(&cli)?;
+    if let Some(path) = &cli.conf {
+        let config = Config::load(path)?;
+        config.check_proxies(&[name])?;
+        cli.config = Some(config);
+    }
+    let conf = cli.server_conf()?;
+    let (mut service, tasks, effective) = build(&cli)?;
+    if cli.print_config {
+        print!("{}", effective.to_toml()?);
+        return Ok(());
+    }
+    if cli.test {
+        for addr in service.tcp_addrs() {
+            resolve(addr)?;
+        }
+        println!(
+            "configuration OK: {name} would listen on {} with {} worker thread(s)",
+            service.tcp_addrs().join(", "),
+            conf.threads
+        );
+        return Ok(());
+    }
     service.bind()?;
     for addr in service.local_addrs() {
         println!(
@@ -161,7 +231,7 @@ where
             service.name()
         );
     }
-    let mut server = Server::new(cli.server_conf());
+    let mut server = Server::new(conf);
     for task in tasks {
         server.add_service(background_service(task.name(), move |shutdown| {
             task.run(shutdown)

@@ -6,11 +6,13 @@
 //! Beside them: [`error`] (the edge error and its status mapping), [`io_timeout`]
 //! (read/write deadlines on sockets), and what declared proxies are built from: [`route`]
 //! (matching requests to upstream groups or fixed answers), [`phase`] (plugging user code
-//! into phases) and [`cli`] (the command line and `main` of a declared proxy).
+//! into phases), [`cli`] (the command line and `main` of a declared proxy) and [`config`]
+//! (its config file).
 //!
 //! Most users depend on the `pingora-dsl` facade crate, which re-exports this one.
 
 pub mod cli;
+pub mod config;
 pub mod error;
 pub mod http;
 pub mod io_timeout;

@@ -302,6 +302,11 @@ impl UpstreamGroup {
         self.lb.store(Arc::new(next));
     }
 
+    /// Replaces the retry budget.
+    pub fn set_retries(&mut self, retries: u32) {
+        self.retries = retries;
+    }
+
     /// Replaces the timeouts.
     pub fn set_timeouts(&mut self, timeouts: PeerTimeouts) {
         self.timeouts = timeouts;

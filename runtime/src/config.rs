@@ -1,0 +1,383 @@
+//! The config file of a declared proxy: server settings, and overrides of each declared
+//! proxy's values by name. The declaration gives the defaults, the file wins over them,
+//! and command-line flags win over the file.
+//!
+//! TOML, because it is what Rust users already write for Cargo, needs no indentation
+//! rules, and its parser reports every error with a line and column. Unknown keys are
+//! errors that name the key's path and line.
+//!
+//! ```toml
+//! [server]
+//! threads = 4
+//! work_stealing = false
+//! grace_period = "10s"
+//!
+//! [proxy.Gateway]
+//! listen = ["0.0.0.0:8080", "[::]:8080"]
+//!
+//! [proxy.Gateway.upstream.api]
+//! peers = ["10.0.0.1:9000", "10.0.0.2:9000 weight 3"]
+//! retry = 2
+//! timeout = { connect = "500ms", read = "30s" }
+//! ```
+
+use std::collections::BTreeMap;
+use std::io;
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::lb::{Backend, MAX_WEIGHT};
+use crate::route::Router;
+use crate::server::{RuntimeFlavor, ServerConf};
+use crate::upstream::PeerTimeouts;
+
+/// A whole config file.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// Process-wide settings.
+    #[serde(default)]
+    pub server: ServerSection,
+    /// Overrides per declared proxy, by its name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub proxy: BTreeMap<String, ProxySection>,
+}
+
+/// `[server]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSection {
+    /// Worker threads.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub threads: Option<usize>,
+    /// One work-stealing runtime instead of per-core workers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub work_stealing: Option<bool>,
+    /// Time in-flight requests get to finish at shutdown (`"10s"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub grace_period: Option<String>,
+}
+
+/// `[proxy.NAME]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProxySection {
+    /// Listening addresses, replacing the declared ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub listen: Option<Vec<String>>,
+    /// Overrides per upstream group, by its name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub upstream: BTreeMap<String, UpstreamSection>,
+}
+
+/// `[proxy.NAME.upstream.GROUP]`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UpstreamSection {
+    /// Peers, `"IP:PORT"` or `"IP:PORT weight N"`, replacing the declared ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<String>>,
+    /// Timeouts to change (the others keep their values).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<TimeoutSection>,
+    /// Retry budget after failed connects and broken connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub retry: Option<u32>,
+}
+
+/// `timeout = { connect = "1s", ... }`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TimeoutSection {
+    /// Connect timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub connect: Option<String>,
+    /// Read timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub read: Option<String>,
+    /// Write timeout.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub write: Option<String>,
+    /// Idle timeout of pooled connections.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<String>,
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+/// `"500ms"`, `"30s"`, `"1.5s"`, `"2m"`, `"1h"`: the units of the `proxy!` language.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    let split = text
+        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+        .unwrap_or(text.len());
+    let (number, unit) = text.split_at(split);
+    let factor =
+        match unit {
+            "ms" => 0.001,
+            "s" => 1.0,
+            "m" => 60.0,
+            "h" => 3600.0,
+            _ => return Err(format!(
+                "invalid duration {text:?}: write a number with a unit, ms, s, m or h (\"30s\")"
+            )),
+        };
+    let seconds = number
+        .parse::<f64>()
+        .map_err(|_| format!("invalid duration {text:?}: the number is missing"))?
+        * factor;
+    if !(0.001..=7.0 * 24.0 * 3600.0).contains(&seconds) {
+        return Err(format!("duration {text:?} is out of range: 1ms to 7 days"));
+    }
+    Ok(Duration::from_secs_f64(seconds))
+}
+
+/// `"IP:PORT"` or `"IP:PORT weight N"`.
+fn parse_peer(text: &str) -> Result<Backend, String> {
+    let mut words = text.split_whitespace();
+    let addr: SocketAddr =
+        words.next().unwrap_or("").parse().map_err(|_| {
+            format!("invalid peer {text:?}: write \"IP:PORT\" or \"IP:PORT weight N\"")
+        })?;
+    if addr.port() == 0 {
+        return Err(format!("invalid peer {text:?}: port 0"));
+    }
+    match (words.next(), words.next(), words.next()) {
+        (None, _, _) => Ok(Backend::new(addr)),
+        (Some("weight"), Some(w), None) => match w.parse::<u32>() {
+            Ok(w) if (1..=MAX_WEIGHT).contains(&w) => Ok(Backend::weighted(addr, w)),
+            _ => Err(format!(
+                "invalid peer {text:?}: a weight goes from 1 to {MAX_WEIGHT}"
+            )),
+        },
+        _ => Err(format!(
+            "invalid peer {text:?}: write \"IP:PORT\" or \"IP:PORT weight N\""
+        )),
+    }
+}
+
+/// The 1-based line of byte `offset` in `text`.
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset)
+        .map_or(1, |before| before.matches('\n').count() + 1)
+}
+
+impl Config {
+    /// Parses a config file's text; errors name the key's path and its line.
+    pub fn parse(text: &str) -> io::Result<Config> {
+        let de = toml::Deserializer::parse(text).map_err(|e| {
+            let line = e.span().map_or(1, |s| line_of(text, s.start));
+            invalid(format!("line {line}: {}", e.message()))
+        })?;
+        serde_path_to_error::deserialize(de).map_err(|e| {
+            let path = e.path().to_string();
+            let inner = e.into_inner();
+            let line = inner.span().map_or(1, |s| line_of(text, s.start));
+            invalid(format!("{path} (line {line}): {}", inner.message()))
+        })
+    }
+
+    /// Reads and parses the file at `path`.
+    pub fn load(path: &Path) -> io::Result<Config> {
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("{}: {e}", path.display())))?;
+        Config::parse(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))
+    }
+
+    /// Applies `[server]` to `conf`.
+    pub fn apply_server(&self, conf: &mut ServerConf) -> io::Result<()> {
+        if let Some(threads) = self.server.threads {
+            if threads == 0 {
+                return Err(invalid("server.threads: must be at least 1".into()));
+            }
+            conf.threads = threads;
+        }
+        if let Some(ws) = self.server.work_stealing {
+            conf.flavor = if ws {
+                RuntimeFlavor::WorkStealing
+            } else {
+                RuntimeFlavor::PerCore
+            };
+        }
+        if let Some(grace) = &self.server.grace_period {
+            conf.grace_period =
+                parse_duration(grace).map_err(|e| invalid(format!("server.grace_period: {e}")))?;
+        }
+        Ok(())
+    }
+
+    /// Checks that every `[proxy.NAME]` names one of `declared`.
+    pub fn check_proxies(&self, declared: &[&str]) -> io::Result<()> {
+        for name in self.proxy.keys() {
+            if !declared.contains(&name.as_str()) {
+                return Err(invalid(format!(
+                    "proxy.{name}: no proxy named {name:?} is declared (declared: {})",
+                    declared.join(", ")
+                )));
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `[proxy.NAME]`'s upstream overrides to `router`. Listening addresses are
+    /// returned by [`listen`](Config::listen).
+    pub fn apply_proxy(&self, name: &str, router: &mut Router) -> io::Result<()> {
+        let Some(section) = self.proxy.get(name) else {
+            return Ok(());
+        };
+        for (group_name, up) in &section.upstream {
+            let at = |field: &str| format!("proxy.{name}.upstream.{group_name}.{field}");
+            let names: Vec<String> = router
+                .groups()
+                .iter()
+                .map(|g| g.name().to_owned())
+                .collect();
+            let group = router.group_mut(group_name).ok_or_else(|| {
+                invalid(format!(
+                    "proxy.{name}.upstream.{group_name}: no upstream named {group_name:?} (declared: {})",
+                    names.join(", ")
+                ))
+            })?;
+            if let Some(retry) = up.retry {
+                if retry > crate::proxy::MAX_CONNECT_RETRIES {
+                    return Err(invalid(format!("{}: at most 16", at("retry"))));
+                }
+                group.set_retries(retry);
+            }
+            if let Some(t) = &up.timeout {
+                let mut timeouts: PeerTimeouts = *group.timeouts();
+                for (field, value, slot) in [
+                    ("connect", &t.connect, &mut timeouts.connect),
+                    ("read", &t.read, &mut timeouts.read),
+                    ("write", &t.write, &mut timeouts.write),
+                    ("idle", &t.idle, &mut timeouts.idle),
+                ] {
+                    if let Some(v) = value {
+                        *slot = parse_duration(v).map_err(|e| {
+                            invalid(format!("{}: {e}", at(&format!("timeout.{field}"))))
+                        })?;
+                    }
+                }
+                group.set_timeouts(timeouts);
+            }
+            if let Some(peers) = &up.peers {
+                let backends = peers
+                    .iter()
+                    .map(|p| parse_peer(p).map_err(|e| invalid(format!("{}: {e}", at("peers")))))
+                    .collect::<io::Result<Vec<_>>>()?;
+                if backends.is_empty() {
+                    return Err(invalid(format!(
+                        "{}: an upstream needs at least one peer",
+                        at("peers")
+                    )));
+                }
+                group.clear_discovery();
+                group.set_backends(backends);
+            }
+        }
+        Ok(())
+    }
+
+    /// The listening addresses `[proxy.NAME]` sets, if any (checked to parse).
+    pub fn listen(&self, name: &str) -> io::Result<Option<Vec<String>>> {
+        let Some(list) = self.proxy.get(name).and_then(|p| p.listen.clone()) else {
+            return Ok(None);
+        };
+        for addr in &list {
+            crate::listen::resolve(addr)
+                .map_err(|e| invalid(format!("proxy.{name}.listen: {addr:?}: {e}")))?;
+        }
+        Ok(Some(list))
+    }
+
+    /// The effective configuration of proxy `name` listening on `listen` with `router`'s
+    /// groups, and of `conf`: what `--print-config` shows.
+    pub fn effective(name: &str, listen: &[String], router: &Router, conf: &ServerConf) -> Config {
+        let show = |d: Duration| match d.as_millis() {
+            ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
+            ms => format!("{ms}ms"),
+        };
+        let upstream = router
+            .groups()
+            .iter()
+            .map(|g| {
+                let t = g.timeouts();
+                let peers = g
+                    .backends()
+                    .iter()
+                    .map(|b| match b.weight {
+                        1 => b.addr.to_string(),
+                        w => format!("{} weight {w}", b.addr),
+                    })
+                    .collect();
+                let section = UpstreamSection {
+                    peers: Some(peers),
+                    timeout: Some(TimeoutSection {
+                        connect: Some(show(t.connect)),
+                        read: Some(show(t.read)),
+                        write: Some(show(t.write)),
+                        idle: Some(show(t.idle)),
+                    }),
+                    retry: Some(g.retries()),
+                };
+                (g.name().to_owned(), section)
+            })
+            .collect();
+        Config {
+            server: ServerSection {
+                threads: Some(conf.threads),
+                work_stealing: Some(matches!(conf.flavor, RuntimeFlavor::WorkStealing)),
+                grace_period: Some(show(conf.grace_period)),
+            },
+            proxy: BTreeMap::from([(
+                name.to_owned(),
+                ProxySection {
+                    listen: Some(listen.to_vec()),
+                    upstream,
+                },
+            )]),
+        }
+    }
+
+    /// The configuration as TOML text.
+    pub fn to_toml(&self) -> io::Result<String> {
+        toml::to_string(self).map_err(|e| invalid(e.to_string()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn unknown_keys_name_their_path_and_line() {
+        let e = Config::parse(
+            "[server]\nthreads = 2\n\n[proxy.Edge.upstream.api]\ntimeot = { read = \"1s\" }\n",
+        )
+        .expect_err("unknown key");
+        let text = e.to_string();
+        assert!(text.contains("proxy.Edge.upstream.api"), "{text}");
+        assert!(text.contains("line 5"), "{text}");
+        assert!(text.contains("timeot"), "{text}");
+        let e = Config::parse("[server]\nthreads = \"four\"\n").expect_err("bad type");
+        assert!(e.to_string().contains("server.threads"), "{e}");
+        assert!(Config::parse("[server\n").is_err());
+    }
+
+    #[test]
+    fn durations_and_peers_parse_like_the_dsl() {
+        assert_eq!(parse_duration("500ms"), Ok(Duration::from_millis(500)));
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("2m"), Ok(Duration::from_secs(120)));
+        assert!(parse_duration("5").is_err());
+        assert!(parse_duration("0s").is_err());
+        assert_eq!(parse_peer("10.0.0.1:80 weight 3").map(|b| b.weight), Ok(3));
+        assert!(parse_peer("10.0.0.1:80 weight 0").is_err());
+        assert!(parse_peer("localhost:80").is_err());
+    }
+}

@@ -1,0 +1,198 @@
+//! The config file of declared proxies: the file overrides the declaration, flags override
+//! the file, bad files are refused with the key's path and line, and `--print-config`'s
+//! output is itself a valid config that changes nothing.
+
+mod support;
+
+use std::time::Duration;
+
+use pingora_dsl::cli::ProxyCli;
+use pingora_dsl::config::Config;
+use pingora_dsl::prelude::*;
+use pingora_dsl::server::RuntimeFlavor;
+use pingora_dsl_suite::origin::Origin;
+use support::{client, get, send};
+
+proxy! {
+    /// A proxy whose values a config file changes.
+    pub Configured {
+        listen "127.0.0.1:6188";
+        upstream web {
+            peers ["127.0.0.1:8001"];
+            timeout connect 5s, read 30s;
+        }
+        upstream api {
+            peers ["127.0.0.1:8002"];
+        }
+        route path "/api" => upstream api;
+        route => upstream web;
+    }
+}
+
+fn cli_with(text: &str) -> ProxyCli {
+    ProxyCli {
+        config: Some(Config::parse(text).expect("valid config")),
+        ..ProxyCli::default()
+    }
+}
+
+#[tokio::test]
+async fn the_file_overrides_the_declaration_and_flags_override_the_file() {
+    let (web, api, api2) = (
+        Origin::start("web").await.expect("origin"),
+        Origin::start("api").await.expect("origin"),
+        Origin::start("api-2").await.expect("origin"),
+    );
+    let text = format!(
+        r#"
+[server]
+threads = 3
+work_stealing = true
+grace_period = "2s"
+
+[proxy.Configured]
+listen = ["127.0.0.1:0"]
+
+[proxy.Configured.upstream.web]
+peers = ["{}"]
+timeout = {{ read = "250ms" }}
+retry = 1
+
+[proxy.Configured.upstream.api]
+peers = ["{} weight 2"]
+"#,
+        web.addr(),
+        api.addr()
+    );
+    let mut cli = cli_with(&text);
+    let conf = cli.server_conf().expect("server section");
+    assert_eq!(conf.threads, 3);
+    assert!(matches!(conf.flavor, RuntimeFlavor::WorkStealing));
+    assert_eq!(conf.grace_period, Duration::from_secs(2));
+
+    let mut proxy = Configured::new();
+    cli.configure("Configured", proxy.router_mut())
+        .expect("applies");
+    let web_group = proxy.router().group("web").expect("group");
+    assert_eq!(web_group.timeouts().read, Duration::from_millis(250));
+    assert_eq!(
+        web_group.timeouts().connect,
+        Duration::from_secs(5),
+        "declared value kept"
+    );
+    assert_eq!(web_group.retries(), 1);
+    assert_eq!(
+        proxy.router().group("api").expect("group").backends()[0].weight,
+        2
+    );
+    assert_eq!(
+        cli.listen_for("Configured", Configured::LISTEN)
+            .expect("listen"),
+        ["127.0.0.1:0"]
+    );
+
+    let mut service = proxy.service();
+    service.clear_tcp();
+    for addr in cli
+        .listen_for("Configured", Configured::LISTEN)
+        .expect("listen")
+    {
+        service.add_tcp(&addr);
+    }
+    let running = service.spawn().expect("starts");
+    let c = client();
+    let (resp, _) = send(&c, get(running.addr(), "/", None)).await;
+    assert_eq!(resp.headers()["x-origin"], "web");
+    let (resp, _) = send(&c, get(running.addr(), "/api/x", None)).await;
+    assert_eq!(resp.headers()["x-origin"], "api");
+    // The file's 250 ms read timeout is in force.
+    let (resp, _) = send(&c, get(running.addr(), "/stall", None)).await;
+    assert_eq!(resp.status(), 504);
+
+    // Flags win over the file.
+    cli.upstream = vec![format!("api={}", api2.addr())];
+    cli.listen = vec!["127.0.0.1:7777".into()];
+    cli.threads = Some(1);
+    let mut proxy = Configured::new();
+    cli.configure("Configured", proxy.router_mut())
+        .expect("applies");
+    assert_eq!(
+        proxy.router().group("api").expect("group").backends()[0].addr,
+        api2.addr()
+    );
+    assert_eq!(
+        cli.listen_for("Configured", Configured::LISTEN)
+            .expect("listen"),
+        ["127.0.0.1:7777"]
+    );
+    assert_eq!(cli.server_conf().expect("conf").threads, 1);
+}
+
+#[test]
+fn bad_files_are_refused_with_the_path_and_line() {
+    let unknown =
+        Config::parse("[proxy.Configured.upstream.web]\npeers = [\"127.0.0.1:1\"]\nretyr = 2\n")
+            .expect_err("unknown key");
+    let text = unknown.to_string();
+    assert!(text.contains("proxy.Configured.upstream.web"), "{text}");
+    assert!(text.contains("line 3"), "{text}");
+    assert!(text.contains("retyr"), "{text}");
+
+    let config = Config::parse("[proxy.Configured.upstream.nope]\nretry = 1\n").expect("parses");
+    let e = config
+        .apply_proxy("Configured", Configured::new().router_mut())
+        .expect_err("unknown group");
+    assert!(e.to_string().contains("no upstream named \"nope\""), "{e}");
+
+    let config = Config::parse("[proxy.Other]\nlisten = [\"127.0.0.1:1\"]\n").expect("parses");
+    let e = config
+        .check_proxies(&["Configured"])
+        .expect_err("unknown proxy");
+    assert!(e.to_string().contains("no proxy named \"Other\""), "{e}");
+
+    for (bad, why) in [
+        (
+            "[proxy.Configured.upstream.web]\npeers = [\"localhost:80\"]\n",
+            "IP:PORT",
+        ),
+        (
+            "[proxy.Configured.upstream.web]\npeers = [\"127.0.0.1:1 weight 0\"]\n",
+            "weight",
+        ),
+        (
+            "[proxy.Configured.upstream.web]\ntimeout = { read = \"10\" }\n",
+            "unit",
+        ),
+        (
+            "[proxy.Configured.upstream.web]\npeers = []\n",
+            "at least one peer",
+        ),
+    ] {
+        let config = Config::parse(bad).expect("parses");
+        let e = config
+            .apply_proxy("Configured", Configured::new().router_mut())
+            .expect_err(bad);
+        assert!(e.to_string().contains(why), "{e}");
+    }
+    let config = Config::parse("[server]\ngrace_period = \"soon\"\n").expect("parses");
+    let mut conf = ServerConf::default();
+    assert!(config.apply_server(&mut conf).is_err());
+}
+
+#[test]
+fn the_printed_config_is_a_valid_config_that_changes_nothing() {
+    let proxy = Configured::new();
+    let conf = ServerConf::default();
+    let listen = vec!["127.0.0.1:6188".to_owned()];
+    let effective = Config::effective("Configured", &listen, proxy.router(), &conf);
+    let text = effective.to_toml().expect("toml");
+    let reparsed = Config::parse(&text).expect("the printed config parses");
+    assert_eq!(reparsed, effective);
+    let mut again = Configured::new();
+    reparsed
+        .apply_proxy("Configured", again.router_mut())
+        .expect("applies");
+    let round_trip = Config::effective("Configured", &listen, again.router(), &conf);
+    assert_eq!(round_trip, effective);
+    assert!(text.contains("read = \"30s\""), "{text}");
+}
