@@ -196,3 +196,89 @@ fn the_printed_config_is_a_valid_config_that_changes_nothing() {
     assert_eq!(round_trip, effective);
     assert!(text.contains("read = \"30s\""), "{text}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_peers_and_timeouts_without_failing_a_request() {
+    let (old, new) = (
+        Origin::start("old").await.expect("origin"),
+        Origin::start("new").await.expect("origin"),
+    );
+    let dir = std::env::temp_dir().join(format!("pingora-dsl-reload-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    let path = dir.join("proxy.toml");
+    let write = |peer: std::net::SocketAddr, read: &str| {
+        std::fs::write(
+            &path,
+            format!("[proxy.Configured.upstream.web]\npeers = [\"{peer}\"]\ntimeout = {{ read = \"{read}\" }}\n"),
+        )
+        .expect("write config");
+    };
+    write(old.addr(), "30s");
+    let cli = ProxyCli {
+        config: Some(Config::load(&path).expect("loads")),
+        ..ProxyCli::default()
+    };
+    let mut proxy = Configured::new();
+    cli.configure("Configured", proxy.router_mut())
+        .expect("applies");
+    let groups = proxy.router().groups().to_vec();
+    let mut service = proxy.service();
+    service.clear_tcp();
+    service.add_tcp("127.0.0.1:0");
+    let running = service.spawn().expect("starts");
+    let addr = running.addr();
+
+    // The reload task, as `run()` starts it, woken by a real SIGHUP.
+    let (trigger, watch) = pingora_dsl::server::shutdown_channel();
+    let reloader = tokio::spawn(pingora_dsl::cli::reload_on_hangup(
+        "Configured".into(),
+        Some(path.clone()),
+        groups.clone(),
+        watch,
+    ));
+    tokio::time::sleep(Duration::from_millis(100)).await;
+
+    let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let deadline = std::time::Instant::now() + Duration::from_millis(1_200);
+    let mut clients = Vec::new();
+    for _ in 0..4 {
+        let failures = failures.clone();
+        clients.push(tokio::spawn(async move {
+            let c = client();
+            while std::time::Instant::now() < deadline {
+                match tokio::time::timeout(Duration::from_secs(10), c.request(get(addr, "/", None)))
+                    .await
+                {
+                    Ok(Ok(resp)) if resp.status() == 200 => {}
+                    _ => {
+                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    }
+                }
+            }
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let before = new.requests();
+    write(new.addr(), "250ms");
+    nix::sys::signal::raise(nix::sys::signal::Signal::SIGHUP).expect("raise SIGHUP");
+    for c in clients {
+        c.await.expect("client");
+    }
+    assert_eq!(failures.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(before, 0, "the new peer was unused before the reload");
+    assert!(new.requests() > 0, "after SIGHUP the reloaded peer serves");
+    let web = groups.iter().find(|g| g.name() == "web").expect("group");
+    assert_eq!(web.timeouts().read, Duration::from_millis(250));
+
+    // An invalid file changes nothing.
+    std::fs::write(
+        &path,
+        "[proxy.Configured.upstream.web]\npeers = [\"nonsense\"]\n",
+    )
+    .expect("write");
+    assert!(pingora_dsl::cli::reload("Configured", &path, &groups).is_err());
+    assert_eq!(web.backends()[0].addr, new.addr());
+    trigger.trigger();
+    let _ = tokio::time::timeout(Duration::from_secs(2), reloader).await;
+    let _ = std::fs::remove_dir_all(&dir);
+}

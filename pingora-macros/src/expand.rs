@@ -185,12 +185,13 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
                     let effective =
                         #rt::config::Config::effective(#name_str, &listen, proxy.router(), &conf);
                     let tasks = proxy.router().background_tasks();
+                    let groups = proxy.router().groups().to_vec();
                     let mut service = proxy.service();
                     service.clear_tcp();
                     for addr in &listen {
                         service.add_tcp(addr);
                     }
-                    ::std::result::Result::Ok((service, tasks, effective))
+                    ::std::result::Result::Ok((service, tasks, effective, groups))
                 })
             }
         }

@@ -14,8 +14,11 @@ use crate::lb::Backend;
 use crate::listen::resolve;
 use crate::proxy::{ProxyHttp, ProxyLayer, ProxyPipeline};
 use crate::route::Router;
+use crate::server::ShutdownWatch;
 use crate::server::{background_service, RuntimeFlavor, Server, ServerConf};
-use crate::upstream::GroupTask;
+use crate::upstream::{GroupTask, UpstreamGroup};
+use std::path::{Path, PathBuf};
+use tokio::signal::unix::{signal, SignalKind};
 
 /// Command-line flags every declared proxy accepts. Declared values are the defaults; a
 /// flag given replaces them.
@@ -169,8 +172,58 @@ pub fn init_logging() {
 }
 
 /// What a declared proxy runs: its listening service, its groups' background tasks
-/// (discovery, health checks), and its effective configuration (for `--print-config`).
-pub type Services<P, L> = (HttpService<ProxyPipeline<P, L>>, Vec<GroupTask>, Config);
+/// (discovery, health checks), its effective configuration (for `--print-config`), and
+/// handles to its upstream groups (for a reload on SIGHUP).
+pub type Services<P, L> = (
+    HttpService<ProxyPipeline<P, L>>,
+    Vec<GroupTask>,
+    Config,
+    Vec<UpstreamGroup>,
+);
+
+/// Re-reads the config file at `path` and applies proxy `name`'s upstream settings
+/// (peers, weights, timeouts, retries) to the live `groups`. Nothing changes if the file is
+/// invalid; requests in flight are not disturbed either way.
+pub fn reload(name: &str, path: &Path, groups: &[UpstreamGroup]) -> io::Result<()> {
+    let config = Config::load(path)?;
+    config.check_proxies(&[name])?;
+    config.apply_groups(name, groups)?;
+    Ok(())
+}
+
+/// Waits for SIGHUP and reloads (see [`reload`]) until `shutdown`. Without a config file
+/// a SIGHUP is logged and ignored rather than ending the process.
+pub async fn reload_on_hangup(
+    name: String,
+    path: Option<PathBuf>,
+    groups: Vec<UpstreamGroup>,
+    mut shutdown: ShutdownWatch,
+) {
+    let mut hangups = match signal(SignalKind::hangup()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot listen for SIGHUP; reloads are off");
+            return;
+        }
+    };
+    loop {
+        tokio::select! {
+            got = hangups.recv() => {
+                if got.is_none() {
+                    return;
+                }
+                match &path {
+                    None => tracing::warn!("SIGHUP ignored: no config file (-c) to reload"),
+                    Some(path) => match reload(&name, path, &groups) {
+                        Ok(()) => tracing::info!(file = %path.display(), "configuration reloaded"),
+                        Err(e) => tracing::error!(error = %e, "configuration NOT reloaded; the running one stays"),
+                    },
+                }
+            }
+            _ = shutdown.wait() => return,
+        }
+    }
+}
 
 /// A whole `main`: logs, builds the service and health checks with `build` (which applies
 /// `cli`'s overrides), binds, prints where it listens, and serves until SIGINT/SIGTERM.
@@ -208,7 +261,7 @@ where
         cli.config = Some(config);
     }
     let conf = cli.server_conf()?;
-    let (mut service, tasks, effective) = build(&cli)?;
+    let (mut service, tasks, effective, groups) = build(&cli)?;
     if cli.print_config {
         print!("{}", effective.to_toml()?);
         return Ok(());
@@ -232,6 +285,10 @@ where
         );
     }
     let mut server = Server::new(conf);
+    let (reload_name, reload_path) = (name.to_owned(), cli.conf.clone());
+    server.add_service(background_service("reload on SIGHUP", move |shutdown| {
+        reload_on_hangup(reload_name, reload_path, groups, shutdown)
+    }));
     for task in tasks {
         server.add_service(background_service(task.name(), move |shutdown| {
             task.run(shutdown)

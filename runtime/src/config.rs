@@ -32,7 +32,7 @@ use serde::{Deserialize, Serialize};
 use crate::lb::{Backend, MAX_WEIGHT};
 use crate::route::Router;
 use crate::server::{RuntimeFlavor, ServerConf};
-use crate::upstream::PeerTimeouts;
+use crate::upstream::{PeerTimeouts, UpstreamGroup};
 
 /// A whole config file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -117,16 +117,17 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         .find(|c: char| !(c.is_ascii_digit() || c == '.'))
         .unwrap_or(text.len());
     let (number, unit) = text.split_at(split);
-    let factor =
-        match unit {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return Err(format!(
+    let factor = match unit {
+        "ms" => 0.001,
+        "s" => 1.0,
+        "m" => 60.0,
+        "h" => 3600.0,
+        _ => {
+            return Err(format!(
                 "invalid duration {text:?}: write a number with a unit, ms, s, m or h (\"30s\")"
-            )),
-        };
+            ))
+        }
+    };
     let seconds = number
         .parse::<f64>()
         .map_err(|_| format!("invalid duration {text:?}: the number is missing"))?
@@ -224,33 +225,44 @@ impl Config {
         Ok(())
     }
 
-    /// Applies `[proxy.NAME]`'s upstream overrides to `router`. Listening addresses are
-    /// returned by [`listen`](Config::listen).
+    /// Applies `[proxy.NAME]`'s upstream overrides to `router` at startup. A group given
+    /// `peers` here stops its discovery. Listening addresses are returned by
+    /// [`listen`](Config::listen).
     pub fn apply_proxy(&self, name: &str, router: &mut Router) -> io::Result<()> {
+        let replaced = self.apply_groups(name, router.groups())?;
+        for group in replaced {
+            if let Some(g) = router.group_mut(&group) {
+                g.clear_discovery();
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `[proxy.NAME]`'s upstream overrides (peers, weights, timeouts, retries) to
+    /// live `groups` — at startup, or on a reload while requests flow. Everything is checked
+    /// before anything changes. Returns the groups whose peers were replaced.
+    pub fn apply_groups(&self, name: &str, groups: &[UpstreamGroup]) -> io::Result<Vec<String>> {
         let Some(section) = self.proxy.get(name) else {
-            return Ok(());
+            return Ok(Vec::new());
         };
+        let mut changes = Vec::new();
         for (group_name, up) in &section.upstream {
             let at = |field: &str| format!("proxy.{name}.upstream.{group_name}.{field}");
-            let names: Vec<String> = router
-                .groups()
-                .iter()
-                .map(|g| g.name().to_owned())
-                .collect();
-            let group = router.group_mut(group_name).ok_or_else(|| {
+            let group = groups.iter().find(|g| g.name() == group_name).ok_or_else(|| {
+                let names: Vec<&str> = groups.iter().map(|g| g.name()).collect();
                 invalid(format!(
                     "proxy.{name}.upstream.{group_name}: no upstream named {group_name:?} (declared: {})",
                     names.join(", ")
                 ))
             })?;
-            if let Some(retry) = up.retry {
-                if retry > crate::proxy::MAX_CONNECT_RETRIES {
-                    return Err(invalid(format!("{}: at most 16", at("retry"))));
-                }
-                group.set_retries(retry);
+            if up
+                .retry
+                .is_some_and(|r| r > crate::proxy::MAX_CONNECT_RETRIES)
+            {
+                return Err(invalid(format!("{}: at most 16", at("retry"))));
             }
+            let mut timeouts: PeerTimeouts = group.timeouts();
             if let Some(t) = &up.timeout {
-                let mut timeouts: PeerTimeouts = *group.timeouts();
                 for (field, value, slot) in [
                     ("connect", &t.connect, &mut timeouts.connect),
                     ("read", &t.read, &mut timeouts.read),
@@ -263,24 +275,39 @@ impl Config {
                         })?;
                     }
                 }
-                group.set_timeouts(timeouts);
             }
-            if let Some(peers) = &up.peers {
-                let backends = peers
-                    .iter()
-                    .map(|p| parse_peer(p).map_err(|e| invalid(format!("{}: {e}", at("peers")))))
-                    .collect::<io::Result<Vec<_>>>()?;
-                if backends.is_empty() {
-                    return Err(invalid(format!(
-                        "{}: an upstream needs at least one peer",
-                        at("peers")
-                    )));
+            let backends = match &up.peers {
+                None => None,
+                Some(peers) => {
+                    let list = peers
+                        .iter()
+                        .map(|p| {
+                            parse_peer(p).map_err(|e| invalid(format!("{}: {e}", at("peers"))))
+                        })
+                        .collect::<io::Result<Vec<_>>>()?;
+                    if list.is_empty() {
+                        return Err(invalid(format!(
+                            "{}: an upstream needs at least one peer",
+                            at("peers")
+                        )));
+                    }
+                    Some(list)
                 }
-                group.clear_discovery();
+            };
+            changes.push((group, up.retry, timeouts, backends));
+        }
+        let mut replaced = Vec::new();
+        for (group, retry, timeouts, backends) in changes {
+            if let Some(retry) = retry {
+                group.set_retries(retry);
+            }
+            group.set_timeouts(timeouts);
+            if let Some(backends) = backends {
                 group.set_backends(backends);
+                replaced.push(group.name().to_owned());
             }
         }
-        Ok(())
+        Ok(replaced)
     }
 
     /// The listening addresses `[proxy.NAME]` sets, if any (checked to parse).

@@ -125,14 +125,21 @@ pub struct PassiveHealth {
     pub eject_for: Duration,
 }
 
+/// The settings of a group that a reload may change while requests flow.
+#[derive(Debug, Clone, Copy, Default)]
+struct Tunables {
+    timeouts: PeerTimeouts,
+    retries: u32,
+}
+
 /// A named pool of peers. [`peer`](UpstreamGroup::peer) picks the next available one with
-/// the group's strategy and stamps the group's timeouts on it.
-#[derive(Debug)]
+/// the group's strategy and stamps the group's timeouts on it. A clone is a handle to the
+/// same live peers and tunables (what a config reload updates).
+#[derive(Debug, Clone)]
 pub struct UpstreamGroup {
     name: Arc<str>,
     lb: Arc<ArcSwap<LoadBalancer>>,
-    timeouts: PeerTimeouts,
-    retries: u32,
+    tunables: Arc<ArcSwap<Tunables>>,
     retry_backoff: Duration,
     replay_limit: usize,
     retry_any_method: bool,
@@ -166,8 +173,7 @@ impl UpstreamGroup {
         UpstreamGroup {
             name: name.into().into(),
             lb: Arc::new(ArcSwap::from_pointee(LoadBalancer::new(backends, strategy))),
-            timeouts: PeerTimeouts::default(),
-            retries: 0,
+            tunables: Arc::new(ArcSwap::from_pointee(Tunables::default())),
             retry_backoff: Duration::ZERO,
             replay_limit: DEFAULT_REPLAY_LIMIT,
             retry_any_method: false,
@@ -190,14 +196,14 @@ impl UpstreamGroup {
     }
 
     /// Sets the timeouts of every peer of the group.
-    pub fn with_timeouts(mut self, timeouts: PeerTimeouts) -> Self {
-        self.timeouts = timeouts;
+    pub fn with_timeouts(self, timeouts: PeerTimeouts) -> Self {
+        self.set_timeouts(timeouts);
         self
     }
 
     /// Sets how many other peers a request may try after failed connects.
-    pub fn with_retries(mut self, retries: u32) -> Self {
-        self.retries = retries;
+    pub fn with_retries(self, retries: u32) -> Self {
+        self.set_retries(retries);
         self
     }
 
@@ -224,7 +230,7 @@ impl UpstreamGroup {
     /// How many body bytes a request to this group may be resent with, if it may be
     /// resent at all (a retry budget, and an idempotent method or explicit permission).
     pub fn replay_limit(&self, method: &http::Method) -> Option<usize> {
-        (self.retries > 0 && (method.is_idempotent() || self.retry_any_method))
+        (self.retries() > 0 && (method.is_idempotent() || self.retry_any_method))
             .then_some(self.replay_limit)
     }
 
@@ -281,13 +287,13 @@ impl UpstreamGroup {
     }
 
     /// The timeouts given to every peer.
-    pub fn timeouts(&self) -> &PeerTimeouts {
-        &self.timeouts
+    pub fn timeouts(&self) -> PeerTimeouts {
+        self.tunables.load().timeouts
     }
 
     /// The retry budget after failed connects.
     pub fn retries(&self) -> u32 {
-        self.retries
+        self.tunables.load().retries
     }
 
     /// The passive health settings, if any.
@@ -303,13 +309,17 @@ impl UpstreamGroup {
     }
 
     /// Replaces the retry budget.
-    pub fn set_retries(&mut self, retries: u32) {
-        self.retries = retries;
+    pub fn set_retries(&self, retries: u32) {
+        let mut t = **self.tunables.load();
+        t.retries = retries;
+        self.tunables.store(Arc::new(t));
     }
 
-    /// Replaces the timeouts.
-    pub fn set_timeouts(&mut self, timeouts: PeerTimeouts) {
-        self.timeouts = timeouts;
+    /// Replaces the timeouts (requests already sent keep theirs).
+    pub fn set_timeouts(&self, timeouts: PeerTimeouts) {
+        let mut t = **self.tunables.load();
+        t.timeouts = timeouts;
+        self.tunables.store(Arc::new(t));
     }
 
     /// The peer for the request in `session`, avoiding the peers its earlier attempts
@@ -325,13 +335,14 @@ impl UpstreamGroup {
             tokio::time::sleep(self.retry_backoff * session.retries()).await;
         }
         let lb = self.lb.load();
+        let tunables = **self.tunables.load();
         let key = match (&attempts.key, lb.strategy().uses_key()) {
             (_, false) => Cow::Borrowed(&[][..]),
             // A retry hashes the first attempt's key: the headers have moved upstream.
             (Some(saved), true) => Cow::Borrowed(&saved[..]),
             (None, true) => {
                 let key = self.key.extract(session);
-                if self.retries > 0 {
+                if tunables.retries > 0 {
                     attempts.key = Some(key.to_vec().into_boxed_slice());
                 }
                 key
@@ -355,11 +366,11 @@ impl UpstreamGroup {
                 },
             )
         })?;
-        if self.retries > 0 {
+        if tunables.retries > 0 {
             attempts.tried.push(peer.addr());
         }
         Ok((
-            HttpPeer::new(peer.addr()).with_timeouts(self.timeouts),
+            HttpPeer::new(peer.addr()).with_timeouts(tunables.timeouts),
             peer.start_request(),
         ))
     }
