@@ -33,6 +33,16 @@ fn origin_of(resp: &http::Response<()>) -> String {
         .to_owned()
 }
 
+/// An origin that reads a request head and resets the connection.
+async fn resetting_origin() -> std::net::SocketAddr {
+    start_faulty_origin(|s| async move {
+        // Linger 0: closing sends a reset.
+        let _ = s.set_zero_linger();
+        drop(s);
+    })
+    .await
+}
+
 /// Serves `service` on an ephemeral loopback port.
 macro_rules! spawn {
     ($service:expr) => {{
@@ -330,12 +340,7 @@ proxy! {
 
 #[tokio::test]
 async fn misbehaving_origins_get_the_right_status_and_are_ejected() {
-    let reset = start_faulty_origin(|s| async move {
-        // Linger 0: closing sends a reset.
-        let _ = s.set_zero_linger();
-        drop(s);
-    })
-    .await;
+    let reset = resetting_origin().await;
     let stall = start_faulty_origin(|s| async move {
         tokio::time::sleep(Duration::from_secs(60)).await;
         drop(s);
@@ -375,11 +380,7 @@ async fn misbehaving_origins_get_the_right_status_and_are_ejected() {
 
 #[tokio::test]
 async fn an_idempotent_request_is_resent_when_its_peer_breaks_and_a_post_is_not() {
-    let broken = start_faulty_origin(|s| async move {
-        let _ = s.set_zero_linger();
-        drop(s);
-    })
-    .await;
+    let broken = resetting_origin().await;
     let live = Origin::start("live").await.expect("origin");
     let proxy = Resilient::new();
     point(
@@ -550,11 +551,7 @@ proxy! {
 
 #[tokio::test]
 async fn a_post_is_resent_with_its_body_only_when_allowed_and_buffered() {
-    let broken = start_faulty_origin(|s| async move {
-        let _ = s.set_zero_linger();
-        drop(s);
-    })
-    .await;
+    let broken = resetting_origin().await;
     let live = Origin::start("live").await.expect("origin");
     let proxy = Replaying::new();
     point(

@@ -359,24 +359,15 @@ impl Router {
         self.edit(route, &mut response.headers, false);
     }
 
-    /// For `fail_to_connect`: marks the error for a retry on another peer while the
-    /// matched group's retry budget lasts.
+    /// For `fail_to_connect`: records the failure for passive health and marks the error
+    /// for a retry on another peer while the matched group's retry budget lasts.
     pub fn fail_to_connect<C>(
         &self,
         session: &Session,
         ctx: &mut RouteCtx<C>,
-        mut error: Error,
+        error: Error,
     ) -> Error {
-        if let Some(group) = self.routed_group(ctx) {
-            if let Some(peer) = ctx.peer() {
-                group.record_outcome(peer, Some(&error));
-            }
-            ctx.recorded = true;
-            if session.retries() < group.retries() {
-                error.set_retry(true);
-            }
-        }
-        error
+        self.failed_attempt(session, ctx, error, true)
     }
 
     /// For `replay_buffer`: keep a copy when the matched group may resend this request.
@@ -384,21 +375,33 @@ impl Router {
         self.routed_group(ctx)?.replay_limit(session.method())
     }
 
-    /// For `error_while_proxy`: records the failure for passive health and, when the
-    /// connection broke (not a timeout or a bad response) and the retry budget lasts,
-    /// marks the error for a resend to another peer.
+    /// For `error_while_proxy`: like `fail_to_connect`, but only a broken connection (not
+    /// a timeout or a bad response) is worth a resend.
     pub fn error_while_proxy<C>(
         &self,
         session: &Session,
         ctx: &mut RouteCtx<C>,
+        error: Error,
+    ) -> Error {
+        let retryable = error.kind() == ErrorKind::UpstreamClosed;
+        self.failed_attempt(session, ctx, error, retryable)
+    }
+
+    /// Records a failed attempt on the current peer (once) and marks `error` for a retry
+    /// when `retryable` and the group's budget lasts.
+    fn failed_attempt<C>(
+        &self,
+        session: &Session,
+        ctx: &mut RouteCtx<C>,
         mut error: Error,
+        retryable: bool,
     ) -> Error {
         if let Some(group) = self.routed_group(ctx) {
             if let Some(peer) = ctx.peer() {
                 group.record_outcome(peer, Some(&error));
             }
             ctx.recorded = true;
-            if error.kind() == ErrorKind::UpstreamClosed && session.retries() < group.retries() {
+            if retryable && session.retries() < group.retries() {
                 error.set_retry(true);
             }
         }
