@@ -220,3 +220,82 @@ fn in_flight_requests_finish_during_shutdown() {
     assert!(out.ends_with("late but whole"), "{out}");
     handle.join().expect("thread").expect("server ran");
 }
+
+/// A server with a proxy to an origin that answers after 5 s, a 10 s grace period, and a
+/// request in flight; returns how long `stop` took to end the run and what the client got.
+fn stop_with_a_request_in_flight(
+    stop: impl FnOnce() + Send + 'static,
+    signal: bool,
+) -> (Duration, String) {
+    let (origin, origin_addrs) = hello_service("slow-app", &["127.0.0.1:0"]);
+    drop(origin);
+    let slow = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+        tokio::time::sleep(Duration::from_secs(5)).await;
+        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"late"))))
+    });
+    let mut slow_service = serve_handler("slow", slow);
+    slow_service.add_tcp(&origin_addrs[0].to_string());
+    let mut proxy = http_proxy_service("proxy", ToOrigin(origin_addrs[0]));
+    proxy.add_tcp("127.0.0.1:0");
+    proxy.bind().expect("bind");
+    let addr = proxy.local_addrs()[0];
+    let mut server = Server::new(ServerConf {
+        threads: 1,
+        grace_period: Duration::from_secs(10),
+        ..ServerConf::default()
+    });
+    server.add_service(slow_service);
+    server.add_service(proxy);
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<pingora_dsl::server::Stop>();
+    let handle = std::thread::spawn(move || {
+        if signal {
+            server.run_until_signal()
+        } else {
+            server.run_until_stop(async move {
+                stop_rx
+                    .await
+                    .unwrap_or(pingora_dsl::server::Stop::Immediate)
+            })
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let client = std::thread::spawn(move || blocking_get(addr, "/"));
+    std::thread::sleep(Duration::from_millis(200));
+    let started = std::time::Instant::now();
+    if signal {
+        stop();
+    } else {
+        stop_tx
+            .send(pingora_dsl::server::Stop::Immediate)
+            .expect("running");
+    }
+    handle.join().expect("thread").expect("server ran");
+    let took = started.elapsed();
+    (took, client.join().expect("client"))
+}
+
+#[test]
+fn an_immediate_stop_does_not_wait_for_the_grace_period() {
+    let (took, out) = stop_with_a_request_in_flight(|| {}, false);
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(
+        !out.contains("late"),
+        "the in-flight request was cut: {out}"
+    );
+}
+
+#[test]
+fn sigint_stops_at_once_despite_a_long_grace_period() {
+    // run_until_signal has installed its handlers by the time the request is in flight.
+    let (took, out) = stop_with_a_request_in_flight(
+        || {
+            nix::sys::signal::raise(nix::sys::signal::Signal::SIGINT).expect("raise SIGINT");
+        },
+        true,
+    );
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(
+        !out.contains("late"),
+        "the in-flight request was cut: {out}"
+    );
+}

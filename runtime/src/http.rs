@@ -358,16 +358,26 @@ where
         for l in loops {
             let _ = l.await;
         }
-        // Accepting has stopped; connections got the shutdown signal and finish their work.
-        if tokio::time::timeout(grace, self.tracker.wait_drained())
-            .await
-            .is_err()
-        {
-            tracing::warn!(
-                service = %self.name,
-                open = self.tracker.open.load(Ordering::Relaxed),
-                "grace period over; closing remaining connections"
-            );
+        // Accepting has stopped; connections got the shutdown signal and finish their work,
+        // until the grace period ends or an immediate stop cuts it short.
+        let mut immediate = shutdown.clone();
+        tokio::select! {
+            drained = tokio::time::timeout(grace, self.tracker.wait_drained()) => {
+                if drained.is_err() {
+                    tracing::warn!(
+                        service = %self.name,
+                        open = self.tracker.open.load(Ordering::Relaxed),
+                        "grace period over; closing remaining connections"
+                    );
+                }
+            }
+            _ = immediate.wait_immediate() => {
+                tracing::info!(
+                    service = %self.name,
+                    open = self.tracker.open.load(Ordering::Relaxed),
+                    "stopping now; closing remaining connections"
+                );
+            }
         }
     }
 }

@@ -52,20 +52,42 @@ impl Default for ServerConf {
     }
 }
 
+/// Shutdown states carried by the watch channel.
+const RUNNING: u8 = 0;
+const GRACEFUL: u8 = 1;
+const IMMEDIATE: u8 = 2;
+
+/// How a server stops.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stop {
+    /// Stop accepting, let requests in flight finish within the grace period (SIGTERM).
+    Graceful,
+    /// Stop accepting and close every connection now (SIGINT).
+    Immediate,
+}
+
 /// Tells services to stop: cloned into every accept loop and connection.
 #[derive(Debug, Clone)]
-pub struct ShutdownWatch(watch::Receiver<bool>);
+pub struct ShutdownWatch(watch::Receiver<u8>);
 
 impl ShutdownWatch {
     /// Resolves once shutdown has been requested (at once if it already was).
     pub async fn wait(&mut self) {
         // An error means the sender is gone, which also means: stop.
-        let _ = self.0.wait_for(|stop| *stop).await;
+        let _ = self.0.wait_for(|state| *state >= GRACEFUL).await;
+    }
+
+    /// Resolves once an immediate shutdown has been requested: the end of any grace.
+    pub async fn wait_immediate(&mut self) {
+        if self.0.wait_for(|state| *state >= IMMEDIATE).await.is_err() {
+            // The trigger is gone without asking for it: never.
+            std::future::pending::<()>().await;
+        }
     }
 
     /// Whether shutdown has been requested.
     pub fn is_shutting_down(&self) -> bool {
-        *self.0.borrow()
+        *self.0.borrow() >= GRACEFUL
     }
 
     /// Whether the shutdown state may have changed since this watch was created or last
@@ -77,18 +99,35 @@ impl ShutdownWatch {
 
 /// The sending half of a [`ShutdownWatch`]: request shutdown with [`ShutdownTrigger::trigger`].
 #[derive(Debug)]
-pub struct ShutdownTrigger(watch::Sender<bool>);
+pub struct ShutdownTrigger(watch::Sender<u8>);
 
 impl ShutdownTrigger {
-    /// Requests shutdown of everything watching.
+    /// Requests a graceful shutdown of everything watching.
     pub fn trigger(&self) {
-        self.0.send_replace(true);
+        self.0.send_if_modified(|state| {
+            let changed = *state < GRACEFUL;
+            *state = (*state).max(GRACEFUL);
+            changed
+        });
+    }
+
+    /// Requests an immediate shutdown (also ends a graceful one's grace period).
+    pub fn trigger_immediate(&self) {
+        self.0.send_replace(IMMEDIATE);
+    }
+
+    /// Requests the shutdown `stop` says.
+    pub fn stop(&self, stop: Stop) {
+        match stop {
+            Stop::Graceful => self.trigger(),
+            Stop::Immediate => self.trigger_immediate(),
+        }
     }
 }
 
 /// A new pair of shutdown trigger and watch.
 pub fn shutdown_channel() -> (ShutdownTrigger, ShutdownWatch) {
-    let (tx, rx) = watch::channel(false);
+    let (tx, rx) = watch::channel(RUNNING);
     (ShutdownTrigger(tx), ShutdownWatch(rx))
 }
 
@@ -183,27 +222,63 @@ impl Server {
         }
     }
 
-    /// Binds every service and runs them until SIGINT or SIGTERM, then drains and returns.
+    /// Binds every service and runs them until a signal: SIGTERM stops gracefully (stop
+    /// accepting, let requests in flight finish within the grace period), SIGINT at once.
+    /// A SIGINT during a graceful stop ends the grace period.
     pub fn run_until_signal(self) -> io::Result<()> {
-        self.run_until(async {
+        let sigint_during_grace = async {
+            if tokio::signal::ctrl_c().await.is_ok() {
+                tracing::info!("SIGINT received during the graceful stop: stopping now");
+            } else {
+                std::future::pending::<()>().await;
+            }
+        };
+        self.run(sigint_during_grace, async {
             let mut term =
                 match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
                     Ok(s) => s,
                     Err(e) => {
                         tracing::error!(error = %e, "cannot install the SIGTERM handler");
                         let _ = tokio::signal::ctrl_c().await;
-                        return;
+                        return Stop::Immediate;
                     }
                 };
             tokio::select! {
-                _ = tokio::signal::ctrl_c() => tracing::info!("SIGINT received, shutting down"),
-                _ = term.recv() => tracing::info!("SIGTERM received, shutting down"),
+                _ = tokio::signal::ctrl_c() => {
+                    tracing::info!("SIGINT received, shutting down now");
+                    Stop::Immediate
+                }
+                _ = term.recv() => {
+                    tracing::info!("SIGTERM received, shutting down gracefully");
+                    Stop::Graceful
+                }
             }
         })
     }
 
     /// Binds every service and runs them until `stop` resolves, then drains and returns.
-    pub fn run_until(mut self, stop: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
+    pub fn run_until(self, stop: impl Future<Output = ()> + Send + 'static) -> io::Result<()> {
+        self.run_until_stop(async move {
+            stop.await;
+            Stop::Graceful
+        })
+    }
+
+    /// Binds every service and runs them until `stop` resolves, then stops as it says.
+    pub fn run_until_stop(
+        self,
+        stop: impl Future<Output = Stop> + Send + 'static,
+    ) -> io::Result<()> {
+        self.run(std::future::pending(), stop)
+    }
+
+    /// Runs until `stop`; a graceful stop becomes immediate if `escalate` resolves during
+    /// the grace period.
+    fn run(
+        mut self,
+        escalate: impl Future<Output = ()> + Send + 'static,
+        stop: impl Future<Output = Stop> + Send + 'static,
+    ) -> io::Result<()> {
         for service in &mut self.services {
             service.bind().map_err(|e| {
                 io::Error::new(e.kind(), format!("service {}: {e}", service.name()))
@@ -235,11 +310,21 @@ impl Server {
                 .enable_all()
                 .build()?
         };
+        // The trigger outlives the workers: they take its loss for an immediate stop.
+        let trigger = &trigger;
         runtime.block_on(async move {
             let running = start_services(self.services, &watch, grace);
-            stop.await;
-            trigger.trigger();
-            join_services(running).await;
+            let how = stop.await;
+            trigger.stop(how);
+            let running = join_services(running);
+            tokio::pin!(running);
+            if how == Stop::Graceful {
+                tokio::select! {
+                    _ = &mut running => return,
+                    _ = escalate => trigger.trigger_immediate(),
+                }
+            }
+            running.await;
         });
         for worker in workers {
             match worker.join() {
