@@ -9,6 +9,7 @@ use std::process::ExitCode;
 use clap::Parser;
 
 use crate::config::Config;
+use crate::daemon::{daemonize, Identity, PidFile};
 use crate::http::HttpService;
 use crate::lb::Backend;
 use crate::listen::resolve;
@@ -51,6 +52,9 @@ pub struct ProxyCli {
     /// Print the effective configuration (declaration + file + flags) as TOML and exit.
     #[arg(long = "print-config")]
     pub print_config: bool,
+    /// Run in the background (pid file, error log and user from the config's `[server]`).
+    #[arg(short = 'd', long = "daemon")]
+    pub daemon: bool,
     /// The loaded config file (filled in by [`run`]).
     #[arg(skip)]
     pub config: Option<Config>,
@@ -261,11 +265,24 @@ where
         cli.config = Some(config);
     }
     let conf = cli.server_conf()?;
-    let (mut service, tasks, effective, groups) = build(&cli)?;
+    let (mut service, tasks, mut effective, groups) = build(&cli)?;
+    let server_section = cli
+        .config
+        .as_ref()
+        .map(|c| c.server.clone())
+        .unwrap_or_default();
     if cli.print_config {
+        effective.server.pid_file = server_section.pid_file.clone();
+        effective.server.error_log = server_section.error_log.clone();
+        effective.server.user = server_section.user.clone();
+        effective.server.group = server_section.group.clone();
         print!("{}", effective.to_toml()?);
         return Ok(());
     }
+    let identity = Identity::lookup(
+        server_section.user.as_deref(),
+        server_section.group.as_deref(),
+    )?;
     if cli.test {
         for addr in service.tcp_addrs() {
             resolve(addr)?;
@@ -278,6 +295,15 @@ where
         return Ok(());
     }
     service.bind()?;
+    // Bound (privileged ports too): now detach, record the pid, and give up root.
+    if cli.daemon {
+        daemonize(server_section.error_log.as_deref())?;
+    }
+    let _pid_file = match &server_section.pid_file {
+        Some(path) => Some(PidFile::write(path)?),
+        None => None,
+    };
+    identity.assume()?;
     for addr in service.local_addrs() {
         println!(
             "{} listening on http://{addr}/ (try: curl -i http://{addr}/)",

@@ -11,6 +11,9 @@
 //! threads = 4
 //! work_stealing = false
 //! grace_period = "10s"
+//! pid_file = "/run/gateway.pid"     # with -d
+//! error_log = "/var/log/gateway.log" # with -d
+//! user = "www-data"                  # dropped to after binding
 //!
 //! [proxy.Gateway]
 //! listen = ["0.0.0.0:8080", "[::]:8080"]
@@ -59,6 +62,18 @@ pub struct ServerSection {
     /// Time in-flight requests get to finish at shutdown (`"10s"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_period: Option<String>,
+    /// With `-d`: where the daemon writes its pid (removed on exit).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid_file: Option<std::path::PathBuf>,
+    /// With `-d`: where stdout and stderr (the log) go; default `/dev/null`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error_log: Option<std::path::PathBuf>,
+    /// The user to run as once the listening sockets are bound.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub user: Option<String>,
+    /// The group to run as once the listening sockets are bound (default: the user's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
 }
 
 /// `[proxy.NAME]`.
@@ -360,6 +375,7 @@ impl Config {
                 threads: Some(conf.threads),
                 work_stealing: Some(matches!(conf.flavor, RuntimeFlavor::WorkStealing)),
                 grace_period: Some(show(conf.grace_period)),
+                ..ServerSection::default()
             },
             proxy: BTreeMap::from([(
                 name.to_owned(),

@@ -6,13 +6,14 @@
 //! Beside them: [`error`] (the edge error and its status mapping), [`io_timeout`]
 //! (read/write deadlines on sockets), and what declared proxies are built from: [`route`]
 //! (matching requests to upstream groups or fixed answers), [`phase`] (plugging user code
-//! into phases), [`cli`] (the command line and `main` of a declared proxy) and [`config`]
-//! (its config file).
+//! into phases), [`cli`] (the command line and `main` of a declared proxy), [`config`]
+//! (its config file) and [`daemon`] (running in the background).
 //!
 //! Most users depend on the `pingora-dsl` facade crate, which re-exports this one.
 
 pub mod cli;
 pub mod config;
+pub mod daemon;
 pub mod error;
 pub mod http;
 pub mod io_timeout;

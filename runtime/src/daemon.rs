@@ -1,0 +1,152 @@
+//! Running in the background: daemonizing, the pid file, the error log, and dropping
+//! privileges after the listening sockets are bound.
+
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+
+use nix::unistd::{Gid, Group, Uid, User};
+
+/// A pid file, written atomically (a temporary file renamed into place) and removed when
+/// this value is dropped.
+#[derive(Debug)]
+pub struct PidFile {
+    path: PathBuf,
+}
+
+impl PidFile {
+    /// Writes this process's pid to `path`.
+    pub fn write(path: &Path) -> io::Result<PidFile> {
+        let tmp = path.with_extension("pid.tmp");
+        let mut file = File::create(&tmp)
+            .map_err(|e| io::Error::new(e.kind(), format!("pid file {}: {e}", tmp.display())))?;
+        writeln!(file, "{}", std::process::id())?;
+        file.sync_all()?;
+        std::fs::rename(&tmp, path)
+            .map_err(|e| io::Error::new(e.kind(), format!("pid file {}: {e}", path.display())))?;
+        Ok(PidFile {
+            path: path.to_owned(),
+        })
+    }
+}
+
+impl Drop for PidFile {
+    fn drop(&mut self) {
+        if let Err(e) = std::fs::remove_file(&self.path) {
+            tracing::warn!(file = %self.path.display(), error = %e, "cannot remove the pid file");
+        }
+    }
+}
+
+/// The user and group to run as, looked up before anything irreversible happens.
+#[derive(Debug, Clone)]
+pub struct Identity {
+    uid: Option<Uid>,
+    gid: Option<Gid>,
+}
+
+impl Identity {
+    /// Looks up `user` and `group` (a user without a group runs with the user's group).
+    pub fn lookup(user: Option<&str>, group: Option<&str>) -> io::Result<Identity> {
+        let user = match user {
+            None => None,
+            Some(name) => Some(
+                User::from_name(name)
+                    .map_err(io::Error::from)?
+                    .ok_or_else(|| invalid(format!("server.user: no user named {name:?}")))?,
+            ),
+        };
+        let gid = match group {
+            Some(name) => Some(
+                Group::from_name(name)
+                    .map_err(io::Error::from)?
+                    .ok_or_else(|| invalid(format!("server.group: no group named {name:?}")))?
+                    .gid,
+            ),
+            None => user.as_ref().map(|u| u.gid),
+        };
+        Ok(Identity {
+            uid: user.map(|u| u.uid),
+            gid,
+        })
+    }
+
+    /// Switches to the group, then the user (group first: a user can no longer change it).
+    pub fn assume(&self) -> io::Result<()> {
+        if let Some(gid) = self.gid {
+            nix::unistd::setgroups(&[gid]).map_err(|e| privileges(e, "setgroups"))?;
+            nix::unistd::setgid(gid).map_err(|e| privileges(e, "setgid"))?;
+        }
+        if let Some(uid) = self.uid {
+            nix::unistd::setuid(uid).map_err(|e| privileges(e, "setuid"))?;
+        }
+        Ok(())
+    }
+}
+
+fn privileges(e: nix::Error, call: &str) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::PermissionDenied,
+        format!("cannot drop privileges ({call}): {e}; run as root to switch user/group"),
+    )
+}
+
+fn invalid(message: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, message)
+}
+
+/// Detaches from the terminal: forks (the parent exits), starts a new session, and points
+/// stdin to `/dev/null` and stdout/stderr to `error_log` (or `/dev/null`). Must run before
+/// any thread starts: a fork keeps only the calling thread.
+pub fn daemonize(error_log: Option<&Path>) -> io::Result<()> {
+    let threads = std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count());
+    if threads > 1 {
+        return Err(invalid(format!(
+            "cannot run as a daemon: the process already runs {threads} threads (start helpers such as demo origins after daemonizing, or give --upstream)"
+        )));
+    }
+    let log = match error_log {
+        Some(path) => OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("error log {}: {e}", path.display())))?,
+        None => OpenOptions::new().write(true).open("/dev/null")?,
+    };
+    let null = File::open("/dev/null")?;
+    // Keeps the working directory (relative paths in the config stay valid) and the
+    // descriptors, which are redirected below.
+    nix::unistd::daemon(true, true).map_err(io::Error::from)?;
+    nix::unistd::dup2(null.as_raw_fd(), 0).map_err(io::Error::from)?;
+    nix::unistd::dup2(log.as_raw_fd(), 1).map_err(io::Error::from)?;
+    nix::unistd::dup2(log.as_raw_fd(), 2).map_err(io::Error::from)?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pid_files_are_written_whole_and_removed() {
+        let dir = std::env::temp_dir().join(format!("pingora-dsl-pid-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        let path = dir.join("proxy.pid");
+        let pid = PidFile::write(&path).expect("written");
+        let text = std::fs::read_to_string(&path).expect("readable");
+        assert_eq!(text.trim(), std::process::id().to_string());
+        drop(pid);
+        assert!(!path.exists());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn unknown_users_and_groups_are_clear_errors() {
+        let e = Identity::lookup(Some("no-such-user-pingora"), None).expect_err("unknown");
+        assert!(e.to_string().contains("no user named"), "{e}");
+        let e = Identity::lookup(None, Some("no-such-group-pingora")).expect_err("unknown");
+        assert!(e.to_string().contains("no group named"), "{e}");
+        assert!(Identity::lookup(None, None).is_ok());
+    }
+}
