@@ -574,8 +574,14 @@ fn expand_layers(layers: &[syn::Expr]) -> TokenStream {
     let checks = names.iter().zip(layers).rev().map(|(name, layer)| {
         quote_spanned!(layer.span()=> let #service = #rt::phase::check_layer(#service, &#name);)
     });
-    let mut stack = quote!(#rt::proxy::Identity::new());
-    for name in names.iter().rev() {
+    // The innermost layer starts the stack (no `Identity` at its core, so error messages
+    // name only the user's layers).
+    let mut rest = names.iter().rev();
+    let mut stack = match rest.next() {
+        Some(innermost) => quote!(#innermost),
+        None => quote!(#rt::proxy::Identity::new()),
+    };
+    for name in rest {
         stack = quote!(#rt::proxy::Stack::new(#stack, #name));
     }
     quote!({
