@@ -222,6 +222,12 @@ async fn sighup_reloads_peers_and_timeouts_without_failing_a_request() {
     cli.configure("Configured", proxy.router_mut())
         .expect("applies");
     let groups = proxy.router().groups().to_vec();
+    let reloader = pingora_dsl::cli::Reloader::new(
+        "Configured",
+        &ProxyCli::default(),
+        Configured::declared_router,
+        groups.clone(),
+    );
     let mut service = proxy.service();
     service.clear_tcp();
     service.add_tcp("127.0.0.1:0");
@@ -230,10 +236,9 @@ async fn sighup_reloads_peers_and_timeouts_without_failing_a_request() {
 
     // The reload task, as `run()` starts it, woken by a real SIGHUP.
     let (trigger, watch) = pingora_dsl::server::shutdown_channel();
-    let reloader = tokio::spawn(pingora_dsl::cli::reload_on_hangup(
-        "Configured".into(),
+    let reloading = tokio::spawn(pingora_dsl::cli::reload_on_hangup(
+        reloader,
         Some(path.clone()),
-        groups.clone(),
         watch,
     ));
     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -270,15 +275,43 @@ async fn sighup_reloads_peers_and_timeouts_without_failing_a_request() {
     let web = groups.iter().find(|g| g.name() == "web").expect("group");
     assert_eq!(web.timeouts().read, Duration::from_millis(250));
 
+    // A key deleted from the file reverts to its declared value on the next reload.
+    std::fs::write(
+        &path,
+        format!(
+            "[proxy.Configured.upstream.web]\npeers = [\"{}\"]\n",
+            new.addr()
+        ),
+    )
+    .expect("write");
+    let check = pingora_dsl::cli::Reloader::new(
+        "Configured",
+        &ProxyCli::default(),
+        Configured::declared_router,
+        groups.clone(),
+    );
+    check.reload(&path).expect("reloads");
+    assert_eq!(
+        web.timeouts().read,
+        Duration::from_secs(30),
+        "back to the declared 30s"
+    );
+
     // An invalid file changes nothing.
     std::fs::write(
         &path,
         "[proxy.Configured.upstream.web]\npeers = [\"nonsense\"]\n",
     )
     .expect("write");
-    assert!(pingora_dsl::cli::reload("Configured", &path, &groups).is_err());
+    let check = pingora_dsl::cli::Reloader::new(
+        "Configured",
+        &ProxyCli::default(),
+        Configured::declared_router,
+        groups.clone(),
+    );
+    assert!(check.reload(&path).is_err());
     assert_eq!(web.backends()[0].addr, new.addr());
     trigger.trigger();
-    let _ = tokio::time::timeout(Duration::from_secs(2), reloader).await;
+    let _ = tokio::time::timeout(Duration::from_secs(2), reloading).await;
     let _ = std::fs::remove_dir_all(&dir);
 }

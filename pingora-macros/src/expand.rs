@@ -130,6 +130,11 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
                 }
             }
 
+            /// The router exactly as declared (what a config reload starts from).
+            pub fn declared_router() -> #rt::route::Router {
+                Self::new().router
+            }
+
             /// The routes and upstream groups.
             pub fn router(&self) -> &#rt::route::Router {
                 &self.router
@@ -185,13 +190,18 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
                     let effective =
                         #rt::config::Config::effective(#name_str, &listen, proxy.router(), &conf);
                     let tasks = proxy.router().background_tasks();
-                    let groups = proxy.router().groups().to_vec();
+                    let reloader = #rt::cli::Reloader::new(
+                        #name_str,
+                        cli,
+                        Self::declared_router,
+                        proxy.router().groups().to_vec(),
+                    );
                     let mut service = proxy.service();
                     service.clear_tcp();
                     for addr in &listen {
                         service.add_tcp(addr);
                     }
-                    ::std::result::Result::Ok((service, tasks, effective, groups))
+                    ::std::result::Result::Ok((service, tasks, effective, reloader))
                 })
             }
         }

@@ -177,30 +177,82 @@ pub fn init_logging() {
 
 /// What a declared proxy runs: its listening service, its groups' background tasks
 /// (discovery, health checks), its effective configuration (for `--print-config`), and
-/// handles to its upstream groups (for a reload on SIGHUP).
+/// what a reload on SIGHUP needs.
 pub type Services<P, L> = (
     HttpService<ProxyPipeline<P, L>>,
     Vec<GroupTask>,
     Config,
-    Vec<UpstreamGroup>,
+    Reloader,
 );
 
-/// Re-reads the config file at `path` and applies proxy `name`'s upstream settings
-/// (peers, weights, timeouts, retries) to the live `groups`. Nothing changes if the file is
-/// invalid; requests in flight are not disturbed either way.
-pub fn reload(name: &str, path: &Path, groups: &[UpstreamGroup]) -> io::Result<()> {
-    let config = Config::load(path)?;
-    config.check_proxies(&[name])?;
-    config.apply_groups(name, groups)?;
-    Ok(())
+/// Re-applies a config file to a running proxy's upstream groups: the declared values,
+/// then the file, then the command-line flags, exactly as at startup, so a key deleted
+/// from the file reverts to its declared value.
+pub struct Reloader {
+    name: String,
+    flags: ProxyCli,
+    declared: Box<dyn Fn() -> Router + Send + Sync>,
+    live: Vec<UpstreamGroup>,
+}
+
+impl Reloader {
+    /// A reloader for proxy `name` started with `flags`; `declared` builds its declared
+    /// router, `live` are handles to the groups serving requests.
+    pub fn new(
+        name: &str,
+        flags: &ProxyCli,
+        declared: impl Fn() -> Router + Send + Sync + 'static,
+        live: Vec<UpstreamGroup>,
+    ) -> Self {
+        Reloader {
+            name: name.to_owned(),
+            flags: ProxyCli {
+                config: None,
+                ..flags.clone()
+            },
+            declared: Box::new(declared),
+            live,
+        }
+    }
+
+    /// Reads the config file at `path` and applies it (peers, weights, timeouts, retries).
+    /// Nothing changes if the file is invalid; requests in flight are not disturbed.
+    /// Groups whose peers come from discovery keep them.
+    pub fn reload(&self, path: &Path) -> io::Result<()> {
+        let config = Config::load(path)?;
+        config.check_proxies(&[self.name.as_str()])?;
+        let flags = ProxyCli {
+            config: Some(config),
+            ..self.flags.clone()
+        };
+        let mut fresh = (self.declared)();
+        flags.configure(&self.name, &mut fresh)?;
+        for live in &self.live {
+            let Some(wanted) = fresh.group(live.name()) else {
+                continue;
+            };
+            live.set_timeouts(wanted.timeouts());
+            live.set_retries(wanted.retries());
+            if live.has_discovery() {
+                if !wanted.has_discovery() {
+                    tracing::warn!(
+                        group = live.name(),
+                        "peers of a discovered group are not reloaded; discovery keeps them"
+                    );
+                }
+            } else {
+                live.set_backends(wanted.backends());
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Waits for SIGHUP and reloads (see [`reload`]) until `shutdown`. Without a config file
 /// a SIGHUP is logged and ignored rather than ending the process.
 pub async fn reload_on_hangup(
-    name: String,
+    reloader: Reloader,
     path: Option<PathBuf>,
-    groups: Vec<UpstreamGroup>,
     mut shutdown: ShutdownWatch,
 ) {
     let mut hangups = match signal(SignalKind::hangup()) {
@@ -218,7 +270,7 @@ pub async fn reload_on_hangup(
                 }
                 match &path {
                     None => tracing::warn!("SIGHUP ignored: no config file (-c) to reload"),
-                    Some(path) => match reload(&name, path, &groups) {
+                    Some(path) => match reloader.reload(path) {
                         Ok(()) => tracing::info!(file = %path.display(), "configuration reloaded"),
                         Err(e) => tracing::error!(error = %e, "configuration NOT reloaded; the running one stays"),
                     },
@@ -265,7 +317,7 @@ where
         cli.config = Some(config);
     }
     let conf = cli.server_conf()?;
-    let (mut service, tasks, mut effective, groups) = build(&cli)?;
+    let (mut service, tasks, mut effective, reloader) = build(&cli)?;
     let server_section = cli
         .config
         .as_ref()
@@ -311,9 +363,9 @@ where
         );
     }
     let mut server = Server::new(conf);
-    let (reload_name, reload_path) = (name.to_owned(), cli.conf.clone());
+    let reload_path = cli.conf.clone();
     server.add_service(background_service("reload on SIGHUP", move |shutdown| {
-        reload_on_hangup(reload_name, reload_path, groups, shutdown)
+        reload_on_hangup(reloader, reload_path, shutdown)
     }));
     for task in tasks {
         server.add_service(background_service(task.name(), move |shutdown| {

@@ -258,6 +258,11 @@ impl UpstreamGroup {
         self
     }
 
+    /// Whether the peers come from a discovery source.
+    pub fn has_discovery(&self) -> bool {
+        self.discovery.is_some()
+    }
+
     /// Stops discovery: the peers set now stay (what `--upstream` does to a group).
     pub fn clear_discovery(&mut self) {
         self.discovery = None;
