@@ -335,6 +335,18 @@ where
         server_section.user.as_deref(),
         server_section.group.as_deref(),
     )?;
+    // Whatever can fail later, fail now, in the foreground (and under `-t`).
+    identity.check()?;
+    if let Some(path) = &server_section.pid_file {
+        PidFile::check(path)?;
+    }
+    if let Some(path) = &server_section.error_log {
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("error log {}: {e}", path.display())))?;
+    }
     if cli.test {
         for addr in service.tcp_addrs() {
             resolve(addr)?;
@@ -356,6 +368,11 @@ where
         None => None,
     };
     identity.assume()?;
+    if let Some(path) = &cli.conf {
+        // SIGHUP reloads read the file as the user the process now runs as.
+        Config::load(path)
+            .map_err(|e| io::Error::new(e.kind(), format!("after dropping privileges: {e}")))?;
+    }
     for addr in service.local_addrs() {
         println!(
             "{} listening on http://{addr}/ (try: curl -i http://{addr}/)",

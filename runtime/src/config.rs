@@ -340,9 +340,10 @@ impl Config {
     /// The effective configuration of proxy `name` listening on `listen` with `router`'s
     /// groups, and of `conf`: what `--print-config` shows.
     pub fn effective(name: &str, listen: &[String], router: &Router, conf: &ServerConf) -> Config {
-        let show = |d: Duration| match d.as_millis() {
-            ms if ms % 1000 == 0 => format!("{}s", ms / 1000),
-            ms => format!("{ms}ms"),
+        let show = |d: Duration| match d.as_micros() {
+            us if us % 1_000_000 == 0 => format!("{}s", us / 1_000_000),
+            us if us % 1000 == 0 => format!("{}ms", us / 1000),
+            us => format!("{}ms", us as f64 / 1000.0),
         };
         let upstream = router
             .groups()
@@ -358,7 +359,8 @@ impl Config {
                     })
                     .collect();
                 let section = UpstreamSection {
-                    peers: Some(peers),
+                    // A discovered group's peers are not configuration.
+                    peers: (!g.has_discovery()).then_some(peers),
                     timeout: Some(TimeoutSection {
                         connect: Some(show(t.connect)),
                         read: Some(show(t.read)),

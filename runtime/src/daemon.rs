@@ -31,6 +31,16 @@ impl PidFile {
     }
 }
 
+impl PidFile {
+    /// Checks, without writing the pid, that a pid file can be created at `path`.
+    pub fn check(path: &Path) -> io::Result<()> {
+        let tmp = path.with_extension("pid.tmp");
+        File::create(&tmp)
+            .map_err(|e| io::Error::new(e.kind(), format!("pid file {}: {e}", tmp.display())))?;
+        std::fs::remove_file(&tmp)
+    }
+}
+
 impl Drop for PidFile {
     fn drop(&mut self) {
         if let Err(e) = std::fs::remove_file(&self.path) {
@@ -70,6 +80,17 @@ impl Identity {
             uid: user.map(|u| u.uid),
             gid,
         })
+    }
+
+    /// Checks that switching is possible at all: it needs root.
+    pub fn check(&self) -> io::Result<()> {
+        if (self.uid.is_some() || self.gid.is_some()) && !Uid::effective().is_root() {
+            return Err(io::Error::new(
+                io::ErrorKind::PermissionDenied,
+                "server.user/server.group: switching user or group needs root",
+            ));
+        }
+        Ok(())
     }
 
     /// Switches to the group, then the user (group first: a user can no longer change it).

@@ -311,28 +311,36 @@ impl Server {
                 .build()?
         };
         // The trigger outlives the workers: they take its loss for an immediate stop.
+        // The trigger outlives the workers: they drain until it says stop at once.
         let trigger = &trigger;
         runtime.block_on(async move {
             let running = start_services(self.services, &watch, grace);
             let how = stop.await;
             trigger.stop(how);
-            let running = join_services(running);
-            tokio::pin!(running);
+            // Everything stopped: this thread's services and the other workers' threads
+            // (joined off the runtime, so a SIGINT can still cut the grace period short).
+            let everything = async {
+                join_services(running).await;
+                let joined = tokio::task::spawn_blocking(move || {
+                    for worker in workers {
+                        match worker.join() {
+                            Ok(Ok(())) => {}
+                            Ok(Err(e)) => tracing::error!(error = %e, "worker failed to start"),
+                            Err(_) => tracing::error!("worker thread panicked"),
+                        }
+                    }
+                });
+                let _ = joined.await;
+            };
+            tokio::pin!(everything);
             if how == Stop::Graceful {
                 tokio::select! {
-                    _ = &mut running => return,
+                    _ = &mut everything => return,
                     _ = escalate => trigger.trigger_immediate(),
                 }
             }
-            running.await;
+            everything.await;
         });
-        for worker in workers {
-            match worker.join() {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => tracing::error!(error = %e, "worker failed to start"),
-                Err(_) => tracing::error!("worker thread panicked"),
-            }
-        }
         runtime.shutdown_timeout(Duration::from_millis(100));
         Ok(())
     }
