@@ -125,7 +125,9 @@ fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
 }
 
-/// `"500ms"`, `"30s"`, `"1.5s"`, `"2m"`, `"1h"`: the units of the `proxy!` language.
+/// `"500ms"`, `"30s"`, `"1.5s"`, `"2m"`, `"1h"`: the units and range of the `proxy!`
+/// language (its macro parses literals the same way in `DurationLit::value`; a proc-macro
+/// crate cannot depend on the runtime, so the rule is written in both).
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
     let split = text
