@@ -181,17 +181,22 @@ fn a_bad_listening_address_fails_at_startup_with_a_clear_error() {
     assert!(bad.bind().is_err());
 }
 
-#[test]
-fn in_flight_requests_finish_during_shutdown() {
+/// A server running a slow origin (answering `body` after `delay`) and a proxy to it;
+/// returns the server and the proxy's address.
+fn server_with_slow_origin(
+    delay: Duration,
+    body: &'static [u8],
+    threads: usize,
+    grace_period: Duration,
+) -> (Server, SocketAddr) {
     let (origin, origin_addrs) = hello_service("slow-app", &["127.0.0.1:0"]);
     drop(origin);
-    // A real origin that answers after 500 ms.
-    let slow = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
-        tokio::time::sleep(Duration::from_millis(500)).await;
-        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
-            b"late but whole",
-        ))))
-    });
+    let slow = tower::service_fn(
+        move |_req: http::Request<hyper::body::Incoming>| async move {
+            tokio::time::sleep(delay).await;
+            Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(body))))
+        },
+    );
     let mut slow_service = serve_handler("slow", slow);
     slow_service.add_tcp(&origin_addrs[0].to_string());
     let mut proxy = http_proxy_service("proxy", ToOrigin(origin_addrs[0]));
@@ -199,12 +204,23 @@ fn in_flight_requests_finish_during_shutdown() {
     proxy.bind().expect("bind");
     let addr = proxy.local_addrs()[0];
     let mut server = Server::new(ServerConf {
-        threads: 2,
-        grace_period: Duration::from_secs(5),
+        threads,
+        grace_period,
         ..ServerConf::default()
     });
     server.add_service(slow_service);
     server.add_service(proxy);
+    (server, addr)
+}
+
+#[test]
+fn in_flight_requests_finish_during_shutdown() {
+    let (server, addr) = server_with_slow_origin(
+        Duration::from_millis(500),
+        b"late but whole",
+        2,
+        Duration::from_secs(5),
+    );
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let handle = std::thread::spawn(move || {
         server.run_until(async move {
@@ -221,32 +237,21 @@ fn in_flight_requests_finish_during_shutdown() {
     handle.join().expect("thread").expect("server ran");
 }
 
-/// A server with a proxy to an origin that answers after 5 s, a 10 s grace period, and a
-/// request in flight; returns how long `stop` took to end the run and what the client got.
-fn stop_with_a_request_in_flight(
-    stop: impl FnOnce() + Send + 'static,
-    signal: bool,
-) -> (Duration, String) {
-    let (origin, origin_addrs) = hello_service("slow-app", &["127.0.0.1:0"]);
-    drop(origin);
-    let slow = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
-        tokio::time::sleep(Duration::from_secs(5)).await;
-        Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(b"late"))))
-    });
-    let mut slow_service = serve_handler("slow", slow);
-    slow_service.add_tcp(&origin_addrs[0].to_string());
-    let mut proxy = http_proxy_service("proxy", ToOrigin(origin_addrs[0]));
-    proxy.add_tcp("127.0.0.1:0");
-    proxy.bind().expect("bind");
-    let addr = proxy.local_addrs()[0];
-    let mut server = Server::new(ServerConf {
-        threads: 1,
-        grace_period: Duration::from_secs(10),
-        ..ServerConf::default()
-    });
-    server.add_service(slow_service);
-    server.add_service(proxy);
+/// How a test stops the server.
+enum StopBy {
+    /// `run_until_stop` with `Stop::Immediate`.
+    Immediate,
+    /// `run_until_signal`, then a real SIGINT.
+    Sigint,
+}
+
+/// A proxy to an origin that answers after 5 s, a 10 s grace period, and a request in
+/// flight; returns how long the stop took to end the run and what the client got.
+fn stop_with_a_request_in_flight(by: StopBy) -> (Duration, String) {
+    let (server, addr) =
+        server_with_slow_origin(Duration::from_secs(5), b"late", 1, Duration::from_secs(10));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<pingora_dsl::server::Stop>();
+    let signal = matches!(by, StopBy::Sigint);
     let handle = std::thread::spawn(move || {
         if signal {
             server.run_until_signal()
@@ -258,16 +263,18 @@ fn stop_with_a_request_in_flight(
             })
         }
     });
+    // run_until_signal has installed its handlers by the time the request is in flight.
     std::thread::sleep(Duration::from_millis(300));
     let client = std::thread::spawn(move || blocking_get(addr, "/"));
     std::thread::sleep(Duration::from_millis(200));
     let started = std::time::Instant::now();
-    if signal {
-        stop();
-    } else {
-        stop_tx
+    match by {
+        StopBy::Sigint => {
+            nix::sys::signal::raise(nix::sys::signal::Signal::SIGINT).expect("raise SIGINT")
+        }
+        StopBy::Immediate => stop_tx
             .send(pingora_dsl::server::Stop::Immediate)
-            .expect("running");
+            .expect("running"),
     }
     handle.join().expect("thread").expect("server ran");
     let took = started.elapsed();
@@ -276,7 +283,7 @@ fn stop_with_a_request_in_flight(
 
 #[test]
 fn an_immediate_stop_does_not_wait_for_the_grace_period() {
-    let (took, out) = stop_with_a_request_in_flight(|| {}, false);
+    let (took, out) = stop_with_a_request_in_flight(StopBy::Immediate);
     assert!(took < Duration::from_secs(2), "took {took:?}");
     assert!(
         !out.contains("late"),
@@ -286,13 +293,7 @@ fn an_immediate_stop_does_not_wait_for_the_grace_period() {
 
 #[test]
 fn sigint_stops_at_once_despite_a_long_grace_period() {
-    // run_until_signal has installed its handlers by the time the request is in flight.
-    let (took, out) = stop_with_a_request_in_flight(
-        || {
-            nix::sys::signal::raise(nix::sys::signal::Signal::SIGINT).expect("raise SIGINT");
-        },
-        true,
-    );
+    let (took, out) = stop_with_a_request_in_flight(StopBy::Sigint);
     assert!(took < Duration::from_secs(2), "took {took:?}");
     assert!(
         !out.contains("late"),
