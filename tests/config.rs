@@ -49,9 +49,13 @@ async fn the_file_overrides_the_declaration_and_flags_override_the_file() {
 threads = 3
 work_stealing = true
 grace_period = "2s"
+graceful_shutdown_timeout = "250ms"
+upgrade_socket = "/run/configured.sock"
+upgrade_timeout = "7s"
 
 [proxy.Configured]
 listen = ["127.0.0.1:0"]
+max_idle_per_peer = 0
 
 [proxy.Configured.upstream.web]
 peers = ["{}"]
@@ -69,6 +73,10 @@ peers = ["{} weight 2"]
     assert_eq!(conf.threads, 3);
     assert!(matches!(conf.flavor, RuntimeFlavor::WorkStealing));
     assert_eq!(conf.grace_period, Duration::from_secs(2));
+    assert_eq!(conf.shutdown_timeout, Duration::from_millis(250));
+    let upgrade = conf.upgrade.as_ref().expect("upgrade settings");
+    assert_eq!(upgrade.socket, std::path::Path::new("/run/configured.sock"));
+    assert_eq!(upgrade.timeout, Duration::from_secs(7));
 
     let mut proxy = Configured::new();
     cli.configure("Configured", proxy.router_mut())
@@ -91,7 +99,11 @@ peers = ["{} weight 2"]
         ["127.0.0.1:0"]
     );
 
-    let mut service = proxy.service();
+    let mut options = Configured::options();
+    cli.configure_options("Configured", &mut options)
+        .expect("applies");
+    assert_eq!(options.client.max_idle_per_peer, 0);
+    let mut service = proxy.service_with(options);
     service.clear_tcp();
     for addr in cli
         .listen_for("Configured", Configured::LISTEN)
@@ -105,6 +117,12 @@ peers = ["{} weight 2"]
     assert_eq!(resp.headers()["x-origin"], "web");
     let (resp, _) = send(&c, get(running.addr(), "/api/x", None)).await;
     assert_eq!(resp.headers()["x-origin"], "api");
+    // The file's pool size 0: no upstream connection is kept, each request opens one.
+    for _ in 0..4 {
+        let (resp, _) = send(&c, get(running.addr(), "/", None)).await;
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(web.connections(), 5, "one upstream connection per request");
     // The file's 250 ms read timeout is in force.
     let (resp, _) = send(&c, get(running.addr(), "/stall", None)).await;
     assert_eq!(resp.status(), 504);
@@ -184,7 +202,13 @@ fn the_printed_config_is_a_valid_config_that_changes_nothing() {
     let proxy = Configured::new();
     let conf = ServerConf::default();
     let listen = vec!["127.0.0.1:6188".to_owned()];
-    let effective = Config::effective("Configured", &listen, proxy.router(), &conf);
+    let effective = Config::effective(
+        "Configured",
+        &listen,
+        proxy.router(),
+        &Configured::options(),
+        &conf,
+    );
     let text = effective.to_toml().expect("toml");
     let reparsed = Config::parse(&text).expect("the printed config parses");
     assert_eq!(reparsed, effective);
@@ -192,7 +216,13 @@ fn the_printed_config_is_a_valid_config_that_changes_nothing() {
     reparsed
         .apply_proxy("Configured", again.router_mut())
         .expect("applies");
-    let round_trip = Config::effective("Configured", &listen, again.router(), &conf);
+    let round_trip = Config::effective(
+        "Configured",
+        &listen,
+        again.router(),
+        &Configured::options(),
+        &conf,
+    );
     assert_eq!(round_trip, effective);
     assert!(text.contains("read = \"30s\""), "{text}");
 }

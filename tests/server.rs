@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::Full;
+use pingora_dsl::listen::Sockets;
 use pingora_dsl::prelude::*;
 use pingora_dsl::server::{background_service, RuntimeFlavor};
 
@@ -83,6 +84,7 @@ fn run_server_with(threads: usize, flavor: RuntimeFlavor) {
         threads,
         flavor,
         grace_period: Duration::from_secs(2),
+        ..ServerConf::default()
     });
     server.add_service(origin);
     server.add_service(proxy);
@@ -174,7 +176,8 @@ fn a_bad_listening_address_fails_at_startup_with_a_clear_error() {
     assert!(text.contains("cannot bind"), "{text}");
 
     let mut none = http_proxy_service("none", ToOrigin(taken.local_addr().expect("addr")));
-    let err = pingora_dsl::server::Service::bind(&mut none).expect_err("no address");
+    let err =
+        pingora_dsl::server::Service::bind(&mut none, &mut Sockets::new()).expect_err("no address");
     assert!(err.to_string().contains("add_tcp"), "{err}");
     let mut bad = http_proxy_service("bad", ToOrigin(taken.local_addr().expect("addr")));
     bad.add_tcp("not-an-address");

@@ -1,7 +1,8 @@
 #![doc = include_str!("reference.md")]
 
 pub use pingora_dsl_runtime::{
-    cli, config, daemon, error, http, io_timeout, lb, listen, phase, proxy, route, server, upstream,
+    cli, config, daemon, error, http, io_timeout, lb, listen, phase, proxy, route, server, upgrade,
+    upstream,
 };
 
 pub use pingora_dsl_runtime::{BoxError, Error, ErrorKind, Result};

@@ -155,7 +155,15 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
             pub fn pipeline(
                 self,
             ) -> #rt::proxy::ProxyPipeline<Self, impl #rt::proxy::ProxyLayer<Self>> {
-                #rt::proxy::ProxyPipeline::new(self, Self::options(), #layers)
+                self.pipeline_with(Self::options())
+            }
+
+            /// The pipeline with `options` in place of the declared ones.
+            pub fn pipeline_with(
+                self,
+                options: #rt::proxy::ProxyOptions,
+            ) -> #rt::proxy::ProxyPipeline<Self, impl #rt::proxy::ProxyLayer<Self>> {
+                #rt::proxy::ProxyPipeline::new(self, options, #layers)
             }
 
             /// A listening service on the declared addresses, for `Server::add_service`
@@ -165,7 +173,18 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
             ) -> #rt::http::HttpService<
                 #rt::proxy::ProxyPipeline<Self, impl #rt::proxy::ProxyLayer<Self>>,
             > {
-                let mut service = #rt::http::HttpService::new(#name_str, self.pipeline());
+                self.service_with(Self::options())
+            }
+
+            /// The service with `options` in place of the declared ones.
+            pub fn service_with(
+                self,
+                options: #rt::proxy::ProxyOptions,
+            ) -> #rt::http::HttpService<
+                #rt::proxy::ProxyPipeline<Self, impl #rt::proxy::ProxyLayer<Self>>,
+            > {
+                let mut service =
+                    #rt::http::HttpService::new(#name_str, self.pipeline_with(options));
                 for addr in Self::LISTEN {
                     service.add_tcp(addr);
                 }
@@ -174,8 +193,9 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
             }
 
             /// A complete `main`: parses the command line (`-c FILE`, `-t`,
-            /// `--print-config`, `--listen`, `--upstream`, `--threads`, `--help`), then
-            /// serves until SIGINT or SIGTERM.
+            /// `--print-config`, `-d`, `-u`, `--listen`, `--upstream`, `--threads`,
+            /// `--help`), then serves until SIGINT or SIGTERM, or until SIGQUIT handed the
+            /// listening sockets to a new process.
             pub fn run() -> ::std::process::ExitCode {
                 Self::run_with(#rt::cli::ProxyCli::from_env())
             }
@@ -187,8 +207,15 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
                     cli.configure(#name_str, proxy.router_mut())?;
                     let listen = cli.listen_for(#name_str, Self::LISTEN)?;
                     let conf = cli.server_conf()?;
-                    let effective =
-                        #rt::config::Config::effective(#name_str, &listen, proxy.router(), &conf);
+                    let mut options = Self::options();
+                    cli.configure_options(#name_str, &mut options)?;
+                    let effective = #rt::config::Config::effective(
+                        #name_str,
+                        &listen,
+                        proxy.router(),
+                        &options,
+                        &conf,
+                    );
                     let tasks = proxy.router().background_tasks();
                     let reloader = #rt::cli::Reloader::new(
                         #name_str,
@@ -196,7 +223,7 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
                         Self::declared_router,
                         proxy.router().groups().to_vec(),
                     );
-                    let mut service = proxy.service();
+                    let mut service = proxy.service_with(options);
                     service.clear_tcp();
                     for addr in &listen {
                         service.add_tcp(addr);

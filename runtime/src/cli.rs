@@ -12,11 +12,12 @@ use crate::config::Config;
 use crate::daemon::{daemonize, Identity, PidFile};
 use crate::http::HttpService;
 use crate::lb::Backend;
-use crate::listen::resolve;
-use crate::proxy::{ProxyHttp, ProxyLayer, ProxyPipeline};
+use crate::listen::{resolve, Sockets};
+use crate::proxy::{ProxyHttp, ProxyLayer, ProxyOptions, ProxyPipeline};
 use crate::route::Router;
 use crate::server::ShutdownWatch;
 use crate::server::{background_service, RuntimeFlavor, Server, ServerConf};
+use crate::upgrade::{PeerPolicy, UpgradeConf};
 use crate::upstream::{GroupTask, UpstreamGroup};
 use std::path::{Path, PathBuf};
 use tokio::signal::unix::{signal, SignalKind};
@@ -55,6 +56,10 @@ pub struct ProxyCli {
     /// Run in the background (pid file, error log and user from the config's `[server]`).
     #[arg(short = 'd', long = "daemon")]
     pub daemon: bool,
+    /// Take over from a running process: wait on the upgrade socket for its listening
+    /// sockets (send it SIGQUIT), serve on them, then let it drain and exit.
+    #[arg(short = 'u', long = "upgrade")]
+    pub upgrade: bool,
     /// The loaded config file (filled in by [`run`]).
     #[arg(skip)]
     pub config: Option<Config>,
@@ -87,6 +92,15 @@ impl ProxyCli {
             config.apply_proxy(name, router)?;
         }
         self.apply_upstreams(router)
+    }
+
+    /// Applies the config file's connection settings for proxy `name` (the pool size)
+    /// to `options`.
+    pub fn configure_options(&self, name: &str, options: &mut ProxyOptions) -> io::Result<()> {
+        match &self.config {
+            Some(config) => config.apply_options(name, options),
+            None => Ok(()),
+        }
     }
 
     /// The listening addresses of proxy `name`: `--listen`, else the config file's, else
@@ -316,7 +330,7 @@ where
         config.check_proxies(&[name])?;
         cli.config = Some(config);
     }
-    let conf = cli.server_conf()?;
+    let mut conf = cli.server_conf()?;
     let (mut service, tasks, mut effective, reloader) = build(&cli)?;
     let server_section = cli
         .config
@@ -328,6 +342,12 @@ where
         effective.server.error_log = server_section.error_log.clone();
         effective.server.user = server_section.user.clone();
         effective.server.group = server_section.group.clone();
+        let upgrade = conf
+            .upgrade
+            .clone()
+            .unwrap_or_else(|| UpgradeConf::for_server(name));
+        effective.server.upgrade_socket = Some(upgrade.socket);
+        effective.server.upgrade_timeout = Some(crate::config::show_duration(upgrade.timeout));
         print!("{}", effective.to_toml()?);
         return Ok(());
     }
@@ -358,11 +378,28 @@ where
         );
         return Ok(());
     }
-    service.bind()?;
-    // Bound (privileged ports too): now detach, record the pid, and give up root.
-    if cli.daemon {
-        daemonize(server_section.error_log.as_deref())?;
+    let upgrade = conf
+        .upgrade
+        .get_or_insert_with(|| UpgradeConf::for_server(name));
+    upgrade.peers = PeerPolicy {
+        run_as: identity.uid(),
+    };
+    let mut sockets = Sockets::new();
+    let mut handover = None;
+    if cli.upgrade {
+        tracing::info!(socket = %upgrade.socket.display(), "waiting for the running process to hand its sockets over (send it SIGQUIT)");
+        let (fds, ready) =
+            crate::upgrade::receive(&upgrade.socket, upgrade.timeout, upgrade.peers)?;
+        sockets = Sockets::inherit(fds)?;
+        handover = Some(ready);
     }
+    service.bind_with(&mut sockets)?;
+    // Bound (privileged ports too): now detach, record the pid, and give up root.
+    let detached = if cli.daemon {
+        Some(daemonize(server_section.error_log.as_deref())?)
+    } else {
+        None
+    };
     let _pid_file = match &server_section.pid_file {
         Some(path) => Some(PidFile::write(path)?),
         None => None,
@@ -380,6 +417,15 @@ where
         );
     }
     let mut server = Server::new(conf);
+    server.set_sockets(sockets);
+    // Started: first the old process of an upgrade is told, then the waiting foreground
+    // part of a daemon (so a service manager's reload returns once the switch happened).
+    if let Some(handover) = handover {
+        server.ready_to(handover);
+    }
+    if let Some(detached) = detached {
+        server.on_started(move || detached.started());
+    }
     let reload_path = cli.conf.clone();
     server.add_service(background_service("reload on SIGHUP", move |shutdown| {
         reload_on_hangup(reloader, reload_path, shutdown)

@@ -10,13 +10,17 @@
 //! [server]
 //! threads = 4
 //! work_stealing = false
-//! grace_period = "10s"
-//! pid_file = "/run/gateway.pid"     # with -d
+//! grace_period = "10s"               # for requests in flight at a stop or upgrade
+//! graceful_shutdown_timeout = "1s"   # then for background tasks
+//! pid_file = "/run/gateway.pid"
 //! error_log = "/var/log/gateway.log" # with -d
 //! user = "www-data"                  # dropped to after binding
+//! upgrade_socket = "/run/gateway.upgrade.sock" # -u and SIGQUIT meet here
+//! upgrade_timeout = "30s"
 //!
 //! [proxy.Gateway]
 //! listen = ["0.0.0.0:8080", "[::]:8080"]
+//! max_idle_per_peer = 128            # upstream pool size (at start)
 //!
 //! [proxy.Gateway.upstream.api]
 //! peers = ["10.0.0.1:9000", "10.0.0.2:9000 weight 3"]
@@ -33,8 +37,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::lb::{Backend, MAX_WEIGHT};
+use crate::proxy::ProxyOptions;
 use crate::route::Router;
 use crate::server::{RuntimeFlavor, ServerConf};
+use crate::upgrade::UpgradeConf;
 use crate::upstream::{PeerTimeouts, UpstreamGroup};
 
 /// A whole config file.
@@ -62,6 +68,10 @@ pub struct ServerSection {
     /// Time in-flight requests get to finish at shutdown (`"10s"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_period: Option<String>,
+    /// After the grace period, time background tasks and the runtime get to stop before
+    /// the process exits (`"100ms"`, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graceful_shutdown_timeout: Option<String>,
     /// With `-d`: where the daemon writes its pid (removed on exit).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pid_file: Option<std::path::PathBuf>,
@@ -74,6 +84,14 @@ pub struct ServerSection {
     /// The group to run as once the listening sockets are bound (default: the user's).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,
+    /// The Unix socket a new process started with `-u` waits on for the listening
+    /// sockets (default: `pingora-dsl-NAME.upgrade.sock` in the temporary directory).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_socket: Option<std::path::PathBuf>,
+    /// How long the new process waits for the sockets and the old one for the new one to
+    /// serve (`"30s"`, the default).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upgrade_timeout: Option<String>,
 }
 
 /// `[proxy.NAME]`.
@@ -83,6 +101,10 @@ pub struct ProxySection {
     /// Listening addresses, replacing the declared ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<Vec<String>>,
+    /// Most idle pooled connections kept per upstream peer (read at start; a reload
+    /// does not resize running pools).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_idle_per_peer: Option<usize>,
     /// Overrides per upstream group, by its name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub upstream: BTreeMap<String, UpstreamSection>,
@@ -123,6 +145,15 @@ pub struct TimeoutSection {
 
 fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, message)
+}
+
+/// A duration as the config file writes it: `"30s"`, `"250ms"`, `"0.5ms"`.
+pub fn show_duration(d: Duration) -> String {
+    match d.as_micros() {
+        us if us % 1_000_000 == 0 => format!("{}s", us / 1_000_000),
+        us if us % 1000 == 0 => format!("{}ms", us / 1000),
+        us => format!("{}ms", us as f64 / 1000.0),
+    }
 }
 
 /// `"500ms"`, `"30s"`, `"1.5s"`, `"2m"`, `"1h"`: the units and range of the `proxy!`
@@ -225,6 +256,25 @@ impl Config {
         if let Some(grace) = &self.server.grace_period {
             conf.grace_period =
                 parse_duration(grace).map_err(|e| invalid(format!("server.grace_period: {e}")))?;
+        }
+        if let Some(t) = &self.server.graceful_shutdown_timeout {
+            conf.shutdown_timeout = parse_duration(t)
+                .map_err(|e| invalid(format!("server.graceful_shutdown_timeout: {e}")))?;
+        }
+        if let Some(path) = &self.server.upgrade_socket {
+            conf.upgrade.get_or_insert_with(UpgradeConf::default).socket = path.clone();
+        }
+        if let Some(timeout) = &self.server.upgrade_timeout {
+            let timeout = parse_duration(timeout)
+                .map_err(|e| invalid(format!("server.upgrade_timeout: {e}")))?;
+            if timeout.is_zero() {
+                return Err(invalid(
+                    "server.upgrade_timeout: must be more than 0".into(),
+                ));
+            }
+            conf.upgrade
+                .get_or_insert_with(UpgradeConf::default)
+                .timeout = timeout;
         }
         Ok(())
     }
@@ -339,14 +389,24 @@ impl Config {
         Ok(Some(list))
     }
 
+    /// Applies `[proxy.NAME]`'s connection settings (the pool size) to `options`.
+    pub fn apply_options(&self, name: &str, options: &mut ProxyOptions) -> io::Result<()> {
+        if let Some(n) = self.proxy.get(name).and_then(|p| p.max_idle_per_peer) {
+            options.client.max_idle_per_peer = n;
+        }
+        Ok(())
+    }
+
     /// The effective configuration of proxy `name` listening on `listen` with `router`'s
-    /// groups, and of `conf`: what `--print-config` shows.
-    pub fn effective(name: &str, listen: &[String], router: &Router, conf: &ServerConf) -> Config {
-        let show = |d: Duration| match d.as_micros() {
-            us if us % 1_000_000 == 0 => format!("{}s", us / 1_000_000),
-            us if us % 1000 == 0 => format!("{}ms", us / 1000),
-            us => format!("{}ms", us as f64 / 1000.0),
-        };
+    /// groups and `options`, and of `conf`: what `--print-config` shows.
+    pub fn effective(
+        name: &str,
+        listen: &[String],
+        router: &Router,
+        options: &ProxyOptions,
+        conf: &ServerConf,
+    ) -> Config {
+        let show = show_duration;
         let upstream = router
             .groups()
             .iter()
@@ -379,12 +439,16 @@ impl Config {
                 threads: Some(conf.threads),
                 work_stealing: Some(matches!(conf.flavor, RuntimeFlavor::WorkStealing)),
                 grace_period: Some(show(conf.grace_period)),
+                graceful_shutdown_timeout: Some(show(conf.shutdown_timeout)),
+                upgrade_socket: conf.upgrade.as_ref().map(|u| u.socket.clone()),
+                upgrade_timeout: conf.upgrade.as_ref().map(|u| show(u.timeout)),
                 ..ServerSection::default()
             },
             proxy: BTreeMap::from([(
                 name.to_owned(),
                 ProxySection {
                     listen: Some(listen.to_vec()),
+                    max_idle_per_peer: Some(options.client.max_idle_per_peer),
                     upstream,
                 },
             )]),

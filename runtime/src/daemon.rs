@@ -3,13 +3,13 @@
 
 use std::fs::{File, OpenOptions};
 use std::io::{self, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsFd, AsRawFd};
 use std::path::{Path, PathBuf};
 
 use nix::unistd::{Gid, Group, Uid, User};
 
 /// A pid file, written atomically (a temporary file renamed into place) and removed when
-/// this value is dropped.
+/// this value is dropped, unless another process (the new one of an upgrade) rewrote it.
 #[derive(Debug)]
 pub struct PidFile {
     path: PathBuf,
@@ -43,6 +43,11 @@ impl PidFile {
 
 impl Drop for PidFile {
     fn drop(&mut self) {
+        // After a graceful upgrade the file names the new process: leave it.
+        let current = std::fs::read_to_string(&self.path).unwrap_or_default();
+        if current.trim() != std::process::id().to_string() {
+            return;
+        }
         if let Err(e) = std::fs::remove_file(&self.path) {
             tracing::warn!(file = %self.path.display(), error = %e, "cannot remove the pid file");
         }
@@ -82,6 +87,11 @@ impl Identity {
         })
     }
 
+    /// The user id to switch to, if a user is configured.
+    pub fn uid(&self) -> Option<Uid> {
+        self.uid
+    }
+
     /// Checks that switching is possible at all: it needs root.
     pub fn check(&self) -> io::Result<()> {
         if (self.uid.is_some() || self.gid.is_some()) && !Uid::effective().is_root() {
@@ -117,10 +127,31 @@ fn invalid(message: String) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidInput, message)
 }
 
-/// Detaches from the terminal: forks (the parent exits), starts a new session, and points
-/// stdin to `/dev/null` and stdout/stderr to `error_log` (or `/dev/null`). Must run before
-/// any thread starts: a fork keeps only the calling thread.
-pub fn daemonize(error_log: Option<&Path>) -> io::Result<()> {
+/// How long the foreground process waits for the daemon to say it started.
+pub const START_REPORT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// The daemon's promise to tell the waiting foreground process how its start went.
+/// [`Detached::started`] makes the foreground process exit 0; dropping it unsent (the
+/// daemon failed) makes it exit 1.
+#[derive(Debug)]
+pub struct Detached {
+    report: File,
+}
+
+impl Detached {
+    /// Tells the foreground process the daemon is up (pid file written, privileges
+    /// dropped), so it exits 0: a service manager reading the pid file then finds it.
+    pub fn started(mut self) {
+        let _ = self.report.write_all(b"1");
+    }
+}
+
+/// Detaches from the terminal (fork, new session, fork again), points stdin to
+/// `/dev/null` and stdout/stderr to `error_log` (or `/dev/null`), and returns in the
+/// daemon. The foreground process waits until the daemon calls [`Detached::started`]
+/// (exit 0) or fails (exit 1), up to [`START_REPORT_TIMEOUT`]. Must run before any thread
+/// starts: a fork keeps only the calling thread.
+pub fn daemonize(error_log: Option<&Path>) -> io::Result<Detached> {
     let threads = std::fs::read_dir("/proc/self/task").map_or(1, |d| d.count());
     if threads > 1 {
         return Err(invalid(format!(
@@ -136,13 +167,75 @@ pub fn daemonize(error_log: Option<&Path>) -> io::Result<()> {
         None => OpenOptions::new().write(true).open("/dev/null")?,
     };
     let null = File::open("/dev/null")?;
-    // Keeps the working directory (relative paths in the config stay valid) and the
-    // descriptors, which are redirected below.
-    nix::unistd::daemon(true, true).map_err(io::Error::from)?;
+    let (read_end, write_end) = nix::unistd::pipe().map_err(io::Error::from)?;
+    let _ = io::stdout().flush();
+    let _ = io::stderr().flush();
+    if let ForkResult::Parent = fork_single_threaded()? {
+        drop(write_end);
+        std::process::exit(wait_for_start_report(File::from(read_end)));
+    }
+    drop(read_end);
+    nix::unistd::setsid().map_err(io::Error::from)?;
+    // The session leader forks once more and leaves: the daemon can never reacquire a
+    // controlling terminal.
+    if let ForkResult::Parent = fork_single_threaded()? {
+        std::process::exit(0);
+    }
+    // The working directory stays (relative paths in the config remain valid).
     nix::unistd::dup2(null.as_raw_fd(), 0).map_err(io::Error::from)?;
     nix::unistd::dup2(log.as_raw_fd(), 1).map_err(io::Error::from)?;
     nix::unistd::dup2(log.as_raw_fd(), 2).map_err(io::Error::from)?;
-    Ok(())
+    Ok(Detached {
+        report: File::from(write_end),
+    })
+}
+
+enum ForkResult {
+    Parent,
+    Child,
+}
+
+/// `fork(2)`, for a process known to run a single thread.
+#[allow(unsafe_code)]
+fn fork_single_threaded() -> io::Result<ForkResult> {
+    // SAFETY: `daemonize` checked that this process runs one thread, so the child inherits
+    // no lock held by another thread and may run any code, not only async-signal-safe
+    // functions.
+    match unsafe { nix::unistd::fork() }.map_err(io::Error::from)? {
+        nix::unistd::ForkResult::Parent { .. } => Ok(ForkResult::Parent),
+        nix::unistd::ForkResult::Child => Ok(ForkResult::Child),
+    }
+}
+
+/// The foreground side: the exit status the daemon's start report calls for.
+fn wait_for_start_report(mut report: File) -> i32 {
+    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+    use std::io::Read;
+    let millis = START_REPORT_TIMEOUT.as_millis().min(i32::MAX as u128) as i32;
+    let mut fds = [PollFd::new(report.as_fd(), PollFlags::POLLIN)];
+    let ready = loop {
+        match poll(
+            &mut fds,
+            PollTimeout::try_from(millis).unwrap_or(PollTimeout::MAX),
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other,
+        }
+    };
+    if !matches!(ready, Ok(n) if n > 0) {
+        eprintln!(
+            "error: the daemon did not report its start within {START_REPORT_TIMEOUT:?}; see its error log"
+        );
+        return 1;
+    }
+    let mut byte = [0u8; 1];
+    match report.read(&mut byte) {
+        Ok(1) => 0,
+        _ => {
+            eprintln!("error: the daemon failed to start; see its error log");
+            1
+        }
+    }
 }
 
 #[cfg(test)]

@@ -265,6 +265,12 @@ impl<M: MakeConnService> HttpService<M> {
     /// Binds every listening address now (idempotent). [`server::Server`] does this at
     /// startup; call it yourself to learn the addresses of port-0 listeners early.
     pub fn bind(&mut self) -> io::Result<()> {
+        self.bind_with(&mut listen::Sockets::new())
+    }
+
+    /// Like [`HttpService::bind`], taking the sockets from `sockets`: those inherited from
+    /// an old process in a graceful upgrade are adopted instead of bound.
+    pub fn bind_with(&mut self, sockets: &mut listen::Sockets) -> io::Result<()> {
         if !self.listeners.is_empty() {
             return Ok(());
         }
@@ -276,7 +282,7 @@ impl<M: MakeConnService> HttpService<M> {
         }
         for addr in &self.addrs {
             for resolved in listen::resolve(addr)? {
-                self.listeners.push(listen::bind_tcp(resolved)?);
+                self.listeners.push(sockets.tcp(resolved)?);
             }
         }
         Ok(())
@@ -413,20 +419,24 @@ async fn serve_connection<M, S, B>(
     let io = TimedIo::new(stream, read_deadline, Some(shared.options.write_timeout));
     let service = Tracked {
         inner: shared.make.make_service(&conn),
-        active,
+        active: active.clone(),
     };
     let connection = shared
         .builder
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(connection);
-    let result = drive_until_shutdown(connection, &mut shutdown).await;
+    let result = drive_until_shutdown(connection, &mut shutdown, &active).await;
     if let Err(e) = result {
         tracing::debug!(client = %conn.client_addr, error = %e, "downstream connection ended with an error");
     }
 }
 
-/// Drives `connection` to its end; when shutdown is requested first, asks it to finish
-/// gracefully (hyper closes it once the request in flight is answered) and drives it on.
+/// Drives `connection` to its end, draining it when shutdown is requested first.
+///
+/// Draining never closes a connection under a request the client may already have sent.
+/// The next response made says `Connection: close` (see `Tracked`), and hyper closes the
+/// connection once it is written; a response already under way finishes as it started.
+/// A connection that stays idle for [`IDLE_LINGER`] is closed.
 ///
 /// The shutdown future is polled once to register this task's waker, then only when the
 /// watch reports a change: re-polling it on every wake-up of the connection (several per
@@ -434,34 +444,63 @@ async fn serve_connection<M, S, B>(
 async fn drive_until_shutdown<C>(
     mut connection: std::pin::Pin<&mut C>,
     shutdown: &mut ShutdownWatch,
+    active: &ActiveRequests,
 ) -> C::Output
 where
     C: std::future::Future + GracefulShutdown,
 {
+    use std::task::Poll;
     let probe = shutdown.clone();
     let mut wait = std::pin::pin!(shutdown.wait());
     let mut registered = false;
     let stop = std::future::poll_fn(|cx| {
-        if let std::task::Poll::Ready(out) = connection.as_mut().poll(cx) {
-            return std::task::Poll::Ready(Some(out));
+        if let Poll::Ready(out) = connection.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
         }
         if !registered || probe.has_changed() {
             registered = true;
             if wait.as_mut().poll(cx).is_ready() {
-                return std::task::Poll::Ready(None);
+                return Poll::Ready(None);
             }
         }
-        std::task::Poll::Pending
+        Poll::Pending
     })
     .await;
-    match stop {
-        Some(out) => out,
-        None => {
-            connection.as_mut().graceful_shutdown();
-            connection.await
-        }
+    if let Some(out) = stop {
+        return out;
     }
+    active.set_draining();
+    // The linger restarts whenever the connection is seen busy: it counts idle time only.
+    let mut linger = std::pin::pin!(tokio::time::sleep(IDLE_LINGER));
+    let ended = std::future::poll_fn(|cx| {
+        if let Poll::Ready(out) = connection.as_mut().poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if active.get() > 0 {
+            linger
+                .as_mut()
+                .reset(tokio::time::Instant::now() + IDLE_LINGER);
+            return Poll::Pending;
+        }
+        if linger.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(None);
+        }
+        Poll::Pending
+    })
+    .await;
+    if let Some(out) = ended {
+        return out;
+    }
+    // Idle all along the linger: close it.
+    connection.as_mut().graceful_shutdown();
+    connection.await
 }
+
+/// How long a draining connection may stay idle before it is closed. Closing an idle
+/// keep-alive connection at once would lose a request the client may already have sent
+/// (it sees a reset or an empty reply): the race every keep-alive client of a restarting
+/// server otherwise runs.
+pub const IDLE_LINGER: Duration = Duration::from_secs(1);
 
 /// hyper's connections that can be asked to finish gracefully.
 trait GracefulShutdown {
@@ -494,8 +533,8 @@ where
         &self.name
     }
 
-    fn bind(&mut self) -> io::Result<()> {
-        HttpService::bind(self)
+    fn bind(&mut self, sockets: &mut listen::Sockets) -> io::Result<()> {
+        HttpService::bind_with(self, sockets)
     }
 
     fn start(self: Box<Self>, shutdown: ShutdownWatch, grace: Duration) -> BoxFuture<()> {
@@ -604,7 +643,16 @@ where
         let this = self.project();
         let result = std::task::ready!(this.inner.poll(cx));
         let guard = this.guard.take();
-        std::task::Poll::Ready(result.map(|response| {
+        // A response made while the connection drains is its last: it says so, and
+        // hyper closes the connection once it is written.
+        let draining = guard.as_ref().is_some_and(ActiveGuard::is_draining);
+        std::task::Poll::Ready(result.map(|mut response| {
+            if draining {
+                response.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
+            }
             response.map(|inner| TrackedBody {
                 inner,
                 _guard: guard,

@@ -77,21 +77,37 @@ impl BusyFlag {
     }
 }
 
-/// The number of requests a downstream connection is serving; zero means it is idle (or
-/// reading the next request head).
+/// The number of requests a downstream connection is serving (zero means it is idle, or
+/// reading the next request head), and whether the connection is draining.
 #[derive(Debug, Clone, Default)]
-pub struct ActiveRequests(Arc<AtomicUsize>);
+pub struct ActiveRequests(Arc<RequestState>);
+
+#[derive(Debug, Default)]
+struct RequestState {
+    active: AtomicUsize,
+    draining: AtomicBool,
+}
 
 impl ActiveRequests {
     /// Counts a request until the returned guard is dropped.
     pub fn enter(&self) -> ActiveGuard {
-        self.0.fetch_add(1, Ordering::Relaxed);
+        self.0.active.fetch_add(1, Ordering::Relaxed);
         ActiveGuard(self.clone())
     }
 
     /// Requests in flight.
     pub fn get(&self) -> usize {
-        self.0.load(Ordering::Relaxed)
+        self.0.active.load(Ordering::Relaxed)
+    }
+
+    /// Marks the connection as draining: its next response is its last.
+    pub fn set_draining(&self) {
+        self.0.draining.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the connection is draining.
+    pub fn is_draining(&self) -> bool {
+        self.0.draining.load(Ordering::Relaxed)
     }
 }
 
@@ -99,9 +115,16 @@ impl ActiveRequests {
 #[derive(Debug)]
 pub struct ActiveGuard(ActiveRequests);
 
+impl ActiveGuard {
+    /// Whether the connection of this request is draining.
+    pub fn is_draining(&self) -> bool {
+        self.0.is_draining()
+    }
+}
+
 impl Drop for ActiveGuard {
     fn drop(&mut self) {
-        (self.0).0.fetch_sub(1, Ordering::Relaxed);
+        (self.0).0.active.fetch_sub(1, Ordering::Relaxed);
     }
 }
 

@@ -7,7 +7,8 @@
 //! (read/write deadlines on sockets), and what declared proxies are built from: [`route`]
 //! (matching requests to upstream groups or fixed answers), [`phase`] (plugging user code
 //! into phases), [`cli`] (the command line and `main` of a declared proxy), [`config`]
-//! (its config file) and [`daemon`] (running in the background).
+//! (its config file), [`daemon`] (running in the background) and [`upgrade`] (handing the
+//! listening sockets to a new process).
 //!
 //! Most users depend on the `pingora-dsl` facade crate, which re-exports this one.
 
@@ -23,6 +24,7 @@ pub mod phase;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod upgrade;
 pub mod upstream;
 
 pub use crate::error::{BoxError, Error, ErrorKind, Result};

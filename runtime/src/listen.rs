@@ -5,9 +5,14 @@
 //! and `0.0.0.0:p` can coexist) and a deep backlog. The accept loop survives errors: errors
 //! about one connection (aborted, reset) are skipped, and resource exhaustion (`EMFILE`,
 //! `ENFILE`, `ENOBUFS`, `ENOMEM`) backs off exponentially instead of spinning, then retries.
+//!
+//! [`Sockets`] is the process's register of listening sockets: services ask it for a socket
+//! per address, and it hands out one inherited from an old process in a graceful upgrade
+//! (see [`crate::upgrade`]) or binds a fresh one, keeping a copy of each to hand over in turn.
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -47,6 +52,80 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
         .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {addr}: {e}")))?;
     socket.listen(BACKLOG)?;
     Ok(socket.into())
+}
+
+/// The process's listening sockets: inherited ones waiting to be adopted, and a copy of
+/// every socket handed out (to give them all to a new process in an upgrade).
+#[derive(Debug, Default)]
+pub struct Sockets {
+    inherited: Vec<(SocketAddr, std::net::TcpListener)>,
+    handed_out: Vec<std::net::TcpListener>,
+}
+
+impl Sockets {
+    /// No inherited sockets: every address is bound fresh.
+    pub fn new() -> Self {
+        Sockets::default()
+    }
+
+    /// Sockets received from an old process. Each must be a listening TCP socket; its
+    /// bound address is what [`Sockets::tcp`] matches requests against.
+    pub fn inherit(fds: Vec<OwnedFd>) -> io::Result<Self> {
+        let mut inherited = Vec::with_capacity(fds.len());
+        for fd in fds {
+            let socket = Socket::from(fd);
+            let is_tcp_listener = socket.r#type()? == Type::STREAM
+                && socket.is_listener()?
+                && socket.local_addr()?.as_socket().is_some();
+            let addr = match socket.local_addr()?.as_socket() {
+                Some(addr) if is_tcp_listener => addr,
+                _ => {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "upgrade: a socket handed over is not a listening TCP socket",
+                    ))
+                }
+            };
+            socket.set_nonblocking(true)?;
+            inherited.push((addr, socket.into()));
+        }
+        Ok(Sockets {
+            inherited,
+            handed_out: Vec::new(),
+        })
+    }
+
+    /// A listening socket on `addr`: the inherited one bound there if any, else a new one.
+    pub fn tcp(&mut self, addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+        let listener = match self.inherited.iter().position(|(a, _)| *a == addr) {
+            Some(i) => {
+                tracing::info!(%addr, "adopting the listening socket handed over");
+                self.inherited.swap_remove(i).1
+            }
+            None => bind_tcp(addr)?,
+        };
+        self.handed_out.push(listener.try_clone()?);
+        Ok(listener)
+    }
+
+    /// Closes the inherited sockets no service asked for, returning their addresses
+    /// (connections waiting on them are lost: the new configuration dropped the address).
+    pub fn close_unclaimed(&mut self) -> Vec<SocketAddr> {
+        self.inherited.drain(..).map(|(addr, _)| addr).collect()
+    }
+
+    /// Every socket handed out so far, to give to a new process.
+    pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
+        self.handed_out.iter().map(|l| l.as_fd()).collect()
+    }
+
+    /// Copies of every socket handed out so far, that outlive this register.
+    pub fn try_clone_fds(&self) -> io::Result<Vec<OwnedFd>> {
+        self.handed_out
+            .iter()
+            .map(|l| l.as_fd().try_clone_to_owned())
+            .collect()
+    }
 }
 
 /// Counters of one listener's accept loop, shared with whoever wants to watch it.

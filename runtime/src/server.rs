@@ -2,15 +2,22 @@
 //!
 //! Services bind their sockets in [`Service::bind`] before the runtime starts, so a bad
 //! address stops the process at startup with a clear error. [`Server::run_forever`] then
-//! starts every service and waits for SIGINT or SIGTERM; on either, services stop accepting,
-//! open connections get the grace period to finish, and the process exits.
+//! starts every service and waits for a signal: SIGINT stops at once; SIGTERM stops
+//! accepting and gives open connections the grace period to finish; SIGQUIT hands the
+//! listening sockets to a new process (see [`crate::upgrade`]) and, once it serves, stops
+//! like SIGTERM.
 
 use std::future::Future;
 use std::io;
+use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::time::Duration;
 
+use tokio::signal::unix::{signal, SignalKind};
 use tokio::sync::watch;
+
+use crate::listen::Sockets;
+use crate::upgrade::{self, Handover, UpgradeConf};
 
 /// A boxed `Send` future, the unit a [`Service`] hands to the runtime.
 pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
@@ -25,6 +32,12 @@ pub struct ServerConf {
     pub flavor: RuntimeFlavor,
     /// How long open connections may take to finish after a shutdown signal.
     pub grace_period: Duration,
+    /// After the grace period (or an immediate stop), how long background tasks and the
+    /// runtime get to stop before the process exits. Default 100 ms.
+    pub shutdown_timeout: Duration,
+    /// The upgrade socket SIGQUIT hands the listening sockets over; `None`: SIGQUIT is
+    /// logged and ignored.
+    pub upgrade: Option<UpgradeConf>,
 }
 
 /// How a [`Server`] with several worker threads runs its services.
@@ -48,6 +61,8 @@ impl Default for ServerConf {
             threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
             flavor: RuntimeFlavor::default(),
             grace_period: Duration::from_secs(5),
+            shutdown_timeout: Duration::from_millis(100),
+            upgrade: None,
         }
     }
 }
@@ -136,8 +151,10 @@ pub trait Service: Send + 'static {
     /// A name for logs.
     fn name(&self) -> &str;
 
-    /// Binds the service's sockets; called before the runtime starts. The default binds nothing.
-    fn bind(&mut self) -> io::Result<()> {
+    /// Binds the service's sockets, taking them from `sockets` (which adopts those an old
+    /// process handed over); called before the runtime starts. The default binds nothing.
+    fn bind(&mut self, sockets: &mut Sockets) -> io::Result<()> {
+        let _ = sockets;
         Ok(())
     }
 
@@ -189,6 +206,8 @@ where
 pub struct Server {
     conf: ServerConf,
     services: Vec<Box<dyn Service>>,
+    sockets: Sockets,
+    on_started: Vec<Box<dyn FnOnce() + Send>>,
 }
 
 impl Server {
@@ -197,7 +216,43 @@ impl Server {
         Server {
             conf,
             services: Vec::new(),
+            sockets: Sockets::new(),
+            on_started: Vec::new(),
         }
+    }
+
+    /// Takes the listening sockets from `sockets` (inherited in an upgrade) when binding.
+    pub fn set_sockets(&mut self, sockets: Sockets) {
+        self.sockets = sockets;
+    }
+
+    /// Runs `f` once every service has started (in order of registration): tell a
+    /// waiting parent or the old process of an upgrade that this one serves.
+    pub fn on_started(&mut self, f: impl FnOnce() + Send + 'static) {
+        self.on_started.push(Box::new(f));
+    }
+
+    /// Tells the old process of an upgrade, through `handover`, once every service has
+    /// started, that it may stop.
+    pub fn ready_to(&mut self, handover: Handover) {
+        self.on_started(move || match handover.ready() {
+            Ok(()) => tracing::info!("upgrade: serving; the old process stops accepting"),
+            Err(e) => tracing::warn!(error = %e, "upgrade: cannot tell the old process we serve"),
+        });
+    }
+
+    /// Binds every service's sockets (idempotent; the `run_*` methods call it). Inherited
+    /// sockets no service asked for are closed, with a warning.
+    pub fn bind(&mut self) -> io::Result<()> {
+        for service in &mut self.services {
+            service.bind(&mut self.sockets).map_err(|e| {
+                io::Error::new(e.kind(), format!("service {}: {e}", service.name()))
+            })?;
+        }
+        for addr in self.sockets.close_unclaimed() {
+            tracing::warn!(%addr, "closing a socket handed over that the configuration no longer listens on");
+        }
+        Ok(())
     }
 
     /// The server's settings.
@@ -223,9 +278,14 @@ impl Server {
     }
 
     /// Binds every service and runs them until a signal: SIGTERM stops gracefully (stop
-    /// accepting, let requests in flight finish within the grace period), SIGINT at once.
-    /// A SIGINT during a graceful stop ends the grace period.
-    pub fn run_until_signal(self) -> io::Result<()> {
+    /// accepting, let requests in flight finish within the grace period), SIGINT at once,
+    /// SIGQUIT hands the listening sockets to a new process (when [`ServerConf::upgrade`]
+    /// is set) and stops gracefully once it serves, or keeps serving if it fails. A SIGINT
+    /// during a graceful stop ends the grace period.
+    pub fn run_until_signal(mut self) -> io::Result<()> {
+        self.bind()?;
+        let sockets = self.sockets.try_clone_fds()?;
+        let upgrade = self.conf.upgrade.clone();
         let sigint_during_grace = async {
             if tokio::signal::ctrl_c().await.is_ok() {
                 tracing::info!("SIGINT received during the graceful stop: stopping now");
@@ -233,27 +293,7 @@ impl Server {
                 std::future::pending::<()>().await;
             }
         };
-        self.run(sigint_during_grace, async {
-            let mut term =
-                match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-                    Ok(s) => s,
-                    Err(e) => {
-                        tracing::error!(error = %e, "cannot install the SIGTERM handler");
-                        let _ = tokio::signal::ctrl_c().await;
-                        return Stop::Immediate;
-                    }
-                };
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {
-                    tracing::info!("SIGINT received, shutting down now");
-                    Stop::Immediate
-                }
-                _ = term.recv() => {
-                    tracing::info!("SIGTERM received, shutting down gracefully");
-                    Stop::Graceful
-                }
-            }
-        })
+        self.run(sigint_during_grace, wait_for_stop_signal(upgrade, sockets))
     }
 
     /// Binds every service and runs them until `stop` resolves, then drains and returns.
@@ -279,12 +319,10 @@ impl Server {
         escalate: impl Future<Output = ()> + Send + 'static,
         stop: impl Future<Output = Stop> + Send + 'static,
     ) -> io::Result<()> {
-        for service in &mut self.services {
-            service.bind().map_err(|e| {
-                io::Error::new(e.kind(), format!("service {}: {e}", service.name()))
-            })?;
-        }
+        self.bind()?;
+        let on_started = std::mem::take(&mut self.on_started);
         let grace = self.conf.grace_period;
+        let shutdown_timeout = self.conf.shutdown_timeout;
         let (trigger, watch) = shutdown_channel();
         let mut workers = Vec::new();
         let runtime = if self.conf.threads <= 1 || self.conf.flavor == RuntimeFlavor::PerCore {
@@ -298,7 +336,7 @@ impl Server {
                 let watch = watch.clone();
                 let worker = std::thread::Builder::new()
                     .name(format!("pingora-worker-{n}"))
-                    .spawn(move || run_worker(copies, watch, grace))?;
+                    .spawn(move || run_worker(copies, watch, grace, shutdown_timeout))?;
                 workers.push(worker);
             }
             tokio::runtime::Builder::new_current_thread()
@@ -315,6 +353,9 @@ impl Server {
         let trigger = &trigger;
         runtime.block_on(async move {
             let running = start_services(self.services, &watch, grace);
+            for started in on_started {
+                started();
+            }
             let how = stop.await;
             trigger.stop(how);
             // Everything stopped: this thread's services and the other workers' threads
@@ -341,8 +382,57 @@ impl Server {
             }
             everything.await;
         });
-        runtime.shutdown_timeout(Duration::from_millis(100));
+        runtime.shutdown_timeout(shutdown_timeout);
         Ok(())
+    }
+}
+
+/// Waits for SIGINT (stop now), SIGTERM (stop gracefully) or a SIGQUIT whose hand-over of
+/// `sockets` to a new process succeeded (stop gracefully).
+async fn wait_for_stop_signal(upgrade: Option<UpgradeConf>, sockets: Vec<OwnedFd>) -> Stop {
+    let (mut term, mut quit) = match (signal(SignalKind::terminate()), signal(SignalKind::quit())) {
+        (Ok(term), Ok(quit)) => (term, quit),
+        (Err(e), _) | (_, Err(e)) => {
+            tracing::error!(error = %e, "cannot install the SIGTERM/SIGQUIT handlers");
+            let _ = tokio::signal::ctrl_c().await;
+            return Stop::Immediate;
+        }
+    };
+    let sockets = std::sync::Arc::new(sockets);
+    loop {
+        tokio::select! {
+            _ = tokio::signal::ctrl_c() => {
+                tracing::info!("SIGINT received, shutting down now");
+                return Stop::Immediate;
+            }
+            _ = term.recv() => {
+                tracing::info!("SIGTERM received, shutting down gracefully");
+                return Stop::Graceful;
+            }
+            _ = quit.recv() => {}
+        }
+        let Some(upgrade) = upgrade.clone() else {
+            tracing::warn!("SIGQUIT ignored: no upgrade socket configured");
+            continue;
+        };
+        tracing::info!(socket = %upgrade.socket.display(), "SIGQUIT received: handing the listening sockets over");
+        let sockets = sockets.clone();
+        let handing = tokio::task::spawn_blocking(move || {
+            let fds: Vec<_> = sockets.iter().map(|fd| fd.as_fd()).collect();
+            upgrade::hand_over(&upgrade.socket, &fds, upgrade.timeout, upgrade.peers)
+        });
+        tokio::select! {
+            handed = handing => match handed {
+                Ok(Ok(())) => {
+                    tracing::info!("upgrade: the new process serves; draining and exiting");
+                    return Stop::Graceful;
+                }
+                Ok(Err(e)) => tracing::error!(error = %e, "upgrade failed; still serving"),
+                Err(e) => tracing::error!(error = %e, "upgrade failed; still serving"),
+            },
+            _ = tokio::signal::ctrl_c() => return Stop::Immediate,
+            _ = term.recv() => return Stop::Graceful,
+        }
     }
 }
 
@@ -374,6 +464,7 @@ fn run_worker(
     services: Vec<Box<dyn Service>>,
     watch: ShutdownWatch,
     grace: Duration,
+    shutdown_timeout: Duration,
 ) -> io::Result<()> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -382,6 +473,6 @@ fn run_worker(
         let running = start_services(services, &watch, grace);
         join_services(running).await;
     });
-    runtime.shutdown_timeout(Duration::from_millis(100));
+    runtime.shutdown_timeout(shutdown_timeout);
     Ok(())
 }
