@@ -41,8 +41,29 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
     let listen: Vec<String> = p
         .listens
         .iter()
+        .filter(|l| l.tls.is_none())
         .filter_map(|l| l.addr)
         .map(|a| a.to_string())
+        .collect();
+    let tls_listens: Vec<TokenStream> = p
+        .listens
+        .iter()
+        .filter_map(|l| Some((l.addr?, l.tls.as_ref()?)))
+        .map(|(addr, tls)| {
+            let addr = addr.to_string();
+            let certs = tls.certs.iter().map(
+                |(cert, key)| quote!(#rt::tls::CertKey { cert: #cert.into(), key: #key.into() }),
+            );
+            let client_ca = match tls.client_ca.first() {
+                Some((_, ca)) => quote!(::std::option::Option::Some(#ca.into())),
+                None => quote!(::std::option::Option::None),
+            };
+            quote!(service.add_tls(#addr, #rt::tls::TlsSettings {
+                certs: ::std::vec![#(#certs),*],
+                client_ca: #client_ca,
+                handshake_timeout: ::std::option::Option::None,
+            });)
+        })
         .collect();
 
     let groups = p.upstreams.iter().map(expand_group);
@@ -114,7 +135,8 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
 
         #[allow(dead_code)]
         impl #name {
-            /// The listening addresses declared with `listen`.
+            /// The cleartext listening addresses declared with `listen` (TLS ones are
+            /// added by [`service`](Self::service)).
             pub const LISTEN: &'static [&'static str] = &[#(#listen),*];
 
             /// The proxy with its declared upstreams, routes and header edits.
@@ -188,6 +210,7 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
                 for addr in Self::LISTEN {
                     service.add_tcp(addr);
                 }
+                #(#tls_listens)*
                 #http_options
                 service
             }
@@ -228,6 +251,7 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
                     for addr in &listen {
                         service.add_tcp(addr);
                     }
+                    cli.apply_tls(&mut service)?;
                     ::std::result::Result::Ok((service, tasks, effective, reloader))
                 })
             }

@@ -29,10 +29,19 @@ pub struct Proxy {
     pub settings: Vec<Setting>,
 }
 
-/// `listen "ADDR";`
+/// `listen "ADDR";` or `listen tls "ADDR" ...;`
 pub struct Listen {
     pub lit: LitStr,
     pub addr: Option<SocketAddr>,
+    pub tls: Option<TlsDecl>,
+}
+
+/// `tls ... cert "FILE" key "FILE" ... client_ca "FILE"` of a listener.
+pub struct TlsDecl {
+    pub keyword: Ident,
+    /// (certificate, key) pairs; the first is the default certificate.
+    pub certs: Vec<(LitStr, LitStr)>,
+    pub client_ca: Vec<(Ident, LitStr)>,
 }
 
 /// `upstream NAME { ... }`

@@ -133,6 +133,76 @@ fn skip_item(input: ParseStream<'_>) {
     });
 }
 
+/// The TLS part of `listen tls "ADDR" ...`: inline up to `;`
+/// (`cert "c" key "k" [client_ca "ca"];`) or a block (`{ cert "c" key "k"; client_ca "ca"; }`).
+fn parse_tls(input: ParseStream<'_>, keyword: Ident, errors: &mut Errors) -> syn::Result<TlsDecl> {
+    let mut decl = TlsDecl {
+        keyword,
+        certs: Vec::new(),
+        client_ca: Vec::new(),
+    };
+    if input.peek(syn::token::Brace) {
+        let content;
+        braced!(content in input);
+        while !content.is_empty() {
+            let setting = parse_tls_setting(&content, &mut decl)
+                .and_then(|()| semi(&content, "the TLS setting"));
+            if let Err(e) = setting {
+                errors.push(e);
+                skip_item(&content);
+            }
+        }
+        let _ = input.parse::<Option<Token![;]>>()?;
+        return Ok(decl);
+    }
+    while !input.peek(Token![;]) && !input.is_empty() {
+        parse_tls_setting(input, &mut decl)?;
+    }
+    semi(input, "listen")?;
+    Ok(decl)
+}
+
+fn parse_tls_setting(input: ParseStream<'_>, decl: &mut TlsDecl) -> syn::Result<()> {
+    let kw = Ident::parse_any(input)?;
+    let file = |input: ParseStream<'_>, example: &str| -> syn::Result<LitStr> {
+        input
+            .parse::<LitStr>()
+            .map_err(|e| syn::Error::new(e.span(), format!("expected a file name: `{example}`")))
+    };
+    match kw.to_string().as_str() {
+        "cert" => {
+            let cert = file(input, "cert \"server.crt\" key \"server.key\"")?;
+            let key_kw = Ident::parse_any(input).map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "expected `key \"FILE\"` after the certificate: each certificate needs its private key",
+                )
+            })?;
+            if key_kw != "key" {
+                return Err(syn::Error::new(
+                    key_kw.span(),
+                    "expected `key \"FILE\"` after the certificate: each certificate needs its private key",
+                ));
+            }
+            let key = file(input, "key \"server.key\"")?;
+            decl.certs.push((cert, key));
+        }
+        "client_ca" => {
+            let ca = file(input, "client_ca \"clients-ca.pem\"")?;
+            decl.client_ca.push((kw, ca));
+        }
+        other => {
+            return Err(syn::Error::new(
+                kw.span(),
+                format!(
+                    "unknown TLS setting `{other}`: expected `cert \"FILE\" key \"FILE\"` or `client_ca \"FILE\"`"
+                ),
+            ))
+        }
+    }
+    Ok(())
+}
+
 fn semi(input: ParseStream<'_>, after: &str) -> syn::Result<()> {
     input
         .parse::<Token![;]>()
@@ -145,14 +215,39 @@ fn parse_item(input: ParseStream<'_>, proxy: &mut Proxy, errors: &mut Errors) ->
     let word = keyword.to_string();
     match word.as_str() {
         "listen" => {
+            let tls_keyword = if input.peek(Ident::peek_any) {
+                let kw = Ident::parse_any(input)?;
+                if kw != "tls" {
+                    return Err(syn::Error::new(
+                        kw.span(),
+                        format!(
+                            "unknown listener kind `{kw}`: write `listen \"127.0.0.1:6188\";` or \
+                             `listen tls \"127.0.0.1:6189\" cert \"server.crt\" key \"server.key\";`"
+                        ),
+                    ));
+                }
+                Some(kw)
+            } else {
+                None
+            };
             let lit: LitStr = input.parse().map_err(|e| {
                 syn::Error::new(
                     e.span(),
                     "expected an address: `listen \"127.0.0.1:6188\";`",
                 )
             })?;
-            semi(input, "listen")?;
-            proxy.listens.push(Listen { lit, addr: None });
+            let tls = match tls_keyword {
+                Some(keyword) => Some(parse_tls(input, keyword, errors)?),
+                None => {
+                    semi(input, "listen")?;
+                    None
+                }
+            };
+            proxy.listens.push(Listen {
+                lit,
+                addr: None,
+                tls,
+            });
         }
         "ctx" => {
             let ty = input.parse()?;

@@ -60,6 +60,33 @@ pub fn validate(proxies: &mut Proxies, errors: &mut Errors) {
     }
 }
 
+fn validate_tls(tls: &TlsDecl, errors: &mut Errors) {
+    if tls.certs.is_empty() {
+        errors.at(
+            tls.keyword.span(),
+            "a TLS listener needs a certificate: `cert \"server.crt\" key \"server.key\"`",
+        );
+    }
+    for (cert, key) in &tls.certs {
+        for lit in [cert, key] {
+            if lit.value().trim().is_empty() {
+                errors.at(lit.span(), "empty file name: give the path of a PEM file");
+            }
+        }
+    }
+    for (_, lit) in &tls.client_ca {
+        if lit.value().trim().is_empty() {
+            errors.at(lit.span(), "empty file name: give the path of a PEM file");
+        }
+    }
+    for (kw, _) in tls.client_ca.iter().skip(1) {
+        errors.at(
+            kw.span(),
+            "`client_ca` is given twice: put every accepted CA in one PEM file",
+        );
+    }
+}
+
 fn validate_proxy(proxy: &mut Proxy, errors: &mut Errors) {
     if proxy.listens.is_empty() {
         errors.at(
@@ -72,6 +99,9 @@ fn validate_proxy(proxy: &mut Proxy, errors: &mut Errors) {
     }
     let mut seen = HashSet::new();
     for listen in &mut proxy.listens {
+        if let Some(tls) = &listen.tls {
+            validate_tls(tls, errors);
+        }
         listen.addr = check_addr(&listen.lit, "listen", errors);
         if let Some(addr) = listen.addr {
             if !seen.insert(addr) {

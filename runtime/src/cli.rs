@@ -11,12 +11,14 @@ use clap::Parser;
 use crate::config::Config;
 use crate::daemon::{daemonize, Identity, PidFile};
 use crate::http::HttpService;
+use crate::http::ListenAddr;
 use crate::lb::Backend;
 use crate::listen::{resolve, Sockets};
 use crate::proxy::{ProxyHttp, ProxyLayer, ProxyOptions, ProxyPipeline};
 use crate::route::Router;
 use crate::server::ShutdownWatch;
 use crate::server::{background_service, RuntimeFlavor, Server, ServerConf};
+use crate::tls::{CertKey, TlsSettings};
 use crate::upgrade::{PeerPolicy, UpgradeConf};
 use crate::upstream::{GroupTask, UpstreamGroup};
 use std::path::{Path, PathBuf};
@@ -30,9 +32,22 @@ use tokio::signal::unix::{signal, SignalKind};
     about = "An HTTP proxy declared with pingora-dsl's proxy! macro"
 )]
 pub struct ProxyCli {
-    /// Address to listen on, replacing the declared ones (repeatable).
+    /// Address to listen on in cleartext, replacing the declared ones (repeatable).
     #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<String>,
+    /// Address to listen on with TLS, replacing the declared TLS ones (repeatable); the
+    /// certificate comes from `--cert`/`--key` or the first declared TLS listener.
+    #[arg(long = "tls-listen", value_name = "ADDR")]
+    pub tls_listen: Vec<String>,
+    /// Certificate chain (PEM) for the TLS listeners, replacing the declared ones.
+    #[arg(long = "cert", value_name = "FILE", requires = "key")]
+    pub cert: Option<std::path::PathBuf>,
+    /// Private key (PEM) of `--cert`.
+    #[arg(long = "key", value_name = "FILE", requires = "cert")]
+    pub key: Option<std::path::PathBuf>,
+    /// CA (PEM) client certificates must chain to on the TLS listeners (mTLS).
+    #[arg(long = "client-ca", value_name = "FILE")]
+    pub client_ca: Option<std::path::PathBuf>,
     /// A peer replacing an upstream group's declared peers (repeatable). `GROUP=HOST:PORT`
     /// names the group; a bare `HOST:PORT` is enough when the proxy has one group.
     #[arg(long = "upstream", value_name = "[GROUP=]HOST:PORT")]
@@ -159,6 +174,64 @@ impl ProxyCli {
                 group.clear_discovery();
                 group.set_backends(backends);
             }
+        }
+        Ok(())
+    }
+
+    /// Applies `--tls-listen`, `--cert`/`--key` and `--client-ca` to the service's TLS
+    /// listeners. Errors say which flag is missing.
+    pub fn apply_tls<M: crate::http::MakeConnService>(
+        &self,
+        service: &mut HttpService<M>,
+    ) -> io::Result<()> {
+        let certificate = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some(CertKey {
+                cert: cert.clone(),
+                key: key.clone(),
+            }),
+            (None, None) => None,
+            _ => return Err(invalid("--cert and --key go together: give both".into())),
+        };
+        if self.tls_listen.is_empty() && certificate.is_none() && self.client_ca.is_none() {
+            return Ok(());
+        }
+        let declared: Vec<ListenAddr> = service
+            .listen_addrs()
+            .iter()
+            .filter(|l| l.tls.is_some())
+            .cloned()
+            .collect();
+        let base = declared.first().and_then(|l| l.tls.clone());
+        let mut settings = match (certificate, base) {
+            (Some(certificate), base) => TlsSettings {
+                certs: vec![certificate],
+                client_ca: base.and_then(|b| b.client_ca),
+                handshake_timeout: None,
+            },
+            (None, Some(base)) => base,
+            (None, None) => {
+                return Err(invalid(
+                    "--tls-listen/--client-ca: the proxy declares no TLS listener; give --cert FILE --key FILE"
+                        .into(),
+                ))
+            }
+        };
+        if let Some(ca) = &self.client_ca {
+            settings.client_ca = Some(ca.clone());
+        }
+        let addrs: Vec<String> = if self.tls_listen.is_empty() {
+            declared.iter().map(|l| l.addr.clone()).collect()
+        } else {
+            self.tls_listen.clone()
+        };
+        if addrs.is_empty() {
+            return Err(invalid(
+                "--cert/--key: the proxy declares no TLS listener; add --tls-listen ADDR".into(),
+            ));
+        }
+        service.clear_tls();
+        for addr in addrs {
+            service.add_tls(&addr, settings.clone());
         }
         Ok(())
     }
@@ -368,9 +441,7 @@ where
             .map_err(|e| io::Error::new(e.kind(), format!("error log {}: {e}", path.display())))?;
     }
     if cli.test {
-        for addr in service.tcp_addrs() {
-            resolve(addr)?;
-        }
+        service.check()?;
         println!(
             "configuration OK: {name} would listen on {} with {} worker thread(s)",
             service.tcp_addrs().join(", "),
@@ -410,9 +481,10 @@ where
         Config::load(path)
             .map_err(|e| io::Error::new(e.kind(), format!("after dropping privileges: {e}")))?;
     }
-    for addr in service.local_addrs() {
+    for (addr, tls) in service.local_listeners() {
+        let scheme = if tls { "https" } else { "http" };
         println!(
-            "{} listening on http://{addr}/ (try: curl -i http://{addr}/)",
+            "{} listening on {scheme}://{addr}/ (try: curl -i {scheme}://{addr}/)",
             service.name()
         );
     }

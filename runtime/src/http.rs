@@ -26,7 +26,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
@@ -34,7 +34,9 @@ use tokio::sync::Notify;
 use crate::error::BoxError;
 use crate::io_timeout::{ActiveGuard, ActiveRequests, ReadDeadline, TimedIo};
 use crate::listen::{self, AcceptStats};
+use crate::protocol::{sniff, Sniffed};
 use crate::server::{self, shutdown_channel, BoxFuture, ShutdownTrigger, ShutdownWatch};
+use crate::tls::{TlsAcceptor, TlsSettings};
 
 /// hyper refuses read buffers smaller than this.
 const MIN_HEAD_BYTES: usize = 8192;
@@ -59,6 +61,42 @@ pub struct HttpOptions {
     /// Keep the case of header names as the client sent them, toward the upstream.
     /// Costs an allocation per request; default false.
     pub preserve_header_case: bool,
+    /// HTTP/2: offered by ALPN on TLS listeners and detected by its preface (prior
+    /// knowledge, h2c) on cleartext ones. Default on.
+    pub http2: Http2Options,
+}
+
+/// HTTP/2 serving limits. The defaults follow nginx's and protect against rapid-reset
+/// floods (CVE-2023-44487) and streams reset by the server's own errors.
+#[derive(Debug, Clone)]
+pub struct Http2Options {
+    /// Whether HTTP/2 is served at all. Default true.
+    pub enabled: bool,
+    /// Streams a client may have open at once on one connection. Default 128.
+    pub max_concurrent_streams: u32,
+    /// Streams a client may open and reset before the server processed them, before the
+    /// connection is closed with `ENHANCE_YOUR_CALM`. Default 20.
+    pub max_pending_accept_reset_streams: usize,
+    /// Streams the server may reset for protocol errors before it closes the connection.
+    /// Default 256.
+    pub max_local_error_reset_streams: usize,
+    /// Flow-control window per stream, in bytes. Default 1 MiB.
+    pub initial_stream_window: u32,
+    /// Flow-control window per connection, in bytes. Default 2 MiB.
+    pub initial_connection_window: u32,
+}
+
+impl Default for Http2Options {
+    fn default() -> Self {
+        Http2Options {
+            enabled: true,
+            max_concurrent_streams: 128,
+            max_pending_accept_reset_streams: 20,
+            max_local_error_reset_streams: 256,
+            initial_stream_window: 1024 * 1024,
+            initial_connection_window: 2 * 1024 * 1024,
+        }
+    }
 }
 
 impl Default for HttpOptions {
@@ -70,6 +108,7 @@ impl Default for HttpOptions {
             max_headers: 100,
             keepalive: true,
             preserve_header_case: false,
+            http2: Http2Options::default(),
         }
     }
 }
@@ -85,6 +124,19 @@ impl HttpOptions {
         if self.max_headers != HYPER_DEFAULT_MAX_HEADERS {
             b.max_headers(self.max_headers);
         }
+        b
+    }
+
+    fn h2_builder(&self) -> hyper::server::conn::http2::Builder<TokioExecutor> {
+        let h2 = &self.http2;
+        let mut b = hyper::server::conn::http2::Builder::new(TokioExecutor::new());
+        b.timer(hyper_util::rt::TokioTimer::new())
+            .max_concurrent_streams(h2.max_concurrent_streams)
+            .max_pending_accept_reset_streams(h2.max_pending_accept_reset_streams)
+            .max_local_error_reset_streams(h2.max_local_error_reset_streams)
+            .initial_stream_window_size(h2.initial_stream_window)
+            .initial_connection_window_size(h2.initial_connection_window)
+            .max_header_list_size(u32::try_from(self.max_header_bytes).unwrap_or(u32::MAX));
         b
     }
 }
@@ -187,12 +239,27 @@ impl Drop for ConnGuard {
     }
 }
 
+/// One listening address of an [`HttpService`]: plain TCP, or TLS with its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr {
+    /// `"127.0.0.1:6188"`, `"[::]:443"`, `"localhost:8080"`.
+    pub addr: String,
+    /// TLS termination on this address; `None`: cleartext.
+    pub tls: Option<TlsSettings>,
+}
+
+/// A bound listening socket and the TLS it terminates.
+struct Bound {
+    listener: std::net::TcpListener,
+    tls: Option<Arc<TlsAcceptor>>,
+}
+
 /// A listening service speaking HTTP/1.1 on its TCP addresses, serving each connection with
 /// the service its [`MakeConnService`] builds.
 pub struct HttpService<M> {
     name: String,
-    addrs: Vec<String>,
-    listeners: Vec<std::net::TcpListener>,
+    addrs: Vec<ListenAddr>,
+    listeners: Vec<Bound>,
     make: Arc<M>,
     options: HttpOptions,
     stats: Arc<AcceptStats>,
@@ -215,18 +282,59 @@ impl<M: MakeConnService> HttpService<M> {
 
     /// Adds a TCP listening address (`"127.0.0.1:6188"`, `"[::]:80"`); bound at startup.
     pub fn add_tcp(&mut self, addr: &str) {
-        self.addrs.push(addr.to_owned());
+        self.addrs.push(ListenAddr {
+            addr: addr.to_owned(),
+            tls: None,
+        });
     }
 
-    /// Removes the listening addresses added so far (not yet bound ones), e.g. to replace
-    /// a declared proxy's addresses with those given on the command line.
+    /// Adds a listening address that terminates TLS with `tls` (certificates are loaded
+    /// and checked at startup).
+    pub fn add_tls(&mut self, addr: &str, tls: TlsSettings) {
+        self.addrs.push(ListenAddr {
+            addr: addr.to_owned(),
+            tls: Some(tls),
+        });
+    }
+
+    /// Adds `listen`, with TLS or without.
+    pub fn add_listen(&mut self, listen: ListenAddr) {
+        self.addrs.push(listen);
+    }
+
+    /// Removes the cleartext listening addresses added so far (not yet bound ones), e.g.
+    /// to replace a declared proxy's addresses with those given on the command line.
     pub fn clear_tcp(&mut self) {
-        self.addrs.clear();
+        self.addrs.retain(|l| l.tls.is_some());
     }
 
-    /// The listening addresses, as added.
-    pub fn tcp_addrs(&self) -> &[String] {
+    /// Removes the TLS listening addresses added so far (not yet bound ones).
+    pub fn clear_tls(&mut self) {
+        self.addrs.retain(|l| l.tls.is_none());
+    }
+
+    /// The listening addresses, as added (TLS ones too).
+    pub fn tcp_addrs(&self) -> Vec<String> {
+        self.addrs.iter().map(|l| l.addr.clone()).collect()
+    }
+
+    /// The listening addresses with their TLS settings.
+    pub fn listen_addrs(&self) -> &[ListenAddr] {
         &self.addrs
+    }
+
+    /// Checks what binding would need besides the sockets: the addresses resolve, and
+    /// every TLS certificate, key and CA loads and matches.
+    pub fn check(&self) -> io::Result<()> {
+        for listen in &self.addrs {
+            listen::resolve(&listen.addr)?;
+            if let Some(tls) = &listen.tls {
+                tls.build(self.options.http2.enabled).map_err(|e| {
+                    io::Error::new(e.kind(), format!("listen {}: {e}", listen.addr))
+                })?;
+            }
+        }
+        Ok(())
     }
 
     /// The service's name.
@@ -254,11 +362,19 @@ impl<M: MakeConnService> HttpService<M> {
         self.stats.clone()
     }
 
+    /// The addresses actually bound, each with whether it terminates TLS.
+    pub fn local_listeners(&self) -> Vec<(SocketAddr, bool)> {
+        self.listeners
+            .iter()
+            .filter_map(|b| Some((b.listener.local_addr().ok()?, b.tls.is_some())))
+            .collect()
+    }
+
     /// The addresses actually bound (after [`server::Service::bind`]; useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
-            .filter_map(|l| l.local_addr().ok())
+            .filter_map(|b| b.listener.local_addr().ok())
             .collect()
     }
 
@@ -280,11 +396,24 @@ impl<M: MakeConnService> HttpService<M> {
                 "no listening address: call add_tcp(\"127.0.0.1:6188\") first",
             ));
         }
-        for addr in &self.addrs {
-            for resolved in listen::resolve(addr)? {
-                self.listeners.push(sockets.tcp(resolved)?);
+        let mut bound = Vec::new();
+        for listen in &self.addrs {
+            let tls = match &listen.tls {
+                Some(settings) => Some(Arc::new(
+                    settings.build(self.options.http2.enabled).map_err(|e| {
+                        io::Error::new(e.kind(), format!("listen {}: {e}", listen.addr))
+                    })?,
+                )),
+                None => None,
+            };
+            for resolved in listen::resolve(&listen.addr)? {
+                bound.push(Bound {
+                    listener: sockets.tcp(resolved)?,
+                    tls: tls.clone(),
+                });
             }
         }
+        self.listeners = bound;
         Ok(())
     }
 }
@@ -319,11 +448,16 @@ where
         let shared = Arc::new(ConnShared {
             make: self.make,
             builder: self.options.hyper_builder(),
+            h2_builder: self.options.h2_builder(),
             options: self.options,
             tracker: self.tracker.clone(),
         });
         let mut loops = Vec::with_capacity(self.listeners.len());
-        for std_listener in self.listeners {
+        for Bound {
+            listener: std_listener,
+            tls,
+        } in self.listeners
+        {
             let listener = match tokio::net::TcpListener::from_std(std_listener) {
                 Ok(l) => l,
                 Err(e) => {
@@ -354,6 +488,7 @@ where
                     tokio::spawn(serve_connection(
                         shared.clone(),
                         stream,
+                        tls.clone(),
                         conn,
                         conn_shutdown.clone(),
                         guard,
@@ -391,6 +526,7 @@ where
 struct ConnShared<M> {
     make: Arc<M>,
     builder: hyper::server::conn::http1::Builder,
+    h2_builder: hyper::server::conn::http2::Builder<TokioExecutor>,
     options: HttpOptions,
     tracker: Arc<ConnTracker>,
 }
@@ -398,6 +534,7 @@ struct ConnShared<M> {
 async fn serve_connection<M, S, B>(
     shared: Arc<ConnShared<M>>,
     stream: TcpStream,
+    tls: Option<Arc<TlsAcceptor>>,
     conn: ConnInfo,
     mut shutdown: ShutdownWatch,
     _guard: ConnGuard,
@@ -421,14 +558,74 @@ async fn serve_connection<M, S, B>(
         inner: shared.make.make_service(&conn),
         active: active.clone(),
     };
+    let result = match tls {
+        Some(acceptor) => match acceptor.accept(io).await {
+            Ok(tls) if tls.h2 => serve_h2(&shared, tls.stream, service, &mut shutdown).await,
+            Ok(tls) => serve_h1(&shared, tls.stream, service, &mut shutdown, &active).await,
+            Err(e) => {
+                tracing::debug!(client = %conn.client_addr, error = %e, "TLS handshake failed");
+                return;
+            }
+        },
+        None if shared.options.http2.enabled => match sniff(io).await {
+            Ok(Sniffed::Http2(io)) => serve_h2(&shared, io, service, &mut shutdown).await,
+            Ok(Sniffed::Http1(io)) => serve_h1(&shared, io, service, &mut shutdown, &active).await,
+            Ok(Sniffed::Closed) => return,
+            Err(e) => {
+                tracing::debug!(client = %conn.client_addr, error = %e, "nothing readable arrived");
+                return;
+            }
+        },
+        None => serve_h1(&shared, io, service, &mut shutdown, &active).await,
+    };
+    if let Err(e) = result {
+        tracing::debug!(client = %conn.client_addr, error = %e, "downstream connection ended with an error");
+    }
+}
+
+async fn serve_h1<M, S, B, I>(
+    shared: &ConnShared<M>,
+    io: I,
+    service: Tracked<S>,
+    shutdown: &mut ShutdownWatch,
+    active: &ActiveRequests,
+) -> hyper::Result<()>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let connection = shared
         .builder
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(connection);
-    let result = drive_until_shutdown(connection, &mut shutdown, &active).await;
-    if let Err(e) = result {
-        tracing::debug!(client = %conn.client_addr, error = %e, "downstream connection ended with an error");
-    }
+    drive_until_shutdown(connection, shutdown, Some(active)).await
+}
+
+async fn serve_h2<M, S, B, I>(
+    shared: &ConnShared<M>,
+    io: I,
+    service: Tracked<S>,
+    shutdown: &mut ShutdownWatch,
+) -> hyper::Result<()>
+where
+    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    B: Body<Data = Bytes> + Send + 'static,
+    B::Error: Into<BoxError>,
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let connection = shared
+        .h2_builder
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+    tokio::pin!(connection);
+    // Draining an HTTP/2 connection is a GOAWAY: the client learns which streams were
+    // not processed and retries them elsewhere, so there is no idle race to avoid.
+    drive_until_shutdown(connection, shutdown, None).await
 }
 
 /// Drives `connection` to its end, draining it when shutdown is requested first.
@@ -444,7 +641,7 @@ async fn serve_connection<M, S, B>(
 async fn drive_until_shutdown<C>(
     mut connection: std::pin::Pin<&mut C>,
     shutdown: &mut ShutdownWatch,
-    active: &ActiveRequests,
+    http1: Option<&ActiveRequests>,
 ) -> C::Output
 where
     C: std::future::Future + GracefulShutdown,
@@ -469,6 +666,10 @@ where
     if let Some(out) = stop {
         return out;
     }
+    let Some(active) = http1 else {
+        connection.as_mut().graceful_shutdown();
+        return connection.await;
+    };
     active.set_draining();
     // The linger restarts whenever the connection is seen busy: it counts idle time only.
     let mut linger = std::pin::pin!(tokio::time::sleep(IDLE_LINGER));
@@ -505,6 +706,21 @@ pub const IDLE_LINGER: Duration = Duration::from_secs(1);
 /// hyper's connections that can be asked to finish gracefully.
 trait GracefulShutdown {
     fn graceful_shutdown(self: std::pin::Pin<&mut Self>);
+}
+
+impl<I, S, B> GracefulShutdown for hyper::server::conn::http2::Connection<I, S, TokioExecutor>
+where
+    S: hyper::service::HttpService<Incoming, ResBody = B>,
+    S::Future: Send + 'static,
+    S::Error: Into<BoxError>,
+    I: hyper::rt::Read + hyper::rt::Write + Unpin,
+    B: Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<BoxError>,
+{
+    fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
+        hyper::server::conn::http2::Connection::graceful_shutdown(self);
+    }
 }
 
 impl<I, S, B> GracefulShutdown for hyper::server::conn::http1::Connection<I, S>
@@ -545,7 +761,12 @@ where
         let listeners = self
             .listeners
             .iter()
-            .map(|l| l.try_clone())
+            .map(|b| {
+                Ok(Bound {
+                    listener: b.listener.try_clone()?,
+                    tls: b.tls.clone(),
+                })
+            })
             .collect::<io::Result<Vec<_>>>()?;
         Ok(Some(Box::new(HttpService {
             name: self.name.clone(),

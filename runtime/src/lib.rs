@@ -21,9 +21,11 @@ pub mod io_timeout;
 pub mod lb;
 pub mod listen;
 pub mod phase;
+pub mod protocol;
 pub mod proxy;
 pub mod route;
 pub mod server;
+pub mod tls;
 pub mod upgrade;
 pub mod upstream;
 

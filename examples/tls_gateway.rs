@@ -1,0 +1,79 @@
+//! An HTTPS gateway: TLS termination with HTTP/1.1 and HTTP/2 (chosen by ALPN) in front
+//! of plain HTTP/1.1 origins, declared with `proxy!`.
+//!
+//! ```text
+//! cargo run --release --example tls_gateway
+//! curl -k --http2 -i https://127.0.0.1:6189/     # HTTP/2 over TLS (-k: self-signed)
+//! curl -k --http1.1 -i https://127.0.0.1:6189/   # HTTP/1.1 over TLS
+//! ```
+//!
+//! Without `--cert`/`--key`, a self-signed certificate for `localhost` and 127.0.0.1 is made
+//! on the first run into `pingora-dsl-tls-gateway/` in the temporary directory and reused
+//! after; its path is printed, so `curl --cacert PATH` works instead of `-k`.
+//! Flags: `--listen ADDR` (repeatable, the HTTPS addresses, default 127.0.0.1:6189),
+//! `--upstream HOST:PORT` (repeatable; given, no demo origins start), `--threads N`,
+//! `--cert FILE --key FILE`, `--client-ca FILE` (require client certificates), and the
+//! other flags of every declared proxy (`--help`).
+
+use std::process::ExitCode;
+
+use pingora_dsl::cli::ProxyCli;
+use pingora_dsl::prelude::*;
+use pingora_dsl_suite::certs::self_signed;
+use pingora_dsl_suite::origin::spawn_demo_origins;
+
+proxy! {
+    /// HTTPS (HTTP/1.1 and HTTP/2) to two origins, round robin.
+    pub TlsGateway {
+        // The certificate files here are replaced at start (see `main`).
+        listen tls "127.0.0.1:6189" cert "tls-gateway.crt" key "tls-gateway.key";
+
+        upstream origins {
+            peers ["127.0.0.1:8001", "127.0.0.1:8002"];
+        }
+
+        set_response_header "strict-transport-security" "max-age=31536000";
+    }
+}
+
+fn main() -> ExitCode {
+    let mut cli = ProxyCli::from_env();
+    // This example's --listen addresses are its HTTPS ones.
+    cli.tls_listen.append(&mut cli.listen);
+    if cli.cert.is_none() {
+        let dir = std::env::temp_dir().join("pingora-dsl-tls-gateway");
+        let files = if dir.join("localhost.crt").exists() && dir.join("localhost.key").exists() {
+            Ok(pingora_dsl_suite::certs::CertFiles {
+                cert: dir.join("localhost.crt"),
+                key: dir.join("localhost.key"),
+            })
+        } else {
+            self_signed(&dir, &["localhost", "127.0.0.1"])
+        };
+        match files {
+            Ok(files) => {
+                println!(
+                    "self-signed certificate {} (try: curl --cacert {} https://localhost:6189/)",
+                    files.cert.display(),
+                    files.cert.display()
+                );
+                cli.cert = Some(files.cert);
+                cli.key = Some(files.key);
+            }
+            Err(e) => {
+                eprintln!("error: cannot make a self-signed certificate: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if cli.upstream.is_empty() {
+        match spawn_demo_origins(&["origin-1", "origin-2"]) {
+            Ok(addrs) => cli.upstream = addrs.iter().map(|a| a.to_string()).collect(),
+            Err(e) => {
+                eprintln!("error: cannot start the demo origins: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    TlsGateway::run_with(cli)
+}
