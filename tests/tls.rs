@@ -277,6 +277,61 @@ async fn mtls_admits_clients_with_a_certificate_from_the_ca_only() {
     proxy.shutdown().await;
 }
 
+proxy! {
+    /// A declared TLS listener whose certificate files the command line replaces.
+    pub DeclaredTls {
+        listen tls "127.0.0.1:6189" cert "declared.crt" key "declared.key";
+        upstream web { peers ["127.0.0.1:9"]; }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_tls_listener_takes_its_certificate_from_the_command_line() {
+    let dir = scratch("declared");
+    let ca = TestCa::new(&dir).expect("ca");
+    let server = ca.server("localhost", &["localhost"]).expect("cert");
+    let origin = Origin::start("declared-origin").await.expect("origin");
+
+    // As declared, the files do not exist: a startup error naming them.
+    let e = DeclaredTls::new()
+        .service()
+        .bind()
+        .expect_err("declared files are missing");
+    assert!(e.to_string().contains("declared.crt"), "{e}");
+
+    let cli = pingora_dsl::cli::ProxyCli {
+        tls_listen: vec!["127.0.0.1:0".into()],
+        cert: Some(server.cert.clone()),
+        key: Some(server.key.clone()),
+        upstream: vec![origin.addr().to_string()],
+        ..Default::default()
+    };
+    let mut proxy = DeclaredTls::new();
+    cli.configure("DeclaredTls", proxy.router_mut())
+        .expect("peers");
+    let mut service = proxy.service();
+    cli.apply_tls(&mut service).expect("certificate replaced");
+    let running = service.spawn().expect("starts");
+    let (cn, status) = served_cn(running.addr(), &ca.cert_path(), "localhost", None)
+        .await
+        .expect("handshake");
+    assert_eq!(
+        (cn.as_str(), status.as_str()),
+        ("localhost", "HTTP/1.1 200 OK")
+    );
+    assert_eq!(origin.requests(), 1);
+
+    // --tls-listen without a certificate on a proxy with no TLS listener says what to add.
+    let cli = pingora_dsl::cli::ProxyCli {
+        tls_listen: vec!["127.0.0.1:0".into()],
+        ..Default::default()
+    };
+    let mut plain = http_proxy_service("plain", TestProxy::new(&[origin.addr()]));
+    let e = cli.apply_tls(&mut plain).expect_err("no certificate");
+    assert!(e.to_string().contains("--cert FILE --key FILE"), "{e}");
+    running.shutdown().await;
+}
+
 #[test]
 fn bad_certificate_files_are_startup_errors_naming_the_file() {
     let dir = scratch("bad");

@@ -20,6 +20,8 @@ pub struct Proxy {
     pub vis: Visibility,
     pub name: Ident,
     pub listens: Vec<Listen>,
+    /// A `listen` failed to parse (so "no listener" would be a follow-on error).
+    pub malformed_listen: bool,
     pub ctx: Vec<(Ident, Type)>,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<RouteDecl>,
@@ -42,6 +44,8 @@ pub struct TlsDecl {
     /// (certificate, key) pairs; the first is the default certificate.
     pub certs: Vec<(LitStr, LitStr)>,
     pub client_ca: Vec<(Ident, LitStr)>,
+    /// A setting failed to parse (so "needs a certificate" would be a follow-on error).
+    pub malformed: bool,
 }
 
 /// `upstream NAME { ... }`

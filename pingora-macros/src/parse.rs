@@ -100,6 +100,7 @@ fn parse_proxy(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Proxy
         vis,
         name,
         listens: Vec::new(),
+        malformed_listen: false,
         ctx: Vec::new(),
         upstreams: Vec::new(),
         routes: Vec::new(),
@@ -140,6 +141,7 @@ fn parse_tls(input: ParseStream<'_>, keyword: Ident, errors: &mut Errors) -> syn
         keyword,
         certs: Vec::new(),
         client_ca: Vec::new(),
+        malformed: false,
     };
     if input.peek(syn::token::Brace) {
         let content;
@@ -149,6 +151,7 @@ fn parse_tls(input: ParseStream<'_>, keyword: Ident, errors: &mut Errors) -> syn
                 .and_then(|()| semi(&content, "the TLS setting"));
             if let Err(e) = setting {
                 errors.push(e);
+                decl.malformed = true;
                 skip_item(&content);
             }
         }
@@ -215,6 +218,8 @@ fn parse_item(input: ParseStream<'_>, proxy: &mut Proxy, errors: &mut Errors) ->
     let word = keyword.to_string();
     match word.as_str() {
         "listen" => {
+            // Whatever fails here, "no listener" must not follow.
+            proxy.malformed_listen = true;
             let tls_keyword = if input.peek(Ident::peek_any) {
                 let kw = Ident::parse_any(input)?;
                 if kw != "tls" {
@@ -248,6 +253,7 @@ fn parse_item(input: ParseStream<'_>, proxy: &mut Proxy, errors: &mut Errors) ->
                 addr: None,
                 tls,
             });
+            proxy.malformed_listen = false;
         }
         "ctx" => {
             let ty = input.parse()?;

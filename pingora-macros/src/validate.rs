@@ -61,7 +61,7 @@ pub fn validate(proxies: &mut Proxies, errors: &mut Errors) {
 }
 
 fn validate_tls(tls: &TlsDecl, errors: &mut Errors) {
-    if tls.certs.is_empty() {
+    if tls.certs.is_empty() && !tls.malformed {
         errors.at(
             tls.keyword.span(),
             "a TLS listener needs a certificate: `cert \"server.crt\" key \"server.key\"`",
@@ -88,7 +88,7 @@ fn validate_tls(tls: &TlsDecl, errors: &mut Errors) {
 }
 
 fn validate_proxy(proxy: &mut Proxy, errors: &mut Errors) {
-    if proxy.listens.is_empty() {
+    if proxy.listens.is_empty() && !proxy.malformed_listen {
         errors.at(
             proxy.name.span(),
             format!(

@@ -23,6 +23,12 @@ proxy! {
     pub Everything {
         listen "127.0.0.1:6188";
         listen "[::1]:6188";
+        listen tls "127.0.0.1:6189" cert "server.crt" key "server.key";
+        listen tls "127.0.0.1:6190" {
+            cert "default.crt" key "default.key";
+            cert "api.crt" key "api.key";
+            client_ca "clients.pem";
+        }
         ctx Ctx;
 
         upstream web {
@@ -153,5 +159,17 @@ fn main() {
     assert_eq!(options.client.max_idle_per_peer, 64);
     let service = proxy.service();
     assert_eq!(service.options().max_header_bytes, 32768);
-    assert_eq!(service.tcp_addrs().len(), 2);
+    assert_eq!(service.tcp_addrs().len(), 4);
+    let tls: Vec<_> = service
+        .listen_addrs()
+        .iter()
+        .filter_map(|l| Some((l.addr.as_str(), l.tls.as_ref()?)))
+        .collect();
+    assert_eq!(tls.len(), 2);
+    assert_eq!(tls[0].0, "127.0.0.1:6189");
+    assert_eq!(tls[1].1.certs.len(), 2);
+    assert_eq!(
+        tls[1].1.client_ca.as_deref(),
+        Some(std::path::Path::new("clients.pem"))
+    );
 }
