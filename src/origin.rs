@@ -347,3 +347,72 @@ pub fn spawn_demo_origins(names: &[&str]) -> std::io::Result<Vec<SocketAddr>> {
         std::io::Error::other("the demo origin thread stopped before starting its origins")
     })?
 }
+
+/// What a TLS origin saw: connections accepted, and per request the SNI name and the
+/// client certificate's common name.
+#[derive(Debug, Default)]
+pub struct TlsOriginSeen {
+    /// TLS connections that completed the handshake.
+    pub connections: AtomicUsize,
+    /// `(sni, client certificate CN)` per request.
+    pub requests: Mutex<Vec<(Option<String>, Option<String>)>>,
+}
+
+/// Starts an HTTPS (HTTP/1.1) origin on an ephemeral loopback port with `tls` (the
+/// framework's own acceptor: certificates, optional client CA), answering every request
+/// with `200 tls origin` and headers `x-sni` and `x-client-cn` saying what it saw.
+pub async fn start_tls_origin(
+    tls: pingora_dsl::tls::TlsSettings,
+) -> std::io::Result<(SocketAddr, Arc<TlsOriginSeen>)> {
+    let acceptor = tls.build(false)?;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    let seen = Arc::new(TlsOriginSeen::default());
+    let stats = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            let acceptor = acceptor.clone();
+            let stats = stats.clone();
+            tokio::spawn(async move {
+                let Ok(accepted) = acceptor.accept(tcp).await else {
+                    return;
+                };
+                stats.connections.fetch_add(1, Ordering::SeqCst);
+                let ssl = accepted.stream.ssl();
+                let sni = ssl
+                    .servername(openssl::ssl::NameType::HOST_NAME)
+                    .map(str::to_owned);
+                let client_cn = ssl.peer_certificate().and_then(|c| {
+                    c.subject_name()
+                        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
+                        .next()
+                        .and_then(|e| e.data().to_string().ok())
+                });
+                let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
+                    let (sni, client_cn) = (sni.clone(), client_cn.clone());
+                    stats
+                        .requests
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .push((sni.clone(), client_cn.clone()));
+                    async move {
+                        let mut response = Response::new(OriginBody::Full(Some(
+                            Bytes::from_static(b"tls origin"),
+                        )));
+                        let h = response.headers_mut();
+                        for (name, value) in [("x-sni", sni), ("x-client-cn", client_cn)] {
+                            if let Some(v) = value.and_then(|v| HeaderValue::from_str(&v).ok()) {
+                                h.insert(name, v);
+                            }
+                        }
+                        Ok::<_, Infallible>(response)
+                    }
+                });
+                let _ = hyper::server::conn::http1::Builder::new()
+                    .serve_connection(TokioIo::new(accepted.stream), service)
+                    .await;
+            });
+        }
+    });
+    Ok((addr, seen))
+}

@@ -13,10 +13,12 @@ use std::time::Duration;
 use openssl::nid::Nid;
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
 use pingora_dsl::http::RunningService;
+use pingora_dsl::lb::Strategy;
 use pingora_dsl::prelude::*;
 use pingora_dsl::tls::TlsSettings;
+use pingora_dsl::upstream::{UpstreamGroup, UpstreamTls};
 use pingora_dsl_suite::certs::{CertFiles, TestCa};
-use pingora_dsl_suite::origin::Origin;
+use pingora_dsl_suite::origin::{start_tls_origin, Origin};
 use support::TestProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -364,4 +366,146 @@ fn bad_certificate_files_are_startup_errors_naming_the_file() {
         assert!(e.to_string().contains(why), "{why}: {e}");
         assert!(e.to_string().contains("listen 127.0.0.1:0"), "{e}");
     }
+}
+
+/// A hand-written proxy forwarding everything to one peer (with its TLS connector).
+struct ToPeer(HttpPeer);
+
+impl ProxyHttp for ToPeer {
+    type Ctx = ();
+    fn new_ctx(&self) {}
+    async fn upstream_peer(&self, _s: &mut Session, _ctx: &mut ()) -> Result<HttpPeer> {
+        Ok(self.0.clone())
+    }
+}
+
+/// Status, body and the origin's `x-sni`/`x-client-cn` for a GET through a proxy to `peer`.
+async fn through(peer: HttpPeer) -> (u16, String, Option<String>, Option<String>) {
+    let mut service = http_proxy_service("to-tls", ToPeer(peer));
+    service.add_tcp("127.0.0.1:0");
+    let running = service.spawn().expect("proxy starts");
+    let c = support::client();
+    let (resp, body) = support::send(&c, support::get(running.addr(), "/", None)).await;
+    let header = |n: &str| {
+        resp.headers()
+            .get(n)
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_owned)
+    };
+    let out = (
+        resp.status().as_u16(),
+        String::from_utf8_lossy(&body).into_owned(),
+        header("x-sni"),
+        header("x-client-cn"),
+    );
+    running.shutdown().await;
+    out
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tls_to_origins_verifies_the_certificate_and_name_unless_told_not_to() {
+    let dir = scratch("upstream");
+    let ca = TestCa::new(&dir).expect("ca");
+    let cert = ca.server("origin.test", &["origin.test"]).expect("cert");
+    let (origin, seen) = start_tls_origin(TlsSettings::new(&cert.cert, &cert.key))
+        .await
+        .expect("tls origin");
+    let build = |tls: UpstreamTls| HttpPeer::new(origin).with_tls(tls.build().expect("builds"));
+
+    // Trusted CA and the right name: served, and the origin saw the SNI.
+    let trusted = UpstreamTls {
+        ca_file: Some(ca.cert_path()),
+        ..UpstreamTls::with_sni("origin.test")
+    };
+    let (status, body, sni, _) = through(build(trusted.clone())).await;
+    assert_eq!((status, body.as_str()), (200, "tls origin"));
+    assert_eq!(sni.as_deref(), Some("origin.test"));
+
+    // The system's CAs do not know this one; a wrong name fails even with the CA.
+    let (status, ..) = through(build(UpstreamTls::with_sni("origin.test"))).await;
+    assert_eq!(
+        status, 502,
+        "a self-signed origin is refused without its CA"
+    );
+    let wrong_name = UpstreamTls {
+        ca_file: Some(ca.cert_path()),
+        ..UpstreamTls::with_sni("other.test")
+    };
+    let (status, ..) = through(build(wrong_name)).await;
+    assert_eq!(status, 502, "a certificate for another name is refused");
+
+    // The explicit opt-out accepts anything.
+    let insecure = UpstreamTls {
+        insecure: true,
+        ..UpstreamTls::with_sni("whatever.test")
+    };
+    let (status, ..) = through(build(insecure)).await;
+    assert_eq!(status, 200);
+
+    // Pooled: sequential requests reuse one TLS connection.
+    let before = seen.connections.load(std::sync::atomic::Ordering::SeqCst);
+    let mut service = http_proxy_service("pooled", ToPeer(build(trusted)));
+    service.add_tcp("127.0.0.1:0");
+    let running = service.spawn().expect("proxy starts");
+    let c = support::client();
+    for _ in 0..5 {
+        let (resp, _) = support::send(&c, support::get(running.addr(), "/", None)).await;
+        assert_eq!(resp.status(), 200);
+    }
+    assert_eq!(
+        seen.connections.load(std::sync::atomic::Ordering::SeqCst) - before,
+        1,
+        "five requests, one TLS connection"
+    );
+    running.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn mtls_to_an_origin_that_requires_client_certificates() {
+    let dir = scratch("upstream-mtls");
+    let ca = TestCa::new(&dir).expect("ca");
+    let cert = ca.server("origin.test", &["origin.test"]).expect("cert");
+    let client = ca.client("proxy-client").expect("client cert");
+    let (origin, _) =
+        start_tls_origin(TlsSettings::new(&cert.cert, &cert.key).with_client_ca(ca.cert_path()))
+            .await
+            .expect("tls origin");
+    let base = UpstreamTls {
+        ca_file: Some(ca.cert_path()),
+        ..UpstreamTls::with_sni("origin.test")
+    };
+    let with_cert = UpstreamTls {
+        client_cert: Some(pingora_dsl::tls::CertKey {
+            cert: client.cert.clone(),
+            key: client.key.clone(),
+        }),
+        ..base.clone()
+    };
+    let peer = |tls: UpstreamTls| HttpPeer::new(origin).with_tls(tls.build().expect("builds"));
+    let (status, _, _, cn) = through(peer(with_cert)).await;
+    assert_eq!((status, cn.as_deref()), (200, Some("proxy-client")));
+    let (status, ..) = through(peer(base)).await;
+    assert_eq!(
+        status, 502,
+        "without a client certificate the origin refuses"
+    );
+}
+
+#[test]
+fn bad_upstream_tls_files_are_errors_naming_the_file() {
+    let dir = scratch("upstream-bad");
+    let e = UpstreamTls {
+        ca_file: Some(dir.join("nope.pem")),
+        ..UpstreamTls::with_sni("a.test")
+    }
+    .build()
+    .expect_err("missing CA");
+    assert!(e.to_string().contains("nope.pem"), "{e}");
+    let group =
+        UpstreamGroup::new("secure", Vec::new(), Strategy::RoundRobin).with_tls(&UpstreamTls {
+            ca_file: Some(dir.join("nope.pem")),
+            ..UpstreamTls::default()
+        });
+    let e = group.check().expect_err("reported");
+    assert!(e.to_string().contains("upstream secure"), "{e}");
 }

@@ -228,6 +228,9 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
                 #rt::cli::run(#name_str, cli, |cli| {
                     let mut proxy = Self::new();
                     cli.configure(#name_str, proxy.router_mut())?;
+                    for group in proxy.router().groups() {
+                        group.check()?;
+                    }
                     let listen = cli.listen_for(#name_str, Self::LISTEN)?;
                     let conf = cli.server_conf()?;
                     let mut options = Self::options();
@@ -409,6 +412,31 @@ fn expand_group(up: &Upstream) -> TokenStream {
         }))
     });
     let fail_open = !up.fail_open.is_empty();
+    let tls = match up.tls.first() {
+        None => quote!(),
+        Some(decl) => {
+            let opt = |lit: &Option<syn::LitStr>| match lit {
+                Some(l) => quote!(::std::option::Option::Some(#l.into())),
+                None => quote!(::std::option::Option::None),
+            };
+            let sni = opt(&decl.sni);
+            let ca = opt(&decl.ca);
+            let insecure = decl.insecure.is_some();
+            let cert = match &decl.cert {
+                Some((c, k)) => quote!(::std::option::Option::Some(#rt::tls::CertKey {
+                    cert: #c.into(),
+                    key: #k.into(),
+                })),
+                None => quote!(::std::option::Option::None),
+            };
+            quote!(.with_tls(&#rt::upstream::UpstreamTls {
+                sni: #sni,
+                ca_file: #ca,
+                insecure: #insecure,
+                client_cert: #cert,
+            }))
+        }
+    };
     let discovery = up.discover.first().map(|d| {
         let target = d.target.value();
         let default_ms = if d.kind == "dns" { 30_000 } else { 5_000 };
@@ -459,6 +487,7 @@ fn expand_group(up: &Upstream) -> TokenStream {
         .with_retries(#retries)
         .with_key(#key)
         .with_fail_open(#fail_open)
+        #tls
         .with_retry_any_method(#any_method)
         #backoff
         #replay

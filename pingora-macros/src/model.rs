@@ -59,10 +59,20 @@ pub struct Upstream {
     pub passive: Vec<PassiveDecl>,
     pub fail_open: Vec<Ident>,
     pub discover: Vec<DiscoverDecl>,
+    pub tls: Vec<UpstreamTlsDecl>,
     /// Checked retry count.
     pub retries: u32,
     /// Whether parsing its block failed somewhere (then "no peers" would be noise).
     pub had_errors: bool,
+}
+
+/// `tls [sni "NAME"] [ca "FILE"] [cert "FILE" key "FILE"] [insecure];` in an upstream.
+pub struct UpstreamTlsDecl {
+    pub keyword: Ident,
+    pub sni: Option<LitStr>,
+    pub ca: Option<LitStr>,
+    pub cert: Option<(LitStr, LitStr)>,
+    pub insecure: Option<Ident>,
 }
 
 /// `retry N [backoff D] [replay SIZE] [any_method];`

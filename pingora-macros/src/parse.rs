@@ -46,6 +46,7 @@ const UPSTREAM_KEYS: &[&str] = &[
     "passive",
     "fail_open",
     "discover",
+    "tls",
 ];
 const MATCHERS: &[&str] = &["host", "path", "method"];
 const TARGETS: &[&str] = &["upstream", "respond", "redirect"];
@@ -321,6 +322,71 @@ fn parse_switch(input: ParseStream<'_>) -> syn::Result<bool> {
     }
 }
 
+/// `tls [sni "NAME"] [ca "FILE"] [cert "FILE" key "FILE"] [insecure]` (before the `;`).
+fn parse_upstream_tls(input: ParseStream<'_>, keyword: Ident) -> syn::Result<UpstreamTlsDecl> {
+    let mut decl = UpstreamTlsDecl {
+        keyword,
+        sni: None,
+        ca: None,
+        cert: None,
+        insecure: None,
+    };
+    let string = |input: ParseStream<'_>, example: &str| -> syn::Result<LitStr> {
+        input
+            .parse::<LitStr>()
+            .map_err(|e| syn::Error::new(e.span(), format!("expected a string: `{example}`")))
+    };
+    while !input.peek(Token![;]) && !input.is_empty() {
+        let kw = Ident::parse_any(input)?;
+        let duplicate = |what: &str| {
+            syn::Error::new(kw.span(), format!("`{what}` is given twice in this `tls`"))
+        };
+        match kw.to_string().as_str() {
+            "sni" => {
+                let v = string(input, "sni \"api.example.com\"")?;
+                if decl.sni.replace(v).is_some() {
+                    return Err(duplicate("sni"));
+                }
+            }
+            "ca" => {
+                let v = string(input, "ca \"origin-ca.pem\"")?;
+                if decl.ca.replace(v).is_some() {
+                    return Err(duplicate("ca"));
+                }
+            }
+            "cert" => {
+                let cert = string(input, "cert \"client.crt\" key \"client.key\"")?;
+                let key_kw = Ident::parse_any(input)?;
+                if key_kw != "key" {
+                    return Err(syn::Error::new(
+                        key_kw.span(),
+                        "expected `key \"FILE\"` after the client certificate",
+                    ));
+                }
+                let key = string(input, "key \"client.key\"")?;
+                if decl.cert.replace((cert, key)).is_some() {
+                    return Err(duplicate("cert"));
+                }
+            }
+            "insecure" => {
+                if decl.insecure.replace(kw.clone()).is_some() {
+                    return Err(duplicate("insecure"));
+                }
+            }
+            other => {
+                return Err(syn::Error::new(
+                    kw.span(),
+                    format!(
+                        "unknown upstream TLS setting `{other}`: expected `sni \"NAME\"`, `ca \"FILE\"`, \
+                         `cert \"FILE\" key \"FILE\"` or `insecure`"
+                    ),
+                ))
+            }
+        }
+    }
+    Ok(decl)
+}
+
 fn parse_upstream(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Upstream> {
     let name: Ident = input.parse().map_err(|e| {
         syn::Error::new(
@@ -340,6 +406,7 @@ fn parse_upstream(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Up
         passive: Vec::new(),
         fail_open: Vec::new(),
         discover: Vec::new(),
+        tls: Vec::new(),
         retries: 0,
         had_errors: false,
     };
@@ -492,6 +559,11 @@ fn parse_upstream(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Up
                 "fail_open" => {
                     semi(&content, "fail_open")?;
                     up.fail_open.push(key);
+                }
+                "tls" => {
+                    let decl = parse_upstream_tls(&content, key)?;
+                    semi(&content, "tls")?;
+                    up.tls.push(decl);
                 }
                 "discover" => {
                     let kind = Ident::parse_any(&content)?;

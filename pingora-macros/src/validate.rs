@@ -376,6 +376,45 @@ fn validate_upstream(up: &mut Upstream, errors: &mut Errors) {
             check_duration(every, errors);
         }
     }
+    for decl in up.tls.iter().skip(1) {
+        errors.at(
+            decl.keyword.span(),
+            "`tls` is given twice in this upstream: put every TLS setting in one `tls ...;`",
+        );
+    }
+    for decl in &up.tls {
+        if let (Some(insecure), Some(_)) = (&decl.insecure, &decl.ca) {
+            errors.at(
+                insecure.span(),
+                "`insecure` skips certificate verification, so `ca` would have no effect: remove one",
+            );
+        }
+        if let Some(sni) = &decl.sni {
+            let name = sni.value();
+            let valid = !name.is_empty()
+                && name.len() <= 253
+                && name.split('.').all(|l| {
+                    !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+                });
+            if !valid {
+                errors.at(
+                    sni.span(),
+                    format!(
+                        "`sni \"{name}\"` is not a DNS name: write e.g. `sni \"api.example.com\"`"
+                    ),
+                );
+            }
+        }
+        let files = decl
+            .ca
+            .iter()
+            .chain(decl.cert.iter().flat_map(|(c, k)| [c, k]));
+        for lit in files {
+            if lit.value().trim().is_empty() {
+                errors.at(lit.span(), "empty file name: give the path of a PEM file");
+            }
+        }
+    }
     for keyword in up.fail_open.iter().skip(1) {
         errors.at(
             keyword.span(),

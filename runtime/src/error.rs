@@ -27,6 +27,9 @@ pub enum ErrorKind {
     ConnectRefused,
     /// Connecting to the upstream peer took longer than the connect timeout.
     ConnectTimeout,
+    /// The TLS handshake with the upstream failed: its certificate is not trusted or not
+    /// for the expected name, or no common protocol.
+    UpstreamTls,
     /// The upstream did not answer (or stopped sending) within the read timeout.
     ReadTimeout,
     /// The upstream did not accept request bytes within the write timeout.
@@ -53,9 +56,10 @@ impl ErrorKind {
             ErrorKind::ConnectTimeout | ErrorKind::ReadTimeout | ErrorKind::WriteTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
             }
-            ErrorKind::ConnectRefused | ErrorKind::UpstreamClosed | ErrorKind::InvalidResponse => {
-                StatusCode::BAD_GATEWAY
-            }
+            ErrorKind::ConnectRefused
+            | ErrorKind::UpstreamTls
+            | ErrorKind::UpstreamClosed
+            | ErrorKind::InvalidResponse => StatusCode::BAD_GATEWAY,
             ErrorKind::Filter | ErrorKind::Internal => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -69,6 +73,7 @@ impl ErrorKind {
             ErrorKind::NoPeer => "no_peer",
             ErrorKind::ConnectRefused => "connect_refused",
             ErrorKind::ConnectTimeout => "connect_timeout",
+            ErrorKind::UpstreamTls => "upstream_tls",
             ErrorKind::ReadTimeout => "read_timeout",
             ErrorKind::WriteTimeout => "write_timeout",
             ErrorKind::UpstreamClosed => "upstream_closed",
@@ -156,7 +161,7 @@ impl Error {
     pub fn is_connect_failure(&self) -> bool {
         matches!(
             self.kind,
-            ErrorKind::ConnectRefused | ErrorKind::ConnectTimeout
+            ErrorKind::ConnectRefused | ErrorKind::ConnectTimeout | ErrorKind::UpstreamTls
         )
     }
 

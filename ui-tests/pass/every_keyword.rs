@@ -44,6 +44,7 @@ proxy! {
             health http "/health" host "api.local" status 200..=299 every 2s timeout 1s rise 2 fall 3;
             passive failures 3 eject 10s;
             fail_open;
+            tls sni "api.local" ca "origin-ca.pem" cert "client.crt" key "client.key";
         }
         upstream sessions {
             peers ["10.0.0.3:80", "10.0.0.4:80"];
@@ -166,6 +167,14 @@ fn main() {
         .filter_map(|l| Some((l.addr.as_str(), l.tls.as_ref()?)))
         .collect();
     assert_eq!(tls.len(), 2);
+    // The upstream TLS files do not exist here: `run` would stop at startup saying so.
+    let e = Everything::new()
+        .router()
+        .group("api")
+        .map(|g| g.check())
+        .expect("group api")
+        .expect_err("missing CA file");
+    assert!(e.to_string().contains("origin-ca.pem"), "{e}");
     assert_eq!(tls[0].0, "127.0.0.1:6189");
     assert_eq!(tls[1].1.certs.len(), 2);
     assert_eq!(

@@ -15,6 +15,7 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
+use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use tokio::net::TcpStream;
 
@@ -212,6 +213,30 @@ where
             timeout: t.read,
         };
         let io = TimedIo::new(stream, read_deadline, Some(t.write));
+        let sender = match peer.tls() {
+            None => self.handshake(io, peer).await?,
+            Some(tls) => {
+                let handshake = tls.connect(io, peer.addr().ip());
+                let stream = match tokio::time::timeout(t.connect, handshake).await {
+                    Ok(stream) => stream?,
+                    Err(_) => {
+                        return Err(Error::new(
+                            ErrorKind::ConnectTimeout,
+                            "TLS handshake with upstream",
+                        ))
+                    }
+                };
+                self.handshake(stream, peer).await?
+            }
+        };
+        Ok(Conn { sender, busy })
+    }
+
+    /// Starts HTTP/1.1 on a connected `io` and drives the connection on its own task.
+    async fn handshake<I>(&self, io: I, peer: &HttpPeer) -> Result<SendRequest<B>>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
         let (sender, connection) = self
             .builder
             .handshake(TokioIo::new(io))
@@ -223,7 +248,7 @@ where
                 tracing::debug!(peer = %addr, error = %e, "upstream connection ended with an error");
             }
         });
-        Ok(Conn { sender, busy })
+        Ok(sender)
     }
 }
 

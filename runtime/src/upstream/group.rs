@@ -22,7 +22,7 @@ use crate::lb::{Backend, InFlight, LoadBalancer, Peer, Strategy};
 use crate::proxy::Session;
 use crate::server::ShutdownWatch;
 use crate::upstream::discovery::{Discovery, DiscoveryTask};
-use crate::upstream::{HttpPeer, PeerTimeouts};
+use crate::upstream::{HttpPeer, PeerTimeouts, TlsConnector, UpstreamTls};
 
 /// Body bytes kept for a resend unless a group says otherwise (as Pingora's default).
 pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
@@ -148,6 +148,8 @@ pub struct UpstreamGroup {
     passive: Option<PassiveHealth>,
     fail_open: bool,
     discovery: Option<DiscoverySource>,
+    /// TLS to the peers: the built connector, or why it could not be built.
+    tls: Option<Result<TlsConnector, Arc<str>>>,
 }
 
 /// A group's discovery source and how often to ask it.
@@ -182,6 +184,29 @@ impl UpstreamGroup {
             passive: None,
             fail_open: false,
             discovery: None,
+            tls: None,
+        }
+    }
+
+    /// Reaches the peers over TLS as `tls` says. Its files are loaded now; if that fails,
+    /// [`UpstreamGroup::check`] reports it (a declared proxy's `run` does, at startup) and
+    /// requests to the group fail with [`ErrorKind::UpstreamTls`].
+    pub fn with_tls(mut self, tls: &UpstreamTls) -> Self {
+        self.tls = Some(
+            tls.build()
+                .map_err(|e| Arc::from(format!("upstream {}: tls: {e}", self.name))),
+        );
+        self
+    }
+
+    /// Whether the group's settings are usable: today, that its TLS files loaded.
+    pub fn check(&self) -> std::io::Result<()> {
+        match &self.tls {
+            Some(Err(e)) => Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                e.to_string(),
+            )),
+            _ => Ok(()),
         }
     }
 
@@ -374,10 +399,18 @@ impl UpstreamGroup {
         if tunables.retries > 0 {
             attempts.tried.push(peer.addr());
         }
-        Ok((
-            HttpPeer::new(peer.addr()).with_timeouts(tunables.timeouts),
-            peer.start_request(),
-        ))
+        let mut http_peer = HttpPeer::new(peer.addr()).with_timeouts(tunables.timeouts);
+        match &self.tls {
+            None => {}
+            Some(Ok(tls)) => http_peer = http_peer.with_tls(tls.clone()),
+            Some(Err(_)) => {
+                return Err(Error::new(
+                    ErrorKind::UpstreamTls,
+                    "the upstream group's TLS settings could not be loaded",
+                ))
+            }
+        }
+        Ok((http_peer, peer.start_request()))
     }
 
     /// Records how a request to `peer` ended, for passive health; logs an ejection.
@@ -387,6 +420,7 @@ impl UpstreamGroup {
             Some(
                 ErrorKind::ConnectRefused
                 | ErrorKind::ConnectTimeout
+                | ErrorKind::UpstreamTls
                 | ErrorKind::ReadTimeout
                 | ErrorKind::WriteTimeout
                 | ErrorKind::UpstreamClosed

@@ -1,4 +1,5 @@
-//! The upstream side: peers, connecting, the connection pool and the HTTP/1.1 client.
+//! The upstream side: peers, connecting (TCP, TLS), the connection pool and the HTTP/1.1
+//! client.
 //!
 //! [`HttpPeer`] says where a request goes and with which timeouts; [`HttpClient`] sends it
 //! there over a pooled connection. The proxy forwards through an `HttpClient`; so can any
@@ -10,6 +11,7 @@ pub mod discovery;
 mod group;
 mod peer;
 mod pool;
+mod tls;
 
 pub use client::{ClientOptions, HttpClient, SendError, UpstreamBody};
 pub use group::{
@@ -17,3 +19,4 @@ pub use group::{
     UpstreamGroup,
 };
 pub use peer::{HttpPeer, PeerTimeouts};
+pub use tls::{TlsConnector, UpstreamTls};

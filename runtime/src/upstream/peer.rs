@@ -3,6 +3,8 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
+use crate::upstream::tls::TlsConnector;
+
 /// Timeouts of one upstream peer. Every one is finite by default.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct PeerTimeouts {
@@ -29,12 +31,13 @@ impl Default for PeerTimeouts {
     }
 }
 
-/// An upstream HTTP/1.1 peer: its address and timeouts. Returned by the `upstream_peer`
+/// An upstream HTTP/1.1 peer: its address, timeouts and, for TLS origins, its connector. Returned by the `upstream_peer`
 /// phase to say where a request goes.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HttpPeer {
     addr: SocketAddr,
     timeouts: PeerTimeouts,
+    tls: Option<TlsConnector>,
 }
 
 impl HttpPeer {
@@ -43,12 +46,24 @@ impl HttpPeer {
         HttpPeer {
             addr,
             timeouts: PeerTimeouts::default(),
+            tls: None,
         }
     }
 
     /// The peer's address.
     pub fn addr(&self) -> SocketAddr {
         self.addr
+    }
+
+    /// Reaches the peer over TLS with `tls` (see [`super::UpstreamTls`]).
+    pub fn with_tls(mut self, tls: TlsConnector) -> Self {
+        self.tls = Some(tls);
+        self
+    }
+
+    /// The TLS connector, if the peer is reached over TLS.
+    pub fn tls(&self) -> Option<&TlsConnector> {
+        self.tls.as_ref()
     }
 
     /// The peer's timeouts.
@@ -98,6 +113,7 @@ impl HttpPeer {
             addr: self.addr,
             read: self.timeouts.read,
             write: self.timeouts.write,
+            tls: self.tls.as_ref().map_or(0, TlsConnector::id),
         }
     }
 }
@@ -110,4 +126,7 @@ pub(crate) struct PoolKey {
     addr: SocketAddr,
     read: Duration,
     write: Duration,
+    /// The TLS connector's id (0: cleartext): TLS connections are reused only for the
+    /// same name and trust settings.
+    tls: u64,
 }

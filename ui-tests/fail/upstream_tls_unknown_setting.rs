@@ -1,0 +1,13 @@
+use pingora_dsl::prelude::*;
+
+proxy! {
+    pub Edge {
+        listen "127.0.0.1:6188";
+        upstream secure {
+            peers ["127.0.0.1:8443"];
+            tls sni "api.example.com" verify off;
+        }
+    }
+}
+
+fn main() {}
