@@ -197,10 +197,10 @@ pub async fn connect_twins(
 
 /// The connection identity the harness presents to a pipeline.
 pub fn harness_conn() -> ConnInfo {
-    ConnInfo {
-        client_addr: SocketAddr::from(([127, 0, 0, 1], 40000)),
-        local_addr: SocketAddr::from(([127, 0, 0, 1], 6188)),
-    }
+    ConnInfo::new(
+        SocketAddr::from(([127, 0, 0, 1], 40000)),
+        SocketAddr::from(([127, 0, 0, 1], 6188)),
+    )
 }
 
 /// Serves `service` (one downstream connection's service) over an in-memory pipe on the

@@ -142,12 +142,31 @@ impl HttpOptions {
 }
 
 /// The peer and local addresses of a downstream connection.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct ConnInfo {
     /// The client's address.
     pub client_addr: SocketAddr,
     /// The address the connection was accepted on.
     pub local_addr: SocketAddr,
+    /// The connection's request count: a tunnel (an upgraded connection) counts as a
+    /// request in flight, so the idle-read deadline does not cut it.
+    pub(crate) activity: ActiveRequests,
+}
+
+impl ConnInfo {
+    /// A connection from `client_addr` accepted on `local_addr`.
+    pub fn new(client_addr: SocketAddr, local_addr: SocketAddr) -> Self {
+        ConnInfo {
+            client_addr,
+            local_addr,
+            activity: ActiveRequests::default(),
+        }
+    }
+
+    /// Counts a tunnel over this connection as a request in flight while the guard lives.
+    pub fn enter_tunnel(&self) -> ActiveGuard {
+        self.activity.enter()
+    }
 }
 
 /// Makes the tower service that serves one downstream connection.
@@ -480,10 +499,7 @@ where
                 self.stats.clone(),
                 shutdown.clone(),
                 move |stream, client_addr| {
-                    let conn = ConnInfo {
-                        client_addr,
-                        local_addr,
-                    };
+                    let conn = ConnInfo::new(client_addr, local_addr);
                     let guard = shared.tracker.enter();
                     tokio::spawn(serve_connection(
                         shared.clone(),
@@ -548,7 +564,7 @@ async fn serve_connection<M, S, B>(
 {
     // Small responses must not wait for Nagle.
     let _ = stream.set_nodelay(true);
-    let active = ActiveRequests::default();
+    let active = conn.activity.clone();
     let read_deadline = ReadDeadline::WhileIdle {
         active: active.clone(),
         timeout: shared.options.header_read_timeout,
@@ -598,9 +614,12 @@ where
     B::Error: Into<BoxError>,
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // With upgrades: a tunnelled request (WebSocket) takes the connection over after its
+    // 101 response.
     let connection = shared
         .builder
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
+        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+        .with_upgrades();
     tokio::pin!(connection);
     drive_until_shutdown(connection, shutdown, Some(active)).await
 }
@@ -723,7 +742,7 @@ where
     }
 }
 
-impl<I, S, B> GracefulShutdown for hyper::server::conn::http1::Connection<I, S>
+impl<I, S, B> GracefulShutdown for hyper::server::conn::http1::UpgradeableConnection<I, S>
 where
     S: hyper::service::HttpService<Incoming, ResBody = B>,
     S::Error: Into<BoxError>,
@@ -732,7 +751,7 @@ where
     B::Error: Into<BoxError>,
 {
     fn graceful_shutdown(self: std::pin::Pin<&mut Self>) {
-        hyper::server::conn::http1::Connection::graceful_shutdown(self);
+        hyper::server::conn::http1::UpgradeableConnection::graceful_shutdown(self);
     }
 }
 
@@ -868,7 +887,8 @@ where
         // hyper closes the connection once it is written.
         let draining = guard.as_ref().is_some_and(ActiveGuard::is_draining);
         std::task::Poll::Ready(result.map(|mut response| {
-            if draining {
+            // (A 101 keeps its `Connection: upgrade`: the connection becomes a tunnel.)
+            if draining && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
                 response.headers_mut().insert(
                     http::header::CONNECTION,
                     http::HeaderValue::from_static("close"),

@@ -19,6 +19,7 @@
 mod body;
 mod headers;
 mod session;
+mod tunnel;
 
 use std::convert::Infallible;
 use std::future::Future;
@@ -282,6 +283,9 @@ pub struct ProxyOptions {
     pub body_read_timeout: Duration,
     /// The upstream client and its pool.
     pub client: ClientOptions,
+    /// How long an upgraded connection (WebSocket) may carry nothing before it is closed.
+    /// Default 1 hour.
+    pub tunnel_idle_timeout: Duration,
 }
 
 impl Default for ProxyOptions {
@@ -291,6 +295,7 @@ impl Default for ProxyOptions {
             via: None,
             body_read_timeout: Duration::from_secs(60),
             client: ClientOptions::default(),
+            tunnel_idle_timeout: Duration::from_secs(3600),
         }
     }
 }
@@ -413,8 +418,17 @@ async fn run_phases<P: ProxyHttp>(
     let mut peer = proxy.upstream_peer(session, ctx).await?;
     session.upstream = Some(peer.addr());
 
+    let upgrade = {
+        let head = session.req_header();
+        tunnel::requested_upgrade(&head.method, head.version, &head.headers)
+    };
     let mut up = session.take_upstream_head();
+    // hyper's handle on the client connection, if the request may switch protocols.
+    let downstream_upgrade = up.extensions.remove::<hyper::upgrade::OnUpgrade>();
     headers::strip_hop_by_hop(&mut up.headers);
+    if let Some(protocol) = &upgrade {
+        tunnel::restore_upgrade(&mut up.headers, protocol.clone());
+    }
     // 100-continue is answered by our own HTTP layer when the body is first read.
     up.headers.remove(EXPECT);
     if shared.options.forwarded_for {
@@ -505,7 +519,36 @@ async fn run_phases<P: ProxyHttp>(
     };
 
     let (mut head, body) = response.into_parts();
+    let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;
+    let switched_to = switching.then(|| head.headers.get(http::header::UPGRADE).cloned());
     headers::strip_hop_by_hop(&mut head.headers);
+    if switching {
+        // Tunnel only what was asked for, once the upstream agreed.
+        let upstream_upgrade = head.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        match (
+            upgrade,
+            downstream_upgrade,
+            upstream_upgrade,
+            switched_to.flatten(),
+        ) {
+            (Some(_), Some(down), Some(up), Some(protocol)) => {
+                tunnel::restore_upgrade(&mut head.headers, protocol);
+                tunnel::spawn(
+                    down,
+                    up,
+                    shared.options.tunnel_idle_timeout,
+                    session.conn().info.enter_tunnel(),
+                    peer.addr(),
+                );
+            }
+            _ => {
+                return Err(Error::new(
+                    ErrorKind::InvalidResponse,
+                    "upstream switched protocols without being asked to",
+                ))
+            }
+        }
+    }
     if let Some(via) = &shared.options.via {
         headers::append_via(&mut head.headers, via);
     }
@@ -638,7 +681,7 @@ impl<P: ProxyHttp, L> ProxyPipeline<P, L> {
         self.layer.layer_proxy(HttpProxy {
             shared: self.shared.clone(),
             conn: Arc::new(ConnCtx {
-                info: *conn,
+                info: conn.clone(),
                 client_ip,
             }),
         })

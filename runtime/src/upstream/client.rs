@@ -158,12 +158,18 @@ where
             conn.busy.set(true);
             match conn.sender.try_send_request(request).await {
                 Ok(response) => {
-                    let release = Release {
+                    // A connection switching protocols (101) never returns to the pool, and
+                    // the tunnel it becomes has its own idle timeout, not the read timeout.
+                    let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+                    if switching {
+                        conn.busy.set(false);
+                    }
+                    let release = (!switching).then(|| Release {
                         pool: self.pool.clone(),
                         key,
                         idle_timeout: peer.timeouts().idle,
                         conn,
-                    };
+                    });
                     return Ok(response.map(|body| UpstreamBody::new(body, release)));
                 }
                 Err(mut e) => match e.take_message() {
@@ -244,7 +250,8 @@ where
             .map_err(|e| upstream_error(e, "starting upstream connection"))?;
         let addr = peer.addr();
         tokio::spawn(async move {
-            if let Err(e) = connection.await {
+            // With upgrades: after a 101 the connection becomes a tunnel (WebSocket).
+            if let Err(e) = connection.with_upgrades().await {
                 tracing::debug!(peer = %addr, error = %e, "upstream connection ended with an error");
             }
         });
@@ -317,11 +324,8 @@ pub struct UpstreamBody<B> {
 }
 
 impl<B: Send + 'static> UpstreamBody<B> {
-    fn new(inner: Incoming, release: Release<B>) -> Self {
-        let mut body = UpstreamBody {
-            inner,
-            release: Some(release),
-        };
+    fn new(inner: Incoming, release: Option<Release<B>>) -> Self {
+        let mut body = UpstreamBody { inner, release };
         if body.inner.is_end_stream() {
             body.release();
         }
