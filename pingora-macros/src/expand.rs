@@ -412,6 +412,11 @@ fn expand_group(up: &Upstream) -> TokenStream {
         }))
     });
     let fail_open = !up.fail_open.is_empty();
+    let http2 = match up.http2.first() {
+        None => quote!(),
+        Some((_, false)) => quote!(.with_http(#rt::upstream::UpstreamHttp::Http2)),
+        Some((_, true)) => quote!(.with_http(#rt::upstream::UpstreamHttp::Negotiate)),
+    };
     let tls = match up.tls.first() {
         None => quote!(),
         Some(decl) => {
@@ -488,6 +493,7 @@ fn expand_group(up: &Upstream) -> TokenStream {
         .with_key(#key)
         .with_fail_open(#fail_open)
         #tls
+        #http2
         .with_retry_any_method(#any_method)
         #backoff
         #replay

@@ -60,6 +60,8 @@ pub struct Upstream {
     pub fail_open: Vec<Ident>,
     pub discover: Vec<DiscoverDecl>,
     pub tls: Vec<UpstreamTlsDecl>,
+    /// `http2;` (always) or `http2 negotiate;` (by ALPN).
+    pub http2: Vec<(Ident, bool)>,
     /// Checked retry count.
     pub retries: u32,
     /// Whether parsing its block failed somewhere (then "no peers" would be noise).

@@ -47,6 +47,7 @@ const UPSTREAM_KEYS: &[&str] = &[
     "fail_open",
     "discover",
     "tls",
+    "http2",
 ];
 const MATCHERS: &[&str] = &["host", "path", "method"];
 const TARGETS: &[&str] = &["upstream", "respond", "redirect"];
@@ -407,6 +408,7 @@ fn parse_upstream(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Up
         fail_open: Vec::new(),
         discover: Vec::new(),
         tls: Vec::new(),
+        http2: Vec::new(),
         retries: 0,
         had_errors: false,
     };
@@ -559,6 +561,24 @@ fn parse_upstream(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Up
                 "fail_open" => {
                     semi(&content, "fail_open")?;
                     up.fail_open.push(key);
+                }
+                "http2" => {
+                    let negotiate = if content.peek(Token![;]) {
+                        false
+                    } else {
+                        let w = Ident::parse_any(&content)?;
+                        if w != "negotiate" {
+                            return Err(syn::Error::new(
+                                w.span(),
+                                format!(
+                                    "unknown http2 option `{w}`: write `http2;` (always HTTP/2) or `http2 negotiate;` (HTTP/2 if the peer's ALPN agrees)"
+                                ),
+                            ));
+                        }
+                        true
+                    };
+                    semi(&content, "http2")?;
+                    up.http2.push((key, negotiate));
                 }
                 "tls" => {
                     let decl = parse_upstream_tls(&content, key)?;

@@ -376,6 +376,15 @@ fn validate_upstream(up: &mut Upstream, errors: &mut Errors) {
             check_duration(every, errors);
         }
     }
+    for (keyword, _) in up.http2.iter().skip(1) {
+        errors.at(keyword.span(), "`http2` is given twice in this upstream");
+    }
+    if let (Some((keyword, true)), None) = (up.http2.first(), up.tls.first()) {
+        errors.at(
+            keyword.span(),
+            "`http2 negotiate` needs TLS (ALPN): add `tls ...;`, or write `http2;` for cleartext HTTP/2 (h2c)",
+        );
+    }
     for decl in up.tls.iter().skip(1) {
         errors.at(
             decl.keyword.span(),

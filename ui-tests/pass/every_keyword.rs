@@ -45,6 +45,7 @@ proxy! {
             passive failures 3 eject 10s;
             fail_open;
             tls sni "api.local" ca "origin-ca.pem" cert "client.crt" key "client.key";
+            http2 negotiate;
         }
         upstream sessions {
             peers ["10.0.0.3:80", "10.0.0.4:80"];

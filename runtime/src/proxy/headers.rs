@@ -40,7 +40,14 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     }
     if others {
         headers.remove(KEEP_ALIVE);
-        headers.remove(header::TE);
+        // `TE: trailers` says the client takes trailers (gRPC needs it end to end); any
+        // other TE value is about this hop's transfer codings.
+        let te_trailers = headers
+            .get(header::TE)
+            .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"trailers"));
+        if !te_trailers {
+            headers.remove(header::TE);
+        }
         headers.remove(header::TRANSFER_ENCODING);
         headers.remove(header::UPGRADE);
         headers.remove(PROXY_CONNECTION);

@@ -16,12 +16,14 @@ use http::{Request, Response};
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::http2::SendRequest as Http2Sender;
 use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioExecutor, TokioTimer};
 use tokio::net::TcpStream;
 
 use crate::error::{BoxError, Error, ErrorKind, Result};
 use crate::io_timeout::{BusyFlag, IoTimeout, ReadDeadline, TimedIo};
-use crate::upstream::peer::{HttpPeer, PoolKey};
+use crate::upstream::peer::{HttpPeer, PoolKey, UpstreamHttp};
 use crate::upstream::pool::{Conn, Pool};
 
 /// How often a request whose pooled connection turned out closed is tried on another one.
@@ -68,6 +70,7 @@ impl Default for ClientOptions {
 pub struct HttpClient<B> {
     pool: Arc<Pool<B>>,
     builder: Arc<hyper::client::conn::http1::Builder>,
+    h2_builder: Arc<hyper::client::conn::http2::Builder<TokioExecutor>>,
 }
 
 impl<B> Clone for HttpClient<B> {
@@ -75,9 +78,20 @@ impl<B> Clone for HttpClient<B> {
         HttpClient {
             pool: self.pool.clone(),
             builder: self.builder.clone(),
+            h2_builder: self.h2_builder.clone(),
         }
     }
 }
+
+/// A new upstream connection: HTTP/1.1, or a multiplexed HTTP/2 one.
+enum Connected<B> {
+    Http1(Conn<B>),
+    Http2(Http2Sender<B>),
+}
+
+/// How often an HTTP/2 upstream connection is pinged while streams are open, and how long
+/// a ping may go unanswered before the connection counts as dead.
+const H2_KEEPALIVE: Duration = Duration::from_secs(20);
 
 impl<B> Default for HttpClient<B>
 where
@@ -100,9 +114,17 @@ where
         builder
             .preserve_header_case(options.preserve_header_case)
             .max_buf_size(options.max_response_head_bytes.max(8192));
+        let mut h2 = hyper::client::conn::http2::Builder::new(TokioExecutor::new());
+        h2.timer(TokioTimer::new())
+            .keep_alive_interval(H2_KEEPALIVE)
+            .keep_alive_timeout(H2_KEEPALIVE)
+            .max_header_list_size(
+                u32::try_from(options.max_response_head_bytes).unwrap_or(u32::MAX),
+            );
         HttpClient {
             pool: Arc::new(Pool::new(options.max_idle_per_peer)),
             builder: Arc::new(builder),
+            h2_builder: Arc::new(h2),
         }
     }
 
@@ -128,13 +150,53 @@ where
     ) -> Result<Response<UpstreamBody<B>>, SendError<B>> {
         let key = peer.pool_key();
         let mut stale = 0;
+        let mut fresh = None;
+        if peer.http() != UpstreamHttp::Http1 && !self.pool.negotiated_h1(&key) {
+            if let Some(sender) = self.pool.h2_checkout(&key) {
+                return Box::pin(self.send_h2(sender, peer, request, true)).await;
+            }
+            // One connection attempt at a time per peer, so concurrent first requests
+            // share the multiplexed connection instead of each opening their own.
+            let gate = self.pool.h2_gate(&key);
+            let held = gate.lock().await;
+            if let Some(sender) = self.pool.h2_checkout(&key) {
+                drop(held);
+                return Box::pin(self.send_h2(sender, peer, request, true)).await;
+            }
+            match Box::pin(self.connect(peer)).await {
+                Ok(Connected::Http2(sender)) => {
+                    self.pool.h2_checkin(key, sender.clone());
+                    drop(held);
+                    return Box::pin(self.send_h2(sender, peer, request, false)).await;
+                }
+                Ok(Connected::Http1(conn)) => {
+                    // ALPN chose HTTP/1.1: later requests to this peer skip the gate.
+                    self.pool.mark_h1(key);
+                    fresh = Some(conn);
+                }
+                Err(error) => {
+                    return Err(SendError {
+                        error,
+                        request: Some(request),
+                    })
+                }
+            }
+        }
         loop {
-            let (mut conn, reused) = match self.pool.checkout(&key) {
-                Some(conn) => (conn, true),
+            let pooled = match fresh.take() {
+                Some(conn) => Some((conn, false)),
+                None => self.pool.checkout(&key).map(|conn| (conn, true)),
+            };
+            let (mut conn, reused) = match pooled {
+                Some(found) => found,
                 // Connecting is the cold path: boxed, so the common (pooled) request's
                 // future stays small.
                 None => match Box::pin(self.connect(peer)).await {
-                    Ok(conn) => (conn, false),
+                    Ok(Connected::Http1(conn)) => (conn, false),
+                    Ok(Connected::Http2(sender)) => {
+                        self.pool.h2_checkin(key, sender.clone());
+                        return Box::pin(self.send_h2(sender, peer, request, false)).await;
+                    }
                     Err(error) => {
                         return Err(SendError {
                             error,
@@ -194,7 +256,73 @@ where
         self.pool.idle_count(&peer.pool_key())
     }
 
-    async fn connect(&self, peer: &HttpPeer) -> Result<Conn<B>> {
+    /// Sends `request` as a stream of the multiplexed connection `sender`. A connection
+    /// found dead before the request went out is dropped from the pool, and (when it was
+    /// a pooled one) the request goes on a new connection.
+    async fn send_h2(
+        &self,
+        mut sender: Http2Sender<B>,
+        peer: &HttpPeer,
+        request: Request<B>,
+        pooled: bool,
+    ) -> Result<Response<UpstreamBody<B>>, SendError<B>> {
+        let key = peer.pool_key();
+        let request = h2_request(request, peer);
+        let t = peer.timeouts();
+        let ready = tokio::time::timeout(t.connect, sender.ready()).await;
+        if !matches!(ready, Ok(Ok(()))) {
+            self.pool.h2_remove(&key, &sender);
+            if pooled {
+                return match Box::pin(self.connect(peer)).await {
+                    Ok(Connected::Http2(fresh)) => {
+                        self.pool.h2_checkin(key, fresh.clone());
+                        Box::pin(self.send_h2_once(fresh, peer, request)).await
+                    }
+                    Ok(Connected::Http1(_)) => Err(SendError {
+                        error: Error::new(
+                            ErrorKind::InvalidResponse,
+                            "upstream no longer offers HTTP/2",
+                        ),
+                        request: None,
+                    }),
+                    Err(error) => Err(SendError {
+                        error,
+                        request: Some(request),
+                    }),
+                };
+            }
+            return Err(SendError {
+                error: Error::new(
+                    ErrorKind::UpstreamClosed,
+                    "HTTP/2 connection to upstream closed",
+                ),
+                request: Some(request),
+            });
+        }
+        self.send_h2_once(sender, peer, request).await
+    }
+
+    async fn send_h2_once(
+        &self,
+        mut sender: Http2Sender<B>,
+        peer: &HttpPeer,
+        request: Request<B>,
+    ) -> Result<Response<UpstreamBody<B>>, SendError<B>> {
+        let t = peer.timeouts();
+        match tokio::time::timeout(t.read, sender.send_request(request)).await {
+            Ok(Ok(response)) => Ok(response.map(|body| UpstreamBody::new(body, None))),
+            Ok(Err(e)) => Err(SendError {
+                error: upstream_error(e, "sending request upstream over HTTP/2"),
+                request: None,
+            }),
+            Err(_) => Err(SendError {
+                error: Error::new(ErrorKind::ReadTimeout, "waiting for the HTTP/2 response"),
+                request: None,
+            }),
+        }
+    }
+
+    async fn connect(&self, peer: &HttpPeer) -> Result<Connected<B>> {
         let t = peer.timeouts();
         let stream = match tokio::time::timeout(t.connect, TcpStream::connect(peer.addr())).await {
             Err(_) => {
@@ -219,12 +347,21 @@ where
             timeout: t.read,
         };
         let io = TimedIo::new(stream, read_deadline, Some(t.write));
-        let sender = match peer.tls() {
-            None => self.handshake(io, peer).await?,
+        match peer.tls() {
+            None if peer.http() == UpstreamHttp::Http2 => {
+                // h2c with prior knowledge: a stream's read timeout is per request.
+                busy.set(false);
+                Ok(Connected::Http2(self.handshake_h2(io, peer).await?))
+            }
+            None => Ok(Connected::Http1(Conn {
+                sender: self.handshake(io, peer).await?,
+                busy,
+            })),
             Some(tls) => {
-                let handshake = tls.connect(io, peer.addr().ip());
-                let stream = match tokio::time::timeout(t.connect, handshake).await {
-                    Ok(stream) => stream?,
+                let offer_h2 = peer.http() != UpstreamHttp::Http1;
+                let handshake = tls.connect(io, peer.addr().ip(), offer_h2);
+                let (stream, h2) = match tokio::time::timeout(t.connect, handshake).await {
+                    Ok(done) => done?,
                     Err(_) => {
                         return Err(Error::new(
                             ErrorKind::ConnectTimeout,
@@ -232,10 +369,41 @@ where
                         ))
                     }
                 };
-                self.handshake(stream, peer).await?
+                if h2 {
+                    busy.set(false);
+                    return Ok(Connected::Http2(self.handshake_h2(stream, peer).await?));
+                }
+                if peer.http() == UpstreamHttp::Http2 {
+                    return Err(Error::new(
+                        ErrorKind::UpstreamTls,
+                        "upstream did not agree to HTTP/2 (ALPN)",
+                    ));
+                }
+                Ok(Connected::Http1(Conn {
+                    sender: self.handshake(stream, peer).await?,
+                    busy,
+                }))
             }
-        };
-        Ok(Conn { sender, busy })
+        }
+    }
+
+    /// Starts HTTP/2 on a connected `io` and drives the connection on its own task.
+    async fn handshake_h2<I>(&self, io: I, peer: &HttpPeer) -> Result<Http2Sender<B>>
+    where
+        I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    {
+        let (sender, connection) = self
+            .h2_builder
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| upstream_error(e, "starting upstream HTTP/2 connection"))?;
+        let addr = peer.addr();
+        tokio::spawn(async move {
+            if let Err(e) = connection.await {
+                tracing::debug!(peer = %addr, error = %e, "upstream HTTP/2 connection ended with an error");
+            }
+        });
+        Ok(sender)
     }
 
     /// Starts HTTP/1.1 on a connected `io` and drives the connection on its own task.
@@ -257,6 +425,32 @@ where
         });
         Ok(sender)
     }
+}
+
+/// An HTTP/2 request has its target in absolute form (`:scheme`, `:authority`), taken
+/// from `Host` (or the peer's address), and no `Host` field.
+fn h2_request<B>(mut request: Request<B>, peer: &HttpPeer) -> Request<B> {
+    let authority = request
+        .headers_mut()
+        .remove(http::header::HOST)
+        .and_then(|h| http::uri::Authority::try_from(h.as_bytes()).ok())
+        .or_else(|| http::uri::Authority::try_from(peer.addr().to_string()).ok());
+    let scheme = if peer.tls().is_some() {
+        http::uri::Scheme::HTTPS
+    } else {
+        http::uri::Scheme::HTTP
+    };
+    let mut parts = request.uri().clone().into_parts();
+    parts.scheme = Some(scheme);
+    parts.authority = authority;
+    if parts.path_and_query.is_none() {
+        parts.path_and_query = Some(http::uri::PathAndQuery::from_static("/"));
+    }
+    if let Ok(uri) = http::Uri::from_parts(parts) {
+        *request.uri_mut() = uri;
+    }
+    *request.version_mut() = http::Version::HTTP_2;
+    request
 }
 
 /// Why [`HttpClient::try_send`] failed, with the request if none of it was sent.

@@ -22,7 +22,7 @@ use crate::lb::{Backend, InFlight, LoadBalancer, Peer, Strategy};
 use crate::proxy::Session;
 use crate::server::ShutdownWatch;
 use crate::upstream::discovery::{Discovery, DiscoveryTask};
-use crate::upstream::{HttpPeer, PeerTimeouts, TlsConnector, UpstreamTls};
+use crate::upstream::{HttpPeer, PeerTimeouts, TlsConnector, UpstreamHttp, UpstreamTls};
 
 /// Body bytes kept for a resend unless a group says otherwise (as Pingora's default).
 pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
@@ -150,6 +150,7 @@ pub struct UpstreamGroup {
     discovery: Option<DiscoverySource>,
     /// TLS to the peers: the built connector, or why it could not be built.
     tls: Option<Result<TlsConnector, Arc<str>>>,
+    http: UpstreamHttp,
 }
 
 /// A group's discovery source and how often to ask it.
@@ -185,7 +186,14 @@ impl UpstreamGroup {
             fail_open: false,
             discovery: None,
             tls: None,
+            http: UpstreamHttp::Http1,
         }
+    }
+
+    /// Speaks `http` to the peers (HTTP/1.1 by default).
+    pub fn with_http(mut self, http: UpstreamHttp) -> Self {
+        self.http = http;
+        self
     }
 
     /// Reaches the peers over TLS as `tls` says. Its files are loaded now; if that fails,
@@ -399,7 +407,9 @@ impl UpstreamGroup {
         if tunables.retries > 0 {
             attempts.tried.push(peer.addr());
         }
-        let mut http_peer = HttpPeer::new(peer.addr()).with_timeouts(tunables.timeouts);
+        let mut http_peer = HttpPeer::new(peer.addr())
+            .with_timeouts(tunables.timeouts)
+            .with_http(self.http);
         match &self.tls {
             None => {}
             Some(Ok(tls)) => http_peer = http_peer.with_tls(tls.clone()),

@@ -18,5 +18,5 @@ pub use group::{
     Attempts, GroupTask, HealthCheck, HealthChecker, HealthKind, PassiveHealth, RequestKey,
     UpstreamGroup,
 };
-pub use peer::{HttpPeer, PeerTimeouts};
+pub use peer::{HttpPeer, PeerTimeouts, UpstreamHttp};
 pub use tls::{TlsConnector, UpstreamTls};

@@ -38,6 +38,20 @@ pub struct HttpPeer {
     addr: SocketAddr,
     timeouts: PeerTimeouts,
     tls: Option<TlsConnector>,
+    http: UpstreamHttp,
+}
+
+/// Which HTTP version requests to a peer use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum UpstreamHttp {
+    /// HTTP/1.1 (the default), over pooled connections, one request at a time each.
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS if ALPN agrees, else HTTP/1.1; on cleartext peers, HTTP/1.1.
+    Negotiate,
+    /// HTTP/2 always: over TLS by ALPN, in cleartext with prior knowledge (h2c). All
+    /// requests to the peer share one multiplexed connection.
+    Http2,
 }
 
 impl HttpPeer {
@@ -47,6 +61,7 @@ impl HttpPeer {
             addr,
             timeouts: PeerTimeouts::default(),
             tls: None,
+            http: UpstreamHttp::Http1,
         }
     }
 
@@ -59,6 +74,17 @@ impl HttpPeer {
     pub fn with_tls(mut self, tls: TlsConnector) -> Self {
         self.tls = Some(tls);
         self
+    }
+
+    /// Speaks `http` to the peer.
+    pub fn with_http(mut self, http: UpstreamHttp) -> Self {
+        self.http = http;
+        self
+    }
+
+    /// Which HTTP version the peer gets.
+    pub fn http(&self) -> UpstreamHttp {
+        self.http
     }
 
     /// The TLS connector, if the peer is reached over TLS.
@@ -114,6 +140,7 @@ impl HttpPeer {
             read: self.timeouts.read,
             write: self.timeouts.write,
             tls: self.tls.as_ref().map_or(0, TlsConnector::id),
+            http: self.http,
         }
     }
 }
@@ -129,4 +156,5 @@ pub(crate) struct PoolKey {
     /// The TLS connector's id (0: cleartext): TLS connections are reused only for the
     /// same name and trust settings.
     tls: u64,
+    http: UpstreamHttp,
 }

@@ -12,6 +12,7 @@ use std::sync::{Arc, Mutex, Weak};
 use std::time::Duration;
 
 use hyper::client::conn::http1::SendRequest;
+use hyper::client::conn::http2::SendRequest as Http2Sender;
 use rustc_hash::FxHashMap;
 use tokio::time::Instant;
 
@@ -45,6 +46,12 @@ pub(crate) struct Pool<B> {
     /// connections busy), eviction from the front.
     /// Keyed with a fast non-cryptographic hash: keys are our own peers, not client input.
     idle: Mutex<FxHashMap<PoolKey, VecDeque<IdleConn<B>>>>,
+    /// One multiplexed HTTP/2 connection per peer, shared by all its requests.
+    h2: Mutex<FxHashMap<PoolKey, Http2Sender<B>>>,
+    /// Serialises connection attempts to peers that may speak HTTP/2.
+    h2_gates: Mutex<FxHashMap<PoolKey, Arc<tokio::sync::Mutex<()>>>>,
+    /// Peers whose ALPN answer was HTTP/1.1.
+    h1_negotiated: Mutex<rustc_hash::FxHashSet<PoolKey>>,
     max_idle_per_peer: usize,
     sweeper_started: AtomicBool,
 }
@@ -53,6 +60,9 @@ impl<B: Send + 'static> Pool<B> {
     pub(crate) fn new(max_idle_per_peer: usize) -> Self {
         Pool {
             idle: Mutex::new(FxHashMap::default()),
+            h2: Mutex::new(FxHashMap::default()),
+            h2_gates: Mutex::new(FxHashMap::default()),
+            h1_negotiated: Mutex::new(rustc_hash::FxHashSet::default()),
             max_idle_per_peer,
             sweeper_started: AtomicBool::new(false),
         }
@@ -102,6 +112,54 @@ impl<B: Send + 'static> Pool<B> {
         drop(evicted);
         if !self.sweeper_started.swap(true, Ordering::AcqRel) {
             tokio::spawn(sweep(Arc::downgrade(self)));
+        }
+    }
+
+    /// The live HTTP/2 connection to `key`, if any (a handle to share it).
+    pub(crate) fn h2_checkout(&self, key: &PoolKey) -> Option<Http2Sender<B>> {
+        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        match h2.get(key) {
+            Some(sender) if !sender.is_closed() => Some(sender.clone()),
+            Some(_) => {
+                h2.remove(key);
+                None
+            }
+            None => None,
+        }
+    }
+
+    /// The lock taken while connecting to `key` when it may speak HTTP/2.
+    pub(crate) fn h2_gate(&self, key: &PoolKey) -> Arc<tokio::sync::Mutex<()>> {
+        let mut gates = self.h2_gates.lock().unwrap_or_else(|p| p.into_inner());
+        gates.entry(*key).or_default().clone()
+    }
+
+    /// Remembers that `key` answered ALPN with HTTP/1.1.
+    pub(crate) fn mark_h1(&self, key: PoolKey) {
+        let mut h1 = self.h1_negotiated.lock().unwrap_or_else(|p| p.into_inner());
+        h1.insert(key);
+    }
+
+    /// Whether `key` answered ALPN with HTTP/1.1 before.
+    pub(crate) fn negotiated_h1(&self, key: &PoolKey) -> bool {
+        let h1 = self.h1_negotiated.lock().unwrap_or_else(|p| p.into_inner());
+        h1.contains(key)
+    }
+
+    /// Makes `sender` the HTTP/2 connection to `key`.
+    pub(crate) fn h2_checkin(&self, key: PoolKey, sender: Http2Sender<B>) {
+        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        h2.insert(key, sender);
+    }
+
+    /// Forgets the HTTP/2 connection to `key` if it is still `dead`.
+    pub(crate) fn h2_remove(&self, key: &PoolKey, dead: &Http2Sender<B>) {
+        let mut h2 = self.h2.lock().unwrap_or_else(|p| p.into_inner());
+        if h2
+            .get(key)
+            .is_some_and(|s| s.is_closed() || dead.is_closed())
+        {
+            h2.remove(key);
         }
     }
 

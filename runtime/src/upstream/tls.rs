@@ -157,8 +157,14 @@ impl TlsConnector {
         self.inner.id
     }
 
-    /// Runs the client handshake over `stream` to the peer at `ip`.
-    pub(crate) async fn connect<S>(&self, stream: S, ip: IpAddr) -> Result<SslStream<S>>
+    /// Runs the client handshake over `stream` to the peer at `ip`, offering HTTP/2 by
+    /// ALPN when `offer_h2`. Returns the stream and whether HTTP/2 was agreed.
+    pub(crate) async fn connect<S>(
+        &self,
+        stream: S,
+        ip: IpAddr,
+        offer_h2: bool,
+    ) -> Result<(SslStream<S>, bool)>
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
@@ -182,13 +188,20 @@ impl TlsConnector {
                 }
             }
         };
-        let ssl = setup().map_err(|e| {
-            Error::with_source(
-                ErrorKind::UpstreamTls,
-                "preparing the upstream TLS session",
-                e,
-            )
-        })?;
+        let ssl = setup()
+            .and_then(|mut ssl| {
+                if offer_h2 {
+                    ssl.set_alpn_protos(b"\x02h2\x08http/1.1")?;
+                }
+                Ok(ssl)
+            })
+            .map_err(|e| {
+                Error::with_source(
+                    ErrorKind::UpstreamTls,
+                    "preparing the upstream TLS session",
+                    e,
+                )
+            })?;
         let mut stream = SslStream::new(ssl, stream).map_err(|e| {
             Error::with_source(
                 ErrorKind::UpstreamTls,
@@ -203,7 +216,8 @@ impl TlsConnector {
             };
             Error::with_source(kind, "TLS handshake with upstream", e)
         })?;
-        Ok(stream)
+        let h2 = stream.ssl().selected_alpn_protocol() == Some(b"h2".as_slice());
+        Ok((stream, h2))
     }
 }
 
