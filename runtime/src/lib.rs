@@ -23,9 +23,12 @@ pub mod listen;
 pub mod phase;
 pub mod protocol;
 pub mod proxy;
+pub mod relay;
 pub mod route;
 pub mod server;
+pub mod tcp_proxy;
 pub mod tls;
+pub mod udp_proxy;
 pub mod upgrade;
 pub mod upstream;
 

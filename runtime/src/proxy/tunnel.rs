@@ -5,20 +5,15 @@
 //! idle timeout.
 
 use std::net::SocketAddr;
-use std::pin::Pin;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
-use std::task::{Context, Poll};
 use std::time::Duration;
 
 use http::header::{CONNECTION, UPGRADE};
 use http::{HeaderMap, HeaderValue, Method, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
-use tokio::time::Instant;
 
 use crate::io_timeout::ActiveGuard;
+use crate::relay::{relay, RelayEnd};
 
 /// The `Upgrade` value of a request asking to switch protocols (`GET`, HTTP/1.1,
 /// `Connection: upgrade`), if it is one.
@@ -63,91 +58,14 @@ pub(crate) fn spawn(
                 return;
             }
         };
-        let last = Arc::new(AtomicU64::new(0));
-        let start = Instant::now();
-        let mut client = Watched {
-            io: TokioIo::new(down),
-            last: last.clone(),
-            start,
-        };
-        let mut origin = Watched {
-            io: TokioIo::new(up),
-            last: last.clone(),
-            start,
-        };
-        let copy = tokio::io::copy_bidirectional(&mut client, &mut origin);
-        tokio::pin!(copy);
-        loop {
-            let since = Duration::from_millis(last.load(Ordering::Relaxed));
-            let deadline = start + since + idle_timeout;
-            tokio::select! {
-                done = &mut copy => {
-                    match done {
-                        Ok((to_origin, to_client)) => tracing::debug!(%peer, to_origin, to_client, "tunnel closed"),
-                        Err(e) => tracing::debug!(%peer, error = %e, "tunnel ended with an error"),
-                    }
-                    return;
-                }
-                _ = tokio::time::sleep_until(deadline) => {
-                    if last.load(Ordering::Relaxed) == since.as_millis() as u64 {
-                        tracing::debug!(%peer, idle = ?idle_timeout, "tunnel idle; closing");
-                        return;
-                    }
-                }
+        match relay(TokioIo::new(down), TokioIo::new(up), idle_timeout).await {
+            RelayEnd::Closed { a_to_b, b_to_a } => {
+                tracing::debug!(%peer, to_origin = a_to_b, to_client = b_to_a, "tunnel closed")
             }
+            RelayEnd::Idle => tracing::debug!(%peer, idle = ?idle_timeout, "tunnel idle; closed"),
+            RelayEnd::Failed(e) => tracing::debug!(%peer, error = %e, "tunnel ended with an error"),
         }
     });
-}
-
-/// An upgraded connection that records when bytes last moved.
-struct Watched<T> {
-    io: T,
-    last: Arc<AtomicU64>,
-    start: Instant,
-}
-
-impl<T> Watched<T> {
-    fn touch(&self) {
-        let ms = self.start.elapsed().as_millis() as u64;
-        self.last.fetch_max(ms, Ordering::Relaxed);
-    }
-}
-
-impl<T: AsyncRead + Unpin> AsyncRead for Watched<T> {
-    fn poll_read(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<std::io::Result<()>> {
-        let before = buf.filled().len();
-        let r = Pin::new(&mut self.io).poll_read(cx, buf);
-        if matches!(r, Poll::Ready(Ok(()))) && buf.filled().len() > before {
-            self.touch();
-        }
-        r
-    }
-}
-
-impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
-    fn poll_write(
-        mut self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<std::io::Result<usize>> {
-        let r = Pin::new(&mut self.io).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
-        }
-        r
-    }
-
-    fn poll_flush(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_flush(cx)
-    }
-
-    fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.io).poll_shutdown(cx)
-    }
 }
 
 #[cfg(test)]

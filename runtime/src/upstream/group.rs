@@ -423,6 +423,29 @@ impl UpstreamGroup {
         Ok((http_peer, peer.start_request()))
     }
 
+    /// Picks a peer for a connection of a layer-4 proxy: the group's strategy over `key`
+    /// (the client's IP for hash strategies), healthy peers not in `tried` first, with the
+    /// same fallbacks as HTTP requests. Returns the peer, counted in flight.
+    pub fn select_for(&self, key: &[u8], tried: &[SocketAddr]) -> Option<(Arc<Peer>, InFlight)> {
+        let lb = self.lb.load();
+        let key = if lb.strategy().uses_key() { key } else { &[] };
+        let tries = lb.peers().len() * 2 + 1;
+        let chosen = lb
+            .select_peer_where(key, tries, |p| {
+                p.is_available() && !tried.contains(&p.addr())
+            })
+            .or_else(|| {
+                lb.select_peer_where(key, tries, |p| !tried.contains(&p.addr()))
+                    .filter(|_| self.fail_open)
+            })?;
+        Some((chosen.clone(), chosen.start_request()))
+    }
+
+    /// The connect timeout of the group's peers.
+    pub fn connect_timeout(&self) -> Duration {
+        self.tunables.load().timeouts.connect
+    }
+
     /// Records how a request to `peer` ended, for passive health; logs an ejection.
     pub fn record_outcome(&self, peer: &Peer, error: Option<&Error>) {
         let Some(passive) = self.passive else { return };

@@ -1,0 +1,326 @@
+//! A TCP (layer 4) proxy service: accept (optionally terminating TLS), pick a peer from an
+//! [`UpstreamGroup`] with the same strategies, health and passive ejection as HTTP, and
+//! relay bytes both ways (half-closes passed on) until either side closes or the
+//! connection is idle for the idle timeout.
+//!
+//! ```no_run
+//! use pingora_dsl_runtime::lb::{Backend, Strategy};
+//! use pingora_dsl_runtime::server::{Server, ServerConf};
+//! use pingora_dsl_runtime::tcp_proxy::TcpProxyService;
+//! use pingora_dsl_runtime::upstream::UpstreamGroup;
+//!
+//! let peers = vec![Backend::new("127.0.0.1:5432".parse().unwrap())];
+//! let mut service =
+//!     TcpProxyService::new("postgres", UpstreamGroup::new("db", peers, Strategy::LeastConnections));
+//! service.add_tcp("127.0.0.1:6432");
+//! let mut server = Server::new(ServerConf::default());
+//! server.add_service(service);
+//! server.run_forever();
+//! ```
+
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpStream;
+use tokio::sync::Notify;
+
+use crate::error::{Error, ErrorKind};
+use crate::http::ListenAddr;
+use crate::listen::{self, AcceptStats, Sockets};
+use crate::relay::{relay, RelayEnd};
+use crate::server::{self, shutdown_channel, BoxFuture, ShutdownTrigger, ShutdownWatch};
+use crate::tls::{TlsAcceptor, TlsSettings};
+use crate::upstream::UpstreamGroup;
+
+/// Default time a proxied TCP connection may carry nothing before it is closed.
+pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// A listening TCP proxy to the peers of one group.
+pub struct TcpProxyService {
+    name: String,
+    addrs: Vec<ListenAddr>,
+    listeners: Vec<(std::net::TcpListener, Option<Arc<TlsAcceptor>>)>,
+    shared: Arc<Shared>,
+    stats: Arc<AcceptStats>,
+}
+
+struct Shared {
+    group: UpstreamGroup,
+    idle_timeout: Duration,
+    open: AtomicUsize,
+    drained: Notify,
+}
+
+impl TcpProxyService {
+    /// A proxy named `name` to `group`'s peers, with no listener yet.
+    pub fn new(name: impl Into<String>, group: UpstreamGroup) -> Self {
+        TcpProxyService {
+            name: name.into(),
+            addrs: Vec::new(),
+            listeners: Vec::new(),
+            shared: Arc::new(Shared {
+                group,
+                idle_timeout: DEFAULT_IDLE_TIMEOUT,
+                open: AtomicUsize::new(0),
+                drained: Notify::new(),
+            }),
+            stats: Arc::default(),
+        }
+    }
+
+    /// Sets how long a connection may carry nothing before it is closed (before start).
+    pub fn set_idle_timeout(&mut self, idle: Duration) {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.idle_timeout = idle;
+        }
+    }
+
+    /// Adds a cleartext listening address.
+    pub fn add_tcp(&mut self, addr: &str) {
+        self.addrs.push(ListenAddr {
+            addr: addr.to_owned(),
+            tls: None,
+        });
+    }
+
+    /// Adds a listening address terminating TLS with `tls`.
+    pub fn add_tls(&mut self, addr: &str, tls: TlsSettings) {
+        self.addrs.push(ListenAddr {
+            addr: addr.to_owned(),
+            tls: Some(tls),
+        });
+    }
+
+    /// The group the peers come from.
+    pub fn group(&self) -> &UpstreamGroup {
+        &self.shared.group
+    }
+
+    /// The addresses actually bound.
+    pub fn local_addrs(&self) -> Vec<SocketAddr> {
+        self.listeners
+            .iter()
+            .filter_map(|(l, _)| l.local_addr().ok())
+            .collect()
+    }
+
+    /// Binds every address now (idempotent).
+    pub fn bind(&mut self) -> io::Result<()> {
+        self.bind_with(&mut Sockets::new())
+    }
+
+    /// Like [`TcpProxyService::bind`], adopting sockets inherited in an upgrade.
+    pub fn bind_with(&mut self, sockets: &mut Sockets) -> io::Result<()> {
+        if !self.listeners.is_empty() {
+            return Ok(());
+        }
+        if self.addrs.is_empty() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "no listening address: call add_tcp(\"127.0.0.1:6432\") first",
+            ));
+        }
+        self.shared.group.check()?;
+        for listen in &self.addrs {
+            let tls = match &listen.tls {
+                Some(settings) => Some(Arc::new(settings.build(false).map_err(|e| {
+                    io::Error::new(e.kind(), format!("listen {}: {e}", listen.addr))
+                })?)),
+                None => None,
+            };
+            for addr in listen::resolve(&listen.addr)? {
+                self.listeners.push((sockets.tcp(addr)?, tls.clone()));
+            }
+        }
+        Ok(())
+    }
+
+    /// Binds and starts on the current runtime; for tests and embedding.
+    pub fn spawn(mut self) -> io::Result<RunningTcpProxy> {
+        self.bind()?;
+        let addrs = self.local_addrs();
+        let (trigger, watch) = shutdown_channel();
+        let task = tokio::spawn(self.run(watch, Duration::from_secs(1)));
+        Ok(RunningTcpProxy {
+            addrs,
+            trigger,
+            task,
+        })
+    }
+
+    async fn run(self, shutdown: ShutdownWatch, grace: Duration) {
+        let mut loops = Vec::new();
+        for (std_listener, tls) in self.listeners {
+            let listener = match tokio::net::TcpListener::from_std(std_listener) {
+                Ok(l) => l,
+                Err(e) => {
+                    tracing::error!(service = %self.name, error = %e, "cannot adopt listener");
+                    continue;
+                }
+            };
+            let shared = self.shared.clone();
+            loops.push(tokio::spawn(listen::accept_loop(
+                listener,
+                self.stats.clone(),
+                shutdown.clone(),
+                move |stream, client| {
+                    shared.open.fetch_add(1, Ordering::AcqRel);
+                    let shared = shared.clone();
+                    let tls = tls.clone();
+                    tokio::spawn(async move {
+                        serve(&shared, stream, client, tls).await;
+                        if shared.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+                            shared.drained.notify_waiters();
+                        }
+                    });
+                },
+            )));
+        }
+        for l in loops {
+            let _ = l.await;
+        }
+        let mut immediate = shutdown.clone();
+        let drained = async {
+            loop {
+                let notified = self.shared.drained.notified();
+                if self.shared.open.load(Ordering::Acquire) == 0 {
+                    return;
+                }
+                notified.await;
+            }
+        };
+        tokio::select! {
+            _ = tokio::time::timeout(grace, drained) => {}
+            _ = immediate.wait_immediate() => {}
+        }
+    }
+}
+
+/// Serves one client connection.
+async fn serve(
+    shared: &Shared,
+    stream: TcpStream,
+    client: SocketAddr,
+    tls: Option<Arc<TlsAcceptor>>,
+) {
+    let _ = stream.set_nodelay(true);
+    // Terminate TLS first: a failed handshake opens nothing upstream.
+    let client_io = match tls {
+        Some(acceptor) => match acceptor.accept(stream).await {
+            Ok(accepted) => Either::Tls(Box::new(accepted.stream)),
+            Err(e) => {
+                tracing::debug!(%client, error = %e, "TLS handshake failed");
+                return;
+            }
+        },
+        None => Either::Plain(stream),
+    };
+    let key = match client.ip() {
+        IpAddr::V4(ip) => ip.octets().to_vec(),
+        IpAddr::V6(ip) => ip.octets().to_vec(),
+    };
+    let group = &shared.group;
+    let mut tried = Vec::new();
+    let (peer, _in_flight, upstream) = loop {
+        let Some((peer, in_flight)) = group.select_for(&key, &tried) else {
+            tracing::warn!(%client, group = group.name(), "no peer to connect to; closing");
+            return;
+        };
+        let timeout = group.connect_timeout();
+        let connected = tokio::time::timeout(timeout, TcpStream::connect(peer.addr())).await;
+        let error = match connected {
+            Ok(Ok(upstream)) => break (peer, in_flight, upstream),
+            Ok(Err(e)) => Error::with_source(ErrorKind::ConnectRefused, "connecting to peer", e),
+            Err(_) => Error::new(ErrorKind::ConnectTimeout, "connecting to peer"),
+        };
+        group.record_outcome(&peer, Some(&error));
+        tracing::debug!(%client, peer = %peer.addr(), error = %error, "connect failed");
+        tried.push(peer.addr());
+        if tried.len() > group.retries() as usize {
+            tracing::warn!(%client, group = group.name(), "every connect failed; closing");
+            return;
+        }
+    };
+    group.record_outcome(&peer, None);
+    let _ = upstream.set_nodelay(true);
+    let end = match client_io {
+        Either::Plain(s) => relay(s, upstream, shared.idle_timeout).await,
+        Either::Tls(s) => relay(s, upstream, shared.idle_timeout).await,
+    };
+    match end {
+        RelayEnd::Closed { a_to_b, b_to_a } => {
+            tracing::debug!(%client, peer = %peer.addr(), to_peer = a_to_b, to_client = b_to_a, "closed")
+        }
+        RelayEnd::Idle => tracing::debug!(%client, peer = %peer.addr(), "idle; closed"),
+        RelayEnd::Failed(e) => {
+            tracing::debug!(%client, peer = %peer.addr(), error = %e, "ended with an error")
+        }
+    }
+}
+
+enum Either {
+    Plain(TcpStream),
+    Tls(Box<tokio_openssl::SslStream<TcpStream>>),
+}
+
+impl server::Service for TcpProxyService {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn bind(&mut self, sockets: &mut Sockets) -> io::Result<()> {
+        self.bind_with(sockets)
+    }
+
+    fn start(self: Box<Self>, shutdown: ShutdownWatch, grace: Duration) -> BoxFuture<()> {
+        Box::pin(self.run(shutdown, grace))
+    }
+
+    fn worker_copy(&self) -> io::Result<Option<Box<dyn server::Service>>> {
+        let listeners = self
+            .listeners
+            .iter()
+            .map(|(l, tls)| Ok((l.try_clone()?, tls.clone())))
+            .collect::<io::Result<Vec<_>>>()?;
+        Ok(Some(Box::new(TcpProxyService {
+            name: self.name.clone(),
+            addrs: self.addrs.clone(),
+            listeners,
+            shared: Arc::new(Shared {
+                group: self.shared.group.clone(),
+                idle_timeout: self.shared.idle_timeout,
+                open: AtomicUsize::new(0),
+                drained: Notify::new(),
+            }),
+            stats: self.stats.clone(),
+        })))
+    }
+}
+
+/// A TCP proxy started with [`TcpProxyService::spawn`].
+pub struct RunningTcpProxy {
+    addrs: Vec<SocketAddr>,
+    trigger: ShutdownTrigger,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl RunningTcpProxy {
+    /// The first bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Every bound address.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Stops accepting, lets open connections finish (up to one second), and waits.
+    pub async fn shutdown(self) {
+        self.trigger.trigger();
+        let _ = self.task.await;
+    }
+}

@@ -1,0 +1,198 @@
+//! The layer-4 proxies with real sockets: TCP (balancing, byte-exact echo with a
+//! half-close, failover past a dead peer, idle timeout, TLS termination) and UDP (echo per
+//! client, a fresh mapping after the idle timeout).
+
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use pingora_dsl::lb::{Backend, Strategy};
+use pingora_dsl::tcp_proxy::TcpProxyService;
+use pingora_dsl::tls::TlsSettings;
+use pingora_dsl::udp_proxy::UdpProxyService;
+use pingora_dsl::upstream::UpstreamGroup;
+use pingora_dsl_suite::certs::TestCa;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+
+const WAIT: Duration = Duration::from_secs(10);
+
+/// A TCP echo server that first sends its name and a newline.
+async fn echo_server(name: &'static str) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if s.write_all(format!("{name}\n").as_bytes()).await.is_err() {
+                    return;
+                }
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    addr
+}
+
+fn group(peers: &[SocketAddr], retries: u32) -> UpstreamGroup {
+    let backends = peers.iter().map(|a| Backend::new(*a)).collect();
+    let g = UpstreamGroup::new("echo", backends, Strategy::RoundRobin);
+    g.set_retries(retries);
+    g
+}
+
+/// Connects, reads the greeting line, sends `data`, half-closes, and reads the echo.
+async fn echo_through<S>(mut s: S, data: &[u8]) -> (String, Vec<u8>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
+    let mut all = Vec::new();
+    let exchange = async {
+        s.write_all(data).await.expect("write");
+        s.shutdown().await.expect("half-close");
+        s.read_to_end(&mut all).await.expect("read to the end");
+    };
+    tokio::time::timeout(WAIT, exchange).await.expect("in time");
+    let newline = all.iter().position(|b| *b == b'\n').expect("greeting");
+    let name = String::from_utf8_lossy(&all[..newline]).into_owned();
+    (name, all[newline + 1..].to_vec())
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_connections_are_balanced_and_echo_byte_exact_through_a_half_close() {
+    let (a, b) = (echo_server("a").await, echo_server("b").await);
+    let mut service = TcpProxyService::new("tcp", group(&[a, b], 0));
+    service.add_tcp("127.0.0.1:0");
+    let proxy = service.spawn().expect("starts");
+    let data: Vec<u8> = (0..1024 * 1024).map(|i| (i % 251) as u8).collect();
+    let mut names = Vec::new();
+    for _ in 0..4 {
+        let s = TcpStream::connect(proxy.addr()).await.expect("connect");
+        let (name, echoed) = echo_through(s, &data).await;
+        assert!(echoed == data, "1 MiB echoed byte-exact");
+        names.push(name);
+    }
+    assert_eq!(names, ["a", "b", "a", "b"]);
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_peer_is_skipped_and_an_idle_connection_is_closed() {
+    let dead = {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        l.local_addr().expect("addr")
+    };
+    let live = echo_server("live").await;
+    let mut service = TcpProxyService::new("tcp", group(&[dead, live], 1));
+    service.set_idle_timeout(Duration::from_millis(300));
+    service.add_tcp("127.0.0.1:0");
+    let proxy = service.spawn().expect("starts");
+    for _ in 0..4 {
+        let s = TcpStream::connect(proxy.addr()).await.expect("connect");
+        let (name, echoed) = echo_through(s, b"hello").await;
+        assert_eq!((name.as_str(), &echoed[..]), ("live", &b"hello"[..]));
+    }
+    // Idle past the 300 ms idle timeout: the proxy closes the connection.
+    let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let mut greeting = [0u8; 5];
+    s.read_exact(&mut greeting).await.expect("greeting");
+    let mut rest = Vec::new();
+    let closed = tokio::time::timeout(WAIT, s.read_to_end(&mut rest)).await;
+    assert!(
+        matches!(closed, Ok(Ok(_))),
+        "closed after idling: {closed:?}"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_proxy_terminates_tls() {
+    let dir = std::env::temp_dir().join(format!("pdsl-l4-tls-{}", std::process::id()));
+    let ca = TestCa::new(&dir).expect("ca");
+    let cert = ca.server("localhost", &["localhost"]).expect("cert");
+    let echo = echo_server("behind-tls").await;
+    let mut service = TcpProxyService::new("tls-tcp", group(&[echo], 0));
+    service.add_tls("127.0.0.1:0", TlsSettings::new(&cert.cert, &cert.key));
+    let proxy = service.spawn().expect("starts");
+    let mut b = SslConnector::builder(SslMethod::tls_client()).expect("connector");
+    b.set_ca_file(ca.cert_path()).expect("ca");
+    b.set_verify(SslVerifyMode::PEER);
+    let ssl = b
+        .build()
+        .configure()
+        .expect("config")
+        .into_ssl("localhost")
+        .expect("ssl");
+    let tcp = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).expect("stream");
+    Pin::new(&mut tls).connect().await.expect("handshake");
+    let (name, echoed) = echo_through(tls, b"secret").await;
+    assert_eq!((name.as_str(), &echoed[..]), ("behind-tls", &b"secret"[..]));
+    proxy.shutdown().await;
+}
+
+/// A UDP echo server recording the source address of every datagram.
+async fn udp_echo() -> (SocketAddr, Arc<Mutex<Vec<SocketAddr>>>) {
+    let socket = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    let addr = socket.local_addr().expect("addr");
+    let seen: Arc<Mutex<Vec<SocketAddr>>> = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            record.lock().expect("lock").push(from);
+            let _ = socket.send_to(&buf[..n], from).await;
+        }
+    });
+    (addr, seen)
+}
+
+async fn udp_roundtrip(client: &UdpSocket, proxy: SocketAddr, msg: &[u8]) -> Vec<u8> {
+    client.send_to(msg, proxy).await.expect("send");
+    let mut buf = vec![0u8; 65_535];
+    let (n, _) = tokio::time::timeout(WAIT, client.recv_from(&mut buf))
+        .await
+        .expect("reply in time")
+        .expect("reply");
+    buf[..n].to_vec()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn udp_datagrams_echo_per_client_and_mappings_expire_when_idle() {
+    let (echo, seen) = udp_echo().await;
+    let mut service = UdpProxyService::new("udp", group(&[echo], 0));
+    service.set_idle_timeout(Duration::from_millis(300));
+    service.add_udp("127.0.0.1:0");
+    let proxy = service.spawn().expect("starts");
+    let (one, two) = (
+        UdpSocket::bind("127.0.0.1:0").await.expect("bind"),
+        UdpSocket::bind("127.0.0.1:0").await.expect("bind"),
+    );
+    for i in 0..100 {
+        let msg = format!("one {i}");
+        assert_eq!(
+            udp_roundtrip(&one, proxy.addr(), msg.as_bytes()).await,
+            msg.as_bytes()
+        );
+        let msg = format!("two {i}");
+        assert_eq!(
+            udp_roundtrip(&two, proxy.addr(), msg.as_bytes()).await,
+            msg.as_bytes()
+        );
+    }
+    let sources: std::collections::HashSet<SocketAddr> =
+        seen.lock().expect("lock").iter().copied().collect();
+    assert_eq!(sources.len(), 2, "one upstream socket per client");
+
+    // After the idle timeout the mapping is gone: the next datagram gets a new socket.
+    tokio::time::sleep(Duration::from_millis(900)).await;
+    assert_eq!(udp_roundtrip(&one, proxy.addr(), b"again").await, b"again");
+    let sources: std::collections::HashSet<SocketAddr> =
+        seen.lock().expect("lock").iter().copied().collect();
+    assert_eq!(sources.len(), 3, "a fresh mapping after idling");
+    proxy.shutdown().await;
+}
