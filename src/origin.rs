@@ -515,3 +515,79 @@ pub async fn start_tls_origin(
     });
     Ok((addr, seen))
 }
+
+/// Runs `start` on a runtime of its own on a new thread, for examples that need demo
+/// upstreams beside the proxy: returns what `start` returned (addresses), and keeps the
+/// thread serving for the rest of the process.
+pub fn run_in_background<T, F, Fut>(start: F) -> std::io::Result<T>
+where
+    T: Send + 'static,
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = std::io::Result<T>>,
+{
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::Builder::new()
+        .name("demo-upstreams".into())
+        .spawn(move || {
+            let runtime = match tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            {
+                Ok(rt) => rt,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            runtime.block_on(async move {
+                let _ = tx.send(start().await);
+                std::future::pending::<()>().await;
+            });
+        })?;
+    rx.recv()
+        .map_err(|_| std::io::Error::other("the demo upstream thread stopped"))?
+}
+
+/// Starts a TCP echo server on an ephemeral loopback port: each connection first gets
+/// `NAME\n`, then its bytes echoed; a half-close is answered with a close.
+pub async fn start_tcp_echo(name: &'static str) -> std::io::Result<SocketAddr> {
+    use tokio::io::AsyncWriteExt;
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                if s.write_all(format!("{name}\n").as_bytes()).await.is_err() {
+                    return;
+                }
+                let (mut r, mut w) = s.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+                let _ = w.shutdown().await;
+            });
+        }
+    });
+    Ok(addr)
+}
+
+/// Starts a WebSocket echo server on an ephemeral loopback port: every message comes back
+/// as it was sent.
+pub async fn start_ws_echo() -> std::io::Result<SocketAddr> {
+    use futures_util::{SinkExt, StreamExt};
+    let listener = TcpListener::bind("127.0.0.1:0").await?;
+    let addr = listener.local_addr()?;
+    tokio::spawn(async move {
+        while let Ok((tcp, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
+                    return;
+                };
+                while let Some(Ok(msg)) = ws.next().await {
+                    if msg.is_close() || ws.send(msg).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    });
+    Ok(addr)
+}

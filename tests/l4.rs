@@ -14,28 +14,14 @@ use pingora_dsl::tls::TlsSettings;
 use pingora_dsl::udp_proxy::UdpProxyService;
 use pingora_dsl::upstream::UpstreamGroup;
 use pingora_dsl_suite::certs::TestCa;
+use pingora_dsl_suite::origin::start_tcp_echo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio::net::{TcpStream, UdpSocket};
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A TCP echo server that first sends its name and a newline.
 async fn echo_server(name: &'static str) -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((mut s, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                if s.write_all(format!("{name}\n").as_bytes()).await.is_err() {
-                    return;
-                }
-                let (mut r, mut w) = s.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-                let _ = w.shutdown().await;
-            });
-        }
-    });
-    addr
+    start_tcp_echo(name).await.expect("echo server")
 }
 
 fn group(peers: &[SocketAddr], retries: u32) -> UpstreamGroup {

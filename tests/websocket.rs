@@ -12,35 +12,15 @@ use futures_util::{SinkExt, StreamExt};
 use pingora_dsl::http::HttpOptions;
 use pingora_dsl::prelude::*;
 use pingora_dsl::upstream::PeerTimeouts;
-use pingora_dsl_suite::origin::Origin;
+use pingora_dsl_suite::origin::{start_ws_echo, Origin};
 use support::{start_proxy_with, TestProxy};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio_tungstenite::tungstenite::Message;
 
 const WAIT: Duration = Duration::from_secs(10);
 
-/// A WebSocket echo origin: every message comes back as it was.
 async fn echo_origin() -> SocketAddr {
-    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    tokio::spawn(async move {
-        while let Ok((tcp, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let Ok(mut ws) = tokio_tungstenite::accept_async(tcp).await else {
-                    return;
-                };
-                while let Some(Ok(msg)) = ws.next().await {
-                    if msg.is_close() {
-                        break;
-                    }
-                    if ws.send(msg).await.is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-    });
-    addr
+    start_ws_echo().await.expect("ws echo origin")
 }
 
 /// A proxy with short HTTP timeouts (300 ms header read, 300 ms upstream read) and the

@@ -1,8 +1,8 @@
 #![doc = include_str!("reference.md")]
 
 pub use pingora_dsl_runtime::{
-    cli, config, daemon, error, http, io_timeout, lb, listen, phase, protocol, proxy, relay,
-    route, server, tcp_proxy, tls, udp_proxy, upgrade, upstream,
+    cli, config, daemon, error, http, io_timeout, lb, listen, phase, protocol, proxy, relay, route,
+    server, tcp_proxy, tls, udp_proxy, upgrade, upstream,
 };
 
 pub use pingora_dsl_runtime::{BoxError, Error, ErrorKind, Result};
