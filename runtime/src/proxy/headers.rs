@@ -221,7 +221,11 @@ mod tests {
         strip_hop_by_hop(&mut h);
         let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
-        assert_eq!(names, ["host", "x-kept"]);
+        // `TE: trailers` passes (gRPC needs it); any other TE is this hop's.
+        assert_eq!(names, ["host", "te", "x-kept"]);
+        let mut h = map(&[("te", "gzip, trailers"), ("x-kept", "2")]);
+        strip_hop_by_hop(&mut h);
+        assert!(!h.contains_key("te"));
     }
 
     #[test]
