@@ -182,3 +182,108 @@ async fn udp_datagrams_echo_per_client_and_mappings_expire_when_idle() {
     assert_eq!(sources.len(), 3, "a fresh mapping after idling");
     proxy.shutdown().await;
 }
+
+pingora_dsl::tcp_proxy! {
+    /// A declared TCP proxy (peers replaced from the command line in the test).
+    pub DeclaredTcp {
+        listen "127.0.0.1:6432";
+        upstream db {
+            peers ["127.0.0.1:9", "127.0.0.1:10"];
+            select least_conn;
+            retry 1;
+            timeout connect 1s;
+        }
+        idle 5m;
+    }
+}
+
+pingora_dsl::udp_proxy! {
+    /// A declared UDP proxy.
+    pub DeclaredUdp {
+        listen "127.0.0.1:5353";
+        upstream dns { peers ["127.0.0.1:9"]; }
+        idle 30s;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn declared_tcp_and_udp_proxies_serve_with_peers_from_the_command_line() {
+    let echo = echo_server("declared").await;
+    let (udp_echo_addr, _) = udp_echo().await;
+    assert_eq!(DeclaredTcp::LISTEN, ["127.0.0.1:6432"]);
+    assert_eq!(DeclaredTcp::new().router().groups()[0].retries(), 1);
+
+    let cli = pingora_dsl::cli::ProxyCli {
+        upstream: vec![echo.to_string()],
+        ..Default::default()
+    };
+    let mut tcp = DeclaredTcp::new();
+    cli.configure("DeclaredTcp", tcp.router_mut())
+        .expect("peers");
+    let mut service = tcp.service();
+    service.clear_tcp();
+    service.add_tcp("127.0.0.1:0");
+    let proxy = service.spawn().expect("starts");
+    let s = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let (name, echoed) = echo_through(s, b"declared bytes").await;
+    assert_eq!(
+        (name.as_str(), &echoed[..]),
+        ("declared", &b"declared bytes"[..])
+    );
+    proxy.shutdown().await;
+
+    let cli = pingora_dsl::cli::ProxyCli {
+        upstream: vec![udp_echo_addr.to_string()],
+        ..Default::default()
+    };
+    let mut udp = DeclaredUdp::new();
+    cli.configure("DeclaredUdp", udp.router_mut())
+        .expect("peers");
+    let mut service = udp.service();
+    service.clear_listen();
+    service.add_udp("127.0.0.1:0");
+    let proxy = service.spawn().expect("starts");
+    let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+    assert_eq!(
+        udp_roundtrip(&client, proxy.addr(), b"query").await,
+        b"query"
+    );
+    proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_proxy_reaches_a_tls_peer() {
+    let dir = std::env::temp_dir().join(format!("pdsl-l4-up-tls-{}", std::process::id()));
+    let ca = TestCa::new(&dir).expect("ca");
+    let cert = ca.server("origin.test", &["origin.test"]).expect("cert");
+    let (origin, seen) =
+        pingora_dsl_suite::origin::start_tls_origin(TlsSettings::new(&cert.cert, &cert.key))
+            .await
+            .expect("tls origin");
+    let tls = pingora_dsl::upstream::UpstreamTls {
+        ca_file: Some(ca.cert_path()),
+        ..pingora_dsl::upstream::UpstreamTls::with_sni("origin.test")
+    };
+    let mut service = TcpProxyService::new("to-tls", group(&[origin], 0).with_tls(&tls));
+    service.add_tcp("127.0.0.1:0");
+    let proxy = service.spawn().expect("starts");
+    // Plain bytes in, TLS to the peer: an HTTP request written by hand.
+    let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
+    s.write_all(b"GET / HTTP/1.1\r\nHost: origin.test\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(WAIT, s.read_to_end(&mut response))
+        .await
+        .expect("in time")
+        .expect("read");
+    let text = String::from_utf8_lossy(&response);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("x-sni: origin.test"), "{text}");
+    assert!(text.ends_with("tls origin"), "{text}");
+    assert_eq!(
+        seen.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    proxy.shutdown().await;
+}

@@ -8,6 +8,12 @@ pub use pingora_dsl_runtime::{
 pub use pingora_dsl_runtime::{BoxError, Error, ErrorKind, Result};
 /// Declares a proxy: see the [crate documentation](crate) for the language.
 pub use pingora_macros::proxy;
+/// Declares a TCP (layer 4) proxy: `listen`, one `upstream`, `idle`. See the
+/// [crate documentation](crate).
+pub use pingora_macros::tcp_proxy;
+/// Declares a UDP (layer 4) proxy: `listen`, one `upstream`, `idle`. See the
+/// [crate documentation](crate).
+pub use pingora_macros::udp_proxy;
 
 /// The names most proxies need, for `use pingora_dsl::prelude::*;`.
 pub mod prelude {
@@ -21,7 +27,7 @@ pub mod prelude {
     pub use pingora_dsl_runtime::upstream::{HttpClient, HttpPeer, PeerTimeouts};
     pub use pingora_dsl_runtime::{Error, ErrorKind, Result};
     pub use pingora_dsl_runtime::{HeaderValue, Method, StatusCode};
-    pub use pingora_macros::proxy;
+    pub use pingora_macros::{proxy, tcp_proxy, udp_proxy};
 }
 
 /// The README's examples, compiled as doc tests so they cannot rot.

@@ -24,6 +24,9 @@ fn rt() -> TokenStream {
 }
 
 fn expand_proxy(p: &Proxy) -> TokenStream {
+    if p.kind != Kind::Http {
+        return expand_l4(p);
+    }
     let rt = rt();
     let name = &p.name;
     let vis = &p.vis;
@@ -937,4 +940,153 @@ fn expand_phases(
         out.extend(quote!(#signature { #body }));
     }
     out
+}
+
+/// A `tcp_proxy!` or `udp_proxy!`: its one group (in a router, so the config file,
+/// `--upstream` and SIGHUP reloads work as for HTTP proxies) and a layer-4 service.
+fn expand_l4(p: &Proxy) -> TokenStream {
+    let rt = rt();
+    let name = &p.name;
+    let vis = &p.vis;
+    let attrs = &p.attrs;
+    let name_str = name.to_string();
+    let listen: Vec<String> = p
+        .listens
+        .iter()
+        .filter(|l| l.tls.is_none())
+        .filter_map(|l| l.addr)
+        .map(|a| a.to_string())
+        .collect();
+    let groups = p.upstreams.iter().map(expand_group);
+    let idle = p.idle.first().and_then(|(_, d)| d.value().ok()).map(|d| {
+        let d = duration(d);
+        quote!(service.set_idle_timeout(#d);)
+    });
+    let (service_ty, add, clear) = if p.kind == Kind::Udp {
+        (
+            quote!(#rt::udp_proxy::UdpProxyService),
+            quote!(add_udp),
+            quote!(clear_listen),
+        )
+    } else {
+        (
+            quote!(#rt::tcp_proxy::TcpProxyService),
+            quote!(add_tcp),
+            quote!(clear_tcp),
+        )
+    };
+    let tls_listens: Vec<TokenStream> = p
+        .listens
+        .iter()
+        .filter_map(|l| Some((l.addr?, l.tls.as_ref()?)))
+        .map(|(addr, tls)| {
+            let addr = addr.to_string();
+            let certs = tls.certs.iter().map(
+                |(cert, key)| quote!(#rt::tls::CertKey { cert: #cert.into(), key: #key.into() }),
+            );
+            let client_ca = match tls.client_ca.first() {
+                Some((_, ca)) => quote!(::std::option::Option::Some(#ca.into())),
+                None => quote!(::std::option::Option::None),
+            };
+            quote!(service.add_tls(#addr, #rt::tls::TlsSettings {
+                certs: ::std::vec![#(#certs),*],
+                client_ca: #client_ca,
+                handshake_timeout: ::std::option::Option::None,
+            });)
+        })
+        .collect();
+    quote! {
+        #(#attrs)*
+        #[derive(Debug)]
+        #vis struct #name {
+            router: #rt::route::Router,
+        }
+
+        #[allow(dead_code)]
+        impl #name {
+            /// The cleartext listening addresses declared with `listen`.
+            pub const LISTEN: &'static [&'static str] = &[#(#listen),*];
+
+            /// The proxy with its declared upstream.
+            pub fn new() -> Self {
+                #name {
+                    router: #rt::route::Router::new(::std::vec![#(#groups),*], ::std::vec![]),
+                }
+            }
+
+            /// The upstream exactly as declared (what a config reload starts from).
+            pub fn declared_router() -> #rt::route::Router {
+                Self::new().router
+            }
+
+            /// The upstream group, in a router (for the config file and `--upstream`).
+            pub fn router(&self) -> &#rt::route::Router {
+                &self.router
+            }
+
+            /// Mutable access to the upstream group, e.g. to replace peers before serving.
+            pub fn router_mut(&mut self) -> &mut #rt::route::Router {
+                &mut self.router
+            }
+
+            /// A listening service on the declared addresses, for `Server::add_service`
+            /// (or `spawn` in tests).
+            pub fn service(self) -> #service_ty {
+                let group = self.router.groups()[0].clone();
+                let mut service = <#service_ty>::new(#name_str, group);
+                for addr in Self::LISTEN {
+                    service.#add(addr);
+                }
+                #(#tls_listens)*
+                #idle
+                service
+            }
+
+            /// A complete `main`: the command line of every declared proxy (`-c`, `-t`,
+            /// `-d`, `-u`, `--listen`, `--upstream`, `--threads`, ...), then serves until
+            /// SIGINT or SIGTERM.
+            pub fn run() -> ::std::process::ExitCode {
+                Self::run_with(#rt::cli::ProxyCli::from_env())
+            }
+
+            /// Like [`run`](Self::run), with a command line built by the caller.
+            pub fn run_with(cli: #rt::cli::ProxyCli) -> ::std::process::ExitCode {
+                #rt::cli::run(#name_str, cli, |cli| {
+                    let mut proxy = Self::new();
+                    cli.configure(#name_str, proxy.router_mut())?;
+                    for group in proxy.router().groups() {
+                        group.check()?;
+                    }
+                    let listen = cli.listen_for(#name_str, Self::LISTEN)?;
+                    let conf = cli.server_conf()?;
+                    let effective = #rt::config::Config::effective(
+                        #name_str,
+                        &listen,
+                        proxy.router(),
+                        &::core::default::Default::default(),
+                        &conf,
+                    );
+                    let tasks = proxy.router().background_tasks();
+                    let reloader = #rt::cli::Reloader::new(
+                        #name_str,
+                        cli,
+                        Self::declared_router,
+                        proxy.router().groups().to_vec(),
+                    );
+                    let mut service = proxy.service();
+                    service.#clear();
+                    for addr in &listen {
+                        service.#add(addr);
+                    }
+                    ::std::result::Result::Ok((service, tasks, effective, reloader))
+                })
+            }
+        }
+
+        impl ::core::default::Default for #name {
+            fn default() -> Self {
+                Self::new()
+            }
+        }
+    }
 }

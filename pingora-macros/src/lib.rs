@@ -18,8 +18,24 @@ use proc_macro::TokenStream;
 /// Declares one or more proxies. See the `pingora-dsl` crate documentation.
 #[proc_macro]
 pub fn proxy(input: TokenStream) -> TokenStream {
+    declare(input, model::Kind::Http)
+}
+
+/// Declares one or more TCP (layer 4) proxies. See the `pingora-dsl` crate documentation.
+#[proc_macro]
+pub fn tcp_proxy(input: TokenStream) -> TokenStream {
+    declare(input, model::Kind::Tcp)
+}
+
+/// Declares one or more UDP (layer 4) proxies. See the `pingora-dsl` crate documentation.
+#[proc_macro]
+pub fn udp_proxy(input: TokenStream) -> TokenStream {
+    declare(input, model::Kind::Udp)
+}
+
+fn declare(input: TokenStream, kind: model::Kind) -> TokenStream {
     let mut errors = diagnostic::Errors::default();
-    let mut proxies = parse::parse(input.into(), &mut errors);
+    let mut proxies = parse::parse(input.into(), kind, &mut errors);
     validate::validate(&mut proxies, &mut errors);
     if !errors.is_empty() {
         return errors.into_compile_errors().into();

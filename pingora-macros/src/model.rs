@@ -15,7 +15,38 @@ pub struct Proxies {
 }
 
 /// One declared proxy.
+/// Which macro declared the proxy.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `proxy!`: an HTTP proxy.
+    Http,
+    /// `tcp_proxy!`: a layer-4 TCP proxy.
+    Tcp,
+    /// `udp_proxy!`: a layer-4 UDP proxy.
+    Udp,
+}
+
+impl Proxy {
+    /// Whether an `upstream` block failed to parse (so "needs one upstream" is noise).
+    pub fn upstreams_malformed(&self) -> bool {
+        self.upstreams.iter().any(|u| u.had_errors)
+    }
+}
+
+impl Kind {
+    pub fn macro_name(self) -> &'static str {
+        match self {
+            Kind::Http => "proxy!",
+            Kind::Tcp => "tcp_proxy!",
+            Kind::Udp => "udp_proxy!",
+        }
+    }
+}
+
 pub struct Proxy {
+    pub kind: Kind,
+    /// `idle D;` of a layer-4 proxy.
+    pub idle: Vec<(Ident, DurationLit)>,
     pub attrs: Vec<Attribute>,
     pub vis: Visibility,
     pub name: Ident,

@@ -59,11 +59,11 @@ const EDITS: &[&str] = &[
 ];
 
 /// Parses a whole invocation; syntax errors go to `errors`.
-pub fn parse(tokens: proc_macro2::TokenStream, errors: &mut Errors) -> Proxies {
+pub fn parse(tokens: proc_macro2::TokenStream, kind: Kind, errors: &mut Errors) -> Proxies {
     let mut proxies = Vec::new();
     let parser = |input: ParseStream<'_>| {
         while !input.is_empty() {
-            match parse_proxy(input, errors) {
+            match parse_proxy(input, kind, errors) {
                 Ok(p) => proxies.push(p),
                 Err(e) => {
                     errors.push(e);
@@ -86,7 +86,7 @@ pub fn parse(tokens: proc_macro2::TokenStream, errors: &mut Errors) -> Proxies {
     Proxies { proxies }
 }
 
-fn parse_proxy(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Proxy> {
+fn parse_proxy(input: ParseStream<'_>, kind: Kind, errors: &mut Errors) -> syn::Result<Proxy> {
     let attrs = input.call(Attribute::parse_outer)?;
     let vis = input.parse()?;
     let name: Ident = input.parse().map_err(|e| {
@@ -98,6 +98,8 @@ fn parse_proxy(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Proxy
     let content;
     braced!(content in input);
     let mut proxy = Proxy {
+        kind,
+        idle: Vec::new(),
         attrs,
         vis,
         name,
@@ -256,6 +258,11 @@ fn parse_item(input: ParseStream<'_>, proxy: &mut Proxy, errors: &mut Errors) ->
                 tls,
             });
             proxy.malformed_listen = false;
+        }
+        "idle" => {
+            let d = parse_duration_lit(input)?;
+            semi(input, "idle")?;
+            proxy.idle.push((keyword, d));
         }
         "ctx" => {
             let ty = input.parse()?;

@@ -87,7 +87,104 @@ fn validate_tls(tls: &TlsDecl, errors: &mut Errors) {
     }
 }
 
+/// What only one kind of proxy may declare.
+fn validate_kind(proxy: &Proxy, errors: &mut Errors) {
+    let m = proxy.kind.macro_name();
+    if proxy.kind == Kind::Http {
+        for (keyword, _) in &proxy.idle {
+            errors.at(
+                keyword.span(),
+                "`idle` is a setting of tcp_proxy!/udp_proxy!: an HTTP proxy has `client_timeout` and upstream `timeout`",
+            );
+        }
+        return;
+    }
+    let not_here = |what: &str| {
+        format!("`{what}` is not available in {m}: a layer-4 proxy forwards every connection to its one upstream")
+    };
+    for r in &proxy.routes {
+        errors.at(r.keyword.span(), not_here("route"));
+    }
+    for e in &proxy.edits {
+        errors.at(e.keyword.span(), not_here(&e.keyword.to_string()));
+    }
+    for ph in &proxy.phases {
+        errors.at(ph.keyword.span(), not_here(&ph.keyword.to_string()));
+    }
+    for (keyword, _) in &proxy.ctx {
+        errors.at(keyword.span(), not_here("ctx"));
+    }
+    for layer in &proxy.layers {
+        errors.at(
+            syn::spanned::Spanned::span(layer),
+            format!("`layer` is not available in {m}: tower layers wrap HTTP requests"),
+        );
+    }
+    for setting in &proxy.settings {
+        let keyword = match setting {
+            Setting::Via(k, _)
+            | Setting::ForwardedFor(k, _)
+            | Setting::Keepalive(k, _)
+            | Setting::MaxHeaderBytes(k, _)
+            | Setting::MaxIdlePerPeer(k, _)
+            | Setting::ClientTimeouts(k, _) => k,
+        };
+        errors.at(
+            keyword.span(),
+            format!("`{keyword}` is an HTTP setting, not available in {m}"),
+        );
+    }
+    match proxy.upstreams.as_slice() {
+        [] if !proxy.upstreams_malformed() => errors.at(
+            proxy.name.span(),
+            format!("{m} `{}` needs one upstream: add `upstream NAME {{ peers [\"127.0.0.1:5432\"]; }}`", proxy.name),
+        ),
+        [_, more @ ..] => {
+            for up in more {
+                errors.at(
+                    up.name.span(),
+                    format!("{m} has exactly one upstream: merge the peers into one group"),
+                );
+            }
+        }
+        _ => {}
+    }
+    for up in &proxy.upstreams {
+        for (keyword, _) in &up.http2 {
+            errors.at(
+                keyword.span(),
+                format!("`http2` is an HTTP setting, not available in {m}"),
+            );
+        }
+        if proxy.kind == Kind::Udp {
+            for decl in &up.tls {
+                errors.at(
+                    decl.keyword.span(),
+                    "`tls` is not available in udp_proxy!: UDP is relayed as datagrams",
+                );
+            }
+        }
+    }
+    if proxy.kind == Kind::Udp {
+        for listen in &proxy.listens {
+            if let Some(tls) = &listen.tls {
+                errors.at(
+                    tls.keyword.span(),
+                    "`listen tls` is not available in udp_proxy!: UDP is relayed as datagrams",
+                );
+            }
+        }
+    }
+    for (keyword, _) in proxy.idle.iter().skip(1) {
+        errors.at(keyword.span(), "`idle` is set twice: keep one");
+    }
+    if let Some((_, d)) = proxy.idle.first() {
+        check_duration(d, errors);
+    }
+}
+
 fn validate_proxy(proxy: &mut Proxy, errors: &mut Errors) {
+    validate_kind(proxy, errors);
     if proxy.listens.is_empty() && !proxy.malformed_listen {
         errors.at(
             proxy.name.span(),
@@ -149,7 +246,9 @@ fn validate_proxy(proxy: &mut Proxy, errors: &mut Errors) {
     }
     validate_phases(&proxy.phases, errors);
     validate_settings(&mut proxy.settings, errors);
-    check_forwarding(proxy, user_peer, errors);
+    if proxy.kind == Kind::Http {
+        check_forwarding(proxy, user_peer, errors);
+    }
 }
 
 /// Checks that the proxy has somewhere to send requests and that no upstream is dead code.

@@ -17,10 +17,11 @@ use crate::listen::{resolve, Sockets};
 use crate::proxy::{ProxyHttp, ProxyLayer, ProxyOptions, ProxyPipeline};
 use crate::route::Router;
 use crate::server::ShutdownWatch;
-use crate::server::{background_service, RuntimeFlavor, Server, ServerConf};
+use crate::server::{background_service, RuntimeFlavor, Server, ServerConf, Service};
 use crate::tls::{CertKey, TlsSettings};
 use crate::upgrade::{PeerPolicy, UpgradeConf};
 use crate::upstream::{GroupTask, UpstreamGroup};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -265,12 +266,42 @@ pub fn init_logging() {
 /// What a declared proxy runs: its listening service, its groups' background tasks
 /// (discovery, health checks), its effective configuration (for `--print-config`), and
 /// what a reload on SIGHUP needs.
-pub type Services<P, L> = (
-    HttpService<ProxyPipeline<P, L>>,
-    Vec<GroupTask>,
-    Config,
-    Reloader,
-);
+pub type Services<S> = (S, Vec<GroupTask>, Config, Reloader);
+
+/// A listening service [`run`] can check, bind, and announce: an HTTP proxy or a
+/// layer-4 (TCP, UDP) one.
+pub trait Listening: Service {
+    /// Checks what binding needs besides the sockets (addresses, certificates, groups).
+    fn check(&self) -> io::Result<()>;
+    /// Binds, adopting sockets inherited in an upgrade where the service can.
+    fn bind_with(&mut self, sockets: &mut Sockets) -> io::Result<()>;
+    /// The listening addresses as configured.
+    fn addrs(&self) -> Vec<String>;
+    /// The bound addresses, each with the URL scheme clients use (`http`, `https`,
+    /// `tcp`, `tls`, `udp`).
+    fn bound(&self) -> Vec<(SocketAddr, &'static str)>;
+}
+
+impl<P: ProxyHttp, L: ProxyLayer<P>> Listening for HttpService<ProxyPipeline<P, L>> {
+    fn check(&self) -> io::Result<()> {
+        HttpService::check(self)
+    }
+
+    fn bind_with(&mut self, sockets: &mut Sockets) -> io::Result<()> {
+        HttpService::bind_with(self, sockets)
+    }
+
+    fn addrs(&self) -> Vec<String> {
+        self.tcp_addrs()
+    }
+
+    fn bound(&self) -> Vec<(SocketAddr, &'static str)> {
+        self.local_listeners()
+            .into_iter()
+            .map(|(a, tls)| (a, if tls { "https" } else { "http" }))
+            .collect()
+    }
+}
 
 /// Re-applies a config file to a running proxy's upstream groups: the declared values,
 /// then the file, then the command-line flags, exactly as at startup, so a key deleted
@@ -371,11 +402,10 @@ pub async fn reload_on_hangup(
 /// A whole `main`: logs, builds the service and health checks with `build` (which applies
 /// `cli`'s overrides), binds, prints where it listens, and serves until SIGINT/SIGTERM.
 /// Errors go to stderr with exit code 1.
-pub fn run<P, L, F>(name: &str, cli: ProxyCli, build: F) -> ExitCode
+pub fn run<S, F>(name: &str, cli: ProxyCli, build: F) -> ExitCode
 where
-    P: ProxyHttp,
-    L: ProxyLayer<P>,
-    F: FnOnce(&ProxyCli) -> io::Result<Services<P, L>>,
+    S: Listening,
+    F: FnOnce(&ProxyCli) -> io::Result<Services<S>>,
 {
     init_logging();
     let testing = cli.test;
@@ -392,11 +422,10 @@ where
     }
 }
 
-fn serve<P, L, F>(name: &str, mut cli: ProxyCli, build: F) -> io::Result<()>
+fn serve<S, F>(name: &str, mut cli: ProxyCli, build: F) -> io::Result<()>
 where
-    P: ProxyHttp,
-    L: ProxyLayer<P>,
-    F: FnOnce(&ProxyCli) -> io::Result<Services<P, L>>,
+    S: Listening,
+    F: FnOnce(&ProxyCli) -> io::Result<Services<S>>,
 {
     if let Some(path) = &cli.conf {
         let config = Config::load(path)?;
@@ -444,7 +473,7 @@ where
         service.check()?;
         println!(
             "configuration OK: {name} would listen on {} with {} worker thread(s)",
-            service.tcp_addrs().join(", "),
+            service.addrs().join(", "),
             conf.threads
         );
         return Ok(());
@@ -481,12 +510,14 @@ where
         Config::load(path)
             .map_err(|e| io::Error::new(e.kind(), format!("after dropping privileges: {e}")))?;
     }
-    for (addr, tls) in service.local_listeners() {
-        let scheme = if tls { "https" } else { "http" };
-        println!(
-            "{} listening on {scheme}://{addr}/ (try: curl -i {scheme}://{addr}/)",
-            service.name()
-        );
+    for (addr, scheme) in service.bound() {
+        match scheme {
+            "http" | "https" => println!(
+                "{} listening on {scheme}://{addr}/ (try: curl -i {scheme}://{addr}/)",
+                service.name()
+            ),
+            _ => println!("{} listening on {scheme} {addr}", service.name()),
+        }
     }
     let mut server = Server::new(conf);
     server.set_sockets(sockets);

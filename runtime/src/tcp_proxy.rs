@@ -107,6 +107,26 @@ impl TcpProxyService {
             .collect()
     }
 
+    /// Removes the cleartext listening addresses added so far (not yet bound ones), e.g.
+    /// to replace the declared ones with those given on the command line.
+    pub fn clear_tcp(&mut self) {
+        self.addrs.retain(|l| l.tls.is_some());
+    }
+
+    /// Checks what binding needs besides the sockets: addresses, certificates, the group.
+    pub fn check(&self) -> io::Result<()> {
+        self.shared.group.check()?;
+        for listen in &self.addrs {
+            listen::resolve(&listen.addr)?;
+            if let Some(tls) = &listen.tls {
+                tls.build(false).map_err(|e| {
+                    io::Error::new(e.kind(), format!("listen {}: {e}", listen.addr))
+                })?;
+            }
+        }
+        Ok(())
+    }
+
     /// Binds every address now (idempotent).
     pub fn bind(&mut self) -> io::Result<()> {
         self.bind_with(&mut Sockets::new())
@@ -208,15 +228,15 @@ async fn serve(
 ) {
     let _ = stream.set_nodelay(true);
     // Terminate TLS first: a failed handshake opens nothing upstream.
-    let client_io = match tls {
+    let client_io: Box<dyn Io> = match tls {
         Some(acceptor) => match acceptor.accept(stream).await {
-            Ok(accepted) => Either::Tls(Box::new(accepted.stream)),
+            Ok(accepted) => Box::new(accepted.stream),
             Err(e) => {
                 tracing::debug!(%client, error = %e, "TLS handshake failed");
                 return;
             }
         },
-        None => Either::Plain(stream),
+        None => Box::new(stream),
     };
     let key = match client.ip() {
         IpAddr::V4(ip) => ip.octets().to_vec(),
@@ -230,10 +250,10 @@ async fn serve(
             return;
         };
         let timeout = group.connect_timeout();
-        let connected = tokio::time::timeout(timeout, TcpStream::connect(peer.addr())).await;
+        let connected = tokio::time::timeout(timeout, connect(group, peer.addr())).await;
         let error = match connected {
             Ok(Ok(upstream)) => break (peer, in_flight, upstream),
-            Ok(Err(e)) => Error::with_source(ErrorKind::ConnectRefused, "connecting to peer", e),
+            Ok(Err(e)) => e,
             Err(_) => Error::new(ErrorKind::ConnectTimeout, "connecting to peer"),
         };
         group.record_outcome(&peer, Some(&error));
@@ -245,11 +265,7 @@ async fn serve(
         }
     };
     group.record_outcome(&peer, None);
-    let _ = upstream.set_nodelay(true);
-    let end = match client_io {
-        Either::Plain(s) => relay(s, upstream, shared.idle_timeout).await,
-        Either::Tls(s) => relay(s, upstream, shared.idle_timeout).await,
-    };
+    let end = relay(client_io, upstream, shared.idle_timeout).await;
     match end {
         RelayEnd::Closed { a_to_b, b_to_a } => {
             tracing::debug!(%client, peer = %peer.addr(), to_peer = a_to_b, to_client = b_to_a, "closed")
@@ -261,9 +277,24 @@ async fn serve(
     }
 }
 
-enum Either {
-    Plain(TcpStream),
-    Tls(Box<tokio_openssl::SslStream<TcpStream>>),
+/// Either side of a relay: a plain or a TLS stream.
+trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
+
+impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
+
+/// Connects to `addr`, over TLS when the group says so.
+async fn connect(group: &UpstreamGroup, addr: SocketAddr) -> Result<Box<dyn Io>, Error> {
+    let tcp = TcpStream::connect(addr)
+        .await
+        .map_err(|e| Error::with_source(ErrorKind::ConnectRefused, "connecting to peer", e))?;
+    let _ = tcp.set_nodelay(true);
+    match group.tls() {
+        None => Ok(Box::new(tcp)),
+        Some(tls) => {
+            let (stream, _) = tls.connect(tcp, addr.ip(), false).await?;
+            Ok(Box::new(stream))
+        }
+    }
 }
 
 impl server::Service for TcpProxyService {
@@ -322,5 +353,31 @@ impl RunningTcpProxy {
     pub async fn shutdown(self) {
         self.trigger.trigger();
         let _ = self.task.await;
+    }
+}
+
+impl crate::cli::Listening for TcpProxyService {
+    fn check(&self) -> io::Result<()> {
+        TcpProxyService::check(self)
+    }
+
+    fn bind_with(&mut self, sockets: &mut Sockets) -> io::Result<()> {
+        TcpProxyService::bind_with(self, sockets)
+    }
+
+    fn addrs(&self) -> Vec<String> {
+        self.addrs.iter().map(|l| l.addr.clone()).collect()
+    }
+
+    fn bound(&self) -> Vec<(SocketAddr, &'static str)> {
+        self.listeners
+            .iter()
+            .filter_map(|(l, tls)| {
+                Some((
+                    l.local_addr().ok()?,
+                    if tls.is_some() { "tls" } else { "tcp" },
+                ))
+            })
+            .collect()
     }
 }

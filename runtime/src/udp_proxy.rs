@@ -71,6 +71,25 @@ impl UdpProxyService {
             .collect()
     }
 
+    /// Removes the listening addresses added so far (not yet bound ones).
+    pub fn clear_listen(&mut self) {
+        self.addrs.clear();
+    }
+
+    /// The group the peers come from.
+    pub fn group(&self) -> &UpstreamGroup {
+        &self.group
+    }
+
+    /// Checks what binding needs besides the sockets: addresses and the group.
+    pub fn check(&self) -> io::Result<()> {
+        self.group.check()?;
+        for addr in &self.addrs {
+            listen::resolve(addr)?;
+        }
+        Ok(())
+    }
+
     /// Binds every address now (idempotent).
     pub fn bind(&mut self) -> io::Result<()> {
         if !self.sockets.is_empty() {
@@ -283,5 +302,24 @@ impl RunningUdpProxy {
     pub async fn shutdown(self) {
         self.trigger.trigger();
         let _ = self.task.await;
+    }
+}
+
+impl crate::cli::Listening for UdpProxyService {
+    fn check(&self) -> io::Result<()> {
+        UdpProxyService::check(self)
+    }
+
+    /// UDP sockets are bound afresh (they are not handed over in an upgrade).
+    fn bind_with(&mut self, _sockets: &mut crate::listen::Sockets) -> io::Result<()> {
+        UdpProxyService::bind(self)
+    }
+
+    fn addrs(&self) -> Vec<String> {
+        self.addrs.clone()
+    }
+
+    fn bound(&self) -> Vec<(SocketAddr, &'static str)> {
+        self.local_addrs().into_iter().map(|a| (a, "udp")).collect()
     }
 }

@@ -207,6 +207,14 @@ impl UpstreamGroup {
         self
     }
 
+    /// The TLS connector to the peers, if the group uses TLS and its files loaded.
+    pub fn tls(&self) -> Option<&TlsConnector> {
+        match &self.tls {
+            Some(Ok(tls)) => Some(tls),
+            _ => None,
+        }
+    }
+
     /// Whether the group's settings are usable: today, that its TLS files loaded.
     pub fn check(&self) -> std::io::Result<()> {
         match &self.tls {
