@@ -611,6 +611,12 @@ fn expand_options(settings: &[Setting]) -> TokenStream {
                     }
                 }
             }
+            Setting::TunnelIdle(_, d) => {
+                if let Ok(d) = d.value() {
+                    let d = duration(d);
+                    sets.push(quote!(options.tunnel_idle_timeout = #d;));
+                }
+            }
             Setting::Keepalive(..) | Setting::MaxHeaderBytes(..) => {}
         }
     }

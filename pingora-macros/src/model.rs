@@ -313,4 +313,6 @@ pub enum Setting {
     MaxIdlePerPeer(Ident, LitInt),
     /// `client_timeout KEY DURATION, ...;`
     ClientTimeouts(Ident, Vec<TimeoutDecl>),
+    /// `tunnel_idle DURATION;`: idle limit of upgraded connections (WebSocket).
+    TunnelIdle(Ident, DurationLit),
 }

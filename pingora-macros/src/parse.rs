@@ -28,6 +28,8 @@ pub const ITEMS: &[&str] = &[
     "max_header_bytes",
     "max_idle_per_peer",
     "client_timeout",
+    "tunnel_idle",
+    "idle",
     "early_request_filter",
     "request_filter",
     "upstream_peer",
@@ -298,6 +300,11 @@ fn parse_item(input: ParseStream<'_>, proxy: &mut Proxy, errors: &mut Errors) ->
             } else {
                 Setting::MaxIdlePerPeer(keyword, n)
             });
+        }
+        "tunnel_idle" => {
+            let d = parse_duration_lit(input)?;
+            semi(input, "tunnel_idle")?;
+            proxy.settings.push(Setting::TunnelIdle(keyword, d));
         }
         "client_timeout" => {
             let list = parse_timeouts(input)?;

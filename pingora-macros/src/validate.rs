@@ -127,7 +127,8 @@ fn validate_kind(proxy: &Proxy, errors: &mut Errors) {
             | Setting::Keepalive(k, _)
             | Setting::MaxHeaderBytes(k, _)
             | Setting::MaxIdlePerPeer(k, _)
-            | Setting::ClientTimeouts(k, _) => k,
+            | Setting::ClientTimeouts(k, _)
+            | Setting::TunnelIdle(k, _) => k,
         };
         errors.at(
             keyword.span(),
@@ -926,6 +927,7 @@ fn validate_settings(settings: &mut [Setting], errors: &mut Errors) {
             Setting::MaxHeaderBytes(k, _) => (k.clone(), "max_header_bytes"),
             Setting::MaxIdlePerPeer(k, _) => (k.clone(), "max_idle_per_peer"),
             Setting::ClientTimeouts(k, _) => (k.clone(), "client_timeout"),
+            Setting::TunnelIdle(k, _) => (k.clone(), "tunnel_idle"),
         };
         if name != "client_timeout" && !seen.insert(name) {
             errors.at(keyword.span(), format!("`{name}` is set twice: keep one"));
@@ -951,6 +953,9 @@ fn validate_settings(settings: &mut [Setting], errors: &mut Errors) {
             }
             Setting::ClientTimeouts(_, list) => {
                 check_timeouts(list, CLIENT_TIMEOUTS, "client timeout", errors)
+            }
+            Setting::TunnelIdle(_, d) => {
+                check_duration(d, errors);
             }
             Setting::ForwardedFor(..) | Setting::Keepalive(..) => {}
         }

@@ -108,6 +108,7 @@ proxy! {
         keepalive on;
         max_header_bytes 32768;
         max_idle_per_peer 64;
+        tunnel_idle 5m;
         client_timeout header_read 10s, body_read 30s, write 30s;
 
         early_request_filter(_session, ctx) {
@@ -159,6 +160,7 @@ fn main() {
     let options = Everything::options();
     assert!(options.via.is_some());
     assert_eq!(options.client.max_idle_per_peer, 64);
+    assert_eq!(options.tunnel_idle_timeout, Duration::from_secs(300));
     let service = proxy.service();
     assert_eq!(service.options().max_header_bytes, 32768);
     assert_eq!(service.tcp_addrs().len(), 4);
