@@ -82,6 +82,23 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
             .collect()
     };
     let (req_edits, resp_edits) = split_edits(&p.edits);
+    let rate_limits: Vec<TokenStream> = p
+        .rate_limits
+        .iter()
+        .map(|decl| {
+            let limit = decl.limit.base10_parse::<u64>().unwrap_or(1);
+            let per = duration(decl.per.value().unwrap_or(Duration::from_secs(1)));
+            let key = match &decl.by {
+                Some((kind, Some(name))) if kind == "header" => {
+                    let name = name.value().to_ascii_lowercase();
+                    quote!(#rt::rate::RateKey::Header(#rt::HeaderName::from_static(#name)))
+                }
+                Some((kind, _)) if kind == "route" => quote!(#rt::rate::RateKey::Route),
+                _ => quote!(#rt::rate::RateKey::ClientIp),
+            };
+            quote!(#rt::rate::RateLimit::new(#limit, #per, #key))
+        })
+        .collect();
     let any_request_edits = !p.edits.is_empty()
         && p.edits.iter().any(|e| e.side == EditSide::Request)
         || p.routes
@@ -151,6 +168,7 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
                     )
                     .with_request_edits(::std::vec![#(#req_edits),*])
                     .with_response_edits(::std::vec![#(#resp_edits),*])
+                    .with_rate_limits(::std::vec![#(#rate_limits),*])
                     .with_fallthrough(#user_peer),
                 }
             }

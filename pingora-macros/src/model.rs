@@ -60,6 +60,16 @@ pub struct Proxy {
     pub phases: Vec<PhaseDecl>,
     pub layers: Vec<Expr>,
     pub settings: Vec<Setting>,
+    pub rate_limits: Vec<RateLimitDecl>,
+}
+
+/// `rate_limit N per DURATION [by client_ip | by header "NAME" | by route];`
+pub struct RateLimitDecl {
+    pub keyword: Ident,
+    pub limit: LitInt,
+    pub per: DurationLit,
+    /// `by KIND` and the header name for `by header`.
+    pub by: Option<(Ident, Option<LitStr>)>,
 }
 
 /// `listen "ADDR";` or `listen tls "ADDR" ...;`

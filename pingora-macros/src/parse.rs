@@ -30,6 +30,7 @@ pub const ITEMS: &[&str] = &[
     "client_timeout",
     "tunnel_idle",
     "idle",
+    "rate_limit",
     "early_request_filter",
     "request_filter",
     "upstream_peer",
@@ -114,6 +115,7 @@ fn parse_proxy(input: ParseStream<'_>, kind: Kind, errors: &mut Errors) -> syn::
         phases: Vec::new(),
         layers: Vec::new(),
         settings: Vec::new(),
+        rate_limits: Vec::new(),
     };
     while !content.is_empty() {
         if let Err(e) = parse_item(&content, &mut proxy, errors) {
@@ -299,6 +301,52 @@ fn parse_item(input: ParseStream<'_>, proxy: &mut Proxy, errors: &mut Errors) ->
                 Setting::MaxHeaderBytes(keyword, n)
             } else {
                 Setting::MaxIdlePerPeer(keyword, n)
+            });
+        }
+        "rate_limit" => {
+            let limit: LitInt = input.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "expected a count: `rate_limit 100 per 1s by client_ip;`",
+                )
+            })?;
+            let per = Ident::parse_any(input)?;
+            if per != "per" {
+                return Err(syn::Error::new(
+                    per.span(),
+                    "expected `per DURATION`: `rate_limit 100 per 1s by client_ip;`",
+                ));
+            }
+            let window = parse_duration_lit(input)?;
+            let by = if input.peek(Token![;]) {
+                None
+            } else {
+                let by = Ident::parse_any(input)?;
+                if by != "by" {
+                    return Err(syn::Error::new(
+                        by.span(),
+                        "expected `by client_ip`, `by header \"NAME\"` or `by route`",
+                    ));
+                }
+                let kind = Ident::parse_any(input)?;
+                let name = if kind == "header" {
+                    Some(input.parse::<LitStr>().map_err(|e| {
+                        syn::Error::new(
+                            e.span(),
+                            "expected the header's name: `by header \"x-api-key\"`",
+                        )
+                    })?)
+                } else {
+                    None
+                };
+                Some((kind, name))
+            };
+            semi(input, "rate_limit")?;
+            proxy.rate_limits.push(RateLimitDecl {
+                keyword,
+                limit,
+                per: window,
+                by,
             });
         }
         "tunnel_idle" => {

@@ -114,6 +114,9 @@ fn validate_kind(proxy: &Proxy, errors: &mut Errors) {
     for (keyword, _) in &proxy.ctx {
         errors.at(keyword.span(), not_here("ctx"));
     }
+    for decl in &proxy.rate_limits {
+        errors.at(decl.keyword.span(), not_here("rate_limit"));
+    }
     for layer in &proxy.layers {
         errors.at(
             syn::spanned::Spanned::span(layer),
@@ -184,8 +187,52 @@ fn validate_kind(proxy: &Proxy, errors: &mut Errors) {
     }
 }
 
+fn validate_rate_limits(limits: &[RateLimitDecl], errors: &mut Errors) {
+    for decl in limits {
+        if !matches!(decl.limit.base10_parse::<u64>(), Ok(n) if n >= 1) {
+            errors.at(
+                decl.limit.span(),
+                "a rate limit is a count of requests of at least 1",
+            );
+        }
+        if let Some(d) = check_duration(&decl.per, errors) {
+            if d.is_zero() {
+                errors.at(
+                    decl.per.span(),
+                    "a rate limit's window must be longer than 0",
+                );
+            }
+        }
+        match &decl.by {
+            None => {}
+            Some((kind, name)) => match kind.to_string().as_str() {
+                "client_ip" | "route" => {}
+                "header" => {
+                    if let Some(name) = name {
+                        if http_header_name_invalid(&name.value()) {
+                            errors.at(name.span(), "not a valid header name: e.g. \"x-api-key\"");
+                        }
+                    }
+                }
+                other => errors.at(
+                    kind.span(),
+                    format!("unknown rate limit key `{other}`: write `by client_ip`, `by header \"NAME\"` or `by route`"),
+                ),
+            },
+        }
+    }
+}
+
+fn http_header_name_invalid(name: &str) -> bool {
+    name.is_empty()
+        || !name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
+}
+
 fn validate_proxy(proxy: &mut Proxy, errors: &mut Errors) {
     validate_kind(proxy, errors);
+    validate_rate_limits(&proxy.rate_limits, errors);
     if proxy.listens.is_empty() && !proxy.malformed_listen {
         errors.at(
             proxy.name.span(),

@@ -23,6 +23,7 @@ pub mod listen;
 pub mod phase;
 pub mod protocol;
 pub mod proxy;
+pub mod rate;
 pub mod relay;
 pub mod route;
 pub mod server;

@@ -221,6 +221,7 @@ pub struct Router {
     request_edits: Vec<HeaderEdit>,
     response_edits: Vec<HeaderEdit>,
     fallthrough: bool,
+    rate_limits: Vec<std::sync::Arc<crate::rate::RateLimit>>,
 }
 
 impl Router {
@@ -231,6 +232,7 @@ impl Router {
             routes,
             request_edits: Vec::new(),
             response_edits: Vec::new(),
+            rate_limits: Vec::new(),
             fallthrough: false,
         }
     }
@@ -278,13 +280,17 @@ impl Router {
     /// response for a `respond`/`redirect` route or for no match (404, unless
     /// [`with_fallthrough`](Router::with_fallthrough)); `None` means forward the request.
     pub fn request_filter<C>(&self, session: &Session, ctx: &mut RouteCtx<C>) -> Option<Flow> {
-        let Some(index) = self.routes.iter().position(|r| r.matcher.matches(session)) else {
+        let index = self.routes.iter().position(|r| r.matcher.matches(session));
+        ctx.route = index;
+        if let Some(refusal) = self.over_limit(session, index) {
+            return Some(refusal);
+        }
+        let Some(index) = index else {
             if self.fallthrough {
                 return None;
             }
             return Some(self.answer(None, StatusCode::NOT_FOUND, Bytes::new()));
         };
-        ctx.route = Some(index);
         let route = &self.routes[index];
         match &route.action {
             RouteAction::Upstream(_) => None,
@@ -299,6 +305,41 @@ impl Router {
                 Some(flow)
             }
         }
+    }
+
+    /// Adds rate limits, checked in order before any route acts.
+    pub fn with_rate_limits(mut self, limits: Vec<crate::rate::RateLimit>) -> Self {
+        self.rate_limits
+            .extend(limits.into_iter().map(std::sync::Arc::new));
+        self
+    }
+
+    /// The 429 answer for a request over one of the rate limits, if it is.
+    fn over_limit(&self, session: &Session, route: Option<usize>) -> Option<Flow> {
+        for limit in &self.rate_limits {
+            let mut buf = [0u8; 16];
+            let key = limit.key_of(
+                session.client_addr().ip(),
+                session.headers(),
+                route,
+                &mut buf,
+            );
+            if limit.over(key) {
+                let mut flow = self.answer(
+                    route.map(|i| &self.routes[i]),
+                    StatusCode::TOO_MANY_REQUESTS,
+                    Bytes::from_static(b"429 Too Many Requests\n"),
+                );
+                if let Flow::Respond(response) = &mut flow {
+                    response.headers_mut().insert(
+                        http::header::RETRY_AFTER,
+                        http::HeaderValue::from(limit.retry_after_secs()),
+                    );
+                }
+                return Some(flow);
+            }
+        }
+        None
     }
 
     /// A fixed answer, with the response edits applied.

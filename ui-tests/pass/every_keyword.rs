@@ -109,6 +109,8 @@ proxy! {
         max_header_bytes 32768;
         max_idle_per_peer 64;
         tunnel_idle 5m;
+        rate_limit 1000 per 1s by client_ip;
+        rate_limit 50 per 1m by header "x-api-key";
         client_timeout header_read 10s, body_read 30s, write 30s;
 
         early_request_filter(_session, ctx) {
