@@ -41,33 +41,7 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
         None => quote!(()),
     };
     let user_peer = p.phases.iter().any(|d| d.phase == Phase::UpstreamPeer);
-    let listen: Vec<String> = p
-        .listens
-        .iter()
-        .filter(|l| l.tls.is_none())
-        .filter_map(|l| l.addr)
-        .map(|a| a.to_string())
-        .collect();
-    let tls_listens: Vec<TokenStream> = p
-        .listens
-        .iter()
-        .filter_map(|l| Some((l.addr?, l.tls.as_ref()?)))
-        .map(|(addr, tls)| {
-            let addr = addr.to_string();
-            let certs = tls.certs.iter().map(
-                |(cert, key)| quote!(#rt::tls::CertKey { cert: #cert.into(), key: #key.into() }),
-            );
-            let client_ca = match tls.client_ca.first() {
-                Some((_, ca)) => quote!(::std::option::Option::Some(#ca.into())),
-                None => quote!(::std::option::Option::None),
-            };
-            quote!(service.add_tls(#addr, #rt::tls::TlsSettings {
-                certs: ::std::vec![#(#certs),*],
-                client_ca: #client_ca,
-                handshake_timeout: ::std::option::Option::None,
-            });)
-        })
-        .collect();
+    let (listen, tls_listens) = expand_listens(p);
 
     let groups = p.upstreams.iter().map(expand_group);
     let routes: Vec<TokenStream> = if p.routes.is_empty() && !user_peer && p.upstreams.len() == 1 {
@@ -966,40 +940,18 @@ fn expand_phases(
     out
 }
 
-/// A `tcp_proxy!` or `udp_proxy!`: its one group (in a router, so the config file,
-/// `--upstream` and SIGHUP reloads work as for HTTP proxies) and a layer-4 service.
-fn expand_l4(p: &Proxy) -> TokenStream {
+/// The cleartext listening addresses, and the statements adding the TLS listeners to a
+/// `service` being built.
+fn expand_listens(p: &Proxy) -> (Vec<String>, Vec<TokenStream>) {
     let rt = rt();
-    let name = &p.name;
-    let vis = &p.vis;
-    let attrs = &p.attrs;
-    let name_str = name.to_string();
-    let listen: Vec<String> = p
+    let listen = p
         .listens
         .iter()
         .filter(|l| l.tls.is_none())
         .filter_map(|l| l.addr)
         .map(|a| a.to_string())
         .collect();
-    let groups = p.upstreams.iter().map(expand_group);
-    let idle = p.idle.first().and_then(|(_, d)| d.value().ok()).map(|d| {
-        let d = duration(d);
-        quote!(service.set_idle_timeout(#d);)
-    });
-    let (service_ty, add, clear) = if p.kind == Kind::Udp {
-        (
-            quote!(#rt::udp_proxy::UdpProxyService),
-            quote!(add_udp),
-            quote!(clear_listen),
-        )
-    } else {
-        (
-            quote!(#rt::tcp_proxy::TcpProxyService),
-            quote!(add_tcp),
-            quote!(clear_tcp),
-        )
-    };
-    let tls_listens: Vec<TokenStream> = p
+    let tls_listens = p
         .listens
         .iter()
         .filter_map(|l| Some((l.addr?, l.tls.as_ref()?)))
@@ -1019,6 +971,36 @@ fn expand_l4(p: &Proxy) -> TokenStream {
             });)
         })
         .collect();
+    (listen, tls_listens)
+}
+
+/// A `tcp_proxy!` or `udp_proxy!`: its one group (in a router, so the config file,
+/// `--upstream` and SIGHUP reloads work as for HTTP proxies) and a layer-4 service.
+fn expand_l4(p: &Proxy) -> TokenStream {
+    let rt = rt();
+    let name = &p.name;
+    let vis = &p.vis;
+    let attrs = &p.attrs;
+    let name_str = name.to_string();
+    let (listen, tls_listens) = expand_listens(p);
+    let groups = p.upstreams.iter().map(expand_group);
+    let idle = p.idle.first().and_then(|(_, d)| d.value().ok()).map(|d| {
+        let d = duration(d);
+        quote!(service.set_idle_timeout(#d);)
+    });
+    let (service_ty, add, clear) = if p.kind == Kind::Udp {
+        (
+            quote!(#rt::udp_proxy::UdpProxyService),
+            quote!(add_udp),
+            quote!(clear_listen),
+        )
+    } else {
+        (
+            quote!(#rt::tcp_proxy::TcpProxyService),
+            quote!(add_tcp),
+            quote!(clear_tcp),
+        )
+    };
     quote! {
         #(#attrs)*
         #[derive(Debug)]
