@@ -222,35 +222,22 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
             pub fn run_with(cli: #rt::cli::ProxyCli) -> ::std::process::ExitCode {
                 #rt::cli::run(#name_str, cli, |cli| {
                     let mut proxy = Self::new();
-                    cli.configure(#name_str, proxy.router_mut())?;
-                    for group in proxy.router().groups() {
-                        group.check()?;
-                    }
-                    let listen = cli.listen_for(#name_str, Self::LISTEN)?;
-                    let conf = cli.server_conf()?;
                     let mut options = Self::options();
                     cli.configure_options(#name_str, &mut options)?;
-                    let effective = #rt::config::Config::effective(
+                    let d = cli.prepare(
                         #name_str,
-                        &listen,
-                        proxy.router(),
-                        &options,
-                        &conf,
-                    );
-                    let tasks = proxy.router().background_tasks();
-                    let reloader = #rt::cli::Reloader::new(
-                        #name_str,
-                        cli,
+                        proxy.router_mut(),
                         Self::declared_router,
-                        proxy.router().groups().to_vec(),
-                    );
+                        Self::LISTEN,
+                        &options,
+                    )?;
                     let mut service = proxy.service_with(options);
                     service.clear_tcp();
-                    for addr in &listen {
+                    for addr in &d.listen {
                         service.add_tcp(addr);
                     }
                     cli.apply_tls(&mut service)?;
-                    ::std::result::Result::Ok((service, tasks, effective, reloader))
+                    ::std::result::Result::Ok((service, d.tasks, d.effective, d.reloader))
                 })
             }
         }
@@ -1059,32 +1046,19 @@ fn expand_l4(p: &Proxy) -> TokenStream {
             pub fn run_with(cli: #rt::cli::ProxyCli) -> ::std::process::ExitCode {
                 #rt::cli::run(#name_str, cli, |cli| {
                     let mut proxy = Self::new();
-                    cli.configure(#name_str, proxy.router_mut())?;
-                    for group in proxy.router().groups() {
-                        group.check()?;
-                    }
-                    let listen = cli.listen_for(#name_str, Self::LISTEN)?;
-                    let conf = cli.server_conf()?;
-                    let effective = #rt::config::Config::effective(
+                    let d = cli.prepare(
                         #name_str,
-                        &listen,
-                        proxy.router(),
-                        &::core::default::Default::default(),
-                        &conf,
-                    );
-                    let tasks = proxy.router().background_tasks();
-                    let reloader = #rt::cli::Reloader::new(
-                        #name_str,
-                        cli,
+                        proxy.router_mut(),
                         Self::declared_router,
-                        proxy.router().groups().to_vec(),
-                    );
+                        Self::LISTEN,
+                        &::core::default::Default::default(),
+                    )?;
                     let mut service = proxy.service();
                     service.#clear();
-                    for addr in &listen {
+                    for addr in &d.listen {
                         service.#add(addr);
                     }
-                    ::std::result::Result::Ok((service, tasks, effective, reloader))
+                    ::std::result::Result::Ok((service, d.tasks, d.effective, d.reloader))
                 })
             }
         }

@@ -119,6 +119,33 @@ impl ProxyCli {
         }
     }
 
+    /// What a declared proxy's `run` derives from the command line before building its
+    /// service: applies the config file and `--upstream` to `router`, checks its groups,
+    /// and returns the listening addresses (`declared_listen` unless overridden), the
+    /// groups' background tasks, the effective configuration and the SIGHUP reloader
+    /// (which rebuilds from `declared`).
+    pub fn prepare(
+        &self,
+        name: &str,
+        router: &mut Router,
+        declared: fn() -> Router,
+        declared_listen: &[&str],
+        options: &ProxyOptions,
+    ) -> io::Result<Prepared> {
+        self.configure(name, router)?;
+        for group in router.groups() {
+            group.check()?;
+        }
+        let listen = self.listen_for(name, declared_listen)?;
+        let conf = self.server_conf()?;
+        Ok(Prepared {
+            effective: Config::effective(name, &listen, router, options, &conf),
+            tasks: router.background_tasks(),
+            reloader: Reloader::new(name, self, declared, router.groups().to_vec()),
+            listen,
+        })
+    }
+
     /// The listening addresses of proxy `name`: `--listen`, else the config file's, else
     /// `declared`.
     pub fn listen_for(&self, name: &str, declared: &[&str]) -> io::Result<Vec<String>> {
@@ -267,6 +294,18 @@ pub fn init_logging() {
 /// (discovery, health checks), its effective configuration (for `--print-config`), and
 /// what a reload on SIGHUP needs.
 pub type Services<S> = (S, Vec<GroupTask>, Config, Reloader);
+
+/// What [`ProxyCli::prepare`] derives for a declared proxy.
+pub struct Prepared {
+    /// The cleartext listening addresses.
+    pub listen: Vec<String>,
+    /// The groups' health checks and discovery.
+    pub tasks: Vec<GroupTask>,
+    /// The effective configuration, for `--print-config`.
+    pub effective: Config,
+    /// Re-applies the config file on SIGHUP.
+    pub reloader: Reloader,
+}
 
 /// A listening service [`run`] can check, bind, and announce: an HTTP proxy or a
 /// layer-4 (TCP, UDP) one.
