@@ -208,6 +208,7 @@ fn the_printed_config_is_a_valid_config_that_changes_nothing() {
         proxy.router(),
         &Configured::options(),
         &conf,
+        Some("127.0.0.1:9100"),
     );
     let text = effective.to_toml().expect("toml");
     let reparsed = Config::parse(&text).expect("the printed config parses");
@@ -222,9 +223,11 @@ fn the_printed_config_is_a_valid_config_that_changes_nothing() {
         again.router(),
         &Configured::options(),
         &conf,
+        Some("127.0.0.1:9100"),
     );
     assert_eq!(round_trip, effective);
     assert!(text.contains("read = \"30s\""), "{text}");
+    assert!(text.contains("admin = \"127.0.0.1:9100\""), "{text}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

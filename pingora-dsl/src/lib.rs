@@ -1,8 +1,8 @@
 #![doc = include_str!("reference.md")]
 
 pub use pingora_dsl_runtime::{
-    cli, config, daemon, error, http, io_timeout, lb, listen, phase, protocol, proxy, relay, route,
-    server, tcp_proxy, tls, udp_proxy, upgrade, upstream,
+    access_log, admin, cli, config, daemon, error, http, io_timeout, lb, listen, metrics, phase,
+    protocol, proxy, rate, relay, route, server, tcp_proxy, tls, udp_proxy, upgrade, upstream,
 };
 
 pub use pingora_dsl_runtime::{BoxError, Error, ErrorKind, Result};

@@ -119,6 +119,7 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
     let options = expand_options(&p.settings);
     let http_options = expand_http_options(&p.settings);
     let layers = expand_layers(&p.layers);
+    let declare_admin = declare_admin(p);
 
     quote! {
         #(#attrs)*
@@ -219,7 +220,8 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
             }
 
             /// Like [`run`](Self::run), with a command line built by the caller.
-            pub fn run_with(cli: #rt::cli::ProxyCli) -> ::std::process::ExitCode {
+            pub fn run_with(mut cli: #rt::cli::ProxyCli) -> ::std::process::ExitCode {
+                #declare_admin
                 #rt::cli::run(#name_str, cli, |cli| {
                     let mut proxy = Self::new();
                     let mut options = Self::options();
@@ -258,6 +260,10 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
 
             #phases
             #replay
+
+            fn observed_router(&self) -> ::std::option::Option<&#rt::route::Router> {
+                ::std::option::Option::Some(&self.router)
+            }
         }
     }
 }
@@ -595,6 +601,20 @@ fn expand_options(settings: &[Setting]) -> TokenStream {
                     let d = duration(d);
                     sets.push(quote!(options.tunnel_idle_timeout = #d;));
                 }
+            }
+            Setting::AccessLog(_, target, format) => {
+                let format = match format.as_ref().map(|f| f.to_string()).as_deref() {
+                    Some("json") => quote!(#rt::access_log::AccessLogFormat::Json),
+                    _ => quote!(#rt::access_log::AccessLogFormat::Combined),
+                };
+                sets.push(quote!(
+                    options.access_log = ::std::option::Option::Some(
+                        #rt::access_log::AccessLog::new(
+                            #rt::access_log::AccessLogTarget::parse(#target),
+                            #format,
+                        ),
+                    );
+                ));
             }
             Setting::Keepalive(..) | Setting::MaxHeaderBytes(..) => {}
         }
@@ -963,7 +983,18 @@ fn expand_listens(p: &Proxy) -> (Vec<String>, Vec<TokenStream>) {
 
 /// A `tcp_proxy!` or `udp_proxy!`: its one group (in a router, so the config file,
 /// `--upstream` and SIGHUP reloads work as for HTTP proxies) and a layer-4 service.
+/// `admin "ADDR";` becomes the command line's declared admin address.
+fn declare_admin(p: &Proxy) -> TokenStream {
+    match p.admin.first() {
+        Some((_, addr)) => quote!(
+            cli.declared_admin = ::std::option::Option::Some(::std::string::String::from(#addr));
+        ),
+        None => quote!(let _ = &mut cli;),
+    }
+}
+
 fn expand_l4(p: &Proxy) -> TokenStream {
+    let declare_admin = declare_admin(p);
     let rt = rt();
     let name = &p.name;
     let vis = &p.vis;
@@ -1043,7 +1074,8 @@ fn expand_l4(p: &Proxy) -> TokenStream {
             }
 
             /// Like [`run`](Self::run), with a command line built by the caller.
-            pub fn run_with(cli: #rt::cli::ProxyCli) -> ::std::process::ExitCode {
+            pub fn run_with(mut cli: #rt::cli::ProxyCli) -> ::std::process::ExitCode {
+                #declare_admin
                 #rt::cli::run(#name_str, cli, |cli| {
                     let mut proxy = Self::new();
                     let d = cli.prepare(

@@ -61,6 +61,8 @@ pub struct Proxy {
     pub layers: Vec<Expr>,
     pub settings: Vec<Setting>,
     pub rate_limits: Vec<RateLimitDecl>,
+    /// `admin "ADDR";`: where the admin listener serves metrics and the status page.
+    pub admin: Vec<(Ident, LitStr)>,
 }
 
 /// `rate_limit N per DURATION [by client_ip | by header "NAME" | by route];`
@@ -325,4 +327,6 @@ pub enum Setting {
     ClientTimeouts(Ident, Vec<TimeoutDecl>),
     /// `tunnel_idle DURATION;`: idle limit of upgraded connections (WebSocket).
     TunnelIdle(Ident, DurationLit),
+    /// `access_log "stdout"|"PATH" [combined|json];`
+    AccessLog(Ident, LitStr, Option<Ident>),
 }

@@ -31,6 +31,8 @@ pub const ITEMS: &[&str] = &[
     "tunnel_idle",
     "idle",
     "rate_limit",
+    "admin",
+    "access_log",
     "early_request_filter",
     "request_filter",
     "upstream_peer",
@@ -116,6 +118,7 @@ fn parse_proxy(input: ParseStream<'_>, kind: Kind, errors: &mut Errors) -> syn::
         layers: Vec::new(),
         settings: Vec::new(),
         rate_limits: Vec::new(),
+        admin: Vec::new(),
     };
     while !content.is_empty() {
         if let Err(e) = parse_item(&content, &mut proxy, errors) {
@@ -348,6 +351,33 @@ fn parse_item(input: ParseStream<'_>, proxy: &mut Proxy, errors: &mut Errors) ->
                 per: window,
                 by,
             });
+        }
+        "admin" => {
+            let addr: LitStr = input.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "expected the admin listener's address: `admin \"127.0.0.1:9100\";`",
+                )
+            })?;
+            semi(input, "admin")?;
+            proxy.admin.push((keyword, addr));
+        }
+        "access_log" => {
+            let target: LitStr = input.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "expected where the log goes: `access_log \"stdout\";` or `access_log \"/var/log/proxy.log\" json;`",
+                )
+            })?;
+            let format = if input.peek(Token![;]) {
+                None
+            } else {
+                Some(Ident::parse_any(input)?)
+            };
+            semi(input, "access_log")?;
+            proxy
+                .settings
+                .push(Setting::AccessLog(keyword, target, format));
         }
         "tunnel_idle" => {
             let d = parse_duration_lit(input)?;

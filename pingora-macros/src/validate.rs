@@ -131,7 +131,8 @@ fn validate_kind(proxy: &Proxy, errors: &mut Errors) {
             | Setting::MaxHeaderBytes(k, _)
             | Setting::MaxIdlePerPeer(k, _)
             | Setting::ClientTimeouts(k, _)
-            | Setting::TunnelIdle(k, _) => k,
+            | Setting::TunnelIdle(k, _)
+            | Setting::AccessLog(k, _, _) => k,
         };
         errors.at(
             keyword.span(),
@@ -241,6 +242,25 @@ fn validate_proxy(proxy: &mut Proxy, errors: &mut Errors) {
                 proxy.name
             ),
         );
+    }
+    for (i, (keyword, addr)) in proxy.admin.iter().enumerate() {
+        if i > 0 {
+            errors.at(
+                keyword.span(),
+                "`admin` is declared twice: one admin listener serves the whole process",
+            );
+        } else if let Some(admin) = check_addr(addr, "admin", errors) {
+            if proxy
+                .listens
+                .iter()
+                .any(|l| l.lit.value().parse().ok() == Some(admin))
+            {
+                errors.at(
+                    addr.span(),
+                    format!("the admin listener \"{admin}\" is also a `listen` address: give it its own port"),
+                );
+            }
+        }
     }
     let mut seen = HashSet::new();
     for listen in &mut proxy.listens {
@@ -975,11 +995,28 @@ fn validate_settings(settings: &mut [Setting], errors: &mut Errors) {
             Setting::MaxIdlePerPeer(k, _) => (k.clone(), "max_idle_per_peer"),
             Setting::ClientTimeouts(k, _) => (k.clone(), "client_timeout"),
             Setting::TunnelIdle(k, _) => (k.clone(), "tunnel_idle"),
+            Setting::AccessLog(k, _, _) => (k.clone(), "access_log"),
         };
         if name != "client_timeout" && !seen.insert(name) {
             errors.at(keyword.span(), format!("`{name}` is set twice: keep one"));
         }
         match setting {
+            Setting::AccessLog(_, target, format) => {
+                if target.value().trim().is_empty() {
+                    errors.at(
+                        target.span(),
+                        "the access log needs a target: \"stdout\" or a file path",
+                    );
+                }
+                if let Some(f) = format {
+                    if f != "combined" && f != "json" {
+                        errors.at(
+                            f.span(),
+                            format!("unknown access log format `{f}`: use `combined` or `json`"),
+                        );
+                    }
+                }
+            }
             Setting::Via(_, lit) => {
                 let v = lit.value();
                 if v.is_empty() || !valid_header_value(&v) {

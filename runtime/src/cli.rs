@@ -8,6 +8,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+use crate::access_log::AccessLog;
+use crate::admin::{Admin, Observable};
 use crate::config::Config;
 use crate::daemon::{daemonize, Identity, PidFile};
 use crate::http::HttpService;
@@ -76,9 +78,23 @@ pub struct ProxyCli {
     /// sockets (send it SIGQUIT), serve on them, then let it drain and exit.
     #[arg(short = 'u', long = "upgrade")]
     pub upgrade: bool,
+    /// Serve Prometheus metrics (`/metrics`) and the status page (`/status`,
+    /// `/status.json`) on this address.
+    #[arg(long, value_name = "ADDR")]
+    pub admin: Option<String>,
+    /// Write a line per request to `stdout` or to this file (reopened on SIGHUP).
+    #[arg(long = "access-log", value_name = "stdout|FILE")]
+    pub access_log: Option<String>,
+    /// The access log's format.
+    #[arg(long = "access-log-format", value_name = "combined|json")]
+    pub access_log_format: Option<String>,
     /// The loaded config file (filled in by [`run`]).
     #[arg(skip)]
     pub config: Option<Config>,
+    /// The admin address the declaration gives (`admin "ADDR";`), used when neither
+    /// `--admin` nor the config file sets one.
+    #[arg(skip)]
+    pub declared_admin: Option<String>,
 }
 
 impl ProxyCli {
@@ -113,10 +129,28 @@ impl ProxyCli {
     /// Applies the config file's connection settings for proxy `name` (the pool size)
     /// to `options`.
     pub fn configure_options(&self, name: &str, options: &mut ProxyOptions) -> io::Result<()> {
-        match &self.config {
-            Some(config) => config.apply_options(name, options),
+        if let Some(config) = &self.config {
+            config.apply_options(name, options)?;
+        }
+        crate::config::set_access_log(
+            options,
+            self.access_log.as_deref(),
+            self.access_log_format.as_deref(),
+        )
+        .map_err(|e| invalid(format!("--access-log: {e}")))?;
+        match &options.access_log {
+            Some(log) => log.check(),
             None => Ok(()),
         }
+    }
+
+    /// Where the admin listener goes: `--admin`, else the config file's
+    /// `[server] admin`, else the declared one.
+    pub fn admin_addr(&self) -> Option<String> {
+        self.admin
+            .clone()
+            .or_else(|| self.config.as_ref().and_then(|c| c.server.admin.clone()))
+            .or_else(|| self.declared_admin.clone())
     }
 
     /// What a declared proxy's `run` derives from the command line before building its
@@ -139,9 +173,17 @@ impl ProxyCli {
         let listen = self.listen_for(name, declared_listen)?;
         let conf = self.server_conf()?;
         Ok(Prepared {
-            effective: Config::effective(name, &listen, router, options, &conf),
+            effective: Config::effective(
+                name,
+                &listen,
+                router,
+                options,
+                &conf,
+                self.admin_addr().as_deref(),
+            ),
             tasks: router.background_tasks(),
-            reloader: Reloader::new(name, self, declared, router.groups().to_vec()),
+            reloader: Reloader::new(name, self, declared, router.groups().to_vec())
+                .with_access_log(options.access_log.clone()),
             listen,
         })
     }
@@ -282,7 +324,14 @@ fn invalid(message: String) -> io::Error {
 
 /// Logs to stderr at `RUST_LOG`'s level (default `info`), unless a subscriber is set.
 pub fn init_logging() {
+    init_logging_at("info");
+}
+
+/// Logs to stderr at `RUST_LOG`'s level, else at `level` (`info`, `debug`, or a filter
+/// such as `warn,pingora_dsl_runtime=debug`), unless a subscriber is set already.
+pub fn init_logging_at(level: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
@@ -309,7 +358,7 @@ pub struct Prepared {
 
 /// A listening service [`run`] can check, bind, and announce: an HTTP proxy or a
 /// layer-4 (TCP, UDP) one.
-pub trait Listening: Service {
+pub trait Listening: Service + Observable {
     /// Checks what binding needs besides the sockets (addresses, certificates, groups).
     fn check(&self) -> io::Result<()>;
     /// Binds, adopting sockets inherited in an upgrade where the service can.
@@ -350,6 +399,7 @@ pub struct Reloader {
     flags: ProxyCli,
     declared: Box<dyn Fn() -> Router + Send + Sync>,
     live: Vec<UpstreamGroup>,
+    access_log: Option<AccessLog>,
 }
 
 impl Reloader {
@@ -369,7 +419,14 @@ impl Reloader {
             },
             declared: Box::new(declared),
             live,
+            access_log: None,
         }
+    }
+
+    /// Reopens `log`'s file on every SIGHUP (after logrotate moved it).
+    pub fn with_access_log(mut self, log: Option<AccessLog>) -> Self {
+        self.access_log = log;
+        self
     }
 
     /// Reads the config file at `path` and applies it (peers, weights, timeouts, retries).
@@ -425,6 +482,9 @@ pub async fn reload_on_hangup(
                 if got.is_none() {
                     return;
                 }
+                if let Some(log) = &reloader.access_log {
+                    log.reopen();
+                }
                 match &path {
                     None => tracing::warn!("SIGHUP ignored: no config file (-c) to reload"),
                     Some(path) => match reloader.reload(path) {
@@ -446,9 +506,16 @@ where
     S: Listening,
     F: FnOnce(&ProxyCli) -> io::Result<Services<S>>,
 {
-    init_logging();
+    let mut cli = cli;
+    let loaded = load_config(name, &mut cli);
+    init_logging_at(
+        cli.config
+            .as_ref()
+            .and_then(|c| c.server.log_level.as_deref())
+            .unwrap_or("info"),
+    );
     let testing = cli.test;
-    match serve(name, cli, build) {
+    match loaded.and_then(|()| serve(name, cli, build)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if testing => {
             eprintln!("configuration test failed: {e}");
@@ -461,16 +528,21 @@ where
     }
 }
 
-fn serve<S, F>(name: &str, mut cli: ProxyCli, build: F) -> io::Result<()>
-where
-    S: Listening,
-    F: FnOnce(&ProxyCli) -> io::Result<Services<S>>,
-{
+/// Loads the `-c` file into `cli.config`, checking it names only proxy `name`.
+fn load_config(name: &str, cli: &mut ProxyCli) -> io::Result<()> {
     if let Some(path) = &cli.conf {
         let config = Config::load(path)?;
         config.check_proxies(&[name])?;
         cli.config = Some(config);
     }
+    Ok(())
+}
+
+fn serve<S, F>(name: &str, cli: ProxyCli, build: F) -> io::Result<()>
+where
+    S: Listening,
+    F: FnOnce(&ProxyCli) -> io::Result<Services<S>>,
+{
     let mut conf = cli.server_conf()?;
     let (mut service, tasks, mut effective, reloader) = build(&cli)?;
     let server_section = cli
@@ -489,6 +561,7 @@ where
             .unwrap_or_else(|| UpgradeConf::for_server(name));
         effective.server.upgrade_socket = Some(upgrade.socket);
         effective.server.upgrade_timeout = Some(crate::config::show_duration(upgrade.timeout));
+        effective.server.log_level = server_section.log_level.clone();
         print!("{}", effective.to_toml()?);
         return Ok(());
     }
@@ -508,8 +581,19 @@ where
             .open(path)
             .map_err(|e| io::Error::new(e.kind(), format!("error log {}: {e}", path.display())))?;
     }
+    let admin_addr = cli.admin_addr();
+    let mut admin = admin_addr.as_deref().map(|addr| {
+        let admin = Admin::new();
+        admin.watch(service.observer());
+        admin.service(addr)
+    });
     if cli.test {
         service.check()?;
+        if let Some(admin) = &admin {
+            admin
+                .check()
+                .map_err(|e| io::Error::new(e.kind(), format!("admin listener: {e}")))?;
+        }
         println!(
             "configuration OK: {name} would listen on {} with {} worker thread(s)",
             service.addrs().join(", "),
@@ -533,6 +617,11 @@ where
         handover = Some(ready);
     }
     service.bind_with(&mut sockets)?;
+    if let Some(admin) = &mut admin {
+        admin
+            .bind_with(&mut sockets)
+            .map_err(|e| io::Error::new(e.kind(), format!("admin listener: {e}")))?;
+    }
     // Bound (privileged ports too): now detach, record the pid, and give up root.
     let detached = if cli.daemon {
         Some(daemonize(server_section.error_log.as_deref())?)
@@ -558,6 +647,11 @@ where
             _ => println!("{} listening on {scheme} {addr}", service.name()),
         }
     }
+    if let Some(admin) = &admin {
+        for addr in admin.local_addrs() {
+            println!("admin on http://{addr}/status (metrics: http://{addr}/metrics)");
+        }
+    }
     let mut server = Server::new(conf);
     server.set_sockets(sockets);
     // Started: first the old process of an upgrade is told, then the waiting foreground
@@ -578,5 +672,8 @@ where
         }));
     }
     server.add_service(service);
+    if let Some(admin) = admin {
+        server.add_service(admin);
+    }
     server.run_until_signal()
 }

@@ -17,10 +17,14 @@
 //! user = "www-data"                  # dropped to after binding
 //! upgrade_socket = "/run/gateway.upgrade.sock" # -u and SIGQUIT meet here
 //! upgrade_timeout = "30s"
+//! admin = "127.0.0.1:9100"          # /metrics, /status, /status.json
+//! log_level = "info"                 # RUST_LOG wins
 //!
 //! [proxy.Gateway]
 //! listen = ["0.0.0.0:8080", "[::]:8080"]
 //! max_idle_per_peer = 128            # upstream pool size (at start)
+//! access_log = "/var/log/gateway.access.log" # or "stdout"; reopened on SIGHUP
+//! access_log_format = "json"         # or "combined"
 //!
 //! [proxy.Gateway.upstream.api]
 //! peers = ["10.0.0.1:9000", "10.0.0.2:9000 weight 3"]
@@ -36,6 +40,7 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::access_log::{AccessLog, AccessLogFormat, AccessLogTarget};
 use crate::lb::{Backend, MAX_WEIGHT};
 use crate::proxy::ProxyOptions;
 use crate::route::Router;
@@ -92,6 +97,12 @@ pub struct ServerSection {
     /// serve (`"30s"`, the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upgrade_timeout: Option<String>,
+    /// Where the admin listener serves `/metrics`, `/status` and `/status.json`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub admin: Option<String>,
+    /// The log level (`info`, `debug`, or a `RUST_LOG`-style filter); `RUST_LOG` wins.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log_level: Option<String>,
 }
 
 /// `[proxy.NAME]`.
@@ -105,6 +116,12 @@ pub struct ProxySection {
     /// does not resize running pools).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub max_idle_per_peer: Option<usize>,
+    /// Where the access log goes: `"stdout"` or a file path.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log: Option<String>,
+    /// The access log's format: `"combined"` (the default) or `"json"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub access_log_format: Option<String>,
     /// Overrides per upstream group, by its name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub upstream: BTreeMap<String, UpstreamSection>,
@@ -186,6 +203,30 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
     Ok(Duration::from_secs_f64(seconds))
 }
 
+/// Points `options` at the access log `target` (`"stdout"` or a path) in `format`;
+/// either may be `None` to keep what `options` had (a format alone applies to the
+/// declared log, or to stdout).
+pub fn set_access_log(
+    options: &mut ProxyOptions,
+    target: Option<&str>,
+    format: Option<&str>,
+) -> io::Result<()> {
+    if target.is_none() && format.is_none() {
+        return Ok(());
+    }
+    let current = options.access_log.as_ref();
+    let format = match format {
+        Some(f) => AccessLogFormat::parse(f)?,
+        None => current.map_or(AccessLogFormat::Combined, AccessLog::format),
+    };
+    let target = match target {
+        Some(t) => AccessLogTarget::parse(t),
+        None => current.map_or(AccessLogTarget::Stdout, |l| l.target().clone()),
+    };
+    options.access_log = Some(AccessLog::open(target, format)?);
+    Ok(())
+}
+
 /// `"IP:PORT"` or `"IP:PORT weight N"`.
 fn parse_peer(text: &str) -> Result<Backend, String> {
     let mut words = text.split_whitespace();
@@ -260,6 +301,10 @@ impl Config {
         if let Some(t) = &self.server.graceful_shutdown_timeout {
             conf.shutdown_timeout = parse_duration(t)
                 .map_err(|e| invalid(format!("server.graceful_shutdown_timeout: {e}")))?;
+        }
+        if let Some(level) = &self.server.log_level {
+            tracing_subscriber::EnvFilter::try_new(level)
+                .map_err(|e| invalid(format!("server.log_level: {e}")))?;
         }
         if let Some(path) = &self.server.upgrade_socket {
             conf.upgrade.get_or_insert_with(UpgradeConf::default).socket = path.clone();
@@ -391,10 +436,18 @@ impl Config {
 
     /// Applies `[proxy.NAME]`'s connection settings (the pool size) to `options`.
     pub fn apply_options(&self, name: &str, options: &mut ProxyOptions) -> io::Result<()> {
-        if let Some(n) = self.proxy.get(name).and_then(|p| p.max_idle_per_peer) {
+        let Some(section) = self.proxy.get(name) else {
+            return Ok(());
+        };
+        if let Some(n) = section.max_idle_per_peer {
             options.client.max_idle_per_peer = n;
         }
-        Ok(())
+        set_access_log(
+            options,
+            section.access_log.as_deref(),
+            section.access_log_format.as_deref(),
+        )
+        .map_err(|e| invalid(format!("proxy.{name}: {e}")))
     }
 
     /// The effective configuration of proxy `name` listening on `listen` with `router`'s
@@ -405,6 +458,7 @@ impl Config {
         router: &Router,
         options: &ProxyOptions,
         conf: &ServerConf,
+        admin: Option<&str>,
     ) -> Config {
         let show = show_duration;
         let upstream = router
@@ -442,6 +496,7 @@ impl Config {
                 graceful_shutdown_timeout: Some(show(conf.shutdown_timeout)),
                 upgrade_socket: conf.upgrade.as_ref().map(|u| u.socket.clone()),
                 upgrade_timeout: conf.upgrade.as_ref().map(|u| show(u.timeout)),
+                admin: admin.map(str::to_owned),
                 ..ServerSection::default()
             },
             proxy: BTreeMap::from([(
@@ -449,6 +504,11 @@ impl Config {
                 ProxySection {
                     listen: Some(listen.to_vec()),
                     max_idle_per_peer: Some(options.client.max_idle_per_peer),
+                    access_log: options.access_log.as_ref().map(|l| l.target().describe()),
+                    access_log_format: options
+                        .access_log
+                        .as_ref()
+                        .map(|l| l.format().name().to_owned()),
                     upstream,
                 },
             )]),

@@ -64,6 +64,22 @@ impl ErrorKind {
         }
     }
 
+    /// Whether this failure was the upstream peer's: refused, timed out, reset, a bad
+    /// response or a failed TLS handshake. These count against the peer's health and in
+    /// its error metrics; failures of the client or of filters do not.
+    pub fn is_upstream_failure(self) -> bool {
+        matches!(
+            self,
+            ErrorKind::ConnectRefused
+                | ErrorKind::ConnectTimeout
+                | ErrorKind::UpstreamTls
+                | ErrorKind::ReadTimeout
+                | ErrorKind::WriteTimeout
+                | ErrorKind::UpstreamClosed
+                | ErrorKind::InvalidResponse
+        )
+    }
+
     /// A short, stable name for logs and metrics labels.
     pub fn as_str(self) -> &'static str {
         match self {

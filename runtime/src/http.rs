@@ -34,6 +34,7 @@ use tokio::sync::Notify;
 use crate::error::BoxError;
 use crate::io_timeout::{ActiveGuard, ActiveRequests, ReadDeadline, TimedIo};
 use crate::listen::{self, AcceptStats};
+use crate::metrics::ListenerStats;
 use crate::protocol::{sniff, Sniffed};
 use crate::server::{self, shutdown_channel, BoxFuture, ShutdownTrigger, ShutdownWatch};
 use crate::tls::{TlsAcceptor, TlsSettings};
@@ -229,6 +230,7 @@ where
 struct ConnTracker {
     open: AtomicUsize,
     drained: Notify,
+    stats: Arc<ListenerStats>,
 }
 
 struct ConnGuard(Arc<ConnTracker>);
@@ -236,6 +238,8 @@ struct ConnGuard(Arc<ConnTracker>);
 impl ConnTracker {
     fn enter(self: &Arc<Self>) -> ConnGuard {
         self.open.fetch_add(1, Ordering::AcqRel);
+        self.stats.accepted.inc();
+        self.stats.open.inc();
         ConnGuard(self.clone())
     }
 
@@ -252,6 +256,7 @@ impl ConnTracker {
 
 impl Drop for ConnGuard {
     fn drop(&mut self) {
+        self.0.stats.open.dec();
         if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
             self.0.drained.notify_waiters();
         }
@@ -374,6 +379,11 @@ impl<M: MakeConnService> HttpService<M> {
     /// The connection maker (for a proxy: the proxy).
     pub fn maker(&self) -> &M {
         &self.make
+    }
+
+    /// Counters of the downstream connections: accepted, open, failed TLS handshakes.
+    pub fn listener_stats(&self) -> &Arc<ListenerStats> {
+        &self.tracker.stats
     }
 
     /// Accept counters shared by all of this service's listeners.
@@ -579,6 +589,7 @@ async fn serve_connection<M, S, B>(
             Ok(tls) if tls.h2 => serve_h2(&shared, tls.stream, service, &mut shutdown).await,
             Ok(tls) => serve_h1(&shared, tls.stream, service, &mut shutdown, &active).await,
             Err(e) => {
+                shared.tracker.stats.tls_failures.inc();
                 tracing::debug!(client = %conn.client_addr, error = %e, "TLS handshake failed");
                 return;
             }

@@ -23,6 +23,7 @@ use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use crate::listen::resolve;
+use crate::metrics::PeerStats;
 
 /// The largest weight a backend may have (as in HAProxy). Keeps the round-robin schedule,
 /// which has one slot per unit of weight, small.
@@ -74,6 +75,8 @@ pub struct Peer {
     /// Consecutive active-check results, for the rise/fall thresholds.
     check_successes: AtomicU32,
     check_failures: AtomicU32,
+    /// Counters for metrics and the status page.
+    stats: Arc<PeerStats>,
 }
 
 impl Peer {
@@ -87,7 +90,13 @@ impl Peer {
             ejected_until: AtomicU64::new(0),
             check_successes: AtomicU32::new(0),
             check_failures: AtomicU32::new(0),
+            stats: Arc::default(),
         }
+    }
+
+    /// The peer's counters (requests, errors, connections, timings).
+    pub fn stats(&self) -> &Arc<PeerStats> {
+        &self.stats
     }
 
     /// The backend.
@@ -122,7 +131,8 @@ impl Peer {
     /// A peer for `backend` (a new weight, say) that keeps this one's health verdict and
     /// ejection; requests in flight stay counted on this one.
     fn carried_over(&self, backend: Backend) -> Peer {
-        let peer = Peer::new(backend);
+        let mut peer = Peer::new(backend);
+        peer.stats = self.stats.clone();
         peer.healthy.store(self.is_healthy(), Ordering::Relaxed);
         peer.ejected_until.store(
             self.ejected_until.load(Ordering::Relaxed),
@@ -167,6 +177,7 @@ impl Peer {
         self.failures.store(0, Ordering::Relaxed);
         let until = now_ms() + eject_for.as_millis() as u64;
         self.ejected_until.store(until, Ordering::Relaxed);
+        self.stats.ejections.inc();
         true
     }
 

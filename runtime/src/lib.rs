@@ -12,6 +12,8 @@
 //!
 //! Most users depend on the `pingora-dsl` facade crate, which re-exports this one.
 
+pub mod access_log;
+pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod daemon;
@@ -20,6 +22,7 @@ pub mod http;
 pub mod io_timeout;
 pub mod lb;
 pub mod listen;
+pub mod metrics;
 pub mod phase;
 pub mod protocol;
 pub mod proxy;

@@ -15,6 +15,7 @@ use crate::proxy::{Flow, RequestHeader, ResponseHeader, Session};
 use std::sync::Arc;
 
 use crate::lb::{InFlight, Peer};
+use crate::metrics::RouteStats;
 use crate::upstream::{Attempts, GroupTask, HttpPeer, UpstreamGroup};
 
 /// A host a route matches: one name, or every subdomain of one (`*.example.com`).
@@ -83,6 +84,32 @@ impl RouteMatch {
     }
 }
 
+impl RouteMatch {
+    /// What the match says in a few words: methods, host and path prefix, or `*`.
+    pub fn describe(&self) -> String {
+        let mut out = String::new();
+        if !self.methods.is_empty() {
+            let names: Vec<&str> = self.methods.iter().map(Method::as_str).collect();
+            out.push_str(&names.join("|"));
+            out.push(' ');
+        }
+        match &self.host {
+            Some(HostPattern::Exact(h)) => out.push_str(h),
+            Some(HostPattern::Subdomains(s)) => {
+                out.push_str("*.");
+                out.push_str(s);
+            }
+            None => {}
+        }
+        match &self.path_prefix {
+            Some(p) => out.push_str(p),
+            None if self.host.is_none() => out.push('*'),
+            None => {}
+        }
+        out
+    }
+}
+
 /// Whether `path` is `prefix` or below it, at a segment boundary.
 pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
     match path.strip_prefix(prefix) {
@@ -141,17 +168,40 @@ pub struct Route {
     action: RouteAction,
     request_edits: Vec<HeaderEdit>,
     response_edits: Vec<HeaderEdit>,
+    label: Arc<str>,
+    stats: Arc<RouteStats>,
 }
 
 impl Route {
     /// A route doing `action` for requests that match `matcher`.
     pub fn new(matcher: RouteMatch, action: RouteAction) -> Self {
+        let label = matcher.describe().into();
         Route {
             matcher,
             action,
             request_edits: Vec::new(),
             response_edits: Vec::new(),
+            label,
+            stats: Arc::default(),
         }
+    }
+
+    /// The route's name in metrics and on the status page: what it matches
+    /// (`GET api.example.com/v1`, `/static`, `*` for a catch-all) unless set with
+    /// [`with_label`](Route::with_label).
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Names the route in metrics and on the status page.
+    pub fn with_label(mut self, label: impl Into<Arc<str>>) -> Self {
+        self.label = label.into();
+        self
+    }
+
+    /// The route's counters (requests by status class, durations, bytes, retries).
+    pub fn stats(&self) -> &Arc<RouteStats> {
+        &self.stats
     }
 
     /// Adds edits of the request head sent upstream (after the router-wide ones).
@@ -225,8 +275,16 @@ pub struct Router {
 }
 
 impl Router {
-    /// A router over `groups` with `routes` (which name groups by index).
-    pub fn new(groups: Vec<UpstreamGroup>, routes: Vec<Route>) -> Self {
+    /// A router over `groups` with `routes` (which name groups by index). Routes whose
+    /// labels are the same get `#2`, `#3`... appended, so metrics tell them apart.
+    pub fn new(groups: Vec<UpstreamGroup>, mut routes: Vec<Route>) -> Self {
+        let labels: Vec<Arc<str>> = routes.iter().map(|r| r.label.clone()).collect();
+        for (i, route) in routes.iter_mut().enumerate() {
+            let earlier = labels[..i].iter().filter(|l| **l == labels[i]).count();
+            if earlier > 0 {
+                route.label = format!("{} #{}", labels[i], earlier + 1).into();
+            }
+        }
         Router {
             groups,
             routes,
@@ -279,9 +337,12 @@ impl Router {
     /// For `request_filter`: finds the request's route and records it in `ctx`. Returns the
     /// response for a `respond`/`redirect` route or for no match (404, unless
     /// [`with_fallthrough`](Router::with_fallthrough)); `None` means forward the request.
-    pub fn request_filter<C>(&self, session: &Session, ctx: &mut RouteCtx<C>) -> Option<Flow> {
+    pub fn request_filter<C>(&self, session: &mut Session, ctx: &mut RouteCtx<C>) -> Option<Flow> {
         let index = self.routes.iter().position(|r| r.matcher.matches(session));
         ctx.route = index;
+        if let Some(i) = index {
+            session.set_route_stats(&self.routes[i].stats);
+        }
         if let Some(refusal) = self.over_limit(session, index) {
             return Some(refusal);
         }

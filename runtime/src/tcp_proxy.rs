@@ -30,6 +30,7 @@ use tokio::sync::Notify;
 use crate::error::{Error, ErrorKind};
 use crate::http::ListenAddr;
 use crate::listen::{self, AcceptStats, Sockets};
+use crate::metrics::ListenerStats;
 use crate::relay::{relay, RelayEnd};
 use crate::server::{self, shutdown_channel, BoxFuture, ShutdownTrigger, ShutdownWatch};
 use crate::tls::{TlsAcceptor, TlsSettings};
@@ -49,6 +50,7 @@ pub struct TcpProxyService {
 
 struct Shared {
     group: UpstreamGroup,
+    listener: Arc<ListenerStats>,
     idle_timeout: Duration,
     open: AtomicUsize,
     drained: Notify,
@@ -63,12 +65,18 @@ impl TcpProxyService {
             listeners: Vec::new(),
             shared: Arc::new(Shared {
                 group,
+                listener: Arc::default(),
                 idle_timeout: DEFAULT_IDLE_TIMEOUT,
                 open: AtomicUsize::new(0),
                 drained: Notify::new(),
             }),
             stats: Arc::default(),
         }
+    }
+
+    /// Counters of the client connections: accepted, open, failed TLS handshakes.
+    pub fn listener_stats(&self) -> &Arc<ListenerStats> {
+        &self.shared.listener
     }
 
     /// Sets how long a connection may carry nothing before it is closed (before start).
@@ -188,10 +196,13 @@ impl TcpProxyService {
                 shutdown.clone(),
                 move |stream, client| {
                     shared.open.fetch_add(1, Ordering::AcqRel);
+                    shared.listener.accepted.inc();
+                    shared.listener.open.inc();
                     let shared = shared.clone();
                     let tls = tls.clone();
                     tokio::spawn(async move {
                         serve(&shared, stream, client, tls).await;
+                        shared.listener.open.dec();
                         if shared.open.fetch_sub(1, Ordering::AcqRel) == 1 {
                             shared.drained.notify_waiters();
                         }
@@ -232,6 +243,7 @@ async fn serve(
         Some(acceptor) => match acceptor.accept(stream).await {
             Ok(accepted) => Box::new(accepted.stream),
             Err(e) => {
+                shared.listener.tls_failures.inc();
                 tracing::debug!(%client, error = %e, "TLS handshake failed");
                 return;
             }
@@ -250,12 +262,20 @@ async fn serve(
             return;
         };
         let timeout = group.connect_timeout();
+        let stats = peer.stats().clone();
+        stats.requests.inc();
+        let started = std::time::Instant::now();
         let connected = tokio::time::timeout(timeout, connect(group, peer.addr())).await;
         let error = match connected {
-            Ok(Ok(upstream)) => break (peer, in_flight, upstream),
+            Ok(Ok(upstream)) => {
+                stats.connect_time.observe(started.elapsed());
+                stats.connections_new.inc();
+                break (peer, in_flight, upstream);
+            }
             Ok(Err(e)) => e,
             Err(_) => Error::new(ErrorKind::ConnectTimeout, "connecting to peer"),
         };
+        stats.errors.inc();
         group.record_outcome(&peer, Some(&error));
         tracing::debug!(%client, peer = %peer.addr(), error = %error, "connect failed");
         tried.push(peer.addr());
@@ -322,6 +342,7 @@ impl server::Service for TcpProxyService {
             listeners,
             shared: Arc::new(Shared {
                 group: self.shared.group.clone(),
+                listener: self.shared.listener.clone(),
                 idle_timeout: self.shared.idle_timeout,
                 open: AtomicUsize::new(0),
                 drained: Notify::new(),

@@ -15,8 +15,9 @@ use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::error::{Error, ErrorKind};
+use crate::metrics::RouteStats;
 use crate::proxy::session::Session;
-use crate::proxy::ProxyHttp;
+use crate::proxy::{finish, ProxyHttp, Shared};
 use crate::upstream::UpstreamBody;
 
 /// The client's request body, forwarded upstream frame by frame. Fails with
@@ -30,6 +31,8 @@ pub struct RequestBody {
     timeout: Duration,
     waiting_since: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
+    /// Where received bytes are counted.
+    counted: Option<Arc<RouteStats>>,
 }
 
 /// The body bytes a [`RequestBody`] forwarded, kept for a resend.
@@ -60,7 +63,13 @@ impl RequestBody {
             timeout,
             waiting_since: None,
             timer: None,
+            counted: None,
         }
+    }
+
+    /// Counts the body bytes received into `stats`.
+    pub(crate) fn count_into(&mut self, stats: Arc<RouteStats>) {
+        self.counted = Some(stats);
     }
 
     /// Records up to `limit` forwarded bytes into the returned recording.
@@ -124,6 +133,11 @@ impl Body for RequestBody {
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(r) => {
                 this.waiting_since = None;
+                if let (Some(stats), Some(Ok(frame))) = (&this.counted, &r) {
+                    if let Some(data) = frame.data_ref() {
+                        stats.bytes_in.add(data.len() as u64);
+                    }
+                }
                 if this.recorder.is_some() {
                     let ended = match &r {
                         None => true,
@@ -207,7 +221,7 @@ impl ResponseSource {
 
 /// What `logging` needs, carried by the response body until it ends.
 pub(crate) struct LogState<P: ProxyHttp> {
-    pub(crate) proxy: Arc<P>,
+    pub(crate) shared: Arc<Shared<P>>,
     pub(crate) session: Session,
     pub(crate) ctx: P::Ctx,
     pub(crate) error: Option<Error>,
@@ -216,7 +230,7 @@ pub(crate) struct LogState<P: ProxyHttp> {
 impl<P: ProxyHttp> LogState<P> {
     fn log(&mut self, late: Option<Error>) {
         let error = late.as_ref().or(self.error.as_ref());
-        self.proxy.logging(&self.session, error, &mut self.ctx);
+        finish(&self.shared, &self.session, error, &mut self.ctx);
     }
 }
 

@@ -38,10 +38,12 @@ pub use tower_layer::{Identity, Layer, Stack};
 
 pub use body::{ProxyBody, RequestBody};
 use session::ConnCtx;
-pub use session::{RequestHeader, ResponseHeader, Session};
+pub use session::{RequestHeader, ResponseHeader, Session, REQUEST_ID};
 
+use crate::access_log::{AccessEntry, AccessLog};
 use crate::error::{BoxError, Error, ErrorKind, Result};
 use crate::http::{ConnInfo, HttpService, MakeConnService};
+use crate::metrics::ProxyStats;
 use crate::upstream::{ClientOptions, HttpClient, HttpPeer, SendError};
 use body::{LogState, ResponseSource};
 
@@ -230,6 +232,13 @@ pub trait ProxyHttp: Send + Sync + 'static {
     /// Runs exactly once per request, after the response body finished or failed (or the
     /// client left), with the error if there was one. Default: nothing.
     fn logging(&self, _session: &Session, _error: Option<&Error>, _ctx: &mut Self::Ctx) {}
+
+    /// The router whose routes and upstream groups the admin listener reports (metrics
+    /// per route and peer, the status page). Declared proxies return theirs. Default:
+    /// none, and the proxy is reported as a whole.
+    fn observed_router(&self) -> Option<&crate::route::Router> {
+        None
+    }
 }
 
 /// Header editing helpers for request and response heads in filters.
@@ -286,6 +295,8 @@ pub struct ProxyOptions {
     /// How long an upgraded connection (WebSocket) may carry nothing before it is closed.
     /// Default 1 hour.
     pub tunnel_idle_timeout: Duration,
+    /// Where a line per finished request goes; default none.
+    pub access_log: Option<AccessLog>,
 }
 
 impl Default for ProxyOptions {
@@ -296,14 +307,16 @@ impl Default for ProxyOptions {
             body_read_timeout: Duration::from_secs(60),
             client: ClientOptions::default(),
             tunnel_idle_timeout: Duration::from_secs(3600),
+            access_log: None,
         }
     }
 }
 
-struct Shared<P> {
+pub(crate) struct Shared<P> {
     proxy: Arc<P>,
     options: ProxyOptions,
     client: HttpClient<RequestBody>,
+    stats: Arc<ProxyStats>,
 }
 
 /// The proxy as a tower service for one downstream connection: runs the phases for each
@@ -339,22 +352,36 @@ impl<P: ProxyHttp> tower_service::Service<Request<Incoming>> for HttpProxy<P> {
     fn call(&mut self, request: Request<Incoming>) -> Self::Future {
         let shared = self.shared.clone();
         let conn = self.conn.clone();
-        Box::pin(async move { Ok(proxy_request(shared, conn, request).await) })
+        let session = Session::new(request, conn);
+        // A debug-level span: free unless enabled (`RUST_LOG=pingora_dsl_runtime=debug`),
+        // then every event of the request carries its id.
+        let span = tracing::debug_span!(
+            "request",
+            id = session.request_id(),
+            method = %session.method(),
+            path = session.path(),
+        );
+        Box::pin(tracing::Instrument::instrument(
+            async move { Ok(proxy_request(shared, session).await) },
+            span,
+        ))
     }
 }
 
 async fn proxy_request<P: ProxyHttp>(
     shared: Arc<Shared<P>>,
-    conn: Arc<ConnCtx>,
-    request: Request<Incoming>,
+    mut session: Session,
 ) -> Response<ProxyBody<P>> {
-    let mut session = Session::new(request, conn);
+    shared.stats.active_requests.inc();
+    if shared.options.access_log.is_some() {
+        session.keep_logged_headers();
+    }
     let mut ctx = shared.proxy.new_ctx();
     let result = {
         // If this future is dropped before a response exists (the client left, or a layer
         // around the proxy gave up), `logging` still runs, from the guard.
         let guard = AbandonGuard {
-            proxy: &*shared.proxy,
+            shared: &shared,
             session: &mut session,
             ctx: &mut ctx,
         };
@@ -366,7 +393,7 @@ async fn proxy_request<P: ProxyHttp>(
         Ok(response) => (response, None),
         Err(e) => {
             if e.status().is_server_error() {
-                tracing::warn!(error = %e, client = %session.client_addr(), upstream = ?session.upstream_addr(), "request failed");
+                tracing::warn!(error = %e, client = %session.client_addr(), upstream = ?session.upstream_addr(), request_id = session.request_id(), "request failed");
             } else {
                 tracing::debug!(error = %e, client = %session.client_addr(), "request refused");
             }
@@ -375,7 +402,7 @@ async fn proxy_request<P: ProxyHttp>(
     };
     session.status = Some(response.status());
     let log = LogState {
-        proxy: shared.proxy.clone(),
+        shared,
         session,
         ctx,
         error,
@@ -386,7 +413,7 @@ async fn proxy_request<P: ProxyHttp>(
 /// Runs `logging` for a request abandoned before its response head existed. Holds only
 /// borrows, so forgetting it on the normal path leaks nothing.
 struct AbandonGuard<'a, P: ProxyHttp> {
-    proxy: &'a P,
+    shared: &'a Shared<P>,
     session: &'a mut Session,
     ctx: &'a mut P::Ctx,
 }
@@ -397,7 +424,80 @@ impl<P: ProxyHttp> Drop for AbandonGuard<'_, P> {
             ErrorKind::DownstreamClosed,
             "request abandoned before a response: the client left or an outer layer gave up",
         );
-        self.proxy.logging(self.session, Some(&error), self.ctx);
+        finish(self.shared, self.session, Some(&error), self.ctx);
+    }
+}
+
+/// The end of every request, once: its counters, its access log line, then the
+/// `logging` phase.
+pub(crate) fn finish<P: ProxyHttp>(
+    shared: &Shared<P>,
+    session: &Session,
+    error: Option<&Error>,
+    ctx: &mut P::Ctx,
+) {
+    let stats = &shared.stats;
+    stats.active_requests.dec();
+    let elapsed = session.elapsed();
+    let route = session.route_stats.as_deref().unwrap_or(&stats.unrouted);
+    route.record(session.status, elapsed, session.body_bytes_sent);
+    if session.retries > 0 {
+        route.retries.add(u64::from(session.retries));
+    }
+    if let Some(peer) = &session.peer_stats {
+        peer.requests.inc();
+        if error.is_some_and(|e| e.kind().is_upstream_failure()) {
+            peer.errors.inc();
+        }
+    }
+    if let Some(log) = &shared.options.access_log {
+        log.write(&access_entry(session, error, elapsed));
+    }
+    shared.proxy.logging(session, error, ctx);
+}
+
+/// The access log's view of a finished request.
+fn access_entry<'a>(
+    session: &'a Session,
+    error: Option<&Error>,
+    elapsed: Duration,
+) -> AccessEntry<'a> {
+    let logged = session.logged.as_deref();
+    let text = |v: Option<&'a HeaderValue>| v.and_then(|v| v.to_str().ok());
+    AccessEntry {
+        time: std::time::SystemTime::now()
+            .checked_sub(elapsed)
+            .unwrap_or(std::time::UNIX_EPOCH),
+        client: session.client_addr(),
+        method: session.method().as_str(),
+        host: session.host(),
+        path: session.uri().path_and_query().map_or("/", |pq| pq.as_str()),
+        protocol: match session.version() {
+            http::Version::HTTP_09 => "HTTP/0.9",
+            http::Version::HTTP_10 => "HTTP/1.0",
+            http::Version::HTTP_2 => "HTTP/2.0",
+            http::Version::HTTP_3 => "HTTP/3.0",
+            _ => "HTTP/1.1",
+        },
+        status: session.status.map_or(0, |s| s.as_u16()),
+        bytes: session.body_bytes_sent,
+        duration: elapsed,
+        upstream: session.upstream_addr(),
+        retries: session.retries,
+        request_id: session.request_id(),
+        referer: text(logged.and_then(|l| l.referer.as_ref())),
+        user_agent: text(logged.and_then(|l| l.user_agent.as_ref())),
+        error: error.map(|e| e.to_string()),
+    }
+}
+
+/// Counts a failed attempt on the peer it went to (a retry goes elsewhere next).
+fn count_failed_attempt(session: &mut Session, error: &Error) {
+    if let Some(peer) = session.peer_stats.take() {
+        peer.requests.inc();
+        if error.kind().is_upstream_failure() {
+            peer.errors.inc();
+        }
     }
 }
 
@@ -437,6 +537,10 @@ async fn run_phases<P: ProxyHttp>(
     if let Some(via) = &shared.options.via {
         headers::append_via(&mut up.headers, via);
     }
+    if session.request_id_generated {
+        up.headers
+            .insert(session::REQUEST_ID, session.request_id_value().clone());
+    }
     proxy.upstream_request_filter(session, &mut up, ctx).await?;
     // An HTTP/1.0 client may omit Host; HTTP/1.1 upstreams require one: the peer's.
     let host_from_peer = !up.headers.contains_key(HOST);
@@ -450,6 +554,13 @@ async fn run_phases<P: ProxyHttp>(
         up.headers.remove(CONTENT_LENGTH);
     }
     let mut body = RequestBody::new(body, shared.options.body_read_timeout);
+    if !http_body::Body::is_end_stream(&body) {
+        let stats = session
+            .route_stats
+            .as_ref()
+            .unwrap_or(&shared.stats.unrouted);
+        body.count_into(stats.clone());
+    }
     session.forwarded = true;
     // A copy for a resend after a broken connection, only when the proxy asks (it costs a
     // header-map clone; body chunks are kept by reference count, not copied).
@@ -465,12 +576,23 @@ async fn run_phases<P: ProxyHttp>(
     });
     let mut request = Request::from_parts(up, body);
     let response = loop {
+        session.peer_stats = peer.stats().cloned();
+        let sent = session
+            .peer_stats
+            .as_ref()
+            .map(|_| std::time::Instant::now());
         match shared.client.try_send(&peer, request).await {
-            Ok(response) => break response,
+            Ok(response) => {
+                if let (Some(stats), Some(sent)) = (&session.peer_stats, sent) {
+                    stats.first_byte_time.observe(sent.elapsed());
+                }
+                break response;
+            }
             Err(SendError {
                 error,
                 request: Some(unsent),
             }) => {
+                count_failed_attempt(session, &error);
                 let error = proxy.fail_to_connect(session, &peer, ctx, error);
                 if !error.retry() || session.retries >= MAX_CONNECT_RETRIES {
                     return Err(error);
@@ -485,6 +607,7 @@ async fn run_phases<P: ProxyHttp>(
                 }
             }
             Err(SendError { error, .. }) => {
+                count_failed_attempt(session, &error);
                 let Some((method, uri, headers, recording)) = &replay else {
                     return Err(error);
                 };
@@ -645,20 +768,37 @@ pub struct ProxyPipeline<P, L = Identity> {
 impl<P: ProxyHttp, L> ProxyPipeline<P, L> {
     /// A pipeline for `proxy` with `options`, wrapped in `layer`.
     pub fn new(proxy: P, options: ProxyOptions, layer: L) -> Self {
-        ProxyPipeline::sharing(Arc::new(proxy), options, layer)
+        ProxyPipeline::sharing(Arc::new(proxy), options, layer, Arc::default())
     }
 
     /// A pipeline for an already shared `proxy`, with a new upstream pool.
-    fn sharing(proxy: Arc<P>, options: ProxyOptions, layer: L) -> Self {
+    fn sharing(proxy: Arc<P>, options: ProxyOptions, layer: L, stats: Arc<ProxyStats>) -> Self {
         let client = HttpClient::new(options.client.clone());
         ProxyPipeline {
             shared: Arc::new(Shared {
                 proxy,
                 options,
                 client,
+                stats,
             }),
             layer,
         }
+    }
+
+    /// The proxy's counters (requests no route took, requests in flight), shared by
+    /// every worker.
+    pub fn stats(&self) -> &Arc<ProxyStats> {
+        &self.shared.stats
+    }
+
+    /// The options the proxy runs with.
+    pub fn options(&self) -> &ProxyOptions {
+        &self.shared.options
+    }
+
+    /// The user's proxy, shared.
+    pub fn proxy_arc(&self) -> &Arc<P> {
+        &self.shared.proxy
     }
 
     /// The user's proxy.
@@ -705,6 +845,7 @@ where
             this.shared.proxy.clone(),
             this.shared.options.clone(),
             this.layer.clone(),
+            this.shared.stats.clone(),
         ))
     }
 }

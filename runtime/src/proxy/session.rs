@@ -4,12 +4,13 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use http::header::{self, HeaderMap, HeaderValue};
+use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::http::ConnInfo;
+use crate::metrics::{PeerStats, RouteStats};
 
 /// The request head sent upstream; `upstream_request_filter` edits it.
 pub type RequestHeader = http::request::Parts;
@@ -40,12 +41,59 @@ pub struct Session {
     pub(crate) body_bytes_sent: u64,
     pub(crate) forwarded: bool,
     pub(crate) retries: u32,
+    request_id: HeaderValue,
+    /// The request came without a usable `x-request-id`: ours is added upstream.
+    pub(crate) request_id_generated: bool,
+    /// The route's counters (set by the router), else the proxy's own.
+    pub(crate) route_stats: Option<Arc<RouteStats>>,
+    /// The counters of the peer the request went to last.
+    pub(crate) peer_stats: Option<Arc<PeerStats>>,
+    /// `Referer` and `User-Agent`, kept past forwarding when an access log needs them.
+    pub(crate) logged: Option<Box<LoggedHeaders>>,
+}
+
+/// The request fields an access log line shows that forwarding moves away.
+#[derive(Debug, Default)]
+pub(crate) struct LoggedHeaders {
+    pub(crate) referer: Option<HeaderValue>,
+    pub(crate) user_agent: Option<HeaderValue>,
+}
+
+/// The header a request id travels in.
+pub const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The longest client-supplied request id kept; longer ones are replaced.
+const MAX_REQUEST_ID: usize = 128;
+
+/// The client's `x-request-id` if it is one visible-ASCII token of sane length, else a
+/// fresh random 128-bit id in hex.
+fn request_id_of(headers: &HeaderMap) -> (HeaderValue, bool) {
+    if let Some(v) = headers.get(REQUEST_ID) {
+        let b = v.as_bytes();
+        if !b.is_empty() && b.len() <= MAX_REQUEST_ID && b.iter().all(|c| (0x21..0x7f).contains(c))
+        {
+            return (v.clone(), false);
+        }
+    }
+    (generate_request_id(), true)
+}
+
+fn generate_request_id() -> HeaderValue {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut out = [0u8; 32];
+    let (a, b) = (fastrand::u64(..), fastrand::u64(..));
+    for (i, byte) in out.iter_mut().enumerate() {
+        let word = if i < 16 { a } else { b };
+        *byte = HEX[((word >> ((i % 16) * 4)) & 0xf) as usize];
+    }
+    HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
 
 impl Session {
     pub(crate) fn new(request: Request<Incoming>, conn: Arc<ConnCtx>) -> Self {
         let (head, body) = request.into_parts();
         let host = head.headers.get(header::HOST).cloned();
+        let (request_id, request_id_generated) = request_id_of(&head.headers);
         Session {
             head,
             body: Some(body),
@@ -57,7 +105,36 @@ impl Session {
             body_bytes_sent: 0,
             forwarded: false,
             retries: 0,
+            request_id,
+            request_id_generated,
+            route_stats: None,
+            peer_stats: None,
+            logged: None,
         }
+    }
+
+    /// The request id: the client's `x-request-id` if it sent a usable one, else one made
+    /// here. It is forwarded upstream in `x-request-id` and written to the access log.
+    pub fn request_id(&self) -> &str {
+        self.request_id.to_str().unwrap_or("-")
+    }
+
+    pub(crate) fn request_id_value(&self) -> &HeaderValue {
+        &self.request_id
+    }
+
+    /// Counts this request in `stats` (a route's) instead of the proxy's own counters.
+    /// The router does it for the route it matched.
+    pub fn set_route_stats(&mut self, stats: &Arc<RouteStats>) {
+        self.route_stats = Some(stats.clone());
+    }
+
+    /// Keeps `Referer` and `User-Agent` for the access log.
+    pub(crate) fn keep_logged_headers(&mut self) {
+        self.logged = Some(Box::new(LoggedHeaders {
+            referer: self.head.headers.get(header::REFERER).cloned(),
+            user_agent: self.head.headers.get(header::USER_AGENT).cloned(),
+        }));
     }
 
     /// The downstream request head. Its headers are empty once the request was forwarded.

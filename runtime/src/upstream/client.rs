@@ -153,6 +153,7 @@ where
         let mut fresh = None;
         if peer.http() != UpstreamHttp::Http1 && !self.pool.negotiated_h1(&key) {
             if let Some(sender) = self.pool.h2_checkout(&key) {
+                count_reuse(peer);
                 return Box::pin(self.send_h2(sender, peer, request, true)).await;
             }
             // One connection attempt at a time per peer, so concurrent first requests
@@ -161,6 +162,7 @@ where
             let held = gate.lock().await;
             if let Some(sender) = self.pool.h2_checkout(&key) {
                 drop(held);
+                count_reuse(peer);
                 return Box::pin(self.send_h2(sender, peer, request, true)).await;
             }
             match Box::pin(self.connect(peer)).await {
@@ -216,6 +218,9 @@ where
                     Ok(Ok(())) => {}
                     _ => continue,
                 }
+            }
+            if reused {
+                count_reuse(peer);
             }
             conn.busy.set(true);
             match conn.sender.try_send_request(request).await {
@@ -322,7 +327,20 @@ where
         }
     }
 
+    /// Opens a new connection to `peer`, counting it (and how long it took) in the
+    /// peer's stats.
     async fn connect(&self, peer: &HttpPeer) -> Result<Connected<B>> {
+        let Some(stats) = peer.stats() else {
+            return self.open(peer).await;
+        };
+        let started = std::time::Instant::now();
+        let connected = self.open(peer).await?;
+        stats.connect_time.observe(started.elapsed());
+        stats.connections_new.inc();
+        Ok(connected)
+    }
+
+    async fn open(&self, peer: &HttpPeer) -> Result<Connected<B>> {
         let t = peer.timeouts();
         let stream = match tokio::time::timeout(t.connect, TcpStream::connect(peer.addr())).await {
             Err(_) => {
@@ -424,6 +442,13 @@ where
             }
         });
         Ok(sender)
+    }
+}
+
+/// Counts a request sent over an existing connection to `peer`.
+fn count_reuse(peer: &HttpPeer) {
+    if let Some(stats) = peer.stats() {
+        stats.connections_reused.inc();
     }
 }
 

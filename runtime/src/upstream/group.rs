@@ -417,7 +417,8 @@ impl UpstreamGroup {
         }
         let mut http_peer = HttpPeer::new(peer.addr())
             .with_timeouts(tunables.timeouts)
-            .with_http(self.http);
+            .with_http(self.http)
+            .with_stats(peer.stats().clone());
         match &self.tls {
             None => {}
             Some(Ok(tls)) => http_peer = http_peer.with_tls(tls.clone()),
@@ -458,15 +459,7 @@ impl UpstreamGroup {
     pub fn record_outcome(&self, peer: &Peer, error: Option<&Error>) {
         let Some(passive) = self.passive else { return };
         match error.map(Error::kind) {
-            Some(
-                ErrorKind::ConnectRefused
-                | ErrorKind::ConnectTimeout
-                | ErrorKind::UpstreamTls
-                | ErrorKind::ReadTimeout
-                | ErrorKind::WriteTimeout
-                | ErrorKind::UpstreamClosed
-                | ErrorKind::InvalidResponse,
-            ) => {
+            Some(kind) if kind.is_upstream_failure() => {
                 if peer.record_failure(passive.failures, passive.eject_for) {
                     tracing::warn!(
                         group = %self.name,

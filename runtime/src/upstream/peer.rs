@@ -1,7 +1,10 @@
 //! [`HttpPeer`]: where a request goes, and the timeouts of talking to it.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
+
+use crate::metrics::PeerStats;
 
 use crate::upstream::tls::TlsConnector;
 
@@ -39,7 +42,25 @@ pub struct HttpPeer {
     timeouts: PeerTimeouts,
     tls: Option<TlsConnector>,
     http: UpstreamHttp,
+    stats: StatsHandle,
 }
+
+/// The counters of the group peer an [`HttpPeer`] was chosen from; two handles are equal
+/// when they count into the same place.
+#[derive(Debug, Clone, Default)]
+struct StatsHandle(Option<Arc<PeerStats>>);
+
+impl PartialEq for StatsHandle {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.0, &other.0) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b),
+            (None, None) => true,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for StatsHandle {}
 
 /// Which HTTP version requests to a peer use.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -62,7 +83,20 @@ impl HttpPeer {
             timeouts: PeerTimeouts::default(),
             tls: None,
             http: UpstreamHttp::Http1,
+            stats: StatsHandle(None),
         }
+    }
+
+    /// Counts this peer's requests, connections and timings into `stats` (a group's
+    /// [`crate::lb::Peer::stats`]), for metrics and the status page.
+    pub fn with_stats(mut self, stats: Arc<PeerStats>) -> Self {
+        self.stats = StatsHandle(Some(stats));
+        self
+    }
+
+    /// The counters this peer's requests are recorded in, if any.
+    pub fn stats(&self) -> Option<&Arc<PeerStats>> {
+        self.stats.0.as_ref()
     }
 
     /// The peer's address.

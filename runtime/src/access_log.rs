@@ -1,0 +1,503 @@
+//! The access log: one line per finished request, in nginx's `combined` format (with the
+//! proxy's own fields appended) or as a JSON object, to stdout or a file.
+//!
+//! Lines are formatted on the request's thread and handed to a writer thread over a
+//! bounded channel, so a slow disk never stalls a request: when the channel is full the
+//! line is dropped and counted ([`AccessLog::dropped`]). [`AccessLog::reopen`] reopens a
+//! file after rotation (a declared proxy does it on SIGHUP).
+
+use std::fmt::Write as _;
+use std::fs::{File, OpenOptions};
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use serde::Serialize;
+
+/// Lines that may wait for the writer before new ones are dropped.
+const QUEUE_LINES: usize = 16 * 1024;
+
+/// How each line is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum AccessLogFormat {
+    /// nginx's `combined` line, then `rt=` (seconds), `upstream=`, `retries=`, `id=` and,
+    /// for failed requests, `error="..."`.
+    #[default]
+    Combined,
+    /// One JSON object per line.
+    Json,
+}
+
+impl AccessLogFormat {
+    /// `"combined"` or `"json"`.
+    pub fn parse(name: &str) -> io::Result<Self> {
+        match name {
+            "combined" => Ok(AccessLogFormat::Combined),
+            "json" => Ok(AccessLogFormat::Json),
+            other => Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("unknown access log format `{other}`: use `combined` or `json`"),
+            )),
+        }
+    }
+
+    /// The format's name, as [`AccessLogFormat::parse`] reads it.
+    pub fn name(self) -> &'static str {
+        match self {
+            AccessLogFormat::Combined => "combined",
+            AccessLogFormat::Json => "json",
+        }
+    }
+}
+
+/// Where the lines go.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AccessLogTarget {
+    /// The process's standard output.
+    Stdout,
+    /// A file, appended to (created if missing).
+    File(PathBuf),
+}
+
+impl AccessLogTarget {
+    /// `"stdout"` or a file path.
+    pub fn parse(target: &str) -> Self {
+        match target {
+            "stdout" | "-" => AccessLogTarget::Stdout,
+            path => AccessLogTarget::File(PathBuf::from(path)),
+        }
+    }
+
+    /// As [`AccessLogTarget::parse`] reads it.
+    pub fn describe(&self) -> String {
+        match self {
+            AccessLogTarget::Stdout => "stdout".to_owned(),
+            AccessLogTarget::File(p) => p.display().to_string(),
+        }
+    }
+}
+
+enum Message {
+    Line(Vec<u8>),
+    Reopen,
+}
+
+struct Inner {
+    format: AccessLogFormat,
+    target: AccessLogTarget,
+    sender: SyncSender<Message>,
+    dropped: AtomicU64,
+}
+
+/// An access log: cheap to clone, shared by every worker of a proxy.
+#[derive(Clone)]
+pub struct AccessLog(Arc<Inner>);
+
+impl std::fmt::Debug for AccessLog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AccessLog")
+            .field("format", &self.0.format)
+            .field("target", &self.0.target)
+            .finish()
+    }
+}
+
+impl AccessLog {
+    /// A log writing `format` lines to `target`, checking now that a file can be
+    /// opened for appending (so a bad path fails at startup, and under `-t`).
+    pub fn open(target: AccessLogTarget, format: AccessLogFormat) -> io::Result<Self> {
+        if let AccessLogTarget::File(path) = &target {
+            open_append(path)?;
+        }
+        Ok(AccessLog::new(target, format))
+    }
+
+    /// A log writing `format` lines to `target`. The writer thread opens the file; if
+    /// it cannot, it logs why and drops lines until a [`reopen`](AccessLog::reopen)
+    /// succeeds. [`AccessLog::open`] checks the file first.
+    pub fn new(target: AccessLogTarget, format: AccessLogFormat) -> Self {
+        let (sender, receiver) = mpsc::sync_channel(QUEUE_LINES);
+        let sink_target = target.clone();
+        let spawned = std::thread::Builder::new()
+            .name("access-log".into())
+            .spawn(move || write_lines(Sink::open(&sink_target), receiver));
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the access log writer; lines are dropped");
+        }
+        AccessLog(Arc::new(Inner {
+            format,
+            target,
+            sender,
+            dropped: AtomicU64::new(0),
+        }))
+    }
+
+    /// Checks that the log's file can be opened for appending (stdout always can).
+    pub fn check(&self) -> io::Result<()> {
+        match &self.0.target {
+            AccessLogTarget::File(path) => open_append(path).map(drop),
+            AccessLogTarget::Stdout => Ok(()),
+        }
+    }
+
+    /// The line format.
+    pub fn format(&self) -> AccessLogFormat {
+        self.0.format
+    }
+
+    /// Where lines go.
+    pub fn target(&self) -> &AccessLogTarget {
+        &self.0.target
+    }
+
+    /// Lines dropped because the writer fell behind.
+    pub fn dropped(&self) -> u64 {
+        self.0.dropped.load(Ordering::Relaxed)
+    }
+
+    /// Reopens the file (after logrotate moved it); nothing for stdout.
+    pub fn reopen(&self) {
+        let _ = self.0.sender.try_send(Message::Reopen);
+    }
+
+    /// Formats `entry` and queues it for writing.
+    pub fn write(&self, entry: &AccessEntry<'_>) {
+        let mut line = Vec::with_capacity(256);
+        match self.0.format {
+            AccessLogFormat::Combined => entry.write_combined(&mut line),
+            AccessLogFormat::Json => entry.write_json(&mut line),
+        }
+        line.push(b'\n');
+        match self.0.sender.try_send(Message::Line(line)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                let n = self.0.dropped.fetch_add(1, Ordering::Relaxed);
+                if n.is_power_of_two() {
+                    tracing::warn!(
+                        dropped = n + 1,
+                        "access log writer is behind; lines dropped"
+                    );
+                }
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                self.0.dropped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+}
+
+/// One finished request, as the access log records it.
+#[derive(Debug, Serialize)]
+pub struct AccessEntry<'a> {
+    /// When the request arrived.
+    #[serde(serialize_with = "rfc3339")]
+    pub time: SystemTime,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// The request method.
+    pub method: &'a str,
+    /// The `Host` asked for.
+    pub host: Option<&'a str>,
+    /// The request target (path and query).
+    pub path: &'a str,
+    /// `HTTP/1.1`, `HTTP/2.0`, ...
+    pub protocol: &'a str,
+    /// The status sent (0 if none was).
+    pub status: u16,
+    /// Response body bytes sent.
+    pub bytes: u64,
+    /// From the request head to the end of the response, in seconds.
+    #[serde(serialize_with = "seconds")]
+    pub duration: Duration,
+    /// The peer that answered (the last one tried).
+    pub upstream: Option<SocketAddr>,
+    /// Times the request went to another peer.
+    pub retries: u32,
+    /// The request id (from `x-request-id`, or generated).
+    pub request_id: &'a str,
+    /// `Referer`.
+    pub referer: Option<&'a str>,
+    /// `User-Agent`.
+    pub user_agent: Option<&'a str>,
+    /// Why the request failed, if it did.
+    pub error: Option<String>,
+}
+
+impl AccessEntry<'_> {
+    fn write_combined(&self, out: &mut Vec<u8>) {
+        let mut s = String::with_capacity(256);
+        let _ = write!(
+            s,
+            "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rt={:.6} upstream={} retries={} id={}",
+            self.client.ip(),
+            clf_time(self.time),
+            self.method,
+            Escaped(self.path),
+            self.protocol,
+            self.status,
+            self.bytes,
+            Escaped(self.referer.unwrap_or("-")),
+            Escaped(self.user_agent.unwrap_or("-")),
+            self.duration.as_secs_f64(),
+            self.upstream
+                .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            self.retries,
+            Escaped(self.request_id),
+        );
+        if let Some(error) = &self.error {
+            let _ = write!(s, " error=\"{}\"", Escaped(error));
+        }
+        out.extend_from_slice(s.as_bytes());
+    }
+
+    fn write_json(&self, out: &mut Vec<u8>) {
+        if serde_json::to_writer(&mut *out, self).is_err() {
+            out.clear();
+            out.extend_from_slice(b"{\"error\":\"access log entry could not be encoded\"}");
+        }
+    }
+}
+
+/// Escapes `"`, `\` and control bytes the way nginx does in its log (`\xHH`), so one
+/// request is always one line and a field cannot be forged.
+struct Escaped<'a>(&'a str);
+
+impl std::fmt::Display for Escaped<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '"' | '\\' => write!(f, "\\x{:02X}", c as u32)?,
+                c if c.is_control() => write!(f, "\\x{:02X}", c as u32 & 0xff)?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_f64(d.as_secs_f64())
+}
+
+fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
+    let (date, millis) = civil(*t);
+    s.collect_str(&format_args!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
+        date.year, date.month, date.day, date.hour, date.minute, date.second, millis
+    ))
+}
+
+/// `10/Oct/2000:13:55:36 +0000`, the common log format's time (in UTC).
+fn clf_time(t: SystemTime) -> String {
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
+    let (d, _) = civil(t);
+    format!(
+        "{:02}/{}/{:04}:{:02}:{:02}:{:02} +0000",
+        d.day,
+        MONTHS[(d.month as usize).saturating_sub(1) % 12],
+        d.year,
+        d.hour,
+        d.minute,
+        d.second
+    )
+}
+
+struct Civil {
+    year: i64,
+    month: u32,
+    day: u32,
+    hour: u32,
+    minute: u32,
+    second: u32,
+}
+
+/// The UTC calendar date and time of `t`, and its milliseconds.
+fn civil(t: SystemTime) -> (Civil, u32) {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Days since 1970-01-01 to a proleptic Gregorian date, counting in 400-year eras
+    // that start on March 1st (so the leap day ends a year).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z.rem_euclid(146_097);
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = (doy - (153 * mp + 2) / 5 + 1) as u32;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 } as u32;
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    (
+        Civil {
+            year,
+            month,
+            day,
+            hour: (rem / 3600) as u32,
+            minute: (rem % 3600 / 60) as u32,
+            second: (rem % 60) as u32,
+        },
+        since.subsec_millis(),
+    )
+}
+
+enum Sink {
+    Stdout,
+    File { path: PathBuf, file: Option<File> },
+}
+
+impl Sink {
+    fn open(target: &AccessLogTarget) -> Sink {
+        match target {
+            AccessLogTarget::Stdout => Sink::Stdout,
+            AccessLogTarget::File(path) => {
+                let file = open_append(path)
+                    .map_err(|e| tracing::error!(error = %e, "cannot open the access log"))
+                    .ok();
+                Sink::File {
+                    file,
+                    path: path.clone(),
+                }
+            }
+        }
+    }
+
+    fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
+        match self {
+            Sink::Stdout => {
+                let mut out = io::stdout().lock();
+                out.write_all(bytes)?;
+                out.flush()
+            }
+            Sink::File {
+                file: Some(file), ..
+            } => file.write_all(bytes),
+            Sink::File { file: None, path } => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                format!("access log {} is not open", path.display()),
+            )),
+        }
+    }
+
+    fn reopen(&mut self) {
+        if let Sink::File { path, file } = self {
+            match open_append(path) {
+                Ok(fresh) => *file = Some(fresh),
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot reopen the access log; writing to the old file")
+                }
+            }
+        }
+    }
+}
+
+fn open_append(path: &Path) -> io::Result<File> {
+    OpenOptions::new()
+        .create(true)
+        .append(true)
+        .open(path)
+        .map_err(|e| io::Error::new(e.kind(), format!("access log {}: {e}", path.display())))
+}
+
+/// The writer thread: batches whatever is queued into one write, until every sender
+/// is gone.
+fn write_lines(mut sink: Sink, receiver: Receiver<Message>) {
+    let mut batch = Vec::with_capacity(64 * 1024);
+    let mut failing = false;
+    while let Ok(first) = receiver.recv() {
+        let mut next = Some(first);
+        while let Some(message) = next.take() {
+            match message {
+                Message::Line(line) => batch.extend_from_slice(&line),
+                Message::Reopen => {
+                    flush(&mut sink, &mut batch, &mut failing);
+                    sink.reopen();
+                }
+            }
+            if batch.len() < 64 * 1024 {
+                next = receiver.try_recv().ok();
+            }
+        }
+        flush(&mut sink, &mut batch, &mut failing);
+    }
+}
+
+fn flush(sink: &mut Sink, batch: &mut Vec<u8>, failing: &mut bool) {
+    if batch.is_empty() {
+        return;
+    }
+    match sink.write_all(batch) {
+        Ok(()) => *failing = false,
+        Err(e) => {
+            if !*failing {
+                tracing::error!(error = %e, "cannot write the access log");
+            }
+            *failing = true;
+        }
+    }
+    batch.clear();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn calendar_dates() {
+        let at = |s: u64| civil(UNIX_EPOCH + Duration::from_secs(s)).0;
+        let d = at(0);
+        assert_eq!((d.year, d.month, d.day, d.hour), (1970, 1, 1, 0));
+        // 2000-02-29T12:34:56Z, a leap day in a century year divisible by 400.
+        let d = at(951_827_696);
+        assert_eq!(
+            (d.year, d.month, d.day, d.hour, d.minute, d.second),
+            (2000, 2, 29, 12, 34, 56)
+        );
+        // 2026-11-26T00:00:00Z.
+        let d = at(1_795_651_200);
+        assert_eq!((d.year, d.month, d.day), (2026, 11, 26));
+        assert_eq!(
+            clf_time(UNIX_EPOCH + Duration::from_secs(971_182_536)),
+            "10/Oct/2000:12:55:36 +0000"
+        );
+    }
+
+    #[test]
+    fn combined_lines_escape_quotes_and_control_bytes() {
+        let entry = AccessEntry {
+            time: UNIX_EPOCH,
+            client: "127.0.0.1:5000".parse().expect("addr"),
+            method: "GET",
+            host: Some("example.com"),
+            path: "/a\"b",
+            protocol: "HTTP/1.1",
+            status: 200,
+            bytes: 5,
+            duration: Duration::from_millis(2),
+            upstream: None,
+            retries: 0,
+            request_id: "abc",
+            referer: None,
+            user_agent: Some("x\ny"),
+            error: None,
+        };
+        let mut out = Vec::new();
+        entry.write_combined(&mut out);
+        let line = String::from_utf8(out).expect("utf-8");
+        assert_eq!(
+            line,
+            "127.0.0.1 - - [01/Jan/1970:00:00:00 +0000] \"GET /a\\x22b HTTP/1.1\" 200 5 \"-\" \"x\\x0Ay\" rt=0.002000 upstream=- retries=0 id=abc"
+        );
+        let mut out = Vec::new();
+        entry.write_json(&mut out);
+        let v: serde_json::Value = serde_json::from_slice(&out).expect("json");
+        assert_eq!(v["time"], "1970-01-01T00:00:00.000Z");
+        assert_eq!(v["status"], 200);
+        assert_eq!(v["path"], "/a\"b");
+    }
+}

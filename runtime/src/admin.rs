@@ -1,0 +1,911 @@
+//! The admin listener: Prometheus metrics at `/metrics`, a live status page at `/status`
+//! and the same data as JSON at `/status.json`, for every service it watches.
+//!
+//! The counters live where they are counted ([`crate::metrics`]); the admin listener reads
+//! them only when asked, through one [`Observer`] per watched service. A declared proxy
+//! started with `--admin ADDR` (or `admin "ADDR";`, or `[server] admin`) watches itself;
+//! by hand:
+//!
+//! ```no_run
+//! use pingora_dsl_runtime::admin::{Admin, Observable};
+//! use pingora_dsl_runtime::lb::{Backend, Strategy};
+//! use pingora_dsl_runtime::server::{Server, ServerConf};
+//! use pingora_dsl_runtime::tcp_proxy::TcpProxyService;
+//! use pingora_dsl_runtime::upstream::UpstreamGroup;
+//!
+//! let peers = vec![Backend::new("127.0.0.1:5432".parse().unwrap())];
+//! let mut db = TcpProxyService::new("db", UpstreamGroup::new("pg", peers, Strategy::round_robin()));
+//! db.add_tcp("127.0.0.1:6432");
+//! let admin = Admin::new();
+//! admin.watch(db.observer());
+//! let mut server = Server::new(ServerConf::default());
+//! server.add_service(admin.service("127.0.0.1:9100"));
+//! server.add_service(db);
+//! server.run_forever();
+//! ```
+
+use std::collections::HashMap;
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::future::Ready;
+use std::sync::{Arc, Mutex, RwLock};
+use std::task::{Context, Poll};
+use std::time::Instant;
+
+use bytes::Bytes;
+use http::header::{CACHE_CONTROL, CONTENT_TYPE};
+use http::{Method, Request, Response, StatusCode};
+use http_body_util::Full;
+use prometheus::proto::{self, MetricFamily, MetricType};
+use prometheus::Encoder as _;
+use serde::Serialize;
+
+use crate::http::{serve_handler, HttpService, ServeHandler};
+use crate::lb::Peer;
+use crate::metrics::{ListenerStats, ProxyStats, RouteStats, STATUS_CLASSES};
+use crate::proxy::{ProxyHttp, ProxyLayer, ProxyPipeline};
+use crate::route::RouteAction;
+use crate::server::Service as _;
+use crate::tcp_proxy::TcpProxyService;
+use crate::udp_proxy::UdpProxyService;
+use crate::upstream::UpstreamGroup;
+
+/// One service as the admin listener sees it at a moment: handles to its live counters,
+/// routes and upstream groups.
+pub struct ServiceView {
+    /// The service's name (the `proxy` label).
+    pub name: String,
+    /// `http`, `tcp` or `udp`.
+    pub kind: &'static str,
+    /// Its downstream connections, if it counts them.
+    pub listener: Option<Arc<ListenerStats>>,
+    /// Its requests outside any route, and in flight (HTTP proxies).
+    pub proxy: Option<Arc<ProxyStats>>,
+    /// Its routes, in match order.
+    pub routes: Vec<RouteView>,
+    /// Its upstream groups (handles to the live peers).
+    pub groups: Vec<UpstreamGroup>,
+}
+
+/// A route as the admin listener shows it.
+pub struct RouteView {
+    /// The route's label.
+    pub label: String,
+    /// What it does: `upstream api`, `respond 200`, `redirect 301`.
+    pub target: String,
+    /// Its counters.
+    pub stats: Arc<RouteStats>,
+}
+
+/// What gives the admin listener a service's current [`ServiceView`].
+pub type Observer = Box<dyn Fn() -> ServiceView + Send + Sync>;
+
+/// A service the admin listener can watch.
+pub trait Observable {
+    /// The function the admin listener calls at each scrape.
+    fn observer(&self) -> Observer;
+}
+
+impl<P: ProxyHttp, L: ProxyLayer<P>> Observable for HttpService<ProxyPipeline<P, L>> {
+    fn observer(&self) -> Observer {
+        let name = self.name().to_owned();
+        let listener = self.listener_stats().clone();
+        let stats = self.maker().stats().clone();
+        let proxy = self.maker().proxy_arc().clone();
+        Box::new(move || {
+            let (routes, groups) = match proxy.observed_router() {
+                Some(router) => (
+                    router
+                        .routes()
+                        .iter()
+                        .map(|r| RouteView {
+                            label: r.label().to_owned(),
+                            target: match r.action() {
+                                RouteAction::Upstream(g) => format!(
+                                    "upstream {}",
+                                    router.groups().get(*g).map_or("?", |g| g.name())
+                                ),
+                                RouteAction::Respond(s, _) => format!("respond {}", s.as_u16()),
+                                RouteAction::Redirect(s, _) => {
+                                    format!("redirect {}", s.as_u16())
+                                }
+                            },
+                            stats: r.stats().clone(),
+                        })
+                        .collect(),
+                    router.groups().to_vec(),
+                ),
+                None => (Vec::new(), Vec::new()),
+            };
+            ServiceView {
+                name: name.clone(),
+                kind: "http",
+                listener: Some(listener.clone()),
+                proxy: Some(stats.clone()),
+                routes,
+                groups,
+            }
+        })
+    }
+}
+
+impl Observable for TcpProxyService {
+    fn observer(&self) -> Observer {
+        let name = self.name().to_owned();
+        let listener = self.listener_stats().clone();
+        let group = self.group().clone();
+        Box::new(move || ServiceView {
+            name: name.clone(),
+            kind: "tcp",
+            listener: Some(listener.clone()),
+            proxy: None,
+            routes: Vec::new(),
+            groups: vec![group.clone()],
+        })
+    }
+}
+
+impl Observable for UdpProxyService {
+    fn observer(&self) -> Observer {
+        let name = self.name().to_owned();
+        let group = self.group().clone();
+        Box::new(move || ServiceView {
+            name: name.clone(),
+            kind: "udp",
+            listener: None,
+            proxy: None,
+            routes: Vec::new(),
+            groups: vec![group.clone()],
+        })
+    }
+}
+
+struct Inner {
+    observers: RwLock<Vec<Observer>>,
+    registry: prometheus::Registry,
+    started: Instant,
+    /// The counts at the previous status request, for rates.
+    previous: Mutex<Option<Sample>>,
+}
+
+/// Request and error totals keyed by route or peer, at one moment.
+struct Sample {
+    at: Instant,
+    counts: HashMap<String, (u64, u64)>,
+}
+
+/// The admin listener's state: the watched services and a Prometheus registry (to which
+/// users may add their own metrics). Cheap to clone.
+#[derive(Clone)]
+pub struct Admin(Arc<Inner>);
+
+impl Default for Admin {
+    fn default() -> Self {
+        Admin::new()
+    }
+}
+
+impl std::fmt::Debug for Admin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admin").finish_non_exhaustive()
+    }
+}
+
+impl Admin {
+    /// An admin listener watching nothing yet.
+    pub fn new() -> Self {
+        let admin = Admin(Arc::new(Inner {
+            observers: RwLock::new(Vec::new()),
+            registry: prometheus::Registry::new(),
+            started: Instant::now(),
+            previous: Mutex::new(None),
+        }));
+        let collector = Collector(Arc::downgrade(&admin.0));
+        if let Err(e) = admin.0.registry.register(Box::new(collector)) {
+            tracing::error!(error = %e, "cannot register the proxy metrics");
+        }
+        admin
+    }
+
+    /// Watches a service: its counters appear in every scrape from now on.
+    pub fn watch(&self, observer: Observer) {
+        if let Ok(mut list) = self.0.observers.write() {
+            list.push(observer);
+        }
+    }
+
+    /// The registry `/metrics` serves; register your own collectors in it.
+    pub fn registry(&self) -> &prometheus::Registry {
+        &self.0.registry
+    }
+
+    /// A listening service named `admin` serving this admin's pages on `addr`.
+    pub fn service(&self, addr: &str) -> HttpService<ServeHandler<AdminHandler>> {
+        let mut service = serve_handler("admin", AdminHandler(self.clone()));
+        service.add_tcp(addr);
+        service
+    }
+
+    fn views(&self) -> Vec<ServiceView> {
+        match self.0.observers.read() {
+            Ok(list) => list.iter().map(|o| o()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+
+    /// Everything in the Prometheus text format.
+    pub fn metrics_text(&self) -> String {
+        let families = self.0.registry.gather();
+        let mut out = Vec::with_capacity(16 * 1024);
+        if let Err(e) = prometheus::TextEncoder::new().encode(&families, &mut out) {
+            tracing::error!(error = %e, "cannot encode metrics");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+
+    /// The status of every watched service, with rates since the previous call (at
+    /// least a second ago; `None` on the first).
+    pub fn status(&self) -> Status {
+        let views = self.views();
+        let now = Instant::now();
+        let mut counts = HashMap::new();
+        let mut services: Vec<ServiceStatus> = views
+            .iter()
+            .map(|v| service_status(v, &mut counts))
+            .collect();
+        let Ok(mut previous) = self.0.previous.lock() else {
+            return Status::new(self.0.started, services);
+        };
+        if let Some(prev) = previous.as_ref() {
+            let secs = now.duration_since(prev.at).as_secs_f64();
+            if secs >= 0.25 {
+                let rate = |key: &str, now: (u64, u64)| {
+                    prev.counts.get(key).map(|then| {
+                        (
+                            now.0.saturating_sub(then.0) as f64 / secs,
+                            now.1.saturating_sub(then.1) as f64 / secs,
+                        )
+                    })
+                };
+                for s in &mut services {
+                    for r in &mut s.routes {
+                        let key = format!("{}\0route\0{}", s.name, r.label);
+                        if let Some((req, err)) = rate(&key, (r.requests, r.server_errors)) {
+                            r.request_rate = Some(req);
+                            r.error_rate = Some(err);
+                        }
+                    }
+                    for pool in &mut s.pools {
+                        for p in &mut pool.peers {
+                            let key = format!("{}\0{}\0{}", s.name, pool.name, p.addr);
+                            if let Some((req, err)) = rate(&key, (p.requests, p.errors)) {
+                                p.request_rate = Some(req);
+                                p.error_rate = Some(err);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if previous
+            .as_ref()
+            .is_none_or(|p| now.duration_since(p.at).as_secs_f64() >= 1.0)
+        {
+            *previous = Some(Sample { at: now, counts });
+        }
+        Status::new(self.0.started, services)
+    }
+
+    fn respond(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
+        if method != Method::GET && method != Method::HEAD {
+            return text(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "text/plain",
+                "GET only\n".into(),
+            );
+        }
+        match path {
+            "/metrics" => text(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                self.metrics_text(),
+            ),
+            "/status.json" => {
+                let body = serde_json::to_string_pretty(&self.status()).unwrap_or_default();
+                text(StatusCode::OK, "application/json", body)
+            }
+            "/status" | "/" => text(
+                StatusCode::OK,
+                "text/html; charset=utf-8",
+                status_page(&self.status()),
+            ),
+            _ => text(
+                StatusCode::NOT_FOUND,
+                "text/plain",
+                "not found: try /metrics, /status or /status.json\n".into(),
+            ),
+        }
+    }
+}
+
+fn text(status: StatusCode, content_type: &'static str, body: String) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(Bytes::from(body)));
+    *response.status_mut() = status;
+    let h = response.headers_mut();
+    h.insert(CONTENT_TYPE, http::HeaderValue::from_static(content_type));
+    h.insert(CACHE_CONTROL, http::HeaderValue::from_static("no-store"));
+    response
+}
+
+/// The admin listener's request handler.
+#[derive(Clone, Debug)]
+pub struct AdminHandler(Admin);
+
+impl<B> tower_service::Service<Request<B>> for AdminHandler {
+    type Response = Response<Full<Bytes>>;
+    type Error = Infallible;
+    type Future = Ready<Result<Response<Full<Bytes>>, Infallible>>;
+
+    fn poll_ready(&mut self, _cx: &mut Context<'_>) -> Poll<Result<(), Infallible>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, request: Request<B>) -> Self::Future {
+        std::future::ready(Ok(self.0.respond(request.method(), request.uri().path())))
+    }
+}
+
+/// What `/status.json` serves.
+#[derive(Debug, Serialize)]
+pub struct Status {
+    /// Seconds since the admin listener started.
+    pub uptime_seconds: f64,
+    /// Every watched service.
+    pub services: Vec<ServiceStatus>,
+}
+
+impl Status {
+    fn new(started: Instant, services: Vec<ServiceStatus>) -> Self {
+        Status {
+            uptime_seconds: started.elapsed().as_secs_f64(),
+            services,
+        }
+    }
+}
+
+/// One service on the status page.
+#[derive(Debug, Serialize)]
+pub struct ServiceStatus {
+    /// Its name.
+    pub name: String,
+    /// `http`, `tcp` or `udp`.
+    pub kind: &'static str,
+    /// Downstream connections open now.
+    pub connections_open: Option<u64>,
+    /// Downstream connections accepted.
+    pub connections_accepted: Option<u64>,
+    /// Failed TLS handshakes with clients.
+    pub tls_failures: Option<u64>,
+    /// Requests in flight.
+    pub active_requests: Option<u64>,
+    /// Routes, in match order (plus `(no route)` for requests none took).
+    pub routes: Vec<RouteStatus>,
+    /// Upstream pools.
+    pub pools: Vec<PoolStatus>,
+}
+
+/// One route on the status page.
+#[derive(Debug, Serialize)]
+pub struct RouteStatus {
+    /// Its label.
+    pub label: String,
+    /// What it does.
+    pub target: String,
+    /// Finished requests.
+    pub requests: u64,
+    /// Finished requests by status class.
+    pub responses: HashMap<&'static str, u64>,
+    /// Of those, 5xx.
+    pub server_errors: u64,
+    /// Requests per second lately.
+    pub request_rate: Option<f64>,
+    /// 5xx responses per second lately.
+    pub error_rate: Option<f64>,
+    /// Mean request duration in milliseconds.
+    pub mean_duration_ms: Option<f64>,
+}
+
+/// One upstream pool on the status page.
+#[derive(Debug, Serialize)]
+pub struct PoolStatus {
+    /// The group's name.
+    pub name: String,
+    /// Its peers.
+    pub peers: Vec<PeerStatus>,
+}
+
+/// One peer on the status page.
+#[derive(Debug, Serialize)]
+pub struct PeerStatus {
+    /// Its address.
+    pub addr: String,
+    /// Its weight.
+    pub weight: u32,
+    /// `up`, `down` (failed active checks) or `ejected` (failed requests).
+    pub state: &'static str,
+    /// Requests in flight.
+    pub in_flight: u64,
+    /// Requests sent.
+    pub requests: u64,
+    /// Of those, failed on the peer's side.
+    pub errors: u64,
+    /// Requests per second lately.
+    pub request_rate: Option<f64>,
+    /// Errors per second lately.
+    pub error_rate: Option<f64>,
+    /// New connections opened.
+    pub connections_new: u64,
+    /// Requests over reused connections.
+    pub connections_reused: u64,
+    /// Times ejected.
+    pub ejections: u64,
+}
+
+fn peer_state(p: &Peer) -> &'static str {
+    if !p.is_healthy() {
+        "down"
+    } else if p.is_ejected() {
+        "ejected"
+    } else {
+        "up"
+    }
+}
+
+fn route_status(label: String, target: String, s: &RouteStats) -> RouteStatus {
+    let count = s.duration.count();
+    RouteStatus {
+        label,
+        target,
+        requests: s.requests(),
+        responses: STATUS_CLASSES
+            .iter()
+            .zip(&s.responses)
+            .map(|(class, c)| (*class, c.get()))
+            .collect(),
+        server_errors: s.server_errors(),
+        request_rate: None,
+        error_rate: None,
+        mean_duration_ms: (count > 0).then(|| s.duration.sum() * 1000.0 / count as f64),
+    }
+}
+
+fn service_status(v: &ServiceView, counts: &mut HashMap<String, (u64, u64)>) -> ServiceStatus {
+    let mut routes: Vec<RouteStatus> = v
+        .routes
+        .iter()
+        .map(|r| route_status(r.label.clone(), r.target.clone(), &r.stats))
+        .collect();
+    if let Some(p) = &v.proxy {
+        if p.unrouted.requests() > 0 || routes.is_empty() {
+            routes.push(route_status("(no route)".into(), "-".into(), &p.unrouted));
+        }
+    }
+    for r in &routes {
+        counts.insert(
+            format!("{}\0route\0{}", v.name, r.label),
+            (r.requests, r.server_errors),
+        );
+    }
+    let pools = v
+        .groups
+        .iter()
+        .map(|g| PoolStatus {
+            name: g.name().to_owned(),
+            peers: g
+                .peers()
+                .iter()
+                .map(|p| {
+                    let s = p.stats();
+                    let status = PeerStatus {
+                        addr: p.addr().to_string(),
+                        weight: p.backend().weight,
+                        state: peer_state(p),
+                        in_flight: p.in_flight() as u64,
+                        requests: s.requests.get(),
+                        errors: s.errors.get(),
+                        request_rate: None,
+                        error_rate: None,
+                        connections_new: s.connections_new.get(),
+                        connections_reused: s.connections_reused.get(),
+                        ejections: s.ejections.get(),
+                    };
+                    counts.insert(
+                        format!("{}\0{}\0{}", v.name, g.name(), status.addr),
+                        (status.requests, status.errors),
+                    );
+                    status
+                })
+                .collect(),
+        })
+        .collect();
+    ServiceStatus {
+        name: v.name.clone(),
+        kind: v.kind,
+        connections_open: v.listener.as_ref().map(|l| l.open.get()),
+        connections_accepted: v.listener.as_ref().map(|l| l.accepted.get()),
+        tls_failures: v.listener.as_ref().map(|l| l.tls_failures.get()),
+        active_requests: v.proxy.as_ref().map(|p| p.active_requests.get()),
+        routes,
+        pools,
+    }
+}
+
+/// Escapes text for HTML.
+struct Html<'a>(&'a str);
+
+impl std::fmt::Display for Html<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for c in self.0.chars() {
+            match c {
+                '<' => f.write_str("&lt;")?,
+                '>' => f.write_str("&gt;")?,
+                '&' => f.write_str("&amp;")?,
+                '"' => f.write_str("&quot;")?,
+                '\'' => f.write_str("&#39;")?,
+                c => f.write_char(c)?,
+            }
+        }
+        Ok(())
+    }
+}
+
+fn per_second(rate: Option<f64>) -> String {
+    rate.map_or_else(|| "–".to_owned(), |r| format!("{r:.1}"))
+}
+
+/// How often the status page refreshes itself.
+const REFRESH_MS: u32 = 2000;
+
+/// The status page: server-rendered tables, replaced every [`REFRESH_MS`] by a fresh
+/// rendering fetched in the background (and reloaded whole without JavaScript).
+fn status_page(status: &Status) -> String {
+    let mut out = String::with_capacity(8 * 1024);
+    let _ = write!(
+        out,
+        r#"<!DOCTYPE html>
+<html lang="en"><head><meta charset="utf-8"><title>pingora-dsl status</title>
+<noscript><meta http-equiv="refresh" content="{refresh_s}"></noscript>
+<style>
+body{{font:14px system-ui,sans-serif;margin:1.5em;color:#222}}
+h1{{font-size:1.3em}} h2{{font-size:1.1em;margin:1.4em 0 .3em}} h3{{font-size:1em;margin:.8em 0 .3em}}
+table{{border-collapse:collapse;margin-bottom:.6em}}
+th,td{{border:1px solid #ccc;padding:.2em .6em;text-align:right}}
+th:first-child,td:first-child{{text-align:left}} th{{background:#eee}}
+.up{{background:#c8efc8}} .down{{background:#f5b5b5}} .ejected{{background:#f8d9a0}}
+.meta{{color:#666}}
+</style></head>
+<body><h1>pingora-dsl status</h1>
+<div id="status">"#,
+        refresh_s = REFRESH_MS / 1000
+    );
+    status_body(status, &mut out);
+    let _ = write!(
+        out,
+        r#"</div>
+<script>
+setInterval(async () => {{
+  try {{
+    const r = await fetch(location.pathname, {{cache: "no-store"}});
+    const doc = new DOMParser().parseFromString(await r.text(), "text/html");
+    const fresh = doc.getElementById("status");
+    if (fresh) document.getElementById("status").innerHTML = fresh.innerHTML;
+  }} catch (e) {{}}
+}}, {REFRESH_MS});
+</script></body></html>
+"#
+    );
+    out
+}
+
+fn status_body(status: &Status, out: &mut String) {
+    let _ = writeln!(
+        out,
+        r#"<p class="meta">up {:.0} s · refreshes every {} s · <a href="/status.json">JSON</a> · <a href="/metrics">metrics</a></p>"#,
+        status.uptime_seconds,
+        REFRESH_MS / 1000
+    );
+    for s in &status.services {
+        let _ = writeln!(
+            out,
+            r#"<section class="service" data-name="{0}"><h2>{0} <span class="meta">({1})</span></h2>"#,
+            Html(&s.name),
+            s.kind
+        );
+        let mut meta = Vec::new();
+        if let (Some(open), Some(accepted)) = (s.connections_open, s.connections_accepted) {
+            meta.push(format!("connections: {open} open, {accepted} accepted"));
+        }
+        if let Some(active) = s.active_requests {
+            meta.push(format!("requests in flight: {active}"));
+        }
+        if let Some(tls) = s.tls_failures.filter(|n| *n > 0) {
+            meta.push(format!("failed TLS handshakes: {tls}"));
+        }
+        if !meta.is_empty() {
+            let _ = writeln!(out, r#"<p class="meta">{}</p>"#, meta.join(" · "));
+        }
+        if !s.routes.is_empty() {
+            out.push_str("<table class=\"routes\"><tr><th>route</th><th>target</th><th>requests</th><th>2xx</th><th>4xx</th><th>5xx</th><th>req/s</th><th>5xx/s</th><th>mean ms</th></tr>\n");
+            for r in &s.routes {
+                let class = |c: &str| r.responses.get(c).copied().unwrap_or(0);
+                let _ = writeln!(
+                    out,
+                    "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                    Html(&r.label),
+                    Html(&r.target),
+                    r.requests,
+                    class("2xx"),
+                    class("4xx"),
+                    class("5xx"),
+                    per_second(r.request_rate),
+                    per_second(r.error_rate),
+                    r.mean_duration_ms
+                        .map_or_else(|| "–".to_owned(), |m| format!("{m:.2}")),
+                );
+            }
+            out.push_str("</table>\n");
+        }
+        for pool in &s.pools {
+            let _ = writeln!(
+                out,
+                r#"<h3>pool {}</h3><table class="pool" data-pool="{}"><tr><th>peer</th><th>state</th><th>weight</th><th>in flight</th><th>requests</th><th>errors</th><th>req/s</th><th>err/s</th><th>new conns</th><th>reused</th><th>ejections</th></tr>"#,
+                Html(&pool.name),
+                Html(&pool.name)
+            );
+            for p in &pool.peers {
+                let _ = writeln!(
+                    out,
+                    r#"<tr class="peer {state}" data-peer="{addr}"><td>{addr}</td><td class="state">{state_up}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>"#,
+                    p.weight,
+                    p.in_flight,
+                    p.requests,
+                    p.errors,
+                    per_second(p.request_rate),
+                    per_second(p.error_rate),
+                    p.connections_new,
+                    p.connections_reused,
+                    p.ejections,
+                    state = p.state,
+                    state_up = p.state.to_ascii_uppercase(),
+                    addr = Html(&p.addr),
+                );
+            }
+            out.push_str("</table>\n");
+        }
+        out.push_str("</section>\n");
+    }
+}
+
+/// Builds the proxy families from the watched services at scrape time.
+struct Collector(std::sync::Weak<Inner>);
+
+impl prometheus::core::Collector for Collector {
+    fn desc(&self) -> Vec<&prometheus::core::Desc> {
+        Vec::new()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let Some(inner) = self.0.upgrade() else {
+            return Vec::new();
+        };
+        let views = match inner.observers.read() {
+            Ok(list) => list.iter().map(|o| o()).collect::<Vec<_>>(),
+            Err(_) => return Vec::new(),
+        };
+        families(&views)
+    }
+}
+
+/// A family under construction.
+struct Family(MetricFamily);
+
+impl Family {
+    fn new(name: &str, help: &str, kind: MetricType) -> Self {
+        let mut f = MetricFamily::default();
+        f.set_name(format!("pingora_dsl_{name}"));
+        f.set_help(help.to_owned());
+        f.set_field_type(kind);
+        Family(f)
+    }
+
+    fn push(&mut self, labels: &[(&str, &str)], mut metric: proto::Metric) {
+        metric.set_label(
+            labels
+                .iter()
+                .map(|(k, v)| {
+                    let mut pair = proto::LabelPair::default();
+                    pair.set_name((*k).to_owned());
+                    pair.set_value((*v).to_owned());
+                    pair
+                })
+                .collect(),
+        );
+        self.0.mut_metric().push(metric);
+    }
+
+    fn counter(&mut self, labels: &[(&str, &str)], value: u64) {
+        let mut c = proto::Counter::default();
+        c.set_value(value as f64);
+        let mut m = proto::Metric::default();
+        m.set_counter(c);
+        self.push(labels, m);
+    }
+
+    fn gauge(&mut self, labels: &[(&str, &str)], value: f64) {
+        let mut g = proto::Gauge::default();
+        g.set_value(value);
+        self.push(labels, proto::Metric::from_gauge(g));
+    }
+}
+
+fn families(views: &[ServiceView]) -> Vec<MetricFamily> {
+    use MetricType::{COUNTER, GAUGE, HISTOGRAM};
+    let mut requests = Family::new(
+        "requests_total",
+        "Finished requests by proxy, route and status class.",
+        COUNTER,
+    );
+    let mut duration = Family::new(
+        "request_duration_seconds",
+        "Time from the request head to the end of the response body.",
+        HISTOGRAM,
+    );
+    let mut bytes_in = Family::new(
+        "request_body_bytes_total",
+        "Request body bytes received from clients.",
+        COUNTER,
+    );
+    let mut bytes_out = Family::new(
+        "response_body_bytes_total",
+        "Response body bytes sent to clients.",
+        COUNTER,
+    );
+    let mut retries = Family::new(
+        "retries_total",
+        "Requests sent again to another peer.",
+        COUNTER,
+    );
+    let mut active = Family::new("active_requests", "Requests in flight.", GAUGE);
+    let mut conns_open = Family::new(
+        "downstream_connections",
+        "Client connections open now.",
+        GAUGE,
+    );
+    let mut conns_total = Family::new(
+        "downstream_connections_total",
+        "Client connections accepted.",
+        COUNTER,
+    );
+    let mut tls_failures = Family::new(
+        "tls_handshake_failures_total",
+        "Failed TLS handshakes with clients.",
+        COUNTER,
+    );
+    let mut up_requests = Family::new(
+        "upstream_requests_total",
+        "Requests (TCP: connections) sent to each peer.",
+        COUNTER,
+    );
+    let mut up_errors = Family::new(
+        "upstream_errors_total",
+        "Requests that failed on the peer's side: refused, timed out, reset, bad response, TLS.",
+        COUNTER,
+    );
+    let mut up_conns = Family::new(
+        "upstream_connections_total",
+        "Requests by whether their upstream connection was new or reused.",
+        COUNTER,
+    );
+    let mut up_connect = Family::new(
+        "upstream_connect_seconds",
+        "Time to open a connection (TCP and TLS) to a peer.",
+        HISTOGRAM,
+    );
+    let mut up_ttfb = Family::new(
+        "upstream_first_byte_seconds",
+        "Time from sending a request to a peer to its response head.",
+        HISTOGRAM,
+    );
+    let mut up_in_flight = Family::new(
+        "upstream_in_flight",
+        "Requests in flight to each peer.",
+        GAUGE,
+    );
+    let mut up_healthy = Family::new(
+        "upstream_healthy",
+        "1 if the peer passes its health checks and is not ejected, else 0.",
+        GAUGE,
+    );
+    let mut up_ejections = Family::new(
+        "upstream_ejections_total",
+        "Times a peer was ejected after failed requests.",
+        COUNTER,
+    );
+
+    for v in views {
+        let proxy = v.name.as_str();
+        let mut route = |label: &str, s: &RouteStats| {
+            let l = [("proxy", proxy), ("route", label)];
+            for (class, c) in STATUS_CLASSES.iter().zip(&s.responses) {
+                requests.counter(&[l[0], l[1], ("class", class)], c.get());
+            }
+            duration.push(&l, s.duration.sample());
+            bytes_in.counter(&l, s.bytes_in.get());
+            bytes_out.counter(&l, s.bytes_out.get());
+            retries.counter(&l, s.retries.get());
+        };
+        for r in &v.routes {
+            route(&r.label, &r.stats);
+        }
+        if let Some(p) = &v.proxy {
+            if p.unrouted.requests() > 0 || v.routes.is_empty() {
+                route("", &p.unrouted);
+            }
+            active.gauge(&[("proxy", proxy)], p.active_requests.get() as f64);
+        }
+        if let Some(l) = &v.listener {
+            let labels = [("proxy", proxy)];
+            conns_open.gauge(&labels, l.open.get() as f64);
+            conns_total.counter(&labels, l.accepted.get());
+            tls_failures.counter(&labels, l.tls_failures.get());
+        }
+        for g in &v.groups {
+            for p in g.peers() {
+                let addr = p.addr().to_string();
+                let l = [
+                    ("proxy", proxy),
+                    ("pool", g.name()),
+                    ("peer", addr.as_str()),
+                ];
+                let s = p.stats();
+                up_requests.counter(&l, s.requests.get());
+                up_errors.counter(&l, s.errors.get());
+                up_conns.counter(
+                    &[l[0], l[1], l[2], ("reused", "false")],
+                    s.connections_new.get(),
+                );
+                up_conns.counter(
+                    &[l[0], l[1], l[2], ("reused", "true")],
+                    s.connections_reused.get(),
+                );
+                up_connect.push(&l, s.connect_time.sample());
+                up_ttfb.push(&l, s.first_byte_time.sample());
+                up_in_flight.gauge(&l, p.in_flight() as f64);
+                up_healthy.gauge(&l, if p.is_available() { 1.0 } else { 0.0 });
+                up_ejections.counter(&l, s.ejections.get());
+            }
+        }
+    }
+    [
+        requests,
+        duration,
+        bytes_in,
+        bytes_out,
+        retries,
+        active,
+        conns_open,
+        conns_total,
+        tls_failures,
+        up_requests,
+        up_errors,
+        up_conns,
+        up_connect,
+        up_ttfb,
+        up_in_flight,
+        up_healthy,
+        up_ejections,
+    ]
+    .into_iter()
+    .map(|f| f.0)
+    .collect()
+}

@@ -1,0 +1,225 @@
+//! The counters a running proxy keeps about itself, per route, per peer and per listener.
+//!
+//! Every figure is a relaxed atomic (or a `prometheus` histogram, a few atomics) living
+//! next to what it counts: a route's in [`RouteStats`], a peer's in [`PeerStats`] (held by
+//! [`crate::lb::Peer`]), a listening service's in [`ListenerStats`]. Recording is an atomic
+//! add on the request path, with no lock, map lookup or label formatting; the admin
+//! listener ([`crate::admin`]) reads them when scraped and builds the Prometheus families,
+//! the status page and its JSON then. Labels therefore come from declared names (proxy,
+//! route, pool, peer address), never from a request, so their number stays bounded.
+
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
+
+use http::StatusCode;
+use prometheus::core::Metric as _;
+
+/// Bucket bounds (seconds) of request and upstream-timing histograms: 0.5 ms to 10 s.
+pub const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+/// A monotonic count.
+#[derive(Debug, Default)]
+pub struct Counter(AtomicU64);
+
+impl Counter {
+    /// Adds one.
+    #[inline]
+    pub fn inc(&self) {
+        self.add(1);
+    }
+
+    /// Adds `n`.
+    #[inline]
+    pub fn add(&self, n: u64) {
+        self.0.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// The count so far.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A value that goes up and down (requests in flight).
+#[derive(Debug, Default)]
+pub struct Gauge(AtomicU64);
+
+impl Gauge {
+    /// Adds one.
+    #[inline]
+    pub fn inc(&self) {
+        self.0.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Takes one away.
+    #[inline]
+    pub fn dec(&self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+
+    /// The current value.
+    pub fn get(&self) -> u64 {
+        self.0.load(Ordering::Relaxed)
+    }
+}
+
+/// A latency histogram over [`LATENCY_BUCKETS`], in seconds.
+#[derive(Clone)]
+pub struct Histogram(prometheus::Histogram);
+
+impl std::fmt::Debug for Histogram {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Histogram")
+            .field("count", &self.0.get_sample_count())
+            .finish()
+    }
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        let opts =
+            prometheus::HistogramOpts::new("latency", "latency").buckets(LATENCY_BUCKETS.to_vec());
+        // Fixed, valid options (a plain name, sorted finite buckets): this cannot fail.
+        let inner = prometheus::Histogram::with_opts(opts).expect("fixed histogram options");
+        Histogram(inner)
+    }
+}
+
+impl Histogram {
+    /// Records one observation.
+    #[inline]
+    pub fn observe(&self, d: Duration) {
+        self.0.observe(d.as_secs_f64());
+    }
+
+    /// Observations so far.
+    pub fn count(&self) -> u64 {
+        self.0.get_sample_count()
+    }
+
+    /// Sum of the observations, in seconds.
+    pub fn sum(&self) -> f64 {
+        self.0.get_sample_sum()
+    }
+
+    /// The histogram as a Prometheus sample (buckets, count, sum), without labels.
+    pub fn sample(&self) -> prometheus::proto::Metric {
+        self.0.metric()
+    }
+}
+
+/// The class of a response status, as metrics label it.
+pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "other"];
+
+fn class_index(status: Option<StatusCode>) -> usize {
+    match status.map(|s| s.as_u16() / 100) {
+        Some(c @ 1..=5) => c as usize - 1,
+        _ => 5,
+    }
+}
+
+/// What one route (or, for requests no route took, its proxy) counts.
+#[derive(Debug, Default)]
+pub struct RouteStats {
+    /// Finished requests by [`STATUS_CLASSES`].
+    pub responses: [Counter; 6],
+    /// Time from the request head to the end of the response body.
+    pub duration: Histogram,
+    /// Request body bytes received from clients.
+    pub bytes_in: Counter,
+    /// Response body bytes sent to clients.
+    pub bytes_out: Counter,
+    /// Requests sent again to another peer.
+    pub retries: Counter,
+}
+
+impl RouteStats {
+    /// Records a finished request.
+    #[inline]
+    pub fn record(&self, status: Option<StatusCode>, elapsed: Duration, bytes_out: u64) {
+        self.responses[class_index(status)].inc();
+        self.duration.observe(elapsed);
+        if bytes_out != 0 {
+            self.bytes_out.add(bytes_out);
+        }
+    }
+
+    /// Finished requests of every class.
+    pub fn requests(&self) -> u64 {
+        self.responses.iter().map(Counter::get).sum()
+    }
+
+    /// Finished requests answered 5xx.
+    pub fn server_errors(&self) -> u64 {
+        self.responses[4].get()
+    }
+}
+
+/// What one upstream peer counts (shared by the handles of a peer whose weight changed).
+#[derive(Debug, Default)]
+pub struct PeerStats {
+    /// Requests (or, in a TCP proxy, connections) sent to the peer.
+    pub requests: Counter,
+    /// Of those, the ones that failed on the peer's side: refused, timed out, reset,
+    /// a bad response or TLS handshake.
+    pub errors: Counter,
+    /// New connections opened to the peer.
+    pub connections_new: Counter,
+    /// Requests sent over a pooled (reused) connection.
+    pub connections_reused: Counter,
+    /// Time to connect (TCP, and TLS if any) for new connections.
+    pub connect_time: Histogram,
+    /// Time from sending a request to receiving the response head.
+    pub first_byte_time: Histogram,
+    /// Times passive health ejected the peer.
+    pub ejections: Counter,
+}
+
+/// What a proxy counts beyond its routes: the requests no route took (all of them, for
+/// a proxy without a router) and the requests in flight.
+#[derive(Debug, Default)]
+pub struct ProxyStats {
+    /// Requests no route counted.
+    pub unrouted: std::sync::Arc<RouteStats>,
+    /// Requests being processed now.
+    pub active_requests: Gauge,
+}
+
+/// What a listening service counts about its downstream connections.
+#[derive(Debug, Default)]
+pub struct ListenerStats {
+    /// Connections accepted.
+    pub accepted: Counter,
+    /// Connections open now.
+    pub open: Gauge,
+    /// TLS handshakes with clients that failed.
+    pub tls_failures: Counter,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_and_histograms() {
+        let s = RouteStats::default();
+        s.record(Some(StatusCode::OK), Duration::from_millis(3), 10);
+        s.record(Some(StatusCode::BAD_GATEWAY), Duration::from_millis(30), 0);
+        s.record(None, Duration::from_millis(1), 0);
+        assert_eq!(s.responses[1].get(), 1);
+        assert_eq!(s.server_errors(), 1);
+        assert_eq!(s.responses[5].get(), 1);
+        assert_eq!(s.requests(), 3);
+        assert_eq!(s.bytes_out.get(), 10);
+        assert_eq!(s.duration.count(), 3);
+        let sample = s.duration.sample();
+        let buckets = sample.get_histogram().get_bucket();
+        assert_eq!(buckets.len(), LATENCY_BUCKETS.len());
+        // 3 ms falls in the 5 ms bucket, 1 ms in the 1 ms one, 30 ms in 50 ms.
+        assert_eq!(buckets[1].cumulative_count(), 1);
+        assert_eq!(buckets[3].cumulative_count(), 2);
+        assert_eq!(buckets[6].cumulative_count(), 3);
+    }
+}

@@ -1,0 +1,582 @@
+//! Observability of a declared proxy over real sockets: Prometheus metrics per route and
+//! peer on the admin listener, the status page and its JSON (a peer taken down shows as
+//! down), request ids forwarded upstream, and the access log in both formats.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::Request;
+use http_body_util::Full;
+use pingora_dsl::admin::{Admin, Observable};
+use pingora_dsl::cli::ProxyCli;
+use pingora_dsl::http::{HttpService, RunningService};
+use pingora_dsl::prelude::*;
+use pingora_dsl::proxy::{ProxyLayer, ProxyPipeline};
+use pingora_dsl_suite::origin::Origin;
+use support::{client, get, send};
+
+proxy! {
+    /// Two pools and a dead one, each behind its own route.
+    pub Observed {
+        listen "127.0.0.1:6188";
+        upstream api { peers ["127.0.0.1:9", "127.0.0.1:10"]; }
+        upstream web { peers ["127.0.0.1:9"]; }
+        upstream dead { peers ["127.0.0.1:9"]; }
+        route path "/api" => upstream api;
+        route path "/dead" => upstream dead;
+        route path "/ping" => respond 200 "pong\n";
+        route => upstream web;
+    }
+
+    /// One pool with active health checks, for the status page.
+    pub Checked {
+        listen "127.0.0.1:6188";
+        upstream app {
+            peers ["127.0.0.1:9"];
+            health http "/" every 100ms timeout 100ms rise 1 fall 1;
+        }
+    }
+}
+
+/// Starts `service` on an ephemeral port, and an admin listener watching it.
+fn start_with_admin<P: ProxyHttp, L: ProxyLayer<P>>(
+    mut service: HttpService<ProxyPipeline<P, L>>,
+) -> (RunningService, RunningService) {
+    let admin = Admin::new();
+    admin.watch(service.observer());
+    service.clear_tcp();
+    service.add_tcp("127.0.0.1:0");
+    let proxy = service.spawn().expect("proxy starts");
+    let admin = admin.service("127.0.0.1:0").spawn().expect("admin starts");
+    (proxy, admin)
+}
+
+async fn fetch(addr: SocketAddr, path: &str) -> String {
+    let (response, body) = send(&client(), get(addr, path, None)).await;
+    assert_eq!(response.status(), 200, "GET {path}");
+    String::from_utf8(body.to_vec()).expect("utf-8")
+}
+
+/// The value of the sample of `name` whose labels include every one of `labels`.
+fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (label_text, value) = match rest.strip_prefix('{') {
+            Some(r) => r.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        labels
+            .iter()
+            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
+fn count(metrics: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    sample(metrics, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{metrics}"))
+        as u64
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_count_requests_per_route_pool_and_peer() {
+    let (a1, a2, w) = (
+        Origin::start("api-1").await.expect("origin"),
+        Origin::start("api-2").await.expect("origin"),
+        Origin::start("web").await.expect("origin"),
+    );
+    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+    let dead_addr = dead.local_addr().expect("addr");
+    drop(dead);
+    let cli = ProxyCli {
+        upstream: vec![
+            format!("api={}", a1.addr()),
+            format!("api={}", a2.addr()),
+            format!("web={}", w.addr()),
+            format!("dead={dead_addr}"),
+        ],
+        ..Default::default()
+    };
+    let mut proxy = Observed::new();
+    cli.configure("Observed", proxy.router_mut())
+        .expect("peers");
+    let (running, admin) = start_with_admin(proxy.service());
+    let addr = running.addr();
+    let c = client();
+    for _ in 0..6 {
+        let (r, _) = send(&c, get(addr, "/api/x", None)).await;
+        assert_eq!(r.status(), 200);
+    }
+    let post = Request::post(format!("http://{addr}/api/upload"))
+        .body(Full::new(Bytes::from(vec![b'x'; 1000])))
+        .expect("request");
+    assert_eq!(send(&c, post).await.0.status(), 200);
+    for _ in 0..3 {
+        assert_eq!(send(&c, get(addr, "/other", None)).await.0.status(), 200);
+    }
+    assert_eq!(send(&c, get(addr, "/dead", None)).await.0.status(), 502);
+    assert_eq!(send(&c, get(addr, "/ping", None)).await.0.status(), 200);
+
+    let m = fetch(admin.addr(), "/metrics").await;
+    let p = ("proxy", "Observed");
+    let api = [p, ("route", "/api")];
+    assert_eq!(
+        count(
+            &m,
+            "pingora_dsl_requests_total",
+            &[api[0], api[1], ("class", "2xx")]
+        ),
+        7
+    );
+    assert_eq!(
+        count(
+            &m,
+            "pingora_dsl_requests_total",
+            &[p, ("route", "*"), ("class", "2xx")]
+        ),
+        3
+    );
+    assert_eq!(
+        count(
+            &m,
+            "pingora_dsl_requests_total",
+            &[p, ("route", "/dead"), ("class", "5xx")]
+        ),
+        1
+    );
+    assert_eq!(
+        count(
+            &m,
+            "pingora_dsl_requests_total",
+            &[p, ("route", "/ping"), ("class", "2xx")]
+        ),
+        1
+    );
+    assert_eq!(
+        count(&m, "pingora_dsl_request_duration_seconds_count", &api),
+        7
+    );
+    assert_eq!(
+        count(&m, "pingora_dsl_request_body_bytes_total", &api),
+        1000
+    );
+    assert!(count(&m, "pingora_dsl_response_body_bytes_total", &api) > 0);
+
+    // Round robin: 4 and 3 requests; one new connection each, the rest reused.
+    let peer = |o: &Origin| o.addr().to_string();
+    let (p1, p2) = (peer(&a1), peer(&a2));
+    fn on(addr: &str) -> [(&str, &str); 3] {
+        [("proxy", "Observed"), ("pool", "api"), ("peer", addr)]
+    }
+    let r1 = count(&m, "pingora_dsl_upstream_requests_total", &on(&p1));
+    let r2 = count(&m, "pingora_dsl_upstream_requests_total", &on(&p2));
+    assert_eq!((r1.min(r2), r1.max(r2)), (3, 4));
+    assert_eq!(r1 as usize, a1.requests());
+    for addr in [&p1, &p2] {
+        let l = on(addr);
+        let new = count(
+            &m,
+            "pingora_dsl_upstream_connections_total",
+            &[l[0], l[1], l[2], ("reused", "false")],
+        );
+        let reused = count(
+            &m,
+            "pingora_dsl_upstream_connections_total",
+            &[l[0], l[1], l[2], ("reused", "true")],
+        );
+        assert_eq!(new, 1, "{addr}");
+        assert_eq!(
+            new + reused,
+            count(&m, "pingora_dsl_upstream_requests_total", &l)
+        );
+        assert_eq!(
+            count(&m, "pingora_dsl_upstream_connect_seconds_count", &l),
+            1
+        );
+        assert_eq!(
+            count(&m, "pingora_dsl_upstream_first_byte_seconds_count", &l),
+            count(&m, "pingora_dsl_upstream_requests_total", &l)
+        );
+        assert_eq!(count(&m, "pingora_dsl_upstream_errors_total", &l), 0);
+        assert_eq!(count(&m, "pingora_dsl_upstream_healthy", &l), 1);
+    }
+    let d = dead_addr.to_string();
+    let dl = [p, ("pool", "dead"), ("peer", d.as_str())];
+    assert_eq!(count(&m, "pingora_dsl_upstream_requests_total", &dl), 1);
+    assert_eq!(count(&m, "pingora_dsl_upstream_errors_total", &dl), 1);
+    assert!(count(&m, "pingora_dsl_downstream_connections_total", &[p]) >= 1);
+    assert_eq!(count(&m, "pingora_dsl_active_requests", &[p]), 0);
+    assert!(
+        m.contains("# TYPE pingora_dsl_request_duration_seconds histogram"),
+        "{m}"
+    );
+
+    // The JSON status agrees.
+    let json: serde_json::Value =
+        serde_json::from_str(&fetch(admin.addr(), "/status.json").await).expect("json");
+    let service = &json["services"][0];
+    assert_eq!(service["name"], "Observed");
+    let routes = service["routes"].as_array().expect("routes");
+    let api_route = routes.iter().find(|r| r["label"] == "/api").expect("/api");
+    assert_eq!(api_route["requests"], 7);
+    assert_eq!(api_route["target"], "upstream api");
+    let pools: Vec<&str> = service["pools"]
+        .as_array()
+        .expect("pools")
+        .iter()
+        .filter_map(|p| p["name"].as_str())
+        .collect();
+    assert_eq!(pools, ["api", "web", "dead"]);
+}
+
+/// Waits until the status JSON says `peer` is in `state`.
+async fn wait_for_state(admin: SocketAddr, peer: &str, state: &str) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let json: serde_json::Value =
+            serde_json::from_str(&fetch(admin, "/status.json").await).expect("json");
+        let seen = json["services"][0]["pools"][0]["peers"]
+            .as_array()
+            .and_then(|peers| peers.iter().find(|p| p["addr"] == peer))
+            .map(|p| p["state"].clone());
+        if seen.as_ref().is_some_and(|s| s == state) {
+            return json;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{peer} never became {state}: {json}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A checked pool of two origins behind a proxy with an admin listener; the health
+/// checks run. Returns the origins, the proxy and the admin listener.
+async fn checked_pool() -> (Origin, Origin, RunningService, RunningService) {
+    let (up, down) = (
+        Origin::start("stays").await.expect("origin"),
+        Origin::start("goes").await.expect("origin"),
+    );
+    let cli = ProxyCli {
+        upstream: vec![up.addr().to_string(), down.addr().to_string()],
+        ..Default::default()
+    };
+    let mut proxy = Checked::new();
+    cli.configure("Checked", proxy.router_mut()).expect("peers");
+    for task in proxy.router().background_tasks() {
+        tokio::spawn(task.run_forever());
+    }
+    let (running, admin) = start_with_admin(proxy.service());
+    (up, down, running, admin)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_a_peer_taken_down() {
+    let (up, down, running, admin) = checked_pool().await;
+    let (up_addr, down_addr) = (up.addr().to_string(), down.addr().to_string());
+    let c = client();
+    for _ in 0..4 {
+        assert_eq!(
+            send(&c, get(running.addr(), "/", None)).await.0.status(),
+            200
+        );
+    }
+    wait_for_state(admin.addr(), &down_addr, "up").await;
+    drop(down);
+    let json = wait_for_state(admin.addr(), &down_addr, "down").await;
+    let peers = json["services"][0]["pools"][0]["peers"]
+        .as_array()
+        .expect("peers")
+        .clone();
+    let stays = peers
+        .iter()
+        .find(|p| p["addr"] == up_addr.as_str())
+        .expect("peer");
+    assert_eq!(stays["state"], "up");
+    assert_eq!(json["services"][0]["pools"][0]["name"], "app");
+
+    let page = fetch(admin.addr(), "/status").await;
+    assert!(page.contains("<h3>pool app</h3>"), "{page}");
+    assert!(
+        page.contains(&format!(
+            r#"<tr class="peer down" data-peer="{down_addr}">"#
+        )),
+        "{page}"
+    );
+    assert!(
+        page.contains(&format!(r#"<tr class="peer up" data-peer="{up_addr}">"#)),
+        "{page}"
+    );
+    let m = fetch(admin.addr(), "/metrics").await;
+    let l = [
+        ("proxy", "Checked"),
+        ("pool", "app"),
+        ("peer", down_addr.as_str()),
+    ];
+    assert_eq!(count(&m, "pingora_dsl_upstream_healthy", &l), 0);
+    // Requests now all go to the peer that stayed.
+    let before = up.requests();
+    for _ in 0..3 {
+        assert_eq!(
+            send(&c, get(running.addr(), "/", None)).await.0.status(),
+            200
+        );
+    }
+    assert!(up.requests() >= before + 3);
+}
+
+/// The browser: Chromium renders the page (running its script), lists the pool, and
+/// shows the peer taken down as DOWN.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_renders_the_status_page() {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("a headless Chromium is needed for this test: `apt-get install chromium` (.ci/run installs it)");
+    let (_up, down, _running, admin) = checked_pool().await;
+    let down_addr = down.addr().to_string();
+    drop(down);
+    wait_for_state(admin.addr(), &down_addr, "down").await;
+    let url = format!("http://{}/status", admin.addr());
+    let profile = tempdir("chromium-profile");
+    // Virtual time lets the page's 2 s refresh run once before the DOM is dumped.
+    let child = std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            &format!("--user-data-dir={}", profile.display()),
+            "--virtual-time-budget=3000",
+            "--dump-dom",
+            &url,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("chromium starts");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let dump = tokio::task::spawn_blocking(move || {
+        finished.recv_timeout(Duration::from_secs(60)).map_err(|_| {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        })
+    })
+    .await
+    .expect("waiter")
+    .expect("chromium finished within 60 s")
+    .expect("chromium ran");
+    let dom = String::from_utf8_lossy(&dump.stdout);
+    assert!(
+        dump.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    assert!(dom.contains("pingora-dsl status"), "{dom}");
+    assert!(dom.contains("pool app"), "{dom}");
+    assert!(dom.contains(r#"data-name="Checked""#), "{dom}");
+    let row = dom
+        .split("<tr")
+        .find(|r| r.contains(&format!(r#"data-peer="{down_addr}""#)))
+        .unwrap_or_else(|| panic!("no row for {down_addr}: {dom}"));
+    assert!(row.contains("DOWN"), "{row}");
+    assert!(row.contains("peer down"), "{row}");
+    let _ = std::fs::remove_dir_all(profile);
+}
+
+fn tempdir(name: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "pingora-dsl-{name}-{}-{}",
+        std::process::id(),
+        fastrand_suffix()
+    ));
+    std::fs::create_dir_all(&dir).expect("temp dir");
+    dir
+}
+
+fn fastrand_suffix() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0)
+}
+
+/// Reads `path` until it holds `n` lines (bounded), then returns them.
+async fn lines(path: &Path, n: usize) -> Vec<String> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let text = std::fs::read_to_string(path).unwrap_or_default();
+        let lines: Vec<String> = text.lines().map(str::to_owned).collect();
+        if lines.len() >= n {
+            return lines;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "only {} of {n} log lines: {text}",
+            lines.len()
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+/// Starts `Observed` with the access log of `cli` (peers of api and web: `origin`).
+fn start_logged(cli: ProxyCli, origin: SocketAddr) -> RunningService {
+    let cli = ProxyCli {
+        upstream: vec![format!("api={origin}"), format!("web={origin}")],
+        ..cli
+    };
+    let mut proxy = Observed::new();
+    cli.configure("Observed", proxy.router_mut())
+        .expect("peers");
+    let mut options = Observed::options();
+    cli.configure_options("Observed", &mut options)
+        .expect("access log");
+    let mut service = proxy.service_with(options);
+    service.clear_tcp();
+    service.add_tcp("127.0.0.1:0");
+    service.spawn().expect("proxy starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_go_upstream_and_into_the_json_access_log() {
+    let origin = Origin::start("logged").await.expect("origin");
+    let dir = tempdir("access-json");
+    let log = dir.join("access.log");
+    let running = start_logged(
+        ProxyCli {
+            access_log: Some(log.display().to_string()),
+            access_log_format: Some("json".into()),
+            ..Default::default()
+        },
+        origin.addr(),
+    );
+    let c = client();
+    let mut given = get(running.addr(), "/api/a?q=1", None);
+    given
+        .headers_mut()
+        .insert("x-request-id", http::HeaderValue::from_static("abc-123"));
+    given
+        .headers_mut()
+        .insert("user-agent", http::HeaderValue::from_static("obs-test/1"));
+    assert_eq!(send(&c, given).await.0.status(), 200);
+    let seen = origin.last_headers().expect("origin saw the request");
+    assert_eq!(seen.get("x-request-id").expect("forwarded"), "abc-123");
+    assert_eq!(
+        send(&c, get(running.addr(), "/other", None))
+            .await
+            .0
+            .status(),
+        200
+    );
+    let generated = origin
+        .last_headers()
+        .and_then(|h| h.get("x-request-id").cloned())
+        .expect("a generated id is forwarded");
+    let generated = generated.to_str().expect("ascii").to_owned();
+    assert_eq!(generated.len(), 32);
+    assert!(
+        generated.bytes().all(|b| b.is_ascii_hexdigit()),
+        "{generated}"
+    );
+    assert_eq!(
+        send(&c, get(running.addr(), "/dead", None))
+            .await
+            .0
+            .status(),
+        502
+    );
+
+    let lines = lines(&log, 3).await;
+    let entries: Vec<serde_json::Value> = lines
+        .iter()
+        .map(|l| serde_json::from_str(l).expect("one JSON object per line"))
+        .collect();
+    let first = &entries[0];
+    assert_eq!(first["method"], "GET");
+    assert_eq!(first["path"], "/api/a?q=1");
+    assert_eq!(first["status"], 200);
+    assert_eq!(first["request_id"], "abc-123");
+    assert_eq!(first["user_agent"], "obs-test/1");
+    assert_eq!(first["upstream"], origin.addr().to_string());
+    assert_eq!(first["retries"], 0);
+    assert!(first["bytes"].as_u64().expect("bytes") > 0);
+    assert!(first["duration"].as_f64().expect("duration") > 0.0);
+    assert!(first["time"].as_str().expect("time").ends_with('Z'));
+    assert!(first["error"].is_null());
+    assert_eq!(entries[1]["request_id"], generated.as_str());
+    assert_eq!(entries[2]["status"], 502);
+    assert!(
+        entries[2]["error"]
+            .as_str()
+            .expect("error")
+            .contains("connect"),
+        "{}",
+        entries[2]
+    );
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_combined_access_log_is_nginx_shaped() {
+    let origin = Origin::start("logged").await.expect("origin");
+    let dir = tempdir("access-combined");
+    let log = dir.join("access.log");
+    let running = start_logged(
+        ProxyCli {
+            access_log: Some(log.display().to_string()),
+            ..Default::default()
+        },
+        origin.addr(),
+    );
+    let c = client();
+    let mut req = get(running.addr(), "/ping", None);
+    req.headers_mut().insert(
+        "referer",
+        http::HeaderValue::from_static("http://example.org/\"x"),
+    );
+    assert_eq!(send(&c, req).await.0.status(), 200);
+    let line = lines(&log, 1).await.remove(0);
+    // 127.0.0.1 - - [26/Nov/2026:07:00:00 +0000] "GET /ping HTTP/1.1" 200 5 "..." "-" rt=...
+    assert!(line.starts_with("127.0.0.1 - - ["), "{line}");
+    assert!(
+        line.contains(" +0000] \"GET /ping HTTP/1.1\" 200 5 "),
+        "{line}"
+    );
+    assert!(line.contains("\"http://example.org/\\x22x\""), "{line}");
+    assert!(line.contains(" upstream=- retries=0 id="), "{line}");
+    let _ = std::fs::remove_dir_all(dir);
+}
+
+#[test]
+fn a_bad_access_log_path_or_format_is_a_startup_error() {
+    let mut options = Observed::options();
+    let err = ProxyCli {
+        access_log: Some("/nonexistent-dir/x/access.log".into()),
+        ..Default::default()
+    }
+    .configure_options("Observed", &mut options)
+    .expect_err("cannot open");
+    assert!(
+        err.to_string().contains("/nonexistent-dir/x/access.log"),
+        "{err}"
+    );
+    let err = ProxyCli {
+        access_log_format: Some("xml".into()),
+        ..Default::default()
+    }
+    .configure_options("Observed", &mut options)
+    .expect_err("bad format");
+    assert!(err.to_string().contains("`combined` or `json`"), "{err}");
+}
