@@ -580,3 +580,183 @@ fn a_bad_access_log_path_or_format_is_a_startup_error() {
     .expect_err("bad format");
     assert!(err.to_string().contains("`combined` or `json`"), "{err}");
 }
+
+/// The path of an example binary built beside this test.
+fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>")
+        .join("examples")
+        .join(name)
+}
+
+/// Reads lines from `lines` until one satisfies `want`, for at most 10 s.
+fn read_until(
+    lines: &std::sync::mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    want: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if want(&line) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no such line within 10 s; saw: {seen:#?}"),
+        }
+    }
+}
+
+fn addr_after(line: &str, marker: &str) -> SocketAddr {
+    let rest = &line[line.find(marker).expect("marker") + marker.len()..];
+    let end = rest.find('/').unwrap_or(rest.len());
+    rest[..end].parse().expect("an address")
+}
+
+/// A running example and the lines of its stdout.
+struct Example {
+    child: std::process::Child,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: Vec<String>,
+    proxy: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Example {
+    /// Starts example `name` on ephemeral ports with an admin listener, plus `args`.
+    fn start(name: &str, args: &[&str]) -> Example {
+        use std::io::BufRead as _;
+        let mut child = std::process::Command::new(example_binary(name))
+            .args([
+                "--listen",
+                "127.0.0.1:0",
+                "--admin",
+                "127.0.0.1:0",
+                "--threads",
+                "1",
+            ])
+            .args(args)
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .expect("the example starts (built by `cargo test`)");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        let mut seen = Vec::new();
+        let listen = read_until(&lines, &mut seen, |l| l.contains(" listening on http://"));
+        let proxy = addr_after(&listen, "listening on http://");
+        let admin_line = read_until(&lines, &mut seen, |l| l.starts_with("admin on http://"));
+        let admin = addr_after(&admin_line, "admin on http://");
+        Example {
+            child,
+            lines,
+            seen,
+            proxy,
+            admin,
+        }
+    }
+
+    /// The next stdout line satisfying `want` (10 s at most).
+    fn line(&mut self, want: impl Fn(&str) -> bool) -> String {
+        read_until(&self.lines, &mut self.seen, want)
+    }
+
+    /// Sends SIGTERM and waits (10 s at most) for a clean exit.
+    fn stop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Some(status) = self.child.try_wait().expect("wait") {
+                assert!(status.success(), "{status}");
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the example did not stop on SIGTERM"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+impl Drop for Example {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+async fn get_with_id(proxy: SocketAddr, id: &str) {
+    let mut req = get(proxy, "/", None);
+    req.headers_mut()
+        .insert("x-request-id", http::HeaderValue::from_str(id).expect("id"));
+    assert_eq!(send(&client(), req).await.0.status(), 200);
+}
+
+/// The example a new user runs, with `--admin` and `--access-log stdout`: its metrics
+/// count the requests per demo origin, and each request is a line on stdout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_serves_admin_and_access_log_from_flags() {
+    let mut ex = Example::start("load_balancer", &["--access-log", "stdout"]);
+    for i in 0..4 {
+        get_with_id(ex.proxy, &format!("req-{i}")).await;
+    }
+    for i in 0..4 {
+        let line = ex.line(|l| l.contains("\"GET / HTTP/1.1\""));
+        assert!(line.contains(" 200 "), "{line}");
+        assert!(line.contains(&format!(" id=req-{i}")), "{line}");
+    }
+    let m = fetch(ex.admin, "/metrics").await;
+    let per_peer: Vec<u64> = m
+        .lines()
+        .filter(|l| l.starts_with("pingora_dsl_upstream_requests_total{"))
+        .map(|l| {
+            l.rsplit(' ')
+                .next()
+                .and_then(|v| v.parse().ok())
+                .expect("value")
+        })
+        .collect();
+    assert_eq!(per_peer, [2, 2], "{m}");
+    let status = fetch(ex.admin, "/status").await;
+    assert!(status.contains("BlogLoadBalancer"), "{status}");
+    ex.stop();
+}
+
+/// `--example observability`: the request's span reaches OpenTelemetry (its stdout
+/// exporter) with the request id, through a plain `tracing` layer.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_opentelemetry_example_exports_request_spans() {
+    let mut ex = Example::start("observability", &[]);
+    get_with_id(ex.proxy, "otel-trace-1").await;
+    let line = ex.line(|l| l.contains("\"GET / HTTP/1.1\""));
+    assert!(line.contains("id=otel-trace-1"), "{line}");
+    let m = fetch(ex.admin, "/metrics").await;
+    let l = [("proxy", "Observed"), ("route", "*"), ("class", "2xx")];
+    assert_eq!(count(&m, "pingora_dsl_requests_total", &l), 1);
+    // The batch is exported at exit at the latest.
+    ex.stop();
+    let mut rest: Vec<String> = ex.seen.drain(..).collect();
+    rest.extend(ex.lines.try_iter());
+    let out = rest.join("\n");
+    assert!(
+        out.contains("Name         : request"),
+        "no request span in:\n{out}"
+    );
+    assert!(
+        out.contains(r#"id: String(Owned("otel-trace-1"))"#),
+        "no span with the request id in:\n{out}"
+    );
+}
