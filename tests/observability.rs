@@ -628,14 +628,7 @@ impl Example {
     fn start(name: &str, args: &[&str]) -> Example {
         use std::io::BufRead as _;
         let mut child = std::process::Command::new(example_binary(name))
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--admin",
-                "127.0.0.1:0",
-                "--threads",
-                "1",
-            ])
+            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
             .args(args)
             .stdout(std::process::Stdio::piped())
             .stderr(std::process::Stdio::null())
@@ -709,7 +702,11 @@ async fn get_with_id(proxy: SocketAddr, id: &str) {
 /// count the requests per demo origin, and each request is a line on stdout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_example_serves_admin_and_access_log_from_flags() {
-    let mut ex = Example::start("load_balancer", &["--access-log", "stdout"]);
+    // Two per-core workers: their counters add up in one set.
+    let mut ex = Example::start(
+        "load_balancer",
+        &["--access-log", "stdout", "--threads", "2"],
+    );
     for i in 0..4 {
         get_with_id(ex.proxy, &format!("req-{i}")).await;
     }
@@ -730,6 +727,8 @@ async fn every_example_serves_admin_and_access_log_from_flags() {
         })
         .collect();
     assert_eq!(per_peer, [2, 2], "{m}");
+    let p = [("proxy", "BlogLoadBalancer")];
+    assert_eq!(count(&m, "pingora_dsl_downstream_connections_total", &p), 4);
     let status = fetch(ex.admin, "/status").await;
     assert!(status.contains("BlogLoadBalancer"), "{status}");
     ex.stop();
@@ -739,7 +738,7 @@ async fn every_example_serves_admin_and_access_log_from_flags() {
 /// exporter) with the request id, through a plain `tracing` layer.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_opentelemetry_example_exports_request_spans() {
-    let mut ex = Example::start("observability", &[]);
+    let mut ex = Example::start("observability", &["--threads", "1"]);
     get_with_id(ex.proxy, "otel-trace-1").await;
     let line = ex.line(|l| l.contains("\"GET / HTTP/1.1\""));
     assert!(line.contains("id=otel-trace-1"), "{line}");

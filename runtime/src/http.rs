@@ -805,7 +805,12 @@ where
             make: M::for_worker(&self.make),
             options: self.options.clone(),
             stats: self.stats.clone(),
-            tracker: Arc::new(ConnTracker::default()),
+            // Each worker drains its own connections, into the service's one set of
+            // counters.
+            tracker: Arc::new(ConnTracker {
+                stats: self.tracker.stats.clone(),
+                ..ConnTracker::default()
+            }),
         })))
     }
 }

@@ -12,7 +12,6 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use http::StatusCode;
-use prometheus::core::Metric as _;
 
 /// Bucket bounds (seconds) of request and upstream-timing histograms: 0.5 ms to 10 s.
 pub const LATENCY_BUCKETS: &[f64] = &[
@@ -65,48 +64,79 @@ impl Gauge {
     }
 }
 
-/// A latency histogram over [`LATENCY_BUCKETS`], in seconds.
-#[derive(Clone)]
-pub struct Histogram(prometheus::Histogram);
+/// [`LATENCY_BUCKETS`] in nanoseconds, for recording without floating point.
+const BUCKET_NANOS: [u64; 14] = [
+    500_000,
+    1_000_000,
+    2_500_000,
+    5_000_000,
+    10_000_000,
+    25_000_000,
+    50_000_000,
+    100_000_000,
+    250_000_000,
+    500_000_000,
+    1_000_000_000,
+    2_500_000_000,
+    5_000_000_000,
+    10_000_000_000,
+];
 
-impl std::fmt::Debug for Histogram {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Histogram")
-            .field("count", &self.0.get_sample_count())
-            .finish()
-    }
-}
-
-impl Default for Histogram {
-    fn default() -> Self {
-        let opts =
-            prometheus::HistogramOpts::new("latency", "latency").buckets(LATENCY_BUCKETS.to_vec());
-        // Fixed, valid options (a plain name, sorted finite buckets): this cannot fail.
-        let inner = prometheus::Histogram::with_opts(opts).expect("fixed histogram options");
-        Histogram(inner)
-    }
+/// A latency histogram over [`LATENCY_BUCKETS`]: a count per bucket (the last one above
+/// every bound) and the sum, in nanoseconds. Recording is two relaxed atomic adds; the
+/// cumulative counts Prometheus wants are made when scraped.
+#[derive(Debug, Default)]
+pub struct Histogram {
+    buckets: [AtomicU64; BUCKET_NANOS.len() + 1],
+    sum_nanos: AtomicU64,
 }
 
 impl Histogram {
     /// Records one observation.
     #[inline]
     pub fn observe(&self, d: Duration) {
-        self.0.observe(d.as_secs_f64());
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
+        // Most observations fall in the first few buckets: a short linear scan.
+        let index = BUCKET_NANOS
+            .iter()
+            .position(|bound| nanos <= *bound)
+            .unwrap_or(BUCKET_NANOS.len());
+        self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
     /// Observations so far.
     pub fn count(&self) -> u64 {
-        self.0.get_sample_count()
+        self.buckets.iter().map(|b| b.load(Ordering::Relaxed)).sum()
     }
 
     /// Sum of the observations, in seconds.
     pub fn sum(&self) -> f64 {
-        self.0.get_sample_sum()
+        self.sum_nanos.load(Ordering::Relaxed) as f64 / 1e9
     }
 
-    /// The histogram as a Prometheus sample (buckets, count, sum), without labels.
+    /// The histogram as a Prometheus sample (cumulative buckets, count, sum), without
+    /// labels.
     pub fn sample(&self) -> prometheus::proto::Metric {
-        self.0.metric()
+        let mut cumulative = 0;
+        let buckets = LATENCY_BUCKETS
+            .iter()
+            .zip(&self.buckets)
+            .map(|(bound, count)| {
+                cumulative += count.load(Ordering::Relaxed);
+                let mut b = prometheus::proto::Bucket::default();
+                b.set_upper_bound(*bound);
+                b.set_cumulative_count(cumulative);
+                b
+            })
+            .collect();
+        let mut h = prometheus::proto::Histogram::default();
+        h.set_bucket(buckets);
+        h.set_sample_count(self.count());
+        h.set_sample_sum(self.sum());
+        let mut m = prometheus::proto::Metric::default();
+        m.set_histogram(h);
+        m
     }
 }
 

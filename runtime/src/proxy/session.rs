@@ -79,15 +79,25 @@ fn request_id_of(headers: &HeaderMap) -> (HeaderValue, bool) {
 }
 
 fn generate_request_id() -> HeaderValue {
-    const HEX: &[u8; 16] = b"0123456789abcdef";
     let mut out = [0u8; 32];
-    let (a, b) = (fastrand::u64(..), fastrand::u64(..));
-    for (i, byte) in out.iter_mut().enumerate() {
-        let word = if i < 16 { a } else { b };
-        *byte = HEX[((word >> ((i % 16) * 4)) & 0xf) as usize];
+    let random = fastrand::u128(..).to_le_bytes();
+    for (pair, byte) in out.chunks_exact_mut(2).zip(random) {
+        pair.copy_from_slice(&HEX_PAIRS[usize::from(byte)]);
     }
     HeaderValue::from_bytes(&out).unwrap_or_else(|_| HeaderValue::from_static("-"))
 }
+
+/// Every byte's two lowercase hex digits.
+static HEX_PAIRS: [[u8; 2]; 256] = {
+    const HEX: &[u8; 16] = b"0123456789abcdef";
+    let mut table = [[0u8; 2]; 256];
+    let mut i = 0;
+    while i < 256 {
+        table[i] = [HEX[i >> 4], HEX[i & 0xf]];
+        i += 1;
+    }
+    table
+};
 
 impl Session {
     pub(crate) fn new(request: Request<Incoming>, conn: Arc<ConnCtx>) -> Self {
