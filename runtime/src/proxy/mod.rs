@@ -362,7 +362,7 @@ impl<P: ProxyHttp> tower_service::Service<Request<Incoming>> for HttpProxy<P> {
             path = session.path(),
         );
         Box::pin(tracing::Instrument::instrument(
-            async move { Ok(proxy_request(shared, session).await) },
+            proxy_request(shared, session),
             span,
         ))
     }
@@ -371,7 +371,7 @@ impl<P: ProxyHttp> tower_service::Service<Request<Incoming>> for HttpProxy<P> {
 async fn proxy_request<P: ProxyHttp>(
     shared: Arc<Shared<P>>,
     mut session: Session,
-) -> Response<ProxyBody<P>> {
+) -> Result<Response<ProxyBody<P>>, Infallible> {
     shared.stats.active_requests.inc();
     if shared.options.access_log.is_some() {
         session.keep_logged_headers();
@@ -407,7 +407,7 @@ async fn proxy_request<P: ProxyHttp>(
         ctx,
         error,
     };
-    response.map(|source| ProxyBody::new(source, log))
+    Ok(response.map(|source| ProxyBody::new(source, log)))
 }
 
 /// Runs `logging` for a request abandoned before its response head existed. Holds only
