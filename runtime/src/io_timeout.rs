@@ -25,6 +25,24 @@ use tokio::time::{Instant, Sleep};
 
 /// Vectored writes up to this size are copied into one buffer and written at once.
 const SMALL_WRITE: usize = 4096;
+/// Writes up to this size are gathered in a smaller buffer.
+const TINY_WRITE: usize = 512;
+
+/// Writes `bufs` (`total` bytes, at most `N`) as one contiguous write.
+fn poll_write_flat<const N: usize, T: AsyncWrite + Unpin>(
+    io: &mut T,
+    cx: &mut Context<'_>,
+    bufs: &[io::IoSlice<'_>],
+    total: usize,
+) -> Poll<io::Result<usize>> {
+    let mut flat = [0u8; N];
+    let mut at = 0;
+    for b in bufs {
+        flat[at..at + b.len()].copy_from_slice(b);
+        at += b.len();
+    }
+    Pin::new(io).poll_write(cx, &flat[..total])
+}
 
 /// Which direction of a [`TimedIo`] ran out of time; found as the source of the I/O error.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
@@ -336,13 +354,13 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for TimedIo<T> {
         // large bodies keep the zero-copy writev.
         let total: usize = bufs.iter().map(|b| b.len()).sum();
         if bufs.len() > 1 && total <= SMALL_WRITE {
-            let mut flat = [0u8; SMALL_WRITE];
-            let mut at = 0;
-            for b in bufs {
-                flat[at..at + b.len()].copy_from_slice(b);
-                at += b.len();
-            }
-            let r = Pin::new(&mut this.io).poll_write(cx, &flat[..total]);
+            // The copy goes through a stack buffer that must be zeroed first: one just big
+            // enough for the common head-plus-small-body case keeps that cheap.
+            let r = if total <= TINY_WRITE {
+                poll_write_flat::<TINY_WRITE, _>(&mut this.io, cx, bufs, total)
+            } else {
+                poll_write_flat::<SMALL_WRITE, _>(&mut this.io, cx, bufs, total)
+            };
             return this.after_write(cx, r, total > 0);
         }
         let r = Pin::new(&mut this.io).poll_write_vectored(cx, bufs);
