@@ -287,3 +287,50 @@ async fn tcp_proxy_reaches_a_tls_peer() {
     );
     proxy.shutdown().await;
 }
+
+/// One admin listener watching a TCP and a UDP proxy: connections and mappings are
+/// counted per peer, connections per listener, and `/metrics` serves them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn layer4_proxies_are_counted_per_peer_on_the_admin_listener() {
+    use pingora_dsl::admin::{Admin, Observable};
+    let (a, b) = (echo_server("a").await, echo_server("b").await);
+    let mut tcp = TcpProxyService::new("tcp", group(&[a, b], 0));
+    tcp.add_tcp("127.0.0.1:0");
+    let (echo, _) = udp_echo().await;
+    let mut udp = UdpProxyService::new("udp", group(&[echo], 0));
+    udp.add_udp("127.0.0.1:0");
+    let admin = Admin::new();
+    admin.watch(tcp.observer());
+    admin.watch(udp.observer());
+    let tcp = tcp.spawn().expect("starts");
+    let udp = udp.spawn().expect("starts");
+    for _ in 0..4 {
+        let s = TcpStream::connect(tcp.addr()).await.expect("connect");
+        echo_through(s, b"hello").await;
+    }
+    for _ in 0..2 {
+        let client = UdpSocket::bind("127.0.0.1:0").await.expect("bind");
+        assert_eq!(udp_roundtrip(&client, udp.addr(), b"ping").await, b"ping");
+    }
+    let status = admin.status();
+    let [t, u] = &status.services[..] else {
+        panic!("two services: {status:?}")
+    };
+    assert_eq!((t.name.as_str(), t.kind), ("tcp", "tcp"));
+    assert_eq!(t.connections_accepted, Some(4));
+    let requests: Vec<u64> = t.pools[0].peers.iter().map(|p| p.requests).collect();
+    assert_eq!(requests, [2, 2]);
+    assert!(t.pools[0]
+        .peers
+        .iter()
+        .all(|p| p.state == "up" && p.errors == 0));
+    assert_eq!((u.name.as_str(), u.kind), ("udp", "udp"));
+    assert_eq!(u.pools[0].peers[0].requests, 2, "one mapping per client");
+    let metrics = admin.metrics_text();
+    let line = format!(
+        "pingora_dsl_upstream_connect_seconds_count{{proxy=\"tcp\",pool=\"echo\",peer=\"{a}\"}} 2"
+    );
+    assert!(metrics.contains(&line), "{metrics}");
+    tcp.shutdown().await;
+    udp.shutdown().await;
+}

@@ -551,4 +551,31 @@ mod tests {
         assert!(parse_peer("10.0.0.1:80 weight 0").is_err());
         assert!(parse_peer("localhost:80").is_err());
     }
+
+    #[test]
+    fn observability_keys() {
+        let c = Config::parse(
+            "[server]\nadmin = \"127.0.0.1:9100\"\nlog_level = \"warn,pingora_dsl_runtime=debug\"\n\n[proxy.Edge]\naccess_log = \"stdout\"\naccess_log_format = \"json\"\n",
+        )
+        .expect("parses");
+        assert_eq!(c.server.admin.as_deref(), Some("127.0.0.1:9100"));
+        c.apply_server(&mut ServerConf::default())
+            .expect("a valid level");
+        let mut options = ProxyOptions::default();
+        c.apply_options("Edge", &mut options).expect("applies");
+        let log = options.access_log.expect("an access log");
+        assert_eq!(log.format(), AccessLogFormat::Json);
+        assert_eq!(log.target(), &AccessLogTarget::Stdout);
+
+        let bad = Config::parse("[server]\nlog_level = \"info,x=notalevel\"\n").expect("parses");
+        let e = bad
+            .apply_server(&mut ServerConf::default())
+            .expect_err("bad level");
+        assert!(e.to_string().contains("server.log_level"), "{e}");
+        let bad = Config::parse("[proxy.Edge]\naccess_log_format = \"xml\"\n").expect("parses");
+        let e = bad
+            .apply_options("Edge", &mut ProxyOptions::default())
+            .expect_err("bad format");
+        assert!(e.to_string().contains("proxy.Edge"), "{e}");
+    }
 }

@@ -221,8 +221,16 @@ async fn open_mapping(group: &UpstreamGroup, client: SocketAddr) -> io::Result<M
     } else {
         (std::net::Ipv6Addr::UNSPECIFIED, 0).into()
     };
-    let upstream = UdpSocket::bind(local).await?;
-    upstream.connect(peer.addr()).await?;
+    // A mapping is what a UDP proxy counts as a request to the peer.
+    let stats = peer.stats();
+    stats.requests.inc();
+    let opened = async {
+        let upstream = UdpSocket::bind(local).await?;
+        upstream.connect(peer.addr()).await?;
+        Ok::<_, io::Error>(upstream)
+    };
+    let upstream = opened.await.inspect_err(|_| stats.errors.inc())?;
+    stats.connections_new.inc();
     Ok(Mapping {
         upstream: Arc::new(upstream),
         sent: AtomicU64::new(0),
