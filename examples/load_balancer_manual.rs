@@ -12,7 +12,9 @@
 //! Without `--upstream`, two demo origins start in-process on loopback (no network needed).
 //! Flags: `--listen ADDR` (repeatable, default 127.0.0.1:6188), `--upstream HOST:PORT`
 //! (repeatable; given, no demo origins start), `--threads N` (default: one per core),
-//! `--work-stealing` (one shared runtime instead of per-core single-threaded workers).
+//! `--work-stealing` (one shared runtime instead of per-core single-threaded workers),
+//! `--admin ADDR` (metrics and the status page; a hand-written proxy is reported as a
+//! whole, without routes or pools).
 //! Set `RUST_LOG=debug` to see a line per request.
 
 use std::convert::Infallible;
@@ -21,6 +23,7 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use clap::Parser;
 use http_body_util::Full;
+use pingora_dsl::admin::{Admin, Observable};
 use pingora_dsl::prelude::*;
 
 #[derive(Parser, Debug)]
@@ -38,6 +41,10 @@ struct Args {
     /// With several threads, one work-stealing runtime instead of per-core workers.
     #[arg(long)]
     work_stealing: bool,
+    /// Serve Prometheus metrics and the status page (`/metrics`, `/status`,
+    /// `/status.json`) on this address.
+    #[arg(long, value_name = "ADDR")]
+    admin: Option<String>,
 }
 
 /// The load balancer: a round-robin pool of backends.
@@ -149,6 +156,16 @@ fn main() -> anyhow::Result<()> {
             upstreams.join(", ")
         );
         println!("try: curl -i http://{addr}/   (repeat it: x-origin alternates)");
+    }
+    if let Some(addr) = &args.admin {
+        let admin = Admin::new();
+        admin.watch(proxy.observer());
+        let mut admin = admin.service(addr);
+        admin.bind()?;
+        for addr in admin.local_addrs() {
+            println!("admin on http://{addr}/status (metrics: http://{addr}/metrics)");
+        }
+        server.add_service(admin);
     }
     server.add_service(proxy);
     server.run_until_signal()?;

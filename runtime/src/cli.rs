@@ -650,6 +650,9 @@ where
     if let Some(admin) = &admin {
         for addr in admin.local_addrs() {
             println!("admin on http://{addr}/status (metrics: http://{addr}/metrics)");
+            if !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "the admin listener has no authentication and is reachable beyond this host: keep it on a private network");
+            }
         }
     }
     let mut server = Server::new(conf);
