@@ -229,9 +229,8 @@ pub struct AccessEntry<'a> {
 
 impl AccessEntry<'_> {
     fn write_combined(&self, out: &mut Vec<u8>) {
-        let mut s = String::with_capacity(256);
         let _ = write!(
-            s,
+            out,
             "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rt={:.6} upstream={} retries={} id={}",
             self.client.ip(),
             clf_time(self.time),
@@ -249,9 +248,8 @@ impl AccessEntry<'_> {
             Escaped(self.request_id),
         );
         if let Some(error) = &self.error {
-            let _ = write!(s, " error=\"{}\"", Escaped(error));
+            let _ = write!(out, " error=\"{}\"", Escaped(error));
         }
-        out.extend_from_slice(s.as_bytes());
     }
 
     fn write_json(&self, out: &mut Vec<u8>) {

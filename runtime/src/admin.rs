@@ -168,6 +168,16 @@ struct Inner {
     previous: Mutex<Option<Sample>>,
 }
 
+impl Inner {
+    /// Every watched service as it is now.
+    fn views(&self) -> Vec<ServiceView> {
+        match self.observers.read() {
+            Ok(list) => list.iter().map(|o| o()).collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
 /// Request and error totals keyed by route or peer, at one moment.
 struct Sample {
     at: Instant,
@@ -227,10 +237,7 @@ impl Admin {
     }
 
     fn views(&self) -> Vec<ServiceView> {
-        match self.0.observers.read() {
-            Ok(list) => list.iter().map(|o| o()).collect(),
-            Err(_) => Vec::new(),
-        }
+        self.0.views()
     }
 
     /// Everything in the Prometheus text format.
@@ -695,14 +702,10 @@ impl prometheus::core::Collector for Collector {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let Some(inner) = self.0.upgrade() else {
-            return Vec::new();
-        };
-        let views = match inner.observers.read() {
-            Ok(list) => list.iter().map(|o| o()).collect::<Vec<_>>(),
-            Err(_) => return Vec::new(),
-        };
-        families(&views)
+        match self.0.upgrade() {
+            Some(inner) => families(&inner.views()),
+            None => Vec::new(),
+        }
     }
 }
 
