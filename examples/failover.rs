@@ -23,7 +23,7 @@ use std::process::ExitCode;
 
 use pingora_dsl::cli::ProxyCli;
 use pingora_dsl::prelude::*;
-use pingora_dsl_suite::origin::spawn_demo_origins;
+use pingora_dsl_suite::origin::demo_upstreams;
 
 proxy! {
     /// Three peers that may fail.
@@ -58,17 +58,8 @@ proxy! {
 
 fn main() -> ExitCode {
     let mut cli = ProxyCli::from_env();
-    if cli.upstream.is_empty() {
-        match spawn_demo_origins(&["origin-1", "origin-2", "origin-3"]) {
-            Ok(addrs) => {
-                cli.upstream = addrs.iter().map(|a| a.to_string()).collect();
-                println!("demo origins on {}", cli.upstream.join(", "));
-            }
-            Err(e) => {
-                eprintln!("error: cannot start the demo origins: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+    if let Err(code) = demo_upstreams(&mut cli, &["origin-1", "origin-2", "origin-3"]) {
+        return code;
     }
     Failover::run_with(cli)
 }

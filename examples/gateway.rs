@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use pingora_dsl::cli::ProxyCli;
 use pingora_dsl::prelude::*;
-use pingora_dsl_suite::origin::spawn_demo_origins;
+use pingora_dsl_suite::origin::demo_upstreams;
 
 /// Per-request state: who the token said the caller is.
 #[derive(Default)]
@@ -102,21 +102,8 @@ proxy! {
 
 fn main() -> ExitCode {
     let mut cli = ProxyCli::from_env();
-    if cli.upstream.is_empty() {
-        match spawn_demo_origins(&["web-1", "api-1", "api-2"]) {
-            Ok(addrs) => {
-                cli.upstream = vec![
-                    format!("web={}", addrs[0]),
-                    format!("api={}", addrs[1]),
-                    format!("api={}", addrs[2]),
-                ];
-                println!("demo origins: {}", cli.upstream.join(", "));
-            }
-            Err(e) => {
-                eprintln!("error: cannot start the demo origins: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+    if let Err(code) = demo_upstreams(&mut cli, &["web=web-1", "api=api-1", "api=api-2"]) {
+        return code;
     }
     Gateway::run_with(cli)
 }

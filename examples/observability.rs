@@ -21,7 +21,7 @@ use std::process::ExitCode;
 use opentelemetry::trace::TracerProvider as _;
 use pingora_dsl::cli::ProxyCli;
 use pingora_dsl::prelude::*;
-use pingora_dsl_suite::origin::spawn_demo_origins;
+use pingora_dsl_suite::origin::demo_upstreams;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;
 use tracing_subscriber::{EnvFilter, Layer as _};
@@ -66,14 +66,8 @@ fn main() -> ExitCode {
     }
 
     let mut cli = ProxyCli::from_env();
-    if cli.upstream.is_empty() {
-        match spawn_demo_origins(&["origin-1", "origin-2"]) {
-            Ok(addrs) => cli.upstream = addrs.iter().map(|a| a.to_string()).collect(),
-            Err(e) => {
-                eprintln!("error: cannot start the demo origins: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+    if let Err(code) = demo_upstreams(&mut cli, &["origin-1", "origin-2"]) {
+        return code;
     }
     let code = Observed::run_with(cli);
     // Export what the batch still holds.

@@ -20,7 +20,7 @@ use std::process::ExitCode;
 use pingora_dsl::cli::ProxyCli;
 use pingora_dsl::prelude::*;
 use pingora_dsl_suite::certs::self_signed;
-use pingora_dsl_suite::origin::spawn_demo_origins;
+use pingora_dsl_suite::origin::demo_upstreams;
 
 proxy! {
     /// HTTPS (HTTP/1.1 and HTTP/2) to two origins, round robin.
@@ -66,14 +66,8 @@ fn main() -> ExitCode {
             }
         }
     }
-    if cli.upstream.is_empty() {
-        match spawn_demo_origins(&["origin-1", "origin-2"]) {
-            Ok(addrs) => cli.upstream = addrs.iter().map(|a| a.to_string()).collect(),
-            Err(e) => {
-                eprintln!("error: cannot start the demo origins: {e}");
-                return ExitCode::FAILURE;
-            }
-        }
+    if let Err(code) = demo_upstreams(&mut cli, &["origin-1", "origin-2"]) {
+        return code;
     }
     TlsGateway::run_with(cli)
 }

@@ -447,6 +447,41 @@ pub fn spawn_demo_origins(names: &[&str]) -> std::io::Result<Vec<SocketAddr>> {
     })?
 }
 
+/// For an example's `main`: when `cli` names no upstream, starts a demo origin per entry
+/// of `origins` and points `cli` at them. An entry is the origin's name, or `GROUP=NAME`
+/// to put it in that upstream group (as `--upstream GROUP=ADDR` does). On failure it says
+/// why on stderr and returns the exit code to end with.
+pub fn demo_upstreams(
+    cli: &mut pingora_dsl::cli::ProxyCli,
+    origins: &[&str],
+) -> Result<(), std::process::ExitCode> {
+    if !cli.upstream.is_empty() {
+        return Ok(());
+    }
+    let split: Vec<(Option<&str>, &str)> = origins
+        .iter()
+        .map(|o| match o.split_once('=') {
+            Some((group, name)) => (Some(group), name),
+            None => (None, *o),
+        })
+        .collect();
+    let names: Vec<&str> = split.iter().map(|(_, name)| *name).collect();
+    let addrs = spawn_demo_origins(&names).map_err(|e| {
+        eprintln!("error: cannot start the demo origins: {e}");
+        std::process::ExitCode::FAILURE
+    })?;
+    cli.upstream = split
+        .iter()
+        .zip(addrs)
+        .map(|((group, _), addr)| match group {
+            Some(group) => format!("{group}={addr}"),
+            None => addr.to_string(),
+        })
+        .collect();
+    println!("demo origins on {}", cli.upstream.join(", "));
+    Ok(())
+}
+
 /// What a TLS origin saw: connections accepted, and per request the SNI name and the
 /// client certificate's common name.
 #[derive(Debug, Default)]

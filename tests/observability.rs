@@ -385,6 +385,11 @@ async fn chromium_renders_the_status_page() {
         String::from_utf8_lossy(&dump.stderr)
     );
     assert!(dom.contains("pingora-dsl status"), "{dom}");
+    // The page's script fetched a fresh rendering and swapped it in.
+    assert!(
+        dom.contains("data-refreshes=\"1\""),
+        "the page did not refresh itself: {dom}"
+    );
     assert!(dom.contains("pool app"), "{dom}");
     assert!(dom.contains(r#"data-name="Checked""#), "{dom}");
     let row = dom

@@ -605,7 +605,10 @@ setInterval(async () => {{
     const r = await fetch(location.pathname, {{cache: "no-store"}});
     const doc = new DOMParser().parseFromString(await r.text(), "text/html");
     const fresh = doc.getElementById("status");
-    if (fresh) document.getElementById("status").innerHTML = fresh.innerHTML;
+    if (fresh) {{
+      document.getElementById("status").innerHTML = fresh.innerHTML;
+      document.body.dataset.refreshes = (Number(document.body.dataset.refreshes) || 0) + 1;
+    }}
   }} catch (e) {{}}
 }}, {REFRESH_MS});
 </script></body></html>

@@ -1,6 +1,6 @@
 //! The counters a running proxy keeps about itself, per route, per peer and per listener.
 //!
-//! Every figure is a relaxed atomic (or a `prometheus` histogram, a few atomics) living
+//! Every figure is a relaxed atomic (a histogram is one per bucket, plus a sum) living
 //! next to what it counts: a route's in [`RouteStats`], a peer's in [`PeerStats`] (held by
 //! [`crate::lb::Peer`]), a listening service's in [`ListenerStats`]. Recording is an atomic
 //! add on the request path, with no lock, map lookup or label formatting; the admin
@@ -13,9 +13,22 @@ use std::time::Duration;
 
 use http::StatusCode;
 
-/// Bucket bounds (seconds) of request and upstream-timing histograms: 0.5 ms to 10 s.
-pub const LATENCY_BUCKETS: &[f64] = &[
-    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+/// Upper bounds of the request and upstream-timing histogram buckets: 0.5 ms to 10 s.
+pub const LATENCY_BUCKETS: [Duration; 14] = [
+    Duration::from_micros(500),
+    Duration::from_millis(1),
+    Duration::from_micros(2500),
+    Duration::from_millis(5),
+    Duration::from_millis(10),
+    Duration::from_millis(25),
+    Duration::from_millis(50),
+    Duration::from_millis(100),
+    Duration::from_millis(250),
+    Duration::from_millis(500),
+    Duration::from_secs(1),
+    Duration::from_millis(2500),
+    Duration::from_secs(5),
+    Duration::from_secs(10),
 ];
 
 /// A monotonic count.
@@ -64,30 +77,12 @@ impl Gauge {
     }
 }
 
-/// [`LATENCY_BUCKETS`] in nanoseconds, for recording without floating point.
-const BUCKET_NANOS: [u64; 14] = [
-    500_000,
-    1_000_000,
-    2_500_000,
-    5_000_000,
-    10_000_000,
-    25_000_000,
-    50_000_000,
-    100_000_000,
-    250_000_000,
-    500_000_000,
-    1_000_000_000,
-    2_500_000_000,
-    5_000_000_000,
-    10_000_000_000,
-];
-
 /// A latency histogram over [`LATENCY_BUCKETS`]: a count per bucket (the last one above
 /// every bound) and the sum, in nanoseconds. Recording is two relaxed atomic adds; the
 /// cumulative counts Prometheus wants are made when scraped.
 #[derive(Debug, Default)]
 pub struct Histogram {
-    buckets: [AtomicU64; BUCKET_NANOS.len() + 1],
+    buckets: [AtomicU64; LATENCY_BUCKETS.len() + 1],
     sum_nanos: AtomicU64,
 }
 
@@ -95,13 +90,13 @@ impl Histogram {
     /// Records one observation.
     #[inline]
     pub fn observe(&self, d: Duration) {
-        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         // Most observations fall in the first few buckets: a short linear scan.
-        let index = BUCKET_NANOS
+        let index = LATENCY_BUCKETS
             .iter()
-            .position(|bound| nanos <= *bound)
-            .unwrap_or(BUCKET_NANOS.len());
+            .position(|bound| d <= *bound)
+            .unwrap_or(LATENCY_BUCKETS.len());
         self.buckets[index].fetch_add(1, Ordering::Relaxed);
+        let nanos = u64::try_from(d.as_nanos()).unwrap_or(u64::MAX);
         self.sum_nanos.fetch_add(nanos, Ordering::Relaxed);
     }
 
@@ -125,7 +120,7 @@ impl Histogram {
             .map(|(bound, count)| {
                 cumulative += count.load(Ordering::Relaxed);
                 let mut b = prometheus::proto::Bucket::default();
-                b.set_upper_bound(*bound);
+                b.set_upper_bound(bound.as_secs_f64());
                 b.set_cumulative_count(cumulative);
                 b
             })
