@@ -5,6 +5,11 @@
 //! reused connection closed before the request was written (the origin's keep-alive timer
 //! raced ours), the untouched request is sent again on another connection: nothing reaches
 //! the origin twice, and no request fails because a pooled connection had died.
+//!
+//! Requests without a body (GET, HEAD, OPTIONS, TRACE) to HTTP/1.1 peers take the direct
+//! path of [`h1`](super::h1) instead of hyper's client: the same pool discipline, without a
+//! connection task in between. A pooled connection that turns out closed before the origin
+//! answered a word is retried on another there too (these methods are safe to resend).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -23,8 +28,10 @@ use tokio::net::TcpStream;
 
 use crate::error::{BoxError, Error, ErrorKind, Result};
 use crate::io_timeout::{BusyFlag, IoTimeout, ReadDeadline, TimedIo};
+use crate::upstream::h1::{self, BodyReader, H1Conn};
 use crate::upstream::peer::{HttpPeer, PoolKey, UpstreamHttp};
 use crate::upstream::pool::{Conn, Pool};
+use crate::upstream::stream::UpstreamStream;
 
 /// How often a request whose pooled connection turned out closed is tried on another one.
 const MAX_STALE_RETRIES: usize = 3;
@@ -71,6 +78,10 @@ pub struct HttpClient<B> {
     pool: Arc<Pool<B>>,
     builder: Arc<hyper::client::conn::http1::Builder>,
     h2_builder: Arc<hyper::client::conn::http2::Builder<TokioExecutor>>,
+    /// Whether bodiless requests may take the direct path (not when header case must be
+    /// preserved: only hyper reads its case map).
+    direct: bool,
+    max_response_head_bytes: usize,
 }
 
 impl<B> Clone for HttpClient<B> {
@@ -79,6 +90,8 @@ impl<B> Clone for HttpClient<B> {
             pool: self.pool.clone(),
             builder: self.builder.clone(),
             h2_builder: self.h2_builder.clone(),
+            direct: self.direct,
+            max_response_head_bytes: self.max_response_head_bytes,
         }
     }
 }
@@ -125,6 +138,8 @@ where
             pool: Arc::new(Pool::new(options.max_idle_per_peer)),
             builder: Arc::new(builder),
             h2_builder: Arc::new(h2),
+            direct: !options.preserve_header_case,
+            max_response_head_bytes: options.max_response_head_bytes.max(1024),
         }
     }
 
@@ -148,6 +163,13 @@ where
         peer: &HttpPeer,
         mut request: Request<B>,
     ) -> Result<Response<UpstreamBody<B>>, SendError<B>> {
+        if self.direct
+            && (peer.http() == UpstreamHttp::Http1
+                || (peer.http() == UpstreamHttp::Negotiate && peer.tls().is_none()))
+            && h1::is_direct(&request)
+        {
+            return self.send_direct(peer, request).await;
+        }
         let key = peer.pool_key();
         let mut stale = 0;
         let mut fresh = None;
@@ -237,7 +259,7 @@ where
                         idle_timeout: peer.timeouts().idle,
                         conn,
                     });
-                    return Ok(response.map(|body| UpstreamBody::new(body, release)));
+                    return Ok(response.map(|body| UpstreamBody::hyper(body, release)));
                 }
                 Err(mut e) => match e.take_message() {
                     Some(unsent) if reused && stale < MAX_STALE_RETRIES => {
@@ -254,6 +276,75 @@ where
                 },
             }
         }
+    }
+
+    /// Sends a bodiless `request` on the direct path (see the module docs).
+    async fn send_direct(
+        &self,
+        peer: &HttpPeer,
+        request: Request<B>,
+    ) -> Result<Response<UpstreamBody<B>>, SendError<B>> {
+        let key = peer.pool_key();
+        let mut stale = 0;
+        loop {
+            let (mut conn, reused) = match self.pool.checkout_direct(&key) {
+                Some(conn) => (conn, true),
+                // Connecting is the cold path: boxed, so the pooled request's future stays
+                // small.
+                None => match Box::pin(self.connect_direct(peer)).await {
+                    Ok(conn) => (conn, false),
+                    Err(error) => {
+                        return Err(SendError {
+                            error,
+                            request: Some(request),
+                        })
+                    }
+                },
+            };
+            if reused {
+                count_reuse(peer);
+            }
+            conn.busy.set(true);
+            let exchanged = match conn.write_request(&request).await {
+                Ok(()) => {
+                    conn.read_response(request.method(), self.max_response_head_bytes)
+                        .await
+                }
+                Err(e) => Err(e),
+            };
+            match exchanged {
+                Ok((head, reader)) => {
+                    let release = Release {
+                        pool: self.pool.clone(),
+                        key,
+                        idle_timeout: peer.timeouts().idle,
+                        conn,
+                    };
+                    return Ok(head.map(|()| UpstreamBody::direct(reader, release)));
+                }
+                Err(e) if e.unanswered && reused && stale < MAX_STALE_RETRIES => {
+                    tracing::debug!(peer = %peer.addr(), error = %e.error, "pooled connection was closed; resending on another");
+                    stale += 1;
+                }
+                Err(e) => {
+                    return Err(SendError {
+                        error: e.error,
+                        request: None,
+                    })
+                }
+            }
+        }
+    }
+
+    /// Opens a direct-path connection to `peer`, counted like [`connect`](Self::connect).
+    async fn connect_direct(&self, peer: &HttpPeer) -> Result<Box<H1Conn>> {
+        let started = peer.stats().map(|_| std::time::Instant::now());
+        let (stream, busy, _) = self.open_stream(peer, false).await?;
+        if let (Some(stats), Some(started)) = (peer.stats(), started) {
+            stats.connect_time.observe(started.elapsed());
+            stats.connections_new.inc();
+        }
+        Ok(Box::new(H1Conn::new(stream, busy)))
     }
 
     /// Idle connections currently pooled for `peer`.
@@ -315,7 +406,7 @@ where
     ) -> Result<Response<UpstreamBody<B>>, SendError<B>> {
         let t = peer.timeouts();
         match tokio::time::timeout(t.read, sender.send_request(request)).await {
-            Ok(Ok(response)) => Ok(response.map(|body| UpstreamBody::new(body, None))),
+            Ok(Ok(response)) => Ok(response.map(|body| UpstreamBody::hyper(body, None))),
             Ok(Err(e)) => Err(SendError {
                 error: upstream_error(e, "sending request upstream over HTTP/2"),
                 request: None,
@@ -341,6 +432,34 @@ where
     }
 
     async fn open(&self, peer: &HttpPeer) -> Result<Connected<B>> {
+        let offer_h2 = peer.http() != UpstreamHttp::Http1;
+        let (stream, busy, h2) = self.open_stream(peer, offer_h2).await?;
+        let h2c = peer.tls().is_none() && peer.http() == UpstreamHttp::Http2;
+        if h2 || h2c {
+            // A stream's read timeout is per request.
+            busy.set(false);
+            return Ok(Connected::Http2(self.handshake_h2(stream, peer).await?));
+        }
+        if peer.http() == UpstreamHttp::Http2 {
+            return Err(Error::new(
+                ErrorKind::UpstreamTls,
+                "upstream did not agree to HTTP/2 (ALPN)",
+            ));
+        }
+        Ok(Connected::Http1(Conn {
+            sender: self.handshake(stream, peer).await?,
+            busy,
+        }))
+    }
+
+    /// Connects to `peer` (TCP, then TLS if the peer has it, offering HTTP/2 by ALPN when
+    /// `offer_h2`). Returns the stream, the flag arming its read timeout, and whether ALPN
+    /// chose HTTP/2.
+    async fn open_stream(
+        &self,
+        peer: &HttpPeer,
+        offer_h2: bool,
+    ) -> Result<(UpstreamStream, BusyFlag, bool)> {
         let t = peer.timeouts();
         let stream = match tokio::time::timeout(t.connect, TcpStream::connect(peer.addr())).await {
             Err(_) => {
@@ -365,43 +484,19 @@ where
             timeout: t.read,
         };
         let io = TimedIo::new(stream, read_deadline, Some(t.write));
-        match peer.tls() {
-            None if peer.http() == UpstreamHttp::Http2 => {
-                // h2c with prior knowledge: a stream's read timeout is per request.
-                busy.set(false);
-                Ok(Connected::Http2(self.handshake_h2(io, peer).await?))
+        let Some(tls) = peer.tls() else {
+            return Ok((UpstreamStream::Plain(io), busy, false));
+        };
+        let handshake = tls.connect(io, peer.addr().ip(), offer_h2);
+        match tokio::time::timeout(t.connect, handshake).await {
+            Ok(done) => {
+                let (stream, h2) = done?;
+                Ok((UpstreamStream::Tls(stream), busy, h2))
             }
-            None => Ok(Connected::Http1(Conn {
-                sender: self.handshake(io, peer).await?,
-                busy,
-            })),
-            Some(tls) => {
-                let offer_h2 = peer.http() != UpstreamHttp::Http1;
-                let handshake = tls.connect(io, peer.addr().ip(), offer_h2);
-                let (stream, h2) = match tokio::time::timeout(t.connect, handshake).await {
-                    Ok(done) => done?,
-                    Err(_) => {
-                        return Err(Error::new(
-                            ErrorKind::ConnectTimeout,
-                            "TLS handshake with upstream",
-                        ))
-                    }
-                };
-                if h2 {
-                    busy.set(false);
-                    return Ok(Connected::Http2(self.handshake_h2(stream, peer).await?));
-                }
-                if peer.http() == UpstreamHttp::Http2 {
-                    return Err(Error::new(
-                        ErrorKind::UpstreamTls,
-                        "upstream did not agree to HTTP/2 (ALPN)",
-                    ));
-                }
-                Ok(Connected::Http1(Conn {
-                    sender: self.handshake(stream, peer).await?,
-                    busy,
-                }))
-            }
+            Err(_) => Err(Error::new(
+                ErrorKind::ConnectTimeout,
+                "TLS handshake with upstream",
+            )),
         }
     }
 
@@ -528,32 +623,82 @@ fn downstream_cause(e: &(dyn std::error::Error + 'static)) -> Option<ErrorKind> 
 }
 
 /// Hands a connection back to its pool once its response is complete.
-struct Release<B> {
+struct Release<B, C> {
     pool: Arc<Pool<B>>,
     key: PoolKey,
     idle_timeout: Duration,
-    conn: Conn<B>,
+    conn: C,
 }
 
 /// A response body streaming from an upstream; its connection returns to the pool when the
 /// body has been read to the end (a body dropped early closes its connection instead).
 pub struct UpstreamBody<B> {
-    inner: Incoming,
-    release: Option<Release<B>>,
+    inner: Inner<B>,
+}
+
+enum Inner<B> {
+    /// Read by hyper's client (request bodies, upgrades, HTTP/2).
+    Hyper {
+        body: Incoming,
+        release: Option<Release<B, Conn<B>>>,
+    },
+    /// Read off the connection by the direct path.
+    Direct {
+        reader: BodyReader,
+        /// The connection, until the body ends or fails.
+        conn: Option<Release<B, Box<H1Conn>>>,
+        /// A failure held back for one poll (see `poll_frame`).
+        failed: Option<Error>,
+    },
 }
 
 impl<B: Send + 'static> UpstreamBody<B> {
-    fn new(inner: Incoming, release: Option<Release<B>>) -> Self {
-        let mut body = UpstreamBody { inner, release };
-        if body.inner.is_end_stream() {
+    fn hyper(body: Incoming, release: Option<Release<B, Conn<B>>>) -> Self {
+        let mut body = UpstreamBody {
+            inner: Inner::Hyper { body, release },
+        };
+        if body.is_end() {
             body.release();
         }
         body
     }
 
+    fn direct(reader: BodyReader, conn: Release<B, Box<H1Conn>>) -> Self {
+        let mut body = UpstreamBody {
+            inner: Inner::Direct {
+                reader,
+                conn: Some(conn),
+                failed: None,
+            },
+        };
+        if body.is_end() {
+            body.release();
+        }
+        body
+    }
+
+    fn is_end(&self) -> bool {
+        match &self.inner {
+            Inner::Hyper { body, .. } => body.is_end_stream(),
+            Inner::Direct { reader, .. } => reader.is_end(),
+        }
+    }
+
+    /// Returns the connection to the pool (the body is complete).
     fn release(&mut self) {
-        if let Some(r) = self.release.take() {
-            r.pool.checkin(r.key, r.conn, r.idle_timeout);
+        match &mut self.inner {
+            Inner::Hyper { release, .. } => {
+                if let Some(r) = release.take() {
+                    r.pool.checkin(r.key, r.conn, r.idle_timeout);
+                }
+            }
+            Inner::Direct { reader, conn, .. } => {
+                if let Some(r) = conn.take() {
+                    if reader.reusable(&r.conn) {
+                        r.pool.checkin_direct(r.key, r.conn, r.idle_timeout);
+                    }
+                }
+            }
         }
     }
 }
@@ -567,33 +712,62 @@ impl<B: Send + Unpin + 'static> Body for UpstreamBody<B> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = &mut *self;
-        match Pin::new(&mut this.inner).poll_frame(cx) {
-            Poll::Ready(Some(Ok(frame))) => {
-                if this.inner.is_end_stream() {
-                    this.release();
+        let polled = match &mut this.inner {
+            Inner::Hyper { body, release } => match Pin::new(&mut *body).poll_frame(cx) {
+                Poll::Ready(Some(Err(e))) => {
+                    *release = None;
+                    return Poll::Ready(Some(Err(upstream_error(
+                        e,
+                        "reading response body from upstream",
+                    ))));
                 }
-                Poll::Ready(Some(Ok(frame)))
+                Poll::Ready(Some(Ok(frame))) => Some(Ok(frame)),
+                Poll::Ready(None) => None,
+                Poll::Pending => return Poll::Pending,
+            },
+            Inner::Direct {
+                reader,
+                conn,
+                failed,
+            } => {
+                if let Some(e) = failed.take() {
+                    return Poll::Ready(Some(Err(e)));
+                }
+                let Some(r) = conn.as_mut() else {
+                    // Complete (or failed) before.
+                    return Poll::Ready(None);
+                };
+                match reader.poll_frame(&mut r.conn, cx) {
+                    Poll::Ready(Ok(frame)) => frame.map(Ok),
+                    Poll::Ready(Err(e)) => {
+                        // The data read before the failure may still sit in the downstream
+                        // connection's write buffer, which an error would discard: give it
+                        // one turn to go out first, as it would had the failure come later.
+                        *conn = None;
+                        *failed = Some(e);
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    Poll::Pending => return Poll::Pending,
+                }
             }
-            Poll::Ready(None) => {
-                this.release();
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(e))) => {
-                this.release = None;
-                Poll::Ready(Some(Err(upstream_error(
-                    e,
-                    "reading response body from upstream",
-                ))))
-            }
-            Poll::Pending => Poll::Pending,
+        };
+        if polled.is_none() || this.is_end() {
+            this.release();
         }
+        Poll::Ready(polled)
     }
 
     fn is_end_stream(&self) -> bool {
-        self.inner.is_end_stream()
+        self.is_end()
     }
 
     fn size_hint(&self) -> SizeHint {
-        self.inner.size_hint()
+        match &self.inner {
+            Inner::Hyper { body, .. } => body.size_hint(),
+            Inner::Direct { reader, .. } => reader
+                .exact_len()
+                .map_or_else(SizeHint::default, SizeHint::with_exact),
+        }
     }
 }

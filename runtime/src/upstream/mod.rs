@@ -9,8 +9,10 @@
 mod client;
 pub mod discovery;
 mod group;
+mod h1;
 mod peer;
 mod pool;
+mod stream;
 mod tls;
 
 pub use client::{ClientOptions, HttpClient, SendError, UpstreamBody};

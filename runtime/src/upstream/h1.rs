@@ -1,0 +1,690 @@
+//! The direct HTTP/1.1 exchange: a request without a body is written, and its response read,
+//! by the task that sends it, on a pooled connection that task holds alone.
+//!
+//! hyper's HTTP/1.1 client drives each connection from a task of its own and hands the
+//! request, the response head and every body chunk across channels, waking a second task at
+//! each step. For the bulk of proxied traffic (GET and HEAD) that hand-over was a third of
+//! the proxy's instructions per request. Here the requesting task writes the head in one
+//! write, parses the response with `httparse`, and the body reads the socket as the
+//! downstream consumes it. Requests with a body, upgrades and header-case preservation stay
+//! with hyper's client (see `HttpClient::try_send`).
+//!
+//! Response framing follows RFC 9112 §6.3: no body for HEAD, 1xx, 204 and 304; chunked when
+//! `Transfer-Encoding` ends in `chunked` (a `Content-Length` beside it is ignored and the
+//! connection is not reused); else `Content-Length` (several must agree); else the body runs
+//! to the close. Interim 1xx responses are skipped; a 101 nobody asked for is an error.
+
+use std::io;
+use std::mem::MaybeUninit;
+use std::task::{Context, Poll, Waker};
+
+use bytes::{Buf, Bytes, BytesMut};
+use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
+use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
+use http_body::Frame;
+use tokio::io::AsyncWriteExt;
+
+use crate::error::{Error, ErrorKind};
+use crate::io_timeout::{BusyFlag, IoTimeout};
+use crate::upstream::stream::UpstreamStream;
+
+/// Most header fields in a response head (hyper's limit too).
+const MAX_HEADERS: usize = 100;
+/// Most trailer fields after a chunked body.
+const MAX_TRAILERS: usize = 64;
+/// The size of a read for a response head, and the smallest read of a body.
+const HEAD_READ: usize = 8 * 1024;
+/// The largest read of a body.
+const MAX_BODY_READ: usize = 64 * 1024;
+/// The longest chunk-size line (size and extensions) accepted in a chunked body.
+const MAX_CHUNK_LINE: usize = 4096;
+/// Interim (1xx) responses skipped before the final one, at most.
+const MAX_INTERIM: usize = 16;
+
+/// Whether `request` can take the direct path: a safe method, HTTP/1.1, no body, and no
+/// connection-level headers (upgrades, `Connection: close`, a transfer coding).
+pub(crate) fn is_direct<B: http_body::Body>(request: &Request<B>) -> bool {
+    matches!(
+        *request.method(),
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
+    ) && request.version() == Version::HTTP_11
+        && request.body().is_end_stream()
+        && !request.headers().contains_key(CONNECTION)
+        && !request.headers().contains_key(UPGRADE)
+        && !request.headers().contains_key(TRANSFER_ENCODING)
+}
+
+/// Why an exchange failed, and whether the connection broke before the origin said anything
+/// (on a pooled connection: the origin closed it while idle, and the request may go again).
+pub(crate) struct ExchangeError {
+    pub(crate) error: Error,
+    pub(crate) unanswered: bool,
+}
+
+/// An upstream HTTP/1.1 connection used by the direct path.
+pub(crate) struct H1Conn {
+    io: UpstreamStream,
+    /// Bytes read and not consumed yet.
+    buf: BytesMut,
+    /// The encoded request head; kept to reuse its allocation.
+    head: Vec<u8>,
+    /// Header names and value positions of the head being parsed; kept for its allocation.
+    fields: Vec<(HeaderName, usize, usize)>,
+    /// Set while a request is in flight: arms the read timeout.
+    pub(crate) busy: BusyFlag,
+}
+
+/// The outcome of parsing what has been read of a response head.
+enum Parsed {
+    /// More bytes are needed.
+    Partial,
+    /// An interim (1xx) response was read and dropped.
+    Interim,
+    /// The final response head and how its body is framed.
+    Final(Response<()>, BodyReader),
+}
+
+impl H1Conn {
+    /// A connection over `io`, whose read deadline is armed by `busy`.
+    pub(crate) fn new(io: UpstreamStream, busy: BusyFlag) -> Self {
+        H1Conn {
+            io,
+            buf: BytesMut::new(),
+            head: Vec::new(),
+            fields: Vec::new(),
+            busy,
+        }
+    }
+
+    /// Whether an idle connection can take a request: nothing (no close, no stray bytes)
+    /// arrived since its last response. Costs a system call only when the socket reports
+    /// readable.
+    pub(crate) fn is_clean(&self) -> bool {
+        if !self.buf.is_empty() {
+            return false;
+        }
+        let tcp = self.io.tcp();
+        let mut cx = Context::from_waker(Waker::noop());
+        match tcp.poll_read_ready(&mut cx) {
+            Poll::Pending => true,
+            Poll::Ready(Err(_)) => false,
+            // Readiness may be stale (the last read filled its buffer exactly): ask.
+            Poll::Ready(Ok(())) => {
+                let mut probe = [0u8; 1];
+                matches!(tcp.try_read(&mut probe), Err(e) if e.kind() == io::ErrorKind::WouldBlock)
+            }
+        }
+    }
+
+    /// Writes the head of `request` (which has no body).
+    pub(crate) async fn write_request<B>(
+        &mut self,
+        request: &Request<B>,
+    ) -> Result<(), ExchangeError> {
+        encode_head(&mut self.head, request);
+        let written = match self.io.write_all(&self.head).await {
+            Ok(()) => self.io.flush().await,
+            Err(e) => Err(e),
+        };
+        written.map_err(|e| ExchangeError {
+            unanswered: IoTimeout::find(&e).is_none(),
+            error: io_error(e, "sending request upstream"),
+        })
+    }
+
+    /// Reads the final response head to a request with `method`, skipping interim ones.
+    pub(crate) async fn read_response(
+        &mut self,
+        method: &Method,
+        max_head: usize,
+    ) -> Result<(Response<()>, BodyReader), ExchangeError> {
+        let mut interim = 0;
+        let mut received = false;
+        loop {
+            if !self.buf.is_empty() {
+                received = true;
+                match self.parse_head(method) {
+                    Ok(Parsed::Final(head, body)) => return Ok((head, body)),
+                    Ok(Parsed::Interim) => {
+                        interim += 1;
+                        if interim > MAX_INTERIM {
+                            return Err(answered(invalid("too many interim responses")));
+                        }
+                        continue;
+                    }
+                    Ok(Parsed::Partial) if self.buf.len() >= max_head => {
+                        return Err(answered(invalid("response head too large")));
+                    }
+                    Ok(Parsed::Partial) => {}
+                    Err(error) => return Err(answered(error)),
+                }
+            }
+            let read = std::future::poll_fn(|cx| self.poll_fill(cx, HEAD_READ)).await;
+            match read {
+                Ok(0) if received => {
+                    return Err(answered(Error::new(
+                        ErrorKind::UpstreamClosed,
+                        "upstream closed the connection inside the response head",
+                    )))
+                }
+                Ok(0) => {
+                    return Err(ExchangeError {
+                        error: Error::new(
+                            ErrorKind::UpstreamClosed,
+                            "upstream closed the connection without answering",
+                        ),
+                        unanswered: true,
+                    })
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(ExchangeError {
+                        unanswered: !received && IoTimeout::find(&e).is_none(),
+                        error: io_error(e, "reading the response head from upstream"),
+                    })
+                }
+            }
+        }
+    }
+
+    /// Reads more bytes into the buffer, making room for at least `want`. Ready(0) is EOF.
+    fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        self.buf.reserve(want.max(HEAD_READ));
+        tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.io), cx, &mut self.buf)
+    }
+
+    /// Parses the response head at the start of the buffer, consuming it when complete.
+    fn parse_head(&mut self, method: &Method) -> Result<Parsed, Error> {
+        let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
+        let mut response = httparse::Response::new(&mut []);
+        let buf = &self.buf;
+        let fields = &mut self.fields;
+        let base = buf.as_ptr() as usize;
+        let parsed = httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            buf,
+            &mut slots,
+        );
+        let len = match parsed {
+            Ok(httparse::Status::Complete(len)) => len,
+            Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
+            Err(e) => {
+                return Err(Error::with_source(
+                    ErrorKind::InvalidResponse,
+                    "parsing the response head from upstream",
+                    e.to_string(),
+                ))
+            }
+        };
+        let status = response
+            .code
+            .and_then(|c| StatusCode::from_u16(c).ok())
+            .ok_or_else(|| invalid("invalid status code"))?;
+        let version = match response.version {
+            Some(0) => Version::HTTP_10,
+            _ => Version::HTTP_11,
+        };
+        let reason = response
+            .reason
+            .filter(|r| !r.is_empty() && Some(*r) != status.canonical_reason())
+            .map(|r| r.as_bytes().to_vec());
+        fields.clear();
+        let mut framing = Framing::default();
+        for h in response.headers.iter() {
+            let name = HeaderName::from_bytes(h.name.as_bytes())
+                .map_err(|_| invalid("invalid header name"))?;
+            framing.note(&name, h.value)?;
+            let start = h.value.as_ptr() as usize - base;
+            fields.push((name, start, start + h.value.len()));
+        }
+        let head = self.buf.split_to(len).freeze();
+        if status.is_informational() {
+            self.fields.clear();
+            if status == StatusCode::SWITCHING_PROTOCOLS {
+                return Err(invalid(
+                    "upstream switched protocols without being asked to",
+                ));
+            }
+            return Ok(Parsed::Interim);
+        }
+        let mut headers = HeaderMap::with_capacity(self.fields.len());
+        for (name, start, end) in self.fields.drain(..) {
+            let value = HeaderValue::from_maybe_shared(head.slice(start..end))
+                .map_err(|_| invalid("invalid header value"))?;
+            headers.append(name, value);
+        }
+        let mut out = Response::new(());
+        *out.status_mut() = status;
+        *out.version_mut() = version;
+        *out.headers_mut() = headers;
+        if let Some(phrase) = reason.and_then(|r| hyper::ext::ReasonPhrase::try_from(r).ok()) {
+            out.extensions_mut().insert(phrase);
+        }
+        let body = framing.reader(method, status, version);
+        Ok(Parsed::Final(out, body))
+    }
+}
+
+/// What the framing headers of a response said.
+#[derive(Default)]
+struct Framing {
+    content_length: Option<u64>,
+    transfer_encoding: bool,
+    chunked: bool,
+    close: bool,
+    keep_alive: bool,
+}
+
+impl Framing {
+    /// Takes note of one header field.
+    fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), Error> {
+        if name == CONTENT_LENGTH {
+            for item in value.split(|&b| b == b',') {
+                let n = parse_decimal(item.trim_ascii())
+                    .ok_or_else(|| invalid("invalid Content-Length"))?;
+                if self.content_length.is_some_and(|seen| seen != n) {
+                    return Err(invalid("conflicting Content-Length values"));
+                }
+                self.content_length = Some(n);
+            }
+        } else if name == TRANSFER_ENCODING {
+            self.transfer_encoding = true;
+            // What counts is the last coding of the last field.
+            self.chunked = value
+                .rsplit(|&b| b == b',')
+                .next()
+                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+        } else if name == CONNECTION {
+            for token in value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    self.close = true;
+                } else if token.eq_ignore_ascii_case(b"keep-alive") {
+                    self.keep_alive = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// How the body of a response to `method` with `status` is read.
+    fn reader(&self, method: &Method, status: StatusCode, version: Version) -> BodyReader {
+        let keep_alive = !self.close && (version == Version::HTTP_11 || self.keep_alive);
+        let no_body = *method == Method::HEAD
+            || status == StatusCode::NO_CONTENT
+            || status == StatusCode::NOT_MODIFIED;
+        let (state, reusable) = if no_body {
+            (BodyState::Done, keep_alive)
+        } else if self.transfer_encoding {
+            if self.chunked {
+                (
+                    BodyState::Chunked(Chunk::Size),
+                    keep_alive && self.content_length.is_none(),
+                )
+            } else {
+                (BodyState::UntilClose, false)
+            }
+        } else if let Some(n) = self.content_length {
+            (BodyState::Length(n), keep_alive)
+        } else {
+            (BodyState::UntilClose, false)
+        };
+        let state = match state {
+            BodyState::Length(0) => BodyState::Done,
+            other => other,
+        };
+        BodyReader { state, reusable }
+    }
+}
+
+/// Reads a response body off its connection, frame by frame.
+pub(crate) struct BodyReader {
+    state: BodyState,
+    reusable: bool,
+}
+
+enum BodyState {
+    /// This many bytes are left.
+    Length(u64),
+    /// Chunked transfer coding, at this step.
+    Chunked(Chunk),
+    /// Everything until the origin closes.
+    UntilClose,
+    /// The body is complete.
+    Done,
+}
+
+enum Chunk {
+    /// Expecting a chunk-size line.
+    Size,
+    /// Inside a chunk's data, this many bytes left.
+    Data(u64),
+    /// Expecting the CRLF after a chunk's data.
+    DataEnd,
+    /// After the last chunk: trailer fields, then an empty line.
+    Trailers,
+}
+
+impl BodyReader {
+    /// Whether the whole body has been read.
+    pub(crate) fn is_end(&self) -> bool {
+        matches!(self.state, BodyState::Done)
+    }
+
+    /// Whether the connection may carry another request once the body is complete.
+    pub(crate) fn reusable(&self, conn: &H1Conn) -> bool {
+        self.reusable && self.is_end() && conn.buf.is_empty()
+    }
+
+    /// The body's exact length, when the head said it.
+    pub(crate) fn exact_len(&self) -> Option<u64> {
+        match self.state {
+            BodyState::Length(n) => Some(n),
+            BodyState::Done => Some(0),
+            _ => None,
+        }
+    }
+
+    /// The next frame of the body: data, trailers, or `None` at its end.
+    pub(crate) fn poll_frame(
+        &mut self,
+        conn: &mut H1Conn,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Frame<Bytes>>, Error>> {
+        loop {
+            match &mut self.state {
+                BodyState::Done => return Poll::Ready(Ok(None)),
+                BodyState::Length(left) => {
+                    let data = match take_data(conn, cx, left) {
+                        Poll::Ready(r) => r?,
+                        Poll::Pending => return Poll::Pending,
+                    };
+                    if *left == 0 {
+                        self.state = BodyState::Done;
+                    }
+                    return Poll::Ready(Ok(Some(Frame::data(data))));
+                }
+                BodyState::UntilClose => {
+                    if conn.buf.is_empty() {
+                        let n = match conn.poll_fill(cx, MAX_BODY_READ) {
+                            Poll::Ready(r) => r.map_err(|e| io_error(e, BODY))?,
+                            Poll::Pending => return Poll::Pending,
+                        };
+                        if n == 0 {
+                            self.state = BodyState::Done;
+                            return Poll::Ready(Ok(None));
+                        }
+                    }
+                    return Poll::Ready(Ok(Some(Frame::data(conn.buf.split().freeze()))));
+                }
+                BodyState::Chunked(Chunk::Data(left)) => {
+                    let data = match take_data(conn, cx, left) {
+                        Poll::Ready(r) => r?,
+                        Poll::Pending => return Poll::Pending,
+                    };
+                    if *left == 0 {
+                        self.state = BodyState::Chunked(Chunk::DataEnd);
+                    }
+                    return Poll::Ready(Ok(Some(Frame::data(data))));
+                }
+                BodyState::Chunked(Chunk::Size) => {
+                    let Some(eol) = conn.buf.iter().position(|&b| b == b'\n') else {
+                        if conn.buf.len() > MAX_CHUNK_LINE {
+                            return Poll::Ready(Err(invalid("chunk size line too long")));
+                        }
+                        if let Err(e) = fill_some(conn, cx) {
+                            return e;
+                        }
+                        continue;
+                    };
+                    let size = parse_chunk_size(&conn.buf[..eol])
+                        .ok_or_else(|| invalid("invalid chunk size line"))?;
+                    conn.buf.advance(eol + 1);
+                    self.state = BodyState::Chunked(if size == 0 {
+                        Chunk::Trailers
+                    } else {
+                        Chunk::Data(size)
+                    });
+                }
+                BodyState::Chunked(Chunk::DataEnd) => {
+                    if conn.buf.len() < 2 {
+                        if let Err(e) = fill_some(conn, cx) {
+                            return e;
+                        }
+                        continue;
+                    }
+                    if &conn.buf[..2] != b"\r\n" {
+                        return Poll::Ready(Err(invalid("chunk data not followed by CRLF")));
+                    }
+                    conn.buf.advance(2);
+                    self.state = BodyState::Chunked(Chunk::Size);
+                }
+                BodyState::Chunked(Chunk::Trailers) => {
+                    if conn.buf.starts_with(b"\r\n") {
+                        conn.buf.advance(2);
+                        self.state = BodyState::Done;
+                        return Poll::Ready(Ok(None));
+                    }
+                    let mut slots = [httparse::EMPTY_HEADER; MAX_TRAILERS];
+                    match httparse::parse_headers(&conn.buf, &mut slots) {
+                        Ok(httparse::Status::Complete((len, fields))) => {
+                            let mut trailers = HeaderMap::with_capacity(fields.len());
+                            for f in fields {
+                                let name = HeaderName::from_bytes(f.name.as_bytes())
+                                    .map_err(|_| invalid("invalid trailer name"))?;
+                                let value = HeaderValue::from_bytes(f.value)
+                                    .map_err(|_| invalid("invalid trailer value"))?;
+                                trailers.append(name, value);
+                            }
+                            conn.buf.advance(len);
+                            self.state = BodyState::Done;
+                            return Poll::Ready(Ok(Some(Frame::trailers(trailers))));
+                        }
+                        Ok(httparse::Status::Partial) => {
+                            if conn.buf.len() > MAX_BODY_READ {
+                                return Poll::Ready(Err(invalid("trailer section too large")));
+                            }
+                            if let Err(e) = fill_some(conn, cx) {
+                                return e;
+                            }
+                        }
+                        Err(_) => return Poll::Ready(Err(invalid("invalid trailer section"))),
+                    }
+                }
+            }
+        }
+    }
+}
+
+const BODY: &str = "reading response body from upstream";
+
+/// Up to `left` bytes of body data, read from the socket if none are buffered.
+fn take_data(
+    conn: &mut H1Conn,
+    cx: &mut Context<'_>,
+    left: &mut u64,
+) -> Poll<Result<Bytes, Error>> {
+    if conn.buf.is_empty() {
+        let want = usize::try_from(*left)
+            .unwrap_or(MAX_BODY_READ)
+            .min(MAX_BODY_READ);
+        match conn.poll_fill(cx, want) {
+            Poll::Ready(Ok(0)) => return Poll::Ready(Err(closed_mid_body())),
+            Poll::Ready(Ok(_)) => {}
+            Poll::Ready(Err(e)) => return Poll::Ready(Err(io_error(e, BODY))),
+            Poll::Pending => return Poll::Pending,
+        }
+    }
+    let take = usize::try_from(*left).map_or(conn.buf.len(), |l| l.min(conn.buf.len()));
+    *left -= take as u64;
+    Poll::Ready(Ok(conn.buf.split_to(take).freeze()))
+}
+
+/// Reads more of a chunked body's framing; `Err` holds what `poll_frame` returns instead.
+#[allow(clippy::type_complexity)]
+fn fill_some(
+    conn: &mut H1Conn,
+    cx: &mut Context<'_>,
+) -> Result<(), Poll<Result<Option<Frame<Bytes>>, Error>>> {
+    match conn.poll_fill(cx, HEAD_READ) {
+        Poll::Ready(Ok(0)) => Err(Poll::Ready(Err(closed_mid_body()))),
+        Poll::Ready(Ok(_)) => Ok(()),
+        Poll::Ready(Err(e)) => Err(Poll::Ready(Err(io_error(e, BODY)))),
+        Poll::Pending => Err(Poll::Pending),
+    }
+}
+
+/// Writes the request line and header fields of `request`, in origin form when its URI has
+/// no authority.
+fn encode_head<B>(out: &mut Vec<u8>, request: &Request<B>) {
+    out.clear();
+    out.extend_from_slice(request.method().as_str().as_bytes());
+    out.push(b' ');
+    let uri = request.uri();
+    if uri.authority().is_some() {
+        out.extend_from_slice(uri.to_string().as_bytes());
+    } else {
+        let target = uri.path_and_query().map_or("/", |pq| pq.as_str());
+        out.extend_from_slice(if target.is_empty() {
+            b"/"
+        } else {
+            target.as_bytes()
+        });
+    }
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    for (name, value) in request.headers() {
+        out.extend_from_slice(name.as_str().as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// A non-negative decimal without sign or spaces, as `Content-Length` requires.
+fn parse_decimal(digits: &[u8]) -> Option<u64> {
+    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    digits.iter().try_fold(0u64, |n, d| {
+        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
+}
+
+/// The size of a chunk-size line (without its LF): hex digits, then optional whitespace
+/// and extensions, then CR.
+fn parse_chunk_size(line: &[u8]) -> Option<u64> {
+    let line = line.strip_suffix(b"\r")?;
+    let digits = line.iter().take_while(|b| b.is_ascii_hexdigit()).count();
+    if digits == 0 || digits > 16 {
+        return None;
+    }
+    let rest = line[digits..].trim_ascii_start();
+    if !(rest.is_empty() || rest[0] == b';') {
+        return None;
+    }
+    line[..digits].iter().try_fold(0u64, |n, &d| {
+        let v = char::from(d).to_digit(16)?;
+        Some((n << 4) | u64::from(v))
+    })
+}
+
+fn invalid(what: &'static str) -> Error {
+    Error::new(ErrorKind::InvalidResponse, what)
+}
+
+fn answered(error: Error) -> ExchangeError {
+    ExchangeError {
+        error,
+        unanswered: false,
+    }
+}
+
+fn closed_mid_body() -> Error {
+    Error::new(
+        ErrorKind::UpstreamClosed,
+        "upstream closed the connection before the body was complete",
+    )
+}
+
+/// An I/O error of the upstream socket as the proxy's error kind: a timeout, or a close.
+fn io_error(e: io::Error, context: &'static str) -> Error {
+    let kind = match IoTimeout::find(&e) {
+        Some(IoTimeout::Write) => ErrorKind::WriteTimeout,
+        Some(IoTimeout::Read | IoTimeout::Idle) => ErrorKind::ReadTimeout,
+        None => ErrorKind::UpstreamClosed,
+    };
+    Error::with_source(kind, context, e)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn chunk_size_lines() {
+        assert_eq!(parse_chunk_size(b"1a\r"), Some(26));
+        assert_eq!(parse_chunk_size(b"0\r"), Some(0));
+        assert_eq!(parse_chunk_size(b"FF;name=value\r"), Some(255));
+        assert_eq!(parse_chunk_size(b"10 ;ext\r"), Some(16));
+        assert_eq!(parse_chunk_size(b"10"), None, "a bare LF is not a line end");
+        assert_eq!(parse_chunk_size(b"\r"), None);
+        assert_eq!(parse_chunk_size(b"-1\r"), None);
+        assert_eq!(parse_chunk_size(b"1x\r"), None);
+        assert_eq!(
+            parse_chunk_size(b"11111111111111111\r"),
+            None,
+            "over 64 bits"
+        );
+    }
+
+    #[test]
+    fn content_length_values() {
+        assert_eq!(parse_decimal(b"0"), Some(0));
+        assert_eq!(parse_decimal(b"13"), Some(13));
+        assert_eq!(parse_decimal(b"+13"), None);
+        assert_eq!(parse_decimal(b""), None);
+        assert_eq!(parse_decimal(b"99999999999999999999"), None);
+        let mut f = Framing::default();
+        assert!(f.note(&CONTENT_LENGTH, b"5, 5").is_ok());
+        assert!(f.note(&CONTENT_LENGTH, b"6").is_err());
+    }
+
+    #[test]
+    fn framing_follows_rfc_9112() {
+        let get = Method::GET;
+        let framed = |headers: &[(&HeaderName, &[u8])], status: u16, method: &Method| {
+            let mut f = Framing::default();
+            for (n, v) in headers {
+                f.note(n, v).expect("valid");
+            }
+            let status = StatusCode::from_u16(status).expect("status");
+            f.reader(method, status, Version::HTTP_11)
+        };
+        let r = framed(&[(&CONTENT_LENGTH, b"7")], 200, &get);
+        assert_eq!(r.exact_len(), Some(7));
+        assert!(r.reusable);
+        let r = framed(&[(&CONTENT_LENGTH, b"7")], 200, &Method::HEAD);
+        assert!(r.is_end() && r.reusable);
+        let r = framed(&[(&TRANSFER_ENCODING, b"gzip, chunked")], 200, &get);
+        assert!(matches!(r.state, BodyState::Chunked(Chunk::Size)) && r.reusable);
+        let both = [
+            (&TRANSFER_ENCODING, b"chunked" as &[u8]),
+            (&CONTENT_LENGTH, b"7"),
+        ];
+        let r = framed(&both, 200, &get);
+        assert!(matches!(r.state, BodyState::Chunked(_)) && !r.reusable);
+        let r = framed(&[(&TRANSFER_ENCODING, b"gzip")], 200, &get);
+        assert!(matches!(r.state, BodyState::UntilClose) && !r.reusable);
+        let r = framed(&[], 200, &get);
+        assert!(matches!(r.state, BodyState::UntilClose));
+        let r = framed(&[(&CONTENT_LENGTH, b"7")], 304, &get);
+        assert!(r.is_end());
+        let r = framed(
+            &[(&CONNECTION, b"close"), (&CONTENT_LENGTH, b"1")],
+            200,
+            &get,
+        );
+        assert!(!r.reusable);
+    }
+}
