@@ -143,7 +143,7 @@ impl H1Conn {
         loop {
             if !self.buf.is_empty() {
                 received = true;
-                match self.parse_head(method) {
+                match self.parse_head(method, max_head) {
                     Ok(Parsed::Final(head, body)) => return Ok((head, body)),
                     Ok(Parsed::Interim) => {
                         interim += 1;
@@ -194,7 +194,7 @@ impl H1Conn {
     }
 
     /// Parses the response head at the start of the buffer, consuming it when complete.
-    fn parse_head(&mut self, method: &Method) -> Result<Parsed, Error> {
+    fn parse_head(&mut self, method: &Method, max_head: usize) -> Result<Parsed, Error> {
         let mut slots = [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; MAX_HEADERS];
         let mut response = httparse::Response::new(&mut []);
         let buf = &self.buf;
@@ -206,6 +206,9 @@ impl H1Conn {
             &mut slots,
         );
         let len = match parsed {
+            Ok(httparse::Status::Complete(len)) if len > max_head => {
+                return Err(invalid("response head too large"))
+            }
             Ok(httparse::Status::Complete(len)) => len,
             Ok(httparse::Status::Partial) => return Ok(Parsed::Partial),
             Err(e) => {
@@ -231,8 +234,8 @@ impl H1Conn {
         fields.clear();
         let mut framing = Framing::default();
         for h in response.headers.iter() {
-            let name = HeaderName::from_bytes(h.name.as_bytes())
-                .map_err(|_| invalid("invalid header name"))?;
+            let name =
+                header_name(h.name.as_bytes()).ok_or_else(|| invalid("invalid header name"))?;
             framing.note(&name, h.value)?;
             let start = h.value.as_ptr() as usize - base;
             fields.push((name, start, start + h.value.len()));
@@ -532,6 +535,20 @@ fn fill_some(
         Poll::Ready(Err(e)) => Err(Poll::Ready(Err(io_error(e, BODY)))),
         Poll::Pending => Err(Poll::Pending),
     }
+}
+
+/// The header name `raw`, looked up directly for the fields nearly every response carries
+/// (the general parse costs several times more).
+fn header_name(raw: &[u8]) -> Option<HeaderName> {
+    let common = match raw.len() {
+        4 if raw.eq_ignore_ascii_case(b"date") => Some(http::header::DATE),
+        6 if raw.eq_ignore_ascii_case(b"server") => Some(http::header::SERVER),
+        10 if raw.eq_ignore_ascii_case(b"connection") => Some(CONNECTION),
+        12 if raw.eq_ignore_ascii_case(b"content-type") => Some(http::header::CONTENT_TYPE),
+        14 if raw.eq_ignore_ascii_case(b"content-length") => Some(CONTENT_LENGTH),
+        _ => None,
+    };
+    common.or_else(|| HeaderName::from_bytes(raw).ok())
 }
 
 /// Writes the request line and header fields of `request`, in origin form when its URI has
