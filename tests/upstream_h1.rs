@@ -274,3 +274,31 @@ async fn requests_racing_the_origins_close_of_a_pooled_connection_all_succeed() 
     }
     assert_eq!(connections.load(Ordering::SeqCst), 50);
 }
+
+#[tokio::test]
+async fn a_request_with_a_body_takes_over_an_idle_direct_connection() {
+    use http_body_util::Full;
+    let origin = pingora_dsl_suite::origin::Origin::start("o")
+        .await
+        .expect("origin");
+    let client: HttpClient<Full<Bytes>> = HttpClient::default();
+    let peer = HttpPeer::new(origin.addr());
+    let get = || {
+        Request::get("/")
+            .header("host", "origin.test")
+            .body(Full::new(Bytes::new()))
+            .expect("request")
+    };
+    let post = Request::post("/upload")
+        .header("host", "origin.test")
+        .body(Full::new(Bytes::from_static(b"payload")))
+        .expect("request");
+    for request in [get(), post] {
+        let response = client.send(&peer, request).await.expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        response.into_body().collect().await.expect("body");
+    }
+    // The POST went over the connection the GET had opened, now driven by hyper.
+    assert_eq!(origin.connections(), 1);
+    assert_eq!(client.idle_connections(&peer), 1);
+}

@@ -209,7 +209,10 @@ where
         loop {
             let pooled = match fresh.take() {
                 Some(conn) => Some((conn, false)),
-                None => self.pool.checkout(&key).map(|conn| (conn, true)),
+                None => match self.pool.checkout(&key) {
+                    Some(conn) => Some((conn, true)),
+                    None => self.adopt_direct(&key, peer).await.map(|conn| (conn, true)),
+                },
             };
             let (mut conn, reused) = match pooled {
                 Some(found) => found,
@@ -334,6 +337,16 @@ where
                 }
             }
         }
+    }
+
+    /// An idle direct-path connection to `key`, handed over to hyper for a request only
+    /// hyper's client carries (one with a body, an upgrade): a peer keeps one set of
+    /// connections whichever path its requests take. (The other way is closed: hyper does
+    /// not give a connection back.)
+    async fn adopt_direct(&self, key: &PoolKey, peer: &HttpPeer) -> Option<Conn<B>> {
+        let (stream, busy) = self.pool.checkout_direct(key)?.into_parts();
+        let sender = self.handshake(stream, peer).await.ok()?;
+        Some(Conn { sender, busy })
     }
 
     /// Opens a direct-path connection to `peer`, counted like [`connect`](Self::connect).

@@ -96,6 +96,12 @@ impl H1Conn {
         }
     }
 
+    /// The stream and its read-timeout flag, for hyper's client to take over. Only for an
+    /// idle connection (nothing buffered: [`is_clean`](Self::is_clean) held at checkout).
+    pub(crate) fn into_parts(self) -> (UpstreamStream, BusyFlag) {
+        (self.io, self.busy)
+    }
+
     /// Whether an idle connection can take a request: nothing (no close, no stray bytes)
     /// arrived since its last response. Costs a system call only when the socket reports
     /// readable.
