@@ -351,12 +351,7 @@ where
 
     /// Opens a direct-path connection to `peer`, counted like [`connect`](Self::connect).
     async fn connect_direct(&self, peer: &HttpPeer) -> Result<Box<H1Conn>> {
-        let started = peer.stats().map(|_| std::time::Instant::now());
-        let (stream, busy, _) = self.open_stream(peer, false).await?;
-        if let (Some(stats), Some(started)) = (peer.stats(), started) {
-            stats.connect_time.observe(started.elapsed());
-            stats.connections_new.inc();
-        }
+        let (stream, busy, _) = counted(peer, self.open_stream(peer, false)).await?;
         Ok(Box::new(H1Conn::new(stream, busy)))
     }
 
@@ -434,14 +429,7 @@ where
     /// Opens a new connection to `peer`, counting it (and how long it took) in the
     /// peer's stats.
     async fn connect(&self, peer: &HttpPeer) -> Result<Connected<B>> {
-        let Some(stats) = peer.stats() else {
-            return self.open(peer).await;
-        };
-        let started = std::time::Instant::now();
-        let connected = self.open(peer).await?;
-        stats.connect_time.observe(started.elapsed());
-        stats.connections_new.inc();
-        Ok(connected)
+        counted(peer, self.open(peer)).await
     }
 
     async fn open(&self, peer: &HttpPeer) -> Result<Connected<B>> {
@@ -551,6 +539,22 @@ where
         });
         Ok(sender)
     }
+}
+
+/// Runs `connecting` (a new connection to `peer`) and counts it, with how long it took, in
+/// the peer's stats.
+async fn counted<T>(
+    peer: &HttpPeer,
+    connecting: impl std::future::Future<Output = Result<T>>,
+) -> Result<T> {
+    let Some(stats) = peer.stats() else {
+        return connecting.await;
+    };
+    let started = std::time::Instant::now();
+    let connected = connecting.await?;
+    stats.connect_time.observe(started.elapsed());
+    stats.connections_new.inc();
+    Ok(connected)
 }
 
 /// Counts a request sent over an existing connection to `peer`.
