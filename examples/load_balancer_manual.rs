@@ -97,7 +97,7 @@ fn demo_origin(
     name: &'static str,
 ) -> std::io::Result<(impl pingora_dsl::server::Service, SocketAddr)> {
     let handler = tower::service_fn(
-        move |_req: http::Request<hyper::body::Incoming>| async move {
+        move |_req: http::Request<pingora_dsl::DownstreamBody>| async move {
             let mut response =
                 http::Response::new(Full::new(Bytes::from(format!("Hello from {name}\n"))));
             response

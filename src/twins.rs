@@ -207,13 +207,18 @@ pub fn harness_conn() -> ConnInfo {
 /// current tokio runtime, and returns a hyper client connected to it.
 pub async fn connect_in_memory<S, B>(service: S) -> std::io::Result<SendRequest<Empty<Bytes>>>
 where
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: tower_service::Service<Request<DownstreamBody>, Response = Response<B>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
     B: http_body::Body<Data = Bytes> + Send + 'static,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
 {
     let (client_io, server_io) = tokio::io::duplex(64 * 1024);
+    let service =
+        tower::util::MapRequest::new(service, |r: Request<Incoming>| r.map(DownstreamBody::from));
     tokio::spawn(
         hyper::server::conn::http1::Builder::new()
             .serve_connection(TokioIo::new(server_io), TowerToHyperService::new(service)),
@@ -256,10 +261,10 @@ impl<S> MeasureFuture<S> {
     }
 }
 
-impl<S, T> tower_service::Service<Request<Incoming>> for MeasureFuture<S>
+impl<S, T> tower_service::Service<Request<DownstreamBody>> for MeasureFuture<S>
 where
     S: tower_service::Service<
-        Request<Incoming>,
+        Request<DownstreamBody>,
         Error = Infallible,
         Future = std::pin::Pin<Box<T>>,
     >,
@@ -276,7 +281,7 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, request: Request<DownstreamBody>) -> Self::Future {
         let future = self.inner.call(request);
         self.size.store(
             std::mem::size_of_val(&*future),

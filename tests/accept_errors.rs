@@ -18,7 +18,7 @@ fn open_fds() -> u64 {
 
 #[tokio::test]
 async fn accept_survives_emfile_without_spinning() {
-    let handler = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+    let handler = tower::service_fn(|_req: http::Request<pingora_dsl::DownstreamBody>| async {
         Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(
             b"still here",
         ))))

@@ -47,7 +47,7 @@ trait Spawnable {
 impl<M, S, B> Spawnable for HttpService<M>
 where
     M: MakeConnService<Service = S>,
-    S: tower::Service<Request<hyper::body::Incoming>, Response = http::Response<B>>
+    S: tower::Service<Request<pingora_dsl::DownstreamBody>, Response = http::Response<B>>
         + Clone
         + Send
         + 'static,

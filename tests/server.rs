@@ -34,7 +34,7 @@ fn hello_service(
     addrs: &[&str],
 ) -> (impl pingora_dsl::server::Service, Vec<SocketAddr>) {
     let handler = tower::service_fn(
-        move |req: http::Request<hyper::body::Incoming>| async move {
+        move |req: http::Request<pingora_dsl::DownstreamBody>| async move {
             let body = format!("{name} {}", req.uri().path());
             Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from(body))))
         },
@@ -195,7 +195,7 @@ fn server_with_slow_origin(
     let (origin, origin_addrs) = hello_service("slow-app", &["127.0.0.1:0"]);
     drop(origin);
     let slow = tower::service_fn(
-        move |_req: http::Request<hyper::body::Incoming>| async move {
+        move |_req: http::Request<pingora_dsl::DownstreamBody>| async move {
             tokio::time::sleep(delay).await;
             Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(body))))
         },

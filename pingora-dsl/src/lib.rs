@@ -1,11 +1,12 @@
 #![doc = include_str!("reference.md")]
 
 pub use pingora_dsl_runtime::{
-    access_log, admin, cli, config, daemon, error, http, io_timeout, lb, listen, metrics, phase,
-    protocol, proxy, rate, relay, route, server, tcp_proxy, tls, udp_proxy, upgrade, upstream,
+    access_log, admin, cli, config, daemon, downstream_body, error, http, io_timeout, lb, listen,
+    metrics, phase, protocol, proxy, rate, relay, route, server, tcp_proxy, tls, udp_proxy,
+    upgrade, upstream,
 };
 
-pub use pingora_dsl_runtime::{BoxError, Error, ErrorKind, Result};
+pub use pingora_dsl_runtime::{BoxError, DownstreamBody, Error, ErrorKind, Result};
 /// Declares a proxy: see the [crate documentation](crate) for the language.
 pub use pingora_macros::proxy;
 /// Declares a TCP (layer 4) proxy: `listen`, one `upstream`, `idle`. See the
@@ -25,7 +26,7 @@ pub mod prelude {
     };
     pub use pingora_dsl_runtime::server::{Server, ServerConf};
     pub use pingora_dsl_runtime::upstream::{HttpClient, HttpPeer, PeerTimeouts};
-    pub use pingora_dsl_runtime::{Error, ErrorKind, Result};
+    pub use pingora_dsl_runtime::{DownstreamBody, Error, ErrorKind, Result};
     pub use pingora_dsl_runtime::{HeaderValue, Method, StatusCode};
     pub use pingora_macros::{proxy, tcp_proxy, udp_proxy};
 }

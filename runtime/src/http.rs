@@ -26,16 +26,19 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
+
+use crate::downstream_body::DownstreamBody;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use crate::downstream_h1::{self, End, HeadLimits};
 use crate::error::BoxError;
 use crate::io_timeout::{ActiveGuard, ActiveRequests, ReadDeadline, TimedIo};
 use crate::listen::{self, AcceptStats};
 use crate::metrics::ListenerStats;
-use crate::protocol::{sniff, Sniffed};
+use crate::protocol::{sniff, Prefixed, Sniffed};
 use crate::server::{self, shutdown_channel, BoxFuture, ShutdownTrigger, ShutdownWatch};
 use crate::tls::{TlsAcceptor, TlsSettings};
 
@@ -209,7 +212,7 @@ impl<S: Clone + Send + Sync + 'static> MakeConnService for ServeHandler<S> {
 /// use pingora_dsl_runtime::http::serve_handler;
 /// use pingora_dsl_runtime::server::{Server, ServerConf};
 ///
-/// let hello = tower::service_fn(|_req: http::Request<hyper::body::Incoming>| async {
+/// let hello = tower::service_fn(|_req: http::Request<pingora_dsl_runtime::DownstreamBody>| async {
 ///     Ok::<_, Infallible>(http::Response::new(http_body_util::Full::new(bytes::Bytes::from("hello\n"))))
 /// });
 /// let mut service = serve_handler("hello", hello);
@@ -450,7 +453,7 @@ impl<M: MakeConnService> HttpService<M> {
 impl<M, S, B> HttpService<M>
 where
     M: MakeConnService<Service = S>,
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: tower::Service<Request<DownstreamBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body<Data = Bytes> + Send + 'static,
@@ -566,7 +569,7 @@ async fn serve_connection<M, S, B>(
     _guard: ConnGuard,
 ) where
     M: MakeConnService<Service = S>,
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: tower::Service<Request<DownstreamBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body<Data = Bytes> + Send + 'static,
@@ -586,7 +589,9 @@ async fn serve_connection<M, S, B>(
     };
     let result = match tls {
         Some(acceptor) => match acceptor.accept(io).await {
-            Ok(tls) if tls.h2 => serve_h2(&shared, tls.stream, service, &mut shutdown).await,
+            Ok(tls) if tls.h2 => serve_h2(&shared, tls.stream, service, &mut shutdown)
+                .await
+                .map_err(Into::into),
             Ok(tls) => serve_h1(&shared, tls.stream, service, &mut shutdown, &active).await,
             Err(e) => {
                 shared.tracker.stats.tls_failures.inc();
@@ -595,7 +600,9 @@ async fn serve_connection<M, S, B>(
             }
         },
         None if shared.options.http2.enabled => match sniff(io).await {
-            Ok(Sniffed::Http2(io)) => serve_h2(&shared, io, service, &mut shutdown).await,
+            Ok(Sniffed::Http2(io)) => serve_h2(&shared, io, service, &mut shutdown)
+                .await
+                .map_err(Into::into),
             Ok(Sniffed::Http1(io)) => serve_h1(&shared, io, service, &mut shutdown, &active).await,
             Ok(Sniffed::Closed) => return,
             Err(e) => {
@@ -613,26 +620,45 @@ async fn serve_connection<M, S, B>(
 async fn serve_h1<M, S, B, I>(
     shared: &ConnShared<M>,
     io: I,
-    service: Tracked<S>,
+    mut service: Tracked<S>,
     shutdown: &mut ShutdownWatch,
     active: &ActiveRequests,
-) -> hyper::Result<()>
+) -> Result<(), BoxError>
 where
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: tower::Service<Request<DownstreamBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    // Plain requests are served on the direct path until one needs hyper (see
+    // `downstream_h1`); header-case preservation and disabled keep-alive are hyper's alone.
+    let (io, buffered) = if shared.options.keepalive && !shared.options.preserve_header_case {
+        let limits = HeadLimits {
+            max_bytes: shared.options.max_header_bytes.max(MIN_HEAD_BYTES),
+            max_headers: shared.options.max_headers,
+        };
+        match downstream_h1::serve(io, &mut service, limits, shutdown, active, IDLE_LINGER).await {
+            End::Closed(result) => return result,
+            End::HandOff { io, buffered } => (io, buffered),
+        }
+    } else {
+        (io, Bytes::new())
+    };
     // With upgrades: a tunnelled request (WebSocket) takes the connection over after its
     // 101 response.
     let connection = shared
         .builder
-        .serve_connection(TokioIo::new(io), TowerToHyperService::new(service))
+        .serve_connection(
+            TokioIo::new(Prefixed::new(buffered, io)),
+            TowerToHyperService::new(service),
+        )
         .with_upgrades();
     tokio::pin!(connection);
-    drive_until_shutdown(connection, shutdown, Some(active)).await
+    drive_until_shutdown(connection, shutdown, Some(active))
+        .await
+        .map_err(Into::into)
 }
 
 async fn serve_h2<M, S, B, I>(
@@ -642,7 +668,7 @@ async fn serve_h2<M, S, B, I>(
     shutdown: &mut ShutdownWatch,
 ) -> hyper::Result<()>
 where
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: tower::Service<Request<DownstreamBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body<Data = Bytes> + Send + 'static,
@@ -769,7 +795,7 @@ where
 impl<M, S, B> server::Service for HttpService<M>
 where
     M: MakeConnService<Service = S>,
-    S: tower::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: tower::Service<Request<DownstreamBody>, Response = Response<B>> + Clone + Send + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: Body<Data = Bytes> + Send + 'static,
@@ -854,9 +880,11 @@ struct Tracked<S> {
     active: ActiveRequests,
 }
 
-impl<S, B> tower::Service<Request<Incoming>> for Tracked<S>
+/// Serves hyper's requests (`Incoming` bodies) and the direct path's alike.
+impl<S, B, R> tower::Service<Request<R>> for Tracked<S>
 where
-    S: tower::Service<Request<Incoming>, Response = Response<B>>,
+    S: tower::Service<Request<DownstreamBody>, Response = Response<B>>,
+    R: Into<DownstreamBody>,
 {
     type Response = Response<TrackedBody<B>>;
     type Error = S::Error;
@@ -869,10 +897,10 @@ where
         self.inner.poll_ready(cx)
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, request: Request<R>) -> Self::Future {
         let guard = self.active.enter();
         TrackedFuture {
-            inner: self.inner.call(request),
+            inner: self.inner.call(request.map(Into::into)),
             guard: Some(guard),
         }
     }

@@ -17,6 +17,8 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod downstream_body;
+mod downstream_h1;
 pub mod error;
 pub mod http;
 pub mod io_timeout;
@@ -36,6 +38,7 @@ pub mod udp_proxy;
 pub mod upgrade;
 pub mod upstream;
 
+pub use crate::downstream_body::DownstreamBody;
 pub use crate::error::{BoxError, Error, ErrorKind, Result};
 pub use ::bytes::Bytes;
 pub use ::http::header::HeaderName;

@@ -139,7 +139,7 @@ proxy! {
             let _ = (session.path(), error.is_some(), ctx.hits);
         }
 
-        layer tower::util::MapRequestLayer::new(|r: http::Request<hyper::body::Incoming>| r);
+        layer tower::util::MapRequestLayer::new(|r: http::Request<pingora_dsl::DownstreamBody>| r);
         layer tower_http::timeout::TimeoutLayer::with_status_code(
             StatusCode::REQUEST_TIMEOUT,
             Duration::from_secs(30),

@@ -9,9 +9,9 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::downstream_body::DownstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
-use hyper::body::Incoming;
 use tokio::time::{Instant, Sleep};
 
 use crate::error::{Error, ErrorKind};
@@ -25,7 +25,7 @@ use crate::upstream::UpstreamBody;
 /// the upstream is waiting for more. May record what it forwards (up to a limit) so the
 /// request can be sent again, or replay such a recording.
 pub struct RequestBody {
-    inner: Option<Incoming>,
+    inner: Option<DownstreamBody>,
     replay: VecDeque<Bytes>,
     recorder: Option<Arc<Mutex<Recording>>>,
     timeout: Duration,
@@ -55,7 +55,7 @@ impl Recording {
 }
 
 impl RequestBody {
-    pub(crate) fn new(inner: Option<Incoming>, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: Option<DownstreamBody>, timeout: Duration) -> Self {
         RequestBody {
             inner,
             replay: VecDeque::new(),

@@ -28,12 +28,12 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
+use crate::downstream_body::DownstreamBody;
 use bytes::Bytes;
 use http::header::{
     HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST, LOCATION,
 };
 use http::{Request, Response, StatusCode};
-use hyper::body::Incoming;
 pub use tower_layer::{Identity, Layer, Stack};
 
 pub use body::{ProxyBody, RequestBody};
@@ -340,7 +340,7 @@ impl<P> Clone for HttpProxy<P> {
 pub type ProxyFuture<P> =
     Pin<Box<dyn Future<Output = Result<Response<ProxyBody<P>>, Infallible>> + Send>>;
 
-impl<P: ProxyHttp> tower_service::Service<Request<Incoming>> for HttpProxy<P> {
+impl<P: ProxyHttp> tower_service::Service<Request<DownstreamBody>> for HttpProxy<P> {
     type Response = Response<ProxyBody<P>>;
     type Error = Infallible;
     type Future = ProxyFuture<P>;
@@ -349,7 +349,7 @@ impl<P: ProxyHttp> tower_service::Service<Request<Incoming>> for HttpProxy<P> {
         Poll::Ready(Ok(()))
     }
 
-    fn call(&mut self, request: Request<Incoming>) -> Self::Future {
+    fn call(&mut self, request: Request<DownstreamBody>) -> Self::Future {
         let shared = self.shared.clone();
         let conn = self.conn.clone();
         let session = Session::new(request, conn);
@@ -715,7 +715,7 @@ fn error_response(error: &Error) -> Response<ResponseSource> {
 pub trait ProxyLayer<P: ProxyHttp>: Clone + Send + Sync + 'static {
     /// The per-connection service the layer makes.
     type Service: tower_service::Service<
-            Request<Incoming>,
+            Request<DownstreamBody>,
             Response = Response<Self::Body>,
             Error = Self::Error,
             Future = Self::Future,
@@ -741,7 +741,10 @@ impl<P, L, S, B> ProxyLayer<P> for L
 where
     P: ProxyHttp,
     L: Layer<HttpProxy<P>, Service = S> + Clone + Send + Sync + 'static,
-    S: tower_service::Service<Request<Incoming>, Response = Response<B>> + Clone + Send + 'static,
+    S: tower_service::Service<Request<DownstreamBody>, Response = Response<B>>
+        + Clone
+        + Send
+        + 'static,
     S::Future: Send + 'static,
     S::Error: Into<BoxError>,
     B: http_body::Body<Data = Bytes> + Send + 'static,

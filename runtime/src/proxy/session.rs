@@ -4,9 +4,9 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use crate::downstream_body::DownstreamBody;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
-use hyper::body::Incoming;
 use tokio::time::Instant;
 
 use crate::http::ConnInfo;
@@ -32,7 +32,7 @@ pub(crate) struct ConnCtx {
 /// the later phases and `logging`. Keep anything else a later phase needs in the context.
 pub struct Session {
     head: http::request::Parts,
-    body: Option<Incoming>,
+    body: Option<DownstreamBody>,
     host: Option<HeaderValue>,
     conn: Arc<ConnCtx>,
     started: Instant,
@@ -100,7 +100,7 @@ static HEX_PAIRS: [[u8; 2]; 256] = {
 };
 
 impl Session {
-    pub(crate) fn new(request: Request<Incoming>, conn: Arc<ConnCtx>) -> Self {
+    pub(crate) fn new(request: Request<DownstreamBody>, conn: Arc<ConnCtx>) -> Self {
         let (head, body) = request.into_parts();
         let host = head.headers.get(header::HOST).cloned();
         let (request_id, request_id_generated) = request_id_of(&head.headers);
@@ -237,7 +237,7 @@ impl Session {
 
     /// Takes the downstream request body, e.g. to inspect it in `request_filter` and answer
     /// early. A request whose body was taken is forwarded with an empty body.
-    pub fn take_body(&mut self) -> Option<Incoming> {
+    pub fn take_body(&mut self) -> Option<DownstreamBody> {
         self.body.take()
     }
 
