@@ -44,6 +44,8 @@ use crate::server::ShutdownWatch;
 /// Most header fields a request head may have on the direct path (hyper's default limit;
 /// a head with more goes to hyper, which applies the configured limit).
 const MAX_HEADERS: usize = 100;
+/// Header slots a request's map is made with beyond its own fields.
+const SPARE_FIELDS: usize = 6;
 /// The free room a read of a request head asks for.
 const READ_SIZE: usize = 8 * 1024;
 /// Response bytes gathered before they are written: the head and small body frames share
@@ -443,7 +445,9 @@ fn build_request(
     fields: &mut Vec<(HeaderName, usize, usize)>,
 ) -> Option<Request<DownstreamBody>> {
     let uri = Uri::from_maybe_shared(head.slice(path)).ok()?;
-    let mut headers = HeaderMap::with_capacity(fields.len());
+    // Room for the fields a proxy adds on the way upstream (`X-Forwarded-For`, `Via`, a
+    // new `Host`): growing the map later costs more than the spare slots.
+    let mut headers = HeaderMap::with_capacity(fields.len() + SPARE_FIELDS);
     for (name, start, end) in fields.drain(..) {
         let value = HeaderValue::from_maybe_shared(head.slice(start..end)).ok()?;
         headers.append(name, value);
