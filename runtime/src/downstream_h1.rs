@@ -71,6 +71,9 @@ pub(crate) enum End<I> {
 }
 
 /// What parsing the buffered bytes found.
+// Returned once per request and taken apart at once: boxing the request would cost an
+// allocation for nothing.
+#[allow(clippy::large_enum_variant)]
 enum Parsed {
     /// A complete head of a request the direct path serves, and whether the client asked
     /// for the connection to close after it.
@@ -506,7 +509,7 @@ fn encode_head(
             .next()
             .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
     };
-    let te = parts.headers.get_all(TRANSFER_ENCODING).iter().last();
+    let te = parts.headers.get_all(TRANSFER_ENCODING).iter().next_back();
     if let Some(v) = te {
         transfer_encoding = Some(chunked_last(v));
     }
