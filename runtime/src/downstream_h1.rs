@@ -19,7 +19,8 @@
 //!
 //! Responses are framed as hyper frames them: a `Content-Length` the service set is kept;
 //! otherwise a body of known size gets one and any other body is chunked. Responses to
-//! HEAD, and 204 and 304 responses, carry no body. A `Date` field is added when missing.
+//! HEAD (which keep or get the length a GET would have), and 1xx, 204 and 304 responses,
+//! carry no body. A `Date` field is added when missing.
 
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice, Write as _};
@@ -549,7 +550,13 @@ fn encode_head(
         append_date(out);
         out.extend_from_slice(b"\r\n");
     }
-    let framing = if is_head || bodiless_status || status == StatusCode::NOT_MODIFIED {
+    let framing = if bodiless_status || status == StatusCode::NOT_MODIFIED {
+        Framing::None
+    } else if is_head {
+        // The length a GET would have, when the body knows it and no field says it.
+        if let (None, None, Some(n @ 1..)) = (transfer_encoding, content_length, exact_len) {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
         Framing::None
     } else if let Some(chunked) = transfer_encoding {
         if chunked {
@@ -735,6 +742,11 @@ mod tests {
         let (head, framing, _) = head_of(head_response, Some(0), true);
         assert!(head.contains("content-length: 100\r\n"));
         assert_eq!(framing, Framing::None);
+        let (head, framing, _) = head_of(Response::new(()), Some(9), true);
+        assert!(head.ends_with("content-length: 9\r\n"));
+        assert_eq!(framing, Framing::None);
+        let (head, _, _) = head_of(Response::new(()), Some(0), true);
+        assert!(!head.contains("content-length"));
 
         let mut closing = Response::new(());
         closing
