@@ -46,7 +46,7 @@ use crate::server::ShutdownWatch;
 /// a head with more goes to hyper, which applies the configured limit).
 const MAX_HEADERS: usize = 100;
 /// Header slots a request's map is made with beyond its own fields.
-const SPARE_FIELDS: usize = 6;
+const SPARE_FIELDS: usize = 4;
 /// The free room a read of a request head asks for.
 const READ_SIZE: usize = 8 * 1024;
 /// Response bytes gathered before they are written: the head and small body frames share
