@@ -30,9 +30,7 @@ use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
-use http::header::{
-    CONNECTION, CONTENT_LENGTH, DATE, EXPECT, HOST, TE, TRANSFER_ENCODING, UPGRADE,
-};
+use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
@@ -245,97 +243,102 @@ where
 }
 
 /// Writes the body after the head gathered in `out`, framed as `framing` says.
-async fn write_body<I, B>(
-    io: &mut I,
-    out: &mut Vec<u8>,
+///
+/// (An `async move` block, not an `async fn`, which would hold the body twice.)
+#[allow(clippy::manual_async_fn)] // (see above)
+fn write_body<'a, I, B>(
+    io: &'a mut I,
+    out: &'a mut Vec<u8>,
     body: B,
     framing: Framing,
-) -> Result<(), BoxError>
+) -> impl Future<Output = Result<(), BoxError>> + 'a
 where
     I: AsyncWrite + Unpin,
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + 'a,
     B::Error: Into<BoxError>,
 {
-    if framing == Framing::None {
-        // The body is not sent; dropping it ends it (a proxy's `logging` runs now).
-        drop(body);
-        io.write_all(out).await?;
-        return Ok(());
-    }
-    let mut body = pin!(body);
-    let mut remaining = match framing {
-        Framing::Length(n) => n,
-        _ => u64::MAX,
-    };
-    loop {
-        // Gathered bytes go out before waiting for the body: the client sees what exists.
-        let next = poll_fn(|cx| match body.as_mut().poll_frame(cx) {
-            Poll::Ready(frame) => {
-                Poll::Ready(Some(frame.map(|r| r.map_err(Into::<BoxError>::into))))
-            }
-            Poll::Pending if !out.is_empty() => Poll::Ready(None),
-            Poll::Pending => Poll::Pending,
-        })
-        .await;
-        let frame = match next {
-            None => {
-                io.write_all(out).await?;
-                out.clear();
+    async move {
+        if framing == Framing::None {
+            // The body is not sent; dropping it ends it (a proxy's `logging` runs now).
+            drop(body);
+            io.write_all(out).await?;
+            return Ok(());
+        }
+        let mut body = pin!(body);
+        let mut remaining = match framing {
+            Framing::Length(n) => n,
+            _ => u64::MAX,
+        };
+        loop {
+            // Gathered bytes go out before waiting for the body: the client sees what exists.
+            let next = poll_fn(|cx| match body.as_mut().poll_frame(cx) {
+                Poll::Ready(frame) => {
+                    Poll::Ready(Some(frame.map(|r| r.map_err(Into::<BoxError>::into))))
+                }
+                Poll::Pending if !out.is_empty() => Poll::Ready(None),
+                Poll::Pending => Poll::Pending,
+            })
+            .await;
+            let frame = match next {
+                None => {
+                    io.write_all(out).await?;
+                    out.clear();
+                    continue;
+                }
+                Some(frame) => frame,
+            };
+            let data = match frame {
+                None => break,
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    // Trailers: a chunked response ends without them, as hyper's does for a
+                    // request that did not offer `TE: trailers` (the direct path has none).
+                    Err(_) => continue,
+                },
+                Some(Err(e)) => {
+                    // What arrived is delivered; the connection ends without the rest.
+                    let _ = io.write_all(out).await;
+                    return Err(e);
+                }
+            };
+            if data.is_empty() {
                 continue;
             }
-            Some(frame) => frame,
-        };
-        let data = match frame {
-            None => break,
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => data,
-                // Trailers: a chunked response ends without them, as hyper's does for a
-                // request that did not offer `TE: trailers` (the direct path has none).
-                Err(_) => continue,
-            },
-            Some(Err(e)) => {
-                // What arrived is delivered; the connection ends without the rest.
-                let _ = io.write_all(out).await;
-                return Err(e);
+            let mut data = data;
+            if let Framing::Length(_) = framing {
+                let len = data.len() as u64;
+                if len > remaining {
+                    let _ = io.write_all(out).await;
+                    return Err("response body longer than its Content-Length".into());
+                }
+                remaining -= len;
+            } else if framing == Framing::Chunked {
+                // Writing into a vector cannot fail.
+                let _ = write!(out, "{:x}\r\n", data.len());
             }
-        };
-        if data.is_empty() {
-            continue;
-        }
-        let mut data = data;
-        if let Framing::Length(_) = framing {
-            let len = data.len() as u64;
-            if len > remaining {
-                let _ = io.write_all(out).await;
-                return Err("response body longer than its Content-Length".into());
+            if out.len() + data.len() <= WRITE_GATHER {
+                out.extend_from_slice(&data);
+            } else {
+                write_pair(io, out, &data).await?;
+                out.clear();
+                data = Bytes::new();
             }
-            remaining -= len;
-        } else if framing == Framing::Chunked {
-            // Writing into a vector cannot fail.
-            let _ = write!(out, "{:x}\r\n", data.len());
+            drop(data);
+            if framing == Framing::Chunked {
+                out.extend_from_slice(b"\r\n");
+            }
         }
-        if out.len() + data.len() <= WRITE_GATHER {
-            out.extend_from_slice(&data);
-        } else {
-            write_pair(io, out, &data).await?;
-            out.clear();
-            data = Bytes::new();
+        match framing {
+            Framing::Length(_) if remaining != 0 => {
+                let _ = io.write_all(out).await;
+                return Err("response body shorter than its Content-Length".into());
+            }
+            Framing::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
+            _ => {}
         }
-        drop(data);
-        if framing == Framing::Chunked {
-            out.extend_from_slice(b"\r\n");
-        }
+        io.write_all(out).await?;
+        Ok(())
     }
-    match framing {
-        Framing::Length(_) if remaining != 0 => {
-            let _ = io.write_all(out).await;
-            return Err("response body shorter than its Content-Length".into());
-        }
-        Framing::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
-        _ => {}
-    }
-    io.write_all(out).await?;
-    Ok(())
 }
 
 /// Writes `first` then `second`, as one vectored write when the socket takes it whole.
@@ -402,7 +405,7 @@ fn parse_request(
     let mut close = false;
     fields.clear();
     for h in parsed.headers.iter() {
-        let Some(name) = request_header_name(h.name.as_bytes()) else {
+        let Some(name) = crate::field_name::parse(h.name.as_bytes()) else {
             return Parsed::NotDirect;
         };
         if name == CONTENT_LENGTH
@@ -461,19 +464,6 @@ fn build_request(
     *request.uri_mut() = uri;
     *request.headers_mut() = headers;
     Some(request)
-}
-
-/// The header name `raw`, looked up directly for the fields most requests carry.
-fn request_header_name(raw: &[u8]) -> Option<HeaderName> {
-    let common = match raw.len() {
-        4 if raw.eq_ignore_ascii_case(b"host") => Some(HOST),
-        6 if raw.eq_ignore_ascii_case(b"accept") => Some(http::header::ACCEPT),
-        10 if raw.eq_ignore_ascii_case(b"user-agent") => Some(http::header::USER_AGENT),
-        10 if raw.eq_ignore_ascii_case(b"connection") => Some(CONNECTION),
-        15 if raw.eq_ignore_ascii_case(b"accept-encoding") => Some(http::header::ACCEPT_ENCODING),
-        _ => None,
-    };
-    common.or_else(|| HeaderName::from_bytes(raw).ok())
 }
 
 /// Writes the status line and header fields of a response (without the blank line ending

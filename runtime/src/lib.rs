@@ -20,6 +20,7 @@ pub mod daemon;
 pub mod downstream_body;
 mod downstream_h1;
 pub mod error;
+mod field_name;
 pub mod http;
 pub mod io_timeout;
 pub mod lb;

@@ -368,46 +368,54 @@ impl<P: ProxyHttp> tower_service::Service<Request<DownstreamBody>> for HttpProxy
     }
 }
 
-async fn proxy_request<P: ProxyHttp>(
+/// The phases of one request, then its response with `logging` attached.
+///
+/// A plain function returning an `async move` block, not an `async fn`: an `async fn`
+/// keeps each by-value argument twice in its future (the argument, then the local it is
+/// moved into), and this future is the one boxed per request.
+#[allow(clippy::manual_async_fn)] // (see above)
+fn proxy_request<P: ProxyHttp>(
     shared: Arc<Shared<P>>,
     mut session: Session,
-) -> Result<Response<ProxyBody<P>>, Infallible> {
-    shared.stats.active_requests.inc();
-    if shared.options.access_log.is_some() {
-        session.keep_logged_headers();
-    }
-    let mut ctx = shared.proxy.new_ctx();
-    let result = {
-        // If this future is dropped before a response exists (the client left, or a layer
-        // around the proxy gave up), `logging` still runs, from the guard.
-        let guard = AbandonGuard {
-            shared: &shared,
-            session: &mut session,
-            ctx: &mut ctx,
-        };
-        let result = run_phases(&shared, &mut *guard.session, &mut *guard.ctx).await;
-        std::mem::forget(guard);
-        result
-    };
-    let (response, error) = match result {
-        Ok(response) => (response, None),
-        Err(e) => {
-            if e.status().is_server_error() {
-                tracing::warn!(error = %e, client = %session.client_addr(), upstream = ?session.upstream_addr(), request_id = session.request_id(), "request failed");
-            } else {
-                tracing::debug!(error = %e, client = %session.client_addr(), "request refused");
-            }
-            (error_response(&e), Some(e))
+) -> impl Future<Output = Result<Response<ProxyBody<P>>, Infallible>> {
+    async move {
+        shared.stats.active_requests.inc();
+        if shared.options.access_log.is_some() {
+            session.keep_logged_headers();
         }
-    };
-    session.status = Some(response.status());
-    let log = LogState {
-        shared,
-        session,
-        ctx,
-        error,
-    };
-    Ok(response.map(|source| ProxyBody::new(source, log)))
+        let mut ctx = shared.proxy.new_ctx();
+        let result = {
+            // If this future is dropped before a response exists (the client left, or a layer
+            // around the proxy gave up), `logging` still runs, from the guard.
+            let guard = AbandonGuard {
+                shared: &shared,
+                session: &mut session,
+                ctx: &mut ctx,
+            };
+            let result = run_phases(&shared, &mut *guard.session, &mut *guard.ctx).await;
+            std::mem::forget(guard);
+            result
+        };
+        let (response, error) = match result {
+            Ok(response) => (response, None),
+            Err(e) => {
+                if e.status().is_server_error() {
+                    tracing::warn!(error = %e, client = %session.client_addr(), upstream = ?session.upstream_addr(), request_id = session.request_id(), "request failed");
+                } else {
+                    tracing::debug!(error = %e, client = %session.client_addr(), "request refused");
+                }
+                (error_response(&e), Some(e))
+            }
+        };
+        session.status = Some(response.status());
+        let log = LogState {
+            shared,
+            session,
+            ctx,
+            error,
+        };
+        Ok(response.map(|source| ProxyBody::new(source, log)))
+    }
 }
 
 /// Runs `logging` for a request abandoned before its response head existed. Holds only

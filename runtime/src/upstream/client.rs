@@ -158,71 +158,51 @@ where
 
     /// Like [`send`](HttpClient::send), but when no connection to `peer` could be made the
     /// untouched request comes back in the error, so it can go to another peer.
-    pub async fn try_send(
-        &self,
-        peer: &HttpPeer,
+    ///
+    /// (A function returning an `async move` block: an `async fn` would keep the request
+    /// twice in its future, which is part of every proxied request's boxed future.)
+    #[allow(clippy::manual_async_fn)] // (see above)
+    pub fn try_send<'a>(
+        &'a self,
+        peer: &'a HttpPeer,
         mut request: Request<B>,
-    ) -> Result<Response<UpstreamBody<B>>, SendError<B>> {
-        if self.direct
-            && (peer.http() == UpstreamHttp::Http1
-                || (peer.http() == UpstreamHttp::Negotiate && peer.tls().is_none()))
-            && h1::is_direct(&request)
-        {
-            return self.send_direct(peer, request).await;
-        }
-        let key = peer.pool_key();
-        let mut stale = 0;
-        let mut fresh = None;
-        if peer.http() != UpstreamHttp::Http1 && !self.pool.negotiated_h1(&key) {
-            if let Some(sender) = self.pool.h2_checkout(&key) {
-                count_reuse(peer);
-                return Box::pin(self.send_h2(sender, peer, request, true)).await;
+    ) -> impl std::future::Future<Output = Result<Response<UpstreamBody<B>>, SendError<B>>> + 'a
+    {
+        async move {
+            if self.direct
+                && (peer.http() == UpstreamHttp::Http1
+                    || (peer.http() == UpstreamHttp::Negotiate && peer.tls().is_none()))
+                && h1::is_direct(&request)
+            {
+                return self.send_direct(peer, request).await;
             }
-            // One connection attempt at a time per peer, so concurrent first requests
-            // share the multiplexed connection instead of each opening their own.
-            let gate = self.pool.h2_gate(&key);
-            let held = gate.lock().await;
-            if let Some(sender) = self.pool.h2_checkout(&key) {
-                drop(held);
-                count_reuse(peer);
-                return Box::pin(self.send_h2(sender, peer, request, true)).await;
-            }
-            match Box::pin(self.connect(peer)).await {
-                Ok(Connected::Http2(sender)) => {
-                    self.pool.h2_checkin(key, sender.clone());
+            let key = peer.pool_key();
+            let mut stale = 0;
+            let mut fresh = None;
+            if peer.http() != UpstreamHttp::Http1 && !self.pool.negotiated_h1(&key) {
+                if let Some(sender) = self.pool.h2_checkout(&key) {
+                    count_reuse(peer);
+                    return Box::pin(self.send_h2(sender, peer, request, true)).await;
+                }
+                // One connection attempt at a time per peer, so concurrent first requests
+                // share the multiplexed connection instead of each opening their own.
+                let gate = self.pool.h2_gate(&key);
+                let held = gate.lock().await;
+                if let Some(sender) = self.pool.h2_checkout(&key) {
                     drop(held);
-                    return Box::pin(self.send_h2(sender, peer, request, false)).await;
+                    count_reuse(peer);
+                    return Box::pin(self.send_h2(sender, peer, request, true)).await;
                 }
-                Ok(Connected::Http1(conn)) => {
-                    // ALPN chose HTTP/1.1: later requests to this peer skip the gate.
-                    self.pool.mark_h1(key);
-                    fresh = Some(conn);
-                }
-                Err(error) => {
-                    return Err(SendError {
-                        error,
-                        request: Some(request),
-                    })
-                }
-            }
-        }
-        loop {
-            let pooled = match fresh.take() {
-                Some(conn) => Some((conn, false)),
-                None => match self.pool.checkout(&key) {
-                    Some(conn) => Some((conn, true)),
-                    None => self.adopt_direct(&key, peer).await.map(|conn| (conn, true)),
-                },
-            };
-            let (mut conn, reused) = match pooled {
-                Some(found) => found,
-                // Connecting is the cold path: boxed, so the common (pooled) request's
-                // future stays small.
-                None => match Box::pin(self.connect(peer)).await {
-                    Ok(Connected::Http1(conn)) => (conn, false),
+                match Box::pin(self.connect(peer)).await {
                     Ok(Connected::Http2(sender)) => {
                         self.pool.h2_checkin(key, sender.clone());
+                        drop(held);
                         return Box::pin(self.send_h2(sender, peer, request, false)).await;
+                    }
+                    Ok(Connected::Http1(conn)) => {
+                        // ALPN chose HTTP/1.1: later requests to this peer skip the gate.
+                        self.pool.mark_h1(key);
+                        fresh = Some(conn);
                     }
                     Err(error) => {
                         return Err(SendError {
@@ -230,110 +210,142 @@ where
                             request: Some(request),
                         })
                     }
-                },
-            };
-            if reused && !conn.sender.is_ready() {
-                // A connection goes idle a moment after its body ended; wait for that, and
-                // skip it if it died instead.
-                let ready = Box::pin(tokio::time::timeout(
-                    peer.timeouts().connect,
-                    conn.sender.ready(),
-                ));
-                match ready.await {
-                    Ok(Ok(())) => {}
-                    _ => continue,
                 }
             }
-            if reused {
-                count_reuse(peer);
-            }
-            conn.busy.set(true);
-            match conn.sender.try_send_request(request).await {
-                Ok(response) => {
-                    // A connection switching protocols (101) never returns to the pool, and
-                    // the tunnel it becomes has its own idle timeout, not the read timeout.
-                    let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-                    if switching {
-                        conn.busy.set(false);
+            loop {
+                let pooled = match fresh.take() {
+                    Some(conn) => Some((conn, false)),
+                    None => match self.pool.checkout(&key) {
+                        Some(conn) => Some((conn, true)),
+                        None => self.adopt_direct(&key, peer).await.map(|conn| (conn, true)),
+                    },
+                };
+                let (mut conn, reused) = match pooled {
+                    Some(found) => found,
+                    // Connecting is the cold path: boxed, so the common (pooled) request's
+                    // future stays small.
+                    None => match Box::pin(self.connect(peer)).await {
+                        Ok(Connected::Http1(conn)) => (conn, false),
+                        Ok(Connected::Http2(sender)) => {
+                            self.pool.h2_checkin(key, sender.clone());
+                            return Box::pin(self.send_h2(sender, peer, request, false)).await;
+                        }
+                        Err(error) => {
+                            return Err(SendError {
+                                error,
+                                request: Some(request),
+                            })
+                        }
+                    },
+                };
+                if reused && !conn.sender.is_ready() {
+                    // A connection goes idle a moment after its body ended; wait for that, and
+                    // skip it if it died instead.
+                    let ready = Box::pin(tokio::time::timeout(
+                        peer.timeouts().connect,
+                        conn.sender.ready(),
+                    ));
+                    match ready.await {
+                        Ok(Ok(())) => {}
+                        _ => continue,
                     }
-                    let release = (!switching).then(|| Release {
-                        pool: self.pool.clone(),
-                        key,
-                        idle_timeout: peer.timeouts().idle,
-                        conn,
-                    });
-                    return Ok(response.map(|body| UpstreamBody::hyper(body, release)));
                 }
-                Err(mut e) => match e.take_message() {
-                    Some(unsent) if reused && stale < MAX_STALE_RETRIES => {
-                        tracing::debug!(peer = %peer.addr(), "pooled connection was closed; resending on another");
-                        stale += 1;
-                        request = unsent;
+                if reused {
+                    count_reuse(peer);
+                }
+                conn.busy.set(true);
+                match conn.sender.try_send_request(request).await {
+                    Ok(response) => {
+                        // A connection switching protocols (101) never returns to the pool, and
+                        // the tunnel it becomes has its own idle timeout, not the read timeout.
+                        let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+                        if switching {
+                            conn.busy.set(false);
+                        }
+                        let release = (!switching).then(|| Release {
+                            pool: self.pool.clone(),
+                            key,
+                            idle_timeout: peer.timeouts().idle,
+                            conn,
+                        });
+                        return Ok(response.map(|body| UpstreamBody::hyper(body, release)));
                     }
-                    _ => {
-                        return Err(SendError {
-                            error: upstream_error(e.into_error(), "sending request upstream"),
-                            request: None,
-                        })
-                    }
-                },
+                    Err(mut e) => match e.take_message() {
+                        Some(unsent) if reused && stale < MAX_STALE_RETRIES => {
+                            tracing::debug!(peer = %peer.addr(), "pooled connection was closed; resending on another");
+                            stale += 1;
+                            request = unsent;
+                        }
+                        _ => {
+                            return Err(SendError {
+                                error: upstream_error(e.into_error(), "sending request upstream"),
+                                request: None,
+                            })
+                        }
+                    },
+                }
             }
         }
     }
 
-    /// Sends a bodiless `request` on the direct path (see the module docs).
-    async fn send_direct(
-        &self,
-        peer: &HttpPeer,
+    /// Sends a bodiless `request` on the direct path (see the module docs). (An `async
+    /// move` block, as in `try_send`: an `async fn` would hold the request twice.)
+    #[allow(clippy::manual_async_fn)] // (see above)
+    fn send_direct<'a>(
+        &'a self,
+        peer: &'a HttpPeer,
         request: Request<B>,
-    ) -> Result<Response<UpstreamBody<B>>, SendError<B>> {
-        let key = peer.pool_key();
-        let mut stale = 0;
-        loop {
-            let (mut conn, reused) = match self.pool.checkout_direct(&key) {
-                Some(conn) => (conn, true),
-                // Connecting is the cold path: boxed, so the pooled request's future stays
-                // small.
-                None => match Box::pin(self.connect_direct(peer)).await {
-                    Ok(conn) => (conn, false),
-                    Err(error) => {
+    ) -> impl std::future::Future<Output = Result<Response<UpstreamBody<B>>, SendError<B>>> + 'a
+    {
+        async move {
+            let key = peer.pool_key();
+            let mut stale = 0;
+            loop {
+                let (mut conn, reused) = match self.pool.checkout_direct(&key) {
+                    Some(conn) => (conn, true),
+                    // Connecting is the cold path: boxed, so the pooled request's future stays
+                    // small.
+                    None => match Box::pin(self.connect_direct(peer)).await {
+                        Ok(conn) => (conn, false),
+                        Err(error) => {
+                            return Err(SendError {
+                                error,
+                                request: Some(request),
+                            })
+                        }
+                    },
+                };
+                if reused {
+                    count_reuse(peer);
+                }
+                conn.busy.set(true);
+                let exchanged = match conn.write_request(&request).await {
+                    Ok(()) => {
+                        conn.read_response(request.method(), self.max_response_head_bytes)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                match exchanged {
+                    Ok((head, reader)) => {
+                        let release = Release {
+                            pool: self.pool.clone(),
+                            key,
+                            idle_timeout: peer.timeouts().idle,
+                            conn,
+                        };
+                        return Ok(head.map(|()| UpstreamBody::direct(reader, release)));
+                    }
+                    Err(e) if e.unanswered && reused && stale < MAX_STALE_RETRIES => {
+                        tracing::debug!(peer = %peer.addr(), error = %e.error, "pooled connection was closed; resending on another");
+                        stale += 1;
+                    }
+                    Err(e) => {
                         return Err(SendError {
-                            error,
-                            request: Some(request),
+                            error: e.error,
+                            request: None,
                         })
                     }
-                },
-            };
-            if reused {
-                count_reuse(peer);
-            }
-            conn.busy.set(true);
-            let exchanged = match conn.write_request(&request).await {
-                Ok(()) => {
-                    conn.read_response(request.method(), self.max_response_head_bytes)
-                        .await
-                }
-                Err(e) => Err(e),
-            };
-            match exchanged {
-                Ok((head, reader)) => {
-                    let release = Release {
-                        pool: self.pool.clone(),
-                        key,
-                        idle_timeout: peer.timeouts().idle,
-                        conn,
-                    };
-                    return Ok(head.map(|()| UpstreamBody::direct(reader, release)));
-                }
-                Err(e) if e.unanswered && reused && stale < MAX_STALE_RETRIES => {
-                    tracing::debug!(peer = %peer.addr(), error = %e.error, "pooled connection was closed; resending on another");
-                    stale += 1;
-                }
-                Err(e) => {
-                    return Err(SendError {
-                        error: e.error,
-                        request: None,
-                    })
                 }
             }
         }

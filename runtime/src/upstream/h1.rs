@@ -240,8 +240,8 @@ impl H1Conn {
         fields.clear();
         let mut framing = Framing::default();
         for h in response.headers.iter() {
-            let name =
-                header_name(h.name.as_bytes()).ok_or_else(|| invalid("invalid header name"))?;
+            let name = crate::field_name::parse(h.name.as_bytes())
+                .ok_or_else(|| invalid("invalid header name"))?;
             framing.note(&name, h.value)?;
             let start = h.value.as_ptr() as usize - base;
             fields.push((name, start, start + h.value.len()));
@@ -541,20 +541,6 @@ fn fill_some(
         Poll::Ready(Err(e)) => Err(Poll::Ready(Err(io_error(e, BODY)))),
         Poll::Pending => Err(Poll::Pending),
     }
-}
-
-/// The header name `raw`, looked up directly for the fields nearly every response carries
-/// (the general parse costs several times more).
-fn header_name(raw: &[u8]) -> Option<HeaderName> {
-    let common = match raw.len() {
-        4 if raw.eq_ignore_ascii_case(b"date") => Some(http::header::DATE),
-        6 if raw.eq_ignore_ascii_case(b"server") => Some(http::header::SERVER),
-        10 if raw.eq_ignore_ascii_case(b"connection") => Some(CONNECTION),
-        12 if raw.eq_ignore_ascii_case(b"content-type") => Some(http::header::CONTENT_TYPE),
-        14 if raw.eq_ignore_ascii_case(b"content-length") => Some(CONTENT_LENGTH),
-        _ => None,
-    };
-    common.or_else(|| HeaderName::from_bytes(raw).ok())
 }
 
 /// Writes the request line and header fields of `request`, in origin form when its URI has
