@@ -31,7 +31,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
-use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
@@ -227,7 +227,7 @@ where
             out.extend_from_slice(b"connection: close\r\n");
         }
         out.extend_from_slice(b"\r\n");
-        drop(parts);
+        crate::header_pool::give_back(parts.headers);
         let keep_alive = !client_close && !response_close;
         let written = write_body(&mut io, &mut out, body, framing).await;
         out.clear();
@@ -454,7 +454,7 @@ fn build_request(
     let uri = Uri::from_maybe_shared(head.slice(path)).ok()?;
     // Room for the fields a proxy adds on the way upstream (`X-Forwarded-For`, `Via`, a
     // new `Host`): growing the map later costs more than the spare slots.
-    let mut headers = HeaderMap::with_capacity(fields.len() + SPARE_FIELDS);
+    let mut headers = crate::header_pool::take(fields.len() + SPARE_FIELDS);
     for (name, start, end) in fields.drain(..) {
         let value = HeaderValue::from_maybe_shared(head.slice(start..end)).ok()?;
         headers.append(name, value);

@@ -21,6 +21,7 @@ pub mod downstream_body;
 mod downstream_h1;
 pub mod error;
 mod field_name;
+mod header_pool;
 pub mod http;
 pub mod io_timeout;
 pub mod lb;

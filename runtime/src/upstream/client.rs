@@ -328,6 +328,8 @@ where
                 };
                 match exchanged {
                     Ok((head, reader)) => {
+                        // The request head is written: its map serves a later request.
+                        crate::header_pool::give_back(request.into_parts().0.headers);
                         let release = Release {
                             pool: self.pool.clone(),
                             key,

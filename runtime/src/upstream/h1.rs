@@ -256,7 +256,7 @@ impl H1Conn {
             }
             return Ok(Parsed::Interim);
         }
-        let mut headers = HeaderMap::with_capacity(self.fields.len());
+        let mut headers = crate::header_pool::take(self.fields.len());
         for (name, start, end) in self.fields.drain(..) {
             let value = HeaderValue::from_maybe_shared(head.slice(start..end))
                 .map_err(|_| invalid("invalid header value"))?;
