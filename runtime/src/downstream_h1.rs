@@ -500,8 +500,14 @@ fn encode_head(
             .next()
             .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
     };
-    let te = parts.headers.get_all(TRANSFER_ENCODING).iter().next_back();
-    if let Some(v) = te {
+    // What counts is the last `Transfer-Encoding` field (a pass over the few fields costs
+    // less than a hashed lookup).
+    let te = parts
+        .headers
+        .iter()
+        .filter(|(name, _)| *name == TRANSFER_ENCODING)
+        .last();
+    if let Some((_, v)) = te {
         transfer_encoding = Some(chunked_last(v));
     }
     for (name, value) in &parts.headers {
@@ -510,9 +516,7 @@ fn encode_head(
             if bodiless_status || transfer_encoding.is_some() {
                 continue;
             }
-            let parsed = std::str::from_utf8(value.as_bytes())
-                .ok()
-                .and_then(|s| s.trim().parse::<u64>().ok());
+            let parsed = crate::upstream::h1::parse_decimal(value.as_bytes().trim_ascii());
             content_length = match content_length {
                 None => Some(parsed),
                 Some(seen) if seen == parsed => Some(seen),

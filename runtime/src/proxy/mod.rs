@@ -530,59 +530,68 @@ async fn run_phases<P: ProxyHttp>(
         let head = session.req_header();
         tunnel::requested_upgrade(&head.method, head.version, &head.headers)
     };
-    let mut up = session.take_upstream_head();
-    // hyper's handle on the client connection, if the request may switch protocols.
-    let downstream_upgrade = up.extensions.remove::<hyper::upgrade::OnUpgrade>();
-    headers::strip_hop_by_hop(&mut up.headers);
-    if let Some(protocol) = &upgrade {
-        tunnel::restore_upgrade(&mut up.headers, protocol.clone());
-    }
-    // 100-continue is answered by our own HTTP layer when the body is first read.
-    up.headers.remove(EXPECT);
-    if shared.options.forwarded_for {
-        headers::append_forwarded_for(&mut up.headers, &session.conn().client_ip);
-    }
-    if let Some(via) = &shared.options.via {
-        headers::append_via(&mut up.headers, via);
-    }
-    if session.request_id_generated {
-        up.headers
-            .insert(session::REQUEST_ID, session.request_id_value().clone());
-    }
-    proxy.upstream_request_filter(session, &mut up, ctx).await?;
-    // An HTTP/1.0 client may omit Host; HTTP/1.1 upstreams require one: the peer's.
-    let host_from_peer = !up.headers.contains_key(HOST);
-    if host_from_peer {
-        up.headers.insert(HOST, peer.host_header());
-    }
+    // The upstream request is built in a block: its parts (`up`, the body) are then not
+    // kept beside it in this function's future, which is boxed per request.
+    let (mut request, downstream_upgrade, host_from_peer, replay) = {
+        let mut up = session.take_upstream_head();
+        // hyper's handle on the client connection, if the request may switch protocols.
+        let downstream_upgrade = up.extensions.remove::<hyper::upgrade::OnUpgrade>();
+        headers::strip_hop_by_hop(&mut up.headers);
+        if let Some(protocol) = &upgrade {
+            tunnel::restore_upgrade(&mut up.headers, protocol.clone());
+        }
+        // 100-continue is answered by our own HTTP layer when the body is first read.
+        up.headers.remove(EXPECT);
+        if shared.options.forwarded_for {
+            headers::append_forwarded_for(&mut up.headers, &session.conn().client_ip);
+        }
+        if let Some(via) = &shared.options.via {
+            headers::append_via(&mut up.headers, via);
+        }
+        if session.request_id_generated {
+            up.headers
+                .insert(session::REQUEST_ID, session.request_id_value().clone());
+        }
+        proxy.upstream_request_filter(session, &mut up, ctx).await?;
+        // An HTTP/1.0 client may omit Host; HTTP/1.1 upstreams require one: the peer's.
+        let host_from_peer = !up.headers.contains_key(HOST);
+        if host_from_peer {
+            up.headers.insert(HOST, peer.host_header());
+        }
 
-    let body = session.take_body();
-    if body.is_none() {
-        // A filter consumed the body: forward none, and say so.
-        up.headers.remove(CONTENT_LENGTH);
-    }
-    let mut body = RequestBody::new(body, shared.options.body_read_timeout);
-    if !http_body::Body::is_end_stream(&body) {
-        let stats = session
-            .route_stats
-            .as_ref()
-            .unwrap_or(&shared.stats.unrouted);
-        body.count_into(stats.clone());
-    }
-    session.forwarded = true;
-    // A copy for a resend after a broken connection, only when the proxy asks (it costs a
-    // header-map clone; body chunks are kept by reference count, not copied).
-    let replay = proxy.replay_buffer(session, ctx).map(|limit| {
-        // A request without a body (most GETs) needs no recording.
-        let recording = (!http_body::Body::is_end_stream(&body)).then(|| body.record(limit));
+        let body = session.take_body();
+        if body.is_none() {
+            // A filter consumed the body: forward none, and say so.
+            up.headers.remove(CONTENT_LENGTH);
+        }
+        let mut body = RequestBody::new(body, shared.options.body_read_timeout);
+        if !http_body::Body::is_end_stream(&body) {
+            let stats = session
+                .route_stats
+                .as_ref()
+                .unwrap_or(&shared.stats.unrouted);
+            body.count_into(stats.clone());
+        }
+        session.forwarded = true;
+        // A copy for a resend after a broken connection, only when the proxy asks (it costs a
+        // header-map clone; body chunks are kept by reference count, not copied).
+        let replay = proxy.replay_buffer(session, ctx).map(|limit| {
+            // A request without a body (most GETs) needs no recording.
+            let recording = (!http_body::Body::is_end_stream(&body)).then(|| body.record(limit));
+            (
+                up.method.clone(),
+                up.uri.clone(),
+                up.headers.clone(),
+                recording,
+            )
+        });
         (
-            up.method.clone(),
-            up.uri.clone(),
-            up.headers.clone(),
-            recording,
+            Request::from_parts(up, body),
+            downstream_upgrade,
+            host_from_peer,
+            replay,
         )
-    });
-    let mut request = Request::from_parts(up, body);
+    };
     let response = loop {
         session.peer_stats = peer.stats().cloned();
         let sent = session

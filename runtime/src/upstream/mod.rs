@@ -9,7 +9,7 @@
 mod client;
 pub mod discovery;
 mod group;
-mod h1;
+pub(crate) mod h1;
 mod peer;
 mod pool;
 mod stream;
