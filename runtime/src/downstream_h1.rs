@@ -500,28 +500,34 @@ fn encode_head(
             .next()
             .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
     };
-    // What counts is the last `Transfer-Encoding` field (a pass over the few fields costs
-    // less than a hashed lookup).
-    let te = parts
-        .headers
-        .iter()
-        .filter(|(name, _)| *name == TRANSFER_ENCODING)
-        .last();
-    if let Some((_, v)) = te {
-        transfer_encoding = Some(chunked_last(v));
-    }
+    // One pass for the framing fields (cheaper than hashed lookups over so few fields):
+    // the last `Transfer-Encoding` counts; `Content-Length` values must agree.
     for (name, value) in &parts.headers {
-        if *name == CONTENT_LENGTH {
-            // A transfer coding overrides the length (RFC 9112 §6.3): it is not sent.
-            if bodiless_status || transfer_encoding.is_some() {
-                continue;
-            }
+        if *name == TRANSFER_ENCODING {
+            transfer_encoding = Some(chunked_last(value));
+        } else if *name == CONTENT_LENGTH {
             let parsed = crate::upstream::h1::parse_decimal(value.as_bytes().trim_ascii());
             content_length = match content_length {
                 None => Some(parsed),
                 Some(seen) if seen == parsed => Some(seen),
                 Some(_) => Some(None),
             };
+        }
+    }
+    // A transfer coding overrides the length (RFC 9112 §6.3), and an unreadable or
+    // conflicting length is no length: then no `Content-Length` is sent.
+    if bodiless_status || transfer_encoding.is_some() {
+        content_length = None;
+    }
+    let send_length = matches!(content_length, Some(Some(_)));
+    let mut length_sent = false;
+    for (name, value) in &parts.headers {
+        if *name == CONTENT_LENGTH {
+            // Sent once, and only when it frames the body.
+            if !send_length || length_sent {
+                continue;
+            }
+            length_sent = true;
         } else if *name == TRANSFER_ENCODING {
             if bodiless_status {
                 continue;
@@ -741,6 +747,28 @@ mod tests {
         assert_eq!(framing, Framing::None);
         let (head, _, _) = head_of(Response::new(()), Some(0), true);
         assert!(!head.contains("content-length"));
+
+        let mut twice = Response::new(());
+        twice
+            .headers_mut()
+            .append(CONTENT_LENGTH, HeaderValue::from_static("4"));
+        twice
+            .headers_mut()
+            .append(CONTENT_LENGTH, HeaderValue::from_static("4"));
+        let (head, framing, _) = head_of(twice, None, false);
+        assert_eq!(head.matches("content-length").count(), 1, "{head}");
+        assert_eq!(framing, Framing::Length(4));
+
+        let mut conflicting = Response::new(());
+        conflicting
+            .headers_mut()
+            .append(CONTENT_LENGTH, HeaderValue::from_static("4"));
+        conflicting
+            .headers_mut()
+            .append(CONTENT_LENGTH, HeaderValue::from_static("5"));
+        let (head, framing, close) = head_of(conflicting, None, false);
+        assert!(!head.contains("content-length"), "{head}");
+        assert_eq!((framing, close), (Framing::Close, true));
 
         let mut closing = Response::new(());
         closing
