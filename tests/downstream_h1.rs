@@ -282,7 +282,7 @@ async fn a_head_split_across_writes_is_served_once_complete() {
 }
 
 #[tokio::test]
-async fn malformed_and_oversized_heads_get_hyper_s_answers() {
+async fn a_malformed_head_after_a_good_one_gets_hyper_s_400() {
     let server = start_server();
     let mut stream = TcpStream::connect(server.addr()).await.expect("connect");
     // A good request first, so the bad one arrives on a connection the direct path holds.
@@ -298,19 +298,11 @@ async fn malformed_and_oversized_heads_get_hyper_s_answers() {
     let bad = read_answer(&mut stream, &mut pending, false).await;
     assert_eq!(bad.status, 400);
 
-    let mut stream = TcpStream::connect(server.addr()).await.expect("connect");
-    let mut big = b"GET / HTTP/1.1\r\nHost: t\r\n".to_vec();
-    while big.len() < 100 * 1024 {
-        big.extend_from_slice(
-            b"x-filler: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\n",
-        );
-    }
-    big.extend_from_slice(b"\r\n");
-    // The server may answer before reading it all: a failed write is fine.
-    let _ = stream.write_all(&big).await;
-    let mut pending = Vec::new();
-    let answer = read_answer(&mut stream, &mut pending, false).await;
-    assert_eq!(answer.status, 431);
+    assert!(
+        closes(&mut stream).await,
+        "hyper closes after a bad request"
+    );
+    // (Oversized heads, handed over the same way, get 431: tests/bad_input.rs.)
     server.shutdown().await;
 }
 

@@ -17,10 +17,16 @@
 //! and serves everything the direct path leaves out. A connection is therefore served by
 //! one engine at a time, and pipelined requests are answered in order by either.
 //!
-//! Responses are framed as hyper frames them: a `Content-Length` the service set is kept;
-//! otherwise a body of known size gets one and any other body is chunked. Responses to
-//! HEAD (which keep or get the length a GET would have), and 1xx, 204 and 304 responses,
-//! carry no body. A `Date` field is added when missing.
+//! Responses are framed as hyper frames them: a `Content-Length` the service set is kept
+//! (once; conflicting values count as none); otherwise a body of known size gets one and
+//! any other body is chunked, chunked also ending a coding list that lacks it. Responses to
+//! HEAD (which keep or get the length a GET would have), 204 and 304 carry no body and
+//! announce no transfer coding. An interim (1xx) status as the answer becomes a 500 and
+//! closes the connection. A `Date` field is added when missing.
+//!
+//! As with hyper, a client that closes its side while its request is served (before the
+//! response, or while the body is awaited) cancels it; requests it pipelined before the
+//! close are answered first.
 
 use std::future::{poll_fn, Future};
 use std::io::{self, IoSlice, Write as _};
@@ -86,14 +92,62 @@ enum Parsed {
 /// How a response body is delimited on the wire.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Framing {
-    /// No body bytes are written (HEAD, 1xx, 204, 304).
+    /// No body bytes are written (HEAD, 204, 304).
     None,
     /// Exactly this many bytes.
     Length(u64),
     /// Chunked transfer coding.
     Chunked,
-    /// Until the connection closes (a transfer coding other than chunked).
-    Close,
+}
+
+/// Whether the server was asked to shut down, noticed without a lock per poll.
+struct ShutdownProbe {
+    watch: ShutdownWatch,
+    registered: bool,
+    draining: bool,
+}
+
+impl ShutdownProbe {
+    /// Polls `stop` once to register the task, then only when the watch reports a change.
+    /// On a shutdown request the connection is marked draining: the next response says
+    /// `Connection: close` (see `http::Tracked`) and ends it.
+    fn poll(
+        &mut self,
+        stop: Pin<&mut impl Future<Output = ()>>,
+        active: &ActiveRequests,
+        cx: &mut std::task::Context<'_>,
+    ) {
+        if self.draining || (self.registered && !self.watch.has_changed()) {
+            return;
+        }
+        self.registered = true;
+        if stop.poll(cx).is_ready() {
+            self.draining = true;
+            active.set_draining();
+        }
+    }
+}
+
+/// While a request is served: a read that notices the client leaving (EOF or an error).
+/// Only while nothing is buffered: with a pipelined request waiting, its requests are
+/// answered first and the EOF is seen after them (as hyper does). Bytes read are kept.
+fn poll_client_gone<I: AsyncRead + Unpin>(
+    io: &mut I,
+    buf: &mut BytesMut,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<io::Result<()>> {
+    if !buf.is_empty() {
+        return Poll::Pending;
+    }
+    if buf.capacity() - buf.len() < READ_SIZE {
+        buf.reserve(READ_SIZE);
+    }
+    match tokio_util::io::poll_read_buf(Pin::new(io), cx, buf) {
+        Poll::Ready(Ok(0)) => Poll::Ready(Ok(())),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
+        // A pipelined request: kept, and the probing stops until it is served.
+        Poll::Ready(Ok(_)) | Poll::Pending => Poll::Pending,
+    }
 }
 
 /// Serves requests on `io` until the connection ends or a request needs hyper.
@@ -120,9 +174,12 @@ where
     let mut buf = BytesMut::with_capacity(READ_SIZE);
     let mut out: Vec<u8> = Vec::with_capacity(1024);
     let mut fields: Vec<(HeaderName, usize, usize)> = Vec::new();
-    let probe = shutdown.clone();
+    let mut probe = ShutdownProbe {
+        watch: shutdown.clone(),
+        registered: false,
+        draining: false,
+    };
     let mut stop = pin!(shutdown.wait());
-    let mut registered = false;
     let mut linger_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
     loop {
         // A complete request head, reading as needed.
@@ -148,12 +205,9 @@ where
                 {
                     return Poll::Ready(Some(r));
                 }
-                if linger_timer.is_none() && (!registered || probe.has_changed()) {
-                    registered = true;
-                    if stop.as_mut().poll(cx).is_ready() {
-                        active.set_draining();
-                        linger_timer = Some(Box::pin(tokio::time::sleep(linger)));
-                    }
+                probe.poll(stop.as_mut(), active, cx);
+                if probe.draining && linger_timer.is_none() {
+                    linger_timer = Some(Box::pin(tokio::time::sleep(linger)));
                 }
                 if let Some(timer) = linger_timer.as_mut() {
                     if timer.as_mut().poll(cx).is_ready() {
@@ -165,7 +219,10 @@ where
             .await;
             match read {
                 // Draining, and idle all along the linger.
-                None if buf.is_empty() => return End::Closed(Ok(())),
+                None if buf.is_empty() => {
+                    let _ = io.shutdown().await;
+                    return End::Closed(Ok(()));
+                }
                 None => {
                     return End::HandOff {
                         io,
@@ -190,37 +247,44 @@ where
             return End::Closed(Err(e));
         }
         let mut call = pin!(service.call(request));
-        // Wait for the response, reading on so that a client that leaves cancels the
-        // request (as hyper does); bytes of a pipelined next request are kept.
-        let mut eof = false;
+        // Wait for the response, watching for the client leaving (which cancels the
+        // request, as hyper does) and for a shutdown (which makes this response the last).
         let response = poll_fn(|cx| {
             if let Poll::Ready(r) = call.as_mut().poll(cx) {
-                return Poll::Ready(Some(r.map_err(Into::<BoxError>::into)));
+                return Poll::Ready(r.map_err(Into::<BoxError>::into));
             }
-            if !eof && buf.len() < limits.max_bytes {
-                if buf.capacity() == buf.len() {
-                    buf.reserve(READ_SIZE);
-                }
-                match tokio_util::io::poll_read_buf(Pin::new(&mut io), cx, &mut buf) {
-                    Poll::Ready(Ok(0)) | Poll::Ready(Err(_)) => {
-                        eof = true;
-                        return Poll::Ready(None);
-                    }
-                    Poll::Ready(Ok(_)) => cx.waker().wake_by_ref(),
-                    Poll::Pending => {}
-                }
+            probe.poll(stop.as_mut(), active, cx);
+            match poll_client_gone(&mut io, &mut buf, cx) {
+                Poll::Ready(Ok(())) => Poll::Ready(Err("the client closed the connection".into())),
+                Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+                Poll::Pending => Poll::Pending,
             }
-            Poll::Pending
         })
         .await;
         let response = match response {
-            Some(Ok(response)) => response,
-            Some(Err(e)) => return End::Closed(Err(e)),
-            // The client left before the response: the request is dropped, cancelled.
-            None => return End::Closed(Ok(())),
+            Ok(response) => response,
+            // A failed service, or a client that left: the request is dropped, cancelled.
+            Err(e) => return End::Closed(Err(e)),
         };
 
         let (parts, body) = response.into_parts();
+        if parts.status.is_informational() {
+            // An interim status cannot end a request: the client would wait on for the
+            // final one. hyper answers 500 and closes; so does this path.
+            drop(body);
+            out.extend_from_slice(
+                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\ndate: ",
+            );
+            append_date(&mut out);
+            out.extend_from_slice(b"\r\n\r\n");
+            let _ = io.write_all(&out).await;
+            let _ = io.shutdown().await;
+            return End::Closed(Err(format!(
+                "the service answered with the interim status {}",
+                parts.status
+            )
+            .into()));
+        }
         let (framing, response_close) =
             encode_head(&mut out, &parts, body.size_hint().exact(), is_head);
         if client_close && !response_close {
@@ -229,7 +293,7 @@ where
         out.extend_from_slice(b"\r\n");
         crate::header_pool::give_back(parts.headers);
         let keep_alive = !client_close && !response_close;
-        let written = write_body(&mut io, &mut out, body, framing).await;
+        let written = write_body(&mut io, &mut out, &mut buf, body, framing).await;
         out.clear();
         match written {
             Ok(()) if keep_alive => {}
@@ -242,18 +306,31 @@ where
     }
 }
 
-/// Writes the body after the head gathered in `out`, framed as `framing` says.
+/// What waiting for the next body frame found.
+enum Next<T> {
+    /// A frame, an error, or the end.
+    Frame(Option<Result<http_body::Frame<T>, BoxError>>),
+    /// No frame yet, and gathered bytes to write first.
+    Flush,
+    /// The client left (or its connection failed).
+    Gone(io::Result<()>),
+}
+
+/// Writes the body after the head gathered in `out`, framed as `framing` says, then
+/// flushes. A client that leaves while the body is awaited ends it (as hyper does); `buf`
+/// keeps any pipelined bytes read meanwhile.
 ///
 /// (An `async move` block, not an `async fn`, which would hold the body twice.)
 #[allow(clippy::manual_async_fn)] // (see above)
 fn write_body<'a, I, B>(
     io: &'a mut I,
     out: &'a mut Vec<u8>,
+    buf: &'a mut BytesMut,
     body: B,
     framing: Framing,
 ) -> impl Future<Output = Result<(), BoxError>> + 'a
 where
-    I: AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + Unpin,
     B: Body<Data = Bytes> + 'a,
     B::Error: Into<BoxError>,
 {
@@ -262,6 +339,7 @@ where
             // The body is not sent; dropping it ends it (a proxy's `logging` runs now).
             drop(body);
             io.write_all(out).await?;
+            io.flush().await?;
             return Ok(());
         }
         let mut body = pin!(body);
@@ -270,29 +348,37 @@ where
             _ => u64::MAX,
         };
         loop {
-            // Gathered bytes go out before waiting for the body: the client sees what exists.
-            let next = poll_fn(|cx| match body.as_mut().poll_frame(cx) {
-                Poll::Ready(frame) => {
-                    Poll::Ready(Some(frame.map(|r| r.map_err(Into::<BoxError>::into))))
+            // Gathered bytes go out before waiting for the body: the client sees what
+            // exists.
+            let next = poll_fn(|cx| {
+                match body.as_mut().poll_frame(cx) {
+                    Poll::Ready(frame) => {
+                        return Poll::Ready(Next::Frame(
+                            frame.map(|r| r.map_err(Into::<BoxError>::into)),
+                        ))
+                    }
+                    Poll::Pending if !out.is_empty() => return Poll::Ready(Next::Flush),
+                    Poll::Pending => {}
                 }
-                Poll::Pending if !out.is_empty() => Poll::Ready(None),
-                Poll::Pending => Poll::Pending,
+                poll_client_gone(io, buf, cx).map(Next::Gone)
             })
             .await;
             let frame = match next {
-                None => {
+                Next::Flush => {
                     io.write_all(out).await?;
                     out.clear();
                     continue;
                 }
-                Some(frame) => frame,
+                Next::Gone(Ok(())) => return Err("the client closed the connection".into()),
+                Next::Gone(Err(e)) => return Err(e.into()),
+                Next::Frame(frame) => frame,
             };
             let data = match frame {
                 None => break,
                 Some(Ok(frame)) => match frame.into_data() {
                     Ok(data) => data,
-                    // Trailers: a chunked response ends without them, as hyper's does for a
-                    // request that did not offer `TE: trailers` (the direct path has none).
+                    // Trailers: a chunked response ends without them, as hyper's does for
+                    // a request that did not offer `TE: trailers` (the direct path has none).
                     Err(_) => continue,
                 },
                 Some(Err(e)) => {
@@ -304,7 +390,6 @@ where
             if data.is_empty() {
                 continue;
             }
-            let mut data = data;
             if let Framing::Length(_) = framing {
                 let len = data.len() as u64;
                 if len > remaining {
@@ -312,7 +397,7 @@ where
                     return Err("response body longer than its Content-Length".into());
                 }
                 remaining -= len;
-            } else if framing == Framing::Chunked {
+            } else {
                 // Writing into a vector cannot fail.
                 let _ = write!(out, "{:x}\r\n", data.len());
             }
@@ -321,7 +406,6 @@ where
             } else {
                 write_pair(io, out, &data).await?;
                 out.clear();
-                data = Bytes::new();
             }
             drop(data);
             if framing == Framing::Chunked {
@@ -337,6 +421,7 @@ where
             _ => {}
         }
         io.write_all(out).await?;
+        io.flush().await?;
         Ok(())
     }
 }
@@ -468,7 +553,8 @@ fn build_request(
 
 /// Writes the status line and header fields of a response (without the blank line ending
 /// the head) into `out`, adding `Date` and the framing fields it lacks. Returns how the
-/// body is framed and whether the response closes the connection.
+/// body is framed and whether the response closes the connection. Interim (1xx) statuses
+/// never get here.
 fn encode_head(
     out: &mut Vec<u8>,
     parts: &http::response::Parts,
@@ -476,35 +562,36 @@ fn encode_head(
     is_head: bool,
 ) -> (Framing, bool) {
     let status = parts.status;
-    if status == StatusCode::OK {
-        out.extend_from_slice(b"HTTP/1.1 200 OK\r\n");
-    } else {
-        out.extend_from_slice(b"HTTP/1.1 ");
-        out.extend_from_slice(status.as_str().as_bytes());
-        out.push(b' ');
-        match parts.extensions.get::<hyper::ext::ReasonPhrase>() {
-            Some(reason) => out.extend_from_slice(reason.as_bytes()),
-            None => out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes()),
+    match parts.extensions.get::<hyper::ext::ReasonPhrase>() {
+        None if status == StatusCode::OK => out.extend_from_slice(b"HTTP/1.1 200 OK\r\n"),
+        reason => {
+            out.extend_from_slice(b"HTTP/1.1 ");
+            out.extend_from_slice(status.as_str().as_bytes());
+            out.push(b' ');
+            match reason {
+                Some(reason) => out.extend_from_slice(reason.as_bytes()),
+                None => out.extend_from_slice(status.canonical_reason().unwrap_or("").as_bytes()),
+            }
+            out.extend_from_slice(b"\r\n");
         }
-        out.extend_from_slice(b"\r\n");
     }
-    // 1xx and 204 responses have no framing fields; 304 and HEAD keep the ones given.
-    let bodiless_status = status.is_informational() || status == StatusCode::NO_CONTENT;
-    let mut content_length: Option<Option<u64>> = None;
-    let mut transfer_encoding: Option<bool> = None;
-    let mut close = status == StatusCode::SWITCHING_PROTOCOLS;
-    let mut has_date = false;
-    let chunked_last = |v: &HeaderValue| {
-        v.as_bytes()
-            .rsplit(|&b| b == b',')
-            .next()
-            .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"))
-    };
+    // No body on the wire for HEAD, 204 and 304 (RFC 9112 §6.3): a transfer coding is not
+    // announced for them, and 204 carries no length either.
+    let no_content = status == StatusCode::NO_CONTENT;
+    let bodiless = is_head || no_content || status == StatusCode::NOT_MODIFIED;
     // One pass for the framing fields (cheaper than hashed lookups over so few fields):
     // the last `Transfer-Encoding` counts; `Content-Length` values must agree.
+    let mut transfer_encoding: Option<bool> = None;
+    let mut content_length: Option<Option<u64>> = None;
     for (name, value) in &parts.headers {
         if *name == TRANSFER_ENCODING {
-            transfer_encoding = Some(chunked_last(value));
+            transfer_encoding = Some(
+                value
+                    .as_bytes()
+                    .rsplit(|&b| b == b',')
+                    .next()
+                    .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked")),
+            );
         } else if *name == CONTENT_LENGTH {
             let parsed = crate::upstream::h1::parse_decimal(value.as_bytes().trim_ascii());
             content_length = match content_length {
@@ -514,22 +601,27 @@ fn encode_head(
             };
         }
     }
-    // A transfer coding overrides the length (RFC 9112 §6.3), and an unreadable or
-    // conflicting length is no length: then no `Content-Length` is sent.
-    if bodiless_status || transfer_encoding.is_some() {
-        content_length = None;
-    }
-    let send_length = matches!(content_length, Some(Some(_)));
+    // A transfer coding overrides the length (RFC 9112 §6.3); an unreadable or conflicting
+    // length is no length (the body frames itself below). Either way none is sent.
+    let length = match (transfer_encoding, content_length) {
+        (Some(_), _) if !bodiless => None,
+        (_, Some(Some(n))) if !no_content => Some(n),
+        _ => None,
+    };
+    let mut close = false;
+    let mut has_date = false;
     let mut length_sent = false;
     for (name, value) in &parts.headers {
         if *name == CONTENT_LENGTH {
-            // Sent once, and only when it frames the body.
-            if !send_length || length_sent {
+            // Sent once, and only when it is the length.
+            if length.is_none() || length_sent {
                 continue;
             }
             length_sent = true;
         } else if *name == TRANSFER_ENCODING {
-            if bodiless_status {
+            // Not for a response without a body; a coding list not ending in chunked gets
+            // chunked added below, after the list.
+            if bodiless || transfer_encoding == Some(false) {
                 continue;
             }
         } else if *name == CONNECTION {
@@ -550,26 +642,31 @@ fn encode_head(
         append_date(out);
         out.extend_from_slice(b"\r\n");
     }
-    let framing = if bodiless_status || status == StatusCode::NOT_MODIFIED {
-        Framing::None
-    } else if is_head {
-        // The length a GET would have, when the body knows it and no field says it.
-        if let (None, None, Some(n @ 1..)) = (transfer_encoding, content_length, exact_len) {
+    let framing = if bodiless {
+        // A HEAD response gets the length a GET would have, when the body knows it and
+        // no field says it.
+        if let (true, None, None, Some(n @ 1..)) =
+            (is_head, transfer_encoding, content_length, exact_len)
+        {
             let _ = write!(out, "content-length: {n}\r\n");
         }
         Framing::None
-    } else if let Some(chunked) = transfer_encoding {
-        if chunked {
-            Framing::Chunked
-        } else {
-            Framing::Close
+    } else if transfer_encoding == Some(false) {
+        // A coding list not ending in chunked: chunked is applied last (as hyper does), so
+        // the end of the body is still marked.
+        out.extend_from_slice(b"transfer-encoding: ");
+        for (i, value) in parts.headers.get_all(TRANSFER_ENCODING).iter().enumerate() {
+            if i > 0 {
+                out.extend_from_slice(b", ");
+            }
+            out.extend_from_slice(value.as_bytes());
         }
-    } else if let Some(length) = content_length {
-        match length {
-            Some(n) => Framing::Length(n),
-            // An unreadable or conflicting length: delimit by closing instead.
-            None => Framing::Close,
-        }
+        out.extend_from_slice(b", chunked\r\n");
+        Framing::Chunked
+    } else if transfer_encoding == Some(true) {
+        Framing::Chunked
+    } else if let Some(n) = length {
+        Framing::Length(n)
     } else if let Some(n) = exact_len {
         let _ = write!(out, "content-length: {n}\r\n");
         Framing::Length(n)
@@ -577,17 +674,13 @@ fn encode_head(
         out.extend_from_slice(b"transfer-encoding: chunked\r\n");
         Framing::Chunked
     };
-    if framing == Framing::Close && !close {
-        out.extend_from_slice(b"connection: close\r\n");
-        close = true;
-    }
     (framing, close)
 }
 
 thread_local! {
     /// The `Date` value of the current second, rendered once per second per thread.
     static DATE_CACHE: std::cell::RefCell<(u64, [u8; 29])> = const {
-        std::cell::RefCell::new((0, [0; 29]))
+        std::cell::RefCell::new((u64::MAX, [0; 29]))
     };
 }
 
@@ -700,7 +793,7 @@ mod tests {
     }
 
     #[test]
-    fn responses_are_framed_as_hyper_frames_them() {
+    fn responses_are_framed_like_hyper_s() {
         let (head, framing, close) = head_of(Response::new(()), Some(5), false);
         assert!(head.starts_with("HTTP/1.1 200 OK\r\n"));
         assert!(head.contains("\r\ndate: ") && head.contains(" GMT\r\n"));
@@ -766,9 +859,47 @@ mod tests {
         conflicting
             .headers_mut()
             .append(CONTENT_LENGTH, HeaderValue::from_static("5"));
-        let (head, framing, close) = head_of(conflicting, None, false);
+        let (head, framing, _) = head_of(conflicting, Some(4), false);
+        assert!(
+            head.ends_with("content-length: 4\r\n"),
+            "the body's own length: {head}"
+        );
+        assert_eq!(framing, Framing::Length(4));
+
+        let mut coded = Response::new(());
+        coded
+            .headers_mut()
+            .insert(TRANSFER_ENCODING, HeaderValue::from_static("gzip"));
+        coded
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from_static("9"));
+        let (head, framing, _) = head_of(coded, None, false);
+        assert!(
+            head.ends_with("transfer-encoding: gzip, chunked\r\n"),
+            "{head}"
+        );
         assert!(!head.contains("content-length"), "{head}");
-        assert_eq!((framing, close), (Framing::Close, true));
+        assert_eq!(framing, Framing::Chunked);
+
+        let mut not_modified = Response::new(());
+        *not_modified.status_mut() = StatusCode::NOT_MODIFIED;
+        not_modified
+            .headers_mut()
+            .insert(TRANSFER_ENCODING, HeaderValue::from_static("chunked"));
+        not_modified
+            .headers_mut()
+            .insert(CONTENT_LENGTH, HeaderValue::from_static("70"));
+        let (head, framing, _) = head_of(not_modified, None, false);
+        assert!(!head.contains("transfer-encoding"), "{head}");
+        assert!(head.contains("content-length: 70\r\n"), "{head}");
+        assert_eq!(framing, Framing::None);
+
+        let mut reason_ok = Response::new(());
+        reason_ok
+            .extensions_mut()
+            .insert(hyper::ext::ReasonPhrase::from_static(b"Fine"));
+        let (head, _, _) = head_of(reason_ok, Some(0), false);
+        assert!(head.starts_with("HTTP/1.1 200 Fine\r\n"), "{head}");
 
         let mut closing = Response::new(());
         closing
@@ -784,5 +915,233 @@ mod tests {
             .insert(hyper::ext::ReasonPhrase::from_static(b"Origin Unhappy"));
         let (head, _, _) = head_of(reason, Some(0), false);
         assert!(head.starts_with("HTTP/1.1 502 Origin Unhappy\r\n"));
+    }
+
+    /// Serving over an in-memory pipe, with the real connection code.
+    mod serving {
+        use super::super::*;
+        use std::convert::Infallible;
+        use std::sync::atomic::{AtomicUsize, Ordering};
+        use std::sync::Arc;
+
+        use bytes::Bytes;
+        use http_body::Frame;
+        use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
+        use tokio::io::{AsyncReadExt, DuplexStream};
+
+        use crate::http::Tracked;
+        use crate::server::shutdown_channel;
+
+        type AnyBody = UnsyncBoxBody<Bytes, Infallible>;
+        /// How `serve` ended: its result, and the bytes handed to hyper if it handed over.
+        type Outcome = (Result<(), String>, Option<Bytes>);
+
+        /// One data frame, then nothing ever again.
+        struct Stalls(bool);
+
+        impl Body for Stalls {
+            type Data = Bytes;
+            type Error = Infallible;
+            fn poll_frame(
+                mut self: Pin<&mut Self>,
+                _cx: &mut std::task::Context<'_>,
+            ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+                if self.0 {
+                    return Poll::Pending;
+                }
+                self.0 = true;
+                Poll::Ready(Some(Ok(Frame::data(Bytes::from_static(b"first")))))
+            }
+        }
+
+        /// Answers `/interim` with 103, `/stall` with a body that stalls, `/slow` after
+        /// 200 ms, anything else with its path; counts calls.
+        fn service(
+            calls: Arc<AtomicUsize>,
+        ) -> impl tower::Service<
+            Request<DownstreamBody>,
+            Response = Response<AnyBody>,
+            Error = Infallible,
+            Future = impl Future<Output = Result<Response<AnyBody>, Infallible>>,
+        > + Clone {
+            tower::service_fn(move |req: Request<DownstreamBody>| {
+                calls.fetch_add(1, Ordering::SeqCst);
+                async move {
+                    let path = req.uri().path().to_string();
+                    let mut response = match path.as_str() {
+                        "/stall" => Response::new(Stalls(false).boxed_unsync()),
+                        _ => {
+                            if path == "/slow" {
+                                tokio::time::sleep(Duration::from_millis(200)).await;
+                            }
+                            Response::new(Full::new(Bytes::from(path)).boxed_unsync())
+                        }
+                    };
+                    if req.uri().path() == "/interim" {
+                        *response.status_mut() = StatusCode::EARLY_HINTS;
+                    }
+                    Ok(response)
+                }
+            })
+        }
+
+        fn limits() -> HeadLimits {
+            HeadLimits {
+                max_bytes: 64 * 1024,
+                max_headers: 100,
+            }
+        }
+
+        /// Starts `serve` on one end of a pipe; returns the other end and the outcome.
+        fn start(
+            calls: Arc<AtomicUsize>,
+            mut shutdown: ShutdownWatch,
+        ) -> (DuplexStream, tokio::task::JoinHandle<Outcome>) {
+            let (client, server) = tokio::io::duplex(64 * 1024);
+            let task = tokio::spawn(async move {
+                let active = ActiveRequests::default();
+                let mut svc = Tracked {
+                    inner: service(calls),
+                    active: active.clone(),
+                };
+                let linger = Duration::from_millis(100);
+                match serve(server, &mut svc, limits(), &mut shutdown, &active, linger).await {
+                    End::Closed(r) => (r.map_err(|e| e.to_string()), None),
+                    End::HandOff { buffered, .. } => (Ok(()), Some(buffered)),
+                }
+            });
+            (client, task)
+        }
+
+        async fn read_all(client: &mut DuplexStream) -> String {
+            let mut all = Vec::new();
+            let _ =
+                tokio::time::timeout(Duration::from_secs(5), client.read_to_end(&mut all)).await;
+            String::from_utf8_lossy(&all).into_owned()
+        }
+
+        async fn outcome(task: tokio::task::JoinHandle<Outcome>) -> Outcome {
+            tokio::time::timeout(Duration::from_secs(5), task)
+                .await
+                .expect("serve ends within 5 s")
+                .expect("serve did not panic")
+        }
+
+        #[tokio::test]
+        async fn plain_requests_are_served_here_and_a_body_hands_over_with_its_bytes() {
+            let calls = Arc::new(AtomicUsize::new(0));
+            let (_trigger, watch) = shutdown_channel();
+            let (mut client, task) = start(calls.clone(), watch);
+            let post = &b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"[..];
+            let mut sent =
+                b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
+            sent.extend_from_slice(post);
+            client.write_all(&sent).await.expect("write");
+            let (result, handed) = outcome(task).await;
+            assert_eq!(result, Ok(()));
+            assert_eq!(handed.as_deref(), Some(post), "hyper gets the POST whole");
+            assert_eq!(
+                calls.load(Ordering::SeqCst),
+                2,
+                "the GETs were served directly"
+            );
+            drop(handed);
+            let text = read_all(&mut client).await;
+            let a = text.find("\r\n\r\n/a").expect("response to /a");
+            let b = text.find("\r\n\r\n/b").expect("response to /b");
+            assert!(a < b, "in order: {text}");
+        }
+
+        #[tokio::test]
+        async fn pipelined_requests_then_a_half_close_are_all_answered() {
+            let calls = Arc::new(AtomicUsize::new(0));
+            let (_trigger, watch) = shutdown_channel();
+            let (mut client, task) = start(calls.clone(), watch);
+            client
+                .write_all(
+                    b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n",
+                )
+                .await
+                .expect("write");
+            client.shutdown().await.expect("half-close");
+            let text = read_all(&mut client).await;
+            assert!(
+                text.contains("\r\n\r\n/slow") && text.contains("\r\n\r\n/b"),
+                "{text}"
+            );
+            let (result, handed) = outcome(task).await;
+            assert_eq!((result, handed), (Ok(()), None));
+            assert_eq!(calls.load(Ordering::SeqCst), 2);
+        }
+
+        #[tokio::test]
+        async fn an_interim_status_as_the_answer_becomes_500_and_closes() {
+            let (_trigger, watch) = shutdown_channel();
+            let (mut client, task) = start(Arc::new(AtomicUsize::new(0)), watch);
+            client
+                .write_all(b"GET /interim HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .expect("write");
+            let text = read_all(&mut client).await;
+            assert!(text.starts_with("HTTP/1.1 500 "), "{text}");
+            assert!(text.contains("connection: close\r\n"), "{text}");
+            let (result, _) = outcome(task).await;
+            assert!(result.is_err());
+        }
+
+        #[tokio::test]
+        async fn a_client_leaving_mid_body_ends_the_response() {
+            let (_trigger, watch) = shutdown_channel();
+            let (mut client, task) = start(Arc::new(AtomicUsize::new(0)), watch);
+            client
+                .write_all(b"GET /stall HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .expect("write");
+            let mut first = [0u8; 512];
+            let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut first))
+                .await
+                .expect("head within 5 s")
+                .expect("read");
+            let head = String::from_utf8_lossy(&first[..n]).into_owned();
+            assert!(
+                head.contains("transfer-encoding: chunked") && head.contains("first"),
+                "{head}"
+            );
+            drop(client);
+            let (result, _) = outcome(task).await;
+            assert!(result.is_err(), "the stalled body was abandoned");
+        }
+
+        #[tokio::test]
+        async fn a_shutdown_during_a_request_makes_its_response_the_last() {
+            let (trigger, watch) = shutdown_channel();
+            let (mut client, task) = start(Arc::new(AtomicUsize::new(0)), watch);
+            client
+                .write_all(b"GET /slow HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .expect("write");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            trigger.trigger();
+            let text = read_all(&mut client).await;
+            assert!(text.contains("connection: close\r\n"), "{text}");
+            assert!(text.ends_with("/slow"), "{text}");
+            let (result, handed) = outcome(task).await;
+            assert_eq!((result, handed), (Ok(()), None));
+        }
+
+        #[tokio::test]
+        async fn an_idle_connection_closes_after_the_linger_once_shutdown_is_asked() {
+            let (trigger, watch) = shutdown_channel();
+            let (mut client, task) = start(Arc::new(AtomicUsize::new(0)), watch);
+            client
+                .write_all(b"GET /a HTTP/1.1\r\nHost: x\r\n\r\n")
+                .await
+                .expect("write");
+            let mut first = [0u8; 512];
+            let _ = client.read(&mut first).await;
+            trigger.trigger();
+            let (result, handed) = outcome(task).await;
+            assert_eq!((result, handed), (Ok(()), None));
+        }
     }
 }

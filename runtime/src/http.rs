@@ -875,9 +875,9 @@ impl RunningService {
 /// Counts a connection's requests as active from the call until the response body is done
 /// (hyper drops the body when it has written it), which gates the head read timeout.
 #[derive(Clone)]
-struct Tracked<S> {
-    inner: S,
-    active: ActiveRequests,
+pub(crate) struct Tracked<S> {
+    pub(crate) inner: S,
+    pub(crate) active: ActiveRequests,
 }
 
 /// Serves hyper's requests (`Incoming` bodies) and the direct path's alike.
@@ -907,7 +907,7 @@ where
 }
 
 pin_project_lite::pin_project! {
-    struct TrackedFuture<F> {
+    pub(crate) struct TrackedFuture<F> {
         #[pin]
         inner: F,
         guard: Option<ActiveGuard>,
