@@ -56,6 +56,9 @@ const READ_SIZE: usize = 8 * 1024;
 /// Response bytes gathered before they are written: the head and small body frames share
 /// one write.
 const WRITE_GATHER: usize = 16 * 1024;
+/// The largest body frame copied into the gathered bytes; larger ones are written from
+/// where they are.
+const GATHERED_FRAME: usize = 4 * 1024;
 
 /// The limits of a request head, from the server's options.
 #[derive(Debug, Clone, Copy)]
@@ -139,7 +142,9 @@ fn poll_client_gone<I: AsyncRead + Unpin>(
     if !buf.is_empty() {
         return Poll::Pending;
     }
-    if buf.capacity() - buf.len() < READ_SIZE {
+    // Any room will do (and there nearly always is some): asking for a full read's worth
+    // here, while the request still shares the buffer, would allocate a new one.
+    if buf.capacity() == 0 {
         buf.reserve(READ_SIZE);
     }
     match tokio_util::io::poll_read_buf(Pin::new(io), cx, buf) {
@@ -401,7 +406,9 @@ where
                 // Writing into a vector cannot fail.
                 let _ = write!(out, "{:x}\r\n", data.len());
             }
-            if out.len() + data.len() <= WRITE_GATHER {
+            // Small frames are gathered (several per write); a larger one goes out at
+            // once beside what is gathered, in one vectored write, without being copied.
+            if data.len() <= GATHERED_FRAME && out.len() + data.len() <= WRITE_GATHER {
                 out.extend_from_slice(&data);
             } else {
                 write_pair(io, out, &data).await?;
