@@ -26,13 +26,12 @@ use bytes::Bytes;
 use http::{Request, Response};
 use http_body::Body;
 use hyper::body::Incoming;
-
-use crate::downstream_body::DownstreamBody;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
+use crate::downstream_body::DownstreamBody;
 use crate::downstream_h1::{self, End, HeadLimits};
 use crate::error::BoxError;
 use crate::io_timeout::{ActiveGuard, ActiveRequests, ReadDeadline, TimedIo};
