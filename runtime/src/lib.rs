@@ -20,7 +20,7 @@ pub mod daemon;
 pub mod downstream_body;
 mod downstream_h1;
 pub mod error;
-mod field_name;
+mod h1_field;
 mod header_pool;
 pub mod http;
 pub mod io_timeout;

@@ -242,7 +242,7 @@ impl H1Conn {
         fields.clear();
         let mut framing = Framing::default();
         for h in response.headers.iter() {
-            let name = crate::field_name::parse(h.name.as_bytes())
+            let name = crate::h1_field::name(h.name.as_bytes())
                 .ok_or_else(|| invalid("invalid header name"))?;
             framing.note(&name, h.value)?;
             let start = h.value.as_ptr() as usize - base;
@@ -290,21 +290,16 @@ impl Framing {
     /// Takes note of one header field.
     fn note(&mut self, name: &HeaderName, value: &[u8]) -> Result<(), Error> {
         if name == CONTENT_LENGTH {
-            for item in value.split(|&b| b == b',') {
-                let n = parse_decimal(item.trim_ascii())
-                    .ok_or_else(|| invalid("invalid Content-Length"))?;
-                if self.content_length.is_some_and(|seen| seen != n) {
-                    return Err(invalid("conflicting Content-Length values"));
-                }
-                self.content_length = Some(n);
+            let n = crate::h1_field::content_length(value)
+                .ok_or_else(|| invalid("invalid Content-Length"))?;
+            if self.content_length.is_some_and(|seen| seen != n) {
+                return Err(invalid("conflicting Content-Length values"));
             }
+            self.content_length = Some(n);
         } else if name == TRANSFER_ENCODING {
             self.transfer_encoding = true;
             // What counts is the last coding of the last field.
-            self.chunked = value
-                .rsplit(|&b| b == b',')
-                .next()
-                .is_some_and(|last| last.trim_ascii().eq_ignore_ascii_case(b"chunked"));
+            self.chunked = crate::h1_field::ends_in_chunked(value);
         } else if name == CONNECTION {
             for token in value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
@@ -572,16 +567,6 @@ fn encode_head<B>(out: &mut Vec<u8>, request: &Request<B>) {
     out.extend_from_slice(b"\r\n");
 }
 
-/// A non-negative decimal without sign or spaces, as `Content-Length` requires.
-pub(crate) fn parse_decimal(digits: &[u8]) -> Option<u64> {
-    if digits.is_empty() || digits.len() > 19 || !digits.iter().all(u8::is_ascii_digit) {
-        return None;
-    }
-    digits.iter().try_fold(0u64, |n, d| {
-        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
-    })
-}
-
 /// The size of a chunk-size line (without its LF): hex digits, then optional whitespace
 /// and extensions, then CR.
 fn parse_chunk_size(line: &[u8]) -> Option<u64> {
@@ -651,11 +636,6 @@ mod tests {
 
     #[test]
     fn content_length_values() {
-        assert_eq!(parse_decimal(b"0"), Some(0));
-        assert_eq!(parse_decimal(b"13"), Some(13));
-        assert_eq!(parse_decimal(b"+13"), None);
-        assert_eq!(parse_decimal(b""), None);
-        assert_eq!(parse_decimal(b"99999999999999999999"), None);
         let mut f = Framing::default();
         assert!(f.note(&CONTENT_LENGTH, b"5, 5").is_ok());
         assert!(f.note(&CONTENT_LENGTH, b"6").is_err());

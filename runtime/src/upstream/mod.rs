@@ -9,7 +9,7 @@
 mod client;
 pub mod discovery;
 mod group;
-pub(crate) mod h1;
+mod h1;
 mod peer;
 mod pool;
 mod stream;
