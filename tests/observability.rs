@@ -340,7 +340,7 @@ async fn chromium_renders_the_status_page() {
                 .output()
                 .is_ok_and(|o| o.status.success())
         })
-        .expect("a headless Chromium is needed for this test: `apt-get install chromium` (.ci/run installs it)");
+        .expect("a headless Chromium is needed for this test: `apt-get install chromium` (./test.sh installs it)");
     let (_up, down, _running, admin) = checked_pool().await;
     let down_addr = down.addr().to_string();
     drop(down);

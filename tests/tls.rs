@@ -112,6 +112,65 @@ async fn curl_gets_http1_and_http2_over_tls_and_h2c_in_the_clear() {
     proxy.shutdown().await;
 }
 
+/// `openssl s_client` against `addr` offering only `groups` (TLS 1.3, or 1.2 with
+/// `tls12`): whether the handshake completed, and what the client printed.
+async fn s_client(addr: SocketAddr, groups: &str, tls12: bool) -> (bool, String) {
+    let groups = groups.to_owned();
+    let out = tokio::task::spawn_blocking(move || {
+        Command::new("openssl")
+            .args(["s_client", "-connect", &addr.to_string()])
+            .args(["-servername", "localhost", "-groups", &groups])
+            .arg(if tls12 { "-tls1_2" } else { "-tls1_3" })
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("openssl runs (./test.sh installs it)")
+    })
+    .await
+    .expect("s_client task");
+    let text =
+        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
+    let done = text.contains("Verify return code") && !text.contains("handshake failure");
+    (out.status.success() && done, text)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn only_the_intermediate_profiles_key_exchange_groups_are_accepted() {
+    let dir = scratch("groups");
+    let ca = TestCa::new(&dir).expect("ca");
+    let server = ca.server("localhost", &["localhost"]).expect("cert");
+    let origin = Origin::start("groups-origin").await.expect("origin");
+    let proxy = start(origin.addr(), TlsSettings::new(&server.cert, &server.key));
+    let tls = proxy.addrs()[1];
+    for (group, shown) in [
+        ("X25519", "X25519"),
+        ("P-256", "prime256v1"),
+        ("P-384", "secp384r1"),
+    ] {
+        let (ok, text) = s_client(tls, group, false).await;
+        assert!(ok, "{group} is accepted:\n{text}");
+        assert!(text.contains(shown), "{group} was used:\n{text}");
+    }
+    // TLS 1.2 too (its client must also name the certificate's curve, P-256).
+    let (ok, text) = s_client(tls, "X25519:P-256", true).await;
+    assert!(ok && text.contains("Server Temp Key: X25519"), "{text}");
+    for group in ["X448", "P-521", "ffdhe2048"] {
+        let (ok, text) = s_client(tls, group, false).await;
+        assert!(!ok, "{group} is not accepted:\n{text}");
+    }
+    // Offered the others first, the server settles on one of its own (by a retry).
+    let (ok, text) = s_client(tls, "X448:P-521:P-384:X25519", false).await;
+    assert!(ok, "{text}");
+    let key = text
+        .lines()
+        .find_map(|l| l.trim().strip_prefix("Server Temp Key: "))
+        .unwrap_or_default();
+    assert!(
+        key.starts_with("ECDH, secp384r1") || key.starts_with("X25519"),
+        "{text}"
+    );
+    proxy.shutdown().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn many_http2_streams_share_one_connection() {
     let dir = scratch("streams");

@@ -602,6 +602,15 @@ fn expand_options(settings: &[Setting]) -> TokenStream {
                     sets.push(quote!(options.tunnel_idle_timeout = #d;));
                 }
             }
+            Setting::AllowUpgrade(_, protocols) if protocols.is_empty() => sets.push(quote!(
+                options.allowed_upgrades = #rt::proxy::AllowedUpgrades::none();
+            )),
+            Setting::AllowUpgrade(_, protocols) => sets.push(quote!(
+                // Checked when the proxy was declared: the fallback cannot happen, and would
+                // allow no upgrade rather than more.
+                options.allowed_upgrades = #rt::proxy::AllowedUpgrades::new([#(#protocols),*])
+                    .unwrap_or_else(|_| #rt::proxy::AllowedUpgrades::none());
+            )),
             Setting::AccessLog(_, target, format) => {
                 let format = match format.as_ref().map(|f| f.to_string()).as_deref() {
                     Some("json") => quote!(#rt::access_log::AccessLogFormat::Json),

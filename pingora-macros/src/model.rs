@@ -327,6 +327,8 @@ pub enum Setting {
     ClientTimeouts(Ident, Vec<TimeoutDecl>),
     /// `tunnel_idle DURATION;`: idle limit of upgraded connections (WebSocket).
     TunnelIdle(Ident, DurationLit),
+    /// `allow_upgrade ["websocket", ...];`: protocols a client may switch to.
+    AllowUpgrade(Ident, Vec<LitStr>),
     /// `access_log "stdout"|"PATH" [combined|json];`
     AccessLog(Ident, LitStr, Option<Ident>),
 }

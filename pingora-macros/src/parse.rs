@@ -29,6 +29,7 @@ pub const ITEMS: &[&str] = &[
     "max_idle_per_peer",
     "client_timeout",
     "tunnel_idle",
+    "allow_upgrade",
     "idle",
     "rate_limit",
     "admin",
@@ -378,6 +379,26 @@ fn parse_item(input: ParseStream<'_>, proxy: &mut Proxy, errors: &mut Errors) ->
             proxy
                 .settings
                 .push(Setting::AccessLog(keyword, target, format));
+        }
+        "allow_upgrade" => {
+            let expected = |span| {
+                syn::Error::new(
+                    span,
+                    "expected a list of protocols: `allow_upgrade [\"websocket\"];` (`[]` for none)",
+                )
+            };
+            if !input.peek(syn::token::Bracket) {
+                return Err(expected(input.span()));
+            }
+            let list;
+            bracketed!(list in input);
+            let protocols = Punctuated::<LitStr, Token![,]>::parse_terminated(&list)
+                .map_err(|e| expected(e.span()))?;
+            semi(input, "allow_upgrade")?;
+            proxy.settings.push(Setting::AllowUpgrade(
+                keyword,
+                protocols.into_iter().collect(),
+            ));
         }
         "tunnel_idle" => {
             let d = parse_duration_lit(input)?;

@@ -132,6 +132,7 @@ fn validate_kind(proxy: &Proxy, errors: &mut Errors) {
             | Setting::MaxIdlePerPeer(k, _)
             | Setting::ClientTimeouts(k, _)
             | Setting::TunnelIdle(k, _)
+            | Setting::AllowUpgrade(k, _)
             | Setting::AccessLog(k, _, _) => k,
         };
         errors.at(
@@ -995,6 +996,7 @@ fn validate_settings(settings: &mut [Setting], errors: &mut Errors) {
             Setting::MaxIdlePerPeer(k, _) => (k.clone(), "max_idle_per_peer"),
             Setting::ClientTimeouts(k, _) => (k.clone(), "client_timeout"),
             Setting::TunnelIdle(k, _) => (k.clone(), "tunnel_idle"),
+            Setting::AllowUpgrade(k, _) => (k.clone(), "allow_upgrade"),
             Setting::AccessLog(k, _, _) => (k.clone(), "access_log"),
         };
         if name != "client_timeout" && !seen.insert(name) {
@@ -1041,9 +1043,50 @@ fn validate_settings(settings: &mut [Setting], errors: &mut Errors) {
             Setting::TunnelIdle(_, d) => {
                 check_duration(d, errors);
             }
+            Setting::AllowUpgrade(_, protocols) => check_upgrade_protocols(protocols, errors),
             Setting::ForwardedFor(..) | Setting::Keepalive(..) => {}
         }
     }
+}
+
+/// Each protocol of `allow_upgrade` is an RFC 9110 `token ["/" token]`, named once, and not
+/// `h2c` (the runtime's `AllowedUpgrades::new` applies the same rule to the config file).
+fn check_upgrade_protocols(protocols: &[LitStr], errors: &mut Errors) {
+    let mut seen = HashSet::new();
+    for lit in protocols {
+        let v = lit.value();
+        let mut parts = v.split('/');
+        let valid = parts.next().is_some_and(is_token)
+            && parts.next().is_none_or(is_token)
+            && parts.next().is_none();
+        if !valid {
+            errors.at(
+                lit.span(),
+                format!("invalid upgrade protocol {v:?}: write a token such as \"websocket\" (optionally with a version, \"name/1\")"),
+            );
+        } else if v
+            .split('/')
+            .next()
+            .is_some_and(|n| n.eq_ignore_ascii_case("h2c"))
+        {
+            errors.at(
+                lit.span(),
+                "the h2c upgrade cannot be allowed: its tunnel would carry requests past every filter (RFC 9113 §3.1 deprecates it); clients that want cleartext HTTP/2 send its preface, which the proxy serves itself",
+            );
+        } else if !seen.insert(v.to_ascii_lowercase()) {
+            errors.at(
+                lit.span(),
+                format!("upgrade protocol {v:?} is listed twice: keep one"),
+            );
+        }
+    }
+}
+
+/// An RFC 9110 token: visible characters that are not delimiters.
+fn is_token(s: &str) -> bool {
+    !s.is_empty()
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// Reports every route that an earlier route already matches completely.

@@ -25,6 +25,7 @@
 //! max_idle_per_peer = 128            # upstream pool size (at start)
 //! access_log = "/var/log/gateway.access.log" # or "stdout"; reopened on SIGHUP
 //! access_log_format = "json"         # or "combined"
+//! allow_upgrade = ["websocket"]      # protocols a client may switch to (never "h2c")
 //!
 //! [proxy.Gateway.upstream.api]
 //! peers = ["10.0.0.1:9000", "10.0.0.2:9000 weight 3"]
@@ -42,7 +43,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::access_log::{AccessLog, AccessLogFormat, AccessLogTarget};
 use crate::lb::{Backend, MAX_WEIGHT};
-use crate::proxy::ProxyOptions;
+use crate::proxy::{AllowedUpgrades, ProxyOptions};
 use crate::route::Router;
 use crate::server::{RuntimeFlavor, ServerConf};
 use crate::upgrade::UpgradeConf;
@@ -122,6 +123,10 @@ pub struct ProxySection {
     /// The access log's format: `"combined"` (the default) or `"json"`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub access_log_format: Option<String>,
+    /// The protocols a client may switch to with `Upgrade` (`["websocket"]` by default;
+    /// `[]` for none; `"h2c"` is refused).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow_upgrade: Option<Vec<String>>,
     /// Overrides per upstream group, by its name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub upstream: BTreeMap<String, UpstreamSection>,
@@ -442,6 +447,10 @@ impl Config {
         if let Some(n) = section.max_idle_per_peer {
             options.client.max_idle_per_peer = n;
         }
+        if let Some(list) = &section.allow_upgrade {
+            options.allowed_upgrades = AllowedUpgrades::new(list)
+                .map_err(|e| invalid(format!("proxy.{name}.allow_upgrade: {e}")))?;
+        }
         set_access_log(
             options,
             section.access_log.as_deref(),
@@ -509,6 +518,7 @@ impl Config {
                         .access_log
                         .as_ref()
                         .map(|l| l.format().name().to_owned()),
+                    allow_upgrade: Some(options.allowed_upgrades.protocols().to_vec()),
                     upstream,
                 },
             )]),
@@ -577,5 +587,23 @@ mod tests {
             .apply_options("Edge", &mut ProxyOptions::default())
             .expect_err("bad format");
         assert!(e.to_string().contains("proxy.Edge"), "{e}");
+    }
+
+    #[test]
+    fn allow_upgrade_replaces_the_declared_list_and_refuses_h2c() {
+        let c = Config::parse("[proxy.Edge]\nallow_upgrade = [\"websocket\", \"Foo/2\"]\n")
+            .expect("parses");
+        let mut options = ProxyOptions::default();
+        c.apply_options("Edge", &mut options).expect("applies");
+        assert_eq!(options.allowed_upgrades.protocols(), ["websocket", "foo/2"]);
+        let none = Config::parse("[proxy.Edge]\nallow_upgrade = []\n").expect("parses");
+        none.apply_options("Edge", &mut options).expect("applies");
+        assert!(options.allowed_upgrades.protocols().is_empty());
+        let bad = Config::parse("[proxy.Edge]\nallow_upgrade = [\"h2c\"]\n").expect("parses");
+        let e = bad
+            .apply_options("Edge", &mut ProxyOptions::default())
+            .expect_err("h2c refused");
+        assert!(e.to_string().contains("proxy.Edge.allow_upgrade"), "{e}");
+        assert!(e.to_string().contains("h2c"), "{e}");
     }
 }

@@ -109,6 +109,7 @@ proxy! {
         max_header_bytes 32768;
         max_idle_per_peer 64;
         tunnel_idle 5m;
+        allow_upgrade ["websocket", "x-custom/2"];
         rate_limit 1000 per 1s by client_ip;
         rate_limit 50 per 1m by header "x-api-key";
         client_timeout header_read 10s, body_read 30s, write 30s;
@@ -163,6 +164,10 @@ fn main() {
     assert!(options.via.is_some());
     assert_eq!(options.client.max_idle_per_peer, 64);
     assert_eq!(options.tunnel_idle_timeout, Duration::from_secs(300));
+    assert_eq!(
+        options.allowed_upgrades.protocols(),
+        ["websocket", "x-custom/2"]
+    );
     let service = proxy.service();
     assert_eq!(service.options().max_header_bytes, 32768);
     assert_eq!(service.tcp_addrs().len(), 4);

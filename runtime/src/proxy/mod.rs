@@ -39,6 +39,7 @@ pub use tower_layer::{Identity, Layer, Stack};
 pub use body::{ProxyBody, RequestBody};
 use session::ConnCtx;
 pub use session::{RequestHeader, ResponseHeader, Session, REQUEST_ID};
+pub use tunnel::AllowedUpgrades;
 
 use crate::access_log::{AccessEntry, AccessLog};
 use crate::error::{BoxError, Error, ErrorKind, Result};
@@ -295,6 +296,9 @@ pub struct ProxyOptions {
     /// How long an upgraded connection (WebSocket) may carry nothing before it is closed.
     /// Default 1 hour.
     pub tunnel_idle_timeout: Duration,
+    /// The protocols a client may switch to with `Upgrade` (default: `websocket`; `h2c`
+    /// never). Any other upgrade request is answered as plain HTTP/1.1.
+    pub allowed_upgrades: AllowedUpgrades,
     /// Where a line per finished request goes; default none.
     pub access_log: Option<AccessLog>,
 }
@@ -307,6 +311,7 @@ impl Default for ProxyOptions {
             body_read_timeout: Duration::from_secs(60),
             client: ClientOptions::default(),
             tunnel_idle_timeout: Duration::from_secs(3600),
+            allowed_upgrades: AllowedUpgrades::default(),
             access_log: None,
         }
     }
@@ -528,7 +533,12 @@ async fn run_phases<P: ProxyHttp>(
 
     let upgrade = {
         let head = session.req_header();
-        tunnel::requested_upgrade(&head.method, head.version, &head.headers)
+        tunnel::requested_upgrade(
+            &head.method,
+            head.version,
+            &head.headers,
+            &shared.options.allowed_upgrades,
+        )
     };
     // The upstream request is built in a block: its parts (`up`, the body) are then not
     // kept beside it in this function's future, which is boxed per request.
@@ -671,7 +681,9 @@ async fn run_phases<P: ProxyHttp>(
             upstream_upgrade,
             switched_to.flatten(),
         ) {
-            (Some(_), Some(down), Some(up), Some(protocol)) => {
+            (Some(offered), Some(down), Some(up), Some(protocol))
+                if tunnel::switched_as_offered(&offered, &protocol) =>
+            {
                 tunnel::restore_upgrade(&mut head.headers, protocol);
                 tunnel::spawn(
                     down,
@@ -684,7 +696,7 @@ async fn run_phases<P: ProxyHttp>(
             _ => {
                 return Err(Error::new(
                     ErrorKind::InvalidResponse,
-                    "upstream switched protocols without being asked to",
+                    "upstream switched protocols without being asked to, or to a protocol the client did not offer",
                 ))
             }
         }

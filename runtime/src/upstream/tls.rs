@@ -85,6 +85,8 @@ impl UpstreamTls {
             .map_err(|e| tls_error("cannot create a TLS client context", e))?;
         b.set_min_proto_version(Some(SslVersion::TLS1_2))
             .map_err(|e| tls_error("cannot set the TLS versions", e))?;
+        b.set_groups_list(crate::tls::KEY_EXCHANGE_GROUPS)
+            .map_err(|e| tls_error("cannot set the key-exchange groups", e))?;
         if let Some(ca) = &self.ca_file {
             std::fs::File::open(ca).map_err(|e| {
                 io::Error::new(e.kind(), format!("upstream CA file {}: {e}", ca.display()))

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The whole test suite, as a new user runs it: installs what the tests drive beside cargo
+# when the machine lacks it, then runs every test of the workspace.
+#
+#   ./test.sh                 # everything
+#   ./test.sh --test tls      # extra arguments go to `cargo test --workspace`
+#
+# The tests need, besides the Rust toolchain and libssl-dev: curl (TLS and HTTP/2 checks),
+# the openssl command (the TLS groups offered) and a headless Chromium (the admin status
+# page). Missing ones are installed from Debian's packages (apt-get; with sudo when not
+# root). Nothing is skipped: a tool that cannot be installed stops the run here, with the
+# reason.
+set -euo pipefail
+cd "$(dirname "$0")"
+
+missing=()
+command -v curl >/dev/null 2>&1 || missing+=(curl)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
+  || missing+=(chromium)
+
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "test.sh: installing ${missing[*]} (needed by the tests)" >&2
+  if ! command -v apt-get >/dev/null 2>&1; then
+    echo "test.sh: ${missing[*]} missing and no apt-get here: install them, then run ./test.sh again" >&2
+    exit 1
+  fi
+  sudo=""
+  if [ "$(id -u)" -ne 0 ]; then
+    if ! command -v sudo >/dev/null 2>&1; then
+      echo "test.sh: ${missing[*]} missing; run as root or install them first (apt-get install ${missing[*]})" >&2
+      exit 1
+    fi
+    sudo="sudo"
+  fi
+  $sudo apt-get update -q
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# --no-fail-fast: one failing test binary does not hide the results of the others.
+exec cargo test --workspace --no-fail-fast "$@"
