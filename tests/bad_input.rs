@@ -76,6 +76,75 @@ async fn conflicting_or_malformed_framing_gets_400_closes_and_forwards_nothing()
     assert_eq!(origin.requests(), 0, "nothing ambiguous reaches the origin");
 }
 
+#[tokio::test]
+async fn a_malformed_chunked_body_gets_400_and_a_close() {
+    let (_origin, proxy) = proxy_to_origin().await;
+    let head = "POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n";
+    let bodies: [&str; 4] = [
+        // A chunk size that is not hexadecimal.
+        "zz\r\nabc\r\n0\r\n\r\n",
+        // No CRLF after the chunk's data.
+        "3\r\nabcX\r\n0\r\n\r\n",
+        // A bare LF ending the chunk-size line.
+        "3\nabc\r\n0\r\n\r\n",
+        // A good chunk, then a bad size.
+        "3\r\nabc\r\n-1\r\n\r\n",
+    ];
+    for body in bodies {
+        let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
+        stream
+            .write_all(format!("{head}{body}").as_bytes())
+            .await
+            .expect("write");
+        let out = read_until_quiet(&mut stream, WAIT).await;
+        assert!(
+            status_line(&out).starts_with("HTTP/1.1 400 Bad Request"),
+            "for {body:?}: {out}"
+        );
+        assert!(
+            closed_within(&mut stream, WAIT).await,
+            "the connection closes after {body:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_body_dripped_past_the_total_body_timeout_gets_408() {
+    let origin = Origin::start("o").await.expect("origin");
+    let proxy = start_proxy_with(
+        TestProxy::new(&[origin.addr()]),
+        HttpOptions::default(),
+        ProxyOptions {
+            body_read_timeout: Duration::from_secs(30),
+            body_total_timeout: Duration::from_millis(500),
+            ..ProxyOptions::default()
+        },
+    );
+    let stream = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let (mut reader, mut writer) = stream.into_split();
+    writer
+        .write_all(b"POST /consume HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n")
+        .await
+        .expect("write");
+    // The origin answers once it has the whole body. One byte every 50 ms, far inside the 30 s gap limit, for at most 10 s: only the
+    // total limit can stop it.
+    let drip = tokio::spawn(async move {
+        for _ in 0..200 {
+            if writer.write_all(b"1\r\na\r\n").await.is_err() {
+                return true;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        false
+    });
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), reader.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the proxy answers and closes within 10 s");
+    let out = String::from_utf8_lossy(&out);
+    assert!(status_line(&out).starts_with("HTTP/1.1 408"), "{out}");
+    drip.abort();
+}
+
 /// Content-Length together with Transfer-Encoding: hyper drops the Content-Length before the
 /// proxy sees the request and decodes the body as chunked, which RFC 9112 §6.1 allows on
 /// the condition that the connection is closed after the response. So the smuggling

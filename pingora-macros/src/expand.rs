@@ -163,7 +163,7 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
                 &mut self.router
             }
 
-            /// The proxy options declared (`via`, `forwarded_for`, `client_timeout body_read`,
+            /// The proxy options declared (`via`, `forwarded_for`, `client_timeout body_read`/`body_total`,
             /// `max_idle_per_peer`), defaults elsewhere.
             pub fn options() -> #rt::proxy::ProxyOptions {
                 #options
@@ -590,9 +590,12 @@ fn expand_options(settings: &[Setting]) -> TokenStream {
             }
             Setting::ClientTimeouts(_, list) => {
                 for t in list {
-                    if let (true, Some(d)) = (t.key == "body_read", t.duration) {
-                        let d = duration(d);
+                    let Some(d) = t.duration else { continue };
+                    let d = duration(d);
+                    if t.key == "body_read" {
                         sets.push(quote!(options.body_read_timeout = #d;));
+                    } else if t.key == "body_total" {
+                        sets.push(quote!(options.body_total_timeout = #d;));
                     }
                 }
             }

@@ -24,7 +24,7 @@ const KEYED_STRATEGIES: &[&str] = &["consistent_hash", "hash"];
 const KEYS: &[&str] = &["header", "cookie", "path", "client_ip"];
 const HEALTH_OPTIONS: &[&str] = &["every", "timeout", "rise", "fall", "host", "status"];
 const PEER_TIMEOUTS: &[&str] = &["connect", "read", "write", "idle"];
-const CLIENT_TIMEOUTS: &[&str] = &["header_read", "body_read", "write"];
+const CLIENT_TIMEOUTS: &[&str] = &["header_read", "body_read", "body_total", "write"];
 const METHODS: &[&str] = &[
     "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
 ];

@@ -112,7 +112,7 @@ proxy! {
         allow_upgrade ["websocket", "x-custom/2"];
         rate_limit 1000 per 1s by client_ip;
         rate_limit 50 per 1m by header "x-api-key";
-        client_timeout header_read 10s, body_read 30s, write 30s;
+        client_timeout header_read 10s, body_read 30s, body_total 2m, write 30s;
 
         early_request_filter(_session, ctx) {
             ctx.hits += 1;
@@ -164,6 +164,7 @@ fn main() {
     assert!(options.via.is_some());
     assert_eq!(options.client.max_idle_per_peer, 64);
     assert_eq!(options.tunnel_idle_timeout, Duration::from_secs(300));
+    assert_eq!(options.body_total_timeout, Duration::from_secs(120));
     assert_eq!(
         options.allowed_upgrades.protocols(),
         ["websocket", "x-custom/2"]

@@ -22,13 +22,17 @@ use crate::upstream::UpstreamBody;
 
 /// The client's request body, forwarded upstream frame by frame. Fails with
 /// [`ErrorKind::DownstreamTimeout`] when the client sends nothing for the body timeout while
-/// the upstream is waiting for more. May record what it forwards (up to a limit) so the
+/// the upstream is waiting for more, or has not sent the whole body within the total body
+/// timeout (counted from the first read; a client dripping bytes is cut off). May record what it forwards (up to a limit) so the
 /// request can be sent again, or replay such a recording.
 pub struct RequestBody {
     inner: Option<DownstreamBody>,
     replay: VecDeque<Bytes>,
     recorder: Option<Arc<Mutex<Recording>>>,
     timeout: Duration,
+    /// Longest the whole body may take, and the deadline once reading began.
+    total: Duration,
+    total_deadline: Option<Instant>,
     waiting_since: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
     /// Where received bytes are counted.
@@ -55,12 +59,14 @@ impl Recording {
 }
 
 impl RequestBody {
-    pub(crate) fn new(inner: Option<DownstreamBody>, timeout: Duration) -> Self {
+    pub(crate) fn new(inner: Option<DownstreamBody>, timeout: Duration, total: Duration) -> Self {
         RequestBody {
             inner,
             replay: VecDeque::new(),
             recorder: None,
             timeout,
+            total,
+            total_deadline: None,
             waiting_since: None,
             timer: None,
             counted: None,
@@ -83,10 +89,10 @@ impl RequestBody {
     }
 
     /// A body that sends `chunks` (a recording) and ends.
-    pub(crate) fn replaying(chunks: VecDeque<Bytes>, timeout: Duration) -> Self {
+    pub(crate) fn replaying(chunks: VecDeque<Bytes>) -> Self {
         RequestBody {
             replay: chunks,
-            ..RequestBody::new(None, timeout)
+            ..RequestBody::new(None, Duration::MAX, Duration::MAX)
         }
     }
 
@@ -130,6 +136,10 @@ impl Body for RequestBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
+        if this.total_deadline.is_none() {
+            let now = Instant::now();
+            this.total_deadline = Some(now.checked_add(this.total).unwrap_or_else(far_future));
+        }
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(r) => {
                 this.waiting_since = None;
@@ -146,18 +156,16 @@ impl Body for RequestBody {
                     };
                     this.note(r.as_ref().and_then(|f| f.as_ref().ok()), ended);
                 }
-                Poll::Ready(r.map(|r| {
-                    r.map_err(|e| {
-                        Error::with_source(
-                            ErrorKind::DownstreamClosed,
-                            "reading the request body from the client",
-                            e,
-                        )
-                    })
-                }))
+                Poll::Ready(r.map(|r| r.map_err(client_body_error)))
             }
             Poll::Pending => {
-                let deadline = *this.waiting_since.get_or_insert_with(Instant::now) + this.timeout;
+                let total = this.total_deadline.unwrap_or_else(far_future);
+                let idle = this
+                    .waiting_since
+                    .get_or_insert_with(Instant::now)
+                    .checked_add(this.timeout)
+                    .unwrap_or(total);
+                let deadline = idle.min(total);
                 // The timer is allocated only for a body that actually had to wait.
                 let timer = this
                     .timer
@@ -166,6 +174,10 @@ impl Body for RequestBody {
                     timer.as_mut().reset(deadline);
                 }
                 match timer.as_mut().poll(cx) {
+                    Poll::Ready(()) if deadline == total => Poll::Ready(Some(Err(Error::new(
+                        ErrorKind::DownstreamTimeout,
+                        "client did not send the whole request body within the total body timeout",
+                    )))),
                     Poll::Ready(()) => Poll::Ready(Some(Err(Error::new(
                         ErrorKind::DownstreamTimeout,
                         "client sent no request body data within the body timeout",
@@ -194,6 +206,42 @@ impl Body for RequestBody {
             }
             None => SizeHint::with_exact(replay),
         }
+    }
+}
+
+/// A deadline that never comes (about 30 years away, as tokio's own far future).
+fn far_future() -> Instant {
+    Instant::now() + Duration::from_secs(86400 * 365 * 30)
+}
+
+/// The error of a failed read of the client's body. A body whose framing is malformed (a
+/// bad chunk size, a missing CRLF after a chunk, a bare LF ending a chunk-size line) is the
+/// client's mistake: 400, and the connection closes (RFC 9112 §7.1). Anything else (the
+/// client closed early) means it went away.
+fn client_body_error(e: hyper::Error) -> Error {
+    let mut malformed = false;
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    while let Some(c) = cause {
+        if let Some(io) = c.downcast_ref::<std::io::Error>() {
+            malformed |= matches!(
+                io.kind(),
+                std::io::ErrorKind::InvalidData | std::io::ErrorKind::InvalidInput
+            );
+        }
+        cause = c.source();
+    }
+    if malformed {
+        Error::with_source(
+            ErrorKind::BadRequest,
+            "malformed request body framing from the client",
+            e,
+        )
+    } else {
+        Error::with_source(
+            ErrorKind::DownstreamClosed,
+            "reading the request body from the client",
+            e,
+        )
     }
 }
 

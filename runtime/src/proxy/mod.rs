@@ -291,6 +291,9 @@ pub struct ProxyOptions {
     pub via: Option<HeaderValue>,
     /// Time the client may send nothing while its request body is forwarded. Default 60 s.
     pub body_read_timeout: Duration,
+    /// Longest a client may take to send a whole request body, from the proxy's first read
+    /// of it; a slower body is answered 408. Default 60 s.
+    pub body_total_timeout: Duration,
     /// The upstream client and its pool.
     pub client: ClientOptions,
     /// How long an upgraded connection (WebSocket) may carry nothing before it is closed.
@@ -309,6 +312,7 @@ impl Default for ProxyOptions {
             forwarded_for: true,
             via: None,
             body_read_timeout: Duration::from_secs(60),
+            body_total_timeout: Duration::from_secs(60),
             client: ClientOptions::default(),
             tunnel_idle_timeout: Duration::from_secs(3600),
             allowed_upgrades: AllowedUpgrades::default(),
@@ -574,7 +578,11 @@ async fn run_phases<P: ProxyHttp>(
             // A filter consumed the body: forward none, and say so.
             up.headers.remove(CONTENT_LENGTH);
         }
-        let mut body = RequestBody::new(body, shared.options.body_read_timeout);
+        let mut body = RequestBody::new(
+            body,
+            shared.options.body_read_timeout,
+            shared.options.body_total_timeout,
+        );
         if !http_body::Body::is_end_stream(&body) {
             let stats = session
                 .route_stats
@@ -653,10 +661,7 @@ async fn run_phases<P: ProxyHttp>(
                 session.retries += 1;
                 peer = proxy.upstream_peer(session, ctx).await?;
                 session.upstream = Some(peer.addr());
-                let mut again = Request::new(RequestBody::replaying(
-                    chunks,
-                    shared.options.body_read_timeout,
-                ));
+                let mut again = Request::new(RequestBody::replaying(chunks));
                 *again.method_mut() = method.clone();
                 *again.uri_mut() = uri.clone();
                 *again.headers_mut() = headers.clone();
