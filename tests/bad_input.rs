@@ -145,6 +145,65 @@ async fn a_body_dripped_past_the_total_body_timeout_gets_408() {
     drip.abort();
 }
 
+#[tokio::test]
+async fn the_asterisk_target_is_only_for_options() {
+    let (origin, proxy) = proxy_to_origin().await;
+    for method in ["GET", "DELETE", "HEAD"] {
+        let raw = format!("{method} * HTTP/1.1\r\nHost: x\r\n\r\n");
+        let out = raw_exchange(proxy.addr(), raw.as_bytes(), WAIT).await;
+        assert_eq!(
+            status_line(&out),
+            "HTTP/1.1 400 Bad Request",
+            "{method}: {out}"
+        );
+    }
+    assert_eq!(origin.requests(), 0, "never forwarded");
+    let out = raw_exchange(
+        proxy.addr(),
+        b"OPTIONS * HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        WAIT,
+    )
+    .await;
+    assert_eq!(status_line(&out), "HTTP/1.1 200 OK", "{out}");
+    assert_eq!(origin.requests(), 1);
+}
+
+#[tokio::test]
+async fn a_higher_http1_minor_version_is_read_as_1_1_and_other_majors_get_505() {
+    let (origin, proxy) = proxy_to_origin().await;
+    // HTTP/1.2: served as HTTP/1.1 (a keep-alive connection: the second request arrives).
+    let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
+    stream
+        .write_all(b"GET /a HTTP/1.2\r\nHost: x\r\n\r\nGET /b HTTP/1.9\r\nHost: x\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let out = read_until_quiet(&mut stream, WAIT).await;
+    assert_eq!(out.matches("HTTP/1.1 200 OK").count(), 2, "{out}");
+    assert_eq!(origin.requests(), 2);
+    // With a body too (hyper serves it, the version already read as 1.1).
+    let out = raw_exchange(
+        proxy.addr(),
+        b"POST /echo HTTP/1.3\r\nHost: x\r\nContent-Length: 3\r\nConnection: close\r\n\r\nabc",
+        WAIT,
+    )
+    .await;
+    assert_eq!(status_line(&out), "HTTP/1.1 200 OK", "{out}");
+    assert!(out.ends_with("abc"), "{out}");
+    for version in ["HTTP/2.0", "HTTP/3.0"] {
+        let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
+        let raw = format!("GET / {version}\r\nHost: x\r\n\r\n");
+        stream.write_all(raw.as_bytes()).await.expect("write");
+        let out = read_until_quiet(&mut stream, WAIT).await;
+        assert_eq!(
+            status_line(&out),
+            "HTTP/1.1 505 HTTP Version Not Supported",
+            "{version}: {out}"
+        );
+        assert!(closed_within(&mut stream, WAIT).await, "{version}: closed");
+    }
+    assert_eq!(origin.requests(), 3, "no other version is forwarded");
+}
+
 /// Content-Length together with Transfer-Encoding: hyper drops the Content-Length before the
 /// proxy sees the request and decodes the body as chunked, which RFC 9112 §6.1 allows on
 /// the condition that the connection is closed after the response. So the smuggling

@@ -17,6 +17,10 @@
 //! and serves everything the direct path leaves out. A connection is therefore served by
 //! one engine at a time, and pipelined requests are answered in order by either.
 //!
+//! A request line with `HTTP/1.2` to `HTTP/1.9` is read as HTTP/1.1 (RFC 9110 §2.5), and
+//! one naming another major version (`HTTP/2.0` as text) is answered 505 and closed.
+//! hyper knows neither rule: once it serves a connection, it answers both with 400.
+//!
 //! Responses are framed as hyper frames them: a `Content-Length` the service set is kept
 //! (once; conflicting values count as none); otherwise a body of known size gets one and
 //! any other body is chunked, chunked also ending a coding list that lacks it. Responses to
@@ -90,6 +94,46 @@ enum Parsed {
     Partial,
     /// A request for hyper (or bytes hyper will refuse).
     NotDirect,
+    /// A request line naming an HTTP major version other than 1 (`HTTP/2.0` sent as
+    /// text): answered 505 and closed.
+    VersionNotSupported,
+}
+
+/// What an unparsable HTTP version in a request line turned out to be.
+enum OtherVersion {
+    /// The request line is not complete yet.
+    Partial,
+    /// `HTTP/1.x` with x above 1: rewritten as `HTTP/1.1` in the buffer (RFC 9110 §2.5: a
+    /// recipient treats a higher minor version as the highest it supports).
+    Rewritten,
+    /// A major version other than 1.
+    NotSupported,
+    /// Anything else: malformed (hyper answers 400).
+    Malformed,
+}
+
+/// Looks at the version of the request line at the start of `buf`, which `httparse`
+/// refused, and rewrites `HTTP/1.2`..`HTTP/1.9` as `HTTP/1.1`.
+fn other_version(buf: &mut BytesMut) -> OtherVersion {
+    let Some(end) = buf.iter().position(|&b| b == b'\n') else {
+        return OtherVersion::Partial;
+    };
+    let line = &buf[..end];
+    let line = line.strip_suffix(b"\r").unwrap_or(line);
+    let Some(space) = line.iter().rposition(|&b| b == b' ') else {
+        return OtherVersion::Malformed;
+    };
+    let at = space + 1;
+    match &line[at..] {
+        [b'H', b'T', b'T', b'P', b'/', b'1', b'.', b'2'..=b'9'] => {
+            buf[at + 7] = b'1';
+            OtherVersion::Rewritten
+        }
+        [b'H', b'T', b'T', b'P', b'/', b'2'..=b'9', b'.', b'0'..=b'9'] => {
+            OtherVersion::NotSupported
+        }
+        _ => OtherVersion::Malformed,
+    }
 }
 
 /// How a response body is delimited on the wire.
@@ -199,6 +243,13 @@ where
                             buffered: buf.freeze(),
                         }
                     }
+                    Parsed::VersionNotSupported => {
+                        answer_and_close(&mut io, &mut out, b"505 HTTP Version Not Supported")
+                            .await;
+                        return End::Closed(Err(
+                            "a request line named an HTTP version other than 1.x".into(),
+                        ));
+                    }
                 }
             }
             if buf.capacity() - buf.len() < READ_SIZE {
@@ -277,13 +328,7 @@ where
             // An interim status cannot end a request: the client would wait on for the
             // final one. hyper answers 500 and closes; so does this path.
             drop(body);
-            out.extend_from_slice(
-                b"HTTP/1.1 500 Internal Server Error\r\ncontent-length: 0\r\nconnection: close\r\ndate: ",
-            );
-            append_date(&mut out);
-            out.extend_from_slice(b"\r\n\r\n");
-            let _ = io.write_all(&out).await;
-            let _ = io.shutdown().await;
+            answer_and_close(&mut io, &mut out, b"500 Internal Server Error").await;
             return End::Closed(Err(format!(
                 "the service answered with the interim status {}",
                 parts.status
@@ -475,6 +520,15 @@ fn parse_request(
     ) {
         Ok(httparse::Status::Complete(len)) if len <= limits.max_bytes => len,
         Ok(httparse::Status::Partial) => return Parsed::Partial,
+        Err(httparse::Error::Version) => {
+            return match other_version(buf) {
+                OtherVersion::Partial => Parsed::Partial,
+                // Parsed again as HTTP/1.1 (the version is no longer in the way).
+                OtherVersion::Rewritten => parse_request(buf, limits, fields),
+                OtherVersion::NotSupported => Parsed::VersionNotSupported,
+                OtherVersion::Malformed => Parsed::NotDirect,
+            };
+        }
         _ => return Parsed::NotDirect,
     };
     if parsed.version != Some(1) {
@@ -683,6 +737,19 @@ thread_local! {
     static DATE_CACHE: std::cell::RefCell<(u64, [u8; 29])> = const {
         std::cell::RefCell::new((u64::MAX, [0; 29]))
     };
+}
+
+/// Writes an empty answer with `status` (code and reason) that closes the connection, then
+/// closes it. Write errors are ignored: the connection ends either way.
+async fn answer_and_close<I: AsyncWrite + Unpin>(io: &mut I, out: &mut Vec<u8>, status: &[u8]) {
+    out.clear();
+    out.extend_from_slice(b"HTTP/1.1 ");
+    out.extend_from_slice(status);
+    out.extend_from_slice(b"\r\ncontent-length: 0\r\nconnection: close\r\ndate: ");
+    append_date(out);
+    out.extend_from_slice(b"\r\n\r\n");
+    let _ = io.write_all(out).await;
+    let _ = io.shutdown().await;
 }
 
 /// Appends the current time as an HTTP date (IMF-fixdate, 29 bytes).

@@ -191,6 +191,18 @@ pub(crate) fn validate_request(
     Ok(())
 }
 
+/// Refuses the asterisk-form target (`*`) for any method but `OPTIONS`: it names the
+/// server as a whole, which only `OPTIONS` may ask about (RFC 9112 §3.2.4).
+pub(crate) fn validate_target(method: &Method, uri: &http::Uri) -> Result<()> {
+    if method != Method::OPTIONS && uri.path() == "*" && uri.authority().is_none() {
+        return Err(Error::new(
+            ErrorKind::BadRequest,
+            "the target `*` is only for OPTIONS",
+        ));
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -255,5 +267,10 @@ mod tests {
         assert!(validate_request(&get, v11, &map(&[("host", "a b")])).is_err());
         assert!(validate_request(&get, v11, &map(&[("host", "a/b")])).is_err());
         assert!(validate_request(&Method::CONNECT, v11, &map(&[("host", "a:443")])).is_err());
+        let star = http::Uri::from_static("*");
+        assert!(validate_target(&Method::OPTIONS, &star).is_ok());
+        assert!(validate_target(&get, &star).is_err());
+        assert!(validate_target(&Method::DELETE, &star).is_err());
+        assert!(validate_target(&get, &http::Uri::from_static("/*")).is_ok());
     }
 }

@@ -527,6 +527,7 @@ async fn run_phases<P: ProxyHttp>(
     {
         let head = session.req_header();
         headers::validate_request(&head.method, head.version, &head.headers)?;
+        headers::validate_target(&head.method, &head.uri)?;
     }
     proxy.early_request_filter(session, ctx).await?;
     if let Flow::Respond(response) = proxy.request_filter(session, ctx).await? {
