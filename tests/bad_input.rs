@@ -204,6 +204,38 @@ async fn a_higher_http1_minor_version_is_read_as_1_1_and_other_majors_get_505() 
     assert_eq!(origin.requests(), 3, "no other version is forwarded");
 }
 
+#[tokio::test]
+async fn a_transfer_coding_other_than_chunked_is_never_dropped_silently() {
+    // An origin answering with gzip as a transfer coding (the body is gzip, then chunked).
+    let origin = pingora_dsl_suite::origin::start_faulty_origin(|mut s| async move {
+        let _ = s
+            .write_all(b"HTTP/1.1 200 OK\r\nTransfer-Encoding: gzip, chunked\r\n\r\n4\r\n\x1f\x8b\x08\x00\r\n0\r\n\r\n")
+            .await;
+        let mut rest = [0u8; 64];
+        let _ = tokio::time::timeout(WAIT, s.read(&mut rest)).await;
+    })
+    .await;
+    let proxy = start_proxy(TestProxy::new(&[origin]));
+    let out = raw_exchange(proxy.addr(), b"GET / HTTP/1.1\r\nHost: x\r\n\r\n", WAIT).await;
+    assert_eq!(status_line(&out), "HTTP/1.1 502 Bad Gateway", "{out}");
+    assert!(
+        !out.contains("\x1f"),
+        "no gzip bytes reach the client: {out}"
+    );
+
+    // A request body in such a coding is refused before anything is forwarded.
+    let (origin, proxy) = proxy_to_origin().await;
+    let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: gzip, chunked\r\n\r\n4\r\n\x1f\x8b\x08\x00\r\n0\r\n\r\n")
+        .await
+        .expect("write");
+    let out = read_until_quiet(&mut stream, WAIT).await;
+    assert_eq!(status_line(&out), "HTTP/1.1 400 Bad Request", "{out}");
+    assert!(closed_within(&mut stream, WAIT).await);
+    assert_eq!(origin.requests(), 0);
+}
+
 /// Content-Length together with Transfer-Encoding: hyper drops the Content-Length before the
 /// proxy sees the request and decodes the body as chunked, which RFC 9112 §6.1 allows on
 /// the condition that the connection is closed after the response. So the smuggling

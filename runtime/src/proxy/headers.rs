@@ -17,8 +17,10 @@ pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwar
 
 /// Removes the hop-by-hop fields: `Connection` and every field it names, `Keep-Alive`, `TE`,
 /// `Transfer-Encoding`, `Upgrade` and `Proxy-Connection`. Framing is re-derived by the next
-/// hop's HTTP layer from the body, so dropping `Transfer-Encoding` loses nothing.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
+/// hop's HTTP layer from the body, so dropping a `Transfer-Encoding` of `chunked` loses
+/// nothing. Returns whether `Transfer-Encoding` named another coding (`gzip, chunked`):
+/// its removal would hand on bytes nobody can decode, so a caller must refuse the message.
+pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     // One pass over the names (cheap comparisons of known headers) instead of six hashed
     // removals: most messages carry at most `Connection`.
     let mut connection = false;
@@ -38,7 +40,14 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
     if connection {
         remove_connection_and_named(headers);
     }
+    let mut other_coding = false;
     if others {
+        other_coding = headers
+            .get_all(header::TRANSFER_ENCODING)
+            .iter()
+            .flat_map(|v| v.as_bytes().split(|&b| b == b','))
+            .map(<[u8]>::trim_ascii)
+            .any(|coding| !coding.is_empty() && !coding.eq_ignore_ascii_case(b"chunked"));
         headers.remove(KEEP_ALIVE);
         // `TE: trailers` says the client takes trailers (gRPC needs it end to end); any
         // other TE value is about this hop's transfer codings.
@@ -52,6 +61,7 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) {
         headers.remove(header::UPGRADE);
         headers.remove(PROXY_CONNECTION);
     }
+    other_coding
 }
 
 /// Removes `Connection` and every field its values name.
@@ -230,14 +240,22 @@ mod tests {
             ("x-kept", "2"),
             ("host", "example.org"),
         ]);
-        strip_hop_by_hop(&mut h);
+        assert!(
+            !strip_hop_by_hop(&mut h),
+            "chunked alone is no other coding"
+        );
         let mut names: Vec<&str> = h.keys().map(|k| k.as_str()).collect();
         names.sort_unstable();
         // `TE: trailers` passes (gRPC needs it); any other TE is this hop's.
         assert_eq!(names, ["host", "te", "x-kept"]);
         let mut h = map(&[("te", "gzip, trailers"), ("x-kept", "2")]);
-        strip_hop_by_hop(&mut h);
+        assert!(!strip_hop_by_hop(&mut h));
         assert!(!h.contains_key("te"));
+        for coding in ["gzip, chunked", "gzip", "chunked, x"] {
+            let mut h = map(&[("transfer-encoding", coding)]);
+            assert!(strip_hop_by_hop(&mut h), "{coding}");
+            assert!(!h.contains_key("transfer-encoding"));
+        }
     }
 
     #[test]

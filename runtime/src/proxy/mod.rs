@@ -551,7 +551,12 @@ async fn run_phases<P: ProxyHttp>(
         let mut up = session.take_upstream_head();
         // hyper's handle on the client connection, if the request may switch protocols.
         let downstream_upgrade = up.extensions.remove::<hyper::upgrade::OnUpgrade>();
-        headers::strip_hop_by_hop(&mut up.headers);
+        if headers::strip_hop_by_hop(&mut up.headers) {
+            return Err(Error::new(
+                ErrorKind::BadRequest,
+                "a request body in a transfer coding other than chunked",
+            ));
+        }
         if let Some(protocol) = &upgrade {
             tunnel::restore_upgrade(&mut up.headers, protocol.clone());
         }
@@ -677,7 +682,14 @@ async fn run_phases<P: ProxyHttp>(
     let (mut head, body) = response.into_parts();
     let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;
     let switched_to = switching.then(|| head.headers.get(http::header::UPGRADE).cloned());
-    headers::strip_hop_by_hop(&mut head.headers);
+    if headers::strip_hop_by_hop(&mut head.headers) {
+        // nginx does the same: a coding the proxy cannot undo must not reach the client
+        // undeclared.
+        return Err(Error::new(
+            ErrorKind::InvalidResponse,
+            "upstream used a transfer coding other than chunked, which cannot be relayed",
+        ));
+    }
     if switching {
         // Tunnel only what was asked for, once the upstream agreed.
         let upstream_upgrade = head.extensions.remove::<hyper::upgrade::OnUpgrade>();
