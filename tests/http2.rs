@@ -242,3 +242,96 @@ async fn a_declared_http2_upstream_multiplexes_too() {
     assert_eq!(origin.connections(), 1);
     proxy.shutdown().await;
 }
+
+/// A proxy to a plain origin whose client connections idle out after `idle`.
+fn proxy_with_idle(origin: SocketAddr, idle: Duration) -> RunningService {
+    let mut service = http_proxy_service("h2-downstream", ToPeer(HttpPeer::new(origin)));
+    service.add_tcp("127.0.0.1:0");
+    service.options_mut().header_read_timeout = idle;
+    service.spawn().expect("proxy starts")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http2_requests_meet_the_header_count_limit_of_http1() {
+    let origin = Origin::start("h2-fields").await.expect("origin");
+    let proxy = proxy_with_idle(origin.addr(), Duration::from_secs(60));
+    let tcp = TcpStream::connect(proxy.addr()).await.expect("connect");
+    let (mut send, conn) =
+        hyper::client::conn::http2::handshake(TokioExecutor::new(), TokioIo::new(tcp))
+            .await
+            .expect("h2c handshake");
+    tokio::spawn(conn);
+    let request = |fields: usize| {
+        let mut b = Request::get(format!("http://{}/fields", proxy.addr()));
+        for i in 0..fields {
+            b = b.header(format!("x-field-{i}"), "v");
+        }
+        b.body(http_body_util::Empty::<Bytes>::new())
+            .expect("request")
+    };
+    for (fields, status) in [(300, 431), (50, 200), (101, 431), (95, 200)] {
+        let response = tokio::time::timeout(WAIT, send.send_request(request(fields)))
+            .await
+            .expect("answered in time")
+            .expect("a response");
+        assert_eq!(response.status(), status, "{fields} fields");
+    }
+    assert_eq!(
+        origin.requests(),
+        2,
+        "the refused ones never reached the origin"
+    );
+}
+
+/// Reads one HTTP/2 frame: (type, flags, payload); `None` at the end of the connection.
+async fn read_frame(tcp: &mut TcpStream) -> Option<(u8, u8, Vec<u8>)> {
+    use tokio::io::AsyncReadExt;
+    let mut head = [0u8; 9];
+    tcp.read_exact(&mut head).await.ok()?;
+    let len = u32::from_be_bytes([0, head[0], head[1], head[2]]) as usize;
+    let mut payload = vec![0u8; len];
+    tcp.read_exact(&mut payload).await.ok()?;
+    Some((head[3], head[4], payload))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_idle_http2_connection_gets_a_goaway_before_it_is_closed() {
+    use tokio::io::AsyncWriteExt;
+    let origin = Origin::start("h2-idle").await.expect("origin");
+    let proxy = proxy_with_idle(origin.addr(), Duration::from_millis(300));
+    let mut tcp = TcpStream::connect(proxy.addr()).await.expect("connect");
+    // The preface and an empty SETTINGS frame, then nothing but acknowledgements.
+    tcp.write_all(b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n\x00\x00\x00\x04\x00\x00\x00\x00\x00")
+        .await
+        .expect("preface");
+    let mut goaway = None;
+    let ended = tokio::time::timeout(WAIT, async {
+        while let Some((kind, flags, payload)) = read_frame(&mut tcp).await {
+            match (kind, flags & 1) {
+                // SETTINGS: acknowledge.
+                (0x4, 0) => tcp
+                    .write_all(b"\x00\x00\x00\x04\x01\x00\x00\x00\x00")
+                    .await
+                    .expect("settings ack"),
+                // PING: answer with the same payload.
+                (0x6, 0) => {
+                    let mut ack = vec![0, 0, 8, 6, 1, 0, 0, 0, 0];
+                    ack.extend_from_slice(&payload);
+                    let _ = tcp.write_all(&ack).await;
+                }
+                (0x7, _) => {
+                    let code = u32::from_be_bytes([payload[4], payload[5], payload[6], payload[7]]);
+                    goaway.get_or_insert(code);
+                }
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(ended.is_ok(), "the idle connection is closed within 10 s");
+    assert_eq!(
+        goaway,
+        Some(0),
+        "a GOAWAY with NO_ERROR came before the close"
+    );
+}

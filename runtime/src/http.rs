@@ -33,6 +33,7 @@ use tokio::sync::Notify;
 
 use crate::downstream_body::DownstreamBody;
 use crate::downstream_h1::{self, End, HeadLimits};
+use crate::downstream_h2::FieldLimit;
 use crate::error::BoxError;
 use crate::io_timeout::{ActiveGuard, ActiveRequests, ReadDeadline, TimedIo};
 use crate::listen::{self, AcceptStats};
@@ -588,7 +589,7 @@ async fn serve_connection<M, S, B>(
     };
     let result = match tls {
         Some(acceptor) => match acceptor.accept(io).await {
-            Ok(tls) if tls.h2 => serve_h2(&shared, tls.stream, service, &mut shutdown)
+            Ok(tls) if tls.h2 => serve_h2(&shared, tls.stream, service, &mut shutdown, &active)
                 .await
                 .map_err(Into::into),
             Ok(tls) => serve_h1(&shared, tls.stream, service, &mut shutdown, &active).await,
@@ -599,7 +600,7 @@ async fn serve_connection<M, S, B>(
             }
         },
         None if shared.options.http2.enabled => match sniff(io).await {
-            Ok(Sniffed::Http2(io)) => serve_h2(&shared, io, service, &mut shutdown)
+            Ok(Sniffed::Http2(io)) => serve_h2(&shared, io, service, &mut shutdown, &active)
                 .await
                 .map_err(Into::into),
             Ok(Sniffed::Http1(io)) => serve_h1(&shared, io, service, &mut shutdown, &active).await,
@@ -665,6 +666,7 @@ async fn serve_h2<M, S, B, I>(
     io: I,
     service: Tracked<S>,
     shutdown: &mut ShutdownWatch,
+    active: &ActiveRequests,
 ) -> hyper::Result<()>
 where
     S: tower::Service<Request<DownstreamBody>, Response = Response<B>> + Clone + Send + 'static,
@@ -674,12 +676,33 @@ where
     B::Error: Into<BoxError>,
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
+    let service = FieldLimit {
+        inner: service,
+        max_headers: shared.options.max_headers,
+    };
     let connection = shared
         .h2_builder
         .serve_connection(TokioIo::new(io), TowerToHyperService::new(service));
     tokio::pin!(connection);
     // Draining an HTTP/2 connection is a GOAWAY: the client learns which streams were
-    // not processed and retries them elsewhere, so there is no idle race to avoid.
+    // not processed and retries them elsewhere, so there is no idle race to avoid. An idle
+    // connection is drained the same way (see `downstream_h2`).
+    active.signal_idle();
+    {
+        let drive = drive_until_shutdown(connection.as_mut(), shutdown, None);
+        tokio::pin!(drive);
+        let idle = std::future::poll_fn(|cx| match drive.as_mut().poll(cx) {
+            std::task::Poll::Ready(ended) => std::task::Poll::Ready(Some(ended)),
+            // (Set by the connection's read during the poll above.)
+            std::task::Poll::Pending if active.idle_reached() => std::task::Poll::Ready(None),
+            std::task::Poll::Pending => std::task::Poll::Pending,
+        });
+        if let Some(ended) = idle.await {
+            return ended;
+        }
+    }
+    tracing::debug!("idle HTTP/2 connection: GOAWAY");
+    GracefulShutdown::graceful_shutdown(connection.as_mut());
     drive_until_shutdown(connection, shutdown, None).await
 }
 

@@ -104,6 +104,12 @@ pub struct ActiveRequests(Arc<RequestState>);
 struct RequestState {
     active: AtomicUsize,
     draining: AtomicBool,
+    /// The connection asked to hear of idleness instead of failing a read (HTTP/2, which
+    /// sends a GOAWAY first).
+    signal_idle: AtomicBool,
+    /// Set once when the idle deadline passed, if `signal_idle` was set: by a read of the
+    /// connection's own task, which looks at it after each poll of the connection.
+    idle_reached: AtomicBool,
 }
 
 impl ActiveRequests {
@@ -126,6 +132,30 @@ impl ActiveRequests {
     /// Whether the connection is draining.
     pub fn is_draining(&self) -> bool {
         self.0.draining.load(Ordering::Relaxed)
+    }
+
+    /// Makes the first idle deadline of the connection's [`TimedIo`] a signal
+    /// ([`ActiveRequests::idle_reached`]) instead of a failed read: the deadline starts over
+    /// from the signal, and only the next one fails the read. HTTP/2 uses the time between
+    /// to send a GOAWAY.
+    pub fn signal_idle(&self) {
+        self.0.signal_idle.store(true, Ordering::Relaxed);
+    }
+
+    /// Whether the idle deadline passed since [`ActiveRequests::signal_idle`] asked. It is
+    /// set during a read of the connection, so the task that polls the connection sees it
+    /// right after that poll (no wake-up of its own).
+    pub fn idle_reached(&self) -> bool {
+        self.0.idle_reached.load(Ordering::Relaxed)
+    }
+
+    /// Turns the one idle signal asked for, if any, into [`ActiveRequests::idle_reached`].
+    fn take_idle_signal(&self) -> bool {
+        let asked = self.0.signal_idle.swap(false, Ordering::Relaxed);
+        if asked {
+            self.0.idle_reached.store(true, Ordering::Relaxed);
+        }
+        asked
     }
 }
 
@@ -292,10 +322,27 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
                         (this.last_write + *timeout, IoTimeout::Idle)
                     }
                 };
-                if this.poll_deadline(cx, deadline) {
-                    return Poll::Ready(Err(timeout_error(which)));
+                if !this.poll_deadline(cx, deadline) {
+                    return Poll::Pending;
                 }
-                Poll::Pending
+                let signalled = match &this.read_deadline {
+                    ReadDeadline::WhileIdle { active, timeout } if active.take_idle_signal() => {
+                        Some(*timeout)
+                    }
+                    _ => None,
+                };
+                match signalled {
+                    // The next deadline runs from the signal.
+                    Some(timeout) => {
+                        this.last_write = Instant::now();
+                        let again = this.last_write + timeout;
+                        if this.poll_deadline(cx, again) {
+                            return Poll::Ready(Err(timeout_error(which)));
+                        }
+                        Poll::Pending
+                    }
+                    None => Poll::Ready(Err(timeout_error(which))),
+                }
             }
         }
     }

@@ -19,6 +19,7 @@ pub mod config;
 pub mod daemon;
 pub mod downstream_body;
 mod downstream_h1;
+mod downstream_h2;
 pub mod error;
 mod h1_field;
 mod header_pool;
