@@ -294,6 +294,36 @@ async fn oversized_headers_get_431() {
     assert_eq!(origin.requests(), 0);
 }
 
+/// A head one byte over the 64 KiB limit, arriving in two parts on a connection hyper serves
+/// (the direct path handed it over after a request with a body), is refused like any other:
+/// the limit is on the head, not on what one read buffered (found by `h1_differential`).
+#[tokio::test]
+async fn a_head_over_the_limit_is_refused_after_the_hand_over_too() {
+    let (origin, proxy) = proxy_to_origin().await;
+    let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
+    stream
+        .write_all(b"POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi")
+        .await
+        .expect("write");
+    let mut head = b"GET /big HTTP/1.1\r\nHost: x\r\nX-Fill: ".to_vec();
+    let fill = 64 * 1024 + 1 - head.len() - 4;
+    head.extend(std::iter::repeat_n(b'f', fill));
+    head.extend_from_slice(b"\r\n\r\n");
+    assert_eq!(head.len(), 64 * 1024 + 1);
+    let (first, second) = head.split_at(57_345);
+    stream.write_all(first).await.expect("write");
+    stream.flush().await.expect("flush");
+    stream.write_all(second).await.expect("write");
+    let out = read_until_quiet(&mut stream, WAIT).await;
+    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
+    let second_status = out.split("\r\n\r\n").nth(1).unwrap_or("");
+    assert!(
+        second_status.contains("HTTP/1.1 431"),
+        "the oversized head is refused: {out}"
+    );
+    assert_eq!(origin.requests(), 1, "only the POST reached the origin");
+}
+
 #[tokio::test]
 async fn pipelined_requests_get_responses_in_order() {
     let (origin, proxy) = proxy_to_origin().await;

@@ -30,24 +30,23 @@
 //! split points. Most are bodiless GET/HEAD/OPTIONS/DELETE heads, the direct path's domain;
 //! a third of the heads are "dirty", with about one malformed part each.
 //!
-//! Two disagreements do not fail the test. `equivalent`: a head both over the size limit
-//! and malformed may get 400 from one server and 431 from the other (both correct, see
-//! there). `known`: a head over the limit accepted by one server and refused with 431 by the
-//! other, a bug reported and not fixed yet (see there); `H1_DIFF_STRICT=1` makes it fail.
-//! Both are counted in the summary the test prints (`-- --nocapture`).
+//! Two disagreements do not fail the test; `equivalent` names each, narrowly, and the
+//! summary the test prints (`-- --nocapture`) counts them. A head both over the size limit
+//! and malformed may get 400 from one server and 431 from the other (both correct). And a
+//! request line with `HTTP/1.2`..`HTTP/1.9` is read as HTTP/1.1 by the direct path, and one
+//! with another major version (`HTTP/2.0` as text) answered 505 (RFC 9110 §2.5, §15.6.6),
+//! where hyper answers both 400: these rules are the direct path's alone (the README says
+//! so); hyper's 400 refuses the request as firmly, and what comes before it must agree.
 //!
-//! Versions other than HTTP/1.0 and 1.1, and asterisk-form targets, are left out (even from
-//! mutations): the direct path reads `HTTP/1.2`..`HTTP/1.9` as HTTP/1.1 and answers other
-//! major versions 505, which hyper does not. They are in the pending list
-//! (`tests/h1_differential/pending.txt` and the generator's pending parts), run by
-//! `pending_heads_get_the_same_verdict`, ignored until both engines have the same rules.
+//! (The generator found one real disagreement before: a head a byte over the limit,
+//! accepted after the direct path's hand-over. hyper's `max_header_size` now applies the
+//! limit too; those cases stay in the corpus.)
 //!
 //! The case text form is in `h1_differential/case.rs`, the generator in
 //! `h1_differential/generate.rs`. Run it with `cargo test --test h1_differential` (about a
-//! second); `PROPTEST_CASES=20000` searches longer, `H1_DIFF_SEED=<n>` elsewhere,
-//! `-- --ignored` runs the pending list. A disagreement prints the minimal case as a corpus
-//! line (escapes: `\r \n \t \0 \\ \xHH`, `\|` a write boundary, `\{N*text}` text repeated
-//! N times).
+//! second); `PROPTEST_CASES=20000` searches longer, `H1_DIFF_SEED=<n>` elsewhere. A
+//! disagreement prints the minimal case as a corpus line (escapes: `\r \n \t \0 \\ \xHH`,
+//! `\|` a write boundary, `\{N*text}` text repeated N times).
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -437,8 +436,6 @@ struct Stats {
     first: BTreeMap<String, usize>,
     /// Disagreements taken as equivalent, per reason.
     equivalent: BTreeMap<&'static str, usize>,
-    /// Known disagreements let pass, per issue.
-    known: BTreeMap<&'static str, usize>,
 }
 
 impl Stats {
@@ -476,12 +473,6 @@ fn check(servers: &Servers, case: &Case, stats: &RefCell<Stats>) -> Result<(), S
         *stats.borrow_mut().equivalent.entry(reason).or_default() += 1;
         return Ok(());
     }
-    if let Some(issue) = known(case, &direct.verdict, &hyper.verdict) {
-        if std::env::var_os("H1_DIFF_STRICT").is_none() {
-            *stats.borrow_mut().known.entry(issue).or_default() += 1;
-            return Ok(());
-        }
-    }
     Err(format!(
         "the direct path and hyper disagree\n  case: {}\n  \
          direct-path server (engines {:?}):\n{}\n  hyper-only server:\n{}",
@@ -506,7 +497,18 @@ fn agreed(direct: &Verdict, hyper: &Verdict) -> usize {
 /// other.
 const OVERSIZED_AND_MALFORMED: &str = "oversized and malformed: 400 or 431";
 
-/// The one disagreement taken as equivalent, with its reason; `None` for any other.
+/// Why a request line with another version than 1.0 or 1.1 is served or answered 505 by the
+/// direct path and refused with 400 by hyper.
+const OTHER_VERSION: &str = "HTTP/1.2-1.9 read as 1.1, other majors 505 (direct); 400 (hyper)";
+
+/// The disagreements taken as equivalent, with their reason; `None` for any other.
+///
+/// `OTHER_VERSION`: the direct path reads `HTTP/1.2`..`HTTP/1.9` as HTTP/1.1 and answers
+/// another major version 505 and a close; hyper has neither rule and answers 400 and a
+/// close. Taken as equivalent only when the case has such a version, everything before
+/// the first differing answer agrees, hyper's last answer is that 400, and the direct path's
+/// differing answer is the request served as HTTP/1.1, that 505, or (read as HTTP/1.1) a
+/// refusal for another flaw (431 for too many fields).
 ///
 /// A head longer than the limit (`MAX_HEAD`) with a malformed line is refused either way,
 /// but with 400 or 431 depending on which problem hyper meets first: it checks the limit
@@ -527,50 +529,40 @@ fn equivalent(case: &Case, direct: &Verdict, hyper: &Verdict) -> Option<&'static
         _ => None,
     };
     let oversized = case.bytes.len() + SENTINEL.len() > MAX_HEAD;
-    match (refusal(direct), refusal(hyper)) {
-        (Some(a), Some(b)) if a != b && oversized => Some(OVERSIZED_AND_MALFORMED),
-        _ => None,
+    if let (Some(a), Some(b)) = (refusal(direct), refusal(hyper)) {
+        if a != b && oversized {
+            return Some(OVERSIZED_AND_MALFORMED);
+        }
     }
+    let read_as_11_or_505 = match direct.answers.get(same) {
+        Some(Answer::Final {
+            version,
+            echo: Some(_),
+            ..
+        }) => version == "HTTP/1.1",
+        // 505, or (read as HTTP/1.1) refused for what else is wrong with it.
+        Some(Answer::Final {
+            status: 400 | 431 | 505,
+            close: true,
+            echo: None,
+            ..
+        }) => true,
+        _ => false,
+    };
+    let hyper_refused = refusal(hyper) == Some(400);
+    (has_other_version(&case.bytes) && read_as_11_or_505 && hyper_refused).then_some(OTHER_VERSION)
 }
 
-/// A known disagreement, reported and not yet fixed.
-const OVERSIZED_ACCEPTED: &str =
-    "a head over the limit accepted by one server and refused with 431 by the other";
-
-/// A known disagreement that is a bug, not an equivalence: let pass (and counted in the
-/// summary) until it is fixed, so the search goes on past it; `H1_DIFF_STRICT=1` fails on
-/// it. The cases are in the corpus' "Known disagreements" section.
-///
-/// `OVERSIZED_ACCEPTED`: the head limit (`HttpOptions::max_header_bytes`) is hyper's read
-/// buffer limit (`max_buf_size`), checked against the bytes buffered while a head is
-/// incomplete; a read into a buffer with more room than that can complete a longer head,
-/// which is then accepted. After the direct path's hand-over (all its bytes at once) a
-/// 65,537-byte head written in two parts is accepted; the hyper-only server refuses it
-/// with 431. Setting hyper's `max_header_size` to the same limit would check the head's
-/// own length (hyper's `role::parse_headers`); then this function goes.
-fn known(case: &Case, direct: &Verdict, hyper: &Verdict) -> Option<&'static str> {
-    let same = agreed(direct, hyper);
-    let accepted = |verdict: &Verdict| {
-        matches!(
-            verdict.answers.get(same),
-            Some(Answer::Final { echo: Some(_), .. })
-        )
-    };
-    let too_large = |verdict: &Verdict| {
-        matches!(
-            &verdict.answers[same..],
-            [Answer::Final {
-                status: 431,
-                close: true,
-                echo: None,
-                ..
-            }]
-        ) && verdict.ending == Ending::Closed
-    };
-    let oversized = case.bytes.len() > MAX_HEAD;
-    let one_way = accepted(direct) && too_large(hyper);
-    let other_way = accepted(hyper) && too_large(direct);
-    (oversized && (one_way || other_way)).then_some(OVERSIZED_ACCEPTED)
+/// Whether `bytes` name an HTTP version `d.d` other than 1.0 and 1.1.
+fn has_other_version(bytes: &[u8]) -> bool {
+    bytes.windows(8).any(|w| {
+        w.starts_with(b"HTTP/")
+            && w[5].is_ascii_digit()
+            && w[6] == b'.'
+            && w[7].is_ascii_digit()
+            && &w[5..] != b"1.0"
+            && &w[5..] != b"1.1"
+    })
 }
 
 /// Replays a corpus, reporting every disagreement at once.
@@ -588,8 +580,8 @@ fn replay(servers: &Servers, name: &str, cases: &[Case], stats: &RefCell<Stats>)
     );
 }
 
-/// Runs the generated cases; `pending` adds the pending versions and targets.
-fn search(servers: &Servers, pending: bool, stats: &RefCell<Stats>) {
+/// Runs the generated cases.
+fn search(servers: &Servers, stats: &RefCell<Stats>) {
     let cases = std::env::var("PROPTEST_CASES")
         .ok()
         .and_then(|n| n.parse().ok())
@@ -611,7 +603,7 @@ fn search(servers: &Servers, pending: bool, stats: &RefCell<Stats>) {
     }
     let rng = TestRng::from_seed(RngAlgorithm::ChaCha, &seed_bytes);
     let mut runner = TestRunner::new_with_rng(config, rng);
-    let result = runner.run(&case_strategy(pending), |case| {
+    let result = runner.run(&case_strategy(), |case| {
         check(servers, &case, stats).map_err(TestCaseError::fail)
     });
     match result {
@@ -627,14 +619,13 @@ fn search(servers: &Servers, pending: bool, stats: &RefCell<Stats>) {
 fn summary(stats: &Stats) -> String {
     format!(
         "{} cases, {} served on the direct path in part ({} requests), {} timed out; \
-         first answers: {:?}; taken as equivalent: {:?}; known disagreements let pass: {:?}",
+         first answers: {:?}; taken as equivalent: {:?}",
         stats.cases,
         stats.direct_cases,
         stats.direct_answers,
         stats.timed_out,
         stats.first,
-        stats.equivalent,
-        stats.known
+        stats.equivalent
     )
 }
 
@@ -647,7 +638,7 @@ fn corpus_and_generated_heads_get_the_same_verdict_from_both_parsers() {
     let stats = RefCell::new(Stats::default());
     let cases = corpus(include_str!("h1_differential/corpus.txt"));
     replay(&servers, "the corpus", &cases, &stats);
-    search(&servers, false, &stats);
+    search(&servers, &stats);
     let stats = stats.into_inner();
     eprintln!("h1 differential: {}", summary(&stats));
     // Most generated heads are the direct path's own; if few are served there, the
@@ -657,23 +648,6 @@ fn corpus_and_generated_heads_get_the_same_verdict_from_both_parsers() {
         "only {} of {} cases were served on the direct path",
         stats.direct_cases,
         stats.cases
-    );
-}
-
-/// The pending list: versions other than HTTP/1.0 and 1.1 and asterisk-form targets, on
-/// which the direct path and hyper differ by design for now (see the module doc). Run with
-/// `cargo test --test h1_differential -- --ignored`.
-#[test]
-#[ignore = "versions other than 1.0/1.1 and asterisk-form targets: the direct path's version rules are not hyper's yet"]
-fn pending_heads_get_the_same_verdict() {
-    let servers = Servers::start();
-    let stats = RefCell::new(Stats::default());
-    let cases = corpus(include_str!("h1_differential/pending.txt"));
-    replay(&servers, "the pending list", &cases, &stats);
-    search(&servers, true, &stats);
-    eprintln!(
-        "h1 differential (pending): {}",
-        summary(&stats.into_inner())
     );
 }
 

@@ -120,8 +120,13 @@ impl Default for HttpOptions {
 impl HttpOptions {
     fn hyper_builder(&self) -> hyper::server::conn::http1::Builder {
         let mut b = hyper::server::conn::http1::Builder::new();
+        // The read buffer bounds a head still arriving; `max_header_size` bounds a head
+        // that completes within one read into a roomier buffer (the direct path hands
+        // over everything it read at once), so both limits are needed for one limit.
+        let head_limit = self.max_header_bytes.max(MIN_HEAD_BYTES);
         b.keep_alive(self.keepalive)
-            .max_buf_size(self.max_header_bytes.max(MIN_HEAD_BYTES))
+            .max_buf_size(head_limit)
+            .max_header_size(head_limit)
             .preserve_header_case(self.preserve_header_case);
         // hyper parses up to 100 headers in a stack array, but any explicit limit (even 100)
         // into a heap vector per request: only set a limit that differs.

@@ -1,5 +1,5 @@
 //! A case of the differential test: bytes and write boundaries, and its text form, one line
-//! of `corpus.txt` or `pending.txt`. Escapes: `\r \n \t \0 \\ \xHH`; `\|` ends a write;
+//! of `corpus.txt`. Escapes: `\r \n \t \0 \\ \xHH`; `\|` ends a write;
 //! `\{N*text}` is `text` (itself escaped) repeated N times.
 
 use std::fmt::{self, Write as _};
