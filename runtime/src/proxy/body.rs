@@ -23,8 +23,9 @@ use crate::upstream::UpstreamBody;
 /// The client's request body, forwarded upstream frame by frame. Fails with
 /// [`ErrorKind::DownstreamTimeout`] when the client sends nothing for the body timeout while
 /// the upstream is waiting for more, or has not sent the whole body within the total body
-/// timeout (counted from the first read; a client dripping bytes is cut off). May record what it forwards (up to a limit) so the
-/// request can be sent again, or replay such a recording.
+/// timeout (counted from the first read; a client dripping bytes is cut off). May record
+/// what it forwards (up to a limit) so the request can be sent again, or replay such a
+/// recording.
 pub struct RequestBody {
     inner: Option<DownstreamBody>,
     replay: VecDeque<Bytes>,
@@ -136,7 +137,8 @@ impl Body for RequestBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        if this.total_deadline.is_none() {
+        // The clock starts at the first read of a body that has one (not for a GET's).
+        if this.total_deadline.is_none() && !inner.is_end_stream() {
             let now = Instant::now();
             this.total_deadline = Some(now.checked_add(this.total).unwrap_or_else(far_future));
         }
