@@ -23,16 +23,15 @@ use crate::upstream::UpstreamBody;
 /// The client's request body, forwarded upstream frame by frame. Fails with
 /// [`ErrorKind::DownstreamTimeout`] when the client sends nothing for the body timeout while
 /// the upstream is waiting for more, or has not sent the whole body within the total body
-/// timeout (counted from the first read; a client dripping bytes is cut off). May record
-/// what it forwards (up to a limit) so the request can be sent again, or replay such a
-/// recording.
+/// timeout (counted from when forwarding began; a client dripping bytes is cut off). May
+/// record what it forwards (up to a limit) so the request can be sent again, or replay such
+/// a recording.
 pub struct RequestBody {
     inner: Option<DownstreamBody>,
     replay: VecDeque<Bytes>,
     recorder: Option<Arc<Mutex<Recording>>>,
     timeout: Duration,
-    /// Longest the whole body may take, and the deadline once reading began.
-    total: Duration,
+    /// When the whole body must have arrived (none for a request without a body).
     total_deadline: Option<Instant>,
     waiting_since: Option<Instant>,
     timer: Option<Pin<Box<Sleep>>>,
@@ -60,14 +59,23 @@ impl Recording {
 }
 
 impl RequestBody {
+    /// Forwards `inner`, which must keep arriving (gaps under `timeout`) and arrive whole
+    /// within `total` from now.
     pub(crate) fn new(inner: Option<DownstreamBody>, timeout: Duration, total: Duration) -> Self {
+        // The clock runs only for a request that has a body (not for a GET's).
+        let total_deadline = inner
+            .as_ref()
+            .filter(|body| !body.is_end_stream())
+            .map(|_| {
+                let now = Instant::now();
+                now.checked_add(total).unwrap_or_else(far_future)
+            });
         RequestBody {
             inner,
             replay: VecDeque::new(),
             recorder: None,
             timeout,
-            total,
-            total_deadline: None,
+            total_deadline,
             waiting_since: None,
             timer: None,
             counted: None,
@@ -137,11 +145,6 @@ impl Body for RequestBody {
         let Some(inner) = this.inner.as_mut() else {
             return Poll::Ready(None);
         };
-        // The clock starts at the first read of a body that has one (not for a GET's).
-        if this.total_deadline.is_none() && !inner.is_end_stream() {
-            let now = Instant::now();
-            this.total_deadline = Some(now.checked_add(this.total).unwrap_or_else(far_future));
-        }
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(r) => {
                 this.waiting_since = None;

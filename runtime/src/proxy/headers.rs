@@ -20,7 +20,7 @@ pub(crate) const X_FORWARDED_FOR: HeaderName = HeaderName::from_static("x-forwar
 /// hop's HTTP layer from the body, so dropping a `Transfer-Encoding` of `chunked` loses
 /// nothing. Returns whether `Transfer-Encoding` named another coding (`gzip, chunked`):
 /// its removal would hand on bytes nobody can decode, so a caller must refuse the message.
-pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
+fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
     // One pass over the names (cheap comparisons of known headers) instead of six hashed
     // removals: most messages carry at most `Connection`.
     let mut connection = false;
@@ -62,6 +62,31 @@ pub(crate) fn strip_hop_by_hop(headers: &mut HeaderMap) -> bool {
         headers.remove(PROXY_CONNECTION);
     }
     other_coding
+}
+
+/// Strips the hop-by-hop fields of a request going upstream; a body in a transfer coding
+/// other than chunked is refused (400) rather than forwarded undeclared.
+pub(crate) fn strip_request_hop_by_hop(headers: &mut HeaderMap) -> Result<()> {
+    if strip_hop_by_hop(headers) {
+        return Err(Error::new(
+            ErrorKind::BadRequest,
+            "a request body in a transfer coding other than chunked",
+        ));
+    }
+    Ok(())
+}
+
+/// Strips the hop-by-hop fields of an upstream's response; one in a transfer coding other
+/// than chunked is a bad gateway (502), as in nginx: a coding the proxy cannot undo must not
+/// reach the client undeclared.
+pub(crate) fn strip_response_hop_by_hop(headers: &mut HeaderMap) -> Result<()> {
+    if strip_hop_by_hop(headers) {
+        return Err(Error::new(
+            ErrorKind::InvalidResponse,
+            "upstream used a transfer coding other than chunked, which cannot be relayed",
+        ));
+    }
+    Ok(())
 }
 
 /// Removes `Connection` and every field its values name.
@@ -162,14 +187,15 @@ fn is_valid_host(host: &[u8]) -> bool {
 }
 
 /// Refuses requests a proxy must not forward that hyper lets through: an HTTP/1.1 request
-/// without exactly one valid `Host` (RFC 9112 §3.2), and `CONNECT` (tunnelling is not
-/// offered here). Ambiguous framing never gets this far: hyper answers 400 to conflicting or
+/// without exactly one valid `Host` (RFC 9112 §3.2), `CONNECT` (tunnelling is not offered
+/// here), and the asterisk target (`*`) with any method but `OPTIONS`. Ambiguous framing never gets this far: hyper answers 400 to conflicting or
 /// malformed `Content-Length`, a `Transfer-Encoding` not ending in chunked, and
 /// `Transfer-Encoding` in HTTP/1.0, and decodes `Content-Length` plus `Transfer-Encoding` as
 /// chunked and closes the connection after it (RFC 9112 §6.1); `tests/bad_input.rs` pins
 /// all of it.
 pub(crate) fn validate_request(
     method: &Method,
+    uri: &http::Uri,
     version: Version,
     headers: &HeaderMap,
 ) -> Result<()> {
@@ -198,12 +224,8 @@ pub(crate) fn validate_request(
             "CONNECT is not supported",
         ));
     }
-    Ok(())
-}
-
-/// Refuses the asterisk-form target (`*`) for any method but `OPTIONS`: it names the
-/// server as a whole, which only `OPTIONS` may ask about (RFC 9112 §3.2.4).
-pub(crate) fn validate_target(method: &Method, uri: &http::Uri) -> Result<()> {
+    // The asterisk form names the server as a whole, which only OPTIONS may ask about
+    // (RFC 9112 §3.2.4).
     if method != Method::OPTIONS && uri.path() == "*" && uri.authority().is_none() {
         return Err(Error::new(
             ErrorKind::BadRequest,
@@ -275,20 +297,24 @@ mod tests {
 
     #[test]
     fn validation_rules() {
-        let get = Method::GET;
-        let v11 = Version::HTTP_11;
-        assert!(validate_request(&get, v11, &map(&[("host", "a.example:80")])).is_ok());
-        assert!(validate_request(&get, v11, &map(&[("host", "[::1]:8080")])).is_ok());
-        assert!(validate_request(&get, Version::HTTP_10, &map(&[])).is_ok());
-        assert!(validate_request(&get, v11, &map(&[])).is_err());
-        assert!(validate_request(&get, v11, &map(&[("host", "a"), ("host", "b")])).is_err());
-        assert!(validate_request(&get, v11, &map(&[("host", "a b")])).is_err());
-        assert!(validate_request(&get, v11, &map(&[("host", "a/b")])).is_err());
-        assert!(validate_request(&Method::CONNECT, v11, &map(&[("host", "a:443")])).is_err());
+        let (get, v11, root) = (Method::GET, Version::HTTP_11, http::Uri::from_static("/"));
+        let check =
+            |method: &Method, uri: &http::Uri, version, host: &[(&'static str, &'static str)]| {
+                validate_request(method, uri, version, &map(host))
+            };
+        let host = [("host", "x")];
+        assert!(check(&get, &root, v11, &[("host", "a.example:80")]).is_ok());
+        assert!(check(&get, &root, v11, &[("host", "[::1]:8080")]).is_ok());
+        assert!(check(&get, &root, Version::HTTP_10, &[]).is_ok());
+        assert!(check(&get, &root, v11, &[]).is_err());
+        assert!(check(&get, &root, v11, &[("host", "a"), ("host", "b")]).is_err());
+        assert!(check(&get, &root, v11, &[("host", "a b")]).is_err());
+        assert!(check(&get, &root, v11, &[("host", "a/b")]).is_err());
+        assert!(check(&Method::CONNECT, &root, v11, &[("host", "a:443")]).is_err());
         let star = http::Uri::from_static("*");
-        assert!(validate_target(&Method::OPTIONS, &star).is_ok());
-        assert!(validate_target(&get, &star).is_err());
-        assert!(validate_target(&Method::DELETE, &star).is_err());
-        assert!(validate_target(&get, &http::Uri::from_static("/*")).is_ok());
+        assert!(check(&Method::OPTIONS, &star, v11, &host).is_ok());
+        assert!(check(&get, &star, v11, &host).is_err());
+        assert!(check(&Method::DELETE, &star, v11, &host).is_err());
+        assert!(check(&get, &http::Uri::from_static("/*"), v11, &host).is_ok());
     }
 }

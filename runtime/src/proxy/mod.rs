@@ -291,8 +291,8 @@ pub struct ProxyOptions {
     pub via: Option<HeaderValue>,
     /// Time the client may send nothing while its request body is forwarded. Default 60 s.
     pub body_read_timeout: Duration,
-    /// Longest a client may take to send a whole request body, from the proxy's first read
-    /// of it; a slower body is answered 408. Default 60 s.
+    /// Longest a client may take to send a whole request body, from when the proxy starts
+    /// forwarding it; a slower body is answered 408. Default 60 s.
     pub body_total_timeout: Duration,
     /// The upstream client and its pool.
     pub client: ClientOptions,
@@ -526,8 +526,7 @@ async fn run_phases<P: ProxyHttp>(
     let proxy = &*shared.proxy;
     {
         let head = session.req_header();
-        headers::validate_request(&head.method, head.version, &head.headers)?;
-        headers::validate_target(&head.method, &head.uri)?;
+        headers::validate_request(&head.method, &head.uri, head.version, &head.headers)?;
     }
     proxy.early_request_filter(session, ctx).await?;
     if let Flow::Respond(response) = proxy.request_filter(session, ctx).await? {
@@ -551,12 +550,7 @@ async fn run_phases<P: ProxyHttp>(
         let mut up = session.take_upstream_head();
         // hyper's handle on the client connection, if the request may switch protocols.
         let downstream_upgrade = up.extensions.remove::<hyper::upgrade::OnUpgrade>();
-        if headers::strip_hop_by_hop(&mut up.headers) {
-            return Err(Error::new(
-                ErrorKind::BadRequest,
-                "a request body in a transfer coding other than chunked",
-            ));
-        }
+        headers::strip_request_hop_by_hop(&mut up.headers)?;
         if let Some(protocol) = &upgrade {
             tunnel::restore_upgrade(&mut up.headers, protocol.clone());
         }
@@ -680,44 +674,22 @@ async fn run_phases<P: ProxyHttp>(
     };
 
     let (mut head, body) = response.into_parts();
-    let switching = head.status == StatusCode::SWITCHING_PROTOCOLS;
-    let switched_to = switching.then(|| head.headers.get(http::header::UPGRADE).cloned());
-    if headers::strip_hop_by_hop(&mut head.headers) {
-        // nginx does the same: a coding the proxy cannot undo must not reach the client
-        // undeclared.
-        return Err(Error::new(
-            ErrorKind::InvalidResponse,
-            "upstream used a transfer coding other than chunked, which cannot be relayed",
-        ));
-    }
-    if switching {
+    let switched_to = (head.status == StatusCode::SWITCHING_PROTOCOLS)
+        .then(|| head.headers.get(http::header::UPGRADE).cloned());
+    headers::strip_response_hop_by_hop(&mut head.headers)?;
+    if let Some(switched_to) = switched_to {
         // Tunnel only what was asked for, once the upstream agreed.
         let upstream_upgrade = head.extensions.remove::<hyper::upgrade::OnUpgrade>();
-        match (
-            upgrade,
-            downstream_upgrade,
-            upstream_upgrade,
-            switched_to.flatten(),
-        ) {
-            (Some(offered), Some(down), Some(up), Some(protocol))
-                if tunnel::switched_as_offered(&offered, &protocol) =>
-            {
-                tunnel::restore_upgrade(&mut head.headers, protocol);
-                tunnel::spawn(
-                    down,
-                    up,
-                    shared.options.tunnel_idle_timeout,
-                    session.conn().info.enter_tunnel(),
-                    peer.addr(),
-                );
-            }
-            _ => {
-                return Err(Error::new(
-                    ErrorKind::InvalidResponse,
-                    "upstream switched protocols without being asked to, or to a protocol the client did not offer",
-                ))
-            }
-        }
+        let (down, up, protocol) =
+            tunnel::agreed_switch(upgrade, downstream_upgrade, upstream_upgrade, switched_to)?;
+        tunnel::restore_upgrade(&mut head.headers, protocol);
+        tunnel::spawn(
+            down,
+            up,
+            shared.options.tunnel_idle_timeout,
+            session.conn().info.enter_tunnel(),
+            peer.addr(),
+        );
     }
     if let Some(via) = &shared.options.via {
         headers::append_via(&mut head.headers, via);

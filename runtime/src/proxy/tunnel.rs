@@ -16,6 +16,7 @@ use http::{HeaderMap, HeaderValue, Method, Version};
 use hyper::upgrade::OnUpgrade;
 use hyper_util::rt::TokioIo;
 
+use crate::error::{Error, ErrorKind, Result};
 use crate::io_timeout::ActiveGuard;
 use crate::relay::{relay, RelayEnd};
 
@@ -167,9 +168,31 @@ fn list_tokens<'a>(
         .filter(|t| !t.is_empty())
 }
 
+/// The two connections to join and the protocol agreed, after an upstream's `101`: only
+/// for a request that asked to switch (`offered`, the protocols forwarded), to one of those
+/// protocols. Any other `101` is a bad gateway.
+pub(crate) fn agreed_switch(
+    offered: Option<HeaderValue>,
+    downstream: Option<OnUpgrade>,
+    upstream: Option<OnUpgrade>,
+    switched_to: Option<HeaderValue>,
+) -> Result<(OnUpgrade, OnUpgrade, HeaderValue)> {
+    match (offered, downstream, upstream, switched_to) {
+        (Some(offered), Some(down), Some(up), Some(protocol))
+            if switched_as_offered(&offered, &protocol) =>
+        {
+            Ok((down, up, protocol))
+        }
+        _ => Err(Error::new(
+            ErrorKind::InvalidResponse,
+            "upstream switched protocols without being asked to, or to a protocol the client did not offer",
+        )),
+    }
+}
+
 /// Whether an upstream's `101` switched to one of the protocols `offered` to it: its
 /// `Upgrade` must name exactly one protocol, one of those (RFC 9110 §15.2.2).
-pub(crate) fn switched_as_offered(offered: &HeaderValue, switched_to: &HeaderValue) -> bool {
+fn switched_as_offered(offered: &HeaderValue, switched_to: &HeaderValue) -> bool {
     let Ok(switched) = switched_to.to_str() else {
         return false;
     };
