@@ -17,7 +17,7 @@ use pingora_dsl::http::{HttpService, RunningService};
 use pingora_dsl::prelude::*;
 use pingora_dsl::proxy::{ProxyLayer, ProxyPipeline};
 use pingora_dsl_suite::origin::Origin;
-use support::{client, get, send};
+use support::{addr_after, client, example_binary, get, read_until, send, spawn_with_lines};
 
 proxy! {
     /// Two pools and a dead one, each behind its own route.
@@ -587,38 +587,6 @@ fn a_bad_access_log_path_or_format_is_a_startup_error() {
 }
 
 /// The path of an example binary built beside this test.
-fn example_binary(name: &str) -> std::path::PathBuf {
-    let exe = std::env::current_exe().expect("test binary path");
-    exe.parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>")
-        .join("examples")
-        .join(name)
-}
-
-/// Reads lines from `lines` until one satisfies `want`, for at most 10 s.
-fn read_until(
-    lines: &std::sync::mpsc::Receiver<String>,
-    seen: &mut Vec<String>,
-    want: impl Fn(&str) -> bool,
-) -> String {
-    let deadline = Instant::now() + Duration::from_secs(10);
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        match lines.recv_timeout(left) {
-            Ok(line) if want(&line) => return line,
-            Ok(line) => seen.push(line),
-            Err(_) => panic!("no such line within 10 s; saw: {seen:#?}"),
-        }
-    }
-}
-
-fn addr_after(line: &str, marker: &str) -> SocketAddr {
-    let rest = &line[line.find(marker).expect("marker") + marker.len()..];
-    let end = rest.find('/').unwrap_or(rest.len());
-    rest[..end].parse().expect("an address")
-}
-
 /// A running example and the lines of its stdout.
 struct Example {
     child: std::process::Child,
@@ -631,26 +599,11 @@ struct Example {
 impl Example {
     /// Starts example `name` on ephemeral ports with an admin listener, plus `args`.
     fn start(name: &str, args: &[&str]) -> Example {
-        use std::io::BufRead as _;
-        let mut child = std::process::Command::new(example_binary(name))
-            .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
-            .args(args)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("the example starts (built by `cargo test`)");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
+        let (child, lines) = spawn_with_lines(
+            std::process::Command::new(example_binary(name))
+                .args(["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"])
+                .args(args),
+        );
         let mut seen = Vec::new();
         let listen = read_until(&lines, &mut seen, |l| l.contains(" listening on http://"));
         let proxy = addr_after(&listen, "listening on http://");

@@ -7,10 +7,13 @@
 //! `cargo test`), whose `request_filter` answers 401 to `/api` without a token, in front of
 //! an origin that accepts every upgrade and then answers whatever arrives.
 
+mod support;
+
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
+use support::{addr_after, example_binary, read_until, spawn_with_lines};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
@@ -150,56 +153,26 @@ struct Gateway {
 
 impl Gateway {
     fn start(origin: SocketAddr, extra: &[&str]) -> Gateway {
-        use std::io::BufRead as _;
-        let exe = std::env::current_exe().expect("test binary path");
-        let binary = exe
-            .parent()
-            .and_then(|deps| deps.parent())
-            .expect("target/<profile>")
-            .join("examples")
-            .join("gateway");
         let web = format!("web={origin}");
         let api = format!("api={origin}");
-        let mut child = std::process::Command::new(binary)
-            .args([
-                "--listen",
-                "127.0.0.1:0",
-                "--upstream",
-                &web,
-                "--upstream",
-                &api,
-            ])
-            .args(extra)
-            .stdout(std::process::Stdio::piped())
-            .stderr(std::process::Stdio::null())
-            .spawn()
-            .expect("the gateway example starts (built by `cargo test`)");
-        let stdout = child.stdout.take().expect("stdout");
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout)
-                .lines()
-                .map_while(Result::ok)
-            {
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        let deadline = Instant::now() + WAIT;
+        let (child, lines) = spawn_with_lines(
+            std::process::Command::new(example_binary("gateway"))
+                .args([
+                    "--listen",
+                    "127.0.0.1:0",
+                    "--upstream",
+                    &web,
+                    "--upstream",
+                    &api,
+                ])
+                .args(extra),
+        );
         let marker = "listening on http://";
-        let addr = loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let line = lines
-                .recv_timeout(left)
-                .expect("the gateway says where it listens within 10 s");
-            if let Some(at) = line.find(marker) {
-                let rest = &line[at + marker.len()..];
-                let end = rest.find('/').unwrap_or(rest.len());
-                break rest[..end].parse().expect("an address");
-            }
-        };
-        Gateway { child, addr }
+        let line = read_until(&lines, &mut Vec::new(), |l| l.contains(marker));
+        Gateway {
+            child,
+            addr: addr_after(&line, marker),
+        }
     }
 }
 
@@ -332,14 +305,7 @@ async fn the_config_file_chooses_the_allowed_protocols() {
 
     // h2c in the file is refused at start, with the key named.
     std::fs::write(&conf, "[proxy.Gateway]\nallow_upgrade = [\"h2c\"]\n").expect("write");
-    let exe = std::env::current_exe().expect("test binary path");
-    let binary = exe
-        .parent()
-        .and_then(|deps| deps.parent())
-        .expect("target/<profile>")
-        .join("examples")
-        .join("gateway");
-    let out = std::process::Command::new(binary)
+    let out = std::process::Command::new(example_binary("gateway"))
         .args(["-t", "-c", conf.to_str().expect("utf-8 path")])
         .args(["--upstream", &format!("web={}", origin.addr)])
         .args(["--upstream", &format!("api={}", origin.addr)])

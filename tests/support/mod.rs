@@ -224,3 +224,63 @@ pub fn closed_port() -> SocketAddr {
     drop(l);
     addr
 }
+
+/// The binary of example `name`, which `cargo test` builds beside the test binaries.
+pub fn example_binary(name: &str) -> std::path::PathBuf {
+    let exe = std::env::current_exe().expect("test binary path");
+    exe.parent()
+        .and_then(|deps| deps.parent())
+        .expect("target/<profile>")
+        .join("examples")
+        .join(name)
+}
+
+/// Starts `command` with its stdout piped, and a thread that hands each line over.
+pub fn spawn_with_lines(
+    command: &mut std::process::Command,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead as _;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("the program starts (an example is built by `cargo test`)");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, lines)
+}
+
+/// Reads lines from `lines` until one satisfies `want`, for at most 10 s; the others are
+/// kept in `seen`.
+pub fn read_until(
+    lines: &std::sync::mpsc::Receiver<String>,
+    seen: &mut Vec<String>,
+    want: impl Fn(&str) -> bool,
+) -> String {
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if want(&line) => return line,
+            Ok(line) => seen.push(line),
+            Err(_) => panic!("no such line within 10 s; saw: {seen:#?}"),
+        }
+    }
+}
+
+/// The address after `marker` in `line` (up to a `/` or the end).
+pub fn addr_after(line: &str, marker: &str) -> SocketAddr {
+    let rest = &line[line.find(marker).expect("marker") + marker.len()..];
+    let end = rest.find('/').unwrap_or(rest.len());
+    rest[..end].parse().expect("an address")
+}
