@@ -82,19 +82,14 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
         || p.routes
             .iter()
             .any(|r| r.edits.iter().any(|e| e.side == EditSide::Response));
-    // fail_to_connect also records connect failures for passive health.
+    // Resends after a broken connection need a copy of the request (and passive health
+    // the outcome of a broken one).
     let any_retries = p
         .upstreams
         .iter()
         .any(|u| u.retries > 0 || !u.passive.is_empty());
 
-    let phases = expand_phases(
-        p,
-        &user_ctx,
-        any_request_edits,
-        any_response_edits,
-        any_retries,
-    );
+    let phases = expand_phases(p, &user_ctx, any_request_edits, any_response_edits);
     let replay = any_retries.then(|| {
         quote! {
             fn replay_buffer(
@@ -864,7 +859,6 @@ fn expand_phases(
     user_ctx: &TokenStream,
     request_edits: bool,
     response_edits: bool,
-    retries: bool,
 ) -> TokenStream {
     let passive = p.upstreams.iter().any(|u| !u.passive.is_empty());
     let rt = rt();
@@ -920,11 +914,14 @@ fn expand_phases(
                 quote!(#edit #rest)
             }
             Phase::FailToConnect => {
-                if !retries && user.is_none() {
+                // A failed connect sent nothing: the router tries the group's other peers
+                // (and records it for passive health) whenever it chooses the peers.
+                let router_peers = !user_peer;
+                if !router_peers && user.is_none() {
                     continue;
                 }
                 let retry =
-                    retries.then(|| quote!(let #e = self.router.fail_to_connect(#s, #c, #e);));
+                    router_peers.then(|| quote!(let #e = self.router.fail_to_connect(#s, #c, #e);));
                 let rest = user.unwrap_or(quote!(#e));
                 quote!(#retry #rest)
             }

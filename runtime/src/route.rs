@@ -227,6 +227,17 @@ impl Route {
     }
 }
 
+/// How an attempt failed, which decides whether another peer may be tried.
+#[derive(Debug, Clone, Copy)]
+enum Failure {
+    /// The connect failed (refused, timed out): nothing was sent.
+    Connect,
+    /// The connection broke after the request was sent, before an answer.
+    Broken,
+    /// Anything else (a timeout while waiting, a bad response): not retried.
+    Final,
+}
+
 /// Per-request state of a routed proxy: the matched route, the peer in use (counted in
 /// flight until the request ends), and the user's own context.
 #[derive(Debug, Default)]
@@ -462,14 +473,16 @@ impl Router {
     }
 
     /// For `fail_to_connect`: records the failure for passive health and marks the error
-    /// for a retry on another peer while the matched group's retry budget lasts.
+    /// for a retry on another peer. Nothing of the request was sent, so this is always
+    /// safe: every peer of the group gets one try (as nginx's `proxy_next_upstream error
+    /// timeout`), and the group's `retry N` may allow more.
     pub fn fail_to_connect<C>(
         &self,
         session: &Session,
         ctx: &mut RouteCtx<C>,
         error: Error,
     ) -> Error {
-        self.failed_attempt(session, ctx, error, true)
+        self.failed_attempt(session, ctx, error, Failure::Connect)
     }
 
     /// For `replay_buffer`: keep a copy when the matched group may resend this request.
@@ -485,27 +498,41 @@ impl Router {
         ctx: &mut RouteCtx<C>,
         error: Error,
     ) -> Error {
-        let retryable = error.kind() == ErrorKind::UpstreamClosed;
-        self.failed_attempt(session, ctx, error, retryable)
+        let failure = if error.kind() == ErrorKind::UpstreamClosed {
+            Failure::Broken
+        } else {
+            Failure::Final
+        };
+        self.failed_attempt(session, ctx, error, failure)
     }
 
     /// Records a failed attempt on the current peer (once) and marks `error` for a retry
-    /// when `retryable` and the group's budget lasts.
+    /// when `failure` allows one: within the group's `retry N`, or, for a connect that
+    /// failed, while the group has a peer this request has not tried.
     fn failed_attempt<C>(
         &self,
         session: &Session,
         ctx: &mut RouteCtx<C>,
         mut error: Error,
-        retryable: bool,
+        failure: Failure,
     ) -> Error {
-        if let Some(group) = self.routed_group(ctx) {
-            if let Some(peer) = ctx.peer() {
-                group.record_outcome(peer, Some(&error));
-            }
-            ctx.recorded = true;
-            if retryable && session.retries() < group.retries() {
-                error.set_retry(true);
-            }
+        let Some(group) = self.routed_group(ctx) else {
+            return error;
+        };
+        if let Some(peer) = ctx.peer.as_ref().map(InFlight::peer) {
+            group.record_outcome(peer, Some(&error));
+            // The next choice avoids it (groups with `retry N` note every peer they pick).
+            ctx.attempts.note_tried(peer.addr());
+        }
+        ctx.recorded = true;
+        let within_budget = session.retries() < group.retries();
+        let retry = match failure {
+            Failure::Connect => within_budget || ctx.attempts.tried() < group.peer_count(),
+            Failure::Broken => within_budget,
+            Failure::Final => false,
+        };
+        if retry {
+            error.set_retry(true);
         }
         error
     }

@@ -165,7 +165,9 @@ pub trait ProxyHttp: Send + Sync + 'static {
 
     /// Called when connecting to `peer` failed (refused or timed out), so nothing was sent.
     /// Return the error with [`Error::set_retry`] set to have `upstream_peer` choose again
-    /// and the request go there (at most [`MAX_CONNECT_RETRIES`] times). Default: no retry.
+    /// and the request go there (at most [`MAX_CONNECT_RETRIES`] times). Default: no retry
+    /// (a proxy written by hand chooses its peers itself); a declared proxy tries each
+    /// other peer of its group (`Router::fail_to_connect`).
     fn fail_to_connect(
         &self,
         _session: &mut Session,

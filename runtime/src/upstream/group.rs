@@ -29,11 +29,26 @@ pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
 
 /// What a request's earlier attempts left for its retries: the peers tried (so a retry
 /// goes elsewhere) and the hashed key (the request headers have moved upstream by then).
-/// Only filled in for groups that retry.
+/// Filled in as peers are picked for groups with `retry N`, and as they fail for others
+/// (a failed connect is always tried elsewhere).
 #[derive(Debug, Default)]
 pub struct Attempts {
     tried: Vec<SocketAddr>,
     key: Option<Box<[u8]>>,
+}
+
+impl Attempts {
+    /// Notes that `addr` was tried, so that the next choice avoids it.
+    pub fn note_tried(&mut self, addr: SocketAddr) {
+        if !self.tried.contains(&addr) {
+            self.tried.push(addr);
+        }
+    }
+
+    /// How many different peers were tried.
+    pub fn tried(&self) -> usize {
+        self.tried.len()
+    }
 }
 
 /// What part of a request key-based strategies (consistent hash, hash) hash.
@@ -330,6 +345,11 @@ impl UpstreamGroup {
     /// The peers with their live state.
     pub fn peers(&self) -> Vec<Arc<Peer>> {
         self.lb.load().peers().to_vec()
+    }
+
+    /// How many peers the group has now.
+    pub fn peer_count(&self) -> usize {
+        self.lb.load().peers().len()
     }
 
     /// The timeouts given to every peer.
