@@ -5,12 +5,13 @@
 //! flight are untouched, peers that remain keep their state and pooled connections). A
 //! failed or empty answer keeps the last good list and is logged, never fatal.
 //!
-//! Built in: [`DnsDiscovery`] (a name resolved with tokio's resolver, off the runtime
-//! threads) and [`FileDiscovery`] (a file of `IP:PORT [weight N]` lines, re-read when it
-//! changes). Anything else implements [`Discovery`].
+//! Built in: [`DnsDiscovery`] (a name resolved by the system's resolver off the runtime
+//! threads, or by any [`Resolve`]) and [`FileDiscovery`] (a file of `IP:PORT [weight N]`
+//! lines, re-read when it changes). Anything else implements [`Discovery`].
 
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
@@ -33,19 +34,61 @@ pub trait Discovery: Send + Sync + 'static {
     fn describe(&self) -> String;
 }
 
+/// The future a [`Resolve`] returns: every address the name has, or why there is none.
+pub type ResolveFuture<'a> = Pin<Box<dyn Future<Output = io::Result<Vec<IpAddr>>> + Send + 'a>>;
+
+/// Turns a name into addresses for [`DnsDiscovery`]: the system's resolver
+/// ([`SystemResolver`]) unless another is given (a DNS client, a table in a test).
+pub trait Resolve: Send + Sync + 'static {
+    /// Every address `name` has now.
+    fn resolve<'a>(&'a self, name: &'a str) -> ResolveFuture<'a>;
+}
+
+/// The system's resolver (`getaddrinfo`: `/etc/hosts`, then DNS), run on tokio's blocking
+/// pool so that no runtime thread waits on it.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemResolver;
+
+impl Resolve for SystemResolver {
+    fn resolve<'a>(&'a self, name: &'a str) -> ResolveFuture<'a> {
+        Box::pin(async move {
+            Ok(tokio::net::lookup_host((name, 0))
+                .await?
+                .map(|a| a.ip())
+                .collect())
+        })
+    }
+}
+
 /// Peers from DNS: every address `name` resolves to, with `port` and weight 1.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct DnsDiscovery {
     name: String,
     port: u16,
+    resolver: Arc<dyn Resolve>,
+}
+
+impl std::fmt::Debug for DnsDiscovery {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DnsDiscovery")
+            .field("name", &self.name)
+            .field("port", &self.port)
+            .finish_non_exhaustive()
+    }
 }
 
 impl DnsDiscovery {
-    /// Resolves `name` and uses `port` for every address.
+    /// Resolves `name` with the system's resolver and uses `port` for every address.
     pub fn new(name: impl Into<String>, port: u16) -> Self {
+        DnsDiscovery::with_resolver(name, port, SystemResolver)
+    }
+
+    /// Resolves `name` with `resolver` and uses `port` for every address.
+    pub fn with_resolver(name: impl Into<String>, port: u16, resolver: impl Resolve) -> Self {
         DnsDiscovery {
             name: name.into(),
             port,
+            resolver: Arc::new(resolver),
         }
     }
 }
@@ -53,12 +96,13 @@ impl DnsDiscovery {
 impl Discovery for DnsDiscovery {
     fn discover(&self) -> DiscoveryFuture<'_> {
         Box::pin(async move {
-            // tokio resolves on its blocking pool: no runtime thread waits on DNS.
-            let mut backends: Vec<Backend> =
-                tokio::net::lookup_host((self.name.as_str(), self.port))
-                    .await?
-                    .map(Backend::new)
-                    .collect();
+            let mut backends: Vec<Backend> = self
+                .resolver
+                .resolve(&self.name)
+                .await?
+                .into_iter()
+                .map(|ip| Backend::new((ip, self.port).into()))
+                .collect();
             backends.sort_by_key(|b| b.addr);
             backends.dedup();
             Ok(backends)
@@ -223,18 +267,106 @@ mod tests {
         assert!(parse_peer_file("127.0.0.1:1 heavy").is_err());
     }
 
+    /// A resolver under the test's control: answers what `answer` holds now (`None`: fails).
+    #[derive(Clone, Default)]
+    struct Table {
+        answer: Arc<Mutex<Option<Vec<IpAddr>>>>,
+        asked: Arc<Mutex<Vec<String>>>,
+    }
+
+    impl Table {
+        fn answer(&self, ips: Option<&[&str]>) {
+            let ips = ips.map(|ips| ips.iter().map(|ip| ip.parse().expect("ip")).collect());
+            *self.answer.lock().expect("lock") = ips;
+        }
+    }
+
+    impl Resolve for Table {
+        fn resolve<'a>(&'a self, name: &'a str) -> ResolveFuture<'a> {
+            self.asked.lock().expect("lock").push(name.to_owned());
+            let answer = self.answer.lock().expect("lock").clone();
+            Box::pin(async move {
+                answer.ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no such name"))
+            })
+        }
+    }
+
+    fn addrs(list: &[Backend]) -> Vec<String> {
+        list.iter().map(|b| b.addr.to_string()).collect()
+    }
+
     #[tokio::test]
-    async fn dns_discovery_resolves_localhost_and_fails_softly() {
-        let found = DnsDiscovery::new("localhost", 8080)
+    async fn dns_discovery_asks_its_resolver_and_gives_each_address_the_port_once() {
+        let table = Table::default();
+        table.answer(Some(&["127.0.0.3", "::1", "127.0.0.1", "127.0.0.3"]));
+        let dns = DnsDiscovery::with_resolver("backend.test", 8080, table.clone());
+        let found = dns.discover().await.expect("resolves");
+        assert_eq!(
+            addrs(&found),
+            ["127.0.0.1:8080", "127.0.0.3:8080", "[::1]:8080"],
+            "sorted, deduplicated, each with the port"
+        );
+        assert!(found.iter().all(|b| b.weight == 1));
+        assert_eq!(*table.asked.lock().expect("lock"), ["backend.test"]);
+        assert_eq!(dns.describe(), "dns backend.test:8080");
+
+        table.answer(None);
+        let e = dns.discover().await.expect_err("the resolver failed");
+        assert_eq!(e.kind(), io::ErrorKind::NotFound);
+    }
+
+    #[tokio::test]
+    async fn a_failed_or_empty_answer_keeps_the_peers_and_a_changed_one_replaces_them() {
+        let table = Table::default();
+        table.answer(Some(&["127.0.0.1"]));
+        let task = DiscoveryTask {
+            group: "pool".into(),
+            lb: Arc::new(ArcSwap::from_pointee(LoadBalancer::new(
+                Vec::new(),
+                crate::lb::Strategy::round_robin(),
+            ))),
+            source: Arc::new(DnsDiscovery::with_resolver(
+                "pool.test",
+                9000,
+                table.clone(),
+            )),
+            interval: Duration::from_secs(3600),
+        };
+        let peers = || addrs(task.lb.load().backends());
+        assert!(task.refresh().await, "the first answer is taken");
+        assert_eq!(peers(), ["127.0.0.1:9000"]);
+        assert!(!task.refresh().await, "the same answer changes nothing");
+
+        table.answer(None);
+        assert!(!task.refresh().await);
+        assert_eq!(
+            peers(),
+            ["127.0.0.1:9000"],
+            "a failure keeps the last good list"
+        );
+        table.answer(Some(&[]));
+        assert!(!task.refresh().await);
+        assert_eq!(peers(), ["127.0.0.1:9000"], "an empty answer keeps it too");
+
+        table.answer(Some(&["127.0.0.2", "127.0.0.1"]));
+        assert!(task.refresh().await, "a changed answer is taken");
+        assert_eq!(peers(), ["127.0.0.1:9000", "127.0.0.2:9000"]);
+        assert_eq!(table.asked.lock().expect("lock").len(), 5);
+    }
+
+    #[tokio::test]
+    async fn the_system_resolver_takes_address_literals_without_a_lookup() {
+        // A literal needs no lookup (no /etc/hosts, no DNS): this checks the system path
+        // and its port handling without depending on the machine's resolver.
+        let v4 = DnsDiscovery::new("127.0.0.1", 8080)
             .discover()
             .await
-            .expect("localhost resolves");
-        assert!(found
-            .iter()
-            .any(|b| b.addr.ip().is_loopback() && b.addr.port() == 8080));
-        assert!(DnsDiscovery::new("no-such-host.invalid", 1)
+            .expect("a literal resolves");
+        assert_eq!(addrs(&v4), ["127.0.0.1:8080"]);
+        let v6 = DnsDiscovery::new("::1", 8081)
             .discover()
             .await
-            .is_err());
+            .expect("a literal resolves");
+        assert_eq!(addrs(&v6), ["[::1]:8081"]);
     }
 }
