@@ -1,18 +1,24 @@
 //! The `Server`: services on one shared runtime (single- and multi-threaded), background
 //! tasks, several listeners (IPv4 and IPv6), startup errors, shutdown.
 
+mod support;
+
 use std::convert::Infallible;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http_body_util::Full;
 use pingora_dsl::listen::Sockets;
 use pingora_dsl::prelude::*;
 use pingora_dsl::server::{background_service, RuntimeFlavor};
+use support::{catches_signal, wait_until_blocking};
+
+/// Bound on every wait for a condition.
+const WAIT: Duration = Duration::from_secs(10);
 
 /// A blocking HTTP/1.0-style exchange: one request, read to EOF.
 fn blocking_get(addr: SocketAddr, path: &str) -> String {
@@ -184,25 +190,58 @@ fn a_bad_listening_address_fails_at_startup_with_a_clear_error() {
     assert!(bad.bind().is_err());
 }
 
-/// A server running a slow origin (answering `body` after `delay`) and a proxy to it;
-/// returns the server and the proxy's address.
-fn server_with_slow_origin(
-    delay: Duration,
+/// A blocking exchange like [`blocking_get`] that also says how the read ended (`Ok`: the
+/// server closed the connection; `Err`: the 10 s read timeout or an error) and when.
+fn timed_get(addr: SocketAddr, path: &str) -> (String, std::io::Result<usize>, Instant) {
+    let mut s = TcpStream::connect(addr).expect("connect");
+    s.set_read_timeout(Some(WAIT)).expect("timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: t\r\nConnection: close\r\n\r\n"
+    )
+    .expect("write");
+    let mut out = Vec::new();
+    let ended = s.read_to_end(&mut out);
+    (
+        String::from_utf8_lossy(&out).into_owned(),
+        ended,
+        Instant::now(),
+    )
+}
+
+/// An origin that answers `body` only once its gate opens, and a proxy to it.
+struct GatedOrigin {
+    server: Server,
+    /// The proxy's address.
+    addr: SocketAddr,
+    /// Requests that reached the origin.
+    arrived: Arc<AtomicUsize>,
+    /// Opens the gate.
+    open: tokio::sync::watch::Sender<bool>,
+}
+
+fn server_with_gated_origin(
     body: &'static [u8],
     threads: usize,
     grace_period: Duration,
-) -> (Server, SocketAddr) {
-    let (origin, origin_addrs) = hello_service("slow-app", &["127.0.0.1:0"]);
-    drop(origin);
-    let slow = tower::service_fn(
-        move |_req: http::Request<pingora_dsl::DownstreamBody>| async move {
-            tokio::time::sleep(delay).await;
+) -> GatedOrigin {
+    let arrived = Arc::new(AtomicUsize::new(0));
+    let (open, gate) = tokio::sync::watch::channel(false);
+    let seen = arrived.clone();
+    let gated = tower::service_fn(move |_req: http::Request<pingora_dsl::DownstreamBody>| {
+        let (seen, mut gate) = (seen.clone(), gate.clone());
+        async move {
+            seen.fetch_add(1, Ordering::SeqCst);
+            // Never opened: the origin stalls until the server drops it.
+            let _ = gate.wait_for(|open| *open).await;
             Ok::<_, Infallible>(http::Response::new(Full::new(Bytes::from_static(body))))
-        },
-    );
-    let mut slow_service = serve_handler("slow", slow);
-    slow_service.add_tcp(&origin_addrs[0].to_string());
-    let mut proxy = http_proxy_service("proxy", ToOrigin(origin_addrs[0]));
+        }
+    });
+    let mut origin = serve_handler("gated", gated);
+    origin.add_tcp("127.0.0.1:0");
+    origin.bind().expect("bind origin");
+    let origin_addr = origin.local_addrs()[0];
+    let mut proxy = http_proxy_service("proxy", ToOrigin(origin_addr));
     proxy.add_tcp("127.0.0.1:0");
     proxy.bind().expect("bind");
     let addr = proxy.local_addrs()[0];
@@ -211,29 +250,42 @@ fn server_with_slow_origin(
         grace_period,
         ..ServerConf::default()
     });
-    server.add_service(slow_service);
+    server.add_service(origin);
     server.add_service(proxy);
-    (server, addr)
+    GatedOrigin {
+        server,
+        addr,
+        arrived,
+        open,
+    }
 }
 
 #[test]
 fn in_flight_requests_finish_during_shutdown() {
-    let (server, addr) = server_with_slow_origin(
-        Duration::from_millis(500),
-        b"late but whole",
-        2,
-        Duration::from_secs(5),
-    );
+    let GatedOrigin {
+        server,
+        addr,
+        arrived,
+        open,
+    } = server_with_gated_origin(b"late but whole", 2, Duration::from_secs(5));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let handle = std::thread::spawn(move || {
         server.run_until(async move {
             let _ = stop_rx.await;
         })
     });
-    std::thread::sleep(Duration::from_millis(200));
     let client = std::thread::spawn(move || blocking_get(addr, "/"));
-    std::thread::sleep(Duration::from_millis(150));
+    wait_until_blocking(WAIT, "the request reached the origin", || {
+        arrived.load(Ordering::SeqCst) == 1
+    });
     stop_tx.send(()).expect("running");
+    // The stop is under way once no worker accepts any more; only then may the origin
+    // answer, so the response can only have been finished by the drain.
+    wait_until_blocking(WAIT, "the listeners closed", || {
+        TcpStream::connect(addr).is_err()
+    });
+    assert!(!client.is_finished(), "the request was still in flight");
+    open.send(true).expect("the origin waits");
     let out = client.join().expect("client");
     assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
     assert!(out.ends_with("late but whole"), "{out}");
@@ -248,11 +300,18 @@ enum StopBy {
     Sigint,
 }
 
-/// A proxy to an origin that answers after 5 s, a 10 s grace period, and a request in
-/// flight; returns how long the stop took to end the run and what the client got.
-fn stop_with_a_request_in_flight(by: StopBy) -> (Duration, String) {
-    let (server, addr) =
-        server_with_slow_origin(Duration::from_secs(5), b"late", 1, Duration::from_secs(10));
+/// A proxy to an origin that never answers, a 10 s grace period, and a request in flight;
+/// returns how long the stop took to end the run, and what the client got, how its read
+/// ended and how long after the stop.
+fn stop_with_a_request_in_flight(
+    by: StopBy,
+) -> (Duration, String, std::io::Result<usize>, Duration) {
+    let GatedOrigin {
+        server,
+        addr,
+        arrived,
+        open: _open,
+    } = server_with_gated_origin(b"late", 1, Duration::from_secs(10));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<pingora_dsl::server::Stop>();
     let signal = matches!(by, StopBy::Sigint);
     let handle = std::thread::spawn(move || {
@@ -266,14 +325,28 @@ fn stop_with_a_request_in_flight(by: StopBy) -> (Duration, String) {
             })
         }
     });
-    // run_until_signal has installed its handlers by the time the request is in flight.
-    std::thread::sleep(Duration::from_millis(300));
-    let client = std::thread::spawn(move || blocking_get(addr, "/"));
-    std::thread::sleep(Duration::from_millis(200));
-    let started = std::time::Instant::now();
+    let client = std::thread::spawn(move || timed_get(addr, "/"));
+    wait_until_blocking(WAIT, "the request reached the origin", || {
+        arrived.load(Ordering::SeqCst) == 1
+    });
+    let mut started = Instant::now();
     match by {
         StopBy::Sigint => {
-            nix::sys::signal::raise(nix::sys::signal::Signal::SIGINT).expect("raise SIGINT")
+            // A SIGINT before the handler is installed would end the test process.
+            wait_until_blocking(WAIT, "the server catches SIGINT", || {
+                catches_signal(nix::sys::signal::Signal::SIGINT)
+            });
+            started = Instant::now();
+            // Installed is not yet listening: a signal in between is lost (tokio registers
+            // the listener just after the handler), so raise it again until the run ends.
+            while !handle.is_finished() {
+                assert!(started.elapsed() < WAIT, "SIGINT never stopped the server");
+                nix::sys::signal::raise(nix::sys::signal::Signal::SIGINT).expect("raise SIGINT");
+                let raised = Instant::now();
+                while !handle.is_finished() && raised.elapsed() < Duration::from_millis(500) {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
         }
         StopBy::Immediate => stop_tx
             .send(pingora_dsl::server::Stop::Immediate)
@@ -281,25 +354,33 @@ fn stop_with_a_request_in_flight(by: StopBy) -> (Duration, String) {
     }
     handle.join().expect("thread").expect("server ran");
     let took = started.elapsed();
-    (took, client.join().expect("client"))
+    let (out, ended, at) = client.join().expect("client");
+    (took, out, ended, at.saturating_duration_since(started))
+}
+
+/// The client's request was cut: the connection closed (not timed out) soon after the stop,
+/// with no response at all (the origin never answered; the grace period was not waited).
+fn assert_cut(took: Duration, out: &str, ended: std::io::Result<usize>, client_after: Duration) {
+    assert!(took < Duration::from_secs(2), "took {took:?}");
+    assert!(
+        ended.is_ok(),
+        "the connection was closed, not left open: {ended:?}"
+    );
+    assert!(
+        client_after < Duration::from_secs(2),
+        "the client saw the close {client_after:?} after the stop"
+    );
+    assert!(out.is_empty(), "no response for the cut request: {out}");
 }
 
 #[test]
 fn an_immediate_stop_does_not_wait_for_the_grace_period() {
-    let (took, out) = stop_with_a_request_in_flight(StopBy::Immediate);
-    assert!(took < Duration::from_secs(2), "took {took:?}");
-    assert!(
-        !out.contains("late"),
-        "the in-flight request was cut: {out}"
-    );
+    let (took, out, ended, client_after) = stop_with_a_request_in_flight(StopBy::Immediate);
+    assert_cut(took, &out, ended, client_after);
 }
 
 #[test]
 fn sigint_stops_at_once_despite_a_long_grace_period() {
-    let (took, out) = stop_with_a_request_in_flight(StopBy::Sigint);
-    assert!(took < Duration::from_secs(2), "took {took:?}");
-    assert!(
-        !out.contains("late"),
-        "the in-flight request was cut: {out}"
-    );
+    let (took, out, ended, client_after) = stop_with_a_request_in_flight(StopBy::Sigint);
+    assert_cut(took, &out, ended, client_after);
 }

@@ -284,3 +284,72 @@ pub fn addr_after(line: &str, marker: &str) -> SocketAddr {
     let end = rest.find('/').unwrap_or(rest.len());
     rest[..end].parse().expect("an address")
 }
+
+/// A loopback port that refuses connections for as long as the value lives: a TCP socket
+/// bound there and never listening. Unlike a port bound and released, no other socket can
+/// take it meanwhile.
+pub struct RefusedPort {
+    _socket: socket2::Socket,
+    addr: SocketAddr,
+}
+
+impl RefusedPort {
+    /// The address connections to which are refused.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+/// A new [`RefusedPort`] on 127.0.0.1.
+pub fn refused_port() -> RefusedPort {
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+        .expect("a TCP socket");
+    let any: SocketAddr = "127.0.0.1:0".parse().expect("address");
+    socket.bind(&any.into()).expect("bind a loopback port");
+    let addr = socket
+        .local_addr()
+        .expect("bound")
+        .as_socket()
+        .expect("an IP address");
+    RefusedPort {
+        _socket: socket,
+        addr,
+    }
+}
+
+/// Waits until `cond` holds, checking it every 10 ms for at most `within`; panics saying
+/// `what` was awaited if it never does.
+pub async fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = tokio::time::Instant::now() + within;
+    while !cond() {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// [`wait_until`] for a thread outside any runtime.
+pub fn wait_until_blocking(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let deadline = std::time::Instant::now() + within;
+    while !cond() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not within {within:?}: {what}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether this process has a handler installed for `signal` (the `SigCgt` mask of
+/// `/proc/self/status`): raising it then cannot take the default action (end the process).
+pub fn catches_signal(signal: nix::sys::signal::Signal) -> bool {
+    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
+    let mask = status
+        .lines()
+        .find_map(|l| l.strip_prefix("SigCgt:"))
+        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
+        .expect("a SigCgt line");
+    mask & (1 << (signal as i32 - 1)) != 0
+}
