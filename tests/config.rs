@@ -4,14 +4,20 @@
 
 mod support;
 
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
+use nix::sys::signal::Signal;
 use pingora_dsl::cli::ProxyCli;
 use pingora_dsl::config::Config;
 use pingora_dsl::prelude::*;
 use pingora_dsl::server::RuntimeFlavor;
 use pingora_dsl_suite::origin::Origin;
-use support::{client, get, send};
+use support::{catches_signal, client, get, send, wait_until};
+
+/// Bound on every wait for a condition.
+const WAIT: Duration = Duration::from_secs(10);
 
 proxy! {
     /// A proxy whose values a config file changes.
@@ -274,38 +280,80 @@ async fn sighup_reloads_peers_and_timeouts_without_failing_a_request() {
         Some(path.clone()),
         watch,
     ));
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // A SIGHUP before the task's handler is installed would end the test process.
+    wait_until(WAIT, "the reload task catches SIGHUP", || {
+        catches_signal(Signal::SIGHUP)
+    })
+    .await;
 
-    let failures = std::sync::Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let deadline = std::time::Instant::now() + Duration::from_millis(1_200);
+    // Four clients in a loop until told to stop, each counting what it completed.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let completed: Vec<Arc<AtomicUsize>> = (0..4).map(|_| Arc::default()).collect();
     let mut clients = Vec::new();
-    for _ in 0..4 {
-        let failures = failures.clone();
+    for done in &completed {
+        let (stop, failures, done) = (stop.clone(), failures.clone(), done.clone());
         clients.push(tokio::spawn(async move {
             let c = client();
-            while std::time::Instant::now() < deadline {
-                match tokio::time::timeout(Duration::from_secs(10), c.request(get(addr, "/", None)))
-                    .await
-                {
+            while !stop.load(Ordering::Relaxed) {
+                match tokio::time::timeout(WAIT, c.request(get(addr, "/", None))).await {
                     Ok(Ok(resp)) if resp.status() == 200 => {}
                     _ => {
-                        failures.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                        failures.fetch_add(1, Ordering::Relaxed);
                     }
                 }
+                done.fetch_add(1, Ordering::SeqCst);
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    wait_until(WAIT, "the old peer serves the load", || {
+        old.requests() >= 20
+    })
+    .await;
     let before = new.requests();
     write(new.addr(), "250ms");
-    nix::sys::signal::raise(nix::sys::signal::Signal::SIGHUP).expect("raise SIGHUP");
+    let web = groups.iter().find(|g| g.name() == "web").expect("group");
+    let reloaded = || web.backends().first().map(|b| b.addr) == Some(new.addr());
+    let raised = Instant::now();
+    while !reloaded() {
+        assert!(raised.elapsed() < WAIT, "SIGHUP never reloaded the file");
+        nix::sys::signal::raise(Signal::SIGHUP).expect("raise SIGHUP");
+        // Installed is not yet listening: a signal in between is lost (tokio registers the
+        // listener just after the handler), so raise it again if nothing happens.
+        let _ = tokio::time::timeout(Duration::from_secs(1), async {
+            while !reloaded() {
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+        })
+        .await;
+    }
+    // A request chose its peer before the switch only if it was in flight then: once every
+    // client has completed the one it had in flight, the old peer has seen all it will.
+    let marks: Vec<usize> = completed.iter().map(|c| c.load(Ordering::SeqCst)).collect();
+    wait_until(WAIT, "each client finished its request in flight", || {
+        completed
+            .iter()
+            .zip(&marks)
+            .all(|(c, mark)| c.load(Ordering::SeqCst) > *mark)
+    })
+    .await;
+    let old_after = old.requests();
+    let new_after = new.requests();
+    wait_until(WAIT, "the new peer serves the load", || {
+        new.requests() >= new_after + 40
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await.expect("client");
     }
-    assert_eq!(failures.load(std::sync::atomic::Ordering::Relaxed), 0);
+    assert_eq!(failures.load(Ordering::Relaxed), 0, "no request failed");
     assert_eq!(before, 0, "the new peer was unused before the reload");
-    assert!(new.requests() > 0, "after SIGHUP the reloaded peer serves");
-    let web = groups.iter().find(|g| g.name() == "web").expect("group");
+    assert_eq!(
+        old.requests(),
+        old_after,
+        "after the reload the old peer gets no request"
+    );
     assert_eq!(web.timeouts().read, Duration::from_millis(250));
 
     // A key deleted from the file reverts to its declared value on the next reload.
@@ -345,6 +393,9 @@ async fn sighup_reloads_peers_and_timeouts_without_failing_a_request() {
     assert!(check.reload(&path).is_err());
     assert_eq!(web.backends()[0].addr, new.addr());
     trigger.trigger();
-    let _ = tokio::time::timeout(Duration::from_secs(2), reloading).await;
+    tokio::time::timeout(WAIT, reloading)
+        .await
+        .expect("the reload task stops on shutdown")
+        .expect("the reload task");
     let _ = std::fs::remove_dir_all(&dir);
 }
