@@ -626,3 +626,17 @@ pub async fn start_ws_echo() -> std::io::Result<SocketAddr> {
     });
     Ok(addr)
 }
+
+impl Origin {
+    /// Starts an origin named `name` on `listener` (bound and listening already), for a test
+    /// that makes the socket itself: e.g. with `SO_REUSEPORT`, to keep the port held while
+    /// the origin is down and to bring it back on the same address.
+    pub fn serve_on(listener: TcpListener, name: &str) -> std::io::Result<Origin> {
+        let addr = listener.local_addr()?;
+        let stats = Arc::new(OriginStats::default());
+        let name = HeaderValue::from_str(name)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::InvalidInput, e))?;
+        let task = tokio::spawn(accept(listener, name, stats.clone(), false));
+        Ok(Origin { addr, stats, task })
+    }
+}

@@ -15,8 +15,11 @@ use pingora_dsl::lb::Backend;
 use pingora_dsl::prelude::*;
 use pingora_dsl::route::Router;
 use pingora_dsl_suite::origin::{start_faulty_origin, Origin};
-use support::{client, get, send};
+use support::{client, get, send, wait_until};
 use tokio::io::AsyncWriteExt;
+
+/// Bound on every wait for a condition.
+const WAIT: Duration = Duration::from_secs(10);
 
 fn point(router: &Router, group: &str, backends: Vec<Backend>) {
     router
@@ -216,11 +219,27 @@ proxy! {
     }
 }
 
+/// A TCP socket bound to `addr` with `SO_REUSEPORT`: listening, it serves as an origin's
+/// listener; bound only, it holds the port (refusing connections) while no origin runs
+/// there, so that no other socket takes the port before the origin comes back.
+fn shared_port(addr: std::net::SocketAddr) -> tokio::net::TcpSocket {
+    let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+    socket.set_reuseport(true).expect("SO_REUSEPORT");
+    socket.bind(addr).expect("bind");
+    socket
+}
+
+/// An origin named `name` listening on `addr` through a [`shared_port`] socket.
+fn origin_on_shared_port(addr: std::net::SocketAddr, name: &str) -> Origin {
+    let listener = shared_port(addr).listen(1024).expect("listen");
+    Origin::serve_on(listener, name).expect("origin")
+}
+
 #[tokio::test]
 async fn a_peer_killed_under_load_costs_no_request_and_comes_back_when_healthy() {
     let a = Origin::start("a").await.expect("origin");
     let b = Origin::start("b").await.expect("origin");
-    let victim = Origin::start("victim").await.expect("origin");
+    let victim = origin_on_shared_port("127.0.0.1:0".parse().expect("addr"), "victim");
     let victim_addr = victim.addr();
     let proxy = Resilient::new();
     point(
@@ -238,21 +257,21 @@ async fn a_peer_killed_under_load_costs_no_request_and_comes_back_when_healthy()
     let running = spawn!(proxy.service());
     let addr = running.addr();
 
-    // Eight clients in a loop, keep-alive and fresh connections mixed, for 2.5 s.
+    // Eight clients in a loop, keep-alive and fresh connections mixed, until told to stop.
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let failures = Arc::new(AtomicUsize::new(0));
     let served = Arc::new(AtomicUsize::new(0));
-    let deadline = Instant::now() + Duration::from_millis(2_500);
     let mut tasks = Vec::new();
     for i in 0..8 {
-        let (failures, served) = (failures.clone(), served.clone());
+        let (stop, failures, served) = (stop.clone(), failures.clone(), served.clone());
         tasks.push(tokio::spawn(async move {
             let mut c = client();
-            while Instant::now() < deadline {
+            while !stop.load(Ordering::Relaxed) {
                 if i % 2 == 0 {
                     c = client();
                 }
                 let req = get(addr, "/", None);
-                match tokio::time::timeout(Duration::from_secs(10), c.request(req)).await {
+                match tokio::time::timeout(WAIT, c.request(req)).await {
                     Ok(Ok(resp)) if resp.status() == 200 => {
                         served.fetch_add(1, Ordering::Relaxed);
                     }
@@ -263,8 +282,13 @@ async fn a_peer_killed_under_load_costs_no_request_and_comes_back_when_healthy()
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(600)).await;
+    wait_until(WAIT, "every peer, the victim too, serves the load", || {
+        [&a, &b, &victim].iter().all(|o| o.requests() >= 20)
+    })
+    .await;
     let killed_at = LOGGED.load(Ordering::Relaxed);
+    // The port stays held (refusing) while the victim is down.
+    let hold = shared_port(victim_addr);
     drop(victim);
     let killed = Instant::now();
     let victim_peer = peers
@@ -276,6 +300,13 @@ async fn a_peer_killed_under_load_costs_no_request_and_comes_back_when_healthy()
     }
     let marked_down = killed.elapsed();
     let logged_when_down = LOGGED.load(Ordering::Relaxed);
+    // More load once the peer is down.
+    let served_when_down = served.load(Ordering::Relaxed);
+    wait_until(WAIT, "the load goes on after the mark-down", || {
+        served.load(Ordering::Relaxed) >= served_when_down + 100
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
     for t in tasks {
         t.await.expect("client task");
     }
@@ -284,7 +315,6 @@ async fn a_peer_killed_under_load_costs_no_request_and_comes_back_when_healthy()
         0,
         "a client request failed"
     );
-    assert!(served.load(Ordering::Relaxed) > 100);
     assert!(!victim_peer.is_healthy());
     // One interval plus one probe timeout, with slack for a loaded machine.
     assert!(
@@ -300,9 +330,8 @@ async fn a_peer_killed_under_load_costs_no_request_and_comes_back_when_healthy()
     );
 
     // It comes back on the same address after `rise` successful checks.
-    let back = Origin::start_on(&victim_addr.to_string(), "victim")
-        .await
-        .expect("restart");
+    let back = origin_on_shared_port(victim_addr, "victim");
+    drop(hold);
     let restarted = Instant::now();
     while !victim_peer.is_healthy() && restarted.elapsed() < Duration::from_secs(3) {
         tokio::time::sleep(Duration::from_millis(10)).await;
@@ -378,11 +407,26 @@ async fn misbehaving_origins_get_the_right_status_and_are_ejected() {
     assert_eq!(origin_of(&resp), "live");
 }
 
+proxy! {
+    /// The pool of `Resilient` without its logging: retries here must not move the
+    /// counters the kill test reads while both run.
+    pub Resending {
+        listen "127.0.0.1:6188";
+        upstream pool {
+            peers ["127.0.0.1:8001", "127.0.0.1:8002", "127.0.0.1:8003"];
+            timeout connect 500ms, read 5s;
+            retry 2 backoff 5ms;
+            health http "/health" every 200ms timeout 150ms rise 2 fall 1;
+            passive failures 2 eject 5s;
+        }
+    }
+}
+
 #[tokio::test]
 async fn an_idempotent_request_is_resent_when_its_peer_breaks_and_a_post_is_not() {
     let broken = resetting_origin().await;
     let live = Origin::start("live").await.expect("origin");
-    let proxy = Resilient::new();
+    let proxy = Resending::new();
     point(
         proxy.router(),
         "pool",
@@ -396,7 +440,7 @@ async fn an_idempotent_request_is_resent_when_its_peer_breaks_and_a_post_is_not(
         assert_eq!(origin_of(&resp), "live");
     }
     // A POST is not idempotent: when it meets the broken peer it fails, never resent.
-    let proxy = Resilient::new();
+    let proxy = Resending::new();
     point(
         proxy.router(),
         "pool",
@@ -421,7 +465,7 @@ proxy! {
     pub Discovered {
         listen "127.0.0.1:6188";
         upstream by_name {
-            discover dns "localhost:8080" every 100ms;
+            discover dns "origins.test:8080" every 100ms;
             retry 2;
             passive failures 1 eject 30s;
         }
@@ -430,6 +474,23 @@ proxy! {
         }
         route path "/dns" => upstream by_name;
         route => upstream by_file;
+    }
+}
+
+/// A resolver under the test's control (no system resolver, no DNS): `origins.test` is
+/// 127.0.0.1, every other name is unknown.
+struct TestResolver;
+
+impl pingora_dsl::upstream::discovery::Resolve for TestResolver {
+    fn resolve<'a>(&'a self, name: &'a str) -> pingora_dsl::upstream::discovery::ResolveFuture<'a> {
+        let answer = match name {
+            "origins.test" => Ok(vec![std::net::Ipv4Addr::LOCALHOST.into()]),
+            _ => Err(std::io::Error::new(
+                std::io::ErrorKind::NotFound,
+                name.to_owned(),
+            )),
+        };
+        Box::pin(async move { answer })
     }
 }
 
@@ -462,7 +523,7 @@ async fn dns_and_file_discovery_find_peers_and_pick_up_changes_without_restart()
         .group_mut("by_name")
         .expect("group")
         .set_discovery(
-            DnsDiscovery::new("localhost", a.addr().port()),
+            DnsDiscovery::with_resolver("origins.test", a.addr().port(), TestResolver),
             Duration::from_millis(100),
         );
     proxy
@@ -491,7 +552,7 @@ async fn dns_and_file_discovery_find_peers_and_pick_up_changes_without_restart()
     let c = client();
     for _ in 0..4 {
         let (resp, _) = send(&c, get(running.addr(), "/dns", None)).await;
-        assert_eq!(origin_of(&resp), "a", "localhost resolved to a's port");
+        assert_eq!(origin_of(&resp), "a", "origins.test resolved to a's port");
         let (resp, _) = send(&c, get(running.addr(), "/", None)).await;
         assert_eq!(origin_of(&resp), "a");
     }
@@ -651,7 +712,8 @@ async fn retries_keep_hashing_the_users_key() {
         Origin::start("a").await.expect("origin"),
         Origin::start("b").await.expect("origin"),
     );
-    let dead = support::closed_port();
+    let refused = support::refused_port();
+    let dead = refused.addr();
     let proxy = StickyRetry::new();
     point(
         proxy.router(),
