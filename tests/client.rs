@@ -1,6 +1,9 @@
 //! The upstream HTTP client and its pool, used on their own against real origins.
 
-use std::time::Duration;
+mod support;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::{Request, StatusCode};
@@ -10,6 +13,11 @@ use pingora_dsl::ErrorKind;
 use pingora_dsl_suite::origin::{read_request_head, Origin};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
+
+use support::{refused_port, wait_until};
+
+/// Bound on every wait for a condition.
+const WAIT: Duration = Duration::from_secs(10);
 
 type Client = HttpClient<Full<Bytes>>;
 
@@ -49,13 +57,18 @@ async fn idle_connections_are_closed_after_the_idle_timeout() {
     let origin = Origin::start("o").await.expect("origin");
     let client = Client::default();
     let peer = HttpPeer::new(origin.addr()).idle_timeout(Duration::from_millis(200));
+    // The connection is pooled after this instant, so it may not go before 200 ms from it.
+    let before = Instant::now();
     fetch(&client, &peer, get("/")).await;
     assert_eq!(client.idle_connections(&peer), 1);
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    assert_eq!(
-        client.idle_connections(&peer),
-        0,
-        "swept after the idle timeout"
+    wait_until(WAIT, "the idle connection is swept", || {
+        client.idle_connections(&peer) == 0
+    })
+    .await;
+    let kept = before.elapsed();
+    assert!(
+        kept >= Duration::from_millis(200),
+        "swept after {kept:?}, before its idle timeout"
     );
     fetch(&client, &peer, get("/")).await;
     assert_eq!(origin.connections(), 2, "a new connection after expiry");
@@ -88,16 +101,23 @@ async fn idle_connections_per_peer_are_capped() {
     assert_eq!(client.idle_connections(&peer), 2);
 }
 
-/// An origin that answers one request per connection and then closes it, without saying
-/// `Connection: close`: every pooled connection to it dies right after use.
-async fn closing_origin() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>) {
+/// An origin that answers one request per connection, without `Connection: close`, and
+/// then closes the connection when told: it hands the test the connection's client address
+/// and a sender that closes it.
+async fn closing_origin() -> (
+    SocketAddr,
+    tokio::sync::mpsc::UnboundedReceiver<(SocketAddr, tokio::sync::oneshot::Sender<()>)>,
+    tokio::task::JoinHandle<()>,
+) {
     let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    let (answered_tx, answered) = tokio::sync::mpsc::unbounded_channel();
     let task = tokio::spawn(async move {
         loop {
-            let Ok((mut s, _)) = listener.accept().await else {
+            let Ok((mut s, client)) = listener.accept().await else {
                 continue;
             };
+            let answered_tx = answered_tx.clone();
             tokio::spawn(async move {
                 if read_request_head(&mut s).await.is_none() {
                     return;
@@ -105,38 +125,86 @@ async fn closing_origin() -> (std::net::SocketAddr, tokio::task::JoinHandle<()>)
                 let _ = s
                     .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
                     .await;
+                let (close_tx, close) = tokio::sync::oneshot::channel();
+                if answered_tx.send((client, close_tx)).is_ok() {
+                    let _ = close.await;
+                }
                 // Close without a word.
+                drop(s);
             });
         }
     });
-    (addr, task)
+    (addr, answered, task)
+}
+
+/// The state of the TCP connection from `local` to `remote` as `/proc/net/tcp` numbers it
+/// (1 established, 8 close-wait: the peer's FIN arrived), or `None` once it is gone.
+fn tcp_state(local: SocketAddr, remote: SocketAddr) -> Option<u8> {
+    let hex = |a: SocketAddr| match a {
+        SocketAddr::V4(a) => format!(
+            "{:08X}:{:04X}",
+            u32::from_le_bytes(a.ip().octets()),
+            a.port()
+        ),
+        SocketAddr::V6(_) => unreachable!("the test connects over IPv4"),
+    };
+    let (local, remote) = (hex(local), hex(remote));
+    std::fs::read_to_string("/proc/net/tcp")
+        .expect("/proc/net/tcp")
+        .lines()
+        .skip(1)
+        .find_map(|line| {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if fields.get(1) == Some(&local.as_str()) && fields.get(2) == Some(&remote.as_str()) {
+                u8::from_str_radix(fields.get(3)?, 16).ok()
+            } else {
+                None
+            }
+        })
 }
 
 #[tokio::test]
 async fn connections_closed_by_the_origin_are_never_used() {
-    let (addr, task) = closing_origin().await;
+    let (addr, mut answered, task) = closing_origin().await;
     let client = Client::default();
-    let peer = HttpPeer::new(addr);
+    let stats = std::sync::Arc::new(pingora_dsl::metrics::PeerStats::default());
+    let peer = HttpPeer::new(addr).with_stats(stats.clone());
     for i in 0..30 {
         let resp = client.send(&peer, get("/")).await;
         let resp = resp.unwrap_or_else(|e| panic!("request {i} failed: {e}"));
         let body = resp.into_body().collect().await.expect("body").to_bytes();
         assert_eq!(body, "ok");
-        // Let the origin's FIN arrive, as it does between real requests.
-        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(client.idle_connections(&peer), 1, "pooled after use");
+        // The origin closes the pooled connection; its FIN reaches the client's socket...
+        let (local, close) = tokio::time::timeout(WAIT, answered.recv())
+            .await
+            .expect("the origin answered")
+            .expect("the origin runs");
+        close.send(()).expect("the origin waits to close");
+        wait_until(WAIT, "the client's side saw the origin's FIN", || {
+            tcp_state(local, addr) != Some(1)
+        })
+        .await;
+        // ...and the runtime has polled its sockets since.
+        tokio::task::yield_now().await;
     }
+    // Not used, not even tried (a request resent after meeting a dead connection would
+    // pass unseen otherwise): every request went out on a new connection.
+    assert_eq!(
+        stats.connections_reused.get(),
+        0,
+        "a closed connection was used"
+    );
+    assert_eq!(stats.connections_new.get(), 30);
     task.abort();
 }
 
 #[tokio::test]
 async fn refused_connect_is_reported_as_such() {
-    let addr = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let refused = refused_port();
     let client = Client::default();
     let err = client
-        .send(&HttpPeer::new(addr), get("/"))
+        .send(&HttpPeer::new(refused.addr()), get("/"))
         .await
         .err()
         .expect("connect must fail");
