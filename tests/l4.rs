@@ -2,10 +2,12 @@
 //! half-close, failover past a dead peer, idle timeout, TLS termination) and UDP (echo per
 //! client, a fresh mapping after the idle timeout).
 
+mod support;
+
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use pingora_dsl::lb::{Backend, Strategy};
@@ -17,6 +19,8 @@ use pingora_dsl_suite::certs::TestCa;
 use pingora_dsl_suite::origin::start_tcp_echo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+
+use support::{refused_port, wait_until};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -68,12 +72,9 @@ async fn tcp_connections_are_balanced_and_echo_byte_exact_through_a_half_close()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_dead_peer_is_skipped_and_an_idle_connection_is_closed() {
-    let dead = {
-        let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-        l.local_addr().expect("addr")
-    };
+    let dead = refused_port();
     let live = echo_server("live").await;
-    let mut service = TcpProxyService::new("tcp", group(&[dead, live], 1));
+    let mut service = TcpProxyService::new("tcp", group(&[dead.addr(), live], 1));
     service.set_idle_timeout(Duration::from_millis(300));
     service.add_tcp("127.0.0.1:0");
     let proxy = service.spawn().expect("starts");
@@ -82,15 +83,21 @@ async fn a_dead_peer_is_skipped_and_an_idle_connection_is_closed() {
         let (name, echoed) = echo_through(s, b"hello").await;
         assert_eq!((name.as_str(), &echoed[..]), ("live", &b"hello"[..]));
     }
-    // Idle past the 300 ms idle timeout: the proxy closes the connection.
+    // Idle past the 300 ms idle timeout: the proxy closes the connection, not before.
+    let opened = Instant::now();
     let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
     let mut greeting = [0u8; 5];
     s.read_exact(&mut greeting).await.expect("greeting");
     let mut rest = Vec::new();
     let closed = tokio::time::timeout(WAIT, s.read_to_end(&mut rest)).await;
     assert!(
-        matches!(closed, Ok(Ok(_))),
+        matches!(closed, Ok(Ok(0))),
         "closed after idling: {closed:?}"
+    );
+    let idled = opened.elapsed();
+    assert!(
+        idled >= Duration::from_millis(300),
+        "closed after {idled:?}, before the idle timeout"
     );
     proxy.shutdown().await;
 }
@@ -150,7 +157,9 @@ async fn udp_roundtrip(client: &UdpSocket, proxy: SocketAddr, msg: &[u8]) -> Vec
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn udp_datagrams_echo_per_client_and_mappings_expire_when_idle() {
     let (echo, seen) = udp_echo().await;
-    let mut service = UdpProxyService::new("udp", group(&[echo], 0));
+    let pool = group(&[echo], 0);
+    let peer = pool.peers()[0].clone();
+    let mut service = UdpProxyService::new("udp", pool);
     service.set_idle_timeout(Duration::from_millis(300));
     service.add_udp("127.0.0.1:0");
     let proxy = service.spawn().expect("starts");
@@ -158,7 +167,9 @@ async fn udp_datagrams_echo_per_client_and_mappings_expire_when_idle() {
         UdpSocket::bind("127.0.0.1:0").await.expect("bind"),
         UdpSocket::bind("127.0.0.1:0").await.expect("bind"),
     );
+    let mut quiet_since = Instant::now();
     for i in 0..100 {
+        quiet_since = Instant::now();
         let msg = format!("one {i}");
         assert_eq!(
             udp_roundtrip(&one, proxy.addr(), msg.as_bytes()).await,
@@ -173,9 +184,16 @@ async fn udp_datagrams_echo_per_client_and_mappings_expire_when_idle() {
     let sources: std::collections::HashSet<SocketAddr> =
         seen.lock().expect("lock").iter().copied().collect();
     assert_eq!(sources.len(), 2, "one upstream socket per client");
+    assert_eq!(peer.in_flight(), 2, "a mapping per client");
 
-    // After the idle timeout the mapping is gone: the next datagram gets a new socket.
-    tokio::time::sleep(Duration::from_millis(900)).await;
+    // After the idle timeout the mappings are gone (not before): the next datagram gets a
+    // new socket.
+    wait_until(WAIT, "the idle mappings expire", || peer.in_flight() == 0).await;
+    let idled = quiet_since.elapsed();
+    assert!(
+        idled >= Duration::from_millis(300),
+        "expired after {idled:?} of quiet, before the idle timeout"
+    );
     assert_eq!(udp_roundtrip(&one, proxy.addr(), b"again").await, b"again");
     let sources: std::collections::HashSet<SocketAddr> =
         seen.lock().expect("lock").iter().copied().collect();
