@@ -6,7 +6,7 @@
 mod support;
 
 use std::net::SocketAddr;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
 use pingora_dsl::http::HttpOptions;
@@ -81,11 +81,16 @@ async fn a_thousand_messages_echo_through_the_tunnel() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_idle_tunnel_outlives_the_http_timeouts_and_closes_at_its_own() {
     let origin = echo_origin().await;
-    // Idle 1.5 s: five times the header-read and upstream read timeouts; the tunnel's own
-    // idle timeout is an hour.
+    // Idle 1.5 s (the idling is the input): five times the header-read and upstream read
+    // timeouts; the tunnel's own idle timeout is an hour. Nothing arrives meanwhile, not
+    // even a close.
     let proxy = proxy_to(origin, Duration::from_secs(3600));
     let mut ws = connect(proxy.addr()).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let idle = tokio::time::timeout(Duration::from_millis(1500), ws.next()).await;
+    assert!(
+        idle.is_err(),
+        "the idle tunnel stays open and quiet: {idle:?}"
+    );
     ws.send(Message::text("still there?")).await.expect("send");
     let back = tokio::time::timeout(WAIT, ws.next())
         .await
@@ -95,17 +100,22 @@ async fn an_idle_tunnel_outlives_the_http_timeouts_and_closes_at_its_own() {
     assert_eq!(back, Message::text("still there?"));
     proxy.shutdown().await;
 
-    // With a 400 ms tunnel idle timeout, the same pause ends the tunnel.
+    // With a 400 ms tunnel idle timeout, the proxy ends the quiet tunnel, not before.
     let proxy = proxy_to(origin, Duration::from_millis(400));
+    // The tunnel's idle clock starts after this instant (once the origin's 101 is in).
+    let quiet_since = Instant::now();
     let mut ws = connect(proxy.addr()).await;
-    tokio::time::sleep(Duration::from_millis(1500)).await;
-    let _ = ws.send(Message::text("anyone?")).await;
     let next = tokio::time::timeout(WAIT, ws.next())
         .await
-        .expect("in time");
+        .expect("the tunnel ends in time");
+    let idled = quiet_since.elapsed();
     assert!(
-        !matches!(next, Some(Ok(Message::Text(_)))),
+        matches!(next, None | Some(Ok(Message::Close(_))) | Some(Err(_))),
         "the idle tunnel was closed: {next:?}"
+    );
+    assert!(
+        idled >= Duration::from_millis(400),
+        "closed after {idled:?}, before the tunnel idle timeout"
     );
     proxy.shutdown().await;
 }
