@@ -32,7 +32,8 @@ async fn a_gigabyte_streams_down_and_up_with_flat_memory() {
     let baseline = rss_bytes();
     let mut peak = baseline;
 
-    // Download.
+    // Download: a 200 announcing the gigabyte, then exactly the origin's bytes, then the
+    // close the request asked for.
     let mut s = TcpStream::connect(proxy.addr()).await.expect("connect");
     s.write_all(
         format!("GET /bytes/{GIB} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n").as_bytes(),
@@ -40,7 +41,10 @@ async fn a_gigabyte_streams_down_and_up_with_flat_memory() {
     .await
     .expect("write");
     let mut buf = vec![0u8; 256 * 1024];
-    let mut total = 0u64;
+    // What the origin sends (`/bytes/N`): `x` repeated.
+    let expected = vec![b'x'; buf.len()];
+    let mut head = Vec::new();
+    let mut body = 0u64;
     let mut since_sample = 0u64;
     loop {
         let n = tokio::time::timeout(Duration::from_secs(30), s.read(&mut buf))
@@ -50,14 +54,35 @@ async fn a_gigabyte_streams_down_and_up_with_flat_memory() {
         if n == 0 {
             break;
         }
-        total += n as u64;
+        let mut data = &buf[..n];
+        if !head.ends_with(b"\r\n\r\n") {
+            head.extend_from_slice(data);
+            let Some(end) = head.windows(4).position(|w| w == b"\r\n\r\n") else {
+                assert!(head.len() < 64 * 1024, "an endless response head");
+                continue;
+            };
+            let rest = head.split_off(end + 4);
+            let start = n - rest.len();
+            data = &buf[start..n];
+        }
+        assert!(
+            data == &expected[..data.len()],
+            "byte {body} onwards differs from what the origin sent"
+        );
+        body += data.len() as u64;
         since_sample += n as u64;
         if since_sample > 32 * 1024 * 1024 {
             since_sample = 0;
             peak = peak.max(rss_bytes());
         }
     }
-    assert!(total > GIB, "headers plus a full gigabyte, got {total}");
+    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200 ok\r\n"), "{head}");
+    assert!(
+        head.contains(&format!("\r\ncontent-length: {GIB}\r\n")),
+        "the length is announced: {head}"
+    );
+    assert_eq!(body, GIB, "exactly the gigabyte, nothing more");
     let download_peak = peak;
 
     // Upload.
@@ -83,10 +108,12 @@ async fn a_gigabyte_streams_down_and_up_with_flat_memory() {
         .expect("response in time")
         .expect("read");
     let out = String::from_utf8_lossy(&out);
-    assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
-    assert!(
-        out.ends_with(&GIB.to_string()),
-        "origin received the whole upload: {out}"
+    assert!(out.starts_with("HTTP/1.1 200 OK\r\n"), "{out}");
+    let (_, answer) = out.split_once("\r\n\r\n").expect("a whole response");
+    assert_eq!(
+        answer,
+        GIB.to_string(),
+        "the origin received the whole upload, no byte more or less"
     );
 
     eprintln!(
