@@ -2,6 +2,8 @@
 //! `zero_downtime` example (a declared proxy answering with `x-served-by-pid`) that
 //! `cargo test` builds, driven by load from this test.
 
+mod support;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -30,17 +32,14 @@ fn example_binary() -> PathBuf {
     profile_dir.join("examples").join("zero_downtime")
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 /// A scratch directory with a config file for one proxy process family.
 struct Setup {
     dir: PathBuf,
     conf: PathBuf,
     socket: PathBuf,
     pid_file: PathBuf,
+    /// Where the proxies listen: `127.0.0.1:0` until the first process has bound a port
+    /// (and holds it, to hand over), then that address.
     addr: SocketAddr,
     origin: Origin,
     grace: String,
@@ -54,7 +53,7 @@ impl Setup {
         std::fs::create_dir_all(&dir).expect("dir");
         let socket = dir.join("upgrade.sock");
         let pid_file = dir.join("proxy.pid");
-        let addr: SocketAddr = format!("127.0.0.1:{}", free_port()).parse().expect("addr");
+        let addr: SocketAddr = "127.0.0.1:0".parse().expect("addr");
         let conf = dir.join("proxy.toml");
         let setup = Setup {
             dir,
@@ -106,6 +105,40 @@ impl Setup {
         cmd.spawn().expect("start the example")
     }
 
+    /// Starts the first proxy process on a port of its choosing (port 0), reads the address
+    /// it bound from its output, and names that address in the config from then on (the
+    /// process holds the port, and hands it to the next one).
+    fn spawn_first(&mut self, name: &str) -> Child {
+        let log = std::fs::File::create(self.dir.join(format!("{name}.log"))).expect("log");
+        let mut child = Command::new(example_binary())
+            .arg("-c")
+            .arg(&self.conf)
+            .args(["--upstream", &self.origin.addr().to_string()])
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("start the example");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead as _;
+            // Read to the end, so that the process never writes into a closed pipe.
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                let _ = tx.send(line);
+            }
+        });
+        let mut seen = Vec::new();
+        let line = tokio::task::block_in_place(|| {
+            support::read_until(&lines, &mut seen, |l| l.contains(" listening on http://"))
+        });
+        self.addr = support::addr_after(&line, " listening on http://");
+        self.write_conf(None);
+        child
+    }
+
     /// The pid the pid file names.
     fn pid_in_file(&self) -> Option<u32> {
         std::fs::read_to_string(&self.pid_file)
@@ -128,6 +161,30 @@ impl Setup {
         tokio::task::spawn_blocking(move || cmd.output().expect("run the example"))
             .await
             .expect("foreground part")
+    }
+
+    /// Runs the first daemon on a port of its choosing (port 0), reads the address it
+    /// bound from its log, and names that address in the config from then on.
+    async fn run_first_daemon(&mut self) -> std::process::Output {
+        let out = self.run_daemon(false).await;
+        if out.status.success() {
+            let marker = " listening on http://";
+            let deadline = Instant::now() + IO_TIMEOUT;
+            let line = loop {
+                if let Some(line) = self.log("daemon").lines().find(|l| l.contains(marker)) {
+                    break line.to_owned();
+                }
+                assert!(
+                    Instant::now() < deadline,
+                    "the daemon never said where it listens:\n{}",
+                    self.log("daemon")
+                );
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            };
+            self.addr = support::addr_after(&line, marker);
+            self.write_conf(None);
+        }
+        out
     }
 
     fn log(&self, name: &str) -> String {
@@ -153,8 +210,36 @@ impl Drop for Setup {
     }
 }
 
-fn signal(child: &Child, sig: Signal) {
-    kill(Pid::from_raw(child.id() as i32), sig).expect("signal");
+/// Whether process `pid` has a handler installed for `sig` (the `SigCgt` mask of its
+/// `/proc` status): sent then, the signal cannot take its default action (end it).
+fn catches(pid: u32, sig: Signal) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        })
+        .is_some_and(|mask| mask & (1 << (sig as i32 - 1)) != 0)
+}
+
+/// Sends `sig` to process `pid` once it handles it (bounded wait).
+async fn signal_pid(pid: u32, sig: Signal) {
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while !catches(pid, sig) {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} never handled {sig}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    kill(Pid::from_raw(pid as i32), sig).expect("signal");
+}
+
+/// Sends `sig` to `child` once it handles it (bounded wait).
+async fn signal(child: &Child, sig: Signal) {
+    signal_pid(child.id(), sig).await;
 }
 
 /// Waits (bounded) for `child` to exit, returning whether it exited successfully.
@@ -352,8 +437,8 @@ async fn wait_served_by(load: &Load, pid: u32, setup: &Setup, name: &str) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_upgrades_under_load_lose_no_request() {
-    let setup = Setup::new("upgrade-load", "60s", "20s").await;
-    let first = setup.spawn(false, "p0");
+    let mut setup = Setup::new("upgrade-load", "60s", "20s").await;
+    let first = setup.spawn_first("p0");
     let stop = Arc::new(AtomicBool::new(false));
     let load = Arc::new(Load::default());
     // The first process is up once a request succeeds.
@@ -409,10 +494,10 @@ async fn five_upgrades_under_load_lose_no_request() {
         let next = if n % 2 == 1 {
             let next = setup.spawn(true, &name);
             setup.wait_for_upgrade_socket().await;
-            signal(&current.1, Signal::SIGQUIT);
+            signal(&current.1, Signal::SIGQUIT).await;
             next
         } else {
-            signal(&current.1, Signal::SIGQUIT);
+            signal(&current.1, Signal::SIGQUIT).await;
             setup.spawn(true, &name)
         };
         wait_served_by(&load, next.id(), &setup, &name).await;
@@ -421,7 +506,16 @@ async fn five_upgrades_under_load_lose_no_request() {
     }
     let upgrades_done = Instant::now();
     // More load on the last process, then stop the clients.
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let last = current.1.id();
+    let before = load.served_by(last);
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while load.served_by(last) < before + 100 {
+        assert!(
+            Instant::now() < deadline,
+            "the last process stopped serving"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.await.expect("client task");
@@ -484,7 +578,7 @@ async fn five_upgrades_under_load_lose_no_request() {
         Some(current.1.id()),
         "the pid file names the serving process (no old one removed it)"
     );
-    signal(&current.1, Signal::SIGTERM);
+    signal(&current.1, Signal::SIGTERM).await;
     assert_eq!(
         exits_within(&mut current.1, Duration::from_secs(10)).await,
         Some(true)
@@ -504,8 +598,8 @@ fn alive(pid: u32) -> bool {
 /// pid file then names it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_daemon_is_upgraded_by_sigquit_then_a_new_daemon() {
-    let setup = Setup::new("upgrade-daemon", "5s", "20s").await;
-    let out = setup.run_daemon(false).await;
+    let mut setup = Setup::new("upgrade-daemon", "5s", "20s").await;
+    let out = setup.run_first_daemon().await;
     assert!(
         out.status.success(),
         "{}",
@@ -516,7 +610,7 @@ async fn a_daemon_is_upgraded_by_sigquit_then_a_new_daemon() {
     let a = exchange(&mut s, "/", false).await.expect("served");
     assert_eq!(a.pid, Some(old));
 
-    kill(Pid::from_raw(old as i32), Signal::SIGQUIT).expect("SIGQUIT");
+    signal_pid(old, Signal::SIGQUIT).await;
     let out = setup.run_daemon(true).await;
     assert!(
         out.status.success(),
@@ -556,7 +650,7 @@ async fn a_daemon_is_upgraded_by_sigquit_then_a_new_daemon() {
         Some(new),
         "the old daemon left the pid file alone"
     );
-    kill(Pid::from_raw(new as i32), Signal::SIGTERM).expect("SIGTERM");
+    signal_pid(new, Signal::SIGTERM).await;
     let deadline = Instant::now() + IO_TIMEOUT;
     while alive(new) || setup.pid_file.exists() {
         assert!(
@@ -572,8 +666,8 @@ async fn a_failed_upgrade_leaves_the_old_process_serving() {
     // The new configuration adds an address someone else holds: the new process receives
     // the sockets, cannot bind the extra one, and exits before saying ready.
     let taken = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let setup = Setup::new("upgrade-fail", "5s", "1s").await;
-    let mut old = setup.spawn(false, "old");
+    let mut setup = Setup::new("upgrade-fail", "5s", "1s").await;
+    let mut old = setup.spawn_first("old");
     let deadline = Instant::now() + IO_TIMEOUT;
     let mut keepalive = loop {
         if let Ok(mut s) = connect(setup.addr).await {
@@ -590,7 +684,7 @@ async fn a_failed_upgrade_leaves_the_old_process_serving() {
     };
 
     // SIGQUIT and no new process within the upgrade timeout (1 s): logged, nothing changes.
-    signal(&old, Signal::SIGQUIT);
+    signal(&old, Signal::SIGQUIT).await;
     let deadline = Instant::now() + IO_TIMEOUT;
     while !setup.log("old").contains("no new process came") {
         assert!(Instant::now() < deadline, "{}", setup.log("old"));
@@ -604,7 +698,7 @@ async fn a_failed_upgrade_leaves_the_old_process_serving() {
     setup.write_conf(Some(taken.local_addr().expect("addr")));
     let mut new = setup.spawn(true, "new");
     setup.wait_for_upgrade_socket().await;
-    signal(&old, Signal::SIGQUIT);
+    signal(&old, Signal::SIGQUIT).await;
     assert_eq!(
         exits_within(&mut new, IO_TIMEOUT).await,
         Some(false),
@@ -634,14 +728,14 @@ async fn a_failed_upgrade_leaves_the_old_process_serving() {
     );
     let log = setup.log("old");
     assert!(log.contains("exited before it was ready"), "{log}");
-    signal(&old, Signal::SIGTERM);
+    signal(&old, Signal::SIGTERM).await;
     assert_eq!(exits_within(&mut old, IO_TIMEOUT).await, Some(true));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_lets_requests_in_flight_finish_then_exits_within_the_grace_period() {
-    let setup = Setup::new("sigterm", "5s", "20s").await;
-    let mut proxy = setup.spawn(false, "proxy");
+    let mut setup = Setup::new("sigterm", "5s", "20s").await;
+    let mut proxy = setup.spawn_first("proxy");
     let deadline = Instant::now() + IO_TIMEOUT;
     let mut idle = loop {
         if let Ok(mut s) = connect(setup.addr).await {
@@ -657,6 +751,7 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_within_the_grace_peri
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     // Three responses of 1.5 s each in flight, and one idle keep-alive connection.
+    let asked = setup.origin.requests();
     let mut in_flight = Vec::new();
     for _ in 0..3 {
         let addr = setup.addr;
@@ -673,9 +768,16 @@ async fn sigterm_lets_requests_in_flight_finish_then_exits_within_the_grace_peri
             }
         }));
     }
-    tokio::time::sleep(Duration::from_millis(300)).await;
+    let deadline = Instant::now() + IO_TIMEOUT;
+    while setup.origin.requests() < asked + 3 {
+        assert!(
+            Instant::now() < deadline,
+            "the three requests never reached the origin"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
     let term = Instant::now();
-    signal(&proxy, Signal::SIGTERM);
+    signal(&proxy, Signal::SIGTERM).await;
 
     for r in in_flight {
         let a = r.await.expect("task").expect("completes after SIGTERM");
@@ -712,7 +814,9 @@ fn config_test_mode_reports_good_and_broken_files() {
     let bad = dir.join("bad.toml");
     std::fs::write(
         &good,
-        "[server]\nupgrade_socket = \"/tmp/x.sock\"\nupgrade_timeout = \"5s\"\n",
+        // Port 0: the check binds what it would listen on, and a fixed port may be taken.
+        "[server]\nupgrade_socket = \"/tmp/x.sock\"\nupgrade_timeout = \"5s\"\n\n\
+         [proxy.ZeroDowntime]\nlisten = [\"127.0.0.1:0\"]\n",
     )
     .expect("write");
     std::fs::write(&bad, "[server]\nupgrade_timeout = \"soon\"\n").expect("write");
