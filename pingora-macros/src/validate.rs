@@ -695,19 +695,7 @@ fn check_health(health: &HealthDecl, errors: &mut Errors) {
                 }
             }
             ("status", HealthValue::Status(low, high)) if kind == "http" => {
-                let lo = low.base10_parse::<u16>().ok();
-                let hi = high.as_ref().map_or(lo, |h| h.base10_parse::<u16>().ok());
-                let bad_high = matches!((lo, hi), (Some(lo), Some(hi)) if (100..=599).contains(&lo) && !(lo..=599).contains(&hi));
-                match (lo, hi) {
-                    (Some(lo), Some(hi)) if (100..=599).contains(&lo) && (lo..=599).contains(&hi) => {}
-                    _ => errors.at(
-                        match (bad_high, high) {
-                            (true, Some(h)) => h.span(),
-                            _ => low.span(),
-                        },
-                        "status takes a code or an inclusive range of codes from 100 to 599, e.g. `status 200..=299`",
-                    ),
-                }
+                check_health_status(low, high.as_ref(), errors)
             }
             ("every" | "timeout" | "rise" | "fall" | "host" | "status", _) => errors.at(
                 option.span(),
@@ -735,6 +723,28 @@ fn check_health(health: &HealthDecl, errors: &mut Errors) {
                 "the check's timeout is longer than its interval: checks would overlap",
             );
         }
+    }
+}
+
+/// What `status` takes.
+const STATUS_RANGE: &str =
+    "status takes a code or an inclusive range of codes from 100 to 599, e.g. `status 200..=299`";
+
+/// `status A..=B` (or `status A`) of an http check: codes from 100 to 599, and not only
+/// informational ones.
+fn check_health_status(low: &LitInt, high: Option<&LitInt>, errors: &mut Errors) {
+    let lo = low.base10_parse::<u16>().ok();
+    let hi = high.map_or(lo, |h| h.base10_parse::<u16>().ok());
+    match (lo, hi) {
+        // A probe's answer is final: interim 1xx are skipped, HTTP/2 has no 101 and
+        // HTTP/1.1 sends one only to an Upgrade, which a probe never asks for.
+        (Some(lo @ 100..=599), Some(hi)) if (lo..=199).contains(&hi) => errors.at(
+            low.span(),
+            "a health check never sees a 1xx status (its answer is final, and interim ones are skipped): give final statuses, e.g. `status 200..=399`",
+        ),
+        (Some(lo @ 100..=599), Some(hi)) if (lo..=599).contains(&hi) => {}
+        (Some(100..=599), _) => errors.at(high.map_or(low.span(), LitInt::span), STATUS_RANGE),
+        _ => errors.at(low.span(), STATUS_RANGE),
     }
 }
 

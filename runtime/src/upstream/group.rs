@@ -8,20 +8,18 @@
 
 use std::borrow::Cow;
 use std::net::SocketAddr;
-use std::ops::RangeInclusive;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
 use http::header::{HeaderName, COOKIE};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::lb::{Backend, InFlight, LoadBalancer, Peer, Strategy};
 use crate::proxy::Session;
 use crate::server::ShutdownWatch;
 use crate::upstream::discovery::{Discovery, DiscoveryTask};
+use crate::upstream::health::{HealthCheck, HealthChecker, PeerAccess};
 use crate::upstream::{HttpPeer, PeerTimeouts, TlsConnector, UpstreamHttp, UpstreamTls};
 
 /// Body bytes kept for a resend unless a group says otherwise (as Pingora's default).
@@ -97,37 +95,6 @@ fn cookie<'a>(session: &'a Session, name: &str) -> Option<&'a [u8]> {
             (k == name.as_bytes()).then(|| &v[1..])
         })
     })
-}
-
-/// How an active health check probes a peer.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum HealthKind {
-    /// A TCP connect succeeds.
-    Tcp,
-    /// `GET path` answers with a status in `status`.
-    Http {
-        /// The path requested.
-        path: String,
-        /// The `Host` sent (default: the peer's address).
-        host: Option<String>,
-        /// Statuses that count as healthy.
-        status: RangeInclusive<u16>,
-    },
-}
-
-/// An active health check, run as a background service.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct HealthCheck {
-    /// The probe.
-    pub kind: HealthKind,
-    /// Time between two probes of a peer.
-    pub interval: Duration,
-    /// Time a probe may take.
-    pub timeout: Duration,
-    /// Consecutive successes that bring a down peer back.
-    pub rise: u32,
-    /// Consecutive failures that take a peer down.
-    pub fall: u32,
 }
 
 /// Passive health: a peer whose requests fail `failures` times in a row (connect errors,
@@ -496,13 +463,19 @@ impl UpstreamGroup {
         }
     }
 
-    /// The background task that runs this group's active health check, if it has one.
+    /// The background task that runs this group's active health check, if it has one. Its
+    /// probes reach the peers as the group's requests do: over the group's TLS connector
+    /// and in its HTTP version (see [`HealthChecker`]).
     pub fn health_checker(&self) -> Option<HealthChecker> {
-        Some(HealthChecker {
-            group: self.name.clone(),
-            lb: self.lb.clone(),
-            check: self.health.clone()?,
-        })
+        Some(HealthChecker::new(
+            self.name.clone(),
+            self.lb.clone(),
+            self.health.clone()?,
+            PeerAccess {
+                tls: self.tls.clone(),
+                http: self.http,
+            },
+        ))
     }
 
     /// The background task that keeps this group's peers discovered, if it has a source.
@@ -556,152 +529,5 @@ impl GroupTask {
             GroupTask::Health(h) => h.run_forever().await,
             GroupTask::Discovery(d) => d.run_forever().await,
         }
-    }
-}
-
-/// Runs a group's active health check: probes every peer each interval and marks peers
-/// down after `fall` failures, back up after `rise` successes (logging both).
-pub struct HealthChecker {
-    group: Arc<str>,
-    lb: Arc<ArcSwap<LoadBalancer>>,
-    check: HealthCheck,
-}
-
-impl HealthChecker {
-    /// The group checked.
-    pub fn group(&self) -> &str {
-        &self.group
-    }
-
-    /// Probes every peer once, concurrently, and applies the results.
-    pub async fn check_once(&self) {
-        let peers = self.lb.load().peers().to_vec();
-        let mut probes = tokio::task::JoinSet::new();
-        for peer in peers {
-            let check = self.check.clone();
-            probes.spawn(async move {
-                let ok = probe(&check, peer.addr()).await;
-                (peer, ok)
-            });
-        }
-        while let Some(result) = probes.join_next().await {
-            let Ok((peer, ok)) = result else { continue };
-            match peer.record_check(ok, self.check.rise, self.check.fall) {
-                Some(false) => tracing::warn!(
-                    group = %self.group,
-                    peer = %peer.addr(),
-                    "peer failed its health checks: marked down"
-                ),
-                Some(true) => tracing::info!(
-                    group = %self.group,
-                    peer = %peer.addr(),
-                    "peer passed its health checks: back in service"
-                ),
-                None => {}
-            }
-        }
-    }
-
-    /// Checks every interval until `shutdown`.
-    pub async fn run(self, mut shutdown: ShutdownWatch) {
-        loop {
-            self.check_once().await;
-            tokio::select! {
-                _ = tokio::time::sleep(self.check.interval) => {}
-                _ = shutdown.wait() => return,
-            }
-        }
-    }
-
-    /// Checks every interval, forever (for embedding; abort the task to stop).
-    pub async fn run_forever(self) {
-        loop {
-            self.check_once().await;
-            tokio::time::sleep(self.check.interval).await;
-        }
-    }
-}
-
-/// One probe of `addr`, bounded by the check's timeout.
-async fn probe(check: &HealthCheck, addr: SocketAddr) -> bool {
-    let attempt = async {
-        let mut stream = TcpStream::connect(addr).await.ok()?;
-        let HealthKind::Http { path, host, status } = &check.kind else {
-            return Some(true);
-        };
-        let host = host.clone().unwrap_or_else(|| addr.to_string());
-        let request = format!(
-            "GET {path} HTTP/1.1\r\nHost: {host}\r\nUser-Agent: pingora-dsl-health-check\r\nConnection: close\r\n\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.ok()?;
-        let mut head = Vec::with_capacity(256);
-        let mut buf = [0u8; 256];
-        // The status line is all a check needs.
-        while !head.contains(&b'\n') && head.len() < 4096 {
-            let n = stream.read(&mut buf).await.ok()?;
-            if n == 0 {
-                break;
-            }
-            head.extend_from_slice(&buf[..n]);
-        }
-        let line = std::str::from_utf8(&head).ok()?.lines().next()?;
-        let mut parts = line.split(' ');
-        let version = parts.next()?;
-        let code: u16 = parts.next()?.parse().ok()?;
-        Some(version.starts_with("HTTP/1.") && status.contains(&code))
-    };
-    matches!(
-        tokio::time::timeout(check.timeout, attempt).await,
-        Ok(Some(true))
-    )
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn probes_tell_listening_and_answering_peers_apart() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        tokio::spawn(async move {
-            while let Ok((mut s, _)) = listener.accept().await {
-                tokio::spawn(async move {
-                    let mut buf = [0u8; 1024];
-                    let n = s.read(&mut buf).await.unwrap_or(0);
-                    let reply: &[u8] = if buf[..n].starts_with(b"GET /ok ") {
-                        b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
-                    } else {
-                        b"HTTP/1.1 503 Service Unavailable\r\ncontent-length: 0\r\n\r\n"
-                    };
-                    let _ = s.write_all(reply).await;
-                });
-            }
-        });
-        let http = |path: &str| HealthCheck {
-            kind: HealthKind::Http {
-                path: path.into(),
-                host: None,
-                status: 200..=299,
-            },
-            interval: Duration::from_secs(1),
-            timeout: Duration::from_secs(2),
-            rise: 1,
-            fall: 1,
-        };
-        assert!(probe(&http("/ok"), addr).await);
-        assert!(!probe(&http("/down"), addr).await);
-        let tcp = HealthCheck {
-            kind: HealthKind::Tcp,
-            ..http("/")
-        };
-        assert!(probe(&tcp, addr).await);
-        let closed = {
-            let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-            l.local_addr().expect("addr")
-        };
-        assert!(!probe(&tcp, closed).await);
     }
 }

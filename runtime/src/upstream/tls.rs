@@ -159,6 +159,11 @@ impl TlsConnector {
         self.inner.id
     }
 
+    /// The name sent as SNI (and verified, unless `insecure`), if any.
+    pub fn sni(&self) -> Option<&str> {
+        self.inner.sni.as_deref()
+    }
+
     /// Runs the client handshake over `stream` to the peer at `ip`, offering HTTP/2 by
     /// ALPN when `offer_h2`. Returns the stream and whether HTTP/2 was agreed.
     pub(crate) async fn connect<S>(
