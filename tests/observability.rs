@@ -17,7 +17,10 @@ use pingora_dsl::http::{HttpService, RunningService};
 use pingora_dsl::prelude::*;
 use pingora_dsl::proxy::{ProxyLayer, ProxyPipeline};
 use pingora_dsl_suite::origin::Origin;
-use support::{addr_after, client, example_binary, get, read_until, send, spawn_with_lines};
+use support::{
+    addr_after, client, example_binary, get, process_catches_signal, read_until, refused_port,
+    send, spawn_with_lines, wait_until_blocking,
+};
 
 proxy! {
     /// Two pools and a dead one, each behind its own route.
@@ -88,9 +91,8 @@ async fn metrics_count_requests_per_route_pool_and_peer() {
         Origin::start("api-2").await.expect("origin"),
         Origin::start("web").await.expect("origin"),
     );
-    let dead = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let dead_addr = dead.local_addr().expect("addr");
-    drop(dead);
+    let dead = refused_port();
+    let dead_addr = dead.addr();
     let cli = ProxyCli {
         upstream: vec![
             format!("api={}", a1.addr()),
@@ -586,12 +588,13 @@ fn a_bad_access_log_path_or_format_is_a_startup_error() {
     assert!(err.to_string().contains("`combined` or `json`"), "{err}");
 }
 
-/// The path of an example binary built beside this test.
 /// A running example and the lines of its stdout.
 struct Example {
     child: std::process::Child,
     lines: std::sync::mpsc::Receiver<String>,
     seen: Vec<String>,
+    /// The proxy's name, as it reports itself (`NAME listening on ...`).
+    name: String,
     proxy: SocketAddr,
     admin: SocketAddr,
 }
@@ -605,14 +608,16 @@ impl Example {
                 .args(args),
         );
         let mut seen = Vec::new();
-        let listen = read_until(&lines, &mut seen, |l| l.contains(" listening on http://"));
-        let proxy = addr_after(&listen, "listening on http://");
+        let listen = read_until(&lines, &mut seen, |l| l.contains(" listening on http"));
+        let (proxy_name, _) = listen.split_once(" listening on ").expect("a name");
+        let proxy = addr_after(&listen, "://");
         let admin_line = read_until(&lines, &mut seen, |l| l.starts_with("admin on http://"));
         let admin = addr_after(&admin_line, "admin on http://");
         Example {
             child,
             lines,
             seen,
+            name: proxy_name.to_owned(),
             proxy,
             admin,
         }
@@ -623,10 +628,17 @@ impl Example {
         read_until(&self.lines, &mut self.seen, want)
     }
 
-    /// Sends SIGTERM and waits (10 s at most) for a clean exit.
+    /// Sends SIGTERM (once the process handles it) and waits (10 s at most) for a clean
+    /// exit.
     fn stop(&mut self) {
+        let sigterm = nix::sys::signal::Signal::SIGTERM;
+        wait_until_blocking(
+            Duration::from_secs(10),
+            "the example handles SIGTERM",
+            || process_catches_signal(self.child.id(), sigterm),
+        );
         let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
-        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM).expect("signal");
+        nix::sys::signal::kill(pid, sigterm).expect("signal");
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Some(status) = self.child.try_wait().expect("wait") {
@@ -656,40 +668,187 @@ async fn get_with_id(proxy: SocketAddr, id: &str) {
     assert_eq!(send(&client(), req).await.0.status(), 200);
 }
 
-/// The example a new user runs, with `--admin` and `--access-log stdout`: its metrics
-/// count the requests per demo origin, and each request is a line on stdout.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_example_serves_admin_and_access_log_from_flags() {
-    // Two per-core workers: their counters add up in one set.
-    let mut ex = Example::start(
-        "load_balancer",
-        &["--access-log", "stdout", "--threads", "2"],
-    );
-    for i in 0..4 {
-        get_with_id(ex.proxy, &format!("req-{i}")).await;
-    }
-    for i in 0..4 {
-        let line = ex.line(|l| l.contains("\"GET / HTTP/1.1\""));
-        assert!(line.contains(" 200 "), "{line}");
-        assert!(line.contains(&format!(" id=req-{i}")), "{line}");
-    }
-    let m = fetch(ex.admin, "/metrics").await;
-    let per_peer: Vec<u64> = m
-        .lines()
-        .filter(|l| l.starts_with("pingora_dsl_upstream_requests_total{"))
-        .map(|l| {
-            l.rsplit(' ')
-                .next()
-                .and_then(|v| v.parse().ok())
-                .expect("value")
+/// The examples that take the flags of every declared proxy (`ProxyCli`): those whose
+/// source reads them. (The hand-written `load_balancer_manual` and `tcp_proxy` have flags of
+/// their own.)
+fn examples_with_proxy_flags() -> Vec<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("examples");
+    let mut names: Vec<String> = std::fs::read_dir(&dir)
+        .expect("the examples directory")
+        .filter_map(|entry| {
+            let path = entry.expect("an entry").path();
+            let source = std::fs::read_to_string(&path).ok()?;
+            let name = path.file_stem()?.to_str()?.to_owned();
+            (path.extension()? == "rs" && source.contains("ProxyCli::from_env()")).then_some(name)
         })
         .collect();
-    assert_eq!(per_peer, [2, 2], "{m}");
-    let p = [("proxy", "BlogLoadBalancer")];
-    assert_eq!(count(&m, "pingora_dsl_downstream_connections_total", &p), 4);
-    let status = fetch(ex.admin, "/status").await;
-    assert!(status.contains("BlogLoadBalancer"), "{status}");
-    ex.stop();
+    names.sort();
+    names
+}
+
+/// Sends one request to example proxy `ex` the way it is meant to be used, with request id
+/// `id`; returns the status it logs.
+async fn request_example(name: &str, ex: &Example, id: &str) -> u16 {
+    match name {
+        // TLS on the listener (the certificate is the test's own, self-signed).
+        "tls_gateway" => {
+            let mut connector =
+                openssl::ssl::SslConnector::builder(openssl::ssl::SslMethod::tls_client())
+                    .expect("connector");
+            connector.set_verify(openssl::ssl::SslVerifyMode::NONE);
+            let ssl = connector
+                .build()
+                .configure()
+                .expect("config")
+                .into_ssl("localhost")
+                .expect("ssl");
+            let tcp = tokio::net::TcpStream::connect(ex.proxy)
+                .await
+                .expect("connect");
+            let mut tls = tokio_openssl::SslStream::new(ssl, tcp).expect("stream");
+            let exchange = async {
+                std::pin::Pin::new(&mut tls)
+                    .connect()
+                    .await
+                    .expect("handshake");
+                let request = format!(
+                    "GET / HTTP/1.1\r\nHost: localhost\r\nx-request-id: {id}\r\nConnection: close\r\n\r\n"
+                );
+                tokio::io::AsyncWriteExt::write_all(&mut tls, request.as_bytes())
+                    .await
+                    .expect("write");
+                let mut out = Vec::new();
+                tokio::io::AsyncReadExt::read_to_end(&mut tls, &mut out)
+                    .await
+                    .expect("read");
+                String::from_utf8_lossy(&out).into_owned()
+            };
+            let out = tokio::time::timeout(Duration::from_secs(10), exchange)
+                .await
+                .expect("answered in time");
+            assert!(out.starts_with("HTTP/1.1 200 "), "{name}: {out}");
+            200
+        }
+        // A WebSocket tunnelled to the echo origin: the upgrade is logged as a 101.
+        "websocket_proxy" => {
+            use futures_util::{SinkExt, StreamExt};
+            use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+            use tokio_tungstenite::tungstenite::Message;
+            let mut request = format!("ws://{}/chat", ex.proxy)
+                .into_client_request()
+                .expect("request");
+            request
+                .headers_mut()
+                .insert("x-request-id", http::HeaderValue::from_str(id).expect("id"));
+            let tcp = tokio::net::TcpStream::connect(ex.proxy)
+                .await
+                .expect("connect");
+            let echoed = async {
+                let (mut ws, response) = tokio_tungstenite::client_async(request, tcp)
+                    .await
+                    .expect("handshake");
+                assert_eq!(response.status(), 101, "{name}");
+                ws.send(Message::text("hello")).await.expect("send");
+                let back = ws.next().await.expect("a message").expect("no error");
+                ws.close(None).await.expect("close");
+                back
+            };
+            let back = tokio::time::timeout(Duration::from_secs(10), echoed)
+                .await
+                .expect("echoed in time");
+            assert_eq!(back, Message::text("hello"), "{name}");
+            101
+        }
+        _ => {
+            get_with_id(ex.proxy, id).await;
+            200
+        }
+    }
+}
+
+/// Every example taking the flags of every declared proxy, run as a new user runs it with
+/// `--admin` and `--access-log stdout`: each serves a request, logs it on stdout with its
+/// id and status, counts it in its metrics, shows itself on the status page, and stops
+/// cleanly on SIGTERM. The main one (`load_balancer`, two per-core workers) also counts
+/// its requests per demo origin.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_example_serves_admin_and_access_log_from_flags() {
+    let examples = examples_with_proxy_flags();
+    for known in [
+        "load_balancer",
+        "tls_gateway",
+        "websocket_proxy",
+        "zero_downtime",
+    ] {
+        assert!(
+            examples.iter().any(|e| e == known),
+            "{known} not among {examples:?}"
+        );
+    }
+    let dir = tempdir("every-example");
+    let cert =
+        pingora_dsl_suite::certs::self_signed(&dir, &["localhost", "127.0.0.1"]).expect("cert");
+    let (cert_path, key_path) = (
+        cert.cert.display().to_string(),
+        cert.key.display().to_string(),
+    );
+    for name in &examples {
+        let mut args = vec!["--access-log", "stdout"];
+        match name.as_str() {
+            // Two per-core workers: their counters add up in one set.
+            "load_balancer" => args.extend(["--threads", "2"]),
+            "tls_gateway" => args.extend(["--cert", &cert_path, "--key", &key_path]),
+            _ => {}
+        }
+        let mut ex = Example::start(name, &args);
+        let ids: Vec<String> = if name == "load_balancer" {
+            (0..4).map(|i| format!("req-{i}")).collect()
+        } else {
+            vec![format!("every-{name}")]
+        };
+        for id in &ids {
+            let status = request_example(name, &ex, id).await;
+            let line = ex.line(|l| l.contains(&format!(" id={id}")));
+            assert!(line.contains(&format!("\" {status} ")), "{name}: {line}");
+        }
+        let m = fetch(ex.admin, "/metrics").await;
+        let counted: f64 = m
+            .lines()
+            .filter(|l| {
+                l.starts_with("pingora_dsl_requests_total{")
+                    && l.contains(&format!("proxy=\"{}\"", ex.name))
+            })
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum();
+        assert_eq!(
+            counted,
+            ids.len() as f64,
+            "{name}: every request counted in:\n{m}"
+        );
+        let status_page = fetch(ex.admin, "/status").await;
+        assert!(status_page.contains(&ex.name), "{name}: {status_page}");
+        if name == "load_balancer" {
+            let per_peer: Vec<u64> = m
+                .lines()
+                .filter(|l| l.starts_with("pingora_dsl_upstream_requests_total{"))
+                .map(|l| {
+                    l.rsplit(' ')
+                        .next()
+                        .and_then(|v| v.parse().ok())
+                        .expect("value")
+                })
+                .collect();
+            assert_eq!(
+                per_peer,
+                [2, 2],
+                "round robin over the two demo origins: {m}"
+            );
+            let p = [("proxy", "BlogLoadBalancer")];
+            assert_eq!(count(&m, "pingora_dsl_downstream_connections_total", &p), 4);
+        }
+        ex.stop();
+    }
+    let _ = std::fs::remove_dir_all(dir);
 }
 
 /// `--example observability`: the request's span reaches OpenTelemetry (its stdout

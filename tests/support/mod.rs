@@ -345,11 +345,19 @@ pub fn wait_until_blocking(within: Duration, what: &str, mut cond: impl FnMut() 
 /// Whether this process has a handler installed for `signal` (the `SigCgt` mask of
 /// `/proc/self/status`): raising it then cannot take the default action (end the process).
 pub fn catches_signal(signal: nix::sys::signal::Signal) -> bool {
-    let status = std::fs::read_to_string("/proc/self/status").expect("/proc/self/status");
-    let mask = status
-        .lines()
-        .find_map(|l| l.strip_prefix("SigCgt:"))
-        .and_then(|m| u64::from_str_radix(m.trim(), 16).ok())
-        .expect("a SigCgt line");
-    mask & (1 << (signal as i32 - 1)) != 0
+    process_catches_signal(std::process::id(), signal)
+}
+
+/// Whether process `pid` has a handler installed for `signal` (the `SigCgt` mask of its
+/// `/proc` status; `false` once it is gone).
+pub fn process_catches_signal(pid: u32, signal: nix::sys::signal::Signal) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("SigCgt:"))
+                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
+        })
+        .is_some_and(|mask| mask & (1 << (signal as i32 - 1)) != 0)
 }
