@@ -210,24 +210,10 @@ impl Drop for Setup {
     }
 }
 
-/// Whether process `pid` has a handler installed for `sig` (the `SigCgt` mask of its
-/// `/proc` status): sent then, the signal cannot take its default action (end it).
-fn catches(pid: u32, sig: Signal) -> bool {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|status| {
-            status
-                .lines()
-                .find_map(|l| l.strip_prefix("SigCgt:"))
-                .and_then(|mask| u64::from_str_radix(mask.trim(), 16).ok())
-        })
-        .is_some_and(|mask| mask & (1 << (sig as i32 - 1)) != 0)
-}
-
 /// Sends `sig` to process `pid` once it handles it (bounded wait).
 async fn signal_pid(pid: u32, sig: Signal) {
     let deadline = Instant::now() + IO_TIMEOUT;
-    while !catches(pid, sig) {
+    while !support::process_catches_signal(pid, sig) {
         assert!(
             Instant::now() < deadline,
             "process {pid} never handled {sig}"
