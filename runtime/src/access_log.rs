@@ -13,7 +13,7 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex, Once};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
@@ -90,6 +90,9 @@ struct Inner {
     format: AccessLogFormat,
     target: AccessLogTarget,
     sender: SyncSender<Message>,
+    /// The writer thread's end of the queue, until the first line starts the thread.
+    receiver: Mutex<Option<Receiver<Message>>>,
+    started: Once,
     dropped: AtomicU64,
 }
 
@@ -111,35 +114,50 @@ impl AccessLog {
     /// opened for appending (so a bad path fails at startup, and under `-t`).
     pub fn open(target: AccessLogTarget, format: AccessLogFormat) -> io::Result<Self> {
         if let AccessLogTarget::File(path) = &target {
-            open_append(path)?;
+            check_append(path, "access log")?;
         }
         Ok(AccessLog::new(target, format))
     }
 
-    /// A log writing `format` lines to `target`. The writer thread opens the file; if
-    /// it cannot, it logs why and drops lines until a [`reopen`](AccessLog::reopen)
-    /// succeeds. [`AccessLog::open`] checks the file first.
+    /// A log writing `format` lines to `target`. The writer thread starts, and opens
+    /// (creates) the file, with the first line: a process that never serves (`-t`,
+    /// `--print-config`) starts no thread and writes no file, and one that daemonizes is
+    /// still single-threaded when it forks. If the file cannot be opened, the thread logs
+    /// why and drops lines until a [`reopen`](AccessLog::reopen) succeeds.
+    /// [`AccessLog::open`] checks the file first.
     pub fn new(target: AccessLogTarget, format: AccessLogFormat) -> Self {
         let (sender, receiver) = mpsc::sync_channel(QUEUE_LINES);
-        let sink_target = target.clone();
-        let spawned = std::thread::Builder::new()
-            .name("access-log".into())
-            .spawn(move || write_lines(Sink::open(&sink_target), receiver));
-        if let Err(e) = spawned {
-            tracing::error!(error = %e, "cannot start the access log writer; lines are dropped");
-        }
         AccessLog(Arc::new(Inner {
             format,
             target,
             sender,
+            receiver: Mutex::new(Some(receiver)),
+            started: Once::new(),
             dropped: AtomicU64::new(0),
         }))
     }
 
-    /// Checks that the log's file can be opened for appending (stdout always can).
+    /// Starts the writer thread, once.
+    fn start_writer(&self) {
+        self.0.started.call_once(|| {
+            let Some(receiver) = self.0.receiver.lock().ok().and_then(|mut r| r.take()) else {
+                return;
+            };
+            let target = self.0.target.clone();
+            let spawned = std::thread::Builder::new()
+                .name("access-log".into())
+                .spawn(move || write_lines(Sink::open(&target), receiver));
+            if let Err(e) = spawned {
+                tracing::error!(error = %e, "cannot start the access log writer; lines are dropped");
+            }
+        });
+    }
+
+    /// Checks that the log's file can be appended to, creating nothing (stdout always
+    /// can).
     pub fn check(&self) -> io::Result<()> {
         match &self.0.target {
-            AccessLogTarget::File(path) => open_append(path).map(drop),
+            AccessLogTarget::File(path) => check_append(path, "access log"),
             AccessLogTarget::Stdout => Ok(()),
         }
     }
@@ -161,6 +179,7 @@ impl AccessLog {
 
     /// Reopens the file (after logrotate moved it); nothing for stdout.
     pub fn reopen(&self) {
+        self.start_writer();
         let _ = self.0.sender.try_send(Message::Reopen);
     }
 
@@ -172,6 +191,7 @@ impl AccessLog {
             AccessLogFormat::Json => entry.write_json(&mut line),
         }
         line.push(b'\n');
+        self.start_writer();
         match self.0.sender.try_send(Message::Line(line)) {
             Ok(()) => {}
             Err(TrySendError::Full(_)) => {
@@ -346,22 +366,25 @@ fn civil(t: SystemTime) -> (Civil, u32) {
 
 enum Sink {
     Stdout,
-    File { path: PathBuf, file: Option<File> },
+    /// A file, opened with the first line (`tried` says whether that was attempted; after
+    /// a failure only a reopen tries again).
+    File {
+        path: PathBuf,
+        file: Option<File>,
+        tried: bool,
+    },
 }
 
 impl Sink {
     fn open(target: &AccessLogTarget) -> Sink {
         match target {
             AccessLogTarget::Stdout => Sink::Stdout,
-            AccessLogTarget::File(path) => {
-                let file = open_append(path)
-                    .map_err(|e| tracing::error!(error = %e, "cannot open the access log"))
-                    .ok();
-                Sink::File {
-                    file,
-                    path: path.clone(),
-                }
-            }
+            // Opened with the first line (see `AccessLog::new`).
+            AccessLogTarget::File(path) => Sink::File {
+                file: None,
+                path: path.clone(),
+                tried: false,
+            },
         }
     }
 
@@ -375,7 +398,20 @@ impl Sink {
             Sink::File {
                 file: Some(file), ..
             } => file.write_all(bytes),
-            Sink::File { file: None, path } => Err(io::Error::new(
+            Sink::File {
+                file: file @ None,
+                path,
+                tried: tried @ false,
+            } => {
+                *tried = true;
+                let mut opened = open_append(path)?;
+                opened.write_all(bytes)?;
+                *file = Some(opened);
+                Ok(())
+            }
+            Sink::File {
+                file: None, path, ..
+            } => Err(io::Error::new(
                 io::ErrorKind::NotFound,
                 format!("access log {} is not open", path.display()),
             )),
@@ -383,7 +419,7 @@ impl Sink {
     }
 
     fn reopen(&mut self) {
-        if let Sink::File { path, file } = self {
+        if let Sink::File { path, file, .. } = self {
             match open_append(path) {
                 Ok(fresh) => *file = Some(fresh),
                 Err(e) => {
@@ -391,6 +427,29 @@ impl Sink {
                 }
             }
         }
+    }
+}
+
+/// Checks that the log file `path` (`what`: "access log", "error log") can be appended to,
+/// creating nothing: an existing file is opened for appending, a missing one needs a
+/// writable directory.
+pub(crate) fn check_append(path: &Path, what: &str) -> io::Result<()> {
+    let named = |e: io::Error| io::Error::new(e.kind(), format!("{what} {}: {e}", path.display()));
+    match OpenOptions::new().append(true).open(path) {
+        Ok(_) => Ok(()),
+        Err(e) if e.kind() == io::ErrorKind::NotFound => {
+            let dir = match path.parent() {
+                Some(dir) if !dir.as_os_str().is_empty() => dir,
+                _ => Path::new("."),
+            };
+            nix::unistd::access(dir, nix::unistd::AccessFlags::W_OK).map_err(|e| {
+                named(io::Error::new(
+                    io::Error::from(e).kind(),
+                    format!("cannot create a file in {}: {e}", dir.display()),
+                ))
+            })
+        }
+        Err(e) => Err(named(e)),
     }
 }
 

@@ -109,8 +109,15 @@ impl ProxyCli {
         if let Some(config) = &self.config {
             config.apply_server(&mut conf)?;
         }
-        if let Some(threads) = self.threads {
-            conf.threads = threads.max(1);
+        match self.threads {
+            Some(0) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    "--threads 0: must be at least 1",
+                ))
+            }
+            Some(threads) => conf.threads = threads,
+            None => {}
         }
         if self.work_stealing {
             conf.flavor = RuntimeFlavor::WorkStealing;
@@ -192,6 +199,11 @@ impl ProxyCli {
     /// `declared`.
     pub fn listen_for(&self, name: &str, declared: &[&str]) -> io::Result<Vec<String>> {
         if !self.listen.is_empty() {
+            for addr in &self.listen {
+                crate::listen::resolve(addr).map_err(|e| {
+                    io::Error::new(io::ErrorKind::InvalidInput, format!("--listen {addr}: {e}"))
+                })?;
+            }
             return Ok(self.listen.clone());
         }
         if let Some(list) = self
@@ -575,11 +587,8 @@ where
         PidFile::check(path)?;
     }
     if let Some(path) = &server_section.error_log {
-        std::fs::OpenOptions::new()
-            .create(true)
-            .append(true)
-            .open(path)
-            .map_err(|e| io::Error::new(e.kind(), format!("error log {}: {e}", path.display())))?;
+        // Checked, not created: `-t` writes no file (the daemon creates it).
+        crate::access_log::check_append(path, "error log")?;
     }
     let admin_addr = cli.admin_addr();
     let mut admin = admin_addr.as_deref().map(|addr| {
@@ -593,6 +602,18 @@ where
             admin
                 .check()
                 .map_err(|e| io::Error::new(e.kind(), format!("admin listener: {e}")))?;
+        }
+        // Bound and released with the options of a start, so an address in use or one
+        // the machine lacks fails here as it would there; with `-u` the running process
+        // holds them, to hand over.
+        if !cli.upgrade {
+            let mut probe = Sockets::new();
+            service.bind_with(&mut probe)?;
+            if let Some(admin) = &mut admin {
+                admin
+                    .bind_with(&mut probe)
+                    .map_err(|e| io::Error::new(e.kind(), format!("admin listener: {e}")))?;
+            }
         }
         println!(
             "configuration OK: {name} would listen on {} with {} worker thread(s)",

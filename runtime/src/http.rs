@@ -358,6 +358,9 @@ impl<M: MakeConnService> HttpService<M> {
     /// Checks what binding would need besides the sockets: the addresses resolve, and
     /// every TLS certificate, key and CA loads and matches.
     pub fn check(&self) -> io::Result<()> {
+        if self.addrs.is_empty() {
+            return Err(listen::no_listener());
+        }
         for listen in &self.addrs {
             listen::resolve(&listen.addr)?;
             if let Some(tls) = &listen.tls {

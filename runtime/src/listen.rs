@@ -27,6 +27,14 @@ const BACKLOG: i32 = 4096;
 const MIN_BACKOFF: Duration = Duration::from_millis(5);
 const MAX_BACKOFF: Duration = Duration::from_secs(1);
 
+/// The error for a service with no listening address at all.
+pub fn no_listener() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidInput,
+        "no listening address: declare `listen \"ADDR\";`, set `listen = [\"ADDR\"]` under `[proxy.NAME]` in the config file, or pass --listen ADDR",
+    )
+}
+
 /// Resolves `addr` (`"127.0.0.1:6188"`, `"[::1]:6188"`, `"localhost:80"`) to socket addresses.
 pub fn resolve(addr: &str) -> io::Result<Vec<SocketAddr>> {
     let addrs: Vec<SocketAddr> = addr.to_socket_addrs()?.collect();

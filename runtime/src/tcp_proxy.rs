@@ -123,6 +123,9 @@ impl TcpProxyService {
 
     /// Checks what binding needs besides the sockets: addresses, certificates, the group.
     pub fn check(&self) -> io::Result<()> {
+        if self.addrs.is_empty() {
+            return Err(listen::no_listener());
+        }
         self.shared.group.check()?;
         for listen in &self.addrs {
             listen::resolve(&listen.addr)?;

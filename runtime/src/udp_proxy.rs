@@ -83,6 +83,9 @@ impl UdpProxyService {
 
     /// Checks what binding needs besides the sockets: addresses and the group.
     pub fn check(&self) -> io::Result<()> {
+        if self.addrs.is_empty() {
+            return Err(listen::no_listener());
+        }
         self.group.check()?;
         for addr in &self.addrs {
             listen::resolve(addr)?;
