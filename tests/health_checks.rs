@@ -2,6 +2,7 @@
 //! probed over TLS with the pool's SNI name, trust and client certificate (a TCP check
 //! completes the handshake), an `http2` pool with HTTP/2 (prior knowledge in cleartext, ALPN
 //! over TLS), and every probe gives up within the check's timeout.
+mod support;
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -23,6 +24,7 @@ use pingora_dsl::upstream::{
     GroupTask, HealthCheck, HealthKind, UpstreamGroup, UpstreamHttp, UpstreamTls,
 };
 use pingora_dsl_suite::certs::{CertFiles, TestCa};
+use support::wait_until;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::task::JoinHandle;
 
@@ -323,15 +325,6 @@ async fn get(addr: SocketAddr, path: &str) -> (StatusCode, Bytes) {
     .expect("an answer within the bound")
 }
 
-/// Waits until `cond` holds, for at most [`WAIT`].
-async fn wait_until(what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + WAIT;
-    while !cond() {
-        assert!(Instant::now() < deadline, "not within {WAIT:?}: {what}");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-}
-
 proxy! {
     /// A pool of TLS origins with an HTTP health check, as a production proxy declares it.
     pub TlsPool {
@@ -492,7 +485,7 @@ async fn an_h2c_pool_is_probed_with_http2_and_an_http1_peer_is_marked_down() {
         "no HTTP/1.1 request was sent to a peer of an http2 pool"
     );
     // The probe leaves no connection behind.
-    wait_until("the probe's HTTP/2 connection is closed", || {
+    wait_until(WAIT, "the probe's HTTP/2 connection is closed", || {
         h2.seen.open.load(Ordering::SeqCst) == 0
     })
     .await;
@@ -555,7 +548,7 @@ async fn an_h2_over_tls_pool_is_probed_with_http2_by_alpn() {
     assert!(!healthy(&tcp_checked, h1_only.addr));
 
     // No probe leaves a connection behind.
-    wait_until("every probe's connection is closed", || {
+    wait_until(WAIT, "every probe's connection is closed", || {
         h2.seen.open.load(Ordering::SeqCst) + h1_only.seen.open.load(Ordering::SeqCst) == 0
     })
     .await;
@@ -600,7 +593,7 @@ async fn a_silent_peer_fails_every_kind_of_probe_within_the_timeout() {
         );
     }
     // A probe that gave up leaves no connection behind.
-    wait_until("every abandoned probe's connection is closed", || {
+    wait_until(WAIT, "every abandoned probe's connection is closed", || {
         silent.seen.open.load(Ordering::SeqCst) == 0
     })
     .await;
