@@ -1,5 +1,6 @@
-//! The access log: one line per finished request, in nginx's `combined` format (with the
-//! proxy's own fields appended) or as a JSON object, to stdout or a file.
+//! The access log: one line per finished request (or, for a layer-4 proxy, per finished
+//! connection), in nginx's `combined` format (with the proxy's own fields appended) or as
+//! a JSON object, to stdout or a file.
 //!
 //! Lines are formatted on the request's thread and handed to a writer thread over a
 //! bounded channel, so a slow disk never stalls a request: when the channel is full the
@@ -184,7 +185,7 @@ impl AccessLog {
     }
 
     /// Formats `entry` and queues it for writing.
-    pub fn write(&self, entry: &AccessEntry<'_>) {
+    pub fn write(&self, entry: &impl LogLine) {
         let mut line = Vec::with_capacity(256);
         match self.0.format {
             AccessLogFormat::Combined => entry.write_combined(&mut line),
@@ -208,6 +209,14 @@ impl AccessLog {
             }
         }
     }
+}
+
+/// Something the access log records, in either format.
+pub trait LogLine {
+    /// Appends the `combined` form (no newline).
+    fn write_combined(&self, out: &mut Vec<u8>);
+    /// Appends the JSON form (no newline).
+    fn write_json(&self, out: &mut Vec<u8>);
 }
 
 /// One finished request, as the access log records it.
@@ -247,7 +256,7 @@ pub struct AccessEntry<'a> {
     pub error: Option<String>,
 }
 
-impl AccessEntry<'_> {
+impl LogLine for AccessEntry<'_> {
     fn write_combined(&self, out: &mut Vec<u8>) {
         let _ = write!(
             out,
@@ -273,10 +282,69 @@ impl AccessEntry<'_> {
     }
 
     fn write_json(&self, out: &mut Vec<u8>) {
-        if serde_json::to_writer(&mut *out, self).is_err() {
-            out.clear();
-            out.extend_from_slice(b"{\"error\":\"access log entry could not be encoded\"}");
+        json_line(self, out);
+    }
+}
+
+/// Appends `entry` as one JSON object.
+fn json_line(entry: &impl Serialize, out: &mut Vec<u8>) {
+    if serde_json::to_writer(&mut *out, entry).is_err() {
+        out.clear();
+        out.extend_from_slice(b"{\"error\":\"access log entry could not be encoded\"}");
+    }
+}
+
+/// One finished connection (TCP, TLS) or client mapping (UDP) of a layer-4 proxy.
+#[derive(Debug, Serialize)]
+pub struct ConnectionEntry<'a> {
+    /// When the connection was accepted (the first datagram, for UDP).
+    #[serde(serialize_with = "rfc3339")]
+    pub time: SystemTime,
+    /// The client's address.
+    pub client: SocketAddr,
+    /// `TCP`, `TLS` or `UDP`.
+    pub protocol: &'static str,
+    /// The peer the connection went to, if one was reached.
+    pub upstream: Option<SocketAddr>,
+    /// Peers tried after the first failed to connect.
+    pub retries: u32,
+    /// Bytes from the client to the peer.
+    pub bytes_to_upstream: u64,
+    /// Bytes from the peer to the client.
+    pub bytes_to_client: u64,
+    /// From accept to close, in seconds.
+    #[serde(serialize_with = "seconds")]
+    pub duration: Duration,
+    /// Why it ended: `closed`, `idle`, `shutdown`, `error`, `no_peer`, `connect_failed`
+    /// or `handshake_failed`.
+    pub end: &'static str,
+    /// The error behind an end other than `closed`, `idle` and `shutdown`.
+    pub error: Option<&'a str>,
+}
+
+impl LogLine for ConnectionEntry<'_> {
+    fn write_combined(&self, out: &mut Vec<u8>) {
+        let _ = write!(
+            out,
+            "{} - - [{}] \"{}\" upstream={} to_upstream={} to_client={} rt={:.6} retries={} end={}",
+            self.client.ip(),
+            clf_time(self.time),
+            self.protocol,
+            self.upstream
+                .map_or_else(|| "-".to_owned(), |a| a.to_string()),
+            self.bytes_to_upstream,
+            self.bytes_to_client,
+            self.duration.as_secs_f64(),
+            self.retries,
+            self.end,
+        );
+        if let Some(error) = self.error {
+            let _ = write!(out, " error=\"{}\"", Escaped(error));
         }
+    }
+
+    fn write_json(&self, out: &mut Vec<u8>) {
+        json_line(self, out);
     }
 }
 

@@ -62,12 +62,35 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
     Ok(socket.into())
 }
 
+/// Binds a UDP socket on `addr` (`IPV6_V6ONLY` for IPv6, like [`bind_tcp`]), ready to be
+/// adopted by a runtime.
+pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if addr.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
+    socket.set_nonblocking(true)?;
+    socket
+        .bind(&addr.into())
+        .map_err(|e| io::Error::new(e.kind(), format!("cannot bind {addr} (UDP): {e}")))?;
+    Ok(socket.into())
+}
+
+/// The transport of a socket in the register.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Transport {
+    /// A listening TCP socket.
+    Tcp,
+    /// A bound UDP socket.
+    Udp,
+}
+
 /// The process's listening sockets: inherited ones waiting to be adopted, and a copy of
 /// every socket handed out (to give them all to a new process in an upgrade).
 #[derive(Debug, Default)]
 pub struct Sockets {
-    inherited: Vec<(SocketAddr, std::net::TcpListener)>,
-    handed_out: Vec<std::net::TcpListener>,
+    inherited: Vec<(Transport, SocketAddr, Socket)>,
+    handed_out: Vec<OwnedFd>,
 }
 
 impl Sockets {
@@ -76,26 +99,27 @@ impl Sockets {
         Sockets::default()
     }
 
-    /// Sockets received from an old process. Each must be a listening TCP socket; its
-    /// bound address is what [`Sockets::tcp`] matches requests against.
+    /// Sockets received from an old process. Each must be a listening TCP socket or a
+    /// bound UDP one; its transport and bound address are what [`Sockets::tcp`] and
+    /// [`Sockets::udp`] match requests against.
     pub fn inherit(fds: Vec<OwnedFd>) -> io::Result<Self> {
         let mut inherited = Vec::with_capacity(fds.len());
         for fd in fds {
             let socket = Socket::from(fd);
-            let is_tcp_listener = socket.r#type()? == Type::STREAM
-                && socket.is_listener()?
-                && socket.local_addr()?.as_socket().is_some();
-            let addr = match socket.local_addr()?.as_socket() {
-                Some(addr) if is_tcp_listener => addr,
-                _ => {
-                    return Err(io::Error::new(
-                        io::ErrorKind::InvalidData,
-                        "upgrade: a socket handed over is not a listening TCP socket",
-                    ))
-                }
+            let transport = match socket.r#type()? {
+                Type::STREAM if socket.is_listener()? => Some(Transport::Tcp),
+                Type::DGRAM => Some(Transport::Udp),
+                _ => None,
+            };
+            let (Some(transport), Some(addr)) = (transport, socket.local_addr()?.as_socket())
+            else {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "upgrade: a socket handed over is neither a listening TCP socket nor a bound UDP one",
+                ));
             };
             socket.set_nonblocking(true)?;
-            inherited.push((addr, socket.into()));
+            inherited.push((transport, addr, socket));
         }
         Ok(Sockets {
             inherited,
@@ -103,36 +127,50 @@ impl Sockets {
         })
     }
 
+    /// The inherited socket of `transport` bound to `addr`, if any.
+    fn adopt(&mut self, transport: Transport, addr: SocketAddr) -> Option<Socket> {
+        let i = self
+            .inherited
+            .iter()
+            .position(|(t, a, _)| *t == transport && *a == addr)?;
+        tracing::info!(%addr, ?transport, "adopting the socket handed over");
+        Some(self.inherited.swap_remove(i).2)
+    }
+
     /// A listening socket on `addr`: the inherited one bound there if any, else a new one.
     pub fn tcp(&mut self, addr: SocketAddr) -> io::Result<std::net::TcpListener> {
-        let listener = match self.inherited.iter().position(|(a, _)| *a == addr) {
-            Some(i) => {
-                tracing::info!(%addr, "adopting the listening socket handed over");
-                self.inherited.swap_remove(i).1
-            }
+        let listener = match self.adopt(Transport::Tcp, addr) {
+            Some(socket) => socket.into(),
             None => bind_tcp(addr)?,
         };
-        self.handed_out.push(listener.try_clone()?);
+        self.handed_out.push(listener.as_fd().try_clone_to_owned()?);
         Ok(listener)
+    }
+
+    /// A UDP socket on `addr`: the inherited one bound there if any, else a new one.
+    pub fn udp(&mut self, addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+        let socket = match self.adopt(Transport::Udp, addr) {
+            Some(socket) => socket.into(),
+            None => bind_udp(addr)?,
+        };
+        self.handed_out.push(socket.as_fd().try_clone_to_owned()?);
+        Ok(socket)
     }
 
     /// Closes the inherited sockets no service asked for, returning their addresses
     /// (connections waiting on them are lost: the new configuration dropped the address).
     pub fn close_unclaimed(&mut self) -> Vec<SocketAddr> {
-        self.inherited.drain(..).map(|(addr, _)| addr).collect()
+        self.inherited.drain(..).map(|(_, addr, _)| addr).collect()
     }
 
     /// Every socket handed out so far, to give to a new process.
     pub fn fds(&self) -> Vec<BorrowedFd<'_>> {
-        self.handed_out.iter().map(|l| l.as_fd()).collect()
+        self.handed_out.iter().map(|fd| fd.as_fd()).collect()
     }
 
     /// Copies of every socket handed out so far, that outlive this register.
     pub fn try_clone_fds(&self) -> io::Result<Vec<OwnedFd>> {
-        self.handed_out
-            .iter()
-            .map(|l| l.as_fd().try_clone_to_owned())
-            .collect()
+        self.handed_out.iter().map(|fd| fd.try_clone()).collect()
     }
 }
 

@@ -15,67 +15,99 @@ use tokio::time::Instant;
 /// How a relay ended.
 #[derive(Debug)]
 pub enum RelayEnd {
-    /// Both sides finished: bytes carried each way.
-    Closed {
-        /// Bytes from the first connection to the second.
-        a_to_b: u64,
-        /// Bytes from the second connection to the first.
-        b_to_a: u64,
-    },
+    /// Both sides finished sending.
+    Closed,
     /// Nothing moved either way for the idle timeout.
     Idle,
     /// A read or write failed.
     Failed(io::Error),
+    /// The caller's stop signal fired (the process is shutting down).
+    Stopped,
+}
+
+/// What a relay carried, and how it ended.
+#[derive(Debug)]
+pub struct Relayed {
+    /// Bytes from the first connection to the second.
+    pub a_to_b: u64,
+    /// Bytes from the second connection to the first.
+    pub b_to_a: u64,
+    /// Why it stopped.
+    pub end: RelayEnd,
 }
 
 /// Copies `a` to `b` and `b` to `a` until both directions finished, one failed, or
-/// nothing moved for `idle_timeout`.
-pub async fn relay<A, B>(a: A, b: B, idle_timeout: Duration) -> RelayEnd
+/// nothing moved for `idle_timeout`; the bytes carried are counted however it ends.
+pub async fn relay<A, B>(a: A, b: B, idle_timeout: Duration) -> Relayed
+where
+    A: AsyncRead + AsyncWrite + Unpin,
+    B: AsyncRead + AsyncWrite + Unpin,
+{
+    relay_until(a, b, idle_timeout, std::future::pending()).await
+}
+
+/// Like [`relay`], also ending (as [`RelayEnd::Stopped`]) when `stop` completes.
+pub async fn relay_until<A, B>(
+    a: A,
+    b: B,
+    idle_timeout: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) -> Relayed
 where
     A: AsyncRead + AsyncWrite + Unpin,
     B: AsyncRead + AsyncWrite + Unpin,
 {
     let last = Arc::new(AtomicU64::new(0));
     let start = Instant::now();
-    let mut a = Watched {
-        io: a,
-        last: last.clone(),
-        start,
-    };
-    let mut b = Watched {
-        io: b,
-        last: last.clone(),
-        start,
-    };
-    let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
-    tokio::pin!(copy);
-    loop {
-        let seen = last.load(Ordering::Relaxed);
-        let deadline = start + Duration::from_millis(seen) + idle_timeout;
-        tokio::select! {
-            done = &mut copy => {
-                return match done {
-                    Ok((a_to_b, b_to_a)) => RelayEnd::Closed { a_to_b, b_to_a },
+    let mut a = Watched::new(a, &last, start);
+    let mut b = Watched::new(b, &last, start);
+    let end = {
+        let copy = tokio::io::copy_bidirectional(&mut a, &mut b);
+        tokio::pin!(copy);
+        tokio::pin!(stop);
+        loop {
+            let seen = last.load(Ordering::Relaxed);
+            let deadline = start + Duration::from_millis(seen) + idle_timeout;
+            tokio::select! {
+                done = &mut copy => break match done {
+                    Ok(_) => RelayEnd::Closed,
                     Err(e) => RelayEnd::Failed(e),
-                };
-            }
-            _ = tokio::time::sleep_until(deadline) => {
-                if last.load(Ordering::Relaxed) == seen {
-                    return RelayEnd::Idle;
+                },
+                _ = &mut stop => break RelayEnd::Stopped,
+                _ = tokio::time::sleep_until(deadline) => {
+                    if last.load(Ordering::Relaxed) == seen {
+                        break RelayEnd::Idle;
+                    }
                 }
             }
         }
+    };
+    Relayed {
+        a_to_b: b.written,
+        b_to_a: a.written,
+        end,
     }
 }
 
-/// A connection that records (in milliseconds since `start`) when bytes last moved.
+/// A connection that records (in milliseconds since `start`) when bytes last moved, and
+/// counts the bytes written to it.
 struct Watched<T> {
     io: T,
     last: Arc<AtomicU64>,
     start: Instant,
+    written: u64,
 }
 
 impl<T> Watched<T> {
+    fn new(io: T, last: &Arc<AtomicU64>, start: Instant) -> Self {
+        Watched {
+            io,
+            last: last.clone(),
+            start,
+            written: 0,
+        }
+    }
+
     fn touch(&self) {
         let ms = self.start.elapsed().as_millis() as u64;
         self.last.fetch_max(ms, Ordering::Relaxed);
@@ -104,8 +136,11 @@ impl<T: AsyncWrite + Unpin> AsyncWrite for Watched<T> {
         buf: &[u8],
     ) -> Poll<io::Result<usize>> {
         let r = Pin::new(&mut self.io).poll_write(cx, buf);
-        if matches!(r, Poll::Ready(Ok(n)) if n > 0) {
-            self.touch();
+        if let Poll::Ready(Ok(n)) = r {
+            if n > 0 {
+                self.written += n as u64;
+                self.touch();
+            }
         }
         r
     }
@@ -143,14 +178,22 @@ mod tests {
         let mut back = Vec::new();
         client.read_to_end(&mut back).await.expect("read");
         assert_eq!(back, b"pong");
-        match relaying.await.expect("task") {
-            RelayEnd::Closed { a_to_b, b_to_a } => assert_eq!((a_to_b, b_to_a), (4, 4)),
-            other => panic!("{other:?}"),
-        }
+        let relayed = relaying.await.expect("task");
+        assert!(matches!(relayed.end, RelayEnd::Closed), "{relayed:?}");
+        assert_eq!((relayed.a_to_b, relayed.b_to_a), (4, 4));
 
-        let (_client, near) = tokio::io::duplex(64);
-        let (far, _server) = tokio::io::duplex(64);
-        let end = relay(near, far, Duration::from_millis(50)).await;
-        assert!(matches!(end, RelayEnd::Idle), "{end:?}");
+        let (mut client, near) = tokio::io::duplex(64);
+        let (far, mut server) = tokio::io::duplex(64);
+        let relaying = tokio::spawn(relay(near, far, Duration::from_millis(50)));
+        client.write_all(b"abc").await.expect("write");
+        let mut got = [0u8; 3];
+        server.read_exact(&mut got).await.expect("relayed");
+        let relayed = relaying.await.expect("task");
+        assert!(matches!(relayed.end, RelayEnd::Idle), "{relayed:?}");
+        assert_eq!(
+            (relayed.a_to_b, relayed.b_to_a),
+            (3, 0),
+            "counted though idle"
+        );
     }
 }

@@ -22,22 +22,27 @@ use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::TcpStream;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
 
+use crate::access_log::{AccessLog, ConnectionEntry};
 use crate::error::{Error, ErrorKind};
 use crate::http::ListenAddr;
 use crate::listen::{self, AcceptStats, Sockets};
 use crate::metrics::ListenerStats;
-use crate::relay::{relay, RelayEnd};
+use crate::relay::{relay_until, RelayEnd};
 use crate::server::{self, shutdown_channel, BoxFuture, ShutdownTrigger, ShutdownWatch};
 use crate::tls::{TlsAcceptor, TlsSettings};
 use crate::upstream::UpstreamGroup;
 
 /// Default time a proxied TCP connection may carry nothing before it is closed.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
+
+/// How long connections cut at the end of a shutdown's grace period get to write their
+/// log lines.
+const STOP_WAIT: Duration = Duration::from_millis(200);
 
 /// A listening TCP proxy to the peers of one group.
 pub struct TcpProxyService {
@@ -52,8 +57,37 @@ struct Shared {
     group: UpstreamGroup,
     listener: Arc<ListenerStats>,
     idle_timeout: Duration,
+    access_log: Option<AccessLog>,
     open: AtomicUsize,
     drained: Notify,
+    /// Set when the grace period of a shutdown is over: open relays end.
+    stop: watch::Sender<bool>,
+}
+
+impl Shared {
+    /// A fresh copy for another worker: the same settings, its own connection count.
+    fn for_worker(&self) -> Shared {
+        Shared {
+            group: self.group.clone(),
+            listener: self.listener.clone(),
+            idle_timeout: self.idle_timeout,
+            access_log: self.access_log.clone(),
+            open: AtomicUsize::new(0),
+            drained: Notify::new(),
+            stop: watch::Sender::new(false),
+        }
+    }
+
+    /// Resolves once no connection is open.
+    async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
+    }
 }
 
 impl TcpProxyService {
@@ -67,8 +101,10 @@ impl TcpProxyService {
                 group,
                 listener: Arc::default(),
                 idle_timeout: DEFAULT_IDLE_TIMEOUT,
+                access_log: None,
                 open: AtomicUsize::new(0),
                 drained: Notify::new(),
+                stop: watch::Sender::new(false),
             }),
             stats: Arc::default(),
         }
@@ -83,6 +119,14 @@ impl TcpProxyService {
     pub fn set_idle_timeout(&mut self, idle: Duration) {
         if let Some(shared) = Arc::get_mut(&mut self.shared) {
             shared.idle_timeout = idle;
+        }
+    }
+
+    /// Writes a line per connection to `log` (before start): client, peer, bytes each
+    /// way, duration and why it ended.
+    pub fn set_access_log(&mut self, log: Option<AccessLog>) {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.access_log = log;
         }
     }
 
@@ -217,28 +261,74 @@ impl TcpProxyService {
             let _ = l.await;
         }
         let mut immediate = shutdown.clone();
-        let drained = async {
-            loop {
-                let notified = self.shared.drained.notified();
-                if self.shared.open.load(Ordering::Acquire) == 0 {
-                    return;
-                }
-                notified.await;
-            }
-        };
         tokio::select! {
-            _ = tokio::time::timeout(grace, drained) => {}
+            _ = tokio::time::timeout(grace, self.shared.drained()) => {}
             _ = immediate.wait_immediate() => {}
         }
+        // Grace is over: the connections still open end now, each logged as such.
+        self.shared.stop.send_replace(true);
+        let _ = tokio::time::timeout(STOP_WAIT, self.shared.drained()).await;
     }
 }
 
-/// Serves one client connection.
+/// Serves one client connection, then writes its access log line.
 async fn serve(
     shared: &Shared,
     stream: TcpStream,
     client: SocketAddr,
     tls: Option<Arc<TlsAcceptor>>,
+) {
+    let time = SystemTime::now();
+    let started = Instant::now();
+    let mut outcome = Outcome {
+        protocol: if tls.is_some() { "TLS" } else { "TCP" },
+        ..Outcome::default()
+    };
+    proxy_connection(shared, stream, client, tls, &mut outcome).await;
+    if let Some(log) = &shared.access_log {
+        log.write(&ConnectionEntry {
+            time,
+            client,
+            protocol: outcome.protocol,
+            upstream: outcome.upstream,
+            retries: outcome.retries,
+            bytes_to_upstream: outcome.to_upstream,
+            bytes_to_client: outcome.to_client,
+            duration: started.elapsed(),
+            end: outcome.end,
+            error: outcome.error.as_deref(),
+        });
+    }
+}
+
+/// What became of one connection, for its access log line.
+#[derive(Default)]
+struct Outcome {
+    protocol: &'static str,
+    upstream: Option<SocketAddr>,
+    retries: u32,
+    to_upstream: u64,
+    to_client: u64,
+    end: &'static str,
+    error: Option<String>,
+}
+
+impl Outcome {
+    fn ended(&mut self, end: &'static str, error: Option<String>) {
+        self.end = end;
+        self.error = error;
+    }
+}
+
+/// Terminates TLS if asked, connects to a peer (the next one when a connect fails, up to
+/// the group's retries) and relays until either side closes, the idle timeout, or the end
+/// of the grace period of a shutdown.
+async fn proxy_connection(
+    shared: &Shared,
+    stream: TcpStream,
+    client: SocketAddr,
+    tls: Option<Arc<TlsAcceptor>>,
+    outcome: &mut Outcome,
 ) {
     let _ = stream.set_nodelay(true);
     // Terminate TLS first: a failed handshake opens nothing upstream.
@@ -248,32 +338,64 @@ async fn serve(
             Err(e) => {
                 shared.listener.tls_failures.inc();
                 tracing::debug!(%client, error = %e, "TLS handshake failed");
-                return;
+                return outcome.ended("handshake_failed", Some(e.to_string()));
             }
         },
         None => Box::new(stream),
     };
+    let group = &shared.group;
+    let (peer, _in_flight, upstream) = match connect_peer(group, client, outcome).await {
+        Some(connected) => connected,
+        None => return,
+    };
+    outcome.upstream = Some(peer.addr());
+    group.record_outcome(&peer, None);
+    let mut stop = shared.stop.subscribe();
+    let stopped = async move {
+        let _ = stop.wait_for(|stop| *stop).await;
+    };
+    let relayed = relay_until(client_io, upstream, shared.idle_timeout, stopped).await;
+    outcome.to_upstream = relayed.a_to_b;
+    outcome.to_client = relayed.b_to_a;
+    match relayed.end {
+        RelayEnd::Closed => outcome.ended("closed", None),
+        RelayEnd::Idle => outcome.ended("idle", None),
+        RelayEnd::Stopped => outcome.ended("shutdown", None),
+        RelayEnd::Failed(e) => {
+            tracing::debug!(%client, peer = %peer.addr(), error = %e, "ended with an error");
+            outcome.ended("error", Some(e.to_string()));
+        }
+    }
+}
+
+/// Connects to a peer of `group` for `client`, trying the next one after a failed
+/// connect up to the group's retries; `None` (with `outcome` saying why) if none answered.
+async fn connect_peer(
+    group: &UpstreamGroup,
+    client: SocketAddr,
+    outcome: &mut Outcome,
+) -> Option<(Arc<crate::lb::Peer>, crate::lb::InFlight, Box<dyn Io>)> {
     let key = match client.ip() {
         IpAddr::V4(ip) => ip.octets().to_vec(),
         IpAddr::V6(ip) => ip.octets().to_vec(),
     };
-    let group = &shared.group;
     let mut tried = Vec::new();
-    let (peer, _in_flight, upstream) = loop {
+    loop {
         let Some((peer, in_flight)) = group.select_for(&key, &tried) else {
             tracing::warn!(%client, group = group.name(), "no peer to connect to; closing");
-            return;
+            outcome.ended("no_peer", None);
+            return None;
         };
-        let timeout = group.connect_timeout();
         let stats = peer.stats().clone();
         stats.requests.inc();
-        let started = std::time::Instant::now();
-        let connected = tokio::time::timeout(timeout, connect(group, peer.addr())).await;
+        let started = Instant::now();
+        let connected =
+            tokio::time::timeout(group.connect_timeout(), connect(group, peer.addr())).await;
         let error = match connected {
             Ok(Ok(upstream)) => {
                 stats.connect_time.observe(started.elapsed());
                 stats.connections_new.inc();
-                break (peer, in_flight, upstream);
+                return Some((peer, in_flight, upstream));
             }
             Ok(Err(e)) => e,
             Err(_) => Error::new(ErrorKind::ConnectTimeout, "connecting to peer"),
@@ -281,22 +403,14 @@ async fn serve(
         stats.errors.inc();
         group.record_outcome(&peer, Some(&error));
         tracing::debug!(%client, peer = %peer.addr(), error = %error, "connect failed");
+        outcome.upstream = Some(peer.addr());
         tried.push(peer.addr());
         if tried.len() > group.retries() as usize {
             tracing::warn!(%client, group = group.name(), "every connect failed; closing");
-            return;
+            outcome.ended("connect_failed", Some(error.to_string()));
+            return None;
         }
-    };
-    group.record_outcome(&peer, None);
-    let end = relay(client_io, upstream, shared.idle_timeout).await;
-    match end {
-        RelayEnd::Closed { a_to_b, b_to_a } => {
-            tracing::debug!(%client, peer = %peer.addr(), to_peer = a_to_b, to_client = b_to_a, "closed")
-        }
-        RelayEnd::Idle => tracing::debug!(%client, peer = %peer.addr(), "idle; closed"),
-        RelayEnd::Failed(e) => {
-            tracing::debug!(%client, peer = %peer.addr(), error = %e, "ended with an error")
-        }
+        outcome.retries += 1;
     }
 }
 
@@ -343,13 +457,7 @@ impl server::Service for TcpProxyService {
             name: self.name.clone(),
             addrs: self.addrs.clone(),
             listeners,
-            shared: Arc::new(Shared {
-                group: self.shared.group.clone(),
-                listener: self.shared.listener.clone(),
-                idle_timeout: self.shared.idle_timeout,
-                open: AtomicUsize::new(0),
-                drained: Notify::new(),
-            }),
+            shared: Arc::new(self.shared.for_worker()),
             stats: self.stats.clone(),
         })))
     }

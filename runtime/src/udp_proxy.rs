@@ -6,14 +6,16 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::UdpSocket;
+use tokio::sync::Notify;
 
+use crate::access_log::{AccessLog, ConnectionEntry};
 use crate::lb::InFlight;
-use crate::listen;
+use crate::listen::{self, Sockets};
 use crate::server::{self, shutdown_channel, BoxFuture, ShutdownTrigger, ShutdownWatch};
 use crate::upstream::UpstreamGroup;
 
@@ -27,15 +29,29 @@ pub struct UdpProxyService {
     name: String,
     addrs: Vec<String>,
     sockets: Vec<std::net::UdpSocket>,
+    shared: Arc<Shared>,
+}
+
+/// What every listening socket's relay shares.
+struct Shared {
     group: UpstreamGroup,
     idle_timeout: Duration,
+    access_log: Option<AccessLog>,
+    /// Client mappings open, and a wake-up when the last one closes.
+    open: AtomicUsize,
+    drained: Notify,
 }
 
 /// One client's mapping: the upstream socket (connected to its peer).
 struct Mapping {
     upstream: Arc<UdpSocket>,
+    peer: SocketAddr,
     /// Datagrams sent upstream so far: activity from the client's side.
     sent: AtomicU64,
+    /// Bytes sent upstream so far.
+    sent_bytes: AtomicU64,
+    time: SystemTime,
+    started: Instant,
     _in_flight: InFlight,
 }
 
@@ -48,8 +64,13 @@ impl UdpProxyService {
             name: name.into(),
             addrs: Vec::new(),
             sockets: Vec::new(),
-            group,
-            idle_timeout: DEFAULT_IDLE_TIMEOUT,
+            shared: Arc::new(Shared {
+                group,
+                idle_timeout: DEFAULT_IDLE_TIMEOUT,
+                access_log: None,
+                open: AtomicUsize::new(0),
+                drained: Notify::new(),
+            }),
         }
     }
 
@@ -58,9 +79,19 @@ impl UdpProxyService {
         self.addrs.push(addr.to_owned());
     }
 
-    /// Sets how long a client mapping may be unused before it is dropped.
+    /// Sets how long a client mapping may be unused before it is dropped (before start).
     pub fn set_idle_timeout(&mut self, idle: Duration) {
-        self.idle_timeout = idle;
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.idle_timeout = idle;
+        }
+    }
+
+    /// Writes a line per client mapping to `log` when it closes (before start): client,
+    /// peer, bytes each way, duration and why it ended.
+    pub fn set_access_log(&mut self, log: Option<AccessLog>) {
+        if let Some(shared) = Arc::get_mut(&mut self.shared) {
+            shared.access_log = log;
+        }
     }
 
     /// The addresses actually bound.
@@ -78,7 +109,7 @@ impl UdpProxyService {
 
     /// The group the peers come from.
     pub fn group(&self) -> &UpstreamGroup {
-        &self.group
+        &self.shared.group
     }
 
     /// Checks what binding needs besides the sockets: addresses and the group.
@@ -86,7 +117,7 @@ impl UdpProxyService {
         if self.addrs.is_empty() {
             return Err(listen::no_listener());
         }
-        self.group.check()?;
+        self.shared.group.check()?;
         for addr in &self.addrs {
             listen::resolve(addr)?;
         }
@@ -95,6 +126,11 @@ impl UdpProxyService {
 
     /// Binds every address now (idempotent).
     pub fn bind(&mut self) -> io::Result<()> {
+        self.bind_with(&mut Sockets::new())
+    }
+
+    /// Like [`UdpProxyService::bind`], adopting sockets inherited in an upgrade.
+    pub fn bind_with(&mut self, sockets: &mut Sockets) -> io::Result<()> {
         if !self.sockets.is_empty() {
             return Ok(());
         }
@@ -106,11 +142,7 @@ impl UdpProxyService {
         }
         for addr in &self.addrs {
             for resolved in listen::resolve(addr)? {
-                let socket = std::net::UdpSocket::bind(resolved).map_err(|e| {
-                    io::Error::new(e.kind(), format!("cannot bind {resolved}: {e}"))
-                })?;
-                socket.set_nonblocking(true)?;
-                self.sockets.push(socket);
+                self.sockets.push(sockets.udp(resolved)?);
             }
         }
         Ok(())
@@ -121,7 +153,7 @@ impl UdpProxyService {
         self.bind()?;
         let addrs = self.local_addrs();
         let (trigger, watch) = shutdown_channel();
-        let task = tokio::spawn(self.run(watch));
+        let task = tokio::spawn(self.run(watch, Duration::from_secs(1)));
         Ok(RunningUdpProxy {
             addrs,
             trigger,
@@ -129,7 +161,10 @@ impl UdpProxyService {
         })
     }
 
-    async fn run(self, shutdown: ShutdownWatch) {
+    /// Relays until shutdown; then stops reading new datagrams (a new process of an
+    /// upgrade reads them) and keeps relaying replies of open mappings until they are
+    /// idle or the grace period is over.
+    async fn run(self, shutdown: ShutdownWatch, grace: Duration) {
         let mut loops = Vec::new();
         for socket in self.sockets {
             let socket = match UdpSocket::from_std(socket) {
@@ -141,24 +176,36 @@ impl UdpProxyService {
             };
             loops.push(tokio::spawn(serve(
                 socket,
-                self.group.clone(),
-                self.idle_timeout,
+                self.shared.clone(),
                 shutdown.clone(),
             )));
         }
         for l in loops {
             let _ = l.await;
         }
+        let mut immediate = shutdown.clone();
+        tokio::select! {
+            _ = tokio::time::timeout(grace, self.shared.drained()) => {}
+            _ = immediate.wait_immediate() => {}
+        }
+    }
+}
+
+impl Shared {
+    /// Resolves once no mapping is open.
+    async fn drained(&self) {
+        loop {
+            let notified = self.drained.notified();
+            if self.open.load(Ordering::Acquire) == 0 {
+                return;
+            }
+            notified.await;
+        }
     }
 }
 
 /// Relays the datagrams arriving on `listener` until shutdown.
-async fn serve(
-    listener: Arc<UdpSocket>,
-    group: UpstreamGroup,
-    idle: Duration,
-    mut shutdown: ShutdownWatch,
-) {
+async fn serve(listener: Arc<UdpSocket>, shared: Arc<Shared>, mut shutdown: ShutdownWatch) {
     let mappings: Mappings = Arc::default();
     let mut buf = vec![0u8; MAX_DATAGRAM];
     loop {
@@ -180,19 +227,20 @@ async fn serve(
             .cloned();
         let mapping = match existing {
             Some(m) => m,
-            None => match open_mapping(&group, client).await {
+            None => match open_mapping(&shared.group, client).await {
                 Ok(m) => {
                     let m = Arc::new(m);
                     mappings
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(client, m.clone());
+                    shared.open.fetch_add(1, Ordering::AcqRel);
                     tokio::spawn(replies(
                         listener.clone(),
                         m.clone(),
                         client,
                         mappings.clone(),
-                        idle,
+                        shared.clone(),
                         shutdown.clone(),
                     ));
                     m
@@ -204,6 +252,7 @@ async fn serve(
             },
         };
         mapping.sent.fetch_add(1, Ordering::Relaxed);
+        mapping.sent_bytes.fetch_add(n as u64, Ordering::Relaxed);
         if let Err(e) = mapping.upstream.send(&buf[..n]).await {
             tracing::debug!(%client, error = %e, "UDP send upstream failed");
         }
@@ -236,30 +285,36 @@ async fn open_mapping(group: &UpstreamGroup, client: SocketAddr) -> io::Result<M
     stats.connections_new.inc();
     Ok(Mapping {
         upstream: Arc::new(upstream),
+        peer: peer.addr(),
         sent: AtomicU64::new(0),
+        sent_bytes: AtomicU64::new(0),
+        time: SystemTime::now(),
+        started: Instant::now(),
         _in_flight: in_flight,
     })
 }
 
-/// Sends the peer's replies back to `client` until the mapping is idle for `idle` (both
-/// directions count) or shutdown; then forgets it.
+/// Sends the peer's replies back to `client` until the mapping is idle (both directions
+/// count) or the grace period of a shutdown is over; then forgets it and logs it.
 async fn replies(
     listener: Arc<UdpSocket>,
     mapping: Arc<Mapping>,
     client: SocketAddr,
     mappings: Mappings,
-    idle: Duration,
+    shared: Arc<Shared>,
     mut shutdown: ShutdownWatch,
 ) {
     let mut buf = vec![0u8; MAX_DATAGRAM];
     let mut last_sent = mapping.sent.load(Ordering::Relaxed);
-    loop {
+    let mut to_client = 0u64;
+    let end = loop {
         tokio::select! {
-            _ = shutdown.wait() => break,
-            got = tokio::time::timeout(idle, mapping.upstream.recv(&mut buf)) => match got {
+            _ = shutdown.wait_immediate() => break "shutdown",
+            got = tokio::time::timeout(shared.idle_timeout, mapping.upstream.recv(&mut buf)) => match got {
                 Ok(Ok(n)) => {
-                    if let Err(e) = listener.send_to(&buf[..n], client).await {
-                        tracing::debug!(%client, error = %e, "UDP reply to client failed");
+                    match listener.send_to(&buf[..n], client).await {
+                        Ok(_) => to_client += n as u64,
+                        Err(e) => tracing::debug!(%client, error = %e, "UDP reply to client failed"),
                     }
                 }
                 Ok(Err(e)) => {
@@ -269,17 +324,34 @@ async fn replies(
                     // Nothing came back for `idle`; the client may still be sending.
                     let now = mapping.sent.load(Ordering::Relaxed);
                     if now == last_sent {
-                        break;
+                        break "idle";
                     }
                     last_sent = now;
                 }
             },
         }
-    }
+    };
     mappings
         .lock()
         .unwrap_or_else(|p| p.into_inner())
         .remove(&client);
+    if let Some(log) = &shared.access_log {
+        log.write(&ConnectionEntry {
+            time: mapping.time,
+            client,
+            protocol: "UDP",
+            upstream: Some(mapping.peer),
+            retries: 0,
+            bytes_to_upstream: mapping.sent_bytes.load(Ordering::Relaxed),
+            bytes_to_client: to_client,
+            duration: mapping.started.elapsed(),
+            end,
+            error: None,
+        });
+    }
+    if shared.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+        shared.drained.notify_waiters();
+    }
 }
 
 impl server::Service for UdpProxyService {
@@ -287,12 +359,12 @@ impl server::Service for UdpProxyService {
         &self.name
     }
 
-    fn bind(&mut self, _sockets: &mut crate::listen::Sockets) -> io::Result<()> {
-        UdpProxyService::bind(self)
+    fn bind(&mut self, sockets: &mut Sockets) -> io::Result<()> {
+        self.bind_with(sockets)
     }
 
-    fn start(self: Box<Self>, shutdown: ShutdownWatch, _grace: Duration) -> BoxFuture<()> {
-        Box::pin(self.run(shutdown))
+    fn start(self: Box<Self>, shutdown: ShutdownWatch, grace: Duration) -> BoxFuture<()> {
+        Box::pin(self.run(shutdown, grace))
     }
 }
 
@@ -321,9 +393,8 @@ impl crate::cli::Listening for UdpProxyService {
         UdpProxyService::check(self)
     }
 
-    /// UDP sockets are bound afresh (they are not handed over in an upgrade).
-    fn bind_with(&mut self, _sockets: &mut crate::listen::Sockets) -> io::Result<()> {
-        UdpProxyService::bind(self)
+    fn bind_with(&mut self, sockets: &mut Sockets) -> io::Result<()> {
+        UdpProxyService::bind_with(self, sockets)
     }
 
     fn addrs(&self) -> Vec<String> {

@@ -229,12 +229,13 @@ pub(crate) fn spawn(
                 return;
             }
         };
-        match relay(TokioIo::new(down), TokioIo::new(up), idle_timeout).await {
-            RelayEnd::Closed { a_to_b, b_to_a } => {
-                tracing::debug!(%peer, to_origin = a_to_b, to_client = b_to_a, "tunnel closed")
-            }
+        let relayed = relay(TokioIo::new(down), TokioIo::new(up), idle_timeout).await;
+        let (to_origin, to_client) = (relayed.a_to_b, relayed.b_to_a);
+        match relayed.end {
+            RelayEnd::Closed => tracing::debug!(%peer, to_origin, to_client, "tunnel closed"),
             RelayEnd::Idle => tracing::debug!(%peer, idle = ?idle_timeout, "tunnel idle; closed"),
             RelayEnd::Failed(e) => tracing::debug!(%peer, error = %e, "tunnel ended with an error"),
+            RelayEnd::Stopped => tracing::debug!(%peer, "tunnel stopped"),
         }
     });
 }
