@@ -18,7 +18,7 @@ use pingora_dsl::http::{HttpService, MakeConnService, RunningService};
 use pingora_dsl::lb::Backend;
 use pingora_dsl::prelude::*;
 use pingora_dsl_suite::origin::Origin;
-use support::{client, closed_port, get, raw_exchange, send};
+use support::{client, get, raw_exchange, refused_port, send};
 
 /// Replaces the peers of `group` with `addrs` (the declared ones are fixed literals; test
 /// origins listen on ephemeral ports).
@@ -415,7 +415,8 @@ proxy! {
 #[tokio::test]
 async fn retry_moves_to_another_peer_and_pool_timeouts_apply() {
     let live = Origin::start("live").await.expect("origin");
-    let dead = closed_port();
+    let refused = refused_port();
+    let dead = refused.addr();
     let mut proxy = Failover::new();
     point(proxy.router_mut(), "retried", &[dead, live.addr()]);
     point(proxy.router_mut(), "single", &[dead, live.addr()]);

@@ -120,7 +120,8 @@ async fn thousand_keepalive_requests_use_at_most_two_upstream_connections() {
 
 #[tokio::test]
 async fn refused_upstream_gives_502() {
-    let proxy = start_proxy(TestProxy::new(&[closed_port()]));
+    let refused = refused_port();
+    let proxy = start_proxy(TestProxy::new(&[refused.addr()]));
     let (resp, body) = send(&client(), get(proxy.addr(), "/", None)).await;
     assert_eq!(resp.status(), StatusCode::BAD_GATEWAY);
     assert_eq!(body, "502 Bad Gateway\n");
@@ -193,7 +194,8 @@ async fn logging_runs_exactly_once_per_request_including_early_answers_and_error
     let p = TestProxy::new(&[origin.addr()]);
     let log = p.log.clone();
     let ok_proxy = start_proxy(p);
-    let p = TestProxy::new(&[closed_port()]);
+    let refused = refused_port();
+    let p = TestProxy::new(&[refused.addr()]);
     let bad_log = p.log.clone();
     let bad_proxy = start_proxy(p);
     let client = client();
@@ -213,7 +215,9 @@ async fn logging_runs_exactly_once_per_request_including_early_answers_and_error
     let (r, _) = send(&client, get(bad_proxy.addr(), "/", Some("refused"))).await;
     assert_eq!(r.status(), StatusCode::BAD_GATEWAY);
 
-    let logged = wait_for_log(&log, 4).await;
+    // The client's pooled connections closed, the proxies' connections end at once.
+    drop(client);
+    let logged = settled_log(ok_proxy, &log, 4).await;
     assert_eq!(logged.len(), 4, "{logged:?}");
     for id in ["ok", "big", "early", "filter"] {
         assert_eq!(
@@ -236,7 +240,7 @@ async fn logging_runs_exactly_once_per_request_including_early_answers_and_error
         logged["filter"][0].error,
         Some(pingora_dsl::ErrorKind::Filter)
     );
-    let bad = wait_for_log(&bad_log, 1).await;
+    let bad = settled_log(bad_proxy, &bad_log, 1).await;
     assert_eq!(bad["refused"].len(), 1);
     assert_eq!(bad["refused"][0].status, Some(502));
     assert_eq!(
@@ -268,7 +272,7 @@ async fn logging_runs_once_when_the_client_leaves_mid_body() {
         assert!(n > 0);
         // Drop the connection with most of the gigabyte unsent.
     }
-    let logged = wait_for_log(&log, 1).await;
+    let logged = settled_log(proxy, &log, 1).await;
     assert_eq!(logged["gone"].len(), 1);
     let entry = &logged["gone"][0];
     assert_eq!(entry.status, Some(200));
@@ -296,12 +300,12 @@ async fn logging_runs_once_when_the_client_leaves_before_the_response_head() {
         .await
         .expect("write");
         // The origin never answers; wait until it has the request, then hang up.
-        let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-        while origin.requests() == 0 && tokio::time::Instant::now() < deadline {
-            tokio::time::sleep(Duration::from_millis(10)).await;
-        }
+        wait_until(Duration::from_secs(5), "the origin has the request", || {
+            origin.requests() > 0
+        })
+        .await;
     }
-    let logged = wait_for_log(&log, 1).await;
+    let logged = settled_log(proxy, &log, 1).await;
     assert_eq!(logged["left"].len(), 1, "logging ran exactly once");
     let entry = &logged["left"][0];
     assert_eq!(entry.status, None, "no response head was ever made");
@@ -409,7 +413,7 @@ async fn an_origin_closing_mid_body_breaks_the_response_and_is_logged() {
     // The head was already sent as 200; the client sees the body end early.
     assert!(out.starts_with("HTTP/1.1 200 OK"), "{out}");
     assert!(out.ends_with("only this much"), "{out}");
-    let logged = wait_for_log(&log, 1).await;
+    let logged = settled_log(proxy, &log, 1).await;
     assert_eq!(logged["cut"].len(), 1);
     assert_eq!(
         logged["cut"][0].error,

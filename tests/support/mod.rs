@@ -203,26 +203,39 @@ pub async fn closed_within(stream: &mut TcpStream, within: Duration) -> bool {
 }
 
 /// Waits (bounded by 5 s) until `log` holds at least `n` entries, then returns them by id.
+/// Entries may still arrive afterwards: to count them (e.g. "logged exactly once"), use
+/// [`settled_log`].
 pub async fn wait_for_log(log: &Mutex<Vec<LogEntry>>, n: usize) -> HashMap<String, Vec<LogEntry>> {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
-    while log.lock().expect("log").len() < n && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    // Give a late duplicate the chance to show up before counting.
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    wait_until(
+        Duration::from_secs(5),
+        &format!("{n} logging calls"),
+        || log.lock().expect("log").len() >= n,
+    )
+    .await;
+    by_id(log)
+}
+
+/// Waits for `n` entries as [`wait_for_log`] does, then stops `proxy` (no new connections;
+/// the open ones end, their responses' bodies dropped, so every `logging` call that will
+/// ever happen has happened) and returns `log` by id: a late duplicate is in it.
+pub async fn settled_log(
+    proxy: RunningService,
+    log: &Mutex<Vec<LogEntry>>,
+    n: usize,
+) -> HashMap<String, Vec<LogEntry>> {
+    wait_for_log(log, n).await;
+    tokio::time::timeout(Duration::from_secs(10), proxy.shutdown())
+        .await
+        .expect("the proxy stops within 10 s");
+    by_id(log)
+}
+
+fn by_id(log: &Mutex<Vec<LogEntry>>) -> HashMap<String, Vec<LogEntry>> {
     let mut by_id: HashMap<String, Vec<LogEntry>> = HashMap::new();
     for e in log.lock().expect("log").iter() {
         by_id.entry(e.id.clone()).or_default().push(e.clone());
     }
     by_id
-}
-
-/// An address on which nothing listens (bound, then released).
-pub fn closed_port() -> SocketAddr {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    let addr = l.local_addr().expect("addr");
-    drop(l);
-    addr
 }
 
 /// The binary of example `name`, which `cargo test` builds beside the test binaries.
