@@ -16,8 +16,9 @@
 //! the proxy logs `peer failed its health checks: marked down`, and after a restart
 //! `peer passed its health checks: back in service`.
 //!
-//! Flags: `--listen ADDR`, `--upstream HOST:PORT` (repeatable), `--threads N`,
-//! `--work-stealing`, `--help`.
+//! Flags: `--listen ADDR`, `--upstream HOST:PORT` (repeatable), `-c FILE`, `--threads N`,
+//! `--work-stealing`, `--help`. Peers from `--upstream` or the `-c` file replace the demo
+//! origins (none start under `-t` or `--print-config`).
 
 use std::process::ExitCode;
 
@@ -58,7 +59,7 @@ proxy! {
 
 fn main() -> ExitCode {
     let mut cli = ProxyCli::from_env();
-    if let Err(code) = demo_upstreams(&mut cli, &["origin-1", "origin-2", "origin-3"]) {
+    if let Err(code) = demo_upstreams(&mut cli, "Failover", &["origin-1", "origin-2", "origin-3"]) {
         return code;
     }
     Failover::run_with(cli)

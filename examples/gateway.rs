@@ -11,7 +11,9 @@
 //! curl -i http://127.0.0.1:6190/healthz           # 200 "ok", answered by the gateway
 //! ```
 //!
-//! Without `--upstream`, three demo origins start in-process (one `web`, two `api`). Flags
+//! Demo origins start in-process for each group that neither `--upstream` nor the `-c`
+//! file (`[proxy.Gateway.upstream.GROUP] peers`) gives peers: one `web`, two `api` (none
+//! under `-t` or `--print-config`). Flags
 //! are those of every declared proxy: `--listen ADDR`, `--upstream GROUP=HOST:PORT`
 //! (e.g. `--upstream web=127.0.0.1:8001 --upstream api=127.0.0.1:9001`), `--threads N`,
 //! `--work-stealing`. The token is `let-me-in`, or `GATEWAY_TOKEN` from the environment.
@@ -102,7 +104,11 @@ proxy! {
 
 fn main() -> ExitCode {
     let mut cli = ProxyCli::from_env();
-    if let Err(code) = demo_upstreams(&mut cli, &["web=web-1", "api=api-1", "api=api-2"]) {
+    if let Err(code) = demo_upstreams(
+        &mut cli,
+        "Gateway",
+        &["web=web-1", "api=api-1", "api=api-2"],
+    ) {
         return code;
     }
     Gateway::run_with(cli)

@@ -10,7 +10,8 @@
 //!     http://127.0.0.1:6192/grpc.Echo/Chat | od -c   # the echo; -v shows grpc-status
 //! ```
 //!
-//! Without `--upstream`, an HTTP/2 origin starts in-process whose `/grpc.*` paths echo
+//! Unless `--upstream` or the `-c` file gives peers (and not under `-t` or
+//! `--print-config`), an HTTP/2 origin starts in-process whose `/grpc.*` paths echo
 //! each gRPC message and end with `grpc-status: 0` (no network needed). Flags:
 //! `--listen ADDR` (repeatable, default 127.0.0.1:6192), `--upstream HOST:PORT`
 //! (repeatable; h2c origins), `--threads N`, and the others of every declared proxy.
@@ -19,7 +20,7 @@ use std::process::ExitCode;
 
 use pingora_dsl::cli::ProxyCli;
 use pingora_dsl::prelude::*;
-use pingora_dsl_suite::origin::{run_in_background, Origin};
+use pingora_dsl_suite::origin::{run_in_background, GivenPeers, Origin};
 
 proxy! {
     /// gRPC to HTTP/2 (h2c) origins.
@@ -36,7 +37,7 @@ proxy! {
 
 fn main() -> ExitCode {
     let mut cli = ProxyCli::from_env();
-    if cli.upstream.is_empty() {
+    if GivenPeers::of(&cli, "GrpcProxy").wants_demo(None) {
         let started = run_in_background(|| async {
             let origin = Origin::start_h2("grpc-demo").await?;
             let addr = origin.addr();

@@ -9,10 +9,12 @@
 //! curl -i http://127.0.0.1:6188/      # repeat: the x-origin header alternates
 //! ```
 //!
-//! Without `--upstream`, two demo origins start in-process on loopback (no network needed).
-//! Flags (from the declared proxy's `run`): `--listen ADDR` (repeatable, replaces the
-//! declared 127.0.0.1:6188), `--upstream HOST:PORT` (repeatable; given, no demo origins
-//! start), `--threads N` (default: one per core), `--work-stealing`, `--help`.
+//! Unless `--upstream` or the `-c` file (`[proxy.BlogLoadBalancer.upstream.origins] peers`)
+//! gives peers, two demo origins start in-process on loopback (no network needed; none
+//! under `-t` or `--print-config`). Flags (from the declared proxy's `run`): `--listen ADDR`
+//! (repeatable, replaces the declared 127.0.0.1:6188), `--upstream HOST:PORT`
+//! (repeatable), `-c FILE`, `--threads N` (default: one per core), `--work-stealing`,
+//! `--help`.
 //! Set `RUST_LOG=debug` to see a line per request.
 
 use std::process::ExitCode;
@@ -49,7 +51,7 @@ proxy! {
 
 fn main() -> ExitCode {
     let mut cli = ProxyCli::from_env();
-    if let Err(code) = demo_upstreams(&mut cli, &["origin-1", "origin-2"]) {
+    if let Err(code) = demo_upstreams(&mut cli, "BlogLoadBalancer", &["origin-1", "origin-2"]) {
         return code;
     }
     BlogLoadBalancer::run_with(cli)

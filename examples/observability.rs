@@ -14,7 +14,8 @@
 //! same place takes a syslog or Sentry layer: they are all `tracing` layers.
 //!
 //! Flags: those of every declared proxy (`--listen`, `--upstream`, `--admin`,
-//! `--access-log`, `-c`, ...). Without `--upstream`, two demo origins start in-process.
+//! `--access-log`, `-c`, ...). Unless `--upstream` or the `-c` file gives
+//! peers, two demo origins start in-process.
 
 use std::process::ExitCode;
 
@@ -66,7 +67,7 @@ fn main() -> ExitCode {
     }
 
     let mut cli = ProxyCli::from_env();
-    if let Err(code) = demo_upstreams(&mut cli, &["origin-1", "origin-2"]) {
+    if let Err(code) = demo_upstreams(&mut cli, "Observed", &["origin-1", "origin-2"]) {
         return code;
     }
     let code = Observed::run_with(cli);

@@ -11,13 +11,17 @@
 //! on the first run into `pingora-dsl-tls-gateway/` in the temporary directory and reused
 //! after; its path is printed, so `curl --cacert PATH` works instead of `-k`.
 //! Flags: `--listen ADDR` (repeatable, the HTTPS addresses, default 127.0.0.1:6189),
-//! `--upstream HOST:PORT` (repeatable; given, no demo origins start), `--threads N`,
-//! `--cert FILE --key FILE`, `--client-ca FILE` (require client certificates), and the
-//! other flags of every declared proxy (`--help`).
+//! `--upstream HOST:PORT` (repeatable), `--threads N`, `--cert FILE --key FILE`,
+//! `--client-ca FILE` (require client certificates), `-c FILE`, and the other flags of
+//! every declared proxy (`--help`). Unless `--upstream` or the `-c` file gives peers, two
+//! demo origins start (none under `-t` or `--print-config`). `--print-config` prints a
+//! config file with the TLS listener and its certificate files (`tls_listen`,
+//! `[[proxy.TlsGateway.certificate]]`): `-c` that file and the same proxy starts.
 
 use std::process::ExitCode;
 
 use pingora_dsl::cli::ProxyCli;
+use pingora_dsl::config::Config;
 use pingora_dsl::prelude::*;
 use pingora_dsl_suite::certs::self_signed;
 use pingora_dsl_suite::origin::demo_upstreams;
@@ -40,7 +44,8 @@ fn main() -> ExitCode {
     let mut cli = ProxyCli::from_env();
     // This example's --listen addresses are its HTTPS ones.
     cli.tls_listen.append(&mut cli.listen);
-    if cli.cert.is_none() {
+    // Without a certificate from --cert or the config file, a self-signed one.
+    if cli.cert.is_none() && !file_has_certificate(&cli) {
         let dir = std::env::temp_dir().join("pingora-dsl-tls-gateway");
         let files = if dir.join("localhost.crt").exists() && dir.join("localhost.key").exists() {
             Ok(pingora_dsl_suite::certs::CertFiles {
@@ -52,7 +57,8 @@ fn main() -> ExitCode {
         };
         match files {
             Ok(files) => {
-                println!(
+                // On stderr: stdout is the configuration's under --print-config.
+                eprintln!(
                     "self-signed certificate {} (try: curl --cacert {} https://localhost:6189/)",
                     files.cert.display(),
                     files.cert.display()
@@ -66,8 +72,19 @@ fn main() -> ExitCode {
             }
         }
     }
-    if let Err(code) = demo_upstreams(&mut cli, &["origin-1", "origin-2"]) {
+    if let Err(code) = demo_upstreams(&mut cli, "TlsGateway", &["origin-1", "origin-2"]) {
         return code;
     }
     TlsGateway::run_with(cli)
+}
+
+/// Whether the `-c` file gives this proxy's TLS listeners their certificates
+/// (`[[proxy.TlsGateway.certificate]]`). A file that does not load counts as none: `run`
+/// reports its error.
+fn file_has_certificate(cli: &ProxyCli) -> bool {
+    cli.conf
+        .as_deref()
+        .and_then(|path| Config::load(path).ok())
+        .and_then(|config| config.proxy.get("TlsGateway").cloned())
+        .is_some_and(|section| section.certificate.is_some())
 }

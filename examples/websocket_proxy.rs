@@ -8,7 +8,8 @@
 //!                                        # new WebSocket("ws://127.0.0.1:6190/chat")
 //! ```
 //!
-//! Without `--upstream`, a WebSocket echo origin starts in-process (no network needed).
+//! Unless `--upstream` or the `-c` file gives peers (and not under `-t` or
+//! `--print-config`), a WebSocket echo origin starts in-process (no network needed).
 //! Flags: `--listen ADDR` (repeatable, default 127.0.0.1:6190), `--upstream HOST:PORT`
 //! (repeatable), `--threads N`, and the other flags of every declared proxy (`--help`).
 
@@ -16,7 +17,7 @@ use std::process::ExitCode;
 
 use pingora_dsl::cli::ProxyCli;
 use pingora_dsl::prelude::*;
-use pingora_dsl_suite::origin::{run_in_background, start_ws_echo};
+use pingora_dsl_suite::origin::{run_in_background, start_ws_echo, GivenPeers};
 
 proxy! {
     /// WebSocket (and plain HTTP) to the chat origins.
@@ -32,7 +33,7 @@ proxy! {
 
 fn main() -> ExitCode {
     let mut cli = ProxyCli::from_env();
-    if cli.upstream.is_empty() {
+    if GivenPeers::of(&cli, "WebSocketProxy").wants_demo(None) {
         match run_in_background(|| async { start_ws_echo().await }) {
             Ok(addr) => {
                 println!("demo WebSocket echo origin on {addr}");

@@ -13,8 +13,9 @@
 //! The new process takes the old one's listening socket over the upgrade socket
 //! (`[server] upgrade_socket` in a `-c` file; default `pingora-dsl-ZeroDowntime.upgrade.sock`
 //! in the temporary directory), serves on it, and only then lets the old one drain and
-//! exit: no connection is refused, none is reset. Without `--upstream`, each process starts
-//! its own demo origins. The flags are those of every declared proxy (`--help`).
+//! exit: no connection is refused, none is reset. Unless `--upstream` or the `-c` file
+//! gives peers, each process starts its own demo origins. The flags are those of every
+//! declared proxy (`--help`).
 
 use std::process::ExitCode;
 
@@ -39,7 +40,7 @@ proxy! {
 
 fn main() -> ExitCode {
     let mut cli = ProxyCli::from_env();
-    if let Err(code) = demo_upstreams(&mut cli, &["origin-1", "origin-2"]) {
+    if let Err(code) = demo_upstreams(&mut cli, "ZeroDowntime", &["origin-1", "origin-2"]) {
         return code;
     }
     ZeroDowntime::run_with(cli)

@@ -408,8 +408,8 @@ where
 }
 
 /// Starts one origin per name on ephemeral loopback ports, served by a thread of their own
-/// for the rest of the process (what the examples use as demo upstreams when no
-/// `--upstream` is given). Returns their addresses, in order.
+/// for the rest of the process (what the examples use as demo upstreams for the groups
+/// given no peers: see [`demo_upstreams`]). Returns their addresses, in order.
 pub fn spawn_demo_origins(names: &[&str]) -> std::io::Result<Vec<SocketAddr>> {
     let names: Vec<String> = names.iter().map(|n| (*n).to_owned()).collect();
     let (tx, rx) = std::sync::mpsc::channel();
@@ -447,30 +447,99 @@ pub fn spawn_demo_origins(names: &[&str]) -> std::io::Result<Vec<SocketAddr>> {
     })?
 }
 
-/// For an example's `main`: when `cli` names no upstream, starts a demo origin per entry
-/// of `origins` and points `cli` at them. An entry is the origin's name, or `GROUP=NAME`
-/// to put it in that upstream group (as `--upstream GROUP=ADDR` does). On failure it says
-/// why on stderr and returns the exit code to end with.
+/// Which upstream groups of proxy `proxy` a command line gives peers, by `--upstream` or
+/// in its `-c` file: what an example's demo origins must leave alone.
+pub struct GivenPeers {
+    /// A bare `--upstream HOST:PORT` (the proxy's only group).
+    bare_flag: bool,
+    /// Groups named by `--upstream GROUP=HOST:PORT`.
+    flag_groups: Vec<String>,
+    /// Groups the `-c` file gives `peers`.
+    file_groups: Vec<String>,
+    /// Whether to start no demo origin at all: `-t`, `--print-config`, or a `-c` file that
+    /// does not load (`run` reports it).
+    none: bool,
+}
+
+impl GivenPeers {
+    /// Reads `cli` (and its `-c` file, if any) for proxy `proxy`.
+    pub fn of(cli: &pingora_dsl::cli::ProxyCli, proxy: &str) -> GivenPeers {
+        let mut given = GivenPeers {
+            bare_flag: false,
+            flag_groups: Vec::new(),
+            file_groups: Vec::new(),
+            none: cli.test || cli.print_config,
+        };
+        for flag in &cli.upstream {
+            match flag.split_once('=') {
+                Some((group, _)) => given.flag_groups.push(group.to_owned()),
+                None => given.bare_flag = true,
+            }
+        }
+        if let Some(path) = &cli.conf {
+            match pingora_dsl::config::Config::load(path) {
+                Ok(config) => {
+                    if let Some(section) = config.proxy.get(proxy) {
+                        given.file_groups = section
+                            .upstream
+                            .iter()
+                            .filter(|(_, up)| up.peers.is_some())
+                            .map(|(group, _)| group.clone())
+                            .collect();
+                    }
+                }
+                Err(_) => given.none = true,
+            }
+        }
+        given
+    }
+
+    /// Whether a demo origin should stand in for `group`'s peers: nobody gave it any.
+    /// `None` is the proxy's only group, which any peers given are for.
+    pub fn wants_demo(&self, group: Option<&str>) -> bool {
+        if self.none || self.bare_flag {
+            return false;
+        }
+        match group {
+            None => self.flag_groups.is_empty() && self.file_groups.is_empty(),
+            Some(group) => {
+                !self.flag_groups.iter().any(|g| g == group)
+                    && !self.file_groups.iter().any(|g| g == group)
+            }
+        }
+    }
+}
+
+/// For an example's `main`: starts a demo origin per entry of `origins` whose upstream
+/// group of proxy `proxy` gets no peers from `cli` (`--upstream`) nor from its `-c` file
+/// (`[proxy.PROXY.upstream.GROUP] peers`), and points `cli` at them with `--upstream`.
+/// An entry is the origin's name (for the proxy's only group), or `GROUP=NAME`. Under
+/// `-t` or `--print-config`, or when the `-c` file does not load (`run` then says why),
+/// no origin starts. On failure it says why on stderr and returns the exit code to end
+/// with.
 pub fn demo_upstreams(
     cli: &mut pingora_dsl::cli::ProxyCli,
+    proxy: &str,
     origins: &[&str],
 ) -> Result<(), std::process::ExitCode> {
-    if !cli.upstream.is_empty() {
-        return Ok(());
-    }
+    let given = GivenPeers::of(cli, proxy);
     let split: Vec<(Option<&str>, &str)> = origins
         .iter()
         .map(|o| match o.split_once('=') {
             Some((group, name)) => (Some(group), name),
             None => (None, *o),
         })
+        .filter(|(group, _)| given.wants_demo(*group))
         .collect();
+    if split.is_empty() {
+        return Ok(());
+    }
     let names: Vec<&str> = split.iter().map(|(_, name)| *name).collect();
     let addrs = spawn_demo_origins(&names).map_err(|e| {
         eprintln!("error: cannot start the demo origins: {e}");
         std::process::ExitCode::FAILURE
     })?;
-    cli.upstream = split
+    let demo: Vec<String> = split
         .iter()
         .zip(addrs)
         .map(|((group, _), addr)| match group {
@@ -478,7 +547,8 @@ pub fn demo_upstreams(
             None => addr.to_string(),
         })
         .collect();
-    println!("demo origins on {}", cli.upstream.join(", "));
+    println!("demo origins on {}", demo.join(", "));
+    cli.upstream.extend(demo);
     Ok(())
 }
 

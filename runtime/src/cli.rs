@@ -38,8 +38,9 @@ pub struct ProxyCli {
     /// Address to listen on in cleartext, replacing the declared ones (repeatable).
     #[arg(long = "listen", value_name = "ADDR")]
     pub listen: Vec<String>,
-    /// Address to listen on with TLS, replacing the declared TLS ones (repeatable); the
-    /// certificate comes from `--cert`/`--key` or the first declared TLS listener.
+    /// Address to listen on with TLS, replacing the declared TLS ones and the config
+    /// file's `tls_listen` (repeatable); the certificate comes from `--cert`/`--key`, else
+    /// the file's `[[certificate]]`, else the first declared TLS listener.
     #[arg(long = "tls-listen", value_name = "ADDR")]
     pub tls_listen: Vec<String>,
     /// Certificate chain (PEM) for the TLS listeners, replacing the declared ones.
@@ -260,21 +261,45 @@ impl ProxyCli {
         Ok(())
     }
 
-    /// Applies `--tls-listen`, `--cert`/`--key` and `--client-ca` to the service's TLS
-    /// listeners. Errors say which flag is missing.
+    /// Applies the TLS listener settings to the service's TLS listeners: the config
+    /// file's `tls_listen`, `[[certificate]]` and `client_ca` over the declared ones, then
+    /// `--tls-listen`, `--cert`/`--key` and `--client-ca` over those. What is not given
+    /// comes from the first declared TLS listener. Errors name the flag or key at fault.
     pub fn apply_tls<M: crate::http::MakeConnService>(
         &self,
         service: &mut HttpService<M>,
     ) -> io::Result<()> {
-        let certificate = match (&self.cert, &self.key) {
-            (Some(cert), Some(key)) => Some(CertKey {
-                cert: cert.clone(),
-                key: key.clone(),
-            }),
-            (None, None) => None,
+        let name = service.name().to_owned();
+        let file = match &self.config {
+            Some(config) => config.tls(&name)?,
+            None => crate::config::TlsOverrides::default(),
+        };
+        let at = |key: &str| format!("proxy.{name}.{key}");
+        // Each setting with where it came from, for the errors.
+        let certs = match (&self.cert, &self.key) {
+            (Some(cert), Some(key)) => Some((
+                vec![CertKey {
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }],
+                "--cert/--key".to_owned(),
+            )),
+            (None, None) => file.certs.map(|c| (c, at("certificate"))),
             _ => return Err(invalid("--cert and --key go together: give both".into())),
         };
-        if self.tls_listen.is_empty() && certificate.is_none() && self.client_ca.is_none() {
+        let client_ca = match &self.client_ca {
+            Some(ca) => Some((ca.clone(), "--client-ca".to_owned())),
+            None => file.client_ca.map(|ca| (ca, at("client_ca"))),
+        };
+        let addrs = if self.tls_listen.is_empty() {
+            file.listen.map(|list| (list, at("tls_listen")))
+        } else {
+            for addr in &self.tls_listen {
+                resolve(addr).map_err(|e| invalid(format!("--tls-listen {addr}: {e}")))?;
+            }
+            Some((self.tls_listen.clone(), "--tls-listen".to_owned()))
+        };
+        if addrs.is_none() && certs.is_none() && client_ca.is_none() {
             return Ok(());
         }
         let declared: Vec<ListenAddr> = service
@@ -283,33 +308,45 @@ impl ProxyCli {
             .filter(|l| l.tls.is_some())
             .cloned()
             .collect();
+        let (addrs, addrs_from) = match addrs {
+            Some(given) => given,
+            None => (
+                declared.iter().map(|l| l.addr.clone()).collect(),
+                "the declaration".to_owned(),
+            ),
+        };
+        if addrs.is_empty() {
+            // No TLS listener wanted: a certificate or CA for none is a mistake.
+            if let Some((_, from)) = &certs {
+                return Err(invalid(format!(
+                    "{from}: no TLS listener to serve it ({addrs_from} gives none); add --tls-listen ADDR or tls_listen = [\"ADDR\"] under [proxy.{name}]"
+                )));
+            }
+            if let Some((_, from)) = &client_ca {
+                return Err(invalid(format!(
+                    "{from}: no TLS listener to use it ({addrs_from} gives none); add --tls-listen ADDR or tls_listen = [\"ADDR\"] under [proxy.{name}]"
+                )));
+            }
+            service.clear_tls();
+            return Ok(());
+        }
         let base = declared.first().and_then(|l| l.tls.clone());
-        let mut settings = match (certificate, base) {
-            (Some(certificate), base) => TlsSettings {
-                certs: vec![certificate],
-                client_ca: base.and_then(|b| b.client_ca),
-                handshake_timeout: None,
+        let mut settings = match (certs, base) {
+            (Some((certs, _)), base) => TlsSettings {
+                certs,
+                client_ca: base.as_ref().and_then(|b| b.client_ca.clone()),
+                handshake_timeout: base.and_then(|b| b.handshake_timeout),
             },
             (None, Some(base)) => base,
             (None, None) => {
-                return Err(invalid(
-                    "--tls-listen/--client-ca: the proxy declares no TLS listener; give --cert FILE --key FILE"
-                        .into(),
-                ))
+                let from = client_ca.as_ref().map_or(addrs_from, |(_, f)| f.clone());
+                return Err(invalid(format!(
+                    "{from}: the proxy declares no TLS listener to take a certificate from; give --cert FILE --key FILE, or [[proxy.{name}.certificate]] with cert and key in the config file"
+                )));
             }
         };
-        if let Some(ca) = &self.client_ca {
-            settings.client_ca = Some(ca.clone());
-        }
-        let addrs: Vec<String> = if self.tls_listen.is_empty() {
-            declared.iter().map(|l| l.addr.clone()).collect()
-        } else {
-            self.tls_listen.clone()
-        };
-        if addrs.is_empty() {
-            return Err(invalid(
-                "--cert/--key: the proxy declares no TLS listener; add --tls-listen ADDR".into(),
-            ));
+        if let Some((ca, _)) = client_ca {
+            settings.client_ca = Some(ca);
         }
         service.clear_tls();
         for addr in addrs {
@@ -380,6 +417,12 @@ pub trait Listening: Service + Observable {
     /// The bound addresses, each with the URL scheme clients use (`http`, `https`,
     /// `tcp`, `tls`, `udp`).
     fn bound(&self) -> Vec<(SocketAddr, &'static str)>;
+    /// The TLS listeners with their settings, which `--print-config` shows as
+    /// `tls_listen`, `[[certificate]]` and `client_ca`; `None` (the default) for a
+    /// service that takes no TLS listener settings.
+    fn tls_listeners(&self) -> Option<Vec<ListenAddr>> {
+        None
+    }
 }
 
 impl<P: ProxyHttp, L: ProxyLayer<P>> Listening for HttpService<ProxyPipeline<P, L>> {
@@ -400,6 +443,16 @@ impl<P: ProxyHttp, L: ProxyLayer<P>> Listening for HttpService<ProxyPipeline<P, 
             .into_iter()
             .map(|(a, tls)| (a, if tls { "https" } else { "http" }))
             .collect()
+    }
+
+    fn tls_listeners(&self) -> Option<Vec<ListenAddr>> {
+        Some(
+            self.listen_addrs()
+                .iter()
+                .filter(|l| l.tls.is_some())
+                .cloned()
+                .collect(),
+        )
     }
 }
 
@@ -574,6 +627,15 @@ where
         effective.server.upgrade_socket = Some(upgrade.socket);
         effective.server.upgrade_timeout = Some(crate::config::show_duration(upgrade.timeout));
         effective.server.log_level = server_section.log_level.clone();
+        if let Some(tls) = service.tls_listeners() {
+            let differing = effective.set_tls(name, &tls);
+            if !differing.is_empty() {
+                eprintln!(
+                    "warning: the TLS listeners {} serve other certificates than the first; a config file gives all TLS listeners one set, so the printed one gives them the first's",
+                    differing.join(", ")
+                );
+            }
+        }
         print!("{}", effective.to_toml()?);
         return Ok(());
     }

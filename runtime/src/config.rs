@@ -22,10 +22,16 @@
 //!
 //! [proxy.Gateway]
 //! listen = ["0.0.0.0:8080", "[::]:8080"]
+//! tls_listen = ["0.0.0.0:8443"]      # served with the certificates below
+//! client_ca = "/etc/gateway/clients-ca.pem" # optional: require client certificates
 //! max_idle_per_peer = 128            # upstream pool size (at start)
 //! access_log = "/var/log/gateway.access.log" # or "stdout"; reopened on SIGHUP
 //! access_log_format = "json"         # or "combined"
 //! allow_upgrade = ["websocket"]      # protocols a client may switch to (never "h2c")
+//!
+//! [[proxy.Gateway.certificate]]       # several: chosen by SNI, the first the default
+//! cert = "/etc/gateway/example.com.crt"
+//! key = "/etc/gateway/example.com.key"
 //!
 //! [proxy.Gateway.upstream.api]
 //! peers = ["10.0.0.1:9000", "10.0.0.2:9000 weight 3"]
@@ -36,16 +42,18 @@
 use std::collections::BTreeMap;
 use std::io;
 use std::net::SocketAddr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
 use crate::access_log::{AccessLog, AccessLogFormat, AccessLogTarget};
+use crate::http::ListenAddr;
 use crate::lb::{Backend, MAX_WEIGHT};
 use crate::proxy::{AllowedUpgrades, ProxyOptions};
 use crate::route::Router;
 use crate::server::{RuntimeFlavor, ServerConf};
+use crate::tls::CertKey;
 use crate::upgrade::UpgradeConf;
 use crate::upstream::{PeerTimeouts, UpstreamGroup};
 
@@ -113,6 +121,13 @@ pub struct ProxySection {
     /// Listening addresses, replacing the declared ones.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub listen: Option<Vec<String>>,
+    /// TLS listening addresses, replacing the declared TLS ones (`[]`: none). They serve
+    /// `certificate` and `client_ca`, each else the first declared TLS listener's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_listen: Option<Vec<String>>,
+    /// With a CA file, clients of the TLS listeners must present a certificate it signed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ca: Option<PathBuf>,
     /// Most idle pooled connections kept per upstream peer (read at start; a reload
     /// does not resize running pools).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -127,9 +142,38 @@ pub struct ProxySection {
     /// `[]` for none; `"h2c"` is refused).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub allow_upgrade: Option<Vec<String>>,
+    /// The TLS listeners' certificates (`[[proxy.NAME.certificate]]`, one or more: chosen
+    /// by the names they carry (SNI), the first the default), replacing the declared ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub certificate: Option<Vec<CertificateSection>>,
+    /// How long a connection (TCP) or client mapping (UDP) of a layer-4 proxy may carry
+    /// nothing before it is closed (`"10m"`); an HTTP proxy refuses it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub idle: Option<String>,
     /// Overrides per upstream group, by its name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub upstream: BTreeMap<String, UpstreamSection>,
+}
+
+/// `[[proxy.NAME.certificate]]`: a certificate chain and its key, PEM files.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CertificateSection {
+    /// The certificate chain: the leaf first, then intermediates.
+    pub cert: PathBuf,
+    /// The leaf's private key.
+    pub key: PathBuf,
+}
+
+/// The TLS listener settings a config file gives a proxy (each `None` when not set).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct TlsOverrides {
+    /// `tls_listen`: the TLS addresses, checked to parse.
+    pub listen: Option<Vec<String>>,
+    /// `[[certificate]]`: at least one.
+    pub certs: Option<Vec<CertKey>>,
+    /// `client_ca`.
+    pub client_ca: Option<PathBuf>,
 }
 
 /// `[proxy.NAME.upstream.GROUP]`.
@@ -439,6 +483,75 @@ impl Config {
         Ok(Some(list))
     }
 
+    /// The TLS listener settings `[proxy.NAME]` sets: addresses checked to parse, a
+    /// certificate list checked not to be empty (the files are checked when the listeners
+    /// are built, by `-t` too).
+    pub fn tls(&self, name: &str) -> io::Result<TlsOverrides> {
+        let Some(section) = self.proxy.get(name) else {
+            return Ok(TlsOverrides::default());
+        };
+        if let Some(list) = &section.tls_listen {
+            for addr in list {
+                crate::listen::resolve(addr)
+                    .map_err(|e| invalid(format!("proxy.{name}.tls_listen: {addr:?}: {e}")))?;
+            }
+        }
+        let certs = match &section.certificate {
+            None => None,
+            Some(list) if list.is_empty() => {
+                return Err(invalid(format!(
+                    "proxy.{name}.certificate: give at least one, as [[proxy.{name}.certificate]] with cert = \"FILE\" and key = \"FILE\""
+                )))
+            }
+            Some(list) => Some(
+                list.iter()
+                    .map(|c| CertKey {
+                        cert: c.cert.clone(),
+                        key: c.key.clone(),
+                    })
+                    .collect(),
+            ),
+        };
+        Ok(TlsOverrides {
+            listen: section.tls_listen.clone(),
+            certs,
+            client_ca: section.client_ca.clone(),
+        })
+    }
+
+    /// Fills proxy `name`'s TLS listener settings in from the service's TLS listeners
+    /// `tls` (for `--print-config`). A config file gives all TLS listeners one set of
+    /// certificates: if theirs differ, the first listener's are shown, and the addresses
+    /// of the listeners that differ are returned.
+    pub fn set_tls(&mut self, name: &str, tls: &[ListenAddr]) -> Vec<String> {
+        let section = self.proxy.entry(name.to_owned()).or_default();
+        section.tls_listen = Some(tls.iter().map(|l| l.addr.clone()).collect());
+        let Some(first) = tls.iter().find_map(|l| l.tls.as_ref()) else {
+            return Vec::new();
+        };
+        section.certificate = Some(
+            first
+                .certs
+                .iter()
+                .map(|c| CertificateSection {
+                    cert: c.cert.clone(),
+                    key: c.key.clone(),
+                })
+                .collect(),
+        );
+        section.client_ca = first.client_ca.clone();
+        tls.iter()
+            .filter(|l| {
+                l.tls.as_ref().is_some_and(|t| {
+                    t.certs != first.certs
+                        || t.client_ca != first.client_ca
+                        || t.handshake_timeout != first.handshake_timeout
+                })
+            })
+            .map(|l| l.addr.clone())
+            .collect()
+    }
+
     /// Applies `[proxy.NAME]`'s connection settings (the pool size) to `options`.
     pub fn apply_options(&self, name: &str, options: &mut ProxyOptions) -> io::Result<()> {
         let Some(section) = self.proxy.get(name) else {
@@ -451,6 +564,15 @@ impl Config {
             options.allowed_upgrades = AllowedUpgrades::new(list)
                 .map_err(|e| invalid(format!("proxy.{name}.allow_upgrade: {e}")))?;
         }
+        crate::layer4::refuse_idle_for_http(name, self)?;
+        self.apply_access_log(name, options)
+    }
+
+    /// Applies `[proxy.NAME]`'s access log keys to `options`.
+    pub fn apply_access_log(&self, name: &str, options: &mut ProxyOptions) -> io::Result<()> {
+        let Some(section) = self.proxy.get(name) else {
+            return Ok(());
+        };
         set_access_log(
             options,
             section.access_log.as_deref(),
@@ -512,6 +634,10 @@ impl Config {
                 name.to_owned(),
                 ProxySection {
                     listen: Some(listen.to_vec()),
+                    // Filled in from the built service (see `set_tls`).
+                    tls_listen: None,
+                    client_ca: None,
+                    certificate: None,
                     max_idle_per_peer: Some(options.client.max_idle_per_peer),
                     access_log: options.access_log.as_ref().map(|l| l.target().describe()),
                     access_log_format: options
@@ -519,6 +645,7 @@ impl Config {
                         .as_ref()
                         .map(|l| l.format().name().to_owned()),
                     allow_upgrade: Some(options.allowed_upgrades.protocols().to_vec()),
+                    idle: None,
                     upstream,
                 },
             )]),
@@ -605,5 +732,85 @@ mod tests {
             .expect_err("h2c refused");
         assert!(e.to_string().contains("proxy.Edge.allow_upgrade"), "{e}");
         assert!(e.to_string().contains("h2c"), "{e}");
+    }
+
+    #[test]
+    fn tls_listener_keys_parse_print_and_name_their_path() {
+        let text = "[proxy.Edge]\nlisten = []\ntls_listen = [\"127.0.0.1:8443\"]\nclient_ca = \"ca.pem\"\n\n[[proxy.Edge.certificate]]\ncert = \"a.crt\"\nkey = \"a.key\"\n\n[[proxy.Edge.certificate]]\ncert = \"b.crt\"\nkey = \"b.key\"\n";
+        let c = Config::parse(text).expect("parses");
+        let tls = c.tls("Edge").expect("valid");
+        assert_eq!(tls.listen, Some(vec!["127.0.0.1:8443".to_owned()]));
+        assert_eq!(tls.client_ca, Some(PathBuf::from("ca.pem")));
+        let certs = tls.certs.expect("certificates");
+        assert_eq!(certs.len(), 2);
+        assert_eq!(certs[1].cert, PathBuf::from("b.crt"));
+        assert_eq!(c.tls("Other").expect("none"), TlsOverrides::default());
+
+        // What --print-config makes of TLS listeners reads back the same.
+        let mut printed = Config::default();
+        let settings = crate::tls::TlsSettings::new("a.crt", "a.key")
+            .with_cert("b.crt", "b.key")
+            .with_client_ca("ca.pem");
+        let differing = printed.set_tls(
+            "Edge",
+            &[ListenAddr {
+                addr: "127.0.0.1:8443".into(),
+                tls: Some(settings),
+            }],
+        );
+        assert!(differing.is_empty());
+        if let Some(p) = printed.proxy.get_mut("Edge") {
+            p.listen = Some(Vec::new());
+        }
+        let again = Config::parse(&printed.to_toml().expect("prints")).expect("reads back");
+        assert_eq!(again, c);
+        // A plain proxy prints `tls_listen = []`, which reads back as "no TLS listener".
+        let mut plain = Config::default();
+        plain.set_tls("Edge", &[]);
+        let text = plain.to_toml().expect("prints");
+        assert!(text.contains("tls_listen = []"), "{text}");
+        assert_eq!(
+            Config::parse(&text)
+                .expect("reads back")
+                .tls("Edge")
+                .expect("valid")
+                .listen,
+            Some(Vec::new())
+        );
+
+        for (bad, path) in [
+            (
+                "[proxy.Edge]\ntls_listen = [\"127.0.0.1:99999\"]\n",
+                "proxy.Edge.tls_listen",
+            ),
+            ("[proxy.Edge]\ncertificate = []\n", "proxy.Edge.certificate"),
+        ] {
+            let e = Config::parse(bad)
+                .expect("parses")
+                .tls("Edge")
+                .expect_err("invalid");
+            assert!(e.to_string().contains(path), "{e}");
+        }
+        for (bad, path) in [
+            (
+                "[[proxy.Edge.certificate]]\ncert = \"a.crt\"\n",
+                "proxy.Edge.certificate",
+            ),
+            (
+                "[[proxy.Edge.certificate]]\ncert = \"a.crt\"\nkey = \"a.key\"\nchain = \"x\"\n",
+                "proxy.Edge.certificate",
+            ),
+            (
+                "[proxy.Edge]\ntls_listen = \"127.0.0.1:8443\"\n",
+                "proxy.Edge.tls_listen",
+            ),
+            (
+                "[proxy.Edge]\ntls_lisen = [\"127.0.0.1:8443\"]\n",
+                "proxy.Edge",
+            ),
+        ] {
+            let e = Config::parse(bad).expect_err("refused");
+            assert!(e.to_string().contains(path), "{bad}: {e}");
+        }
     }
 }

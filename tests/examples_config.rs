@@ -1,0 +1,409 @@
+//! The examples read their config file: a `-c` file's peers reach the proxy (demo origins
+//! start only for the groups nobody gave peers), `-t` and `--print-config` start no demo
+//! origin, and what `tls_gateway --print-config` prints (TLS listener and certificate
+//! included) is a config file that `-t` accepts and that starts the same HTTPS proxy.
+//! Run on the example binaries, which `cargo build --examples` (and `cargo test`) build.
+
+mod support;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::pin::Pin;
+use std::process::{Child, Command, Output};
+use std::sync::mpsc::Receiver;
+use std::time::Duration;
+
+use nix::sys::signal::Signal;
+use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use pingora_dsl::config::Config;
+use pingora_dsl_suite::origin::Origin;
+use support::{addr_after, client, example_binary, get, read_until, send, spawn_with_lines};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// A directory of this test's own, removed when dropped.
+struct TempDir(PathBuf);
+
+impl TempDir {
+    fn new(tag: &str) -> TempDir {
+        let dir =
+            std::env::temp_dir().join(format!("pdsl-examples-config-{tag}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("a temporary directory");
+        TempDir(dir)
+    }
+
+    fn file(&self, name: &str, text: &str) -> PathBuf {
+        let path = self.0.join(name);
+        std::fs::write(&path, text).expect("write a file");
+        path
+    }
+}
+
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+/// An example process, killed when dropped (a failing test leaves none behind).
+struct Running {
+    child: Child,
+    lines: Receiver<String>,
+    /// The stdout lines read so far that no `read_until` asked for.
+    seen: Vec<String>,
+}
+
+impl Running {
+    /// Starts `command` and reads its stdout up to the first "listening on SCHEME://"
+    /// line; returns the process and that address.
+    fn start(command: &mut Command, scheme: &str) -> (Running, SocketAddr) {
+        let (child, lines) = spawn_with_lines(command);
+        let mut running = Running {
+            child,
+            lines,
+            seen: Vec::new(),
+        };
+        let marker = format!("listening on {scheme}://");
+        let line = read_until(&running.lines, &mut running.seen, |l| l.contains(&marker));
+        (running, addr_after(&line, &marker))
+    }
+
+    fn pid(&self) -> u32 {
+        self.child.id()
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn path_str(path: &Path) -> &str {
+    path.to_str().expect("a UTF-8 path")
+}
+
+/// Runs example `name` with `args` to its end (bounded by the example: `-t` and
+/// `--print-config` exit on their own); returns its output.
+fn run_to_end(name: &str, args: &[&str], tmp: &Path) -> Output {
+    Command::new(example_binary(name))
+        .args(args)
+        .env("TMPDIR", tmp)
+        .output()
+        .expect("the example runs")
+}
+
+fn text(out: &Output) -> String {
+    String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr)
+}
+
+/// `GET path` through `proxy`; the `x-origin` header of the answer (200 required).
+async fn origin_of(proxy: SocketAddr, path: &str) -> String {
+    let (response, body) = send(&client(), get(proxy, path, None)).await;
+    assert_eq!(response.status(), 200, "{path}: {body:?}");
+    let name = response
+        .headers()
+        .get("x-origin")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("")
+        .to_owned();
+    assert_eq!(body, format!("origin {name}").as_bytes(), "{path}");
+    name
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_config_files_peers_are_served_and_reloaded() {
+    let first = Origin::start("from-file").await.expect("an origin");
+    let second = Origin::start("reloaded").await.expect("an origin");
+    let dir = TempDir::new("peers");
+    let conf_text = |peer: SocketAddr| {
+        format!(
+            "[proxy.BlogLoadBalancer]\nlisten = [\"127.0.0.1:0\"]\n\n[proxy.BlogLoadBalancer.upstream.origins]\npeers = [\"{peer}\"]\n"
+        )
+    };
+    let conf = dir.file("lb.toml", &conf_text(first.addr()));
+    let (proxy, addr) = Running::start(
+        Command::new(example_binary("load_balancer")).args(["-c", path_str(&conf)]),
+        "http",
+    );
+    assert!(
+        !proxy.seen.iter().any(|l| l.contains("demo origins")),
+        "no demo origin starts when the file gives the peers: {:?}",
+        proxy.seen
+    );
+    for _ in 0..4 {
+        assert_eq!(origin_of(addr, "/").await, "from-file");
+    }
+    assert_eq!(first.requests(), 4);
+
+    // A reload applies the file's new peers (no flag stands in their way).
+    std::fs::write(&conf, conf_text(second.addr())).expect("rewrite the file");
+    let pid = proxy.pid();
+    support::wait_until(Duration::from_secs(10), "the proxy handles SIGHUP", || {
+        support::process_catches_signal(pid, Signal::SIGHUP)
+    })
+    .await;
+    nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGHUP)
+        .expect("send SIGHUP");
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    while origin_of(addr, "/").await != "reloaded" {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the reloaded peers get no request within 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let before = first.requests();
+    for _ in 0..4 {
+        assert_eq!(origin_of(addr, "/").await, "reloaded");
+    }
+    assert_eq!(
+        first.requests(),
+        before,
+        "the old peer gets no more requests"
+    );
+    // Nothing printed a demo origin line meanwhile either.
+    while let Ok(line) = proxy.lines.try_recv() {
+        assert!(!line.contains("demo origins"), "{line}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_origins_start_only_for_the_groups_without_peers() {
+    let web = Origin::start("web-from-file").await.expect("an origin");
+    let dir = TempDir::new("groups");
+    let conf = dir.file(
+        "gateway.toml",
+        &format!(
+            "[proxy.Gateway]\nlisten = [\"127.0.0.1:0\"]\n\n[proxy.Gateway.upstream.web]\npeers = [\"{}\"]\n",
+            web.addr()
+        ),
+    );
+    let (proxy, addr) = Running::start(
+        Command::new(example_binary("gateway"))
+            .args(["-c", path_str(&conf)])
+            .env("GATEWAY_TOKEN", "let-me-in"),
+        "http",
+    );
+    let demo = proxy
+        .seen
+        .iter()
+        .find(|l| l.contains("demo origins"))
+        .unwrap_or_else(|| panic!("a demo origin line for api: {:?}", proxy.seen));
+    assert_eq!(demo.matches("api=").count(), 2, "{demo}");
+    assert!(
+        !demo.contains("web="),
+        "web has its peers from the file: {demo}"
+    );
+
+    assert_eq!(origin_of(addr, "/").await, "web-from-file");
+    assert_eq!(web.requests(), 1);
+    let request = http::Request::get(format!("http://{addr}/api/items"))
+        .header("authorization", "Bearer let-me-in")
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("a request");
+    let (response, _) = send(&client(), request).await;
+    assert_eq!(response.status(), 200);
+    let api = response
+        .headers()
+        .get("x-origin")
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    assert!(
+        api == "api-1" || api == "api-2",
+        "a demo api origin: {api:?}"
+    );
+    assert_eq!(web.requests(), 1);
+}
+
+/// Every example with demo origins, and the arguments `-t` needs to bind only port 0.
+const EXAMPLES: &[(&str, &[&str])] = &[
+    ("load_balancer", &["--listen", "127.0.0.1:0"]),
+    ("gateway", &["--listen", "127.0.0.1:0"]),
+    ("tls_gateway", &["--listen", "127.0.0.1:0"]),
+    ("zero_downtime", &["--listen", "127.0.0.1:0"]),
+    ("failover", &["--listen", "127.0.0.1:0"]),
+    (
+        "observability",
+        &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+    ),
+    ("grpc_proxy", &["--listen", "127.0.0.1:0"]),
+    ("websocket_proxy", &["--listen", "127.0.0.1:0"]),
+];
+
+#[test]
+fn check_and_print_config_start_no_demo_origin() {
+    let dir = TempDir::new("checks");
+    for (name, listen) in EXAMPLES {
+        let mut args = vec!["-t"];
+        args.extend_from_slice(listen);
+        let out = run_to_end(name, &args, &dir.0);
+        let all = text(&out);
+        assert!(out.status.success(), "{name} -t: {all}");
+        assert!(all.contains("configuration OK"), "{name} -t: {all}");
+        assert!(
+            !all.contains("demo"),
+            "{name} -t starts no demo origin: {all}"
+        );
+
+        let out = run_to_end(name, &["--print-config"], &dir.0);
+        assert!(
+            out.status.success(),
+            "{name} --print-config: {}",
+            text(&out)
+        );
+        assert!(
+            !text(&out).contains("demo"),
+            "{name} --print-config starts no demo origin: {}",
+            text(&out)
+        );
+        // Only the configuration on stdout, and the declared peers stand in it.
+        let printed = String::from_utf8_lossy(&out.stdout);
+        let config = Config::parse(&printed)
+            .unwrap_or_else(|e| panic!("{name} --print-config is a config file: {e}\n{printed}"));
+        let section = config.proxy.values().next().expect("the proxy's section");
+        assert!(
+            section
+                .upstream
+                .values()
+                .all(|up| up.peers.as_ref().is_some_and(
+                    |p| !p.is_empty() && p.iter().all(|p| p.starts_with("127.0.0.1:"))
+                )),
+            "{name}: the declared peers: {printed}"
+        );
+    }
+    let printed = run_to_end("gateway", &["--print-config"], &dir.0);
+    let config = Config::parse(&String::from_utf8_lossy(&printed.stdout)).expect("parses");
+    let gateway = &config.proxy["Gateway"];
+    assert_eq!(
+        gateway.upstream["api"].peers.as_deref(),
+        Some(
+            &[
+                "127.0.0.1:9001".to_owned(),
+                "127.0.0.1:9002 weight 2".to_owned()
+            ][..]
+        )
+    );
+
+    // A config file that does not load: no demo origin, and the error names the file.
+    let missing = dir.0.join("missing.toml");
+    let out = run_to_end("load_balancer", &["-c", path_str(&missing)], &dir.0);
+    assert!(!out.status.success());
+    assert!(!text(&out).contains("demo"), "{}", text(&out));
+    assert!(text(&out).contains("missing.toml"), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_tls_gateway_prints_is_a_config_that_starts_the_same_https_proxy() {
+    let dir = TempDir::new("tls");
+    let out = run_to_end("tls_gateway", &["--print-config"], &dir.0);
+    assert!(out.status.success(), "{}", text(&out));
+    let printed = String::from_utf8(out.stdout.clone()).expect("UTF-8");
+    let config = Config::parse(&printed)
+        .unwrap_or_else(|e| panic!("the printed configuration parses: {e}\n{printed}"));
+    let section = &config.proxy["TlsGateway"];
+    assert_eq!(
+        section.tls_listen.as_deref(),
+        Some(&["127.0.0.1:6189".to_owned()][..]),
+        "{printed}"
+    );
+    assert_eq!(section.listen.as_deref(), Some(&[][..]), "{printed}");
+    let certs = section.certificate.as_ref().expect("the certificate files");
+    assert_eq!(certs.len(), 1, "{printed}");
+    // The example's self-signed certificate, made in its temporary directory.
+    let cert = certs[0].cert.clone();
+    assert!(cert.starts_with(&dir.0) && cert.exists(), "{printed}");
+    assert!(certs[0].key.exists(), "{printed}");
+    assert_eq!(
+        section.upstream["origins"].peers.as_deref(),
+        Some(&["127.0.0.1:8001".to_owned(), "127.0.0.1:8002".to_owned()][..]),
+        "the declared peers, no demo origin: {printed}"
+    );
+
+    // The printed file with its fixed port made 0 (and the peers a real origin): `-t`
+    // accepts it, and it starts the HTTPS proxy with that certificate.
+    let origin = Origin::start("tls-from-file").await.expect("an origin");
+    let edited = printed
+        .replace("\"127.0.0.1:6189\"", "\"127.0.0.1:0\"")
+        .replace(
+            "[\"127.0.0.1:8001\", \"127.0.0.1:8002\"]",
+            &format!("[\"{}\"]", origin.addr()),
+        );
+    assert_ne!(edited, printed);
+    assert!(edited.contains(&origin.addr().to_string()), "{edited}");
+    let conf = dir.file("printed.toml", &edited);
+    let out = run_to_end("tls_gateway", &["-t", "-c", path_str(&conf)], &dir.0);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("configuration OK"), "{}", text(&out));
+
+    // A fresh temporary directory: were the file's certificate ignored, the example
+    // would make another one there.
+    let run_dir = TempDir::new("tls-run");
+    let (proxy, addr) = Running::start(
+        Command::new(example_binary("tls_gateway"))
+            .args(["-c", path_str(&conf)])
+            .env("TMPDIR", &run_dir.0),
+        "https",
+    );
+    assert!(
+        !proxy.seen.iter().any(|l| l.contains("demo origins")),
+        "{:?}",
+        proxy.seen
+    );
+    let (served, response) = https_get(addr, &cert).await;
+    let expected = openssl::x509::X509::from_pem(&std::fs::read(&cert).expect("read the cert"))
+        .expect("a PEM certificate");
+    assert_eq!(
+        served,
+        expected.to_der().expect("DER"),
+        "the same certificate"
+    );
+    let head = response.to_ascii_lowercase();
+    assert!(head.starts_with("http/1.1 200"), "{response}");
+    assert!(head.contains("x-origin: tls-from-file"), "{response}");
+    assert!(head.contains("strict-transport-security"), "{response}");
+    assert!(response.ends_with("origin tls-from-file"), "{response}");
+    assert_eq!(origin.requests(), 1);
+    assert!(!run_dir.0.join("pingora-dsl-tls-gateway").exists());
+}
+
+/// `GET /` over HTTPS to `addr`, trusting only `ca` and checking the name `localhost`;
+/// returns the certificate served (DER) and the whole response.
+async fn https_get(addr: SocketAddr, ca: &Path) -> (Vec<u8>, String) {
+    let mut b = SslConnector::builder(SslMethod::tls_client()).expect("a connector");
+    b.set_ca_file(ca).expect("the CA file");
+    b.set_verify(SslVerifyMode::PEER);
+    let ssl = b
+        .build()
+        .configure()
+        .expect("configure")
+        .into_ssl("localhost")
+        .expect("an SSL session");
+    let tcp = tokio::time::timeout(
+        Duration::from_secs(10),
+        tokio::net::TcpStream::connect(addr),
+    )
+    .await
+    .expect("connect within 10 s")
+    .expect("connect");
+    let mut tls = tokio_openssl::SslStream::new(ssl, tcp).expect("a TLS stream");
+    tokio::time::timeout(Duration::from_secs(10), Pin::new(&mut tls).connect())
+        .await
+        .expect("handshake within 10 s")
+        .expect("the handshake verifies the certificate");
+    let served = tls
+        .ssl()
+        .peer_certificate()
+        .and_then(|c| c.to_der().ok())
+        .expect("a certificate");
+    tls.write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .expect("write");
+    let mut response = Vec::new();
+    tokio::time::timeout(Duration::from_secs(10), tls.read_to_end(&mut response))
+        .await
+        .expect("the response within 10 s")
+        .expect("read");
+    (served, String::from_utf8_lossy(&response).into_owned())
+}
