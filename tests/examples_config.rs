@@ -407,3 +407,76 @@ async fn https_get(addr: SocketAddr, ca: &Path) -> (Vec<u8>, String) {
         .expect("read");
     (served, String::from_utf8_lossy(&response).into_owned())
 }
+
+#[test]
+fn tls_keys_of_the_file_yield_to_flags_and_errors_name_their_key() {
+    let dir = TempDir::new("tls-keys");
+    let file_cert = pingora_dsl_suite::certs::self_signed(&dir.0.join("file"), &["localhost"])
+        .expect("a certificate");
+    let flag_cert = pingora_dsl_suite::certs::self_signed(&dir.0.join("flag"), &["localhost"])
+        .expect("a certificate");
+    let conf_text = |tls_listen: &str, cert: &Path| {
+        format!(
+            "[proxy.TlsGateway]\nlisten = []\ntls_listen = [\"{tls_listen}\"]\n\n[[proxy.TlsGateway.certificate]]\ncert = {:?}\nkey = {:?}\n\n[proxy.TlsGateway.upstream.origins]\npeers = [\"127.0.0.1:9\"]\n",
+            path_str(cert),
+            path_str(&cert.with_extension("key")),
+        )
+    };
+    let conf = dir.file("tls.toml", &conf_text("127.0.0.1:0", &file_cert.cert));
+    let printed_cert = |args: &[&str]| {
+        let out = run_to_end("tls_gateway", args, &dir.0);
+        assert!(out.status.success(), "{}", text(&out));
+        let config = Config::parse(&String::from_utf8_lossy(&out.stdout)).expect("parses");
+        let section = config.proxy["TlsGateway"].clone();
+        let certs = section.certificate.expect("certificates");
+        (
+            section.tls_listen.expect("tls_listen"),
+            certs[0].cert.clone(),
+        )
+    };
+    // The file's listener and certificate, and no self-signed one made.
+    let (listen, cert) = printed_cert(&["-c", path_str(&conf), "--print-config"]);
+    assert_eq!(listen, ["127.0.0.1:0"]);
+    assert_eq!(cert, file_cert.cert);
+    assert!(!dir.0.join("pingora-dsl-tls-gateway").exists());
+    // Flags win over the file.
+    let (listen, cert) = printed_cert(&[
+        "-c",
+        path_str(&conf),
+        "--print-config",
+        "--cert",
+        path_str(&flag_cert.cert),
+        "--key",
+        path_str(&flag_cert.key),
+        "--tls-listen",
+        "127.0.0.2:0",
+    ]);
+    assert_eq!(listen, ["127.0.0.2:0"]);
+    assert_eq!(cert, flag_cert.cert);
+
+    // `-t` loads the file's certificate, and a bad value names its key.
+    let missing = dir.0.join("missing.crt");
+    let bad = dir.file("missing.toml", &conf_text("127.0.0.1:0", &missing));
+    let out = run_to_end("tls_gateway", &["-t", "-c", path_str(&bad)], &dir.0);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("missing.crt"), "{}", text(&out));
+    let bad = dir.file("port.toml", &conf_text("127.0.0.1:99999", &file_cert.cert));
+    let out = run_to_end("tls_gateway", &["-t", "-c", path_str(&bad)], &dir.0);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("proxy.TlsGateway.tls_listen"),
+        "{}",
+        text(&out)
+    );
+    let bad = dir.file(
+        "unknown.toml",
+        "[[proxy.TlsGateway.certificate]]\ncert = \"a.crt\"\nkey = \"a.key\"\npassword = \"x\"\n",
+    );
+    let out = run_to_end("tls_gateway", &["-t", "-c", path_str(&bad)], &dir.0);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("proxy.TlsGateway.certificate") && text(&out).contains("password"),
+        "{}",
+        text(&out)
+    );
+}
