@@ -314,6 +314,11 @@ fn stop_with_a_request_in_flight(
     } = server_with_gated_origin(b"late", 1, Duration::from_secs(10));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<pingora_dsl::server::Stop>();
     let signal = matches!(by, StopBy::Sigint);
+    let mut server = server;
+    if signal {
+        // From here on a SIGINT is the server's: one raised before it runs waits for it.
+        server.install_signals().expect("handlers installed");
+    }
     let handle = std::thread::spawn(move || {
         if signal {
             server.run_until_signal()
@@ -332,21 +337,11 @@ fn stop_with_a_request_in_flight(
     let mut started = Instant::now();
     match by {
         StopBy::Sigint => {
-            // A SIGINT before the handler is installed would end the test process.
-            wait_until_blocking(WAIT, "the server catches SIGINT", || {
-                catches_signal(nix::sys::signal::Signal::SIGINT)
-            });
+            assert!(catches_signal(nix::sys::signal::Signal::SIGINT));
             started = Instant::now();
-            // Installed is not yet listening: a signal in between is lost (tokio registers
-            // the listener just after the handler), so raise it again until the run ends.
-            while !handle.is_finished() {
-                assert!(started.elapsed() < WAIT, "SIGINT never stopped the server");
-                nix::sys::signal::raise(nix::sys::signal::Signal::SIGINT).expect("raise SIGINT");
-                let raised = Instant::now();
-                while !handle.is_finished() && raised.elapsed() < Duration::from_millis(500) {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
+            // Once: the handler was installed before the run, and a signal is not lost.
+            nix::sys::signal::raise(nix::sys::signal::Signal::SIGINT).expect("raise SIGINT");
+            wait_until_blocking(WAIT, "SIGINT stopped the server", || handle.is_finished());
         }
         StopBy::Immediate => stop_tx
             .send(pingora_dsl::server::Stop::Immediate)
@@ -383,4 +378,87 @@ fn an_immediate_stop_does_not_wait_for_the_grace_period() {
 fn sigint_stops_at_once_despite_a_long_grace_period() {
     let (took, out, ended, client_after) = stop_with_a_request_in_flight(StopBy::Sigint);
     assert_cut(took, &out, ended, client_after);
+}
+
+/// Set in the environment of the process [`signal_child`] serves in.
+const SIGNAL_CHILD: &str = "PINGORA_DSL_TEST_SIGNAL_CHILD";
+
+/// Not a test of its own (it returns at once): the server process that
+/// `a_sigterm_sent_on_the_readiness_line_stops_the_server_gracefully` starts. It starts as
+/// the CLI does: binds, installs the signal handlers, says where it listens, then runs
+/// until a signal, and says how the run ended.
+#[test]
+fn signal_child() {
+    if std::env::var_os(SIGNAL_CHILD).is_none() {
+        return;
+    }
+    let (service, addrs) = hello_service("child", &["127.0.0.1:0"]);
+    let mut server = Server::new(ServerConf {
+        threads: 1,
+        grace_period: Duration::from_secs(1),
+        ..ServerConf::default()
+    });
+    server.add_service(service);
+    server.install_signals().expect("handlers installed");
+    println!("listening on {}", addrs[0]);
+    std::io::stdout().flush().expect("flush");
+    let result = server.run_until_signal();
+    println!("run ended: {result:?}");
+    std::io::stdout().flush().expect("flush");
+    std::process::exit(if result.is_ok() { 0 } else { 1 });
+}
+
+/// Kills (SIGKILL) and reaps the child on drop unless it was reaped already.
+struct ChildGuard(std::process::Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if matches!(self.0.try_wait(), Ok(None)) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+}
+
+/// A SIGTERM sent the moment a server says it listens (without waiting for its handler to
+/// show in `SigCgt`) stops it gracefully: exit status 0 and the run's end reported, never
+/// the signal's default action. Twenty starts, each signalled at once.
+#[test]
+fn a_sigterm_sent_on_the_readiness_line_stops_the_server_gracefully() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::os::unix::process::ExitStatusExt as _;
+    let exe = std::env::current_exe().expect("test binary");
+    for round in 0..20 {
+        let mut command = std::process::Command::new(&exe);
+        command
+            .args([
+                "signal_child",
+                "--exact",
+                "--nocapture",
+                "--test-threads",
+                "1",
+            ])
+            .env(SIGNAL_CHILD, "1");
+        let (child, lines) = support::spawn_with_lines(&mut command);
+        let mut child = ChildGuard(child);
+        let mut seen = Vec::new();
+        // (After libtest's "test signal_child ... ", on the same line.)
+        support::read_until(&lines, &mut seen, |l| l.contains("listening on "));
+        let pid = Pid::from_raw(i32::try_from(child.0.id()).expect("a pid"));
+        kill(pid, Signal::SIGTERM).expect("send SIGTERM");
+        let mut status = None;
+        wait_until_blocking(WAIT, "the server exits after SIGTERM", || {
+            status = child.0.try_wait().expect("wait for the child");
+            status.is_some()
+        });
+        let status = status.expect("exited");
+        assert_eq!(
+            status.signal(),
+            None,
+            "round {round}: the SIGTERM took its default action (ended the process)"
+        );
+        assert!(status.success(), "round {round}: {status:?}");
+        support::read_until(&lines, &mut seen, |l| l.ends_with("run ended: Ok(())"));
+    }
 }

@@ -5,7 +5,9 @@
 //! starts every service and waits for a signal: SIGINT stops at once; SIGTERM stops
 //! accepting and gives open connections the grace period to finish; SIGQUIT hands the
 //! listening sockets to a new process (see [`crate::upgrade`]) and, once it serves, stops
-//! like SIGTERM.
+//! like SIGTERM. The handlers are installed before any service starts, or earlier with
+//! [`Server::install_signals`]: before a process says it is ready, so a signal sent as
+//! soon as it is ready is never taken with its default action (the end of the process).
 
 use std::future::Future;
 use std::io;
@@ -13,7 +15,7 @@ use std::os::fd::{AsFd, OwnedFd};
 use std::pin::Pin;
 use std::time::Duration;
 
-use tokio::signal::unix::{signal, SignalKind};
+use tokio::signal::unix::{signal, Signal, SignalKind};
 use tokio::sync::watch;
 
 use crate::listen::Sockets;
@@ -208,6 +210,35 @@ pub struct Server {
     services: Vec<Box<dyn Service>>,
     sockets: Sockets,
     on_started: Vec<Box<dyn FnOnce() + Send>>,
+    /// The main thread's runtime, once built (by [`Server::install_signals`], or by the run).
+    runtime: Option<tokio::runtime::Runtime>,
+    /// The stop signals' handlers, once installed.
+    signals: Option<StopSignals>,
+}
+
+/// The handlers of the stop signals: from their installation on, SIGINT, SIGTERM and
+/// SIGQUIT are caught, and one that arrives before the server waits for it is kept for it.
+struct StopSignals {
+    interrupt: Signal,
+    terminate: Signal,
+    quit: Signal,
+}
+
+impl StopSignals {
+    /// Installs the handlers; needs a runtime context (the streams then work on any runtime
+    /// of the process).
+    fn install() -> io::Result<Self> {
+        let install = |kind: SignalKind, name: &str| {
+            signal(kind).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot install the {name} handler: {e}"))
+            })
+        };
+        Ok(StopSignals {
+            interrupt: install(SignalKind::interrupt(), "SIGINT")?,
+            terminate: install(SignalKind::terminate(), "SIGTERM")?,
+            quit: install(SignalKind::quit(), "SIGQUIT")?,
+        })
+    }
 }
 
 impl Server {
@@ -218,7 +249,44 @@ impl Server {
             services: Vec::new(),
             sockets: Sockets::new(),
             on_started: Vec::new(),
+            runtime: None,
+            signals: None,
         }
+    }
+
+    /// Installs the handlers of SIGINT, SIGTERM and SIGQUIT now (idempotent;
+    /// [`Server::run_until_signal`] does it if not done yet). Call it before telling anyone
+    /// the process is ready (a "listening on" line, a pid file, a waiting parent): a signal
+    /// sent from then on is caught and acted on once the server runs, never taken with its
+    /// default action (the end of the process, without a graceful stop). Builds the main
+    /// runtime, so call it after any fork (daemonizing). A server run with
+    /// [`Server::run_until`] or [`Server::run_until_stop`] ignores the signals caught.
+    pub fn install_signals(&mut self) -> io::Result<()> {
+        if self.signals.is_some() {
+            return Ok(());
+        }
+        let runtime = self.runtime()?;
+        let _entered = runtime.enter();
+        let signals = StopSignals::install()?;
+        self.signals = Some(signals);
+        Ok(())
+    }
+
+    /// The main thread's runtime, built as [`ServerConf`] says the first time.
+    fn runtime(&mut self) -> io::Result<&tokio::runtime::Runtime> {
+        let runtime = match self.runtime.take() {
+            Some(runtime) => runtime,
+            None if self.conf.threads <= 1 || self.conf.flavor == RuntimeFlavor::PerCore => {
+                tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?
+            }
+            None => tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(self.conf.threads)
+                .enable_all()
+                .build()?,
+        };
+        Ok(self.runtime.insert(runtime))
     }
 
     /// Takes the listening sockets from `sockets` (inherited in an upgrade) when binding.
@@ -284,16 +352,29 @@ impl Server {
     /// during a graceful stop ends the grace period.
     pub fn run_until_signal(mut self) -> io::Result<()> {
         self.bind()?;
+        self.install_signals()?;
+        let Some(signals) = self.signals.take() else {
+            return Err(io::Error::other("the signal handlers are not installed"));
+        };
         let sockets = self.sockets.try_clone_fds()?;
         let upgrade = self.conf.upgrade.clone();
-        let sigint_during_grace = async {
-            if tokio::signal::ctrl_c().await.is_ok() {
-                tracing::info!("SIGINT received during the graceful stop: stopping now");
-            } else {
-                std::future::pending::<()>().await;
+        // The SIGINT stream goes on to the grace period once the stop signal came.
+        let (interrupt_tx, interrupt_rx) = tokio::sync::oneshot::channel::<Signal>();
+        let sigint_during_grace = async move {
+            if let Ok(mut interrupt) = interrupt_rx.await {
+                if interrupt.recv().await.is_some() {
+                    tracing::info!("SIGINT received during the graceful stop: stopping now");
+                    return;
+                }
             }
+            std::future::pending::<()>().await;
         };
-        self.run(sigint_during_grace, wait_for_stop_signal(upgrade, sockets))
+        let stop = async move {
+            let (how, interrupt) = wait_for_stop_signal(signals, upgrade, sockets).await;
+            let _ = interrupt_tx.send(interrupt);
+            how
+        };
+        self.run(sigint_during_grace, stop)
     }
 
     /// Binds every service and runs them until `stop` resolves, then drains and returns.
@@ -325,8 +406,12 @@ impl Server {
         let shutdown_timeout = self.conf.shutdown_timeout;
         let (trigger, watch) = shutdown_channel();
         let mut workers = Vec::new();
-        let runtime = if self.conf.threads <= 1 || self.conf.flavor == RuntimeFlavor::PerCore {
-            for n in 1..self.conf.threads.max(1) {
+        self.runtime()?;
+        let Some(runtime) = self.runtime.take() else {
+            return Err(io::Error::other("no runtime"));
+        };
+        if self.conf.threads > 1 && self.conf.flavor == RuntimeFlavor::PerCore {
+            for n in 1..self.conf.threads {
                 let mut copies = Vec::new();
                 for service in &self.services {
                     if let Some(copy) = service.worker_copy()? {
@@ -339,15 +424,7 @@ impl Server {
                     .spawn(move || run_worker(copies, watch, grace, shutdown_timeout))?;
                 workers.push(worker);
             }
-            tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()?
-        } else {
-            tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(self.conf.threads)
-                .enable_all()
-                .build()?
-        };
+        }
         // The trigger outlives the workers: they take its loss for an immediate stop.
         // The trigger outlives the workers: they drain until it says stop at once.
         let trigger = &trigger;
@@ -388,26 +465,28 @@ impl Server {
 }
 
 /// Waits for SIGINT (stop now), SIGTERM (stop gracefully) or a SIGQUIT whose hand-over of
-/// `sockets` to a new process succeeded (stop gracefully).
-async fn wait_for_stop_signal(upgrade: Option<UpgradeConf>, sockets: Vec<OwnedFd>) -> Stop {
-    let (mut term, mut quit) = match (signal(SignalKind::terminate()), signal(SignalKind::quit())) {
-        (Ok(term), Ok(quit)) => (term, quit),
-        (Err(e), _) | (_, Err(e)) => {
-            tracing::error!(error = %e, "cannot install the SIGTERM/SIGQUIT handlers");
-            let _ = tokio::signal::ctrl_c().await;
-            return Stop::Immediate;
-        }
-    };
+/// `sockets` to a new process succeeded (stop gracefully); returns how to stop, and the
+/// SIGINT stream for the grace period.
+async fn wait_for_stop_signal(
+    signals: StopSignals,
+    upgrade: Option<UpgradeConf>,
+    sockets: Vec<OwnedFd>,
+) -> (Stop, Signal) {
+    let StopSignals {
+        mut interrupt,
+        terminate: mut term,
+        mut quit,
+    } = signals;
     let sockets = std::sync::Arc::new(sockets);
     loop {
         tokio::select! {
-            _ = tokio::signal::ctrl_c() => {
+            _ = interrupt.recv() => {
                 tracing::info!("SIGINT received, shutting down now");
-                return Stop::Immediate;
+                return (Stop::Immediate, interrupt);
             }
             _ = term.recv() => {
                 tracing::info!("SIGTERM received, shutting down gracefully");
-                return Stop::Graceful;
+                return (Stop::Graceful, interrupt);
             }
             _ = quit.recv() => {}
         }
@@ -425,13 +504,13 @@ async fn wait_for_stop_signal(upgrade: Option<UpgradeConf>, sockets: Vec<OwnedFd
             handed = handing => match handed {
                 Ok(Ok(())) => {
                     tracing::info!("upgrade: the new process serves; draining and exiting");
-                    return Stop::Graceful;
+                    return (Stop::Graceful, interrupt);
                 }
                 Ok(Err(e)) => tracing::error!(error = %e, "upgrade failed; still serving"),
                 Err(e) => tracing::error!(error = %e, "upgrade failed; still serving"),
             },
-            _ = tokio::signal::ctrl_c() => return Stop::Immediate,
-            _ = term.recv() => return Stop::Graceful,
+            _ = interrupt.recv() => return (Stop::Immediate, interrupt),
+            _ = term.recv() => return (Stop::Graceful, interrupt),
         }
     }
 }
