@@ -710,3 +710,19 @@ impl Origin {
         Ok(Origin { addr, stats, task })
     }
 }
+
+/// Starts a UDP echo server on an ephemeral loopback port: each datagram comes back to
+/// its sender prefixed with `NAME:`.
+pub async fn start_udp_echo(name: &'static str) -> std::io::Result<SocketAddr> {
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await?;
+    let addr = socket.local_addr()?;
+    tokio::spawn(async move {
+        let mut buf = vec![0u8; 65_535];
+        while let Ok((n, from)) = socket.recv_from(&mut buf).await {
+            let mut reply = format!("{name}:").into_bytes();
+            reply.extend_from_slice(&buf[..n]);
+            let _ = socket.send_to(&reply, from).await;
+        }
+    });
+    Ok(addr)
+}

@@ -39,8 +39,16 @@ struct Example {
 
 impl Example {
     fn start(upstreams: &[SocketAddr]) -> Example {
+        Example::start_with(upstreams, None)
+    }
+
+    /// With `-c conf` when given.
+    fn start_with(upstreams: &[SocketAddr], conf: Option<&std::path::Path>) -> Example {
         let mut command = std::process::Command::new(example_binary("load_balancer"));
         command.args(["--listen", "127.0.0.1:0", "--threads", "1"]);
+        if let Some(conf) = conf {
+            command.arg("-c").arg(conf);
+        }
         for u in upstreams {
             command.args(["--upstream", &u.to_string()]);
         }
@@ -110,4 +118,59 @@ async fn with_every_peer_refusing_the_answer_is_502_after_one_try_each() {
     .await
     .expect("answered in time");
     assert_eq!(response.status(), 502);
+}
+
+/// Sends `n` GETs to `example`, returning how many were answered 200 by the live origin.
+async fn live_answers(example: &Example, n: usize) -> usize {
+    let client = client();
+    let mut ok = 0;
+    for i in 0..n {
+        let (response, _) = tokio::time::timeout(
+            Duration::from_secs(10),
+            send(
+                &client,
+                support::get(example.addr, &format!("/b/{i}"), None),
+            ),
+        )
+        .await
+        .expect("answered in time");
+        if response.status() == 200 && response.headers()["x-origin"] == "live" {
+            ok += 1;
+        } else {
+            assert_eq!(response.status(), 502, "request {i}");
+        }
+    }
+    ok
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_config_file_retry_resends_after_a_broken_connection() {
+    let live = Origin::start("live").await.expect("origin");
+    // Reads the request, then closes without an answer: the request may have been acted on,
+    // so only a declared (or configured) retry resends it.
+    let broken = pingora_dsl_suite::origin::start_faulty_origin(|s| async move { drop(s) }).await;
+    let upstreams = [broken, live.addr()];
+
+    let without = Example::start(&upstreams);
+    let ok = live_answers(&without, 40).await;
+    assert!(
+        ok < 40,
+        "with no retry, the broken peer's requests fail: {ok}/40"
+    );
+    drop(without);
+
+    let dir = std::env::temp_dir().join(format!("pdsl-file-retry-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let conf = dir.join("retry.toml");
+    std::fs::write(
+        &conf,
+        "[proxy.BlogLoadBalancer.upstream.origins]\nretry = 1\n",
+    )
+    .expect("config");
+    let with = Example::start_with(&upstreams, Some(&conf));
+    assert_eq!(
+        live_answers(&with, 40).await,
+        40,
+        "`retry = 1` in the file resends each broken GET to the live peer"
+    );
 }

@@ -1,8 +1,8 @@
 #![doc = include_str!("reference.md")]
 
 pub use pingora_dsl_runtime::{
-    access_log, admin, cli, config, daemon, downstream_body, error, http, io_timeout, lb, listen,
-    metrics, phase, protocol, proxy, rate, relay, route, server, tcp_proxy, tls, udp_proxy,
+    access_log, admin, cli, config, daemon, downstream_body, error, http, io_timeout, layer4, lb,
+    listen, metrics, phase, protocol, proxy, rate, relay, route, server, tcp_proxy, tls, udp_proxy,
     upgrade, upstream,
 };
 

@@ -83,11 +83,12 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
             .iter()
             .any(|r| r.edits.iter().any(|e| e.side == EditSide::Response));
     // Resends after a broken connection need a copy of the request (and passive health
-    // the outcome of a broken one).
-    let any_retries = p
-        .upstreams
-        .iter()
-        .any(|u| u.retries > 0 || !u.passive.is_empty());
+    // the outcome of a broken one). Whether a group retries is read per request, since the
+    // config file may set `retry` where the declaration does not: a group with `retry 0`
+    // asks for no copy, so a request to it pays one lookup.
+    let router_peers = !p.phases.iter().any(|d| d.phase == Phase::UpstreamPeer);
+    let any_retries = (router_peers && !p.upstreams.is_empty())
+        || p.upstreams.iter().any(|u| !u.passive.is_empty());
 
     let phases = expand_phases(p, &user_ctx, any_request_edits, any_response_edits);
     let replay = any_retries.then(|| {
@@ -1011,22 +1012,26 @@ fn expand_l4(p: &Proxy) -> TokenStream {
     let name_str = name.to_string();
     let (listen, tls_listens) = expand_listens(p);
     let groups = p.upstreams.iter().map(expand_group);
-    let idle = p.idle.first().and_then(|(_, d)| d.value().ok()).map(|d| {
-        let d = duration(d);
-        quote!(service.set_idle_timeout(#d);)
-    });
-    let (service_ty, add, clear) = if p.kind == Kind::Udp {
+    let (service_ty, add, clear, transport) = if p.kind == Kind::Udp {
         (
             quote!(#rt::udp_proxy::UdpProxyService),
             quote!(add_udp),
             quote!(clear_listen),
+            quote!(#rt::layer4::Transport::Udp),
         )
     } else {
         (
             quote!(#rt::tcp_proxy::TcpProxyService),
             quote!(add_tcp),
             quote!(clear_tcp),
+            quote!(#rt::layer4::Transport::Tcp),
         )
+    };
+    let apply_tls = (p.kind == Kind::Tcp).then(|| quote!(cli.apply_tls(&mut service)?;));
+    let idle = match p.idle.first().and_then(|(_, d)| d.value().ok()) {
+        Some(d) => duration(d),
+        None if p.kind == Kind::Udp => quote!(#rt::udp_proxy::DEFAULT_IDLE_TIMEOUT),
+        None => quote!(#rt::tcp_proxy::DEFAULT_IDLE_TIMEOUT),
     };
     quote! {
         #(#attrs)*
@@ -1039,6 +1044,10 @@ fn expand_l4(p: &Proxy) -> TokenStream {
         impl #name {
             /// The cleartext listening addresses declared with `listen`.
             pub const LISTEN: &'static [&'static str] = &[#(#listen),*];
+
+            /// How long a connection may carry nothing: declared with `idle`, or the
+            /// default.
+            pub const IDLE: ::std::time::Duration = #idle;
 
             /// The proxy with its declared upstream.
             pub fn new() -> Self {
@@ -1071,7 +1080,7 @@ fn expand_l4(p: &Proxy) -> TokenStream {
                     service.#add(addr);
                 }
                 #(#tls_listens)*
-                #idle
+                service.set_idle_timeout(Self::IDLE);
                 service
             }
 
@@ -1079,7 +1088,7 @@ fn expand_l4(p: &Proxy) -> TokenStream {
             /// `-d`, `-u`, `--listen`, `--upstream`, `--threads`, ...), then serves until
             /// SIGINT or SIGTERM.
             pub fn run() -> ::std::process::ExitCode {
-                Self::run_with(#rt::cli::ProxyCli::from_env())
+                Self::run_with(#rt::cli::ProxyCli::from_env_layer4(#transport))
             }
 
             /// Like [`run`](Self::run), with a command line built by the caller.
@@ -1087,18 +1096,22 @@ fn expand_l4(p: &Proxy) -> TokenStream {
                 #declare_admin
                 #rt::cli::run(#name_str, cli, |cli| {
                     let mut proxy = Self::new();
-                    let d = cli.prepare(
+                    let (d, relay) = cli.prepare_layer4(
                         #name_str,
+                        #transport,
                         proxy.router_mut(),
                         Self::declared_router,
                         Self::LISTEN,
-                        &::core::default::Default::default(),
+                        Self::IDLE,
                     )?;
                     let mut service = proxy.service();
                     service.#clear();
                     for addr in &d.listen {
                         service.#add(addr);
                     }
+                    #apply_tls
+                    service.set_idle_timeout(relay.idle_timeout);
+                    service.set_access_log(relay.access_log);
                     ::std::result::Result::Ok((service, d.tasks, d.effective, d.reloader))
                 })
             }

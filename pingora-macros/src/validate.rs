@@ -170,6 +170,7 @@ fn validate_kind(proxy: &Proxy, errors: &mut Errors) {
                 );
             }
         }
+        validate_l4_upstream(proxy.kind, up, errors);
     }
     if proxy.kind == Kind::Udp {
         for listen in &proxy.listens {
@@ -186,6 +187,54 @@ fn validate_kind(proxy: &Proxy, errors: &mut Errors) {
     }
     if let Some((_, d)) = proxy.idle.first() {
         check_duration(d, errors);
+    }
+}
+
+/// What a layer-4 upstream cannot honour: read, write and pool-idle timeouts (a relay has
+/// the proxy's `idle`), retry backoff and replay, and for UDP connect timeouts and retries.
+fn validate_l4_upstream(kind: Kind, up: &Upstream, errors: &mut Errors) {
+    let m = kind.macro_name();
+    for t in &up.timeouts {
+        let key = t.key.to_string();
+        if key == "connect" && kind == Kind::Tcp {
+            continue;
+        }
+        let why = if key == "connect" {
+            "a UDP proxy opens no connection to time out".to_owned()
+        } else {
+            format!("a relay has no requests to time out; set how long a connection may carry nothing with `idle 10m;` in the {m} block")
+        };
+        errors.at(
+            t.key.span(),
+            format!("`timeout {key}` is not available in {m}: {why}"),
+        );
+    }
+    for retry in &up.retry {
+        if kind == Kind::Udp {
+            errors.at(
+                retry.keyword.span(),
+                "`retry` is not available in udp_proxy!: a UDP proxy opens no connection that could fail and be retried",
+            );
+            continue;
+        }
+        if let Some(backoff) = &retry.backoff {
+            errors.at(
+                backoff.span(),
+                "`backoff` is not available in tcp_proxy!: a failed connect goes to the next peer at once; keep only `retry N;`",
+            );
+        }
+        if let Some(replay) = &retry.replay {
+            errors.at(
+                replay.span(),
+                "`replay` is not available in tcp_proxy!: bytes are relayed, never replayed; keep only `retry N;`",
+            );
+        }
+        if let Some(any) = &retry.any_method {
+            errors.at(
+                any.span(),
+                "`any_method` is not available in tcp_proxy!: a relay has no HTTP methods; keep only `retry N;`",
+            );
+        }
     }
 }
 

@@ -140,6 +140,12 @@ impl ProxyCli {
         if let Some(config) = &self.config {
             config.apply_options(name, options)?;
         }
+        self.apply_access_log(options)
+    }
+
+    /// Applies `--access-log` and `--access-log-format` over what `options` has, and
+    /// checks the log's file can be appended to.
+    pub fn apply_access_log(&self, options: &mut ProxyOptions) -> io::Result<()> {
         crate::config::set_access_log(
             options,
             self.access_log.as_deref(),
@@ -265,11 +271,8 @@ impl ProxyCli {
     /// file's `tls_listen`, `[[certificate]]` and `client_ca` over the declared ones, then
     /// `--tls-listen`, `--cert`/`--key` and `--client-ca` over those. What is not given
     /// comes from the first declared TLS listener. Errors name the flag or key at fault.
-    pub fn apply_tls<M: crate::http::MakeConnService>(
-        &self,
-        service: &mut HttpService<M>,
-    ) -> io::Result<()> {
-        let name = service.name().to_owned();
+    pub fn apply_tls(&self, service: &mut impl TlsListeners) -> io::Result<()> {
+        let name = service.proxy_name().to_owned();
         let file = match &self.config {
             Some(config) => config.tls(&name)?,
             None => crate::config::TlsOverrides::default(),
@@ -403,6 +406,37 @@ pub struct Prepared {
     pub effective: Config,
     /// Re-applies the config file on SIGHUP.
     pub reloader: Reloader,
+}
+
+/// A service whose TLS listeners the command line and the config file may replace
+/// ([`ProxyCli::apply_tls`]): an HTTP proxy, a TCP one.
+pub trait TlsListeners {
+    /// The proxy's name (its `[proxy.NAME]` in the config file).
+    fn proxy_name(&self) -> &str;
+    /// Every listening address, cleartext and TLS, as configured so far.
+    fn listen_addrs(&self) -> &[ListenAddr];
+    /// Removes the TLS listening addresses (not yet bound ones).
+    fn clear_tls(&mut self);
+    /// Adds a listening address terminating TLS with `tls`.
+    fn add_tls(&mut self, addr: &str, tls: TlsSettings);
+}
+
+impl<M: crate::http::MakeConnService> TlsListeners for HttpService<M> {
+    fn proxy_name(&self) -> &str {
+        self.name()
+    }
+
+    fn listen_addrs(&self) -> &[ListenAddr] {
+        HttpService::listen_addrs(self)
+    }
+
+    fn clear_tls(&mut self) {
+        HttpService::clear_tls(self)
+    }
+
+    fn add_tls(&mut self, addr: &str, tls: TlsSettings) {
+        HttpService::add_tls(self, addr, tls)
+    }
 }
 
 /// A listening service [`run`] can check, bind, and announce: an HTTP proxy or a

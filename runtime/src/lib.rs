@@ -25,6 +25,7 @@ mod h1_field;
 mod header_pool;
 pub mod http;
 pub mod io_timeout;
+pub mod layer4;
 pub mod lb;
 pub mod listen;
 pub mod metrics;

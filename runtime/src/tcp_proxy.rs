@@ -488,6 +488,24 @@ impl RunningTcpProxy {
     }
 }
 
+impl crate::cli::TlsListeners for TcpProxyService {
+    fn proxy_name(&self) -> &str {
+        &self.name
+    }
+
+    fn listen_addrs(&self) -> &[ListenAddr] {
+        &self.addrs
+    }
+
+    fn clear_tls(&mut self) {
+        self.addrs.retain(|l| l.tls.is_none());
+    }
+
+    fn add_tls(&mut self, addr: &str, tls: TlsSettings) {
+        TcpProxyService::add_tls(self, addr, tls)
+    }
+}
+
 impl crate::cli::Listening for TcpProxyService {
     fn check(&self) -> io::Result<()> {
         TcpProxyService::check(self)
@@ -499,6 +517,16 @@ impl crate::cli::Listening for TcpProxyService {
 
     fn addrs(&self) -> Vec<String> {
         self.addrs.iter().map(|l| l.addr.clone()).collect()
+    }
+
+    fn tls_listeners(&self) -> Option<Vec<ListenAddr>> {
+        Some(
+            self.addrs
+                .iter()
+                .filter(|l| l.tls.is_some())
+                .cloned()
+                .collect(),
+        )
     }
 
     fn bound(&self) -> Vec<(SocketAddr, &'static str)> {
