@@ -499,3 +499,111 @@ async fn udp_upgrade_hands_the_socket_over_with_traffic_flowing() {
     );
     stop(new);
 }
+
+/// Like `support::spawn_with_lines`, with stderr written to the file at `errors`.
+fn spawn_with_stderr(command: &mut Command, errors: &Path) -> (Child, Receiver<String>) {
+    use std::io::BufRead as _;
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::fs::File::create(errors).expect("stderr file"))
+        .spawn()
+        .expect("the example starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let (tx, lines) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout)
+            .lines()
+            .map_while(Result::ok)
+        {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    (child, lines)
+}
+
+/// The first line a new connection to `proxy` gets: the name of the echo origin reached.
+async fn origin_reached(proxy: SocketAddr) -> String {
+    let mut conn = TcpStream::connect(proxy).await.expect("connect");
+    let mut greeting = Vec::new();
+    let mut byte = [0u8; 1];
+    while tokio::time::timeout(WAIT, conn.read_exact(&mut byte))
+        .await
+        .expect("a greeting in time")
+        .is_ok()
+        && byte[0] != b'\n'
+    {
+        greeting.push(byte[0]);
+    }
+    String::from_utf8(greeting).expect("a name")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_refuses_what_a_relay_cannot_honour_and_applies_the_rest() {
+    let dir = scratch("reload");
+    let a = start_tcp_echo("origin-a").await.expect("echo");
+    let b = start_tcp_echo("origin-b").await.expect("echo");
+    let c = start_tcp_echo("origin-c").await.expect("echo");
+    let conf = dir.join("tcp.toml");
+    let write = |peer: SocketAddr, extra: &str| {
+        std::fs::write(
+            &conf,
+            format!(
+                "[proxy.TcpEcho]\nlisten = [\"127.0.0.1:0\"]\n\n[proxy.TcpEcho.upstream.echo]\n\
+                 peers = [\"{peer}\"]\n{extra}"
+            ),
+        )
+        .expect("config");
+    };
+    write(a, "");
+    let errors = dir.join("stderr.log");
+    let (child, lines) = spawn_with_stderr(
+        Command::new(example_binary("tcp_proxy"))
+            .arg("-c")
+            .arg(&conf),
+        &errors,
+    );
+    let mut seen = Vec::new();
+    let proxy = tokio::task::block_in_place(|| {
+        addr_after(
+            &line_with(&lines, &mut seen, " listening on tcp "),
+            " listening on tcp ",
+        )
+    });
+    assert_eq!(origin_reached(proxy).await, "origin-a");
+    let hup = || {
+        wait_until_blocking(WAIT, "the proxy handles SIGHUP", || {
+            process_catches_signal(child.id(), Signal::SIGHUP)
+        });
+        kill(Pid::from_raw(child.id() as i32), Signal::SIGHUP).expect("SIGHUP");
+    };
+
+    // Refused whole: the peer it names is not taken either.
+    write(b, "timeout = { read = \"1s\" }\n");
+    tokio::task::block_in_place(hup);
+    let mut refused = String::new();
+    tokio::task::block_in_place(|| {
+        wait_until_blocking(WAIT, "the reload is refused", || {
+            refused = std::fs::read_to_string(&errors).unwrap_or_default();
+            refused.contains("configuration NOT reloaded")
+        })
+    });
+    assert!(
+        refused.contains("proxy.TcpEcho.upstream.echo.timeout.read: not available in tcp_proxy!"),
+        "{refused}"
+    );
+    assert_eq!(origin_reached(proxy).await, "origin-a");
+
+    write(c, "");
+    tokio::task::block_in_place(hup);
+    let deadline = Instant::now() + WAIT;
+    loop {
+        match origin_reached(proxy).await.as_str() {
+            "origin-c" => break,
+            "origin-a" => assert!(Instant::now() < deadline, "the valid reload never applied"),
+            other => panic!("reached {other} through a refused reload"),
+        }
+    }
+    stop(child);
+}

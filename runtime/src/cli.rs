@@ -499,7 +499,11 @@ pub struct Reloader {
     declared: Box<dyn Fn() -> Router + Send + Sync>,
     live: Vec<UpstreamGroup>,
     access_log: Option<AccessLog>,
+    check: Option<ReloadCheck>,
 }
+
+/// A check a reloaded config file must pass before anything of it applies.
+pub type ReloadCheck = Box<dyn Fn(&Config) -> io::Result<()> + Send + Sync>;
 
 impl Reloader {
     /// A reloader for proxy `name` started with `flags`; `declared` builds its declared
@@ -519,7 +523,18 @@ impl Reloader {
             declared: Box::new(declared),
             live,
             access_log: None,
+            check: None,
         }
+    }
+
+    /// Refuses a reloaded file that fails `check` (as the proxy's kind refuses keys it
+    /// cannot honour at startup).
+    pub fn with_check(
+        mut self,
+        check: impl Fn(&Config) -> io::Result<()> + Send + Sync + 'static,
+    ) -> Self {
+        self.check = Some(Box::new(check));
+        self
     }
 
     /// Reopens `log`'s file on every SIGHUP (after logrotate moved it).
@@ -534,6 +549,9 @@ impl Reloader {
     pub fn reload(&self, path: &Path) -> io::Result<()> {
         let config = Config::load(path)?;
         config.check_proxies(&[self.name.as_str()])?;
+        if let Some(check) = &self.check {
+            check(&config)?;
+        }
         let flags = ProxyCli {
             config: Some(config),
             ..self.flags.clone()

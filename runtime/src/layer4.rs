@@ -101,6 +101,14 @@ impl ProxyCli {
         if let Some(effective) = prepared.effective.proxy.get_mut(name) {
             keep_layer4_keys(effective, transport, idle_timeout);
         }
+        let proxy = name.to_owned();
+        prepared.reloader =
+            prepared
+                .reloader
+                .with_check(move |config| match config.proxy.get(&proxy) {
+                    Some(section) => check_layer4_section(&proxy, transport, section),
+                    None => Ok(()),
+                });
         Ok((
             prepared,
             Layer4Options {

@@ -31,7 +31,7 @@ const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub fn no_listener() -> io::Error {
     io::Error::new(
         io::ErrorKind::InvalidInput,
-        "no listening address: declare `listen \"ADDR\";`, set `listen = [\"ADDR\"]` under `[proxy.NAME]` in the config file, or pass --listen ADDR",
+        "no listening address: declare `listen \"ADDR\";`, set `listen = [\"ADDR\"]` (or `tls_listen`) under `[proxy.NAME]` in the config file, or pass --listen ADDR (or --tls-listen)",
     )
 }
 
