@@ -564,7 +564,12 @@ impl Config {
             options.allowed_upgrades = AllowedUpgrades::new(list)
                 .map_err(|e| invalid(format!("proxy.{name}.allow_upgrade: {e}")))?;
         }
-        crate::layer4::refuse_idle_for_http(name, self)?;
+        if section.idle.is_some() {
+            // A relay's setting: an HTTP proxy has client and upstream timeouts instead.
+            return Err(invalid(format!(
+                "proxy.{name}.idle: a setting of tcp_proxy!/udp_proxy!; an HTTP proxy has `client_timeout` in its declaration and `timeout = {{ idle = \"60s\" }}` per upstream"
+            )));
+        }
         self.apply_access_log(name, options)
     }
 

@@ -13,7 +13,7 @@ use clap::{CommandFactory, FromArgMatches};
 
 use crate::access_log::AccessLog;
 use crate::cli::{Prepared, ProxyCli};
-use crate::config::{parse_duration, show_duration, Config, ProxySection};
+use crate::config::{parse_duration, show_duration, ProxySection};
 use crate::proxy::ProxyOptions;
 use crate::route::Router;
 
@@ -220,17 +220,6 @@ fn keep_layer4_keys(section: &mut ProxySection, transport: Transport, idle: Dura
             up.timeout = None;
             up.retry = None;
         }
-    }
-}
-
-/// The idle key of `[proxy.NAME]` for an HTTP proxy, refused: it has client and upstream
-/// timeouts instead.
-pub(crate) fn refuse_idle_for_http(name: &str, config: &Config) -> io::Result<()> {
-    match config.proxy.get(name).and_then(|s| s.idle.as_ref()) {
-        Some(_) => Err(invalid(format!(
-            "proxy.{name}.idle: a setting of tcp_proxy!/udp_proxy!; an HTTP proxy has `client_timeout` in its declaration and `timeout = {{ idle = \"60s\" }}` per upstream"
-        ))),
-        None => Ok(()),
     }
 }
 
