@@ -462,3 +462,35 @@ fn a_sigterm_sent_on_the_readiness_line_stops_the_server_gracefully() {
         support::read_until(&lines, &mut seen, |l| l.ends_with("run ended: Ok(())"));
     }
 }
+
+/// The same through a declared proxy's `run()`: the `load_balancer` example, signalled the
+/// moment it prints its "listening on" line, twenty times.
+#[test]
+#[ignore = "until cli.rs `serve` calls Server::install_signals before its listening lines"]
+fn a_sigterm_sent_on_an_examples_listening_line_stops_it_gracefully() {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::os::unix::process::ExitStatusExt as _;
+    for round in 0..20 {
+        let mut command = std::process::Command::new(support::example_binary("load_balancer"));
+        command.args(["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9"]);
+        let (child, lines) = support::spawn_with_lines(&mut command);
+        let mut child = ChildGuard(child);
+        let mut seen = Vec::new();
+        support::read_until(&lines, &mut seen, |l| l.contains(" listening on "));
+        let pid = Pid::from_raw(i32::try_from(child.0.id()).expect("a pid"));
+        kill(pid, Signal::SIGTERM).expect("send SIGTERM");
+        let mut status = None;
+        wait_until_blocking(WAIT, "the example exits after SIGTERM", || {
+            status = child.0.try_wait().expect("wait for the child");
+            status.is_some()
+        });
+        let status = status.expect("exited");
+        assert_eq!(
+            status.signal(),
+            None,
+            "round {round}: the SIGTERM took its default action (ended the process)"
+        );
+        assert!(status.success(), "round {round}: {status:?}");
+    }
+}

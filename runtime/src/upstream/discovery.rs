@@ -8,6 +8,9 @@
 //! Built in: [`DnsDiscovery`] (a name resolved by the system's resolver off the runtime
 //! threads, or by any [`Resolve`]) and [`FileDiscovery`] (a file of `IP:PORT [weight N]`
 //! lines, re-read when it changes). Anything else implements [`Discovery`].
+//!
+//! `-t` asks each source once ([`discover_once`]): there, a failed or empty answer fails
+//! the check.
 
 use std::future::Future;
 use std::io;
@@ -190,6 +193,36 @@ impl Discovery for FileDiscovery {
     fn describe(&self) -> String {
         format!("file {}", self.path.display())
     }
+}
+
+/// Asks `source` once, as `-t` does, on a thread and runtime of its own (so it may be called
+/// from anywhere, a runtime's thread included), waiting at most `timeout`: the peers it
+/// found, or why none (a failure, no answer in time, or an empty answer).
+pub fn discover_once(source: Arc<dyn Discovery>, timeout: Duration) -> io::Result<Vec<Backend>> {
+    let asking = std::thread::Builder::new()
+        .name("discovery check".into())
+        .spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()?;
+            let answer =
+                runtime.block_on(async { tokio::time::timeout(timeout, source.discover()).await });
+            // A resolver stuck past the timeout is left behind, not waited for.
+            runtime.shutdown_background();
+            match answer {
+                Ok(Ok(list)) if list.is_empty() => {
+                    Err(io::Error::new(io::ErrorKind::InvalidData, "found no peers"))
+                }
+                Ok(found) => found,
+                Err(_) => Err(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    format!("no answer within {timeout:?}"),
+                )),
+            }
+        })?;
+    asking
+        .join()
+        .unwrap_or_else(|_| Err(io::Error::other("the discovery check panicked")))
 }
 
 /// Asks a [`Discovery`] source on an interval and swaps in the peers it finds.

@@ -18,7 +18,10 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::lb::{Backend, InFlight, LoadBalancer, Peer, Strategy};
 use crate::proxy::Session;
 use crate::server::ShutdownWatch;
-use crate::upstream::discovery::{Discovery, DiscoveryTask};
+use crate::upstream::discovery::{discover_once, Discovery, DiscoveryTask};
+
+/// How long [`UpstreamGroup::check_discovery`] (`-t`) waits for a discovery source's answer.
+pub const DISCOVERY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 use crate::upstream::health::{HealthCheck, HealthChecker, PeerAccess};
 use crate::upstream::{HttpPeer, PeerTimeouts, TlsConnector, UpstreamHttp, UpstreamTls};
 
@@ -206,6 +209,44 @@ impl UpstreamGroup {
             )),
             _ => Ok(()),
         }
+    }
+
+    /// Asks the group's discovery source once, as `-t` does, waiting at most
+    /// [`DISCOVERY_CHECK_TIMEOUT`]: a `discover file` must exist and parse into at least one
+    /// peer, a `discover dns` name must resolve (through the source's resolver) to at least
+    /// one address. Returns a line saying what it found (`None`: the group has no source);
+    /// an error names the group and the source.
+    pub fn check_discovery(&self) -> std::io::Result<Option<String>> {
+        self.check_discovery_within(DISCOVERY_CHECK_TIMEOUT)
+    }
+
+    /// [`UpstreamGroup::check_discovery`], waiting at most `timeout`.
+    pub fn check_discovery_within(&self, timeout: Duration) -> std::io::Result<Option<String>> {
+        let Some(discovery) = &self.discovery else {
+            return Ok(None);
+        };
+        let what = format!(
+            "upstream {}: discover {}",
+            self.name,
+            discovery.source.describe()
+        );
+        let found = discover_once(discovery.source.clone(), timeout)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{what}: {e}")))?;
+        const SHOWN: usize = 8;
+        let mut peers: Vec<String> = found
+            .iter()
+            .take(SHOWN)
+            .map(|b| b.addr.to_string())
+            .collect();
+        if found.len() > SHOWN {
+            peers.push(format!("and {} more", found.len() - SHOWN));
+        }
+        let noun = if found.len() == 1 { "peer" } else { "peers" };
+        Ok(Some(format!(
+            "{what}: {} {noun} ({})",
+            found.len(),
+            peers.join(", ")
+        )))
     }
 
     /// Takes the peers from `source`, asked every `interval` by a [`DiscoveryTask`]; the
