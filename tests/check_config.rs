@@ -302,7 +302,6 @@ fn run_discovered(dir: &std::path::Path, args: &[&str]) -> (bool, String) {
 }
 
 #[test]
-#[ignore = "until ProxyCli::prepare (cli.rs) calls UpstreamGroup::check_discovery under -t"]
 fn the_test_checks_a_discover_file_with_a_line_and_fails_on_a_bad_one() {
     let dir = TempDir::new("discover");
     let (ok, text) = run_discovered(&dir.0, &["-t"]);

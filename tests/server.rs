@@ -466,7 +466,6 @@ fn a_sigterm_sent_on_the_readiness_line_stops_the_server_gracefully() {
 /// The same through a declared proxy's `run()`: the `load_balancer` example, signalled the
 /// moment it prints its "listening on" line, twenty times.
 #[test]
-#[ignore = "until cli.rs `serve` calls Server::install_signals before its listening lines"]
 fn a_sigterm_sent_on_an_examples_listening_line_stops_it_gracefully() {
     use nix::sys::signal::{kill, Signal};
     use nix::unistd::Pid;

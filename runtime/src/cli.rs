@@ -183,6 +183,12 @@ impl ProxyCli {
         self.configure(name, router)?;
         for group in router.groups() {
             group.check()?;
+            if self.test {
+                // A discovery source is asked once, so `-t` fails as a start would.
+                if let Some(line) = group.check_discovery()? {
+                    println!("{line}");
+                }
+            }
         }
         let listen = self.listen_for(name, declared_listen)?;
         let conf = self.server_conf()?;
@@ -661,35 +667,14 @@ where
     F: FnOnce(&ProxyCli) -> io::Result<Services<S>>,
 {
     let mut conf = cli.server_conf()?;
-    let (mut service, tasks, mut effective, reloader) = build(&cli)?;
+    let (mut service, tasks, effective, reloader) = build(&cli)?;
     let server_section = cli
         .config
         .as_ref()
         .map(|c| c.server.clone())
         .unwrap_or_default();
     if cli.print_config {
-        effective.server.pid_file = server_section.pid_file.clone();
-        effective.server.error_log = server_section.error_log.clone();
-        effective.server.user = server_section.user.clone();
-        effective.server.group = server_section.group.clone();
-        let upgrade = conf
-            .upgrade
-            .clone()
-            .unwrap_or_else(|| UpgradeConf::for_server(name));
-        effective.server.upgrade_socket = Some(upgrade.socket);
-        effective.server.upgrade_timeout = Some(crate::config::show_duration(upgrade.timeout));
-        effective.server.log_level = server_section.log_level.clone();
-        if let Some(tls) = service.tls_listeners() {
-            let differing = effective.set_tls(name, &tls);
-            if !differing.is_empty() {
-                eprintln!(
-                    "warning: the TLS listeners {} serve other certificates than the first; a config file gives all TLS listeners one set, so the printed one gives them the first's",
-                    differing.join(", ")
-                );
-            }
-        }
-        print!("{}", effective.to_toml()?);
-        return Ok(());
+        return print_config(name, effective, &server_section, &conf, &service);
     }
     let identity = Identity::lookup(
         server_section.user.as_deref(),
@@ -704,37 +689,13 @@ where
         // Checked, not created: `-t` writes no file (the daemon creates it).
         crate::access_log::check_append(path, "error log")?;
     }
-    let admin_addr = cli.admin_addr();
-    let mut admin = admin_addr.as_deref().map(|addr| {
+    let mut admin = cli.admin_addr().as_deref().map(|addr| {
         let admin = Admin::new();
         admin.watch(service.observer());
         admin.service(addr)
     });
     if cli.test {
-        service.check()?;
-        if let Some(admin) = &admin {
-            admin
-                .check()
-                .map_err(|e| io::Error::new(e.kind(), format!("admin listener: {e}")))?;
-        }
-        // Bound and released with the options of a start, so an address in use or one
-        // the machine lacks fails here as it would there; with `-u` the running process
-        // holds them, to hand over.
-        if !cli.upgrade {
-            let mut probe = Sockets::new();
-            service.bind_with(&mut probe)?;
-            if let Some(admin) = &mut admin {
-                admin
-                    .bind_with(&mut probe)
-                    .map_err(|e| io::Error::new(e.kind(), format!("admin listener: {e}")))?;
-            }
-        }
-        println!(
-            "configuration OK: {name} would listen on {} with {} worker thread(s)",
-            service.addrs().join(", "),
-            conf.threads
-        );
-        return Ok(());
+        return check_only(name, &cli, &conf, &mut service, admin.as_mut());
     }
     let upgrade = conf
         .upgrade
@@ -753,9 +714,7 @@ where
     }
     service.bind_with(&mut sockets)?;
     if let Some(admin) = &mut admin {
-        admin
-            .bind_with(&mut sockets)
-            .map_err(|e| io::Error::new(e.kind(), format!("admin listener: {e}")))?;
+        admin.bind_with(&mut sockets).map_err(admin_error)?;
     }
     // Bound (privileged ports too): now detach, record the pid, and give up root.
     let detached = if cli.daemon {
@@ -773,24 +732,10 @@ where
         Config::load(path)
             .map_err(|e| io::Error::new(e.kind(), format!("after dropping privileges: {e}")))?;
     }
-    for (addr, scheme) in service.bound() {
-        match scheme {
-            "http" | "https" => println!(
-                "{} listening on {scheme}://{addr}/ (try: curl -i {scheme}://{addr}/)",
-                service.name()
-            ),
-            _ => println!("{} listening on {scheme} {addr}", service.name()),
-        }
-    }
-    if let Some(admin) = &admin {
-        for addr in admin.local_addrs() {
-            println!("admin on http://{addr}/status (metrics: http://{addr}/metrics)");
-            if !addr.ip().is_loopback() {
-                tracing::warn!(%addr, "the admin listener has no authentication and is reachable beyond this host: keep it on a private network");
-            }
-        }
-    }
     let mut server = Server::new(conf);
+    // Handlers first: a signal sent on the readiness lines below is handled, not fatal.
+    server.install_signals()?;
+    announce(&service, admin.as_ref());
     server.set_sockets(sockets);
     // Started: first the old process of an upgrade is told, then the waiting foreground
     // part of a daemon (so a service manager's reload returns once the switch happened).
@@ -814,4 +759,96 @@ where
         server.add_service(admin);
     }
     server.run_until_signal()
+}
+
+/// The admin listener's service.
+type AdminService = HttpService<crate::http::ServeHandler<crate::admin::AdminHandler>>;
+
+fn admin_error(e: io::Error) -> io::Error {
+    io::Error::new(e.kind(), format!("admin listener: {e}"))
+}
+
+/// `--print-config`: the effective configuration, with the server settings the process
+/// would use, as TOML on stdout.
+fn print_config<S: Listening>(
+    name: &str,
+    mut effective: Config,
+    server_section: &crate::config::ServerSection,
+    conf: &ServerConf,
+    service: &S,
+) -> io::Result<()> {
+    effective.server.pid_file = server_section.pid_file.clone();
+    effective.server.error_log = server_section.error_log.clone();
+    effective.server.user = server_section.user.clone();
+    effective.server.group = server_section.group.clone();
+    let upgrade = conf
+        .upgrade
+        .clone()
+        .unwrap_or_else(|| UpgradeConf::for_server(name));
+    effective.server.upgrade_socket = Some(upgrade.socket);
+    effective.server.upgrade_timeout = Some(crate::config::show_duration(upgrade.timeout));
+    effective.server.log_level = server_section.log_level.clone();
+    if let Some(tls) = service.tls_listeners() {
+        let differing = effective.set_tls(name, &tls);
+        if !differing.is_empty() {
+            eprintln!(
+                "warning: the TLS listeners {} serve other certificates than the first; a config file gives all TLS listeners one set, so the printed one gives them the first's",
+                differing.join(", ")
+            );
+        }
+    }
+    print!("{}", effective.to_toml()?);
+    Ok(())
+}
+
+/// `-t`: checks the service and the admin listener, binds and releases their addresses
+/// (unless `-u`), and prints the verdict.
+fn check_only<S: Listening>(
+    name: &str,
+    cli: &ProxyCli,
+    conf: &ServerConf,
+    service: &mut S,
+    admin: Option<&mut AdminService>,
+) -> io::Result<()> {
+    service.check()?;
+    if let Some(admin) = &admin {
+        admin.check().map_err(admin_error)?;
+    }
+    // Bound and released with the options of a start, so an address in use or one the
+    // machine lacks fails here as it would there; with `-u` the running process holds
+    // them, to hand over.
+    if !cli.upgrade {
+        let mut probe = Sockets::new();
+        service.bind_with(&mut probe)?;
+        if let Some(admin) = admin {
+            admin.bind_with(&mut probe).map_err(admin_error)?;
+        }
+    }
+    println!(
+        "configuration OK: {name} would listen on {} with {} worker thread(s)",
+        service.addrs().join(", "),
+        conf.threads
+    );
+    Ok(())
+}
+
+/// Prints where the service and the admin listener listen: the readiness lines.
+fn announce<S: Listening>(service: &S, admin: Option<&AdminService>) {
+    for (addr, scheme) in service.bound() {
+        match scheme {
+            "http" | "https" => println!(
+                "{} listening on {scheme}://{addr}/ (try: curl -i {scheme}://{addr}/)",
+                service.name()
+            ),
+            _ => println!("{} listening on {scheme} {addr}", service.name()),
+        }
+    }
+    if let Some(admin) = admin {
+        for addr in admin.local_addrs() {
+            println!("admin on http://{addr}/status (metrics: http://{addr}/metrics)");
+            if !addr.ip().is_loopback() {
+                tracing::warn!(%addr, "the admin listener has no authentication and is reachable beyond this host: keep it on a private network");
+            }
+        }
+    }
 }
