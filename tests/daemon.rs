@@ -26,11 +26,6 @@ fn wait_until(what: &str, mut ok: impl FnMut() -> bool) {
     }
 }
 
-fn free_port() -> u16 {
-    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
-    l.local_addr().expect("addr").port()
-}
-
 /// The uid a process runs as, from /proc.
 fn uid_of(pid: i32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
@@ -60,11 +55,10 @@ async fn a_daemon_detaches_writes_its_pid_serves_and_cleans_up_on_sigterm() {
         ),
     )
     .expect("config");
-    let port = free_port();
     let status = Command::new(&binary)
         .args(["-d", "-c"])
         .arg(&conf)
-        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--listen", "127.0.0.1:0"])
         .args(["--upstream", &origin.addr().to_string()])
         .status()
         .expect("run the example");
@@ -88,12 +82,20 @@ async fn a_daemon_detaches_writes_its_pid_serves_and_cleans_up_on_sigterm() {
         "the daemon runs"
     );
 
-    // It serves.
+    // It serves, on the port it chose and named in its log.
+    let marker = " listening on http://";
+    wait_until("the listening line in the log", || {
+        std::fs::read_to_string(&log_file).is_ok_and(|l| l.contains(marker))
+    });
+    let log = std::fs::read_to_string(&log_file).expect("the log");
+    let line = log.lines().find(|l| l.contains(marker)).expect("the line");
+    let rest = &line[line.find(marker).expect("marker") + marker.len()..];
+    let addr = &rest[..rest.find('/').unwrap_or(rest.len())];
     let client = hyper_util::client::legacy::Client::builder(hyper_util::rt::TokioExecutor::new())
         .build_http::<http_body_util::Empty<bytes::Bytes>>();
     let resp = tokio::time::timeout(
         Duration::from_secs(10),
-        client.get(format!("http://127.0.0.1:{port}/").parse().expect("uri")),
+        client.get(format!("http://{addr}/").parse().expect("uri")),
     )
     .await
     .expect("in time")
@@ -131,10 +133,9 @@ async fn a_daemon_detaches_writes_its_pid_serves_and_cleans_up_on_sigterm() {
 #[test]
 fn a_daemon_refuses_to_start_with_threads_running_and_says_why() {
     let binary = example_binary();
-    let port = free_port();
     // Without --upstream the example starts its demo origins on a thread first.
     let out = Command::new(&binary)
-        .args(["-d", "--listen", &format!("127.0.0.1:{port}")])
+        .args(["-d", "--listen", "127.0.0.1:0"])
         .output()
         .expect("run the example");
     assert!(!out.status.success());

@@ -25,7 +25,7 @@ use tokio::net::TcpStream;
 
 use support::{
     addr_after, example_binary, process_catches_signal, read_until, spawn_with_lines,
-    wait_until_blocking,
+    spawn_with_lines_and, wait_until_blocking,
 };
 
 const WAIT: Duration = Duration::from_secs(10);
@@ -500,29 +500,6 @@ async fn udp_upgrade_hands_the_socket_over_with_traffic_flowing() {
     stop(new);
 }
 
-/// Like `support::spawn_with_lines`, with stderr written to the file at `errors`.
-fn spawn_with_stderr(command: &mut Command, errors: &Path) -> (Child, Receiver<String>) {
-    use std::io::BufRead as _;
-    let mut child = command
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::fs::File::create(errors).expect("stderr file"))
-        .spawn()
-        .expect("the example starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let (tx, lines) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        for line in std::io::BufReader::new(stdout)
-            .lines()
-            .map_while(Result::ok)
-        {
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    (child, lines)
-}
-
 /// The first line a new connection to `proxy` gets: the name of the echo origin reached.
 async fn origin_reached(proxy: SocketAddr) -> String {
     let mut conn = TcpStream::connect(proxy).await.expect("connect");
@@ -558,11 +535,11 @@ async fn a_reload_refuses_what_a_relay_cannot_honour_and_applies_the_rest() {
     };
     write(a, "");
     let errors = dir.join("stderr.log");
-    let (child, lines) = spawn_with_stderr(
+    let (child, lines) = spawn_with_lines_and(
         Command::new(example_binary("tcp_proxy"))
             .arg("-c")
             .arg(&conf),
-        &errors,
+        std::fs::File::create(&errors).expect("stderr file"),
     );
     let mut seen = Vec::new();
     let proxy = tokio::task::block_in_place(|| {

@@ -252,10 +252,18 @@ pub fn example_binary(name: &str) -> std::path::PathBuf {
 pub fn spawn_with_lines(
     command: &mut std::process::Command,
 ) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    spawn_with_lines_and(command, std::process::Stdio::null())
+}
+
+/// Like [`spawn_with_lines`], with stderr going to `stderr` (e.g. a file).
+pub fn spawn_with_lines_and(
+    command: &mut std::process::Command,
+    stderr: impl Into<std::process::Stdio>,
+) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
     use std::io::BufRead as _;
     let mut child = command
         .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::null())
+        .stderr(stderr)
         .spawn()
         .expect("the program starts (an example is built by `cargo test`)");
     let stdout = child.stdout.take().expect("stdout");
