@@ -425,9 +425,6 @@ impl Drop for ChildGuard {
 /// the signal's default action. Twenty starts, each signalled at once.
 #[test]
 fn a_sigterm_sent_on_the_readiness_line_stops_the_server_gracefully() {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
-    use std::os::unix::process::ExitStatusExt as _;
     let exe = std::env::current_exe().expect("test binary");
     for round in 0..20 {
         let mut command = std::process::Command::new(&exe);
@@ -440,25 +437,8 @@ fn a_sigterm_sent_on_the_readiness_line_stops_the_server_gracefully() {
                 "1",
             ])
             .env(SIGNAL_CHILD, "1");
-        let (child, lines) = support::spawn_with_lines(&mut command);
-        let mut child = ChildGuard(child);
-        let mut seen = Vec::new();
         // (After libtest's "test signal_child ... ", on the same line.)
-        support::read_until(&lines, &mut seen, |l| l.contains("listening on "));
-        let pid = Pid::from_raw(i32::try_from(child.0.id()).expect("a pid"));
-        kill(pid, Signal::SIGTERM).expect("send SIGTERM");
-        let mut status = None;
-        wait_until_blocking(WAIT, "the server exits after SIGTERM", || {
-            status = child.0.try_wait().expect("wait for the child");
-            status.is_some()
-        });
-        let status = status.expect("exited");
-        assert_eq!(
-            status.signal(),
-            None,
-            "round {round}: the SIGTERM took its default action (ended the process)"
-        );
-        assert!(status.success(), "round {round}: {status:?}");
+        let (lines, mut seen) = sigterm_on_ready(&mut command, "listening on ", round);
         support::read_until(&lines, &mut seen, |l| l.ends_with("run ended: Ok(())"));
     }
 }
@@ -467,29 +447,41 @@ fn a_sigterm_sent_on_the_readiness_line_stops_the_server_gracefully() {
 /// moment it prints its "listening on" line, twenty times.
 #[test]
 fn a_sigterm_sent_on_an_examples_listening_line_stops_it_gracefully() {
-    use nix::sys::signal::{kill, Signal};
-    use nix::unistd::Pid;
-    use std::os::unix::process::ExitStatusExt as _;
     for round in 0..20 {
         let mut command = std::process::Command::new(support::example_binary("load_balancer"));
         command.args(["--listen", "127.0.0.1:0", "--upstream", "127.0.0.1:9"]);
-        let (child, lines) = support::spawn_with_lines(&mut command);
-        let mut child = ChildGuard(child);
-        let mut seen = Vec::new();
-        support::read_until(&lines, &mut seen, |l| l.contains(" listening on "));
-        let pid = Pid::from_raw(i32::try_from(child.0.id()).expect("a pid"));
-        kill(pid, Signal::SIGTERM).expect("send SIGTERM");
-        let mut status = None;
-        wait_until_blocking(WAIT, "the example exits after SIGTERM", || {
-            status = child.0.try_wait().expect("wait for the child");
-            status.is_some()
-        });
-        let status = status.expect("exited");
-        assert_eq!(
-            status.signal(),
-            None,
-            "round {round}: the SIGTERM took its default action (ended the process)"
-        );
-        assert!(status.success(), "round {round}: {status:?}");
+        sigterm_on_ready(&mut command, " listening on ", round);
     }
+}
+
+/// Starts `command`, sends it SIGTERM the moment it prints a line containing `ready`, and
+/// asserts it then exits 0 (not ended by the signal's default action). Returns its further
+/// output lines and those seen so far.
+fn sigterm_on_ready(
+    command: &mut std::process::Command,
+    ready: &str,
+    round: usize,
+) -> (std::sync::mpsc::Receiver<String>, Vec<String>) {
+    use nix::sys::signal::{kill, Signal};
+    use nix::unistd::Pid;
+    use std::os::unix::process::ExitStatusExt as _;
+    let (child, lines) = support::spawn_with_lines(command);
+    let mut child = ChildGuard(child);
+    let mut seen = Vec::new();
+    support::read_until(&lines, &mut seen, |l| l.contains(ready));
+    let pid = Pid::from_raw(i32::try_from(child.0.id()).expect("a pid"));
+    kill(pid, Signal::SIGTERM).expect("send SIGTERM");
+    let mut status = None;
+    wait_until_blocking(WAIT, "the process exits after SIGTERM", || {
+        status = child.0.try_wait().expect("wait for the child");
+        status.is_some()
+    });
+    let status = status.expect("exited");
+    assert_eq!(
+        status.signal(),
+        None,
+        "round {round}: the SIGTERM took its default action (ended the process)"
+    );
+    assert!(status.success(), "round {round}: {status:?}");
+    (lines, seen)
 }
