@@ -22,8 +22,8 @@ use std::process::ExitCode;
 use std::sync::OnceLock;
 use std::time::Duration;
 
-use pingora_dsl::cli::ProxyCli;
 use pingora_dsl::prelude::*;
+use pingora_dsl::server::cli::ProxyCli;
 use pingora_dsl_suite::origin::demo_upstreams;
 
 /// Per-request state: who the token said the caller is.

@@ -18,8 +18,8 @@
 
 use std::process::ExitCode;
 
-use pingora_dsl::cli::ProxyCli;
 use pingora_dsl::prelude::*;
+use pingora_dsl::server::cli::ProxyCli;
 use pingora_dsl_suite::origin::{run_in_background, GivenPeers, Origin};
 
 proxy! {

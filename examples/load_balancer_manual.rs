@@ -23,8 +23,9 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use clap::Parser;
 use http_body_util::Full;
-use pingora_dsl::admin::{Admin, Observable};
+use pingora_dsl::observe::admin::Admin;
 use pingora_dsl::prelude::*;
+use pingora_dsl::service::Observable;
 
 #[derive(Parser, Debug)]
 #[command(about = "Round-robin HTTP load balancer (the Pingora blog post's example)")]
@@ -95,7 +96,7 @@ impl ProxyHttp for RoundRobinLb {
 /// body and in `x-origin`. Returns the service and its address.
 fn demo_origin(
     name: &'static str,
-) -> std::io::Result<(impl pingora_dsl::server::Service, SocketAddr)> {
+) -> std::io::Result<(impl pingora_dsl::service::Service, SocketAddr)> {
     let handler = tower::service_fn(
         move |_req: http::Request<pingora_dsl::DownstreamBody>| async move {
             let mut response =

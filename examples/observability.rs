@@ -20,8 +20,8 @@
 use std::process::ExitCode;
 
 use opentelemetry::trace::TracerProvider as _;
-use pingora_dsl::cli::ProxyCli;
 use pingora_dsl::prelude::*;
+use pingora_dsl::server::cli::ProxyCli;
 use pingora_dsl_suite::origin::demo_upstreams;
 use tracing_subscriber::layer::SubscriberExt as _;
 use tracing_subscriber::util::SubscriberInitExt as _;

@@ -20,9 +20,9 @@
 
 use std::process::ExitCode;
 
-use pingora_dsl::cli::ProxyCli;
-use pingora_dsl::config::Config;
 use pingora_dsl::prelude::*;
+use pingora_dsl::server::cli::ProxyCli;
+use pingora_dsl::server::config::Config;
 use pingora_dsl_suite::certs::self_signed;
 use pingora_dsl_suite::origin::demo_upstreams;
 

@@ -15,8 +15,8 @@
 
 use std::process::ExitCode;
 
-use pingora_dsl::cli::ProxyCli;
-use pingora_dsl::layer4::Transport;
+use pingora_dsl::server::cli::ProxyCli;
+use pingora_dsl::server::layer4::Transport;
 use pingora_dsl::udp_proxy;
 use pingora_dsl_suite::origin::{run_in_background, start_udp_echo, GivenPeers};
 

@@ -463,7 +463,7 @@ pub struct GivenPeers {
 
 impl GivenPeers {
     /// Reads `cli` (and its `-c` file, if any) for proxy `proxy`.
-    pub fn of(cli: &pingora_dsl::cli::ProxyCli, proxy: &str) -> GivenPeers {
+    pub fn of(cli: &pingora_dsl::server::cli::ProxyCli, proxy: &str) -> GivenPeers {
         let mut given = GivenPeers {
             bare_flag: false,
             flag_groups: Vec::new(),
@@ -477,7 +477,7 @@ impl GivenPeers {
             }
         }
         if let Some(path) = &cli.conf {
-            match pingora_dsl::config::Config::load(path) {
+            match pingora_dsl::server::config::Config::load(path) {
                 Ok(config) => {
                     if let Some(section) = config.proxy.get(proxy) {
                         given.file_groups = section
@@ -518,7 +518,7 @@ impl GivenPeers {
 /// no origin starts. On failure it says why on stderr and returns the exit code to end
 /// with.
 pub fn demo_upstreams(
-    cli: &mut pingora_dsl::cli::ProxyCli,
+    cli: &mut pingora_dsl::server::cli::ProxyCli,
     proxy: &str,
     origins: &[&str],
 ) -> Result<(), std::process::ExitCode> {
@@ -566,7 +566,7 @@ pub struct TlsOriginSeen {
 /// framework's own acceptor: certificates, optional client CA), answering every request
 /// with `200 tls origin` and headers `x-sni` and `x-client-cn` saying what it saw.
 pub async fn start_tls_origin(
-    tls: pingora_dsl::tls::TlsSettings,
+    tls: pingora_dsl::listen::tls::TlsSettings,
 ) -> std::io::Result<(SocketAddr, Arc<TlsOriginSeen>)> {
     let acceptor = tls.build(false)?;
     let listener = TcpListener::bind("127.0.0.1:0").await?;

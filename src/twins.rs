@@ -20,11 +20,11 @@ use hyper::body::Incoming;
 use hyper::client::conn::http1::SendRequest;
 use hyper_util::rt::TokioIo;
 use hyper_util::service::TowerToHyperService;
-use pingora_dsl::http::ConnInfo;
+use pingora_dsl::downstream::ConnInfo;
+use pingora_dsl::lb::UpstreamGroup;
 use pingora_dsl::lb::{Backend, Strategy};
 use pingora_dsl::prelude::*;
-use pingora_dsl::route::{HeaderEdit, Route, RouteAction, RouteCtx, RouteMatch, Router};
-use pingora_dsl::upstream::UpstreamGroup;
+use pingora_dsl::proxy::route::{HeaderEdit, Route, RouteAction, RouteCtx, RouteMatch, Router};
 
 /// The header both twins' `response_filter` sets on forwarded responses.
 pub const X_TWIN: HeaderName = HeaderName::from_static("x-twin");

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http_body_util::Full;
 use nix::sys::resource::{getrlimit, setrlimit, Resource};
-use pingora_dsl::http::serve_handler;
+use pingora_dsl::downstream::serve_handler;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 fn open_fds() -> u64 {

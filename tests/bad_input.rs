@@ -5,7 +5,7 @@ mod support;
 
 use std::time::Duration;
 
-use pingora_dsl::http::HttpOptions;
+use pingora_dsl::downstream::HttpOptions;
 use pingora_dsl::prelude::*;
 use pingora_dsl_suite::origin::{read_request_head, Origin};
 use support::*;
@@ -14,7 +14,7 @@ use tokio::net::{TcpListener, TcpStream};
 
 const WAIT: Duration = Duration::from_secs(2);
 
-async fn proxy_to_origin() -> (Origin, pingora_dsl::http::RunningService) {
+async fn proxy_to_origin() -> (Origin, pingora_dsl::downstream::RunningService) {
     let origin = Origin::start("o").await.expect("origin");
     let proxy = start_proxy(TestProxy::new(&[origin.addr()]));
     (origin, proxy)

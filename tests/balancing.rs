@@ -13,7 +13,7 @@ use http::Request;
 use http_body_util::Full;
 use pingora_dsl::lb::Backend;
 use pingora_dsl::prelude::*;
-use pingora_dsl::route::Router;
+use pingora_dsl::proxy::route::Router;
 use pingora_dsl_suite::origin::{start_faulty_origin, Origin};
 use support::{client, get, send, wait_until};
 use tokio::io::AsyncWriteExt;
@@ -481,8 +481,8 @@ proxy! {
 /// 127.0.0.1, every other name is unknown.
 struct TestResolver;
 
-impl pingora_dsl::upstream::discovery::Resolve for TestResolver {
-    fn resolve<'a>(&'a self, name: &'a str) -> pingora_dsl::upstream::discovery::ResolveFuture<'a> {
+impl pingora_dsl::lb::discovery::Resolve for TestResolver {
+    fn resolve<'a>(&'a self, name: &'a str) -> pingora_dsl::lb::discovery::ResolveFuture<'a> {
         let answer = match name {
             "origins.test" => Ok(vec![std::net::Ipv4Addr::LOCALHOST.into()]),
             _ => Err(std::io::Error::new(
@@ -508,7 +508,7 @@ async fn wait_for_peers(router: &Router, group: &str, n: usize) -> bool {
 
 #[tokio::test]
 async fn dns_and_file_discovery_find_peers_and_pick_up_changes_without_restart() {
-    use pingora_dsl::upstream::discovery::{DnsDiscovery, FileDiscovery};
+    use pingora_dsl::lb::discovery::{DnsDiscovery, FileDiscovery};
     let a = Origin::start("a").await.expect("origin");
     let b = Origin::start("b").await.expect("origin");
     let dir = std::env::temp_dir().join(format!("pingora-dsl-discovery-{}", std::process::id()));

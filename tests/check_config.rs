@@ -9,13 +9,11 @@ use std::process::Command;
 use std::time::Duration;
 
 use clap::Parser as _;
-use pingora_dsl::cli::ProxyCli;
+use pingora_dsl::lb::discovery::{Discovery, DnsDiscovery, FileDiscovery, Resolve, ResolveFuture};
 use pingora_dsl::lb::Strategy;
+use pingora_dsl::lb::UpstreamGroup;
 use pingora_dsl::prelude::*;
-use pingora_dsl::upstream::discovery::{
-    Discovery, DnsDiscovery, FileDiscovery, Resolve, ResolveFuture,
-};
-use pingora_dsl::upstream::UpstreamGroup;
+use pingora_dsl::server::cli::ProxyCli;
 use support::example_binary;
 
 /// Runs the example with `args` plus an upstream; returns (success, stdout + stderr).

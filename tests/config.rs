@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
-use pingora_dsl::cli::ProxyCli;
-use pingora_dsl::config::Config;
 use pingora_dsl::prelude::*;
+use pingora_dsl::server::cli::ProxyCli;
+use pingora_dsl::server::config::Config;
 use pingora_dsl::server::RuntimeFlavor;
 use pingora_dsl_suite::origin::Origin;
 use support::{catches_signal, client, get, send, wait_until};
@@ -261,7 +261,7 @@ async fn sighup_reloads_peers_and_timeouts_without_failing_a_request() {
     cli.configure("Configured", proxy.router_mut())
         .expect("applies");
     let groups = proxy.router().groups().to_vec();
-    let reloader = pingora_dsl::cli::Reloader::new(
+    let reloader = pingora_dsl::server::cli::Reloader::new(
         "Configured",
         &ProxyCli::default(),
         Configured::declared_router,
@@ -274,8 +274,8 @@ async fn sighup_reloads_peers_and_timeouts_without_failing_a_request() {
     let addr = running.addr();
 
     // The reload task, as `run()` starts it, woken by a real SIGHUP.
-    let (trigger, watch) = pingora_dsl::server::shutdown_channel();
-    let reloading = tokio::spawn(pingora_dsl::cli::reload_on_hangup(
+    let (trigger, watch) = pingora_dsl::shutdown::shutdown_channel();
+    let reloading = tokio::spawn(pingora_dsl::server::cli::reload_on_hangup(
         reloader,
         Some(path.clone()),
         watch,
@@ -365,7 +365,7 @@ async fn sighup_reloads_peers_and_timeouts_without_failing_a_request() {
         ),
     )
     .expect("write");
-    let check = pingora_dsl::cli::Reloader::new(
+    let check = pingora_dsl::server::cli::Reloader::new(
         "Configured",
         &ProxyCli::default(),
         Configured::declared_router,
@@ -384,7 +384,7 @@ async fn sighup_reloads_peers_and_timeouts_without_failing_a_request() {
         "[proxy.Configured.upstream.web]\npeers = [\"nonsense\"]\n",
     )
     .expect("write");
-    let check = pingora_dsl::cli::Reloader::new(
+    let check = pingora_dsl::server::cli::Reloader::new(
         "Configured",
         &ProxyCli::default(),
         Configured::declared_router,

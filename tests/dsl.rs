@@ -13,16 +13,16 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use pingora_dsl::cli::ProxyCli;
-use pingora_dsl::http::{HttpService, MakeConnService, RunningService};
+use pingora_dsl::downstream::{HttpService, MakeConnService, RunningService};
 use pingora_dsl::lb::Backend;
 use pingora_dsl::prelude::*;
+use pingora_dsl::server::cli::ProxyCli;
 use pingora_dsl_suite::origin::Origin;
 use support::{client, get, raw_exchange, refused_port, send};
 
 /// Replaces the peers of `group` with `addrs` (the declared ones are fixed literals; test
 /// origins listen on ephemeral ports).
-fn point(router: &mut pingora_dsl::route::Router, group: &str, addrs: &[SocketAddr]) {
+fn point(router: &mut pingora_dsl::proxy::route::Router, group: &str, addrs: &[SocketAddr]) {
     router
         .group_mut(group)
         .expect("declared group")

@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use nix::sys::signal::Signal;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
-use pingora_dsl::config::Config;
+use pingora_dsl::server::config::Config;
 use pingora_dsl_suite::origin::Origin;
 use support::{addr_after, client, example_binary, get, read_until, send, spawn_with_lines};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

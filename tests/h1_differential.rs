@@ -58,7 +58,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::{HeaderValue, Request, Response};
 use http_body_util::{BodyExt, Full};
-use pingora_dsl::http::RunningService;
+use pingora_dsl::downstream::RunningService;
 use pingora_dsl::prelude::{serve_handler, DownstreamBody};
 use proptest::test_runner::{Config, RngAlgorithm, TestCaseError, TestError, TestRng, TestRunner};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

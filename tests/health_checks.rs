@@ -17,12 +17,11 @@ use http_body_util::{BodyExt, Empty, Full};
 use hyper::body::Incoming;
 use hyper_util::rt::{TokioExecutor, TokioIo};
 use pingora_dsl::lb::{Backend, Strategy};
+use pingora_dsl::lb::{GroupTask, HealthCheck, HealthKind, UpstreamGroup};
+use pingora_dsl::listen::tls::{CertKey, TlsAcceptor, TlsSettings};
 use pingora_dsl::prelude::*;
-use pingora_dsl::route::Router;
-use pingora_dsl::tls::{CertKey, TlsAcceptor, TlsSettings};
-use pingora_dsl::upstream::{
-    GroupTask, HealthCheck, HealthKind, UpstreamGroup, UpstreamHttp, UpstreamTls,
-};
+use pingora_dsl::proxy::route::Router;
+use pingora_dsl::upstream::{UpstreamHttp, UpstreamTls};
 use pingora_dsl_suite::certs::{CertFiles, TestCa};
 use support::wait_until;
 use tokio::net::{TcpListener, TcpStream};

@@ -13,9 +13,9 @@ use http::{Request, StatusCode};
 use http_body_util::{BodyExt, StreamBody};
 use hyper::body::Frame;
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use pingora_dsl::http::RunningService;
+use pingora_dsl::downstream::RunningService;
+use pingora_dsl::listen::tls::TlsSettings;
 use pingora_dsl::prelude::*;
-use pingora_dsl::tls::TlsSettings;
 use pingora_dsl::upstream::{UpstreamHttp, UpstreamTls};
 use pingora_dsl_suite::certs::TestCa;
 use pingora_dsl_suite::origin::{grpc_message, grpc_messages, Origin};
@@ -224,7 +224,7 @@ proxy! {
 async fn a_declared_http2_upstream_multiplexes_too() {
     let origin = Origin::start_h2("declared-h2").await.expect("origin");
     origin.set_delay(Duration::from_millis(50));
-    let cli = pingora_dsl::cli::ProxyCli {
+    let cli = pingora_dsl::server::cli::ProxyCli {
         upstream: vec![origin.addr().to_string()],
         ..Default::default()
     };

@@ -10,11 +10,11 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
+use pingora_dsl::l4::tcp::TcpProxyService;
+use pingora_dsl::l4::udp::UdpProxyService;
+use pingora_dsl::lb::UpstreamGroup;
 use pingora_dsl::lb::{Backend, Strategy};
-use pingora_dsl::tcp_proxy::TcpProxyService;
-use pingora_dsl::tls::TlsSettings;
-use pingora_dsl::udp_proxy::UdpProxyService;
-use pingora_dsl::upstream::UpstreamGroup;
+use pingora_dsl::listen::tls::TlsSettings;
 use pingora_dsl_suite::certs::TestCa;
 use pingora_dsl_suite::origin::start_tcp_echo;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -231,7 +231,7 @@ async fn declared_tcp_and_udp_proxies_serve_with_peers_from_the_command_line() {
     assert_eq!(DeclaredTcp::LISTEN, ["127.0.0.1:6432"]);
     assert_eq!(DeclaredTcp::new().router().groups()[0].retries(), 1);
 
-    let cli = pingora_dsl::cli::ProxyCli {
+    let cli = pingora_dsl::server::cli::ProxyCli {
         upstream: vec![echo.to_string()],
         ..Default::default()
     };
@@ -250,7 +250,7 @@ async fn declared_tcp_and_udp_proxies_serve_with_peers_from_the_command_line() {
     );
     proxy.shutdown().await;
 
-    let cli = pingora_dsl::cli::ProxyCli {
+    let cli = pingora_dsl::server::cli::ProxyCli {
         upstream: vec![udp_echo_addr.to_string()],
         ..Default::default()
     };
@@ -310,7 +310,8 @@ async fn tcp_proxy_reaches_a_tls_peer() {
 /// counted per peer, connections per listener, and `/metrics` serves them.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn layer4_proxies_are_counted_per_peer_on_the_admin_listener() {
-    use pingora_dsl::admin::{Admin, Observable};
+    use pingora_dsl::observe::admin::Admin;
+    use pingora_dsl::service::Observable;
     let (a, b) = (echo_server("a").await, echo_server("b").await);
     let mut tcp = TcpProxyService::new("tcp", group(&[a, b], 0));
     tcp.add_tcp("127.0.0.1:0");

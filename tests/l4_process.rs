@@ -329,7 +329,8 @@ fn print_config_shows_what_a_relay_honours_and_is_accepted_back() {
         let out = run(example, &print);
         assert!(out.status.success(), "{}", stderr(&out));
         let text = String::from_utf8(out.stdout).expect("text");
-        let parsed = pingora_dsl::config::Config::parse(&text).expect("a valid config file");
+        let parsed =
+            pingora_dsl::server::config::Config::parse(&text).expect("a valid config file");
         let proxy = parsed.proxy.values().next().expect("one proxy");
         assert_eq!(proxy.max_idle_per_peer, None, "{example}: {text}");
         assert_eq!(proxy.allow_upgrade, None, "{example}: {text}");

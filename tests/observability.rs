@@ -11,11 +11,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use pingora_dsl::admin::{Admin, Observable};
-use pingora_dsl::cli::ProxyCli;
-use pingora_dsl::http::{HttpService, RunningService};
+use pingora_dsl::downstream::{HttpService, RunningService};
+use pingora_dsl::observe::admin::Admin;
 use pingora_dsl::prelude::*;
 use pingora_dsl::proxy::{ProxyLayer, ProxyPipeline};
+use pingora_dsl::server::cli::ProxyCli;
+use pingora_dsl::service::Observable;
 use pingora_dsl_suite::origin::Origin;
 use support::{
     addr_after, client, example_binary, get, process_catches_signal, read_until, refused_port,

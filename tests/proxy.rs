@@ -315,7 +315,7 @@ async fn logging_runs_once_when_the_client_leaves_before_the_response_head() {
 
 #[tokio::test]
 async fn tower_layers_wrap_the_pipeline_and_via_is_appended_when_configured() {
-    use pingora_dsl::http::HttpOptions;
+    use pingora_dsl::downstream::HttpOptions;
     use pingora_dsl::prelude::ProxyOptions;
 
     let origin = Origin::start("o").await.expect("origin");

@@ -4,8 +4,8 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
-use pingora_dsl::cli::ProxyCli;
 use pingora_dsl::prelude::*;
+use pingora_dsl::server::cli::ProxyCli;
 use pingora_dsl_suite::origin::Origin;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpSocket;

@@ -14,7 +14,8 @@ use bytes::Bytes;
 use http_body_util::Full;
 use pingora_dsl::listen::Sockets;
 use pingora_dsl::prelude::*;
-use pingora_dsl::server::{background_service, RuntimeFlavor};
+use pingora_dsl::server::RuntimeFlavor;
+use pingora_dsl::service::background_service;
 use support::{catches_signal, wait_until_blocking};
 
 /// Bound on every wait for a condition.
@@ -38,7 +39,7 @@ fn blocking_get(addr: SocketAddr, path: &str) -> String {
 fn hello_service(
     name: &'static str,
     addrs: &[&str],
-) -> (impl pingora_dsl::server::Service, Vec<SocketAddr>) {
+) -> (impl pingora_dsl::service::Service, Vec<SocketAddr>) {
     let handler = tower::service_fn(
         move |req: http::Request<pingora_dsl::DownstreamBody>| async move {
             let body = format!("{name} {}", req.uri().path());
@@ -182,8 +183,8 @@ fn a_bad_listening_address_fails_at_startup_with_a_clear_error() {
     assert!(text.contains("cannot bind"), "{text}");
 
     let mut none = http_proxy_service("none", ToOrigin(taken.local_addr().expect("addr")));
-    let err =
-        pingora_dsl::server::Service::bind(&mut none, &mut Sockets::new()).expect_err("no address");
+    let err = pingora_dsl::service::Service::bind(&mut none, &mut Sockets::new())
+        .expect_err("no address");
     assert!(err.to_string().contains("add_tcp"), "{err}");
     let mut bad = http_proxy_service("bad", ToOrigin(taken.local_addr().expect("addr")));
     bad.add_tcp("not-an-address");
@@ -312,7 +313,7 @@ fn stop_with_a_request_in_flight(
         arrived,
         open: _open,
     } = server_with_gated_origin(b"late", 1, Duration::from_secs(10));
-    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<pingora_dsl::server::Stop>();
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<pingora_dsl::shutdown::Stop>();
     let signal = matches!(by, StopBy::Sigint);
     let mut server = server;
     if signal {
@@ -326,7 +327,7 @@ fn stop_with_a_request_in_flight(
             server.run_until_stop(async move {
                 stop_rx
                     .await
-                    .unwrap_or(pingora_dsl::server::Stop::Immediate)
+                    .unwrap_or(pingora_dsl::shutdown::Stop::Immediate)
             })
         }
     });
@@ -344,7 +345,7 @@ fn stop_with_a_request_in_flight(
             wait_until_blocking(WAIT, "SIGINT stopped the server", || handle.is_finished());
         }
         StopBy::Immediate => stop_tx
-            .send(pingora_dsl::server::Stop::Immediate)
+            .send(pingora_dsl::shutdown::Stop::Immediate)
             .expect("running"),
     }
     handle.join().expect("thread").expect("server ran");

@@ -12,11 +12,12 @@ use std::time::Duration;
 
 use openssl::nid::Nid;
 use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
-use pingora_dsl::http::RunningService;
+use pingora_dsl::downstream::RunningService;
 use pingora_dsl::lb::Strategy;
+use pingora_dsl::lb::UpstreamGroup;
+use pingora_dsl::listen::tls::TlsSettings;
 use pingora_dsl::prelude::*;
-use pingora_dsl::tls::TlsSettings;
-use pingora_dsl::upstream::{UpstreamGroup, UpstreamTls};
+use pingora_dsl::upstream::UpstreamTls;
 use pingora_dsl_suite::certs::{CertFiles, TestCa};
 use pingora_dsl_suite::origin::{start_tls_origin, Origin};
 use support::TestProxy;
@@ -360,7 +361,7 @@ async fn a_declared_tls_listener_takes_its_certificate_from_the_command_line() {
         .expect_err("declared files are missing");
     assert!(e.to_string().contains("declared.crt"), "{e}");
 
-    let cli = pingora_dsl::cli::ProxyCli {
+    let cli = pingora_dsl::server::cli::ProxyCli {
         tls_listen: vec!["127.0.0.1:0".into()],
         cert: Some(server.cert.clone()),
         key: Some(server.key.clone()),
@@ -383,7 +384,7 @@ async fn a_declared_tls_listener_takes_its_certificate_from_the_command_line() {
     assert_eq!(origin.requests(), 1);
 
     // --tls-listen without a certificate on a proxy with no TLS listener says what to add.
-    let cli = pingora_dsl::cli::ProxyCli {
+    let cli = pingora_dsl::server::cli::ProxyCli {
         tls_listen: vec!["127.0.0.1:0".into()],
         ..Default::default()
     };
@@ -534,7 +535,7 @@ async fn mtls_to_an_origin_that_requires_client_certificates() {
         ..UpstreamTls::with_sni("origin.test")
     };
     let with_cert = UpstreamTls {
-        client_cert: Some(pingora_dsl::tls::CertKey {
+        client_cert: Some(pingora_dsl::listen::tls::CertKey {
             cert: client.cert.clone(),
             key: client.key.clone(),
         }),

@@ -9,7 +9,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
-use pingora_dsl::http::HttpOptions;
+use pingora_dsl::downstream::HttpOptions;
 use pingora_dsl::prelude::*;
 use pingora_dsl::upstream::PeerTimeouts;
 use pingora_dsl_suite::origin::{start_ws_echo, Origin};
@@ -25,7 +25,7 @@ async fn echo_origin() -> SocketAddr {
 
 /// A proxy with short HTTP timeouts (300 ms header read, 300 ms upstream read) and the
 /// given tunnel idle timeout.
-fn proxy_to(origin: SocketAddr, tunnel_idle: Duration) -> pingora_dsl::http::RunningService {
+fn proxy_to(origin: SocketAddr, tunnel_idle: Duration) -> pingora_dsl::downstream::RunningService {
     let mut proxy = TestProxy::new(&[origin]);
     proxy.timeouts = PeerTimeouts {
         read: Duration::from_millis(300),

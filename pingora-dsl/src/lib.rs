@@ -1,9 +1,8 @@
 #![doc = include_str!("reference.md")]
 
 pub use pingora_dsl_runtime::{
-    access_log, admin, cli, config, daemon, downstream_body, error, http, io_timeout, layer4, lb,
-    listen, metrics, phase, protocol, proxy, rate, relay, route, server, tcp_proxy, tls, udp_proxy,
-    upgrade, upstream,
+    downstream, error, io_timeout, l4, lb, listen, metrics, observe, proxy, server, service,
+    shutdown, upstream,
 };
 
 pub use pingora_dsl_runtime::{BoxError, DownstreamBody, Error, ErrorKind, Result};
@@ -18,7 +17,7 @@ pub use pingora_macros::udp_proxy;
 
 /// The names most proxies need, for `use pingora_dsl::prelude::*;`.
 pub mod prelude {
-    pub use pingora_dsl_runtime::http::{serve_handler, HttpOptions, HttpService};
+    pub use pingora_dsl_runtime::downstream::{serve_handler, HttpOptions, HttpService};
     pub use pingora_dsl_runtime::lb::{Backend, LoadBalancer};
     pub use pingora_dsl_runtime::proxy::{
         http_proxy_service, http_proxy_service_with, EditHeaders, Flow, ProxyHttp, ProxyOptions,

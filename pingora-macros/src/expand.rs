@@ -45,9 +45,9 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
 
     let groups = p.upstreams.iter().map(expand_group);
     let routes: Vec<TokenStream> = if p.routes.is_empty() && !user_peer && p.upstreams.len() == 1 {
-        vec![quote!(#rt::route::Route::new(
-            #rt::route::RouteMatch::default(),
-            #rt::route::RouteAction::Upstream(0),
+        vec![quote!(#rt::proxy::route::Route::new(
+            #rt::proxy::route::RouteMatch::default(),
+            #rt::proxy::route::RouteAction::Upstream(0),
         ))]
     } else {
         p.routes
@@ -65,12 +65,12 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
             let key = match &decl.by {
                 Some((kind, Some(name))) if kind == "header" => {
                     let name = name.value().to_ascii_lowercase();
-                    quote!(#rt::rate::RateKey::Header(#rt::HeaderName::from_static(#name)))
+                    quote!(#rt::proxy::route::rate::RateKey::Header(#rt::HeaderName::from_static(#name)))
                 }
-                Some((kind, _)) if kind == "route" => quote!(#rt::rate::RateKey::Route),
-                _ => quote!(#rt::rate::RateKey::ClientIp),
+                Some((kind, _)) if kind == "route" => quote!(#rt::proxy::route::rate::RateKey::Route),
+                _ => quote!(#rt::proxy::route::rate::RateKey::ClientIp),
             };
-            quote!(#rt::rate::RateLimit::new(#limit, #per, #key))
+            quote!(#rt::proxy::route::rate::RateLimit::new(#limit, #per, #key))
         })
         .collect();
     let any_request_edits = !p.edits.is_empty()
@@ -121,7 +121,7 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
         #(#attrs)*
         #[derive(Debug)]
         #vis struct #name {
-            router: #rt::route::Router,
+            router: #rt::proxy::route::Router,
         }
 
         #[allow(dead_code)]
@@ -133,7 +133,7 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
             /// The proxy with its declared upstreams, routes and header edits.
             pub fn new() -> Self {
                 #name {
-                    router: #rt::route::Router::new(
+                    router: #rt::proxy::route::Router::new(
                         ::std::vec![#(#groups),*],
                         ::std::vec![#(#routes),*],
                     )
@@ -145,17 +145,17 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
             }
 
             /// The router exactly as declared (what a config reload starts from).
-            pub fn declared_router() -> #rt::route::Router {
+            pub fn declared_router() -> #rt::proxy::route::Router {
                 Self::new().router
             }
 
             /// The routes and upstream groups.
-            pub fn router(&self) -> &#rt::route::Router {
+            pub fn router(&self) -> &#rt::proxy::route::Router {
                 &self.router
             }
 
             /// Mutable routes and upstream groups, e.g. to replace peers before serving.
-            pub fn router_mut(&mut self) -> &mut #rt::route::Router {
+            pub fn router_mut(&mut self) -> &mut #rt::proxy::route::Router {
                 &mut self.router
             }
 
@@ -184,7 +184,7 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
             /// (or `spawn` in tests); replace the addresses with `clear_tcp`/`add_tcp`.
             pub fn service(
                 self,
-            ) -> #rt::http::HttpService<
+            ) -> #rt::downstream::HttpService<
                 #rt::proxy::ProxyPipeline<Self, impl #rt::proxy::ProxyLayer<Self>>,
             > {
                 self.service_with(Self::options())
@@ -194,11 +194,11 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
             pub fn service_with(
                 self,
                 options: #rt::proxy::ProxyOptions,
-            ) -> #rt::http::HttpService<
+            ) -> #rt::downstream::HttpService<
                 #rt::proxy::ProxyPipeline<Self, impl #rt::proxy::ProxyLayer<Self>>,
             > {
                 let mut service =
-                    #rt::http::HttpService::new(#name_str, self.pipeline_with(options));
+                    #rt::downstream::HttpService::new(#name_str, self.pipeline_with(options));
                 for addr in Self::LISTEN {
                     service.add_tcp(addr);
                 }
@@ -212,13 +212,13 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
             /// `--help`), then serves until SIGINT or SIGTERM, or until SIGQUIT handed the
             /// listening sockets to a new process.
             pub fn run() -> ::std::process::ExitCode {
-                Self::run_with(#rt::cli::ProxyCli::from_env())
+                Self::run_with(#rt::server::cli::ProxyCli::from_env())
             }
 
             /// Like [`run`](Self::run), with a command line built by the caller.
-            pub fn run_with(mut cli: #rt::cli::ProxyCli) -> ::std::process::ExitCode {
+            pub fn run_with(mut cli: #rt::server::cli::ProxyCli) -> ::std::process::ExitCode {
                 #declare_admin
-                #rt::cli::run(#name_str, cli, |cli| {
+                #rt::server::cli::run(#name_str, cli, |cli| {
                     let mut proxy = Self::new();
                     let mut options = Self::options();
                     cli.configure_options(#name_str, &mut options)?;
@@ -248,17 +248,22 @@ fn expand_proxy(p: &Proxy) -> TokenStream {
 
         #[allow(unused_variables, clippy::let_unit_value, clippy::unit_arg, clippy::needless_return)]
         impl #rt::proxy::ProxyHttp for #name {
-            type Ctx = #rt::route::RouteCtx<#user_ctx>;
+            type Ctx = #rt::proxy::route::RouteCtx<#user_ctx>;
 
             fn new_ctx(&self) -> Self::Ctx {
-                #rt::route::RouteCtx::new(#new_user_ctx)
+                #rt::proxy::route::RouteCtx::new(#new_user_ctx)
             }
 
             #phases
             #replay
 
-            fn observed_router(&self) -> ::std::option::Option<&#rt::route::Router> {
-                ::std::option::Option::Some(&self.router)
+            fn observed_routes(
+                &self,
+            ) -> ::std::option::Option<(
+                ::std::vec::Vec<#rt::service::RouteView>,
+                ::std::vec::Vec<#rt::lb::UpstreamGroup>,
+            )> {
+                ::std::option::Option::Some(self.router.observed())
             }
         }
     }
@@ -319,17 +324,17 @@ fn expand_group(up: &Upstream) -> TokenStream {
         _ => quote!(#rt::lb::Strategy::RoundRobin),
     };
     let key = match select.and_then(|s| s.key.as_ref()) {
-        None => quote!(#rt::upstream::RequestKey::None),
+        None => quote!(#rt::lb::RequestKey::None),
         Some(k) => match (k.kind.to_string().as_str(), &k.arg) {
             ("header", Some(name)) => {
                 let name = name.value().to_ascii_lowercase();
-                quote!(#rt::upstream::RequestKey::Header(#rt::HeaderName::from_static(#name)))
+                quote!(#rt::lb::RequestKey::Header(#rt::HeaderName::from_static(#name)))
             }
             ("cookie", Some(name)) => {
-                quote!(#rt::upstream::RequestKey::Cookie(::std::string::String::from(#name)))
+                quote!(#rt::lb::RequestKey::Cookie(::std::string::String::from(#name)))
             }
-            ("path", _) => quote!(#rt::upstream::RequestKey::Path),
-            _ => quote!(#rt::upstream::RequestKey::ClientIp),
+            ("path", _) => quote!(#rt::lb::RequestKey::Path),
+            _ => quote!(#rt::lb::RequestKey::ClientIp),
         },
     };
     let health = up.health.first().map(|h| {
@@ -353,7 +358,7 @@ fn expand_group(up: &Upstream) -> TokenStream {
         let (interval, timeout) = (duration(every), duration_of("timeout", default_timeout));
         let (rise, fall) = (count_of("rise", 2), count_of("fall", 3));
         let kind = match &h.path {
-            None => quote!(#rt::upstream::HealthKind::Tcp),
+            None => quote!(#rt::lb::HealthKind::Tcp),
             Some(path) => {
                 let host = match option("host") {
                     Some(HealthValue::Text(t)) => {
@@ -372,14 +377,14 @@ fn expand_group(up: &Upstream) -> TokenStream {
                     }
                     _ => (200u16, 399u16),
                 };
-                quote!(#rt::upstream::HealthKind::Http {
+                quote!(#rt::lb::HealthKind::Http {
                     path: ::std::string::String::from(#path),
                     host: #host,
                     status: #low..=#high,
                 })
             }
         };
-        quote!(.with_health_check(#rt::upstream::HealthCheck {
+        quote!(.with_health_check(#rt::lb::HealthCheck {
             kind: #kind,
             interval: #interval,
             timeout: #timeout,
@@ -390,7 +395,7 @@ fn expand_group(up: &Upstream) -> TokenStream {
     let passive = up.passive.first().map(|p| {
         let failures = p.failures.base10_parse::<u32>().unwrap_or(3);
         let eject = duration(p.eject.value().unwrap_or(Duration::from_secs(10)));
-        quote!(.with_passive_health(#rt::upstream::PassiveHealth {
+        quote!(.with_passive_health(#rt::lb::PassiveHealth {
             failures: #failures,
             eject_for: #eject,
         }))
@@ -412,7 +417,7 @@ fn expand_group(up: &Upstream) -> TokenStream {
             let ca = opt(&decl.ca);
             let insecure = decl.insecure.is_some();
             let cert = match &decl.cert {
-                Some((c, k)) => quote!(::std::option::Option::Some(#rt::tls::CertKey {
+                Some((c, k)) => quote!(::std::option::Option::Some(#rt::listen::tls::CertKey {
                     cert: #c.into(),
                     key: #k.into(),
                 })),
@@ -438,9 +443,9 @@ fn expand_group(up: &Upstream) -> TokenStream {
         let source = if d.kind == "dns" {
             let (host, port) = target.rsplit_once(':').unwrap_or((target.as_str(), "80"));
             let port: u16 = port.parse().unwrap_or(80);
-            quote!(#rt::upstream::discovery::DnsDiscovery::new(#host, #port))
+            quote!(#rt::lb::discovery::DnsDiscovery::new(#host, #port))
         } else {
-            quote!(#rt::upstream::discovery::FileDiscovery::new(#target))
+            quote!(#rt::lb::discovery::FileDiscovery::new(#target))
         };
         quote!(.with_discovery(#source, #every))
     });
@@ -464,7 +469,7 @@ fn expand_group(up: &Upstream) -> TokenStream {
     });
     let retries = up.retries;
     quote! {
-        #rt::upstream::UpstreamGroup::new(
+        #rt::lb::UpstreamGroup::new(
             #name,
             ::std::vec![#(#backends),*],
             #strategy,
@@ -500,7 +505,7 @@ fn status(lit: &syn::LitInt) -> TokenStream {
 fn expand_route(route: &RouteDecl, upstreams: &[Upstream]) -> TokenStream {
     let rt = rt();
     let host = match &route.host {
-        Some(h) => quote!(::std::option::Option::Some(#rt::route::HostPattern::parse(#h))),
+        Some(h) => quote!(::std::option::Option::Some(#rt::proxy::route::HostPattern::parse(#h))),
         None => quote!(::std::option::Option::None),
     };
     let path = match &route.path {
@@ -514,7 +519,7 @@ fn expand_route(route: &RouteDecl, upstreams: &[Upstream]) -> TokenStream {
     let action = match &route.target {
         Target::Upstream(name) => {
             let index = upstreams.iter().position(|u| u.name == *name).unwrap_or(0);
-            quote!(#rt::route::RouteAction::Upstream(#index))
+            quote!(#rt::proxy::route::RouteAction::Upstream(#index))
         }
         Target::Respond {
             status: s, body, ..
@@ -522,7 +527,7 @@ fn expand_route(route: &RouteDecl, upstreams: &[Upstream]) -> TokenStream {
             let s = status(s);
             let body = body.as_ref().map(|b| b.value()).unwrap_or_default();
             let body = syn::LitByteStr::new(body.as_bytes(), Span::call_site());
-            quote!(#rt::route::RouteAction::Respond(#s, #rt::Bytes::from_static(#body)))
+            quote!(#rt::proxy::route::RouteAction::Respond(#s, #rt::Bytes::from_static(#body)))
         }
         Target::Redirect {
             status: s,
@@ -530,13 +535,13 @@ fn expand_route(route: &RouteDecl, upstreams: &[Upstream]) -> TokenStream {
             ..
         } => {
             let s = status(s);
-            quote!(#rt::route::RouteAction::Redirect(#s, #rt::HeaderValue::from_static(#location)))
+            quote!(#rt::proxy::route::RouteAction::Redirect(#s, #rt::HeaderValue::from_static(#location)))
         }
     };
     let (req, resp) = split_edits(&route.edits);
     quote! {
-        #rt::route::Route::new(
-            #rt::route::RouteMatch {
+        #rt::proxy::route::Route::new(
+            #rt::proxy::route::RouteMatch {
                 host: #host,
                 path_prefix: #path,
                 methods: ::std::vec![#(#methods),*],
@@ -557,11 +562,13 @@ fn split_edits(edits: &[HeaderEditDecl]) -> (Vec<TokenStream>, Vec<TokenStream>)
     for edit in edits {
         let name = edit.name.value().to_ascii_lowercase();
         let tokens = match &edit.value {
-            Some(v) => quote!(#rt::route::HeaderEdit::Set(
+            Some(v) => quote!(#rt::proxy::route::HeaderEdit::Set(
                 #rt::HeaderName::from_static(#name),
                 #rt::HeaderValue::from_static(#v),
             )),
-            None => quote!(#rt::route::HeaderEdit::Remove(#rt::HeaderName::from_static(#name))),
+            None => {
+                quote!(#rt::proxy::route::HeaderEdit::Remove(#rt::HeaderName::from_static(#name)))
+            }
         };
         match edit.side {
             EditSide::Request => request.push(tokens),
@@ -612,13 +619,13 @@ fn expand_options(settings: &[Setting]) -> TokenStream {
             )),
             Setting::AccessLog(_, target, format) => {
                 let format = match format.as_ref().map(|f| f.to_string()).as_deref() {
-                    Some("json") => quote!(#rt::access_log::AccessLogFormat::Json),
-                    _ => quote!(#rt::access_log::AccessLogFormat::Combined),
+                    Some("json") => quote!(#rt::observe::access_log::AccessLogFormat::Json),
+                    _ => quote!(#rt::observe::access_log::AccessLogFormat::Combined),
                 };
                 sets.push(quote!(
                     options.access_log = ::std::option::Option::Some(
-                        #rt::access_log::AccessLog::new(
-                            #rt::access_log::AccessLogTarget::parse(#target),
+                        #rt::observe::access_log::AccessLog::new(
+                            #rt::observe::access_log::AccessLogTarget::parse(#target),
                             #format,
                         ),
                     );
@@ -684,7 +691,7 @@ fn expand_layers(layers: &[syn::Expr]) -> TokenStream {
         .zip(layers)
         .map(|(name, layer)| quote_spanned!(layer.span()=> let #name = #layer;));
     let checks = names.iter().zip(layers).rev().map(|(name, layer)| {
-        quote_spanned!(layer.span()=> let #service = #rt::phase::check_layer(#service, &#name);)
+        quote_spanned!(layer.span()=> let #service = #rt::proxy::phase::check_layer(#service, &#name);)
     });
     // The innermost layer starts the stack (no `Identity` at its core, so error messages
     // name only the user's layers).
@@ -809,13 +816,13 @@ fn user_call(p: &Proxy, phase: Phase, args: &[Arg]) -> Option<TokenStream> {
                 | Phase::UpstreamRequestFilter
                 | Phase::UpstreamResponseFilter
                 | Phase::ResponseFilter => {
-                    quote_spanned!(block.span()=> #rt::phase::phase_result::<(), _>(#block))
+                    quote_spanned!(block.span()=> #rt::proxy::phase::phase_result::<(), _>(#block))
                 }
                 Phase::RequestFilter => quote_spanned!(block.span()=>
-                    #rt::phase::phase_result::<#rt::proxy::Flow, _>(#block)
+                    #rt::proxy::phase::phase_result::<#rt::proxy::Flow, _>(#block)
                 ),
                 Phase::UpstreamPeer => quote_spanned!(block.span()=>
-                    #rt::phase::phase_result::<#rt::upstream::HttpPeer, _>(#block)
+                    #rt::proxy::phase::phase_result::<#rt::upstream::HttpPeer, _>(#block)
                 ),
                 Phase::FailToConnect => quote!({
                     let error: #rt::Error = #block;
@@ -845,8 +852,7 @@ fn user_call(p: &Proxy, phase: Phase, args: &[Arg]) -> Option<TokenStream> {
                     .collect::<String>()
             );
             let values = args.iter().map(|a| &a.user_value);
-            let call =
-                quote_spanned!(path.span()=> #rt::phase::#trait_name::call(#path, #(#values),*));
+            let call = quote_spanned!(path.span()=> #rt::proxy::phase::#trait_name::call(#path, #(#values),*));
             match phase {
                 Phase::FailToConnect | Phase::UpstreamResponseFilter | Phase::Logging => call,
                 _ => quote_spanned!(path.span()=> #call.await),
@@ -975,13 +981,13 @@ fn expand_listens(p: &Proxy) -> (Vec<String>, Vec<TokenStream>) {
         .map(|(addr, tls)| {
             let addr = addr.to_string();
             let certs = tls.certs.iter().map(
-                |(cert, key)| quote!(#rt::tls::CertKey { cert: #cert.into(), key: #key.into() }),
+                |(cert, key)| quote!(#rt::listen::tls::CertKey { cert: #cert.into(), key: #key.into() }),
             );
             let client_ca = match tls.client_ca.first() {
                 Some((_, ca)) => quote!(::std::option::Option::Some(#ca.into())),
                 None => quote!(::std::option::Option::None),
             };
-            quote!(service.add_tls(#addr, #rt::tls::TlsSettings {
+            quote!(service.add_tls(#addr, #rt::listen::tls::TlsSettings {
                 certs: ::std::vec![#(#certs),*],
                 client_ca: #client_ca,
                 handshake_timeout: ::std::option::Option::None,
@@ -1014,30 +1020,30 @@ fn expand_l4(p: &Proxy) -> TokenStream {
     let groups = p.upstreams.iter().map(expand_group);
     let (service_ty, add, clear, transport) = if p.kind == Kind::Udp {
         (
-            quote!(#rt::udp_proxy::UdpProxyService),
+            quote!(#rt::l4::udp::UdpProxyService),
             quote!(add_udp),
             quote!(clear_listen),
-            quote!(#rt::layer4::Transport::Udp),
+            quote!(#rt::server::layer4::Transport::Udp),
         )
     } else {
         (
-            quote!(#rt::tcp_proxy::TcpProxyService),
+            quote!(#rt::l4::tcp::TcpProxyService),
             quote!(add_tcp),
             quote!(clear_tcp),
-            quote!(#rt::layer4::Transport::Tcp),
+            quote!(#rt::server::layer4::Transport::Tcp),
         )
     };
     let apply_tls = (p.kind == Kind::Tcp).then(|| quote!(cli.apply_tls(&mut service)?;));
     let idle = match p.idle.first().and_then(|(_, d)| d.value().ok()) {
         Some(d) => duration(d),
-        None if p.kind == Kind::Udp => quote!(#rt::udp_proxy::DEFAULT_IDLE_TIMEOUT),
-        None => quote!(#rt::tcp_proxy::DEFAULT_IDLE_TIMEOUT),
+        None if p.kind == Kind::Udp => quote!(#rt::l4::udp::DEFAULT_IDLE_TIMEOUT),
+        None => quote!(#rt::l4::tcp::DEFAULT_IDLE_TIMEOUT),
     };
     quote! {
         #(#attrs)*
         #[derive(Debug)]
         #vis struct #name {
-            router: #rt::route::Router,
+            router: #rt::proxy::route::Router,
         }
 
         #[allow(dead_code)]
@@ -1052,22 +1058,22 @@ fn expand_l4(p: &Proxy) -> TokenStream {
             /// The proxy with its declared upstream.
             pub fn new() -> Self {
                 #name {
-                    router: #rt::route::Router::new(::std::vec![#(#groups),*], ::std::vec![]),
+                    router: #rt::proxy::route::Router::new(::std::vec![#(#groups),*], ::std::vec![]),
                 }
             }
 
             /// The upstream exactly as declared (what a config reload starts from).
-            pub fn declared_router() -> #rt::route::Router {
+            pub fn declared_router() -> #rt::proxy::route::Router {
                 Self::new().router
             }
 
             /// The upstream group, in a router (for the config file and `--upstream`).
-            pub fn router(&self) -> &#rt::route::Router {
+            pub fn router(&self) -> &#rt::proxy::route::Router {
                 &self.router
             }
 
             /// Mutable access to the upstream group, e.g. to replace peers before serving.
-            pub fn router_mut(&mut self) -> &mut #rt::route::Router {
+            pub fn router_mut(&mut self) -> &mut #rt::proxy::route::Router {
                 &mut self.router
             }
 
@@ -1088,13 +1094,13 @@ fn expand_l4(p: &Proxy) -> TokenStream {
             /// `-d`, `-u`, `--listen`, `--upstream`, `--threads`, ...), then serves until
             /// SIGINT or SIGTERM.
             pub fn run() -> ::std::process::ExitCode {
-                Self::run_with(#rt::cli::ProxyCli::from_env_layer4(#transport))
+                Self::run_with(#rt::server::cli::ProxyCli::from_env_layer4(#transport))
             }
 
             /// Like [`run`](Self::run), with a command line built by the caller.
-            pub fn run_with(mut cli: #rt::cli::ProxyCli) -> ::std::process::ExitCode {
+            pub fn run_with(mut cli: #rt::server::cli::ProxyCli) -> ::std::process::ExitCode {
                 #declare_admin
-                #rt::cli::run(#name_str, cli, |cli| {
+                #rt::server::cli::run(#name_str, cli, |cli| {
                     let mut proxy = Self::new();
                     let (d, relay) = cli.prepare_layer4(
                         #name_str,

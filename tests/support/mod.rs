@@ -13,7 +13,7 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use pingora_dsl::http::{HttpOptions, RunningService};
+use pingora_dsl::downstream::{HttpOptions, RunningService};
 use pingora_dsl::prelude::*;
 use pingora_dsl::upstream::PeerTimeouts;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};

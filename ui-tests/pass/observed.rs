@@ -21,6 +21,6 @@ tcp_proxy! {
 fn main() {
     let options = Edge::options();
     let log = options.access_log.expect("declared access log");
-    assert_eq!(log.format(), pingora_dsl::access_log::AccessLogFormat::Json);
+    assert_eq!(log.format(), pingora_dsl::observe::access_log::AccessLogFormat::Json);
     let _ = Db::new();
 }

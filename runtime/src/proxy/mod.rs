@@ -18,6 +18,9 @@
 
 mod body;
 mod headers;
+mod listening;
+pub mod phase;
+pub mod route;
 mod session;
 mod tunnel;
 
@@ -28,7 +31,7 @@ use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use crate::downstream_body::DownstreamBody;
+use crate::downstream::body::DownstreamBody;
 use bytes::Bytes;
 use http::header::{
     HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST, LOCATION,
@@ -41,10 +44,12 @@ use session::ConnCtx;
 pub use session::{RequestHeader, ResponseHeader, Session, REQUEST_ID};
 pub use tunnel::AllowedUpgrades;
 
-use crate::access_log::{AccessEntry, AccessLog};
+use crate::downstream::{ConnInfo, HttpService, MakeConnService};
 use crate::error::{BoxError, Error, ErrorKind, Result};
-use crate::http::{ConnInfo, HttpService, MakeConnService};
+use crate::lb::UpstreamGroup;
 use crate::metrics::ProxyStats;
+use crate::observe::access_log::{AccessEntry, AccessLog};
+use crate::service::RouteView;
 use crate::upstream::{ClientOptions, HttpClient, HttpPeer, SendError};
 use body::{LogState, ResponseSource};
 
@@ -236,10 +241,10 @@ pub trait ProxyHttp: Send + Sync + 'static {
     /// client left), with the error if there was one. Default: nothing.
     fn logging(&self, _session: &Session, _error: Option<&Error>, _ctx: &mut Self::Ctx) {}
 
-    /// The router whose routes and upstream groups the admin listener reports (metrics
-    /// per route and peer, the status page). Declared proxies return theirs. Default:
-    /// none, and the proxy is reported as a whole.
-    fn observed_router(&self) -> Option<&crate::route::Router> {
+    /// The routes and upstream groups the admin listener reports (metrics per route and
+    /// peer, the status page). Declared proxies return their router's. Default: none, and
+    /// the proxy is reported as a whole.
+    fn observed_routes(&self) -> Option<(Vec<RouteView>, Vec<UpstreamGroup>)> {
         None
     }
 }

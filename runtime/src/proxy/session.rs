@@ -4,12 +4,12 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::downstream_body::DownstreamBody;
+use crate::downstream::body::DownstreamBody;
 use http::header::{self, HeaderMap, HeaderName, HeaderValue};
 use http::{Method, Request, StatusCode, Uri, Version};
 use tokio::time::Instant;
 
-use crate::http::ConnInfo;
+use crate::downstream::ConnInfo;
 use crate::metrics::{PeerStats, RouteStats};
 
 /// The request head sent upstream; `upstream_request_filter` edits it.

@@ -18,7 +18,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::io_timeout::ActiveGuard;
-use crate::relay::{relay, RelayEnd};
+use crate::l4::relay::{relay, RelayEnd};
 
 /// The protocols a proxy lets a client switch to with HTTP/1.1 `Upgrade` (RFC 9110 §7.8):
 /// an upgraded connection is an opaque tunnel, so no later byte on it passes the phases,

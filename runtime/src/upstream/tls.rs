@@ -19,7 +19,7 @@ use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_openssl::SslStream;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::tls::CertKey;
+use crate::listen::tls::CertKey;
 
 /// How a group of peers is reached over TLS.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -85,7 +85,7 @@ impl UpstreamTls {
             .map_err(|e| tls_error("cannot create a TLS client context", e))?;
         b.set_min_proto_version(Some(SslVersion::TLS1_2))
             .map_err(|e| tls_error("cannot set the TLS versions", e))?;
-        b.set_groups_list(crate::tls::KEY_EXCHANGE_GROUPS)
+        b.set_groups_list(crate::listen::tls::KEY_EXCHANGE_GROUPS)
             .map_err(|e| tls_error("cannot set the key-exchange groups", e))?;
         if let Some(ca) = &self.ca_file {
             std::fs::File::open(ca).map_err(|e| {

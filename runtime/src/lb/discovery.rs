@@ -23,7 +23,7 @@ use std::time::{Duration, SystemTime};
 use arc_swap::ArcSwap;
 
 use crate::lb::{Backend, LoadBalancer};
-use crate::server::ShutdownWatch;
+use crate::shutdown::ShutdownWatch;
 
 /// The future a [`Discovery`] returns: the current peers, or why they are unknown.
 pub type DiscoveryFuture<'a> = Pin<Box<dyn Future<Output = io::Result<Vec<Backend>>> + Send + 'a>>;

@@ -8,22 +8,22 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-use crate::access_log::AccessLog;
-use crate::admin::{Admin, Observable};
-use crate::config::Config;
-use crate::daemon::{daemonize, Identity, PidFile};
-use crate::http::HttpService;
-use crate::http::ListenAddr;
+use crate::downstream::HttpService;
 use crate::lb::Backend;
+use crate::lb::{GroupTask, UpstreamGroup};
+use crate::listen::tls::{CertKey, TlsSettings};
+use crate::listen::ListenAddr;
 use crate::listen::{resolve, Sockets};
-use crate::proxy::{ProxyHttp, ProxyLayer, ProxyOptions, ProxyPipeline};
-use crate::route::Router;
-use crate::server::ShutdownWatch;
-use crate::server::{background_service, RuntimeFlavor, Server, ServerConf, Service};
-use crate::tls::{CertKey, TlsSettings};
-use crate::upgrade::{PeerPolicy, UpgradeConf};
-use crate::upstream::{GroupTask, UpstreamGroup};
-use std::net::SocketAddr;
+use crate::observe::access_log::AccessLog;
+use crate::observe::admin::Admin;
+use crate::proxy::route::Router;
+use crate::proxy::ProxyOptions;
+use crate::server::config::Config;
+use crate::server::daemon::{daemonize, Identity, PidFile};
+use crate::server::handover::{PeerPolicy, UpgradeConf};
+use crate::server::{RuntimeFlavor, Server, ServerConf};
+use crate::service::{background_service, Listening};
+use crate::shutdown::ShutdownWatch;
 use std::path::{Path, PathBuf};
 use tokio::signal::unix::{signal, SignalKind};
 
@@ -146,7 +146,7 @@ impl ProxyCli {
     /// Applies `--access-log` and `--access-log-format` over what `options` has, and
     /// checks the log's file can be appended to.
     pub fn apply_access_log(&self, options: &mut ProxyOptions) -> io::Result<()> {
-        crate::config::set_access_log(
+        crate::server::config::set_access_log(
             options,
             self.access_log.as_deref(),
             self.access_log_format.as_deref(),
@@ -281,7 +281,7 @@ impl ProxyCli {
         let name = service.proxy_name().to_owned();
         let file = match &self.config {
             Some(config) => config.tls(&name)?,
-            None => crate::config::TlsOverrides::default(),
+            None => crate::server::config::TlsOverrides::default(),
         };
         let at = |key: &str| format!("proxy.{name}.{key}");
         // Each setting with where it came from, for the errors.
@@ -365,7 +365,10 @@ impl ProxyCli {
     }
 
     /// Replaces the service's listening addresses with `--listen`, if given.
-    pub fn apply_listeners<M: crate::http::MakeConnService>(&self, service: &mut HttpService<M>) {
+    pub fn apply_listeners<M: crate::downstream::MakeConnService>(
+        &self,
+        service: &mut HttpService<M>,
+    ) {
         if self.listen.is_empty() {
             return;
         }
@@ -427,7 +430,7 @@ pub trait TlsListeners {
     fn add_tls(&mut self, addr: &str, tls: TlsSettings);
 }
 
-impl<M: crate::http::MakeConnService> TlsListeners for HttpService<M> {
+impl<M: crate::downstream::MakeConnService> TlsListeners for HttpService<M> {
     fn proxy_name(&self) -> &str {
         self.name()
     }
@@ -442,57 +445,6 @@ impl<M: crate::http::MakeConnService> TlsListeners for HttpService<M> {
 
     fn add_tls(&mut self, addr: &str, tls: TlsSettings) {
         HttpService::add_tls(self, addr, tls)
-    }
-}
-
-/// A listening service [`run`] can check, bind, and announce: an HTTP proxy or a
-/// layer-4 (TCP, UDP) one.
-pub trait Listening: Service + Observable {
-    /// Checks what binding needs besides the sockets (addresses, certificates, groups).
-    fn check(&self) -> io::Result<()>;
-    /// Binds, adopting sockets inherited in an upgrade where the service can.
-    fn bind_with(&mut self, sockets: &mut Sockets) -> io::Result<()>;
-    /// The listening addresses as configured.
-    fn addrs(&self) -> Vec<String>;
-    /// The bound addresses, each with the URL scheme clients use (`http`, `https`,
-    /// `tcp`, `tls`, `udp`).
-    fn bound(&self) -> Vec<(SocketAddr, &'static str)>;
-    /// The TLS listeners with their settings, which `--print-config` shows as
-    /// `tls_listen`, `[[certificate]]` and `client_ca`; `None` (the default) for a
-    /// service that takes no TLS listener settings.
-    fn tls_listeners(&self) -> Option<Vec<ListenAddr>> {
-        None
-    }
-}
-
-impl<P: ProxyHttp, L: ProxyLayer<P>> Listening for HttpService<ProxyPipeline<P, L>> {
-    fn check(&self) -> io::Result<()> {
-        HttpService::check(self)
-    }
-
-    fn bind_with(&mut self, sockets: &mut Sockets) -> io::Result<()> {
-        HttpService::bind_with(self, sockets)
-    }
-
-    fn addrs(&self) -> Vec<String> {
-        self.tcp_addrs()
-    }
-
-    fn bound(&self) -> Vec<(SocketAddr, &'static str)> {
-        self.local_listeners()
-            .into_iter()
-            .map(|(a, tls)| (a, if tls { "https" } else { "http" }))
-            .collect()
-    }
-
-    fn tls_listeners(&self) -> Option<Vec<ListenAddr>> {
-        Some(
-            self.listen_addrs()
-                .iter()
-                .filter(|l| l.tls.is_some())
-                .cloned()
-                .collect(),
-        )
     }
 }
 
@@ -585,7 +537,7 @@ impl Reloader {
     }
 }
 
-/// Waits for SIGHUP and reloads (see [`reload`]) until `shutdown`. Without a config file
+/// Waits for SIGHUP and reloads (see [`Reloader::reload`]) until `shutdown`. Without a config file
 /// a SIGHUP is logged and ignored rather than ending the process.
 pub async fn reload_on_hangup(
     reloader: Reloader,
@@ -687,7 +639,7 @@ where
     }
     if let Some(path) = &server_section.error_log {
         // Checked, not created: `-t` writes no file (the daemon creates it).
-        crate::access_log::check_append(path, "error log")?;
+        crate::observe::access_log::check_append(path, "error log")?;
     }
     let mut admin = cli.admin_addr().as_deref().map(|addr| {
         let admin = Admin::new();
@@ -708,7 +660,7 @@ where
     if cli.upgrade {
         tracing::info!(socket = %upgrade.socket.display(), "waiting for the running process to hand its sockets over (send it SIGQUIT)");
         let (fds, ready) =
-            crate::upgrade::receive(&upgrade.socket, upgrade.timeout, upgrade.peers)?;
+            crate::server::handover::receive(&upgrade.socket, upgrade.timeout, upgrade.peers)?;
         sockets = Sockets::inherit(fds)?;
         handover = Some(ready);
     }
@@ -762,7 +714,8 @@ where
 }
 
 /// The admin listener's service.
-type AdminService = HttpService<crate::http::ServeHandler<crate::admin::AdminHandler>>;
+type AdminService =
+    HttpService<crate::downstream::ServeHandler<crate::observe::admin::AdminHandler>>;
 
 fn admin_error(e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("admin listener: {e}"))
@@ -773,7 +726,7 @@ fn admin_error(e: io::Error) -> io::Error {
 fn print_config<S: Listening>(
     name: &str,
     mut effective: Config,
-    server_section: &crate::config::ServerSection,
+    server_section: &crate::server::config::ServerSection,
     conf: &ServerConf,
     service: &S,
 ) -> io::Result<()> {
@@ -786,7 +739,7 @@ fn print_config<S: Listening>(
         .clone()
         .unwrap_or_else(|| UpgradeConf::for_server(name));
     effective.server.upgrade_socket = Some(upgrade.socket);
-    effective.server.upgrade_timeout = Some(crate::config::show_duration(upgrade.timeout));
+    effective.server.upgrade_timeout = Some(crate::server::config::show_duration(upgrade.timeout));
     effective.server.log_level = server_section.log_level.clone();
     if let Some(tls) = service.tls_listeners() {
         let differing = effective.set_tls(name, &tls);

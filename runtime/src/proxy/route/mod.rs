@@ -14,9 +14,13 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::proxy::{Flow, RequestHeader, ResponseHeader, Session};
 use std::sync::Arc;
 
+use crate::lb::{Attempts, GroupTask, UpstreamGroup};
 use crate::lb::{InFlight, Peer};
 use crate::metrics::RouteStats;
-use crate::upstream::{Attempts, GroupTask, HttpPeer, UpstreamGroup};
+use crate::service::RouteView;
+use crate::upstream::HttpPeer;
+
+pub mod rate;
 
 /// A host a route matches: one name, or every subdomain of one (`*.example.com`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -282,7 +286,7 @@ pub struct Router {
     request_edits: Vec<HeaderEdit>,
     response_edits: Vec<HeaderEdit>,
     fallthrough: bool,
-    rate_limits: Vec<std::sync::Arc<crate::rate::RateLimit>>,
+    rate_limits: Vec<std::sync::Arc<crate::proxy::route::rate::RateLimit>>,
 }
 
 impl Router {
@@ -380,7 +384,7 @@ impl Router {
     }
 
     /// Adds rate limits, checked in order before any route acts.
-    pub fn with_rate_limits(mut self, limits: Vec<crate::rate::RateLimit>) -> Self {
+    pub fn with_rate_limits(mut self, limits: Vec<crate::proxy::route::rate::RateLimit>) -> Self {
         self.rate_limits
             .extend(limits.into_iter().map(std::sync::Arc::new));
         self
@@ -562,6 +566,29 @@ impl Router {
             .iter()
             .flat_map(UpstreamGroup::background_tasks)
             .collect()
+    }
+}
+
+impl Router {
+    /// The routes (label, target, counters) and groups, as the admin listener shows them.
+    pub fn observed(&self) -> (Vec<RouteView>, Vec<UpstreamGroup>) {
+        let routes = self
+            .routes()
+            .iter()
+            .map(|r| RouteView {
+                label: r.label().to_owned(),
+                target: match r.action() {
+                    RouteAction::Upstream(g) => format!(
+                        "upstream {}",
+                        self.groups().get(*g).map_or("?", |g| g.name())
+                    ),
+                    RouteAction::Respond(s, _) => format!("respond {}", s.as_u16()),
+                    RouteAction::Redirect(s, _) => format!("redirect {}", s.as_u16()),
+                },
+                stats: r.stats().clone(),
+            })
+            .collect();
+        (routes, self.groups().to_vec())
     }
 }
 

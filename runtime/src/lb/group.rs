@@ -15,14 +15,14 @@ use arc_swap::ArcSwap;
 use http::header::{HeaderName, COOKIE};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::lb::discovery::{discover_once, Discovery, DiscoveryTask};
 use crate::lb::{Backend, InFlight, LoadBalancer, Peer, Strategy};
 use crate::proxy::Session;
-use crate::server::ShutdownWatch;
-use crate::upstream::discovery::{discover_once, Discovery, DiscoveryTask};
+use crate::shutdown::ShutdownWatch;
 
 /// How long [`UpstreamGroup::check_discovery`] (`-t`) waits for a discovery source's answer.
 pub const DISCOVERY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
-use crate::upstream::health::{HealthCheck, HealthChecker, PeerAccess};
+use crate::lb::health::{HealthCheck, HealthChecker, PeerAccess};
 use crate::upstream::{HttpPeer, PeerTimeouts, TlsConnector, UpstreamHttp, UpstreamTls};
 
 /// Body bytes kept for a resend unless a group says otherwise (as Pingora's default).
@@ -212,7 +212,7 @@ impl UpstreamGroup {
     }
 
     /// Asks the group's discovery source once, as `-t` does, waiting at most
-    /// [`DISCOVERY_CHECK_TIMEOUT`]: a `discover file` must exist and parse into at least one
+    /// `DISCOVERY_CHECK_TIMEOUT` (5 s): a `discover file` must exist and parse into at least one
     /// peer, a `discover dns` name must resolve (through the source's resolver) to at least
     /// one address. Returns a line saying what it found (`None`: the group has no source);
     /// an error names the group and the source.

@@ -6,8 +6,8 @@
 //! ```no_run
 //! use pingora_dsl_runtime::lb::{Backend, Strategy};
 //! use pingora_dsl_runtime::server::{Server, ServerConf};
-//! use pingora_dsl_runtime::tcp_proxy::TcpProxyService;
-//! use pingora_dsl_runtime::upstream::UpstreamGroup;
+//! use pingora_dsl_runtime::l4::tcp::TcpProxyService;
+//! use pingora_dsl_runtime::lb::UpstreamGroup;
 //!
 //! let peers = vec![Backend::new("127.0.0.1:5432".parse().unwrap())];
 //! let mut service =
@@ -27,15 +27,16 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::net::TcpStream;
 use tokio::sync::{watch, Notify};
 
-use crate::access_log::{AccessLog, ConnectionEntry};
 use crate::error::{Error, ErrorKind};
-use crate::http::ListenAddr;
+use crate::l4::relay::{relay_until, RelayEnd};
+use crate::lb::UpstreamGroup;
+use crate::listen::tls::{TlsAcceptor, TlsSettings};
+use crate::listen::ListenAddr;
 use crate::listen::{self, AcceptStats, Sockets};
 use crate::metrics::ListenerStats;
-use crate::relay::{relay_until, RelayEnd};
-use crate::server::{self, shutdown_channel, BoxFuture, ShutdownTrigger, ShutdownWatch};
-use crate::tls::{TlsAcceptor, TlsSettings};
-use crate::upstream::UpstreamGroup;
+use crate::observe::access_log::{AccessLog, ConnectionEntry};
+use crate::service::{self as server, BoxFuture};
+use crate::shutdown::{shutdown_channel, ShutdownTrigger, ShutdownWatch};
 
 /// Default time a proxied TCP connection may carry nothing before it is closed.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -488,7 +489,7 @@ impl RunningTcpProxy {
     }
 }
 
-impl crate::cli::TlsListeners for TcpProxyService {
+impl crate::server::cli::TlsListeners for TcpProxyService {
     fn proxy_name(&self) -> &str {
         &self.name
     }
@@ -506,7 +507,7 @@ impl crate::cli::TlsListeners for TcpProxyService {
     }
 }
 
-impl crate::cli::Listening for TcpProxyService {
+impl crate::service::Listening for TcpProxyService {
     fn check(&self) -> io::Result<()> {
         TcpProxyService::check(self)
     }
@@ -539,5 +540,21 @@ impl crate::cli::Listening for TcpProxyService {
                 ))
             })
             .collect()
+    }
+}
+
+impl crate::service::Observable for TcpProxyService {
+    fn observer(&self) -> crate::service::Observer {
+        let name = self.name.clone();
+        let listener = self.listener_stats().clone();
+        let group = self.group().clone();
+        Box::new(move || crate::service::ServiceView {
+            name: name.clone(),
+            kind: "tcp",
+            listener: Some(listener.clone()),
+            proxy: None,
+            routes: Vec::new(),
+            groups: vec![group.clone()],
+        })
     }
 }

@@ -1,6 +1,6 @@
 //! What a layer-4 proxy (`tcp_proxy!`, `udp_proxy!`) takes from the command line and the
 //! config file. It comes through the same front door as an HTTP proxy ([`ProxyCli`],
-//! [`crate::cli::run`]), but relays connections, not requests: the flags and keys that
+//! [`crate::server::cli::run`]), but relays connections, not requests: the flags and keys that
 //! mean something for a relay apply (listeners, peers, connect timeout and retries, the
 //! idle timeout, a per-connection access log, TLS termination for TCP), and those that
 //! do not (an HTTP pool's size, upgrades, read/write timeouts; TLS for UDP) are errors
@@ -11,11 +11,11 @@ use std::time::Duration;
 
 use clap::{CommandFactory, FromArgMatches};
 
-use crate::access_log::AccessLog;
-use crate::cli::{Prepared, ProxyCli};
-use crate::config::{parse_duration, show_duration, ProxySection};
+use crate::observe::access_log::AccessLog;
+use crate::proxy::route::Router;
 use crate::proxy::ProxyOptions;
-use crate::route::Router;
+use crate::server::cli::{Prepared, ProxyCli};
+use crate::server::config::{parse_duration, show_duration, ProxySection};
 
 /// The transport a layer-4 proxy relays.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -45,10 +45,10 @@ use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
-use crate::downstream_body::DownstreamBody;
+use crate::downstream::body::DownstreamBody;
 use crate::error::BoxError;
 use crate::io_timeout::ActiveRequests;
-use crate::server::ShutdownWatch;
+use crate::shutdown::ShutdownWatch;
 
 /// Most header fields a request head may have on the direct path (hyper's default limit;
 /// a head with more goes to hyper, which applies the configured limit).
@@ -997,8 +997,8 @@ mod tests {
         use http_body_util::{combinators::UnsyncBoxBody, BodyExt, Full};
         use tokio::io::{AsyncReadExt, DuplexStream};
 
-        use crate::http::Tracked;
-        use crate::server::shutdown_channel;
+        use crate::downstream::Tracked;
+        use crate::shutdown::shutdown_channel;
 
         type AnyBody = UnsyncBoxBody<Bytes, Infallible>;
         /// How `serve` ended: its result, and the bytes handed to hyper if it handed over.

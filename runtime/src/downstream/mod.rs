@@ -31,16 +31,21 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
-use crate::downstream_body::DownstreamBody;
-use crate::downstream_h1::{self, End, HeadLimits};
-use crate::downstream_h2::FieldLimit;
+pub mod body;
+mod h1;
+mod h2;
+
 use crate::error::BoxError;
 use crate::io_timeout::{ActiveGuard, ActiveRequests, ReadDeadline, TimedIo};
-use crate::listen::{self, AcceptStats};
+use crate::listen::sniff::{sniff, Prefixed, Sniffed};
+use crate::listen::tls::{TlsAcceptor, TlsSettings};
+use crate::listen::{self, AcceptStats, ListenAddr};
 use crate::metrics::ListenerStats;
-use crate::protocol::{sniff, Prefixed, Sniffed};
-use crate::server::{self, shutdown_channel, BoxFuture, ShutdownTrigger, ShutdownWatch};
-use crate::tls::{TlsAcceptor, TlsSettings};
+use crate::service::{self, BoxFuture};
+use crate::shutdown::{shutdown_channel, ShutdownTrigger, ShutdownWatch};
+use body::DownstreamBody;
+use h1::{End, HeadLimits};
+use h2::FieldLimit;
 
 /// hyper refuses read buffers smaller than this.
 const MIN_HEAD_BYTES: usize = 8192;
@@ -214,7 +219,7 @@ impl<S: Clone + Send + Sync + 'static> MakeConnService for ServeHandler<S> {
 ///
 /// ```no_run
 /// use std::convert::Infallible;
-/// use pingora_dsl_runtime::http::serve_handler;
+/// use pingora_dsl_runtime::downstream::serve_handler;
 /// use pingora_dsl_runtime::server::{Server, ServerConf};
 ///
 /// let hello = tower::service_fn(|_req: http::Request<pingora_dsl_runtime::DownstreamBody>| async {
@@ -269,15 +274,6 @@ impl Drop for ConnGuard {
             self.0.drained.notify_waiters();
         }
     }
-}
-
-/// One listening address of an [`HttpService`]: plain TCP, or TLS with its settings.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenAddr {
-    /// `"127.0.0.1:6188"`, `"[::]:443"`, `"localhost:8080"`.
-    pub addr: String,
-    /// TLS termination on this address; `None`: cleartext.
-    pub tls: Option<TlsSettings>,
 }
 
 /// A bound listening socket and the TLS it terminates.
@@ -410,7 +406,7 @@ impl<M: MakeConnService> HttpService<M> {
             .collect()
     }
 
-    /// The addresses actually bound (after [`server::Service::bind`]; useful with port 0).
+    /// The addresses actually bound (after [`service::Service::bind`]; useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
         self.listeners
             .iter()
@@ -418,7 +414,7 @@ impl<M: MakeConnService> HttpService<M> {
             .collect()
     }
 
-    /// Binds every listening address now (idempotent). [`server::Server`] does this at
+    /// Binds every listening address now (idempotent). [`crate::server::Server`] does this at
     /// startup; call it yourself to learn the addresses of port-0 listeners early.
     pub fn bind(&mut self) -> io::Result<()> {
         self.bind_with(&mut listen::Sockets::new())
@@ -475,7 +471,7 @@ where
         let stats = self.stats.clone();
         let (trigger, watch) = shutdown_channel();
         let grace = Duration::from_secs(1);
-        let task = tokio::spawn(server::Service::start(Box::new(self), watch, grace));
+        let task = tokio::spawn(service::Service::start(Box::new(self), watch, grace));
         Ok(RunningService {
             addrs,
             stats,
@@ -647,7 +643,7 @@ where
             max_bytes: shared.options.max_header_bytes.max(MIN_HEAD_BYTES),
             max_headers: shared.options.max_headers,
         };
-        match downstream_h1::serve(io, &mut service, limits, shutdown, active, IDLE_LINGER).await {
+        match h1::serve(io, &mut service, limits, shutdown, active, IDLE_LINGER).await {
             End::Closed(result) => return result,
             End::HandOff { io, buffered } => (io, buffered),
         }
@@ -822,7 +818,7 @@ where
     }
 }
 
-impl<M, S, B> server::Service for HttpService<M>
+impl<M, S, B> service::Service for HttpService<M>
 where
     M: MakeConnService<Service = S>,
     S: tower::Service<Request<DownstreamBody>, Response = Response<B>> + Clone + Send + 'static,
@@ -843,7 +839,7 @@ where
         Box::pin(self.run(shutdown, grace))
     }
 
-    fn worker_copy(&self) -> io::Result<Option<Box<dyn server::Service>>> {
+    fn worker_copy(&self) -> io::Result<Option<Box<dyn service::Service>>> {
         let listeners = self
             .listeners
             .iter()

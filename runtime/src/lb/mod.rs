@@ -22,6 +22,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod discovery;
+mod group;
+mod health;
+
+pub use group::{Attempts, GroupTask, PassiveHealth, RequestKey, UpstreamGroup};
+pub use health::{HealthCheck, HealthChecker, HealthKind};
+
 use crate::listen::resolve;
 use crate::metrics::PeerStats;
 

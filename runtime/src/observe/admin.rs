@@ -7,11 +7,12 @@
 //! by hand:
 //!
 //! ```no_run
-//! use pingora_dsl_runtime::admin::{Admin, Observable};
+//! use pingora_dsl_runtime::observe::admin::Admin;
+//! use pingora_dsl_runtime::service::Observable;
 //! use pingora_dsl_runtime::lb::{Backend, Strategy};
 //! use pingora_dsl_runtime::server::{Server, ServerConf};
-//! use pingora_dsl_runtime::tcp_proxy::TcpProxyService;
-//! use pingora_dsl_runtime::upstream::UpstreamGroup;
+//! use pingora_dsl_runtime::l4::tcp::TcpProxyService;
+//! use pingora_dsl_runtime::lb::UpstreamGroup;
 //!
 //! let peers = vec![Backend::new("127.0.0.1:5432".parse().unwrap())];
 //! let mut db = TcpProxyService::new("db", UpstreamGroup::new("pg", peers, Strategy::round_robin()));
@@ -40,125 +41,10 @@ use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::Encoder as _;
 use serde::Serialize;
 
-use crate::http::{serve_handler, HttpService, ServeHandler};
+use crate::downstream::{serve_handler, HttpService, ServeHandler};
 use crate::lb::Peer;
-use crate::metrics::{ListenerStats, ProxyStats, RouteStats, STATUS_CLASSES};
-use crate::proxy::{ProxyHttp, ProxyLayer, ProxyPipeline};
-use crate::route::RouteAction;
-use crate::server::Service as _;
-use crate::tcp_proxy::TcpProxyService;
-use crate::udp_proxy::UdpProxyService;
-use crate::upstream::UpstreamGroup;
-
-/// One service as the admin listener sees it at a moment: handles to its live counters,
-/// routes and upstream groups.
-pub struct ServiceView {
-    /// The service's name (the `proxy` label).
-    pub name: String,
-    /// `http`, `tcp` or `udp`.
-    pub kind: &'static str,
-    /// Its downstream connections, if it counts them.
-    pub listener: Option<Arc<ListenerStats>>,
-    /// Its requests outside any route, and in flight (HTTP proxies).
-    pub proxy: Option<Arc<ProxyStats>>,
-    /// Its routes, in match order.
-    pub routes: Vec<RouteView>,
-    /// Its upstream groups (handles to the live peers).
-    pub groups: Vec<UpstreamGroup>,
-}
-
-/// A route as the admin listener shows it.
-pub struct RouteView {
-    /// The route's label.
-    pub label: String,
-    /// What it does: `upstream api`, `respond 200`, `redirect 301`.
-    pub target: String,
-    /// Its counters.
-    pub stats: Arc<RouteStats>,
-}
-
-/// What gives the admin listener a service's current [`ServiceView`].
-pub type Observer = Box<dyn Fn() -> ServiceView + Send + Sync>;
-
-/// A service the admin listener can watch.
-pub trait Observable {
-    /// The function the admin listener calls at each scrape.
-    fn observer(&self) -> Observer;
-}
-
-impl<P: ProxyHttp, L: ProxyLayer<P>> Observable for HttpService<ProxyPipeline<P, L>> {
-    fn observer(&self) -> Observer {
-        let name = self.name().to_owned();
-        let listener = self.listener_stats().clone();
-        let stats = self.maker().stats().clone();
-        let proxy = self.maker().proxy_arc().clone();
-        Box::new(move || {
-            let (routes, groups) = match proxy.observed_router() {
-                Some(router) => (
-                    router
-                        .routes()
-                        .iter()
-                        .map(|r| RouteView {
-                            label: r.label().to_owned(),
-                            target: match r.action() {
-                                RouteAction::Upstream(g) => format!(
-                                    "upstream {}",
-                                    router.groups().get(*g).map_or("?", |g| g.name())
-                                ),
-                                RouteAction::Respond(s, _) => format!("respond {}", s.as_u16()),
-                                RouteAction::Redirect(s, _) => {
-                                    format!("redirect {}", s.as_u16())
-                                }
-                            },
-                            stats: r.stats().clone(),
-                        })
-                        .collect(),
-                    router.groups().to_vec(),
-                ),
-                None => (Vec::new(), Vec::new()),
-            };
-            ServiceView {
-                name: name.clone(),
-                kind: "http",
-                listener: Some(listener.clone()),
-                proxy: Some(stats.clone()),
-                routes,
-                groups,
-            }
-        })
-    }
-}
-
-impl Observable for TcpProxyService {
-    fn observer(&self) -> Observer {
-        let name = self.name().to_owned();
-        let listener = self.listener_stats().clone();
-        let group = self.group().clone();
-        Box::new(move || ServiceView {
-            name: name.clone(),
-            kind: "tcp",
-            listener: Some(listener.clone()),
-            proxy: None,
-            routes: Vec::new(),
-            groups: vec![group.clone()],
-        })
-    }
-}
-
-impl Observable for UdpProxyService {
-    fn observer(&self) -> Observer {
-        let name = self.name().to_owned();
-        let group = self.group().clone();
-        Box::new(move || ServiceView {
-            name: name.clone(),
-            kind: "udp",
-            listener: None,
-            proxy: None,
-            routes: Vec::new(),
-            groups: vec![group.clone()],
-        })
-    }
-}
+use crate::metrics::{RouteStats, STATUS_CLASSES};
+use crate::service::{Observer, ServiceView};
 
 struct Inner {
     observers: RwLock<Vec<Observer>>,

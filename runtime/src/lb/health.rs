@@ -34,10 +34,10 @@ use tokio::net::TcpStream;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::lb::LoadBalancer;
-use crate::server::ShutdownWatch;
-use crate::upstream::client::{ClientOptions, HttpClient};
-use crate::upstream::peer::{HttpPeer, PeerTimeouts, UpstreamHttp};
-use crate::upstream::tls::TlsConnector;
+use crate::shutdown::ShutdownWatch;
+use crate::upstream::{
+    ClientOptions, HttpClient, HttpPeer, PeerTimeouts, TlsConnector, UpstreamHttp,
+};
 
 /// The `User-Agent` of HTTP probes.
 const USER_AGENT_VALUE: &str = "pingora-dsl-health-check";

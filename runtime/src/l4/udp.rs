@@ -13,11 +13,12 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::net::UdpSocket;
 use tokio::sync::Notify;
 
-use crate::access_log::{AccessLog, ConnectionEntry};
 use crate::lb::InFlight;
+use crate::lb::UpstreamGroup;
 use crate::listen::{self, Sockets};
-use crate::server::{self, shutdown_channel, BoxFuture, ShutdownTrigger, ShutdownWatch};
-use crate::upstream::UpstreamGroup;
+use crate::observe::access_log::{AccessLog, ConnectionEntry};
+use crate::service::{self as server, BoxFuture};
+use crate::shutdown::{shutdown_channel, ShutdownTrigger, ShutdownWatch};
 
 /// Default time a client mapping may see no datagram either way before it is dropped.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -388,7 +389,7 @@ impl RunningUdpProxy {
     }
 }
 
-impl crate::cli::Listening for UdpProxyService {
+impl crate::service::Listening for UdpProxyService {
     fn check(&self) -> io::Result<()> {
         UdpProxyService::check(self)
     }
@@ -403,5 +404,20 @@ impl crate::cli::Listening for UdpProxyService {
 
     fn bound(&self) -> Vec<(SocketAddr, &'static str)> {
         self.local_addrs().into_iter().map(|a| (a, "udp")).collect()
+    }
+}
+
+impl crate::service::Observable for UdpProxyService {
+    fn observer(&self) -> crate::service::Observer {
+        let name = self.name.clone();
+        let group = self.group().clone();
+        Box::new(move || crate::service::ServiceView {
+            name: name.clone(),
+            kind: "udp",
+            listener: None,
+            proxy: None,
+            routes: Vec::new(),
+            groups: vec![group.clone()],
+        })
     }
 }

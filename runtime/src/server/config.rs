@@ -47,15 +47,16 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::access_log::{AccessLog, AccessLogFormat, AccessLogTarget};
-use crate::http::ListenAddr;
+use crate::lb::UpstreamGroup;
 use crate::lb::{Backend, MAX_WEIGHT};
+use crate::listen::tls::CertKey;
+use crate::listen::ListenAddr;
+use crate::observe::access_log::{AccessLog, AccessLogFormat, AccessLogTarget};
+use crate::proxy::route::Router;
 use crate::proxy::{AllowedUpgrades, ProxyOptions};
-use crate::route::Router;
+use crate::server::handover::UpgradeConf;
 use crate::server::{RuntimeFlavor, ServerConf};
-use crate::tls::CertKey;
-use crate::upgrade::UpgradeConf;
-use crate::upstream::{PeerTimeouts, UpstreamGroup};
+use crate::upstream::PeerTimeouts;
 
 /// A whole config file.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -753,7 +754,7 @@ mod tests {
 
         // What --print-config makes of TLS listeners reads back the same.
         let mut printed = Config::default();
-        let settings = crate::tls::TlsSettings::new("a.crt", "a.key")
+        let settings = crate::listen::tls::TlsSettings::new("a.crt", "a.key")
             .with_cert("b.crt", "b.key")
             .with_client_ca("ca.pem");
         let differing = printed.set_tls(

@@ -4,7 +4,7 @@
 //! address stops the process at startup with a clear error. [`Server::run_forever`] then
 //! starts every service and waits for a signal: SIGINT stops at once; SIGTERM stops
 //! accepting and gives open connections the grace period to finish; SIGQUIT hands the
-//! listening sockets to a new process (see [`crate::upgrade`]) and, once it serves, stops
+//! listening sockets to a new process (see [`crate::server::handover`]) and, once it serves, stops
 //! like SIGTERM. The handlers are installed before any service starts, or earlier with
 //! [`Server::install_signals`]: before a process says it is ready, so a signal sent as
 //! soon as it is ready is never taken with its default action (the end of the process).
@@ -12,17 +12,20 @@
 use std::future::Future;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
-use std::pin::Pin;
 use std::time::Duration;
 
 use tokio::signal::unix::{signal, Signal, SignalKind};
-use tokio::sync::watch;
+
+pub mod cli;
+pub mod config;
+pub mod daemon;
+pub mod handover;
+pub mod layer4;
 
 use crate::listen::Sockets;
-use crate::upgrade::{self, Handover, UpgradeConf};
-
-/// A boxed `Send` future, the unit a [`Service`] hands to the runtime.
-pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+use crate::service::Service;
+use crate::shutdown::{shutdown_channel, ShutdownWatch, Stop};
+use handover::{Handover, UpgradeConf};
 
 /// Settings of the whole process.
 #[derive(Debug, Clone)]
@@ -66,141 +69,6 @@ impl Default for ServerConf {
             shutdown_timeout: Duration::from_millis(100),
             upgrade: None,
         }
-    }
-}
-
-/// Shutdown states carried by the watch channel.
-const RUNNING: u8 = 0;
-const GRACEFUL: u8 = 1;
-const IMMEDIATE: u8 = 2;
-
-/// How a server stops.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stop {
-    /// Stop accepting, let requests in flight finish within the grace period (SIGTERM).
-    Graceful,
-    /// Stop accepting and close every connection now (SIGINT).
-    Immediate,
-}
-
-/// Tells services to stop: cloned into every accept loop and connection.
-#[derive(Debug, Clone)]
-pub struct ShutdownWatch(watch::Receiver<u8>);
-
-impl ShutdownWatch {
-    /// Resolves once shutdown has been requested (at once if it already was).
-    pub async fn wait(&mut self) {
-        // An error means the sender is gone, which also means: stop.
-        let _ = self.0.wait_for(|state| *state >= GRACEFUL).await;
-    }
-
-    /// Resolves once an immediate shutdown has been requested: the end of any grace.
-    pub async fn wait_immediate(&mut self) {
-        if self.0.wait_for(|state| *state >= IMMEDIATE).await.is_err() {
-            // The trigger is gone without asking for it: never.
-            std::future::pending::<()>().await;
-        }
-    }
-
-    /// Whether shutdown has been requested.
-    pub fn is_shutting_down(&self) -> bool {
-        *self.0.borrow() >= GRACEFUL
-    }
-
-    /// Whether the shutdown state may have changed since this watch was created or last
-    /// waited on: one atomic load, no lock (true if the trigger is gone).
-    pub fn has_changed(&self) -> bool {
-        self.0.has_changed().unwrap_or(true)
-    }
-}
-
-/// The sending half of a [`ShutdownWatch`]: request shutdown with [`ShutdownTrigger::trigger`].
-#[derive(Debug)]
-pub struct ShutdownTrigger(watch::Sender<u8>);
-
-impl ShutdownTrigger {
-    /// Requests a graceful shutdown of everything watching.
-    pub fn trigger(&self) {
-        self.0.send_if_modified(|state| {
-            let changed = *state < GRACEFUL;
-            *state = (*state).max(GRACEFUL);
-            changed
-        });
-    }
-
-    /// Requests an immediate shutdown (also ends a graceful one's grace period).
-    pub fn trigger_immediate(&self) {
-        self.0.send_replace(IMMEDIATE);
-    }
-
-    /// Requests the shutdown `stop` says.
-    pub fn stop(&self, stop: Stop) {
-        match stop {
-            Stop::Graceful => self.trigger(),
-            Stop::Immediate => self.trigger_immediate(),
-        }
-    }
-}
-
-/// A new pair of shutdown trigger and watch.
-pub fn shutdown_channel() -> (ShutdownTrigger, ShutdownWatch) {
-    let (tx, rx) = watch::channel(RUNNING);
-    (ShutdownTrigger(tx), ShutdownWatch(rx))
-}
-
-/// Something the [`Server`] runs: a listening service or a background task.
-pub trait Service: Send + 'static {
-    /// A name for logs.
-    fn name(&self) -> &str;
-
-    /// Binds the service's sockets, taking them from `sockets` (which adopts those an old
-    /// process handed over); called before the runtime starts. The default binds nothing.
-    fn bind(&mut self, sockets: &mut Sockets) -> io::Result<()> {
-        let _ = sockets;
-        Ok(())
-    }
-
-    /// Runs the service on the current runtime until `shutdown` fires and its work drained
-    /// (or the grace period ran out).
-    fn start(self: Box<Self>, shutdown: ShutdownWatch, grace_period: Duration) -> BoxFuture<()>;
-
-    /// A copy of this (bound) service for another worker of a [`RuntimeFlavor::PerCore`]
-    /// server: same listening sockets, its own per-worker state. `None` (the default): the
-    /// service runs on the first worker only.
-    fn worker_copy(&self) -> io::Result<Option<Box<dyn Service>>> {
-        Ok(None)
-    }
-}
-
-/// A background task run as a [`Service`]: health checkers, reloaders, anything periodic.
-pub struct BackgroundService<F> {
-    name: String,
-    task: F,
-}
-
-/// Wraps `task` (given the shutdown watch, returns the future to run) as a service.
-pub fn background_service<F, Fut>(name: impl Into<String>, task: F) -> BackgroundService<F>
-where
-    F: FnOnce(ShutdownWatch) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    BackgroundService {
-        name: name.into(),
-        task,
-    }
-}
-
-impl<F, Fut> Service for BackgroundService<F>
-where
-    F: FnOnce(ShutdownWatch) -> Fut + Send + 'static,
-    Fut: Future<Output = ()> + Send + 'static,
-{
-    fn name(&self) -> &str {
-        &self.name
-    }
-
-    fn start(self: Box<Self>, shutdown: ShutdownWatch, _grace: Duration) -> BoxFuture<()> {
-        Box::pin((self.task)(shutdown))
     }
 }
 
@@ -498,7 +366,7 @@ async fn wait_for_stop_signal(
         let sockets = sockets.clone();
         let handing = tokio::task::spawn_blocking(move || {
             let fds: Vec<_> = sockets.iter().map(|fd| fd.as_fd()).collect();
-            upgrade::hand_over(&upgrade.socket, &fds, upgrade.timeout, upgrade.peers)
+            handover::hand_over(&upgrade.socket, &fds, upgrade.timeout, upgrade.peers)
         });
         tokio::select! {
             handed = handing => match handed {

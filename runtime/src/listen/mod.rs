@@ -8,7 +8,7 @@
 //!
 //! [`Sockets`] is the process's register of listening sockets: services ask it for a socket
 //! per address, and it hands out one inherited from an old process in a graceful upgrade
-//! (see [`crate::upgrade`]) or binds a fresh one, keeping a copy of each to hand over in turn.
+//! (see [`crate::server::handover`]) or binds a fresh one, keeping a copy of each to hand over in turn.
 
 use std::io;
 use std::net::{SocketAddr, ToSocketAddrs};
@@ -20,7 +20,19 @@ use std::time::Duration;
 use socket2::{Domain, Protocol, Socket, Type};
 use tokio::net::TcpStream;
 
-use crate::server::ShutdownWatch;
+use crate::shutdown::ShutdownWatch;
+
+pub mod sniff;
+pub mod tls;
+
+/// One listening address of a service (HTTP or TCP): plain TCP, or TLS with its settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenAddr {
+    /// `"127.0.0.1:6188"`, `"[::]:443"`, `"localhost:8080"`.
+    pub addr: String,
+    /// TLS termination on this address; `None`: cleartext.
+    pub tls: Option<tls::TlsSettings>,
+}
 
 /// Backlog of listening sockets: deep enough for bursts of new connections.
 const BACKLOG: i32 = 4096;

@@ -1,0 +1,61 @@
+//! How a proxy's listening service meets the process's contracts: it can be checked,
+//! bound and announced ([`Listening`]) and watched by the admin listener ([`Observable`]).
+
+use std::io;
+use std::net::SocketAddr;
+
+use crate::downstream::HttpService;
+use crate::listen::{ListenAddr, Sockets};
+use crate::proxy::{ProxyHttp, ProxyLayer, ProxyPipeline};
+use crate::service::{Listening, Observable, Observer, ServiceView};
+
+impl<P: ProxyHttp, L: ProxyLayer<P>> Listening for HttpService<ProxyPipeline<P, L>> {
+    fn check(&self) -> io::Result<()> {
+        HttpService::check(self)
+    }
+
+    fn bind_with(&mut self, sockets: &mut Sockets) -> io::Result<()> {
+        HttpService::bind_with(self, sockets)
+    }
+
+    fn addrs(&self) -> Vec<String> {
+        self.tcp_addrs()
+    }
+
+    fn bound(&self) -> Vec<(SocketAddr, &'static str)> {
+        self.local_listeners()
+            .into_iter()
+            .map(|(a, tls)| (a, if tls { "https" } else { "http" }))
+            .collect()
+    }
+
+    fn tls_listeners(&self) -> Option<Vec<ListenAddr>> {
+        Some(
+            self.listen_addrs()
+                .iter()
+                .filter(|l| l.tls.is_some())
+                .cloned()
+                .collect(),
+        )
+    }
+}
+
+impl<P: ProxyHttp, L: ProxyLayer<P>> Observable for HttpService<ProxyPipeline<P, L>> {
+    fn observer(&self) -> Observer {
+        let name = self.name().to_owned();
+        let listener = self.listener_stats().clone();
+        let stats = self.maker().stats().clone();
+        let proxy = self.maker().proxy_arc().clone();
+        Box::new(move || {
+            let (routes, groups) = proxy.observed_routes().unwrap_or_default();
+            ServiceView {
+                name: name.clone(),
+                kind: "http",
+                listener: Some(listener.clone()),
+                proxy: Some(stats.clone()),
+                routes,
+                groups,
+            }
+        })
+    }
+}

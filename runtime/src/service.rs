@@ -1,0 +1,132 @@
+//! The contracts between the process and what it runs: a [`Service`] is bound before the
+//! runtime starts and then run until shutdown; a [`Listening`] service can also be checked
+//! (`-t`) and announced; an [`Observable`] one can be watched by the admin listener. Each
+//! service implements them in its own module.
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::time::Duration;
+
+use std::sync::Arc;
+
+use crate::lb::UpstreamGroup;
+use crate::listen::{ListenAddr, Sockets};
+use crate::metrics::{ListenerStats, ProxyStats, RouteStats};
+use crate::shutdown::ShutdownWatch;
+
+/// A boxed `Send` future, the unit a [`Service`] hands to the runtime.
+pub type BoxFuture<T> = Pin<Box<dyn Future<Output = T> + Send + 'static>>;
+
+/// Something the server runs: a listening service or a background task.
+pub trait Service: Send + 'static {
+    /// A name for logs.
+    fn name(&self) -> &str;
+
+    /// Binds the service's sockets, taking them from `sockets` (which adopts those an old
+    /// process handed over); called before the runtime starts. The default binds nothing.
+    fn bind(&mut self, sockets: &mut Sockets) -> io::Result<()> {
+        let _ = sockets;
+        Ok(())
+    }
+
+    /// Runs the service on the current runtime until `shutdown` fires and its work drained
+    /// (or the grace period ran out).
+    fn start(self: Box<Self>, shutdown: ShutdownWatch, grace_period: Duration) -> BoxFuture<()>;
+
+    /// A copy of this (bound) service for another worker of a per-core
+    /// server: same listening sockets, its own per-worker state. `None` (the default): the
+    /// service runs on the first worker only.
+    fn worker_copy(&self) -> io::Result<Option<Box<dyn Service>>> {
+        Ok(None)
+    }
+}
+
+/// A background task run as a [`Service`]: health checkers, reloaders, anything periodic.
+pub struct BackgroundService<F> {
+    name: String,
+    task: F,
+}
+
+/// Wraps `task` (given the shutdown watch, returns the future to run) as a service.
+pub fn background_service<F, Fut>(name: impl Into<String>, task: F) -> BackgroundService<F>
+where
+    F: FnOnce(ShutdownWatch) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    BackgroundService {
+        name: name.into(),
+        task,
+    }
+}
+
+impl<F, Fut> Service for BackgroundService<F>
+where
+    F: FnOnce(ShutdownWatch) -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    fn start(self: Box<Self>, shutdown: ShutdownWatch, _grace: Duration) -> BoxFuture<()> {
+        Box::pin((self.task)(shutdown))
+    }
+}
+
+/// A listening service the process (`crate::server::cli::run`) can check, bind, and announce: an HTTP proxy or a
+/// layer-4 (TCP, UDP) one.
+pub trait Listening: Service + Observable {
+    /// Checks what binding needs besides the sockets (addresses, certificates, groups).
+    fn check(&self) -> io::Result<()>;
+    /// Binds, adopting sockets inherited in an upgrade where the service can.
+    fn bind_with(&mut self, sockets: &mut Sockets) -> io::Result<()>;
+    /// The listening addresses as configured.
+    fn addrs(&self) -> Vec<String>;
+    /// The bound addresses, each with the URL scheme clients use (`http`, `https`,
+    /// `tcp`, `tls`, `udp`).
+    fn bound(&self) -> Vec<(SocketAddr, &'static str)>;
+    /// The TLS listeners with their settings, which `--print-config` shows as
+    /// `tls_listen`, `[[certificate]]` and `client_ca`; `None` (the default) for a
+    /// service that takes no TLS listener settings.
+    fn tls_listeners(&self) -> Option<Vec<ListenAddr>> {
+        None
+    }
+}
+
+/// One service as the admin listener sees it at a moment: handles to its live counters,
+/// routes and upstream groups.
+pub struct ServiceView {
+    /// The service's name (the `proxy` label).
+    pub name: String,
+    /// `http`, `tcp` or `udp`.
+    pub kind: &'static str,
+    /// Its downstream connections, if it counts them.
+    pub listener: Option<Arc<ListenerStats>>,
+    /// Its requests outside any route, and in flight (HTTP proxies).
+    pub proxy: Option<Arc<ProxyStats>>,
+    /// Its routes, in match order.
+    pub routes: Vec<RouteView>,
+    /// Its upstream groups (handles to the live peers).
+    pub groups: Vec<UpstreamGroup>,
+}
+
+/// A route as the admin listener shows it.
+pub struct RouteView {
+    /// The route's label.
+    pub label: String,
+    /// What it does: `upstream api`, `respond 200`, `redirect 301`.
+    pub target: String,
+    /// Its counters.
+    pub stats: Arc<RouteStats>,
+}
+
+/// What gives the admin listener a service's current [`ServiceView`].
+pub type Observer = Box<dyn Fn() -> ServiceView + Send + Sync>;
+
+/// A service the admin listener can watch.
+pub trait Observable {
+    /// The function the admin listener calls at each scrape.
+    fn observer(&self) -> Observer;
+}
