@@ -34,11 +34,20 @@ pub fn udp_proxy(input: TokenStream) -> TokenStream {
 }
 
 fn declare(input: TokenStream, kind: model::Kind) -> TokenStream {
+    expand_tokens(input.into(), kind).into()
+}
+
+/// The whole macro on `proc_macro2` tokens, so unit tests (the expansion snapshots) can
+/// run it outside a compiler invocation.
+fn expand_tokens(input: proc_macro2::TokenStream, kind: model::Kind) -> proc_macro2::TokenStream {
     let mut errors = diagnostic::Errors::default();
-    let mut proxies = parse::parse(input.into(), kind, &mut errors);
+    let mut proxies = parse::parse(input, kind, &mut errors);
     validate::validate(&mut proxies, &mut errors);
     if !errors.is_empty() {
-        return errors.into_compile_errors().into();
+        return errors.into_compile_errors();
     }
-    expand::expand(&proxies).into()
+    expand::expand(&proxies)
 }
+
+#[cfg(test)]
+mod snapshots;

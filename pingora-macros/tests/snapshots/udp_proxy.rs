@@ -1,0 +1,105 @@
+#[derive(Debug)]
+pub struct Dns {
+    router: ::pingora_dsl::__private::runtime::route::Router,
+}
+#[allow(dead_code)]
+impl Dns {
+    /// The cleartext listening addresses declared with `listen`.
+    pub const LISTEN: &'static [&'static str] = &["127.0.0.1:5353"];
+    /// How long a connection may carry nothing: declared with `idle`, or the
+    /// default.
+    pub const IDLE: ::std::time::Duration = ::pingora_dsl::__private::runtime::udp_proxy::DEFAULT_IDLE_TIMEOUT;
+    /// The proxy with its declared upstream.
+    pub fn new() -> Self {
+        Dns {
+            router: ::pingora_dsl::__private::runtime::route::Router::new(
+                ::std::vec![
+                    ::pingora_dsl::__private::runtime::upstream::UpstreamGroup::new("resolvers",
+                    ::std::vec![::pingora_dsl::__private::runtime::lb::Backend::weighted(::std::net::SocketAddr::new(::std::net::IpAddr::V4(::std::net::Ipv4Addr::new(127u8,
+                    0u8, 0u8, 1u8)), 5300u16,), 1u32)],
+                    ::pingora_dsl::__private::runtime::lb::Strategy::RoundRobin,)
+                    .with_timeouts(::pingora_dsl::__private::runtime::upstream::PeerTimeouts
+                    { .. ::core::default::Default::default() }).with_retries(0u32)
+                    .with_key(::pingora_dsl::__private::runtime::upstream::RequestKey::None)
+                    .with_fail_open(false).with_retry_any_method(false)
+                ],
+                ::std::vec![],
+            ),
+        }
+    }
+    /// The upstream exactly as declared (what a config reload starts from).
+    pub fn declared_router() -> ::pingora_dsl::__private::runtime::route::Router {
+        Self::new().router
+    }
+    /// The upstream group, in a router (for the config file and `--upstream`).
+    pub fn router(&self) -> &::pingora_dsl::__private::runtime::route::Router {
+        &self.router
+    }
+    /// Mutable access to the upstream group, e.g. to replace peers before serving.
+    pub fn router_mut(
+        &mut self,
+    ) -> &mut ::pingora_dsl::__private::runtime::route::Router {
+        &mut self.router
+    }
+    /// A listening service on the declared addresses, for `Server::add_service`
+    /// (or `spawn` in tests).
+    pub fn service(
+        self,
+    ) -> ::pingora_dsl::__private::runtime::udp_proxy::UdpProxyService {
+        let group = self.router.groups()[0].clone();
+        let mut service = <::pingora_dsl::__private::runtime::udp_proxy::UdpProxyService>::new(
+            "Dns",
+            group,
+        );
+        for addr in Self::LISTEN {
+            service.add_udp(addr);
+        }
+        service.set_idle_timeout(Self::IDLE);
+        service
+    }
+    /// A complete `main`: the command line of every declared proxy (`-c`, `-t`,
+    /// `-d`, `-u`, `--listen`, `--upstream`, `--threads`, ...), then serves until
+    /// SIGINT or SIGTERM.
+    pub fn run() -> ::std::process::ExitCode {
+        Self::run_with(
+            ::pingora_dsl::__private::runtime::cli::ProxyCli::from_env_layer4(
+                ::pingora_dsl::__private::runtime::layer4::Transport::Udp,
+            ),
+        )
+    }
+    /// Like [`run`](Self::run), with a command line built by the caller.
+    pub fn run_with(
+        mut cli: ::pingora_dsl::__private::runtime::cli::ProxyCli,
+    ) -> ::std::process::ExitCode {
+        let _ = &mut cli;
+        ::pingora_dsl::__private::runtime::cli::run(
+            "Dns",
+            cli,
+            |cli| {
+                let mut proxy = Self::new();
+                let (d, relay) = cli
+                    .prepare_layer4(
+                        "Dns",
+                        ::pingora_dsl::__private::runtime::layer4::Transport::Udp,
+                        proxy.router_mut(),
+                        Self::declared_router,
+                        Self::LISTEN,
+                        Self::IDLE,
+                    )?;
+                let mut service = proxy.service();
+                service.clear_listen();
+                for addr in &d.listen {
+                    service.add_udp(addr);
+                }
+                service.set_idle_timeout(relay.idle_timeout);
+                service.set_access_log(relay.access_log);
+                ::std::result::Result::Ok((service, d.tasks, d.effective, d.reloader))
+            },
+        )
+    }
+}
+impl ::core::default::Default for Dns {
+    fn default() -> Self {
+        Self::new()
+    }
+}
