@@ -8,7 +8,7 @@ use syn::punctuated::Punctuated;
 use syn::{braced, bracketed, parenthesized, Attribute, Ident, LitInt, LitStr, Token};
 
 use crate::diagnostic::{hint, Errors};
-use crate::model::*;
+use crate::syntax::*;
 use crate::phase::Phase;
 
 /// Keywords that may start an item of a proxy.
@@ -262,7 +262,6 @@ fn parse_item(input: ParseStream<'_>, proxy: &mut Proxy, errors: &mut Errors) ->
             };
             proxy.listens.push(Listen {
                 lit,
-                addr: None,
                 tls,
             });
             proxy.malformed_listen = false;
@@ -522,7 +521,6 @@ fn parse_upstream(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Up
         discover: Vec::new(),
         tls: Vec::new(),
         http2: Vec::new(),
-        retries: 0,
         had_errors: false,
     };
     let mut peer_lists = Vec::new();
@@ -551,9 +549,7 @@ fn parse_upstream(input: ParseStream<'_>, errors: &mut Errors) -> syn::Result<Up
                         }
                         peers.push(Peer {
                             lit,
-                            addr: None,
                             weight,
-                            weight_value: 1,
                         });
                         if !list.is_empty() {
                             list.parse::<Token![,]>()?;
@@ -804,7 +800,6 @@ fn parse_timeouts(input: ParseStream<'_>) -> syn::Result<Vec<TimeoutDecl>> {
         list.push(TimeoutDecl {
             key,
             value,
-            duration: None,
         });
         if !input.peek(Token![,]) {
             return Ok(list);

@@ -7,7 +7,7 @@ use std::path::PathBuf;
 
 use quote::quote;
 
-use crate::model::Kind;
+use crate::syntax::Kind;
 
 /// Expands `input` as `kind`'s macro and compares it with `tests/snapshots/{name}.rs`.
 fn check(name: &str, kind: Kind, input: proc_macro2::TokenStream) {

@@ -1,8 +1,6 @@
-//! What a `proxy!` invocation declares, as parsed: literals keep their tokens (for error
-//! spans) and get their checked values filled in by `validate`.
-
-use std::net::SocketAddr;
-use std::time::Duration;
+//! The syntax tree: what a `proxy!` invocation wrote, as parsed, every literal with its
+//! token (for error spans). `validate` turns it into the typed [`crate::model`]; nothing
+//! here is checked beyond the grammar.
 
 use proc_macro2::Span;
 use syn::{Attribute, Block, Expr, ExprPath, Ident, LitInt, LitStr, Type, Visibility};
@@ -77,7 +75,6 @@ pub struct RateLimitDecl {
 /// `listen "ADDR";` or `listen tls "ADDR" ...;`
 pub struct Listen {
     pub lit: LitStr,
-    pub addr: Option<SocketAddr>,
     pub tls: Option<TlsDecl>,
 }
 
@@ -105,8 +102,6 @@ pub struct Upstream {
     pub tls: Vec<UpstreamTlsDecl>,
     /// `http2;` (always) or `http2 negotiate;` (by ALPN).
     pub http2: Vec<(Ident, bool)>,
-    /// Checked retry count.
-    pub retries: u32,
     /// Whether parsing its block failed somewhere (then "no peers" would be noise).
     pub had_errors: bool,
 }
@@ -127,31 +122,6 @@ pub struct RetryDecl {
     pub backoff: Option<DurationLit>,
     pub replay: Option<LitInt>,
     pub any_method: Option<Ident>,
-}
-
-impl RetryDecl {
-    /// The replay limit in bytes: `65536`, `64KiB`, `1MiB`.
-    pub fn replay_bytes(&self) -> Option<Result<usize, String>> {
-        let lit = self.replay.as_ref()?;
-        let unit: usize = match lit.suffix().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "kib" | "k" => 1024,
-            "mib" | "m" => 1024 * 1024,
-            _ => {
-                return Some(Err(format!(
-                    "invalid size unit `{}`: write bytes, KiB or MiB (e.g. `64KiB`)",
-                    lit.suffix()
-                )))
-            }
-        };
-        let n: usize = lit.base10_digits().parse().unwrap_or(usize::MAX / unit);
-        let bytes = n.saturating_mul(unit);
-        Some(if bytes > 16 * 1024 * 1024 {
-            Err("a replay buffer goes up to 16MiB (it is held per request)".to_owned())
-        } else {
-            Ok(bytes)
-        })
-    }
 }
 
 /// `select STRATEGY;` or `select STRATEGY(KEY);`
@@ -203,16 +173,13 @@ pub struct PassiveDecl {
 /// One entry of `peers [...]`.
 pub struct Peer {
     pub lit: LitStr,
-    pub addr: Option<SocketAddr>,
     pub weight: Option<LitInt>,
-    pub weight_value: u32,
 }
 
 /// `KEY DURATION` inside a `timeout` list.
 pub struct TimeoutDecl {
     pub key: Ident,
     pub value: DurationLit,
-    pub duration: Option<Duration>,
 }
 
 /// A duration literal such as `500ms`, `30s`, `1.5s`, `2m`.
@@ -229,30 +196,12 @@ impl DurationLit {
         }
     }
 
-    /// The duration, or what is wrong with the literal.
-    pub fn value(&self) -> Result<Duration, String> {
-        let (digits, suffix) = match self {
-            DurationLit::Int(l) => (l.base10_digits().to_owned(), l.suffix().to_owned()),
-            DurationLit::Float(l) => (l.base10_digits().to_owned(), l.suffix().to_owned()),
-        };
-        let unit = match suffix.as_str() {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => {
-                return Err(format!(
-                    "invalid duration `{digits}{suffix}`: write a number with a unit, ms, s, m or h (e.g. `500ms`, `30s`)"
-                ))
-            }
-        };
-        let seconds = digits.parse::<f64>().unwrap_or(0.0) * unit;
-        if !(0.001..=7.0 * 24.0 * 3600.0).contains(&seconds) {
-            return Err(format!(
-                "duration `{digits}{suffix}` is out of range: use at least 1ms and at most 7 days (a timeout of 0 would never let a request through)"
-            ));
+    /// The number and the unit as written: `("1.5", "s")`.
+    pub fn parts(&self) -> (&str, &str) {
+        match self {
+            DurationLit::Int(l) => (l.base10_digits(), l.suffix()),
+            DurationLit::Float(l) => (l.base10_digits(), l.suffix()),
         }
-        Ok(Duration::from_secs_f64(seconds))
     }
 }
 
@@ -295,6 +244,7 @@ pub struct HeaderEditDecl {
 }
 
 /// A phase written inline or as a function path.
+#[derive(Clone)]
 pub struct PhaseDecl {
     pub phase: Phase,
     pub keyword: Ident,
@@ -302,6 +252,7 @@ pub struct PhaseDecl {
 }
 
 /// How a phase is written.
+#[derive(Clone)]
 pub enum PhaseBody {
     Inline {
         params: Vec<Ident>,
@@ -331,4 +282,21 @@ pub enum Setting {
     AllowUpgrade(Ident, Vec<LitStr>),
     /// `access_log "stdout"|"PATH" [combined|json];`
     AccessLog(Ident, LitStr, Option<Ident>),
+}
+
+impl Setting {
+    /// The keyword that starts the setting.
+    pub fn keyword(&self) -> &Ident {
+        match self {
+            Setting::Via(k, _)
+            | Setting::ForwardedFor(k, _)
+            | Setting::Keepalive(k, _)
+            | Setting::MaxHeaderBytes(k, _)
+            | Setting::MaxIdlePerPeer(k, _)
+            | Setting::ClientTimeouts(k, _)
+            | Setting::TunnelIdle(k, _)
+            | Setting::AllowUpgrade(k, _)
+            | Setting::AccessLog(k, _, _) => k,
+        }
+    }
 }

@@ -223,33 +223,21 @@ pub fn show_duration(d: Duration) -> String {
 }
 
 /// `"500ms"`, `"30s"`, `"1.5s"`, `"2m"`, `"1h"`: the units and range of the `proxy!`
-/// language (its macro parses literals the same way in `DurationLit::value`; a proc-macro
-/// crate cannot depend on the runtime, so the rule is written in both).
+/// language, as `pingora_dsl_rules::duration` (which the macro applies too) defines them.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let factor = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => {
-            return Err(format!(
-                "invalid duration {text:?}: write a number with a unit, ms, s, m or h (\"30s\")"
-            ))
+    let (number, unit) = pingora_dsl_rules::split_duration(text);
+    pingora_dsl_rules::duration(number, unit).map_err(|e| match e {
+        pingora_dsl_rules::DurationError::Unit => format!(
+            "invalid duration {text:?}: write a number with a unit, ms, s, m or h (\"30s\")"
+        ),
+        pingora_dsl_rules::DurationError::Number => {
+            format!("invalid duration {text:?}: the number is missing")
         }
-    };
-    let seconds = number
-        .parse::<f64>()
-        .map_err(|_| format!("invalid duration {text:?}: the number is missing"))?
-        * factor;
-    if !(0.001..=7.0 * 24.0 * 3600.0).contains(&seconds) {
-        return Err(format!("duration {text:?} is out of range: 1ms to 7 days"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
+        pingora_dsl_rules::DurationError::Range => {
+            format!("duration {text:?} is out of range: 1ms to 7 days")
+        }
+    })
 }
 
 /// Points `options` at the access log `target` (`"stdout"` or a path) in `format`;

@@ -11,35 +11,23 @@ impl Checked {
     pub fn new() -> Self {
         Checked {
             router: ::pingora_dsl::__private::runtime::route::Router::new(
-                    ::std::vec![
-                        ::pingora_dsl::__private::runtime::upstream::UpstreamGroup::new("origin",
-                        ::std::vec![],
-                        ::pingora_dsl::__private::runtime::lb::Strategy::RoundRobin,)
-                        .with_timeouts(::pingora_dsl::__private::runtime::upstream::PeerTimeouts
-                        { .. ::core::default::Default::default() }).with_retries(0u32)
-                        .with_key(::pingora_dsl::__private::runtime::upstream::RequestKey::None)
-                        .with_fail_open(false).with_retry_any_method(false)
-                        .with_health_check(::pingora_dsl::__private::runtime::upstream::HealthCheck
-                        { kind :
-                        ::pingora_dsl::__private::runtime::upstream::HealthKind::Tcp,
-                        interval : ::std::time::Duration::from_micros(5000000u64),
-                        timeout : ::std::time::Duration::from_micros(2000000u64), rise :
-                        2u32, fall : 3u32, })
-                        .with_passive_health(::pingora_dsl::__private::runtime::upstream::PassiveHealth
-                        { failures : 5u32, eject_for :
-                        ::std::time::Duration::from_micros(30000000u64), })
-                        .with_discovery(::pingora_dsl::__private::runtime::upstream::discovery::DnsDiscovery::new("backend.internal",
-                        8080u16), ::std::time::Duration::from_micros(30000000u64))
-                    ],
-                    ::std::vec![
-                        ::pingora_dsl::__private::runtime::route::Route::new(::pingora_dsl::__private::runtime::route::RouteMatch::default(),
-                        ::pingora_dsl::__private::runtime::route::RouteAction::Upstream(0),)
-                    ],
-                )
-                .with_request_edits(::std::vec![])
-                .with_response_edits(::std::vec![])
-                .with_rate_limits(::std::vec![])
-                .with_fallthrough(false),
+                ::std::vec![
+                    ::pingora_dsl::__private::runtime::upstream::UpstreamGroup::new("origin",
+                    ::std::vec![],
+                    ::pingora_dsl::__private::runtime::lb::Strategy::RoundRobin,)
+                    .with_health_check(::pingora_dsl::__private::runtime::upstream::HealthCheck::new(::pingora_dsl::__private::runtime::upstream::HealthKind::Tcp))
+                    .with_passive_health(::pingora_dsl::__private::runtime::upstream::PassiveHealth
+                    { failures : 5u32, eject_for :
+                    ::std::time::Duration::from_micros(30000000u64), })
+                    .with_discovery(::pingora_dsl::__private::runtime::upstream::discovery::DnsDiscovery::new("backend.internal",
+                    8080u16),
+                    ::pingora_dsl::__private::runtime::upstream::discovery::DnsDiscovery::DEFAULT_INTERVAL)
+                ],
+                ::std::vec![
+                    ::pingora_dsl::__private::runtime::route::Route::new(::pingora_dsl::__private::runtime::route::RouteMatch::default(),
+                    ::pingora_dsl::__private::runtime::route::RouteAction::Upstream(0),)
+                ],
+            ),
         }
     }
     /// The router exactly as declared (what a config reload starts from).

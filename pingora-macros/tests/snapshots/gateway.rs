@@ -16,11 +16,7 @@ impl Gateway {
                         ::pingora_dsl::__private::runtime::upstream::UpstreamGroup::new("web",
                         ::std::vec![::pingora_dsl::__private::runtime::lb::Backend::weighted(::std::net::SocketAddr::new(::std::net::IpAddr::V4(::std::net::Ipv4Addr::new(127u8,
                         0u8, 0u8, 1u8)), 8001u16,), 1u32)],
-                        ::pingora_dsl::__private::runtime::lb::Strategy::RoundRobin,)
-                        .with_timeouts(::pingora_dsl::__private::runtime::upstream::PeerTimeouts
-                        { .. ::core::default::Default::default() }).with_retries(0u32)
-                        .with_key(::pingora_dsl::__private::runtime::upstream::RequestKey::None)
-                        .with_fail_open(false).with_retry_any_method(false),
+                        ::pingora_dsl::__private::runtime::lb::Strategy::RoundRobin,),
                         ::pingora_dsl::__private::runtime::upstream::UpstreamGroup::new("api",
                         ::std::vec![::pingora_dsl::__private::runtime::lb::Backend::weighted(::std::net::SocketAddr::new(::std::net::IpAddr::V4(::std::net::Ipv4Addr::new(127u8,
                         0u8, 0u8, 1u8)), 9001u16,), 1u32),
@@ -31,23 +27,19 @@ impl Gateway {
                         .with_timeouts(::pingora_dsl::__private::runtime::upstream::PeerTimeouts
                         { connect : ::std::time::Duration::from_micros(500000u64), read :
                         ::std::time::Duration::from_micros(10000000u64), ..
-                        ::core::default::Default::default() }).with_retries(1u32)
+                        ::core::default::Default::default() })
                         .with_key(::pingora_dsl::__private::runtime::upstream::RequestKey::Header(::pingora_dsl::__private::runtime::HeaderName::from_static("x-user")))
-                        .with_fail_open(false).with_tls(&
+                        .with_tls(&
                         ::pingora_dsl::__private::runtime::upstream::UpstreamTls { sni :
                         ::std::option::Option::Some("api.local".into()), ca_file :
                         ::std::option::Option::None, insecure : false, client_cert :
-                        ::std::option::Option::None, }).with_retry_any_method(false)
+                        ::std::option::Option::None, }).with_retries(1u32)
                         .with_retry_backoff(::std::time::Duration::from_micros(20000u64))
                         .with_replay_limit(65536usize)
-                        .with_health_check(::pingora_dsl::__private::runtime::upstream::HealthCheck
-                        { kind :
-                        ::pingora_dsl::__private::runtime::upstream::HealthKind::Http {
-                        path : ::std::string::String::from("/health"), host :
-                        ::std::option::Option::None, status : 200u16..= 299u16, },
-                        interval : ::std::time::Duration::from_micros(2000000u64),
-                        timeout : ::std::time::Duration::from_micros(2000000u64), rise :
-                        2u32, fall : 3u32, })
+                        .with_health_check(::pingora_dsl::__private::runtime::upstream::HealthCheck::new(::pingora_dsl::__private::runtime::upstream::HealthKind::Http
+                        { path : ::std::string::String::from("/health"), host :
+                        ::std::option::Option::None, status : 200u16..= 299u16, })
+                        .with_interval(::std::time::Duration::from_micros(2000000u64)))
                         .with_passive_health(::pingora_dsl::__private::runtime::upstream::PassiveHealth
                         { failures : 3u32, eject_for :
                         ::std::time::Duration::from_micros(10000000u64), })
@@ -63,9 +55,7 @@ impl Gateway {
                         ::std::result::Result::Err(_) =>
                         ::pingora_dsl::__private::runtime::StatusCode::INTERNAL_SERVER_ERROR,
                         },
-                        ::pingora_dsl::__private::runtime::HeaderValue::from_static("/docs/")),)
-                        .with_request_edits(::std::vec![])
-                        .with_response_edits(::std::vec![]),
+                        ::pingora_dsl::__private::runtime::HeaderValue::from_static("/docs/")),),
                         ::pingora_dsl::__private::runtime::route::Route::new(::pingora_dsl::__private::runtime::route::RouteMatch
                         { host : ::std::option::Option::None, path_prefix :
                         ::std::option::Option::Some(::std::string::String::from("/healthz")),
@@ -78,26 +68,20 @@ impl Gateway {
                         ::std::result::Result::Err(_) =>
                         ::pingora_dsl::__private::runtime::StatusCode::INTERNAL_SERVER_ERROR,
                         },
-                        ::pingora_dsl::__private::runtime::Bytes::from_static(b"ok\n")),)
-                        .with_request_edits(::std::vec![])
-                        .with_response_edits(::std::vec![]),
+                        ::pingora_dsl::__private::runtime::Bytes::from_static(b"ok\n")),),
                         ::pingora_dsl::__private::runtime::route::Route::new(::pingora_dsl::__private::runtime::route::RouteMatch
                         { host : ::std::option::Option::None, path_prefix :
                         ::std::option::Option::Some(::std::string::String::from("/api")),
                         methods : ::std::vec![], },
                         ::pingora_dsl::__private::runtime::route::RouteAction::Upstream(1usize),)
                         .with_request_edits(::std::vec![::pingora_dsl::__private::runtime::route::HeaderEdit::Set(::pingora_dsl::__private::runtime::HeaderName::from_static("x-gateway-route"),
-                        ::pingora_dsl::__private::runtime::HeaderValue::from_static("api"),)])
-                        .with_response_edits(::std::vec![]),
+                        ::pingora_dsl::__private::runtime::HeaderValue::from_static("api"),)]),
                         ::pingora_dsl::__private::runtime::route::Route::new(::pingora_dsl::__private::runtime::route::RouteMatch
                         { host : ::std::option::Option::None, path_prefix :
                         ::std::option::Option::None, methods : ::std::vec![], },
                         ::pingora_dsl::__private::runtime::route::RouteAction::Upstream(0usize),)
-                        .with_request_edits(::std::vec![])
-                        .with_response_edits(::std::vec![])
                     ],
                 )
-                .with_request_edits(::std::vec![])
                 .with_response_edits(
                     ::std::vec![
                         ::pingora_dsl::__private::runtime::route::HeaderEdit::Set(::pingora_dsl::__private::runtime::HeaderName::from_static("x-served-by"),
@@ -111,8 +95,7 @@ impl Gateway {
                         ::std::time::Duration::from_micros(60000000u64),
                         ::pingora_dsl::__private::runtime::rate::RateKey::Header(::pingora_dsl::__private::runtime::HeaderName::from_static("x-api-key")))
                     ],
-                )
-                .with_fallthrough(false),
+                ),
         }
     }
     /// The router exactly as declared (what a config reload starts from).

@@ -11,25 +11,17 @@ impl Minimal {
     pub fn new() -> Self {
         Minimal {
             router: ::pingora_dsl::__private::runtime::route::Router::new(
-                    ::std::vec![
-                        ::pingora_dsl::__private::runtime::upstream::UpstreamGroup::new("origin",
-                        ::std::vec![::pingora_dsl::__private::runtime::lb::Backend::weighted(::std::net::SocketAddr::new(::std::net::IpAddr::V4(::std::net::Ipv4Addr::new(127u8,
-                        0u8, 0u8, 1u8)), 8001u16,), 1u32)],
-                        ::pingora_dsl::__private::runtime::lb::Strategy::RoundRobin,)
-                        .with_timeouts(::pingora_dsl::__private::runtime::upstream::PeerTimeouts
-                        { .. ::core::default::Default::default() }).with_retries(0u32)
-                        .with_key(::pingora_dsl::__private::runtime::upstream::RequestKey::None)
-                        .with_fail_open(false).with_retry_any_method(false)
-                    ],
-                    ::std::vec![
-                        ::pingora_dsl::__private::runtime::route::Route::new(::pingora_dsl::__private::runtime::route::RouteMatch::default(),
-                        ::pingora_dsl::__private::runtime::route::RouteAction::Upstream(0),)
-                    ],
-                )
-                .with_request_edits(::std::vec![])
-                .with_response_edits(::std::vec![])
-                .with_rate_limits(::std::vec![])
-                .with_fallthrough(false),
+                ::std::vec![
+                    ::pingora_dsl::__private::runtime::upstream::UpstreamGroup::new("origin",
+                    ::std::vec![::pingora_dsl::__private::runtime::lb::Backend::weighted(::std::net::SocketAddr::new(::std::net::IpAddr::V4(::std::net::Ipv4Addr::new(127u8,
+                    0u8, 0u8, 1u8)), 8001u16,), 1u32)],
+                    ::pingora_dsl::__private::runtime::lb::Strategy::RoundRobin,)
+                ],
+                ::std::vec![
+                    ::pingora_dsl::__private::runtime::route::Route::new(::pingora_dsl::__private::runtime::route::RouteMatch::default(),
+                    ::pingora_dsl::__private::runtime::route::RouteAction::Upstream(0),)
+                ],
+            ),
         }
     }
     /// The router exactly as declared (what a config reload starts from).

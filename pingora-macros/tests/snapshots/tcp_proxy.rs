@@ -26,8 +26,6 @@ impl TcpEcho {
                     .with_timeouts(::pingora_dsl::__private::runtime::upstream::PeerTimeouts
                     { connect : ::std::time::Duration::from_micros(1000000u64), ..
                     ::core::default::Default::default() }).with_retries(1u32)
-                    .with_key(::pingora_dsl::__private::runtime::upstream::RequestKey::None)
-                    .with_fail_open(false).with_retry_any_method(false)
                 ],
                 ::std::vec![],
             ),

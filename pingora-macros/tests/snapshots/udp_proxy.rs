@@ -18,10 +18,6 @@ impl Dns {
                     ::std::vec![::pingora_dsl::__private::runtime::lb::Backend::weighted(::std::net::SocketAddr::new(::std::net::IpAddr::V4(::std::net::Ipv4Addr::new(127u8,
                     0u8, 0u8, 1u8)), 5300u16,), 1u32)],
                     ::pingora_dsl::__private::runtime::lb::Strategy::RoundRobin,)
-                    .with_timeouts(::pingora_dsl::__private::runtime::upstream::PeerTimeouts
-                    { .. ::core::default::Default::default() }).with_retries(0u32)
-                    .with_key(::pingora_dsl::__private::runtime::upstream::RequestKey::None)
-                    .with_fail_open(false).with_retry_any_method(false)
                 ],
                 ::std::vec![],
             ),

@@ -78,6 +78,9 @@ impl std::fmt::Debug for DnsDiscovery {
 }
 
 impl DnsDiscovery {
+    /// How often a declared `discover dns` asks unless told otherwise.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+
     /// Resolves `name` with the system's resolver and uses `port` for every address.
     pub fn new(name: impl Into<String>, port: u16) -> Self {
         DnsDiscovery::with_resolver(name, port, SystemResolver)
@@ -124,6 +127,9 @@ pub struct FileDiscovery {
 }
 
 impl FileDiscovery {
+    /// How often a declared `discover file` reads unless told otherwise.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+
     /// Reads peers from `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         FileDiscovery {

@@ -1,0 +1,210 @@
+//! The validated model: what a declaration means, with typed values (addresses, durations,
+//! counts, statuses, header names) that `validate` checked. `expand` reads only this, so
+//! code generation has nothing left to check and cannot fail; a value the user did not
+//! write is `None` here, and the runtime's default applies.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use syn::{Attribute, Expr, Ident, LitStr, Type, Visibility};
+
+use crate::syntax::{Kind, PhaseDecl};
+
+/// One checked proxy.
+pub struct Proxy {
+    pub kind: Kind,
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub name: Ident,
+    pub listens: Vec<Listen>,
+    pub ctx: Option<Type>,
+    pub upstreams: Vec<Upstream>,
+    pub routes: Vec<Route>,
+    pub edits: Vec<HeaderEdit>,
+    pub phases: Vec<PhaseDecl>,
+    pub layers: Vec<Expr>,
+    pub options: Options,
+    pub rate_limits: Vec<RateLimit>,
+    pub admin: Option<LitStr>,
+    /// `idle D;` of a layer-4 proxy.
+    pub idle: Option<Duration>,
+    /// Whether the phases are well formed (each once, each with its parameters), so their
+    /// methods can be expanded even when another part of the declaration has errors.
+    pub phases_valid: bool,
+}
+
+impl Proxy {
+    /// Whether the user's `upstream_peer` phase picks peers (instead of routes).
+    pub fn user_peer(&self) -> bool {
+        self.phases
+            .iter()
+            .any(|d| d.phase == crate::phase::Phase::UpstreamPeer)
+    }
+}
+
+/// A listening address, and its TLS settings for `listen tls`.
+pub struct Listen {
+    pub addr: SocketAddr,
+    pub tls: Option<ListenTls>,
+}
+
+/// The certificates (the first is the default) and client CA of a TLS listener.
+pub struct ListenTls {
+    pub certs: Vec<(LitStr, LitStr)>,
+    pub client_ca: Option<LitStr>,
+}
+
+/// One upstream group.
+pub struct Upstream {
+    pub name: Ident,
+    /// Address and weight (1 unless given).
+    pub peers: Vec<(SocketAddr, u32)>,
+    pub strategy: Strategy,
+    pub key: Option<RequestKey>,
+    /// `(field, duration)` of `timeout connect 1s, read 30s`, in order.
+    pub timeouts: Vec<(Ident, Duration)>,
+    pub retry: Option<Retry>,
+    pub health: Option<Health>,
+    pub passive: Option<Passive>,
+    pub fail_open: bool,
+    pub discover: Option<Discover>,
+    pub tls: Option<UpstreamTls>,
+    /// `http2;` (false) or `http2 negotiate;` (true).
+    pub http2: Option<bool>,
+}
+
+/// A selection strategy.
+pub enum Strategy {
+    RoundRobin,
+    Random,
+    LeastConn,
+    ConsistentHash,
+    Hash,
+    /// `custom(EXPR)`: a value implementing the runtime's `Selection`.
+    Custom(Expr),
+}
+
+/// What a key-based strategy hashes.
+pub enum RequestKey {
+    /// A header name, lowercase.
+    Header(String),
+    Cookie(LitStr),
+    Path,
+    ClientIp,
+}
+
+/// `retry N [backoff D] [replay SIZE] [any_method]`.
+pub struct Retry {
+    pub count: u32,
+    pub backoff: Option<Duration>,
+    pub replay: Option<usize>,
+    pub any_method: bool,
+}
+
+/// An active health check; `None` fields take the runtime's defaults.
+pub struct Health {
+    pub kind: HealthKind,
+    pub every: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+}
+
+/// The probe of a health check.
+pub enum HealthKind {
+    Tcp,
+    Http {
+        path: LitStr,
+        host: Option<LitStr>,
+        /// Healthy statuses, inclusive.
+        status: Option<(u16, u16)>,
+    },
+}
+
+/// `passive failures N eject D`.
+pub struct Passive {
+    pub failures: u32,
+    pub eject: Duration,
+}
+
+/// Where the peers come from, asked every `every` (or the source's default interval).
+pub struct Discover {
+    pub source: DiscoverSource,
+    pub every: Option<Duration>,
+}
+
+/// A discovery source.
+pub enum DiscoverSource {
+    Dns { host: String, port: u16 },
+    File(String),
+}
+
+/// TLS to the peers.
+pub struct UpstreamTls {
+    pub sni: Option<LitStr>,
+    pub ca: Option<LitStr>,
+    pub cert: Option<(LitStr, LitStr)>,
+    pub insecure: bool,
+}
+
+/// A route: conditions and an action, with its own header edits.
+pub struct Route {
+    pub host: Option<LitStr>,
+    pub path: Option<LitStr>,
+    pub methods: Vec<Ident>,
+    pub action: Action,
+    pub edits: Vec<HeaderEdit>,
+}
+
+/// What a route does.
+pub enum Action {
+    /// Forward to the upstream at this index.
+    Upstream(usize),
+    Respond { status: u16, body: String },
+    Redirect { status: u16, location: LitStr },
+}
+
+/// A header edit; `value` is `None` for a removal.
+pub struct HeaderEdit {
+    pub side: EditSide,
+    /// The header name, lowercase (valid, not managed by the proxy).
+    pub name: String,
+    pub value: Option<LitStr>,
+}
+
+pub use crate::syntax::EditSide;
+
+/// `rate_limit N per D by KEY`.
+pub struct RateLimit {
+    pub limit: u64,
+    pub per: Duration,
+    pub key: RateKey,
+}
+
+/// What a rate limit counts by.
+pub enum RateKey {
+    ClientIp,
+    /// A header name, lowercase.
+    Header(String),
+    Route,
+}
+
+/// A proxy-wide setting, in the order declared. Only declared settings are here: the
+/// runtime's `ProxyOptions` and `HttpOptions` hold the defaults.
+pub enum Setting {
+    Via(LitStr),
+    ForwardedFor(bool),
+    Keepalive(bool),
+    MaxHeaderBytes(usize),
+    MaxIdlePerPeer(usize),
+    /// `client_timeout` entries: `(key, duration)`.
+    ClientTimeout(Ident, Duration),
+    TunnelIdle(Duration),
+    AllowUpgrade(Vec<LitStr>),
+    AccessLog { target: LitStr, json: bool },
+}
+
+/// The declared settings.
+pub struct Options {
+    pub settings: Vec<Setting>,
+}
