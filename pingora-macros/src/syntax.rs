@@ -61,6 +61,8 @@ pub struct Proxy {
     pub rate_limits: Vec<RateLimitDecl>,
     /// `admin "ADDR";`: where the admin listener serves metrics and the status page.
     pub admin: Vec<(Ident, LitStr)>,
+    /// Syntax errors inside the proxy's block, each item skipped after its error.
+    pub errors: Vec<syn::Error>,
 }
 
 /// `rate_limit N per DURATION [by client_ip | by header "NAME" | by route];`
@@ -86,6 +88,8 @@ pub struct TlsDecl {
     pub client_ca: Vec<(Ident, LitStr)>,
     /// A setting failed to parse (so "needs a certificate" would be a follow-on error).
     pub malformed: bool,
+    /// Syntax errors inside a `{ ... }` block of settings.
+    pub errors: Vec<syn::Error>,
 }
 
 /// `upstream NAME { ... }`
@@ -104,6 +108,8 @@ pub struct Upstream {
     pub http2: Vec<(Ident, bool)>,
     /// Whether parsing its block failed somewhere (then "no peers" would be noise).
     pub had_errors: bool,
+    /// Syntax errors inside its block, each setting skipped after its error.
+    pub errors: Vec<syn::Error>,
 }
 
 /// `tls [sni "NAME"] [ca "FILE"] [cert "FILE" key "FILE"] [insecure];` in an upstream.
@@ -213,6 +219,8 @@ pub struct RouteDecl {
     pub methods: Vec<Ident>,
     pub target: Target,
     pub edits: Vec<HeaderEditDecl>,
+    /// Syntax errors inside its block of edits.
+    pub errors: Vec<syn::Error>,
 }
 
 /// What a route does.

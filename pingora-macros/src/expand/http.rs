@@ -8,7 +8,7 @@ use syn::Ident;
 
 use crate::model::Proxy;
 
-use super::phases::expand_phases;
+use super::phases::{expand_phases, unreachable_phases};
 use super::router::{expand_http_options, expand_options, expand_router};
 use super::{declare_admin, expand_listens, rt, unreachable_body};
 
@@ -188,7 +188,11 @@ fn proxy_http_impl(p: &Proxy, with_phases: bool) -> TokenStream {
     let rt = rt();
     let name = &p.name;
     let (user_ctx, new_user_ctx) = user_ctx(p);
-    let phases = with_phases.then(|| expand_phases(p, &user_ctx));
+    let phases = if with_phases {
+        expand_phases(p, &user_ctx)
+    } else {
+        unreachable_phases(&user_ctx)
+    };
     // Resends after a broken connection need a copy of the request (and passive health
     // the outcome of a broken one). Whether a group retries is read per request, since the
     // config file may set `retry` where the declaration does not: a group with `retry 0`

@@ -300,3 +300,11 @@ fn signature(phase: Phase, args: &[Arg]) -> TokenStream {
         Phase::Logging => quote!(fn #method(&self, #(#params),*)),
     }
 }
+
+/// For a declaration whose phases are malformed: the one phase method `ProxyHttp`
+/// requires, with a body that cannot be reached (the other phases keep their defaults).
+pub fn unreachable_phases(user_ctx: &TokenStream) -> TokenStream {
+    let args = args(Phase::UpstreamPeer, user_ctx);
+    let signature = signature(Phase::UpstreamPeer, &args);
+    quote!(#signature { ::core::unreachable!() })
+}

@@ -26,7 +26,12 @@ pub fn validate(proxies: &Proxies, errors: &mut Errors) -> Vec<model::Proxy> {
     let mut names = HashSet::new();
     let mut models = Vec::new();
     for proxy in &proxies.proxies {
-        if !names.insert(proxy.name.to_string()) {
+        let model = validate_proxy(proxy, errors);
+        if names.insert(proxy.name.to_string()) {
+            models.push(model);
+        } else {
+            // Its type is declared by the first of that name: expanding it again would
+            // only add "defined multiple times" errors.
             errors.at(
                 proxy.name.span(),
                 format!(
@@ -35,7 +40,6 @@ pub fn validate(proxies: &Proxies, errors: &mut Errors) -> Vec<model::Proxy> {
                 ),
             );
         }
-        models.push(validate_proxy(proxy, errors));
     }
     models
 }
@@ -125,12 +129,13 @@ fn validate_listens(proxy: &Proxy, errors: &mut Errors) -> Vec<model::Listen> {
     let mut seen = HashSet::new();
     let mut listens = Vec::new();
     for listen in &proxy.listens {
-        let tls = listen.tls.as_ref().map(|tls| {
+        let tls = listen.tls.as_ref().and_then(|tls| {
             settings::validate_tls(tls, errors);
-            model::ListenTls {
+            // A UDP proxy has no TLS listener (`validate_kind` said so).
+            (proxy.kind != Kind::Udp).then(|| model::ListenTls {
                 certs: tls.certs.clone(),
                 client_ca: tls.client_ca.first().map(|(_, ca)| ca.clone()),
-            }
+            })
         });
         let Some(addr) = check_addr(&listen.lit, "listen", errors) else {
             continue;
