@@ -160,8 +160,14 @@ pub struct Route {
 pub enum Action {
     /// Forward to the upstream at this index.
     Upstream(usize),
-    Respond { status: u16, body: String },
-    Redirect { status: u16, location: LitStr },
+    Respond {
+        status: u16,
+        body: String,
+    },
+    Redirect {
+        status: u16,
+        location: LitStr,
+    },
 }
 
 /// A header edit; `value` is `None` for a removal.
@@ -201,7 +207,10 @@ pub enum Setting {
     ClientTimeout(Ident, Duration),
     TunnelIdle(Duration),
     AllowUpgrade(Vec<LitStr>),
-    AccessLog { target: LitStr, json: bool },
+    AccessLog {
+        target: LitStr,
+        json: bool,
+    },
 }
 
 /// The declared settings.

@@ -1,8 +1,11 @@
 //! One mistake gives one error: the proxy's type is still declared, so its uses below
-//! (constructor, services, `run`) and the imports its phases use report nothing more.
+//! (constructor, router, service, `run`) report nothing more, and the imports only its
+//! phase uses (`Flow`, `StatusCode`) are not reported unused.
+#![deny(unused_imports)]
+
 use std::process::ExitCode;
 
-use pingora_dsl::prelude::*;
+use pingora_dsl::prelude::{proxy, Flow, StatusCode};
 
 #[derive(Default)]
 pub struct Ctx {

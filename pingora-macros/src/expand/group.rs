@@ -106,7 +106,9 @@ fn request_key(key: &RequestKey) -> TokenStream {
 /// `.with_retries(N)` and the options given with it.
 fn retry(retry: &Retry) -> TokenStream {
     let count = retry.count;
-    let any_method = retry.any_method.then(|| quote!(.with_retry_any_method(true)));
+    let any_method = retry
+        .any_method
+        .then(|| quote!(.with_retry_any_method(true)));
     let backoff = retry.backoff.map(|d| {
         let d = duration(d);
         quote!(.with_retry_backoff(#d))

@@ -41,8 +41,7 @@ fn names(kind: Kind) -> L4Names {
 pub fn expand_l4(p: &Proxy, complete: bool) -> TokenStream {
     let rt = rt();
     let (name, vis, attrs) = (&p.name, &p.vis, &p.attrs);
-    let name_str = name.to_string();
-    let (listen, tls_listens) = expand_listens(p);
+    let (listen, _) = expand_listens(p);
     let new = if complete {
         let groups = p.upstreams.iter().map(expand_group);
         quote!(#name {
@@ -51,14 +50,12 @@ pub fn expand_l4(p: &Proxy, complete: bool) -> TokenStream {
     } else {
         unreachable_body(p)
     };
-    let L4Names {
-        service_ty, add, ..
-    } = names(p.kind);
     let idle = match p.idle {
         Some(d) => duration(d),
         None if p.kind == Kind::Udp => quote!(#rt::udp_proxy::DEFAULT_IDLE_TIMEOUT),
         None => quote!(#rt::tcp_proxy::DEFAULT_IDLE_TIMEOUT),
     };
+    let service = service_method(p);
     let run = run_methods(p);
     quote! {
         #(#attrs)*
@@ -96,19 +93,7 @@ pub fn expand_l4(p: &Proxy, complete: bool) -> TokenStream {
                 &mut self.router
             }
 
-            /// A listening service on the declared addresses, for `Server::add_service`
-            /// (or `spawn` in tests).
-            pub fn service(self) -> #service_ty {
-                let group = self.router.groups()[0].clone();
-                let mut service = <#service_ty>::new(#name_str, group);
-                for addr in Self::LISTEN {
-                    service.#add(addr);
-                }
-                #(#tls_listens)*
-                service.set_idle_timeout(Self::IDLE);
-                service
-            }
-
+            #service
             #run
         }
 
@@ -117,6 +102,29 @@ pub fn expand_l4(p: &Proxy, complete: bool) -> TokenStream {
                 Self::new()
             }
         }
+    }
+}
+
+/// `service`: the layer-4 service on the declared addresses.
+fn service_method(p: &Proxy) -> TokenStream {
+    let name_str = p.name.to_string();
+    let (_, tls_listens) = expand_listens(p);
+    let L4Names {
+        service_ty, add, ..
+    } = names(p.kind);
+    quote! {
+    /// A listening service on the declared addresses, for `Server::add_service`
+    /// (or `spawn` in tests).
+    pub fn service(self) -> #service_ty {
+        let group = self.router.groups()[0].clone();
+        let mut service = <#service_ty>::new(#name_str, group);
+        for addr in Self::LISTEN {
+            service.#add(addr);
+        }
+        #(#tls_listens)*
+        service.set_idle_timeout(Self::IDLE);
+        service
+    }
     }
 }
 

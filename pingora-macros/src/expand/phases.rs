@@ -179,7 +179,9 @@ impl RouterParts {
         let user_peer = p.user_peer();
         let any_edits = |side: EditSide| {
             p.edits.iter().any(|e| e.side == side)
-                || p.routes.iter().any(|r| r.edits.iter().any(|e| e.side == side))
+                || p.routes
+                    .iter()
+                    .any(|r| r.edits.iter().any(|e| e.side == side))
         };
         RouterParts {
             router_peers: !user_peer,
@@ -233,7 +235,8 @@ fn phase_body(
                     return ::std::result::Result::Ok(flow);
                 })
             });
-            let rest = user.unwrap_or(quote!(::std::result::Result::Ok(#rt::proxy::Flow::Continue)));
+            let rest =
+                user.unwrap_or(quote!(::std::result::Result::Ok(#rt::proxy::Flow::Continue)));
             quote!(#route #rest)
         }
         Phase::UpstreamPeer => user.unwrap_or(quote!(self.router.upstream_peer(#s, #c).await)),
@@ -241,7 +244,9 @@ fn phase_body(
             if !parts.passive && user.is_none() {
                 return None;
             }
-            let record = parts.passive.then(|| quote!(self.router.logging(#s, #x, #c);));
+            let record = parts
+                .passive
+                .then(|| quote!(self.router.logging(#s, #x, #c);));
             let rest = user.unwrap_or_default();
             quote!(#record #rest)
         }

@@ -180,9 +180,7 @@ fn option_set(setting: &Setting) -> Option<TokenStream> {
 pub fn expand_http_options(p: &Proxy) -> TokenStream {
     let sets = p.options.settings.iter().filter_map(|s| match s {
         Setting::Keepalive(on) => Some(quote!(service.options_mut().keepalive = #on;)),
-        Setting::MaxHeaderBytes(n) => {
-            Some(quote!(service.options_mut().max_header_bytes = #n;))
-        }
+        Setting::MaxHeaderBytes(n) => Some(quote!(service.options_mut().max_header_bytes = #n;)),
         Setting::ClientTimeout(key, d) if key == "header_read" || key == "write" => {
             let field = Ident::new(&format!("{key}_timeout"), Span::call_site());
             let d = duration(*d);

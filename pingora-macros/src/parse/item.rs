@@ -101,7 +101,10 @@ impl Parse for Item {
         let word = Ident::parse_any(input)?;
         Err(syn::Error::new(
             word.span(),
-            format!("unknown item `{word}` in a proxy: {}", hint(&word.to_string(), ITEMS)),
+            format!(
+                "unknown item `{word}` in a proxy: {}",
+                hint(&word.to_string(), ITEMS)
+            ),
         ))
     }
 }
@@ -292,8 +295,8 @@ fn parse_protocols(input: ParseStream<'_>) -> syn::Result<Vec<LitStr>> {
     }
     let list;
     bracketed!(list in input);
-    let protocols = Punctuated::<LitStr, Token![,]>::parse_terminated(&list)
-        .map_err(|e| expected(e.span()))?;
+    let protocols =
+        Punctuated::<LitStr, Token![,]>::parse_terminated(&list).map_err(|e| expected(e.span()))?;
     Ok(protocols.into_iter().collect())
 }
 

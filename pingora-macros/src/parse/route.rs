@@ -151,7 +151,10 @@ impl Parse for Target {
         let t = Ident::parse_any(input)?;
         Err(syn::Error::new(
             t.span(),
-            format!("unknown route action `{t}`: {}", hint(&t.to_string(), TARGETS)),
+            format!(
+                "unknown route action `{t}`: {}",
+                hint(&t.to_string(), TARGETS)
+            ),
         ))
     }
 }
@@ -170,8 +173,7 @@ impl HeaderEditDecl {
 impl Parse for HeaderEditDecl {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let set = input.peek(kw::set_request_header) || input.peek(kw::set_response_header);
-        let side = if input.peek(kw::set_request_header) || input.peek(kw::remove_request_header)
-        {
+        let side = if input.peek(kw::set_request_header) || input.peek(kw::remove_request_header) {
             EditSide::Request
         } else {
             EditSide::Response

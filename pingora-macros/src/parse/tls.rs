@@ -50,10 +50,10 @@ fn parse_tls_setting(input: ParseStream<'_>, decl: &mut TlsDecl) -> syn::Result<
     if input.peek(kw::cert) {
         input.parse::<kw::cert>()?;
         let cert = file(input, "cert \"server.crt\" key \"server.key\"")?;
-        let need_key = "expected `key \"FILE\"` after the certificate: each certificate needs its private key";
+        let need_key =
+            "expected `key \"FILE\"` after the certificate: each certificate needs its private key";
         if !input.peek(kw::key) {
-            let found = Ident::parse_any(input)
-                .map_err(|e| syn::Error::new(e.span(), need_key))?;
+            let found = Ident::parse_any(input).map_err(|e| syn::Error::new(e.span(), need_key))?;
             return Err(syn::Error::new(found.span(), need_key));
         }
         input.parse::<kw::key>()?;

@@ -256,9 +256,9 @@ impl Parse for KeyDecl {
             None
         };
         if !input.is_empty() {
-            return Err(input.error(
-                "a key is `header \"NAME\"`, `cookie \"NAME\"`, `path` or `client_ip`",
-            ));
+            return Err(
+                input.error("a key is `header \"NAME\"`, `cookie \"NAME\"`, `path` or `client_ip`")
+            );
         }
         Ok(KeyDecl { kind, arg })
     }

@@ -121,8 +121,7 @@ fn check_option(
         }
         ("status", HealthValue::Status(low, high)) if kind == "http" => {
             let range = check_health_status(low, high.as_ref(), errors);
-            if let (Some(range), Some(model::HealthKind::Http { status, .. })) =
-                (range, model_kind)
+            if let (Some(range), Some(model::HealthKind::Http { status, .. })) = (range, model_kind)
             {
                 *status = Some(range);
             }

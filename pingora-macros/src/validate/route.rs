@@ -3,8 +3,8 @@
 
 use std::collections::HashSet;
 
-use proc_macro2::Span;
 use pingora_dsl_rules::{self as rules, PathPrefixError};
+use proc_macro2::Span;
 
 use crate::diagnostic::{closest, hint, Errors};
 use crate::model;
@@ -166,7 +166,9 @@ fn check_redirect(
         Ok(code) => {
             errors.at(
                 status.span(),
-                format!("`redirect {code}` is not a redirect status: use 301, 302, 303, 307 or 308"),
+                format!(
+                    "`redirect {code}` is not a redirect status: use 301, 302, 303, 307 or 308"
+                ),
             );
             None
         }

@@ -74,7 +74,10 @@ pub fn check_upstream_tls(decl: &UpstreamTlsDecl, errors: &mut Errors) {
 }
 
 /// `rate_limit N per D [by KEY]`: a count of at least 1, a window, a known key.
-pub fn validate_rate_limits(limits: &[RateLimitDecl], errors: &mut Errors) -> Vec<model::RateLimit> {
+pub fn validate_rate_limits(
+    limits: &[RateLimitDecl],
+    errors: &mut Errors,
+) -> Vec<model::RateLimit> {
     let mut checked = Vec::new();
     for decl in limits {
         let limit = match decl.limit.base10_parse::<u64>() {
@@ -97,9 +100,9 @@ pub fn validate_rate_limits(limits: &[RateLimitDecl], errors: &mut Errors) -> Ve
                     errors.at(name.span(), "not a valid header name: e.g. \"x-api-key\"");
                     None
                 }
-                ("header", Some(name)) => Some(model::RateKey::Header(
-                    name.value().to_ascii_lowercase(),
-                )),
+                ("header", Some(name)) => {
+                    Some(model::RateKey::Header(name.value().to_ascii_lowercase()))
+                }
                 ("header", None) => None,
                 (other, _) => {
                     errors.at(

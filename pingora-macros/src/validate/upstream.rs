@@ -217,9 +217,7 @@ fn check_key(key: &KeyDecl, errors: &mut Errors) -> Option<model::RequestKey> {
     match (kind.as_str(), &key.arg) {
         ("header", Some(name)) => {
             if http::header::HeaderName::from_bytes(name.value().as_bytes()).is_ok() {
-                return Some(model::RequestKey::Header(
-                    name.value().to_ascii_lowercase(),
-                ));
+                return Some(model::RequestKey::Header(name.value().to_ascii_lowercase()));
             }
             errors.at(
                 name.span(),
@@ -281,7 +279,10 @@ fn validate_retry(retries: &[RetryDecl], errors: &mut Errors) -> Option<model::R
                 None
             }
         };
-        let backoff = retry.backoff.as_ref().and_then(|b| check_duration(b, errors));
+        let backoff = retry
+            .backoff
+            .as_ref()
+            .and_then(|b| check_duration(b, errors));
         let replay = retry
             .replay
             .as_ref()

@@ -46,10 +46,7 @@ pub fn check_replay_bytes(lit: &LitInt, errors: &mut Errors) -> Option<usize> {
         );
         return None;
     };
-    let n: usize = lit
-        .base10_digits()
-        .parse()
-        .unwrap_or(usize::MAX / unit);
+    let n: usize = lit.base10_digits().parse().unwrap_or(usize::MAX / unit);
     let bytes = n.saturating_mul(unit);
     if bytes > rules::MAX_REPLAY_BYTES {
         errors.at(
