@@ -17,6 +17,7 @@ pub mod admin;
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod declared;
 pub mod downstream_body;
 mod downstream_h1;
 mod downstream_h2;

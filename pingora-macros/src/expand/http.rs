@@ -10,7 +10,7 @@ use crate::model::Proxy;
 
 use super::phases::{expand_phases, unreachable_phases};
 use super::router::{expand_http_options, expand_options, expand_router};
-use super::{declare_admin, expand_listens, rt, unreachable_body};
+use super::{declared_impl, expand_listens, rt, unreachable_body};
 
 /// The whole expansion of one HTTP proxy (see [`super::expand`] for `complete`).
 pub fn expand_http(p: &Proxy, complete: bool) -> TokenStream {
@@ -24,7 +24,7 @@ pub fn expand_http(p: &Proxy, complete: bool) -> TokenStream {
         (unreachable_body(p), unreachable_body(p))
     };
     let services = service_methods(p);
-    let run = run_methods(p);
+    let (run, declared) = run_methods(p);
     let proxy_http = proxy_http_impl(p, complete || p.phases_valid);
     quote! {
         #(#attrs)*
@@ -76,6 +76,7 @@ pub fn expand_http(p: &Proxy, complete: bool) -> TokenStream {
         }
 
         #proxy_http
+        #declared
     }
 }
 
@@ -131,12 +132,12 @@ fn service_methods(p: &Proxy) -> TokenStream {
     }
 }
 
-/// `run` and `run_with`: the command line, the config file and the server.
-fn run_methods(p: &Proxy) -> TokenStream {
+/// `run` and `run_with`, which hand over to the runtime's `DeclaredHttp` default method,
+/// and the `Declared`/`DeclaredHttp` impls that give it the declaration.
+fn run_methods(p: &Proxy) -> (TokenStream, TokenStream) {
     let rt = rt();
-    let name_str = p.name.to_string();
-    let declare_admin = declare_admin(p);
-    quote! {
+    let name = &p.name;
+    let methods = quote! {
         /// A complete `main`: parses the command line (`-c FILE`, `-t`,
         /// `--print-config`, `-d`, `-u`, `--listen`, `--upstream`, `--threads`,
         /// `--help`), then serves until SIGINT or SIGTERM, or until SIGQUIT handed the
@@ -146,29 +147,30 @@ fn run_methods(p: &Proxy) -> TokenStream {
         }
 
         /// Like [`run`](Self::run), with a command line built by the caller.
-        pub fn run_with(mut cli: #rt::cli::ProxyCli) -> ::std::process::ExitCode {
-            #declare_admin
-            #rt::cli::run(#name_str, cli, |cli| {
-                let mut proxy = Self::new();
-                let mut options = Self::options();
-                cli.configure_options(#name_str, &mut options)?;
-                let d = cli.prepare(
-                    #name_str,
-                    proxy.router_mut(),
-                    Self::declared_router,
-                    Self::LISTEN,
-                    &options,
-                )?;
-                let mut service = proxy.service_with(options);
-                service.clear_tcp();
-                for addr in &d.listen {
-                    service.add_tcp(addr);
-                }
-                cli.apply_tls(&mut service)?;
-                ::std::result::Result::Ok((service, d.tasks, d.effective, d.reloader))
-            })
+        pub fn run_with(cli: #rt::cli::ProxyCli) -> ::std::process::ExitCode {
+            <Self as #rt::declared::DeclaredHttp>::run_declared(cli)
         }
-    }
+    };
+    let declared = declared_impl(p);
+    let impls = quote! {
+        #declared
+
+        impl #rt::declared::DeclaredHttp for #name {
+            fn declared_options() -> #rt::proxy::ProxyOptions {
+                Self::options()
+            }
+
+            fn declared_service(
+                self,
+                options: #rt::proxy::ProxyOptions,
+            ) -> #rt::http::HttpService<
+                #rt::proxy::ProxyPipeline<Self, impl #rt::proxy::ProxyLayer<Self>>,
+            > {
+                self.service_with(options)
+            }
+        }
+    };
+    (methods, impls)
 }
 
 /// The user's context type, and the expression creating it.

@@ -8,13 +8,12 @@ use crate::model::Proxy;
 use crate::syntax::Kind;
 
 use super::group::expand_group;
-use super::{declare_admin, duration, expand_listens, rt, unreachable_body};
+use super::{declared_impl, duration, expand_listens, rt, unreachable_body};
 
-/// The service type, its add/clear methods and the transport, per kind.
+/// The service type, its method adding a listening address, and the transport, per kind.
 struct L4Names {
     service_ty: TokenStream,
     add: TokenStream,
-    clear: TokenStream,
     transport: TokenStream,
 }
 
@@ -24,14 +23,12 @@ fn names(kind: Kind) -> L4Names {
         L4Names {
             service_ty: quote!(#rt::udp_proxy::UdpProxyService),
             add: quote!(add_udp),
-            clear: quote!(clear_listen),
             transport: quote!(#rt::layer4::Transport::Udp),
         }
     } else {
         L4Names {
             service_ty: quote!(#rt::tcp_proxy::TcpProxyService),
             add: quote!(add_tcp),
-            clear: quote!(clear_tcp),
             transport: quote!(#rt::layer4::Transport::Tcp),
         }
     }
@@ -56,7 +53,7 @@ pub fn expand_l4(p: &Proxy, complete: bool) -> TokenStream {
         None => quote!(#rt::tcp_proxy::DEFAULT_IDLE_TIMEOUT),
     };
     let service = service_method(p);
-    let run = run_methods(p);
+    let (run, declared) = run_methods(p);
     quote! {
         #(#attrs)*
         #[derive(Debug)]
@@ -102,6 +99,8 @@ pub fn expand_l4(p: &Proxy, complete: bool) -> TokenStream {
                 Self::new()
             }
         }
+
+        #declared
     }
 }
 
@@ -128,19 +127,17 @@ fn service_method(p: &Proxy) -> TokenStream {
     }
 }
 
-/// `run` and `run_with` of a layer-4 proxy.
-fn run_methods(p: &Proxy) -> TokenStream {
+/// `run` and `run_with`, which hand over to the runtime's `DeclaredLayer4` default
+/// method, and the `Declared`/`DeclaredLayer4` impls that give it the declaration.
+fn run_methods(p: &Proxy) -> (TokenStream, TokenStream) {
     let rt = rt();
-    let name_str = p.name.to_string();
-    let declare_admin = declare_admin(p);
+    let name = &p.name;
     let L4Names {
-        add,
-        clear,
+        service_ty,
         transport,
         ..
     } = names(p.kind);
-    let apply_tls = (p.kind == Kind::Tcp).then(|| quote!(cli.apply_tls(&mut service)?;));
-    quote! {
+    let methods = quote! {
         /// A complete `main`: the command line of every declared proxy (`-c`, `-t`,
         /// `-d`, `-u`, `--listen`, `--upstream`, `--threads`, ...), then serves until
         /// SIGINT or SIGTERM.
@@ -149,28 +146,23 @@ fn run_methods(p: &Proxy) -> TokenStream {
         }
 
         /// Like [`run`](Self::run), with a command line built by the caller.
-        pub fn run_with(mut cli: #rt::cli::ProxyCli) -> ::std::process::ExitCode {
-            #declare_admin
-            #rt::cli::run(#name_str, cli, |cli| {
-                let mut proxy = Self::new();
-                let (d, relay) = cli.prepare_layer4(
-                    #name_str,
-                    #transport,
-                    proxy.router_mut(),
-                    Self::declared_router,
-                    Self::LISTEN,
-                    Self::IDLE,
-                )?;
-                let mut service = proxy.service();
-                service.#clear();
-                for addr in &d.listen {
-                    service.#add(addr);
-                }
-                #apply_tls
-                service.set_idle_timeout(relay.idle_timeout);
-                service.set_access_log(relay.access_log);
-                ::std::result::Result::Ok((service, d.tasks, d.effective, d.reloader))
-            })
+        pub fn run_with(cli: #rt::cli::ProxyCli) -> ::std::process::ExitCode {
+            <Self as #rt::declared::DeclaredLayer4>::run_declared(cli)
         }
-    }
+    };
+    let declared = declared_impl(p);
+    let impls = quote! {
+        #declared
+
+        impl #rt::declared::DeclaredLayer4 for #name {
+            type Service = #service_ty;
+            const TRANSPORT: #rt::layer4::Transport = #transport;
+            const IDLE: ::std::time::Duration = #name::IDLE;
+
+            fn declared_service(self) -> #service_ty {
+                self.service()
+            }
+        }
+    };
+    (methods, impls)
 }

@@ -116,12 +116,33 @@ fn expand_listens(p: &Proxy) -> (Vec<String>, Vec<TokenStream>) {
     (listen, tls_listens)
 }
 
-/// `admin "ADDR";` becomes the command line's declared admin address.
-fn declare_admin(p: &Proxy) -> TokenStream {
-    match &p.admin {
-        Some(addr) => quote!(
-            cli.declared_admin = ::std::option::Option::Some(::std::string::String::from(#addr));
-        ),
-        None => quote!(let _ = &mut cli;),
+/// `impl Declared`: what `run` needs of every declared proxy. `admin "ADDR";` becomes
+/// the command line's declared admin address.
+fn declared_impl(p: &Proxy) -> TokenStream {
+    let rt = rt();
+    let name = &p.name;
+    let name_str = name.to_string();
+    let admin = match &p.admin {
+        Some(addr) => quote!(::std::option::Option::Some(#addr)),
+        None => quote!(::std::option::Option::None),
+    };
+    quote! {
+        impl #rt::declared::Declared for #name {
+            const NAME: &'static str = #name_str;
+            const LISTEN: &'static [&'static str] = #name::LISTEN;
+            const ADMIN: ::std::option::Option<&'static str> = #admin;
+
+            fn declared() -> Self {
+                Self::new()
+            }
+
+            fn declared_router() -> #rt::route::Router {
+                Self::new().router
+            }
+
+            fn declared_router_mut(&mut self) -> &mut #rt::route::Router {
+                &mut self.router
+            }
+        }
     }
 }

@@ -216,32 +216,10 @@ impl Gateway {
     }
     /// Like [`run`](Self::run), with a command line built by the caller.
     pub fn run_with(
-        mut cli: ::pingora_dsl::__private::runtime::cli::ProxyCli,
+        cli: ::pingora_dsl::__private::runtime::cli::ProxyCli,
     ) -> ::std::process::ExitCode {
-        let _ = &mut cli;
-        ::pingora_dsl::__private::runtime::cli::run(
-            "Gateway",
+        <Self as ::pingora_dsl::__private::runtime::declared::DeclaredHttp>::run_declared(
             cli,
-            |cli| {
-                let mut proxy = Self::new();
-                let mut options = Self::options();
-                cli.configure_options("Gateway", &mut options)?;
-                let d = cli
-                    .prepare(
-                        "Gateway",
-                        proxy.router_mut(),
-                        Self::declared_router,
-                        Self::LISTEN,
-                        &options,
-                    )?;
-                let mut service = proxy.service_with(options);
-                service.clear_tcp();
-                for addr in &d.listen {
-                    service.add_tcp(addr);
-                }
-                cli.apply_tls(&mut service)?;
-                ::std::result::Result::Ok((service, d.tasks, d.effective, d.reloader))
-            },
         )
     }
 }
@@ -360,5 +338,37 @@ impl ::pingora_dsl::__private::runtime::proxy::ProxyHttp for Gateway {
         &self,
     ) -> ::std::option::Option<&::pingora_dsl::__private::runtime::route::Router> {
         ::std::option::Option::Some(&self.router)
+    }
+}
+impl ::pingora_dsl::__private::runtime::declared::Declared for Gateway {
+    const NAME: &'static str = "Gateway";
+    const LISTEN: &'static [&'static str] = Gateway::LISTEN;
+    const ADMIN: ::std::option::Option<&'static str> = ::std::option::Option::None;
+    fn declared() -> Self {
+        Self::new()
+    }
+    fn declared_router() -> ::pingora_dsl::__private::runtime::route::Router {
+        Self::new().router
+    }
+    fn declared_router_mut(
+        &mut self,
+    ) -> &mut ::pingora_dsl::__private::runtime::route::Router {
+        &mut self.router
+    }
+}
+impl ::pingora_dsl::__private::runtime::declared::DeclaredHttp for Gateway {
+    fn declared_options() -> ::pingora_dsl::__private::runtime::proxy::ProxyOptions {
+        Self::options()
+    }
+    fn declared_service(
+        self,
+        options: ::pingora_dsl::__private::runtime::proxy::ProxyOptions,
+    ) -> ::pingora_dsl::__private::runtime::http::HttpService<
+        ::pingora_dsl::__private::runtime::proxy::ProxyPipeline<
+            Self,
+            impl ::pingora_dsl::__private::runtime::proxy::ProxyLayer<Self>,
+        >,
+    > {
+        self.service_with(options)
     }
 }

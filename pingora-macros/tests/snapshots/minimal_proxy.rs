@@ -106,32 +106,10 @@ impl Minimal {
     }
     /// Like [`run`](Self::run), with a command line built by the caller.
     pub fn run_with(
-        mut cli: ::pingora_dsl::__private::runtime::cli::ProxyCli,
+        cli: ::pingora_dsl::__private::runtime::cli::ProxyCli,
     ) -> ::std::process::ExitCode {
-        let _ = &mut cli;
-        ::pingora_dsl::__private::runtime::cli::run(
-            "Minimal",
+        <Self as ::pingora_dsl::__private::runtime::declared::DeclaredHttp>::run_declared(
             cli,
-            |cli| {
-                let mut proxy = Self::new();
-                let mut options = Self::options();
-                cli.configure_options("Minimal", &mut options)?;
-                let d = cli
-                    .prepare(
-                        "Minimal",
-                        proxy.router_mut(),
-                        Self::declared_router,
-                        Self::LISTEN,
-                        &options,
-                    )?;
-                let mut service = proxy.service_with(options);
-                service.clear_tcp();
-                for addr in &d.listen {
-                    service.add_tcp(addr);
-                }
-                cli.apply_tls(&mut service)?;
-                ::std::result::Result::Ok((service, d.tasks, d.effective, d.reloader))
-            },
         )
     }
 }
@@ -207,5 +185,37 @@ impl ::pingora_dsl::__private::runtime::proxy::ProxyHttp for Minimal {
         &self,
     ) -> ::std::option::Option<&::pingora_dsl::__private::runtime::route::Router> {
         ::std::option::Option::Some(&self.router)
+    }
+}
+impl ::pingora_dsl::__private::runtime::declared::Declared for Minimal {
+    const NAME: &'static str = "Minimal";
+    const LISTEN: &'static [&'static str] = Minimal::LISTEN;
+    const ADMIN: ::std::option::Option<&'static str> = ::std::option::Option::None;
+    fn declared() -> Self {
+        Self::new()
+    }
+    fn declared_router() -> ::pingora_dsl::__private::runtime::route::Router {
+        Self::new().router
+    }
+    fn declared_router_mut(
+        &mut self,
+    ) -> &mut ::pingora_dsl::__private::runtime::route::Router {
+        &mut self.router
+    }
+}
+impl ::pingora_dsl::__private::runtime::declared::DeclaredHttp for Minimal {
+    fn declared_options() -> ::pingora_dsl::__private::runtime::proxy::ProxyOptions {
+        Self::options()
+    }
+    fn declared_service(
+        self,
+        options: ::pingora_dsl::__private::runtime::proxy::ProxyOptions,
+    ) -> ::pingora_dsl::__private::runtime::http::HttpService<
+        ::pingora_dsl::__private::runtime::proxy::ProxyPipeline<
+            Self,
+            impl ::pingora_dsl::__private::runtime::proxy::ProxyLayer<Self>,
+        >,
+    > {
+        self.service_with(options)
     }
 }

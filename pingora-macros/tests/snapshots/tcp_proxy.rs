@@ -73,38 +73,41 @@ impl TcpEcho {
     }
     /// Like [`run`](Self::run), with a command line built by the caller.
     pub fn run_with(
-        mut cli: ::pingora_dsl::__private::runtime::cli::ProxyCli,
+        cli: ::pingora_dsl::__private::runtime::cli::ProxyCli,
     ) -> ::std::process::ExitCode {
-        let _ = &mut cli;
-        ::pingora_dsl::__private::runtime::cli::run(
-            "TcpEcho",
+        <Self as ::pingora_dsl::__private::runtime::declared::DeclaredLayer4>::run_declared(
             cli,
-            |cli| {
-                let mut proxy = Self::new();
-                let (d, relay) = cli
-                    .prepare_layer4(
-                        "TcpEcho",
-                        ::pingora_dsl::__private::runtime::layer4::Transport::Tcp,
-                        proxy.router_mut(),
-                        Self::declared_router,
-                        Self::LISTEN,
-                        Self::IDLE,
-                    )?;
-                let mut service = proxy.service();
-                service.clear_tcp();
-                for addr in &d.listen {
-                    service.add_tcp(addr);
-                }
-                cli.apply_tls(&mut service)?;
-                service.set_idle_timeout(relay.idle_timeout);
-                service.set_access_log(relay.access_log);
-                ::std::result::Result::Ok((service, d.tasks, d.effective, d.reloader))
-            },
         )
     }
 }
 impl ::core::default::Default for TcpEcho {
     fn default() -> Self {
         Self::new()
+    }
+}
+impl ::pingora_dsl::__private::runtime::declared::Declared for TcpEcho {
+    const NAME: &'static str = "TcpEcho";
+    const LISTEN: &'static [&'static str] = TcpEcho::LISTEN;
+    const ADMIN: ::std::option::Option<&'static str> = ::std::option::Option::None;
+    fn declared() -> Self {
+        Self::new()
+    }
+    fn declared_router() -> ::pingora_dsl::__private::runtime::route::Router {
+        Self::new().router
+    }
+    fn declared_router_mut(
+        &mut self,
+    ) -> &mut ::pingora_dsl::__private::runtime::route::Router {
+        &mut self.router
+    }
+}
+impl ::pingora_dsl::__private::runtime::declared::DeclaredLayer4 for TcpEcho {
+    type Service = ::pingora_dsl::__private::runtime::tcp_proxy::TcpProxyService;
+    const TRANSPORT: ::pingora_dsl::__private::runtime::layer4::Transport = ::pingora_dsl::__private::runtime::layer4::Transport::Tcp;
+    const IDLE: ::std::time::Duration = TcpEcho::IDLE;
+    fn declared_service(
+        self,
+    ) -> ::pingora_dsl::__private::runtime::tcp_proxy::TcpProxyService {
+        self.service()
     }
 }

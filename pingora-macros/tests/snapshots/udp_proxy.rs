@@ -65,37 +65,41 @@ impl Dns {
     }
     /// Like [`run`](Self::run), with a command line built by the caller.
     pub fn run_with(
-        mut cli: ::pingora_dsl::__private::runtime::cli::ProxyCli,
+        cli: ::pingora_dsl::__private::runtime::cli::ProxyCli,
     ) -> ::std::process::ExitCode {
-        let _ = &mut cli;
-        ::pingora_dsl::__private::runtime::cli::run(
-            "Dns",
+        <Self as ::pingora_dsl::__private::runtime::declared::DeclaredLayer4>::run_declared(
             cli,
-            |cli| {
-                let mut proxy = Self::new();
-                let (d, relay) = cli
-                    .prepare_layer4(
-                        "Dns",
-                        ::pingora_dsl::__private::runtime::layer4::Transport::Udp,
-                        proxy.router_mut(),
-                        Self::declared_router,
-                        Self::LISTEN,
-                        Self::IDLE,
-                    )?;
-                let mut service = proxy.service();
-                service.clear_listen();
-                for addr in &d.listen {
-                    service.add_udp(addr);
-                }
-                service.set_idle_timeout(relay.idle_timeout);
-                service.set_access_log(relay.access_log);
-                ::std::result::Result::Ok((service, d.tasks, d.effective, d.reloader))
-            },
         )
     }
 }
 impl ::core::default::Default for Dns {
     fn default() -> Self {
         Self::new()
+    }
+}
+impl ::pingora_dsl::__private::runtime::declared::Declared for Dns {
+    const NAME: &'static str = "Dns";
+    const LISTEN: &'static [&'static str] = Dns::LISTEN;
+    const ADMIN: ::std::option::Option<&'static str> = ::std::option::Option::None;
+    fn declared() -> Self {
+        Self::new()
+    }
+    fn declared_router() -> ::pingora_dsl::__private::runtime::route::Router {
+        Self::new().router
+    }
+    fn declared_router_mut(
+        &mut self,
+    ) -> &mut ::pingora_dsl::__private::runtime::route::Router {
+        &mut self.router
+    }
+}
+impl ::pingora_dsl::__private::runtime::declared::DeclaredLayer4 for Dns {
+    type Service = ::pingora_dsl::__private::runtime::udp_proxy::UdpProxyService;
+    const TRANSPORT: ::pingora_dsl::__private::runtime::layer4::Transport = ::pingora_dsl::__private::runtime::layer4::Transport::Udp;
+    const IDLE: ::std::time::Duration = Dns::IDLE;
+    fn declared_service(
+        self,
+    ) -> ::pingora_dsl::__private::runtime::udp_proxy::UdpProxyService {
+        self.service()
     }
 }
