@@ -7,6 +7,7 @@
 //! Each rule returns a value or a small error kind; the wording of messages stays with each
 //! user (a compile error names tokens, a config error names keys).
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 /// The most other peers a request may try after failed connects (`retry N`).
@@ -167,6 +168,37 @@ pub fn is_weight(weight: u32) -> bool {
     (1..=MAX_WEIGHT).contains(&weight)
 }
 
+/// What is wrong with a peer written as text.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PeerError {
+    /// The first word is not an `IP:PORT` address.
+    Address,
+    /// The weight is not a number from 1 to [`MAX_WEIGHT`].
+    Weight,
+    /// Something other than `weight N` follows the address.
+    Shape,
+}
+
+/// A peer as the config file, `--upstream` and peer files write it: `IP:PORT` or
+/// `IP:PORT weight N`. Returns the address (any port: whether 0 is refused is the caller's
+/// rule) and the weight, 1 unless given.
+pub fn parse_peer(text: &str) -> Result<(SocketAddr, u32), PeerError> {
+    let mut words = text.split_whitespace();
+    let addr = words
+        .next()
+        .unwrap_or("")
+        .parse()
+        .map_err(|_| PeerError::Address)?;
+    match (words.next(), words.next(), words.next()) {
+        (None, _, _) => Ok((addr, 1)),
+        (Some("weight"), Some(w), None) => match w.parse::<u32>() {
+            Ok(w) if is_weight(w) => Ok((addr, w)),
+            _ => Err(PeerError::Weight),
+        },
+        _ => Err(PeerError::Shape),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -201,5 +233,15 @@ mod tests {
         assert_eq!(check_upgrade_protocol("a/b/c"), Err(UpgradeError::Syntax));
         assert!(is_header_value("a b\t") && !is_header_value("a\nb"));
         assert!(is_weight(1) && is_weight(MAX_WEIGHT) && !is_weight(0));
+    }
+
+    #[test]
+    fn peers_are_an_address_and_an_optional_weight() {
+        let addr: SocketAddr = "10.0.0.1:80".parse().expect("an address");
+        assert_eq!(parse_peer("10.0.0.1:80"), Ok((addr, 1)));
+        assert_eq!(parse_peer(" 10.0.0.1:80  weight 3 "), Ok((addr, 3)));
+        assert_eq!(parse_peer("10.0.0.1:80 weight 0"), Err(PeerError::Weight));
+        assert_eq!(parse_peer("10.0.0.1:80 weight 1 x"), Err(PeerError::Shape));
+        assert_eq!(parse_peer("localhost:80"), Err(PeerError::Address));
     }
 }

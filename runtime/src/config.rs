@@ -264,27 +264,19 @@ pub fn set_access_log(
     Ok(())
 }
 
-/// `"IP:PORT"` or `"IP:PORT weight N"`.
+/// `"IP:PORT"` or `"IP:PORT weight N"` (the language's peer rule), and not port 0.
 fn parse_peer(text: &str) -> Result<Backend, String> {
-    let mut words = text.split_whitespace();
-    let addr: SocketAddr =
-        words.next().unwrap_or("").parse().map_err(|_| {
-            format!("invalid peer {text:?}: write \"IP:PORT\" or \"IP:PORT weight N\"")
-        })?;
-    if addr.port() == 0 {
+    let shape = || format!("invalid peer {text:?}: write \"IP:PORT\" or \"IP:PORT weight N\"");
+    let first = text.split_whitespace().next().unwrap_or("");
+    if first.parse::<SocketAddr>().is_ok_and(|a| a.port() == 0) {
         return Err(format!("invalid peer {text:?}: port 0"));
     }
-    match (words.next(), words.next(), words.next()) {
-        (None, _, _) => Ok(Backend::new(addr)),
-        (Some("weight"), Some(w), None) => match w.parse::<u32>() {
-            Ok(w) if (1..=MAX_WEIGHT).contains(&w) => Ok(Backend::weighted(addr, w)),
-            _ => Err(format!(
-                "invalid peer {text:?}: a weight goes from 1 to {MAX_WEIGHT}"
-            )),
-        },
-        _ => Err(format!(
-            "invalid peer {text:?}: write \"IP:PORT\" or \"IP:PORT weight N\""
+    match pingora_dsl_rules::parse_peer(text) {
+        Ok((addr, weight)) => Ok(Backend::weighted(addr, weight)),
+        Err(pingora_dsl_rules::PeerError::Weight) => Err(format!(
+            "invalid peer {text:?}: a weight goes from 1 to {MAX_WEIGHT}"
         )),
+        Err(_) => Err(shape()),
     }
 }
 

@@ -1,7 +1,8 @@
 //! Semantics: checks the syntax tree, reporting every problem at the token that causes it,
 //! and builds the typed [`model`](crate::model) the expansion reads. Errors are collected,
-//! not returned early, so one invocation shows all of them; the model of an invocation
-//! with errors is never expanded (only the proxies' types are, see `expand::stub`).
+//! not returned early, so one invocation shows all of them. The model of an invocation
+//! with errors holds only what checked; `expand` then declares each proxy's type with
+//! constructors that cannot be reached, and nothing is built from the incomplete model.
 
 mod health;
 mod kind;
