@@ -31,41 +31,67 @@ impl Parse for RouteDecl {
             edits: Vec::new(),
             errors: Vec::new(),
         };
-        while !input.peek(Token![=>]) {
-            if input.is_empty() || input.peek(Token![;]) {
-                return Err(input.error(
-                    "expected `=>` and what the route does: `route path \"/api\" => upstream api;`",
-                ));
+        let parsed = parse_head(input, &mut route).and_then(|()| {
+            if input.peek(syn::token::Brace) {
+                parse_edits(input, &mut route)
+            } else {
+                semi(input, "route")
             }
-            parse_condition(input, &mut route)?;
-        }
-        input.parse::<Token![=>]>()?;
-        route.target = input.parse()?;
-        if input.peek(syn::token::Brace) {
-            let content;
-            braced!(content in input);
-            let mut edits = Vec::new();
-            parse_block(&content, &mut route.errors, |content| {
-                if !HeaderEditDecl::peek(content) {
-                    let k = Ident::parse_any(content)?;
-                    let w = k.to_string();
-                    return Err(syn::Error::new(
-                        k.span(),
-                        format!(
-                            "a route block holds header edits only; unknown `{w}`: {}",
-                            hint(&w, EDITS)
-                        ),
-                    ));
+        });
+        match parsed {
+            Ok(()) => Ok(route),
+            // A condition given twice may have been found before the error: report all of
+            // them, in order, as one error (which shows each at its span).
+            Err(e) => {
+                let mut all = e;
+                for earlier in route.errors.into_iter().rev() {
+                    let mut combined = earlier;
+                    combined.combine(all);
+                    all = combined;
                 }
-                edits.push(content.parse()?);
-                Ok(())
-            });
-            route.edits = edits;
-        } else {
-            semi(input, "route")?;
+                Err(all)
+            }
         }
-        Ok(route)
     }
+}
+
+/// The `{ EDIT* }` block of a route, each error recorded in the route and skipped.
+fn parse_edits(input: ParseStream<'_>, route: &mut RouteDecl) -> syn::Result<()> {
+    let content;
+    braced!(content in input);
+    let mut edits = Vec::new();
+    parse_block(&content, &mut route.errors, |content| {
+        if !HeaderEditDecl::peek(content) {
+            let k = Ident::parse_any(content)?;
+            let w = k.to_string();
+            return Err(syn::Error::new(
+                k.span(),
+                format!(
+                    "a route block holds header edits only; unknown `{w}`: {}",
+                    hint(&w, EDITS)
+                ),
+            ));
+        }
+        edits.push(content.parse()?);
+        Ok(())
+    });
+    route.edits = edits;
+    Ok(())
+}
+
+/// The conditions, `=>` and the action of a route.
+fn parse_head(input: ParseStream<'_>, route: &mut RouteDecl) -> syn::Result<()> {
+    while !input.peek(Token![=>]) {
+        if input.is_empty() || input.peek(Token![;]) {
+            return Err(input.error(
+                "expected `=>` and what the route does: `route path \"/api\" => upstream api;`",
+            ));
+        }
+        parse_condition(input, route)?;
+    }
+    input.parse::<Token![=>]>()?;
+    route.target = input.parse()?;
+    Ok(())
 }
 
 /// One condition of a route: `host "NAME"`, `path "/PREFIX"`, `method M` or
@@ -199,5 +225,28 @@ impl Parse for HeaderEditDecl {
             name,
             value,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_repeated_condition_is_reported_with_a_later_syntax_error() {
+        let tokens = quote::quote!(route host "a.example" host "b.example" upstream api;);
+        let error = syn::parse2::<RouteDecl>(tokens)
+            .err()
+            .expect("a syntax error");
+        let messages: Vec<String> = error.into_iter().map(|e| e.to_string()).collect();
+        assert_eq!(messages.len(), 2, "{messages:?}");
+        assert!(
+            messages[0].contains("`host` is given twice"),
+            "{messages:?}"
+        );
+        assert!(
+            messages[1].contains("unknown route condition `upstream`"),
+            "{messages:?}"
+        );
     }
 }
