@@ -1,334 +1,219 @@
-//! What a `proxy!` invocation declares, as parsed: literals keep their tokens (for error
-//! spans) and get their checked values filled in by `validate`.
+//! The validated model: what a declaration means, with typed values (addresses, durations,
+//! counts, statuses, header names) that `validate` checked. `expand` reads only this, so
+//! code generation has nothing left to check and cannot fail; a value the user did not
+//! write is `None` here, and the runtime's default applies.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use proc_macro2::Span;
-use syn::{Attribute, Block, Expr, ExprPath, Ident, LitInt, LitStr, Type, Visibility};
+use syn::{Attribute, Expr, Ident, LitStr, Type, Visibility};
 
-use crate::phase::Phase;
+use crate::syntax::{Kind, PhaseDecl};
 
-/// Every proxy of one invocation.
-pub struct Proxies {
-    pub proxies: Vec<Proxy>,
-}
-
-/// One declared proxy.
-/// Which macro declared the proxy.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum Kind {
-    /// `proxy!`: an HTTP proxy.
-    Http,
-    /// `tcp_proxy!`: a layer-4 TCP proxy.
-    Tcp,
-    /// `udp_proxy!`: a layer-4 UDP proxy.
-    Udp,
-}
-
-impl Proxy {
-    /// Whether an `upstream` block failed to parse (so "needs one upstream" is noise).
-    pub fn upstreams_malformed(&self) -> bool {
-        self.upstreams.iter().any(|u| u.had_errors)
-    }
-}
-
-impl Kind {
-    pub fn macro_name(self) -> &'static str {
-        match self {
-            Kind::Http => "proxy!",
-            Kind::Tcp => "tcp_proxy!",
-            Kind::Udp => "udp_proxy!",
-        }
-    }
-}
-
+/// One checked proxy.
 pub struct Proxy {
     pub kind: Kind,
-    /// `idle D;` of a layer-4 proxy.
-    pub idle: Vec<(Ident, DurationLit)>,
     pub attrs: Vec<Attribute>,
     pub vis: Visibility,
     pub name: Ident,
     pub listens: Vec<Listen>,
-    /// A `listen` failed to parse (so "no listener" would be a follow-on error).
-    pub malformed_listen: bool,
-    pub ctx: Vec<(Ident, Type)>,
+    pub ctx: Option<Type>,
     pub upstreams: Vec<Upstream>,
-    pub routes: Vec<RouteDecl>,
-    pub edits: Vec<HeaderEditDecl>,
+    pub routes: Vec<Route>,
+    pub edits: Vec<HeaderEdit>,
     pub phases: Vec<PhaseDecl>,
     pub layers: Vec<Expr>,
-    pub settings: Vec<Setting>,
-    pub rate_limits: Vec<RateLimitDecl>,
-    /// `admin "ADDR";`: where the admin listener serves metrics and the status page.
-    pub admin: Vec<(Ident, LitStr)>,
+    pub options: Options,
+    pub rate_limits: Vec<RateLimit>,
+    pub admin: Option<LitStr>,
+    /// `idle D;` of a layer-4 proxy.
+    pub idle: Option<Duration>,
+    /// Whether the phases are well formed (each once, each with its parameters), so their
+    /// methods can be expanded even when another part of the declaration has errors.
+    pub phases_valid: bool,
 }
 
-/// `rate_limit N per DURATION [by client_ip | by header "NAME" | by route];`
-pub struct RateLimitDecl {
-    pub keyword: Ident,
-    pub limit: LitInt,
-    pub per: DurationLit,
-    /// `by KIND` and the header name for `by header`.
-    pub by: Option<(Ident, Option<LitStr>)>,
+impl Proxy {
+    /// Whether the user's `upstream_peer` phase picks peers (instead of routes).
+    pub fn user_peer(&self) -> bool {
+        self.phases
+            .iter()
+            .any(|d| d.phase == crate::phase::Phase::UpstreamPeer)
+    }
 }
 
-/// `listen "ADDR";` or `listen tls "ADDR" ...;`
+/// A listening address, and its TLS settings for `listen tls`.
 pub struct Listen {
-    pub lit: LitStr,
-    pub addr: Option<SocketAddr>,
-    pub tls: Option<TlsDecl>,
+    pub addr: SocketAddr,
+    pub tls: Option<ListenTls>,
 }
 
-/// `tls ... cert "FILE" key "FILE" ... client_ca "FILE"` of a listener.
-pub struct TlsDecl {
-    pub keyword: Ident,
-    /// (certificate, key) pairs; the first is the default certificate.
+/// The certificates (the first is the default) and client CA of a TLS listener.
+pub struct ListenTls {
     pub certs: Vec<(LitStr, LitStr)>,
-    pub client_ca: Vec<(Ident, LitStr)>,
-    /// A setting failed to parse (so "needs a certificate" would be a follow-on error).
-    pub malformed: bool,
+    pub client_ca: Option<LitStr>,
 }
 
-/// `upstream NAME { ... }`
+/// One upstream group.
 pub struct Upstream {
     pub name: Ident,
-    pub peers: Option<(Ident, Vec<Peer>)>,
-    pub select: Vec<SelectDecl>,
-    pub timeouts: Vec<TimeoutDecl>,
-    pub retry: Vec<RetryDecl>,
-    pub health: Vec<HealthDecl>,
-    pub passive: Vec<PassiveDecl>,
-    pub fail_open: Vec<Ident>,
-    pub discover: Vec<DiscoverDecl>,
-    pub tls: Vec<UpstreamTlsDecl>,
-    /// `http2;` (always) or `http2 negotiate;` (by ALPN).
-    pub http2: Vec<(Ident, bool)>,
-    /// Checked retry count.
-    pub retries: u32,
-    /// Whether parsing its block failed somewhere (then "no peers" would be noise).
-    pub had_errors: bool,
+    /// Address and weight (1 unless given).
+    pub peers: Vec<(SocketAddr, u32)>,
+    pub strategy: Strategy,
+    pub key: Option<RequestKey>,
+    /// `(field, duration)` of `timeout connect 1s, read 30s`, in order.
+    pub timeouts: Vec<(Ident, Duration)>,
+    pub retry: Option<Retry>,
+    pub health: Option<Health>,
+    pub passive: Option<Passive>,
+    pub fail_open: bool,
+    pub discover: Option<Discover>,
+    pub tls: Option<UpstreamTls>,
+    /// `http2;` (false) or `http2 negotiate;` (true).
+    pub http2: Option<bool>,
 }
 
-/// `tls [sni "NAME"] [ca "FILE"] [cert "FILE" key "FILE"] [insecure];` in an upstream.
-pub struct UpstreamTlsDecl {
-    pub keyword: Ident,
+/// A selection strategy.
+pub enum Strategy {
+    RoundRobin,
+    Random,
+    LeastConn,
+    ConsistentHash,
+    Hash,
+    /// `custom(EXPR)`: a value implementing the runtime's `Selection`.
+    Custom(Expr),
+}
+
+/// What a key-based strategy hashes.
+pub enum RequestKey {
+    /// A header name, lowercase.
+    Header(String),
+    Cookie(LitStr),
+    Path,
+    ClientIp,
+}
+
+/// `retry N [backoff D] [replay SIZE] [any_method]`.
+pub struct Retry {
+    pub count: u32,
+    pub backoff: Option<Duration>,
+    pub replay: Option<usize>,
+    pub any_method: bool,
+}
+
+/// An active health check; `None` fields take the runtime's defaults.
+pub struct Health {
+    pub kind: HealthKind,
+    pub every: Option<Duration>,
+    pub timeout: Option<Duration>,
+    pub rise: Option<u32>,
+    pub fall: Option<u32>,
+}
+
+/// The probe of a health check.
+pub enum HealthKind {
+    Tcp,
+    Http {
+        path: LitStr,
+        host: Option<LitStr>,
+        /// Healthy statuses, inclusive.
+        status: Option<(u16, u16)>,
+    },
+}
+
+/// `passive failures N eject D`.
+pub struct Passive {
+    pub failures: u32,
+    pub eject: Duration,
+}
+
+/// Where the peers come from, asked every `every` (or the source's default interval).
+pub struct Discover {
+    pub source: DiscoverSource,
+    pub every: Option<Duration>,
+}
+
+/// A discovery source.
+pub enum DiscoverSource {
+    Dns { host: String, port: u16 },
+    File(String),
+}
+
+/// TLS to the peers.
+pub struct UpstreamTls {
     pub sni: Option<LitStr>,
     pub ca: Option<LitStr>,
     pub cert: Option<(LitStr, LitStr)>,
-    pub insecure: Option<Ident>,
+    pub insecure: bool,
 }
 
-/// `retry N [backoff D] [replay SIZE] [any_method];`
-pub struct RetryDecl {
-    pub keyword: Ident,
-    pub count: LitInt,
-    pub backoff: Option<DurationLit>,
-    pub replay: Option<LitInt>,
-    pub any_method: Option<Ident>,
-}
-
-impl RetryDecl {
-    /// The replay limit in bytes: `65536`, `64KiB`, `1MiB`.
-    pub fn replay_bytes(&self) -> Option<Result<usize, String>> {
-        let lit = self.replay.as_ref()?;
-        let unit: usize = match lit.suffix().to_ascii_lowercase().as_str() {
-            "" | "b" => 1,
-            "kib" | "k" => 1024,
-            "mib" | "m" => 1024 * 1024,
-            _ => {
-                return Some(Err(format!(
-                    "invalid size unit `{}`: write bytes, KiB or MiB (e.g. `64KiB`)",
-                    lit.suffix()
-                )))
-            }
-        };
-        let n: usize = lit.base10_digits().parse().unwrap_or(usize::MAX / unit);
-        let bytes = n.saturating_mul(unit);
-        Some(if bytes > 16 * 1024 * 1024 {
-            Err("a replay buffer goes up to 16MiB (it is held per request)".to_owned())
-        } else {
-            Ok(bytes)
-        })
-    }
-}
-
-/// `select STRATEGY;` or `select STRATEGY(KEY);`
-pub struct SelectDecl {
-    pub name: Ident,
-    pub key: Option<KeyDecl>,
-    /// `select custom(EXPR);`: a value implementing the runtime's `Selection`.
-    pub custom: Option<Expr>,
-}
-
-/// What a key-based strategy hashes: `header "NAME"`, `cookie "NAME"`, `path`, `client_ip`.
-pub struct KeyDecl {
-    pub kind: Ident,
-    pub arg: Option<LitStr>,
-}
-
-/// `health tcp ...;` or `health http "/path" ...;`
-pub struct HealthDecl {
-    pub keyword: Ident,
-    pub kind: Ident,
-    pub path: Option<LitStr>,
-    pub options: Vec<(Ident, HealthValue)>,
-}
-
-/// The value of one `health` option.
-pub enum HealthValue {
-    Duration(DurationLit),
-    Count(LitInt),
-    Text(LitStr),
-    /// `status N` or `status LOW..=HIGH`.
-    Status(LitInt, Option<LitInt>),
-}
-
-/// `discover dns "NAME:PORT" [every D];` or `discover file "PATH" [every D];`
-pub struct DiscoverDecl {
-    pub keyword: Ident,
-    pub kind: Ident,
-    pub target: LitStr,
-    pub every: Option<DurationLit>,
-}
-
-/// `passive failures N eject DURATION;`
-pub struct PassiveDecl {
-    pub keyword: Ident,
-    pub failures: LitInt,
-    pub eject: DurationLit,
-}
-
-/// One entry of `peers [...]`.
-pub struct Peer {
-    pub lit: LitStr,
-    pub addr: Option<SocketAddr>,
-    pub weight: Option<LitInt>,
-    pub weight_value: u32,
-}
-
-/// `KEY DURATION` inside a `timeout` list.
-pub struct TimeoutDecl {
-    pub key: Ident,
-    pub value: DurationLit,
-    pub duration: Option<Duration>,
-}
-
-/// A duration literal such as `500ms`, `30s`, `1.5s`, `2m`.
-pub enum DurationLit {
-    Int(LitInt),
-    Float(syn::LitFloat),
-}
-
-impl DurationLit {
-    pub fn span(&self) -> Span {
-        match self {
-            DurationLit::Int(l) => l.span(),
-            DurationLit::Float(l) => l.span(),
-        }
-    }
-
-    /// The duration, or what is wrong with the literal.
-    pub fn value(&self) -> Result<Duration, String> {
-        let (digits, suffix) = match self {
-            DurationLit::Int(l) => (l.base10_digits().to_owned(), l.suffix().to_owned()),
-            DurationLit::Float(l) => (l.base10_digits().to_owned(), l.suffix().to_owned()),
-        };
-        let unit = match suffix.as_str() {
-            "ms" => 0.001,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => {
-                return Err(format!(
-                    "invalid duration `{digits}{suffix}`: write a number with a unit, ms, s, m or h (e.g. `500ms`, `30s`)"
-                ))
-            }
-        };
-        let seconds = digits.parse::<f64>().unwrap_or(0.0) * unit;
-        if !(0.001..=7.0 * 24.0 * 3600.0).contains(&seconds) {
-            return Err(format!(
-                "duration `{digits}{suffix}` is out of range: use at least 1ms and at most 7 days (a timeout of 0 would never let a request through)"
-            ));
-        }
-        Ok(Duration::from_secs_f64(seconds))
-    }
-}
-
-/// `route MATCHERS => TARGET;` or `route MATCHERS => TARGET { edits }`.
-pub struct RouteDecl {
-    pub keyword: Ident,
+/// A route: conditions and an action, with its own header edits.
+pub struct Route {
     pub host: Option<LitStr>,
     pub path: Option<LitStr>,
     pub methods: Vec<Ident>,
-    pub target: Target,
-    pub edits: Vec<HeaderEditDecl>,
+    pub action: Action,
+    pub edits: Vec<HeaderEdit>,
 }
 
 /// What a route does.
-pub enum Target {
-    Upstream(Ident),
+pub enum Action {
+    /// Forward to the upstream at this index.
+    Upstream(usize),
     Respond {
-        status: LitInt,
-        body: Option<LitStr>,
+        status: u16,
+        body: String,
     },
     Redirect {
-        status: LitInt,
+        status: u16,
         location: LitStr,
     },
 }
 
-/// Which head a header edit changes.
-#[derive(Clone, Copy, PartialEq, Eq)]
-pub enum EditSide {
-    Request,
-    Response,
-}
-
-/// `set_request_header "N" "V";` and its three siblings.
-pub struct HeaderEditDecl {
-    pub keyword: Ident,
+/// A header edit; `value` is `None` for a removal.
+pub struct HeaderEdit {
     pub side: EditSide,
-    pub name: LitStr,
+    /// The header name, lowercase (valid, not managed by the proxy).
+    pub name: String,
     pub value: Option<LitStr>,
 }
 
-/// A phase written inline or as a function path.
-pub struct PhaseDecl {
-    pub phase: Phase,
-    pub keyword: Ident,
-    pub body: PhaseBody,
+pub use crate::syntax::EditSide;
+
+/// `rate_limit N per D by KEY`.
+pub struct RateLimit {
+    pub limit: u64,
+    pub per: Duration,
+    pub key: RateKey,
 }
 
-/// How a phase is written.
-pub enum PhaseBody {
-    Inline {
-        params: Vec<Ident>,
-        params_span: Span,
-        block: Box<Block>,
-    },
-    Path(ExprPath),
+/// What a rate limit counts by.
+pub enum RateKey {
+    ClientIp,
+    /// A header name, lowercase.
+    Header(String),
+    Route,
 }
 
-/// A proxy-wide setting.
+/// A proxy-wide setting, in the order declared. Only declared settings are here: the
+/// runtime's `ProxyOptions` and `HttpOptions` hold the defaults.
 pub enum Setting {
-    /// `via "1.1 edge";`
-    Via(Ident, LitStr),
-    /// `forwarded_for on|off;`
-    ForwardedFor(Ident, bool),
-    /// `keepalive on|off;`
-    Keepalive(Ident, bool),
-    /// `max_header_bytes N;`
-    MaxHeaderBytes(Ident, LitInt),
-    /// `max_idle_per_peer N;`
-    MaxIdlePerPeer(Ident, LitInt),
-    /// `client_timeout KEY DURATION, ...;`
-    ClientTimeouts(Ident, Vec<TimeoutDecl>),
-    /// `tunnel_idle DURATION;`: idle limit of upgraded connections (WebSocket).
-    TunnelIdle(Ident, DurationLit),
-    /// `allow_upgrade ["websocket", ...];`: protocols a client may switch to.
-    AllowUpgrade(Ident, Vec<LitStr>),
-    /// `access_log "stdout"|"PATH" [combined|json];`
-    AccessLog(Ident, LitStr, Option<Ident>),
+    Via(LitStr),
+    ForwardedFor(bool),
+    Keepalive(bool),
+    MaxHeaderBytes(usize),
+    MaxIdlePerPeer(usize),
+    /// `client_timeout` entries: `(key, duration)`.
+    ClientTimeout(Ident, Duration),
+    TunnelIdle(Duration),
+    AllowUpgrade(Vec<LitStr>),
+    AccessLog {
+        target: LitStr,
+        json: bool,
+    },
+}
+
+/// The declared settings.
+pub struct Options {
+    pub settings: Vec<Setting>,
 }

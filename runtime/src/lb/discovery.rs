@@ -81,6 +81,9 @@ impl std::fmt::Debug for DnsDiscovery {
 }
 
 impl DnsDiscovery {
+    /// How often a declared `discover dns` asks unless told otherwise.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+
     /// Resolves `name` with the system's resolver and uses `port` for every address.
     pub fn new(name: impl Into<String>, port: u16) -> Self {
         DnsDiscovery::with_resolver(name, port, SystemResolver)
@@ -127,6 +130,9 @@ pub struct FileDiscovery {
 }
 
 impl FileDiscovery {
+    /// How often a declared `discover file` reads unless told otherwise.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+
     /// Reads peers from `path`.
     pub fn new(path: impl Into<PathBuf>) -> Self {
         FileDiscovery {
@@ -150,20 +156,11 @@ pub fn parse_peer_file(text: &str) -> io::Result<Vec<Backend>> {
                 format!("line {}: {why}: {raw:?}", n + 1),
             )
         };
-        let mut words = line.split_whitespace();
-        let addr = words
-            .next()
-            .unwrap_or("")
-            .parse()
-            .map_err(|_| bad("expected IP:PORT"))?;
-        let weight = match (words.next(), words.next(), words.next()) {
-            (None, _, _) => 1,
-            (Some("weight"), Some(w), None) => match w.parse::<u32>() {
-                Ok(w @ 1..=256) => w,
-                _ => return Err(bad("a weight goes from 1 to 256")),
-            },
-            _ => return Err(bad("expected `IP:PORT` or `IP:PORT weight N`")),
-        };
+        let (addr, weight) = pingora_dsl_rules::parse_peer(line).map_err(|e| match e {
+            pingora_dsl_rules::PeerError::Address => bad("expected IP:PORT"),
+            pingora_dsl_rules::PeerError::Weight => bad("a weight goes from 1 to 256"),
+            pingora_dsl_rules::PeerError::Shape => bad("expected `IP:PORT` or `IP:PORT weight N`"),
+        })?;
         backends.push(Backend::weighted(addr, weight));
     }
     Ok(backends)

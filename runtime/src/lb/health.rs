@@ -76,6 +76,60 @@ pub struct HealthCheck {
     pub fall: u32,
 }
 
+impl HealthKind {
+    /// The statuses an HTTP check counts as healthy unless told otherwise: 2xx and 3xx.
+    pub const DEFAULT_STATUS: RangeInclusive<u16> = 200..=399;
+}
+
+impl HealthCheck {
+    /// Time between two probes of a peer unless told otherwise.
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(5);
+    /// Time a probe may take unless told otherwise (and never more than the interval).
+    pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(2);
+    /// Consecutive successes that bring a down peer back, unless told otherwise.
+    pub const DEFAULT_RISE: u32 = 2;
+    /// Consecutive failures that take a peer down, unless told otherwise.
+    pub const DEFAULT_FALL: u32 = 3;
+
+    /// A check probing with `kind` at the default interval, timeout, rise and fall (what a
+    /// declared `health` leaves unsaid).
+    pub fn new(kind: HealthKind) -> Self {
+        HealthCheck {
+            kind,
+            interval: Self::DEFAULT_INTERVAL,
+            timeout: Self::DEFAULT_TIMEOUT,
+            rise: Self::DEFAULT_RISE,
+            fall: Self::DEFAULT_FALL,
+        }
+    }
+
+    /// Probes every `interval`. The timeout set so far is shortened to `interval` if
+    /// longer, so probes never overlap: set an explicit timeout after this.
+    pub fn with_interval(mut self, interval: Duration) -> Self {
+        self.interval = interval;
+        self.timeout = self.timeout.min(interval);
+        self
+    }
+
+    /// Lets a probe take `timeout`.
+    pub fn with_timeout(mut self, timeout: Duration) -> Self {
+        self.timeout = timeout;
+        self
+    }
+
+    /// Brings a down peer back after `rise` consecutive successes.
+    pub fn with_rise(mut self, rise: u32) -> Self {
+        self.rise = rise;
+        self
+    }
+
+    /// Takes a peer down after `fall` consecutive failures.
+    pub fn with_fall(mut self, fall: u32) -> Self {
+        self.fall = fall;
+        self
+    }
+}
+
 /// How the group's traffic reaches its peers, and so its probes: TLS and HTTP version.
 #[derive(Debug, Clone)]
 pub(crate) struct PeerAccess {

@@ -34,7 +34,7 @@ use crate::metrics::PeerStats;
 
 /// The largest weight a backend may have (as in HAProxy). Keeps the round-robin schedule,
 /// which has one slot per unit of weight, small.
-pub const MAX_WEIGHT: u32 = 256;
+pub const MAX_WEIGHT: u32 = pingora_dsl_rules::MAX_WEIGHT;
 
 /// Ketama points per unit of weight (libketama: 40 MD5 digests of 4 points each).
 const KETAMA_POINTS_PER_WEIGHT: u32 = 160;

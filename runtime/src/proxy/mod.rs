@@ -55,7 +55,7 @@ use body::{LogState, ResponseSource};
 
 /// The most times one request is sent to another peer after failed connects, whatever
 /// `fail_to_connect` says (as Pingora's default `max_retries`).
-pub const MAX_CONNECT_RETRIES: u32 = 16;
+pub const MAX_CONNECT_RETRIES: u32 = pingora_dsl_rules::MAX_RETRIES;
 
 /// What `request_filter` decided: go on to the upstream, or answer the client now.
 #[derive(Debug)]

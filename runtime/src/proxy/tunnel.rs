@@ -91,32 +91,15 @@ impl AllowedUpgrades {
 /// Checks one `Upgrade` protocol as a user wrote it: `token ["/" token]` (RFC 9110 §7.8),
 /// and not `h2c`.
 fn check_protocol(name: &str) -> Result<(), String> {
-    let mut parts = name.split('/');
-    let valid = parts.next().is_some_and(is_token)
-        && parts.next().is_none_or(is_token)
-        && parts.next().is_none();
-    if !valid {
-        return Err(format!(
+    match pingora_dsl_rules::check_upgrade_protocol(name) {
+        Ok(()) => Ok(()),
+        Err(pingora_dsl_rules::UpgradeError::Syntax) => Err(format!(
             "invalid upgrade protocol {name:?}: write a token such as \"websocket\" (optionally with a version, \"name/1\")"
-        ));
-    }
-    if name
-        .split('/')
-        .next()
-        .is_some_and(|n| n.eq_ignore_ascii_case("h2c"))
-    {
-        return Err(
+        )),
+        Err(pingora_dsl_rules::UpgradeError::H2c) => Err(
             "the h2c upgrade is never forwarded: its tunnel would carry requests past every filter (RFC 9113 §3.1 deprecates it); cleartext HTTP/2 with prior knowledge is served directly".to_owned(),
-        );
+        ),
     }
-    Ok(())
-}
-
-/// An RFC 9110 token: one or more of the visible characters that are not delimiters.
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 /// The `Upgrade` value to forward for a request asking to switch protocols (`GET`,

@@ -224,33 +224,21 @@ pub fn show_duration(d: Duration) -> String {
 }
 
 /// `"500ms"`, `"30s"`, `"1.5s"`, `"2m"`, `"1h"`: the units and range of the `proxy!`
-/// language (its macro parses literals the same way in `DurationLit::value`; a proc-macro
-/// crate cannot depend on the runtime, so the rule is written in both).
+/// language, as `pingora_dsl_rules::duration` (which the macro applies too) defines them.
 pub fn parse_duration(text: &str) -> Result<Duration, String> {
     let text = text.trim();
-    let split = text
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(text.len());
-    let (number, unit) = text.split_at(split);
-    let factor = match unit {
-        "ms" => 0.001,
-        "s" => 1.0,
-        "m" => 60.0,
-        "h" => 3600.0,
-        _ => {
-            return Err(format!(
-                "invalid duration {text:?}: write a number with a unit, ms, s, m or h (\"30s\")"
-            ))
+    let (number, unit) = pingora_dsl_rules::split_duration(text);
+    pingora_dsl_rules::duration(number, unit).map_err(|e| match e {
+        pingora_dsl_rules::DurationError::Unit => format!(
+            "invalid duration {text:?}: write a number with a unit, ms, s, m or h (\"30s\")"
+        ),
+        pingora_dsl_rules::DurationError::Number => {
+            format!("invalid duration {text:?}: the number is missing")
         }
-    };
-    let seconds = number
-        .parse::<f64>()
-        .map_err(|_| format!("invalid duration {text:?}: the number is missing"))?
-        * factor;
-    if !(0.001..=7.0 * 24.0 * 3600.0).contains(&seconds) {
-        return Err(format!("duration {text:?} is out of range: 1ms to 7 days"));
-    }
-    Ok(Duration::from_secs_f64(seconds))
+        pingora_dsl_rules::DurationError::Range => {
+            format!("duration {text:?} is out of range: 1ms to 7 days")
+        }
+    })
 }
 
 /// Points `options` at the access log `target` (`"stdout"` or a path) in `format`;
@@ -277,27 +265,19 @@ pub fn set_access_log(
     Ok(())
 }
 
-/// `"IP:PORT"` or `"IP:PORT weight N"`.
+/// `"IP:PORT"` or `"IP:PORT weight N"` (the language's peer rule), and not port 0.
 fn parse_peer(text: &str) -> Result<Backend, String> {
-    let mut words = text.split_whitespace();
-    let addr: SocketAddr =
-        words.next().unwrap_or("").parse().map_err(|_| {
-            format!("invalid peer {text:?}: write \"IP:PORT\" or \"IP:PORT weight N\"")
-        })?;
-    if addr.port() == 0 {
+    let shape = || format!("invalid peer {text:?}: write \"IP:PORT\" or \"IP:PORT weight N\"");
+    let first = text.split_whitespace().next().unwrap_or("");
+    if first.parse::<SocketAddr>().is_ok_and(|a| a.port() == 0) {
         return Err(format!("invalid peer {text:?}: port 0"));
     }
-    match (words.next(), words.next(), words.next()) {
-        (None, _, _) => Ok(Backend::new(addr)),
-        (Some("weight"), Some(w), None) => match w.parse::<u32>() {
-            Ok(w) if (1..=MAX_WEIGHT).contains(&w) => Ok(Backend::weighted(addr, w)),
-            _ => Err(format!(
-                "invalid peer {text:?}: a weight goes from 1 to {MAX_WEIGHT}"
-            )),
-        },
-        _ => Err(format!(
-            "invalid peer {text:?}: write \"IP:PORT\" or \"IP:PORT weight N\""
+    match pingora_dsl_rules::parse_peer(text) {
+        Ok((addr, weight)) => Ok(Backend::weighted(addr, weight)),
+        Err(pingora_dsl_rules::PeerError::Weight) => Err(format!(
+            "invalid peer {text:?}: a weight goes from 1 to {MAX_WEIGHT}"
         )),
+        Err(_) => Err(shape()),
     }
 }
 

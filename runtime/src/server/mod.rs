@@ -19,6 +19,7 @@ use tokio::signal::unix::{signal, Signal, SignalKind};
 pub mod cli;
 pub mod config;
 pub mod daemon;
+pub mod declared;
 pub mod handover;
 pub mod layer4;
 

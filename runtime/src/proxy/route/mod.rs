@@ -114,12 +114,10 @@ impl RouteMatch {
     }
 }
 
-/// Whether `path` is `prefix` or below it, at a segment boundary.
+/// Whether `path` is `prefix` or below it, at a segment boundary (the language's rule,
+/// which the macro also applies to find shadowed routes).
 pub fn path_has_prefix(path: &str, prefix: &str) -> bool {
-    match path.strip_prefix(prefix) {
-        None => false,
-        Some(rest) => rest.is_empty() || prefix.ends_with('/') || rest.starts_with('/'),
-    }
+    pingora_dsl_rules::path_has_prefix(path, prefix)
 }
 
 /// The host part of a `Host` value (`example.com:8080` → `example.com`, `[::1]:80` → `[::1]`).

@@ -1,0 +1,315 @@
+//! The `ProxyHttp` phase methods of an HTTP proxy: the router's part of each phase (routing,
+//! header edits, retries, passive health) followed by the user's inline block or function,
+//! with the user's parameters bound to the method's arguments.
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned;
+use syn::Ident;
+
+use crate::model::{EditSide, Proxy};
+use crate::phase::Phase;
+use crate::syntax::PhaseBody;
+
+use super::rt;
+
+/// One argument of a generated phase method: its internal name, type, and the value a user
+/// parameter in that position is bound to.
+struct Arg {
+    ident: Ident,
+    ty: TokenStream,
+    user_ty: TokenStream,
+    user_value: TokenStream,
+}
+
+fn args(phase: Phase, user_ctx: &TokenStream) -> Vec<Arg> {
+    let rt = rt();
+    let arg = |name: &str, ty: TokenStream, user_ty: TokenStream| {
+        let ident = Ident::new(&format!("__{name}"), Span::mixed_site());
+        Arg {
+            user_value: quote!(#ident),
+            ident,
+            ty,
+            user_ty,
+        }
+    };
+    let session_mut = || {
+        arg(
+            "session",
+            quote!(&mut #rt::proxy::Session),
+            quote!(&mut #rt::proxy::Session),
+        )
+    };
+    let ctx = || {
+        let mut a = arg("ctx", quote!(&mut Self::Ctx), quote!(&mut #user_ctx));
+        let ident = &a.ident;
+        a.user_value = quote!(&mut #ident.user);
+        a
+    };
+    match phase {
+        Phase::EarlyRequestFilter | Phase::RequestFilter | Phase::UpstreamPeer => {
+            vec![session_mut(), ctx()]
+        }
+        Phase::UpstreamRequestFilter => vec![
+            session_mut(),
+            arg(
+                "upstream_request",
+                quote!(&mut #rt::proxy::RequestHeader),
+                quote!(&mut #rt::proxy::RequestHeader),
+            ),
+            ctx(),
+        ],
+        Phase::FailToConnect => vec![
+            session_mut(),
+            arg(
+                "peer",
+                quote!(&#rt::upstream::HttpPeer),
+                quote!(&#rt::upstream::HttpPeer),
+            ),
+            ctx(),
+            arg("error", quote!(#rt::Error), quote!(#rt::Error)),
+        ],
+        Phase::UpstreamResponseFilter | Phase::ResponseFilter => {
+            let name = if phase == Phase::ResponseFilter {
+                "response"
+            } else {
+                "upstream_response"
+            };
+            vec![
+                session_mut(),
+                arg(
+                    name,
+                    quote!(&mut #rt::proxy::ResponseHeader),
+                    quote!(&mut #rt::proxy::ResponseHeader),
+                ),
+                ctx(),
+            ]
+        }
+        Phase::Logging => vec![
+            arg(
+                "session",
+                quote!(&#rt::proxy::Session),
+                quote!(&#rt::proxy::Session),
+            ),
+            arg(
+                "error",
+                quote!(::std::option::Option<&#rt::Error>),
+                quote!(::std::option::Option<&#rt::Error>),
+            ),
+            ctx(),
+        ],
+    }
+}
+
+/// The user's code for `phase` as an expression of the phase method's return type, or
+/// `None` if the phase was not declared.
+fn user_call(p: &Proxy, phase: Phase, args: &[Arg]) -> Option<TokenStream> {
+    let rt = rt();
+    let decl = p.phases.iter().find(|d| d.phase == phase)?;
+    Some(match &decl.body {
+        PhaseBody::Inline { params, block, .. } => {
+            let binds = params.iter().zip(args).map(|(param, arg)| {
+                let (ty, value) = (&arg.user_ty, &arg.user_value);
+                quote!(let #param: #ty = #value;)
+            });
+            let output = match phase {
+                Phase::EarlyRequestFilter
+                | Phase::UpstreamRequestFilter
+                | Phase::UpstreamResponseFilter
+                | Phase::ResponseFilter => {
+                    quote_spanned!(block.span()=> #rt::proxy::phase::phase_result::<(), _>(#block))
+                }
+                Phase::RequestFilter => quote_spanned!(block.span()=>
+                    #rt::proxy::phase::phase_result::<#rt::proxy::Flow, _>(#block)
+                ),
+                Phase::UpstreamPeer => quote_spanned!(block.span()=>
+                    #rt::proxy::phase::phase_result::<#rt::upstream::HttpPeer, _>(#block)
+                ),
+                Phase::FailToConnect => quote!({
+                    let error: #rt::Error = #block;
+                    error
+                }),
+                Phase::Logging => quote!({
+                    let () = #block;
+                }),
+            };
+            quote!({
+                #(#binds)*
+                #output
+            })
+        }
+        PhaseBody::Path(path) => {
+            let trait_name = format_ident!(
+                "{}Fn",
+                phase
+                    .name()
+                    .split('_')
+                    .map(|w| {
+                        let mut c = w.chars();
+                        c.next()
+                            .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
+                            .unwrap_or_default()
+                    })
+                    .collect::<String>()
+            );
+            let values = args.iter().map(|a| &a.user_value);
+            let call =
+                quote_spanned!(path.span()=> #rt::proxy::phase::#trait_name::call(#path, #(#values),*));
+            match phase {
+                Phase::FailToConnect | Phase::UpstreamResponseFilter | Phase::Logging => call,
+                _ => quote_spanned!(path.span()=> #call.await),
+            }
+        }
+    })
+}
+
+/// What the router contributes to the phases, as the declaration asks.
+struct RouterParts {
+    /// The router chooses peers (no user `upstream_peer`).
+    router_peers: bool,
+    /// Requests are matched against routes.
+    routed: bool,
+    request_edits: bool,
+    response_edits: bool,
+    passive: bool,
+}
+
+impl RouterParts {
+    fn of(p: &Proxy) -> Self {
+        let user_peer = p.user_peer();
+        let any_edits = |side: EditSide| {
+            p.edits.iter().any(|e| e.side == side)
+                || p.routes
+                    .iter()
+                    .any(|r| r.edits.iter().any(|e| e.side == side))
+        };
+        RouterParts {
+            router_peers: !user_peer,
+            routed: !(user_peer && p.routes.is_empty()),
+            request_edits: any_edits(EditSide::Request),
+            response_edits: any_edits(EditSide::Response),
+            passive: p.upstreams.iter().any(|u| u.passive.is_some()),
+        }
+    }
+}
+
+/// Every phase method the proxy needs: those the user declared or the router takes part in.
+pub fn expand_phases(p: &Proxy, user_ctx: &TokenStream) -> TokenStream {
+    let parts = RouterParts::of(p);
+    let mut out = TokenStream::new();
+    for phase in Phase::ALL {
+        let args = args(phase, user_ctx);
+        let user = user_call(p, phase, &args);
+        let Some(body) = phase_body(phase, &parts, &args, user) else {
+            continue;
+        };
+        let signature = signature(phase, &args);
+        out.extend(quote!(#signature { #body }));
+    }
+    out
+}
+
+/// The body of `phase`'s method, or `None` when neither the router nor the user has
+/// anything to do in it (the trait's default stands).
+fn phase_body(
+    phase: Phase,
+    parts: &RouterParts,
+    args: &[Arg],
+    user: Option<TokenStream>,
+) -> Option<TokenStream> {
+    let rt = rt();
+    let s = &args[0].ident;
+    let x = args.get(1).map(|a| &a.ident);
+    let c = args
+        .iter()
+        .find(|a| a.ident.to_string().contains("ctx"))
+        .map(|a| &a.ident);
+    let e = args.get(3).map(|a| &a.ident);
+    Some(match phase {
+        Phase::RequestFilter => {
+            if !parts.routed && user.is_none() {
+                return None;
+            }
+            let route = parts.routed.then(|| {
+                quote!(if let ::std::option::Option::Some(flow) = self.router.request_filter(#s, #c) {
+                    return ::std::result::Result::Ok(flow);
+                })
+            });
+            let rest =
+                user.unwrap_or(quote!(::std::result::Result::Ok(#rt::proxy::Flow::Continue)));
+            quote!(#route #rest)
+        }
+        Phase::UpstreamPeer => user.unwrap_or(quote!(self.router.upstream_peer(#s, #c).await)),
+        Phase::Logging => {
+            if !parts.passive && user.is_none() {
+                return None;
+            }
+            let record = parts
+                .passive
+                .then(|| quote!(self.router.logging(#s, #x, #c);));
+            let rest = user.unwrap_or_default();
+            quote!(#record #rest)
+        }
+        Phase::UpstreamRequestFilter | Phase::ResponseFilter => {
+            let edits = if phase == Phase::ResponseFilter {
+                parts.response_edits
+            } else {
+                parts.request_edits
+            };
+            if !edits && user.is_none() {
+                return None;
+            }
+            let method = Ident::new(phase.name(), Span::call_site());
+            let edit = edits.then(|| quote!(self.router.#method(#c, #x);));
+            let rest = user.unwrap_or(quote!(::std::result::Result::Ok(())));
+            quote!(#edit #rest)
+        }
+        Phase::FailToConnect => {
+            // A failed connect sent nothing: the router tries the group's other peers
+            // (and records it for passive health) whenever it chooses the peers.
+            if !parts.router_peers && user.is_none() {
+                return None;
+            }
+            let retry = parts
+                .router_peers
+                .then(|| quote!(let #e = self.router.fail_to_connect(#s, #c, #e);));
+            let rest = user.unwrap_or(quote!(#e));
+            quote!(#retry #rest)
+        }
+        Phase::EarlyRequestFilter | Phase::UpstreamResponseFilter => user?,
+    })
+}
+
+/// The method's signature, as the runtime's `ProxyHttp` declares it.
+fn signature(phase: Phase, args: &[Arg]) -> TokenStream {
+    let rt = rt();
+    let method = Ident::new(phase.name(), Span::call_site());
+    let params = args.iter().map(|a| {
+        let (ident, ty) = (&a.ident, &a.ty);
+        quote!(#ident: #ty)
+    });
+    match phase {
+        Phase::EarlyRequestFilter | Phase::UpstreamRequestFilter | Phase::ResponseFilter => {
+            quote!(async fn #method(&self, #(#params),*) -> #rt::Result<()>)
+        }
+        Phase::RequestFilter => {
+            quote!(async fn #method(&self, #(#params),*) -> #rt::Result<#rt::proxy::Flow>)
+        }
+        Phase::UpstreamPeer => {
+            quote!(async fn #method(&self, #(#params),*) -> #rt::Result<#rt::upstream::HttpPeer>)
+        }
+        Phase::UpstreamResponseFilter => {
+            quote!(fn #method(&self, #(#params),*) -> #rt::Result<()>)
+        }
+        Phase::FailToConnect => quote!(fn #method(&self, #(#params),*) -> #rt::Error),
+        Phase::Logging => quote!(fn #method(&self, #(#params),*)),
+    }
+}
+
+/// For a declaration whose phases are malformed: the one phase method `ProxyHttp`
+/// requires, with a body that cannot be reached (the other phases keep their defaults).
+pub fn unreachable_phases(user_ctx: &TokenStream) -> TokenStream {
+    let args = args(Phase::UpstreamPeer, user_ctx);
+    let signature = signature(Phase::UpstreamPeer, &args);
+    quote!(#signature { ::core::unreachable!() })
+}

@@ -1,0 +1,192 @@
+//! The router of an HTTP proxy (groups, routes, header edits, rate limits) and its
+//! declared options; every `with_*` call stands for something the user wrote.
+
+use proc_macro2::{Span, TokenStream};
+use quote::quote;
+use syn::Ident;
+
+use crate::model::{Action, EditSide, HeaderEdit, Proxy, RateKey, Route, Setting};
+
+use super::{duration, group::expand_group, rt, status};
+
+/// `Router::new(groups, routes)` with the proxy-wide edits and rate limits declared.
+pub fn expand_router(p: &Proxy) -> TokenStream {
+    let rt = rt();
+    let groups = p.upstreams.iter().map(expand_group);
+    let user_peer = p.user_peer();
+    let routes: Vec<TokenStream> = if p.routes.is_empty() && !user_peer && p.upstreams.len() == 1 {
+        vec![quote!(#rt::proxy::route::Route::new(
+            #rt::proxy::route::RouteMatch::default(),
+            #rt::proxy::route::RouteAction::Upstream(0),
+        ))]
+    } else {
+        p.routes.iter().map(expand_route).collect()
+    };
+    let edits = edit_calls(&p.edits);
+    let rate_limits = (!p.rate_limits.is_empty()).then(|| {
+        let limits = p.rate_limits.iter().map(|limit| {
+            let (n, per) = (limit.limit, duration(limit.per));
+            let key = match &limit.key {
+                RateKey::Header(name) => {
+                    quote!(#rt::proxy::route::rate::RateKey::Header(#rt::HeaderName::from_static(#name)))
+                }
+                RateKey::Route => quote!(#rt::proxy::route::rate::RateKey::Route),
+                RateKey::ClientIp => quote!(#rt::proxy::route::rate::RateKey::ClientIp),
+            };
+            quote!(#rt::proxy::route::rate::RateLimit::new(#n, #per, #key))
+        });
+        quote!(.with_rate_limits(::std::vec![#(#limits),*]))
+    });
+    let fallthrough = user_peer.then(|| quote!(.with_fallthrough(true)));
+    quote! {
+        #rt::proxy::route::Router::new(
+            ::std::vec![#(#groups),*],
+            ::std::vec![#(#routes),*],
+        )
+        #edits
+        #rate_limits
+        #fallthrough
+    }
+}
+
+fn expand_route(route: &Route) -> TokenStream {
+    let rt = rt();
+    let host = match &route.host {
+        Some(h) => quote!(::std::option::Option::Some(#rt::proxy::route::HostPattern::parse(#h))),
+        None => quote!(::std::option::Option::None),
+    };
+    let path = match &route.path {
+        Some(p) => quote!(::std::option::Option::Some(::std::string::String::from(#p))),
+        None => quote!(::std::option::Option::None),
+    };
+    let methods = route.methods.iter().map(|m| quote!(#rt::Method::#m));
+    let action = match &route.action {
+        Action::Upstream(index) => quote!(#rt::proxy::route::RouteAction::Upstream(#index)),
+        Action::Respond { status: s, body } => {
+            let s = status(*s);
+            let body = syn::LitByteStr::new(body.as_bytes(), Span::call_site());
+            quote!(#rt::proxy::route::RouteAction::Respond(#s, #rt::Bytes::from_static(#body)))
+        }
+        Action::Redirect {
+            status: s,
+            location,
+        } => {
+            let s = status(*s);
+            quote!(#rt::proxy::route::RouteAction::Redirect(#s, #rt::HeaderValue::from_static(#location)))
+        }
+    };
+    let edits = edit_calls(&route.edits);
+    quote! {
+        #rt::proxy::route::Route::new(
+            #rt::proxy::route::RouteMatch {
+                host: #host,
+                path_prefix: #path,
+                methods: ::std::vec![#(#methods),*],
+            },
+            #action,
+        )
+        #edits
+    }
+}
+
+/// `.with_request_edits(...)` and `.with_response_edits(...)`, each only if it has edits.
+/// Names and values were checked by `validate`, so `from_static` cannot fail.
+fn edit_calls(edits: &[HeaderEdit]) -> TokenStream {
+    let rt = rt();
+    let of_side = |side: EditSide| {
+        let list: Vec<TokenStream> = edits
+            .iter()
+            .filter(|e| e.side == side)
+            .map(|edit| {
+                let name = &edit.name;
+                match &edit.value {
+                    Some(v) => quote!(#rt::proxy::route::HeaderEdit::Set(
+                        #rt::HeaderName::from_static(#name),
+                        #rt::HeaderValue::from_static(#v),
+                    )),
+                    None => {
+                        quote!(#rt::proxy::route::HeaderEdit::Remove(#rt::HeaderName::from_static(#name)))
+                    }
+                }
+            })
+            .collect();
+        (!list.is_empty()).then_some(quote!(::std::vec![#(#list),*]))
+    };
+    let request = of_side(EditSide::Request).map(|v| quote!(.with_request_edits(#v)));
+    let response = of_side(EditSide::Response).map(|v| quote!(.with_response_edits(#v)));
+    quote!(#request #response)
+}
+
+/// The `ProxyOptions` expression: the runtime's default with the declared fields set.
+pub fn expand_options(p: &Proxy) -> TokenStream {
+    let rt = rt();
+    let sets: Vec<TokenStream> = p.options.settings.iter().filter_map(option_set).collect();
+    if sets.is_empty() {
+        return quote!(::core::default::Default::default());
+    }
+    quote!({
+        let mut options = #rt::proxy::ProxyOptions::default();
+        #(#sets)*
+        options
+    })
+}
+
+fn option_set(setting: &Setting) -> Option<TokenStream> {
+    let rt = rt();
+    Some(match setting {
+        Setting::Via(v) => quote!(
+            options.via = ::std::option::Option::Some(#rt::HeaderValue::from_static(#v));
+        ),
+        Setting::ForwardedFor(on) => quote!(options.forwarded_for = #on;),
+        Setting::MaxIdlePerPeer(n) => quote!(options.client.max_idle_per_peer = #n;),
+        Setting::ClientTimeout(key, d) if key == "body_read" || key == "body_total" => {
+            let field = Ident::new(&format!("{key}_timeout"), Span::call_site());
+            let d = duration(*d);
+            quote!(options.#field = #d;)
+        }
+        Setting::TunnelIdle(d) => {
+            let d = duration(*d);
+            quote!(options.tunnel_idle_timeout = #d;)
+        }
+        Setting::AllowUpgrade(protocols) if protocols.is_empty() => quote!(
+            options.allowed_upgrades = #rt::proxy::AllowedUpgrades::none();
+        ),
+        Setting::AllowUpgrade(protocols) => quote!(
+            // Checked when the proxy was declared: the fallback cannot happen, and would
+            // allow no upgrade rather than more.
+            options.allowed_upgrades = #rt::proxy::AllowedUpgrades::new([#(#protocols),*])
+                .unwrap_or_else(|_| #rt::proxy::AllowedUpgrades::none());
+        ),
+        Setting::AccessLog { target, json } => {
+            let format = if *json {
+                quote!(#rt::observe::access_log::AccessLogFormat::Json)
+            } else {
+                quote!(#rt::observe::access_log::AccessLogFormat::Combined)
+            };
+            quote!(
+                options.access_log = ::std::option::Option::Some(
+                    #rt::observe::access_log::AccessLog::new(
+                        #rt::observe::access_log::AccessLogTarget::parse(#target),
+                        #format,
+                    ),
+                );
+            )
+        }
+        _ => return None,
+    })
+}
+
+/// Statements setting the declared HTTP server options on `service`.
+pub fn expand_http_options(p: &Proxy) -> TokenStream {
+    let sets = p.options.settings.iter().filter_map(|s| match s {
+        Setting::Keepalive(on) => Some(quote!(service.options_mut().keepalive = #on;)),
+        Setting::MaxHeaderBytes(n) => Some(quote!(service.options_mut().max_header_bytes = #n;)),
+        Setting::ClientTimeout(key, d) if key == "header_read" || key == "write" => {
+            let field = Ident::new(&format!("{key}_timeout"), Span::call_site());
+            let d = duration(*d);
+            Some(quote!(service.options_mut().#field = #d;))
+        }
+        _ => None,
+    });
+    quote!(#(#sets)*)
+}

@@ -1,0 +1,310 @@
+//! The syntax tree: what a `proxy!` invocation wrote, as parsed, every literal with its
+//! token (for error spans). `validate` turns it into the typed [`crate::model`]; nothing
+//! here is checked beyond the grammar.
+
+use proc_macro2::Span;
+use syn::{Attribute, Block, Expr, ExprPath, Ident, LitInt, LitStr, Type, Visibility};
+
+use crate::phase::Phase;
+
+/// Every proxy of one invocation.
+pub struct Proxies {
+    pub proxies: Vec<Proxy>,
+}
+
+/// One declared proxy.
+/// Which macro declared the proxy.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Kind {
+    /// `proxy!`: an HTTP proxy.
+    Http,
+    /// `tcp_proxy!`: a layer-4 TCP proxy.
+    Tcp,
+    /// `udp_proxy!`: a layer-4 UDP proxy.
+    Udp,
+}
+
+impl Proxy {
+    /// Whether an `upstream` block failed to parse (so "needs one upstream" is noise).
+    pub fn upstreams_malformed(&self) -> bool {
+        self.upstreams.iter().any(|u| u.had_errors)
+    }
+}
+
+impl Kind {
+    pub fn macro_name(self) -> &'static str {
+        match self {
+            Kind::Http => "proxy!",
+            Kind::Tcp => "tcp_proxy!",
+            Kind::Udp => "udp_proxy!",
+        }
+    }
+}
+
+pub struct Proxy {
+    pub kind: Kind,
+    /// `idle D;` of a layer-4 proxy.
+    pub idle: Vec<(Ident, DurationLit)>,
+    pub attrs: Vec<Attribute>,
+    pub vis: Visibility,
+    pub name: Ident,
+    pub listens: Vec<Listen>,
+    /// A `listen` failed to parse (so "no listener" would be a follow-on error).
+    pub malformed_listen: bool,
+    pub ctx: Vec<(Ident, Type)>,
+    pub upstreams: Vec<Upstream>,
+    pub routes: Vec<RouteDecl>,
+    pub edits: Vec<HeaderEditDecl>,
+    pub phases: Vec<PhaseDecl>,
+    pub layers: Vec<Expr>,
+    pub settings: Vec<Setting>,
+    pub rate_limits: Vec<RateLimitDecl>,
+    /// `admin "ADDR";`: where the admin listener serves metrics and the status page.
+    pub admin: Vec<(Ident, LitStr)>,
+    /// Syntax errors inside the proxy's block, each item skipped after its error.
+    pub errors: Vec<syn::Error>,
+}
+
+/// `rate_limit N per DURATION [by client_ip | by header "NAME" | by route];`
+pub struct RateLimitDecl {
+    pub keyword: Ident,
+    pub limit: LitInt,
+    pub per: DurationLit,
+    /// `by KIND` and the header name for `by header`.
+    pub by: Option<(Ident, Option<LitStr>)>,
+}
+
+/// `listen "ADDR";` or `listen tls "ADDR" ...;`
+pub struct Listen {
+    pub lit: LitStr,
+    pub tls: Option<TlsDecl>,
+}
+
+/// `tls ... cert "FILE" key "FILE" ... client_ca "FILE"` of a listener.
+pub struct TlsDecl {
+    pub keyword: Ident,
+    /// (certificate, key) pairs; the first is the default certificate.
+    pub certs: Vec<(LitStr, LitStr)>,
+    pub client_ca: Vec<(Ident, LitStr)>,
+    /// A setting failed to parse (so "needs a certificate" would be a follow-on error).
+    pub malformed: bool,
+    /// Syntax errors inside a `{ ... }` block of settings.
+    pub errors: Vec<syn::Error>,
+}
+
+/// `upstream NAME { ... }`
+pub struct Upstream {
+    pub name: Ident,
+    pub peers: Option<(Ident, Vec<Peer>)>,
+    pub select: Vec<SelectDecl>,
+    pub timeouts: Vec<TimeoutDecl>,
+    pub retry: Vec<RetryDecl>,
+    pub health: Vec<HealthDecl>,
+    pub passive: Vec<PassiveDecl>,
+    pub fail_open: Vec<Ident>,
+    pub discover: Vec<DiscoverDecl>,
+    pub tls: Vec<UpstreamTlsDecl>,
+    /// `http2;` (always) or `http2 negotiate;` (by ALPN).
+    pub http2: Vec<(Ident, bool)>,
+    /// Whether parsing its block failed somewhere (then "no peers" would be noise).
+    pub had_errors: bool,
+    /// Syntax errors inside its block, each setting skipped after its error.
+    pub errors: Vec<syn::Error>,
+}
+
+/// `tls [sni "NAME"] [ca "FILE"] [cert "FILE" key "FILE"] [insecure];` in an upstream.
+pub struct UpstreamTlsDecl {
+    pub keyword: Ident,
+    pub sni: Option<LitStr>,
+    pub ca: Option<LitStr>,
+    pub cert: Option<(LitStr, LitStr)>,
+    pub insecure: Option<Ident>,
+}
+
+/// `retry N [backoff D] [replay SIZE] [any_method];`
+pub struct RetryDecl {
+    pub keyword: Ident,
+    pub count: LitInt,
+    pub backoff: Option<DurationLit>,
+    pub replay: Option<LitInt>,
+    pub any_method: Option<Ident>,
+}
+
+/// `select STRATEGY;` or `select STRATEGY(KEY);`
+pub struct SelectDecl {
+    pub name: Ident,
+    pub key: Option<KeyDecl>,
+    /// `select custom(EXPR);`: a value implementing the runtime's `Selection`.
+    pub custom: Option<Expr>,
+}
+
+/// What a key-based strategy hashes: `header "NAME"`, `cookie "NAME"`, `path`, `client_ip`.
+pub struct KeyDecl {
+    pub kind: Ident,
+    pub arg: Option<LitStr>,
+}
+
+/// `health tcp ...;` or `health http "/path" ...;`
+pub struct HealthDecl {
+    pub keyword: Ident,
+    pub kind: Ident,
+    pub path: Option<LitStr>,
+    pub options: Vec<(Ident, HealthValue)>,
+}
+
+/// The value of one `health` option.
+pub enum HealthValue {
+    Duration(DurationLit),
+    Count(LitInt),
+    Text(LitStr),
+    /// `status N` or `status LOW..=HIGH`.
+    Status(LitInt, Option<LitInt>),
+}
+
+/// `discover dns "NAME:PORT" [every D];` or `discover file "PATH" [every D];`
+pub struct DiscoverDecl {
+    pub keyword: Ident,
+    pub kind: Ident,
+    pub target: LitStr,
+    pub every: Option<DurationLit>,
+}
+
+/// `passive failures N eject DURATION;`
+pub struct PassiveDecl {
+    pub keyword: Ident,
+    pub failures: LitInt,
+    pub eject: DurationLit,
+}
+
+/// One entry of `peers [...]`.
+pub struct Peer {
+    pub lit: LitStr,
+    pub weight: Option<LitInt>,
+}
+
+/// `KEY DURATION` inside a `timeout` list.
+pub struct TimeoutDecl {
+    pub key: Ident,
+    pub value: DurationLit,
+}
+
+/// A duration literal such as `500ms`, `30s`, `1.5s`, `2m`.
+pub enum DurationLit {
+    Int(LitInt),
+    Float(syn::LitFloat),
+}
+
+impl DurationLit {
+    pub fn span(&self) -> Span {
+        match self {
+            DurationLit::Int(l) => l.span(),
+            DurationLit::Float(l) => l.span(),
+        }
+    }
+
+    /// The number and the unit as written: `("1.5", "s")`.
+    pub fn parts(&self) -> (&str, &str) {
+        match self {
+            DurationLit::Int(l) => (l.base10_digits(), l.suffix()),
+            DurationLit::Float(l) => (l.base10_digits(), l.suffix()),
+        }
+    }
+}
+
+/// `route MATCHERS => TARGET;` or `route MATCHERS => TARGET { edits }`.
+pub struct RouteDecl {
+    pub keyword: Ident,
+    pub host: Option<LitStr>,
+    pub path: Option<LitStr>,
+    pub methods: Vec<Ident>,
+    pub target: Target,
+    pub edits: Vec<HeaderEditDecl>,
+    /// Syntax errors inside its block of edits.
+    pub errors: Vec<syn::Error>,
+}
+
+/// What a route does.
+pub enum Target {
+    Upstream(Ident),
+    Respond {
+        status: LitInt,
+        body: Option<LitStr>,
+    },
+    Redirect {
+        status: LitInt,
+        location: LitStr,
+    },
+}
+
+/// Which head a header edit changes.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum EditSide {
+    Request,
+    Response,
+}
+
+/// `set_request_header "N" "V";` and its three siblings.
+pub struct HeaderEditDecl {
+    pub keyword: Ident,
+    pub side: EditSide,
+    pub name: LitStr,
+    pub value: Option<LitStr>,
+}
+
+/// A phase written inline or as a function path.
+#[derive(Clone)]
+pub struct PhaseDecl {
+    pub phase: Phase,
+    pub keyword: Ident,
+    pub body: PhaseBody,
+}
+
+/// How a phase is written.
+#[derive(Clone)]
+pub enum PhaseBody {
+    Inline {
+        params: Vec<Ident>,
+        params_span: Span,
+        block: Box<Block>,
+    },
+    Path(ExprPath),
+}
+
+/// A proxy-wide setting.
+pub enum Setting {
+    /// `via "1.1 edge";`
+    Via(Ident, LitStr),
+    /// `forwarded_for on|off;`
+    ForwardedFor(Ident, bool),
+    /// `keepalive on|off;`
+    Keepalive(Ident, bool),
+    /// `max_header_bytes N;`
+    MaxHeaderBytes(Ident, LitInt),
+    /// `max_idle_per_peer N;`
+    MaxIdlePerPeer(Ident, LitInt),
+    /// `client_timeout KEY DURATION, ...;`
+    ClientTimeouts(Ident, Vec<TimeoutDecl>),
+    /// `tunnel_idle DURATION;`: idle limit of upgraded connections (WebSocket).
+    TunnelIdle(Ident, DurationLit),
+    /// `allow_upgrade ["websocket", ...];`: protocols a client may switch to.
+    AllowUpgrade(Ident, Vec<LitStr>),
+    /// `access_log "stdout"|"PATH" [combined|json];`
+    AccessLog(Ident, LitStr, Option<Ident>),
+}
+
+impl Setting {
+    /// The keyword that starts the setting.
+    pub fn keyword(&self) -> &Ident {
+        match self {
+            Setting::Via(k, _)
+            | Setting::ForwardedFor(k, _)
+            | Setting::Keepalive(k, _)
+            | Setting::MaxHeaderBytes(k, _)
+            | Setting::MaxIdlePerPeer(k, _)
+            | Setting::ClientTimeouts(k, _)
+            | Setting::TunnelIdle(k, _)
+            | Setting::AllowUpgrade(k, _)
+            | Setting::AccessLog(k, _, _) => k,
+        }
+    }
+}

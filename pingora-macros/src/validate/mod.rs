@@ -1,0 +1,256 @@
+//! Semantics: checks the syntax tree, reporting every problem at the token that causes it,
+//! and builds the typed [`model`](crate::model) the expansion reads. Errors are collected,
+//! not returned early, so one invocation shows all of them. The model of an invocation
+//! with errors holds only what checked; `expand` then declares each proxy's type with
+//! constructors that cannot be reached, and nothing is built from the incomplete model.
+
+mod health;
+mod kind;
+mod route;
+mod settings;
+mod upstream;
+mod values;
+
+use std::collections::HashSet;
+
+use proc_macro2::Span;
+
+use crate::diagnostic::Errors;
+use crate::model;
+use crate::phase::Phase;
+use crate::syntax::{Kind, Proxies, Proxy, Target};
+
+use values::check_addr;
+
+/// Checks every proxy of the invocation and returns their models.
+pub fn validate(proxies: &Proxies, errors: &mut Errors) -> Vec<model::Proxy> {
+    let mut names = HashSet::new();
+    let mut models = Vec::new();
+    for proxy in &proxies.proxies {
+        let model = validate_proxy(proxy, errors);
+        if names.insert(proxy.name.to_string()) {
+            models.push(model);
+        } else {
+            // Its type is declared by the first of that name: expanding it again would
+            // only add "defined multiple times" errors.
+            errors.at(
+                proxy.name.span(),
+                format!(
+                    "a proxy named `{}` is already declared in this invocation: give each proxy its own name",
+                    proxy.name
+                ),
+            );
+        }
+    }
+    models
+}
+
+fn validate_proxy(proxy: &Proxy, errors: &mut Errors) -> model::Proxy {
+    let idle = kind::validate_kind(proxy, errors);
+    let rate_limits = settings::validate_rate_limits(&proxy.rate_limits, errors);
+    if proxy.listens.is_empty() && !proxy.malformed_listen {
+        errors.at(
+            proxy.name.span(),
+            format!(
+                "proxy `{}` has no listener: add `listen \"127.0.0.1:6188\";`",
+                proxy.name
+            ),
+        );
+    }
+    validate_admin(proxy, errors);
+    let listens = validate_listens(proxy, errors);
+    for (keyword, _) in proxy.ctx.iter().skip(1) {
+        errors.at(
+            keyword.span(),
+            "`ctx` is declared twice: a proxy has one context type (put both in one struct)",
+        );
+    }
+    let upstreams = upstream::validate_upstreams(&proxy.upstreams, errors);
+    let user_peer = proxy
+        .phases
+        .iter()
+        .find(|p| p.phase == Phase::UpstreamPeer)
+        .map(|p| p.keyword.span());
+    let routes = route::validate_routes(&proxy.routes, &proxy.upstreams, user_peer, errors);
+    let edits = proxy
+        .edits
+        .iter()
+        .filter_map(|edit| route::check_edit(edit, errors))
+        .collect();
+    let phases_valid = validate_phases(proxy, errors);
+    let options = settings::validate_settings(&proxy.settings, errors);
+    if proxy.kind == Kind::Http {
+        check_forwarding(proxy, user_peer, errors);
+    }
+    model::Proxy {
+        kind: proxy.kind,
+        attrs: proxy.attrs.clone(),
+        vis: proxy.vis.clone(),
+        name: proxy.name.clone(),
+        listens,
+        ctx: proxy.ctx.first().map(|(_, ty)| ty.clone()),
+        upstreams,
+        routes,
+        edits,
+        phases: proxy.phases.clone(),
+        layers: proxy.layers.clone(),
+        options,
+        rate_limits,
+        admin: proxy.admin.first().map(|(_, addr)| addr.clone()),
+        idle,
+        phases_valid,
+    }
+}
+
+/// `admin "ADDR";`: declared once, a valid address, not one of the `listen` addresses.
+fn validate_admin(proxy: &Proxy, errors: &mut Errors) {
+    for (i, (keyword, addr)) in proxy.admin.iter().enumerate() {
+        if i > 0 {
+            errors.at(
+                keyword.span(),
+                "`admin` is declared twice: one admin listener serves the whole process",
+            );
+        } else if let Some(admin) = check_addr(addr, "admin", errors) {
+            if proxy
+                .listens
+                .iter()
+                .any(|l| l.lit.value().parse().ok() == Some(admin))
+            {
+                errors.at(
+                    addr.span(),
+                    format!("the admin listener \"{admin}\" is also a `listen` address: give it its own port"),
+                );
+            }
+        }
+    }
+}
+
+/// Every `listen`: a valid address, declared once, with valid TLS settings.
+fn validate_listens(proxy: &Proxy, errors: &mut Errors) -> Vec<model::Listen> {
+    let mut seen = HashSet::new();
+    let mut listens = Vec::new();
+    for listen in &proxy.listens {
+        let tls = listen.tls.as_ref().and_then(|tls| {
+            settings::validate_tls(tls, errors);
+            // A UDP proxy has no TLS listener (`validate_kind` said so).
+            (proxy.kind != Kind::Udp).then(|| model::ListenTls {
+                certs: tls.certs.clone(),
+                client_ca: tls.client_ca.first().map(|(_, ca)| ca.clone()),
+            })
+        });
+        let Some(addr) = check_addr(&listen.lit, "listen", errors) else {
+            continue;
+        };
+        if !seen.insert(addr) {
+            errors.at(
+                listen.lit.span(),
+                format!("`listen \"{addr}\"` is declared twice: remove one"),
+            );
+        }
+        listens.push(model::Listen { addr, tls });
+    }
+    listens
+}
+
+/// Checks that the proxy has somewhere to send requests and that no upstream is dead code.
+fn check_forwarding(proxy: &Proxy, user_peer: Option<Span>, errors: &mut Errors) {
+    if user_peer.is_some() {
+        for up in &proxy.upstreams {
+            errors.at(
+                up.name.span(),
+                format!(
+                    "upstream `{}` is never used: the `upstream_peer` phase picks every peer (remove it, or remove `upstream_peer` and route to the upstream)",
+                    up.name
+                ),
+            );
+        }
+        return;
+    }
+    let distinct: HashSet<String> = proxy.upstreams.iter().map(|u| u.name.to_string()).collect();
+    if proxy.routes.is_empty() {
+        match distinct.len() {
+            0 => errors.at(
+                proxy.name.span(),
+                format!(
+                    "proxy `{}` has nowhere to send requests: declare `upstream NAME {{ peers [\"127.0.0.1:8001\"]; }}`, a `route`, or an `upstream_peer` phase",
+                    proxy.name
+                ),
+            ),
+            1 => {}
+            _ => errors.at(
+                proxy.upstreams[proxy.upstreams.len() - 1].name.span(),
+                "with several upstreams, say which requests go where: add `route path \"/api\" => upstream api;` lines",
+            ),
+        }
+        return;
+    }
+    // A route naming an unknown upstream is most likely a typo of an "unused" one: that
+    // error is reported already.
+    let dangling = proxy.routes.iter().any(
+        |r| matches!(&r.target, Target::Upstream(name) if !distinct.contains(&name.to_string())),
+    );
+    if dangling {
+        return;
+    }
+    for up in &proxy.upstreams {
+        let used = proxy
+            .routes
+            .iter()
+            .any(|r| matches!(&r.target, Target::Upstream(name) if *name == up.name));
+        if !used {
+            errors.at(
+                up.name.span(),
+                format!(
+                    "upstream `{}` is never used: add `route ... => upstream {};` or remove it",
+                    up.name, up.name
+                ),
+            );
+        }
+    }
+}
+
+/// Each phase once; an inline phase names as many parameters as the phase has, each once.
+/// Returns whether all phases are well formed.
+fn validate_phases(proxy: &Proxy, errors: &mut Errors) -> bool {
+    let mut seen = HashSet::new();
+    let mut valid = true;
+    for decl in &proxy.phases {
+        let name = decl.phase.name();
+        if !seen.insert(name) {
+            valid = false;
+            errors.at(
+                decl.keyword.span(),
+                format!("phase `{name}` is declared twice: merge the two into one"),
+            );
+        }
+        if let crate::syntax::PhaseBody::Inline {
+            params,
+            params_span,
+            ..
+        } = &decl.body
+        {
+            let expected = decl.phase.params();
+            if params.len() != expected.len() {
+                valid = false;
+                errors.at(
+                    *params_span,
+                    format!(
+                        "`{name}` takes {} parameters, ({}), found {}: its signature is `{}`",
+                        expected.len(),
+                        expected.join(", "),
+                        params.len(),
+                        decl.phase.signature()
+                    ),
+                );
+            }
+            let mut names = HashSet::new();
+            for p in params {
+                if !names.insert(p.to_string()) {
+                    valid = false;
+                    errors.at(p.span(), format!("parameter `{p}` is named twice"));
+                }
+            }
+        }
+    }
+    valid
+}

@@ -1,0 +1,273 @@
+//! Routes (conditions, action, their header edits), routes that can never match, and
+//! header edits.
+
+use std::collections::HashSet;
+
+use pingora_dsl_rules::{self as rules, PathPrefixError};
+use proc_macro2::Span;
+
+use crate::diagnostic::{closest, hint, Errors};
+use crate::model;
+use crate::syntax::{EditSide, HeaderEditDecl, RouteDecl, Target, Upstream};
+
+use super::values::check_status;
+
+const METHODS: &[&str] = &[
+    "GET", "HEAD", "POST", "PUT", "DELETE", "CONNECT", "OPTIONS", "TRACE", "PATCH",
+];
+
+/// Every route, then the routes an earlier one shadows.
+pub fn validate_routes(
+    routes: &[RouteDecl],
+    upstreams: &[Upstream],
+    user_peer: Option<Span>,
+    errors: &mut Errors,
+) -> Vec<model::Route> {
+    let checked = routes
+        .iter()
+        .filter_map(|route| validate_route(route, upstreams, user_peer.is_some(), errors))
+        .collect();
+    check_shadowing(routes, errors);
+    checked
+}
+
+fn validate_route(
+    route: &RouteDecl,
+    upstreams: &[Upstream],
+    user_peer: bool,
+    errors: &mut Errors,
+) -> Option<model::Route> {
+    if let Some(host) = &route.host {
+        check_host(host, errors);
+    }
+    if let Some(path) = &route.path {
+        let p = path.value();
+        match rules::check_path_prefix(&p) {
+            Ok(()) => {}
+            Err(PathPrefixError::Syntax) => errors.at(
+                path.span(),
+                format!("invalid path prefix \"{p}\": it starts with `/` and has no query or spaces, e.g. \"/api\""),
+            ),
+            Err(PathPrefixError::NonAscii) => errors.at(
+                path.span(),
+                format!("path prefix \"{p}\" has non-ASCII characters, which request paths never contain: percent-encode them (\"/caf%C3%A9\")"),
+            ),
+        }
+    }
+    check_methods(route, errors);
+    let action = check_target(&route.target, upstreams, user_peer, errors);
+    let mut edits = Vec::new();
+    for edit in &route.edits {
+        edits.extend(check_edit(edit, errors));
+        if edit.side == EditSide::Request && !matches!(route.target, Target::Upstream(_)) {
+            errors.at(
+                edit.keyword.span(),
+                format!(
+                    "`{}` has no effect here: this route answers itself and sends nothing upstream",
+                    edit.keyword
+                ),
+            );
+        }
+    }
+    Some(model::Route {
+        host: route.host.clone(),
+        path: route.path.clone(),
+        methods: route.methods.clone(),
+        action: action?,
+        edits,
+    })
+}
+
+/// A host name (`api.example.com`) or a wildcard (`*.example.com`), without port.
+fn check_host(host: &syn::LitStr, errors: &mut Errors) {
+    let h = host.value();
+    let bare = h.strip_prefix("*.").unwrap_or(&h);
+    let valid = !bare.is_empty()
+        && bare.split('.').all(|label| {
+            !label.is_empty()
+                && label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+        });
+    if !valid {
+        errors.at(
+            host.span(),
+            format!("invalid host \"{h}\": write a host name (\"api.example.com\") or a wildcard (\"*.example.com\"), without port"),
+        );
+    }
+}
+
+/// Known methods, each listed once.
+fn check_methods(route: &RouteDecl, errors: &mut Errors) {
+    let mut seen = HashSet::new();
+    for m in &route.methods {
+        let name = m.to_string();
+        if !METHODS.contains(&name.as_str()) {
+            let upper = name.to_ascii_uppercase();
+            let suggestion = if METHODS.contains(&upper.as_str()) {
+                format!("did you mean `{upper}`?")
+            } else {
+                hint(&upper, METHODS)
+            };
+            errors.at(m.span(), format!("unknown method `{name}`: {suggestion}"));
+        } else if !seen.insert(name.clone()) {
+            errors.at(m.span(), format!("method `{name}` is listed twice"));
+        }
+    }
+}
+
+/// What the route does: a declared upstream (unless `upstream_peer` picks peers), an
+/// answer with a final status, or a redirect with a redirect status and a valid location.
+fn check_target(
+    target: &Target,
+    upstreams: &[Upstream],
+    user_peer: bool,
+    errors: &mut Errors,
+) -> Option<model::Action> {
+    match target {
+        Target::Upstream(name) => {
+            let n = name.to_string();
+            let index = upstreams.iter().position(|u| u.name == *name);
+            if user_peer {
+                errors.at(
+                    name.span(),
+                    "this proxy picks peers in its `upstream_peer` phase, so a route cannot name an upstream: use `respond`/`redirect` routes, or drop `upstream_peer`",
+                );
+            } else if index.is_none() {
+                let names: Vec<String> = upstreams.iter().map(|u| u.name.to_string()).collect();
+                let names: Vec<&str> = names.iter().map(String::as_str).collect();
+                let help = match closest(&n, &names) {
+                    Some(c) => format!("did you mean `{c}`?"),
+                    None if names.is_empty() => {
+                        "declare it: `upstream NAME { peers [...]; }`".to_owned()
+                    }
+                    None => format!("declared upstreams: {}", names.join(", ")),
+                };
+                errors.at(name.span(), format!("no upstream named `{n}`: {help}"));
+            }
+            index.map(model::Action::Upstream)
+        }
+        Target::Respond { status, body } => {
+            let status = check_status(status, errors)?;
+            let body = body.as_ref().map(|b| b.value()).unwrap_or_default();
+            Some(model::Action::Respond { status, body })
+        }
+        Target::Redirect { status, location } => check_redirect(status, location, errors),
+    }
+}
+
+fn check_redirect(
+    status: &syn::LitInt,
+    location: &syn::LitStr,
+    errors: &mut Errors,
+) -> Option<model::Action> {
+    let code = match status.base10_parse::<u16>() {
+        Ok(code) if [301, 302, 303, 307, 308].contains(&code) => Some(code),
+        Ok(code) => {
+            errors.at(
+                status.span(),
+                format!(
+                    "`redirect {code}` is not a redirect status: use 301, 302, 303, 307 or 308"
+                ),
+            );
+            None
+        }
+        Err(_) => {
+            errors.at(status.span(), "a status is a number such as 301");
+            None
+        }
+    };
+    let loc = location.value();
+    if loc.is_empty() || !rules::is_header_value(&loc) {
+        errors.at(
+            location.span(),
+            "invalid redirect location: a non-empty URL of visible ASCII characters",
+        );
+        return None;
+    }
+    Some(model::Action::Redirect {
+        status: code?,
+        location: location.clone(),
+    })
+}
+
+/// A header edit: a valid name the proxy does not manage, a valid value.
+pub fn check_edit(edit: &HeaderEditDecl, errors: &mut Errors) -> Option<model::HeaderEdit> {
+    let name = edit.name.value();
+    let checked = match http::header::HeaderName::from_bytes(name.as_bytes()) {
+        Err(_) => {
+            errors.at(
+                edit.name.span(),
+                format!("invalid header name \"{name}\": use letters, digits and `-` (e.g. \"x-request-id\")"),
+            );
+            None
+        }
+        Ok(h) if rules::is_managed_header(h.as_str()) => {
+            errors.at(
+                edit.name.span(),
+                format!("\"{name}\" is managed by the proxy (framing and connection handling) and cannot be edited"),
+            );
+            None
+        }
+        Ok(h) => Some(h.as_str().to_owned()),
+    };
+    if let Some(value) = &edit.value {
+        if !rules::is_header_value(&value.value()) {
+            errors.at(
+                value.span(),
+                "invalid header value: use visible ASCII characters, spaces and tabs (no line breaks)",
+            );
+            return None;
+        }
+    }
+    Some(model::HeaderEdit {
+        side: edit.side,
+        name: checked?,
+        value: edit.value.clone(),
+    })
+}
+
+/// Reports every route that an earlier route already matches completely.
+fn check_shadowing(routes: &[RouteDecl], errors: &mut Errors) {
+    for (j, later) in routes.iter().enumerate() {
+        if let Some(earlier) = routes[..j].iter().find(|e| covers(e, later)) {
+            errors.at(
+                later.keyword.span(),
+                "this route can never match: an earlier route matches every request it would (put the more specific route first)",
+            );
+            errors.at(
+                earlier.keyword.span(),
+                "...because this earlier route comes first",
+            );
+        }
+    }
+}
+
+/// Whether every request `b` matches is also matched by `a`.
+fn covers(a: &RouteDecl, b: &RouteDecl) -> bool {
+    let host = match (&a.host, &b.host) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(a), Some(b)) => host_covers(&a.value(), &b.value()),
+    };
+    let path = match (&a.path, &b.path) {
+        (None, _) => true,
+        (Some(_), None) => false,
+        (Some(a), Some(b)) => rules::path_has_prefix(&b.value(), &a.value()),
+    };
+    let methods = a.methods.is_empty()
+        || (!b.methods.is_empty() && b.methods.iter().all(|m| a.methods.contains(m)));
+    host && path && methods
+}
+
+fn host_covers(a: &str, b: &str) -> bool {
+    let (a, b) = (a.to_ascii_lowercase(), b.to_ascii_lowercase());
+    match a.strip_prefix("*.") {
+        None => a == b,
+        Some(suffix) => {
+            let b_name = b.strip_prefix("*.").unwrap_or(&b);
+            b_name.len() > suffix.len() && b_name.ends_with(&format!(".{suffix}"))
+                || (b.starts_with("*.") && b_name == suffix)
+        }
+    }
+}
