@@ -130,3 +130,16 @@ pub trait Observable {
     /// The function the admin listener calls at each scrape.
     fn observer(&self) -> Observer;
 }
+
+/// A service whose TLS listeners the command line and the config file may replace
+/// (`ProxyCli::apply_tls`): an HTTP proxy, a TCP one.
+pub trait TlsListeners {
+    /// The proxy's name (its `[proxy.NAME]` in the config file).
+    fn proxy_name(&self) -> &str;
+    /// Every listening address, cleartext and TLS, as configured so far.
+    fn listen_addrs(&self) -> &[ListenAddr];
+    /// Removes the TLS listening addresses (not yet bound ones).
+    fn clear_tls(&mut self);
+    /// Adds a listening address terminating TLS with `tls`.
+    fn add_tls(&mut self, addr: &str, tls: crate::listen::tls::TlsSettings);
+}

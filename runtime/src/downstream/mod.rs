@@ -1000,3 +1000,21 @@ impl<B: Body> Body for TrackedBody<B> {
         self.inner.size_hint()
     }
 }
+
+impl<M: MakeConnService> crate::service::TlsListeners for HttpService<M> {
+    fn proxy_name(&self) -> &str {
+        self.name()
+    }
+
+    fn listen_addrs(&self) -> &[ListenAddr] {
+        HttpService::listen_addrs(self)
+    }
+
+    fn clear_tls(&mut self) {
+        HttpService::clear_tls(self)
+    }
+
+    fn add_tls(&mut self, addr: &str, tls: TlsSettings) {
+        HttpService::add_tls(self, addr, tls)
+    }
+}

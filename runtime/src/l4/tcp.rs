@@ -382,7 +382,7 @@ async fn connect_peer(
     };
     let mut tried = Vec::new();
     loop {
-        let Some((peer, in_flight)) = group.select_for(&key, &tried) else {
+        let Some((peer, in_flight)) = group.select(&key, &tried) else {
             tracing::warn!(%client, group = group.name(), "no peer to connect to; closing");
             outcome.ended("no_peer", None);
             return None;
@@ -489,7 +489,7 @@ impl RunningTcpProxy {
     }
 }
 
-impl crate::server::cli::TlsListeners for TcpProxyService {
+impl crate::service::TlsListeners for TcpProxyService {
     fn proxy_name(&self) -> &str {
         &self.name
     }

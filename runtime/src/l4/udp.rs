@@ -267,7 +267,7 @@ async fn open_mapping(group: &UpstreamGroup, client: SocketAddr) -> io::Result<M
         IpAddr::V6(ip) => ip.octets().to_vec(),
     };
     let (peer, in_flight) = group
-        .select_for(&key, &[])
+        .select(&key, &[])
         .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "no peer available"))?;
     let local: SocketAddr = if peer.addr().is_ipv4() {
         (std::net::Ipv4Addr::UNSPECIFIED, 0).into()

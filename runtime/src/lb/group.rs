@@ -6,51 +6,26 @@
 //! never blocks a request, requests in flight keep the list they started with, and peers
 //! that remain keep their health and in-flight counts.
 
-use std::borrow::Cow;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
 use arc_swap::ArcSwap;
-use http::header::{HeaderName, COOKIE};
+use http::header::HeaderName;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::lb::discovery::{discover_once, Discovery, DiscoveryTask};
 use crate::lb::{Backend, InFlight, LoadBalancer, Peer, Strategy};
-use crate::proxy::Session;
 use crate::shutdown::ShutdownWatch;
 
 /// How long [`UpstreamGroup::check_discovery`] (`-t`) waits for a discovery source's answer.
 pub const DISCOVERY_CHECK_TIMEOUT: Duration = Duration::from_secs(5);
 use crate::lb::health::{HealthCheck, HealthChecker, PeerAccess};
+use crate::lb::Attempts;
 use crate::upstream::{HttpPeer, PeerTimeouts, TlsConnector, UpstreamHttp, UpstreamTls};
 
 /// Body bytes kept for a resend unless a group says otherwise (as Pingora's default).
 pub const DEFAULT_REPLAY_LIMIT: usize = 64 * 1024;
-
-/// What a request's earlier attempts left for its retries: the peers tried (so a retry
-/// goes elsewhere) and the hashed key (the request headers have moved upstream by then).
-/// Filled in as peers are picked for groups with `retry N`, and as they fail for others
-/// (a failed connect is always tried elsewhere).
-#[derive(Debug, Default)]
-pub struct Attempts {
-    tried: Vec<SocketAddr>,
-    key: Option<Box<[u8]>>,
-}
-
-impl Attempts {
-    /// Notes that `addr` was tried, so that the next choice avoids it.
-    pub fn note_tried(&mut self, addr: SocketAddr) {
-        if !self.tried.contains(&addr) {
-            self.tried.push(addr);
-        }
-    }
-
-    /// How many different peers were tried.
-    pub fn tried(&self) -> usize {
-        self.tried.len()
-    }
-}
 
 /// What part of a request key-based strategies (consistent hash, hash) hash.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -66,38 +41,6 @@ pub enum RequestKey {
     Path,
     /// The client's IP address.
     ClientIp,
-}
-
-impl RequestKey {
-    /// The key of the request in `session`.
-    pub fn extract<'a>(&self, session: &'a Session) -> Cow<'a, [u8]> {
-        match self {
-            RequestKey::None => Cow::Borrowed(&[]),
-            RequestKey::Header(name) => Cow::Borrowed(
-                session
-                    .headers()
-                    .get(name)
-                    .map_or(&[][..], |v| v.as_bytes()),
-            ),
-            RequestKey::Cookie(name) => Cow::Borrowed(cookie(session, name).unwrap_or(&[])),
-            RequestKey::Path => Cow::Borrowed(session.path().as_bytes()),
-            RequestKey::ClientIp => Cow::Owned(match session.client_addr().ip() {
-                std::net::IpAddr::V4(ip) => ip.octets().to_vec(),
-                std::net::IpAddr::V6(ip) => ip.octets().to_vec(),
-            }),
-        }
-    }
-}
-
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'a>(session: &'a Session, name: &str) -> Option<&'a [u8]> {
-    session.headers().get_all(COOKIE).iter().find_map(|value| {
-        value.as_bytes().split(|&b| b == b';').find_map(|pair| {
-            let pair = pair.trim_ascii();
-            let (k, v) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
-            (k == name.as_bytes()).then(|| &v[1..])
-        })
-    })
 }
 
 /// Passive health: a peer whose requests fail `failures` times in a row (connect errors,
@@ -396,53 +339,40 @@ impl UpstreamGroup {
         self.tunables.store(Arc::new(t));
     }
 
-    /// The peer for the request in `session`, avoiding the peers its earlier attempts
-    /// tried when another is available, and a guard counting the request in flight there.
-    /// Errors with [`ErrorKind::NoPeer`] (503) when no peer is available and the group does
-    /// not fail open.
-    pub async fn peer(
-        &self,
-        session: &Session,
-        attempts: &mut Attempts,
-    ) -> Result<(HttpPeer, InFlight)> {
-        if session.retries() > 0 && !self.retry_backoff.is_zero() {
-            tokio::time::sleep(self.retry_backoff * session.retries()).await;
-        }
-        let lb = self.lb.load();
+    /// The key-based strategies' key: what part of a request this group hashes, if its
+    /// strategy hashes at all.
+    pub fn request_key(&self) -> Option<&RequestKey> {
+        self.lb.load().strategy().uses_key().then_some(&self.key)
+    }
+
+    /// How long a request waits before its next attempt here, after `attempts`.
+    pub fn backoff(&self, attempts: &Attempts) -> Duration {
+        attempts.backoff(self.retry_backoff)
+    }
+
+    /// Whether this group notes each peer it picks and the key it hashed, for retries
+    /// (`retry N` with N > 0).
+    pub fn keeps_attempts(&self) -> bool {
+        self.tunables.load().retries > 0
+    }
+
+    /// The peer for a request hashing `key`, avoiding the peers in `tried` when another
+    /// is available, as an [`HttpPeer`] with the group's timeouts and TLS, and a guard
+    /// counting the request in flight there. Errors with [`ErrorKind::NoPeer`] (503) when
+    /// no peer is available and the group does not fail open.
+    pub fn http_peer(&self, key: &[u8], tried: &[SocketAddr]) -> Result<(HttpPeer, InFlight)> {
         let tunables = **self.tunables.load();
-        let key = match (&attempts.key, lb.strategy().uses_key()) {
-            (_, false) => Cow::Borrowed(&[][..]),
-            // A retry hashes the first attempt's key: the headers have moved upstream.
-            (Some(saved), true) => Cow::Borrowed(&saved[..]),
-            (None, true) => {
-                let key = self.key.extract(session);
-                if tunables.retries > 0 {
-                    attempts.key = Some(key.to_vec().into_boxed_slice());
-                }
-                key
-            }
-        };
-        let tries = lb.peers().len() * 2 + 1;
-        let tried = &attempts.tried;
-        let chosen = lb
-            .select_peer_where(&key, tries, |p| {
-                p.is_available() && !tried.contains(&p.addr())
-            })
-            .or_else(|| lb.select_peer(&key, tries))
-            .or_else(|| self.fail_open.then(|| lb.select_any(&key)).flatten());
-        let peer = chosen.ok_or_else(|| {
+        let (peer, in_flight) = self.select(key, tried).ok_or_else(|| {
+            let empty = self.lb.load().peers().is_empty();
             Error::new(
                 ErrorKind::NoPeer,
-                if lb.peers().is_empty() {
+                if empty {
                     "upstream group has no peers"
                 } else {
                     "no healthy peer in the upstream group"
                 },
             )
         })?;
-        if tunables.retries > 0 {
-            attempts.tried.push(peer.addr());
-        }
         let mut http_peer = HttpPeer::new(peer.addr())
             .with_timeouts(tunables.timeouts)
             .with_http(self.http)
@@ -457,13 +387,14 @@ impl UpstreamGroup {
                 ))
             }
         }
-        Ok((http_peer, peer.start_request()))
+        Ok((http_peer, in_flight))
     }
 
-    /// Picks a peer for a connection of a layer-4 proxy: the group's strategy over `key`
-    /// (the client's IP for hash strategies), healthy peers not in `tried` first, with the
-    /// same fallbacks as HTTP requests. Returns the peer, counted in flight.
-    pub fn select_for(&self, key: &[u8], tried: &[SocketAddr]) -> Option<(Arc<Peer>, InFlight)> {
+    /// Picks a peer for `key` (ignored by strategies that do not hash) with the group's
+    /// strategy — for an HTTP request and a layer-4 connection alike: an available peer
+    /// not in `tried`, else any available peer, else (when the group fails open) any peer.
+    /// Returns the peer, counted in flight.
+    pub fn select(&self, key: &[u8], tried: &[SocketAddr]) -> Option<(Arc<Peer>, InFlight)> {
         let lb = self.lb.load();
         let key = if lb.strategy().uses_key() { key } else { &[] };
         let tries = lb.peers().len() * 2 + 1;
@@ -471,10 +402,8 @@ impl UpstreamGroup {
             .select_peer_where(key, tries, |p| {
                 p.is_available() && !tried.contains(&p.addr())
             })
-            .or_else(|| {
-                lb.select_peer_where(key, tries, |p| !tried.contains(&p.addr()))
-                    .filter(|_| self.fail_open)
-            })?;
+            .or_else(|| lb.select_peer(key, tries))
+            .or_else(|| self.fail_open.then(|| lb.select_any(key)).flatten())?;
         Some((chosen.clone(), chosen.start_request()))
     }
 

@@ -22,11 +22,13 @@ use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering}
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
+mod attempts;
 pub mod discovery;
 mod group;
 mod health;
 
-pub use group::{Attempts, GroupTask, PassiveHealth, RequestKey, UpstreamGroup};
+pub use attempts::{Attempts, MAX_RETRIES};
+pub use group::{GroupTask, PassiveHealth, RequestKey, UpstreamGroup};
 pub use health::{HealthCheck, HealthChecker, HealthKind};
 
 use crate::listen::resolve;

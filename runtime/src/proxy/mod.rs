@@ -55,7 +55,7 @@ use body::{LogState, ResponseSource};
 
 /// The most times one request is sent to another peer after failed connects, whatever
 /// `fail_to_connect` says (as Pingora's default `max_retries`).
-pub const MAX_CONNECT_RETRIES: u32 = pingora_dsl_rules::MAX_RETRIES;
+pub const MAX_CONNECT_RETRIES: u32 = crate::lb::MAX_RETRIES;
 
 /// What `request_filter` decided: go on to the upstream, or answer the client now.
 #[derive(Debug)]
@@ -465,8 +465,8 @@ pub(crate) fn finish<P: ProxyHttp>(
     let elapsed = session.elapsed();
     let route = session.route_stats.as_deref().unwrap_or(&stats.unrouted);
     route.record(session.status, elapsed, session.body_bytes_sent);
-    if session.retries > 0 {
-        route.retries.add(u64::from(session.retries));
+    if session.retries() > 0 {
+        route.retries.add(u64::from(session.retries()));
     }
     if let Some(peer) = &session.peer_stats {
         peer.requests.inc();
@@ -507,7 +507,7 @@ fn access_entry<'a>(
         bytes: session.body_bytes_sent,
         duration: elapsed,
         upstream: session.upstream_addr(),
-        retries: session.retries,
+        retries: session.retries(),
         request_id: session.request_id(),
         referer: text(logged.and_then(|l| l.referer.as_ref())),
         user_agent: text(logged.and_then(|l| l.user_agent.as_ref())),
@@ -636,11 +636,11 @@ async fn run_phases<P: ProxyHttp>(
             }) => {
                 count_failed_attempt(session, &error);
                 let error = proxy.fail_to_connect(session, &peer, ctx, error);
-                if !error.retry() || session.retries >= MAX_CONNECT_RETRIES {
+                if !error.retry() || !session.attempts.may_retry() {
                     return Err(error);
                 }
                 tracing::debug!(peer = %peer.addr(), error = %error, "connect failed; trying another peer");
-                session.retries += 1;
+                session.attempts.count_retry();
                 peer = proxy.upstream_peer(session, ctx).await?;
                 session.upstream = Some(peer.addr());
                 request = unsent;
@@ -661,11 +661,11 @@ async fn run_phases<P: ProxyHttp>(
                 let Some(chunks) = chunks.filter(|_| error.retry()) else {
                     return Err(error);
                 };
-                if session.retries >= MAX_CONNECT_RETRIES {
+                if !session.attempts.may_retry() {
                     return Err(error);
                 }
                 tracing::debug!(peer = %peer.addr(), error = %error, "upstream failed before answering; resending the request to another peer");
-                session.retries += 1;
+                session.attempts.count_retry();
                 peer = proxy.upstream_peer(session, ctx).await?;
                 session.upstream = Some(peer.addr());
                 let mut again = Request::new(RequestBody::replaying(chunks));

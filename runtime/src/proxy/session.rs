@@ -10,6 +10,7 @@ use http::{Method, Request, StatusCode, Uri, Version};
 use tokio::time::Instant;
 
 use crate::downstream::ConnInfo;
+use crate::lb::Attempts;
 use crate::metrics::{PeerStats, RouteStats};
 
 /// The request head sent upstream; `upstream_request_filter` edits it.
@@ -40,7 +41,8 @@ pub struct Session {
     pub(crate) upstream: Option<SocketAddr>,
     pub(crate) body_bytes_sent: u64,
     pub(crate) forwarded: bool,
-    pub(crate) retries: u32,
+    /// Its retry state: retries so far, peers tried, the key hashed first.
+    pub(crate) attempts: Attempts,
     request_id: HeaderValue,
     /// The request came without a usable `x-request-id`: ours is added upstream.
     pub(crate) request_id_generated: bool,
@@ -134,7 +136,7 @@ impl Session {
             upstream: None,
             body_bytes_sent: 0,
             forwarded: false,
-            retries: 0,
+            attempts: Attempts::default(),
             request_id,
             request_id_generated,
             route_stats: None,
@@ -248,7 +250,7 @@ impl Session {
 
     /// How many times the request went to another peer after a failed connect.
     pub fn retries(&self) -> u32 {
-        self.retries
+        self.attempts.retries()
     }
 
     pub(crate) fn conn(&self) -> &ConnCtx {

@@ -22,7 +22,7 @@ use crate::server::config::Config;
 use crate::server::daemon::{daemonize, Identity, PidFile};
 use crate::server::handover::{PeerPolicy, UpgradeConf};
 use crate::server::{RuntimeFlavor, Server, ServerConf};
-use crate::service::{background_service, Listening};
+use crate::service::{background_service, Listening, TlsListeners};
 use crate::shutdown::ShutdownWatch;
 use std::path::{Path, PathBuf};
 use tokio::signal::unix::{signal, SignalKind};
@@ -415,37 +415,6 @@ pub struct Prepared {
     pub effective: Config,
     /// Re-applies the config file on SIGHUP.
     pub reloader: Reloader,
-}
-
-/// A service whose TLS listeners the command line and the config file may replace
-/// ([`ProxyCli::apply_tls`]): an HTTP proxy, a TCP one.
-pub trait TlsListeners {
-    /// The proxy's name (its `[proxy.NAME]` in the config file).
-    fn proxy_name(&self) -> &str;
-    /// Every listening address, cleartext and TLS, as configured so far.
-    fn listen_addrs(&self) -> &[ListenAddr];
-    /// Removes the TLS listening addresses (not yet bound ones).
-    fn clear_tls(&mut self);
-    /// Adds a listening address terminating TLS with `tls`.
-    fn add_tls(&mut self, addr: &str, tls: TlsSettings);
-}
-
-impl<M: crate::downstream::MakeConnService> TlsListeners for HttpService<M> {
-    fn proxy_name(&self) -> &str {
-        self.name()
-    }
-
-    fn listen_addrs(&self) -> &[ListenAddr] {
-        HttpService::listen_addrs(self)
-    }
-
-    fn clear_tls(&mut self) {
-        HttpService::clear_tls(self)
-    }
-
-    fn add_tls(&mut self, addr: &str, tls: TlsSettings) {
-        HttpService::add_tls(self, addr, tls)
-    }
 }
 
 /// Re-applies a config file to a running proxy's upstream groups: the declared values,

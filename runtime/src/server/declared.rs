@@ -13,14 +13,14 @@ use std::io;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use crate::server::cli::{self, Prepared, ProxyCli, Services};
-use crate::service::Listening;
 use crate::downstream::HttpService;
-use crate::server::layer4::{Layer4Options, Transport};
-use crate::proxy::{ProxyHttp, ProxyLayer, ProxyOptions, ProxyPipeline};
-use crate::proxy::route::Router;
 use crate::l4::tcp::TcpProxyService;
 use crate::l4::udp::UdpProxyService;
+use crate::proxy::route::Router;
+use crate::proxy::{ProxyHttp, ProxyLayer, ProxyOptions, ProxyPipeline};
+use crate::server::cli::{self, Prepared, ProxyCli, Services};
+use crate::server::layer4::{Layer4Options, Transport};
+use crate::service::Listening;
 
 /// What every declared proxy gives `run`: its name, addresses and router as declared.
 pub trait Declared: Sized {

@@ -6,7 +6,10 @@
 //! (see the phase methods below, each meant to be called from the phase of the same name).
 //! Routes are tried in order and the first match wins; a request no route matches gets 404.
 
+use std::borrow::Cow;
+
 use bytes::Bytes;
+use http::header::COOKIE;
 use http::header::{HeaderName, HeaderValue, LOCATION};
 use http::{HeaderMap, Method, Response, StatusCode};
 
@@ -14,7 +17,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::proxy::{Flow, RequestHeader, ResponseHeader, Session};
 use std::sync::Arc;
 
-use crate::lb::{Attempts, GroupTask, UpstreamGroup};
+use crate::lb::{GroupTask, RequestKey, UpstreamGroup};
 use crate::lb::{InFlight, Peer};
 use crate::metrics::RouteStats;
 use crate::service::RouteView;
@@ -246,7 +249,6 @@ enum Failure {
 pub struct RouteCtx<C> {
     route: Option<usize>,
     peer: Option<InFlight>,
-    attempts: Attempts,
     /// Whether the current peer's outcome went to passive health already.
     recorded: bool,
     /// The user's per-request context (`ctx Type;` in `proxy!`).
@@ -259,7 +261,6 @@ impl<C> RouteCtx<C> {
         RouteCtx {
             route: None,
             peer: None,
-            attempts: Attempts::default(),
             recorded: false,
             user,
         }
@@ -449,14 +450,37 @@ impl Router {
     /// none), avoiding the one a retry comes from; counts the request in flight there.
     pub async fn upstream_peer<C>(
         &self,
-        session: &Session,
+        session: &mut Session,
         ctx: &mut RouteCtx<C>,
     ) -> Result<HttpPeer> {
         let group = self.routed_group(ctx).ok_or(Error::new(
             ErrorKind::NoPeer,
             "no upstream group for this request",
         ))?;
-        let (peer, in_flight) = group.peer(session, &mut ctx.attempts).await?;
+        let delay = group.backoff(&session.attempts);
+        if !delay.is_zero() {
+            tokio::time::sleep(delay).await;
+        }
+        let keep = group.keeps_attempts();
+        let ((peer, in_flight), save) = {
+            // A retry hashes the first attempt's key: the headers have moved upstream.
+            let key = match (group.request_key(), session.attempts.saved_key()) {
+                (None, _) => Cow::Borrowed(&[][..]),
+                (Some(_), Some(saved)) => Cow::Borrowed(saved),
+                (Some(key), None) => request_key(key, session),
+            };
+            let chosen = group.http_peer(&key, session.attempts.tried_peers())?;
+            let save =
+                (keep && group.request_key().is_some() && session.attempts.saved_key().is_none())
+                    .then(|| key.to_vec());
+            (chosen, save)
+        };
+        if let Some(key) = save {
+            session.attempts.save_key(&key);
+        }
+        if keep {
+            session.attempts.note_tried(peer.addr());
+        }
         ctx.peer = Some(in_flight);
         ctx.recorded = false;
         Ok(peer)
@@ -480,7 +504,7 @@ impl Router {
     /// timeout`), and the group's `retry N` may allow more.
     pub fn fail_to_connect<C>(
         &self,
-        session: &Session,
+        session: &mut Session,
         ctx: &mut RouteCtx<C>,
         error: Error,
     ) -> Error {
@@ -496,7 +520,7 @@ impl Router {
     /// a timeout or a bad response) is worth a resend.
     pub fn error_while_proxy<C>(
         &self,
-        session: &Session,
+        session: &mut Session,
         ctx: &mut RouteCtx<C>,
         error: Error,
     ) -> Error {
@@ -513,7 +537,7 @@ impl Router {
     /// failed, while the group has a peer this request has not tried.
     fn failed_attempt<C>(
         &self,
-        session: &Session,
+        session: &mut Session,
         ctx: &mut RouteCtx<C>,
         mut error: Error,
         failure: Failure,
@@ -524,12 +548,12 @@ impl Router {
         if let Some(peer) = ctx.peer.as_ref().map(InFlight::peer) {
             group.record_outcome(peer, Some(&error));
             // The next choice avoids it (groups with `retry N` note every peer they pick).
-            ctx.attempts.note_tried(peer.addr());
+            session.attempts.note_tried(peer.addr());
         }
         ctx.recorded = true;
-        let within_budget = session.retries() < group.retries();
+        let within_budget = session.attempts.within(group.retries());
         let retry = match failure {
-            Failure::Connect => within_budget || ctx.attempts.tried() < group.peer_count(),
+            Failure::Connect => within_budget || session.attempts.tried() < group.peer_count(),
             Failure::Broken => within_budget,
             Failure::Final => false,
         };
@@ -588,6 +612,36 @@ impl Router {
             .collect();
         (routes, self.groups().to_vec())
     }
+}
+
+/// The part of the request in `session` that `key` names, for a hashing strategy.
+fn request_key<'a>(key: &RequestKey, session: &'a Session) -> Cow<'a, [u8]> {
+    match key {
+        RequestKey::None => Cow::Borrowed(&[]),
+        RequestKey::Header(name) => Cow::Borrowed(
+            session
+                .headers()
+                .get(name)
+                .map_or(&[][..], |v| v.as_bytes()),
+        ),
+        RequestKey::Cookie(name) => Cow::Borrowed(cookie(session, name).unwrap_or(&[])),
+        RequestKey::Path => Cow::Borrowed(session.path().as_bytes()),
+        RequestKey::ClientIp => Cow::Owned(match session.client_addr().ip() {
+            std::net::IpAddr::V4(ip) => ip.octets().to_vec(),
+            std::net::IpAddr::V6(ip) => ip.octets().to_vec(),
+        }),
+    }
+}
+
+/// The value of cookie `name` in the request's `Cookie` headers.
+fn cookie<'a>(session: &'a Session, name: &str) -> Option<&'a [u8]> {
+    session.headers().get_all(COOKIE).iter().find_map(|value| {
+        value.as_bytes().split(|&b| b == b';').find_map(|pair| {
+            let pair = pair.trim_ascii();
+            let (k, v) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
+            (k == name.as_bytes()).then(|| &v[1..])
+        })
+    })
 }
 
 #[cfg(test)]
