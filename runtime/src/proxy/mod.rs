@@ -17,6 +17,7 @@
 //! [`http_proxy_service_with`].
 
 mod body;
+mod forward;
 mod headers;
 mod listening;
 pub mod phase;
@@ -33,9 +34,7 @@ use std::time::Duration;
 
 use crate::downstream::body::DownstreamBody;
 use bytes::Bytes;
-use http::header::{
-    HeaderName, HeaderValue, CONNECTION, CONTENT_LENGTH, CONTENT_TYPE, EXPECT, HOST, LOCATION,
-};
+use http::header::{HeaderName, HeaderValue, CONNECTION, CONTENT_TYPE, LOCATION};
 use http::{Request, Response, StatusCode};
 pub use tower_layer::{Identity, Layer, Stack};
 
@@ -50,7 +49,7 @@ use crate::lb::UpstreamGroup;
 use crate::metrics::ProxyStats;
 use crate::observe::access_log::{AccessEntry, AccessLog};
 use crate::service::RouteView;
-use crate::upstream::{ClientOptions, HttpClient, HttpPeer, SendError};
+use crate::upstream::{ClientOptions, HttpClient, HttpPeer};
 use body::{LogState, ResponseSource};
 
 /// The most times one request is sent to another peer after failed connects, whatever
@@ -516,15 +515,9 @@ fn access_entry<'a>(
 }
 
 /// Counts a failed attempt on the peer it went to (a retry goes elsewhere next).
-fn count_failed_attempt(session: &mut Session, error: &Error) {
-    if let Some(peer) = session.peer_stats.take() {
-        peer.requests.inc();
-        if error.kind().is_upstream_failure() {
-            peer.errors.inc();
-        }
-    }
-}
-
+/// The phases of one request, from its head to the response head to send: checks and
+/// the request filters, the peer, the upstream request, the exchange with its retries, and
+/// the response filters (see [`forward`] for each step).
 async fn run_phases<P: ProxyHttp>(
     shared: &Shared<P>,
     session: &mut Session,
@@ -541,7 +534,6 @@ async fn run_phases<P: ProxyHttp>(
     }
     let mut peer = proxy.upstream_peer(session, ctx).await?;
     session.upstream = Some(peer.addr());
-
     let upgrade = {
         let head = session.req_header();
         tunnel::requested_upgrade(
@@ -551,160 +543,18 @@ async fn run_phases<P: ProxyHttp>(
             &shared.options.allowed_upgrades,
         )
     };
-    // The upstream request is built in a block: its parts (`up`, the body) are then not
-    // kept beside it in this function's future, which is boxed per request.
-    let (mut request, downstream_upgrade, host_from_peer, replay) = {
-        let mut up = session.take_upstream_head();
-        // hyper's handle on the client connection, if the request may switch protocols.
-        let downstream_upgrade = up.extensions.remove::<hyper::upgrade::OnUpgrade>();
-        headers::strip_request_hop_by_hop(&mut up.headers)?;
-        if let Some(protocol) = &upgrade {
-            tunnel::restore_upgrade(&mut up.headers, protocol.clone());
-        }
-        // 100-continue is answered by our own HTTP layer when the body is first read.
-        up.headers.remove(EXPECT);
-        if shared.options.forwarded_for {
-            headers::append_forwarded_for(&mut up.headers, &session.conn().client_ip);
-        }
-        if let Some(via) = &shared.options.via {
-            headers::append_via(&mut up.headers, via);
-        }
-        if session.request_id_generated {
-            up.headers
-                .insert(session::REQUEST_ID, session.request_id_value().clone());
-        }
-        proxy.upstream_request_filter(session, &mut up, ctx).await?;
-        // An HTTP/1.0 client may omit Host; HTTP/1.1 upstreams require one: the peer's.
-        let host_from_peer = !up.headers.contains_key(HOST);
-        if host_from_peer {
-            up.headers.insert(HOST, peer.host_header());
-        }
-
-        let body = session.take_body();
-        if body.is_none() {
-            // A filter consumed the body: forward none, and say so.
-            up.headers.remove(CONTENT_LENGTH);
-        }
-        let mut body = RequestBody::new(
-            body,
-            shared.options.body_read_timeout,
-            shared.options.body_total_timeout,
-        );
-        if !http_body::Body::is_end_stream(&body) {
-            let stats = session
-                .route_stats
-                .as_ref()
-                .unwrap_or(&shared.stats.unrouted);
-            body.count_into(stats.clone());
-        }
-        session.forwarded = true;
-        // A copy for a resend after a broken connection, only when the proxy asks (it costs a
-        // header-map clone; body chunks are kept by reference count, not copied).
-        let replay = proxy.replay_buffer(session, ctx).map(|limit| {
-            // A request without a body (most GETs) needs no recording.
-            let recording = (!http_body::Body::is_end_stream(&body)).then(|| body.record(limit));
-            (
-                up.method.clone(),
-                up.uri.clone(),
-                up.headers.clone(),
-                recording,
-            )
-        });
-        (
-            Request::from_parts(up, body),
-            downstream_upgrade,
-            host_from_peer,
-            replay,
-        )
-    };
-    let response = loop {
-        session.peer_stats = peer.stats().cloned();
-        let sent = session
-            .peer_stats
-            .as_ref()
-            .map(|_| std::time::Instant::now());
-        match shared.client.try_send(&peer, request).await {
-            Ok(response) => {
-                if let (Some(stats), Some(sent)) = (&session.peer_stats, sent) {
-                    stats.first_byte_time.observe(sent.elapsed());
-                }
-                break response;
-            }
-            Err(SendError {
-                error,
-                request: Some(unsent),
-            }) => {
-                count_failed_attempt(session, &error);
-                let error = proxy.fail_to_connect(session, &peer, ctx, error);
-                if !error.retry() || !session.attempts.may_retry() {
-                    return Err(error);
-                }
-                tracing::debug!(peer = %peer.addr(), error = %error, "connect failed; trying another peer");
-                session.attempts.count_retry();
-                peer = proxy.upstream_peer(session, ctx).await?;
-                session.upstream = Some(peer.addr());
-                request = unsent;
-                if host_from_peer {
-                    request.headers_mut().insert(HOST, peer.host_header());
-                }
-            }
-            Err(SendError { error, .. }) => {
-                count_failed_attempt(session, &error);
-                let Some((method, uri, headers, recording)) = &replay else {
-                    return Err(error);
-                };
-                let error = proxy.error_while_proxy(session, &peer, ctx, error);
-                let chunks = match recording {
-                    None => Some(Default::default()),
-                    Some(r) => r.lock().ok().and_then(|r| r.replayable()),
-                };
-                let Some(chunks) = chunks.filter(|_| error.retry()) else {
-                    return Err(error);
-                };
-                if !session.attempts.may_retry() {
-                    return Err(error);
-                }
-                tracing::debug!(peer = %peer.addr(), error = %error, "upstream failed before answering; resending the request to another peer");
-                session.attempts.count_retry();
-                peer = proxy.upstream_peer(session, ctx).await?;
-                session.upstream = Some(peer.addr());
-                let mut again = Request::new(RequestBody::replaying(chunks));
-                *again.method_mut() = method.clone();
-                *again.uri_mut() = uri.clone();
-                *again.headers_mut() = headers.clone();
-                if host_from_peer {
-                    again.headers_mut().insert(HOST, peer.host_header());
-                }
-                request = again;
-            }
-        }
-    };
-
-    let (mut head, body) = response.into_parts();
-    let switched_to = (head.status == StatusCode::SWITCHING_PROTOCOLS)
-        .then(|| head.headers.get(http::header::UPGRADE).cloned());
-    headers::strip_response_hop_by_hop(&mut head.headers)?;
-    if let Some(switched_to) = switched_to {
-        // Tunnel only what was asked for, once the upstream agreed.
-        let upstream_upgrade = head.extensions.remove::<hyper::upgrade::OnUpgrade>();
-        let (down, up, protocol) =
-            tunnel::agreed_switch(upgrade, downstream_upgrade, upstream_upgrade, switched_to)?;
-        tunnel::restore_upgrade(&mut head.headers, protocol);
-        tunnel::spawn(
-            down,
-            up,
-            shared.options.tunnel_idle_timeout,
-            session.conn().info.enter_tunnel(),
-            peer.addr(),
-        );
-    }
-    if let Some(via) = &shared.options.via {
-        headers::append_via(&mut head.headers, via);
-    }
-    session.status = Some(head.status);
-    proxy.upstream_response_filter(session, &mut head, ctx)?;
-    proxy.response_filter(session, &mut head, ctx).await?;
-    Ok(Response::from_parts(head, ResponseSource::Upstream(body)))
+    let outgoing = forward::upstream_request(shared, session, ctx, &peer, &upgrade).await?;
+    let response = forward::exchange(shared, session, ctx, &mut peer, outgoing.attempt).await?;
+    forward::response_head(
+        shared,
+        session,
+        ctx,
+        response,
+        &peer,
+        upgrade,
+        outgoing.downstream_upgrade,
+    )
+    .await
 }
 
 /// The response a client gets for `error`: its status and a one-line plain-text body. A bad
