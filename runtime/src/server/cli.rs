@@ -624,19 +624,7 @@ where
     upgrade.peers = PeerPolicy {
         run_as: identity.uid(),
     };
-    let mut sockets = Sockets::new();
-    let mut handover = None;
-    if cli.upgrade {
-        tracing::info!(socket = %upgrade.socket.display(), "waiting for the running process to hand its sockets over (send it SIGQUIT)");
-        let (fds, ready) =
-            crate::server::handover::receive(&upgrade.socket, upgrade.timeout, upgrade.peers)?;
-        sockets = Sockets::inherit(fds)?;
-        handover = Some(ready);
-    }
-    service.bind_with(&mut sockets)?;
-    if let Some(admin) = &mut admin {
-        admin.bind_with(&mut sockets).map_err(admin_error)?;
-    }
+    let (sockets, handover) = bind(cli.upgrade, upgrade, &mut service, admin.as_mut())?;
     // Bound (privileged ports too): now detach, record the pid, and give up root.
     let detached = if cli.daemon {
         Some(daemonize(server_section.error_log.as_deref())?)
@@ -666,15 +654,7 @@ where
     if let Some(detached) = detached {
         server.on_started(move || detached.started());
     }
-    let reload_path = cli.conf.clone();
-    server.add_service(background_service("reload on SIGHUP", move |shutdown| {
-        reload_on_hangup(reloader, reload_path, shutdown)
-    }));
-    for task in tasks {
-        server.add_service(background_service(task.name(), move |shutdown| {
-            task.run(shutdown)
-        }));
-    }
+    add_background(&mut server, reloader, cli.conf.clone(), tasks);
     server.add_service(service);
     if let Some(admin) = admin {
         server.add_service(admin);
@@ -682,9 +662,50 @@ where
     server.run_until_signal()
 }
 
+/// Adds the SIGHUP reloader (of the file at `conf`) and the groups' tasks to `server`.
+fn add_background(
+    server: &mut Server,
+    reloader: Reloader,
+    conf: Option<PathBuf>,
+    tasks: Vec<GroupTask>,
+) {
+    server.add_service(background_service("reload on SIGHUP", move |shutdown| {
+        reload_on_hangup(reloader, conf, shutdown)
+    }));
+    for task in tasks {
+        server.add_service(background_service(task.name(), move |shutdown| {
+            task.run(shutdown)
+        }));
+    }
+}
+
 /// The admin listener's service.
 type AdminService =
     HttpService<crate::downstream::ServeHandler<crate::observe::admin::AdminHandler>>;
+
+/// Binds the service and the admin listener: on sockets received from the running process
+/// with `-u` (returning the handle to tell it once serving), else on fresh ones.
+fn bind<S: Listening>(
+    upgrade_flag: bool,
+    upgrade: &UpgradeConf,
+    service: &mut S,
+    admin: Option<&mut AdminService>,
+) -> io::Result<(Sockets, Option<crate::server::handover::Handover>)> {
+    let mut sockets = Sockets::new();
+    let mut handover = None;
+    if upgrade_flag {
+        tracing::info!(socket = %upgrade.socket.display(), "waiting for the running process to hand its sockets over (send it SIGQUIT)");
+        let (fds, ready) =
+            crate::server::handover::receive(&upgrade.socket, upgrade.timeout, upgrade.peers)?;
+        sockets = Sockets::inherit(fds)?;
+        handover = Some(ready);
+    }
+    service.bind_with(&mut sockets)?;
+    if let Some(admin) = admin {
+        admin.bind_with(&mut sockets).map_err(admin_error)?;
+    }
+    Ok((sockets, handover))
+}
 
 fn admin_error(e: io::Error) -> io::Error {
     io::Error::new(e.kind(), format!("admin listener: {e}"))
