@@ -9,10 +9,17 @@ use std::time::Duration;
 /// Most retries of one request, whatever a group's budget says.
 pub const MAX_RETRIES: u32 = pingora_dsl_rules::MAX_RETRIES;
 
-/// What a request's earlier attempts left for its retries.
+/// What a request's earlier attempts left for its retries. Small in the session of a
+/// request that never retries: the peers and key go to the heap only once noted.
 #[derive(Debug, Default)]
 pub struct Attempts {
     retries: u32,
+    noted: Option<Box<Noted>>,
+}
+
+/// The peers tried and the key hashed first.
+#[derive(Debug, Default)]
+struct Noted {
     tried: Vec<SocketAddr>,
     key: Option<Box<[u8]>>,
 }
@@ -46,30 +53,32 @@ impl Attempts {
 
     /// Notes that `addr` was tried, so that the next choice avoids it.
     pub fn note_tried(&mut self, addr: SocketAddr) {
-        if !self.tried.contains(&addr) {
-            self.tried.push(addr);
+        let tried = &mut self.noted.get_or_insert_with(Box::default).tried;
+        if !tried.contains(&addr) {
+            tried.push(addr);
         }
     }
 
     /// How many different peers were tried.
     pub fn tried(&self) -> usize {
-        self.tried.len()
+        self.tried_peers().len()
     }
 
     /// The peers tried, for the next choice to avoid.
     pub fn tried_peers(&self) -> &[SocketAddr] {
-        &self.tried
+        self.noted.as_ref().map_or(&[], |n| &n.tried)
     }
 
     /// The key the first attempt hashed, once saved.
     pub fn saved_key(&self) -> Option<&[u8]> {
-        self.key.as_deref()
+        self.noted.as_ref()?.key.as_deref()
     }
 
     /// Keeps `key` for the retries to hash (the first one saved stays).
     pub fn save_key(&mut self, key: &[u8]) {
-        if self.key.is_none() {
-            self.key = Some(key.into());
+        let noted = self.noted.get_or_insert_with(Box::default);
+        if noted.key.is_none() {
+            noted.key = Some(key.into());
         }
     }
 }

@@ -1,5 +1,4 @@
-//! Forwarding a request that passed the request filters, in three steps: the upstream
-//! request built from it (hop-by-hop headers out, forwarding headers in, the filters'
+//! Forwarding a request that passed the request filters: the upstream request built from it (hop-by-hop headers out, forwarding headers in, the filters'
 //! edits, a copy kept for a resend when the proxy asks), the exchange with the peer (a
 //! failed connect, or a broken connection of a replayable request, tried again on the next
 //! peer within the request's [`Attempts`](crate::lb::Attempts)), and the response head
@@ -13,22 +12,15 @@ use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, EXPECT, HOST};
 use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 
-use super::body::{Recording, RequestBody, ResponseSource};
+use super::body::{Recording, RequestBody};
 use super::{headers, session, tunnel, ProxyHttp, Session, Shared};
-use crate::error::{Error, Result};
+use crate::error::{Error, ErrorKind, Result};
 use crate::upstream::{HttpPeer, SendError, UpstreamBody};
 
-/// The upstream request of a client request, and the client's side of a protocol switch.
-pub(super) struct Outgoing {
-    /// The request to send, and what a resend needs.
-    pub attempt: Attempt,
-    /// hyper's handle on the client connection, if the request may switch protocols.
-    pub downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
-}
-
-/// A request ready to send.
+/// A request ready to send (kept by the caller; an exchange takes the request out to send
+/// it, and puts it back when no connection could be made).
 pub(super) struct Attempt {
-    request: Request<RequestBody>,
+    request: Option<Request<RequestBody>>,
     /// The `Host` header is the peer's (the client sent none): a resend names the new one.
     host_from_peer: bool,
     replay: Option<Replay>,
@@ -58,16 +50,15 @@ impl Replay {
     }
 }
 
-/// Builds the upstream request from the session's head and body for `peer`, running
-/// `upstream_request_filter`. Built here, not in the caller, so that its parts are not kept
-/// beside it in the per-request future.
-pub(super) async fn upstream_request<P: ProxyHttp>(
+/// The upstream request's head, from the session's (which moves, not copied): hop-by-hop
+/// headers out, the allowed `upgrade` restored, forwarding headers and the request id in;
+/// and hyper's handle on the client connection, if the request may switch protocols.
+/// `upstream_request_filter` runs on it next, then [`attempt`] completes it.
+pub(super) fn upstream_head<P>(
     shared: &Shared<P>,
     session: &mut Session,
-    ctx: &mut P::Ctx,
-    peer: &HttpPeer,
     upgrade: &Option<http::HeaderValue>,
-) -> Result<Outgoing> {
+) -> Result<(http::request::Parts, Option<hyper::upgrade::OnUpgrade>)> {
     let mut up = session.take_upstream_head();
     let downstream_upgrade = up.extensions.remove::<hyper::upgrade::OnUpgrade>();
     headers::strip_request_hop_by_hop(&mut up.headers)?;
@@ -86,20 +77,27 @@ pub(super) async fn upstream_request<P: ProxyHttp>(
         up.headers
             .insert(session::REQUEST_ID, session.request_id_value().clone());
     }
-    shared
-        .proxy
-        .upstream_request_filter(session, &mut up, ctx)
-        .await?;
+    Ok((up, downstream_upgrade))
+}
+
+/// The request to send to `peer`: the filtered head `up` (with the peer's `Host` if it has
+/// none), the session's body, and a copy for a resend when the proxy asks for one.
+pub(super) fn attempt<P: ProxyHttp>(
+    shared: &Shared<P>,
+    session: &mut Session,
+    ctx: &P::Ctx,
+    mut up: http::request::Parts,
+    peer: &HttpPeer,
+) -> Attempt {
     // An HTTP/1.0 client may omit Host; HTTP/1.1 upstreams require one: the peer's.
     let host_from_peer = !up.headers.contains_key(HOST);
     if host_from_peer {
         up.headers.insert(HOST, peer.host_header());
     }
-    let body = request_body(shared, session, &mut up.headers);
+    let mut body = request_body(shared, session, &mut up.headers);
     session.forwarded = true;
     // A copy for a resend after a broken connection, only when the proxy asks (it costs a
     // header-map clone; body chunks are kept by reference count, not copied).
-    let mut body = body;
     let replay = shared
         .proxy
         .replay_buffer(session, ctx)
@@ -110,14 +108,11 @@ pub(super) async fn upstream_request<P: ProxyHttp>(
             // A request without a body (most GETs) needs no recording.
             recording: (!http_body::Body::is_end_stream(&body)).then(|| body.record(limit)),
         });
-    Ok(Outgoing {
-        attempt: Attempt {
-            request: Request::from_parts(up, body),
-            host_from_peer,
-            replay,
-        },
-        downstream_upgrade,
-    })
+    Attempt {
+        request: Some(Request::from_parts(up, body)),
+        host_from_peer,
+        replay,
+    }
 }
 
 /// The session's body as the upstream request's, with its timeouts and byte counting.
@@ -155,15 +150,13 @@ pub(super) async fn exchange<P: ProxyHttp>(
     session: &mut Session,
     ctx: &mut P::Ctx,
     peer: &mut HttpPeer,
-    attempt: Attempt,
+    attempt: &mut Attempt,
 ) -> Result<Response<UpstreamBody<RequestBody>>> {
     let proxy = &*shared.proxy;
-    let Attempt {
-        mut request,
-        host_from_peer,
-        replay,
-    } = attempt;
     loop {
+        let Some(request) = attempt.request.take() else {
+            return Err(Error::new(ErrorKind::Internal, "no request to send"));
+        };
         session.peer_stats = peer.stats().cloned();
         let sent = session.peer_stats.as_ref().map(|_| Instant::now());
         let error = match shared.client.try_send(peer, request).await {
@@ -178,31 +171,27 @@ pub(super) async fn exchange<P: ProxyHttp>(
                 request: Some(unsent),
             }) => {
                 count_failed_attempt(session, &error);
-                let error = proxy.fail_to_connect(session, peer, ctx, error);
-                request = unsent;
-                error
+                attempt.request = Some(unsent);
+                proxy.fail_to_connect(session, peer, ctx, error)
             }
             Err(SendError { error, .. }) => {
                 count_failed_attempt(session, &error);
-                let Some(replay) = &replay else {
+                let Some(replay) = &attempt.replay else {
                     return Err(error);
                 };
                 let error = proxy.error_while_proxy(session, peer, ctx, error);
-                match replay.again().filter(|_| error.retry()) {
-                    Some(again) => request = again,
-                    None => return Err(error),
-                }
+                attempt.request = replay.again().filter(|_| error.retry());
                 error
             }
         };
-        if !error.retry() || !session.attempts.may_retry() {
+        if attempt.request.is_none() || !error.retry() || !session.attempts.may_retry() {
             return Err(error);
         }
         tracing::debug!(peer = %peer.addr(), error = %error, "upstream attempt failed; trying another peer");
         session.attempts.count_retry();
         *peer = proxy.upstream_peer(session, ctx).await?;
         session.upstream = Some(peer.addr());
-        if host_from_peer {
+        if let (true, Some(request)) = (attempt.host_from_peer, &mut attempt.request) {
             request.headers_mut().insert(HOST, peer.host_header());
         }
     }
@@ -218,17 +207,16 @@ fn count_failed_attempt(session: &mut Session, error: &Error) {
     }
 }
 
-/// The response head for the client: hop-by-hop headers out, an agreed protocol switch
-/// tunnelled, `Via`, then the response filters.
-pub(super) async fn response_head<P: ProxyHttp>(
+/// The response head for the client, before the response filters: hop-by-hop headers
+/// out, an agreed protocol switch tunnelled, `Via`.
+pub(super) fn response_head<P>(
     shared: &Shared<P>,
     session: &mut Session,
-    ctx: &mut P::Ctx,
     response: Response<UpstreamBody<RequestBody>>,
     peer: &HttpPeer,
     upgrade: Option<http::HeaderValue>,
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
-) -> Result<Response<ResponseSource>> {
+) -> Result<(http::response::Parts, UpstreamBody<RequestBody>)> {
     let (mut head, body) = response.into_parts();
     let switched_to = (head.status == StatusCode::SWITCHING_PROTOCOLS)
         .then(|| head.headers.get(http::header::UPGRADE).cloned());
@@ -251,12 +239,5 @@ pub(super) async fn response_head<P: ProxyHttp>(
         headers::append_via(&mut head.headers, via);
     }
     session.status = Some(head.status);
-    shared
-        .proxy
-        .upstream_response_filter(session, &mut head, ctx)?;
-    shared
-        .proxy
-        .response_filter(session, &mut head, ctx)
-        .await?;
-    Ok(Response::from_parts(head, ResponseSource::Upstream(body)))
+    Ok((head, body))
 }

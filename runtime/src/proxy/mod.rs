@@ -543,18 +543,22 @@ async fn run_phases<P: ProxyHttp>(
             &shared.options.allowed_upgrades,
         )
     };
-    let outgoing = forward::upstream_request(shared, session, ctx, &peer, &upgrade).await?;
-    let response = forward::exchange(shared, session, ctx, &mut peer, outgoing.attempt).await?;
-    forward::response_head(
+    let (mut up, downstream_upgrade) = forward::upstream_head(shared, session, &upgrade)?;
+    proxy.upstream_request_filter(session, &mut up, ctx).await?;
+    let mut attempt = forward::attempt(shared, session, ctx, up, &peer);
+    let response = forward::exchange(shared, session, ctx, &mut peer, &mut attempt).await?;
+    drop(attempt);
+    let (mut head, body) = forward::response_head(
         shared,
         session,
-        ctx,
         response,
         &peer,
         upgrade,
-        outgoing.downstream_upgrade,
-    )
-    .await
+        downstream_upgrade,
+    )?;
+    proxy.upstream_response_filter(session, &mut head, ctx)?;
+    proxy.response_filter(session, &mut head, ctx).await?;
+    Ok(Response::from_parts(head, ResponseSource::Upstream(body)))
 }
 
 /// The response a client gets for `error`: its status and a one-line plain-text body. A bad
