@@ -20,12 +20,11 @@
 
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::TcpStream;
-use tokio::sync::{watch, Notify};
+use tokio::sync::watch;
 
 use crate::error::{Error, ErrorKind};
 use crate::l4::relay::{relay_until, RelayEnd};
@@ -59,8 +58,7 @@ struct Shared {
     listener: Arc<ListenerStats>,
     idle_timeout: Duration,
     access_log: Option<AccessLog>,
-    open: AtomicUsize,
-    drained: Notify,
+    open: crate::l4::OpenCount,
     /// Set when the grace period of a shutdown is over: open relays end.
     stop: watch::Sender<bool>,
 }
@@ -73,20 +71,8 @@ impl Shared {
             listener: self.listener.clone(),
             idle_timeout: self.idle_timeout,
             access_log: self.access_log.clone(),
-            open: AtomicUsize::new(0),
-            drained: Notify::new(),
+            open: crate::l4::OpenCount::default(),
             stop: watch::Sender::new(false),
-        }
-    }
-
-    /// Resolves once no connection is open.
-    async fn drained(&self) {
-        loop {
-            let notified = self.drained.notified();
-            if self.open.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
         }
     }
 }
@@ -103,8 +89,7 @@ impl TcpProxyService {
                 listener: Arc::default(),
                 idle_timeout: DEFAULT_IDLE_TIMEOUT,
                 access_log: None,
-                open: AtomicUsize::new(0),
-                drained: Notify::new(),
+                open: crate::l4::OpenCount::default(),
                 stop: watch::Sender::new(false),
             }),
             stats: Arc::default(),
@@ -243,7 +228,7 @@ impl TcpProxyService {
                 self.stats.clone(),
                 shutdown.clone(),
                 move |stream, client| {
-                    shared.open.fetch_add(1, Ordering::AcqRel);
+                    shared.open.enter();
                     shared.listener.accepted.inc();
                     shared.listener.open.inc();
                     let shared = shared.clone();
@@ -251,9 +236,7 @@ impl TcpProxyService {
                     tokio::spawn(async move {
                         serve(&shared, stream, client, tls).await;
                         shared.listener.open.dec();
-                        if shared.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-                            shared.drained.notify_waiters();
-                        }
+                        shared.open.leave();
                     });
                 },
             )));
@@ -263,12 +246,12 @@ impl TcpProxyService {
         }
         let mut immediate = shutdown.clone();
         tokio::select! {
-            _ = tokio::time::timeout(grace, self.shared.drained()) => {}
+            _ = tokio::time::timeout(grace, self.shared.open.drained()) => {}
             _ = immediate.wait_immediate() => {}
         }
         // Grace is over: the connections still open end now, each logged as such.
         self.shared.stop.send_replace(true);
-        let _ = tokio::time::timeout(STOP_WAIT, self.shared.drained()).await;
+        let _ = tokio::time::timeout(STOP_WAIT, self.shared.open.drained()).await;
     }
 }
 

@@ -6,12 +6,11 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
 
 use tokio::net::UdpSocket;
-use tokio::sync::Notify;
 
 use crate::lb::InFlight;
 use crate::lb::UpstreamGroup;
@@ -39,8 +38,7 @@ struct Shared {
     idle_timeout: Duration,
     access_log: Option<AccessLog>,
     /// Client mappings open, and a wake-up when the last one closes.
-    open: AtomicUsize,
-    drained: Notify,
+    open: crate::l4::OpenCount,
 }
 
 /// One client's mapping: the upstream socket (connected to its peer).
@@ -69,8 +67,7 @@ impl UdpProxyService {
                 group,
                 idle_timeout: DEFAULT_IDLE_TIMEOUT,
                 access_log: None,
-                open: AtomicUsize::new(0),
-                drained: Notify::new(),
+                open: crate::l4::OpenCount::default(),
             }),
         }
     }
@@ -186,24 +183,13 @@ impl UdpProxyService {
         }
         let mut immediate = shutdown.clone();
         tokio::select! {
-            _ = tokio::time::timeout(grace, self.shared.drained()) => {}
+            _ = tokio::time::timeout(grace, self.shared.open.drained()) => {}
             _ = immediate.wait_immediate() => {}
         }
     }
 }
 
-impl Shared {
-    /// Resolves once no mapping is open.
-    async fn drained(&self) {
-        loop {
-            let notified = self.drained.notified();
-            if self.open.load(Ordering::Acquire) == 0 {
-                return;
-            }
-            notified.await;
-        }
-    }
-}
+impl Shared {}
 
 /// Relays the datagrams arriving on `listener` until shutdown.
 async fn serve(listener: Arc<UdpSocket>, shared: Arc<Shared>, mut shutdown: ShutdownWatch) {
@@ -235,7 +221,7 @@ async fn serve(listener: Arc<UdpSocket>, shared: Arc<Shared>, mut shutdown: Shut
                         .lock()
                         .unwrap_or_else(|p| p.into_inner())
                         .insert(client, m.clone());
-                    shared.open.fetch_add(1, Ordering::AcqRel);
+                    shared.open.enter();
                     tokio::spawn(replies(
                         listener.clone(),
                         m.clone(),
@@ -350,9 +336,7 @@ async fn replies(
             error: None,
         });
     }
-    if shared.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-        shared.drained.notify_waiters();
-    }
+    shared.open.leave();
 }
 
 impl server::Service for UdpProxyService {

@@ -54,6 +54,8 @@ impl Replay {
 /// headers out, the allowed `upgrade` restored, forwarding headers and the request id in;
 /// and hyper's handle on the client connection, if the request may switch protocols.
 /// `upstream_request_filter` runs on it next, then [`attempt`] completes it.
+// Inlined: its result moves into the caller's future without a copy.
+#[inline(always)]
 pub(super) fn upstream_head<P>(
     shared: &Shared<P>,
     session: &mut Session,
@@ -82,6 +84,8 @@ pub(super) fn upstream_head<P>(
 
 /// The request to send to `peer`: the filtered head `up` (with the peer's `Host` if it has
 /// none), the session's body, and a copy for a resend when the proxy asks for one.
+// Inlined: its result moves into the caller's future without a copy.
+#[inline(always)]
 pub(super) fn attempt<P: ProxyHttp>(
     shared: &Shared<P>,
     session: &mut Session,
@@ -116,6 +120,8 @@ pub(super) fn attempt<P: ProxyHttp>(
 }
 
 /// The session's body as the upstream request's, with its timeouts and byte counting.
+// Inlined: its result moves into the caller's future without a copy.
+#[inline(always)]
 fn request_body<P>(
     shared: &Shared<P>,
     session: &mut Session,
@@ -209,6 +215,8 @@ fn count_failed_attempt(session: &mut Session, error: &Error) {
 
 /// The response head for the client, before the response filters: hop-by-hop headers
 /// out, an agreed protocol switch tunnelled, `Via`.
+// Inlined: its result moves into the caller's future without a copy.
+#[inline(always)]
 pub(super) fn response_head<P>(
     shared: &Shared<P>,
     session: &mut Session,
