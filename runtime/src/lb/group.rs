@@ -339,40 +339,56 @@ impl UpstreamGroup {
         self.tunables.store(Arc::new(t));
     }
 
-    /// The key-based strategies' key: what part of a request this group hashes, if its
-    /// strategy hashes at all.
-    pub fn request_key(&self) -> Option<&RequestKey> {
-        self.lb.load().strategy().uses_key().then_some(&self.key)
-    }
-
     /// How long a request waits before its next attempt here, after `attempts`.
     pub fn backoff(&self, attempts: &Attempts) -> Duration {
+        if attempts.retries() == 0 {
+            return Duration::ZERO;
+        }
         attempts.backoff(self.retry_backoff)
     }
 
-    /// Whether this group notes each peer it picks and the key it hashed, for retries
-    /// (`retry N` with N > 0).
-    pub fn keeps_attempts(&self) -> bool {
-        self.tunables.load().retries > 0
-    }
-
-    /// The peer for a request hashing `key`, avoiding the peers in `tried` when another
-    /// is available, as an [`HttpPeer`] with the group's timeouts and TLS, and a guard
-    /// counting the request in flight there. Errors with [`ErrorKind::NoPeer`] (503) when
-    /// no peer is available and the group does not fail open.
-    pub fn http_peer(&self, key: &[u8], tried: &[SocketAddr]) -> Result<(HttpPeer, InFlight)> {
+    /// The peer for a request, avoiding the peers its `attempts` tried when another is
+    /// available, as an [`HttpPeer`] with the group's timeouts and TLS, and a guard counting
+    /// the request in flight there. `key_of` gives the part of the request this group's
+    /// strategy hashes (asked only when it hashes; a retry hashes the first attempt's key).
+    /// With `retry N`, the peer and the key are noted in `attempts`. Errors with
+    /// [`ErrorKind::NoPeer`] (503) when no peer is available and the group does not fail
+    /// open.
+    pub fn http_peer<'a>(
+        &self,
+        key_of: impl FnOnce(&RequestKey) -> std::borrow::Cow<'a, [u8]>,
+        attempts: &mut Attempts,
+    ) -> Result<(HttpPeer, InFlight)> {
+        let lb = self.lb.load();
         let tunables = **self.tunables.load();
-        let (peer, in_flight) = self.select(key, tried).ok_or_else(|| {
-            let empty = self.lb.load().peers().is_empty();
+        let keep = tunables.retries > 0;
+        let fresh;
+        let key: &[u8] = match (lb.strategy().uses_key(), attempts.saved_key()) {
+            (false, _) => &[],
+            (true, Some(saved)) => saved,
+            (true, None) => {
+                fresh = key_of(&self.key);
+                &fresh
+            }
+        };
+        let chosen = self.choose(&lb, key, attempts.tried_peers());
+        if keep && lb.strategy().uses_key() && attempts.saved_key().is_none() {
+            let owned = key.to_vec();
+            attempts.save_key(&owned);
+        }
+        let peer = chosen.ok_or_else(|| {
             Error::new(
                 ErrorKind::NoPeer,
-                if empty {
+                if lb.peers().is_empty() {
                     "upstream group has no peers"
                 } else {
                     "no healthy peer in the upstream group"
                 },
             )
         })?;
+        if keep {
+            attempts.note_tried(peer.addr());
+        }
         let mut http_peer = HttpPeer::new(peer.addr())
             .with_timeouts(tunables.timeouts)
             .with_http(self.http)
@@ -387,7 +403,7 @@ impl UpstreamGroup {
                 ))
             }
         }
-        Ok((http_peer, in_flight))
+        Ok((http_peer, peer.start_request()))
     }
 
     /// Picks a peer for `key` (ignored by strategies that do not hash) with the group's
@@ -396,15 +412,25 @@ impl UpstreamGroup {
     /// Returns the peer, counted in flight.
     pub fn select(&self, key: &[u8], tried: &[SocketAddr]) -> Option<(Arc<Peer>, InFlight)> {
         let lb = self.lb.load();
+        let chosen = self.choose(&lb, key, tried)?.clone();
+        let in_flight = chosen.start_request();
+        Some((chosen, in_flight))
+    }
+
+    /// The one choice behind [`select`](Self::select) and [`http_peer`](Self::http_peer).
+    fn choose<'l>(
+        &self,
+        lb: &'l LoadBalancer,
+        key: &[u8],
+        tried: &[SocketAddr],
+    ) -> Option<&'l Arc<Peer>> {
         let key = if lb.strategy().uses_key() { key } else { &[] };
         let tries = lb.peers().len() * 2 + 1;
-        let chosen = lb
-            .select_peer_where(key, tries, |p| {
-                p.is_available() && !tried.contains(&p.addr())
-            })
-            .or_else(|| lb.select_peer(key, tries))
-            .or_else(|| self.fail_open.then(|| lb.select_any(key)).flatten())?;
-        Some((chosen.clone(), chosen.start_request()))
+        lb.select_peer_where(key, tries, |p| {
+            p.is_available() && !tried.contains(&p.addr())
+        })
+        .or_else(|| lb.select_peer(key, tries))
+        .or_else(|| self.fail_open.then(|| lb.select_any(key)).flatten())
     }
 
     /// The connect timeout of the group's peers.

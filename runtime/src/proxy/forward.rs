@@ -6,7 +6,6 @@
 
 use std::collections::VecDeque;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, EXPECT, HOST};
@@ -14,11 +13,10 @@ use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
 
 use super::body::{Recording, RequestBody};
 use super::{headers, session, tunnel, ProxyHttp, Session, Shared};
-use crate::error::{Error, ErrorKind, Result};
+use crate::error::{Error, Result};
 use crate::upstream::{HttpPeer, SendError, UpstreamBody};
 
-/// A request ready to send (kept by the caller; an exchange takes the request out to send
-/// it, and puts it back when no connection could be made).
+/// A request ready to send, and what a resend needs.
 pub(super) struct Attempt {
     request: Option<Request<RequestBody>>,
     /// The `Host` header is the peer's (the client sent none): a resend names the new one.
@@ -147,60 +145,55 @@ fn request_body<P>(
     body
 }
 
-/// Sends `attempt` to `peer`; after a failed connect (nothing sent) or a broken
-/// connection (for a replayable request) that the proxy marks for a retry, and while the
-/// request's attempts allow, sends it again to the next peer `upstream_peer` picks (which
-/// `peer` then names).
-pub(super) async fn exchange<P: ProxyHttp>(
+/// What to do after a failed send of `attempt`: `Ok` with the request to send next
+/// (to the peer `upstream_peer` picks then), or the error to answer with. A failed connect
+/// (nothing sent, `unsent` given back) or a broken connection of a replayable request
+/// is retried when the proxy marks it so and the request's attempts allow.
+pub(super) fn after_failure<P: ProxyHttp>(
     shared: &Shared<P>,
     session: &mut Session,
     ctx: &mut P::Ctx,
-    peer: &mut HttpPeer,
-    attempt: &mut Attempt,
-) -> Result<Response<UpstreamBody<RequestBody>>> {
+    peer: &HttpPeer,
+    attempt: &Attempt,
+    failed: SendError<RequestBody>,
+) -> std::result::Result<Request<RequestBody>, Error> {
     let proxy = &*shared.proxy;
-    loop {
-        let Some(request) = attempt.request.take() else {
-            return Err(Error::new(ErrorKind::Internal, "no request to send"));
-        };
-        session.peer_stats = peer.stats().cloned();
-        let sent = session.peer_stats.as_ref().map(|_| Instant::now());
-        let error = match shared.client.try_send(peer, request).await {
-            Ok(response) => {
-                if let (Some(stats), Some(sent)) = (&session.peer_stats, sent) {
-                    stats.first_byte_time.observe(sent.elapsed());
-                }
-                return Ok(response);
-            }
-            Err(SendError {
-                error,
-                request: Some(unsent),
-            }) => {
-                count_failed_attempt(session, &error);
-                attempt.request = Some(unsent);
-                proxy.fail_to_connect(session, peer, ctx, error)
-            }
-            Err(SendError { error, .. }) => {
-                count_failed_attempt(session, &error);
-                let Some(replay) = &attempt.replay else {
-                    return Err(error);
-                };
-                let error = proxy.error_while_proxy(session, peer, ctx, error);
-                attempt.request = replay.again().filter(|_| error.retry());
-                error
-            }
-        };
-        if attempt.request.is_none() || !error.retry() || !session.attempts.may_retry() {
-            return Err(error);
+    count_failed_attempt(session, &failed.error);
+    let (error, next) = match failed.request {
+        Some(unsent) => (
+            proxy.fail_to_connect(session, peer, ctx, failed.error),
+            Some(unsent),
+        ),
+        None => {
+            let Some(replay) = &attempt.replay else {
+                return Err(failed.error);
+            };
+            let error = proxy.error_while_proxy(session, peer, ctx, failed.error);
+            let again = replay.again().filter(|_| error.retry());
+            (error, again)
         }
-        tracing::debug!(peer = %peer.addr(), error = %error, "upstream attempt failed; trying another peer");
-        session.attempts.count_retry();
-        *peer = proxy.upstream_peer(session, ctx).await?;
-        session.upstream = Some(peer.addr());
-        if let (true, Some(request)) = (attempt.host_from_peer, &mut attempt.request) {
-            request.headers_mut().insert(HOST, peer.host_header());
+    };
+    match next {
+        Some(request) if error.retry() && session.attempts.may_retry() => {
+            tracing::debug!(peer = %peer.addr(), error = %error, "upstream attempt failed; trying another peer");
+            session.attempts.count_retry();
+            Ok(request)
         }
+        _ => Err(error),
     }
+}
+
+/// Gives the request for the next attempt the new `peer`'s `Host` where the client sent
+/// none.
+pub(super) fn retarget(attempt: &Attempt, request: &mut Request<RequestBody>, peer: &HttpPeer) {
+    if attempt.host_from_peer {
+        request.headers_mut().insert(HOST, peer.host_header());
+    }
+}
+
+/// The request of `attempt`, taken out to send.
+pub(super) fn take_request(attempt: &mut Attempt) -> Option<Request<RequestBody>> {
+    attempt.request.take()
 }
 
 /// Counts a failed attempt on the peer it went to.

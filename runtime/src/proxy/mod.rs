@@ -546,7 +546,33 @@ async fn run_phases<P: ProxyHttp>(
     let (mut up, downstream_upgrade) = forward::upstream_head(shared, session, &upgrade)?;
     proxy.upstream_request_filter(session, &mut up, ctx).await?;
     let mut attempt = forward::attempt(shared, session, ctx, up, &peer);
-    let response = forward::exchange(shared, session, ctx, &mut peer, &mut attempt).await?;
+    let mut request = forward::take_request(&mut attempt);
+    let response = loop {
+        let Some(sending) = request.take() else {
+            return Err(Error::new(ErrorKind::Internal, "no request to send"));
+        };
+        session.peer_stats = peer.stats().cloned();
+        let sent = session
+            .peer_stats
+            .as_ref()
+            .map(|_| std::time::Instant::now());
+        match shared.client.try_send(&peer, sending).await {
+            Ok(response) => {
+                if let (Some(stats), Some(sent)) = (&session.peer_stats, sent) {
+                    stats.first_byte_time.observe(sent.elapsed());
+                }
+                break response;
+            }
+            Err(failed) => {
+                let mut next =
+                    forward::after_failure(shared, session, ctx, &peer, &attempt, failed)?;
+                peer = proxy.upstream_peer(session, ctx).await?;
+                session.upstream = Some(peer.addr());
+                forward::retarget(&attempt, &mut next, &peer);
+                request = Some(next);
+            }
+        }
+    };
     drop(attempt);
     let (mut head, body) = forward::response_head(
         shared,

@@ -218,6 +218,14 @@ impl Session {
         self.conn.info.client_addr
     }
 
+    /// The request head and client address (what a hashing strategy reads) beside the
+    /// retry state (which picking a peer updates), borrowed at once.
+    pub(crate) fn head_and_attempts(
+        &mut self,
+    ) -> (&http::request::Parts, SocketAddr, &mut Attempts) {
+        (&self.head, self.conn.info.client_addr, &mut self.attempts)
+    }
+
     /// The local address the request arrived on.
     pub fn local_addr(&self) -> SocketAddr {
         self.conn.info.local_addr

@@ -461,26 +461,8 @@ impl Router {
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
         }
-        let keep = group.keeps_attempts();
-        let ((peer, in_flight), save) = {
-            // A retry hashes the first attempt's key: the headers have moved upstream.
-            let key = match (group.request_key(), session.attempts.saved_key()) {
-                (None, _) => Cow::Borrowed(&[][..]),
-                (Some(_), Some(saved)) => Cow::Borrowed(saved),
-                (Some(key), None) => request_key(key, session),
-            };
-            let chosen = group.http_peer(&key, session.attempts.tried_peers())?;
-            let save =
-                (keep && group.request_key().is_some() && session.attempts.saved_key().is_none())
-                    .then(|| key.to_vec());
-            (chosen, save)
-        };
-        if let Some(key) = save {
-            session.attempts.save_key(&key);
-        }
-        if keep {
-            session.attempts.note_tried(peer.addr());
-        }
+        let (head, client, attempts) = session.head_and_attempts();
+        let (peer, in_flight) = group.http_peer(|key| request_key(key, head, client), attempts)?;
         ctx.peer = Some(in_flight);
         ctx.recorded = false;
         Ok(peer)
@@ -614,28 +596,30 @@ impl Router {
     }
 }
 
-/// The part of the request in `session` that `key` names, for a hashing strategy.
-fn request_key<'a>(key: &RequestKey, session: &'a Session) -> Cow<'a, [u8]> {
+/// The part of a request (its `head`, its `client` address) that `key` names, for a
+/// hashing strategy.
+fn request_key<'a>(
+    key: &RequestKey,
+    head: &'a http::request::Parts,
+    client: std::net::SocketAddr,
+) -> Cow<'a, [u8]> {
     match key {
         RequestKey::None => Cow::Borrowed(&[]),
-        RequestKey::Header(name) => Cow::Borrowed(
-            session
-                .headers()
-                .get(name)
-                .map_or(&[][..], |v| v.as_bytes()),
-        ),
-        RequestKey::Cookie(name) => Cow::Borrowed(cookie(session, name).unwrap_or(&[])),
-        RequestKey::Path => Cow::Borrowed(session.path().as_bytes()),
-        RequestKey::ClientIp => Cow::Owned(match session.client_addr().ip() {
+        RequestKey::Header(name) => {
+            Cow::Borrowed(head.headers.get(name).map_or(&[][..], |v| v.as_bytes()))
+        }
+        RequestKey::Cookie(name) => Cow::Borrowed(cookie(&head.headers, name).unwrap_or(&[])),
+        RequestKey::Path => Cow::Borrowed(head.uri.path().as_bytes()),
+        RequestKey::ClientIp => Cow::Owned(match client.ip() {
             std::net::IpAddr::V4(ip) => ip.octets().to_vec(),
             std::net::IpAddr::V6(ip) => ip.octets().to_vec(),
         }),
     }
 }
 
-/// The value of cookie `name` in the request's `Cookie` headers.
-fn cookie<'a>(session: &'a Session, name: &str) -> Option<&'a [u8]> {
-    session.headers().get_all(COOKIE).iter().find_map(|value| {
+/// The value of cookie `name` in the `Cookie` headers of `headers`.
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
+    headers.get_all(COOKIE).iter().find_map(|value| {
         value.as_bytes().split(|&b| b == b';').find_map(|pair| {
             let pair = pair.trim_ascii();
             let (k, v) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
