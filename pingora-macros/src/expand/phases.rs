@@ -153,8 +153,7 @@ fn user_call(p: &Proxy, phase: Phase, args: &[Arg]) -> Option<TokenStream> {
                     .collect::<String>()
             );
             let values = args.iter().map(|a| &a.user_value);
-            let call =
-                quote_spanned!(path.span()=> #rt::proxy::phase::#trait_name::call(#path, #(#values),*));
+            let call = quote_spanned!(path.span()=> #rt::proxy::phase::#trait_name::call(#path, #(#values),*));
             match phase {
                 Phase::FailToConnect | Phase::UpstreamResponseFilter | Phase::Logging => call,
                 _ => quote_spanned!(path.span()=> #call.await),
