@@ -17,7 +17,7 @@ use nix::sys::signal::Signal;
 use openssl::ssl::{SslConnector, SslMethod, SslVerifyMode};
 use pingora_dsl::server::config::Config;
 use pingora_dsl_suite::origin::Origin;
-use support::{addr_after, client, example_binary, get, read_until, send, spawn_with_lines};
+use support::{addr_after, client, example_binary, get, read_until, send, spawn_with_lines_and};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 /// A directory of this test's own, removed when dropped.
@@ -57,7 +57,16 @@ impl Running {
     /// Starts `command` and reads its stdout up to the first "listening on SCHEME://"
     /// line; returns the process and that address.
     fn start(command: &mut Command, scheme: &str) -> (Running, SocketAddr) {
-        let (child, lines) = spawn_with_lines(command);
+        Running::start_with_stderr(command, scheme, std::process::Stdio::null())
+    }
+
+    /// Like [`Running::start`], with the process's stderr (its log) going to `stderr`.
+    fn start_with_stderr(
+        command: &mut Command,
+        scheme: &str,
+        stderr: impl Into<std::process::Stdio>,
+    ) -> (Running, SocketAddr) {
+        let (child, lines) = spawn_with_lines_and(command, stderr);
         let mut running = Running {
             child,
             lines,
@@ -123,9 +132,11 @@ async fn the_config_files_peers_are_served_and_reloaded() {
         )
     };
     let conf = dir.file("lb.toml", &conf_text(first.addr()));
-    let (proxy, addr) = Running::start(
+    let log = dir.0.join("stderr.log");
+    let (proxy, addr) = Running::start_with_stderr(
         Command::new(example_binary("load_balancer")).args(["-c", path_str(&conf)]),
         "http",
+        std::fs::File::create(&log).expect("a log file"),
     );
     assert!(
         !proxy.seen.iter().any(|l| l.contains("demo origins")),
@@ -146,14 +157,12 @@ async fn the_config_files_peers_are_served_and_reloaded() {
     .await;
     nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), Signal::SIGHUP)
         .expect("send SIGHUP");
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    while origin_of(addr, "/").await != "reloaded" {
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "the reloaded peers get no request within 10 s"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    // The reload says it is done once the new peers are in place: from then on, every
+    // request goes to them.
+    support::wait_until(Duration::from_secs(10), "the reload is logged", || {
+        std::fs::read_to_string(&log).is_ok_and(|l| l.contains("configuration reloaded"))
+    })
+    .await;
     let before = first.requests();
     for _ in 0..4 {
         assert_eq!(origin_of(addr, "/").await, "reloaded");
