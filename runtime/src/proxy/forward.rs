@@ -9,16 +9,15 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use http::header::{CONTENT_LENGTH, EXPECT, HOST};
-use http::{HeaderMap, Method, Request, Response, StatusCode, Uri};
+use http::{HeaderMap, Method, Request, StatusCode, Uri};
 
 use super::body::{Recording, RequestBody};
 use super::{headers, session, tunnel, ProxyHttp, Session, Shared};
 use crate::error::{Error, Result};
-use crate::upstream::{HttpPeer, SendError, UpstreamBody};
+use crate::upstream::{HttpPeer, SendError};
 
-/// A request ready to send, and what a resend needs.
+/// What a resend of the request needs besides the request itself.
 pub(super) struct Attempt {
-    request: Option<Request<RequestBody>>,
     /// The `Host` header is the peer's (the client sent none): a resend names the new one.
     host_from_peer: bool,
     replay: Option<Replay>,
@@ -48,18 +47,18 @@ impl Replay {
     }
 }
 
-/// The upstream request's head, from the session's (which moves, not copied): hop-by-hop
-/// headers out, the allowed `upgrade` restored, forwarding headers and the request id in;
-/// and hyper's handle on the client connection, if the request may switch protocols.
-/// `upstream_request_filter` runs on it next, then [`attempt`] completes it.
-// Inlined: its result moves into the caller's future without a copy.
-#[inline(always)]
-pub(super) fn upstream_head<P>(
+/// Makes the session's head (`up`, moved out of it, not copied) the upstream request's
+/// head: hop-by-hop headers out, the allowed `upgrade` restored, forwarding headers and the
+/// request id in. Returns hyper's handle on the client connection, if the request may
+/// switch protocols. `upstream_request_filter` runs on it next, then [`attempt`] completes
+/// it. (The head is edited in place: moving it through a return value costs copies on
+/// every request.)
+pub(super) fn prepare_head<P>(
     shared: &Shared<P>,
-    session: &mut Session,
+    session: &Session,
+    up: &mut http::request::Parts,
     upgrade: &Option<http::HeaderValue>,
-) -> Result<(http::request::Parts, Option<hyper::upgrade::OnUpgrade>)> {
-    let mut up = session.take_upstream_head();
+) -> Result<Option<hyper::upgrade::OnUpgrade>> {
     let downstream_upgrade = up.extensions.remove::<hyper::upgrade::OnUpgrade>();
     headers::strip_request_hop_by_hop(&mut up.headers)?;
     if let Some(protocol) = upgrade {
@@ -77,20 +76,19 @@ pub(super) fn upstream_head<P>(
         up.headers
             .insert(session::REQUEST_ID, session.request_id_value().clone());
     }
-    Ok((up, downstream_upgrade))
+    Ok(downstream_upgrade)
 }
 
-/// The request to send to `peer`: the filtered head `up` (with the peer's `Host` if it has
-/// none), the session's body, and a copy for a resend when the proxy asks for one.
-// Inlined: its result moves into the caller's future without a copy.
-#[inline(always)]
+/// Completes the filtered head `up` for `peer` (its `Host` if the client sent none) and
+/// takes the session's body as the upstream request's, noting what a resend needs (a copy
+/// when the proxy asks for one).
 pub(super) fn attempt<P: ProxyHttp>(
     shared: &Shared<P>,
     session: &mut Session,
     ctx: &P::Ctx,
-    mut up: http::request::Parts,
+    up: &mut http::request::Parts,
     peer: &HttpPeer,
-) -> Attempt {
+) -> (RequestBody, Attempt) {
     // An HTTP/1.0 client may omit Host; HTTP/1.1 upstreams require one: the peer's.
     let host_from_peer = !up.headers.contains_key(HOST);
     if host_from_peer {
@@ -110,16 +108,14 @@ pub(super) fn attempt<P: ProxyHttp>(
             // A request without a body (most GETs) needs no recording.
             recording: (!http_body::Body::is_end_stream(&body)).then(|| body.record(limit)),
         });
-    Attempt {
-        request: Some(Request::from_parts(up, body)),
+    let attempt = Attempt {
         host_from_peer,
         replay,
-    }
+    };
+    (body, attempt)
 }
 
 /// The session's body as the upstream request's, with its timeouts and byte counting.
-// Inlined: its result moves into the caller's future without a copy.
-#[inline(always)]
 fn request_body<P>(
     shared: &Shared<P>,
     session: &mut Session,
@@ -191,11 +187,6 @@ pub(super) fn retarget(attempt: &Attempt, request: &mut Request<RequestBody>, pe
     }
 }
 
-/// The request of `attempt`, taken out to send.
-pub(super) fn take_request(attempt: &mut Attempt) -> Option<Request<RequestBody>> {
-    attempt.request.take()
-}
-
 /// Counts a failed attempt on the peer it went to.
 fn count_failed_attempt(session: &mut Session, error: &Error) {
     if let Some(peer) = session.peer_stats.take() {
@@ -206,19 +197,17 @@ fn count_failed_attempt(session: &mut Session, error: &Error) {
     }
 }
 
-/// The response head for the client, before the response filters: hop-by-hop headers
-/// out, an agreed protocol switch tunnelled, `Via`.
-// Inlined: its result moves into the caller's future without a copy.
-#[inline(always)]
-pub(super) fn response_head<P>(
+/// Shapes the response `head` for the client, before the response filters: hop-by-hop
+/// headers out, an agreed protocol switch tunnelled, `Via`. (Edited in place, like the
+/// request's head.)
+pub(super) fn shape_response_head<P>(
     shared: &Shared<P>,
     session: &mut Session,
-    response: Response<UpstreamBody<RequestBody>>,
+    head: &mut http::response::Parts,
     peer: &HttpPeer,
     upgrade: Option<http::HeaderValue>,
     downstream_upgrade: Option<hyper::upgrade::OnUpgrade>,
-) -> Result<(http::response::Parts, UpstreamBody<RequestBody>)> {
-    let (mut head, body) = response.into_parts();
+) -> Result<()> {
     let switched_to = (head.status == StatusCode::SWITCHING_PROTOCOLS)
         .then(|| head.headers.get(http::header::UPGRADE).cloned());
     headers::strip_response_hop_by_hop(&mut head.headers)?;
@@ -240,5 +229,5 @@ pub(super) fn response_head<P>(
         headers::append_via(&mut head.headers, via);
     }
     session.status = Some(head.status);
-    Ok((head, body))
+    Ok(())
 }

@@ -543,20 +543,18 @@ async fn run_phases<P: ProxyHttp>(
             &shared.options.allowed_upgrades,
         )
     };
-    let (mut up, downstream_upgrade) = forward::upstream_head(shared, session, &upgrade)?;
+    let mut up = session.take_upstream_head();
+    let downstream_upgrade = forward::prepare_head(shared, session, &mut up, &upgrade)?;
     proxy.upstream_request_filter(session, &mut up, ctx).await?;
-    let mut attempt = forward::attempt(shared, session, ctx, up, &peer);
-    let mut request = forward::take_request(&mut attempt);
+    let (body, attempt) = forward::attempt(shared, session, ctx, &mut up, &peer);
+    let mut request = Request::from_parts(up, body);
     let response = loop {
-        let Some(sending) = request.take() else {
-            return Err(Error::new(ErrorKind::Internal, "no request to send"));
-        };
         session.peer_stats = peer.stats().cloned();
         let sent = session
             .peer_stats
             .as_ref()
             .map(|_| std::time::Instant::now());
-        match shared.client.try_send(&peer, sending).await {
+        match shared.client.try_send(&peer, request).await {
             Ok(response) => {
                 if let (Some(stats), Some(sent)) = (&session.peer_stats, sent) {
                     stats.first_byte_time.observe(sent.elapsed());
@@ -564,20 +562,19 @@ async fn run_phases<P: ProxyHttp>(
                 break response;
             }
             Err(failed) => {
-                let mut next =
-                    forward::after_failure(shared, session, ctx, &peer, &attempt, failed)?;
+                request = forward::after_failure(shared, session, ctx, &peer, &attempt, failed)?;
                 peer = proxy.upstream_peer(session, ctx).await?;
                 session.upstream = Some(peer.addr());
-                forward::retarget(&attempt, &mut next, &peer);
-                request = Some(next);
+                forward::retarget(&attempt, &mut request, &peer);
             }
         }
     };
     drop(attempt);
-    let (mut head, body) = forward::response_head(
+    let (mut head, body) = response.into_parts();
+    forward::shape_response_head(
         shared,
         session,
-        response,
+        &mut head,
         &peer,
         upgrade,
         downstream_upgrade,
