@@ -199,14 +199,95 @@ fn poll_client_gone<I: AsyncRead + Unpin>(
     }
 }
 
+/// A connection on the direct path: its socket, the bytes read and not yet served, the
+/// response bytes gathered for the next write, and scratch space for parsing.
+struct Conn<I> {
+    io: I,
+    buf: BytesMut,
+    out: Vec<u8>,
+    fields: Vec<(HeaderName, usize, usize)>,
+}
+
+impl<I> Conn<I> {
+    /// Hands the connection to hyper, with every byte read and not yet served.
+    fn hand_off(self) -> End<I> {
+        End::HandOff {
+            io: self.io,
+            buffered: self.buf.freeze(),
+        }
+    }
+}
+
+/// What a connection watches besides its socket: a shutdown request, and then how long a
+/// draining connection has stayed idle.
+struct Watch<'a, F> {
+    probe: ShutdownProbe,
+    stop: Pin<&'a mut F>,
+    active: &'a ActiveRequests,
+    linger: Duration,
+    linger_timer: Option<Pin<Box<tokio::time::Sleep>>>,
+}
+
+impl<'a, F: Future<Output = ()>> Watch<'a, F> {
+    /// Watches `stop` (the wait of `shutdown`) and, once draining, `linger`.
+    fn new(
+        shutdown: ShutdownWatch,
+        stop: Pin<&'a mut F>,
+        active: &'a ActiveRequests,
+        linger: Duration,
+    ) -> Self {
+        Watch {
+            probe: ShutdownProbe {
+                watch: shutdown,
+                registered: false,
+                draining: false,
+            },
+            stop,
+            active,
+            linger,
+            linger_timer: None,
+        }
+    }
+
+    /// While a request is served: notes a shutdown request.
+    fn poll_busy(&mut self, cx: &mut std::task::Context<'_>) {
+        self.probe.poll(self.stop.as_mut(), self.active, cx);
+    }
+
+    /// While waiting for a request: notes a shutdown request, and is ready once the
+    /// connection, draining, has stayed idle for the linger.
+    fn poll_idle(&mut self, cx: &mut std::task::Context<'_>) -> Poll<()> {
+        self.poll_busy(cx);
+        if self.probe.draining && self.linger_timer.is_none() {
+            self.linger_timer = Some(Box::pin(tokio::time::sleep(self.linger)));
+        }
+        match self.linger_timer.as_mut() {
+            Some(timer) => timer.as_mut().poll(cx),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// What reading more of a request head found.
+enum Read {
+    /// Bytes, appended to the buffer.
+    More,
+    /// A request for hyper, or a connection hyper should end: it gets what was read.
+    HandOff,
+    /// The connection is finished.
+    Closed(Result<(), BoxError>),
+}
+
 /// Serves requests on `io` until the connection ends or a request needs hyper.
 ///
 /// Reads while no request is in flight are bounded by `io`'s idle deadline (the header-read
 /// and keep-alive timeouts). A graceful shutdown marks the connection draining: the next
 /// response says `Connection: close` and ends it, and an idle connection is closed after
 /// `linger`.
+// The request and the response stay in this function (moving them through others' return
+// values and arguments costs copies on every request).
 pub(crate) async fn serve<I, S, B>(
-    mut io: I,
+    io: I,
     service: &mut S,
     limits: HeadLimits,
     shutdown: &mut ShutdownWatch,
@@ -220,139 +301,169 @@ where
     B: Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
-    let mut buf = BytesMut::with_capacity(READ_SIZE);
-    let mut out: Vec<u8> = Vec::with_capacity(1024);
-    let mut fields: Vec<(HeaderName, usize, usize)> = Vec::new();
-    let mut probe = ShutdownProbe {
-        watch: shutdown.clone(),
-        registered: false,
-        draining: false,
-    };
-    let mut stop = pin!(shutdown.wait());
-    let mut linger_timer: Option<Pin<Box<tokio::time::Sleep>>> = None;
+    let mut conn = Conn::new(io);
+    let probe = shutdown.clone();
+    let stop = pin!(shutdown.wait());
+    let mut watch = Watch::new(probe, stop, active, linger);
     loop {
         // A complete request head, reading as needed.
         let (request, client_close) = loop {
-            if !buf.is_empty() {
-                match parse_request(&mut buf, limits, &mut fields) {
+            if !conn.buf.is_empty() {
+                match parse_request(&mut conn.buf, limits, &mut conn.fields) {
                     Parsed::Request(request, close) => break (request, close),
-                    Parsed::Partial if buf.len() < limits.max_bytes => {}
-                    Parsed::Partial | Parsed::NotDirect => {
-                        return End::HandOff {
-                            io,
-                            buffered: buf.freeze(),
-                        }
-                    }
-                    Parsed::VersionNotSupported => {
-                        answer_and_close(&mut io, &mut out, b"505 HTTP Version Not Supported")
-                            .await;
-                        return End::Closed(Err(
-                            "a request line named an HTTP version other than 1.x".into(),
-                        ));
-                    }
+                    Parsed::Partial if conn.buf.len() < limits.max_bytes => {}
+                    Parsed::Partial | Parsed::NotDirect => return conn.hand_off(),
+                    Parsed::VersionNotSupported => return conn.refuse_version().await,
                 }
             }
-            if buf.capacity() - buf.len() < READ_SIZE {
-                buf.reserve(READ_SIZE);
-            }
-            let read = poll_fn(|cx| {
-                if let Poll::Ready(r) =
-                    tokio_util::io::poll_read_buf(Pin::new(&mut io), cx, &mut buf)
-                {
-                    return Poll::Ready(Some(r));
-                }
-                probe.poll(stop.as_mut(), active, cx);
-                if probe.draining && linger_timer.is_none() {
-                    linger_timer = Some(Box::pin(tokio::time::sleep(linger)));
-                }
-                if let Some(timer) = linger_timer.as_mut() {
-                    if timer.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(None);
-                    }
-                }
-                Poll::Pending
-            })
-            .await;
-            match read {
-                // Draining, and idle all along the linger.
-                None if buf.is_empty() => {
-                    let _ = io.shutdown().await;
-                    return End::Closed(Ok(()));
-                }
-                None => {
-                    return End::HandOff {
-                        io,
-                        buffered: buf.freeze(),
-                    }
-                }
-                Some(Ok(0)) if buf.is_empty() => return End::Closed(Ok(())),
-                // The client closed mid-head: hyper says what it says to that.
-                Some(Ok(0)) => {
-                    return End::HandOff {
-                        io,
-                        buffered: buf.freeze(),
-                    }
-                }
-                Some(Ok(_)) => {}
-                Some(Err(e)) => return End::Closed(Err(e.into())),
+            match read_more(&mut conn, &mut watch).await {
+                Read::More => {}
+                Read::HandOff => return conn.hand_off(),
+                Read::Closed(result) => return End::Closed(result),
             }
         };
         let is_head = request.method() == Method::HEAD;
-
         if let Err(e) = poll_fn(|cx| service.poll_ready(cx).map_err(Into::<BoxError>::into)).await {
             return End::Closed(Err(e));
         }
         let mut call = pin!(service.call(request));
-        // Wait for the response, watching for the client leaving (which cancels the
-        // request, as hyper does) and for a shutdown (which makes this response the last).
         let response = poll_fn(|cx| {
             if let Poll::Ready(r) = call.as_mut().poll(cx) {
                 return Poll::Ready(r.map_err(Into::<BoxError>::into));
             }
-            probe.poll(stop.as_mut(), active, cx);
-            match poll_client_gone(&mut io, &mut buf, cx) {
-                Poll::Ready(Ok(())) => Poll::Ready(Err("the client closed the connection".into())),
-                Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
-                Poll::Pending => Poll::Pending,
-            }
+            poll_while_served(&mut conn, &mut watch, cx)
         })
         .await;
-        let response = match response {
-            Ok(response) => response,
+        let (parts, body) = match response {
+            Ok(response) => response.into_parts(),
             // A failed service, or a client that left: the request is dropped, cancelled.
             Err(e) => return End::Closed(Err(e)),
         };
-
-        let (parts, body) = response.into_parts();
         if parts.status.is_informational() {
-            // An interim status cannot end a request: the client would wait on for the
-            // final one. hyper answers 500 and closes; so does this path.
             drop(body);
-            answer_and_close(&mut io, &mut out, b"500 Internal Server Error").await;
-            return End::Closed(Err(format!(
-                "the service answered with the interim status {}",
-                parts.status
-            )
-            .into()));
+            return conn.refuse_interim(parts.status).await;
         }
-        let (framing, response_close) =
-            encode_head(&mut out, &parts, body.size_hint().exact(), is_head);
-        if client_close && !response_close {
-            out.extend_from_slice(b"connection: close\r\n");
-        }
-        out.extend_from_slice(b"\r\n");
+        let (framing, keep_alive) = conn.response_head(&parts, &body, is_head, client_close);
         crate::header_pool::give_back(parts.headers);
-        let keep_alive = !client_close && !response_close;
-        let written = write_body(&mut io, &mut out, &mut buf, body, framing).await;
-        out.clear();
+        let written = write_body(&mut conn.io, &mut conn.out, &mut conn.buf, body, framing).await;
+        conn.out.clear();
         match written {
             Ok(()) if keep_alive => {}
             Ok(()) => {
-                let _ = io.shutdown().await;
+                let _ = conn.io.shutdown().await;
                 return End::Closed(Ok(()));
             }
             Err(e) => return End::Closed(Err(e)),
         }
+    }
+}
+
+impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
+    /// A connection on `io`, nothing read yet.
+    fn new(io: I) -> Self {
+        Conn {
+            io,
+            buf: BytesMut::with_capacity(READ_SIZE),
+            out: Vec::with_capacity(1024),
+            fields: Vec::new(),
+        }
+    }
+
+    /// Answers a request line naming an HTTP major version other than 1 with 505, and
+    /// closes.
+    async fn refuse_version(mut self) -> End<I> {
+        answer_and_close(
+            &mut self.io,
+            &mut self.out,
+            b"505 HTTP Version Not Supported",
+        )
+        .await;
+        End::Closed(Err(
+            "a request line named an HTTP version other than 1.x".into()
+        ))
+    }
+
+    /// Answers 500 and closes, for a service that answered with an interim status: it
+    /// cannot end a request (the client would wait on for the final one). hyper does the
+    /// same.
+    async fn refuse_interim(mut self, status: StatusCode) -> End<I> {
+        answer_and_close(&mut self.io, &mut self.out, b"500 Internal Server Error").await;
+        End::Closed(Err(format!(
+            "the service answered with the interim status {status}"
+        )
+        .into()))
+    }
+
+    /// Gathers the response head (to a HEAD request if `is_head`) in `out`. Returns how
+    /// the body is framed and whether the connection stays open: not if the client
+    /// (`client_close`) or the response asked to close it.
+    fn response_head(
+        &mut self,
+        parts: &http::response::Parts,
+        body: &impl Body,
+        is_head: bool,
+        client_close: bool,
+    ) -> (Framing, bool) {
+        let (framing, response_close) =
+            encode_head(&mut self.out, parts, body.size_hint().exact(), is_head);
+        if client_close && !response_close {
+            self.out.extend_from_slice(b"connection: close\r\n");
+        }
+        self.out.extend_from_slice(b"\r\n");
+        (framing, !client_close && !response_close)
+    }
+}
+
+/// Reads more of a request head into the buffer. A draining connection that stays idle
+/// for the linger is closed; one that drains or that the client closes mid-head goes to
+/// hyper (which says what it says to that).
+async fn read_more<I, F>(conn: &mut Conn<I>, watch: &mut Watch<'_, F>) -> Read
+where
+    I: AsyncRead + AsyncWrite + Unpin,
+    F: Future<Output = ()>,
+{
+    if conn.buf.capacity() - conn.buf.len() < READ_SIZE {
+        conn.buf.reserve(READ_SIZE);
+    }
+    let read = poll_fn(|cx| {
+        if let Poll::Ready(r) =
+            tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf)
+        {
+            return Poll::Ready(Some(r));
+        }
+        watch.poll_idle(cx).map(|()| None)
+    })
+    .await;
+    match read {
+        // Draining, and idle all along the linger.
+        None if conn.buf.is_empty() => {
+            let _ = conn.io.shutdown().await;
+            Read::Closed(Ok(()))
+        }
+        Some(Ok(0)) if conn.buf.is_empty() => Read::Closed(Ok(())),
+        None | Some(Ok(0)) => Read::HandOff,
+        Some(Ok(_)) => Read::More,
+        Some(Err(e)) => Read::Closed(Err(e.into())),
+    }
+}
+
+/// While the service works on a request: notes a shutdown request (which makes this
+/// response the last), and is ready with an error if the client leaves (which cancels the
+/// request, as hyper does).
+fn poll_while_served<I, F, T>(
+    conn: &mut Conn<I>,
+    watch: &mut Watch<'_, F>,
+    cx: &mut std::task::Context<'_>,
+) -> Poll<Result<T, BoxError>>
+where
+    I: AsyncRead + Unpin,
+    F: Future<Output = ()>,
+{
+    watch.poll_busy(cx);
+    match poll_client_gone(&mut conn.io, &mut conn.buf, cx) {
+        Poll::Ready(Ok(())) => Poll::Ready(Err("the client closed the connection".into())),
+        Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
+        Poll::Pending => Poll::Pending,
     }
 }
 
@@ -388,9 +499,7 @@ where
         if framing == Framing::None {
             // The body is not sent; dropping it ends it (a proxy's `logging` runs now).
             drop(body);
-            io.write_all(out).await?;
-            io.flush().await?;
-            return Ok(());
+            return finish_body(io, out, framing, 0).await;
         }
         let mut body = pin!(body);
         let mut remaining = match framing {
@@ -398,22 +507,7 @@ where
             _ => u64::MAX,
         };
         loop {
-            // Gathered bytes go out before waiting for the body: the client sees what
-            // exists.
-            let next = poll_fn(|cx| {
-                match body.as_mut().poll_frame(cx) {
-                    Poll::Ready(frame) => {
-                        return Poll::Ready(Next::Frame(
-                            frame.map(|r| r.map_err(Into::<BoxError>::into)),
-                        ))
-                    }
-                    Poll::Pending if !out.is_empty() => return Poll::Ready(Next::Flush),
-                    Poll::Pending => {}
-                }
-                poll_client_gone(io, buf, cx).map(Next::Gone)
-            })
-            .await;
-            let frame = match next {
+            let data = match next_frame(body.as_mut(), io, out, buf).await {
                 Next::Flush => {
                     io.write_all(out).await?;
                     out.clear();
@@ -421,35 +515,22 @@ where
                 }
                 Next::Gone(Ok(())) => return Err("the client closed the connection".into()),
                 Next::Gone(Err(e)) => return Err(e.into()),
-                Next::Frame(frame) => frame,
-            };
-            let data = match frame {
-                None => break,
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => data,
-                    // Trailers: a chunked response ends without them, as hyper's does for
-                    // a request that did not offer `TE: trailers` (the direct path has none).
-                    Err(_) => continue,
-                },
-                Some(Err(e)) => {
+                Next::Frame(None) => break,
+                Next::Frame(Some(Err(e))) => {
                     // What arrived is delivered; the connection ends without the rest.
                     let _ = io.write_all(out).await;
                     return Err(e);
                 }
+                // Trailers: a chunked response ends without them, as hyper's does for a
+                // request that did not offer `TE: trailers` (the direct path has none).
+                Next::Frame(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) if !data.is_empty() => data,
+                    _ => continue,
+                },
             };
-            if data.is_empty() {
-                continue;
-            }
-            if let Framing::Length(_) = framing {
-                let len = data.len() as u64;
-                if len > remaining {
-                    let _ = io.write_all(out).await;
-                    return Err("response body longer than its Content-Length".into());
-                }
-                remaining -= len;
-            } else {
-                // Writing into a vector cannot fail.
-                let _ = write!(out, "{:x}\r\n", data.len());
+            if let Err(e) = frame_prefix(out, data.len(), framing, &mut remaining) {
+                let _ = io.write_all(out).await;
+                return Err(e);
             }
             // Small frames are gathered (several per write); a larger one goes out at
             // once beside what is gathered, in one vectored write, without being copied.
@@ -464,18 +545,78 @@ where
                 out.extend_from_slice(b"\r\n");
             }
         }
-        match framing {
-            Framing::Length(_) if remaining != 0 => {
-                let _ = io.write_all(out).await;
-                return Err("response body shorter than its Content-Length".into());
-            }
-            Framing::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
-            _ => {}
-        }
-        io.write_all(out).await?;
-        io.flush().await?;
-        Ok(())
+        finish_body(io, out, framing, remaining).await
     }
+}
+
+/// The next body frame, or, while none is ready, `Flush` if gathered bytes wait in `out`
+/// (the client sees what exists), or the client leaving.
+fn next_frame<'a, I, B>(
+    mut body: Pin<&'a mut B>,
+    io: &'a mut I,
+    out: &'a [u8],
+    buf: &'a mut BytesMut,
+) -> impl Future<Output = Next<B::Data>> + 'a
+where
+    I: AsyncRead + Unpin,
+    B: Body,
+    B::Error: Into<BoxError>,
+{
+    poll_fn(move |cx| {
+        match body.as_mut().poll_frame(cx) {
+            Poll::Ready(frame) => {
+                return Poll::Ready(Next::Frame(
+                    frame.map(|r| r.map_err(Into::<BoxError>::into)),
+                ))
+            }
+            Poll::Pending if !out.is_empty() => return Poll::Ready(Next::Flush),
+            Poll::Pending => {}
+        }
+        poll_client_gone(io, buf, cx).map(Next::Gone)
+    })
+}
+
+/// Accounts for a data frame of `len` bytes: against the `remaining` length (an error if
+/// the body runs over it), or as a chunk-size line in `out`.
+fn frame_prefix(
+    out: &mut Vec<u8>,
+    len: usize,
+    framing: Framing,
+    remaining: &mut u64,
+) -> Result<(), BoxError> {
+    if let Framing::Length(_) = framing {
+        let len = len as u64;
+        if len > *remaining {
+            return Err("response body longer than its Content-Length".into());
+        }
+        *remaining -= len;
+    } else {
+        // Writing into a vector cannot fail.
+        let _ = write!(out, "{len:x}\r\n");
+    }
+    Ok(())
+}
+
+/// Ends a body whose frames are all in `out` or written: the last chunk of a chunked one,
+/// an error for one shorter than its length (`remaining` bytes missing), then the write
+/// and flush of what is gathered.
+async fn finish_body<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    out: &mut Vec<u8>,
+    framing: Framing,
+    remaining: u64,
+) -> Result<(), BoxError> {
+    match framing {
+        Framing::Length(_) if remaining != 0 => {
+            let _ = io.write_all(out).await;
+            return Err("response body shorter than its Content-Length".into());
+        }
+        Framing::Chunked => out.extend_from_slice(b"0\r\n\r\n"),
+        _ => {}
+    }
+    io.write_all(out).await?;
+    io.flush().await?;
+    Ok(())
 }
 
 /// Writes `first` then `second`, as one vectored write when the socket takes it whole.
@@ -534,50 +675,16 @@ fn parse_request(
     if parsed.version != Some(1) {
         return Parsed::NotDirect;
     }
-    let method = match parsed.method {
-        Some("GET") => Method::GET,
-        Some("HEAD") => Method::HEAD,
-        Some("CONNECT") | None => return Parsed::NotDirect,
-        Some(other) => match Method::from_bytes(other.as_bytes()) {
-            Ok(m) => m,
-            Err(_) => return Parsed::NotDirect,
-        },
-    };
-    let Some(path) = parsed.path else {
+    let (Some(method), Some(path)) = (direct_method(parsed.method), parsed.path) else {
         return Parsed::NotDirect;
     };
     let path_at = path.as_ptr() as usize - base;
     let path_range = path_at..path_at + path.len();
-    let mut close = false;
-    fields.clear();
-    for h in parsed.headers.iter() {
-        let Some(name) = crate::h1_field::name(h.name.as_bytes()) else {
-            return Parsed::NotDirect;
-        };
-        if name == CONTENT_LENGTH
-            || name == TRANSFER_ENCODING
-            || name == EXPECT
-            || name == UPGRADE
-            || name == TE
-        {
-            return Parsed::NotDirect;
-        }
-        if name == CONNECTION {
-            for token in h.value.split(|&b| b == b',') {
-                let token = token.trim_ascii();
-                if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
-                } else if !token.eq_ignore_ascii_case(b"keep-alive") {
-                    return Parsed::NotDirect;
-                }
-            }
-        }
-        let at = h.value.as_ptr() as usize - base;
-        fields.push((name, at, at + h.value.len()));
-    }
+    let Some(close) = direct_fields(parsed.headers, base, fields) else {
+        return Parsed::NotDirect;
+    };
     let head = buf.split_to(len).freeze();
-    let built = build_request(&head, method, path_range, fields);
-    match built {
+    match build_request(&head, method, path_range, fields) {
         Some(request) => Parsed::Request(request, close),
         None => {
             // Put the head back for hyper (a rare path: an unparsable target or value).
@@ -588,6 +695,53 @@ fn parse_request(
             Parsed::NotDirect
         }
     }
+}
+
+/// The method of a request the direct path serves (any but CONNECT).
+fn direct_method(method: Option<&str>) -> Option<Method> {
+    match method? {
+        "GET" => Some(Method::GET),
+        "HEAD" => Some(Method::HEAD),
+        "CONNECT" => None,
+        other => Method::from_bytes(other.as_bytes()).ok(),
+    }
+}
+
+/// Notes the header fields of a request in `fields` (name, and where the value is from
+/// `base`), if the direct path serves it: no field about a body, an expectation, an
+/// upgrade or transfer codings, and a `Connection` saying only `keep-alive` or `close`.
+/// Returns whether the client asked to close the connection.
+fn direct_fields(
+    headers: &[httparse::Header<'_>],
+    base: usize,
+    fields: &mut Vec<(HeaderName, usize, usize)>,
+) -> Option<bool> {
+    let mut close = false;
+    fields.clear();
+    for h in headers {
+        let name = crate::h1_field::name(h.name.as_bytes())?;
+        if name == CONTENT_LENGTH
+            || name == TRANSFER_ENCODING
+            || name == EXPECT
+            || name == UPGRADE
+            || name == TE
+        {
+            return None;
+        }
+        if name == CONNECTION {
+            for token in h.value.split(|&b| b == b',') {
+                let token = token.trim_ascii();
+                if token.eq_ignore_ascii_case(b"close") {
+                    close = true;
+                } else if !token.eq_ignore_ascii_case(b"keep-alive") {
+                    return None;
+                }
+            }
+        }
+        let at = h.value.as_ptr() as usize - base;
+        fields.push((name, at, at + h.value.len()));
+    }
+    Some(close)
 }
 
 /// The request a parsed head describes; its target and field values share `head`.
@@ -623,7 +777,47 @@ fn encode_head(
     is_head: bool,
 ) -> (Framing, bool) {
     let status = parts.status;
-    match parts.extensions.get::<hyper::ext::ReasonPhrase>() {
+    status_line(
+        out,
+        status,
+        parts.extensions.get::<hyper::ext::ReasonPhrase>(),
+    );
+    // No body on the wire for HEAD, 204 and 304 (RFC 9112 §6.3): a transfer coding is not
+    // announced for them, and 204 carries no length either.
+    let no_content = status == StatusCode::NO_CONTENT;
+    let bodiless = is_head || no_content || status == StatusCode::NOT_MODIFIED;
+    let given = FramingFields::of(&parts.headers);
+    // A transfer coding overrides the length (RFC 9112 §6.3); an unreadable or conflicting
+    // length is no length (the body frames itself below). Either way none is sent.
+    let length = match (given.transfer_encoding, given.content_length) {
+        (Some(_), _) if !bodiless => None,
+        (_, Some(Some(n))) if !no_content => Some(n),
+        _ => None,
+    };
+    // A coding list not ending in chunked gets chunked added after it (below).
+    let drop_coding = bodiless || given.transfer_encoding == Some(false);
+    let close = header_fields(out, &parts.headers, length, drop_coding);
+    let framing = if bodiless {
+        // A HEAD response gets the length a GET would have, when the body knows it and
+        // no field says it.
+        if let (true, None, None, Some(n @ 1..)) = (
+            is_head,
+            given.transfer_encoding,
+            given.content_length,
+            exact_len,
+        ) {
+            let _ = write!(out, "content-length: {n}\r\n");
+        }
+        Framing::None
+    } else {
+        body_framing(out, &parts.headers, given, length, exact_len)
+    };
+    (framing, close)
+}
+
+/// Writes the status line, with the reason the upstream gave, if any.
+fn status_line(out: &mut Vec<u8>, status: StatusCode, reason: Option<&hyper::ext::ReasonPhrase>) {
+    match reason {
         None if status == StatusCode::OK => out.extend_from_slice(b"HTTP/1.1 200 OK\r\n"),
         reason => {
             out.extend_from_slice(b"HTTP/1.1 ");
@@ -636,47 +830,61 @@ fn encode_head(
             out.extend_from_slice(b"\r\n");
         }
     }
-    // No body on the wire for HEAD, 204 and 304 (RFC 9112 §6.3): a transfer coding is not
-    // announced for them, and 204 carries no length either.
-    let no_content = status == StatusCode::NO_CONTENT;
-    let bodiless = is_head || no_content || status == StatusCode::NOT_MODIFIED;
-    // One pass for the framing fields (cheaper than hashed lookups over so few fields):
-    // the last `Transfer-Encoding` counts; `Content-Length` values must agree.
-    let mut transfer_encoding: Option<bool> = None;
-    let mut content_length: Option<Option<u64>> = None;
-    for (name, value) in &parts.headers {
-        if *name == TRANSFER_ENCODING {
-            transfer_encoding = Some(crate::h1_field::ends_in_chunked(value.as_bytes()));
-        } else if *name == CONTENT_LENGTH {
-            let parsed = crate::h1_field::content_length(value.as_bytes());
-            content_length = match content_length {
-                None => Some(parsed),
-                Some(seen) if seen == parsed => Some(seen),
-                Some(_) => Some(None),
-            };
+}
+
+/// The framing fields a response carries.
+#[derive(Clone, Copy)]
+struct FramingFields {
+    /// Whether the last `Transfer-Encoding` ends in chunked; `None` without one.
+    transfer_encoding: Option<bool>,
+    /// The `Content-Length`; `Some(None)` if unreadable or if the values disagree.
+    content_length: Option<Option<u64>>,
+}
+
+impl FramingFields {
+    /// Reads them in one pass (cheaper than hashed lookups over so few fields): the last
+    /// `Transfer-Encoding` counts; `Content-Length` values must agree.
+    fn of(headers: &http::HeaderMap) -> Self {
+        let mut given = FramingFields {
+            transfer_encoding: None,
+            content_length: None,
+        };
+        for (name, value) in headers {
+            if *name == TRANSFER_ENCODING {
+                given.transfer_encoding = Some(crate::h1_field::ends_in_chunked(value.as_bytes()));
+            } else if *name == CONTENT_LENGTH {
+                let parsed = crate::h1_field::content_length(value.as_bytes());
+                given.content_length = match given.content_length {
+                    None => Some(parsed),
+                    Some(seen) if seen == parsed => Some(seen),
+                    Some(_) => Some(None),
+                };
+            }
         }
+        given
     }
-    // A transfer coding overrides the length (RFC 9112 §6.3); an unreadable or conflicting
-    // length is no length (the body frames itself below). Either way none is sent.
-    let length = match (transfer_encoding, content_length) {
-        (Some(_), _) if !bodiless => None,
-        (_, Some(Some(n))) if !no_content => Some(n),
-        _ => None,
-    };
+}
+
+/// Writes the header fields, `Content-Length` once and only if it is the `length`, no
+/// `Transfer-Encoding` if `drop_coding`, and a `Date` if there is none. Returns whether
+/// `Connection` says `close`.
+fn header_fields(
+    out: &mut Vec<u8>,
+    headers: &http::HeaderMap,
+    length: Option<u64>,
+    drop_coding: bool,
+) -> bool {
     let mut close = false;
     let mut has_date = false;
     let mut length_sent = false;
-    for (name, value) in &parts.headers {
+    for (name, value) in headers {
         if *name == CONTENT_LENGTH {
-            // Sent once, and only when it is the length.
             if length.is_none() || length_sent {
                 continue;
             }
             length_sent = true;
         } else if *name == TRANSFER_ENCODING {
-            // Not for a response without a body; a coding list not ending in chunked gets
-            // chunked added below, after the list.
-            if bodiless || transfer_encoding == Some(false) {
+            if drop_coding {
                 continue;
             }
         } else if *name == CONNECTION {
@@ -697,39 +905,44 @@ fn encode_head(
         append_date(out);
         out.extend_from_slice(b"\r\n");
     }
-    let framing = if bodiless {
-        // A HEAD response gets the length a GET would have, when the body knows it and
-        // no field says it.
-        if let (true, None, None, Some(n @ 1..)) =
-            (is_head, transfer_encoding, content_length, exact_len)
-        {
-            let _ = write!(out, "content-length: {n}\r\n");
-        }
-        Framing::None
-    } else if transfer_encoding == Some(false) {
-        // A coding list not ending in chunked: chunked is applied last (as hyper does), so
-        // the end of the body is still marked.
-        out.extend_from_slice(b"transfer-encoding: ");
-        for (i, value) in parts.headers.get_all(TRANSFER_ENCODING).iter().enumerate() {
-            if i > 0 {
-                out.extend_from_slice(b", ");
+    close
+}
+
+/// How the body of a response that has one is framed, writing the framing field the head
+/// lacks: the `length` it gives, else chunked as its codings say, else the body's
+/// `exact_len`, else chunked.
+fn body_framing(
+    out: &mut Vec<u8>,
+    headers: &http::HeaderMap,
+    given: FramingFields,
+    length: Option<u64>,
+    exact_len: Option<u64>,
+) -> Framing {
+    match (given.transfer_encoding, length, exact_len) {
+        (Some(false), _, _) => {
+            // A coding list not ending in chunked: chunked is applied last (as hyper
+            // does), so the end of the body is still marked.
+            out.extend_from_slice(b"transfer-encoding: ");
+            for (i, value) in headers.get_all(TRANSFER_ENCODING).iter().enumerate() {
+                if i > 0 {
+                    out.extend_from_slice(b", ");
+                }
+                out.extend_from_slice(value.as_bytes());
             }
-            out.extend_from_slice(value.as_bytes());
+            out.extend_from_slice(b", chunked\r\n");
+            Framing::Chunked
         }
-        out.extend_from_slice(b", chunked\r\n");
-        Framing::Chunked
-    } else if transfer_encoding == Some(true) {
-        Framing::Chunked
-    } else if let Some(n) = length {
-        Framing::Length(n)
-    } else if let Some(n) = exact_len {
-        let _ = write!(out, "content-length: {n}\r\n");
-        Framing::Length(n)
-    } else {
-        out.extend_from_slice(b"transfer-encoding: chunked\r\n");
-        Framing::Chunked
-    };
-    (framing, close)
+        (Some(true), _, _) => Framing::Chunked,
+        (None, Some(n), _) => Framing::Length(n),
+        (None, None, Some(n)) => {
+            let _ = write!(out, "content-length: {n}\r\n");
+            Framing::Length(n)
+        }
+        (None, None, None) => {
+            out.extend_from_slice(b"transfer-encoding: chunked\r\n");
+            Framing::Chunked
+        }
+    }
 }
 
 thread_local! {

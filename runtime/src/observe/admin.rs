@@ -40,10 +40,11 @@ use http_body_util::Full;
 use prometheus::proto::{self, MetricFamily, MetricType};
 use prometheus::Encoder as _;
 use serde::Serialize;
+use MetricType::{COUNTER, GAUGE, HISTOGRAM};
 
 use crate::downstream::{serve_handler, HttpService, ServeHandler};
 use crate::lb::Peer;
-use crate::metrics::{RouteStats, STATUS_CLASSES};
+use crate::metrics::{ListenerStats, RouteStats, STATUS_CLASSES};
 use crate::service::{Observer, ServiceView};
 
 struct Inner {
@@ -640,164 +641,240 @@ impl Family {
     }
 }
 
+/// Every proxy family, with one metric per proxy, route, pool and peer of `views`.
 fn families(views: &[ServiceView]) -> Vec<MetricFamily> {
-    use MetricType::{COUNTER, GAUGE, HISTOGRAM};
-    let mut requests = Family::new(
-        "requests_total",
-        "Finished requests by proxy, route and status class.",
-        COUNTER,
+    let (mut routes, mut listeners, mut peers) = (
+        RouteFamilies::new(),
+        ListenerFamilies::new(),
+        PeerFamilies::new(),
     );
-    let mut duration = Family::new(
-        "request_duration_seconds",
-        "Time from the request head to the end of the response body.",
-        HISTOGRAM,
-    );
-    let mut bytes_in = Family::new(
-        "request_body_bytes_total",
-        "Request body bytes received from clients.",
-        COUNTER,
-    );
-    let mut bytes_out = Family::new(
-        "response_body_bytes_total",
-        "Response body bytes sent to clients.",
-        COUNTER,
-    );
-    let mut retries = Family::new(
-        "retries_total",
-        "Requests sent again to another peer.",
-        COUNTER,
-    );
-    let mut active = Family::new("active_requests", "Requests in flight.", GAUGE);
-    let mut conns_open = Family::new(
-        "downstream_connections",
-        "Client connections open now.",
-        GAUGE,
-    );
-    let mut conns_total = Family::new(
-        "downstream_connections_total",
-        "Client connections accepted.",
-        COUNTER,
-    );
-    let mut tls_failures = Family::new(
-        "tls_handshake_failures_total",
-        "Failed TLS handshakes with clients.",
-        COUNTER,
-    );
-    let mut up_requests = Family::new(
-        "upstream_requests_total",
-        "Requests (TCP: connections) sent to each peer.",
-        COUNTER,
-    );
-    let mut up_errors = Family::new(
-        "upstream_errors_total",
-        "Requests that failed on the peer's side: refused, timed out, reset, bad response, TLS.",
-        COUNTER,
-    );
-    let mut up_conns = Family::new(
-        "upstream_connections_total",
-        "Requests by whether their upstream connection was new or reused.",
-        COUNTER,
-    );
-    let mut up_connect = Family::new(
-        "upstream_connect_seconds",
-        "Time to open a connection (TCP and TLS) to a peer.",
-        HISTOGRAM,
-    );
-    let mut up_ttfb = Family::new(
-        "upstream_first_byte_seconds",
-        "Time from sending a request to a peer to its response head.",
-        HISTOGRAM,
-    );
-    let mut up_in_flight = Family::new(
-        "upstream_in_flight",
-        "Requests in flight to each peer.",
-        GAUGE,
-    );
-    let mut up_healthy = Family::new(
-        "upstream_healthy",
-        "1 if the peer passes its health checks and is not ejected, else 0.",
-        GAUGE,
-    );
-    let mut up_ejections = Family::new(
-        "upstream_ejections_total",
-        "Times a peer was ejected after failed requests.",
-        COUNTER,
-    );
-
     for v in views {
         let proxy = v.name.as_str();
-        let mut route = |label: &str, s: &RouteStats| {
-            let l = [("proxy", proxy), ("route", label)];
-            for (class, c) in STATUS_CLASSES.iter().zip(&s.responses) {
-                requests.counter(&[l[0], l[1], ("class", class)], c.get());
-            }
-            duration.push(&l, s.duration.sample());
-            bytes_in.counter(&l, s.bytes_in.get());
-            bytes_out.counter(&l, s.bytes_out.get());
-            retries.counter(&l, s.retries.get());
-        };
         for r in &v.routes {
-            route(&r.label, &r.stats);
+            routes.record(proxy, &r.label, &r.stats);
         }
         if let Some(p) = &v.proxy {
             if p.unrouted.requests() > 0 || v.routes.is_empty() {
-                route("", &p.unrouted);
+                routes.record(proxy, "", &p.unrouted);
             }
-            active.gauge(&[("proxy", proxy)], p.active_requests.get() as f64);
+            listeners
+                .active
+                .gauge(&[("proxy", proxy)], p.active_requests.get() as f64);
         }
         if let Some(l) = &v.listener {
-            let labels = [("proxy", proxy)];
-            conns_open.gauge(&labels, l.open.get() as f64);
-            conns_total.counter(&labels, l.accepted.get());
-            tls_failures.counter(&labels, l.tls_failures.get());
+            listeners.record(proxy, l);
         }
         for g in &v.groups {
             for p in g.peers() {
-                let addr = p.addr().to_string();
-                let l = [
-                    ("proxy", proxy),
-                    ("pool", g.name()),
-                    ("peer", addr.as_str()),
-                ];
-                let s = p.stats();
-                up_requests.counter(&l, s.requests.get());
-                up_errors.counter(&l, s.errors.get());
-                up_conns.counter(
-                    &[l[0], l[1], l[2], ("reused", "false")],
-                    s.connections_new.get(),
-                );
-                up_conns.counter(
-                    &[l[0], l[1], l[2], ("reused", "true")],
-                    s.connections_reused.get(),
-                );
-                up_connect.push(&l, s.connect_time.sample());
-                up_ttfb.push(&l, s.first_byte_time.sample());
-                up_in_flight.gauge(&l, p.in_flight() as f64);
-                up_healthy.gauge(&l, if p.is_available() { 1.0 } else { 0.0 });
-                up_ejections.counter(&l, s.ejections.get());
+                peers.record(proxy, g.name(), &p);
             }
         }
     }
-    [
-        requests,
-        duration,
-        bytes_in,
-        bytes_out,
-        retries,
-        active,
-        conns_open,
-        conns_total,
-        tls_failures,
-        up_requests,
-        up_errors,
-        up_conns,
-        up_connect,
-        up_ttfb,
-        up_in_flight,
-        up_healthy,
-        up_ejections,
-    ]
-    .into_iter()
-    .map(|f| f.0)
-    .collect()
+    routes
+        .into_families()
+        .chain(listeners.into_families())
+        .chain(peers.into_families())
+        .collect()
+}
+
+/// The families labelled by proxy and route.
+struct RouteFamilies {
+    requests: Family,
+    duration: Family,
+    bytes_in: Family,
+    bytes_out: Family,
+    retries: Family,
+}
+
+impl RouteFamilies {
+    fn new() -> Self {
+        RouteFamilies {
+            requests: Family::new(
+                "requests_total",
+                "Finished requests by proxy, route and status class.",
+                COUNTER,
+            ),
+            duration: Family::new(
+                "request_duration_seconds",
+                "Time from the request head to the end of the response body.",
+                HISTOGRAM,
+            ),
+            bytes_in: Family::new(
+                "request_body_bytes_total",
+                "Request body bytes received from clients.",
+                COUNTER,
+            ),
+            bytes_out: Family::new(
+                "response_body_bytes_total",
+                "Response body bytes sent to clients.",
+                COUNTER,
+            ),
+            retries: Family::new(
+                "retries_total",
+                "Requests sent again to another peer.",
+                COUNTER,
+            ),
+        }
+    }
+
+    fn record(&mut self, proxy: &str, route: &str, s: &RouteStats) {
+        let l = [("proxy", proxy), ("route", route)];
+        for (class, c) in STATUS_CLASSES.iter().zip(&s.responses) {
+            self.requests
+                .counter(&[l[0], l[1], ("class", class)], c.get());
+        }
+        self.duration.push(&l, s.duration.sample());
+        self.bytes_in.counter(&l, s.bytes_in.get());
+        self.bytes_out.counter(&l, s.bytes_out.get());
+        self.retries.counter(&l, s.retries.get());
+    }
+
+    fn into_families(self) -> impl Iterator<Item = MetricFamily> {
+        [
+            self.requests,
+            self.duration,
+            self.bytes_in,
+            self.bytes_out,
+            self.retries,
+        ]
+        .into_iter()
+        .map(|f| f.0)
+    }
+}
+
+/// The families labelled by proxy alone: requests in flight and client connections.
+struct ListenerFamilies {
+    active: Family,
+    open: Family,
+    accepted: Family,
+    tls_failures: Family,
+}
+
+impl ListenerFamilies {
+    fn new() -> Self {
+        ListenerFamilies {
+            active: Family::new("active_requests", "Requests in flight.", GAUGE),
+            open: Family::new(
+                "downstream_connections",
+                "Client connections open now.",
+                GAUGE,
+            ),
+            accepted: Family::new(
+                "downstream_connections_total",
+                "Client connections accepted.",
+                COUNTER,
+            ),
+            tls_failures: Family::new(
+                "tls_handshake_failures_total",
+                "Failed TLS handshakes with clients.",
+                COUNTER,
+            ),
+        }
+    }
+
+    fn record(&mut self, proxy: &str, l: &ListenerStats) {
+        let labels = [("proxy", proxy)];
+        self.open.gauge(&labels, l.open.get() as f64);
+        self.accepted.counter(&labels, l.accepted.get());
+        self.tls_failures.counter(&labels, l.tls_failures.get());
+    }
+
+    fn into_families(self) -> impl Iterator<Item = MetricFamily> {
+        [self.active, self.open, self.accepted, self.tls_failures]
+            .into_iter()
+            .map(|f| f.0)
+    }
+}
+
+/// The families labelled by proxy, pool and peer.
+struct PeerFamilies {
+    requests: Family,
+    errors: Family,
+    connections: Family,
+    connect_time: Family,
+    first_byte_time: Family,
+    in_flight: Family,
+    healthy: Family,
+    ejections: Family,
+}
+
+impl PeerFamilies {
+    fn new() -> Self {
+        PeerFamilies {
+            requests: Family::new(
+                "upstream_requests_total",
+                "Requests (TCP: connections) sent to each peer.",
+                COUNTER,
+            ),
+            errors: Family::new(
+                "upstream_errors_total",
+                "Requests that failed on the peer's side: refused, timed out, reset, bad response, TLS.",
+                COUNTER,
+            ),
+            connections: Family::new(
+                "upstream_connections_total",
+                "Requests by whether their upstream connection was new or reused.",
+                COUNTER,
+            ),
+            connect_time: Family::new(
+                "upstream_connect_seconds",
+                "Time to open a connection (TCP and TLS) to a peer.",
+                HISTOGRAM,
+            ),
+            first_byte_time: Family::new(
+                "upstream_first_byte_seconds",
+                "Time from sending a request to a peer to its response head.",
+                HISTOGRAM,
+            ),
+            in_flight: Family::new(
+                "upstream_in_flight",
+                "Requests in flight to each peer.",
+                GAUGE,
+            ),
+            healthy: Family::new(
+                "upstream_healthy",
+                "1 if the peer passes its health checks and is not ejected, else 0.",
+                GAUGE,
+            ),
+            ejections: Family::new(
+                "upstream_ejections_total",
+                "Times a peer was ejected after failed requests.",
+                COUNTER,
+            ),
+        }
+    }
+
+    fn record(&mut self, proxy: &str, pool: &str, p: &Peer) {
+        let addr = p.addr().to_string();
+        let l = [("proxy", proxy), ("pool", pool), ("peer", addr.as_str())];
+        let s = p.stats();
+        self.requests.counter(&l, s.requests.get());
+        self.errors.counter(&l, s.errors.get());
+        let (new, reused) = (s.connections_new.get(), s.connections_reused.get());
+        self.connections
+            .counter(&[l[0], l[1], l[2], ("reused", "false")], new);
+        self.connections
+            .counter(&[l[0], l[1], l[2], ("reused", "true")], reused);
+        self.connect_time.push(&l, s.connect_time.sample());
+        self.first_byte_time.push(&l, s.first_byte_time.sample());
+        self.in_flight.gauge(&l, p.in_flight() as f64);
+        self.healthy
+            .gauge(&l, if p.is_available() { 1.0 } else { 0.0 });
+        self.ejections.counter(&l, s.ejections.get());
+    }
+
+    fn into_families(self) -> impl Iterator<Item = MetricFamily> {
+        [
+            self.requests,
+            self.errors,
+            self.connections,
+            self.connect_time,
+            self.first_byte_time,
+            self.in_flight,
+            self.healthy,
+            self.ejections,
+        ]
+        .into_iter()
+        .map(|f| f.0)
+    }
 }

@@ -279,12 +279,69 @@ impl ProxyCli {
     /// comes from the first declared TLS listener. Errors name the flag or key at fault.
     pub fn apply_tls(&self, service: &mut impl TlsListeners) -> io::Result<()> {
         let name = service.proxy_name().to_owned();
+        let given = self.tls_given(&name)?;
+        if given.addrs.is_none() && given.certs.is_none() && given.client_ca.is_none() {
+            return Ok(());
+        }
+        let declared: Vec<ListenAddr> = service
+            .listen_addrs()
+            .iter()
+            .filter(|l| l.tls.is_some())
+            .cloned()
+            .collect();
+        let (addrs, addrs_from) = match given.addrs {
+            Some(given) => given,
+            None => (
+                declared.iter().map(|l| l.addr.clone()).collect(),
+                "the declaration".to_owned(),
+            ),
+        };
+        if addrs.is_empty() {
+            // No TLS listener wanted: a certificate or CA for none is a mistake.
+            if let Some(from) = given.certs.map(|c| c.1).or(given.client_ca.map(|c| c.1)) {
+                return Err(invalid(format!(
+                    "{from}: no TLS listener to use it ({addrs_from} gives none); add --tls-listen ADDR or tls_listen = [\"ADDR\"] under [proxy.{name}]"
+                )));
+            }
+            service.clear_tls();
+            return Ok(());
+        }
+        let base = declared.first().and_then(|l| l.tls.clone());
+        let mut settings = match (given.certs, base) {
+            (Some((certs, _)), base) => TlsSettings {
+                certs,
+                client_ca: base.as_ref().and_then(|b| b.client_ca.clone()),
+                handshake_timeout: base.and_then(|b| b.handshake_timeout),
+            },
+            (None, Some(base)) => base,
+            (None, None) => {
+                let from = given
+                    .client_ca
+                    .as_ref()
+                    .map_or(addrs_from, |(_, f)| f.clone());
+                return Err(invalid(format!(
+                    "{from}: the proxy declares no TLS listener to take a certificate from; give --cert FILE --key FILE, or [[proxy.{name}.certificate]] with cert and key in the config file"
+                )));
+            }
+        };
+        if let Some((ca, _)) = given.client_ca {
+            settings.client_ca = Some(ca);
+        }
+        service.clear_tls();
+        for addr in addrs {
+            service.add_tls(&addr, settings.clone());
+        }
+        Ok(())
+    }
+
+    /// The TLS settings the flags and the config file give for proxy `name` (flags over
+    /// the file), each with where it came from, for the errors.
+    fn tls_given(&self, name: &str) -> io::Result<TlsGiven> {
         let file = match &self.config {
-            Some(config) => config.tls(&name)?,
+            Some(config) => config.tls(name)?,
             None => crate::server::config::TlsOverrides::default(),
         };
         let at = |key: &str| format!("proxy.{name}.{key}");
-        // Each setting with where it came from, for the errors.
         let certs = match (&self.cert, &self.key) {
             (Some(cert), Some(key)) => Some((
                 vec![CertKey {
@@ -308,60 +365,11 @@ impl ProxyCli {
             }
             Some((self.tls_listen.clone(), "--tls-listen".to_owned()))
         };
-        if addrs.is_none() && certs.is_none() && client_ca.is_none() {
-            return Ok(());
-        }
-        let declared: Vec<ListenAddr> = service
-            .listen_addrs()
-            .iter()
-            .filter(|l| l.tls.is_some())
-            .cloned()
-            .collect();
-        let (addrs, addrs_from) = match addrs {
-            Some(given) => given,
-            None => (
-                declared.iter().map(|l| l.addr.clone()).collect(),
-                "the declaration".to_owned(),
-            ),
-        };
-        if addrs.is_empty() {
-            // No TLS listener wanted: a certificate or CA for none is a mistake.
-            if let Some((_, from)) = &certs {
-                return Err(invalid(format!(
-                    "{from}: no TLS listener to serve it ({addrs_from} gives none); add --tls-listen ADDR or tls_listen = [\"ADDR\"] under [proxy.{name}]"
-                )));
-            }
-            if let Some((_, from)) = &client_ca {
-                return Err(invalid(format!(
-                    "{from}: no TLS listener to use it ({addrs_from} gives none); add --tls-listen ADDR or tls_listen = [\"ADDR\"] under [proxy.{name}]"
-                )));
-            }
-            service.clear_tls();
-            return Ok(());
-        }
-        let base = declared.first().and_then(|l| l.tls.clone());
-        let mut settings = match (certs, base) {
-            (Some((certs, _)), base) => TlsSettings {
-                certs,
-                client_ca: base.as_ref().and_then(|b| b.client_ca.clone()),
-                handshake_timeout: base.and_then(|b| b.handshake_timeout),
-            },
-            (None, Some(base)) => base,
-            (None, None) => {
-                let from = client_ca.as_ref().map_or(addrs_from, |(_, f)| f.clone());
-                return Err(invalid(format!(
-                    "{from}: the proxy declares no TLS listener to take a certificate from; give --cert FILE --key FILE, or [[proxy.{name}.certificate]] with cert and key in the config file"
-                )));
-            }
-        };
-        if let Some((ca, _)) = client_ca {
-            settings.client_ca = Some(ca);
-        }
-        service.clear_tls();
-        for addr in addrs {
-            service.add_tls(&addr, settings.clone());
-        }
-        Ok(())
+        Ok(TlsGiven {
+            certs,
+            client_ca,
+            addrs,
+        })
     }
 
     /// Replaces the service's listening addresses with `--listen`, if given.
@@ -794,4 +802,12 @@ fn announce<S: Listening>(service: &S, admin: Option<&AdminService>) {
             }
         }
     }
+}
+
+/// TLS listener settings given by flags or the config file, each with where it came from
+/// (a flag or a config key), to name it in errors.
+struct TlsGiven {
+    certs: Option<(Vec<CertKey>, String)>,
+    client_ca: Option<(PathBuf, String)>,
+    addrs: Option<(Vec<String>, String)>,
 }
