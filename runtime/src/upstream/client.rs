@@ -102,6 +102,12 @@ enum Connected<B> {
     Http2(Http2Sender<B>),
 }
 
+/// The connection a request goes on, and whether it was reused.
+enum Chosen<B> {
+    Http1(Conn<B>, bool),
+    Http2(Http2Sender<B>, bool),
+}
+
 /// How often an HTTP/2 upstream connection is pinged while streams are open, and how long
 /// a ping may go unanswered before the connection counts as dead.
 const H2_KEEPALIVE: Duration = Duration::from_secs(20);
@@ -177,33 +183,13 @@ where
                 return self.send_direct(peer, request).await;
             }
             let key = peer.pool_key();
-            let mut stale = 0;
             let mut fresh = None;
             if peer.http() != UpstreamHttp::Http1 && !self.pool.negotiated_h1(&key) {
-                if let Some(sender) = self.pool.h2_checkout(&key) {
-                    count_reuse(peer);
-                    return Box::pin(self.send_h2(sender, peer, request, true)).await;
-                }
-                // One connection attempt at a time per peer, so concurrent first requests
-                // share the multiplexed connection instead of each opening their own.
-                let gate = self.pool.h2_gate(&key);
-                let held = gate.lock().await;
-                if let Some(sender) = self.pool.h2_checkout(&key) {
-                    drop(held);
-                    count_reuse(peer);
-                    return Box::pin(self.send_h2(sender, peer, request, true)).await;
-                }
-                match Box::pin(self.connect(peer)).await {
-                    Ok(Connected::Http2(sender)) => {
-                        self.pool.h2_checkin(key, sender.clone());
-                        drop(held);
-                        return Box::pin(self.send_h2(sender, peer, request, false)).await;
+                match self.h2_connection(peer, key).await {
+                    Ok(Chosen::Http2(sender, reused)) => {
+                        return Box::pin(self.send_h2(sender, peer, request, reused)).await
                     }
-                    Ok(Connected::Http1(conn)) => {
-                        // ALPN chose HTTP/1.1: later requests to this peer skip the gate.
-                        self.pool.mark_h1(key);
-                        fresh = Some(conn);
-                    }
+                    Ok(Chosen::Http1(conn, _)) => fresh = Some(conn),
                     Err(error) => {
                         return Err(SendError {
                             error,
@@ -212,31 +198,19 @@ where
                     }
                 }
             }
+            let mut stale = 0;
             loop {
-                let pooled = match fresh.take() {
-                    Some(conn) => Some((conn, false)),
-                    None => match self.pool.checkout(&key) {
-                        Some(conn) => Some((conn, true)),
-                        None => self.adopt_direct(&key, peer).await.map(|conn| (conn, true)),
-                    },
-                };
-                let (mut conn, reused) = match pooled {
-                    Some(found) => found,
-                    // Connecting is the cold path: boxed, so the common (pooled) request's
-                    // future stays small.
-                    None => match Box::pin(self.connect(peer)).await {
-                        Ok(Connected::Http1(conn)) => (conn, false),
-                        Ok(Connected::Http2(sender)) => {
-                            self.pool.h2_checkin(key, sender.clone());
-                            return Box::pin(self.send_h2(sender, peer, request, false)).await;
-                        }
-                        Err(error) => {
-                            return Err(SendError {
-                                error,
-                                request: Some(request),
-                            })
-                        }
-                    },
+                let (mut conn, reused) = match self.h1_connection(peer, key, fresh.take()).await {
+                    Ok(Chosen::Http1(conn, reused)) => (conn, reused),
+                    Ok(Chosen::Http2(sender, reused)) => {
+                        return Box::pin(self.send_h2(sender, peer, request, reused)).await;
+                    }
+                    Err(error) => {
+                        return Err(SendError {
+                            error,
+                            request: Some(request),
+                        })
+                    }
                 };
                 if reused && !conn.sender.is_ready() {
                     // A connection goes idle a moment after its body ended; wait for that, and
@@ -255,21 +229,7 @@ where
                 }
                 conn.busy.set(true);
                 match conn.sender.try_send_request(request).await {
-                    Ok(response) => {
-                        // A connection switching protocols (101) never returns to the pool, and
-                        // the tunnel it becomes has its own idle timeout, not the read timeout.
-                        let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
-                        if switching {
-                            conn.busy.set(false);
-                        }
-                        let release = (!switching).then(|| Release {
-                            pool: self.pool.clone(),
-                            key,
-                            idle_timeout: peer.timeouts().idle,
-                            conn,
-                        });
-                        return Ok(response.map(|body| UpstreamBody::hyper(body, release)));
-                    }
+                    Ok(response) => return Ok(self.pooled_response(response, peer, key, conn)),
                     Err(mut e) => match e.take_message() {
                         Some(unsent) if reused && stale < MAX_STALE_RETRIES => {
                             tracing::debug!(peer = %peer.addr(), "pooled connection was closed; resending on another");
@@ -286,6 +246,85 @@ where
                 }
             }
         }
+    }
+
+    /// The connection for a request to `peer`, which may speak HTTP/2: a pooled HTTP/2
+    /// connection, else a new one (which ALPN may make HTTP/1.1: later requests to the
+    /// peer then skip this). One connection attempt at a time per peer, so concurrent
+    /// first requests share the multiplexed connection instead of each opening their own.
+    async fn h2_connection(&self, peer: &HttpPeer, key: PoolKey) -> Result<Chosen<B>> {
+        if let Some(sender) = self.pool.h2_checkout(&key) {
+            count_reuse(peer);
+            return Ok(Chosen::Http2(sender, true));
+        }
+        let gate = self.pool.h2_gate(&key);
+        let _held = gate.lock().await;
+        if let Some(sender) = self.pool.h2_checkout(&key) {
+            count_reuse(peer);
+            return Ok(Chosen::Http2(sender, true));
+        }
+        Ok(match Box::pin(self.connect(peer)).await? {
+            Connected::Http2(sender) => {
+                self.pool.h2_checkin(key, sender.clone());
+                Chosen::Http2(sender, false)
+            }
+            Connected::Http1(conn) => {
+                self.pool.mark_h1(key);
+                Chosen::Http1(conn, false)
+            }
+        })
+    }
+
+    /// The HTTP/1 connection for the next try of a request to `peer`: `fresh` if given,
+    /// else a pooled one, else a new one (which ALPN may make HTTP/2: it is pooled).
+    async fn h1_connection(
+        &self,
+        peer: &HttpPeer,
+        key: PoolKey,
+        fresh: Option<Conn<B>>,
+    ) -> Result<Chosen<B>> {
+        if let Some(conn) = fresh {
+            return Ok(Chosen::Http1(conn, false));
+        }
+        let pooled = match self.pool.checkout(&key) {
+            Some(conn) => Some(conn),
+            None => self.adopt_direct(&key, peer).await,
+        };
+        if let Some(conn) = pooled {
+            return Ok(Chosen::Http1(conn, true));
+        }
+        // Connecting is the cold path: boxed, so the common (pooled) request's future
+        // stays small.
+        Ok(match Box::pin(self.connect(peer)).await? {
+            Connected::Http2(sender) => {
+                self.pool.h2_checkin(key, sender.clone());
+                Chosen::Http2(sender, false)
+            }
+            Connected::Http1(conn) => Chosen::Http1(conn, false),
+        })
+    }
+
+    /// The response of a pooled HTTP/1 connection, whose body gives `conn` back to the pool
+    /// when read to the end. A connection switching protocols (101) never returns to the
+    /// pool, and the tunnel it becomes has its own idle timeout, not the read timeout.
+    fn pooled_response(
+        &self,
+        response: Response<Incoming>,
+        peer: &HttpPeer,
+        key: PoolKey,
+        conn: Conn<B>,
+    ) -> Response<UpstreamBody<B>> {
+        let switching = response.status() == http::StatusCode::SWITCHING_PROTOCOLS;
+        if switching {
+            conn.busy.set(false);
+        }
+        let release = (!switching).then(|| Release {
+            pool: self.pool.clone(),
+            key,
+            idle_timeout: peer.timeouts().idle,
+            conn,
+        });
+        response.map(|body| UpstreamBody::hyper(body, release))
     }
 
     /// Sends a bodiless `request` on the direct path (see the module docs). (An `async

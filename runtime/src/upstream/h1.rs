@@ -434,72 +434,104 @@ impl BodyReader {
                     return Poll::Ready(Ok(Some(Frame::data(data))));
                 }
                 BodyState::Chunked(Chunk::Size) => {
-                    let Some(eol) = conn.buf.iter().position(|&b| b == b'\n') else {
-                        if conn.buf.len() > MAX_CHUNK_LINE {
-                            return Poll::Ready(Err(invalid("chunk size line too long")));
-                        }
-                        if let Err(e) = fill_some(conn, cx) {
-                            return e;
-                        }
-                        continue;
-                    };
-                    let size = parse_chunk_size(&conn.buf[..eol])
-                        .ok_or_else(|| invalid("invalid chunk size line"))?;
-                    conn.buf.advance(eol + 1);
-                    self.state = BodyState::Chunked(if size == 0 {
-                        Chunk::Trailers
-                    } else {
-                        Chunk::Data(size)
-                    });
+                    if let Err(stop) = self.read_chunk_size(conn, cx) {
+                        return stop;
+                    }
                 }
                 BodyState::Chunked(Chunk::DataEnd) => {
-                    if conn.buf.len() < 2 {
-                        if let Err(e) = fill_some(conn, cx) {
-                            return e;
-                        }
-                        continue;
-                    }
-                    if &conn.buf[..2] != b"\r\n" {
-                        return Poll::Ready(Err(invalid("chunk data not followed by CRLF")));
-                    }
-                    conn.buf.advance(2);
-                    self.state = BodyState::Chunked(Chunk::Size);
-                }
-                BodyState::Chunked(Chunk::Trailers) => {
-                    if conn.buf.starts_with(b"\r\n") {
-                        conn.buf.advance(2);
-                        self.state = BodyState::Done;
-                        return Poll::Ready(Ok(None));
-                    }
-                    let mut slots = [httparse::EMPTY_HEADER; MAX_TRAILERS];
-                    match httparse::parse_headers(&conn.buf, &mut slots) {
-                        Ok(httparse::Status::Complete((len, fields))) => {
-                            let mut trailers = HeaderMap::with_capacity(fields.len());
-                            for f in fields {
-                                let name = HeaderName::from_bytes(f.name.as_bytes())
-                                    .map_err(|_| invalid("invalid trailer name"))?;
-                                let value = HeaderValue::from_bytes(f.value)
-                                    .map_err(|_| invalid("invalid trailer value"))?;
-                                trailers.append(name, value);
-                            }
-                            conn.buf.advance(len);
-                            self.state = BodyState::Done;
-                            return Poll::Ready(Ok(Some(Frame::trailers(trailers))));
-                        }
-                        Ok(httparse::Status::Partial) => {
-                            if conn.buf.len() > MAX_BODY_READ {
-                                return Poll::Ready(Err(invalid("trailer section too large")));
-                            }
-                            if let Err(e) = fill_some(conn, cx) {
-                                return e;
-                            }
-                        }
-                        Err(_) => return Poll::Ready(Err(invalid("invalid trailer section"))),
+                    if let Err(stop) = self.read_chunk_end(conn, cx) {
+                        return stop;
                     }
                 }
+                BodyState::Chunked(Chunk::Trailers) => return self.poll_trailers(conn, cx),
             }
         }
     }
+
+    /// Reads a chunk-size line (reading more first if it is not complete) and moves to the
+    /// chunk's data, or to the trailers after the last chunk. `Err` is what to return.
+    fn read_chunk_size(&mut self, conn: &mut H1Conn, cx: &mut Context<'_>) -> Result<(), Stop> {
+        let Some(eol) = conn.buf.iter().position(|&b| b == b'\n') else {
+            if conn.buf.len() > MAX_CHUNK_LINE {
+                return Err(Poll::Ready(Err(invalid("chunk size line too long"))));
+            }
+            return fill_some(conn, cx);
+        };
+        let Some(size) = parse_chunk_size(&conn.buf[..eol]) else {
+            return Err(Poll::Ready(Err(invalid("invalid chunk size line"))));
+        };
+        conn.buf.advance(eol + 1);
+        self.state = BodyState::Chunked(if size == 0 {
+            Chunk::Trailers
+        } else {
+            Chunk::Data(size)
+        });
+        Ok(())
+    }
+
+    /// Reads the CRLF after a chunk's data (reading more first if it is not there) and
+    /// moves to the next chunk-size line. `Err` is what to return.
+    fn read_chunk_end(&mut self, conn: &mut H1Conn, cx: &mut Context<'_>) -> Result<(), Stop> {
+        if conn.buf.len() < 2 {
+            return fill_some(conn, cx);
+        }
+        if &conn.buf[..2] != b"\r\n" {
+            return Err(Poll::Ready(Err(invalid("chunk data not followed by CRLF"))));
+        }
+        conn.buf.advance(2);
+        self.state = BodyState::Chunked(Chunk::Size);
+        Ok(())
+    }
+
+    /// The trailer section after the last chunk, as a trailers frame (`None` if empty),
+    /// reading until it is complete.
+    fn poll_trailers(
+        &mut self,
+        conn: &mut H1Conn,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Frame<Bytes>>, Error>> {
+        loop {
+            if conn.buf.starts_with(b"\r\n") {
+                conn.buf.advance(2);
+                self.state = BodyState::Done;
+                return Poll::Ready(Ok(None));
+            }
+            let mut slots = [httparse::EMPTY_HEADER; MAX_TRAILERS];
+            match httparse::parse_headers(&conn.buf, &mut slots) {
+                Ok(httparse::Status::Complete((len, fields))) => {
+                    let trailers = trailer_map(fields)?;
+                    conn.buf.advance(len);
+                    self.state = BodyState::Done;
+                    return Poll::Ready(Ok(Some(Frame::trailers(trailers))));
+                }
+                Ok(httparse::Status::Partial) => {
+                    if conn.buf.len() > MAX_BODY_READ {
+                        return Poll::Ready(Err(invalid("trailer section too large")));
+                    }
+                    if let Err(stop) = fill_some(conn, cx) {
+                        return stop;
+                    }
+                }
+                Err(_) => return Poll::Ready(Err(invalid("invalid trailer section"))),
+            }
+        }
+    }
+}
+
+/// What `poll_frame` returns when a step of reading the body cannot go on now.
+type Stop = Poll<Result<Option<Frame<Bytes>>, Error>>;
+
+/// The trailer fields parsed from a response.
+fn trailer_map(fields: &[httparse::Header<'_>]) -> Result<HeaderMap, Error> {
+    let mut trailers = HeaderMap::with_capacity(fields.len());
+    for f in fields {
+        let name = HeaderName::from_bytes(f.name.as_bytes())
+            .map_err(|_| invalid("invalid trailer name"))?;
+        let value =
+            HeaderValue::from_bytes(f.value).map_err(|_| invalid("invalid trailer value"))?;
+        trailers.append(name, value);
+    }
+    Ok(trailers)
 }
 
 const BODY: &str = "reading response body from upstream";
@@ -528,10 +560,7 @@ fn take_data(
 
 /// Reads more of a chunked body's framing; `Err` holds what `poll_frame` returns instead.
 #[allow(clippy::type_complexity)]
-fn fill_some(
-    conn: &mut H1Conn,
-    cx: &mut Context<'_>,
-) -> Result<(), Poll<Result<Option<Frame<Bytes>>, Error>>> {
+fn fill_some(conn: &mut H1Conn, cx: &mut Context<'_>) -> Result<(), Stop> {
     match conn.poll_fill(cx, HEAD_READ) {
         Poll::Ready(Ok(0)) => Err(Poll::Ready(Err(closed_mid_body()))),
         Poll::Ready(Ok(_)) => Ok(()),
