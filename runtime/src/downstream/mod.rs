@@ -37,6 +37,7 @@ mod h2;
 
 use crate::error::BoxError;
 use crate::io_timeout::{ActiveGuard, ActiveRequests, ReadDeadline, TimedIo};
+use crate::listen::set::{AdoptedListener, ListenerSet};
 use crate::listen::sniff::{sniff, Prefixed, Sniffed};
 use crate::listen::tls::{TlsAcceptor, TlsSettings};
 use crate::listen::{self, AcceptStats, ListenAddr};
@@ -276,18 +277,11 @@ impl Drop for ConnGuard {
     }
 }
 
-/// A bound listening socket and the TLS it terminates.
-struct Bound {
-    listener: std::net::TcpListener,
-    tls: Option<Arc<TlsAcceptor>>,
-}
-
 /// A listening service speaking HTTP/1.1 on its TCP addresses, serving each connection with
 /// the service its [`MakeConnService`] builds.
 pub struct HttpService<M> {
     name: String,
-    addrs: Vec<ListenAddr>,
-    listeners: Vec<Bound>,
+    listeners: ListenerSet,
     make: Arc<M>,
     options: HttpOptions,
     stats: Arc<AcceptStats>,
@@ -299,8 +293,7 @@ impl<M: MakeConnService> HttpService<M> {
     pub fn new(name: impl Into<String>, make: M) -> Self {
         HttpService {
             name: name.into(),
-            addrs: Vec::new(),
-            listeners: Vec::new(),
+            listeners: ListenerSet::default(),
             make: Arc::new(make),
             options: HttpOptions::default(),
             stats: Arc::new(AcceptStats::default()),
@@ -310,62 +303,50 @@ impl<M: MakeConnService> HttpService<M> {
 
     /// Adds a TCP listening address (`"127.0.0.1:6188"`, `"[::]:80"`); bound at startup.
     pub fn add_tcp(&mut self, addr: &str) {
-        self.addrs.push(ListenAddr {
-            addr: addr.to_owned(),
-            tls: None,
-        });
+        self.listeners.add_tcp(addr);
     }
 
     /// Adds a listening address that terminates TLS with `tls` (certificates are loaded
     /// and checked at startup).
     pub fn add_tls(&mut self, addr: &str, tls: TlsSettings) {
-        self.addrs.push(ListenAddr {
-            addr: addr.to_owned(),
-            tls: Some(tls),
-        });
+        self.listeners.add_tls(addr, tls);
     }
 
     /// Adds `listen`, with TLS or without.
     pub fn add_listen(&mut self, listen: ListenAddr) {
-        self.addrs.push(listen);
+        self.listeners.add(listen);
     }
 
     /// Removes the cleartext listening addresses added so far (not yet bound ones), e.g.
     /// to replace a declared proxy's addresses with those given on the command line.
     pub fn clear_tcp(&mut self) {
-        self.addrs.retain(|l| l.tls.is_some());
+        self.listeners.clear_tcp();
     }
 
     /// Removes the TLS listening addresses added so far (not yet bound ones).
     pub fn clear_tls(&mut self) {
-        self.addrs.retain(|l| l.tls.is_none());
+        self.listeners.clear_tls();
     }
 
     /// The listening addresses, as added (TLS ones too).
     pub fn tcp_addrs(&self) -> Vec<String> {
-        self.addrs.iter().map(|l| l.addr.clone()).collect()
+        self.listeners.addr_texts()
+    }
+
+    /// The listening addresses and, once bound, their sockets.
+    pub fn listeners(&self) -> &ListenerSet {
+        &self.listeners
     }
 
     /// The listening addresses with their TLS settings.
     pub fn listen_addrs(&self) -> &[ListenAddr] {
-        &self.addrs
+        self.listeners.addrs()
     }
 
     /// Checks what binding would need besides the sockets: the addresses resolve, and
     /// every TLS certificate, key and CA loads and matches.
     pub fn check(&self) -> io::Result<()> {
-        if self.addrs.is_empty() {
-            return Err(listen::no_listener());
-        }
-        for listen in &self.addrs {
-            listen::resolve(&listen.addr)?;
-            if let Some(tls) = &listen.tls {
-                tls.build(self.options.http2.enabled).map_err(|e| {
-                    io::Error::new(e.kind(), format!("listen {}: {e}", listen.addr))
-                })?;
-            }
-        }
-        Ok(())
+        self.listeners.check(self.options.http2.enabled)
     }
 
     /// The service's name.
@@ -400,18 +381,12 @@ impl<M: MakeConnService> HttpService<M> {
 
     /// The addresses actually bound, each with whether it terminates TLS.
     pub fn local_listeners(&self) -> Vec<(SocketAddr, bool)> {
-        self.listeners
-            .iter()
-            .filter_map(|b| Some((b.listener.local_addr().ok()?, b.tls.is_some())))
-            .collect()
+        self.listeners.local_listeners()
     }
 
     /// The addresses actually bound (after [`service::Service::bind`]; useful with port 0).
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .iter()
-            .filter_map(|b| b.listener.local_addr().ok())
-            .collect()
+        self.listeners.local_addrs()
     }
 
     /// Binds every listening address now (idempotent). [`crate::server::Server`] does this at
@@ -423,34 +398,8 @@ impl<M: MakeConnService> HttpService<M> {
     /// Like [`HttpService::bind`], taking the sockets from `sockets`: those inherited from
     /// an old process in a graceful upgrade are adopted instead of bound.
     pub fn bind_with(&mut self, sockets: &mut listen::Sockets) -> io::Result<()> {
-        if !self.listeners.is_empty() {
-            return Ok(());
-        }
-        if self.addrs.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "no listening address: call add_tcp(\"127.0.0.1:6188\") first",
-            ));
-        }
-        let mut bound = Vec::new();
-        for listen in &self.addrs {
-            let tls = match &listen.tls {
-                Some(settings) => Some(Arc::new(
-                    settings.build(self.options.http2.enabled).map_err(|e| {
-                        io::Error::new(e.kind(), format!("listen {}: {e}", listen.addr))
-                    })?,
-                )),
-                None => None,
-            };
-            for resolved in listen::resolve(&listen.addr)? {
-                bound.push(Bound {
-                    listener: sockets.tcp(resolved)?,
-                    tls: tls.clone(),
-                });
-            }
-        }
-        self.listeners = bound;
-        Ok(())
+        let http2 = self.options.http2.enabled;
+        self.listeners.bind_with(sockets, http2)
     }
 }
 
@@ -488,27 +437,13 @@ where
             options: self.options,
             tracker: self.tracker.clone(),
         });
-        let mut loops = Vec::with_capacity(self.listeners.len());
-        for Bound {
-            listener: std_listener,
+        let mut loops = Vec::new();
+        for AdoptedListener {
+            listener,
+            local_addr,
             tls,
-        } in self.listeners
+        } in self.listeners.adopt(&self.name)
         {
-            let listener = match tokio::net::TcpListener::from_std(std_listener) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(service = %self.name, error = %e, "cannot adopt listener");
-                    continue;
-                }
-            };
-            let local_addr = match listener.local_addr() {
-                Ok(a) => a,
-                Err(e) => {
-                    tracing::error!(service = %self.name, error = %e, "listener has no address");
-                    continue;
-                }
-            };
-            tracing::info!(service = %self.name, addr = %local_addr, "listening");
             let shared = shared.clone();
             let conn_shutdown = shutdown.clone();
             loops.push(tokio::spawn(listen::accept_loop(
@@ -840,20 +775,9 @@ where
     }
 
     fn worker_copy(&self) -> io::Result<Option<Box<dyn service::Service>>> {
-        let listeners = self
-            .listeners
-            .iter()
-            .map(|b| {
-                Ok(Bound {
-                    listener: b.listener.try_clone()?,
-                    tls: b.tls.clone(),
-                })
-            })
-            .collect::<io::Result<Vec<_>>>()?;
         Ok(Some(Box::new(HttpService {
             name: self.name.clone(),
-            addrs: self.addrs.clone(),
-            listeners,
+            listeners: self.listeners.try_clone()?,
             make: M::for_worker(&self.make),
             options: self.options.clone(),
             stats: self.stats.clone(),

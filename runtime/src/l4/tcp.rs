@@ -29,6 +29,7 @@ use tokio::sync::watch;
 use crate::error::{Error, ErrorKind};
 use crate::l4::relay::{relay_until, RelayEnd};
 use crate::lb::UpstreamGroup;
+use crate::listen::set::{AdoptedListener, ListenerSet};
 use crate::listen::tls::{TlsAcceptor, TlsSettings};
 use crate::listen::ListenAddr;
 use crate::listen::{self, AcceptStats, Sockets};
@@ -47,8 +48,7 @@ const STOP_WAIT: Duration = Duration::from_millis(200);
 /// A listening TCP proxy to the peers of one group.
 pub struct TcpProxyService {
     name: String,
-    addrs: Vec<ListenAddr>,
-    listeners: Vec<(std::net::TcpListener, Option<Arc<TlsAcceptor>>)>,
+    listeners: ListenerSet,
     shared: Arc<Shared>,
     stats: Arc<AcceptStats>,
 }
@@ -82,8 +82,7 @@ impl TcpProxyService {
     pub fn new(name: impl Into<String>, group: UpstreamGroup) -> Self {
         TcpProxyService {
             name: name.into(),
-            addrs: Vec::new(),
-            listeners: Vec::new(),
+            listeners: ListenerSet::default(),
             shared: Arc::new(Shared {
                 group,
                 listener: Arc::default(),
@@ -118,18 +117,12 @@ impl TcpProxyService {
 
     /// Adds a cleartext listening address.
     pub fn add_tcp(&mut self, addr: &str) {
-        self.addrs.push(ListenAddr {
-            addr: addr.to_owned(),
-            tls: None,
-        });
+        self.listeners.add_tcp(addr);
     }
 
     /// Adds a listening address terminating TLS with `tls`.
     pub fn add_tls(&mut self, addr: &str, tls: TlsSettings) {
-        self.addrs.push(ListenAddr {
-            addr: addr.to_owned(),
-            tls: Some(tls),
-        });
+        self.listeners.add_tls(addr, tls);
     }
 
     /// The group the peers come from.
@@ -139,33 +132,19 @@ impl TcpProxyService {
 
     /// The addresses actually bound.
     pub fn local_addrs(&self) -> Vec<SocketAddr> {
-        self.listeners
-            .iter()
-            .filter_map(|(l, _)| l.local_addr().ok())
-            .collect()
+        self.listeners.local_addrs()
     }
 
     /// Removes the cleartext listening addresses added so far (not yet bound ones), e.g.
     /// to replace the declared ones with those given on the command line.
     pub fn clear_tcp(&mut self) {
-        self.addrs.retain(|l| l.tls.is_some());
+        self.listeners.clear_tcp();
     }
 
     /// Checks what binding needs besides the sockets: addresses, certificates, the group.
     pub fn check(&self) -> io::Result<()> {
-        if self.addrs.is_empty() {
-            return Err(listen::no_listener());
-        }
-        self.shared.group.check()?;
-        for listen in &self.addrs {
-            listen::resolve(&listen.addr)?;
-            if let Some(tls) = &listen.tls {
-                tls.build(false).map_err(|e| {
-                    io::Error::new(e.kind(), format!("listen {}: {e}", listen.addr))
-                })?;
-            }
-        }
-        Ok(())
+        self.listeners.check(false)?;
+        self.shared.group.check()
     }
 
     /// Binds every address now (idempotent).
@@ -175,28 +154,8 @@ impl TcpProxyService {
 
     /// Like [`TcpProxyService::bind`], adopting sockets inherited in an upgrade.
     pub fn bind_with(&mut self, sockets: &mut Sockets) -> io::Result<()> {
-        if !self.listeners.is_empty() {
-            return Ok(());
-        }
-        if self.addrs.is_empty() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "no listening address: call add_tcp(\"127.0.0.1:6432\") first",
-            ));
-        }
         self.shared.group.check()?;
-        for listen in &self.addrs {
-            let tls = match &listen.tls {
-                Some(settings) => Some(Arc::new(settings.build(false).map_err(|e| {
-                    io::Error::new(e.kind(), format!("listen {}: {e}", listen.addr))
-                })?)),
-                None => None,
-            };
-            for addr in listen::resolve(&listen.addr)? {
-                self.listeners.push((sockets.tcp(addr)?, tls.clone()));
-            }
-        }
-        Ok(())
+        self.listeners.bind_with(sockets, false)
     }
 
     /// Binds and starts on the current runtime; for tests and embedding.
@@ -214,14 +173,7 @@ impl TcpProxyService {
 
     async fn run(self, shutdown: ShutdownWatch, grace: Duration) {
         let mut loops = Vec::new();
-        for (std_listener, tls) in self.listeners {
-            let listener = match tokio::net::TcpListener::from_std(std_listener) {
-                Ok(l) => l,
-                Err(e) => {
-                    tracing::error!(service = %self.name, error = %e, "cannot adopt listener");
-                    continue;
-                }
-            };
+        for AdoptedListener { listener, tls, .. } in self.listeners.adopt(&self.name) {
             let shared = self.shared.clone();
             loops.push(tokio::spawn(listen::accept_loop(
                 listener,
@@ -432,15 +384,9 @@ impl server::Service for TcpProxyService {
     }
 
     fn worker_copy(&self) -> io::Result<Option<Box<dyn server::Service>>> {
-        let listeners = self
-            .listeners
-            .iter()
-            .map(|(l, tls)| Ok((l.try_clone()?, tls.clone())))
-            .collect::<io::Result<Vec<_>>>()?;
         Ok(Some(Box::new(TcpProxyService {
             name: self.name.clone(),
-            addrs: self.addrs.clone(),
-            listeners,
+            listeners: self.listeners.try_clone()?,
             shared: Arc::new(self.shared.for_worker()),
             stats: self.stats.clone(),
         })))
@@ -478,11 +424,11 @@ impl crate::service::TlsListeners for TcpProxyService {
     }
 
     fn listen_addrs(&self) -> &[ListenAddr] {
-        &self.addrs
+        self.listeners.addrs()
     }
 
     fn clear_tls(&mut self) {
-        self.addrs.retain(|l| l.tls.is_none());
+        self.listeners.clear_tls();
     }
 
     fn add_tls(&mut self, addr: &str, tls: TlsSettings) {
@@ -500,29 +446,15 @@ impl crate::service::Listening for TcpProxyService {
     }
 
     fn addrs(&self) -> Vec<String> {
-        self.addrs.iter().map(|l| l.addr.clone()).collect()
+        self.listeners.addr_texts()
     }
 
     fn tls_listeners(&self) -> Option<Vec<ListenAddr>> {
-        Some(
-            self.addrs
-                .iter()
-                .filter(|l| l.tls.is_some())
-                .cloned()
-                .collect(),
-        )
+        Some(self.listeners.tls_addrs())
     }
 
     fn bound(&self) -> Vec<(SocketAddr, &'static str)> {
-        self.listeners
-            .iter()
-            .filter_map(|(l, tls)| {
-                Some((
-                    l.local_addr().ok()?,
-                    if tls.is_some() { "tls" } else { "tcp" },
-                ))
-            })
-            .collect()
+        self.listeners.bound_kinds("tcp", "tls")
     }
 }
 

@@ -23,20 +23,11 @@ impl<P: ProxyHttp, L: ProxyLayer<P>> Listening for HttpService<ProxyPipeline<P, 
     }
 
     fn bound(&self) -> Vec<(SocketAddr, &'static str)> {
-        self.local_listeners()
-            .into_iter()
-            .map(|(a, tls)| (a, if tls { "https" } else { "http" }))
-            .collect()
+        self.listeners().bound_kinds("http", "https")
     }
 
     fn tls_listeners(&self) -> Option<Vec<ListenAddr>> {
-        Some(
-            self.listen_addrs()
-                .iter()
-                .filter(|l| l.tls.is_some())
-                .cloned()
-                .collect(),
-        )
+        Some(self.listeners().tls_addrs())
     }
 }
 
