@@ -649,7 +649,12 @@ async fn a_post_is_resent_with_its_body_only_when_allowed_and_buffered() {
 pub struct LastPeer;
 
 impl pingora_dsl::lb::Selection for LastPeer {
-    fn pick(&self, _key: &[u8], attempt: usize, peers: &[Arc<pingora_dsl::lb::Peer>]) -> usize {
+    fn pick(
+        &self,
+        _key: &[u8],
+        attempt: usize,
+        peers: &[Arc<pingora_dsl::lb::PeerState>],
+    ) -> usize {
         peers.len() - 1 - attempt % peers.len()
     }
 }

@@ -95,7 +95,7 @@ pub struct TlsDecl {
 /// `upstream NAME { ... }`
 pub struct Upstream {
     pub name: Ident,
-    pub peers: Option<(Ident, Vec<Peer>)>,
+    pub peers: Option<(Ident, Vec<PeerLit>)>,
     pub select: Vec<SelectDecl>,
     pub timeouts: Vec<TimeoutDecl>,
     pub retry: Vec<RetryDecl>,
@@ -177,7 +177,7 @@ pub struct PassiveDecl {
 }
 
 /// One entry of `peers [...]`.
-pub struct Peer {
+pub struct PeerLit {
     pub lit: LitStr,
     pub weight: Option<LitInt>,
 }

@@ -2,7 +2,7 @@
 //!
 //! Every figure is a relaxed atomic (a histogram is one per bucket, plus a sum) living
 //! next to what it counts: a route's in [`RouteStats`], a peer's in [`PeerStats`] (held by
-//! [`crate::lb::Peer`]), a listening service's in [`ListenerStats`]. Recording is an atomic
+//! [`crate::lb::PeerState`]), a listening service's in [`ListenerStats`]. Recording is an atomic
 //! add on the request path, with no lock, map lookup or label formatting; the admin
 //! listener ([`crate::observe::admin`]) reads them when scraped and builds the Prometheus families,
 //! the status page and its JSON then. Labels therefore come from declared names (proxy,

@@ -13,7 +13,7 @@ pub struct Ctx {
 pub struct FirstPeer;
 
 impl pingora_dsl::lb::Selection for FirstPeer {
-    fn pick(&self, _key: &[u8], attempt: usize, peers: &[std::sync::Arc<pingora_dsl::lb::Peer>]) -> usize {
+    fn pick(&self, _key: &[u8], attempt: usize, peers: &[std::sync::Arc<pingora_dsl::lb::PeerState>]) -> usize {
         attempt % peers.len()
     }
 }

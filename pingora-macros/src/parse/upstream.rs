@@ -6,7 +6,7 @@ use syn::{braced, bracketed, parenthesized, Ident, LitInt, LitStr, Token};
 
 use crate::diagnostic::hint;
 use crate::syntax::{
-    DiscoverDecl, DurationLit, HealthDecl, HealthValue, KeyDecl, PassiveDecl, Peer, RetryDecl,
+    DiscoverDecl, DurationLit, HealthDecl, HealthValue, KeyDecl, PassiveDecl, PeerLit, RetryDecl,
     SelectDecl, TimeoutDecl, Upstream, UpstreamTlsDecl,
 };
 
@@ -28,7 +28,7 @@ const UPSTREAM_KEYS: &[&str] = &[
 
 /// One setting of an upstream block, without its `;`.
 enum UpstreamItem {
-    Peers(Ident, Vec<Peer>),
+    Peers(Ident, Vec<PeerLit>),
     Select(SelectDecl),
     Timeouts(Vec<TimeoutDecl>),
     Retry(RetryDecl),
@@ -163,7 +163,7 @@ impl Upstream {
 }
 
 /// `["ADDR" [weight N], ...]`.
-fn parse_peers(input: ParseStream<'_>) -> syn::Result<Vec<Peer>> {
+fn parse_peers(input: ParseStream<'_>) -> syn::Result<Vec<PeerLit>> {
     let list;
     bracketed!(list in input);
     let mut peers = Vec::new();
@@ -177,7 +177,7 @@ fn parse_peers(input: ParseStream<'_>) -> syn::Result<Vec<Peer>> {
 }
 
 /// `"ADDR"` or `"ADDR" weight N`.
-impl Parse for Peer {
+impl Parse for PeerLit {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let lit = expect(input, "expected a peer address: \"127.0.0.1:8001\"")?;
         let mut weight = None;
@@ -192,7 +192,7 @@ impl Parse for Peer {
             input.parse::<kw::weight>()?;
             weight = Some(input.parse::<LitInt>()?);
         }
-        Ok(Peer { lit, weight })
+        Ok(PeerLit { lit, weight })
     }
 }
 

@@ -7,7 +7,7 @@ use pingora_dsl_rules::{self as rules, MAX_RETRIES, MAX_WEIGHT};
 
 use crate::diagnostic::{hint, Errors};
 use crate::model;
-use crate::syntax::{DiscoverDecl, KeyDecl, Peer, RetryDecl, SelectDecl, Upstream};
+use crate::syntax::{DiscoverDecl, KeyDecl, PeerLit, RetryDecl, SelectDecl, Upstream};
 
 use super::values::{check_addr, check_duration, check_replay_bytes, check_timeouts};
 
@@ -128,7 +128,7 @@ fn validate_peers(up: &Upstream, errors: &mut Errors) -> Vec<(std::net::SocketAd
 }
 
 /// A peer's weight: 1 unless given, else `1..=MAX_WEIGHT`.
-fn check_weight(peer: &Peer, errors: &mut Errors) -> Option<u32> {
+fn check_weight(peer: &PeerLit, errors: &mut Errors) -> Option<u32> {
     let Some(w) = &peer.weight else {
         return Some(1);
     };

@@ -310,7 +310,7 @@ async fn connect_peer(
     group: &UpstreamGroup,
     client: SocketAddr,
     outcome: &mut Outcome,
-) -> Option<(Arc<crate::lb::Peer>, crate::lb::InFlight, Box<dyn Io>)> {
+) -> Option<(Arc<crate::lb::PeerState>, crate::lb::InFlight, Box<dyn Io>)> {
     let key = match client.ip() {
         IpAddr::V4(ip) => ip.octets().to_vec(),
         IpAddr::V6(ip) => ip.octets().to_vec(),

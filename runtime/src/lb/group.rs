@@ -15,7 +15,7 @@ use http::header::HeaderName;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::lb::discovery::{discover_once, Discovery, DiscoveryTask};
-use crate::lb::{Backend, InFlight, LoadBalancer, Peer, Strategy};
+use crate::lb::{Backend, InFlight, LoadBalancer, PeerState, Strategy};
 use crate::shutdown::ShutdownWatch;
 
 /// How long [`UpstreamGroup::check_discovery`] (`-t`) waits for a discovery source's answer.
@@ -294,7 +294,7 @@ impl UpstreamGroup {
     }
 
     /// The peers with their live state.
-    pub fn peers(&self) -> Vec<Arc<Peer>> {
+    pub fn peers(&self) -> Vec<Arc<PeerState>> {
         self.lb.load().peers().to_vec()
     }
 
@@ -410,7 +410,7 @@ impl UpstreamGroup {
     /// strategy — for an HTTP request and a layer-4 connection alike: an available peer
     /// not in `tried`, else any available peer, else (when the group fails open) any peer.
     /// Returns the peer, counted in flight.
-    pub fn select(&self, key: &[u8], tried: &[SocketAddr]) -> Option<(Arc<Peer>, InFlight)> {
+    pub fn select(&self, key: &[u8], tried: &[SocketAddr]) -> Option<(Arc<PeerState>, InFlight)> {
         let lb = self.lb.load();
         let chosen = self.choose(&lb, key, tried)?.clone();
         let in_flight = chosen.start_request();
@@ -423,7 +423,7 @@ impl UpstreamGroup {
         lb: &'l LoadBalancer,
         key: &[u8],
         tried: &[SocketAddr],
-    ) -> Option<&'l Arc<Peer>> {
+    ) -> Option<&'l Arc<PeerState>> {
         let key = if lb.strategy().uses_key() { key } else { &[] };
         let tries = lb.peers().len() * 2 + 1;
         lb.select_peer_where(key, tries, |p| {
@@ -439,7 +439,7 @@ impl UpstreamGroup {
     }
 
     /// Records how a request to `peer` ended, for passive health; logs an ejection.
-    pub fn record_outcome(&self, peer: &Peer, error: Option<&Error>) {
+    pub fn record_outcome(&self, peer: &PeerState, error: Option<&Error>) {
         let Some(passive) = self.passive else { return };
         match error.map(Error::kind) {
             Some(kind) if kind.is_upstream_failure() => {

@@ -1,4 +1,4 @@
-//! Choosing a peer: weighted [`Backend`]s, their live state ([`Peer`]: requests in flight,
+//! Choosing a peer: weighted [`Backend`]s, their live state ([`PeerState`]: requests in flight,
 //! health, ejection), and the selection [`Strategy`].
 //!
 //! Strategies:
@@ -11,7 +11,7 @@
 //! - a plain hash of the key (FNV-1a, weighted), for when reshuffling on change is fine;
 //! - anything else through [`Selection`].
 //!
-//! A pick skips peers that are not [`available`](Peer::is_available) (failed health
+//! A pick skips peers that are not [`available`](PeerState::is_available) (failed health
 //! checks, or ejected after consecutive failures) by asking the strategy again for the
 //! next candidate.
 
@@ -73,7 +73,7 @@ fn now_ms() -> u64 {
 
 /// A backend and its live state, shared by every worker.
 #[derive(Debug)]
-pub struct Peer {
+pub struct PeerState {
     backend: Backend,
     in_flight: AtomicUsize,
     healthy: AtomicBool,
@@ -88,10 +88,10 @@ pub struct Peer {
     stats: Arc<PeerStats>,
 }
 
-impl Peer {
+impl PeerState {
     /// A healthy peer with nothing in flight.
     pub fn new(backend: Backend) -> Self {
-        Peer {
+        PeerState {
             backend,
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
@@ -139,8 +139,8 @@ impl Peer {
 
     /// A peer for `backend` (a new weight, say) that keeps this one's health verdict and
     /// ejection; requests in flight stay counted on this one.
-    fn carried_over(&self, backend: Backend) -> Peer {
-        let mut peer = Peer::new(backend);
+    fn carried_over(&self, backend: Backend) -> PeerState {
+        let mut peer = PeerState::new(backend);
         peer.stats = self.stats.clone();
         peer.healthy.store(self.is_healthy(), Ordering::Relaxed);
         peer.ejected_until.store(
@@ -216,11 +216,11 @@ impl Peer {
 }
 
 /// A request in flight to a peer; dropping it ends the count.
-pub struct InFlight(Arc<Peer>);
+pub struct InFlight(Arc<PeerState>);
 
 impl InFlight {
     /// The peer.
-    pub fn peer(&self) -> &Arc<Peer> {
+    pub fn peer(&self) -> &Arc<PeerState> {
         &self.0
     }
 }
@@ -241,7 +241,7 @@ impl Drop for InFlight {
 pub trait Selection: Send + Sync + 'static {
     /// Index in `0..peers.len()` (never empty) of the peer to try for `key`, on try number
     /// `attempt` (0-based: a strategy should offer another peer when asked again).
-    fn pick(&self, key: &[u8], attempt: usize, peers: &[Arc<Peer>]) -> usize;
+    fn pick(&self, key: &[u8], attempt: usize, peers: &[Arc<PeerState>]) -> usize;
 }
 
 /// Wraps a user's [`Selection`] for [`Strategy::Custom`] (what `select custom(EXPR)`
@@ -328,7 +328,7 @@ enum Selector {
 }
 
 impl Selector {
-    fn pick(&self, key: &[u8], attempt: usize, peers: &[Arc<Peer>]) -> usize {
+    fn pick(&self, key: &[u8], attempt: usize, peers: &[Arc<PeerState>]) -> usize {
         let n = peers.len();
         match self {
             Selector::RoundRobin { next, cycle } => {
@@ -485,7 +485,7 @@ fn fnv1a(bytes: &[u8]) -> u64 {
 
 /// Backends, their live state, and a strategy: picks a peer per request.
 pub struct LoadBalancer {
-    peers: Vec<Arc<Peer>>,
+    peers: Vec<Arc<PeerState>>,
     backends: Vec<Backend>,
     strategy: Strategy,
     selector: Selector,
@@ -551,7 +551,7 @@ impl LoadBalancer {
             peers: backends
                 .iter()
                 .cloned()
-                .map(|b| Arc::new(Peer::new(b)))
+                .map(|b| Arc::new(PeerState::new(b)))
                 .collect(),
             backends,
             strategy,
@@ -569,7 +569,7 @@ impl LoadBalancer {
             .map(|b| match self.peers.iter().find(|p| p.addr() == b.addr) {
                 Some(p) if p.backend == *b => p.clone(),
                 Some(p) => Arc::new(p.carried_over(b.clone())),
-                None => Arc::new(Peer::new(b.clone())),
+                None => Arc::new(PeerState::new(b.clone())),
             })
             .collect();
         LoadBalancer {
@@ -582,7 +582,7 @@ impl LoadBalancer {
 
     /// Picks an available peer for `key`, asking the strategy at most `max_iterations`
     /// times. `None` if the list is empty or no candidate was available.
-    pub fn select_peer(&self, key: &[u8], max_iterations: usize) -> Option<&Arc<Peer>> {
+    pub fn select_peer(&self, key: &[u8], max_iterations: usize) -> Option<&Arc<PeerState>> {
         self.select_peer_where(key, max_iterations, |p| p.is_available())
     }
 
@@ -592,8 +592,8 @@ impl LoadBalancer {
         &self,
         key: &[u8],
         max_iterations: usize,
-        accept: impl Fn(&Peer) -> bool,
-    ) -> Option<&Arc<Peer>> {
+        accept: impl Fn(&PeerState) -> bool,
+    ) -> Option<&Arc<PeerState>> {
         if self.peers.is_empty() {
             return None;
         }
@@ -605,7 +605,7 @@ impl LoadBalancer {
 
     /// Like [`select_peer`](LoadBalancer::select_peer), ignoring health: for pools that
     /// fail open when no peer is available.
-    pub fn select_any(&self, key: &[u8]) -> Option<&Arc<Peer>> {
+    pub fn select_any(&self, key: &[u8]) -> Option<&Arc<PeerState>> {
         if self.peers.is_empty() {
             return None;
         }
@@ -623,7 +623,7 @@ impl LoadBalancer {
     }
 
     /// All peers with their live state, in declaration order.
-    pub fn peers(&self) -> &[Arc<Peer>] {
+    pub fn peers(&self) -> &[Arc<PeerState>] {
         &self.peers
     }
 
@@ -743,7 +743,7 @@ mod tests {
 
     #[test]
     fn health_checks_flip_after_thresholds() {
-        let peer = Peer::new(Backend::new(addr(1)));
+        let peer = PeerState::new(Backend::new(addr(1)));
         assert_eq!(peer.record_check(false, 2, 3), None);
         assert_eq!(peer.record_check(false, 2, 3), None);
         assert_eq!(peer.record_check(false, 2, 3), Some(false));

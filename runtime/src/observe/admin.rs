@@ -43,7 +43,7 @@ use serde::Serialize;
 use MetricType::{COUNTER, GAUGE, HISTOGRAM};
 
 use crate::downstream::{serve_handler, HttpService, ServeHandler};
-use crate::lb::Peer;
+use crate::lb::PeerState;
 use crate::metrics::{ListenerStats, RouteStats, STATUS_CLASSES};
 use crate::service::{Observer, ServiceView};
 
@@ -345,7 +345,7 @@ pub struct PeerStatus {
     pub ejections: u64,
 }
 
-fn peer_state(p: &Peer) -> &'static str {
+fn peer_state(p: &PeerState) -> &'static str {
     if !p.is_healthy() {
         "down"
     } else if p.is_ejected() {
@@ -844,7 +844,7 @@ impl PeerFamilies {
         }
     }
 
-    fn record(&mut self, proxy: &str, pool: &str, p: &Peer) {
+    fn record(&mut self, proxy: &str, pool: &str, p: &PeerState) {
         let addr = p.addr().to_string();
         let l = [("proxy", proxy), ("pool", pool), ("peer", addr.as_str())];
         let s = p.stats();

@@ -20,7 +20,7 @@ use crate::proxy::route::Router;
 use crate::proxy::ProxyOptions;
 use crate::server::config::Config;
 use crate::server::daemon::{daemonize, Identity, PidFile};
-use crate::server::handover::{PeerPolicy, UpgradeConf};
+use crate::server::handover::{HandoverAccess, UpgradeConf};
 use crate::server::{RuntimeFlavor, Server, ServerConf};
 use crate::service::{background_service, Listening, TlsListeners};
 use crate::shutdown::ShutdownWatch;
@@ -629,7 +629,7 @@ where
     let upgrade = conf
         .upgrade
         .get_or_insert_with(|| UpgradeConf::for_server(name));
-    upgrade.peers = PeerPolicy {
+    upgrade.access = HandoverAccess {
         run_as: identity.uid(),
     };
     let (sockets, handover) = bind(cli.upgrade, upgrade, &mut service, admin.as_mut())?;
@@ -704,7 +704,7 @@ fn bind<S: Listening>(
     if upgrade_flag {
         tracing::info!(socket = %upgrade.socket.display(), "waiting for the running process to hand its sockets over (send it SIGQUIT)");
         let (fds, ready) =
-            crate::server::handover::receive(&upgrade.socket, upgrade.timeout, upgrade.peers)?;
+            crate::server::handover::receive(&upgrade.socket, upgrade.timeout, upgrade.access)?;
         sockets = Sockets::inherit(fds)?;
         handover = Some(ready);
     }

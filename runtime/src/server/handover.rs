@@ -43,7 +43,7 @@ pub struct UpgradeConf {
     /// How long the new process waits for the sockets, and the old one for "ready".
     pub timeout: Duration,
     /// Who may be on the other end.
-    pub peers: PeerPolicy,
+    pub access: HandoverAccess,
 }
 
 /// How long, by default, the new process waits for the sockets and the old one for the
@@ -52,12 +52,12 @@ pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(30);
 
 impl UpgradeConf {
     /// The default for a server named `name`: `pingora-dsl-NAME.upgrade.sock` in the
-    /// temporary directory, [`DEFAULT_TIMEOUT`], peers of this user or root.
+    /// temporary directory, [`DEFAULT_TIMEOUT`], processes of this user or root.
     pub fn for_server(name: &str) -> Self {
         UpgradeConf {
             socket: std::env::temp_dir().join(format!("pingora-dsl-{name}.upgrade.sock")),
             timeout: DEFAULT_TIMEOUT,
-            peers: PeerPolicy::default(),
+            access: HandoverAccess::default(),
         }
     }
 }
@@ -71,12 +71,12 @@ impl Default for UpgradeConf {
 /// Who may be on the other end of the upgrade socket: root, this process's user, and the
 /// user the configuration drops privileges to.
 #[derive(Debug, Clone, Copy, Default)]
-pub struct PeerPolicy {
+pub struct HandoverAccess {
     /// The configured `[server] user`, if any.
     pub run_as: Option<Uid>,
 }
 
-impl PeerPolicy {
+impl HandoverAccess {
     fn check(&self, stream: &UnixStream) -> io::Result<()> {
         let creds = getsockopt(stream, PeerCredentials).map_err(io::Error::from)?;
         let uid = creds.uid();
@@ -115,7 +115,7 @@ impl Handover {
 pub fn receive(
     path: &Path,
     timeout: Duration,
-    policy: PeerPolicy,
+    policy: HandoverAccess,
 ) -> io::Result<(Vec<OwnedFd>, Handover)> {
     let listener = bind_upgrade_socket(path, policy)?;
     let accepted = accept_within(&listener, timeout);
@@ -138,7 +138,7 @@ pub fn receive(
     Ok((fds, Handover { stream }))
 }
 
-fn bind_upgrade_socket(path: &Path, policy: PeerPolicy) -> io::Result<UnixListener> {
+fn bind_upgrade_socket(path: &Path, policy: HandoverAccess) -> io::Result<UnixListener> {
     match std::fs::symlink_metadata(path) {
         Ok(meta) if meta.file_type().is_socket() => std::fs::remove_file(path)?,
         Ok(_) => {
@@ -273,7 +273,7 @@ pub fn hand_over(
     path: &Path,
     sockets: &[BorrowedFd<'_>],
     timeout: Duration,
-    policy: PeerPolicy,
+    policy: HandoverAccess,
 ) -> io::Result<()> {
     if sockets.len() > MAX_SOCKETS {
         return Err(io::Error::new(
@@ -349,7 +349,7 @@ mod tests {
             let path = path.clone();
             std::thread::spawn(move || {
                 let (fds, handover) =
-                    receive(&path, Duration::from_secs(10), PeerPolicy::default())
+                    receive(&path, Duration::from_secs(10), HandoverAccess::default())
                         .expect("receive");
                 let adopted: Vec<std::net::TcpListener> =
                     fds.into_iter().map(std::net::TcpListener::from).collect();
@@ -370,7 +370,7 @@ mod tests {
             &path,
             &[listener.as_fd()],
             Duration::from_secs(10),
-            PeerPolicy::default(),
+            HandoverAccess::default(),
         )
         .expect("hand over");
         let (adopted, addrs) = receiver.join().expect("receiver thread");
@@ -390,7 +390,7 @@ mod tests {
             &path,
             &[],
             Duration::from_millis(200),
-            PeerPolicy::default(),
+            HandoverAccess::default(),
         )
         .expect_err("nobody waits");
         assert!(e.to_string().contains("no new process came"), "{e}");
@@ -403,7 +403,7 @@ mod tests {
             let path = path.clone();
             std::thread::spawn(move || {
                 let (_fds, handover) =
-                    receive(&path, Duration::from_secs(10), PeerPolicy::default())
+                    receive(&path, Duration::from_secs(10), HandoverAccess::default())
                         .expect("receive");
                 drop(handover);
             })
@@ -413,8 +413,13 @@ mod tests {
             assert!(Instant::now() < deadline, "receiver never bound");
             std::thread::sleep(Duration::from_millis(5));
         }
-        let e = hand_over(&path, &[], Duration::from_secs(10), PeerPolicy::default())
-            .expect_err("not ready");
+        let e = hand_over(
+            &path,
+            &[],
+            Duration::from_secs(10),
+            HandoverAccess::default(),
+        )
+        .expect_err("not ready");
         assert!(e.to_string().contains("exited before it was ready"), "{e}");
         receiver.join().expect("receiver");
     }

@@ -367,7 +367,7 @@ async fn wait_for_stop_signal(
         let sockets = sockets.clone();
         let handing = tokio::task::spawn_blocking(move || {
             let fds: Vec<_> = sockets.iter().map(|fd| fd.as_fd()).collect();
-            handover::hand_over(&upgrade.socket, &fds, upgrade.timeout, upgrade.peers)
+            handover::hand_over(&upgrade.socket, &fds, upgrade.timeout, upgrade.access)
         });
         tokio::select! {
             handed = handing => match handed {

@@ -88,7 +88,7 @@ impl HttpPeer {
     }
 
     /// Counts this peer's requests, connections and timings into `stats` (a group's
-    /// [`crate::lb::Peer::stats`]), for metrics and the status page.
+    /// [`crate::lb::PeerState::stats`]), for metrics and the status page.
     pub fn with_stats(mut self, stats: Arc<PeerStats>) -> Self {
         self.stats = StatsHandle(Some(stats));
         self

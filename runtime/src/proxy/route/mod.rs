@@ -18,7 +18,7 @@ use crate::proxy::{Flow, RequestHeader, ResponseHeader, Session};
 use std::sync::Arc;
 
 use crate::lb::{GroupTask, RequestKey, UpstreamGroup};
-use crate::lb::{InFlight, Peer};
+use crate::lb::{InFlight, PeerState};
 use crate::metrics::RouteStats;
 use crate::service::RouteView;
 use crate::upstream::HttpPeer;
@@ -272,7 +272,7 @@ impl<C> RouteCtx<C> {
     }
 
     /// The peer the request was last sent to.
-    pub fn peer(&self) -> Option<&Arc<Peer>> {
+    pub fn peer(&self) -> Option<&Arc<PeerState>> {
         self.peer.as_ref().map(InFlight::peer)
     }
 }
