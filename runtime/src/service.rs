@@ -143,3 +143,44 @@ pub trait TlsListeners {
     /// Adds a listening address terminating TLS with `tls`.
     fn add_tls(&mut self, addr: &str, tls: crate::listen::tls::TlsSettings);
 }
+
+/// A service started on the current runtime by its `spawn` (for tests and embedding): its
+/// bound addresses and a way to stop it.
+pub struct Running {
+    addrs: Vec<SocketAddr>,
+    trigger: crate::shutdown::ShutdownTrigger,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl Running {
+    /// Spawns `run` with a new shutdown watch, for a service bound to `addrs`.
+    pub fn spawn<F>(addrs: Vec<SocketAddr>, run: impl FnOnce(ShutdownWatch) -> F) -> Self
+    where
+        F: Future<Output = ()> + Send + 'static,
+    {
+        let (trigger, watch) = crate::shutdown::shutdown_channel();
+        let task = tokio::spawn(run(watch));
+        Running {
+            addrs,
+            trigger,
+            task,
+        }
+    }
+
+    /// The first bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addrs[0]
+    }
+
+    /// Every bound address.
+    pub fn addrs(&self) -> &[SocketAddr] {
+        &self.addrs
+    }
+
+    /// Stops the service (it stops accepting and lets open connections finish, up to one
+    /// second) and waits for it.
+    pub async fn shutdown(self) {
+        self.trigger.trigger();
+        let _ = self.task.await;
+    }
+}

@@ -10,7 +10,7 @@ use crate::model::Proxy;
 
 use super::phases::{expand_phases, unreachable_phases};
 use super::router::{expand_http_options, expand_options, expand_router};
-use super::{declared_impl, expand_listens, rt, unreachable_body};
+use super::{declared_impl, expand_listens, router_methods, rt, unreachable_body};
 
 /// The whole expansion of one HTTP proxy (see [`super::expand`] for `complete`).
 pub fn expand_http(p: &Proxy, complete: bool) -> TokenStream {
@@ -23,6 +23,7 @@ pub fn expand_http(p: &Proxy, complete: bool) -> TokenStream {
     } else {
         (unreachable_body(p), unreachable_body(p))
     };
+    let router_methods = router_methods(&new);
     let services = service_methods(p);
     let (run, declared) = run_methods(p);
     let proxy_http = proxy_http_impl(p, complete || p.phases_valid);
@@ -39,25 +40,7 @@ pub fn expand_http(p: &Proxy, complete: bool) -> TokenStream {
             /// added by [`service`](Self::service)).
             pub const LISTEN: &'static [&'static str] = &[#(#listen),*];
 
-            /// The proxy with its declared upstreams, routes and header edits.
-            pub fn new() -> Self {
-                #new
-            }
-
-            /// The router exactly as declared (what a config reload starts from).
-            pub fn declared_router() -> #rt::proxy::route::Router {
-                Self::new().router
-            }
-
-            /// The routes and upstream groups.
-            pub fn router(&self) -> &#rt::proxy::route::Router {
-                &self.router
-            }
-
-            /// Mutable routes and upstream groups, e.g. to replace peers before serving.
-            pub fn router_mut(&mut self) -> &mut #rt::proxy::route::Router {
-                &mut self.router
-            }
+            #router_methods
 
             /// The proxy options declared (`via`, `forwarded_for`, `client_timeout body_read`/`body_total`,
             /// `max_idle_per_peer`), defaults elsewhere.

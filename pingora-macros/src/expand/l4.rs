@@ -8,7 +8,7 @@ use crate::model::Proxy;
 use crate::syntax::Kind;
 
 use super::group::expand_group;
-use super::{declared_impl, duration, expand_listens, rt, unreachable_body};
+use super::{declared_impl, duration, expand_listens, router_methods, rt, unreachable_body};
 
 /// The service type, its method adding a listening address, and the transport, per kind.
 struct L4Names {
@@ -52,6 +52,7 @@ pub fn expand_l4(p: &Proxy, complete: bool) -> TokenStream {
         None if p.kind == Kind::Udp => quote!(#rt::l4::udp::DEFAULT_IDLE_TIMEOUT),
         None => quote!(#rt::l4::tcp::DEFAULT_IDLE_TIMEOUT),
     };
+    let router_methods = router_methods(&new);
     let service = service_method(p);
     let (run, declared) = run_methods(p);
     quote! {
@@ -70,25 +71,7 @@ pub fn expand_l4(p: &Proxy, complete: bool) -> TokenStream {
             /// default.
             pub const IDLE: ::std::time::Duration = #idle;
 
-            /// The proxy with its declared upstream.
-            pub fn new() -> Self {
-                #new
-            }
-
-            /// The upstream exactly as declared (what a config reload starts from).
-            pub fn declared_router() -> #rt::proxy::route::Router {
-                Self::new().router
-            }
-
-            /// The upstream group, in a router (for the config file and `--upstream`).
-            pub fn router(&self) -> &#rt::proxy::route::Router {
-                &self.router
-            }
-
-            /// Mutable access to the upstream group, e.g. to replace peers before serving.
-            pub fn router_mut(&mut self) -> &mut #rt::proxy::route::Router {
-                &mut self.router
-            }
+            #router_methods
 
             #service
             #run

@@ -146,3 +146,31 @@ fn declared_impl(p: &Proxy) -> TokenStream {
         }
     }
 }
+
+/// The inherent methods every declared proxy has over its router: `new`, the declared
+/// router, and access to the live one (`new` builds it with `new_body`).
+fn router_methods(new_body: &TokenStream) -> TokenStream {
+    let rt = rt();
+    quote! {
+        /// The proxy as declared: its upstream groups, and for HTTP its routes and header
+        /// edits.
+        pub fn new() -> Self {
+            #new_body
+        }
+
+        /// The router exactly as declared (what a config reload starts from).
+        pub fn declared_router() -> #rt::proxy::route::Router {
+            Self::new().router
+        }
+
+        /// The routes and upstream groups (a layer-4 proxy has one group and no route).
+        pub fn router(&self) -> &#rt::proxy::route::Router {
+            &self.router
+        }
+
+        /// Mutable routes and upstream groups, e.g. to replace peers before serving.
+        pub fn router_mut(&mut self) -> &mut #rt::proxy::route::Router {
+            &mut self.router
+        }
+    }
+}

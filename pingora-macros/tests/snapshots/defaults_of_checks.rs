@@ -7,7 +7,8 @@ impl Checked {
     /// The cleartext listening addresses declared with `listen` (TLS ones are
     /// added by [`service`](Self::service)).
     pub const LISTEN: &'static [&'static str] = &["127.0.0.1:6188"];
-    /// The proxy with its declared upstreams, routes and header edits.
+    /// The proxy as declared: its upstream groups, and for HTTP its routes and header
+    /// edits.
     pub fn new() -> Self {
         Checked {
             router: ::pingora_dsl::__private::runtime::proxy::route::Router::new(
@@ -34,7 +35,7 @@ impl Checked {
     pub fn declared_router() -> ::pingora_dsl::__private::runtime::proxy::route::Router {
         Self::new().router
     }
-    /// The routes and upstream groups.
+    /// The routes and upstream groups (a layer-4 proxy has one group and no route).
     pub fn router(&self) -> &::pingora_dsl::__private::runtime::proxy::route::Router {
         &self.router
     }

@@ -12,7 +12,8 @@ impl TcpEcho {
     pub const IDLE: ::std::time::Duration = ::std::time::Duration::from_micros(
         300000000u64,
     );
-    /// The proxy with its declared upstream.
+    /// The proxy as declared: its upstream groups, and for HTTP its routes and header
+    /// edits.
     pub fn new() -> Self {
         TcpEcho {
             router: ::pingora_dsl::__private::runtime::proxy::route::Router::new(
@@ -31,15 +32,15 @@ impl TcpEcho {
             ),
         }
     }
-    /// The upstream exactly as declared (what a config reload starts from).
+    /// The router exactly as declared (what a config reload starts from).
     pub fn declared_router() -> ::pingora_dsl::__private::runtime::proxy::route::Router {
         Self::new().router
     }
-    /// The upstream group, in a router (for the config file and `--upstream`).
+    /// The routes and upstream groups (a layer-4 proxy has one group and no route).
     pub fn router(&self) -> &::pingora_dsl::__private::runtime::proxy::route::Router {
         &self.router
     }
-    /// Mutable access to the upstream group, e.g. to replace peers before serving.
+    /// Mutable routes and upstream groups, e.g. to replace peers before serving.
     pub fn router_mut(
         &mut self,
     ) -> &mut ::pingora_dsl::__private::runtime::proxy::route::Router {

@@ -43,7 +43,7 @@ use crate::listen::tls::{TlsAcceptor, TlsSettings};
 use crate::listen::{self, AcceptStats, ListenAddr};
 use crate::metrics::ListenerStats;
 use crate::service::{self, BoxFuture};
-use crate::shutdown::{shutdown_channel, ShutdownTrigger, ShutdownWatch};
+use crate::shutdown::ShutdownWatch;
 use body::DownstreamBody;
 use h1::{End, HeadLimits};
 use h2::FieldLimit;
@@ -418,15 +418,10 @@ where
         HttpService::bind(&mut self)?;
         let addrs = self.local_addrs();
         let stats = self.stats.clone();
-        let (trigger, watch) = shutdown_channel();
-        let grace = Duration::from_secs(1);
-        let task = tokio::spawn(service::Service::start(Box::new(self), watch, grace));
-        Ok(RunningService {
-            addrs,
-            stats,
-            trigger,
-            task,
-        })
+        let running = service::Running::spawn(addrs, |watch| {
+            service::Service::start(Box::new(self), watch, Duration::from_secs(1))
+        });
+        Ok(RunningService { running, stats })
     }
 
     async fn run(self, shutdown: ShutdownWatch, grace: Duration) {
@@ -793,21 +788,19 @@ where
 
 /// A service started with [`HttpService::spawn`]: its addresses, counters and a stop switch.
 pub struct RunningService {
-    addrs: Vec<SocketAddr>,
+    running: service::Running,
     stats: Arc<AcceptStats>,
-    trigger: ShutdownTrigger,
-    task: tokio::task::JoinHandle<()>,
 }
 
 impl RunningService {
     /// The bound addresses.
     pub fn addrs(&self) -> &[SocketAddr] {
-        &self.addrs
+        self.running.addrs()
     }
 
     /// The first bound address.
     pub fn addr(&self) -> SocketAddr {
-        self.addrs[0]
+        self.running.addr()
     }
 
     /// Accept counters of the service's listeners.
@@ -817,8 +810,7 @@ impl RunningService {
 
     /// Stops accepting, lets open connections finish (up to one second), and waits.
     pub async fn shutdown(self) {
-        self.trigger.trigger();
-        let _ = self.task.await;
+        self.running.shutdown().await;
     }
 }
 

@@ -36,7 +36,7 @@ use crate::listen::{self, AcceptStats, Sockets};
 use crate::metrics::ListenerStats;
 use crate::observe::access_log::{AccessLog, ConnectionEntry};
 use crate::service::{self as server, BoxFuture};
-use crate::shutdown::{shutdown_channel, ShutdownTrigger, ShutdownWatch};
+use crate::shutdown::ShutdownWatch;
 
 /// Default time a proxied TCP connection may carry nothing before it is closed.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(600);
@@ -53,25 +53,21 @@ pub struct TcpProxyService {
     stats: Arc<AcceptStats>,
 }
 
-struct Shared {
-    group: UpstreamGroup,
+/// What the TCP relays of a service share.
+type Shared = crate::l4::Relays<TcpOwn>;
+
+/// What TCP adds to what every layer-4 relay shares.
+struct TcpOwn {
     listener: Arc<ListenerStats>,
-    idle_timeout: Duration,
-    access_log: Option<AccessLog>,
-    open: crate::l4::OpenCount,
     /// Set when the grace period of a shutdown is over: open relays end.
     stop: watch::Sender<bool>,
 }
 
-impl Shared {
-    /// A fresh copy for another worker: the same settings, its own connection count.
-    fn for_worker(&self) -> Shared {
-        Shared {
-            group: self.group.clone(),
-            listener: self.listener.clone(),
-            idle_timeout: self.idle_timeout,
-            access_log: self.access_log.clone(),
-            open: crate::l4::OpenCount::default(),
+impl TcpOwn {
+    /// Fresh state, counting into `listener`.
+    fn new(listener: Arc<ListenerStats>) -> Self {
+        TcpOwn {
+            listener,
             stop: watch::Sender::new(false),
         }
     }
@@ -83,36 +79,29 @@ impl TcpProxyService {
         TcpProxyService {
             name: name.into(),
             listeners: ListenerSet::default(),
-            shared: Arc::new(Shared {
+            shared: Arc::new(Shared::new(
                 group,
-                listener: Arc::default(),
-                idle_timeout: DEFAULT_IDLE_TIMEOUT,
-                access_log: None,
-                open: crate::l4::OpenCount::default(),
-                stop: watch::Sender::new(false),
-            }),
+                DEFAULT_IDLE_TIMEOUT,
+                TcpOwn::new(Arc::default()),
+            )),
             stats: Arc::default(),
         }
     }
 
     /// Counters of the client connections: accepted, open, failed TLS handshakes.
     pub fn listener_stats(&self) -> &Arc<ListenerStats> {
-        &self.shared.listener
+        &self.shared.own.listener
     }
 
     /// Sets how long a connection may carry nothing before it is closed (before start).
     pub fn set_idle_timeout(&mut self, idle: Duration) {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.idle_timeout = idle;
-        }
+        Shared::set_idle_timeout(&mut self.shared, idle);
     }
 
     /// Writes a line per connection to `log` (before start): client, peer, bytes each
     /// way, duration and why it ended.
     pub fn set_access_log(&mut self, log: Option<AccessLog>) {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.access_log = log;
-        }
+        Shared::set_access_log(&mut self.shared, log);
     }
 
     /// Adds a cleartext listening address.
@@ -162,13 +151,9 @@ impl TcpProxyService {
     pub fn spawn(mut self) -> io::Result<RunningTcpProxy> {
         self.bind()?;
         let addrs = self.local_addrs();
-        let (trigger, watch) = shutdown_channel();
-        let task = tokio::spawn(self.run(watch, Duration::from_secs(1)));
-        Ok(RunningTcpProxy {
-            addrs,
-            trigger,
-            task,
-        })
+        Ok(RunningTcpProxy::spawn(addrs, |watch| {
+            self.run(watch, Duration::from_secs(1))
+        }))
     }
 
     async fn run(self, shutdown: ShutdownWatch, grace: Duration) {
@@ -181,13 +166,13 @@ impl TcpProxyService {
                 shutdown.clone(),
                 move |stream, client| {
                     shared.open.enter();
-                    shared.listener.accepted.inc();
-                    shared.listener.open.inc();
+                    shared.own.listener.accepted.inc();
+                    shared.own.listener.open.inc();
                     let shared = shared.clone();
                     let tls = tls.clone();
                     tokio::spawn(async move {
                         serve(&shared, stream, client, tls).await;
-                        shared.listener.open.dec();
+                        shared.own.listener.open.dec();
                         shared.open.leave();
                     });
                 },
@@ -202,7 +187,7 @@ impl TcpProxyService {
             _ = immediate.wait_immediate() => {}
         }
         // Grace is over: the connections still open end now, each logged as such.
-        self.shared.stop.send_replace(true);
+        self.shared.own.stop.send_replace(true);
         let _ = tokio::time::timeout(STOP_WAIT, self.shared.open.drained()).await;
     }
 }
@@ -272,7 +257,7 @@ async fn proxy_connection(
         Some(acceptor) => match acceptor.accept(stream).await {
             Ok(accepted) => Box::new(accepted.stream),
             Err(e) => {
-                shared.listener.tls_failures.inc();
+                shared.own.listener.tls_failures.inc();
                 tracing::debug!(%client, error = %e, "TLS handshake failed");
                 return outcome.ended("handshake_failed", Some(e.to_string()));
             }
@@ -286,7 +271,7 @@ async fn proxy_connection(
     };
     outcome.upstream = Some(peer.addr());
     group.record_outcome(&peer, None);
-    let mut stop = shared.stop.subscribe();
+    let mut stop = shared.own.stop.subscribe();
     let stopped = async move {
         let _ = stop.wait_for(|stop| *stop).await;
     };
@@ -387,36 +372,17 @@ impl server::Service for TcpProxyService {
         Ok(Some(Box::new(TcpProxyService {
             name: self.name.clone(),
             listeners: self.listeners.try_clone()?,
-            shared: Arc::new(self.shared.for_worker()),
+            shared: Arc::new(
+                self.shared
+                    .for_worker(TcpOwn::new(self.shared.own.listener.clone())),
+            ),
             stats: self.stats.clone(),
         })))
     }
 }
 
 /// A TCP proxy started with [`TcpProxyService::spawn`].
-pub struct RunningTcpProxy {
-    addrs: Vec<SocketAddr>,
-    trigger: ShutdownTrigger,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RunningTcpProxy {
-    /// The first bound address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addrs[0]
-    }
-
-    /// Every bound address.
-    pub fn addrs(&self) -> &[SocketAddr] {
-        &self.addrs
-    }
-
-    /// Stops accepting, lets open connections finish (up to one second), and waits.
-    pub async fn shutdown(self) {
-        self.trigger.trigger();
-        let _ = self.task.await;
-    }
-}
+pub type RunningTcpProxy = crate::service::Running;
 
 impl crate::service::TlsListeners for TcpProxyService {
     fn proxy_name(&self) -> &str {

@@ -17,7 +17,7 @@ use crate::lb::UpstreamGroup;
 use crate::listen::{self, Sockets};
 use crate::observe::access_log::{AccessLog, ConnectionEntry};
 use crate::service::{self as server, BoxFuture};
-use crate::shutdown::{shutdown_channel, ShutdownTrigger, ShutdownWatch};
+use crate::shutdown::ShutdownWatch;
 
 /// Default time a client mapping may see no datagram either way before it is dropped.
 pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(60);
@@ -32,14 +32,8 @@ pub struct UdpProxyService {
     shared: Arc<Shared>,
 }
 
-/// What every listening socket's relay shares.
-struct Shared {
-    group: UpstreamGroup,
-    idle_timeout: Duration,
-    access_log: Option<AccessLog>,
-    /// Client mappings open, and a wake-up when the last one closes.
-    open: crate::l4::OpenCount,
-}
+/// What the relays of every listening socket share.
+type Shared = crate::l4::Relays<()>;
 
 /// One client's mapping: the upstream socket (connected to its peer).
 struct Mapping {
@@ -63,12 +57,7 @@ impl UdpProxyService {
             name: name.into(),
             addrs: Vec::new(),
             sockets: Vec::new(),
-            shared: Arc::new(Shared {
-                group,
-                idle_timeout: DEFAULT_IDLE_TIMEOUT,
-                access_log: None,
-                open: crate::l4::OpenCount::default(),
-            }),
+            shared: Arc::new(Shared::new(group, DEFAULT_IDLE_TIMEOUT, ())),
         }
     }
 
@@ -79,17 +68,13 @@ impl UdpProxyService {
 
     /// Sets how long a client mapping may be unused before it is dropped (before start).
     pub fn set_idle_timeout(&mut self, idle: Duration) {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.idle_timeout = idle;
-        }
+        Shared::set_idle_timeout(&mut self.shared, idle);
     }
 
     /// Writes a line per client mapping to `log` when it closes (before start): client,
     /// peer, bytes each way, duration and why it ended.
     pub fn set_access_log(&mut self, log: Option<AccessLog>) {
-        if let Some(shared) = Arc::get_mut(&mut self.shared) {
-            shared.access_log = log;
-        }
+        Shared::set_access_log(&mut self.shared, log);
     }
 
     /// The addresses actually bound.
@@ -150,13 +135,9 @@ impl UdpProxyService {
     pub fn spawn(mut self) -> io::Result<RunningUdpProxy> {
         self.bind()?;
         let addrs = self.local_addrs();
-        let (trigger, watch) = shutdown_channel();
-        let task = tokio::spawn(self.run(watch, Duration::from_secs(1)));
-        Ok(RunningUdpProxy {
-            addrs,
-            trigger,
-            task,
-        })
+        Ok(RunningUdpProxy::spawn(addrs, |watch| {
+            self.run(watch, Duration::from_secs(1))
+        }))
     }
 
     /// Relays until shutdown; then stops reading new datagrams (a new process of an
@@ -188,8 +169,6 @@ impl UdpProxyService {
         }
     }
 }
-
-impl Shared {}
 
 /// Relays the datagrams arriving on `listener` until shutdown.
 async fn serve(listener: Arc<UdpSocket>, shared: Arc<Shared>, mut shutdown: ShutdownWatch) {
@@ -354,24 +333,7 @@ impl server::Service for UdpProxyService {
 }
 
 /// A UDP proxy started with [`UdpProxyService::spawn`].
-pub struct RunningUdpProxy {
-    addrs: Vec<SocketAddr>,
-    trigger: ShutdownTrigger,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl RunningUdpProxy {
-    /// The first bound address.
-    pub fn addr(&self) -> SocketAddr {
-        self.addrs[0]
-    }
-
-    /// Stops relaying and waits.
-    pub async fn shutdown(self) {
-        self.trigger.trigger();
-        let _ = self.task.await;
-    }
-}
+pub type RunningUdpProxy = crate::service::Running;
 
 impl crate::service::Listening for UdpProxyService {
     fn check(&self) -> io::Result<()> {
