@@ -1,13 +1,16 @@
-//! Zero cost, measured: the same pipeline declared with `proxy!` and written by hand with
-//! the runtime API (`pingora_dsl_suite::twins`), driven in-process over an in-memory pipe.
-//! `answered` requests end at a `respond` route (no network at all); `forwarded` requests go
-//! through the filters and the pooled upstream client to a loopback origin. Each pair runs
-//! side by side in one process; compare the two lines of a group.
+//! Zero cost, measured: the load balancer of the examples declared with `proxy!`
+//! (`examples/load_balancer.rs`) against the same proxy written by hand as a `ProxyHttp`
+//! impl (`examples/load_balancer_manual.rs`), the example files themselves, driven
+//! in-process over an in-memory pipe (`pingora_dsl_suite::in_memory`). Requests are
+//! forwarded: through the phases (peer selection, the `Host` set upstream, logging) and the
+//! pooled upstream client to a loopback origin. Both run side by side in one process;
+//! compare the two lines of the group. (The load balancer has no route answering by
+//! itself, so unlike the earlier twins there is no `answered` group.)
 //!
 //! Criterion's groups measure one function after the other, so slow drifts of a shared VM
 //! land on one side; the run therefore starts with a paired measurement: rounds of 2,000
-//! requests alternating between the twins (order swapped each round), reporting the
-//! median per-request time of each and the median of the per-round ratios.
+//! requests alternating between the two (order swapped each round), reporting the median
+//! per-request time of each and the median of the per-round ratios.
 //!
 //! Run: `cargo bench --bench dsl` (add `-- --quick` for a short criterion part).
 #![allow(missing_docs)] // criterion_group! generates an undocumented function.
@@ -15,87 +18,91 @@
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
+use pingora_dsl_suite::in_memory::{exchange, Client};
 use pingora_dsl_suite::origin::Origin;
-use pingora_dsl_suite::twins::{connect_twins, exchange};
+use tokio::runtime::Runtime;
 
-fn twins(c: &mut Criterion) {
+#[path = "../tests/zero_cost/load_balancers.rs"]
+mod load_balancers;
+
+/// The path every request asks for.
+const PATH: &str = "/";
+
+/// A single-threaded runtime (client, proxies and origin on one thread, as in the tests),
+/// an origin on it, and a connection to each load balancer (declared first).
+fn setup(name: &str) -> (Runtime, Client, Client, Origin) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .expect("runtime");
-    let (mut declared, mut hand, origin) = rt.block_on(async {
-        let origin = Origin::start("bench").await.expect("origin");
-        let (a, b) = connect_twins(origin.addr()).await.expect("connect");
+    let (declared, manual, origin) = rt.block_on(async {
+        let origin = Origin::start(name).await.expect("origin");
+        let (a, b) = load_balancers::connect(origin.addr())
+            .await
+            .expect("connect");
         (a, b, origin)
     });
-
-    for (group, path) in [("answered", "/healthz"), ("forwarded", "/api/x")] {
-        let mut g = c.benchmark_group(group);
-        g.bench_function("declared", |b| {
-            b.iter(|| rt.block_on(exchange(&mut declared, path)).expect("answer"))
-        });
-        g.bench_function("hand_written", |b| {
-            b.iter(|| rt.block_on(exchange(&mut hand, path)).expect("answer"))
-        });
-        g.finish();
-    }
-    drop(origin);
+    (rt, declared, manual, origin)
 }
 
-/// Rounds of `per_round` requests on each twin, alternating; prints medians and the ratio.
+fn forwarded(c: &mut Criterion) {
+    let (rt, mut declared, mut manual, _origin) = setup("bench");
+    let mut g = c.benchmark_group("forwarded");
+    g.bench_function("declared", |b| {
+        b.iter(|| rt.block_on(exchange(&mut declared, PATH)).expect("answer"))
+    });
+    g.bench_function("hand_written", |b| {
+        b.iter(|| rt.block_on(exchange(&mut manual, PATH)).expect("answer"))
+    });
+    g.finish();
+}
+
+/// The median of `v` (sorted in place).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Rounds of `PER_ROUND` requests on each load balancer, alternating; prints medians and
+/// the ratio.
 fn paired(c: &mut Criterion) {
     let _ = c;
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .expect("runtime");
-    let (mut declared, mut hand, origin) = rt.block_on(async {
-        let origin = Origin::start("paired").await.expect("origin");
-        let (a, b) = connect_twins(origin.addr()).await.expect("connect");
-        (a, b, origin)
-    });
+    let (rt, mut declared, mut manual, _origin) = setup("paired");
     const ROUNDS: usize = 31;
     const PER_ROUND: u32 = 2_000;
-    for (group, path) in [("answered", "/healthz"), ("forwarded", "/api/x")] {
-        let mut a_times = Vec::with_capacity(ROUNDS);
-        let mut b_times = Vec::with_capacity(ROUNDS);
-        let mut ratios = Vec::with_capacity(ROUNDS);
-        let run = |sender: &mut _| {
-            let start = Instant::now();
-            for _ in 0..PER_ROUND {
-                rt.block_on(exchange(sender, path)).expect("answer");
-            }
-            start.elapsed().as_nanos() as f64 / f64::from(PER_ROUND)
-        };
-        run(&mut declared);
-        run(&mut hand);
-        for round in 0..ROUNDS {
-            let (a, b) = if round % 2 == 0 {
-                let a = run(&mut declared);
-                (a, run(&mut hand))
-            } else {
-                let b = run(&mut hand);
-                (run(&mut declared), b)
-            };
-            a_times.push(a);
-            b_times.push(b);
-            ratios.push(a / b);
+    let mut a_times = Vec::with_capacity(ROUNDS);
+    let mut b_times = Vec::with_capacity(ROUNDS);
+    let mut ratios = Vec::with_capacity(ROUNDS);
+    let run = |client: &mut Client| {
+        let start = Instant::now();
+        for _ in 0..PER_ROUND {
+            rt.block_on(exchange(client, PATH)).expect("answer");
         }
-        let median = |v: &mut Vec<f64>| {
-            v.sort_by(f64::total_cmp);
-            v[v.len() / 2]
+        start.elapsed().as_nanos() as f64 / f64::from(PER_ROUND)
+    };
+    run(&mut declared);
+    run(&mut manual);
+    for round in 0..ROUNDS {
+        let (a, b) = if round % 2 == 0 {
+            let a = run(&mut declared);
+            (a, run(&mut manual))
+        } else {
+            let b = run(&mut manual);
+            (run(&mut declared), b)
         };
-        let (a, b) = (median(&mut a_times), median(&mut b_times));
-        let ratio = median(&mut ratios);
-        println!(
-            "paired/{group}: declared {a:.0} ns, hand-written {b:.0} ns per request; \
-             declared/hand-written = {ratio:.3} (per-round ratios {:.3}..{:.3})",
-            ratios[ROUNDS / 4],
-            ratios[ROUNDS * 3 / 4]
-        );
+        a_times.push(a);
+        b_times.push(b);
+        ratios.push(a / b);
     }
-    drop(origin);
+    let (a, b) = (median(&mut a_times), median(&mut b_times));
+    let ratio = median(&mut ratios);
+    println!(
+        "paired/forwarded: declared {a:.0} ns, hand-written {b:.0} ns per request; \
+         declared/hand-written = {ratio:.3} (per-round ratios {:.3}..{:.3})",
+        ratios[ROUNDS / 4],
+        ratios[ROUNDS * 3 / 4]
+    );
 }
 
-criterion_group!(benches, paired, twins);
+criterion_group!(benches, paired, forwarded);
 criterion_main!(benches);

@@ -1,6 +1,8 @@
 //! The load balancer from Cloudflare's "Open sourcing Pingora" post, declared with
 //! `proxy!`: round robin over two peers, with the `Host` sent upstream set to the blog's
-//! `one.one.one.one`. `examples/load_balancer_manual.rs` is the same proxy written by hand.
+//! `one.one.one.one`. `examples/load_balancer_manual.rs` is the same proxy written by hand;
+//! `tests/zero_cost.rs` and `benches/dsl.rs` compare the two (this file is compiled into
+//! them as a module).
 //!
 //! Run it, then try it:
 //!

@@ -1,6 +1,8 @@
 //! The load balancer from Cloudflare's "Open sourcing Pingora" post, written by hand with
 //! the runtime API: round robin over two peers, with `upstream_request_filter` setting Host.
 //! `examples/load_balancer.rs` declares the same proxy with `proxy!`; compare the two.
+//! `tests/zero_cost.rs` and `benches/dsl.rs` do, at run time (this file is compiled into them
+//! as a module, hence `pub` on `RoundRobinLb`).
 //!
 //! Run it, then try it:
 //!
@@ -49,8 +51,9 @@ struct Args {
 }
 
 /// The load balancer: a round-robin pool of backends.
-struct RoundRobinLb {
-    lb: LoadBalancer,
+pub struct RoundRobinLb {
+    /// The backends, picked in turn.
+    pub lb: LoadBalancer,
 }
 
 impl ProxyHttp for RoundRobinLb {
