@@ -13,7 +13,8 @@
 //! - anything else: `200` with body `origin NAME` and header `x-origin: NAME`.
 //!
 //! Every response carries `x-origin`, and echoes the `Host` and `X-Forwarded-For` it got as
-//! `x-seen-host` and `x-seen-xff`.
+//! `x-seen-host` and `x-seen-xff`, and the request target (path and query) as
+//! `x-seen-target`.
 
 use std::convert::Infallible;
 use std::net::SocketAddr;
@@ -309,6 +310,10 @@ async fn handle(
     *stats.last_headers.lock().unwrap_or_else(|p| p.into_inner()) = Some(req.headers().clone());
     let seen_host = req.headers().get(http::header::HOST).cloned();
     let seen_xff = req.headers().get("x-forwarded-for").cloned();
+    let seen_target = req
+        .uri()
+        .path_and_query()
+        .and_then(|t| HeaderValue::from_str(t.as_str()).ok());
     let path = req.uri().path().to_owned();
     let body = if path == "/echo" {
         OriginBody::Echo(req.into_body())
@@ -361,6 +366,9 @@ async fn handle(
     }
     if let Some(v) = seen_xff {
         h.insert("x-seen-xff", v);
+    }
+    if let Some(v) = seen_target {
+        h.insert("x-seen-target", v);
     }
     response
 }

@@ -3,7 +3,7 @@
 //! code generation has nothing left to check and cannot fail; a value the user did not
 //! write is `None` here, and the runtime's default applies.
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 use syn::{Attribute, Expr, Ident, LitStr, Type, Visibility};
@@ -147,19 +147,62 @@ pub struct UpstreamTls {
     pub insecure: bool,
 }
 
-/// A route: conditions and an action, with its own header edits.
+/// A route: conditions and an action, with its own path rewrite and header edits.
 pub struct Route {
     pub host: Option<LitStr>,
     pub path: Option<LitStr>,
     pub methods: Vec<Ident>,
+    pub conditions: Vec<Condition>,
     pub action: Action,
+    pub rewrite: Option<Rewrite>,
     pub edits: Vec<HeaderEdit>,
+}
+
+/// A checked route condition.
+pub struct Condition {
+    pub negated: bool,
+    pub test: Test,
+}
+
+/// What a condition tests, with checked values (regexes compile, names are valid).
+pub enum Test {
+    Host(String),
+    PathPrefix(String),
+    PathExact(String),
+    PathRegex(String),
+    Method(Vec<Ident>),
+    /// A header name, lowercase.
+    Header(String, ValueTest),
+    Query(String, ValueTest),
+    Cookie(String, ValueTest),
+    /// Address blocks: `(address, prefix length)`.
+    Client(Vec<(IpAddr, u8)>),
+    Https(bool),
+}
+
+/// What a value must be.
+pub enum ValueTest {
+    Present,
+    Equals(String),
+    Matches(String),
+}
+
+/// A checked path rewrite.
+pub enum Rewrite {
+    Prefix { from: String, to: String },
+    Regex { pattern: String, with: String },
+    Set(String),
 }
 
 /// What a route does.
 pub enum Action {
     /// Forward to the upstream at this index.
     Upstream(usize),
+    /// Forward to one of these upstreams `(index, percent)`, sticky by the key if any.
+    Split {
+        arms: Vec<(usize, u32)>,
+        key: Option<RequestKey>,
+    },
     Respond {
         status: u16,
         body: String,

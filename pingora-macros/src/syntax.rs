@@ -217,15 +217,72 @@ pub struct RouteDecl {
     pub host: Option<LitStr>,
     pub path: Option<LitStr>,
     pub methods: Vec<Ident>,
+    /// Every other condition (negated ones, exact and regex paths, headers, ...).
+    pub conditions: Vec<ConditionDecl>,
     pub target: Target,
     pub edits: Vec<HeaderEditDecl>,
+    /// `strip_prefix`, `replace_prefix`, `rewrite_path` or `set_path` in the block.
+    pub rewrites: Vec<RewriteDecl>,
     /// Syntax errors inside its block of edits.
     pub errors: Vec<syn::Error>,
+}
+
+/// A route condition beyond a plain host, path prefix and method list, optionally
+/// negated with `not`.
+pub struct ConditionDecl {
+    pub not: Option<Ident>,
+    /// `host`, `path`, `method`, `header`, `query`, `cookie`, `client` or `scheme`.
+    pub keyword: Ident,
+    pub test: TestDecl,
+}
+
+/// What a condition tests.
+pub enum TestDecl {
+    Host(LitStr),
+    PathPrefix(LitStr),
+    PathExact(LitStr),
+    PathRegex(LitStr),
+    Method(Vec<Ident>),
+    /// `header`/`query`/`cookie "NAME"` with what its value must be.
+    Value {
+        name: LitStr,
+        value: ValueDecl,
+    },
+    Client(Vec<LitStr>),
+    Scheme(Ident),
+}
+
+/// What a header, query parameter or cookie value must be.
+pub enum ValueDecl {
+    Present,
+    Equals(LitStr),
+    Matches(LitStr),
+}
+
+/// A path rewrite in a route's block.
+pub struct RewriteDecl {
+    pub keyword: Ident,
+    pub kind: RewriteKind,
+}
+
+/// `strip_prefix "P"`, `replace_prefix "P" "Q"`, `rewrite_path "REGEX" "WITH"` or
+/// `set_path "P"`.
+pub enum RewriteKind {
+    StripPrefix(LitStr),
+    ReplacePrefix(LitStr, LitStr),
+    Regex(LitStr, LitStr),
+    SetPath(LitStr),
 }
 
 /// What a route does.
 pub enum Target {
     Upstream(Ident),
+    /// `split { 90% stable, 10% canary } [by KEY]`.
+    Split {
+        keyword: Ident,
+        arms: Vec<(LitInt, Ident)>,
+        key: Option<KeyDecl>,
+    },
     Respond {
         status: LitInt,
         body: Option<LitStr>,

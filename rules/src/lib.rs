@@ -7,7 +7,7 @@
 //! Each rule returns a value or a small error kind; the wording of messages stays with each
 //! user (a compile error names tokens, a config error names keys).
 
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
 use std::time::Duration;
 
 /// The most other peers a request may try after failed connects (`retry N`).
@@ -199,6 +199,108 @@ pub fn parse_peer(text: &str) -> Result<(SocketAddr, u32), PeerError> {
     }
 }
 
+/// An address block, `10.0.0.0/8` or `2001:db8::/32` (a bare address is a block of one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    network: IpAddr,
+    prefix: u8,
+}
+
+/// What is wrong with an address block.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CidrError {
+    /// The part before `/` is not an IP address.
+    Address,
+    /// The prefix length is not a number within the address's bits (32 or 128).
+    Prefix,
+    /// Bits beyond the prefix are set (`10.0.0.1/8`): the block is unclear.
+    HostBits,
+}
+
+impl Cidr {
+    /// The block of `network` with `prefix` leading bits, as checked by [`Cidr::parse`].
+    pub const fn new(network: IpAddr, prefix: u8) -> Cidr {
+        Cidr { network, prefix }
+    }
+
+    /// Reads `ADDR/BITS` or a bare `ADDR`.
+    pub fn parse(text: &str) -> Result<Cidr, CidrError> {
+        let (addr, bits) = match text.split_once('/') {
+            Some((addr, bits)) => (addr, Some(bits)),
+            None => (text, None),
+        };
+        let network: IpAddr = addr.parse().map_err(|_| CidrError::Address)?;
+        let max = if network.is_ipv4() { 32 } else { 128 };
+        let prefix = match bits {
+            None => max,
+            Some(bits) => match bits.parse::<u8>() {
+                Ok(b) if b <= max && !bits.starts_with('+') => b,
+                _ => return Err(CidrError::Prefix),
+            },
+        };
+        let cidr = Cidr { network, prefix };
+        if cidr.bits(network) != bits_of(network) {
+            return Err(CidrError::HostBits);
+        }
+        Ok(cidr)
+    }
+
+    /// The network address.
+    pub fn network(&self) -> IpAddr {
+        self.network
+    }
+
+    /// The prefix length.
+    pub fn prefix(&self) -> u8 {
+        self.prefix
+    }
+
+    /// Whether `ip` is in the block (an IPv4-mapped IPv6 address counts as its IPv4 one).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = match ip {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+            v4 => v4,
+        };
+        ip.is_ipv4() == self.network.is_ipv4() && self.bits(ip) == bits_of(self.network)
+    }
+
+    /// `ip`'s bits with those beyond the prefix cleared, aligned as [`bits_of`].
+    fn bits(&self, ip: IpAddr) -> u128 {
+        let width = if ip.is_ipv4() { 32 } else { 128 };
+        let keep = u32::from(self.prefix);
+        let mask = match keep {
+            0 => 0,
+            k => u128::MAX << (128 - k) >> (128 - width),
+        };
+        bits_of(ip) & mask
+    }
+}
+
+/// An address as a number (IPv4 in the low 32 bits).
+fn bits_of(ip: IpAddr) -> u128 {
+    match ip {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)),
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+/// A path with `prefix` (matched at a segment boundary, see [`path_has_prefix`]) replaced
+/// by `with`; `None` when the path does not start with it. What is left always starts with
+/// `/`: stripping `/v1` from `/v1` gives `/`, and from `/v1/users` gives `/users`.
+pub fn replace_path_prefix(path: &str, prefix: &str, with: &str) -> Option<String> {
+    if !path_has_prefix(path, prefix) {
+        return None;
+    }
+    let rest = &path[prefix.len()..];
+    let mut out = String::with_capacity(with.len() + rest.len() + 1);
+    out.push_str(with.trim_end_matches('/'));
+    if !rest.starts_with('/') {
+        out.push('/');
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -243,5 +345,47 @@ mod tests {
         assert_eq!(parse_peer("10.0.0.1:80 weight 0"), Err(PeerError::Weight));
         assert_eq!(parse_peer("10.0.0.1:80 weight 1 x"), Err(PeerError::Shape));
         assert_eq!(parse_peer("localhost:80"), Err(PeerError::Address));
+    }
+
+    #[test]
+    fn address_blocks() {
+        let ten = Cidr::parse("10.0.0.0/8").expect("valid");
+        assert!(ten.contains("10.1.2.3".parse().expect("ip")));
+        assert!(!ten.contains("11.0.0.1".parse().expect("ip")));
+        assert!(ten.contains("::ffff:10.0.0.1".parse().expect("ip")));
+        let one = Cidr::parse("192.168.1.5").expect("valid");
+        assert!(one.contains("192.168.1.5".parse().expect("ip")));
+        assert!(!one.contains("192.168.1.6".parse().expect("ip")));
+        let v6 = Cidr::parse("2001:db8::/32").expect("valid");
+        assert!(v6.contains("2001:db8:1::1".parse().expect("ip")));
+        assert!(!v6.contains("10.0.0.1".parse().expect("ip")));
+        assert!(Cidr::parse("0.0.0.0/0")
+            .expect("valid")
+            .contains("8.8.8.8".parse().expect("ip")));
+        assert_eq!(Cidr::parse("10.0.0.1/8"), Err(CidrError::HostBits));
+        assert_eq!(Cidr::parse("10.0.0.0/33"), Err(CidrError::Prefix));
+        assert_eq!(Cidr::parse("ten/8"), Err(CidrError::Address));
+    }
+
+    #[test]
+    fn path_prefixes_are_replaced_at_segment_boundaries() {
+        assert_eq!(
+            replace_path_prefix("/v1/users", "/v1", ""),
+            Some("/users".into())
+        );
+        assert_eq!(replace_path_prefix("/v1", "/v1", ""), Some("/".into()));
+        assert_eq!(replace_path_prefix("/v1x", "/v1", ""), None);
+        assert_eq!(
+            replace_path_prefix("/v1/a", "/v1", "/v2"),
+            Some("/v2/a".into())
+        );
+        assert_eq!(
+            replace_path_prefix("/v1/a", "/v1/", "/v2/"),
+            Some("/v2/a".into())
+        );
+        assert_eq!(
+            replace_path_prefix("/old/a", "/old", "/"),
+            Some("/a".into())
+        );
     }
 }

@@ -116,8 +116,10 @@ pub struct ServiceView {
 pub struct RouteView {
     /// The route's label.
     pub label: String,
-    /// What it does: `upstream api`, `respond 200`, `redirect 301`.
+    /// What it does: `upstream api`, `respond 200`, `redirect 301`, `split 90% a, 10% b`.
     pub target: String,
+    /// For a split: each arm's pool and the requests it got.
+    pub arms: Vec<(String, Arc<crate::metrics::Counter>)>,
     /// Its counters.
     pub stats: Arc<RouteStats>,
 }

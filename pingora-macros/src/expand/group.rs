@@ -89,7 +89,8 @@ fn strategy(strategy: &Strategy) -> TokenStream {
     }
 }
 
-fn request_key(key: &RequestKey) -> TokenStream {
+/// A `RequestKey` value.
+pub(super) fn request_key(key: &RequestKey) -> TokenStream {
     let rt = rt();
     match key {
         RequestKey::Header(name) => {

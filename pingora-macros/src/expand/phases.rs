@@ -182,10 +182,11 @@ impl RouterParts {
                     .iter()
                     .any(|r| r.edits.iter().any(|e| e.side == side))
         };
+        let rewrites = p.routes.iter().any(|r| r.rewrite.is_some());
         RouterParts {
             router_peers: !user_peer,
             routed: !(user_peer && p.routes.is_empty()),
-            request_edits: any_edits(EditSide::Request),
+            request_edits: any_edits(EditSide::Request) || rewrites,
             response_edits: any_edits(EditSide::Response),
             passive: p.upstreams.iter().any(|u| u.passive.is_some()),
         }
@@ -259,7 +260,13 @@ fn phase_body(
                 return None;
             }
             let method = Ident::new(phase.name(), Span::call_site());
-            let edit = edits.then(|| quote!(self.router.#method(#c, #x);));
+            let edit = match phase {
+                // The request side may fail: a regex rewrite that makes no path.
+                Phase::UpstreamRequestFilter => {
+                    edits.then(|| quote!(self.router.#method(#c, #x)?;))
+                }
+                _ => edits.then(|| quote!(self.router.#method(#c, #x);)),
+            };
             let rest = user.unwrap_or(quote!(::std::result::Result::Ok(())));
             quote!(#edit #rest)
         }

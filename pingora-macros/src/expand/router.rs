@@ -5,9 +5,13 @@ use proc_macro2::{Span, TokenStream};
 use quote::quote;
 use syn::Ident;
 
-use crate::model::{Action, EditSide, HeaderEdit, Proxy, RateKey, Route, Setting};
+use crate::model::{
+    Action, Condition, EditSide, HeaderEdit, Proxy, RateKey, Rewrite, Route, Setting, Test,
+    ValueTest,
+};
 
-use super::{duration, group::expand_group, rt, status};
+use super::group::{expand_group, request_key};
+use super::{duration, rt, status};
 
 /// `Router::new(groups, routes)` with the proxy-wide edits and rate limits declared.
 pub fn expand_router(p: &Proxy) -> TokenStream {
@@ -60,8 +64,19 @@ fn expand_route(route: &Route) -> TokenStream {
         None => quote!(::std::option::Option::None),
     };
     let methods = route.methods.iter().map(|m| quote!(#rt::Method::#m));
+    let conditions = route.conditions.iter().map(expand_condition);
     let action = match &route.action {
         Action::Upstream(index) => quote!(#rt::proxy::route::RouteAction::Upstream(#index)),
+        Action::Split { arms, key } => {
+            let arms = arms.iter().map(|(i, w)| quote!((#i, #w)));
+            let key = match key {
+                Some(k) => request_key(k),
+                None => quote!(#rt::lb::RequestKey::None),
+            };
+            quote!(#rt::proxy::route::RouteAction::Split(::std::sync::Arc::new(
+                #rt::proxy::route::Split::new(::std::vec![#(#arms),*], #key)
+            )))
+        }
         Action::Respond { status: s, body } => {
             let s = status(*s);
             let body = syn::LitByteStr::new(body.as_bytes(), Span::call_site());
@@ -76,16 +91,94 @@ fn expand_route(route: &Route) -> TokenStream {
         }
     };
     let edits = edit_calls(&route.edits);
+    let rewrite = route.rewrite.as_ref().map(|r| {
+        let r = expand_rewrite(r);
+        quote!(.with_rewrite(#r))
+    });
     quote! {
         #rt::proxy::route::Route::new(
             #rt::proxy::route::RouteMatch {
                 host: #host,
                 path_prefix: #path,
                 methods: ::std::vec![#(#methods),*],
+                conditions: ::std::vec![#(#conditions),*],
             },
             #action,
         )
+        #rewrite
         #edits
+    }
+}
+
+/// A `Condition` value; regexes and names were checked by `validate`.
+fn expand_condition(c: &Condition) -> TokenStream {
+    let rt = rt();
+    let route = quote!(#rt::proxy::route);
+    let value = |v: &ValueTest| match v {
+        ValueTest::Present => quote!(#route::ValueTest::Present),
+        ValueTest::Equals(s) => quote!(#route::ValueTest::Equals(::std::string::String::from(#s))),
+        ValueTest::Matches(r) => quote!(#route::ValueTest::Matches(#route::checked_regex(#r))),
+    };
+    let test = match &c.test {
+        Test::Host(h) => quote!(#route::Test::Host(#route::HostPattern::parse(#h))),
+        Test::PathPrefix(p) => quote!(#route::Test::PathPrefix(::std::string::String::from(#p))),
+        Test::PathExact(p) => quote!(#route::Test::PathExact(::std::string::String::from(#p))),
+        Test::PathRegex(r) => quote!(#route::Test::PathRegex(#route::checked_regex(#r))),
+        Test::Method(methods) => {
+            let methods = methods.iter().map(|m| quote!(#rt::Method::#m));
+            quote!(#route::Test::Method(::std::vec![#(#methods),*]))
+        }
+        Test::Header(name, v) => {
+            let v = value(v);
+            quote!(#route::Test::Header(#rt::HeaderName::from_static(#name), #v))
+        }
+        Test::Query(name, v) => {
+            let v = value(v);
+            quote!(#route::Test::Query(::std::string::String::from(#name), #v))
+        }
+        Test::Cookie(name, v) => {
+            let v = value(v);
+            quote!(#route::Test::Cookie(::std::string::String::from(#name), #v))
+        }
+        Test::Client(blocks) => {
+            let blocks = blocks.iter().map(|(ip, prefix)| {
+                let ip = match ip {
+                    std::net::IpAddr::V4(v4) => {
+                        let o = v4.octets();
+                        quote!(::std::net::IpAddr::from([#(#o),*]))
+                    }
+                    std::net::IpAddr::V6(v6) => {
+                        let o = v6.octets();
+                        quote!(::std::net::IpAddr::from([#(#o),*]))
+                    }
+                };
+                quote!(#route::Cidr::new(#ip, #prefix))
+            });
+            quote!(#route::Test::ClientIn(::std::vec![#(#blocks),*]))
+        }
+        Test::Https(https) => quote!(#route::Test::Https(#https)),
+    };
+    if c.negated {
+        quote!(#route::Condition::not(#test))
+    } else {
+        quote!(#route::Condition::is(#test))
+    }
+}
+
+/// A `PathRewrite` value.
+fn expand_rewrite(r: &Rewrite) -> TokenStream {
+    let rt = rt();
+    let route = quote!(#rt::proxy::route);
+    match r {
+        Rewrite::Prefix { from, to } => quote!(#route::PathRewrite::Prefix {
+            from: ::std::string::String::from(#from),
+            to: ::std::string::String::from(#to),
+        }),
+        Rewrite::Regex { pattern, with } => quote!(#route::PathRewrite::Regex {
+            pattern: #route::checked_regex(#pattern),
+            with: ::std::string::String::from(#with),
+        }),
+        Rewrite::Set(p) => quote!(#route::PathRewrite::Set(::std::string::String::from(#p))),
     }
 }
 

@@ -4,20 +4,29 @@
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
 use syn::punctuated::Punctuated;
-use syn::{braced, bracketed, Ident, LitStr, Token};
+use syn::{braced, bracketed, Ident, LitInt, LitStr, Token};
 
 use crate::diagnostic::hint;
-use crate::syntax::{EditSide, HeaderEditDecl, RouteDecl, Target};
+use crate::syntax::{
+    ConditionDecl, EditSide, HeaderEditDecl, KeyDecl, RewriteDecl, RewriteKind, RouteDecl, Target,
+    TestDecl, ValueDecl,
+};
 
 use super::{expect, keyword, kw, parse_block, semi};
 
-const MATCHERS: &[&str] = &["host", "path", "method"];
-const TARGETS: &[&str] = &["upstream", "respond", "redirect"];
-const EDITS: &[&str] = &[
+const MATCHERS: &[&str] = &[
+    "host", "path", "method", "header", "query", "cookie", "client", "scheme", "not",
+];
+const TARGETS: &[&str] = &["upstream", "split", "respond", "redirect"];
+const BLOCK_ITEMS: &[&str] = &[
     "set_request_header",
     "remove_request_header",
     "set_response_header",
     "remove_response_header",
+    "strip_prefix",
+    "replace_prefix",
+    "rewrite_path",
+    "set_path",
 ];
 
 impl Parse for RouteDecl {
@@ -27,8 +36,10 @@ impl Parse for RouteDecl {
             host: None,
             path: None,
             methods: Vec::new(),
+            conditions: Vec::new(),
             target: Target::Upstream(Ident::new("_", input.span())),
             edits: Vec::new(),
+            rewrites: Vec::new(),
             errors: Vec::new(),
         };
         let parsed = parse_head(input, &mut route).and_then(|()| {
@@ -55,20 +66,25 @@ impl Parse for RouteDecl {
     }
 }
 
-/// The `{ EDIT* }` block of a route, each error recorded in the route and skipped.
+/// The `{ ... }` block of a route (header edits and a path rewrite), each error recorded
+/// in the route and skipped.
 fn parse_edits(input: ParseStream<'_>, route: &mut RouteDecl) -> syn::Result<()> {
     let content;
     braced!(content in input);
-    let mut edits = Vec::new();
+    let (mut edits, mut rewrites) = (Vec::new(), Vec::new());
     parse_block(&content, &mut route.errors, |content| {
+        if RewriteDecl::peek(content) {
+            rewrites.push(content.parse()?);
+            return Ok(());
+        }
         if !HeaderEditDecl::peek(content) {
             let k = Ident::parse_any(content)?;
             let w = k.to_string();
             return Err(syn::Error::new(
                 k.span(),
                 format!(
-                    "a route block holds header edits only; unknown `{w}`: {}",
-                    hint(&w, EDITS)
+                    "a route block holds header edits and a path rewrite; unknown `{w}`: {}",
+                    hint(&w, BLOCK_ITEMS)
                 ),
             ));
         }
@@ -76,7 +92,54 @@ fn parse_edits(input: ParseStream<'_>, route: &mut RouteDecl) -> syn::Result<()>
         Ok(())
     });
     route.edits = edits;
+    route.rewrites = rewrites;
     Ok(())
+}
+
+impl RewriteDecl {
+    /// Whether a path rewrite starts here.
+    fn peek(input: ParseStream<'_>) -> bool {
+        input.peek(kw::strip_prefix)
+            || input.peek(kw::replace_prefix)
+            || input.peek(kw::rewrite_path)
+            || input.peek(kw::set_path)
+    }
+}
+
+/// `strip_prefix "/v1";`, `replace_prefix "/v1" "/v2";`, `rewrite_path "REGEX" "WITH";`
+/// or `set_path "/p";`.
+impl Parse for RewriteDecl {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let strip = input.peek(kw::strip_prefix);
+        let replace = input.peek(kw::replace_prefix);
+        let regex = input.peek(kw::rewrite_path);
+        let keyword = keyword(input)?;
+        let kind = if strip {
+            RewriteKind::StripPrefix(expect(
+                input,
+                "expected the prefix: `strip_prefix \"/v1\";`",
+            )?)
+        } else if replace {
+            let example = "`replace_prefix \"/v1\" \"/v2\";`";
+            RewriteKind::ReplacePrefix(
+                expect(input, &format!("expected the prefix to replace: {example}"))?,
+                expect(input, &format!("expected what replaces it: {example}"))?,
+            )
+        } else if regex {
+            let example = "`rewrite_path \"^/u/([0-9]+)$\" \"/users/$1\";`";
+            RewriteKind::Regex(
+                expect(input, &format!("expected a regex: {example}"))?,
+                expect(input, &format!("expected the replacement: {example}"))?,
+            )
+        } else {
+            RewriteKind::SetPath(expect(
+                input,
+                "expected the path: `set_path \"/index.html\";`",
+            )?)
+        };
+        semi(input, &keyword.to_string())?;
+        Ok(RewriteDecl { keyword, kind })
+    }
 }
 
 /// The conditions, `=>` and the action of a route.
@@ -94,37 +157,25 @@ fn parse_head(input: ParseStream<'_>, route: &mut RouteDecl) -> syn::Result<()> 
     Ok(())
 }
 
-/// One condition of a route: `host "NAME"`, `path "/PREFIX"`, `method M` or
-/// `method [M, ...]`. A condition given twice is recorded as an error of the route.
+/// One condition of a route. A plain `host "NAME"`, `path "/PREFIX"` and `method M` or
+/// `method [M, ...]` fill the route's own fields (given twice: an error of the route);
+/// anything else, or one of them after `not`, is a [`ConditionDecl`].
 fn parse_condition(input: ParseStream<'_>, route: &mut RouteDecl) -> syn::Result<()> {
+    let plain_path = input.peek(kw::path) && input.peek2(LitStr);
     let (m, duplicate) = if input.peek(kw::host) {
         let m = keyword(input)?;
         (m, route.host.replace(input.parse()?).is_some())
-    } else if input.peek(kw::path) {
+    } else if plain_path {
         let m = keyword(input)?;
         (m, route.path.replace(input.parse()?).is_some())
     } else if input.peek(kw::method) {
         let m = keyword(input)?;
         let had = !route.methods.is_empty();
-        if input.peek(syn::token::Bracket) {
-            let list;
-            bracketed!(list in input);
-            let parsed =
-                Punctuated::<Ident, Token![,]>::parse_terminated_with(&list, Ident::parse_any)?;
-            route.methods.extend(parsed);
-        } else {
-            route.methods.push(Ident::parse_any(input)?);
-        }
+        route.methods.extend(parse_methods(input)?);
         (m, had)
     } else {
-        let m = Ident::parse_any(input)?;
-        return Err(syn::Error::new(
-            m.span(),
-            format!(
-                "unknown route condition `{m}`: {}",
-                hint(&m.to_string(), MATCHERS)
-            ),
-        ));
+        route.conditions.push(input.parse()?);
+        return Ok(());
     };
     let word = m.to_string();
     if duplicate {
@@ -134,6 +185,128 @@ fn parse_condition(input: ParseStream<'_>, route: &mut RouteDecl) -> syn::Result
         ));
     }
     Ok(())
+}
+
+/// `M` or `[M, ...]`.
+fn parse_methods(input: ParseStream<'_>) -> syn::Result<Vec<Ident>> {
+    if input.peek(syn::token::Bracket) {
+        let list;
+        bracketed!(list in input);
+        let parsed =
+            Punctuated::<Ident, Token![,]>::parse_terminated_with(&list, Ident::parse_any)?;
+        Ok(parsed.into_iter().collect())
+    } else {
+        Ok(vec![Ident::parse_any(input)?])
+    }
+}
+
+/// `[not] host "H"`, `path [exact | regex] "P"`, `method ...`, `header|query|cookie "NAME"
+/// [== "VALUE" | ~ "REGEX"]`, `client "CIDR"` or `client ["CIDR", ...]`, `scheme http|https`.
+impl Parse for ConditionDecl {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let not = if input.peek(kw::not) {
+            Some(keyword(input)?)
+        } else {
+            None
+        };
+        let is = |k: &str| {
+            input.peek(Ident::peek_any) && input.fork().call(Ident::parse_any).is_ok_and(|i| i == k)
+        };
+        let test_of = |keyword: &Ident| keyword.to_string();
+        let keyword = if [
+            "host", "path", "method", "header", "query", "cookie", "client", "scheme",
+        ]
+        .iter()
+        .any(|k| is(k))
+        {
+            keyword(input)?
+        } else {
+            let m = Ident::parse_any(input)?;
+            let help = hint(&m.to_string(), MATCHERS);
+            return Err(syn::Error::new(
+                m.span(),
+                format!("unknown route condition `{m}`: {help}"),
+            ));
+        };
+        let test = match test_of(&keyword).as_str() {
+            "host" => TestDecl::Host(expect(
+                input,
+                "expected a host: `host \"api.example.com\"`",
+            )?),
+            "path" => parse_path_test(input)?,
+            "method" => TestDecl::Method(parse_methods(input)?),
+            "client" => TestDecl::Client(parse_blocks(input)?),
+            "scheme" => {
+                TestDecl::Scheme(expect(input, "expected `http` or `https`: `scheme https`")?)
+            }
+            word => TestDecl::Value {
+                name: expect(input, &format!("expected a name: `{word} \"x-name\"`"))?,
+                value: parse_value_test(input, word)?,
+            },
+        };
+        Ok(ConditionDecl { not, keyword, test })
+    }
+}
+
+/// After `path`: `"/PREFIX"`, `exact "/PATH"` or `regex "REGEX"`.
+fn parse_path_test(input: ParseStream<'_>) -> syn::Result<TestDecl> {
+    if input.peek(kw::exact) {
+        input.parse::<kw::exact>()?;
+        return Ok(TestDecl::PathExact(expect(
+            input,
+            "expected a path: `path exact \"/login\"`",
+        )?));
+    }
+    if input.peek(kw::regex) {
+        input.parse::<kw::regex>()?;
+        return Ok(TestDecl::PathRegex(expect(
+            input,
+            "expected a regex: `path regex \"^/users/[0-9]+$\"`",
+        )?));
+    }
+    Ok(TestDecl::PathPrefix(expect(
+        input,
+        "expected a path prefix (`path \"/api\"`), `path exact \"/login\"` or `path regex \"^/u/[0-9]+$\"`",
+    )?))
+}
+
+/// After `header|query|cookie "NAME"`: nothing (present), `== "VALUE"` or `~ "REGEX"`.
+fn parse_value_test(input: ParseStream<'_>, word: &str) -> syn::Result<ValueDecl> {
+    if input.peek(Token![==]) {
+        input.parse::<Token![==]>()?;
+        return Ok(ValueDecl::Equals(expect(
+            input,
+            &format!("expected the value: `{word} \"x-name\" == \"1\"`"),
+        )?));
+    }
+    if input.peek(Token![~]) {
+        input.parse::<Token![~]>()?;
+        return Ok(ValueDecl::Matches(expect(
+            input,
+            &format!("expected a regex: `{word} \"x-name\" ~ \"^v[0-9]+$\"`"),
+        )?));
+    }
+    if input.peek(Token![=]) {
+        return Err(input.error(format!("compare with `==`: `{word} \"x-name\" == \"1\"`")));
+    }
+    Ok(ValueDecl::Present)
+}
+
+/// After `client`: `"CIDR"` or `["CIDR", ...]`.
+fn parse_blocks(input: ParseStream<'_>) -> syn::Result<Vec<LitStr>> {
+    let example = "`client [\"10.0.0.0/8\", \"192.168.1.5\"]`";
+    if input.peek(syn::token::Bracket) {
+        let list;
+        bracketed!(list in input);
+        let parsed = Punctuated::<LitStr, Token![,]>::parse_terminated(&list).map_err(|e| {
+            syn::Error::new(e.span(), format!("expected address blocks: {example}"))
+        })?;
+        return Ok(parsed.into_iter().collect());
+    }
+    Ok(vec![expect(
+        input,
+        &format!("expected an address block: {example}"),
+    )?])
 }
 
 /// What a route does: `upstream NAME`, `respond STATUS ["BODY"]` or
@@ -146,6 +319,9 @@ impl Parse for Target {
                 input,
                 "expected the name of an upstream: `=> upstream api`",
             )?));
+        }
+        if input.peek(kw::split) {
+            return parse_split(input);
         }
         if input.peek(kw::respond) {
             input.parse::<kw::respond>()?;
@@ -183,6 +359,43 @@ impl Parse for Target {
             ),
         ))
     }
+}
+
+/// `split { 90% stable, 10% canary } [by header "NAME" | by cookie "NAME" | by client_ip |
+/// by path]`.
+fn parse_split(input: ParseStream<'_>) -> syn::Result<Target> {
+    let keyword = keyword(input)?;
+    let example = "`=> split { 90% stable, 10% canary }`";
+    if !input.peek(syn::token::Brace) {
+        return Err(input.error(format!("expected the arms in braces: {example}")));
+    }
+    let content;
+    braced!(content in input);
+    let mut arms = Vec::new();
+    while !content.is_empty() {
+        let weight: LitInt = expect(
+            &content,
+            &format!("expected a share such as `90%`: {example}"),
+        )?;
+        content.parse::<Token![%]>().map_err(|e| {
+            syn::Error::new(e.span(), format!("expected `%` after the share: {example}"))
+        })?;
+        let pool: Ident = expect(
+            &content,
+            &format!("expected the upstream's name: {example}"),
+        )?;
+        arms.push((weight, pool));
+        if !content.is_empty() {
+            content.parse::<Token![,]>()?;
+        }
+    }
+    let key = if input.peek(kw::by) {
+        input.parse::<kw::by>()?;
+        Some(KeyDecl::parse_here(input)?)
+    } else {
+        None
+    };
+    Ok(Target::Split { keyword, arms, key })
 }
 
 impl HeaderEditDecl {

@@ -247,20 +247,28 @@ impl Parse for SelectDecl {
 }
 
 /// What a key-based strategy hashes: `header "NAME"`, `cookie "NAME"`, `path`, `client_ip`.
-impl Parse for KeyDecl {
-    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+impl KeyDecl {
+    /// A key here, with anything after it left for the caller.
+    pub(crate) fn parse_here(input: ParseStream<'_>) -> syn::Result<Self> {
         let kind = Ident::parse_any(input)?;
         let arg = if input.peek(LitStr) {
             Some(input.parse()?)
         } else {
             None
         };
+        Ok(KeyDecl { kind, arg })
+    }
+}
+
+impl Parse for KeyDecl {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let key = KeyDecl::parse_here(input)?;
         if !input.is_empty() {
             return Err(
                 input.error("a key is `header \"NAME\"`, `cookie \"NAME\"`, `path` or `client_ip`")
             );
         }
-        Ok(KeyDecl { kind, arg })
+        Ok(key)
     }
 }
 

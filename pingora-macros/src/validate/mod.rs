@@ -4,6 +4,7 @@
 //! with errors holds only what checked; `expand` then declares each proxy's type with
 //! constructors that cannot be reached, and nothing is built from the incomplete model.
 
+mod condition;
 mod health;
 mod kind;
 mod route;

@@ -10,6 +10,8 @@ use crate::diagnostic::{closest, hint, Errors};
 use crate::model;
 use crate::syntax::{EditSide, HeaderEditDecl, RouteDecl, Target, Upstream};
 
+use super::condition::{check_condition, check_rewrites};
+use super::upstream::check_key;
 use super::values::check_status;
 
 const METHODS: &[&str] = &[
@@ -54,32 +56,48 @@ fn validate_route(
             ),
         }
     }
-    check_methods(route, errors);
+    check_method_list(&route.methods, errors);
+    let conditions: Vec<model::Condition> = route
+        .conditions
+        .iter()
+        .filter_map(|c| check_condition(c, errors))
+        .collect();
     let action = check_target(&route.target, upstreams, user_peer, errors);
+    let forwards = matches!(route.target, Target::Upstream(_) | Target::Split { .. });
     let mut edits = Vec::new();
     for edit in &route.edits {
         edits.extend(check_edit(edit, errors));
-        if edit.side == EditSide::Request && !matches!(route.target, Target::Upstream(_)) {
-            errors.at(
-                edit.keyword.span(),
-                format!(
-                    "`{}` has no effect here: this route answers itself and sends nothing upstream",
-                    edit.keyword
-                ),
-            );
+        if edit.side == EditSide::Request && !forwards {
+            answers_itself(&edit.keyword, errors);
         }
     }
+    if let (Some(rewrite), false) = (route.rewrites.first(), forwards) {
+        answers_itself(&rewrite.keyword, errors);
+    }
+    let rewrite = check_rewrites(&route.rewrites, route.path.as_ref(), errors);
     Some(model::Route {
         host: route.host.clone(),
         path: route.path.clone(),
         methods: route.methods.clone(),
+        conditions,
         action: action?,
+        rewrite,
         edits,
     })
 }
 
+/// `keyword` changes the request sent upstream, on a route that sends none.
+fn answers_itself(keyword: &syn::Ident, errors: &mut Errors) {
+    errors.at(
+        keyword.span(),
+        format!(
+            "`{keyword}` has no effect here: this route answers itself and sends nothing upstream"
+        ),
+    );
+}
+
 /// A host name (`api.example.com`) or a wildcard (`*.example.com`), without port.
-fn check_host(host: &syn::LitStr, errors: &mut Errors) {
+pub(super) fn check_host(host: &syn::LitStr, errors: &mut Errors) {
     let h = host.value();
     let bare = h.strip_prefix("*.").unwrap_or(&h);
     let valid = !bare.is_empty()
@@ -98,9 +116,9 @@ fn check_host(host: &syn::LitStr, errors: &mut Errors) {
 }
 
 /// Known methods, each listed once.
-fn check_methods(route: &RouteDecl, errors: &mut Errors) {
+pub(super) fn check_method_list(methods: &[syn::Ident], errors: &mut Errors) {
     let mut seen = HashSet::new();
-    for m in &route.methods {
+    for m in methods {
         let name = m.to_string();
         if !METHODS.contains(&name.as_str()) {
             let upper = name.to_ascii_uppercase();
@@ -126,26 +144,15 @@ fn check_target(
 ) -> Option<model::Action> {
     match target {
         Target::Upstream(name) => {
-            let n = name.to_string();
-            let index = upstreams.iter().position(|u| u.name == *name);
-            if user_peer {
-                errors.at(
-                    name.span(),
-                    "this proxy picks peers in its `upstream_peer` phase, so a route cannot name an upstream: use `respond`/`redirect` routes, or drop `upstream_peer`",
-                );
-            } else if index.is_none() {
-                let names: Vec<String> = upstreams.iter().map(|u| u.name.to_string()).collect();
-                let names: Vec<&str> = names.iter().map(String::as_str).collect();
-                let help = match closest(&n, &names) {
-                    Some(c) => format!("did you mean `{c}`?"),
-                    None if names.is_empty() => {
-                        "declare it: `upstream NAME { peers [...]; }`".to_owned()
-                    }
-                    None => format!("declared upstreams: {}", names.join(", ")),
-                };
-                errors.at(name.span(), format!("no upstream named `{n}`: {help}"));
-            }
-            index.map(model::Action::Upstream)
+            upstream_index(name, upstreams, user_peer, errors).map(model::Action::Upstream)
+        }
+        Target::Split { keyword, arms, key } => {
+            check_split(keyword, arms, upstreams, user_peer, errors).map(|arms| {
+                model::Action::Split {
+                    arms,
+                    key: key.as_ref().and_then(|k| check_key(k, errors)),
+                }
+            })
         }
         Target::Respond { status, body } => {
             let status = check_status(status, errors)?;
@@ -154,6 +161,85 @@ fn check_target(
         }
         Target::Redirect { status, location } => check_redirect(status, location, errors),
     }
+}
+
+/// The index of the upstream `name` a route forwards to.
+fn upstream_index(
+    name: &syn::Ident,
+    upstreams: &[Upstream],
+    user_peer: bool,
+    errors: &mut Errors,
+) -> Option<usize> {
+    let n = name.to_string();
+    let index = upstreams.iter().position(|u| u.name == *name);
+    if user_peer {
+        errors.at(
+            name.span(),
+            "this proxy picks peers in its `upstream_peer` phase, so a route cannot name an upstream: use `respond`/`redirect` routes, or drop `upstream_peer`",
+        );
+        return None;
+    }
+    if index.is_none() {
+        let names: Vec<String> = upstreams.iter().map(|u| u.name.to_string()).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        let help = match closest(&n, &names) {
+            Some(c) => format!("did you mean `{c}`?"),
+            None if names.is_empty() => "declare it: `upstream NAME { peers [...]; }`".to_owned(),
+            None => format!("declared upstreams: {}", names.join(", ")),
+        };
+        errors.at(name.span(), format!("no upstream named `{n}`: {help}"));
+    }
+    index
+}
+
+/// The arms of a split: declared upstreams, each once, with shares of 1% or more adding
+/// up to 100%.
+fn check_split(
+    keyword: &syn::Ident,
+    arms: &[(syn::LitInt, syn::Ident)],
+    upstreams: &[Upstream],
+    user_peer: bool,
+    errors: &mut Errors,
+) -> Option<Vec<(usize, u32)>> {
+    if arms.len() < 2 {
+        errors.at(keyword.span(), "a split needs two arms or more: `split { 90% stable, 10% canary }` (for one upstream, write `upstream NAME`)");
+        return None;
+    }
+    let mut checked = Vec::new();
+    let mut total = 0u32;
+    let mut seen = HashSet::new();
+    for (share, pool) in arms {
+        if !seen.insert(pool.to_string()) {
+            errors.at(
+                pool.span(),
+                format!(
+                    "`{pool}` is in this split twice: give it one arm with the sum of the shares"
+                ),
+            );
+        }
+        let weight = match share.base10_parse::<u32>() {
+            Ok(w) if (1..=100).contains(&w) => Some(w),
+            _ => {
+                errors.at(
+                    share.span(),
+                    "a share is a whole percentage from 1 to 100, e.g. `10%`",
+                );
+                None
+            }
+        };
+        total += weight.unwrap_or(0);
+        if let (Some(w), Some(i)) = (weight, upstream_index(pool, upstreams, user_peer, errors)) {
+            checked.push((i, w));
+        }
+    }
+    if checked.len() == arms.len() && total != 100 {
+        errors.at(
+            keyword.span(),
+            format!("the shares of this split add up to {total}%, not 100%"),
+        );
+        return None;
+    }
+    (checked.len() == arms.len()).then_some(checked)
 }
 
 fn check_redirect(
@@ -257,7 +343,8 @@ fn covers(a: &RouteDecl, b: &RouteDecl) -> bool {
     };
     let methods = a.methods.is_empty()
         || (!b.methods.is_empty() && b.methods.iter().all(|m| a.methods.contains(m)));
-    host && path && methods
+    // A further condition of `a` may refuse what `b` matches (not decided here).
+    host && path && methods && a.conditions.is_empty()
 }
 
 fn host_covers(a: &str, b: &str) -> bool {

@@ -212,7 +212,7 @@ fn check_strategy_key(
     None
 }
 
-fn check_key(key: &KeyDecl, errors: &mut Errors) -> Option<model::RequestKey> {
+pub(super) fn check_key(key: &KeyDecl, errors: &mut Errors) -> Option<model::RequestKey> {
     let kind = key.kind.to_string();
     match (kind.as_str(), &key.arg) {
         ("header", Some(name)) => {

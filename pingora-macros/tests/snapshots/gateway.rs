@@ -49,7 +49,7 @@ impl Gateway {
                         ::pingora_dsl::__private::runtime::proxy::route::Route::new(::pingora_dsl::__private::runtime::proxy::route::RouteMatch
                         { host : ::std::option::Option::None, path_prefix :
                         ::std::option::Option::Some(::std::string::String::from("/old-docs")),
-                        methods : ::std::vec![], },
+                        methods : ::std::vec![], conditions : ::std::vec![], },
                         ::pingora_dsl::__private::runtime::proxy::route::RouteAction::Redirect(match
                         ::pingora_dsl::__private::runtime::StatusCode::from_u16(301u16) {
                         ::std::result::Result::Ok(status) => status,
@@ -62,7 +62,8 @@ impl Gateway {
                         ::std::option::Option::Some(::std::string::String::from("/healthz")),
                         methods :
                         ::std::vec![::pingora_dsl::__private::runtime::Method::GET,
-                        ::pingora_dsl::__private::runtime::Method::HEAD], },
+                        ::pingora_dsl::__private::runtime::Method::HEAD], conditions :
+                        ::std::vec![], },
                         ::pingora_dsl::__private::runtime::proxy::route::RouteAction::Respond(match
                         ::pingora_dsl::__private::runtime::StatusCode::from_u16(200u16) {
                         ::std::result::Result::Ok(status) => status,
@@ -73,13 +74,14 @@ impl Gateway {
                         ::pingora_dsl::__private::runtime::proxy::route::Route::new(::pingora_dsl::__private::runtime::proxy::route::RouteMatch
                         { host : ::std::option::Option::None, path_prefix :
                         ::std::option::Option::Some(::std::string::String::from("/api")),
-                        methods : ::std::vec![], },
+                        methods : ::std::vec![], conditions : ::std::vec![], },
                         ::pingora_dsl::__private::runtime::proxy::route::RouteAction::Upstream(1usize),)
                         .with_request_edits(::std::vec![::pingora_dsl::__private::runtime::proxy::route::HeaderEdit::Set(::pingora_dsl::__private::runtime::HeaderName::from_static("x-gateway-route"),
                         ::pingora_dsl::__private::runtime::HeaderValue::from_static("api"),)]),
                         ::pingora_dsl::__private::runtime::proxy::route::Route::new(::pingora_dsl::__private::runtime::proxy::route::RouteMatch
                         { host : ::std::option::Option::None, path_prefix :
-                        ::std::option::Option::None, methods : ::std::vec![], },
+                        ::std::option::Option::None, methods : ::std::vec![], conditions
+                        : ::std::vec![], },
                         ::pingora_dsl::__private::runtime::proxy::route::RouteAction::Upstream(0usize),)
                     ],
                 )
@@ -285,7 +287,7 @@ impl ::pingora_dsl::__private::runtime::proxy::ProxyHttp for Gateway {
         __upstream_request: &mut ::pingora_dsl::__private::runtime::proxy::RequestHeader,
         __ctx: &mut Self::Ctx,
     ) -> ::pingora_dsl::__private::runtime::Result<()> {
-        self.router.upstream_request_filter(__ctx, __upstream_request);
+        self.router.upstream_request_filter(__ctx, __upstream_request)?;
         ::std::result::Result::Ok(())
     }
     fn fail_to_connect(

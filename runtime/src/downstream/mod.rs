@@ -163,6 +163,8 @@ pub struct ConnInfo {
     pub client_addr: SocketAddr,
     /// The address the connection was accepted on.
     pub local_addr: SocketAddr,
+    /// Whether the connection arrived on a TLS listener (its requests' scheme is https).
+    pub tls: bool,
     /// The connection's request count: a tunnel (an upgraded connection) counts as a
     /// request in flight, so the idle-read deadline does not cut it.
     pub(crate) activity: ActiveRequests,
@@ -174,8 +176,15 @@ impl ConnInfo {
         ConnInfo {
             client_addr,
             local_addr,
+            tls: false,
             activity: ActiveRequests::default(),
         }
+    }
+
+    /// The same, arrived on a TLS listener if `tls`.
+    pub fn with_tls(mut self, tls: bool) -> Self {
+        self.tls = tls;
+        self
     }
 
     /// Counts a tunnel over this connection as a request in flight while the guard lives.
@@ -446,7 +455,7 @@ where
                 self.stats.clone(),
                 shutdown.clone(),
                 move |stream, client_addr| {
-                    let conn = ConnInfo::new(client_addr, local_addr);
+                    let conn = ConnInfo::new(client_addr, local_addr).with_tls(tls.is_some());
                     let guard = shared.tracker.enter();
                     tokio::spawn(serve_connection(
                         shared.clone(),

@@ -652,6 +652,14 @@ fn families(views: &[ServiceView]) -> Vec<MetricFamily> {
         let proxy = v.name.as_str();
         for r in &v.routes {
             routes.record(proxy, &r.label, &r.stats);
+            for (pool, requests) in &r.arms {
+                let l = [
+                    ("proxy", proxy),
+                    ("route", r.label.as_str()),
+                    ("pool", pool),
+                ];
+                routes.split.counter(&l, requests.get());
+            }
         }
         if let Some(p) = &v.proxy {
             if p.unrouted.requests() > 0 || v.routes.is_empty() {
@@ -684,6 +692,7 @@ struct RouteFamilies {
     bytes_in: Family,
     bytes_out: Family,
     retries: Family,
+    split: Family,
 }
 
 impl RouteFamilies {
@@ -714,6 +723,11 @@ impl RouteFamilies {
                 "Requests sent again to another peer.",
                 COUNTER,
             ),
+            split: Family::new(
+                "split_requests_total",
+                "Requests a weighted split sent to each of its pools.",
+                COUNTER,
+            ),
         }
     }
 
@@ -736,6 +750,7 @@ impl RouteFamilies {
             self.bytes_in,
             self.bytes_out,
             self.retries,
+            self.split,
         ]
         .into_iter()
         .map(|f| f.0)

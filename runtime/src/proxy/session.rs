@@ -213,6 +213,15 @@ impl Session {
         self.host.as_ref().and_then(|h| h.to_str().ok())
     }
 
+    /// The scheme the client used: `https` on a TLS listener, else `http`.
+    pub fn scheme(&self) -> &'static str {
+        if self.conn.info.tls {
+            "https"
+        } else {
+            "http"
+        }
+    }
+
     /// The client's address.
     pub fn client_addr(&self) -> SocketAddr {
         self.conn.info.client_addr

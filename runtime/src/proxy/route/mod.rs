@@ -1,5 +1,6 @@
-//! Declarative routing: match a request by host, path prefix and method, then send it to an
-//! [`UpstreamGroup`] or answer it at once, with header edits on the way up and down.
+//! Declarative routing: match a request by host, path prefix and method (and any further
+//! [`Condition`]s), then send it to an [`UpstreamGroup`] (or [`Split`] it between several)
+//! or answer it at once, with a path rewrite and header edits on the way up and down.
 //!
 //! A [`Router`] is what the `proxy!` macro's `upstream`, `route` and `set_*_header` entries
 //! become; a hand-written [`ProxyHttp`](crate::proxy::ProxyHttp) can use it the same way
@@ -23,7 +24,15 @@ use crate::metrics::RouteStats;
 use crate::service::RouteView;
 use crate::upstream::HttpPeer;
 
+mod condition;
 pub mod rate;
+mod rewrite;
+mod split;
+
+pub use condition::{Cidr, Condition, Test, ValueTest};
+pub use regex::Regex;
+pub use rewrite::PathRewrite;
+pub use split::{Arm, Split};
 
 /// A host a route matches: one name, or every subdomain of one (`*.example.com`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -58,7 +67,7 @@ impl HostPattern {
 }
 
 /// What a route matches; an unset part matches anything.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default)]
 pub struct RouteMatch {
     /// The request's host.
     pub host: Option<HostPattern>,
@@ -67,6 +76,8 @@ pub struct RouteMatch {
     pub path_prefix: Option<String>,
     /// Accepted methods; empty means any.
     pub methods: Vec<Method>,
+    /// Further conditions, all of which must hold (tested after the parts above).
+    pub conditions: Vec<Condition>,
 }
 
 impl RouteMatch {
@@ -82,12 +93,11 @@ impl RouteMatch {
         }
         if let Some(pattern) = &self.host {
             match session.host() {
-                Some(host) => pattern.matches(strip_port(host)),
-                None => false,
+                Some(host) if pattern.matches(strip_port(host)) => {}
+                _ => return false,
             }
-        } else {
-            true
         }
+        self.conditions.iter().all(|c| c.holds(session))
     }
 }
 
@@ -110,8 +120,14 @@ impl RouteMatch {
         }
         match &self.path_prefix {
             Some(p) => out.push_str(p),
-            None if self.host.is_none() => out.push('*'),
+            None if self.host.is_none() && self.conditions.is_empty() => out.push('*'),
             None => {}
+        }
+        for c in &self.conditions {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(&c.describe());
         }
         out
     }
@@ -131,6 +147,14 @@ fn strip_port(host: &str) -> &str {
     host.rsplit_once(':').map_or(host, |(name, _)| name)
 }
 
+/// A regex `proxy!` compiled at compile time (so this cannot fail: the same crate
+/// compiles the same pattern the same way).
+// The pattern was compiled by the macro with this crate; only generated code calls this.
+#[allow(clippy::expect_used)]
+pub fn checked_regex(pattern: &str) -> Regex {
+    Regex::new(pattern).expect("a pattern proxy! compiled at compile time")
+}
+
 /// What a matched route does.
 #[derive(Debug, Clone)]
 pub enum RouteAction {
@@ -140,6 +164,8 @@ pub enum RouteAction {
     Respond(StatusCode, Bytes),
     /// Redirect with a 3xx status to a location.
     Redirect(StatusCode, HeaderValue),
+    /// Forward to one of several groups, by weight.
+    Split(Arc<Split>),
 }
 
 /// One header edit, applied in declaration order.
@@ -171,6 +197,7 @@ impl HeaderEdit {
 pub struct Route {
     matcher: RouteMatch,
     action: RouteAction,
+    rewrite: Option<PathRewrite>,
     request_edits: Vec<HeaderEdit>,
     response_edits: Vec<HeaderEdit>,
     label: Arc<str>,
@@ -184,6 +211,7 @@ impl Route {
         Route {
             matcher,
             action,
+            rewrite: None,
             request_edits: Vec::new(),
             response_edits: Vec::new(),
             label,
@@ -221,6 +249,12 @@ impl Route {
         self
     }
 
+    /// Rewrites the path of the requests it forwards.
+    pub fn with_rewrite(mut self, rewrite: PathRewrite) -> Self {
+        self.rewrite = Some(rewrite);
+        self
+    }
+
     /// What the route matches.
     pub fn matcher(&self) -> &RouteMatch {
         &self.matcher
@@ -247,7 +281,9 @@ enum Failure {
 /// flight until the request ends), and the user's own context.
 #[derive(Debug, Default)]
 pub struct RouteCtx<C> {
-    route: Option<usize>,
+    route: Option<u32>,
+    /// The group chosen for the request (the route's, or its split's arm).
+    group: Option<u32>,
     peer: Option<InFlight>,
     /// Whether the current peer's outcome went to passive health already.
     recorded: bool,
@@ -260,6 +296,7 @@ impl<C> RouteCtx<C> {
     pub fn new(user: C) -> Self {
         RouteCtx {
             route: None,
+            group: None,
             peer: None,
             recorded: false,
             user,
@@ -268,7 +305,12 @@ impl<C> RouteCtx<C> {
 
     /// Index of the matched route, once `request_filter` ran.
     pub fn route(&self) -> Option<usize> {
-        self.route
+        self.route.map(|r| r as usize)
+    }
+
+    /// Index of the group chosen for the request, once `request_filter` ran.
+    pub fn group(&self) -> Option<usize> {
+        self.group.map(|g| g as usize)
     }
 
     /// The peer the request was last sent to.
@@ -353,7 +395,8 @@ impl Router {
     /// [`with_fallthrough`](Router::with_fallthrough)); `None` means forward the request.
     pub fn request_filter<C>(&self, session: &mut Session, ctx: &mut RouteCtx<C>) -> Option<Flow> {
         let index = self.routes.iter().position(|r| r.matcher.matches(session));
-        ctx.route = index;
+        // Routes and groups are indexed by u32 (a router has far fewer).
+        ctx.route = index.map(|i| i as u32);
         if let Some(i) = index {
             session.set_route_stats(&self.routes[i].stats);
         }
@@ -368,7 +411,16 @@ impl Router {
         };
         let route = &self.routes[index];
         match &route.action {
-            RouteAction::Upstream(_) => None,
+            RouteAction::Upstream(g) => {
+                ctx.group = Some(*g as u32);
+                None
+            }
+            RouteAction::Split(split) => {
+                let head = session.req_header();
+                let key = request_key(split.key(), head, session.client_addr());
+                ctx.group = Some(split.choose(&key) as u32);
+                None
+            }
             RouteAction::Respond(status, body) => {
                 Some(self.answer(Some(route), *status, body.clone()))
             }
@@ -438,12 +490,14 @@ impl Router {
         }
     }
 
-    /// The group the matched route forwards to.
+    /// The group chosen for the request (its route's, or its split's arm).
     fn routed_group<C>(&self, ctx: &RouteCtx<C>) -> Option<&UpstreamGroup> {
-        match self.routes.get(ctx.route?)?.action {
-            RouteAction::Upstream(g) => self.groups.get(g),
-            _ => None,
-        }
+        self.groups.get(ctx.group? as usize)
+    }
+
+    /// The route matched for the request.
+    fn matched<C>(&self, ctx: &RouteCtx<C>) -> Option<&Route> {
+        self.routes.get(ctx.route? as usize)
     }
 
     /// For `upstream_peer`: the next available peer of the matched route's group (503 if
@@ -468,16 +522,24 @@ impl Router {
         Ok(peer)
     }
 
-    /// For `upstream_request_filter`: applies the request header edits.
-    pub fn upstream_request_filter<C>(&self, ctx: &RouteCtx<C>, request: &mut RequestHeader) {
-        let route = ctx.route.and_then(|i| self.routes.get(i));
+    /// For `upstream_request_filter`: rewrites the path and applies the request header
+    /// edits. Fails (500) only if a regex rewrite makes something that is not a path.
+    pub fn upstream_request_filter<C>(
+        &self,
+        ctx: &RouteCtx<C>,
+        request: &mut RequestHeader,
+    ) -> Result<()> {
+        let route = self.matched(ctx);
+        if let Some(rewrite) = route.and_then(|r| r.rewrite.as_ref()) {
+            rewrite.apply(&mut request.uri)?;
+        }
         self.edit(route, &mut request.headers, true);
+        Ok(())
     }
 
     /// For `response_filter`: applies the response header edits.
     pub fn response_filter<C>(&self, ctx: &RouteCtx<C>, response: &mut ResponseHeader) {
-        let route = ctx.route.and_then(|i| self.routes.get(i));
-        self.edit(route, &mut response.headers, false);
+        self.edit(self.matched(ctx), &mut response.headers, false);
     }
 
     /// For `fail_to_connect`: records the failure for passive health and marks the error
@@ -588,6 +650,18 @@ impl Router {
                     ),
                     RouteAction::Respond(s, _) => format!("respond {}", s.as_u16()),
                     RouteAction::Redirect(s, _) => format!("redirect {}", s.as_u16()),
+                    RouteAction::Split(split) => self.describe_split(split),
+                },
+                arms: match r.action() {
+                    RouteAction::Split(split) => split
+                        .arms()
+                        .iter()
+                        .map(|arm| {
+                            let pool = self.groups().get(arm.group).map_or("?", |g| g.name());
+                            (pool.to_owned(), arm.requests.clone())
+                        })
+                        .collect(),
+                    _ => Vec::new(),
                 },
                 stats: r.stats().clone(),
             })
@@ -596,8 +670,23 @@ impl Router {
     }
 }
 
+impl Router {
+    /// `split 90% stable, 10% canary`, for the status page.
+    fn describe_split(&self, split: &Split) -> String {
+        let arms: Vec<String> = split
+            .arms()
+            .iter()
+            .map(|arm| {
+                let pool = self.groups().get(arm.group).map_or("?", |g| g.name());
+                format!("{}% {pool}", arm.weight)
+            })
+            .collect();
+        format!("split {}", arms.join(", "))
+    }
+}
+
 /// The part of a request (its `head`, its `client` address) that `key` names, for a
-/// hashing strategy.
+/// hashing strategy or a split.
 fn request_key<'a>(
     key: &RequestKey,
     head: &'a http::request::Parts,
