@@ -51,6 +51,8 @@ pub struct Proxy {
     pub listens: Vec<Listen>,
     /// A `listen` failed to parse (so "no listener" would be a follow-on error).
     pub malformed_listen: bool,
+    /// A `route` failed to parse (so "upstream never used" may be a follow-on error).
+    pub malformed_route: bool,
     pub ctx: Vec<(Ident, Type)>,
     pub upstreams: Vec<Upstream>,
     pub routes: Vec<RouteDecl>,
@@ -291,6 +293,17 @@ pub enum Target {
         status: LitInt,
         location: LitStr,
     },
+}
+
+impl Target {
+    /// The upstreams the route forwards to, as written.
+    pub fn upstream_names(&self) -> Vec<&Ident> {
+        match self {
+            Target::Upstream(name) => vec![name],
+            Target::Split { arms, .. } => arms.iter().map(|(_, pool)| pool).collect(),
+            Target::Respond { .. } | Target::Redirect { .. } => Vec::new(),
+        }
+    }
 }
 
 /// Which head a header edit changes.

@@ -88,6 +88,15 @@ proxy! {
             set_response_header "cache-control" "no-store";
             remove_response_header "x-debug";
         }
+        route header "x-canary" == "1" not method POST => upstream users;
+        route path exact "/login" query "next" cookie "sid" ~ "^[a-f0-9]+$" => upstream api;
+        route path regex "^/u/[0-9]+$" client ["10.0.0.0/8", "::1"] scheme http => upstream users {
+            rewrite_path "^/u/(?P<id>[0-9]+)$" "/users/${id}";
+        }
+        route path "/canary" => split { 90% api, 10% users } by cookie "uid";
+        route path "/v2" not header "x-legacy" => upstream api { strip_prefix "/v2"; }
+        route path "/v3" => upstream api { replace_prefix "/v3" "/v4"; }
+        route path "/index" => upstream api { set_path "/index.html"; }
         route host "*.example.com" => upstream api;
         route path "/session" => upstream sessions;
         route path "/users" => upstream users;
@@ -152,7 +161,7 @@ fn main() {
     let proxy = Everything::default();
     assert_eq!(Everything::LISTEN, ["127.0.0.1:6188", "[::1]:6188"]);
     assert_eq!(proxy.router().groups().len(), 9);
-    assert_eq!(proxy.router().routes().len(), 13);
+    assert_eq!(proxy.router().routes().len(), 20);
     // Two health checks, two discovery tasks.
     assert_eq!(proxy.router().background_tasks().len(), 4);
     assert_eq!(proxy.router().groups()[0].retries(), 2);

@@ -76,6 +76,7 @@ impl Parse for Proxy {
             name,
             listens: Vec::new(),
             malformed_listen: false,
+            malformed_route: false,
             ctx: Vec::new(),
             upstreams: Vec::new(),
             routes: Vec::new(),
@@ -90,10 +91,12 @@ impl Parse for Proxy {
         while !content.is_empty() {
             // Whatever fails in a `listen`, "no listener" must not follow.
             let is_listen = content.peek(kw::listen);
+            let is_route = content.peek(kw::route);
             match content.parse::<Item>() {
                 Ok(item) => item.add_to(&mut proxy),
                 Err(e) => {
                     proxy.malformed_listen |= is_listen;
+                    proxy.malformed_route |= is_route;
                     proxy.errors.push(e);
                     skip_item(&content);
                 }

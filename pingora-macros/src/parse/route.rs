@@ -220,6 +220,10 @@ impl Parse for ConditionDecl {
         .any(|k| is(k))
         {
             keyword(input)?
+        } else if not.is_some() && !input.peek(Ident::peek_any) {
+            return Err(input.error(
+                "expected a condition after `not`: `not header \"x-canary\"`, `not path \"/admin\"`",
+            ));
         } else {
             let m = Ident::parse_any(input)?;
             let help = hint(&m.to_string(), MATCHERS);
@@ -286,7 +290,7 @@ fn parse_value_test(input: ParseStream<'_>, word: &str) -> syn::Result<ValueDecl
             &format!("expected a regex: `{word} \"x-name\" ~ \"^v[0-9]+$\"`"),
         )?));
     }
-    if input.peek(Token![=]) {
+    if input.peek(Token![=]) && !input.peek(Token![=>]) {
         return Err(input.error(format!("compare with `==`: `{word} \"x-name\" == \"1\"`")));
     }
     Ok(ValueDecl::Present)
@@ -371,24 +375,10 @@ fn parse_split(input: ParseStream<'_>) -> syn::Result<Target> {
     }
     let content;
     braced!(content in input);
-    let mut arms = Vec::new();
-    while !content.is_empty() {
-        let weight: LitInt = expect(
-            &content,
-            &format!("expected a share such as `90%`: {example}"),
-        )?;
-        content.parse::<Token![%]>().map_err(|e| {
-            syn::Error::new(e.span(), format!("expected `%` after the share: {example}"))
-        })?;
-        let pool: Ident = expect(
-            &content,
-            &format!("expected the upstream's name: {example}"),
-        )?;
-        arms.push((weight, pool));
-        if !content.is_empty() {
-            content.parse::<Token![,]>()?;
-        }
-    }
+    let arms = parse_arms(&content, example).inspect_err(|_| {
+        // The rest of the braces is skipped: the error says what is wrong.
+        let _ = content.parse::<proc_macro2::TokenStream>();
+    })?;
     let key = if input.peek(kw::by) {
         input.parse::<kw::by>()?;
         Some(KeyDecl::parse_here(input)?)
@@ -396,6 +386,26 @@ fn parse_split(input: ParseStream<'_>) -> syn::Result<Target> {
         None
     };
     Ok(Target::Split { keyword, arms, key })
+}
+
+/// `SHARE% NAME, ...` inside a split's braces.
+fn parse_arms(content: ParseStream<'_>, example: &str) -> syn::Result<Vec<(LitInt, Ident)>> {
+    let mut arms = Vec::new();
+    while !content.is_empty() {
+        let weight: LitInt = expect(
+            content,
+            &format!("expected a share such as `90%`: {example}"),
+        )?;
+        content.parse::<Token![%]>().map_err(|e| {
+            syn::Error::new(e.span(), format!("expected `%` after the share: {example}"))
+        })?;
+        let pool: Ident = expect(content, &format!("expected the upstream's name: {example}"))?;
+        arms.push((weight, pool));
+        if !content.is_empty() {
+            content.parse::<Token![,]>()?;
+        }
+    }
+    Ok(arms)
 }
 
 impl HeaderEditDecl {

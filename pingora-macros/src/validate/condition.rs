@@ -204,9 +204,10 @@ fn check_replacement(pattern: &str, with: &LitStr, errors: &mut Errors) -> Optio
     let mut rest = text.as_str();
     while let Some(at) = rest.find('$') {
         rest = &rest[at + 1..];
-        let (name, after) = if let Some(braced) = rest.strip_prefix('{') {
-            let end = braced.find('}').unwrap_or(braced.len());
-            (&braced[..end], &braced[(end + 1).min(braced.len())..])
+        let braced = rest.starts_with('{');
+        let (name, after) = if let Some(inner) = rest.strip_prefix('{') {
+            let end = inner.find('}').unwrap_or(inner.len());
+            (&inner[..end], &inner[(end + 1).min(inner.len())..])
         } else {
             let end = rest
                 .find(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
@@ -231,7 +232,12 @@ fn check_replacement(pattern: &str, with: &LitStr, errors: &mut Errors) -> Optio
                     names.join(", ")
                 )
             };
-            errors.at(with.span(), format!("the replacement names `${name}`, which the regex does not capture (it has {have}); write `${{name}}` when letters follow"));
+            let written = if braced {
+                format!("${{{name}}}")
+            } else {
+                format!("${name}")
+            };
+            errors.at(with.span(), format!("the replacement names `{written}`, which the regex does not capture (it has {have}); write `${{name}}` when letters follow"));
             return None;
         }
     }

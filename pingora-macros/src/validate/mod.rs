@@ -19,7 +19,7 @@ use proc_macro2::Span;
 use crate::diagnostic::Errors;
 use crate::model;
 use crate::phase::Phase;
-use crate::syntax::{Kind, Proxies, Proxy, Target};
+use crate::syntax::{Kind, Proxies, Proxy};
 
 use values::check_addr;
 
@@ -187,17 +187,20 @@ fn check_forwarding(proxy: &Proxy, user_peer: Option<Span>, errors: &mut Errors)
     }
     // A route naming an unknown upstream is most likely a typo of an "unused" one: that
     // error is reported already.
-    let dangling = proxy.routes.iter().any(
-        |r| matches!(&r.target, Target::Upstream(name) if !distinct.contains(&name.to_string())),
-    );
-    if dangling {
+    let dangling = proxy
+        .routes
+        .iter()
+        .flat_map(|r| r.target.upstream_names())
+        .any(|name| !distinct.contains(&name.to_string()));
+    if dangling || proxy.malformed_route {
         return;
     }
     for up in &proxy.upstreams {
         let used = proxy
             .routes
             .iter()
-            .any(|r| matches!(&r.target, Target::Upstream(name) if *name == up.name));
+            .flat_map(|r| r.target.upstream_names())
+            .any(|name| *name == up.name);
         if !used {
             errors.at(
                 up.name.span(),

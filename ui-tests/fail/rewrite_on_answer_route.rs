@@ -1,0 +1,16 @@
+use pingora_dsl::prelude::*;
+
+proxy! {
+    pub Edge {
+        listen "127.0.0.1:6188";
+        upstream stable { peers ["127.0.0.1:8001"]; }
+        upstream canary { peers ["127.0.0.1:8002"]; }
+        route path "/v1" => respond 200 "ok" {
+            strip_prefix "/v1";
+        }
+        route path "/c" => upstream canary;
+        route => upstream stable;
+    }
+}
+
+fn main() {}

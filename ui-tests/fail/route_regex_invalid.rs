@@ -1,0 +1,14 @@
+use pingora_dsl::prelude::*;
+
+proxy! {
+    pub Edge {
+        listen "127.0.0.1:6188";
+        upstream stable { peers ["127.0.0.1:8001"]; }
+        upstream canary { peers ["127.0.0.1:8002"]; }
+        route path regex "^/u/(" => upstream canary;
+        route header "user-agent" ~ "(?i)bot[" => respond 403;
+        route => upstream stable;
+    }
+}
+
+fn main() {}

@@ -1,0 +1,16 @@
+use pingora_dsl::prelude::*;
+
+proxy! {
+    pub Edge {
+        listen "127.0.0.1:6188";
+        upstream stable { peers ["127.0.0.1:8001"]; }
+        upstream canary { peers ["127.0.0.1:8002"]; }
+        route path "/v1" => upstream canary {
+            strip_prefix "/v1";
+            set_path "/index.html";
+        }
+        route => upstream stable;
+    }
+}
+
+fn main() {}
