@@ -244,6 +244,7 @@ pub enum Setting {
     Via(LitStr),
     ForwardedFor(bool),
     Keepalive(bool),
+    FilterLocalAnswers(bool),
     MaxHeaderBytes(usize),
     MaxIdlePerPeer(usize),
     /// `client_timeout` entries: `(key, duration)`.

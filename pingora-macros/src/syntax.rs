@@ -348,6 +348,8 @@ pub enum Setting {
     ForwardedFor(Ident, bool),
     /// `keepalive on|off;`
     Keepalive(Ident, bool),
+    /// `filter_local_answers on|off;`
+    FilterLocalAnswers(Ident, bool),
     /// `max_header_bytes N;`
     MaxHeaderBytes(Ident, LitInt),
     /// `max_idle_per_peer N;`
@@ -369,6 +371,7 @@ impl Setting {
             Setting::Via(k, _)
             | Setting::ForwardedFor(k, _)
             | Setting::Keepalive(k, _)
+            | Setting::FilterLocalAnswers(k, _)
             | Setting::MaxHeaderBytes(k, _)
             | Setting::MaxIdlePerPeer(k, _)
             | Setting::ClientTimeouts(k, _)

@@ -115,6 +115,7 @@ proxy! {
         via "1.1 everything";
         forwarded_for on;
         keepalive on;
+        filter_local_answers on;
         max_header_bytes 32768;
         max_idle_per_peer 64;
         tunnel_idle 5m;

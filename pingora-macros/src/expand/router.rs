@@ -213,9 +213,16 @@ fn edit_calls(edits: &[HeaderEdit]) -> TokenStream {
 /// The `ProxyOptions` expression: the runtime's default with the declared fields set.
 pub fn expand_options(p: &Proxy) -> TokenStream {
     let rt = rt();
-    let sets: Vec<TokenStream> = p.options.settings.iter().filter_map(option_set).collect();
-    if sets.is_empty() {
-        return quote!(::core::default::Default::default());
+    let mut sets: Vec<TokenStream> = p.options.settings.iter().filter_map(option_set).collect();
+    // A declared proxy's own answers get its response edits and `response_filter`, unless
+    // it opts out.
+    let opted_out = p
+        .options
+        .settings
+        .iter()
+        .any(|s| matches!(s, Setting::FilterLocalAnswers(false)));
+    if !opted_out {
+        sets.push(quote!(options.filter_local_answers = true;));
     }
     quote!({
         let mut options = #rt::proxy::ProxyOptions::default();
@@ -231,6 +238,8 @@ fn option_set(setting: &Setting) -> Option<TokenStream> {
             options.via = ::std::option::Option::Some(#rt::HeaderValue::from_static(#v));
         ),
         Setting::ForwardedFor(on) => quote!(options.forwarded_for = #on;),
+        // Applied by `expand_options` (on unless opted out).
+        Setting::FilterLocalAnswers(_) => return None,
         Setting::MaxIdlePerPeer(n) => quote!(options.client.max_idle_per_peer = #n;),
         Setting::ClientTimeout(key, d) if key == "body_read" || key == "body_total" => {
             let field = Ident::new(&format!("{key}_timeout"), Span::call_site());

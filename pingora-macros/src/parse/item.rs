@@ -29,6 +29,7 @@ pub const ITEMS: &[&str] = &[
     "via",
     "forwarded_for",
     "keepalive",
+    "filter_local_answers",
     "max_header_bytes",
     "max_idle_per_peer",
     "client_timeout",
@@ -243,6 +244,7 @@ impl Setting {
         input.peek(kw::via)
             || input.peek(kw::forwarded_for)
             || input.peek(kw::keepalive)
+            || input.peek(kw::filter_local_answers)
             || input.peek(kw::max_header_bytes)
             || input.peek(kw::max_idle_per_peer)
             || input.peek(kw::client_timeout)
@@ -262,6 +264,8 @@ impl Parse for Setting {
             Setting::ForwardedFor(keyword(input)?, parse_switch(input)?)
         } else if lookahead.peek(kw::keepalive) {
             Setting::Keepalive(keyword(input)?, parse_switch(input)?)
+        } else if lookahead.peek(kw::filter_local_answers) {
+            Setting::FilterLocalAnswers(keyword(input)?, parse_switch(input)?)
         } else if lookahead.peek(kw::max_header_bytes) {
             Setting::MaxHeaderBytes(keyword(input)?, input.parse::<LitInt>()?)
         } else if lookahead.peek(kw::max_idle_per_peer) {

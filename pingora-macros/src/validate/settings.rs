@@ -178,6 +178,7 @@ fn check_setting(setting: &Setting, checked: &mut Vec<model::Setting>, errors: &
             .then(|| model::Setting::AllowUpgrade(protocols.clone())),
         Setting::ForwardedFor(_, on) => Some(model::Setting::ForwardedFor(*on)),
         Setting::Keepalive(_, on) => Some(model::Setting::Keepalive(*on)),
+        Setting::FilterLocalAnswers(_, on) => Some(model::Setting::FilterLocalAnswers(*on)),
     };
     checked.extend(value);
 }

@@ -126,6 +126,7 @@ impl Gateway {
                 ),
             );
             options.body_read_timeout = ::std::time::Duration::from_micros(30000000u64);
+            options.filter_local_answers = true;
             options
         }
     }

@@ -42,7 +42,11 @@ impl Minimal {
     /// The proxy options declared (`via`, `forwarded_for`, `client_timeout body_read`/`body_total`,
     /// `max_idle_per_peer`), defaults elsewhere.
     pub fn options() -> ::pingora_dsl::__private::runtime::proxy::ProxyOptions {
-        ::core::default::Default::default()
+        {
+            let mut options = ::pingora_dsl::__private::runtime::proxy::ProxyOptions::default();
+            options.filter_local_answers = true;
+            options
+        }
     }
     /// The per-connection pipeline: the declared layers, in order, around the phases.
     pub fn pipeline(

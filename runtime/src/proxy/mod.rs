@@ -310,6 +310,11 @@ pub struct ProxyOptions {
     pub allowed_upgrades: AllowedUpgrades,
     /// Where a line per finished request goes; default none.
     pub access_log: Option<AccessLog>,
+    /// Whether answers the proxy makes itself (from `request_filter`, and the error answers
+    /// 400, 408, 500, 502, 503 and 504) go through `response_filter` too, like proxied
+    /// ones. Default false, as in Pingora; declared proxies set it (`filter_local_answers
+    /// off;` opts out), so their CORS headers or response edits are on every answer.
+    pub filter_local_answers: bool,
 }
 
 impl Default for ProxyOptions {
@@ -323,6 +328,7 @@ impl Default for ProxyOptions {
             tunnel_idle_timeout: Duration::from_secs(3600),
             allowed_upgrades: AllowedUpgrades::default(),
             access_log: None,
+            filter_local_answers: false,
         }
     }
 }
@@ -399,7 +405,7 @@ fn proxy_request<P: ProxyHttp>(
             session.keep_logged_headers();
         }
         let mut ctx = shared.proxy.new_ctx();
-        let result = {
+        let (response, error) = {
             // If this future is dropped before a response exists (the client left, or a layer
             // around the proxy gave up), `logging` still runs, from the guard.
             let guard = AbandonGuard {
@@ -407,20 +413,15 @@ fn proxy_request<P: ProxyHttp>(
                 session: &mut session,
                 ctx: &mut ctx,
             };
-            let result = run_phases(&shared, &mut *guard.session, &mut *guard.ctx).await;
-            std::mem::forget(guard);
-            result
-        };
-        let (response, error) = match result {
-            Ok(response) => (response, None),
-            Err(e) => {
-                if e.status().is_server_error() {
-                    tracing::warn!(error = %e, client = %session.client_addr(), upstream = ?session.upstream_addr(), request_id = session.request_id(), "request failed");
-                } else {
-                    tracing::debug!(error = %e, client = %session.client_addr(), "request refused");
+            let outcome = match run_phases(&shared, &mut *guard.session, &mut *guard.ctx).await {
+                Ok(response) => (response, None),
+                Err(e) => {
+                    let answer = error_answer(&shared, &mut *guard.session, &mut *guard.ctx, &e);
+                    (answer.await, Some(e))
                 }
-                (error_response(&e), Some(e))
-            }
+            };
+            std::mem::forget(guard);
+            outcome
         };
         session.status = Some(response.status());
         let log = LogState {
@@ -530,7 +531,11 @@ async fn run_phases<P: ProxyHttp>(
     }
     proxy.early_request_filter(session, ctx).await?;
     if let Flow::Respond(response) = proxy.request_filter(session, ctx).await? {
-        return Ok(response.map(ResponseSource::full));
+        let response = response.map(ResponseSource::full);
+        if !shared.options.filter_local_answers {
+            return Ok(response);
+        }
+        return filtered(shared, session, ctx, response).await;
     }
     let mut peer = proxy.upstream_peer(session, ctx).await?;
     session.upstream = Some(peer.addr());
@@ -582,6 +587,49 @@ async fn run_phases<P: ProxyHttp>(
     proxy.upstream_response_filter(session, &mut head, ctx)?;
     proxy.response_filter(session, &mut head, ctx).await?;
     Ok(Response::from_parts(head, ResponseSource::Upstream(body)))
+}
+
+/// The answer to a request that failed with `error` (logged here), through
+/// `response_filter` when the proxy filters its own answers (if the filter fails too, the
+/// answer goes out unfiltered).
+async fn error_answer<P: ProxyHttp>(
+    shared: &Shared<P>,
+    session: &mut Session,
+    ctx: &mut P::Ctx,
+    error: &Error,
+) -> Response<ResponseSource> {
+    if error.status().is_server_error() {
+        tracing::warn!(error = %error, client = %session.client_addr(), upstream = ?session.upstream_addr(), request_id = session.request_id(), "request failed");
+    } else {
+        tracing::debug!(error = %error, client = %session.client_addr(), "request refused");
+    }
+    let response = error_response(error);
+    if !shared.options.filter_local_answers {
+        return response;
+    }
+    match filtered(shared, session, ctx, response).await {
+        Ok(response) => response,
+        Err(e) => {
+            tracing::debug!(error = %e, "response_filter failed on an error answer; sent unfiltered");
+            error_response(error)
+        }
+    }
+}
+
+/// A local answer through `response_filter`.
+async fn filtered<P: ProxyHttp>(
+    shared: &Shared<P>,
+    session: &mut Session,
+    ctx: &mut P::Ctx,
+    response: Response<ResponseSource>,
+) -> Result<Response<ResponseSource>> {
+    let (mut head, body) = response.into_parts();
+    session.status = Some(head.status);
+    shared
+        .proxy
+        .response_filter(session, &mut head, ctx)
+        .await?;
+    Ok(Response::from_parts(head, body))
 }
 
 /// The response a client gets for `error`: its status and a one-line plain-text body. A bad

@@ -1,0 +1,11 @@
+use pingora_dsl::prelude::*;
+
+proxy! {
+    pub Edge {
+        listen "127.0.0.1:6188";
+        upstream web { peers ["127.0.0.1:8001"]; }
+        filter_local_answers never;
+    }
+}
+
+fn main() {}
