@@ -405,7 +405,7 @@ fn proxy_request<P: ProxyHttp>(
             session.keep_logged_headers();
         }
         let mut ctx = shared.proxy.new_ctx();
-        let (response, error) = {
+        let result = {
             // If this future is dropped before a response exists (the client left, or a layer
             // around the proxy gave up), `logging` still runs, from the guard.
             let guard = AbandonGuard {
@@ -413,15 +413,17 @@ fn proxy_request<P: ProxyHttp>(
                 session: &mut session,
                 ctx: &mut ctx,
             };
-            let outcome = match run_phases(&shared, &mut *guard.session, &mut *guard.ctx).await {
-                Ok(response) => (response, None),
-                Err(e) => {
-                    let answer = error_answer(&shared, &mut *guard.session, &mut *guard.ctx, &e);
-                    (answer.await, Some(e))
-                }
-            };
+            let result = run_phases(&shared, &mut *guard.session, &mut *guard.ctx).await;
             std::mem::forget(guard);
-            outcome
+            result
+        };
+        let (response, error) = match result {
+            Ok(response) if !shared.options.filter_local_answers || session.was_forwarded() => {
+                (response, None)
+            }
+            // An error, or an answer the proxy made itself that goes through the response
+            // filter: boxed, so this rare path keeps the common request's future as it was.
+            outcome => Box::pin(local_answer(&shared, &mut session, &mut ctx, outcome)).await,
         };
         session.status = Some(response.status());
         let log = LogState {
@@ -531,11 +533,8 @@ async fn run_phases<P: ProxyHttp>(
     }
     proxy.early_request_filter(session, ctx).await?;
     if let Flow::Respond(response) = proxy.request_filter(session, ctx).await? {
-        let response = response.map(ResponseSource::full);
-        if !shared.options.filter_local_answers {
-            return Ok(response);
-        }
-        return filtered(shared, session, ctx, response).await;
+        // (Filtered after this function, when the proxy filters its own answers.)
+        return Ok(response.map(ResponseSource::full));
     }
     let mut peer = proxy.upstream_peer(session, ctx).await?;
     session.upstream = Some(peer.addr());
@@ -587,6 +586,37 @@ async fn run_phases<P: ProxyHttp>(
     proxy.upstream_response_filter(session, &mut head, ctx)?;
     proxy.response_filter(session, &mut head, ctx).await?;
     Ok(Response::from_parts(head, ResponseSource::Upstream(body)))
+}
+
+/// The answer for a request whose phases ended in `outcome`: a local answer (not
+/// forwarded) or the error answer, each through `response_filter` when the proxy filters its
+/// own answers. `logging` still runs if this is abandoned.
+async fn local_answer<P: ProxyHttp>(
+    shared: &Shared<P>,
+    session: &mut Session,
+    ctx: &mut P::Ctx,
+    outcome: Result<Response<ResponseSource>>,
+) -> (Response<ResponseSource>, Option<Error>) {
+    let guard = AbandonGuard {
+        shared,
+        session,
+        ctx,
+    };
+    let answer = match outcome {
+        Ok(local) => match filtered(shared, &mut *guard.session, &mut *guard.ctx, local).await {
+            Ok(response) => (response, None),
+            Err(e) => (
+                error_answer(shared, &mut *guard.session, &mut *guard.ctx, &e).await,
+                Some(e),
+            ),
+        },
+        Err(e) => (
+            error_answer(shared, &mut *guard.session, &mut *guard.ctx, &e).await,
+            Some(e),
+        ),
+    };
+    std::mem::forget(guard);
+    answer
 }
 
 /// The answer to a request that failed with `error` (logged here), through
