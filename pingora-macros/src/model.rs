@@ -156,6 +156,18 @@ pub struct Route {
     pub action: Action,
     pub rewrite: Option<Rewrite>,
     pub edits: Vec<HeaderEdit>,
+    pub policy: Option<Policy>,
+}
+
+/// A route's own limits, checked; `None` fields are its group's.
+#[derive(Default)]
+pub struct Policy {
+    pub connect: Option<Duration>,
+    pub read: Option<Duration>,
+    pub write: Option<Duration>,
+    pub retries: Option<u32>,
+    pub rate_limits: Vec<RateLimit>,
+    pub max_body: Option<u64>,
 }
 
 /// A checked route condition.

@@ -225,6 +225,8 @@ pub struct RouteDecl {
     pub edits: Vec<HeaderEditDecl>,
     /// `strip_prefix`, `replace_prefix`, `rewrite_path` or `set_path` in the block.
     pub rewrites: Vec<RewriteDecl>,
+    /// `timeout`, `retry`, `rate_limit` and `max_body` in the block.
+    pub policy: Vec<PolicyDecl>,
     /// Syntax errors inside its block of edits.
     pub errors: Vec<syn::Error>,
 }
@@ -259,6 +261,28 @@ pub enum ValueDecl {
     Present,
     Equals(LitStr),
     Matches(LitStr),
+}
+
+/// A route's own limit, in its block.
+pub enum PolicyDecl {
+    /// `timeout connect 1s, read 5s;`
+    Timeout(Ident, Vec<TimeoutDecl>),
+    /// `retry N;`
+    Retry(Ident, LitInt),
+    /// `rate_limit N per D [by ...];`
+    RateLimit(RateLimitDecl),
+    /// `max_body SIZE;`
+    MaxBody(Ident, LitInt),
+}
+
+impl PolicyDecl {
+    /// The keyword that starts it.
+    pub fn keyword(&self) -> &Ident {
+        match self {
+            PolicyDecl::Timeout(k, _) | PolicyDecl::Retry(k, _) | PolicyDecl::MaxBody(k, _) => k,
+            PolicyDecl::RateLimit(r) => &r.keyword,
+        }
+    }
 }
 
 /// A path rewrite in a route's block.

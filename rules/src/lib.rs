@@ -62,12 +62,14 @@ pub fn split_duration(text: &str) -> (&str, &str) {
     text.split_at(split)
 }
 
-/// The bytes of a size unit (`""`/`b`, `k`/`KiB`, `m`/`MiB`, any case), if it is one.
+/// The bytes of a size unit (`""`/`b`, `k`/`KiB`, `m`/`MiB`, `g`/`GiB`, any case), if it is
+/// one.
 pub fn size_unit(unit: &str) -> Option<usize> {
     match unit.to_ascii_lowercase().as_str() {
         "" | "b" => Some(1),
         "kib" | "k" => Some(1024),
         "mib" | "m" => Some(1024 * 1024),
+        "gib" | "g" => Some(1024 * 1024 * 1024),
         _ => None,
     }
 }
@@ -292,6 +294,10 @@ pub fn replace_path_prefix(path: &str, prefix: &str, with: &str) -> Option<Strin
         return None;
     }
     let rest = &path[prefix.len()..];
+    if rest.is_empty() {
+        // The whole path was the prefix: the replacement as written, or the root.
+        return Some(if with.is_empty() { "/" } else { with }.to_owned());
+    }
     let mut out = String::with_capacity(with.len() + rest.len() + 1);
     out.push_str(with.trim_end_matches('/'));
     if !rest.starts_with('/') {
@@ -386,6 +392,10 @@ mod tests {
         assert_eq!(
             replace_path_prefix("/old/a", "/old", "/"),
             Some("/a".into())
+        );
+        assert_eq!(
+            replace_path_prefix("/old", "/old", "/new"),
+            Some("/new".into())
         );
     }
 }

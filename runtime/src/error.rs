@@ -21,6 +21,8 @@ pub enum ErrorKind {
     DownstreamClosed,
     /// The client stopped sending the request body for longer than the body timeout.
     DownstreamTimeout,
+    /// The client sent a request body larger than its route accepts (`max_body`).
+    BodyTooLarge,
     /// No peer could be chosen for the request (empty pool, `upstream_peer` returned none).
     NoPeer,
     /// Connecting to the upstream peer was refused or failed.
@@ -52,6 +54,7 @@ impl ErrorKind {
             ErrorKind::DownstreamClosed | ErrorKind::DownstreamTimeout => {
                 StatusCode::REQUEST_TIMEOUT
             }
+            ErrorKind::BodyTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ErrorKind::NoPeer => StatusCode::SERVICE_UNAVAILABLE,
             ErrorKind::ConnectTimeout | ErrorKind::ReadTimeout | ErrorKind::WriteTimeout => {
                 StatusCode::GATEWAY_TIMEOUT
@@ -86,6 +89,7 @@ impl ErrorKind {
             ErrorKind::BadRequest => "bad_request",
             ErrorKind::DownstreamClosed => "downstream_closed",
             ErrorKind::DownstreamTimeout => "downstream_timeout",
+            ErrorKind::BodyTooLarge => "body_too_large",
             ErrorKind::NoPeer => "no_peer",
             ErrorKind::ConnectRefused => "connect_refused",
             ErrorKind::ConnectTimeout => "connect_timeout",

@@ -102,7 +102,12 @@ proxy! {
         route path "/users" => upstream users;
         route path "/files" => upstream paths;
         route path "/geo" => upstream clients;
-        route path "/reports" => upstream slow_ones;
+        route path "/reports" => upstream slow_ones {
+            timeout connect 1s, read 30s, write 5s;
+            retry 0;
+            rate_limit 10 per 1s by client_ip;
+            max_body 8MiB;
+        }
         route path "/named" => upstream named;
         route path "/listed" => upstream listed;
         route => upstream web;
@@ -163,6 +168,16 @@ fn main() {
     assert_eq!(Everything::LISTEN, ["127.0.0.1:6188", "[::1]:6188"]);
     assert_eq!(proxy.router().groups().len(), 9);
     assert_eq!(proxy.router().routes().len(), 20);
+    let reports = proxy
+        .router()
+        .routes()
+        .iter()
+        .find_map(|r| r.policy())
+        .expect("a route policy");
+    assert_eq!(reports.read_timeout, Some(Duration::from_secs(30)));
+    assert_eq!(reports.retries, Some(0));
+    assert_eq!(reports.rate_limits.len(), 1);
+    assert_eq!(reports.max_body, Some(8 << 20));
     // Two health checks, two discovery tasks.
     assert_eq!(proxy.router().background_tasks().len(), 4);
     assert_eq!(proxy.router().groups()[0].retries(), 2);

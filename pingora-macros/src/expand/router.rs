@@ -6,8 +6,8 @@ use quote::quote;
 use syn::Ident;
 
 use crate::model::{
-    Action, Condition, EditSide, HeaderEdit, Proxy, RateKey, Rewrite, Route, Setting, Test,
-    ValueTest,
+    Action, Condition, EditSide, HeaderEdit, Policy, Proxy, RateKey, RateLimit, Rewrite, Route,
+    Setting, Test, ValueTest,
 };
 
 use super::group::{expand_group, request_key};
@@ -28,17 +28,7 @@ pub fn expand_router(p: &Proxy) -> TokenStream {
     };
     let edits = edit_calls(&p.edits);
     let rate_limits = (!p.rate_limits.is_empty()).then(|| {
-        let limits = p.rate_limits.iter().map(|limit| {
-            let (n, per) = (limit.limit, duration(limit.per));
-            let key = match &limit.key {
-                RateKey::Header(name) => {
-                    quote!(#rt::proxy::route::rate::RateKey::Header(#rt::HeaderName::from_static(#name)))
-                }
-                RateKey::Route => quote!(#rt::proxy::route::rate::RateKey::Route),
-                RateKey::ClientIp => quote!(#rt::proxy::route::rate::RateKey::ClientIp),
-            };
-            quote!(#rt::proxy::route::rate::RateLimit::new(#n, #per, #key))
-        });
+        let limits = rate_limits(&p.rate_limits);
         quote!(.with_rate_limits(::std::vec![#(#limits),*]))
     });
     let fallthrough = user_peer.then(|| quote!(.with_fallthrough(true)));
@@ -95,6 +85,7 @@ fn expand_route(route: &Route) -> TokenStream {
         let r = expand_rewrite(r);
         quote!(.with_rewrite(#r))
     });
+    let policy = route.policy.as_ref().map(policy_call);
     quote! {
         #rt::proxy::route::Route::new(
             #rt::proxy::route::RouteMatch {
@@ -106,8 +97,59 @@ fn expand_route(route: &Route) -> TokenStream {
             #action,
         )
         #rewrite
+        #policy
         #edits
     }
+}
+
+/// Each declared rate limit as a `RateLimit` value.
+fn rate_limits(limits: &[RateLimit]) -> impl Iterator<Item = TokenStream> + '_ {
+    let rt = rt();
+    limits.iter().map(move |limit| {
+        let (n, per) = (limit.limit, duration(limit.per));
+        let key = match &limit.key {
+            RateKey::Header(name) => {
+                quote!(#rt::proxy::route::rate::RateKey::Header(#rt::HeaderName::from_static(#name)))
+            }
+            RateKey::Route => quote!(#rt::proxy::route::rate::RateKey::Route),
+            RateKey::ClientIp => quote!(#rt::proxy::route::rate::RateKey::ClientIp),
+        };
+        quote!(#rt::proxy::route::rate::RateLimit::new(#n, #per, #key))
+    })
+}
+
+/// `.with_policy(RoutePolicy { .. })` for a route with its own limits.
+fn policy_call(policy: &Policy) -> TokenStream {
+    let rt = rt();
+    let some_duration = |d: Option<std::time::Duration>| match d {
+        Some(d) => {
+            let d = duration(d);
+            quote!(::std::option::Option::Some(#d))
+        }
+        None => quote!(::std::option::Option::None),
+    };
+    let (connect, read, write) = (
+        some_duration(policy.connect),
+        some_duration(policy.read),
+        some_duration(policy.write),
+    );
+    let retries = match policy.retries {
+        Some(n) => quote!(::std::option::Option::Some(#n)),
+        None => quote!(::std::option::Option::None),
+    };
+    let max_body = match policy.max_body {
+        Some(n) => quote!(::std::option::Option::Some(#n)),
+        None => quote!(::std::option::Option::None),
+    };
+    let limits = rate_limits(&policy.rate_limits);
+    quote!(.with_policy(#rt::proxy::route::RoutePolicy {
+        connect_timeout: #connect,
+        read_timeout: #read,
+        write_timeout: #write,
+        retries: #retries,
+        rate_limits: ::std::vec![#(::std::sync::Arc::new(#limits)),*],
+        max_body: #max_body,
+    }))
 }
 
 /// A `Condition` value; regexes and names were checked by `validate`.

@@ -61,6 +61,7 @@ syn::custom_keyword!(method);
 syn::custom_keyword!(respond);
 syn::custom_keyword!(redirect);
 syn::custom_keyword!(not);
+syn::custom_keyword!(max_body);
 syn::custom_keyword!(filter_local_answers);
 syn::custom_keyword!(exact);
 syn::custom_keyword!(regex);

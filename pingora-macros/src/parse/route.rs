@@ -8,8 +8,8 @@ use syn::{braced, bracketed, Ident, LitInt, LitStr, Token};
 
 use crate::diagnostic::hint;
 use crate::syntax::{
-    ConditionDecl, EditSide, HeaderEditDecl, KeyDecl, RewriteDecl, RewriteKind, RouteDecl, Target,
-    TestDecl, ValueDecl,
+    ConditionDecl, EditSide, HeaderEditDecl, KeyDecl, PolicyDecl, RewriteDecl, RewriteKind,
+    RouteDecl, Target, TestDecl, ValueDecl,
 };
 
 use super::{expect, keyword, kw, parse_block, semi};
@@ -27,6 +27,10 @@ const BLOCK_ITEMS: &[&str] = &[
     "replace_prefix",
     "rewrite_path",
     "set_path",
+    "timeout",
+    "retry",
+    "rate_limit",
+    "max_body",
 ];
 
 impl Parse for RouteDecl {
@@ -40,6 +44,7 @@ impl Parse for RouteDecl {
             target: Target::Upstream(Ident::new("_", input.span())),
             edits: Vec::new(),
             rewrites: Vec::new(),
+            policy: Vec::new(),
             errors: Vec::new(),
         };
         let parsed = parse_head(input, &mut route).and_then(|()| {
@@ -71,10 +76,14 @@ impl Parse for RouteDecl {
 fn parse_edits(input: ParseStream<'_>, route: &mut RouteDecl) -> syn::Result<()> {
     let content;
     braced!(content in input);
-    let (mut edits, mut rewrites) = (Vec::new(), Vec::new());
+    let (mut edits, mut rewrites, mut policy) = (Vec::new(), Vec::new(), Vec::new());
     parse_block(&content, &mut route.errors, |content| {
         if RewriteDecl::peek(content) {
             rewrites.push(content.parse()?);
+            return Ok(());
+        }
+        if let Some(item) = parse_policy(content)? {
+            policy.push(item);
             return Ok(());
         }
         if !HeaderEditDecl::peek(content) {
@@ -83,7 +92,7 @@ fn parse_edits(input: ParseStream<'_>, route: &mut RouteDecl) -> syn::Result<()>
             return Err(syn::Error::new(
                 k.span(),
                 format!(
-                    "a route block holds header edits and a path rewrite; unknown `{w}`: {}",
+                    "a route block holds header edits, a path rewrite and limits; unknown `{w}`: {}",
                     hint(&w, BLOCK_ITEMS)
                 ),
             ));
@@ -93,7 +102,29 @@ fn parse_edits(input: ParseStream<'_>, route: &mut RouteDecl) -> syn::Result<()>
     });
     route.edits = edits;
     route.rewrites = rewrites;
+    route.policy = policy;
     Ok(())
+}
+
+/// A route's own limit, if one starts here: `timeout KEY D, ...;`, `retry N;`,
+/// `rate_limit N per D [by ...];` or `max_body SIZE;`.
+fn parse_policy(input: ParseStream<'_>) -> syn::Result<Option<PolicyDecl>> {
+    let item = if input.peek(kw::rate_limit) {
+        return Ok(Some(PolicyDecl::RateLimit(input.parse()?)));
+    } else if input.peek(kw::timeout) {
+        let k = keyword(input)?;
+        PolicyDecl::Timeout(k, super::item::parse_timeouts(input)?)
+    } else if input.peek(kw::retry) {
+        let k = keyword(input)?;
+        PolicyDecl::Retry(k, expect(input, "expected a count: `retry 2;`")?)
+    } else if input.peek(kw::max_body) {
+        let k = keyword(input)?;
+        PolicyDecl::MaxBody(k, expect(input, "expected a size: `max_body 1MiB;`")?)
+    } else {
+        return Ok(None);
+    };
+    semi(input, &item.keyword().to_string())?;
+    Ok(Some(item))
 }
 
 impl RewriteDecl {

@@ -7,6 +7,7 @@
 mod condition;
 mod health;
 mod kind;
+mod policy;
 mod route;
 mod settings;
 mod upstream;

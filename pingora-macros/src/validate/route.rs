@@ -11,6 +11,7 @@ use crate::model;
 use crate::syntax::{EditSide, HeaderEditDecl, RouteDecl, Target, Upstream};
 
 use super::condition::{check_condition, check_rewrites};
+use super::policy::check_policy;
 use super::upstream::check_key;
 use super::values::check_status;
 
@@ -75,6 +76,7 @@ fn validate_route(
         answers_itself(&rewrite.keyword, errors);
     }
     let rewrite = check_rewrites(&route.rewrites, route.path.as_ref(), errors);
+    let policy = check_policy(&route.policy, forwards, errors);
     Some(model::Route {
         host: route.host.clone(),
         path: route.path.clone(),
@@ -83,6 +85,7 @@ fn validate_route(
         action: action?,
         rewrite,
         edits,
+        policy,
     })
 }
 
@@ -91,7 +94,7 @@ fn answers_itself(keyword: &syn::Ident, errors: &mut Errors) {
     errors.at(
         keyword.span(),
         format!(
-            "`{keyword}` has no effect here: this route answers itself and sends nothing upstream"
+            "`{keyword}` has no effect here: this route answers itself and sends nothing upstream; remove it"
         ),
     );
 }

@@ -237,7 +237,13 @@ impl UpstreamGroup {
     /// How many body bytes a request to this group may be resent with, if it may be
     /// resent at all (a retry budget, and an idempotent method or explicit permission).
     pub fn replay_limit(&self, method: &http::Method) -> Option<usize> {
-        (self.retries() > 0 && (method.is_idempotent() || self.retry_any_method))
+        self.replay_limit_with(method, self.retries())
+    }
+
+    /// Like [`replay_limit`](UpstreamGroup::replay_limit), for `retries` resends (a route's
+    /// own count instead of the group's).
+    pub fn replay_limit_with(&self, method: &http::Method, retries: u32) -> Option<usize> {
+        (retries > 0 && (method.is_idempotent() || self.retry_any_method))
             .then_some(self.replay_limit)
     }
 

@@ -37,6 +37,8 @@ pub struct RequestBody {
     timer: Option<Pin<Box<Sleep>>>,
     /// Where received bytes are counted.
     counted: Option<Arc<RouteStats>>,
+    /// The body bytes still allowed, when the body is capped.
+    allowed: Option<u64>,
 }
 
 /// The body bytes a [`RequestBody`] forwarded, kept for a resend.
@@ -79,6 +81,26 @@ impl RequestBody {
             waiting_since: None,
             timer: None,
             counted: None,
+            allowed: None,
+        }
+    }
+
+    /// Fails the body with [`ErrorKind::BodyTooLarge`] once more than `max` bytes arrive.
+    pub(crate) fn cap(&mut self, max: u64) {
+        self.allowed = Some(max);
+    }
+
+    /// Takes `len` bytes from the allowance, or says the cap is passed.
+    fn within_cap(&mut self, len: usize) -> bool {
+        let Some(allowed) = self.allowed.as_mut() else {
+            return true;
+        };
+        match allowed.checked_sub(len as u64) {
+            Some(left) => {
+                *allowed = left;
+                true
+            }
+            None => false,
         }
     }
 
@@ -148,10 +170,18 @@ impl Body for RequestBody {
         match Pin::new(inner).poll_frame(cx) {
             Poll::Ready(r) => {
                 this.waiting_since = None;
-                if let (Some(stats), Some(Ok(frame))) = (&this.counted, &r) {
-                    if let Some(data) = frame.data_ref() {
-                        stats.bytes_in.add(data.len() as u64);
-                    }
+                let len = match &r {
+                    Some(Ok(frame)) => frame.data_ref().map_or(0, Bytes::len),
+                    _ => 0,
+                };
+                if let Some(stats) = &this.counted {
+                    stats.bytes_in.add(len as u64);
+                }
+                if !this.within_cap(len) {
+                    return Poll::Ready(Some(Err(Error::new(
+                        ErrorKind::BodyTooLarge,
+                        "the request body is larger than its route's max_body",
+                    ))));
                 }
                 if this.recorder.is_some() {
                     let ended = match &r {

@@ -131,6 +131,9 @@ fn request_body<P>(
         shared.options.body_read_timeout,
         shared.options.body_total_timeout,
     );
+    if let Some(max) = session.body_limit {
+        body.cap(max);
+    }
     if !http_body::Body::is_end_stream(&body) {
         let stats = session
             .route_stats

@@ -669,6 +669,7 @@ fn error_response(error: &Error) -> Response<ResponseSource> {
     let text: &'static str = match status {
         StatusCode::BAD_REQUEST => "400 Bad Request\n",
         StatusCode::REQUEST_TIMEOUT => "408 Request Timeout\n",
+        StatusCode::PAYLOAD_TOO_LARGE => "413 Content Too Large\n",
         StatusCode::BAD_GATEWAY => "502 Bad Gateway\n",
         StatusCode::SERVICE_UNAVAILABLE => "503 Service Unavailable\n",
         StatusCode::GATEWAY_TIMEOUT => "504 Gateway Timeout\n",
@@ -683,7 +684,10 @@ fn error_response(error: &Error) -> Response<ResponseSource> {
     );
     if matches!(
         error.kind(),
-        ErrorKind::BadRequest | ErrorKind::DownstreamClosed | ErrorKind::DownstreamTimeout
+        ErrorKind::BadRequest
+            | ErrorKind::DownstreamClosed
+            | ErrorKind::DownstreamTimeout
+            | ErrorKind::BodyTooLarge
     ) {
         h.insert(CONNECTION, HeaderValue::from_static("close"));
     }

@@ -41,6 +41,8 @@ pub struct Session {
     pub(crate) upstream: Option<SocketAddr>,
     pub(crate) body_bytes_sent: u64,
     pub(crate) forwarded: bool,
+    /// The most request body bytes forwarded; more fails the request with 413.
+    pub(crate) body_limit: Option<u64>,
     /// Its retry state: retries so far, peers tried, the key hashed first.
     pub(crate) attempts: Attempts,
     request_id: HeaderValue,
@@ -136,6 +138,7 @@ impl Session {
             upstream: None,
             body_bytes_sent: 0,
             forwarded: false,
+            body_limit: None,
             attempts: Attempts::default(),
             request_id,
             request_id_generated,
@@ -278,6 +281,13 @@ impl Session {
     /// early. A request whose body was taken is forwarded with an empty body.
     pub fn take_body(&mut self) -> Option<DownstreamBody> {
         self.body.take()
+    }
+
+    /// Caps the request body forwarded upstream at `max` bytes: a body that grows past it
+    /// (a chunked one, whose size is not known in advance) fails the request with 413
+    /// and closes the client's connection. A declared route's `max_body` sets it.
+    pub fn limit_body(&mut self, max: u64) {
+        self.body_limit = Some(max);
     }
 
     /// Moves the head into a request head for the upstream (origin-form target, HTTP/1.1),

@@ -23,13 +23,16 @@ use crate::lb::{InFlight, PeerState};
 use crate::metrics::RouteStats;
 use crate::service::RouteView;
 use crate::upstream::HttpPeer;
+use rate::RateLimit;
 
 mod condition;
+mod policy;
 pub mod rate;
 mod rewrite;
 mod split;
 
 pub use condition::{Cidr, Condition, Test, ValueTest};
+pub use policy::RoutePolicy;
 pub use regex::Regex;
 pub use rewrite::PathRewrite;
 pub use split::{Arm, Split};
@@ -198,6 +201,8 @@ pub struct Route {
     matcher: RouteMatch,
     action: RouteAction,
     rewrite: Option<PathRewrite>,
+    /// Boxed: most routes have none, and a route stays small.
+    policy: Option<Box<RoutePolicy>>,
     request_edits: Vec<HeaderEdit>,
     response_edits: Vec<HeaderEdit>,
     label: Arc<str>,
@@ -212,6 +217,7 @@ impl Route {
             matcher,
             action,
             rewrite: None,
+            policy: None,
             request_edits: Vec::new(),
             response_edits: Vec::new(),
             label,
@@ -253,6 +259,17 @@ impl Route {
     pub fn with_rewrite(mut self, rewrite: PathRewrite) -> Self {
         self.rewrite = Some(rewrite);
         self
+    }
+
+    /// Gives the route its own timeouts, resends, rate limits or body limit.
+    pub fn with_policy(mut self, policy: RoutePolicy) -> Self {
+        self.policy = Some(Box::new(policy));
+        self
+    }
+
+    /// The route's own limits, if it has any.
+    pub fn policy(&self) -> Option<&RoutePolicy> {
+        self.policy.as_deref()
     }
 
     /// What the route matches.
@@ -327,7 +344,7 @@ pub struct Router {
     request_edits: Vec<HeaderEdit>,
     response_edits: Vec<HeaderEdit>,
     fallthrough: bool,
-    rate_limits: Vec<std::sync::Arc<crate::proxy::route::rate::RateLimit>>,
+    rate_limits: Vec<Arc<RateLimit>>,
 }
 
 impl Router {
@@ -400,7 +417,10 @@ impl Router {
         if let Some(i) = index {
             session.set_route_stats(&self.routes[i].stats);
         }
-        if let Some(refusal) = self.over_limit(session, index) {
+        if let Some(refusal) = self.over_limit(session, index, &self.rate_limits) {
+            return Some(refusal);
+        }
+        if let Some(refusal) = index.and_then(|i| self.refused_by_policy(session, i)) {
             return Some(refusal);
         }
         let Some(index) = index else {
@@ -435,15 +455,19 @@ impl Router {
     }
 
     /// Adds rate limits, checked in order before any route acts.
-    pub fn with_rate_limits(mut self, limits: Vec<crate::proxy::route::rate::RateLimit>) -> Self {
-        self.rate_limits
-            .extend(limits.into_iter().map(std::sync::Arc::new));
+    pub fn with_rate_limits(mut self, limits: Vec<RateLimit>) -> Self {
+        self.rate_limits.extend(limits.into_iter().map(Arc::new));
         self
     }
 
     /// The 429 answer for a request over one of the rate limits, if it is.
-    fn over_limit(&self, session: &Session, route: Option<usize>) -> Option<Flow> {
-        for limit in &self.rate_limits {
+    fn over_limit(
+        &self,
+        session: &Session,
+        route: Option<usize>,
+        limits: &[Arc<RateLimit>],
+    ) -> Option<Flow> {
+        for limit in limits {
             let mut buf = [0u8; 16];
             let key = limit.key_of(
                 session.client_addr().ip(),
@@ -467,6 +491,29 @@ impl Router {
             }
         }
         None
+    }
+
+    /// The answer (429 or 413) for a request its route's own policy refuses, if it does;
+    /// otherwise caps the body the request may forward at the route's `max_body`.
+    fn refused_by_policy(&self, session: &mut Session, route: usize) -> Option<Flow> {
+        let policy = self.routes[route].policy.as_deref()?;
+        if let Some(refusal) = self.over_limit(session, Some(route), &policy.rate_limits) {
+            return Some(refusal);
+        }
+        if let Some(max) = policy.max_body {
+            session.limit_body(max);
+        }
+        let length = session
+            .headers()
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
+        policy.body_too_large(length).then(|| {
+            self.answer(
+                Some(&self.routes[route]),
+                StatusCode::PAYLOAD_TOO_LARGE,
+                Bytes::from_static(b"413 Content Too Large\n"),
+            )
+        })
     }
 
     /// A fixed answer, with the response edits applied.
@@ -495,6 +542,11 @@ impl Router {
         self.groups.get(ctx.group? as usize)
     }
 
+    /// The resends the matched route allows, if it says.
+    fn route_retries<C>(&self, ctx: &RouteCtx<C>) -> Option<u32> {
+        self.matched(ctx)?.policy()?.retries
+    }
+
     /// The route matched for the request.
     fn matched<C>(&self, ctx: &RouteCtx<C>) -> Option<&Route> {
         self.routes.get(ctx.route? as usize)
@@ -517,6 +569,10 @@ impl Router {
         }
         let (head, client, attempts) = session.head_and_attempts();
         let (peer, in_flight) = group.http_peer(|key| request_key(key, head, client), attempts)?;
+        let peer = match self.matched(ctx).and_then(Route::policy) {
+            Some(policy) => policy.apply_timeouts(peer),
+            None => peer,
+        };
         ctx.peer = Some(in_flight);
         ctx.recorded = false;
         Ok(peer)
@@ -557,7 +613,11 @@ impl Router {
 
     /// For `replay_buffer`: keep a copy when the matched group may resend this request.
     pub fn replay_buffer<C>(&self, session: &Session, ctx: &RouteCtx<C>) -> Option<usize> {
-        self.routed_group(ctx)?.replay_limit(session.method())
+        let group = self.routed_group(ctx)?;
+        match self.route_retries(ctx) {
+            Some(retries) => group.replay_limit_with(session.method(), retries),
+            None => group.replay_limit(session.method()),
+        }
     }
 
     /// For `error_while_proxy`: like `fail_to_connect`, but only a broken connection (not
@@ -595,7 +655,8 @@ impl Router {
             session.attempts.note_tried(peer.addr());
         }
         ctx.recorded = true;
-        let within_budget = session.attempts.within(group.retries());
+        let retries = self.route_retries(ctx).unwrap_or_else(|| group.retries());
+        let within_budget = session.attempts.within(retries);
         let retry = match failure {
             Failure::Connect => within_budget || session.attempts.tried() < group.peer_count(),
             Failure::Broken => within_budget,

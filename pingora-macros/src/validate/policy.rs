@@ -1,0 +1,112 @@
+//! A route's own limits: `timeout`, `retry`, `rate_limit` and `max_body` in its block.
+
+use pingora_dsl_rules::{self as rules, MAX_RETRIES};
+use syn::{Ident, LitInt};
+
+use crate::diagnostic::Errors;
+use crate::model;
+use crate::syntax::PolicyDecl;
+
+use super::settings::validate_rate_limits;
+use super::values::check_timeouts;
+
+const ROUTE_TIMEOUTS: &[&str] = &["connect", "read", "write"];
+
+/// The route's limits, each kind given once (rate limits may be several); `forwards`
+/// says whether the route sends requests upstream, without which only rate limits and
+/// `max_body` mean something.
+pub fn check_policy(
+    items: &[PolicyDecl],
+    forwards: bool,
+    errors: &mut Errors,
+) -> Option<model::Policy> {
+    if items.is_empty() {
+        return None;
+    }
+    let mut policy = model::Policy::default();
+    let mut seen: Vec<String> = Vec::new();
+    for item in items {
+        let keyword = item.keyword();
+        let name = keyword.to_string();
+        if !matches!(item, PolicyDecl::RateLimit(_)) && seen.contains(&name) {
+            errors.at(
+                keyword.span(),
+                format!("`{name}` is given twice in this route: keep one"),
+            );
+            continue;
+        }
+        seen.push(name);
+        match item {
+            PolicyDecl::Timeout(k, list) => {
+                upstream_only(k, forwards, errors);
+                for (key, d) in check_timeouts(list, ROUTE_TIMEOUTS, "route timeout", errors) {
+                    match key.to_string().as_str() {
+                        "connect" => policy.connect = Some(d),
+                        "read" => policy.read = Some(d),
+                        _ => policy.write = Some(d),
+                    }
+                }
+            }
+            PolicyDecl::Retry(k, count) => {
+                upstream_only(k, forwards, errors);
+                policy.retries = check_retries(count, errors);
+            }
+            PolicyDecl::RateLimit(decl) => policy
+                .rate_limits
+                .extend(validate_rate_limits(std::slice::from_ref(decl), errors)),
+            PolicyDecl::MaxBody(_, size) => policy.max_body = check_body_size(size, errors),
+        }
+    }
+    Some(policy)
+}
+
+/// `keyword` is about the upstream, on a route that has none.
+fn upstream_only(keyword: &Ident, forwards: bool, errors: &mut Errors) {
+    if !forwards {
+        errors.at(
+            keyword.span(),
+            format!("`{keyword}` has no effect here: this route answers itself and sends nothing upstream; remove it"),
+        );
+    }
+}
+
+/// `retry N` of a route: 0 to [`MAX_RETRIES`].
+fn check_retries(count: &LitInt, errors: &mut Errors) -> Option<u32> {
+    match count.base10_parse::<u32>() {
+        Ok(n) if n <= MAX_RETRIES => Some(n),
+        _ => {
+            errors.at(
+                count.span(),
+                format!("a route's `retry` takes a count from 0 to {MAX_RETRIES} (resends after a broken connection)"),
+            );
+            None
+        }
+    }
+}
+
+/// `max_body SIZE`: bytes with an optional unit (`b`, `KiB`, `MiB`, `GiB`), at least 1.
+fn check_body_size(size: &LitInt, errors: &mut Errors) -> Option<u64> {
+    let Some(unit) = rules::size_unit(size.suffix()) else {
+        errors.at(
+            size.span(),
+            format!(
+                "invalid size unit `{}`: write bytes, KiB, MiB or GiB (e.g. `max_body 1MiB;`)",
+                size.suffix()
+            ),
+        );
+        return None;
+    };
+    match size.base10_digits().parse::<u64>() {
+        Ok(n) if n >= 1 => n.checked_mul(unit as u64).or_else(|| {
+            errors.at(size.span(), "this size is too large: use at most a few GiB");
+            None
+        }),
+        _ => {
+            errors.at(
+                size.span(),
+                "`max_body` takes a size of at least 1 byte (to refuse every body, answer from a route)",
+            );
+            None
+        }
+    }
+}

@@ -1,0 +1,52 @@
+//! What a route may set for its own requests instead of its group's or the proxy's:
+//! upstream timeouts, the number of resends, rate limits that count only its requests, and
+//! the largest request body it accepts. A route without a policy pays one pointer test.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use super::rate::RateLimit;
+use crate::upstream::{HttpPeer, PeerTimeouts};
+
+/// A route's own limits; an unset one is its group's (or the proxy's).
+#[derive(Debug, Clone, Default)]
+pub struct RoutePolicy {
+    /// Time to connect to a peer.
+    pub connect_timeout: Option<Duration>,
+    /// Time the peer may send nothing while the request is in flight.
+    pub read_timeout: Option<Duration>,
+    /// Time a write to the peer may make no progress.
+    pub write_timeout: Option<Duration>,
+    /// Resends after a broken connection (the group's `retry N`).
+    pub retries: Option<u32>,
+    /// Rate limits counting this route's requests only.
+    pub rate_limits: Vec<Arc<RateLimit>>,
+    /// The largest request body, in bytes: a `Content-Length` over it is answered 413
+    /// before anything goes upstream.
+    pub max_body: Option<u64>,
+}
+
+impl RoutePolicy {
+    /// `peer` with the route's timeouts in place of its group's.
+    pub fn apply_timeouts(&self, peer: HttpPeer) -> HttpPeer {
+        if self.connect_timeout.is_none()
+            && self.read_timeout.is_none()
+            && self.write_timeout.is_none()
+        {
+            return peer;
+        }
+        let t = peer.timeouts();
+        let timeouts = PeerTimeouts {
+            connect: self.connect_timeout.unwrap_or(t.connect),
+            read: self.read_timeout.unwrap_or(t.read),
+            write: self.write_timeout.unwrap_or(t.write),
+            idle: t.idle,
+        };
+        peer.with_timeouts(timeouts)
+    }
+
+    /// Whether a request declaring `content_length` bytes of body is over the limit.
+    pub fn body_too_large(&self, content_length: Option<u64>) -> bool {
+        matches!((self.max_body, content_length), (Some(max), Some(n)) if n > max)
+    }
+}
