@@ -67,6 +67,8 @@ pub struct Upstream {
     pub health: Option<Health>,
     pub passive: Option<Passive>,
     pub fail_open: bool,
+    /// `sticky cookie "NAME"`: the cookie's name.
+    pub sticky: Option<String>,
     pub discover: Option<Discover>,
     pub tls: Option<UpstreamTls>,
     /// `http2;` (false) or `http2 negotiate;` (true).

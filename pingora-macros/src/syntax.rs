@@ -104,6 +104,8 @@ pub struct Upstream {
     pub health: Vec<HealthDecl>,
     pub passive: Vec<PassiveDecl>,
     pub fail_open: Vec<Ident>,
+    /// `sticky cookie "NAME"`, each time given.
+    pub sticky: Vec<(Ident, LitStr)>,
     pub discover: Vec<DiscoverDecl>,
     pub tls: Vec<UpstreamTlsDecl>,
     /// `http2;` (always) or `http2 negotiate;` (by ALPN).

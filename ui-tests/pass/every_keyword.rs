@@ -50,6 +50,7 @@ proxy! {
         upstream sessions {
             peers ["10.0.0.3:80", "10.0.0.4:80"];
             select consistent_hash(cookie "session");
+            sticky cookie "srv";
             health tcp every 5s;
             retry 1 backoff 20ms;
         }
@@ -168,6 +169,8 @@ fn main() {
     assert_eq!(Everything::LISTEN, ["127.0.0.1:6188", "[::1]:6188"]);
     assert_eq!(proxy.router().groups().len(), 9);
     assert_eq!(proxy.router().routes().len(), 20);
+    let sessions = proxy.router().group("sessions").expect("declared");
+    assert_eq!(sessions.sticky_cookie().map(|s| s.name()), Some("srv"));
     let reports = proxy
         .router()
         .routes()

@@ -38,6 +38,10 @@ pub fn expand_group(up: &Upstream) -> TokenStream {
         quote!(.with_key(#k))
     });
     let fail_open = up.fail_open.then(|| quote!(.with_fail_open(true)));
+    let sticky = up
+        .sticky
+        .as_ref()
+        .map(|name| quote!(.with_sticky_cookie(#name)));
     let tls = up.tls.as_ref().map(upstream_tls);
     let http2 = up.http2.map(|negotiate| {
         let http = if negotiate {
@@ -66,6 +70,7 @@ pub fn expand_group(up: &Upstream) -> TokenStream {
         #timeouts
         #key
         #fail_open
+        #sticky
         #tls
         #http2
         #retry

@@ -171,6 +171,8 @@ struct RouterParts {
     request_edits: bool,
     response_edits: bool,
     passive: bool,
+    /// A group sets a stickiness cookie.
+    sticky: bool,
 }
 
 impl RouterParts {
@@ -189,6 +191,7 @@ impl RouterParts {
             request_edits: any_edits(EditSide::Request) || rewrites,
             response_edits: any_edits(EditSide::Response),
             passive: p.upstreams.iter().any(|u| u.passive.is_some()),
+            sticky: p.upstreams.iter().any(|u| u.sticky.is_some()),
         }
     }
 }
@@ -282,7 +285,17 @@ fn phase_body(
             let rest = user.unwrap_or(quote!(#e));
             quote!(#retry #rest)
         }
-        Phase::EarlyRequestFilter | Phase::UpstreamResponseFilter => user?,
+        Phase::UpstreamResponseFilter => {
+            if !parts.sticky && user.is_none() {
+                return None;
+            }
+            let pin = parts
+                .sticky
+                .then(|| quote!(self.router.upstream_response_filter(#c, #x);));
+            let rest = user.unwrap_or(quote!(::std::result::Result::Ok(())));
+            quote!(#pin #rest)
+        }
+        Phase::EarlyRequestFilter => user?,
     })
 }
 

@@ -21,6 +21,7 @@ const UPSTREAM_KEYS: &[&str] = &[
     "health",
     "passive",
     "fail_open",
+    "sticky",
     "discover",
     "tls",
     "http2",
@@ -35,6 +36,7 @@ enum UpstreamItem {
     Health(HealthDecl),
     Passive(PassiveDecl),
     FailOpen(Ident),
+    Sticky(Ident, LitStr),
     Discover(DiscoverDecl),
     Tls(UpstreamTlsDecl),
     Http2(Ident, bool),
@@ -51,6 +53,7 @@ impl UpstreamItem {
             UpstreamItem::Health(_) => "health",
             UpstreamItem::Passive(_) => "passive",
             UpstreamItem::FailOpen(_) => "fail_open",
+            UpstreamItem::Sticky(..) => "sticky",
             UpstreamItem::Discover(_) => "discover",
             UpstreamItem::Tls(_) => "tls",
             UpstreamItem::Http2(..) => "http2",
@@ -76,6 +79,19 @@ impl Parse for UpstreamItem {
             UpstreamItem::Passive(input.parse()?)
         } else if input.peek(kw::fail_open) {
             UpstreamItem::FailOpen(keyword(input)?)
+        } else if input.peek(kw::sticky) {
+            let k = keyword(input)?;
+            if !input.peek(kw::cookie) {
+                return Err(input.error("expected `cookie \"NAME\"`: `sticky cookie \"srv\";`"));
+            }
+            input.parse::<kw::cookie>()?;
+            UpstreamItem::Sticky(
+                k,
+                expect(
+                    input,
+                    "expected the cookie's name: `sticky cookie \"srv\";`",
+                )?,
+            )
         } else if input.peek(kw::discover) {
             UpstreamItem::Discover(input.parse()?)
         } else if input.peek(kw::tls) {
@@ -116,6 +132,7 @@ impl Parse for Upstream {
             health: Vec::new(),
             passive: Vec::new(),
             fail_open: Vec::new(),
+            sticky: Vec::new(),
             discover: Vec::new(),
             tls: Vec::new(),
             http2: Vec::new(),
@@ -154,6 +171,7 @@ impl Upstream {
             UpstreamItem::Health(h) => self.health.push(h),
             UpstreamItem::Passive(p) => self.passive.push(p),
             UpstreamItem::FailOpen(k) => self.fail_open.push(k),
+            UpstreamItem::Sticky(k, name) => self.sticky.push((k, name)),
             UpstreamItem::Discover(d) => self.discover.push(d),
             UpstreamItem::Tls(t) => self.tls.push(t),
             UpstreamItem::Http2(k, negotiate) => self.http2.push((k, negotiate)),

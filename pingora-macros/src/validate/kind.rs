@@ -29,6 +29,12 @@ pub fn validate_kind(proxy: &Proxy, errors: &mut Errors) -> Option<Duration> {
                 format!("`http2` is an HTTP setting, not available in {m}"),
             );
         }
+        for (keyword, _) in &up.sticky {
+            errors.at(
+                keyword.span(),
+                format!("`sticky cookie` is an HTTP setting, not available in {m}: pin clients with `select hash(client_ip);`"),
+            );
+        }
         if proxy.kind == Kind::Udp {
             for decl in &up.tls {
                 errors.at(

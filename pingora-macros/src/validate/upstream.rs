@@ -69,6 +69,7 @@ fn validate_upstream(up: &Upstream, errors: &mut Errors) -> model::Upstream {
             "`fail_open` is given twice in this upstream",
         );
     }
+    let sticky = validate_sticky(up, errors);
     model::Upstream {
         name: up.name.clone(),
         peers,
@@ -79,10 +80,33 @@ fn validate_upstream(up: &Upstream, errors: &mut Errors) -> model::Upstream {
         health,
         passive,
         fail_open: !up.fail_open.is_empty(),
+        sticky,
         discover,
         tls,
         http2,
     }
+}
+
+/// `sticky cookie "NAME"`: given once, a valid cookie name.
+fn validate_sticky(up: &Upstream, errors: &mut Errors) -> Option<String> {
+    for (again, _) in up.sticky.iter().skip(1) {
+        errors.at(
+            again.span(),
+            "`sticky` is given twice in this upstream: keep one",
+        );
+    }
+    let (_, name) = up.sticky.first()?;
+    let value = name.value();
+    if !rules::is_token(&value) {
+        errors.at(
+            name.span(),
+            format!(
+                "\"{value}\" is not a cookie name: use letters, digits and `-`/`_`, e.g. \"srv\""
+            ),
+        );
+        return None;
+    }
+    Some(value)
 }
 
 /// The peers: some (unless discovered), valid addresses listed once, weights in range.

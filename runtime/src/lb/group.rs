@@ -15,7 +15,7 @@ use http::header::HeaderName;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::lb::discovery::{discover_once, Discovery, DiscoveryTask};
-use crate::lb::{Backend, InFlight, LoadBalancer, PeerState, Strategy};
+use crate::lb::{Backend, InFlight, LoadBalancer, PeerState, StickyCookie, Strategy};
 use crate::shutdown::ShutdownWatch;
 
 /// How long [`UpstreamGroup::check_discovery`] (`-t`) waits for a discovery source's answer.
@@ -79,6 +79,7 @@ pub struct UpstreamGroup {
     /// TLS to the peers: the built connector, or why it could not be built.
     tls: Option<Result<TlsConnector, Arc<str>>>,
     http: UpstreamHttp,
+    sticky: Option<StickyCookie>,
 }
 
 /// A group's discovery source and how often to ask it.
@@ -115,6 +116,7 @@ impl UpstreamGroup {
             discovery: None,
             tls: None,
             http: UpstreamHttp::Http1,
+            sticky: None,
         }
     }
 
@@ -265,6 +267,19 @@ impl UpstreamGroup {
         self
     }
 
+    /// Pins clients to peers with a cookie called `name`: an answer from a peer the
+    /// request did not name sets it (see [`StickyCookie`]), and a request naming an
+    /// available peer goes there.
+    pub fn with_sticky_cookie(mut self, name: impl Into<String>) -> Self {
+        self.sticky = Some(StickyCookie::new(name));
+        self
+    }
+
+    /// The group's stickiness cookie, if it has one.
+    pub fn sticky_cookie(&self) -> Option<&StickyCookie> {
+        self.sticky.as_ref()
+    }
+
     /// When no peer is available, use all of them rather than answer 503.
     pub fn with_fail_open(mut self, fail_open: bool) -> Self {
         self.fail_open = fail_open;
@@ -359,11 +374,13 @@ impl UpstreamGroup {
     /// strategy hashes (asked only when it hashes; a retry hashes the first attempt's key).
     /// With `retry N`, the peer and the key are noted in `attempts`. Errors with
     /// [`ErrorKind::NoPeer`] (503) when no peer is available and the group does not fail
-    /// open.
+    /// open. A `preferred` peer (named by a stickiness cookie) is taken when it is
+    /// available and was not tried.
     pub fn http_peer<'a>(
         &self,
         key_of: impl FnOnce(&RequestKey) -> std::borrow::Cow<'a, [u8]>,
         attempts: &mut Attempts,
+        preferred: Option<&[u8]>,
     ) -> Result<(HttpPeer, InFlight)> {
         let lb = self.lb.load();
         let tunables = **self.tunables.load();
@@ -377,7 +394,14 @@ impl UpstreamGroup {
                 &fresh
             }
         };
-        let chosen = self.choose(&lb, key, attempts.tried_peers());
+        let tried = attempts.tried_peers();
+        let chosen = preferred
+            .and_then(|id| {
+                lb.peers().iter().find(|p| {
+                    p.sticky_id()[..] == *id && p.is_available() && !tried.contains(&p.addr())
+                })
+            })
+            .or_else(|| self.choose(&lb, key, tried));
         if keep && lb.strategy().uses_key() && attempts.saved_key().is_none() {
             let owned = key.to_vec();
             attempts.save_key(&owned);

@@ -26,10 +26,12 @@ mod attempts;
 pub mod discovery;
 mod group;
 mod health;
+mod sticky;
 
 pub use attempts::{Attempts, MAX_RETRIES};
 pub use group::{GroupTask, PassiveHealth, RequestKey, UpstreamGroup};
 pub use health::{HealthCheck, HealthChecker, HealthKind};
+pub use sticky::{cookie, peer_id, PeerId, StickyCookie};
 
 use crate::listen::resolve;
 use crate::metrics::PeerStats;
@@ -86,12 +88,15 @@ pub struct PeerState {
     check_failures: AtomicU32,
     /// Counters for metrics and the status page.
     stats: Arc<PeerStats>,
+    /// Its name in a stickiness cookie.
+    sticky_id: PeerId,
 }
 
 impl PeerState {
     /// A healthy peer with nothing in flight.
     pub fn new(backend: Backend) -> Self {
         PeerState {
+            sticky_id: peer_id(backend.addr),
             backend,
             in_flight: AtomicUsize::new(0),
             healthy: AtomicBool::new(true),
@@ -106,6 +111,11 @@ impl PeerState {
     /// The peer's counters (requests, errors, connections, timings).
     pub fn stats(&self) -> &Arc<PeerStats> {
         &self.stats
+    }
+
+    /// The opaque id a stickiness cookie names this peer by.
+    pub fn sticky_id(&self) -> &PeerId {
+        &self.sticky_id
     }
 
     /// The backend.
@@ -489,6 +499,8 @@ pub struct LoadBalancer {
     backends: Vec<Backend>,
     strategy: Strategy,
     selector: Selector,
+    /// Counts the requests a hashing strategy got without a key, to spread them.
+    keyless: AtomicU64,
 }
 
 impl fmt::Debug for LoadBalancer {
@@ -556,6 +568,7 @@ impl LoadBalancer {
             backends,
             strategy,
             selector,
+            keyless: AtomicU64::new(0),
         }
     }
 
@@ -577,6 +590,7 @@ impl LoadBalancer {
             backends,
             strategy: self.strategy.clone(),
             selector,
+            keyless: AtomicU64::new(0),
         }
     }
 
@@ -597,6 +611,14 @@ impl LoadBalancer {
         if self.peers.is_empty() {
             return None;
         }
+        let spread;
+        let key = match self.keyless_spread(key) {
+            Some(k) => {
+                spread = k;
+                &spread[..]
+            }
+            None => key,
+        };
         (0..max_iterations)
             .map(|attempt| self.selector.pick(key, attempt, &self.peers))
             .filter_map(|i| self.peers.get(i))
@@ -609,7 +631,21 @@ impl LoadBalancer {
         if self.peers.is_empty() {
             return None;
         }
+        let spread = self.keyless_spread(key);
+        let key = spread.as_ref().map_or(key, |k| &k[..]);
         self.peers.get(self.selector.pick(key, 0, &self.peers))
+    }
+
+    /// For a hashing strategy asked without a key (the header or cookie it hashes is
+    /// absent): a stand-in key that changes with every such request, so keyless requests
+    /// are spread over the peers in proportion to their weights instead of all landing on
+    /// the peer of the empty key. `None` when the key is given or the strategy does not hash.
+    fn keyless_spread(&self, key: &[u8]) -> Option<[u8; 8]> {
+        let hashes = matches!(self.strategy, Strategy::Hash | Strategy::ConsistentHash);
+        (key.is_empty() && hashes).then(|| {
+            let n = self.keyless.fetch_add(1, Ordering::Relaxed);
+            n.wrapping_mul(0x9e37_79b9_7f4a_7c15).to_le_bytes()
+        })
     }
 
     /// Picks a backend for `key` (see [`select_peer`](LoadBalancer::select_peer)).
@@ -645,6 +681,26 @@ mod tests {
         (0..n)
             .map(|_| lb.select(key, 1).expect("a backend").addr.port())
             .collect()
+    }
+
+    #[test]
+    fn hashing_without_a_key_spreads_by_weight() {
+        for strategy in [Strategy::Hash, Strategy::ConsistentHash] {
+            let backends = [(1, 1), (2, 1), (3, 2)]
+                .map(|(port, weight)| Backend::weighted(addr(port), weight));
+            let lb = LoadBalancer::new(backends.to_vec(), strategy.clone());
+            let mut counts = [0; 4];
+            for port in ports(&lb, 4000, b"") {
+                counts[port as usize] += 1;
+            }
+            // Shares 1/4, 1/4, 1/2, within a few percent.
+            assert!((800..1200).contains(&counts[1]), "{strategy:?} {counts:?}");
+            assert!((800..1200).contains(&counts[2]), "{strategy:?} {counts:?}");
+            assert!((1800..2200).contains(&counts[3]), "{strategy:?} {counts:?}");
+            // A key still picks one peer every time.
+            let keyed = ports(&lb, 10, b"user-7");
+            assert!(keyed.iter().all(|&p| p == keyed[0]), "{keyed:?}");
+        }
     }
 
     #[test]

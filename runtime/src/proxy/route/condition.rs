@@ -154,7 +154,7 @@ impl Test {
             Test::Method(methods) => methods.contains(session.method()),
             Test::Header(name, test) => test.holds(header(session.headers(), name)),
             Test::Query(name, test) => test.holds(query_param(session.uri().query(), name)),
-            Test::Cookie(name, test) => test.holds(super::cookie(session.headers(), name)),
+            Test::Cookie(name, test) => test.holds(crate::lb::cookie(session.headers(), name)),
             Test::ClientIn(blocks) => in_blocks(blocks, session.client_addr().ip()),
             Test::Https(https) => (session.scheme() == "https") == *https,
         }

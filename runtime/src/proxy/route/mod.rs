@@ -10,7 +10,6 @@
 use std::borrow::Cow;
 
 use bytes::Bytes;
-use http::header::COOKIE;
 use http::header::{HeaderName, HeaderValue, LOCATION};
 use http::{HeaderMap, Method, Response, StatusCode};
 
@@ -304,6 +303,9 @@ pub struct RouteCtx<C> {
     peer: Option<InFlight>,
     /// Whether the current peer's outcome went to passive health already.
     recorded: bool,
+    /// Whether the answer sets the group's stickiness cookie (the request named no
+    /// peer, or another one).
+    pin: bool,
     /// The user's per-request context (`ctx Type;` in `proxy!`).
     pub user: C,
 }
@@ -316,6 +318,7 @@ impl<C> RouteCtx<C> {
             group: None,
             peer: None,
             recorded: false,
+            pin: false,
             user,
         }
     }
@@ -568,7 +571,11 @@ impl Router {
             tokio::time::sleep(delay).await;
         }
         let (head, client, attempts) = session.head_and_attempts();
-        let (peer, in_flight) = group.http_peer(|key| request_key(key, head, client), attempts)?;
+        let sticky = group.sticky_cookie();
+        let preferred = sticky.and_then(|s| s.requested(&head.headers));
+        let (peer, in_flight) =
+            group.http_peer(|key| request_key(key, head, client), attempts, preferred)?;
+        ctx.pin = sticky.is_some() && preferred != Some(&in_flight.peer().sticky_id()[..]);
         let peer = match self.matched(ctx).and_then(Route::policy) {
             Some(policy) => policy.apply_timeouts(peer),
             None => peer,
@@ -591,6 +598,23 @@ impl Router {
         }
         self.edit(route, &mut request.headers, true);
         Ok(())
+    }
+
+    /// For `upstream_response_filter`: sets the stickiness cookie of the request's group
+    /// on an answer from a peer the request did not name.
+    pub fn upstream_response_filter<C>(&self, ctx: &RouteCtx<C>, response: &mut ResponseHeader) {
+        if !ctx.pin {
+            return;
+        }
+        let (Some(group), Some(peer)) = (self.routed_group(ctx), &ctx.peer) else {
+            return;
+        };
+        if let Some(cookie) = group
+            .sticky_cookie()
+            .and_then(|s| s.set_cookie(peer.peer().addr()))
+        {
+            response.headers.append(http::header::SET_COOKIE, cookie);
+        }
     }
 
     /// For `response_filter`: applies the response header edits.
@@ -758,24 +782,15 @@ fn request_key<'a>(
         RequestKey::Header(name) => {
             Cow::Borrowed(head.headers.get(name).map_or(&[][..], |v| v.as_bytes()))
         }
-        RequestKey::Cookie(name) => Cow::Borrowed(cookie(&head.headers, name).unwrap_or(&[])),
+        RequestKey::Cookie(name) => {
+            Cow::Borrowed(crate::lb::cookie(&head.headers, name).unwrap_or(&[]))
+        }
         RequestKey::Path => Cow::Borrowed(head.uri.path().as_bytes()),
         RequestKey::ClientIp => Cow::Owned(match client.ip() {
             std::net::IpAddr::V4(ip) => ip.octets().to_vec(),
             std::net::IpAddr::V6(ip) => ip.octets().to_vec(),
         }),
     }
-}
-
-/// The value of cookie `name` in the `Cookie` headers of `headers`.
-fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a [u8]> {
-    headers.get_all(COOKIE).iter().find_map(|value| {
-        value.as_bytes().split(|&b| b == b';').find_map(|pair| {
-            let pair = pair.trim_ascii();
-            let (k, v) = pair.split_at(pair.iter().position(|&b| b == b'=')?);
-            (k == name.as_bytes()).then(|| &v[1..])
-        })
-    })
 }
 
 #[cfg(test)]
