@@ -220,10 +220,12 @@ pub enum Action {
     Respond {
         status: u16,
         body: String,
+        template: Option<Template>,
     },
     Redirect {
         status: u16,
         location: LitStr,
+        template: Option<Template>,
     },
 }
 
@@ -233,6 +235,37 @@ pub struct HeaderEdit {
     /// The header name, lowercase (valid, not managed by the proxy).
     pub name: String,
     pub value: Option<LitStr>,
+    /// The value's variables, when it has some.
+    pub template: Option<Template>,
+}
+
+/// A string with `${VARIABLE}`s, split into its parts.
+pub struct Template {
+    pub parts: Vec<TemplatePart>,
+    /// The path regex its captures come from, when it uses captures.
+    pub captures: Option<String>,
+}
+
+/// Text or a variable of a template.
+pub enum TemplatePart {
+    Text(String),
+    Var(TemplateVar),
+}
+
+/// A checked template variable (names lowercase where case does not matter).
+pub enum TemplateVar {
+    Host,
+    Path,
+    Query,
+    RequestUri,
+    Scheme,
+    Method,
+    ClientIp,
+    RequestId,
+    Header(String),
+    Cookie(String),
+    QueryParam(String),
+    Capture(String),
 }
 
 pub use crate::syntax::EditSide;

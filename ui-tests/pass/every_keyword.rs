@@ -82,7 +82,7 @@ proxy! {
 
         route path "/healthz" method [GET, HEAD] => respond 200 "ok";
         route path "/gone" => respond 410;
-        route path "/old" => redirect 301 "https://example.com/new";
+        route path "/old" => redirect 301 "https://${host}/new${request_uri}";
         route host "api.example.com" path "/v1" method POST => upstream api {
             set_request_header "x-route" "api-v1";
             remove_request_header "cookie";

@@ -266,9 +266,9 @@ fn phase_body(
             let edit = match phase {
                 // The request side may fail: a regex rewrite that makes no path.
                 Phase::UpstreamRequestFilter => {
-                    edits.then(|| quote!(self.router.#method(#c, #x)?;))
+                    edits.then(|| quote!(self.router.#method(#s, #c, #x)?;))
                 }
-                _ => edits.then(|| quote!(self.router.#method(#c, #x);)),
+                _ => edits.then(|| quote!(self.router.#method(#s, #c, #x);)),
             };
             let rest = user.unwrap_or(quote!(::std::result::Result::Ok(())));
             quote!(#edit #rest)

@@ -7,7 +7,7 @@ use syn::Ident;
 
 use crate::model::{
     Action, Condition, EditSide, HeaderEdit, Policy, Proxy, RateKey, RateLimit, Rewrite, Route,
-    Setting, Test, ValueTest,
+    Setting, Template, TemplatePart, TemplateVar, Test, ValueTest,
 };
 
 use super::group::{expand_group, request_key};
@@ -67,14 +67,33 @@ fn expand_route(route: &Route) -> TokenStream {
                 #rt::proxy::route::Split::new(::std::vec![#(#arms),*], #key)
             )))
         }
-        Action::Respond { status: s, body } => {
+        Action::Respond {
+            status: s,
+            template: Some(t),
+            ..
+        } => {
+            let (s, t) = (status(*s), template(t));
+            quote!(#rt::proxy::route::RouteAction::RespondTemplate(#s, ::std::boxed::Box::new(#t)))
+        }
+        Action::Respond {
+            status: s, body, ..
+        } => {
             let s = status(*s);
             let body = syn::LitByteStr::new(body.as_bytes(), Span::call_site());
             quote!(#rt::proxy::route::RouteAction::Respond(#s, #rt::Bytes::from_static(#body)))
         }
         Action::Redirect {
             status: s,
+            template: Some(t),
+            ..
+        } => {
+            let (s, t) = (status(*s), template(t));
+            quote!(#rt::proxy::route::RouteAction::RedirectTemplate(#s, ::std::boxed::Box::new(#t)))
+        }
+        Action::Redirect {
+            status: s,
             location,
+            ..
         } => {
             let s = status(*s);
             quote!(#rt::proxy::route::RouteAction::Redirect(#s, #rt::HeaderValue::from_static(#location)))
@@ -150,6 +169,37 @@ fn policy_call(policy: &Policy) -> TokenStream {
         rate_limits: ::std::vec![#(::std::sync::Arc::new(#limits)),*],
         max_body: #max_body,
     }))
+}
+
+/// A `Template` value: its parts, and the path regex of its captures.
+fn template(t: &Template) -> TokenStream {
+    let rt = rt();
+    let route = quote!(#rt::proxy::route);
+    let parts = t.parts.iter().map(|part| match part {
+        TemplatePart::Text(text) => quote!(#route::Part::Text(#text)),
+        TemplatePart::Var(var) => {
+            let var = match var {
+                TemplateVar::Host => quote!(Host),
+                TemplateVar::Path => quote!(Path),
+                TemplateVar::Query => quote!(Query),
+                TemplateVar::RequestUri => quote!(RequestUri),
+                TemplateVar::Scheme => quote!(Scheme),
+                TemplateVar::Method => quote!(Method),
+                TemplateVar::ClientIp => quote!(ClientIp),
+                TemplateVar::RequestId => quote!(RequestId),
+                TemplateVar::Header(n) => quote!(Header(#rt::HeaderName::from_static(#n))),
+                TemplateVar::Cookie(n) => quote!(Cookie(::std::boxed::Box::from(#n))),
+                TemplateVar::QueryParam(n) => quote!(QueryParam(::std::boxed::Box::from(#n))),
+                TemplateVar::Capture(n) => quote!(Capture(::std::boxed::Box::from(#n))),
+            };
+            quote!(#route::Part::Var(#route::Var::#var))
+        }
+    });
+    let captures = t
+        .captures
+        .as_ref()
+        .map(|r| quote!(.with_captures(#route::checked_regex(#r))));
+    quote!(#route::Template::new(::std::vec![#(#parts),*]) #captures)
 }
 
 /// A `Condition` value; regexes and names were checked by `validate`.
@@ -234,12 +284,19 @@ fn edit_calls(edits: &[HeaderEdit]) -> TokenStream {
             .filter(|e| e.side == side)
             .map(|edit| {
                 let name = &edit.name;
-                match &edit.value {
-                    Some(v) => quote!(#rt::proxy::route::HeaderEdit::Set(
+                match (&edit.value, &edit.template) {
+                    (Some(_), Some(t)) => {
+                        let t = template(t);
+                        quote!(#rt::proxy::route::HeaderEdit::SetTemplate(
+                            #rt::HeaderName::from_static(#name),
+                            ::std::boxed::Box::new(#t),
+                        ))
+                    }
+                    (Some(v), None) => quote!(#rt::proxy::route::HeaderEdit::Set(
                         #rt::HeaderName::from_static(#name),
                         #rt::HeaderValue::from_static(#v),
                     )),
-                    None => {
+                    (None, _) => {
                         quote!(#rt::proxy::route::HeaderEdit::Remove(#rt::HeaderName::from_static(#name)))
                     }
                 }

@@ -10,6 +10,7 @@ mod kind;
 mod policy;
 mod route;
 mod settings;
+mod template;
 mod upstream;
 mod values;
 
@@ -77,7 +78,7 @@ fn validate_proxy(proxy: &Proxy, errors: &mut Errors) -> model::Proxy {
     let edits = proxy
         .edits
         .iter()
-        .filter_map(|edit| route::check_edit(edit, errors))
+        .filter_map(|edit| route::check_edit(edit, None, errors))
         .collect();
     let phases_valid = validate_phases(proxy, errors);
     let options = settings::validate_settings(&proxy.settings, errors);

@@ -12,6 +12,7 @@ use crate::syntax::{EditSide, HeaderEditDecl, RouteDecl, Target, Upstream};
 
 use super::condition::{check_condition, check_rewrites};
 use super::policy::check_policy;
+use super::template::{check_template, Scope};
 use super::upstream::check_key;
 use super::values::check_status;
 
@@ -63,11 +64,15 @@ fn validate_route(
         .iter()
         .filter_map(|c| check_condition(c, errors))
         .collect();
-    let action = check_target(&route.target, upstreams, user_peer, errors);
+    let path_regex = conditions.iter().find_map(|c| match (&c.test, c.negated) {
+        (model::Test::PathRegex(p), false) => Some(p.as_str()),
+        _ => None,
+    });
+    let action = check_target(&route.target, upstreams, user_peer, path_regex, errors);
     let forwards = matches!(route.target, Target::Upstream(_) | Target::Split { .. });
     let mut edits = Vec::new();
     for edit in &route.edits {
-        edits.extend(check_edit(edit, errors));
+        edits.extend(check_edit(edit, path_regex, errors));
         if edit.side == EditSide::Request && !forwards {
             answers_itself(&edit.keyword, errors);
         }
@@ -143,8 +148,13 @@ fn check_target(
     target: &Target,
     upstreams: &[Upstream],
     user_peer: bool,
+    path_regex: Option<&str>,
     errors: &mut Errors,
 ) -> Option<model::Action> {
+    let scope = Scope {
+        headers: true,
+        path_regex,
+    };
     match target {
         Target::Upstream(name) => {
             upstream_index(name, upstreams, user_peer, errors).map(model::Action::Upstream)
@@ -158,11 +168,21 @@ fn check_target(
             })
         }
         Target::Respond { status, body } => {
+            let template = body
+                .as_ref()
+                .and_then(|b| check_template(b, &scope, errors));
             let status = check_status(status, errors)?;
             let body = body.as_ref().map(|b| b.value()).unwrap_or_default();
-            Some(model::Action::Respond { status, body })
+            Some(model::Action::Respond {
+                status,
+                body,
+                template,
+            })
         }
-        Target::Redirect { status, location } => check_redirect(status, location, errors),
+        Target::Redirect { status, location } => {
+            let template = check_template(location, &scope, errors);
+            check_redirect(status, location, template, errors)
+        }
     }
 }
 
@@ -248,6 +268,7 @@ fn check_split(
 fn check_redirect(
     status: &syn::LitInt,
     location: &syn::LitStr,
+    template: Option<model::Template>,
     errors: &mut Errors,
 ) -> Option<model::Action> {
     let code = match status.base10_parse::<u16>() {
@@ -277,11 +298,17 @@ fn check_redirect(
     Some(model::Action::Redirect {
         status: code?,
         location: location.clone(),
+        template,
     })
 }
 
-/// A header edit: a valid name the proxy does not manage, a valid value.
-pub fn check_edit(edit: &HeaderEditDecl, errors: &mut Errors) -> Option<model::HeaderEdit> {
+/// A header edit: a valid name the proxy does not manage, a valid value (whose
+/// `${VARIABLE}`s may use captures of `path_regex`, the route's).
+pub fn check_edit(
+    edit: &HeaderEditDecl,
+    path_regex: Option<&str>,
+    errors: &mut Errors,
+) -> Option<model::HeaderEdit> {
     let name = edit.name.value();
     let checked = match http::header::HeaderName::from_bytes(name.as_bytes()) {
         Err(_) => {
@@ -300,6 +327,7 @@ pub fn check_edit(edit: &HeaderEditDecl, errors: &mut Errors) -> Option<model::H
         }
         Ok(h) => Some(h.as_str().to_owned()),
     };
+    let mut template = None;
     if let Some(value) = &edit.value {
         if !rules::is_header_value(&value.value()) {
             errors.at(
@@ -308,11 +336,17 @@ pub fn check_edit(edit: &HeaderEditDecl, errors: &mut Errors) -> Option<model::H
             );
             return None;
         }
+        let scope = Scope {
+            headers: edit.side == EditSide::Request,
+            path_regex,
+        };
+        template = check_template(value, &scope, errors);
     }
     Some(model::HeaderEdit {
         side: edit.side,
         name: checked?,
         value: edit.value.clone(),
+        template,
     })
 }
 

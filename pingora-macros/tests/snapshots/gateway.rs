@@ -288,7 +288,7 @@ impl ::pingora_dsl::__private::runtime::proxy::ProxyHttp for Gateway {
         __upstream_request: &mut ::pingora_dsl::__private::runtime::proxy::RequestHeader,
         __ctx: &mut Self::Ctx,
     ) -> ::pingora_dsl::__private::runtime::Result<()> {
-        self.router.upstream_request_filter(__ctx, __upstream_request)?;
+        self.router.upstream_request_filter(__session, __ctx, __upstream_request)?;
         ::std::result::Result::Ok(())
     }
     fn fail_to_connect(
@@ -307,7 +307,7 @@ impl ::pingora_dsl::__private::runtime::proxy::ProxyHttp for Gateway {
         __response: &mut ::pingora_dsl::__private::runtime::proxy::ResponseHeader,
         __ctx: &mut Self::Ctx,
     ) -> ::pingora_dsl::__private::runtime::Result<()> {
-        self.router.response_filter(__ctx, __response);
+        self.router.response_filter(__session, __ctx, __response);
         ::std::result::Result::Ok(())
     }
     fn logging(

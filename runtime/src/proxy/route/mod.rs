@@ -29,12 +29,14 @@ mod policy;
 pub mod rate;
 mod rewrite;
 mod split;
+mod template;
 
 pub use condition::{Cidr, Condition, Test, ValueTest};
 pub use policy::RoutePolicy;
 pub use regex::Regex;
 pub use rewrite::PathRewrite;
 pub use split::{Arm, Split};
+pub use template::{Part, Template, Var};
 
 /// A host a route matches: one name, or every subdomain of one (`*.example.com`).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -166,6 +168,10 @@ pub enum RouteAction {
     Respond(StatusCode, Bytes),
     /// Redirect with a 3xx status to a location.
     Redirect(StatusCode, HeaderValue),
+    /// Answer with a status and a plain-text body filled in per request.
+    RespondTemplate(StatusCode, Box<Template>),
+    /// Redirect with a 3xx status to a location filled in per request.
+    RedirectTemplate(StatusCode, Box<Template>),
     /// Forward to one of several groups, by weight.
     Split(Arc<Split>),
 }
@@ -177,11 +183,15 @@ pub enum HeaderEdit {
     Set(HeaderName, HeaderValue),
     /// Remove every value of the header.
     Remove(HeaderName),
+    /// Set the header to a value filled in per request (skipped when the value would not
+    /// be a valid header value).
+    SetTemplate(HeaderName, Box<Template>),
 }
 
 impl HeaderEdit {
-    /// Applies the edit to `headers`.
-    pub fn apply(&self, headers: &mut HeaderMap) {
+    /// Applies the edit to `headers`; templates read the request in `session`, whose
+    /// headers are `request_headers`.
+    pub fn apply(&self, headers: &mut HeaderMap, session: &Session, request: Headers) {
         match self {
             HeaderEdit::Set(name, value) => {
                 headers.insert(name.clone(), value.clone());
@@ -189,8 +199,26 @@ impl HeaderEdit {
             HeaderEdit::Remove(name) => {
                 headers.remove(name);
             }
+            HeaderEdit::SetTemplate(name, template) => {
+                let source = match request {
+                    Headers::Edited => &*headers,
+                    Headers::Session => session.headers(),
+                };
+                if let Some(value) = template.render_header(session, source) {
+                    headers.insert(name.clone(), value);
+                }
+            }
         }
     }
+}
+
+/// Where a template finds the request's headers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Headers {
+    /// In the map being edited: the request on its way upstream.
+    Edited,
+    /// In the session: a response is being edited.
+    Session,
 }
 
 /// A route: a match, an action, and header edits for requests it forwards and the
@@ -430,7 +458,7 @@ impl Router {
             if self.fallthrough {
                 return None;
             }
-            return Some(self.answer(None, StatusCode::NOT_FOUND, Bytes::new()));
+            return Some(self.answer(session, None, StatusCode::NOT_FOUND, Bytes::new()));
         };
         let route = &self.routes[index];
         match &route.action {
@@ -445,14 +473,27 @@ impl Router {
                 None
             }
             RouteAction::Respond(status, body) => {
-                Some(self.answer(Some(route), *status, body.clone()))
+                Some(self.answer(session, Some(route), *status, body.clone()))
             }
             RouteAction::Redirect(status, location) => {
-                let mut flow = self.answer(Some(route), *status, Bytes::new());
-                if let Flow::Respond(response) = &mut flow {
-                    response.headers_mut().insert(LOCATION, location.clone());
+                Some(self.redirect(session, route, *status, location.clone()))
+            }
+            RouteAction::RespondTemplate(status, body) => {
+                let body = Bytes::from(body.render(session, session.headers()));
+                Some(self.answer(session, Some(route), *status, body))
+            }
+            RouteAction::RedirectTemplate(status, location) => {
+                // A location that would not be a valid header value is an answer of ours
+                // we cannot give: 500, as a failed rewrite is.
+                match location.render_header(session, session.headers()) {
+                    Some(location) => Some(self.redirect(session, route, *status, location)),
+                    None => Some(self.answer(
+                        session,
+                        Some(route),
+                        StatusCode::INTERNAL_SERVER_ERROR,
+                        Bytes::new(),
+                    )),
                 }
-                Some(flow)
             }
         }
     }
@@ -480,6 +521,7 @@ impl Router {
             );
             if limit.over(key) {
                 let mut flow = self.answer(
+                    session,
                     route.map(|i| &self.routes[i]),
                     StatusCode::TOO_MANY_REQUESTS,
                     Bytes::from_static(b"429 Too Many Requests\n"),
@@ -512,6 +554,7 @@ impl Router {
             .and_then(|v| v.to_str().ok()?.trim().parse::<u64>().ok());
         policy.body_too_large(length).then(|| {
             self.answer(
+                session,
                 Some(&self.routes[route]),
                 StatusCode::PAYLOAD_TOO_LARGE,
                 Bytes::from_static(b"413 Content Too Large\n"),
@@ -520,23 +563,50 @@ impl Router {
     }
 
     /// A fixed answer, with the response edits applied.
-    fn answer(&self, route: Option<&Route>, status: StatusCode, body: Bytes) -> Flow {
+    fn answer(
+        &self,
+        session: &Session,
+        route: Option<&Route>,
+        status: StatusCode,
+        body: Bytes,
+    ) -> Flow {
         let mut response = match Flow::respond_with(status, body) {
             Flow::Respond(r) => r,
             Flow::Continue => Response::new(Bytes::new()),
         };
-        self.edit(route, response.headers_mut(), false);
+        self.edit(session, route, response.headers_mut(), Headers::Session);
         Flow::Respond(response)
     }
 
-    fn edit(&self, route: Option<&Route>, headers: &mut HeaderMap, request: bool) {
-        let (global, own) = if request {
-            (&self.request_edits, route.map(|r| &r.request_edits))
-        } else {
-            (&self.response_edits, route.map(|r| &r.response_edits))
+    /// A redirect answer to `location`.
+    fn redirect(
+        &self,
+        session: &Session,
+        route: &Route,
+        status: StatusCode,
+        location: HeaderValue,
+    ) -> Flow {
+        let mut flow = self.answer(session, Some(route), status, Bytes::new());
+        if let Flow::Respond(response) = &mut flow {
+            response.headers_mut().insert(LOCATION, location);
+        }
+        flow
+    }
+
+    /// Applies the request edits (`Headers::Edited`) or the response edits.
+    fn edit(
+        &self,
+        session: &Session,
+        route: Option<&Route>,
+        headers: &mut HeaderMap,
+        side: Headers,
+    ) {
+        let (global, own) = match side {
+            Headers::Edited => (&self.request_edits, route.map(|r| &r.request_edits)),
+            Headers::Session => (&self.response_edits, route.map(|r| &r.response_edits)),
         };
         for edit in global.iter().chain(own.into_iter().flatten()) {
-            edit.apply(headers);
+            edit.apply(headers, session, side);
         }
     }
 
@@ -589,6 +659,7 @@ impl Router {
     /// edits. Fails (500) only if a regex rewrite makes something that is not a path.
     pub fn upstream_request_filter<C>(
         &self,
+        session: &Session,
         ctx: &RouteCtx<C>,
         request: &mut RequestHeader,
     ) -> Result<()> {
@@ -596,7 +667,7 @@ impl Router {
         if let Some(rewrite) = route.and_then(|r| r.rewrite.as_ref()) {
             rewrite.apply(&mut request.uri)?;
         }
-        self.edit(route, &mut request.headers, true);
+        self.edit(session, route, &mut request.headers, Headers::Edited);
         Ok(())
     }
 
@@ -618,8 +689,14 @@ impl Router {
     }
 
     /// For `response_filter`: applies the response header edits.
-    pub fn response_filter<C>(&self, ctx: &RouteCtx<C>, response: &mut ResponseHeader) {
-        self.edit(self.matched(ctx), &mut response.headers, false);
+    pub fn response_filter<C>(
+        &self,
+        session: &Session,
+        ctx: &RouteCtx<C>,
+        response: &mut ResponseHeader,
+    ) {
+        let route = self.matched(ctx);
+        self.edit(session, route, &mut response.headers, Headers::Session);
     }
 
     /// For `fail_to_connect`: records the failure for passive health and marks the error
@@ -733,8 +810,12 @@ impl Router {
                         "upstream {}",
                         self.groups().get(*g).map_or("?", |g| g.name())
                     ),
-                    RouteAction::Respond(s, _) => format!("respond {}", s.as_u16()),
-                    RouteAction::Redirect(s, _) => format!("redirect {}", s.as_u16()),
+                    RouteAction::Respond(s, _) | RouteAction::RespondTemplate(s, _) => {
+                        format!("respond {}", s.as_u16())
+                    }
+                    RouteAction::Redirect(s, _) | RouteAction::RedirectTemplate(s, _) => {
+                        format!("redirect {}", s.as_u16())
+                    }
                     RouteAction::Split(split) => self.describe_split(split),
                 },
                 arms: match r.action() {
