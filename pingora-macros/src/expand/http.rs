@@ -24,6 +24,17 @@ pub fn expand_http(p: &Proxy, complete: bool) -> TokenStream {
         (unreachable_body(p), unreachable_body(p))
     };
     let router_methods = router_methods(&new);
+    let mut named = std::collections::HashSet::new();
+    // A name declared twice is an error reported already: one constant for it.
+    let pools = p.upstreams.iter().enumerate().filter(|(_, up)| named.insert(up.name.to_string())).map(|(i, up)| {
+        let name = syn::Ident::new(&crate::validate::pool_const(&up.name), up.name.span());
+        let doc = format!(
+            "The declared pool `{}`: return it from `upstream_peer`, or give it to `Session::use_pool` in a filter, to send a request there.",
+            up.name
+        );
+        let i = i as u32;
+        quote!(#[doc = #doc] pub const #name: #rt::lb::PoolId = #rt::lb::PoolId::new(#i);)
+    });
     let services = service_methods(p);
     let (run, declared) = run_methods(p);
     let proxy_http = proxy_http_impl(p, complete || p.phases_valid);
@@ -39,6 +50,8 @@ pub fn expand_http(p: &Proxy, complete: bool) -> TokenStream {
             /// The cleartext listening addresses declared with `listen` (TLS ones are
             /// added by [`service`](Self::service)).
             pub const LISTEN: &'static [&'static str] = &[#(#listen),*];
+
+            #(#pools)*
 
             #router_methods
 

@@ -123,7 +123,7 @@ fn user_call(p: &Proxy, phase: Phase, args: &[Arg]) -> Option<TokenStream> {
                     #rt::proxy::phase::phase_result::<#rt::proxy::Flow, _>(#block)
                 ),
                 Phase::UpstreamPeer => quote_spanned!(block.span()=>
-                    #rt::proxy::phase::phase_result::<#rt::upstream::HttpPeer, _>(#block)
+                    #rt::proxy::phase::phase_result::<#rt::proxy::phase::PeerChoice, _>(#block)
                 ),
                 Phase::FailToConnect => quote!({
                     let error: #rt::Error = #block;
@@ -156,6 +156,9 @@ fn user_call(p: &Proxy, phase: Phase, args: &[Arg]) -> Option<TokenStream> {
             let call = quote_spanned!(path.span()=> #rt::proxy::phase::#trait_name::call(#path, #(#values),*));
             match phase {
                 Phase::FailToConnect | Phase::UpstreamResponseFilter | Phase::Logging => call,
+                Phase::UpstreamPeer => quote_spanned!(path.span()=>
+                    #call.await.map(#rt::proxy::phase::PeerChoice::Peer)
+                ),
                 _ => quote_spanned!(path.span()=> #call.await),
             }
         }
@@ -186,7 +189,9 @@ impl RouterParts {
         };
         let rewrites = p.routes.iter().any(|r| r.rewrite.is_some());
         RouterParts {
-            router_peers: !user_peer,
+            // With `upstream_peer`, the router still retries and records the peers of
+            // the declared pools that code picks.
+            router_peers: !user_peer || !p.upstreams.is_empty(),
             routed: !(user_peer && p.routes.is_empty()),
             request_edits: any_edits(EditSide::Request) || rewrites,
             response_edits: any_edits(EditSide::Response),
@@ -242,7 +247,17 @@ fn phase_body(
                 user.unwrap_or(quote!(::std::result::Result::Ok(#rt::proxy::Flow::Continue)));
             quote!(#route #rest)
         }
-        Phase::UpstreamPeer => user.unwrap_or(quote!(self.router.upstream_peer(#s, #c).await)),
+        Phase::UpstreamPeer => match user {
+            None => quote!(self.router.upstream_peer(#s, #c).await),
+            Some(user) => quote! {
+                match #user? {
+                    #rt::proxy::phase::PeerChoice::Peer(peer) => ::std::result::Result::Ok(peer),
+                    #rt::proxy::phase::PeerChoice::Pool(pool) => {
+                        self.router.pool_peer(#s, #c, pool).await
+                    }
+                }
+            },
+        },
         Phase::Logging => {
             if !parts.passive && user.is_none() {
                 return None;

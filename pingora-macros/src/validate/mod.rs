@@ -21,7 +21,7 @@ use proc_macro2::Span;
 use crate::diagnostic::Errors;
 use crate::model;
 use crate::phase::Phase;
-use crate::syntax::{Kind, Proxies, Proxy};
+use crate::syntax::{Kind, PhaseBody, Proxies, Proxy};
 
 use values::check_addr;
 
@@ -158,12 +158,17 @@ fn validate_listens(proxy: &Proxy, errors: &mut Errors) -> Vec<model::Listen> {
 /// Checks that the proxy has somewhere to send requests and that no upstream is dead code.
 fn check_forwarding(proxy: &Proxy, user_peer: Option<Span>, errors: &mut Errors) {
     if user_peer.is_some() {
-        for up in &proxy.upstreams {
+        for up in proxy
+            .upstreams
+            .iter()
+            .filter(|up| !code_names_pool(proxy, up))
+        {
             errors.at(
                 up.name.span(),
                 format!(
-                    "upstream `{}` is never used: the `upstream_peer` phase picks every peer (remove it, or remove `upstream_peer` and route to the upstream)",
-                    up.name
+                    "upstream `{}` is never used: the `upstream_peer` phase picks every peer (return `Self::{}` from it to use the pool, or remove the upstream)",
+                    up.name,
+                    pool_const(&up.name)
                 ),
             );
         }
@@ -203,7 +208,7 @@ fn check_forwarding(proxy: &Proxy, user_peer: Option<Span>, errors: &mut Errors)
             .iter()
             .flat_map(|r| r.target.upstream_names())
             .any(|name| *name == up.name);
-        if !used {
+        if !used && !code_names_pool(proxy, up) {
             errors.at(
                 up.name.span(),
                 format!(
@@ -213,6 +218,32 @@ fn check_forwarding(proxy: &Proxy, user_peer: Option<Span>, errors: &mut Errors)
             );
         }
     }
+}
+
+/// `POOL_NAME`: the constant a declared proxy names its pool `name` by.
+pub fn pool_const(name: &syn::Ident) -> String {
+    format!("POOL_{}", name.to_string().to_ascii_uppercase())
+}
+
+/// Whether the proxy's code may pick the pool `up`: an inline phase names its constant,
+/// or a phase is a function whose body the macro cannot see.
+fn code_names_pool(proxy: &Proxy, up: &crate::syntax::Upstream) -> bool {
+    let wanted = pool_const(&up.name);
+    proxy.phases.iter().any(|decl| match &decl.body {
+        PhaseBody::Path(_) => true,
+        PhaseBody::Inline { block, .. } => {
+            mentions(quote::ToTokens::to_token_stream(block), &wanted)
+        }
+    })
+}
+
+/// Whether `tokens` hold the identifier `wanted`, at any depth.
+fn mentions(tokens: proc_macro2::TokenStream, wanted: &str) -> bool {
+    tokens.into_iter().any(|tree| match tree {
+        proc_macro2::TokenTree::Ident(i) => i == wanted,
+        proc_macro2::TokenTree::Group(g) => mentions(g.stream(), wanted),
+        _ => false,
+    })
 }
 
 /// Each phase once; an inline phase names as many parameters as the phase has, each once.

@@ -7,6 +7,10 @@ impl Checked {
     /// The cleartext listening addresses declared with `listen` (TLS ones are
     /// added by [`service`](Self::service)).
     pub const LISTEN: &'static [&'static str] = &["127.0.0.1:6188"];
+    ///The declared pool `origin`: return it from `upstream_peer`, or give it to `Session::use_pool` in a filter, to send a request there.
+    pub const POOL_ORIGIN: ::pingora_dsl::__private::runtime::lb::PoolId = ::pingora_dsl::__private::runtime::lb::PoolId::new(
+        0u32,
+    );
     /// The proxy as declared: its upstream groups, and for HTTP its routes and header
     /// edits.
     pub fn new() -> Self {

@@ -493,6 +493,23 @@ fn fnv1a(bytes: &[u8]) -> u64 {
     })
 }
 
+/// A declared pool of a router, by position: what `proxy!` names `Self::POOL_NAME` for a
+/// pool `NAME`, so that code picking a pool is checked by the compiler.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct PoolId(u32);
+
+impl PoolId {
+    /// The pool at `index` of the router's groups.
+    pub const fn new(index: u32) -> Self {
+        PoolId(index)
+    }
+
+    /// Its index among the router's groups.
+    pub fn index(self) -> usize {
+        self.0 as usize
+    }
+}
+
 /// Backends, their live state, and a strategy: picks a peer per request.
 pub struct LoadBalancer {
     peers: Vec<Arc<PeerState>>,

@@ -12,8 +12,31 @@
 use std::future::Future;
 
 use crate::error::{Error, Result};
+use crate::lb::PoolId;
 use crate::proxy::{Flow, RequestHeader, ResponseHeader, Session};
 use crate::upstream::HttpPeer;
+
+/// What a declared proxy's `upstream_peer` phase chose: a peer of its own making, or a
+/// declared pool, whose strategy, health, retries and metrics then apply.
+#[derive(Debug)]
+pub enum PeerChoice {
+    /// This peer.
+    Peer(HttpPeer),
+    /// A peer of this pool, chosen as the pool chooses.
+    Pool(PoolId),
+}
+
+impl From<HttpPeer> for PeerChoice {
+    fn from(peer: HttpPeer) -> Self {
+        PeerChoice::Peer(peer)
+    }
+}
+
+impl From<PoolId> for PeerChoice {
+    fn from(pool: PoolId) -> Self {
+        PeerChoice::Pool(pool)
+    }
+}
 
 /// A value an inline phase block may end with, standing for the phase's `Result<T>`.
 ///
@@ -21,7 +44,7 @@ use crate::upstream::HttpPeer;
 /// `T` and `Result<T>` are taken as they are.
 #[diagnostic::on_unimplemented(
     message = "this phase block ends in `{Self}`, but the phase produces `Result<{T}>`",
-    label = "end the block with `()` (nothing), a `{T}` or a `Result<{T}>`"
+    label = "end the block with what the phase takes: `()` to go on (not in `upstream_peer`), a `{T}` or a `Result<{T}>`; `upstream_peer` takes an `HttpPeer` or a declared pool, `Self::POOL_NAME`"
 )]
 pub trait PhaseOutput<T> {
     /// The phase result this value stands for.
@@ -46,9 +69,33 @@ impl PhaseOutput<Flow> for Flow {
     }
 }
 
-impl PhaseOutput<HttpPeer> for HttpPeer {
-    fn into_phase_result(self) -> Result<HttpPeer> {
+impl PhaseOutput<PeerChoice> for HttpPeer {
+    fn into_phase_result(self) -> Result<PeerChoice> {
+        Ok(PeerChoice::Peer(self))
+    }
+}
+
+impl PhaseOutput<PeerChoice> for PoolId {
+    fn into_phase_result(self) -> Result<PeerChoice> {
+        Ok(PeerChoice::Pool(self))
+    }
+}
+
+impl PhaseOutput<PeerChoice> for PeerChoice {
+    fn into_phase_result(self) -> Result<PeerChoice> {
         Ok(self)
+    }
+}
+
+impl PhaseOutput<PeerChoice> for Result<HttpPeer> {
+    fn into_phase_result(self) -> Result<PeerChoice> {
+        self.map(PeerChoice::Peer)
+    }
+}
+
+impl PhaseOutput<PeerChoice> for Result<PoolId> {
+    fn into_phase_result(self) -> Result<PeerChoice> {
+        self.map(PeerChoice::Pool)
     }
 }
 

@@ -10,7 +10,7 @@ use http::{Method, Request, StatusCode, Uri, Version};
 use tokio::time::Instant;
 
 use crate::downstream::ConnInfo;
-use crate::lb::Attempts;
+use crate::lb::{Attempts, PoolId};
 use crate::metrics::{PeerStats, RouteStats};
 
 /// The request head sent upstream; `upstream_request_filter` edits it.
@@ -43,6 +43,8 @@ pub struct Session {
     pub(crate) forwarded: bool,
     /// The most request body bytes forwarded; more fails the request with 413.
     pub(crate) body_limit: Option<u64>,
+    /// The declared pool code chose for the request, over its route's.
+    pub(crate) chosen_pool: Option<PoolId>,
     /// Its retry state: retries so far, peers tried, the key hashed first.
     pub(crate) attempts: Attempts,
     request_id: HeaderValue,
@@ -139,6 +141,7 @@ impl Session {
             body_bytes_sent: 0,
             forwarded: false,
             body_limit: None,
+            chosen_pool: None,
             attempts: Attempts::default(),
             request_id,
             request_id_generated,
@@ -281,6 +284,14 @@ impl Session {
     /// early. A request whose body was taken is forwarded with an empty body.
     pub fn take_body(&mut self) -> Option<DownstreamBody> {
         self.body.take()
+    }
+
+    /// Sends the request to a declared pool (`Self::POOL_NAME` in `proxy!`) instead of the
+    /// one its route names: from `early_request_filter` or `request_filter`, so that
+    /// routing decided in code keeps the pool's strategy, health checks, retries and
+    /// metrics.
+    pub fn use_pool(&mut self, pool: PoolId) {
+        self.chosen_pool = Some(pool);
     }
 
     /// Caps the request body forwarded upstream at `max` bytes: a body that grows past it

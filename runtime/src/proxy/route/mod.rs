@@ -17,7 +17,7 @@ use crate::error::{Error, ErrorKind, Result};
 use crate::proxy::{Flow, RequestHeader, ResponseHeader, Session};
 use std::sync::Arc;
 
-use crate::lb::{GroupTask, RequestKey, UpstreamGroup};
+use crate::lb::{GroupTask, PoolId, RequestKey, UpstreamGroup};
 use crate::lb::{InFlight, PeerState};
 use crate::metrics::RouteStats;
 use crate::service::RouteView;
@@ -428,6 +428,25 @@ impl Router {
         self.groups.iter().find(|g| g.name() == name)
     }
 
+    /// The pool called `name`, for code that picks pools by a name known only at run time
+    /// (a literal name is better written `Self::POOL_NAME`, checked at compile time).
+    pub fn pool_named(&self, name: &str) -> Option<PoolId> {
+        let index = self.groups.iter().position(|g| g.name() == name)?;
+        Some(PoolId::new(index as u32))
+    }
+
+    /// For `upstream_peer`: a peer of `pool` (instead of the matched route's), chosen by
+    /// the pool's strategy, health and retry state. 503 for a pool this router lacks.
+    pub async fn pool_peer<C>(
+        &self,
+        session: &mut Session,
+        ctx: &mut RouteCtx<C>,
+        pool: PoolId,
+    ) -> Result<HttpPeer> {
+        session.use_pool(pool);
+        self.upstream_peer(session, ctx).await
+    }
+
     /// The group called `name`, to change its peers or timeouts.
     pub fn group_mut(&mut self, name: &str) -> Option<&mut UpstreamGroup> {
         self.groups.iter_mut().find(|g| g.name() == name)
@@ -632,6 +651,9 @@ impl Router {
         session: &mut Session,
         ctx: &mut RouteCtx<C>,
     ) -> Result<HttpPeer> {
+        if let Some(pool) = session.chosen_pool {
+            ctx.group = Some(pool.index() as u32);
+        }
         let group = self.routed_group(ctx).ok_or(Error::new(
             ErrorKind::NoPeer,
             "no upstream group for this request",
