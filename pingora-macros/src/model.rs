@@ -67,6 +67,9 @@ pub struct Upstream {
     pub health: Option<Health>,
     pub passive: Option<Passive>,
     pub fail_open: bool,
+    /// Every peer as `(host, port, weight)` when some are host names (then `peers` is
+    /// empty and DNS gives them).
+    pub host_peers: Vec<(String, u16, u32)>,
     /// `sticky cookie "NAME"`: the cookie's name.
     pub sticky: Option<String>,
     pub discover: Option<Discover>,

@@ -2,8 +2,8 @@ use pingora_dsl::prelude::*;
 
 proxy! {
     pub Edge {
-        listen "127.0.0.1:6188";
-        upstream web { peers ["localhost:8001"]; }
+        listen "localhost:6188";
+        upstream web { peers ["127.0.0.1:8001"]; }
     }
 }
 

@@ -63,7 +63,7 @@ proxy! {
             select consistent_hash(path);
         }
         upstream clients {
-            peers ["10.0.0.9:80", "10.0.0.10:80"];
+            peers ["10.0.0.9:80", "clients.internal:80" weight 2];
             select hash(client_ip);
         }
         upstream slow_ones {
@@ -181,8 +181,8 @@ fn main() {
     assert_eq!(reports.retries, Some(0));
     assert_eq!(reports.rate_limits.len(), 1);
     assert_eq!(reports.max_body, Some(8 << 20));
-    // Two health checks, two discovery tasks.
-    assert_eq!(proxy.router().background_tasks().len(), 4);
+    // Two health checks, three discovery tasks (one resolves host-name peers).
+    assert_eq!(proxy.router().background_tasks().len(), 5);
     assert_eq!(proxy.router().groups()[0].retries(), 2);
     assert_eq!(
         proxy.router().groups()[0].timeouts().write,

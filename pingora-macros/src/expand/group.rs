@@ -42,6 +42,13 @@ pub fn expand_group(up: &Upstream) -> TokenStream {
         .sticky
         .as_ref()
         .map(|name| quote!(.with_sticky_cookie(#name)));
+    let host_peers = (!up.host_peers.is_empty()).then(|| {
+        let names = up
+            .host_peers
+            .iter()
+            .map(|(h, p, w)| quote!((::std::string::String::from(#h), #p, #w)));
+        quote!(.with_host_peers(::std::vec![#(#names),*]))
+    });
     let tls = up.tls.as_ref().map(upstream_tls);
     let http2 = up.http2.map(|negotiate| {
         let http = if negotiate {
@@ -70,6 +77,7 @@ pub fn expand_group(up: &Upstream) -> TokenStream {
         #timeouts
         #key
         #fail_open
+        #host_peers
         #sticky
         #tls
         #http2

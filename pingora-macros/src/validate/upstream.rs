@@ -43,7 +43,7 @@ pub fn validate_upstreams(upstreams: &[Upstream], errors: &mut Errors) -> Vec<mo
 }
 
 fn validate_upstream(up: &Upstream, errors: &mut Errors) -> model::Upstream {
-    let peers = validate_peers(up, errors);
+    let (peers, host_peers) = validate_peers(up, errors);
     let (strategy, key) = validate_select(&up.select, errors);
     let timeouts = check_timeouts(&up.timeouts, PEER_TIMEOUTS, "upstream timeout", errors);
     let retry = validate_retry(&up.retry, errors);
@@ -80,6 +80,7 @@ fn validate_upstream(up: &Upstream, errors: &mut Errors) -> model::Upstream {
         health,
         passive,
         fail_open: !up.fail_open.is_empty(),
+        host_peers,
         sticky,
         discover,
         tls,
@@ -110,9 +111,15 @@ fn validate_sticky(up: &Upstream, errors: &mut Errors) -> Option<String> {
 }
 
 /// The peers: some (unless discovered), valid addresses listed once, weights in range.
-fn validate_peers(up: &Upstream, errors: &mut Errors) -> Vec<(std::net::SocketAddr, u32)> {
+/// The peers given as IP literals, and (when any is a host name) every peer as
+/// `(host, port, weight)` for DNS resolution instead.
+#[allow(clippy::type_complexity)]
+fn validate_peers(
+    up: &Upstream,
+    errors: &mut Errors,
+) -> (Vec<(std::net::SocketAddr, u32)>, Vec<(String, u16, u32)>) {
     let (keyword, peers) = match &up.peers {
-        None if up.had_errors || !up.discover.is_empty() => return Vec::new(),
+        None if up.had_errors || !up.discover.is_empty() => return (Vec::new(), Vec::new()),
         None => {
             errors.at(
                 up.name.span(),
@@ -121,7 +128,7 @@ fn validate_peers(up: &Upstream, errors: &mut Errors) -> Vec<(std::net::SocketAd
                     up.name
                 ),
             );
-            return Vec::new();
+            return (Vec::new(), Vec::new());
         }
         Some(list) => list,
     };
@@ -132,8 +139,14 @@ fn validate_peers(up: &Upstream, errors: &mut Errors) -> Vec<(std::net::SocketAd
         );
     }
     let mut seen = HashSet::new();
-    let mut checked = Vec::new();
+    let (mut checked, mut named) = (Vec::new(), Vec::new());
     for peer in peers {
+        if let Some((host, port)) = host_peer(&peer.lit.value()) {
+            if let Some(weight) = check_weight(peer, errors) {
+                named.push((host, port, weight));
+            }
+            continue;
+        }
         let addr = check_addr(&peer.lit, "peer", errors);
         if let Some(addr) = addr {
             if !seen.insert(addr) {
@@ -148,7 +161,32 @@ fn validate_peers(up: &Upstream, errors: &mut Errors) -> Vec<(std::net::SocketAd
             checked.push((addr, weight));
         }
     }
-    checked
+    if let (Some(d), false) = (up.discover.first(), named.is_empty()) {
+        errors.at(
+            d.keyword.span(),
+            "peers given by host name are already resolved by DNS (every 30s): remove `discover`, or list IP addresses",
+        );
+    }
+    if !named.is_empty() {
+        // The IP literals join the names, so the group's peers come from one source.
+        named.extend(
+            checked
+                .drain(..)
+                .map(|(a, w)| (a.ip().to_string(), a.port(), w)),
+        );
+    }
+    (checked, named)
+}
+
+/// `"HOST:PORT"` with a DNS name for a host (not an IP literal): the name and the port.
+fn host_peer(text: &str) -> Option<(String, u16)> {
+    let (host, port) = text.rsplit_once(':')?;
+    let port = port.parse::<u16>().ok().filter(|&p| p > 0)?;
+    let labels_ok = host
+        .split('.')
+        .all(|l| !l.is_empty() && l.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'));
+    let numeric = host.bytes().all(|b| b.is_ascii_digit() || b == b'.');
+    (labels_ok && !numeric).then(|| (host.to_ascii_lowercase(), port))
 }
 
 /// A peer's weight: 1 unless given, else `1..=MAX_WEIGHT`.

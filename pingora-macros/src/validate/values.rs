@@ -80,7 +80,11 @@ pub fn check_addr(lit: &LitStr, what: &str, errors: &mut Errors) -> Option<Socke
             Ok(_) if host.parse::<std::net::IpAddr>().is_err()
                 && host.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_err() =>
             {
-                format!("\"{host}\" is not an IP address: {what} addresses are \"IP:PORT\" literals (\"127.0.0.1:8080\", \"[::1]:8080\")")
+                if what == "peer" {
+                    format!("\"{host}\" is neither an IP address nor a host name: write \"IP:PORT\" (\"127.0.0.1:8080\") or \"NAME:PORT\" with letters, digits, `-` and dots (\"api.internal:8080\")")
+                } else {
+                    format!("\"{host}\" is not an IP address: {what} addresses are \"IP:PORT\" literals (\"127.0.0.1:8080\", \"[::1]:8080\")")
+                }
             }
             _ => format!("invalid {what} address \"{text}\": write it as \"IP:PORT\", e.g. \"127.0.0.1:8080\" or \"[::1]:8080\""),
         },

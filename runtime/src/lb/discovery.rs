@@ -120,6 +120,77 @@ impl Discovery for DnsDiscovery {
     }
 }
 
+/// Peers listed by host name (`"api.internal:8080"`, IP literals allowed beside them):
+/// every address each name resolves to, with the name's port and weight. A group whose
+/// declared peers include host names takes them from here, resolved before it serves
+/// and again every [`DEFAULT_INTERVAL`](NamedPeers::DEFAULT_INTERVAL). A name that fails
+/// to resolve fails the whole answer, so the group keeps its current peers rather than
+/// dropping that name's.
+#[derive(Clone)]
+pub struct NamedPeers {
+    names: Vec<(String, u16, u32)>,
+    resolver: Arc<dyn Resolve>,
+}
+
+impl std::fmt::Debug for NamedPeers {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("NamedPeers")
+            .field("names", &self.names)
+            .finish_non_exhaustive()
+    }
+}
+
+impl NamedPeers {
+    /// How often the names are resolved again (the system resolver reports no TTL).
+    pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(30);
+
+    /// `(host, port, weight)` for each peer, resolved by the system's resolver.
+    pub fn new(names: Vec<(String, u16, u32)>) -> Self {
+        NamedPeers::with_resolver(names, SystemResolver)
+    }
+
+    /// `(host, port, weight)` for each peer, resolved by `resolver`.
+    pub fn with_resolver(names: Vec<(String, u16, u32)>, resolver: impl Resolve) -> Self {
+        NamedPeers {
+            names,
+            resolver: Arc::new(resolver),
+        }
+    }
+}
+
+impl Discovery for NamedPeers {
+    fn discover(&self) -> DiscoveryFuture<'_> {
+        Box::pin(async move {
+            let mut backends = Vec::new();
+            for (host, port, weight) in &self.names {
+                let ips =
+                    match host.trim_matches(['[', ']']).parse::<IpAddr>() {
+                        Ok(ip) => vec![ip],
+                        Err(_) => self.resolver.resolve(host).await.map_err(|e| {
+                            io::Error::new(e.kind(), format!("resolving {host}: {e}"))
+                        })?,
+                    };
+                backends.extend(
+                    ips.into_iter()
+                        .map(|ip| Backend::weighted((ip, *port).into(), *weight)),
+                );
+            }
+            backends.sort_by_key(|b| b.addr);
+            backends.dedup_by_key(|b| b.addr);
+            Ok(backends)
+        })
+    }
+
+    fn describe(&self) -> String {
+        let names: Vec<String> = self
+            .names
+            .iter()
+            .map(|(h, p, _)| format!("{h}:{p}"))
+            .collect();
+        format!("names {}", names.join(", "))
+    }
+}
+
 /// Peers from a file: one `IP:PORT` per line, optionally followed by `weight N`; blank
 /// lines and `#` comments are ignored. Re-read only when its modification time changes.
 #[derive(Debug)]

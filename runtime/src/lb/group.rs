@@ -14,7 +14,7 @@ use arc_swap::ArcSwap;
 use http::header::HeaderName;
 
 use crate::error::{Error, ErrorKind, Result};
-use crate::lb::discovery::{discover_once, Discovery, DiscoveryTask};
+use crate::lb::discovery::{discover_once, Discovery, DiscoveryTask, NamedPeers};
 use crate::lb::{Backend, InFlight, LoadBalancer, PeerState, StickyCookie, Strategy};
 use crate::shutdown::ShutdownWatch;
 
@@ -60,7 +60,7 @@ struct Tunables {
     retries: u32,
 }
 
-/// A named pool of peers. [`peer`](UpstreamGroup::peer) picks the next available one with
+/// A named pool of peers. [`http_peer`](UpstreamGroup::http_peer) picks the next available one with
 /// the group's strategy and stamps the group's timeouts on it. A clone is a handle to the
 /// same live peers and tunables (what a config reload updates).
 #[derive(Debug, Clone)]
@@ -192,6 +192,38 @@ impl UpstreamGroup {
             found.len(),
             peers.join(", ")
         )))
+    }
+
+    /// Peers given by host name (`(host, port, weight)`, IP literals allowed): resolved
+    /// by [`prime`](UpstreamGroup::prime) before serving, and again every 30 s (see
+    /// [`NamedPeers`]).
+    pub fn with_host_peers(self, names: Vec<(String, u16, u32)>) -> Self {
+        self.with_discovery(NamedPeers::new(names), NamedPeers::DEFAULT_INTERVAL)
+    }
+
+    /// For a group with a discovery source and no peers yet (peers given by host name):
+    /// asks the source once, waiting at most 5 s, and takes its peers, so that the group
+    /// serves from its first request. Errors name the group and the source.
+    pub fn prime(&self) -> std::io::Result<()> {
+        let Some(discovery) = &self.discovery else {
+            return Ok(());
+        };
+        if !self.lb.load().peers().is_empty() {
+            return Ok(());
+        }
+        let found =
+            discover_once(discovery.source.clone(), DISCOVERY_CHECK_TIMEOUT).map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!(
+                        "upstream {}: discover {}: {e}",
+                        self.name,
+                        discovery.source.describe()
+                    ),
+                )
+            })?;
+        self.set_backends(found);
+        Ok(())
     }
 
     /// Takes the peers from `source`, asked every `interval` by a [`DiscoveryTask`]; the

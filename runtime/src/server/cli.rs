@@ -183,6 +183,11 @@ impl ProxyCli {
         self.configure(name, router)?;
         for group in router.groups() {
             group.check()?;
+            if !self.test {
+                // Peers given by host name are resolved before serving; an unknown name
+                // stops the start, as nginx's does.
+                group.prime()?;
+            }
             if self.test {
                 // A discovery source is asked once, so `-t` fails as a start would.
                 if let Some(line) = group.check_discovery()? {
