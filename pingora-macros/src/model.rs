@@ -162,6 +162,8 @@ pub struct Route {
     pub rewrite: Option<Rewrite>,
     pub edits: Vec<HeaderEdit>,
     pub policy: Option<Policy>,
+    /// `mirror POOL [N%]`: the pool's index and the percent copied.
+    pub mirror: Option<(usize, u32)>,
 }
 
 /// A route's own limits, checked; `None` fields are its group's.

@@ -229,6 +229,8 @@ pub struct RouteDecl {
     pub rewrites: Vec<RewriteDecl>,
     /// `timeout`, `retry`, `rate_limit` and `max_body` in the block.
     pub policy: Vec<PolicyDecl>,
+    /// `mirror POOL [N%];` in the block.
+    pub mirror: Vec<MirrorDecl>,
     /// Syntax errors inside its block of edits.
     pub errors: Vec<syn::Error>,
 }
@@ -263,6 +265,13 @@ pub enum ValueDecl {
     Present,
     Equals(LitStr),
     Matches(LitStr),
+}
+
+/// `mirror POOL [N%];`: copy the route's requests to a shadow pool.
+pub struct MirrorDecl {
+    pub keyword: Ident,
+    pub pool: Ident,
+    pub percent: Option<LitInt>,
 }
 
 /// A route's own limit, in its block.
@@ -319,6 +328,15 @@ pub enum Target {
         status: LitInt,
         location: LitStr,
     },
+}
+
+impl RouteDecl {
+    /// The upstreams the route names: its target's and its mirror's.
+    pub fn upstream_names(&self) -> Vec<&Ident> {
+        let mut names = self.target.upstream_names();
+        names.extend(self.mirror.iter().map(|m| &m.pool));
+        names
+    }
 }
 
 impl Target {

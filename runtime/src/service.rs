@@ -120,6 +120,8 @@ pub struct RouteView {
     pub target: String,
     /// For a split: each arm's pool and the requests it got.
     pub arms: Vec<(String, Arc<crate::metrics::Counter>)>,
+    /// For a mirroring route: the shadow pool and what became of the copies.
+    pub mirror: Option<(String, Arc<crate::proxy::route::MirrorOutcomes>)>,
     /// Its counters.
     pub stats: Arc<RouteStats>,
 }

@@ -100,7 +100,7 @@ proxy! {
         route path "/index" => upstream api { set_path "/index.html"; }
         route host "*.example.com" => upstream api;
         route path "/session" => upstream sessions;
-        route path "/users" => upstream users;
+        route path "/users" => upstream users { mirror clients 5%; }
         route path "/files" => upstream paths;
         route path "/geo" => upstream clients;
         route path "/reports" => upstream slow_ones {

@@ -105,6 +105,9 @@ fn expand_route(route: &Route) -> TokenStream {
         quote!(.with_rewrite(#r))
     });
     let policy = route.policy.as_ref().map(policy_call);
+    let mirror = route
+        .mirror
+        .map(|(i, p)| quote!(.with_mirror(#rt::proxy::route::Mirror::new(#i, #p))));
     quote! {
         #rt::proxy::route::Route::new(
             #rt::proxy::route::RouteMatch {
@@ -117,6 +120,7 @@ fn expand_route(route: &Route) -> TokenStream {
         )
         #rewrite
         #policy
+        #mirror
         #edits
     }
 }

@@ -63,6 +63,7 @@ syn::custom_keyword!(redirect);
 syn::custom_keyword!(not);
 syn::custom_keyword!(max_body);
 syn::custom_keyword!(sticky);
+syn::custom_keyword!(mirror);
 syn::custom_keyword!(filter_local_answers);
 syn::custom_keyword!(exact);
 syn::custom_keyword!(regex);

@@ -8,8 +8,8 @@ use syn::{braced, bracketed, Ident, LitInt, LitStr, Token};
 
 use crate::diagnostic::hint;
 use crate::syntax::{
-    ConditionDecl, EditSide, HeaderEditDecl, KeyDecl, PolicyDecl, RewriteDecl, RewriteKind,
-    RouteDecl, Target, TestDecl, ValueDecl,
+    ConditionDecl, EditSide, HeaderEditDecl, KeyDecl, MirrorDecl, PolicyDecl, RewriteDecl,
+    RewriteKind, RouteDecl, Target, TestDecl, ValueDecl,
 };
 
 use super::{expect, keyword, kw, parse_block, semi};
@@ -31,6 +31,7 @@ const BLOCK_ITEMS: &[&str] = &[
     "retry",
     "rate_limit",
     "max_body",
+    "mirror",
 ];
 
 impl Parse for RouteDecl {
@@ -45,6 +46,7 @@ impl Parse for RouteDecl {
             edits: Vec::new(),
             rewrites: Vec::new(),
             policy: Vec::new(),
+            mirror: Vec::new(),
             errors: Vec::new(),
         };
         let parsed = parse_head(input, &mut route).and_then(|()| {
@@ -77,7 +79,12 @@ fn parse_edits(input: ParseStream<'_>, route: &mut RouteDecl) -> syn::Result<()>
     let content;
     braced!(content in input);
     let (mut edits, mut rewrites, mut policy) = (Vec::new(), Vec::new(), Vec::new());
+    let mut mirror = Vec::new();
     parse_block(&content, &mut route.errors, |content| {
+        if content.peek(kw::mirror) {
+            mirror.push(parse_mirror(content)?);
+            return Ok(());
+        }
         if RewriteDecl::peek(content) {
             rewrites.push(content.parse()?);
             return Ok(());
@@ -92,7 +99,7 @@ fn parse_edits(input: ParseStream<'_>, route: &mut RouteDecl) -> syn::Result<()>
             return Err(syn::Error::new(
                 k.span(),
                 format!(
-                    "a route block holds header edits, a path rewrite and limits; unknown `{w}`: {}",
+                    "a route block holds header edits, a path rewrite, limits and a mirror; unknown `{w}`: {}",
                     hint(&w, BLOCK_ITEMS)
                 ),
             ));
@@ -103,7 +110,27 @@ fn parse_edits(input: ParseStream<'_>, route: &mut RouteDecl) -> syn::Result<()>
     route.edits = edits;
     route.rewrites = rewrites;
     route.policy = policy;
+    route.mirror = mirror;
     Ok(())
+}
+
+/// `mirror POOL [N%];`
+fn parse_mirror(input: ParseStream<'_>) -> syn::Result<MirrorDecl> {
+    let keyword = keyword(input)?;
+    let pool = expect(input, "expected the shadow pool's name: `mirror shadow;`")?;
+    let percent = if input.peek(LitInt) {
+        let n = input.parse::<LitInt>()?;
+        input.parse::<Token![%]>()?;
+        Some(n)
+    } else {
+        None
+    };
+    semi(input, "mirror")?;
+    Ok(MirrorDecl {
+        keyword,
+        pool,
+        percent,
+    })
 }
 
 /// A route's own limit, if one starts here: `timeout KEY D, ...;`, `retry N;`,

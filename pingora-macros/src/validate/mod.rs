@@ -197,7 +197,7 @@ fn check_forwarding(proxy: &Proxy, user_peer: Option<Span>, errors: &mut Errors)
     let dangling = proxy
         .routes
         .iter()
-        .flat_map(|r| r.target.upstream_names())
+        .flat_map(|r| r.upstream_names())
         .any(|name| !distinct.contains(&name.to_string()));
     if dangling || proxy.malformed_route {
         return;
@@ -206,7 +206,7 @@ fn check_forwarding(proxy: &Proxy, user_peer: Option<Span>, errors: &mut Errors)
         let used = proxy
             .routes
             .iter()
-            .flat_map(|r| r.target.upstream_names())
+            .flat_map(|r| r.upstream_names())
             .any(|name| *name == up.name);
         if !used && !code_names_pool(proxy, up) {
             errors.at(

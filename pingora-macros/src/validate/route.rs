@@ -82,6 +82,7 @@ fn validate_route(
     }
     let rewrite = check_rewrites(&route.rewrites, route.path.as_ref(), errors);
     let policy = check_policy(&route.policy, forwards, errors);
+    let mirror = check_mirror(route, upstreams, forwards, errors);
     Some(model::Route {
         host: route.host.clone(),
         path: route.path.clone(),
@@ -91,7 +92,51 @@ fn validate_route(
         rewrite,
         edits,
         policy,
+        mirror,
     })
+}
+
+/// `mirror POOL [N%]`: once, on a forwarding route, a declared pool, 1 to 100 percent.
+fn check_mirror(
+    route: &RouteDecl,
+    upstreams: &[Upstream],
+    forwards: bool,
+    errors: &mut Errors,
+) -> Option<(usize, u32)> {
+    for again in route.mirror.iter().skip(1) {
+        errors.at(
+            again.keyword.span(),
+            "`mirror` is given twice in this route: one shadow pool per route",
+        );
+    }
+    let decl = route.mirror.first()?;
+    if !forwards {
+        answers_itself(&decl.keyword, errors);
+    }
+    let index = upstreams.iter().position(|u| u.name == decl.pool);
+    if index.is_none() {
+        let names: Vec<String> = upstreams.iter().map(|u| u.name.to_string()).collect();
+        let names: Vec<&str> = names.iter().map(String::as_str).collect();
+        errors.at(
+            decl.pool.span(),
+            format!(
+                "no upstream named `{}` to mirror to: {}",
+                decl.pool,
+                hint(&decl.pool.to_string(), &names)
+            ),
+        );
+    }
+    let percent = match &decl.percent {
+        None => Some(100),
+        Some(n) => match n.base10_parse::<u32>() {
+            Ok(p) if (1..=100).contains(&p) => Some(p),
+            _ => {
+                errors.at(n.span(), "a mirror copies 1% to 100% of the requests: write e.g. `mirror shadow 10%;` (no share copies them all)");
+                None
+            }
+        },
+    };
+    Some((index?, percent?))
 }
 
 /// `keyword` changes the request sent upstream, on a route that sends none.

@@ -660,6 +660,17 @@ fn families(views: &[ServiceView]) -> Vec<MetricFamily> {
                 ];
                 routes.split.counter(&l, requests.get());
             }
+            if let Some((pool, outcomes)) = &r.mirror {
+                for (outcome, count) in outcomes.by_outcome() {
+                    let l = [
+                        ("proxy", proxy),
+                        ("route", r.label.as_str()),
+                        ("pool", pool.as_str()),
+                        ("outcome", outcome),
+                    ];
+                    routes.mirror.counter(&l, count.get());
+                }
+            }
         }
         if let Some(p) = &v.proxy {
             if p.unrouted.requests() > 0 || v.routes.is_empty() {
@@ -693,6 +704,7 @@ struct RouteFamilies {
     bytes_out: Family,
     retries: Family,
     split: Family,
+    mirror: Family,
 }
 
 impl RouteFamilies {
@@ -728,6 +740,11 @@ impl RouteFamilies {
                 "Requests a weighted split sent to each of its pools.",
                 COUNTER,
             ),
+            mirror: Family::new(
+                "mirror_requests_total",
+                "Copies of a route's requests for its shadow pool, by outcome (sent, failed, dropped over the in-flight cap, skipped for having a body).",
+                COUNTER,
+            ),
         }
     }
 
@@ -751,6 +768,7 @@ impl RouteFamilies {
             self.bytes_out,
             self.retries,
             self.split,
+            self.mirror,
         ]
         .into_iter()
         .map(|f| f.0)

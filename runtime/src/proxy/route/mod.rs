@@ -25,6 +25,7 @@ use crate::upstream::HttpPeer;
 use rate::RateLimit;
 
 mod condition;
+mod mirror;
 mod policy;
 pub mod rate;
 mod rewrite;
@@ -32,6 +33,7 @@ mod split;
 mod template;
 
 pub use condition::{Cidr, Condition, Test, ValueTest};
+pub use mirror::{Mirror, MirrorOutcomes, MAX_IN_FLIGHT as MAX_MIRRORED};
 pub use policy::RoutePolicy;
 pub use regex::Regex;
 pub use rewrite::PathRewrite;
@@ -230,6 +232,7 @@ pub struct Route {
     rewrite: Option<PathRewrite>,
     /// Boxed: most routes have none, and a route stays small.
     policy: Option<Box<RoutePolicy>>,
+    mirror: Option<Arc<Mirror>>,
     request_edits: Vec<HeaderEdit>,
     response_edits: Vec<HeaderEdit>,
     label: Arc<str>,
@@ -245,6 +248,7 @@ impl Route {
             action,
             rewrite: None,
             policy: None,
+            mirror: None,
             request_edits: Vec::new(),
             response_edits: Vec::new(),
             label,
@@ -292,6 +296,17 @@ impl Route {
     pub fn with_policy(mut self, policy: RoutePolicy) -> Self {
         self.policy = Some(Box::new(policy));
         self
+    }
+
+    /// Copies the route's requests to a shadow pool (see [`Mirror`]).
+    pub fn with_mirror(mut self, mirror: Mirror) -> Self {
+        self.mirror = Some(Arc::new(mirror));
+        self
+    }
+
+    /// Where the route's requests are copied, if anywhere.
+    pub fn mirror(&self) -> Option<&Arc<Mirror>> {
+        self.mirror.as_ref()
     }
 
     /// The route's own limits, if it has any.
@@ -480,6 +495,11 @@ impl Router {
             return Some(self.answer(session, None, StatusCode::NOT_FOUND, Bytes::new()));
         };
         let route = &self.routes[index];
+        if let Some(mirror) = &route.mirror {
+            if let Some(shadow) = self.groups.get(mirror.group) {
+                mirror.copy(session, shadow);
+            }
+        }
         match &route.action {
             RouteAction::Upstream(g) => {
                 ctx.group = Some(*g as u32);
@@ -840,6 +860,10 @@ impl Router {
                     }
                     RouteAction::Split(split) => self.describe_split(split),
                 },
+                mirror: r.mirror().map(|m| {
+                    let pool = self.groups().get(m.group).map_or("?", |g| g.name());
+                    (pool.to_owned(), m.outcomes.clone())
+                }),
                 arms: match r.action() {
                     RouteAction::Split(split) => split
                         .arms()
