@@ -93,6 +93,25 @@ pub trait Listening: Service + Observable {
     fn tls_listeners(&self) -> Option<Vec<ListenAddr>> {
         None
     }
+    /// The bound addresses with the name of the proxy each belongs to (one proxy's, or
+    /// those of each proxy of a set).
+    fn bound_named(&self) -> Vec<(String, SocketAddr, &'static str)> {
+        let name = self.name().to_owned();
+        self.bound()
+            .into_iter()
+            .map(|(addr, scheme)| (name.clone(), addr, scheme))
+            .collect()
+    }
+    /// [`tls_listeners`](Listening::tls_listeners) by proxy name.
+    fn tls_listeners_named(&self) -> Vec<(String, Vec<ListenAddr>)> {
+        self.tls_listeners()
+            .map(|tls| vec![(self.name().to_owned(), tls)])
+            .unwrap_or_default()
+    }
+    /// What the admin listener watches: this service (or each proxy of a set).
+    fn observers(&self) -> Vec<Observer> {
+        vec![self.observer()]
+    }
 }
 
 /// One service as the admin listener sees it at a moment: handles to its live counters,

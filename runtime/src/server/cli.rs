@@ -440,6 +440,8 @@ pub struct Reloader {
     live: Vec<UpstreamGroup>,
     access_log: Option<AccessLog>,
     check: Option<ReloadCheck>,
+    /// The reloaders of the other proxies of the process, reloaded from the same file.
+    others: Vec<Reloader>,
 }
 
 /// A check a reloaded config file must pass before anything of it applies.
@@ -464,6 +466,28 @@ impl Reloader {
             live,
             access_log: None,
             check: None,
+            others: Vec::new(),
+        }
+    }
+
+    /// Reloads `other`'s proxy (and those joined to it) too, from the same file: proxies
+    /// run in one process.
+    pub fn join(mut self, mut other: Reloader) -> Self {
+        let joined = std::mem::take(&mut other.others);
+        self.others.push(other);
+        self.others.extend(joined);
+        self
+    }
+
+    /// Every reloader of the process: this one, then those joined to it.
+    fn all(&self) -> impl Iterator<Item = &Reloader> {
+        std::iter::once(self).chain(self.others.iter())
+    }
+
+    /// Reopens every access log (after logrotate moved them).
+    fn reopen_logs(&self) {
+        for log in self.all().filter_map(|r| r.access_log.as_ref()) {
+            log.reopen();
         }
     }
 
@@ -488,16 +512,35 @@ impl Reloader {
     /// Groups whose peers come from discovery keep them.
     pub fn reload(&self, path: &Path) -> io::Result<()> {
         let config = Config::load(path)?;
-        config.check_proxies(&[self.name.as_str()])?;
-        if let Some(check) = &self.check {
+        let names: Vec<&str> = self.all().map(|r| r.name.as_str()).collect();
+        config.check_proxies(&names)?;
+        for check in self.all().filter_map(|r| r.check.as_ref()) {
             check(&config)?;
         }
+        // Every proxy's file section is checked before any applies.
+        let mut fresh = Vec::new();
+        for reloader in self.all() {
+            fresh.push(reloader.configured(&config)?);
+        }
+        for (reloader, fresh) in self.all().zip(fresh) {
+            reloader.apply(fresh);
+        }
+        Ok(())
+    }
+
+    /// The declared router with `config` and the flags applied.
+    fn configured(&self, config: &Config) -> io::Result<Router> {
         let flags = ProxyCli {
-            config: Some(config),
+            config: Some(config.clone()),
             ..self.flags.clone()
         };
         let mut fresh = (self.declared)();
         flags.configure(&self.name, &mut fresh)?;
+        Ok(fresh)
+    }
+
+    /// Gives the live groups the peers, timeouts and retries of `fresh`.
+    fn apply(&self, fresh: Router) {
         for live in &self.live {
             let Some(wanted) = fresh.group(live.name()) else {
                 continue;
@@ -515,7 +558,6 @@ impl Reloader {
                 live.set_backends(wanted.backends());
             }
         }
-        Ok(())
     }
 }
 
@@ -539,9 +581,7 @@ pub async fn reload_on_hangup(
                 if got.is_none() {
                     return;
                 }
-                if let Some(log) = &reloader.access_log {
-                    log.reopen();
-                }
+                reloader.reopen_logs();
                 match &path {
                     None => tracing::warn!("SIGHUP ignored: no config file (-c) to reload"),
                     Some(path) => match reloader.reload(path) {
@@ -563,8 +603,18 @@ where
     S: Listening,
     F: FnOnce(&ProxyCli) -> io::Result<Services<S>>,
 {
+    run_named(name, &[name], cli, build)
+}
+
+/// [`run`] for a process serving the proxies `proxies` (a config file may have a
+/// `[proxy.NAME]` for each), called `name` (its upgrade socket's name).
+pub fn run_named<S, F>(name: &str, proxies: &[&str], cli: ProxyCli, build: F) -> ExitCode
+where
+    S: Listening,
+    F: FnOnce(&ProxyCli) -> io::Result<Services<S>>,
+{
     let mut cli = cli;
-    let loaded = load_config(name, &mut cli);
+    let loaded = load_config(proxies, &mut cli);
     init_logging_at(
         cli.config
             .as_ref()
@@ -585,11 +635,11 @@ where
     }
 }
 
-/// Loads the `-c` file into `cli.config`, checking it names only proxy `name`.
-fn load_config(name: &str, cli: &mut ProxyCli) -> io::Result<()> {
+/// Loads the `-c` file into `cli.config`, checking it names only the `proxies`.
+fn load_config(proxies: &[&str], cli: &mut ProxyCli) -> io::Result<()> {
     if let Some(path) = &cli.conf {
         let config = Config::load(path)?;
-        config.check_proxies(&[name])?;
+        config.check_proxies(proxies)?;
         cli.config = Some(config);
     }
     Ok(())
@@ -625,7 +675,9 @@ where
     }
     let mut admin = cli.admin_addr().as_deref().map(|addr| {
         let admin = Admin::new();
-        admin.watch(service.observer());
+        for observer in service.observers() {
+            admin.watch(observer);
+        }
         admin.service(addr)
     });
     if cli.test {
@@ -744,8 +796,8 @@ fn print_config<S: Listening>(
     effective.server.upgrade_socket = Some(upgrade.socket);
     effective.server.upgrade_timeout = Some(crate::server::config::show_duration(upgrade.timeout));
     effective.server.log_level = server_section.log_level.clone();
-    if let Some(tls) = service.tls_listeners() {
-        let differing = effective.set_tls(name, &tls);
+    for (name, tls) in service.tls_listeners_named() {
+        let differing = effective.set_tls(&name, &tls);
         if !differing.is_empty() {
             eprintln!(
                 "warning: the TLS listeners {} serve other certificates than the first; a config file gives all TLS listeners one set, so the printed one gives them the first's",
@@ -790,13 +842,12 @@ fn check_only<S: Listening>(
 
 /// Prints where the service and the admin listener listen: the readiness lines.
 fn announce<S: Listening>(service: &S, admin: Option<&AdminService>) {
-    for (addr, scheme) in service.bound() {
+    for (name, addr, scheme) in service.bound_named() {
         match scheme {
-            "http" | "https" => println!(
-                "{} listening on {scheme}://{addr}/ (try: curl -i {scheme}://{addr}/)",
-                service.name()
-            ),
-            _ => println!("{} listening on {scheme} {addr}", service.name()),
+            "http" | "https" => {
+                println!("{name} listening on {scheme}://{addr}/ (try: curl -i {scheme}://{addr}/)")
+            }
+            _ => println!("{name} listening on {scheme} {addr}"),
         }
     }
     if let Some(admin) = admin {

@@ -63,25 +63,33 @@ pub trait DeclaredHttp: Declared + ProxyHttp {
     /// options, router, addresses and TLS listeners, then served until a stop signal.
     fn run_declared(mut cli: ProxyCli) -> ExitCode {
         Self::declare_admin(&mut cli);
-        cli::run(Self::NAME, cli, |cli| {
-            let mut proxy = Self::declared();
-            let mut options = Self::declared_options();
-            cli.configure_options(Self::NAME, &mut options)?;
-            let d = cli.prepare(
-                Self::NAME,
-                proxy.declared_router_mut(),
-                Self::declared_router,
-                Self::LISTEN,
-                &options,
-            )?;
-            let mut service = proxy.declared_service(options);
-            service.clear_tcp();
-            for addr in &d.listen {
-                service.add_tcp(addr);
-            }
-            cli.apply_tls(&mut service)?;
-            Ok((service, d.tasks, d.effective, d.reloader))
-        })
+        cli::run(Self::NAME, cli, Self::build_declared)
+    }
+
+    /// What [`run_declared`](DeclaredHttp::run_declared) serves: the service with the
+    /// config file and flags of `cli` applied, its tasks, configuration and reloader.
+    #[allow(clippy::type_complexity)]
+    fn build_declared(
+        cli: &ProxyCli,
+    ) -> io::Result<Services<HttpService<ProxyPipeline<Self, impl ProxyLayer<Self> + use<Self>>>>>
+    {
+        let mut proxy = Self::declared();
+        let mut options = Self::declared_options();
+        cli.configure_options(Self::NAME, &mut options)?;
+        let d = cli.prepare(
+            Self::NAME,
+            proxy.declared_router_mut(),
+            Self::declared_router,
+            Self::LISTEN,
+            &options,
+        )?;
+        let mut service = proxy.declared_service(options);
+        service.clear_tcp();
+        for addr in &d.listen {
+            service.add_tcp(addr);
+        }
+        cli.apply_tls(&mut service)?;
+        Ok((service, d.tasks, d.effective, d.reloader))
     }
 }
 
@@ -101,26 +109,30 @@ pub trait DeclaredLayer4: Declared {
     /// upstream, addresses, idle limit and access log, then served until a stop signal.
     fn run_declared(mut cli: ProxyCli) -> ExitCode {
         Self::declare_admin(&mut cli);
-        cli::run(Self::NAME, cli, |cli| {
-            let mut proxy = Self::declared();
-            let (d, relay) = cli.prepare_layer4(
-                Self::NAME,
-                Self::TRANSPORT,
-                proxy.declared_router_mut(),
-                Self::declared_router,
-                Self::LISTEN,
-                Self::IDLE,
-            )?;
-            let mut service = proxy.declared_service();
-            service.configure(cli, &d, relay)?;
-            let Prepared {
-                tasks,
-                effective,
-                reloader,
-                ..
-            } = d;
-            Ok::<Services<Self::Service>, io::Error>((service, tasks, effective, reloader))
-        })
+        cli::run(Self::NAME, cli, Self::build_declared)
+    }
+
+    /// What [`run_declared`](DeclaredLayer4::run_declared) serves: the relay with the
+    /// config file and flags of `cli` applied, its tasks, configuration and reloader.
+    fn build_declared(cli: &ProxyCli) -> io::Result<Services<Self::Service>> {
+        let mut proxy = Self::declared();
+        let (d, relay) = cli.prepare_layer4(
+            Self::NAME,
+            Self::TRANSPORT,
+            proxy.declared_router_mut(),
+            Self::declared_router,
+            Self::LISTEN,
+            Self::IDLE,
+        )?;
+        let mut service = proxy.declared_service();
+        service.configure(cli, &d, relay)?;
+        let Prepared {
+            tasks,
+            effective,
+            reloader,
+            ..
+        } = d;
+        Ok((service, tasks, effective, reloader))
     }
 }
 

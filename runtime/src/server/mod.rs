@@ -22,6 +22,7 @@ pub mod daemon;
 pub mod declared;
 pub mod handover;
 pub mod layer4;
+pub mod set;
 
 use crate::listen::Sockets;
 use crate::service::Service;
