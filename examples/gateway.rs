@@ -1,6 +1,9 @@
-//! An API gateway declared with `proxy!`: two upstream pools, host and path routing, a
-//! bearer-token check answering 401, a redirect, a health answer, response headers set and
-//! removed, a typed per-request context, and a tower-http timeout layer in the pipeline.
+//! An API gateway declared with `proxy!`: three upstream pools, host and path routing, a
+//! bearer-token check answering 401, a public `/v1` API split 90/10 between a stable and a
+//! canary pool (sticky by user, `x-canary: 1` always to the canary) with `/v1` stripped, its
+//! own read timeout and a per-key rate limit, a redirect, a health answer, CORS headers and
+//! the request id on every answer (the 401 and the 429 included), a typed per-request
+//! context, and a tower-http timeout layer in the pipeline.
 //!
 //! ```text
 //! cargo run --release --example gateway
@@ -9,10 +12,13 @@
 //! curl -i -H 'authorization: Bearer let-me-in' http://127.0.0.1:6190/api/users   # api pool
 //! curl -i http://127.0.0.1:6190/old-docs          # 301 to /docs/
 //! curl -i http://127.0.0.1:6190/healthz           # 200 "ok", answered by the gateway
+//! curl -i -H 'x-user: ada' http://127.0.0.1:6190/v1/items   # api or canary, sticky per user
+//! curl -i -H 'x-canary: 1' http://127.0.0.1:6190/v1/items   # always canary
 //! ```
 //!
 //! Demo origins start in-process for each group that neither `--upstream` nor the `-c`
-//! file (`[proxy.Gateway.upstream.GROUP] peers`) gives peers: one `web`, two `api` (none
+//! file (`[proxy.Gateway.upstream.GROUP] peers`) gives peers: one `web`, two `api`, one
+//! `canary` (none
 //! under `-t` or `--print-config`). Flags
 //! are those of every declared proxy: `--listen ADDR`, `--upstream GROUP=HOST:PORT`
 //! (e.g. `--upstream web=127.0.0.1:8001 --upstream api=127.0.0.1:9001`), `--threads N`,
@@ -63,6 +69,9 @@ proxy! {
             timeout connect 500ms, read 10s;
             retry 1;
         }
+        upstream canary {
+            peers ["127.0.0.1:9003"];
+        }
 
         route path "/old-docs" => redirect 301 "/docs/";
         route path "/healthz" method [GET, HEAD] => respond 200 "ok\n";
@@ -70,9 +79,18 @@ proxy! {
         route path "/api" => upstream api {
             set_request_header "x-gateway-route" "api";
         }
+        route path "/v1" header "x-canary" == "1" => upstream canary { strip_prefix "/v1"; }
+        route path "/v1" => split { 90% api, 10% canary } by header "x-user" {
+            strip_prefix "/v1";
+            timeout read 2s;
+            rate_limit 10 per 1s by header "x-api-key";
+        }
         route => upstream web;
 
         set_response_header "x-served-by" "pingora-dsl-gateway";
+        set_response_header "x-request-id" "${request_id}";
+        set_response_header "access-control-allow-origin" "*";
+        set_response_header "access-control-expose-headers" "x-request-id";
         remove_response_header "x-powered-by";
 
         request_filter(session, ctx) {
@@ -107,7 +125,7 @@ fn main() -> ExitCode {
     if let Err(code) = demo_upstreams(
         &mut cli,
         "Gateway",
-        &["web=web-1", "api=api-1", "api=api-2"],
+        &["web=web-1", "api=api-1", "api=api-2", "canary=canary-1"],
     ) {
         return code;
     }

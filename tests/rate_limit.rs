@@ -128,6 +128,10 @@ async fn an_api_key_and_a_route_have_budgets_of_their_own() {
     }
     assert_eq!(codes, [200, 200, 200, 429]);
     assert_eq!(get(proxy.addr(), ip(30), "/", Some("b")).await.0, 200);
+    // Without the header a request is not counted (an absent key is no shared key).
+    for n in 0..5 {
+        assert_eq!(get(proxy.addr(), ip(60 + n), "/", None).await.0, 200);
+    }
     proxy.shutdown().await;
 
     // By route: /a gets 4, then /b still answers (distinct clients, no key).
@@ -138,7 +142,8 @@ async fn an_api_key_and_a_route_have_budgets_of_their_own() {
     }
     assert_eq!(codes, [200, 200, 200, 200, 429]);
     assert_eq!(get(proxy.addr(), ip(50), "/b", None).await.0, 200);
-    // 3 + 1 by key, 4 + 1 by route: refused requests never reached the origin.
-    assert_eq!(origin.requests(), 9);
+    // 3 + 1 by key, 5 without it, 4 + 1 by route: refused requests never reached the
+    // origin.
+    assert_eq!(origin.requests(), 14);
     proxy.shutdown().await;
 }

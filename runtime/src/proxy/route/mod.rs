@@ -558,6 +558,11 @@ impl Router {
                 route,
                 &mut buf,
             );
+            // A request without the header a limit counts by is not counted (as nginx
+            // does for an empty key): a missing API key is for authentication to refuse.
+            if key.is_empty() {
+                continue;
+            }
             if limit.over(key) {
                 let mut flow = self.answer(
                     session,
