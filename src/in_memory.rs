@@ -122,10 +122,21 @@ pub async fn exchange(
     client: &mut Client,
     path: &str,
 ) -> Result<Answer, Box<dyn std::error::Error + Send + Sync>> {
+    exchange_with(client, path, &[]).await
+}
+
+/// Like [`exchange`], with `headers` added to the request.
+pub async fn exchange_with(
+    client: &mut Client,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> Result<Answer, Box<dyn std::error::Error + Send + Sync>> {
     client.ready().await?;
-    let request = Request::get(path)
-        .header(http::header::HOST, CLIENT_HOST)
-        .body(Empty::new())?;
+    let mut request = Request::get(path).header(http::header::HOST, CLIENT_HOST);
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let request = request.body(Empty::new())?;
     let response = client.send_request(request).await?;
     let status = response.status();
     let body = response.into_body().collect().await?.to_bytes();

@@ -480,6 +480,7 @@ impl UpstreamGroup {
     }
 
     /// The one choice behind [`select`](Self::select) and [`http_peer`](Self::http_peer).
+    #[inline]
     fn choose<'l>(
         &self,
         lb: &'l LoadBalancer,

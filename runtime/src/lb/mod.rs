@@ -657,6 +657,7 @@ impl LoadBalancer {
     /// absent): a stand-in key that changes with every such request, so keyless requests
     /// are spread over the peers in proportion to their weights instead of all landing on
     /// the peer of the empty key. `None` when the key is given or the strategy does not hash.
+    #[inline]
     fn keyless_spread(&self, key: &[u8]) -> Option<[u8; 8]> {
         let hashes = matches!(self.strategy, Strategy::Hash | Strategy::ConsistentHash);
         (key.is_empty() && hashes).then(|| {
