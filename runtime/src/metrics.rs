@@ -223,6 +223,31 @@ pub struct ListenerStats {
     pub tls_failures: Counter,
 }
 
+/// Counters of a mirror's copies, by outcome.
+#[derive(Debug, Default)]
+pub struct MirrorOutcomes {
+    /// Copies the shadow pool answered.
+    pub sent: Counter,
+    /// Copies that failed (no peer, connect, timeout, closed).
+    pub failed: Counter,
+    /// Copies not made because the in-flight cap were under way.
+    pub dropped: Counter,
+    /// Requests not copied because they had a body.
+    pub skipped: Counter,
+}
+
+impl MirrorOutcomes {
+    /// `(outcome, counter)` for each outcome, as metrics label them.
+    pub fn by_outcome(&self) -> [(&'static str, &Counter); 4] {
+        [
+            ("sent", &self.sent),
+            ("failed", &self.failed),
+            ("dropped", &self.dropped),
+            ("skipped", &self.skipped),
+        ]
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

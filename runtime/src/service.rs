@@ -140,7 +140,7 @@ pub struct RouteView {
     /// For a split: each arm's pool and the requests it got.
     pub arms: Vec<(String, Arc<crate::metrics::Counter>)>,
     /// For a mirroring route: the shadow pool and what became of the copies.
-    pub mirror: Option<(String, Arc<crate::proxy::route::MirrorOutcomes>)>,
+    pub mirror: Option<(String, Arc<crate::metrics::MirrorOutcomes>)>,
     /// Its counters.
     pub stats: Arc<RouteStats>,
 }

@@ -247,17 +247,7 @@ fn phase_body(
                 user.unwrap_or(quote!(::std::result::Result::Ok(#rt::proxy::Flow::Continue)));
             quote!(#route #rest)
         }
-        Phase::UpstreamPeer => match user {
-            None => quote!(self.router.upstream_peer(#s, #c).await),
-            Some(user) => quote! {
-                match #user? {
-                    #rt::proxy::phase::PeerChoice::Peer(peer) => ::std::result::Result::Ok(peer),
-                    #rt::proxy::phase::PeerChoice::Pool(pool) => {
-                        self.router.pool_peer(#s, #c, pool).await
-                    }
-                }
-            },
-        },
+        Phase::UpstreamPeer => upstream_peer_body(s, c, user),
         Phase::Logging => {
             if !parts.passive && user.is_none() {
                 return None;
@@ -277,16 +267,7 @@ fn phase_body(
             if !edits && user.is_none() {
                 return None;
             }
-            let method = Ident::new(phase.name(), Span::call_site());
-            let edit = match phase {
-                // The request side may fail: a regex rewrite that makes no path.
-                Phase::UpstreamRequestFilter => {
-                    edits.then(|| quote!(self.router.#method(#s, #c, #x)?;))
-                }
-                _ => edits.then(|| quote!(self.router.#method(#s, #c, #x);)),
-            };
-            let rest = user.unwrap_or(quote!(::std::result::Result::Ok(())));
-            quote!(#edit #rest)
+            edit_phase_body(phase, edits, [s, c?, x?], user)
         }
         Phase::FailToConnect => {
             // A failed connect sent nothing: the router tries the group's other peers
@@ -312,6 +293,41 @@ fn phase_body(
         }
         Phase::EarlyRequestFilter => user?,
     })
+}
+
+/// `upstream_request_filter` or `response_filter`: the declared edits (when there are
+/// some), then the user's code. `idents` are the session, context and head parameters.
+fn edit_phase_body(
+    phase: Phase,
+    edits: bool,
+    [s, c, x]: [&Ident; 3],
+    user: Option<TokenStream>,
+) -> TokenStream {
+    let method = Ident::new(phase.name(), Span::call_site());
+    let edit = match phase {
+        // The request side may fail: a regex rewrite that makes no path.
+        Phase::UpstreamRequestFilter => edits.then(|| quote!(self.router.#method(#s, #c, #x)?;)),
+        _ => edits.then(|| quote!(self.router.#method(#s, #c, #x);)),
+    };
+    let rest = user.unwrap_or(quote!(::std::result::Result::Ok(())));
+    quote!(#edit #rest)
+}
+
+/// `upstream_peer`: the router's choice, or the user's — a peer, or a declared pool the
+/// router then picks from.
+fn upstream_peer_body(s: &Ident, c: Option<&Ident>, user: Option<TokenStream>) -> TokenStream {
+    let rt = rt();
+    match user {
+        None => quote!(self.router.upstream_peer(#s, #c).await),
+        Some(user) => quote! {
+            match #user? {
+                #rt::proxy::phase::PeerChoice::Peer(peer) => ::std::result::Result::Ok(peer),
+                #rt::proxy::phase::PeerChoice::Pool(pool) => {
+                    self.router.pool_peer(#s, #c, pool).await
+                }
+            }
+        },
+    }
 }
 
 /// The method's signature, as the runtime's `ProxyHttp` declares it.

@@ -55,7 +55,37 @@ fn expand_route(route: &Route) -> TokenStream {
     };
     let methods = route.methods.iter().map(|m| quote!(#rt::Method::#m));
     let conditions = route.conditions.iter().map(expand_condition);
-    let action = match &route.action {
+    let action = expand_action(&route.action);
+    let edits = edit_calls(&route.edits);
+    let rewrite = route.rewrite.as_ref().map(|r| {
+        let r = expand_rewrite(r);
+        quote!(.with_rewrite(#r))
+    });
+    let policy = route.policy.as_ref().map(policy_call);
+    let mirror = route
+        .mirror
+        .map(|(i, p)| quote!(.with_mirror(#rt::proxy::route::Mirror::new(#i, #p))));
+    quote! {
+        #rt::proxy::route::Route::new(
+            #rt::proxy::route::RouteMatch {
+                host: #host,
+                path_prefix: #path,
+                methods: ::std::vec![#(#methods),*],
+                conditions: ::std::vec![#(#conditions),*],
+            },
+            #action,
+        )
+        #rewrite
+        #policy
+        #mirror
+        #edits
+    }
+}
+
+/// What a route does, as a `RouteAction` value.
+fn expand_action(action: &Action) -> TokenStream {
+    let rt = rt();
+    match action {
         Action::Upstream(index) => quote!(#rt::proxy::route::RouteAction::Upstream(#index)),
         Action::Split { arms, key } => {
             let arms = arms.iter().map(|(i, w)| quote!((#i, #w)));
@@ -98,30 +128,6 @@ fn expand_route(route: &Route) -> TokenStream {
             let s = status(*s);
             quote!(#rt::proxy::route::RouteAction::Redirect(#s, #rt::HeaderValue::from_static(#location)))
         }
-    };
-    let edits = edit_calls(&route.edits);
-    let rewrite = route.rewrite.as_ref().map(|r| {
-        let r = expand_rewrite(r);
-        quote!(.with_rewrite(#r))
-    });
-    let policy = route.policy.as_ref().map(policy_call);
-    let mirror = route
-        .mirror
-        .map(|(i, p)| quote!(.with_mirror(#rt::proxy::route::Mirror::new(#i, #p))));
-    quote! {
-        #rt::proxy::route::Route::new(
-            #rt::proxy::route::RouteMatch {
-                host: #host,
-                path_prefix: #path,
-                methods: ::std::vec![#(#methods),*],
-                conditions: ::std::vec![#(#conditions),*],
-            },
-            #action,
-        )
-        #rewrite
-        #policy
-        #mirror
-        #edits
     }
 }
 

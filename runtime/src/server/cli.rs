@@ -673,13 +673,10 @@ where
         // Checked, not created: `-t` writes no file (the daemon creates it).
         crate::observe::access_log::check_append(path, "error log")?;
     }
-    let mut admin = cli.admin_addr().as_deref().map(|addr| {
-        let admin = Admin::new();
-        for observer in service.observers() {
-            admin.watch(observer);
-        }
-        admin.service(addr)
-    });
+    let mut admin = cli
+        .admin_addr()
+        .as_deref()
+        .map(|addr| admin_for(&service, addr));
     if cli.test {
         return check_only(name, &cli, &conf, &mut service, admin.as_mut());
     }
@@ -725,6 +722,15 @@ where
         server.add_service(admin);
     }
     server.run_until_signal()
+}
+
+/// The admin listener on `addr`, watching every proxy of `service`.
+fn admin_for<S: Listening>(service: &S, addr: &str) -> AdminService {
+    let admin = Admin::new();
+    for observer in service.observers() {
+        admin.watch(observer);
+    }
+    admin.service(addr)
 }
 
 /// Adds the SIGHUP reloader (of the file at `conf`) and the groups' tasks to `server`.

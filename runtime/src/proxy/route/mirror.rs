@@ -14,7 +14,7 @@ use http::{HeaderMap, HeaderValue, Request};
 use http_body_util::{BodyExt, Empty};
 
 use crate::lb::{Attempts, UpstreamGroup};
-use crate::metrics::Counter;
+use crate::metrics::MirrorOutcomes;
 use crate::proxy::Session;
 use crate::upstream::{ClientOptions, HttpClient};
 
@@ -42,31 +42,6 @@ impl std::fmt::Debug for Mirror {
             .field("group", &self.group)
             .field("percent", &self.percent)
             .finish_non_exhaustive()
-    }
-}
-
-/// Counters of a mirror's copies, by outcome.
-#[derive(Debug, Default)]
-pub struct MirrorOutcomes {
-    /// Copies the shadow pool answered.
-    pub sent: Counter,
-    /// Copies that failed (no peer, connect, timeout, closed).
-    pub failed: Counter,
-    /// Copies not made because [`MAX_IN_FLIGHT`] were under way.
-    pub dropped: Counter,
-    /// Requests not copied because they had a body.
-    pub skipped: Counter,
-}
-
-impl MirrorOutcomes {
-    /// `(outcome, counter)` for each outcome, as metrics label them.
-    pub fn by_outcome(&self) -> [(&'static str, &Counter); 4] {
-        [
-            ("sent", &self.sent),
-            ("failed", &self.failed),
-            ("dropped", &self.dropped),
-            ("skipped", &self.skipped),
-        ]
     }
 }
 

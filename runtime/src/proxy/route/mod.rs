@@ -32,8 +32,9 @@ mod rewrite;
 mod split;
 mod template;
 
+pub use crate::metrics::MirrorOutcomes;
 pub use condition::{Cidr, Condition, Test, ValueTest};
-pub use mirror::{Mirror, MirrorOutcomes, MAX_IN_FLIGHT as MAX_MIRRORED};
+pub use mirror::{Mirror, MAX_IN_FLIGHT as MAX_MIRRORED};
 pub use policy::RoutePolicy;
 pub use regex::Regex;
 pub use rewrite::PathRewrite;
