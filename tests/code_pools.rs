@@ -9,11 +9,9 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use pingora_dsl::lb::Backend;
 use pingora_dsl::prelude::*;
-use pingora_dsl::proxy::route::Router;
 use pingora_dsl_suite::origin::Origin;
-use support::{client, refused_port, send, RefusedPort, TestClient};
+use support::{client, point, refused_port, send, RefusedPort, TestClient};
 
 proxy! {
     /// Routes send everything to `stable`; code moves beta testers to `canary`.
@@ -44,13 +42,6 @@ proxy! {
             }
         }
     }
-}
-
-fn point(router: &mut Router, group: &str, addrs: &[SocketAddr]) {
-    router
-        .group_mut(group)
-        .expect("declared group")
-        .set_backends(addrs.iter().copied().map(Backend::new).collect());
 }
 
 async fn origin_of(client: &TestClient, addr: SocketAddr, path: &str, beta: bool) -> String {

@@ -12,11 +12,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use pingora_dsl::lb::Backend;
 use pingora_dsl::prelude::*;
-use pingora_dsl::proxy::route::{Mirror, Router, MAX_MIRRORED};
+use pingora_dsl::proxy::route::{Mirror, MAX_MIRRORED};
 use pingora_dsl_suite::origin::Origin;
-use support::{client, refused_port, send, wait_until, TestClient};
+use support::{client, point, refused_port, send, wait_until, TestClient};
 
 proxy! {
     /// Live traffic, copied to a shadow pool.
@@ -46,11 +45,11 @@ async fn setup(shadow_at: Option<SocketAddr>) -> Setup {
     let live = Origin::start("live").await.expect("origin");
     let shadow = Origin::start("shadow").await.expect("origin");
     let mut proxy = Shadowed::new();
-    point(proxy.router_mut(), "live", live.addr());
+    point(proxy.router_mut(), "live", &[live.addr()]);
     point(
         proxy.router_mut(),
         "shadow",
-        shadow_at.unwrap_or(shadow.addr()),
+        &[shadow_at.unwrap_or(shadow.addr())],
     );
     let mirrors = proxy
         .router()
@@ -68,13 +67,6 @@ async fn setup(shadow_at: Option<SocketAddr>) -> Setup {
         proxy: service.spawn().expect("proxy starts"),
         client: client(),
     }
-}
-
-fn point(router: &mut Router, group: &str, addr: SocketAddr) {
-    router
-        .group_mut(group)
-        .expect("declared group")
-        .set_backends(vec![Backend::new(addr)]);
 }
 
 impl Setup {

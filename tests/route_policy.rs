@@ -4,17 +4,14 @@
 
 mod support;
 
-use std::net::SocketAddr;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use pingora_dsl::lb::Backend;
 use pingora_dsl::prelude::*;
-use pingora_dsl::proxy::route::Router;
 use pingora_dsl_suite::origin::{start_faulty_origin, Origin};
-use support::{client, raw_exchange, send, TestClient};
+use support::{client, point, raw_exchange, send, TestClient};
 use tokio::io::AsyncWriteExt;
 
 proxy! {
@@ -70,13 +67,6 @@ async fn setup() -> Setup {
         proxy: service.spawn().expect("proxy starts"),
         client: client(),
     }
-}
-
-fn point(router: &mut Router, group: &str, addrs: &[SocketAddr]) {
-    router
-        .group_mut(group)
-        .expect("declared group")
-        .set_backends(addrs.iter().copied().map(Backend::new).collect());
 }
 
 impl Setup {

@@ -10,11 +10,10 @@ use std::net::SocketAddr;
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use pingora_dsl::lb::{peer_id, Backend};
+use pingora_dsl::lb::peer_id;
 use pingora_dsl::prelude::*;
-use pingora_dsl::proxy::route::Router;
 use pingora_dsl_suite::origin::Origin;
-use support::{client, refused_port, send, TestClient};
+use support::{client, point, refused_port, send, TestClient};
 
 proxy! {
     /// A pinned pool and a pool hashed by a cookie.
@@ -48,8 +47,9 @@ async fn setup(extra: &[SocketAddr]) -> Setup {
     let addrs: Vec<SocketAddr> = origins.iter().map(Origin::addr).collect();
     let mut proxy = Sticky::new();
     let router = proxy.router_mut();
-    point(router, "app", addrs.iter().chain(extra));
-    point(router, "hashed", addrs.iter());
+    let pinned: Vec<SocketAddr> = addrs.iter().chain(extra).copied().collect();
+    point(router, "app", &pinned);
+    point(router, "hashed", &addrs);
     let mut service = proxy.service();
     service.clear_tcp();
     service.add_tcp("127.0.0.1:0");
@@ -58,13 +58,6 @@ async fn setup(extra: &[SocketAddr]) -> Setup {
         proxy: service.spawn().expect("proxy starts"),
         client: client(),
     }
-}
-
-fn point<'a>(router: &mut Router, group: &str, addrs: impl Iterator<Item = &'a SocketAddr>) {
-    router
-        .group_mut(group)
-        .expect("declared group")
-        .set_backends(addrs.copied().map(Backend::new).collect());
 }
 
 /// Which origin answered, and the `Set-Cookie` of the answer (or `-`).

@@ -6,17 +6,15 @@
 mod support;
 
 use std::collections::HashMap;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use pingora_dsl::lb::Backend;
 use pingora_dsl::prelude::*;
 use pingora_dsl::proxy::route::{RouteAction, Router, Split};
 use pingora_dsl_suite::origin::Origin;
-use support::{client, send, TestClient};
+use support::{client, point, send, TestClient};
 
 proxy! {
     /// Every kind of condition, two splits and three rewrites.
@@ -62,9 +60,9 @@ async fn setup() -> Setup {
     );
     let mut proxy = Traffic::new();
     let router = proxy.router_mut();
-    point(router, "stable", stable.addr());
-    point(router, "canary", canary.addr());
-    point(router, "api", api.addr());
+    point(router, "stable", &[stable.addr()]);
+    point(router, "canary", &[canary.addr()]);
+    point(router, "api", &[api.addr()]);
     let splits = splits(proxy.router());
     let mut service = proxy.service();
     service.clear_tcp();
@@ -78,13 +76,6 @@ async fn setup() -> Setup {
         splits,
         client: client(),
     }
-}
-
-fn point(router: &mut Router, group: &str, addr: SocketAddr) {
-    router
-        .group_mut(group)
-        .expect("declared group")
-        .set_backends(vec![Backend::new(addr)]);
 }
 
 /// The router's splits, to read their counters.

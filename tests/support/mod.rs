@@ -382,3 +382,17 @@ pub fn process_catches_signal(pid: u32, signal: nix::sys::signal::Signal) -> boo
         })
         .is_some_and(|mask| mask & (1 << (signal as i32 - 1)) != 0)
 }
+
+/// Points the declared pool `group` of `router` at `addrs` (a test's origins).
+pub fn point(router: &mut pingora_dsl::proxy::route::Router, group: &str, addrs: &[SocketAddr]) {
+    router
+        .group_mut(group)
+        .expect("declared group")
+        .set_backends(
+            addrs
+                .iter()
+                .copied()
+                .map(pingora_dsl::lb::Backend::new)
+                .collect(),
+        );
+}

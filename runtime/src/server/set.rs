@@ -35,30 +35,14 @@ impl ProxySet {
 
     /// Adds the HTTP proxy `P` (declared with `proxy!`).
     pub fn with<P: DeclaredHttp>(mut self) -> Self {
-        let build: Build = Box::new(|cli| {
-            let (service, tasks, config, reloader) = P::build_declared(cli)?;
-            Ok((
-                Box::new(service) as Box<dyn Listening>,
-                tasks,
-                config,
-                reloader,
-            ))
-        });
+        let build: Build = Box::new(|cli| boxed(P::build_declared(cli)));
         self.members.push((P::NAME, P::ADMIN, build));
         self
     }
 
     /// Adds the layer-4 proxy `P` (declared with `tcp_proxy!` or `udp_proxy!`).
     pub fn with_layer4<P: DeclaredLayer4>(mut self) -> Self {
-        let build: Build = Box::new(|cli| {
-            let (service, tasks, config, reloader) = P::build_declared(cli)?;
-            Ok((
-                Box::new(service) as Box<dyn Listening>,
-                tasks,
-                config,
-                reloader,
-            ))
-        });
+        let build: Build = Box::new(|cli| boxed(P::build_declared(cli)));
         self.members.push((<P as Declared>::NAME, P::ADMIN, build));
         self
     }
@@ -89,6 +73,12 @@ impl ProxySet {
             Ok(combine(process, built))
         })
     }
+}
+
+/// A proxy's built services, with its listening service boxed to sit beside the others.
+fn boxed<S: Listening>(built: io::Result<Services<S>>) -> io::Result<Services<Box<dyn Listening>>> {
+    let (service, tasks, config, reloader) = built?;
+    Ok((Box::new(service), tasks, config, reloader))
 }
 
 /// Several proxies, distinct names; no flag that would apply to each of them.
