@@ -157,12 +157,8 @@ impl Service for ServiceSet {
     }
 
     fn start(self: Box<Self>, shutdown: ShutdownWatch, grace: Duration) -> BoxFuture<()> {
-        let started: Vec<_> = self
-            .members
-            .into_iter()
-            .map(|m| m.start(shutdown.clone(), grace))
-            .collect();
-        Box::pin(join_all(started))
+        let members = self.members.into_iter().map(|m| m as Box<dyn Service>);
+        start_all(members.collect(), shutdown, grace)
     }
 
     fn worker_copy(&self) -> io::Result<Option<Box<dyn Service>>> {
@@ -179,13 +175,23 @@ impl Service for ServiceSet {
     }
 }
 
-/// Runs `futures` side by side until every one has finished.
-async fn join_all(futures: Vec<BoxFuture<()>>) {
-    let mut running = tokio::task::JoinSet::new();
-    for future in futures {
-        running.spawn(future);
-    }
-    while running.join_next().await.is_some() {}
+/// Starts every one of `members` and runs them side by side until all have finished.
+fn start_all(
+    members: Vec<Box<dyn Service>>,
+    shutdown: ShutdownWatch,
+    grace: Duration,
+) -> BoxFuture<()> {
+    let started: Vec<_> = members
+        .into_iter()
+        .map(|m| m.start(shutdown.clone(), grace))
+        .collect();
+    Box::pin(async move {
+        let mut running = tokio::task::JoinSet::new();
+        for future in started {
+            running.spawn(future);
+        }
+        while running.join_next().await.is_some() {}
+    })
 }
 
 /// The copies of a set's services for another worker.
@@ -200,12 +206,7 @@ impl Service for Workers {
     }
 
     fn start(self: Box<Self>, shutdown: ShutdownWatch, grace: Duration) -> BoxFuture<()> {
-        let started: Vec<_> = self
-            .members
-            .into_iter()
-            .map(|m| m.start(shutdown.clone(), grace))
-            .collect();
-        Box::pin(join_all(started))
+        start_all(self.members, shutdown, grace)
     }
 }
 
