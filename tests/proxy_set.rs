@@ -16,6 +16,12 @@ use support::{addr_after, client, example_binary, read_until, send, spawn_with_l
 
 /// Runs curl with `args` (bounded by 10 s); its stdout.
 async fn curl(args: Vec<String>) -> String {
+    curl_both(args).await.0
+}
+
+/// Runs curl with `args` (bounded by 10 s); its stdout and stderr (`-v` says there which
+/// certificate the server presented).
+async fn curl_both(args: Vec<String>) -> (String, String) {
     let out = tokio::task::spawn_blocking(move || {
         Command::new("curl")
             .args(["-sS", "-i", "--max-time", "10"])
@@ -25,7 +31,10 @@ async fn curl(args: Vec<String>) -> String {
     })
     .await
     .expect("curl task");
-    String::from_utf8_lossy(&out.stdout).into_owned()
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
 }
 
 /// Kills the process when the test ends, however it ends.
@@ -44,6 +53,9 @@ async fn a_redirector_and_an_https_edge_run_as_one_process() {
     std::fs::create_dir_all(&dir).expect("dir");
     let ca = TestCa::new(&dir).expect("ca");
     let cert = ca.server("localhost", &["localhost"]).expect("cert");
+    let api_cert = ca
+        .server("api.localhost", &["api.localhost"])
+        .expect("cert");
     let web = Origin::start("web").await.expect("origin");
     let grpc = Origin::start_h2("grpc").await.expect("origin");
     let ws = start_ws_echo().await.expect("origin");
@@ -56,13 +68,15 @@ listen = ["127.0.0.1:0"]
 
 [proxy.Edge]
 tls_listen = ["127.0.0.1:0"]
-certificate = [{{ cert = "{}", key = "{}" }}]
+certificate = [{{ cert = "{}", key = "{}" }}, {{ cert = "{}", key = "{}" }}]
 upstream.web.peers = ["{}"]
 upstream.grpc.peers = ["{}"]
 upstream.ws.peers = ["{}"]
 "#,
             cert.cert.display(),
             cert.key.display(),
+            api_cert.cert.display(),
+            api_cert.key.display(),
             web.addr(),
             grpc.addr(),
             ws
@@ -119,6 +133,20 @@ upstream.ws.peers = ["{}"]
         "{page}"
     );
 
+    // SNI picks the certificate: the other name gets its own.
+    let (page, verbose) = curl_both(vec![
+        "-v".into(),
+        "--cacert".into(),
+        ca.cert_path().display().to_string(),
+        "--resolve".into(),
+        format!("api.localhost:{}:127.0.0.1", edge.port()),
+        format!("https://api.localhost:{}/", edge.port()),
+    ])
+    .await;
+    assert!(page.contains("x-origin: web"), "{page}");
+    assert!(verbose.contains("CN=api.localhost"), "{verbose}");
+    assert!(!verbose.contains("CN=localhost"), "{verbose}");
+
     let frame = dir.join("frame.bin");
     std::fs::write(&frame, grpc_message(b"ping")).expect("frame");
     let call = curl(
@@ -166,7 +194,7 @@ upstream.ws.peers = ["{}"]
     assert!(upgrade.starts_with("HTTP/1.1 101"), "{upgrade}");
     assert_eq!(
         web.requests(),
-        1,
+        2,
         "neither gRPC nor the upgrade went to the web pool"
     );
 
