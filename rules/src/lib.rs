@@ -307,6 +307,128 @@ pub fn replace_path_prefix(path: &str, prefix: &str, with: &str) -> Option<Strin
     Some(out)
 }
 
+/// How a syslog collector is reached.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyslogTransport {
+    /// Datagrams to `IP:PORT`.
+    Udp,
+    /// A stream to `IP:PORT`, messages framed by octet counting (RFC 6587).
+    Tcp,
+    /// Datagrams to a local socket such as `/dev/log`.
+    Unix,
+}
+
+/// A syslog destination, as `syslog:udp://IP:PORT`, `syslog:tcp://IP:PORT` or
+/// `syslog:unix:///dev/log` write it, each optionally followed by
+/// `?facility=NAME&tag=NAME` (default facility `local7`, tag `pingora-dsl`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SyslogSpec {
+    /// How the collector is reached.
+    pub transport: SyslogTransport,
+    /// `IP:PORT`, or the socket's path.
+    pub address: String,
+    /// The facility's number (`local0` is 16).
+    pub facility: u8,
+    /// The APP-NAME of every message.
+    pub tag: String,
+}
+
+/// The syslog facilities by name, with their numbers (RFC 5424).
+pub const SYSLOG_FACILITIES: &[(&str, u8)] = &[
+    ("kern", 0),
+    ("user", 1),
+    ("mail", 2),
+    ("daemon", 3),
+    ("auth", 4),
+    ("syslog", 5),
+    ("lpr", 6),
+    ("news", 7),
+    ("uucp", 8),
+    ("cron", 9),
+    ("authpriv", 10),
+    ("ftp", 11),
+    ("local0", 16),
+    ("local1", 17),
+    ("local2", 18),
+    ("local3", 19),
+    ("local4", 20),
+    ("local5", 21),
+    ("local6", 22),
+    ("local7", 23),
+];
+
+/// `text` as a syslog destination: `None` when it does not start with `syslog:` (a file
+/// or `stdout`), else the destination or what is wrong with it.
+pub fn parse_syslog(text: &str) -> Option<Result<SyslogSpec, String>> {
+    let rest = text.strip_prefix("syslog:")?;
+    Some(syslog_spec(rest))
+}
+
+fn syslog_spec(rest: &str) -> Result<SyslogSpec, String> {
+    let (place, options) = rest.split_once('?').unwrap_or((rest, ""));
+    let (transport, address) = if let Some(a) = place.strip_prefix("udp://") {
+        (SyslogTransport::Udp, a)
+    } else if let Some(a) = place.strip_prefix("tcp://") {
+        (SyslogTransport::Tcp, a)
+    } else if let Some(a) = place.strip_prefix("unix://") {
+        (SyslogTransport::Unix, a)
+    } else {
+        return Err(
+            "write syslog:udp://IP:PORT, syslog:tcp://IP:PORT or syslog:unix:///dev/log".to_owned(),
+        );
+    };
+    match transport {
+        SyslogTransport::Unix if !address.starts_with('/') => {
+            return Err(format!(
+                "\"{address}\" is not an absolute socket path: e.g. syslog:unix:///dev/log"
+            ));
+        }
+        SyslogTransport::Udp | SyslogTransport::Tcp
+            if address.parse::<std::net::SocketAddr>().is_err() =>
+        {
+            return Err(format!(
+                "\"{address}\" is not IP:PORT: e.g. syslog:udp://127.0.0.1:514"
+            ));
+        }
+        _ => {}
+    }
+    let mut spec = SyslogSpec {
+        transport,
+        address: address.to_owned(),
+        facility: 23,
+        tag: "pingora-dsl".to_owned(),
+    };
+    for pair in options.split('&').filter(|p| !p.is_empty()) {
+        match pair.split_once('=') {
+            Some(("facility", name)) => {
+                spec.facility = SYSLOG_FACILITIES
+                    .iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, f)| *f)
+                    .ok_or_else(|| format!("unknown syslog facility \"{name}\": use local0 to local7, daemon, user, ..."))?;
+            }
+            Some(("tag", tag))
+                if !tag.is_empty()
+                    && tag.len() <= 48
+                    && tag.bytes().all(|b| b.is_ascii_graphic()) =>
+            {
+                spec.tag = tag.to_owned();
+            }
+            Some(("tag", tag)) => {
+                return Err(format!(
+                    "syslog tag \"{tag}\" must be 1 to 48 visible ASCII characters"
+                ));
+            }
+            _ => {
+                return Err(format!(
+                    "unknown syslog option \"{pair}\": use facility=NAME or tag=NAME"
+                ))
+            }
+        }
+    }
+    Ok(spec)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -371,6 +493,29 @@ mod tests {
         assert_eq!(Cidr::parse("10.0.0.1/8"), Err(CidrError::HostBits));
         assert_eq!(Cidr::parse("10.0.0.0/33"), Err(CidrError::Prefix));
         assert_eq!(Cidr::parse("ten/8"), Err(CidrError::Address));
+    }
+
+    #[test]
+    fn syslog_destinations_parse_with_their_options() {
+        assert_eq!(parse_syslog("/var/log/x.log"), None);
+        let spec = parse_syslog("syslog:udp://127.0.0.1:514?facility=local3&tag=edge")
+            .expect("syslog")
+            .expect("valid");
+        assert_eq!(spec.transport, SyslogTransport::Udp);
+        assert_eq!((spec.facility, spec.tag.as_str()), (19, "edge"));
+        let unix = parse_syslog("syslog:unix:///dev/log")
+            .expect("syslog")
+            .expect("valid");
+        assert_eq!((unix.address.as_str(), unix.facility), ("/dev/log", 23));
+        for bad in [
+            "syslog:udp://localhost:514",
+            "syslog:unix://dev/log",
+            "syslog:smtp://1.2.3.4:1",
+            "syslog:tcp://127.0.0.1:514?facility=local9",
+            "syslog:tcp://127.0.0.1:514?level=info",
+        ] {
+            assert!(parse_syslog(bad).expect("syslog").is_err(), "{bad}");
+        }
     }
 
     #[test]

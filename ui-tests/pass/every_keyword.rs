@@ -119,6 +119,7 @@ proxy! {
         remove_response_header "x-powered-by";
 
         via "1.1 everything";
+        access_log "syslog:udp://127.0.0.1:5514?facility=local3&tag=edge" json;
         forwarded_for on;
         keepalive on;
         filter_local_answers on;
@@ -190,6 +191,10 @@ fn main() {
     );
     let options = Everything::options();
     assert!(options.via.is_some());
+    assert_eq!(
+        options.access_log.as_ref().map(|l| l.target().describe()),
+        Some("syslog:udp://127.0.0.1:5514?facility=local3&tag=edge".to_owned())
+    );
     assert_eq!(options.client.max_idle_per_peer, 64);
     assert_eq!(options.tunnel_idle_timeout, Duration::from_secs(300));
     assert_eq!(options.body_total_timeout, Duration::from_secs(120));

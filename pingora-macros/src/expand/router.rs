@@ -374,17 +374,41 @@ fn option_set(setting: &Setting) -> Option<TokenStream> {
             } else {
                 quote!(#rt::observe::access_log::AccessLogFormat::Combined)
             };
+            let target = access_log_target(target);
             quote!(
                 options.access_log = ::std::option::Option::Some(
-                    #rt::observe::access_log::AccessLog::new(
-                        #rt::observe::access_log::AccessLogTarget::parse(#target),
-                        #format,
-                    ),
+                    #rt::observe::access_log::AccessLog::new(#target, #format),
                 );
             )
         }
         _ => return None,
     })
+}
+
+/// An `AccessLogTarget` value for a checked target: stdout, a syslog destination (built
+/// from its parts, parsed here) or a file.
+fn access_log_target(target: &syn::LitStr) -> TokenStream {
+    let rt = rt();
+    let log = quote!(#rt::observe::access_log);
+    let text = target.value();
+    match pingora_dsl_rules::parse_syslog(&text) {
+        Some(Ok(spec)) => {
+            let transport = match spec.transport {
+                pingora_dsl_rules::SyslogTransport::Udp => quote!(Udp),
+                pingora_dsl_rules::SyslogTransport::Tcp => quote!(Tcp),
+                pingora_dsl_rules::SyslogTransport::Unix => quote!(Unix),
+            };
+            let (address, facility, tag) = (&spec.address, spec.facility, &spec.tag);
+            quote!(#log::AccessLogTarget::Syslog(#rt::observe::syslog::SyslogSpec {
+                transport: #rt::observe::syslog::SyslogTransport::#transport,
+                address: ::std::string::String::from(#address),
+                facility: #facility,
+                tag: ::std::string::String::from(#tag),
+            }))
+        }
+        _ if text == "stdout" || text == "-" => quote!(#log::AccessLogTarget::Stdout),
+        _ => quote!(#log::AccessLogTarget::File(::std::path::PathBuf::from(#target))),
+    }
 }
 
 /// Statements setting the declared HTTP server options on `service`.

@@ -192,8 +192,12 @@ fn check_access_log(
     if target.value().trim().is_empty() {
         errors.at(
             target.span(),
-            "the access log needs a target: \"stdout\" or a file path",
+            "the access log needs a target: \"stdout\", a file path or \"syslog:udp://IP:PORT\"",
         );
+        valid = false;
+    }
+    if let Some(Err(e)) = rules::parse_syslog(&target.value()) {
+        errors.at(target.span(), format!("invalid syslog destination: {e}"));
         valid = false;
     }
     if let Some(f) = format {

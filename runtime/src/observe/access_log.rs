@@ -19,6 +19,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use serde::Serialize;
 
+use crate::observe::syslog::{SyslogSink, SyslogSpec};
+
 /// Lines that may wait for the writer before new ones are dropped.
 const QUEUE_LINES: usize = 16 * 1024;
 
@@ -62,15 +64,26 @@ pub enum AccessLogTarget {
     Stdout,
     /// A file, appended to (created if missing).
     File(PathBuf),
+    /// A syslog collector (see [`syslog`](crate::observe::syslog)).
+    Syslog(SyslogSpec),
 }
 
 impl AccessLogTarget {
-    /// `"stdout"` or a file path.
-    pub fn parse(target: &str) -> Self {
-        match target {
+    /// `"stdout"`, `"syslog:udp://IP:PORT?facility=local0&tag=edge"` (or `tcp://`,
+    /// `unix:///dev/log`), or a file path; errors for a malformed `syslog:` destination.
+    pub fn parse(target: &str) -> io::Result<Self> {
+        if let Some(syslog) = pingora_dsl_rules::parse_syslog(target) {
+            return syslog.map(AccessLogTarget::Syslog).map_err(|e| {
+                io::Error::new(
+                    io::ErrorKind::InvalidInput,
+                    format!("access log {target:?}: {e}"),
+                )
+            });
+        }
+        Ok(match target {
             "stdout" | "-" => AccessLogTarget::Stdout,
             path => AccessLogTarget::File(PathBuf::from(path)),
-        }
+        })
     }
 
     /// As [`AccessLogTarget::parse`] reads it.
@@ -78,6 +91,7 @@ impl AccessLogTarget {
         match self {
             AccessLogTarget::Stdout => "stdout".to_owned(),
             AccessLogTarget::File(p) => p.display().to_string(),
+            AccessLogTarget::Syslog(spec) => crate::observe::syslog::describe(spec),
         }
     }
 }
@@ -94,7 +108,8 @@ struct Inner {
     /// The writer thread's end of the queue, until the first line starts the thread.
     receiver: Mutex<Option<Receiver<Message>>>,
     started: Once,
-    dropped: AtomicU64,
+    /// Lines dropped: the queue was full, or the syslog collector refused them.
+    dropped: Arc<AtomicU64>,
 }
 
 /// An access log: cheap to clone, shared by every worker of a proxy.
@@ -134,7 +149,7 @@ impl AccessLog {
             sender,
             receiver: Mutex::new(Some(receiver)),
             started: Once::new(),
-            dropped: AtomicU64::new(0),
+            dropped: Arc::default(),
         }))
     }
 
@@ -145,9 +160,10 @@ impl AccessLog {
                 return;
             };
             let target = self.0.target.clone();
+            let dropped = self.0.dropped.clone();
             let spawned = std::thread::Builder::new()
                 .name("access-log".into())
-                .spawn(move || write_lines(Sink::open(&target), receiver));
+                .spawn(move || write_lines(Sink::open(&target), receiver, &dropped));
             if let Err(e) = spawned {
                 tracing::error!(error = %e, "cannot start the access log writer; lines are dropped");
             }
@@ -159,7 +175,8 @@ impl AccessLog {
     pub fn check(&self) -> io::Result<()> {
         match &self.0.target {
             AccessLogTarget::File(path) => check_append(path, "access log"),
-            AccessLogTarget::Stdout => Ok(()),
+            // A collector may come and go: lines meanwhile are dropped and counted.
+            AccessLogTarget::Stdout | AccessLogTarget::Syslog(_) => Ok(()),
         }
     }
 
@@ -173,7 +190,7 @@ impl AccessLog {
         &self.0.target
     }
 
-    /// Lines dropped because the writer fell behind.
+    /// Lines dropped because the writer fell behind or the syslog collector refused them.
     pub fn dropped(&self) -> u64 {
         self.0.dropped.load(Ordering::Relaxed)
     }
@@ -370,11 +387,16 @@ fn seconds<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> 
 }
 
 fn rfc3339<S: serde::Serializer>(t: &SystemTime, s: S) -> Result<S::Ok, S::Error> {
-    let (date, millis) = civil(*t);
-    s.collect_str(&format_args!(
+    s.collect_str(&rfc3339_string(*t))
+}
+
+/// `t` as RFC 3339 in UTC with milliseconds (`2026-12-05T21:51:42.123Z`).
+pub(crate) fn rfc3339_string(t: SystemTime) -> String {
+    let (date, millis) = civil(t);
+    format!(
         "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:03}Z",
         date.year, date.month, date.day, date.hour, date.minute, date.second, millis
-    ))
+    )
 }
 
 /// `10/Oct/2000:13:55:36 +0000`, the common log format's time (in UTC).
@@ -434,6 +456,7 @@ fn civil(t: SystemTime) -> (Civil, u32) {
 
 enum Sink {
     Stdout,
+    Syslog(SyslogSink),
     /// A file, opened with the first line (`tried` says whether that was attempted; after
     /// a failure only a reopen tries again).
     File {
@@ -447,6 +470,7 @@ impl Sink {
     fn open(target: &AccessLogTarget) -> Sink {
         match target {
             AccessLogTarget::Stdout => Sink::Stdout,
+            AccessLogTarget::Syslog(spec) => Sink::Syslog(SyslogSink::new(spec.clone())),
             // Opened with the first line (see `AccessLog::new`).
             AccessLogTarget::File(path) => Sink::File {
                 file: None,
@@ -456,8 +480,26 @@ impl Sink {
         }
     }
 
+    /// Writes `bytes` (whole lines); returns the lines lost and the error, if any.
+    fn write_lines(&mut self, bytes: &[u8]) -> (u64, Option<io::Error>) {
+        if let Sink::Syslog(sink) = self {
+            return sink.send_lines(bytes);
+        }
+        match self.write_all(bytes) {
+            Ok(()) => (0, None),
+            Err(e) => {
+                let lines = bytes.iter().filter(|&&b| b == b'\n').count() as u64;
+                (lines, Some(e))
+            }
+        }
+    }
+
     fn write_all(&mut self, bytes: &[u8]) -> io::Result<()> {
         match self {
+            Sink::Syslog(sink) => match sink.send_lines(bytes) {
+                (_, Some(e)) => Err(e),
+                (_, None) => Ok(()),
+            },
             Sink::Stdout => {
                 let mut out = io::stdout().lock();
                 out.write_all(bytes)?;
@@ -531,7 +573,7 @@ fn open_append(path: &Path) -> io::Result<File> {
 
 /// The writer thread: batches whatever is queued into one write, until every sender
 /// is gone.
-fn write_lines(mut sink: Sink, receiver: Receiver<Message>) {
+fn write_lines(mut sink: Sink, receiver: Receiver<Message>, dropped: &AtomicU64) {
     let mut batch = Vec::with_capacity(64 * 1024);
     let mut failing = false;
     while let Ok(first) = receiver.recv() {
@@ -540,7 +582,7 @@ fn write_lines(mut sink: Sink, receiver: Receiver<Message>) {
             match message {
                 Message::Line(line) => batch.extend_from_slice(&line),
                 Message::Reopen => {
-                    flush(&mut sink, &mut batch, &mut failing);
+                    flush(&mut sink, &mut batch, &mut failing, dropped);
                     sink.reopen();
                 }
             }
@@ -548,19 +590,22 @@ fn write_lines(mut sink: Sink, receiver: Receiver<Message>) {
                 next = receiver.try_recv().ok();
             }
         }
-        flush(&mut sink, &mut batch, &mut failing);
+        flush(&mut sink, &mut batch, &mut failing, dropped);
     }
 }
 
-fn flush(sink: &mut Sink, batch: &mut Vec<u8>, failing: &mut bool) {
+/// Writes the batch; lines that could not be written are counted in `dropped`, and the
+/// first failure of a run of them is logged.
+fn flush(sink: &mut Sink, batch: &mut Vec<u8>, failing: &mut bool, dropped: &AtomicU64) {
     if batch.is_empty() {
         return;
     }
-    match sink.write_all(batch) {
-        Ok(()) => *failing = false,
-        Err(e) => {
+    match sink.write_lines(batch) {
+        (_, None) => *failing = false,
+        (lost, Some(e)) => {
+            dropped.fetch_add(lost, Ordering::Relaxed);
             if !*failing {
-                tracing::error!(error = %e, "cannot write the access log");
+                tracing::error!(error = %e, "cannot write the access log; lines are dropped and counted");
             }
             *failing = true;
         }

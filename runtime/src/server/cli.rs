@@ -83,8 +83,10 @@ pub struct ProxyCli {
     /// `/status.json`) on this address.
     #[arg(long, value_name = "ADDR")]
     pub admin: Option<String>,
-    /// Write a line per request to `stdout` or to this file (reopened on SIGHUP).
-    #[arg(long = "access-log", value_name = "stdout|FILE")]
+    /// Write a line per request to `stdout`, to this file (reopened on SIGHUP), or to a
+    /// syslog collector (`syslog:udp://IP:PORT?facility=local0&tag=NAME`, `syslog:tcp://...`,
+    /// `syslog:unix:///dev/log`).
+    #[arg(long = "access-log", value_name = "stdout|FILE|syslog:...")]
     pub access_log: Option<String>,
     /// The access log's format.
     #[arg(long = "access-log-format", value_name = "combined|json")]

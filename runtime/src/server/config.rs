@@ -258,7 +258,7 @@ pub fn set_access_log(
         None => current.map_or(AccessLogFormat::Combined, AccessLog::format),
     };
     let target = match target {
-        Some(t) => AccessLogTarget::parse(t),
+        Some(t) => AccessLogTarget::parse(t)?,
         None => current.map_or(AccessLogTarget::Stdout, |l| l.target().clone()),
     };
     options.access_log = Some(AccessLog::open(target, format)?);
