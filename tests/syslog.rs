@@ -179,3 +179,88 @@ fn the_config_file_and_flags_take_a_syslog_destination() {
         set_access_log(&mut options, Some("syslog:tcp://127.0.0.1"), None).expect_err("no port");
     assert!(e.to_string().contains("is not IP:PORT"), "{e}");
 }
+
+/// Kills the process when the test ends, however it ends.
+struct Running(std::process::Child);
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_process_log_goes_to_syslog_with_each_events_severity() {
+    use support::{addr_after, example_binary, read_until, refused_port, spawn_with_lines};
+    let collector = tokio::net::UdpSocket::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let gone = refused_port();
+    let dir = std::env::temp_dir().join(format!("pdsl-syslog-process-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let conf = dir.join("lb.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[server]\nlog = \"syslog:udp://{}?facility=daemon&tag=lb\"\n",
+            collector.local_addr().expect("addr")
+        ),
+    )
+    .expect("config");
+    let (child, lines) = spawn_with_lines(
+        std::process::Command::new(example_binary("load_balancer")).args([
+            "-c",
+            conf.to_str().expect("utf-8"),
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &gone.addr().to_string(),
+        ]),
+    );
+    let _running = Running(child);
+    let addr = addr_after(
+        &read_until(&lines, &mut Vec::new(), |l| {
+            l.contains("listening on http://")
+        }),
+        "http://",
+    );
+    let (resp, _) = send(&client(), get(addr, "/", None)).await;
+    assert_eq!(resp.status(), 502);
+    // The failed request is logged as a warning: facility daemon (3), severity 4.
+    let mut buf = vec![0u8; 65_536];
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
+    loop {
+        let n = tokio::time::timeout_at(deadline, collector.recv(&mut buf))
+            .await
+            .expect("the warning within 5 s")
+            .expect("recv");
+        let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+        if message.contains("request failed") {
+            assert!(message.starts_with("<28>1 "), "{message}");
+            assert_eq!(message.split(' ').nth(3), Some("lb"), "{message}");
+            assert!(
+                !message.contains('\u{1b}'),
+                "no terminal colours: {message}"
+            );
+            break;
+        }
+    }
+}
+
+#[test]
+fn the_process_log_takes_stderr_or_a_datagram_collector() {
+    use pingora_dsl::server::config::process_log_writer;
+    assert!(process_log_writer("stderr").expect("valid").is_none());
+    assert!(process_log_writer("syslog:unix:///dev/log")
+        .expect("valid")
+        .is_some());
+    let e = process_log_writer("syslog:tcp://127.0.0.1:6514")
+        .err()
+        .expect("a stream");
+    assert!(e.to_string().contains("over datagrams"), "{e}");
+    let e = process_log_writer("/var/log/proxy.log")
+        .err()
+        .expect("not a target");
+    assert!(e.to_string().contains("\"stderr\""), "{e}");
+}

@@ -52,12 +52,8 @@ impl SyslogSink {
     pub(crate) fn send_lines(&mut self, batch: &[u8]) -> (u64, Option<io::Error>) {
         let mut dropped = 0;
         let mut first_error = None;
-        let now = SystemTime::now();
         for line in batch.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-            let message = self.message(line, now);
-            if let Err(e) = self.send(&message) {
-                // A stream that failed is made again for the next line.
-                self.conn = None;
+            if let Err(e) = self.send_line(SEVERITY_INFO, line) {
                 dropped += 1;
                 first_error.get_or_insert(e);
             }
@@ -65,9 +61,18 @@ impl SyslogSink {
         (dropped, first_error)
     }
 
+    /// Sends `line` as one message of `severity` (RFC 5424: 3 error ... 7 debug).
+    pub(crate) fn send_line(&mut self, severity: u8, line: &[u8]) -> io::Result<()> {
+        let message = self.message(severity, line, SystemTime::now());
+        self.send(&message).inspect_err(|_| {
+            // A stream that failed is made again for the next line.
+            self.conn = None;
+        })
+    }
+
     /// `<PRI>1 TIMESTAMP HOST APP PROCID - - LINE`.
-    fn message(&self, line: &[u8], now: SystemTime) -> Vec<u8> {
-        let pri = u16::from(self.spec.facility) * 8 + u16::from(SEVERITY_INFO);
+    fn message(&self, severity: u8, line: &[u8], now: SystemTime) -> Vec<u8> {
+        let pri = u16::from(self.spec.facility) * 8 + u16::from(severity);
         let mut out = format!(
             "<{pri}>1 {} {} {} {} - - ",
             super::access_log::rfc3339_string(now),
@@ -149,4 +154,100 @@ pub fn describe(spec: &SyslogSpec) -> String {
         "syslog:{scheme}://{}?facility={facility}&tag={}",
         spec.address, spec.tag
     )
+}
+
+/// The process log (tracing's events) to a syslog collector over datagrams (UDP or a
+/// local socket): each event is one message, its level mapped to a severity, sent at once
+/// without waiting (a full or absent collector loses it, counted). No thread, so a
+/// daemon's fork keeps it working.
+#[derive(Clone)]
+pub struct ProcessLogWriter {
+    sink: std::sync::Arc<std::sync::Mutex<SyslogSink>>,
+    dropped: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl ProcessLogWriter {
+    /// A writer to `spec`; errors for a stream (`tcp`), which could block the logging
+    /// thread.
+    pub fn new(spec: SyslogSpec) -> io::Result<Self> {
+        if spec.transport == SyslogTransport::Tcp {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "the process log goes to syslog over datagrams: use syslog:udp://IP:PORT or syslog:unix:///dev/log",
+            ));
+        }
+        Ok(ProcessLogWriter {
+            sink: std::sync::Arc::new(std::sync::Mutex::new(SyslogSink::new(spec))),
+            dropped: std::sync::Arc::default(),
+        })
+    }
+
+    /// Events lost because the collector was absent or full.
+    pub fn dropped(&self) -> u64 {
+        self.dropped.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+/// One event being formatted; sent when tracing drops it.
+pub struct EventWriter {
+    log: ProcessLogWriter,
+    severity: u8,
+    line: Vec<u8>,
+}
+
+impl Write for EventWriter {
+    fn write(&mut self, bytes: &[u8]) -> io::Result<usize> {
+        self.line.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for EventWriter {
+    fn drop(&mut self) {
+        let line = self.line.trim_ascii_end();
+        if line.is_empty() {
+            return;
+        }
+        let sent = match self.log.sink.lock() {
+            Ok(mut sink) => sink.send_line(self.severity, line).is_ok(),
+            Err(_) => false,
+        };
+        if !sent {
+            self.log
+                .dropped
+                .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        }
+    }
+}
+
+impl<'a> tracing_subscriber::fmt::MakeWriter<'a> for ProcessLogWriter {
+    type Writer = EventWriter;
+
+    fn make_writer(&'a self) -> EventWriter {
+        self.event(SEVERITY_INFO)
+    }
+
+    fn make_writer_for(&'a self, meta: &tracing::Metadata<'_>) -> EventWriter {
+        let severity = match *meta.level() {
+            tracing::Level::ERROR => 3,
+            tracing::Level::WARN => 4,
+            tracing::Level::INFO => 6,
+            _ => 7,
+        };
+        self.event(severity)
+    }
+}
+
+impl ProcessLogWriter {
+    fn event(&self, severity: u8) -> EventWriter {
+        EventWriter {
+            log: self.clone(),
+            severity,
+            line: Vec::with_capacity(256),
+        }
+    }
 }

@@ -403,6 +403,20 @@ pub fn init_logging() {
     init_logging_at("info");
 }
 
+/// Logs to a syslog collector through `writer` (plain text, no colours), at `RUST_LOG`'s
+/// level, else at `level`, unless a subscriber is set already.
+pub fn init_logging_to(level: &str, writer: crate::observe::syslog::ProcessLogWriter) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(false)
+        .without_time()
+        .with_writer(writer)
+        .try_init();
+}
+
 /// Logs to stderr at `RUST_LOG`'s level, else at `level` (`info`, `debug`, or a filter
 /// such as `warn,pingora_dsl_runtime=debug`), unless a subscriber is set already.
 pub fn init_logging_at(level: &str) {
@@ -617,12 +631,18 @@ where
 {
     let mut cli = cli;
     let loaded = load_config(proxies, &mut cli);
-    init_logging_at(
-        cli.config
-            .as_ref()
-            .and_then(|c| c.server.log_level.as_deref())
-            .unwrap_or("info"),
-    );
+    let server = cli.config.as_ref().map(|c| &c.server);
+    let level = server
+        .and_then(|s| s.log_level.as_deref())
+        .unwrap_or("info");
+    // A bad `log` is reported by the configuration check; meanwhile logs go to stderr.
+    match server
+        .and_then(|s| s.log.as_deref())
+        .map(crate::server::config::process_log_writer)
+    {
+        Some(Ok(Some(writer))) => init_logging_to(level, writer),
+        _ => init_logging_at(level),
+    }
     let testing = cli.test;
     match loaded.and_then(|()| serve(name, cli, build)) {
         Ok(()) => ExitCode::SUCCESS,
@@ -804,6 +824,7 @@ fn print_config<S: Listening>(
     effective.server.upgrade_socket = Some(upgrade.socket);
     effective.server.upgrade_timeout = Some(crate::server::config::show_duration(upgrade.timeout));
     effective.server.log_level = server_section.log_level.clone();
+    effective.server.log = server_section.log.clone();
     for (name, tls) in service.tls_listeners_named() {
         let differing = effective.set_tls(&name, &tls);
         if !differing.is_empty() {

@@ -19,6 +19,7 @@
 //! upgrade_timeout = "30s"
 //! admin = "127.0.0.1:9100"          # /metrics, /status, /status.json
 //! log_level = "info"                 # RUST_LOG wins
+//! log = "syslog:unix:///dev/log?facility=daemon&tag=gateway" # the process log; default stderr
 //!
 //! [proxy.Gateway]
 //! listen = ["0.0.0.0:8080", "[::]:8080"]
@@ -113,6 +114,10 @@ pub struct ServerSection {
     /// The log level (`info`, `debug`, or a `RUST_LOG`-style filter); `RUST_LOG` wins.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log_level: Option<String>,
+    /// Where the process log goes: `stderr` (the default) or a syslog collector over
+    /// datagrams (`syslog:udp://IP:PORT`, `syslog:unix:///dev/log`, with `?facility=&tag=`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
 }
 
 /// `[proxy.NAME]`.
@@ -265,6 +270,24 @@ pub fn set_access_log(
     Ok(())
 }
 
+/// The process log's syslog writer for `target`; `None` for `stderr`; an error for
+/// anything else, or a syslog stream (the process log uses datagrams).
+pub fn process_log_writer(
+    target: &str,
+) -> io::Result<Option<crate::observe::syslog::ProcessLogWriter>> {
+    if target == "stderr" {
+        return Ok(None);
+    }
+    match pingora_dsl_rules::parse_syslog(target) {
+        Some(Ok(spec)) => crate::observe::syslog::ProcessLogWriter::new(spec).map(Some),
+        Some(Err(e)) => Err(io::Error::new(io::ErrorKind::InvalidInput, e)),
+        None => Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{target:?}: the process log goes to \"stderr\" or \"syslog:udp://IP:PORT\" / \"syslog:unix:///dev/log\""),
+        )),
+    }
+}
+
 /// `"IP:PORT"` or `"IP:PORT weight N"` (the language's peer rule), and not port 0.
 fn parse_peer(text: &str) -> Result<Backend, String> {
     let shape = || format!("invalid peer {text:?}: write \"IP:PORT\" or \"IP:PORT weight N\"");
@@ -335,6 +358,9 @@ impl Config {
         if let Some(level) = &self.server.log_level {
             tracing_subscriber::EnvFilter::try_new(level)
                 .map_err(|e| invalid(format!("server.log_level: {e}")))?;
+        }
+        if let Some(target) = &self.server.log {
+            process_log_writer(target).map_err(|e| invalid(format!("server.log: {e}")))?;
         }
         if let Some(path) = &self.server.upgrade_socket {
             conf.upgrade.get_or_insert_with(UpgradeConf::default).socket = path.clone();
