@@ -37,16 +37,6 @@ async fn curl_both(args: Vec<String>) -> (String, String) {
     )
 }
 
-/// Kills the process when the test ends, however it ends.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redirector_and_an_https_edge_run_as_one_process() {
     let dir = std::env::temp_dir().join(format!("pdsl-proxy-set-{}", std::process::id()));
@@ -90,7 +80,7 @@ upstream.ws.peers = ["{}"]
         "--admin",
         "127.0.0.1:0",
     ]));
-    let _running = Running(child);
+    let _running = support::KillOnDrop(child);
     let mut seen = Vec::new();
     let redirect = addr_after(
         &read_until(&lines, &mut seen, |l| {

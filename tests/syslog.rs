@@ -180,16 +180,6 @@ fn the_config_file_and_flags_take_a_syslog_destination() {
     assert!(e.to_string().contains("is not IP:PORT"), "{e}");
 }
 
-/// Kills the process when the test ends, however it ends.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_process_log_goes_to_syslog_with_each_events_severity() {
     use support::{addr_after, example_binary, read_until, refused_port, spawn_with_lines};
@@ -218,7 +208,7 @@ async fn the_process_log_goes_to_syslog_with_each_events_severity() {
             &gone.addr().to_string(),
         ]),
     );
-    let _running = Running(child);
+    let _running = support::KillOnDrop(child);
     let addr = addr_after(
         &read_until(&lines, &mut Vec::new(), |l| {
             l.contains("listening on http://")

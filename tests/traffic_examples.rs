@@ -15,16 +15,6 @@ use http_body_util::Full;
 use pingora_dsl_suite::origin::Origin;
 use support::{addr_after, client, example_binary, read_until, send, spawn_with_lines, TestClient};
 
-/// Kills the process when the test ends, however it ends.
-struct Running(std::process::Child);
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
 /// Status, headers of interest, and which origin answered and saw what.
 async fn get(
     c: &TestClient,
@@ -68,7 +58,7 @@ async fn the_gateway_checks_tokens_splits_v1_and_answers_with_cors_everywhere() 
             .args(["-c", conf.to_str().expect("utf-8")])
             .env("GATEWAY_TOKEN", "let-me-in"),
     );
-    let _running = Running(child);
+    let _running = support::KillOnDrop(child);
     let addr = addr_after(
         &read_until(&lines, &mut Vec::new(), |l| {
             l.contains("listening on http://")

@@ -396,3 +396,13 @@ pub fn point(router: &mut pingora_dsl::proxy::route::Router, group: &str, addrs:
                 .collect(),
         );
 }
+
+/// A child process killed (and reaped) when the test ends, however it ends.
+pub struct KillOnDrop(pub std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
