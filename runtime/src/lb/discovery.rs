@@ -417,6 +417,40 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn named_peers_resolve_names_keep_ip_literals_and_their_weights() {
+        let table = Table::default();
+        table.answer(Some(&["127.0.0.5", "127.0.0.6"]));
+        let names = NamedPeers::with_resolver(
+            vec![
+                ("api.test".into(), 8080, 3),
+                ("127.0.0.9".into(), 9000, 1),
+                ("[::1]".into(), 9001, 2),
+            ],
+            table.clone(),
+        );
+        let found = names.discover().await.expect("resolves");
+        assert_eq!(
+            addrs(&found),
+            [
+                "127.0.0.5:8080",
+                "127.0.0.6:8080",
+                "127.0.0.9:9000",
+                "[::1]:9001"
+            ]
+        );
+        let weights: Vec<u32> = found.iter().map(|b| b.weight).collect();
+        assert_eq!(weights, [3, 3, 1, 2]);
+        assert_eq!(
+            *table.asked.lock().expect("lock"),
+            ["api.test"],
+            "IP literals need no lookup"
+        );
+        table.answer(None);
+        let e = names.discover().await.expect_err("a name failed");
+        assert!(e.to_string().contains("api.test"), "{e}");
+    }
+
+    #[tokio::test]
     async fn a_failed_or_empty_answer_keeps_the_peers_and_a_changed_one_replaces_them() {
         let table = Table::default();
         table.answer(Some(&["127.0.0.1"]));
