@@ -307,6 +307,9 @@ pub enum Setting {
         target: LitStr,
         json: bool,
     },
+    /// The groups as written (checked names).
+    TlsGroups(Vec<LitStr>),
+    Fips(bool),
 }
 
 /// The declared settings.

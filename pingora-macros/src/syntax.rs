@@ -406,6 +406,10 @@ pub enum Setting {
     AllowUpgrade(Ident, Vec<LitStr>),
     /// `access_log "stdout"|"PATH" [combined|json];`
     AccessLog(Ident, LitStr, Option<Ident>),
+    /// `tls_groups ["X25519MLKEM768", ...];`: key-exchange groups, preferred first.
+    TlsGroups(Ident, Vec<LitStr>),
+    /// `fips on|off;`: the TLS library's FIPS mode.
+    Fips(Ident, bool),
 }
 
 impl Setting {
@@ -421,7 +425,9 @@ impl Setting {
             | Setting::ClientTimeouts(k, _)
             | Setting::TunnelIdle(k, _)
             | Setting::AllowUpgrade(k, _)
-            | Setting::AccessLog(k, _, _) => k,
+            | Setting::AccessLog(k, _, _)
+            | Setting::TlsGroups(k, _)
+            | Setting::Fips(k, _) => k,
         }
     }
 }

@@ -333,6 +333,64 @@ pub struct SyslogSpec {
     pub tag: String,
 }
 
+/// The TLS key-exchange groups `tls_groups` may name (the spelling OpenSSL and BoringSSL
+/// both accept): the post-quantum hybrids, the elliptic curves and the finite-field groups.
+/// Whether the TLS library in use has a group is known only at start.
+pub const TLS_GROUPS: &[&str] = &[
+    "X25519MLKEM768",
+    "SecP256r1MLKEM768",
+    "SecP384r1MLKEM1024",
+    "X25519",
+    "X448",
+    "P-256",
+    "P-384",
+    "P-521",
+    "ffdhe2048",
+    "ffdhe3072",
+    "ffdhe4096",
+];
+
+/// The groups FIPS mode allows: the NIST curves approved for key agreement (SP 800-56A)
+/// and their hybrids with ML-KEM (FIPS 203).
+pub const FIPS_TLS_GROUPS: &[&str] = &[
+    "P-256",
+    "P-384",
+    "P-521",
+    "SecP256r1MLKEM768",
+    "SecP384r1MLKEM1024",
+];
+
+/// Why a `tls_groups` list is refused: empty, an unknown or repeated name, or (with
+/// `fips`) a group FIPS mode does not allow. `Ok` is the list as the library takes it.
+pub fn check_tls_groups<'a>(
+    groups: impl IntoIterator<Item = &'a str>,
+    fips: bool,
+) -> Result<String, String> {
+    let mut seen: Vec<&str> = Vec::new();
+    for group in groups {
+        let Some(known) = TLS_GROUPS.iter().find(|g| g.eq_ignore_ascii_case(group)) else {
+            return Err(format!(
+                "unknown TLS key-exchange group `{group}`: known groups are {}",
+                TLS_GROUPS.join(", ")
+            ));
+        };
+        if seen.contains(known) {
+            return Err(format!("TLS key-exchange group `{group}` is named twice"));
+        }
+        if fips && !FIPS_TLS_GROUPS.contains(known) {
+            return Err(format!(
+                "TLS key-exchange group `{group}` is not approved in FIPS mode: use {}",
+                FIPS_TLS_GROUPS.join(", ")
+            ));
+        }
+        seen.push(known);
+    }
+    if seen.is_empty() {
+        return Err("no TLS key-exchange group: name at least one, e.g. \"X25519\"".to_owned());
+    }
+    Ok(seen.join(":"))
+}
+
 /// The syslog facilities by name, with their numbers (RFC 5424).
 pub const SYSLOG_FACILITIES: &[(&str, u8)] = &[
     ("kern", 0),

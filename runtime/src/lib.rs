@@ -26,7 +26,7 @@
 //! Leaves used along the way: [`shutdown`] (asking everything to stop), [`service`] (the
 //! contracts between the process and what it runs), [`error`] (the edge error and its
 //! status), [`metrics`] (counters, where they are counted), [`io_timeout`] (socket
-//! deadlines).
+//! deadlines), [`tls`] (the TLS library and its process-wide policy: groups, FIPS mode).
 //!
 //! Most users depend on the `pingora-dsl` facade crate, which re-exports this one.
 
@@ -44,6 +44,7 @@ pub mod proxy;
 pub mod server;
 pub mod service;
 pub mod shutdown;
+pub mod tls;
 pub mod upstream;
 
 pub use crate::downstream::body::DownstreamBody;

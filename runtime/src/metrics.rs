@@ -221,6 +221,26 @@ pub struct ListenerStats {
     pub open: Gauge,
     /// TLS handshakes with clients that failed.
     pub tls_failures: Counter,
+    /// TLS handshakes completed, by the key-exchange group agreed on (indexed as
+    /// [`crate::tls::GROUP_NAMES`]).
+    pub tls_groups: [Counter; crate::tls::GROUP_NAMES.len()],
+}
+
+impl ListenerStats {
+    /// Counts a completed handshake that agreed on `group` (a [`crate::tls::GROUP_NAMES`]
+    /// name).
+    pub fn count_tls_group(&self, group: &str) {
+        self.tls_groups[crate::tls::group_index(group)].inc();
+    }
+
+    /// `(group, handshakes)` for each group some handshake agreed on.
+    pub fn tls_groups(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        crate::tls::GROUP_NAMES
+            .iter()
+            .zip(&self.tls_groups)
+            .map(|(name, c)| (*name, c.get()))
+            .filter(|(_, n)| *n > 0)
+    }
 }
 
 /// Counters of a mirror's copies, by outcome.

@@ -17,7 +17,7 @@ use std::time::Duration;
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use crate::model::Proxy;
+use crate::model::{Proxy, Setting};
 use crate::syntax::Kind;
 
 /// Expands every proxy of the invocation. When the invocation had errors (`complete` is
@@ -126,11 +126,19 @@ fn declared_impl(p: &Proxy) -> TokenStream {
         Some(addr) => quote!(::std::option::Option::Some(#addr)),
         None => quote!(::std::option::Option::None),
     };
+    let tls = p.options.settings.iter().filter_map(|s| match s {
+        Setting::TlsGroups(groups) => {
+            Some(quote!(const TLS_GROUPS: ::std::option::Option<&'static [&'static str]> = ::std::option::Option::Some(&[#(#groups),*]);))
+        }
+        Setting::Fips(on) => Some(quote!(const FIPS: bool = #on;)),
+        _ => None,
+    });
     quote! {
         impl #rt::server::declared::Declared for #name {
             const NAME: &'static str = #name_str;
             const LISTEN: &'static [&'static str] = #name::LISTEN;
             const ADMIN: ::std::option::Option<&'static str> = #admin;
+            #(#tls)*
 
             fn declared() -> Self {
                 Self::new()

@@ -349,6 +349,8 @@ fn option_set(setting: &Setting) -> Option<TokenStream> {
         Setting::ForwardedFor(on) => quote!(options.forwarded_for = #on;),
         // Applied by `expand_options` (on unless opted out).
         Setting::FilterLocalAnswers(_) => return None,
+        // Process-wide: `impl Declared` carries them to the command line.
+        Setting::TlsGroups(_) | Setting::Fips(_) => return None,
         Setting::MaxIdlePerPeer(n) => quote!(options.client.max_idle_per_peer = #n;),
         Setting::ClientTimeout(key, d) if key == "body_read" || key == "body_total" => {
             let field = Ident::new(&format!("{key}_timeout"), Span::call_site());

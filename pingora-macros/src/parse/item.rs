@@ -39,6 +39,8 @@ pub const ITEMS: &[&str] = &[
     "rate_limit",
     "admin",
     "access_log",
+    "tls_groups",
+    "fips",
     "early_request_filter",
     "request_filter",
     "upstream_peer",
@@ -251,6 +253,8 @@ impl Setting {
             || input.peek(kw::tunnel_idle)
             || input.peek(kw::allow_upgrade)
             || input.peek(kw::access_log)
+            || input.peek(kw::tls_groups)
+            || input.peek(kw::fips)
     }
 }
 
@@ -278,6 +282,16 @@ impl Parse for Setting {
             Setting::AllowUpgrade(keyword(input)?, parse_protocols(input)?)
         } else if lookahead.peek(kw::access_log) {
             parse_access_log(input)?
+        } else if lookahead.peek(kw::tls_groups) {
+            Setting::TlsGroups(
+                keyword(input)?,
+                parse_strings(
+                    input,
+                    "expected a list of groups: `tls_groups [\"X25519MLKEM768\", \"X25519\", \"P-256\"];`",
+                )?,
+            )
+        } else if lookahead.peek(kw::fips) {
+            Setting::Fips(keyword(input)?, parse_switch(input)?)
         } else {
             return Err(lookahead.error());
         };
@@ -288,12 +302,15 @@ impl Parse for Setting {
 
 /// `["websocket", ...]` of `allow_upgrade`.
 fn parse_protocols(input: ParseStream<'_>) -> syn::Result<Vec<LitStr>> {
-    let expected = |span| {
-        syn::Error::new(
-            span,
-            "expected a list of protocols: `allow_upgrade [\"websocket\"];` (`[]` for none)",
-        )
-    };
+    parse_strings(
+        input,
+        "expected a list of protocols: `allow_upgrade [\"websocket\"];` (`[]` for none)",
+    )
+}
+
+/// `["A", "B", ...]`, or `message` at what stands there instead.
+fn parse_strings(input: ParseStream<'_>, message: &str) -> syn::Result<Vec<LitStr>> {
+    let expected = |span| syn::Error::new(span, message);
     if !input.peek(syn::token::Bracket) {
         return Err(expected(input.span()));
     }

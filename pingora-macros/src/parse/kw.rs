@@ -21,6 +21,8 @@ syn::custom_keyword!(client_timeout);
 syn::custom_keyword!(tunnel_idle);
 syn::custom_keyword!(allow_upgrade);
 syn::custom_keyword!(access_log);
+syn::custom_keyword!(tls_groups);
+syn::custom_keyword!(fips);
 syn::custom_keyword!(rate_limit);
 syn::custom_keyword!(per);
 syn::custom_keyword!(by);

@@ -133,6 +133,7 @@ pub fn validate_settings(settings: &[Setting], errors: &mut Errors) -> model::Op
         }
         check_setting(setting, &mut checked, errors);
     }
+    check_fips_groups(settings, errors);
     model::Options { settings: checked }
 }
 
@@ -179,8 +180,76 @@ fn check_setting(setting: &Setting, checked: &mut Vec<model::Setting>, errors: &
         Setting::ForwardedFor(_, on) => Some(model::Setting::ForwardedFor(*on)),
         Setting::Keepalive(_, on) => Some(model::Setting::Keepalive(*on)),
         Setting::FilterLocalAnswers(_, on) => Some(model::Setting::FilterLocalAnswers(*on)),
+        Setting::TlsGroups(keyword, groups) => check_tls_groups(keyword, groups, errors),
+        Setting::Fips(_, on) => Some(model::Setting::Fips(*on)),
     };
     checked.extend(value);
+}
+
+/// With `fips on`, `tls_groups` names only groups FIPS mode approves.
+fn check_fips_groups(settings: &[Setting], errors: &mut Errors) {
+    if !settings.iter().any(|s| matches!(s, Setting::Fips(_, true))) {
+        return;
+    }
+    let groups = settings.iter().find_map(|s| match s {
+        Setting::TlsGroups(_, groups) => Some(groups),
+        _ => None,
+    });
+    for lit in groups.into_iter().flatten() {
+        let v = lit.value();
+        let approved = rules::FIPS_TLS_GROUPS
+            .iter()
+            .any(|g| g.eq_ignore_ascii_case(&v));
+        if !approved && rules::TLS_GROUPS.iter().any(|g| g.eq_ignore_ascii_case(&v)) {
+            errors.at(
+                lit.span(),
+                format!(
+                    "`{v}` is not approved in FIPS mode (`fips on`): use {}",
+                    rules::FIPS_TLS_GROUPS.join(", ")
+                ),
+            );
+        }
+    }
+}
+
+/// Each group of `tls_groups` is one the TLS libraries know, named once (whether the
+/// library in use has it is checked at start).
+fn check_tls_groups(
+    keyword: &syn::Ident,
+    groups: &[LitStr],
+    errors: &mut Errors,
+) -> Option<model::Setting> {
+    if groups.is_empty() {
+        errors.at(
+            keyword.span(),
+            "`tls_groups []` offers no key exchange: name at least one, e.g. `tls_groups [\"X25519MLKEM768\", \"X25519\"];`",
+        );
+        return None;
+    }
+    let mut valid = true;
+    let mut seen = HashSet::new();
+    for lit in groups {
+        let v = lit.value();
+        match rules::TLS_GROUPS
+            .iter()
+            .find(|g| g.eq_ignore_ascii_case(&v))
+        {
+            None => errors.at(
+                lit.span(),
+                format!(
+                    "unknown TLS key-exchange group `{v}`: {}",
+                    crate::diagnostic::hint(&v, rules::TLS_GROUPS)
+                ),
+            ),
+            Some(known) if !seen.insert(*known) => errors.at(
+                lit.span(),
+                format!("`{v}` is named twice in `tls_groups`: keep one"),
+            ),
+            Some(_) => continue,
+        }
+        valid = false;
+    }
+    valid.then(|| model::Setting::TlsGroups(groups.to_vec()))
 }
 
 fn check_access_log(

@@ -165,6 +165,9 @@ pub struct ConnInfo {
     pub local_addr: SocketAddr,
     /// Whether the connection arrived on a TLS listener (its requests' scheme is https).
     pub tls: bool,
+    /// The key-exchange group its TLS handshake agreed on (as
+    /// [`crate::tls::GROUP_NAMES`] spells it), for a TLS connection.
+    pub tls_group: Option<&'static str>,
     /// The connection's request count: a tunnel (an upgraded connection) counts as a
     /// request in flight, so the idle-read deadline does not cut it.
     pub(crate) activity: ActiveRequests,
@@ -177,6 +180,7 @@ impl ConnInfo {
             client_addr,
             local_addr,
             tls: false,
+            tls_group: None,
             activity: ActiveRequests::default(),
         }
     }
@@ -507,7 +511,7 @@ async fn serve_connection<M, S, B>(
     shared: Arc<ConnShared<M>>,
     stream: TcpStream,
     tls: Option<Arc<TlsAcceptor>>,
-    conn: ConnInfo,
+    mut conn: ConnInfo,
     mut shutdown: ShutdownWatch,
     _guard: ConnGuard,
 ) where
@@ -526,23 +530,32 @@ async fn serve_connection<M, S, B>(
         timeout: shared.options.header_read_timeout,
     };
     let io = TimedIo::new(stream, read_deadline, Some(shared.options.write_timeout));
+    // The handshake first: the connection's service sees what it negotiated.
+    let io = match tls {
+        Some(acceptor) => match acceptor.accept(io).await {
+            Ok(tls) => {
+                shared.tracker.stats.count_tls_group(tls.group);
+                conn.tls_group = Some(tls.group);
+                Ok(tls)
+            }
+            Err(e) => {
+                shared.tracker.stats.tls_failures.inc();
+                crate::listen::tls::log_handshake_failure(conn.client_addr, &e);
+                return;
+            }
+        },
+        None => Err(io),
+    };
     let service = Tracked {
         inner: shared.make.make_service(&conn),
         active: active.clone(),
     };
-    let result = match tls {
-        Some(acceptor) => match acceptor.accept(io).await {
-            Ok(tls) if tls.h2 => serve_h2(&shared, tls.stream, service, &mut shutdown, &active)
-                .await
-                .map_err(Into::into),
-            Ok(tls) => serve_h1(&shared, tls.stream, service, &mut shutdown, &active).await,
-            Err(e) => {
-                shared.tracker.stats.tls_failures.inc();
-                tracing::debug!(client = %conn.client_addr, error = %e, "TLS handshake failed");
-                return;
-            }
-        },
-        None if shared.options.http2.enabled => match sniff(io).await {
+    let result = match io {
+        Ok(tls) if tls.h2 => serve_h2(&shared, tls.stream, service, &mut shutdown, &active)
+            .await
+            .map_err(Into::into),
+        Ok(tls) => serve_h1(&shared, tls.stream, service, &mut shutdown, &active).await,
+        Err(io) if shared.options.http2.enabled => match sniff(io).await {
             Ok(Sniffed::Http2(io)) => serve_h2(&shared, io, service, &mut shutdown, &active)
                 .await
                 .map_err(Into::into),
@@ -553,7 +566,7 @@ async fn serve_connection<M, S, B>(
                 return;
             }
         },
-        None => serve_h1(&shared, io, service, &mut shutdown, &active).await,
+        Err(io) => serve_h1(&shared, io, service, &mut shutdown, &active).await,
     };
     if let Err(e) = result {
         tracing::debug!(client = %conn.client_addr, error = %e, "downstream connection ended with an error");

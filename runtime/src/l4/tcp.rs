@@ -217,6 +217,7 @@ async fn serve(
             bytes_to_client: outcome.to_client,
             duration: started.elapsed(),
             end: outcome.end,
+            tls_group: outcome.tls_group,
             error: outcome.error.as_deref(),
         });
     }
@@ -231,6 +232,7 @@ struct Outcome {
     to_upstream: u64,
     to_client: u64,
     end: &'static str,
+    tls_group: Option<&'static str>,
     error: Option<String>,
 }
 
@@ -255,10 +257,14 @@ async fn proxy_connection(
     // Terminate TLS first: a failed handshake opens nothing upstream.
     let client_io: Box<dyn Io> = match tls {
         Some(acceptor) => match acceptor.accept(stream).await {
-            Ok(accepted) => Box::new(accepted.stream),
+            Ok(accepted) => {
+                shared.own.listener.count_tls_group(accepted.group);
+                outcome.tls_group = Some(accepted.group);
+                Box::new(accepted.stream)
+            }
             Err(e) => {
                 shared.own.listener.tls_failures.inc();
-                tracing::debug!(%client, error = %e, "TLS handshake failed");
+                crate::listen::tls::log_handshake_failure(client, &e);
                 return outcome.ended("handshake_failed", Some(e.to_string()));
             }
         },

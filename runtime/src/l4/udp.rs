@@ -312,6 +312,7 @@ async fn replies(
             bytes_to_client: to_client,
             duration: mapping.started.elapsed(),
             end,
+            tls_group: None,
             error: None,
         });
     }

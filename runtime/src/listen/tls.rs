@@ -1,7 +1,8 @@
-//! TLS termination for listeners, on OpenSSL: certificates chosen by SNI (exact and
-//! wildcard names, read from each certificate), TLS 1.2 and 1.3 only with Mozilla's
-//! "intermediate" cipher list and key-exchange groups, ALPN (`h2`, `http/1.1`), and optional client-certificate
-//! verification (mTLS).
+//! TLS termination for listeners: certificates chosen by SNI (exact and wildcard names,
+//! read from each certificate), TLS 1.2 and 1.3 only with Mozilla's "intermediate" cipher
+//! list and the process's key-exchange groups ([`crate::tls`]: post-quantum first where the
+//! library has it), ALPN (`h2`, `http/1.1`), and optional client-certificate verification
+//! (mTLS).
 //!
 //! Everything is loaded and checked when the listener is built, so a missing file, a key
 //! that does not match its certificate or an unreadable CA is a startup error naming the
@@ -16,17 +17,11 @@ use std::time::Duration;
 use openssl::nid::Nid;
 use openssl::pkey::PKey;
 use openssl::ssl::{
-    AlpnError, NameType, Ssl, SslAcceptor, SslAcceptorBuilder, SslMethod, SslVerifyMode, SslVersion,
+    AlpnError, NameType, Ssl, SslAcceptor, SslAcceptorBuilder, SslMethod, SslVerifyMode,
 };
 use openssl::x509::{X509Name, X509};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_openssl::SslStream;
-
-/// The key-exchange groups offered and accepted, in order of preference: those of
-/// Mozilla's "intermediate" profile (X25519, P-256, P-384), and no others (OpenSSL's own
-/// default list adds X448 and P-521, which that profile leaves out). Post-quantum hybrid
-/// groups come first once the TLS library has them.
-pub(crate) const KEY_EXCHANGE_GROUPS: &str = "X25519:P-256:P-384";
 
 /// ALPN protocol list offered when HTTP/2 is on: `h2` first, then `http/1.1`.
 const ALPN_H2_H1: &[u8] = b"\x02h2\x08http/1.1";
@@ -130,10 +125,7 @@ impl TlsSettings {
     fn context(&self, pair: &CertKey, alpn: &'static [u8]) -> io::Result<SslAcceptorBuilder> {
         let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
             .map_err(|e| tls_error("cannot create a TLS context", e))?;
-        b.set_min_proto_version(Some(SslVersion::TLS1_2))
-            .map_err(|e| tls_error("cannot set the TLS versions", e))?;
-        b.set_groups_list(KEY_EXCHANGE_GROUPS)
-            .map_err(|e| tls_error("cannot set the key-exchange groups", e))?;
+        crate::tls::apply_policy(&mut b)?;
         readable(&pair.cert, "certificate")?;
         readable(&pair.key, "key")?;
         b.set_certificate_chain_file(&pair.cert).map_err(|e| {
@@ -209,6 +201,8 @@ pub struct Accepted<S> {
     pub stream: SslStream<S>,
     /// Whether ALPN chose HTTP/2.
     pub h2: bool,
+    /// The key-exchange group agreed on, as [`crate::tls::GROUP_NAMES`] spells it.
+    pub group: &'static str,
 }
 
 impl TlsAcceptor {
@@ -223,12 +217,7 @@ impl TlsAcceptor {
             SslStream::new(ssl, stream).map_err(|e| tls_error("cannot start a TLS session", e))?;
         match tokio::time::timeout(self.handshake_timeout, Pin::new(&mut stream).accept()).await {
             Ok(Ok(())) => {}
-            Ok(Err(e)) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("TLS handshake failed: {e}"),
-                ))
-            }
+            Ok(Err(e)) => return Err(handshake_error(&e.to_string())),
             Err(_) => {
                 return Err(io::Error::new(
                     io::ErrorKind::TimedOut,
@@ -237,7 +226,45 @@ impl TlsAcceptor {
             }
         }
         let h2 = stream.ssl().selected_alpn_protocol() == Some(b"h2".as_slice());
-        Ok(Accepted { stream, h2 })
+        let group = crate::tls::negotiated_group(stream.ssl());
+        Ok(Accepted { stream, h2, group })
+    }
+}
+
+/// A failed handshake as an error: `Unsupported` when the client offered no key-exchange
+/// group this process accepts (e.g. post-quantum only against a library without it), with
+/// the groups it does accept; `InvalidData` otherwise.
+fn handshake_error(library_says: &str) -> io::Error {
+    let no_group = [
+        "no suitable key share",
+        "no shared group",
+        "no_suitable_key_share",
+    ]
+    .iter()
+    .any(|s| library_says.contains(s));
+    if no_group {
+        return io::Error::new(
+            io::ErrorKind::Unsupported,
+            format!(
+                "TLS handshake failed: the client offers no key-exchange group this server \
+                 accepts ({}): {library_says}",
+                crate::tls::groups().join(", ")
+            ),
+        );
+    }
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("TLS handshake failed: {library_says}"),
+    )
+}
+
+/// Logs a failed client handshake: at info when no key-exchange group was shared (a
+/// mismatch of configurations an operator needs to see), else at debug (scanners, resets).
+pub(crate) fn log_handshake_failure(client: std::net::SocketAddr, e: &io::Error) {
+    if e.kind() == io::ErrorKind::Unsupported {
+        tracing::info!(%client, error = %e, "TLS handshake failed");
+    } else {
+        tracing::debug!(%client, error = %e, "TLS handshake failed");
     }
 }
 

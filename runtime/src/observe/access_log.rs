@@ -27,8 +27,8 @@ const QUEUE_LINES: usize = 16 * 1024;
 /// How each line is written.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum AccessLogFormat {
-    /// nginx's `combined` line, then `rt=` (seconds), `upstream=`, `retries=`, `id=` and,
-    /// for failed requests, `error="..."`.
+    /// nginx's `combined` line, then `rt=` (seconds), `upstream=`, `retries=`, `id=`,
+    /// for TLS connections `tls_group=` and, for failed requests, `error="..."`.
     #[default]
     Combined,
     /// One JSON object per line.
@@ -269,6 +269,10 @@ pub struct AccessEntry<'a> {
     pub referer: Option<&'a str>,
     /// `User-Agent`.
     pub user_agent: Option<&'a str>,
+    /// The key-exchange group of the client's TLS connection (`X25519MLKEM768` when it is
+    /// post-quantum); absent for cleartext.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_group: Option<&'a str>,
     /// Why the request failed, if it did.
     pub error: Option<String>,
 }
@@ -293,6 +297,9 @@ impl LogLine for AccessEntry<'_> {
             self.retries,
             Escaped(self.request_id),
         );
+        if let Some(group) = self.tls_group {
+            let _ = write!(out, " tls_group={group}");
+        }
         if let Some(error) = &self.error {
             let _ = write!(out, " error=\"{}\"", Escaped(error));
         }
@@ -335,6 +342,9 @@ pub struct ConnectionEntry<'a> {
     /// Why it ended: `closed`, `idle`, `shutdown`, `error`, `no_peer`, `connect_failed`
     /// or `handshake_failed`.
     pub end: &'static str,
+    /// The key-exchange group of the client's TLS handshake, for `TLS`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_group: Option<&'a str>,
     /// The error behind an end other than `closed`, `idle` and `shutdown`.
     pub error: Option<&'a str>,
 }
@@ -355,6 +365,9 @@ impl LogLine for ConnectionEntry<'_> {
             self.retries,
             self.end,
         );
+        if let Some(group) = self.tls_group {
+            let _ = write!(out, " tls_group={group}");
+        }
         if let Some(error) = self.error {
             let _ = write!(out, " error=\"{}\"", Escaped(error));
         }
@@ -654,6 +667,7 @@ mod tests {
             request_id: "abc",
             referer: None,
             user_agent: Some("x\ny"),
+            tls_group: None,
             error: None,
         };
         let mut out = Vec::new();

@@ -781,6 +781,7 @@ struct ListenerFamilies {
     open: Family,
     accepted: Family,
     tls_failures: Family,
+    tls_handshakes: Family,
 }
 
 impl ListenerFamilies {
@@ -802,6 +803,11 @@ impl ListenerFamilies {
                 "Failed TLS handshakes with clients.",
                 COUNTER,
             ),
+            tls_handshakes: Family::new(
+                "tls_handshakes_total",
+                "TLS handshakes with clients, by the key-exchange group agreed on.",
+                COUNTER,
+            ),
         }
     }
 
@@ -810,12 +816,22 @@ impl ListenerFamilies {
         self.open.gauge(&labels, l.open.get() as f64);
         self.accepted.counter(&labels, l.accepted.get());
         self.tls_failures.counter(&labels, l.tls_failures.get());
+        for (group, n) in l.tls_groups() {
+            self.tls_handshakes
+                .counter(&[("proxy", proxy), ("group", group)], n);
+        }
     }
 
     fn into_families(self) -> impl Iterator<Item = MetricFamily> {
-        [self.active, self.open, self.accepted, self.tls_failures]
-            .into_iter()
-            .map(|f| f.0)
+        [
+            self.active,
+            self.open,
+            self.accepted,
+            self.tls_failures,
+            self.tls_handshakes,
+        ]
+        .into_iter()
+        .map(|f| f.0)
     }
 }
 

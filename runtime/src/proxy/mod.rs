@@ -513,6 +513,7 @@ fn access_entry<'a>(
         request_id: session.request_id(),
         referer: text(logged.and_then(|l| l.referer.as_ref())),
         user_agent: text(logged.and_then(|l| l.user_agent.as_ref())),
+        tls_group: session.tls_group(),
         error: error.map(|e| e.to_string()),
     }
 }

@@ -233,6 +233,12 @@ impl Session {
         self.conn.info.client_addr
     }
 
+    /// The key-exchange group the client's TLS handshake agreed on (`X25519MLKEM768`,
+    /// `X25519`, `P-256`, ...), for a request over TLS.
+    pub fn tls_group(&self) -> Option<&'static str> {
+        self.conn.info.tls_group
+    }
+
     /// The request head and client address (what a hashing strategy reads) beside the
     /// retry state (which picking a peer updates), borrowed at once.
     pub(crate) fn head_and_attempts(

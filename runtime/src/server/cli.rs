@@ -98,6 +98,10 @@ pub struct ProxyCli {
     /// `--admin` nor the config file sets one.
     #[arg(skip)]
     pub declared_admin: Option<String>,
+    /// The TLS policy the declaration gives (`tls_groups [...]`, `fips on`), used for what
+    /// the config file's `[server]` does not set.
+    #[arg(skip)]
+    pub declared_tls: crate::tls::TlsPolicy,
 }
 
 impl ProxyCli {
@@ -167,6 +171,20 @@ impl ProxyCli {
             .clone()
             .or_else(|| self.config.as_ref().and_then(|c| c.server.admin.clone()))
             .or_else(|| self.declared_admin.clone())
+    }
+
+    /// The process's TLS policy: the config file's `[server] tls_groups` and `fips`, each
+    /// else the declared one.
+    pub fn tls_policy(&self) -> crate::tls::TlsPolicy {
+        let server = self.config.as_ref().map(|c| &c.server);
+        crate::tls::TlsPolicy {
+            groups: server
+                .and_then(|s| s.tls_groups.clone())
+                .or_else(|| self.declared_tls.groups.clone()),
+            fips: server
+                .and_then(|s| s.fips)
+                .unwrap_or(self.declared_tls.fips),
+        }
     }
 
     /// What a declared proxy's `run` derives from the command line before building its
@@ -673,6 +691,18 @@ where
     F: FnOnce(&ProxyCli) -> io::Result<Services<S>>,
 {
     let mut conf = cli.server_conf()?;
+    // Before any TLS context is built: an unknown group or a missing FIPS module stops the
+    // start here, naming it.
+    let tls = cli.tls_policy();
+    crate::tls::configure(&tls).map_err(|e| io::Error::new(e.kind(), format!("TLS: {e}")))?;
+    if tls != crate::tls::TlsPolicy::default() {
+        tracing::info!(
+            library = crate::tls::library_version(),
+            groups = %crate::tls::groups().join(":"),
+            fips = tls.fips,
+            "TLS policy"
+        );
+    }
     let (mut service, tasks, effective, reloader) = build(&cli)?;
     let server_section = cli
         .config
@@ -825,6 +855,8 @@ fn print_config<S: Listening>(
     effective.server.upgrade_timeout = Some(crate::server::config::show_duration(upgrade.timeout));
     effective.server.log_level = server_section.log_level.clone();
     effective.server.log = server_section.log.clone();
+    effective.server.tls_groups = Some(crate::tls::groups());
+    effective.server.fips = crate::tls::fips().then_some(true);
     for (name, tls) in service.tls_listeners_named() {
         let differing = effective.set_tls(&name, &tls);
         if !differing.is_empty() {

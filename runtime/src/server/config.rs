@@ -20,6 +20,8 @@
 //! admin = "127.0.0.1:9100"          # /metrics, /status, /status.json
 //! log_level = "info"                 # RUST_LOG wins
 //! log = "syslog:unix:///dev/log?facility=daemon&tag=gateway" # the process log; default stderr
+//! tls_groups = ["X25519MLKEM768", "X25519", "P-256"] # key exchange, preferred first
+//! fips = false                       # true: FIPS module or no start
 //!
 //! [proxy.Gateway]
 //! listen = ["0.0.0.0:8080", "[::]:8080"]
@@ -118,6 +120,15 @@ pub struct ServerSection {
     /// datagrams (`syslog:udp://IP:PORT`, `syslog:unix:///dev/log`, with `?facility=&tag=`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub log: Option<String>,
+    /// The TLS key-exchange groups offered to clients and origins, in order of preference
+    /// (default: `X25519MLKEM768`, `X25519`, `P-256`, `P-384` where the TLS library has the
+    /// post-quantum one, else the last three). A group the library lacks stops the start.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_groups: Option<Vec<String>>,
+    /// FIPS mode: the TLS library's FIPS module for every algorithm, approved cipher suites
+    /// and groups only; the start fails when the module is missing.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fips: Option<bool>,
 }
 
 /// `[proxy.NAME]`.

@@ -30,6 +30,10 @@ pub trait Declared: Sized {
     const LISTEN: &'static [&'static str];
     /// The admin listener declared with `admin "ADDR"`, if any.
     const ADMIN: Option<&'static str>;
+    /// The TLS key-exchange groups declared with `tls_groups [...]`, if any.
+    const TLS_GROUPS: Option<&'static [&'static str]> = None;
+    /// Whether `fips on;` is declared.
+    const FIPS: bool = false;
 
     /// The proxy as declared.
     fn declared() -> Self;
@@ -40,11 +44,16 @@ pub trait Declared: Sized {
     /// Its routes and groups, for the command line and the config file to change.
     fn declared_router_mut(&mut self) -> &mut Router;
 
-    /// Records the declared admin listener on `cli` (a flag or the file may replace it).
-    fn declare_admin(cli: &mut ProxyCli) {
+    /// Records the declared process-wide settings on `cli`, the admin listener and the TLS
+    /// policy (a flag or the config file may replace them).
+    fn declare_process(cli: &mut ProxyCli) {
         if let Some(admin) = Self::ADMIN {
             cli.declared_admin = Some(admin.to_owned());
         }
+        if let Some(groups) = Self::TLS_GROUPS {
+            cli.declared_tls.groups = Some(groups.iter().map(|g| (*g).to_owned()).collect());
+        }
+        cli.declared_tls.fips |= Self::FIPS;
     }
 }
 
@@ -62,7 +71,7 @@ pub trait DeclaredHttp: Declared + ProxyHttp {
     /// A complete `main` with `cli`: the config file and flags applied to the declared
     /// options, router, addresses and TLS listeners, then served until a stop signal.
     fn run_declared(mut cli: ProxyCli) -> ExitCode {
-        Self::declare_admin(&mut cli);
+        Self::declare_process(&mut cli);
         cli::run(Self::NAME, cli, Self::build_declared)
     }
 
@@ -108,7 +117,7 @@ pub trait DeclaredLayer4: Declared {
     /// A complete `main` with `cli`: the config file and flags applied to the declared
     /// upstream, addresses, idle limit and access log, then served until a stop signal.
     fn run_declared(mut cli: ProxyCli) -> ExitCode {
-        Self::declare_admin(&mut cli);
+        Self::declare_process(&mut cli);
         cli::run(Self::NAME, cli, Self::build_declared)
     }
 

@@ -24,7 +24,15 @@ type Build = Box<dyn FnOnce(&ProxyCli) -> io::Result<Services<Box<dyn Listening>
 /// Declared proxies to run together (see the module documentation).
 #[derive(Default)]
 pub struct ProxySet {
-    members: Vec<(&'static str, Option<&'static str>, Build)>,
+    members: Vec<Member>,
+}
+
+/// One proxy of a set: its name, what it declares for the whole process (admin listener,
+/// TLS policy), and how it is built.
+struct Member {
+    name: &'static str,
+    declare_process: fn(&mut ProxyCli),
+    build: Build,
 }
 
 impl ProxySet {
@@ -36,14 +44,22 @@ impl ProxySet {
     /// Adds the HTTP proxy `P` (declared with `proxy!`).
     pub fn with<P: DeclaredHttp>(mut self) -> Self {
         let build: Build = Box::new(|cli| boxed(P::build_declared(cli)));
-        self.members.push((P::NAME, P::ADMIN, build));
+        self.members.push(Member {
+            name: P::NAME,
+            declare_process: P::declare_process,
+            build,
+        });
         self
     }
 
     /// Adds the layer-4 proxy `P` (declared with `tcp_proxy!` or `udp_proxy!`).
     pub fn with_layer4<P: DeclaredLayer4>(mut self) -> Self {
         let build: Build = Box::new(|cli| boxed(P::build_declared(cli)));
-        self.members.push((<P as Declared>::NAME, P::ADMIN, build));
+        self.members.push(Member {
+            name: <P as Declared>::NAME,
+            declare_process: <P as Declared>::declare_process,
+            build,
+        });
         self
     }
 
@@ -58,17 +74,19 @@ impl ProxySet {
     /// `--upstream`) are refused when the set has several: give them per proxy in the
     /// config file.
     pub fn run_with(self, mut cli: ProxyCli) -> ExitCode {
-        let names: Vec<&'static str> = self.members.iter().map(|m| m.0).collect();
+        let names: Vec<&'static str> = self.members.iter().map(|m| m.name).collect();
         let process = names.join("+");
-        if cli.admin.is_none() {
-            cli.declared_admin = self.members.iter().find_map(|m| m.1.map(str::to_owned));
+        // The first proxy declaring an admin listener or TLS groups gives them (applied
+        // last); `fips on` in any of them turns FIPS mode on.
+        for member in self.members.iter().rev() {
+            (member.declare_process)(&mut cli);
         }
         let members = self.members;
         cli::run_named(&process.clone(), &names.clone(), cli, move |cli| {
             check_set(&names, cli)?;
             let mut built = Vec::new();
-            for (_, _, build) in members {
-                built.push(build(cli)?);
+            for member in members {
+                built.push((member.build)(cli)?);
             }
             Ok(combine(process, built))
         })

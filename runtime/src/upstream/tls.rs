@@ -14,7 +14,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode, SslVersion};
+use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_openssl::SslStream;
 
@@ -83,10 +83,7 @@ impl UpstreamTls {
     pub fn build(&self) -> io::Result<TlsConnector> {
         let mut b = SslConnector::builder(SslMethod::tls_client())
             .map_err(|e| tls_error("cannot create a TLS client context", e))?;
-        b.set_min_proto_version(Some(SslVersion::TLS1_2))
-            .map_err(|e| tls_error("cannot set the TLS versions", e))?;
-        b.set_groups_list(crate::listen::tls::KEY_EXCHANGE_GROUPS)
-            .map_err(|e| tls_error("cannot set the key-exchange groups", e))?;
+        crate::tls::apply_policy(&mut b)?;
         if let Some(ca) = &self.ca_file {
             std::fs::File::open(ca).map_err(|e| {
                 io::Error::new(e.kind(), format!("upstream CA file {}: {e}", ca.display()))
