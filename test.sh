@@ -2,8 +2,9 @@
 # The whole test suite, as a new user runs it: installs what the tests drive beside cargo
 # when the machine lacks it, then runs every test of the workspace.
 #
-#   ./test.sh                 # everything
-#   ./test.sh --test tls      # extra arguments go to `cargo test --workspace`
+#   ./test.sh                 # everything, then the TLS tests against OpenSSL 3.5 built
+#                             # from source (the `vendored-openssl` feature)
+#   ./test.sh --test tls      # only `cargo test --workspace` with these arguments
 #
 # The tests need, besides the Rust toolchain and libssl-dev: curl (TLS and HTTP/2 checks),
 # the openssl command (the TLS groups offered) and a headless Chromium (the admin status
@@ -38,4 +39,18 @@ if [ "${#missing[@]}" -gt 0 ]; then
 fi
 
 # --no-fail-fast: one failing test binary does not hide the results of the others.
-exec cargo test --workspace --no-fail-fast "$@"
+if [ "$#" -gt 0 ]; then
+  exec cargo test --workspace --no-fail-fast "$@"
+fi
+status=0
+cargo test --workspace --no-fail-fast || status=$?
+
+# The TLS tests once more against OpenSSL 3.5 built from source (`vendored-openssl`: the
+# post-quantum group X25519MLKEM768 offered first), in a target directory of their own so
+# the system-OpenSSL build above stays as it is. The first run builds OpenSSL (minutes).
+tls_tests=(--test tls --test tls_policy --test l4 --test health_checks)
+echo "test.sh: the TLS tests with --features vendored-openssl" >&2
+export CARGO_TARGET_DIR=target/vendored-openssl
+cargo build --features vendored-openssl --example load_balancer || status=$?
+cargo test --features vendored-openssl --no-fail-fast "${tls_tests[@]}" || status=$?
+exit "$status"

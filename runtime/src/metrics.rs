@@ -268,6 +268,20 @@ impl MirrorOutcomes {
     }
 }
 
+/// `name` as a `&'static str`, stored once per distinct name: for the declared names
+/// (routes, pools) a request carries to its error report without a reference count. Names
+/// come from declarations and config files, so their number stays bounded.
+pub fn label(name: &str) -> &'static str {
+    static NAMES: std::sync::Mutex<Vec<&'static str>> = std::sync::Mutex::new(Vec::new());
+    let mut names = NAMES.lock().unwrap_or_else(|e| e.into_inner());
+    if let Some(found) = names.iter().find(|n| **n == name) {
+        return found;
+    }
+    let leaked: &'static str = Box::leak(name.to_owned().into_boxed_str());
+    names.push(leaked);
+    leaked
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -120,6 +120,8 @@ proxy! {
 
         via "1.1 everything";
         access_log "syslog:udp://127.0.0.1:5514?facility=local3&tag=edge" json;
+        tls_groups ["X25519MLKEM768", "X25519", "P-256"];
+        fips off;
         forwarded_for on;
         keepalive on;
         filter_local_answers on;
@@ -225,4 +227,9 @@ fn main() {
         tls[1].1.client_ca.as_deref(),
         Some(std::path::Path::new("clients.pem"))
     );
+    assert_eq!(
+        <Everything as pingora_dsl::server::declared::Declared>::TLS_GROUPS,
+        Some(&["X25519MLKEM768", "X25519", "P-256"][..])
+    );
+    assert!(!<Everything as pingora_dsl::server::declared::Declared>::FIPS);
 }

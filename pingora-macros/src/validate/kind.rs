@@ -4,7 +4,7 @@
 use std::time::Duration;
 
 use crate::diagnostic::Errors;
-use crate::syntax::{Kind, Proxy, Upstream};
+use crate::syntax::{Kind, Proxy, Setting, Upstream};
 
 use super::values::check_duration;
 
@@ -93,6 +93,10 @@ fn refuse_http_items(proxy: &Proxy, errors: &mut Errors) {
         );
     }
     for setting in &proxy.settings {
+        if matches!(setting, Setting::TlsGroups(..) | Setting::Fips(..)) {
+            // The process's TLS policy: layer-4 TLS listeners follow it too.
+            continue;
+        }
         let keyword = setting.keyword();
         errors.at(
             keyword.span(),

@@ -65,7 +65,7 @@ struct Tunables {
 /// same live peers and tunables (what a config reload updates).
 #[derive(Debug, Clone)]
 pub struct UpstreamGroup {
-    name: Arc<str>,
+    name: &'static str,
     lb: Arc<ArcSwap<LoadBalancer>>,
     tunables: Arc<ArcSwap<Tunables>>,
     retry_backoff: Duration,
@@ -103,7 +103,7 @@ impl UpstreamGroup {
     /// timeouts, no retries and no health checks. An empty group answers 503.
     pub fn new(name: impl Into<String>, backends: Vec<Backend>, strategy: Strategy) -> Self {
         UpstreamGroup {
-            name: name.into().into(),
+            name: crate::metrics::label(&name.into()),
             lb: Arc::new(ArcSwap::from_pointee(LoadBalancer::new(backends, strategy))),
             tunables: Arc::new(ArcSwap::from_pointee(Tunables::default())),
             retry_backoff: Duration::ZERO,
@@ -337,8 +337,8 @@ impl UpstreamGroup {
     }
 
     /// The group's name.
-    pub fn name(&self) -> &str {
-        &self.name
+    pub fn name(&self) -> &'static str {
+        self.name
     }
 
     /// The peers now, in declaration order.
@@ -527,7 +527,7 @@ impl UpstreamGroup {
     /// and in its HTTP version (see [`HealthChecker`]).
     pub fn health_checker(&self) -> Option<HealthChecker> {
         Some(HealthChecker::new(
-            self.name.clone(),
+            self.name.into(),
             self.lb.clone(),
             self.health.clone()?,
             PeerAccess {
@@ -541,7 +541,7 @@ impl UpstreamGroup {
     pub fn discovery_task(&self) -> Option<DiscoveryTask> {
         let d = self.discovery.clone()?;
         Some(DiscoveryTask {
-            group: self.name.clone(),
+            group: self.name.into(),
             lb: self.lb.clone(),
             source: d.source,
             interval: d.interval,

@@ -52,6 +52,10 @@ pub struct Session {
     pub(crate) request_id_generated: bool,
     /// The route's counters (set by the router), else the proxy's own.
     pub(crate) route_stats: Option<Arc<RouteStats>>,
+    /// The label of the route the router matched, for error reports.
+    pub(crate) route_label: Option<&'static str>,
+    /// The pool the router chose a peer from, for error reports.
+    pub(crate) pool: Option<&'static str>,
     /// The counters of the peer the request went to last.
     pub(crate) peer_stats: Option<Arc<PeerStats>>,
     /// `Referer` and `User-Agent`, kept past forwarding when an access log needs them.
@@ -146,6 +150,8 @@ impl Session {
             request_id,
             request_id_generated,
             route_stats: None,
+            route_label: None,
+            pool: None,
             peer_stats: None,
             logged: None,
         }
@@ -231,6 +237,17 @@ impl Session {
     /// The client's address.
     pub fn client_addr(&self) -> SocketAddr {
         self.conn.info.client_addr
+    }
+
+    /// The label of the route the router matched (`/api`, `GET api.example.com/v1`), if
+    /// one did.
+    pub fn route_label(&self) -> Option<&'static str> {
+        self.route_label
+    }
+
+    /// The declared pool the router chose the peer from, if it did.
+    pub fn pool(&self) -> Option<&'static str> {
+        self.pool
     }
 
     /// The key-exchange group the client's TLS handshake agreed on (`X25519MLKEM768`,

@@ -236,14 +236,14 @@ pub struct Route {
     mirror: Option<Arc<Mirror>>,
     request_edits: Vec<HeaderEdit>,
     response_edits: Vec<HeaderEdit>,
-    label: Arc<str>,
+    label: &'static str,
     stats: Arc<RouteStats>,
 }
 
 impl Route {
     /// A route doing `action` for requests that match `matcher`.
     pub fn new(matcher: RouteMatch, action: RouteAction) -> Self {
-        let label = matcher.describe().into();
+        let label = crate::metrics::label(&matcher.describe());
         Route {
             matcher,
             action,
@@ -260,13 +260,13 @@ impl Route {
     /// The route's name in metrics and on the status page: what it matches
     /// (`GET api.example.com/v1`, `/static`, `*` for a catch-all) unless set with
     /// [`with_label`](Route::with_label).
-    pub fn label(&self) -> &str {
-        &self.label
+    pub fn label(&self) -> &'static str {
+        self.label
     }
 
     /// Names the route in metrics and on the status page.
-    pub fn with_label(mut self, label: impl Into<Arc<str>>) -> Self {
-        self.label = label.into();
+    pub fn with_label(mut self, label: impl AsRef<str>) -> Self {
+        self.label = crate::metrics::label(label.as_ref());
         self
     }
 
@@ -398,11 +398,11 @@ impl Router {
     /// A router over `groups` with `routes` (which name groups by index). Routes whose
     /// labels are the same get `#2`, `#3`... appended, so metrics tell them apart.
     pub fn new(groups: Vec<UpstreamGroup>, mut routes: Vec<Route>) -> Self {
-        let labels: Vec<Arc<str>> = routes.iter().map(|r| r.label.clone()).collect();
+        let labels: Vec<&'static str> = routes.iter().map(|r| r.label).collect();
         for (i, route) in routes.iter_mut().enumerate() {
             let earlier = labels[..i].iter().filter(|l| **l == labels[i]).count();
             if earlier > 0 {
-                route.label = format!("{} #{}", labels[i], earlier + 1).into();
+                route.label = crate::metrics::label(&format!("{} #{}", labels[i], earlier + 1));
             }
         }
         Router {
@@ -482,6 +482,7 @@ impl Router {
         ctx.route = index.map(|i| i as u32);
         if let Some(i) = index {
             session.set_route_stats(&self.routes[i].stats);
+            session.route_label = Some(self.routes[i].label);
         }
         if let Some(refusal) = self.over_limit(session, index, &self.rate_limits) {
             return Some(refusal);
@@ -684,6 +685,7 @@ impl Router {
             ErrorKind::NoPeer,
             "no upstream group for this request",
         ))?;
+        session.pool = Some(group.name());
         let delay = group.backoff(&session.attempts);
         if !delay.is_zero() {
             tokio::time::sleep(delay).await;
