@@ -217,17 +217,17 @@ async fn the_process_log_goes_to_syslog_with_each_events_severity() {
     );
     let (resp, _) = send(&client(), get(addr, "/", None)).await;
     assert_eq!(resp.status(), 502);
-    // The failed request is logged as a warning: facility daemon (3), severity 4.
+    // The failed request is logged as an error: facility daemon (3), severity 3.
     let mut buf = vec![0u8; 65_536];
     let deadline = tokio::time::Instant::now() + Duration::from_secs(5);
     loop {
         let n = tokio::time::timeout_at(deadline, collector.recv(&mut buf))
             .await
-            .expect("the warning within 5 s")
+            .expect("the error within 5 s")
             .expect("recv");
         let message = String::from_utf8_lossy(&buf[..n]).into_owned();
         if message.contains("request failed") {
-            assert!(message.starts_with("<28>1 "), "{message}");
+            assert!(message.starts_with("<27>1 "), "{message}");
             assert_eq!(message.split(' ').nth(3), Some("lb"), "{message}");
             assert!(
                 !message.contains('\u{1b}'),

@@ -26,6 +26,7 @@ pub struct Proxy {
     pub options: Options,
     pub rate_limits: Vec<RateLimit>,
     pub admin: Option<LitStr>,
+    pub sentry: Option<Sentry>,
     /// `idle D;` of a layer-4 proxy.
     pub idle: Option<Duration>,
     /// Whether the phases are well formed (each once, each with its parameters), so their
@@ -40,6 +41,13 @@ impl Proxy {
             .iter()
             .any(|d| d.phase == crate::phase::Phase::UpstreamPeer)
     }
+}
+
+/// `sentry "DSN" ...;`, checked.
+pub struct Sentry {
+    pub dsn: LitStr,
+    pub sample: Option<f32>,
+    pub environment: Option<LitStr>,
 }
 
 /// A listening address, and its TLS settings for `listen tls`.

@@ -63,8 +63,19 @@ pub struct Proxy {
     pub rate_limits: Vec<RateLimitDecl>,
     /// `admin "ADDR";`: where the admin listener serves metrics and the status page.
     pub admin: Vec<(Ident, LitStr)>,
+    /// `sentry "DSN" [sample RATE] [environment "NAME"];`: errors and panics to Sentry.
+    pub sentry: Vec<SentryDecl>,
     /// Syntax errors inside the proxy's block, each item skipped after its error.
     pub errors: Vec<syn::Error>,
+}
+
+/// `sentry "DSN" [sample RATE] [environment "NAME"];`
+pub struct SentryDecl {
+    pub keyword: Ident,
+    pub dsn: LitStr,
+    /// `sample 0.25`: the literal, checked by `validate`.
+    pub sample: Option<syn::Lit>,
+    pub environment: Option<LitStr>,
 }
 
 /// `rate_limit N per DURATION [by client_ip | by header "NAME" | by route];`

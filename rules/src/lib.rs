@@ -391,6 +391,36 @@ pub fn check_tls_groups<'a>(
     Ok(seen.join(":"))
 }
 
+/// Why `dsn` is not a Sentry DSN (`SCHEME://PUBLIC_KEY@HOST[:PORT]/[PATH/]PROJECT_ID`,
+/// the scheme `http` or `https`, the project id a number).
+pub fn check_sentry_dsn(dsn: &str) -> Result<(), String> {
+    let (scheme, rest) = dsn
+        .split_once("://")
+        .ok_or("not a URL: write `https://PUBLIC_KEY@HOST/PROJECT_ID`")?;
+    if scheme != "http" && scheme != "https" {
+        return Err(format!("the scheme must be http or https, not `{scheme}`"));
+    }
+    let (key, location) = rest
+        .split_once('@')
+        .ok_or("no public key: write `https://PUBLIC_KEY@HOST/PROJECT_ID`")?;
+    if key.is_empty() {
+        return Err("the public key before `@` is empty".to_owned());
+    }
+    let (host, path) = location
+        .split_once('/')
+        .ok_or("no project id: write `https://PUBLIC_KEY@HOST/PROJECT_ID`")?;
+    if host.is_empty() {
+        return Err("no host after `@`".to_owned());
+    }
+    let project = path.rsplit('/').next().unwrap_or_default();
+    if project.is_empty() || !project.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(format!(
+            "the project id (the last part of the path) must be a number, not `{project}`"
+        ));
+    }
+    Ok(())
+}
+
 /// The syslog facilities by name, with their numbers (RFC 5424).
 pub const SYSLOG_FACILITIES: &[(&str, u8)] = &[
     ("kern", 0),

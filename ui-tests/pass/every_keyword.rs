@@ -122,6 +122,7 @@ proxy! {
         access_log "syslog:udp://127.0.0.1:5514?facility=local3&tag=edge" json;
         tls_groups ["X25519MLKEM768", "X25519", "P-256"];
         fips off;
+        sentry "https://public@o0.ingest.sentry.io/42" sample 0.5 environment "production";
         forwarded_for on;
         keepalive on;
         filter_local_answers on;
@@ -232,4 +233,8 @@ fn main() {
         Some(&["X25519MLKEM768", "X25519", "P-256"][..])
     );
     assert!(!<Everything as pingora_dsl::server::declared::Declared>::FIPS);
+    let sentry = <Everything as pingora_dsl::server::declared::Declared>::SENTRY.expect("declared");
+    assert_eq!(sentry.dsn, "https://public@o0.ingest.sentry.io/42");
+    assert_eq!(sentry.sample_rate, Some(0.5));
+    assert_eq!(sentry.environment, Some("production"));
 }

@@ -126,6 +126,25 @@ fn declared_impl(p: &Proxy) -> TokenStream {
         Some(addr) => quote!(::std::option::Option::Some(#addr)),
         None => quote!(::std::option::Option::None),
     };
+    let sentry = p.sentry.as_ref().map(|s| {
+        let dsn = &s.dsn;
+        let sample = match s.sample {
+            Some(rate) => quote!(::std::option::Option::Some(#rate)),
+            None => quote!(::std::option::Option::None),
+        };
+        let environment = match &s.environment {
+            Some(env) => quote!(::std::option::Option::Some(#env)),
+            None => quote!(::std::option::Option::None),
+        };
+        quote!(
+            const SENTRY: ::std::option::Option<#rt::server::declared::DeclaredSentry> =
+                ::std::option::Option::Some(#rt::server::declared::DeclaredSentry {
+                    dsn: #dsn,
+                    sample_rate: #sample,
+                    environment: #environment,
+                });
+        )
+    });
     let tls = p.options.settings.iter().filter_map(|s| match s {
         Setting::TlsGroups(groups) => {
             Some(quote!(const TLS_GROUPS: ::std::option::Option<&'static [&'static str]> = ::std::option::Option::Some(&[#(#groups),*]);))
@@ -139,6 +158,7 @@ fn declared_impl(p: &Proxy) -> TokenStream {
             const LISTEN: &'static [&'static str] = #name::LISTEN;
             const ADMIN: ::std::option::Option<&'static str> = #admin;
             #(#tls)*
+            #sentry
 
             fn declared() -> Self {
                 Self::new()

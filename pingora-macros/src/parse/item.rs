@@ -9,8 +9,8 @@ use syn::{bracketed, Expr, Ident, LitInt, LitStr, Token, Type};
 use crate::diagnostic::hint;
 use crate::phase::Phase;
 use crate::syntax::{
-    DurationLit, HeaderEditDecl, Listen, PhaseDecl, Proxy, RateLimitDecl, RouteDecl, Setting,
-    TimeoutDecl, Upstream,
+    DurationLit, HeaderEditDecl, Listen, PhaseDecl, Proxy, RateLimitDecl, RouteDecl, SentryDecl,
+    Setting, TimeoutDecl, Upstream,
 };
 
 use super::{expect, keyword, kw, parse_switch, semi, tls};
@@ -38,6 +38,7 @@ pub const ITEMS: &[&str] = &[
     "idle",
     "rate_limit",
     "admin",
+    "sentry",
     "access_log",
     "tls_groups",
     "fips",
@@ -63,6 +64,7 @@ pub enum Item {
     Setting(Setting),
     RateLimit(RateLimitDecl),
     Admin(Ident, LitStr),
+    Sentry(SentryDecl),
     Phase(PhaseDecl),
 }
 
@@ -97,6 +99,9 @@ impl Parse for Item {
             )?;
             semi(input, "admin")?;
             return Ok(Item::Admin(keyword, addr));
+        }
+        if input.peek(kw::sentry) {
+            return input.parse().map(Item::Sentry);
         }
         if PhaseDecl::peek(input) {
             return input.parse().map(Item::Phase);
@@ -156,6 +161,7 @@ impl Item {
             Item::Setting(setting) => proxy.settings.push(setting),
             Item::RateLimit(limit) => proxy.rate_limits.push(limit),
             Item::Admin(k, addr) => proxy.admin.push((k, addr)),
+            Item::Sentry(decl) => proxy.sentry.push(decl),
             Item::Phase(phase) => proxy.phases.push(phase),
         }
     }
@@ -188,6 +194,47 @@ impl Parse for Listen {
             }
         };
         Ok(Listen { lit, tls })
+    }
+}
+
+/// `sentry "DSN" [sample RATE] [environment "NAME"];`
+impl Parse for SentryDecl {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let keyword = keyword(input)?;
+        let dsn = expect(
+            input,
+            "expected the project's DSN: `sentry \"https://PUBLIC_KEY@o0.ingest.sentry.io/42\";`",
+        )?;
+        let mut decl = SentryDecl {
+            keyword,
+            dsn,
+            sample: None,
+            environment: None,
+        };
+        while !input.peek(Token![;]) {
+            if input.peek(kw::sample) && decl.sample.is_none() {
+                input.parse::<kw::sample>()?;
+                decl.sample = Some(input.parse().map_err(|e| {
+                    syn::Error::new(e.span(), "expected the share of events sent: `sample 0.25`")
+                })?);
+            } else if input.peek(kw::environment) && decl.environment.is_none() {
+                input.parse::<kw::environment>()?;
+                decl.environment = Some(expect(
+                    input,
+                    "expected the environment's name: `environment \"production\"`",
+                )?);
+            } else {
+                let word = Ident::parse_any(input)?;
+                return Err(syn::Error::new(
+                    word.span(),
+                    format!(
+                        "unexpected `{word}` in `sentry`: it takes `sample RATE` and `environment \"NAME\"`, each once"
+                    ),
+                ));
+            }
+        }
+        semi(input, "sentry")?;
+        Ok(decl)
     }
 }
 

@@ -86,6 +86,7 @@ impl Parse for Proxy {
             settings: Vec::new(),
             rate_limits: Vec::new(),
             admin: Vec::new(),
+            sentry: Vec::new(),
             errors: Vec::new(),
         };
         while !content.is_empty() {

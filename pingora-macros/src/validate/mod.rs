@@ -100,9 +100,59 @@ fn validate_proxy(proxy: &Proxy, errors: &mut Errors) -> model::Proxy {
         options,
         rate_limits,
         admin: proxy.admin.first().map(|(_, addr)| addr.clone()),
+        sentry: validate_sentry(proxy, errors),
         idle,
         phases_valid,
     }
+}
+
+/// `sentry "DSN" [sample RATE] [environment "NAME"];`: declared once, a DSN, a rate from
+/// 0 to 1, a non-empty environment.
+fn validate_sentry(proxy: &Proxy, errors: &mut Errors) -> Option<model::Sentry> {
+    for decl in proxy.sentry.iter().skip(1) {
+        errors.at(
+            decl.keyword.span(),
+            "`sentry` is declared twice: one Sentry project receives the whole process's errors",
+        );
+    }
+    let decl = proxy.sentry.first()?;
+    let mut valid = true;
+    if let Err(e) = pingora_dsl_rules::check_sentry_dsn(&decl.dsn.value()) {
+        errors.at(decl.dsn.span(), format!("invalid Sentry DSN: {e}"));
+        valid = false;
+    }
+    let sample = decl.sample.as_ref().and_then(|lit| {
+        let rate = match lit {
+            syn::Lit::Float(f) => f.base10_parse::<f32>().ok(),
+            syn::Lit::Int(i) => i.base10_parse::<u8>().ok().map(f32::from),
+            _ => None,
+        };
+        match rate {
+            Some(rate) if (0.0..=1.0).contains(&rate) => Some(rate),
+            _ => {
+                errors.at(
+                    lit.span(),
+                    "`sample` takes the share of error events sent, from 0.0 to 1.0: e.g. `sample 0.25`",
+                );
+                valid = false;
+                None
+            }
+        }
+    });
+    if let Some(env) = &decl.environment {
+        if env.value().trim().is_empty() {
+            errors.at(
+                env.span(),
+                "the environment's name is empty: e.g. `environment \"production\"`",
+            );
+            valid = false;
+        }
+    }
+    valid.then(|| model::Sentry {
+        dsn: decl.dsn.clone(),
+        sample,
+        environment: decl.environment.clone(),
+    })
 }
 
 /// `admin "ADDR";`: declared once, a valid address, not one of the `listen` addresses.

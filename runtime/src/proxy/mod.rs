@@ -20,6 +20,7 @@ mod body;
 mod forward;
 mod headers;
 mod listening;
+mod panic;
 pub mod phase;
 pub mod route;
 mod session;
@@ -413,7 +414,8 @@ fn proxy_request<P: ProxyHttp>(
                 session: &mut session,
                 ctx: &mut ctx,
             };
-            let result = run_phases(&shared, &mut *guard.session, &mut *guard.ctx).await;
+            let phases = run_phases(&shared, &mut *guard.session, &mut *guard.ctx);
+            let result = panic::CatchPanic::new(phases).await;
             std::mem::forget(guard);
             result
         };
@@ -620,6 +622,23 @@ async fn local_answer<P: ProxyHttp>(
     answer
 }
 
+/// Logs a request's failure at error level with its context (request id, route, pool,
+/// peer, method, host, path), so an error report (Sentry) carries it too.
+fn log_failure(session: &Session, error: &Error) {
+    tracing::error!(
+        error = %error,
+        request_id = session.request_id(),
+        route = session.route_label().unwrap_or("-"),
+        pool = session.pool().unwrap_or("-"),
+        peer = %session.upstream_addr().map_or_else(|| "-".to_owned(), |a| a.to_string()),
+        method = %session.method(),
+        host = session.host().unwrap_or("-"),
+        path = session.uri().path(),
+        client = %session.client_addr(),
+        "request failed"
+    );
+}
+
 /// The answer to a request that failed with `error` (logged here), through
 /// `response_filter` when the proxy filters its own answers (if the filter fails too, the
 /// answer goes out unfiltered).
@@ -630,7 +649,7 @@ async fn error_answer<P: ProxyHttp>(
     error: &Error,
 ) -> Response<ResponseSource> {
     if error.status().is_server_error() {
-        tracing::warn!(error = %error, client = %session.client_addr(), upstream = ?session.upstream_addr(), request_id = session.request_id(), "request failed");
+        log_failure(session, error);
     } else {
         tracing::debug!(error = %error, client = %session.client_addr(), "request refused");
     }

@@ -16,6 +16,7 @@ use crate::listen::ListenAddr;
 use crate::listen::{resolve, Sockets};
 use crate::observe::access_log::AccessLog;
 use crate::observe::admin::Admin;
+use crate::observe::sentry::SentrySettings;
 use crate::proxy::route::Router;
 use crate::proxy::ProxyOptions;
 use crate::server::config::Config;
@@ -102,6 +103,10 @@ pub struct ProxyCli {
     /// the config file's `[server]` does not set.
     #[arg(skip)]
     pub declared_tls: crate::tls::TlsPolicy,
+    /// The Sentry reporting the declaration gives (`sentry "DSN";`), used when the config
+    /// file has no `[server.sentry]`.
+    #[arg(skip)]
+    pub declared_sentry: Option<SentrySettings>,
 }
 
 impl ProxyCli {
@@ -171,6 +176,15 @@ impl ProxyCli {
             .clone()
             .or_else(|| self.config.as_ref().and_then(|c| c.server.admin.clone()))
             .or_else(|| self.declared_admin.clone())
+    }
+
+    /// Where errors and panics are reported: the config file's `[server.sentry]`, else
+    /// the declared one; `None` when neither sets a DSN.
+    pub fn sentry_settings(&self) -> Option<SentrySettings> {
+        self.config
+            .as_ref()
+            .and_then(|c| c.server.sentry.clone())
+            .or_else(|| self.declared_sentry.clone())
     }
 
     /// The process's TLS policy: the config file's `[server] tls_groups` and `fips`, each
@@ -424,26 +438,43 @@ pub fn init_logging() {
 /// Logs to a syslog collector through `writer` (plain text, no colours), at `RUST_LOG`'s
 /// level, else at `level`, unless a subscriber is set already.
 pub fn init_logging_to(level: &str, writer: crate::observe::syslog::ProcessLogWriter) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_ansi(false)
-        .without_time()
-        .with_writer(writer)
-        .try_init();
+    init_subscriber(level, Some(writer), false);
 }
 
 /// Logs to stderr at `RUST_LOG`'s level, else at `level` (`info`, `debug`, or a filter
 /// such as `warn,pingora_dsl_runtime=debug`), unless a subscriber is set already.
 pub fn init_logging_at(level: &str) {
+    init_subscriber(level, None, false);
+}
+
+/// The process's subscriber: the log (to `writer`, else stderr) at `RUST_LOG`'s level,
+/// else `level`, and with `sentry` the layer that reports error events to Sentry (see
+/// [`crate::observe::sentry`]). Nothing changes if a subscriber is set already.
+pub fn init_subscriber(
+    level: &str,
+    writer: Option<crate::observe::syslog::ProcessLogWriter>,
+    sentry: bool,
+) {
+    use tracing_subscriber::layer::{Layer as _, SubscriberExt as _};
+    use tracing_subscriber::util::SubscriberInitExt as _;
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .or_else(|_| tracing_subscriber::EnvFilter::try_new(level))
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
-    let _ = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(io::stderr)
+    let log = match writer {
+        Some(writer) => tracing_subscriber::fmt::layer()
+            .with_ansi(false)
+            .without_time()
+            .with_writer(writer)
+            .boxed(),
+        None => tracing_subscriber::fmt::layer()
+            .with_writer(io::stderr)
+            .boxed(),
+    };
+    let sentry = sentry.then(crate::observe::sentry::tracing_layer);
+    let _ = tracing_subscriber::registry()
+        .with(log)
+        .with(sentry)
+        .with(filter)
         .try_init();
 }
 
@@ -653,16 +684,20 @@ where
     let level = server
         .and_then(|s| s.log_level.as_deref())
         .unwrap_or("info");
+    let sentry = cli.sentry_settings();
     // A bad `log` is reported by the configuration check; meanwhile logs go to stderr.
-    match server
+    let writer = match server
         .and_then(|s| s.log.as_deref())
         .map(crate::server::config::process_log_writer)
     {
-        Some(Ok(Some(writer))) => init_logging_to(level, writer),
-        _ => init_logging_at(level),
-    }
+        Some(Ok(writer)) => writer,
+        _ => None,
+    };
+    init_subscriber(level, writer, sentry.is_some());
     let testing = cli.test;
-    match loaded.and_then(|()| serve(name, cli, build)) {
+    // Reporting starts before anything can fail or panic, and flushes when this returns.
+    let started = loaded.and_then(|()| start_sentry(sentry.as_ref(), &cli));
+    match started.and_then(|_guard| serve(name, cli, build)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if testing => {
             eprintln!("configuration test failed: {e}");
@@ -673,6 +708,21 @@ where
             ExitCode::FAILURE
         }
     }
+}
+
+/// Starts reporting to Sentry if `settings` say so (only checks them under `-t` and
+/// `--print-config`).
+fn start_sentry(
+    settings: Option<&SentrySettings>,
+    cli: &ProxyCli,
+) -> io::Result<Option<crate::observe::sentry::SentryGuard>> {
+    let Some(settings) = settings else {
+        return Ok(None);
+    };
+    if cli.test || cli.print_config {
+        return settings.check().map(|()| None);
+    }
+    settings.start().map(Some)
 }
 
 /// Loads the `-c` file into `cli.config`, checking it names only the `proxies`.
@@ -704,11 +754,12 @@ where
         );
     }
     let (mut service, tasks, effective, reloader) = build(&cli)?;
-    let server_section = cli
+    let mut server_section = cli
         .config
         .as_ref()
         .map(|c| c.server.clone())
         .unwrap_or_default();
+    server_section.sentry = cli.sentry_settings();
     if cli.print_config {
         return print_config(name, effective, &server_section, &conf, &service);
     }
@@ -856,6 +907,7 @@ fn print_config<S: Listening>(
     effective.server.log_level = server_section.log_level.clone();
     effective.server.log = server_section.log.clone();
     effective.server.tls_groups = Some(crate::tls::groups());
+    effective.server.sentry = server_section.sentry.clone();
     effective.server.fips = crate::tls::fips().then_some(true);
     for (name, tls) in service.tls_listeners_named() {
         let differing = effective.set_tls(&name, &tls);

@@ -23,6 +23,11 @@
 //! tls_groups = ["X25519MLKEM768", "X25519", "P-256"] # key exchange, preferred first
 //! fips = false                       # true: FIPS module or no start
 //!
+//! [server.sentry]                    # errors and panics to Sentry; off without it
+//! dsn = "https://PUBLIC_KEY@o0.ingest.sentry.io/42"
+//! sample_rate = 0.25                 # share of error events sent (default 1.0)
+//! environment = "production"
+//!
 //! [proxy.Gateway]
 //! listen = ["0.0.0.0:8080", "[::]:8080"]
 //! tls_listen = ["0.0.0.0:8443"]      # served with the certificates below
@@ -129,6 +134,10 @@ pub struct ServerSection {
     /// and groups only; the start fails when the module is missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fips: Option<bool>,
+    /// Errors and panics to Sentry (`[server.sentry]`: `dsn`, `sample_rate`,
+    /// `environment`); off without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sentry: Option<crate::observe::sentry::SentrySettings>,
 }
 
 /// `[proxy.NAME]`.

@@ -34,6 +34,8 @@ pub trait Declared: Sized {
     const TLS_GROUPS: Option<&'static [&'static str]> = None;
     /// Whether `fips on;` is declared.
     const FIPS: bool = false;
+    /// The Sentry reporting declared with `sentry "DSN" ...;`, if any.
+    const SENTRY: Option<DeclaredSentry> = None;
 
     /// The proxy as declared.
     fn declared() -> Self;
@@ -54,6 +56,31 @@ pub trait Declared: Sized {
             cli.declared_tls.groups = Some(groups.iter().map(|g| (*g).to_owned()).collect());
         }
         cli.declared_tls.fips |= Self::FIPS;
+        if let Some(sentry) = Self::SENTRY {
+            cli.declared_sentry = Some(sentry.settings());
+        }
+    }
+}
+
+/// `sentry "DSN" [sample RATE] [environment "NAME"];` as declared (checked by the macro).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeclaredSentry {
+    /// The project's DSN.
+    pub dsn: &'static str,
+    /// The share of error events sent.
+    pub sample_rate: Option<f32>,
+    /// The environment events are tagged with.
+    pub environment: Option<&'static str>,
+}
+
+impl DeclaredSentry {
+    /// As the config file's `[server.sentry]` would say it.
+    pub fn settings(&self) -> crate::observe::sentry::SentrySettings {
+        crate::observe::sentry::SentrySettings {
+            dsn: self.dsn.to_owned(),
+            sample_rate: self.sample_rate,
+            environment: self.environment.map(str::to_owned),
+        }
     }
 }
 
