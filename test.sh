@@ -2,13 +2,14 @@
 # The whole test suite, as a new user runs it: installs what the tests drive beside cargo
 # when the machine lacks it, then runs every test of the workspace.
 #
-#   ./test.sh                 # everything, then the TLS tests against OpenSSL 3.5 built
-#                             # from source (the `vendored-openssl` feature)
+#   ./test.sh                 # everything, then the TLS tests against OpenSSL 3.5+ built
+#                             # from source (`vendored-openssl`) and against BoringSSL
+#                             # (`boringssl`)
 #   ./test.sh --test tls      # only `cargo test --workspace` with these arguments
 #
 # The tests need, besides the Rust toolchain and libssl-dev: curl (TLS and HTTP/2 checks),
-# the openssl command (the TLS groups offered) and a headless Chromium (the admin status
-# page). Missing ones are installed from Debian's packages (apt-get; with sudo when not
+# the openssl command (the TLS groups offered), a headless Chromium (the admin status
+# page), and cmake and libclang-dev to build BoringSSL. Missing ones are installed from Debian's packages (apt-get; with sudo when not
 # root). Nothing is skipped: a tool that cannot be installed stops the run here, with the
 # reason.
 set -euo pipefail
@@ -19,6 +20,10 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
   || missing+=(chromium)
+# BoringSSL's build (the `boringssl` run below): cmake, and libclang for its bindings.
+command -v cmake >/dev/null 2>&1 || missing+=(cmake)
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/*/libclang-*.so* >/dev/null 2>&1 \
+  || missing+=(libclang-dev)
 
 if [ "${#missing[@]}" -gt 0 ]; then
   echo "test.sh: installing ${missing[*]} (needed by the tests)" >&2
@@ -45,12 +50,15 @@ fi
 status=0
 cargo test --workspace --no-fail-fast || status=$?
 
-# The TLS tests once more against OpenSSL 3.5 built from source (`vendored-openssl`: the
-# post-quantum group X25519MLKEM768 offered first), in a target directory of their own so
-# the system-OpenSSL build above stays as it is. The first run builds OpenSSL (minutes).
-tls_tests=(--test tls --test tls_policy --test l4 --test health_checks)
-echo "test.sh: the TLS tests with --features vendored-openssl" >&2
-export CARGO_TARGET_DIR=target/vendored-openssl
-cargo build --features vendored-openssl --example load_balancer || status=$?
-cargo test --features vendored-openssl --no-fail-fast "${tls_tests[@]}" || status=$?
+# The TLS tests once more with each other TLS library, each in a target directory of its
+# own so the builds above stay as they are (the first run builds the library: minutes):
+# OpenSSL 3.5+ built from source (`vendored-openssl`: the post-quantum group
+# X25519MLKEM768 offered first), then BoringSSL (`boringssl`).
+tls_tests=(--test tls --test tls_policy --test l4 --test health_checks --test proxy_set)
+for feature in vendored-openssl boringssl; do
+  echo "test.sh: the TLS tests with --features $feature" >&2
+  export CARGO_TARGET_DIR="target/$feature"
+  cargo build --features "$feature" --examples || status=$?
+  cargo test --features "$feature" --no-fail-fast "${tls_tests[@]}" || status=$?
+done
 exit "$status"

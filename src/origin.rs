@@ -590,16 +590,8 @@ pub async fn start_tls_origin(
                     return;
                 };
                 stats.connections.fetch_add(1, Ordering::SeqCst);
-                let ssl = accepted.stream.ssl();
-                let sni = ssl
-                    .servername(openssl::ssl::NameType::HOST_NAME)
-                    .map(str::to_owned);
-                let client_cn = ssl.peer_certificate().and_then(|c| {
-                    c.subject_name()
-                        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
-                        .next()
-                        .and_then(|e| e.data().to_string().ok())
-                });
+                let sni = accepted.server_name().map(str::to_owned);
+                let client_cn = accepted.client_common_name();
                 let service = hyper::service::service_fn(move |_req: Request<Incoming>| {
                     let (sni, client_cn) = (sni.clone(), client_cn.clone());
                     stats

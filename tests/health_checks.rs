@@ -142,16 +142,8 @@ async fn serve(tcp: TcpStream, speaks: Arc<Speaks>, seen: Arc<Seen>) {
         Speaks::H2c => http2(TokioIo::new(tcp), seen.clone(), None, None).await,
         Speaks::Tls(acceptor) => {
             if let Ok(accepted) = acceptor.accept(tcp).await {
-                let ssl = accepted.stream.ssl();
-                let sni = ssl
-                    .servername(openssl::ssl::NameType::HOST_NAME)
-                    .map(str::to_owned);
-                let cn = ssl.peer_certificate().and_then(|c| {
-                    c.subject_name()
-                        .entries_by_nid(openssl::nid::Nid::COMMONNAME)
-                        .next()
-                        .and_then(|e| e.data().to_string().ok())
-                });
+                let sni = accepted.server_name().map(str::to_owned);
+                let cn = accepted.client_common_name();
                 let io = TokioIo::new(accepted.stream);
                 if accepted.h2 {
                     http2(io, seen.clone(), sni, cn).await;

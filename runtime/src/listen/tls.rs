@@ -14,14 +14,14 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
-use openssl::nid::Nid;
-use openssl::pkey::PKey;
-use openssl::ssl::{
+use crate::tls::lib::nid::Nid;
+use crate::tls::lib::pkey::PKey;
+use crate::tls::lib::ssl::{
     AlpnError, NameType, Ssl, SslAcceptor, SslAcceptorBuilder, SslMethod, SslVerifyMode,
 };
-use openssl::x509::{X509Name, X509};
+use crate::tls::lib::x509::{X509Name, X509};
+use crate::tls::TlsStream as SslStream;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_openssl::SslStream;
 
 /// ALPN protocol list offered when HTTP/2 is on: `h2` first, then `http/1.1`.
 const ALPN_H2_H1: &[u8] = b"\x02h2\x08http/1.1";
@@ -161,7 +161,7 @@ impl TlsSettings {
         b.set_private_key(&key)
             .map_err(|e| tls_error(&format!("key {}", pair.key.display()), e))?;
         b.set_alpn_select_callback(move |_ssl, client| {
-            openssl::ssl::select_next_proto(alpn, client).ok_or(AlpnError::NOACK)
+            crate::tls::lib::ssl::select_next_proto(alpn, client).ok_or(AlpnError::NOACK)
         });
         if let Some(ca) = &self.client_ca {
             readable(ca, "client CA")?;
@@ -205,6 +205,20 @@ pub struct Accepted<S> {
     pub group: &'static str,
 }
 
+impl<S> Accepted<S> {
+    /// The name the client asked for by SNI, if it sent one.
+    pub fn server_name(&self) -> Option<&str> {
+        self.stream.ssl().servername(NameType::HOST_NAME)
+    }
+
+    /// The common name of the certificate the client presented (mTLS), if it did.
+    pub fn client_common_name(&self) -> Option<String> {
+        let cert = self.stream.ssl().peer_certificate()?;
+        let entry = cert.subject_name().entries_by_nid(Nid::COMMONNAME).next()?;
+        crate::tls::text_of(entry.data())
+    }
+}
+
 impl TlsAcceptor {
     /// Runs the server handshake on `stream`, within the handshake timeout.
     pub async fn accept<S>(&self, stream: S) -> io::Result<Accepted<S>>
@@ -235,13 +249,11 @@ impl TlsAcceptor {
 /// group this process accepts (e.g. post-quantum only against a library without it), with
 /// the groups it does accept; `InvalidData` otherwise.
 fn handshake_error(library_says: &str) -> io::Error {
-    let no_group = [
-        "no suitable key share",
-        "no shared group",
-        "no_suitable_key_share",
-    ]
-    .iter()
-    .any(|s| library_says.contains(s));
+    // OpenSSL says `no suitable key share`, BoringSSL `NO_SHARED_GROUP`.
+    let said = library_says.to_ascii_lowercase().replace('_', " ");
+    let no_group = ["no suitable key share", "no shared group"]
+        .iter()
+        .any(|s| said.contains(s));
     if no_group {
         return io::Error::new(
             io::ErrorKind::Unsupported,
@@ -297,7 +309,7 @@ fn certificate_names(path: &Path) -> io::Result<Vec<String>> {
         names.extend(
             cert.subject_name()
                 .entries_by_nid(Nid::COMMONNAME)
-                .filter_map(|e| e.data().to_string().ok().map(|s| s.to_ascii_lowercase())),
+                .filter_map(|e| crate::tls::text_of(e.data()).map(|s| s.to_ascii_lowercase())),
         );
     }
     Ok(names)
@@ -322,7 +334,7 @@ fn readable(path: &Path, what: &str) -> io::Result<()> {
         .map_err(|e| io::Error::new(e.kind(), format!("TLS {what} {}: {e}", path.display())))
 }
 
-fn tls_error(what: &str, e: openssl::error::ErrorStack) -> io::Error {
+fn tls_error(what: &str, e: crate::tls::lib::error::ErrorStack) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))
 }
 

@@ -14,9 +14,9 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
-use openssl::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+use crate::tls::lib::ssl::{SslConnector, SslFiletype, SslMethod, SslVerifyMode};
+use crate::tls::TlsStream as SslStream;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio_openssl::SslStream;
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::listen::tls::CertKey;
@@ -89,10 +89,10 @@ impl UpstreamTls {
                 io::Error::new(e.kind(), format!("upstream CA file {}: {e}", ca.display()))
             })?;
             // Only this CA: a private origin's trust must not widen to every public CA.
-            let mut store = openssl::x509::store::X509StoreBuilder::new()
+            let mut store = crate::tls::lib::x509::store::X509StoreBuilder::new()
                 .map_err(|e| tls_error("cannot create a certificate store", e))?;
             let pem = std::fs::read(ca)?;
-            let certs = openssl::x509::X509::stack_from_pem(&pem).map_err(|e| {
+            let certs = crate::tls::lib::x509::X509::stack_from_pem(&pem).map_err(|e| {
                 tls_error(
                     &format!("upstream CA file {}: not PEM certificates", ca.display()),
                     e,
@@ -173,7 +173,7 @@ impl TlsConnector {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let inner = &self.inner;
-        let setup = || -> std::result::Result<openssl::ssl::Ssl, openssl::error::ErrorStack> {
+        let setup = || -> std::result::Result<crate::tls::lib::ssl::Ssl, crate::tls::lib::error::ErrorStack> {
             let mut config = inner.connector.configure()?;
             if inner.insecure {
                 config.set_verify_hostname(false);
@@ -225,6 +225,6 @@ impl TlsConnector {
     }
 }
 
-fn tls_error(what: &str, e: openssl::error::ErrorStack) -> io::Error {
+fn tls_error(what: &str, e: crate::tls::lib::error::ErrorStack) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))
 }

@@ -8,14 +8,38 @@
 //! Without a call the defaults hold: [`DEFAULT_GROUPS`] where the library has every one of
 //! them, else [`CLASSICAL_GROUPS`], and FIPS mode off.
 //!
-//! Only this module and the two that build contexts ([`listen::tls`](crate::listen::tls),
-//! [`upstream::tls`](crate::upstream::tls)) name the library.
+//! Which library: OpenSSL (the system's, or 3.5 built from source with the
+//! `vendored-openssl` feature), or BoringSSL with the `boringssl` feature. The differences
+//! live in `openssl.rs` and `boring.rs` here; the modules that build contexts
+//! ([`listen::tls`](crate::listen::tls), [`upstream::tls`](crate::upstream::tls)) use the
+//! library through [`lib`] and [`TlsStream`], and no other module names it.
 
-use std::ffi::CStr;
 use std::io;
 use std::sync::{OnceLock, RwLock};
 
-use openssl::ssl::{SslContext, SslContextBuilder, SslMethod, SslRef, SslVersion};
+use self::backend::lib::error::ErrorStack;
+use self::backend::lib::ssl::{SslContext, SslContextBuilder, SslMethod, SslRef, SslVersion};
+
+#[cfg(feature = "boringssl")]
+mod boring;
+#[cfg(feature = "boringssl")]
+use self::boring as backend;
+#[cfg(not(feature = "boringssl"))]
+mod openssl;
+#[cfg(not(feature = "boringssl"))]
+use self::openssl as backend;
+
+/// The TLS library's crate (`openssl`, or `boring2` with the `boringssl` feature), for the
+/// modules that build contexts: the two libraries' Rust APIs are the same for what they use.
+pub(crate) use self::backend::lib;
+
+/// The text of a certificate's string field (a common name), if it is UTF-8 without NUL.
+pub(crate) fn text_of(field: &lib::asn1::Asn1StringRef) -> Option<String> {
+    backend::text_of(field)
+}
+
+/// A TLS connection over `S` (tokio-openssl's or tokio-boring2's stream).
+pub type TlsStream<S> = self::backend::tokio_lib::SslStream<S>;
 
 /// The groups offered and accepted by default, in order of preference: the post-quantum
 /// hybrid X25519MLKEM768 first, then Mozilla's "intermediate" list (X25519, P-256, P-384).
@@ -31,9 +55,6 @@ pub const FIPS_GROUPS: &[&str] = &["P-256", "P-384"];
 /// TLS 1.2 cipher suites allowed in FIPS mode: ECDHE with AES-GCM (SP 800-52r2).
 const FIPS_TLS12_CIPHERS: &str = "ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:\
                                   ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384";
-
-/// TLS 1.3 cipher suites allowed in FIPS mode (no ChaCha20-Poly1305).
-const FIPS_TLS13_SUITES: &str = "TLS_AES_128_GCM_SHA256:TLS_AES_256_GCM_SHA384";
 
 /// The names negotiated groups are reported under (access log, metrics): the groups
 /// `tls_groups` may name, then `other` for any the library agreed on outside them, so a
@@ -75,7 +96,7 @@ static APPLIED: RwLock<Option<Applied>> = RwLock::new(None);
 /// it), a group FIPS mode does not allow, or a FIPS module that cannot be loaded.
 pub fn configure(policy: &TlsPolicy) -> io::Result<()> {
     if policy.fips {
-        enable_fips()?;
+        backend::enable_fips()?;
     }
     let groups = match &policy.groups {
         Some(groups) => check_groups(groups, policy.fips)?,
@@ -101,15 +122,15 @@ pub fn fips() -> bool {
 }
 
 /// Whether the TLS library offers the post-quantum hybrid X25519MLKEM768 (OpenSSL 3.5 and
-/// later, as the `vendored-openssl` feature builds it; BoringSSL).
+/// later, as the `vendored-openssl` feature builds it; BoringSSL, the `boringssl` feature).
 pub fn post_quantum_available() -> bool {
     static AVAILABLE: OnceLock<bool> = OnceLock::new();
     *AVAILABLE.get_or_init(|| group_known("X25519MLKEM768"))
 }
 
-/// The TLS library and its version, e.g. `OpenSSL 3.0.19 27 Jan 2026`.
+/// The TLS library and its version, e.g. `OpenSSL 3.0.19 27 Jan 2026` or `BoringSSL`.
 pub fn library_version() -> &'static str {
-    openssl::version::version()
+    backend::library_version()
 }
 
 fn applied() -> Applied {
@@ -136,12 +157,12 @@ pub(crate) fn apply_policy(b: &mut SslContextBuilder) -> io::Result<()> {
     let policy = applied();
     b.set_min_proto_version(Some(SslVersion::TLS1_2))
         .map_err(|e| library_error("cannot set the TLS versions", e))?;
-    b.set_groups_list(&policy.groups)
+    backend::set_groups(b, &policy.groups)
         .map_err(|e| library_error("cannot set the key-exchange groups", e))?;
     if policy.fips {
         b.set_cipher_list(FIPS_TLS12_CIPHERS)
             .map_err(|e| library_error("cannot set the FIPS cipher suites", e))?;
-        b.set_ciphersuites(FIPS_TLS13_SUITES)
+        backend::restrict_to_fips(b)
             .map_err(|e| library_error("cannot set the FIPS cipher suites", e))?;
     }
     Ok(())
@@ -155,7 +176,7 @@ fn check_groups(groups: &[String], fips: bool) -> io::Result<String> {
     if let Some(missing) = list.split(':').find(|g| !group_known(g)) {
         let hint = if missing.contains("MLKEM") {
             "post-quantum groups need OpenSSL 3.5 or later (build with \
-             `--features vendored-openssl`)"
+             `--features vendored-openssl`) or BoringSSL (`--features boringssl`)"
         } else {
             "leave it out"
         };
@@ -173,83 +194,13 @@ fn group_known(group: &str) -> bool {
         return false;
     }
     SslContext::builder(SslMethod::tls())
-        .and_then(|mut b| b.set_groups_list(group))
+        .and_then(|mut b| backend::set_groups(&mut b, group))
         .is_ok()
-}
-
-/// Loads the FIPS provider (and the base provider, for reading keys) and makes FIPS
-/// implementations the default for every algorithm fetched after this.
-fn enable_fips() -> io::Result<()> {
-    static PROVIDERS: OnceLock<(openssl::provider::Provider, openssl::provider::Provider)> =
-        OnceLock::new();
-    if PROVIDERS.get().is_some() {
-        return Ok(());
-    }
-    let fips = openssl::provider::Provider::load(None, "fips").map_err(|e| {
-        let dir = std::env::var("OPENSSL_MODULES")
-            .unwrap_or_else(|_| "the library's modules directory".to_owned());
-        io::Error::new(
-            io::ErrorKind::Unsupported,
-            format!(
-                "FIPS mode: the OpenSSL FIPS provider could not be loaded from {dir} ({e}); \
-                 install a validated OpenSSL 3 FIPS provider (fips.so and its \
-                 fipsmodule.cnf) or turn `fips` off — the proxy does not run without it"
-            ),
-        )
-    })?;
-    let base = openssl::provider::Provider::load(None, "base")
-        .map_err(|e| library_error("FIPS mode: cannot load the base provider", e))?;
-    set_default_fips_properties()?;
-    let _ = PROVIDERS.set((fips, base));
-    Ok(())
-}
-
-/// `EVP_default_properties_enable_fips(NULL, 1)`: algorithms are fetched from the FIPS
-/// provider only.
-#[allow(unsafe_code)]
-fn set_default_fips_properties() -> io::Result<()> {
-    // SAFETY: a NULL library context means the default one; the call only sets a property
-    // string on it and reports failure by its return value.
-    let ok = unsafe { openssl_sys::EVP_default_properties_enable_fips(std::ptr::null_mut(), 1) };
-    if ok == 1 {
-        Ok(())
-    } else {
-        Err(library_error(
-            "FIPS mode: cannot make the FIPS provider the default",
-            openssl::error::ErrorStack::get(),
-        ))
-    }
 }
 
 /// The key-exchange group a finished handshake agreed on, as named in [`GROUP_NAMES`].
 pub(crate) fn negotiated_group(ssl: &SslRef) -> &'static str {
-    canonical_group(&negotiated_group_name(ssl).unwrap_or_default())
-}
-
-/// `SSL_group_to_name(ssl, SSL_get_negotiated_group(ssl))`.
-#[allow(unsafe_code)]
-fn negotiated_group_name(ssl: &SslRef) -> Option<String> {
-    use foreign_types::ForeignTypeRef;
-    /// `SSL_CTRL_GET_NEGOTIATED_GROUP` from `ssl.h` (OpenSSL 3.0 and later).
-    const GET_NEGOTIATED_GROUP: std::os::raw::c_int = 134;
-    extern "C" {
-        fn SSL_group_to_name(
-            ssl: *mut openssl_sys::SSL,
-            id: std::os::raw::c_int,
-        ) -> *const std::os::raw::c_char;
-    }
-    // SAFETY: `ssl` is a live SSL object for the duration of the borrow; the control call
-    // reads its session state; the name returned points into the library's static group
-    // table (or is NULL) and is copied before the borrow ends.
-    unsafe {
-        let id = openssl_sys::SSL_ctrl(ssl.as_ptr(), GET_NEGOTIATED_GROUP, 0, std::ptr::null_mut());
-        let id = std::os::raw::c_int::try_from(id).ok()?;
-        let name = SSL_group_to_name(ssl.as_ptr(), id);
-        if name.is_null() {
-            return None;
-        }
-        Some(CStr::from_ptr(name).to_string_lossy().into_owned())
-    }
+    canonical_group(&backend::negotiated_group_name(ssl).unwrap_or_default())
 }
 
 /// `name` as spelled in [`GROUP_NAMES`] (the library may say `secp256r1` or `x25519`).
@@ -275,7 +226,7 @@ pub fn group_index(group: &str) -> usize {
         .unwrap_or(GROUP_NAMES.len() - 1)
 }
 
-fn library_error(what: &str, e: openssl::error::ErrorStack) -> io::Error {
+fn library_error(what: &str, e: ErrorStack) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))
 }
 
