@@ -124,12 +124,12 @@ impl TlsSettings {
     /// A context with `pair` and the shared settings.
     fn context(&self, pair: &CertKey, alpn: &'static [u8]) -> io::Result<SslAcceptorBuilder> {
         let mut b = SslAcceptor::mozilla_intermediate_v5(SslMethod::tls_server())
-            .map_err(|e| tls_error("cannot create a TLS context", e))?;
+            .map_err(|e| crate::tls::library_error("cannot create a TLS context", e))?;
         crate::tls::apply_policy(&mut b)?;
         readable(&pair.cert, "certificate")?;
         readable(&pair.key, "key")?;
         b.set_certificate_chain_file(&pair.cert).map_err(|e| {
-            tls_error(
+            crate::tls::library_error(
                 &format!(
                     "certificate {}: not a PEM certificate chain",
                     pair.cert.display()
@@ -141,7 +141,7 @@ impl TlsSettings {
             io::Error::new(e.kind(), format!("TLS key {}: {e}", pair.key.display()))
         })?;
         let key = PKey::private_key_from_pem(&key).map_err(|e| {
-            tls_error(
+            crate::tls::library_error(
                 &format!("key {}: not a PEM private key", pair.key.display()),
                 e,
             )
@@ -159,20 +159,21 @@ impl TlsSettings {
             )));
         }
         b.set_private_key(&key)
-            .map_err(|e| tls_error(&format!("key {}", pair.key.display()), e))?;
+            .map_err(|e| crate::tls::library_error(&format!("key {}", pair.key.display()), e))?;
         b.set_alpn_select_callback(move |_ssl, client| {
             crate::tls::lib::ssl::select_next_proto(alpn, client).ok_or(AlpnError::NOACK)
         });
         if let Some(ca) = &self.client_ca {
             readable(ca, "client CA")?;
             b.set_ca_file(ca).map_err(|e| {
-                tls_error(
+                crate::tls::library_error(
                     &format!("client CA {}: not PEM certificates", ca.display()),
                     e,
                 )
             })?;
-            let names = X509Name::load_client_ca_file(ca)
-                .map_err(|e| tls_error(&format!("client CA {}", ca.display()), e))?;
+            let names = X509Name::load_client_ca_file(ca).map_err(|e| {
+                crate::tls::library_error(&format!("client CA {}", ca.display()), e)
+            })?;
             b.set_client_ca_list(names);
             b.set_verify(SslVerifyMode::PEER | SslVerifyMode::FAIL_IF_NO_PEER_CERT);
         }
@@ -226,9 +227,9 @@ impl TlsAcceptor {
         S: AsyncRead + AsyncWrite + Unpin,
     {
         let ssl = Ssl::new(self.acceptor.context())
-            .map_err(|e| tls_error("cannot start a TLS session", e))?;
-        let mut stream =
-            SslStream::new(ssl, stream).map_err(|e| tls_error("cannot start a TLS session", e))?;
+            .map_err(|e| crate::tls::library_error("cannot start a TLS session", e))?;
+        let mut stream = SslStream::new(ssl, stream)
+            .map_err(|e| crate::tls::library_error("cannot start a TLS session", e))?;
         match tokio::time::timeout(self.handshake_timeout, Pin::new(&mut stream).accept()).await {
             Ok(Ok(())) => {}
             Ok(Err(e)) => return Err(handshake_error(&e.to_string())),
@@ -286,7 +287,7 @@ fn leaf_certificate(path: &Path) -> io::Result<X509> {
         io::Error::new(e.kind(), format!("TLS certificate {}: {e}", path.display()))
     })?;
     X509::from_pem(&pem).map_err(|e| {
-        tls_error(
+        crate::tls::library_error(
             &format!("certificate {}: not a PEM certificate", path.display()),
             e,
         )
@@ -332,10 +333,6 @@ fn readable(path: &Path, what: &str) -> io::Result<()> {
     std::fs::File::open(path)
         .map(drop)
         .map_err(|e| io::Error::new(e.kind(), format!("TLS {what} {}: {e}", path.display())))
-}
-
-fn tls_error(what: &str, e: crate::tls::lib::error::ErrorStack) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))
 }
 
 fn invalid(message: &str) -> io::Error {

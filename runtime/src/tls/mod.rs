@@ -226,7 +226,8 @@ pub fn group_index(group: &str) -> usize {
         .unwrap_or(GROUP_NAMES.len() - 1)
 }
 
-fn library_error(what: &str, e: ErrorStack) -> io::Error {
+/// A TLS library error as an I/O error saying what was being done.
+pub(crate) fn library_error(what: &str, e: ErrorStack) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))
 }
 

@@ -82,7 +82,7 @@ impl UpstreamTls {
     /// file.
     pub fn build(&self) -> io::Result<TlsConnector> {
         let mut b = SslConnector::builder(SslMethod::tls_client())
-            .map_err(|e| tls_error("cannot create a TLS client context", e))?;
+            .map_err(|e| crate::tls::library_error("cannot create a TLS client context", e))?;
         crate::tls::apply_policy(&mut b)?;
         if let Some(ca) = &self.ca_file {
             std::fs::File::open(ca).map_err(|e| {
@@ -90,10 +90,10 @@ impl UpstreamTls {
             })?;
             // Only this CA: a private origin's trust must not widen to every public CA.
             let mut store = crate::tls::lib::x509::store::X509StoreBuilder::new()
-                .map_err(|e| tls_error("cannot create a certificate store", e))?;
+                .map_err(|e| crate::tls::library_error("cannot create a certificate store", e))?;
             let pem = std::fs::read(ca)?;
             let certs = crate::tls::lib::x509::X509::stack_from_pem(&pem).map_err(|e| {
-                tls_error(
+                crate::tls::library_error(
                     &format!("upstream CA file {}: not PEM certificates", ca.display()),
                     e,
                 )
@@ -105,26 +105,29 @@ impl UpstreamTls {
                 ));
             }
             for cert in certs {
-                store
-                    .add_cert(cert)
-                    .map_err(|e| tls_error(&format!("upstream CA file {}", ca.display()), e))?;
+                store.add_cert(cert).map_err(|e| {
+                    crate::tls::library_error(&format!("upstream CA file {}", ca.display()), e)
+                })?;
             }
             b.set_verify_cert_store(store.build())
-                .map_err(|e| tls_error("cannot use the CA file", e))?;
+                .map_err(|e| crate::tls::library_error("cannot use the CA file", e))?;
         }
         if let Some(pair) = &self.client_cert {
             b.set_certificate_chain_file(&pair.cert).map_err(|e| {
-                tls_error(
+                crate::tls::library_error(
                     &format!("upstream client certificate {}", pair.cert.display()),
                     e,
                 )
             })?;
             b.set_private_key_file(&pair.key, SslFiletype::PEM)
                 .map_err(|e| {
-                    tls_error(&format!("upstream client key {}", pair.key.display()), e)
+                    crate::tls::library_error(
+                        &format!("upstream client key {}", pair.key.display()),
+                        e,
+                    )
                 })?;
             b.check_private_key().map_err(|e| {
-                tls_error(
+                crate::tls::library_error(
                     &format!(
                         "upstream client key {} does not match {}",
                         pair.key.display(),
@@ -138,7 +141,7 @@ impl UpstreamTls {
             b.set_verify(SslVerifyMode::NONE);
         }
         b.set_alpn_protos(b"\x08http/1.1")
-            .map_err(|e| tls_error("cannot set ALPN", e))?;
+            .map_err(|e| crate::tls::library_error("cannot set ALPN", e))?;
         Ok(TlsConnector {
             inner: Arc::new(ConnectorInner {
                 id: NEXT_ID.fetch_add(1, Ordering::Relaxed),
@@ -223,8 +226,4 @@ impl TlsConnector {
         let h2 = stream.ssl().selected_alpn_protocol() == Some(b"h2".as_slice());
         Ok((stream, h2))
     }
-}
-
-fn tls_error(what: &str, e: crate::tls::lib::error::ErrorStack) -> io::Error {
-    io::Error::new(io::ErrorKind::InvalidData, format!("{what}: {e}"))
 }
