@@ -7,6 +7,15 @@ proxy! {
             peer ["127.0.0.1:8001"];
         }
     }
+
+    /// What HAProxy calls `balance` and nginx `server` are named for what they are here.
+    pub FromHaproxy {
+        listen "127.0.0.1:6189";
+        upstream web {
+            server ["127.0.0.1:8001"];
+            balance round_robin;
+        }
+    }
 }
 
 fn main() {}

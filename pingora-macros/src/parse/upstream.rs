@@ -27,6 +27,31 @@ const UPSTREAM_KEYS: &[&str] = &[
     "http2",
 ];
 
+/// What other proxies' configurations call an upstream setting, and ours: a user coming
+/// from nginx, HAProxy or Envoy gets pointed at the keyword that does it.
+const UPSTREAM_SYNONYMS: &[(&str, &str)] = &[
+    ("balance", "select"),
+    ("lb_policy", "select"),
+    ("load_balance", "select"),
+    ("algorithm", "select"),
+    ("strategy", "select"),
+    ("server", "peers"),
+    ("servers", "peers"),
+    ("backend", "peers"),
+    ("backends", "peers"),
+    ("endpoints", "peers"),
+    ("hosts", "peers"),
+    ("targets", "peers"),
+    ("retries", "retry"),
+    ("health_check", "health"),
+    ("check", "health"),
+    ("timeouts", "timeout"),
+    ("outlier_detection", "passive"),
+    ("max_fails", "passive"),
+    ("ssl", "tls"),
+    ("h2", "http2"),
+];
+
 /// One setting of an upstream block, without its `;`.
 enum UpstreamItem {
     Peers(Ident, Vec<PeerLit>),
@@ -100,12 +125,14 @@ impl Parse for UpstreamItem {
             parse_http2(input)?
         } else {
             let w = Ident::parse_any(input)?;
+            let word = w.to_string();
+            let help = match UPSTREAM_SYNONYMS.iter().find(|(other, _)| *other == word) {
+                Some((_, ours)) => format!("did you mean `{ours}`?"),
+                None => hint(&word, UPSTREAM_KEYS),
+            };
             return Err(syn::Error::new(
                 w.span(),
-                format!(
-                    "unknown upstream setting `{w}`: {}",
-                    hint(&w.to_string(), UPSTREAM_KEYS)
-                ),
+                format!("unknown upstream setting `{w}`: {help}"),
             ));
         };
         semi(input, item.name())?;

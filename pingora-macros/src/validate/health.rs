@@ -65,9 +65,16 @@ pub fn check_health(health: &HealthDecl, errors: &mut Errors) -> Option<model::H
     }
     if let (Some(every), Some(timeout)) = (checked.every, checked.timeout) {
         if timeout > every {
+            let at = health
+                .options
+                .iter()
+                .find(|(option, _)| option == "timeout")
+                .map_or(health.keyword.span(), |(option, _)| option.span());
             errors.at(
-                health.keyword.span(),
-                "the check's timeout is longer than its interval: checks would overlap",
+                at,
+                format!(
+                    "the check's timeout ({timeout:?}) is longer than its interval ({every:?}): checks would overlap; give it at most the interval, e.g. `every {every:?} timeout {every:?}`"
+                ),
             );
         }
     }
