@@ -371,3 +371,46 @@ fn print_config_shows_the_groups_in_effect() {
     assert!(text.contains(expected), "{text}");
     assert!(!text.contains("fips"), "{text}");
 }
+
+pingora_dsl::proxy! {
+    /// Declares the process's TLS policy and Sentry reporting.
+    pub Declaring {
+        listen "127.0.0.1:6188";
+        upstream web { peers ["127.0.0.1:8001"]; }
+        tls_groups ["P-384", "P-256"];
+        fips on;
+        sentry "http://key@127.0.0.1:9/42" sample 0.5;
+    }
+}
+
+#[test]
+fn what_a_proxy_declares_reaches_the_command_line_and_the_file_wins() {
+    use pingora_dsl::server::cli::ProxyCli;
+    use pingora_dsl::server::config::Config;
+    use pingora_dsl::server::declared::Declared;
+    let mut cli = ProxyCli::default();
+    Declaring::declare_process(&mut cli);
+    let policy = cli.tls_policy();
+    assert_eq!(
+        policy.groups,
+        Some(vec!["P-384".to_owned(), "P-256".to_owned()])
+    );
+    assert!(policy.fips);
+    let sentry = cli.sentry_settings().expect("declared");
+    assert_eq!(sentry.dsn, "http://key@127.0.0.1:9/42");
+    assert_eq!(sentry.sample_rate, Some(0.5));
+
+    cli.config = Some(
+        Config::parse(
+            "[server]\ntls_groups = [\"P-256\"]\nfips = false\n[server.sentry]\ndsn = \"http://other@127.0.0.1:9/7\"\n",
+        )
+        .expect("a config"),
+    );
+    let policy = cli.tls_policy();
+    assert_eq!(policy.groups, Some(vec!["P-256".to_owned()]));
+    assert!(!policy.fips);
+    assert_eq!(
+        cli.sentry_settings().expect("from the file").dsn,
+        "http://other@127.0.0.1:9/7"
+    );
+}
