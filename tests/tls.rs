@@ -569,3 +569,122 @@ fn bad_upstream_tls_files_are_errors_naming_the_file() {
     let e = group.check().expect_err("reported");
     assert!(e.to_string().contains("upstream secure"), "{e}");
 }
+
+/// A TLS connection kept open across a reload: `GET /` on it answers 200.
+async fn keep_alive_request(stream: &mut tokio_openssl::SslStream<TcpStream>) -> String {
+    stream
+        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
+        .await
+        .expect("write");
+    let mut head = Vec::new();
+    let mut byte = [0u8; 1];
+    while !head.ends_with(b"\r\n\r\n") {
+        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut byte))
+            .await
+            .expect("an answer within 10 s")
+            .expect("read");
+        head.push(byte[0]);
+    }
+    let head = String::from_utf8_lossy(&head).into_owned();
+    let length: usize = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length: ")
+                .map(str::to_owned)
+        })
+        .and_then(|v| v.trim().parse().ok())
+        .expect("a content-length");
+    let mut body = vec![0u8; length];
+    stream.read_exact(&mut body).await.expect("body");
+    head.lines().next().unwrap_or_default().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_certificates_keeping_open_connections_and_a_bad_file_changes_nothing() {
+    use support::{read_until, spawn_with_lines_and, wait_until, KillOnDrop};
+    let dir = scratch("reload");
+    let ca = TestCa::new(&dir).expect("ca");
+    let first = ca.server("first", &["localhost"]).expect("cert");
+    let second = ca.server("second", &["localhost"]).expect("cert");
+    let (cert, key) = (dir.join("live.crt"), dir.join("live.key"));
+    std::fs::copy(&first.cert, &cert).expect("copy");
+    std::fs::copy(&first.key, &key).expect("copy");
+    let origin = Origin::start("reload-origin").await.expect("origin");
+    let log = dir.join("stderr.log");
+    let (child, lines) = spawn_with_lines_and(
+        Command::new(support::example_binary("tls_gateway")).args([
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &origin.addr().to_string(),
+            "--cert",
+            cert.to_str().expect("utf-8"),
+            "--key",
+            key.to_str().expect("utf-8"),
+        ]),
+        std::fs::File::create(&log).expect("log file"),
+    );
+    let running = KillOnDrop(child);
+    let addr = support::addr_after(
+        &read_until(&lines, &mut Vec::new(), |l| l.contains("https://")),
+        "https://",
+    );
+    let served = |expected: &'static str| {
+        let ca = ca.cert_path();
+        async move {
+            let (cn, status) = served_cn(addr, &ca, "localhost", None).await.expect("TLS");
+            assert_eq!(
+                (cn.as_str(), status.as_str()),
+                (expected, "HTTP/1.1 200 OK")
+            );
+        }
+    };
+    served("first").await;
+
+    // A connection opened before the reload, used before and after it.
+    let mut b = SslConnector::builder(SslMethod::tls_client()).expect("client");
+    b.set_ca_file(ca.cert_path()).expect("ca");
+    let ssl = b
+        .build()
+        .configure()
+        .and_then(|c| c.into_ssl("localhost"))
+        .expect("ssl");
+    let mut kept = tokio_openssl::SslStream::new(ssl, TcpStream::connect(addr).await.expect("tcp"))
+        .expect("stream");
+    Pin::new(&mut kept).connect().await.expect("handshake");
+    assert_eq!(keep_alive_request(&mut kept).await, "HTTP/1.1 200 OK");
+
+    let hangup = |times: usize, needle: &'static str| {
+        let pid = nix::unistd::Pid::from_raw(running.0.id() as i32);
+        nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGHUP).expect("SIGHUP");
+        let log = log.clone();
+        async move {
+            wait_until(Duration::from_secs(10), needle, || {
+                std::fs::read_to_string(&log)
+                    .unwrap_or_default()
+                    .matches(needle)
+                    .count()
+                    >= times
+            })
+            .await
+        }
+    };
+    std::fs::copy(&second.cert, &cert).expect("copy");
+    std::fs::copy(&second.key, &key).expect("copy");
+    hangup(1, "TLS certificates reloaded").await;
+    served("second").await;
+    assert_eq!(
+        keep_alive_request(&mut kept).await,
+        "HTTP/1.1 200 OK",
+        "the open connection goes on"
+    );
+
+    // A broken file: the error names it, and the certificate in use stays.
+    std::fs::write(&cert, "not a certificate").expect("write");
+    hangup(1, "TLS certificate NOT reloaded").await;
+    let text = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(text.contains("live.crt"), "{text}");
+    served("second").await;
+    drop(running);
+}

@@ -83,8 +83,19 @@ impl TlsSettings {
     }
 
     /// Loads and checks everything: the acceptor for a listener. `http2` decides whether
-    /// ALPN offers `h2`.
+    /// ALPN offers `h2`. The acceptor re-reads the files on
+    /// [`reload_certificates`](super::reload::reload_certificates) (SIGHUP).
     pub fn build(&self, http2: bool) -> io::Result<TlsAcceptor> {
+        let live = super::reload::LiveContext::new(self.contexts(http2)?, self.clone(), http2);
+        Ok(TlsAcceptor {
+            live,
+            handshake_timeout: self.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
+        })
+    }
+
+    /// The context handshakes start from, with the SNI callback that switches to the
+    /// context of the certificate asked for.
+    pub(crate) fn contexts(&self, http2: bool) -> io::Result<SslAcceptor> {
         let Some(first) = self.certs.first() else {
             return Err(invalid(
                 "a TLS listener needs at least one certificate and key",
@@ -115,10 +126,7 @@ impl TlsSettings {
             }
             Ok(())
         });
-        Ok(TlsAcceptor {
-            acceptor: default.build(),
-            handshake_timeout: self.handshake_timeout.unwrap_or(DEFAULT_HANDSHAKE_TIMEOUT),
-        })
+        Ok(default.build())
     }
 
     /// A context with `pair` and the shared settings.
@@ -184,7 +192,7 @@ impl TlsSettings {
 /// A built TLS configuration: performs server handshakes.
 #[derive(Clone)]
 pub struct TlsAcceptor {
-    acceptor: SslAcceptor,
+    live: Arc<super::reload::LiveContext>,
     handshake_timeout: Duration,
 }
 
@@ -226,7 +234,7 @@ impl TlsAcceptor {
     where
         S: AsyncRead + AsyncWrite + Unpin,
     {
-        let ssl = Ssl::new(self.acceptor.context())
+        let ssl = Ssl::new(self.live.current().context())
             .map_err(|e| crate::tls::library_error("cannot start a TLS session", e))?;
         let mut stream = SslStream::new(ssl, stream)
             .map_err(|e| crate::tls::library_error("cannot start a TLS session", e))?;

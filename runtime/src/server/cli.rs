@@ -647,8 +647,9 @@ pub async fn reload_on_hangup(
                     return;
                 }
                 reloader.reopen_logs();
+                reload_certificates();
                 match &path {
-                    None => tracing::warn!("SIGHUP ignored: no config file (-c) to reload"),
+                    None => tracing::info!("SIGHUP: no config file (-c) to reload"),
                     Some(path) => match reloader.reload(path) {
                         Ok(()) => tracing::info!(file = %path.display(), "configuration reloaded"),
                         Err(e) => tracing::error!(error = %e, "configuration NOT reloaded; the running one stays"),
@@ -657,6 +658,18 @@ pub async fn reload_on_hangup(
             }
             _ = shutdown.wait() => return,
         }
+    }
+}
+
+/// Re-reads every TLS listener's certificate and key files, logging the outcome: an
+/// acceptor whose files no longer load keeps its previous certificate.
+fn reload_certificates() {
+    let outcome = crate::listen::reload::reload_certificates();
+    for e in &outcome.failed {
+        tracing::error!(error = %e, "TLS certificate NOT reloaded; the previous one stays");
+    }
+    if outcome.reloaded > 0 {
+        tracing::info!(listeners = outcome.reloaded, "TLS certificates reloaded");
     }
 }
 

@@ -1,0 +1,77 @@
+//! TLS certificates re-read without a restart: every acceptor built by
+//! [`TlsSettings::build`] is registered here, and [`reload_certificates`] (which a declared
+//! proxy calls on SIGHUP) loads each one's certificate and key files again. New handshakes
+//! get the new certificates; connections already open keep theirs; a file that no longer
+//! loads (missing, not PEM, a key that does not match) keeps the acceptor on what it had,
+//! and the error names the file.
+
+use std::io;
+use std::sync::{Arc, Mutex, Weak};
+
+use arc_swap::ArcSwap;
+
+use super::tls::TlsSettings;
+use crate::tls::lib::ssl::SslAcceptor;
+
+/// An acceptor's current contexts and what rebuilds them.
+pub(crate) struct LiveContext {
+    current: ArcSwap<SslAcceptor>,
+    settings: TlsSettings,
+    http2: bool,
+}
+
+/// Every live acceptor of the process (dropped ones are pruned as reloads pass).
+static LIVE: Mutex<Vec<Weak<LiveContext>>> = Mutex::new(Vec::new());
+
+impl LiveContext {
+    /// `built` from `settings`, registered for reloads.
+    pub(crate) fn new(built: SslAcceptor, settings: TlsSettings, http2: bool) -> Arc<Self> {
+        let live = Arc::new(LiveContext {
+            current: ArcSwap::from_pointee(built),
+            settings,
+            http2,
+        });
+        LIVE.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(Arc::downgrade(&live));
+        live
+    }
+
+    /// The contexts new handshakes start from.
+    pub(crate) fn current(&self) -> arc_swap::Guard<Arc<SslAcceptor>> {
+        self.current.load()
+    }
+
+    fn reload(&self) -> io::Result<()> {
+        let fresh = self.settings.contexts(self.http2)?;
+        self.current.store(Arc::new(fresh));
+        Ok(())
+    }
+}
+
+/// What a reload did: acceptors that now serve the files as they are, and the errors of
+/// those that kept their previous certificates.
+#[derive(Debug, Default)]
+pub struct Reloaded {
+    /// Acceptors reloaded.
+    pub reloaded: usize,
+    /// One error per acceptor whose files no longer load (it keeps what it had).
+    pub failed: Vec<io::Error>,
+}
+
+/// Loads the certificate and key files of every TLS listener of the process again.
+pub fn reload_certificates() -> Reloaded {
+    let live: Vec<Arc<LiveContext>> = {
+        let mut registered = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+        registered.retain(|w| w.strong_count() > 0);
+        registered.iter().filter_map(Weak::upgrade).collect()
+    };
+    let mut outcome = Reloaded::default();
+    for acceptor in live {
+        match acceptor.reload() {
+            Ok(()) => outcome.reloaded += 1,
+            Err(e) => outcome.failed.push(e),
+        }
+    }
+    outcome
+}
