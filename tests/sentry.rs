@@ -20,7 +20,7 @@ use pingora_dsl::observe::sentry::SentrySettings;
 use pingora_dsl::prelude::*;
 use serde_json::Value;
 use support::{
-    addr_after, client, example_binary, get, read_until, refused_port, send, spawn_with_lines,
+    addr_after, client, example_binary, read_until, refused_port, send, spawn_with_lines,
     wait_until, KillOnDrop,
 };
 
@@ -310,23 +310,21 @@ async fn a_panicking_phase_answers_500_keeps_the_connection_and_is_reported() {
     );
     service.add_tcp("127.0.0.1:0");
     let proxy = service.spawn().expect("proxy starts");
-    let client = client();
-    let (resp, _) = send(
-        &client,
-        get_with_id(proxy.addrs()[0], "/panic", "panic-req"),
-    )
-    .await;
-    assert_eq!(resp.status(), 500);
-    // The same pooled connection serves the next request.
-    let (resp, body) = send(&client, get(proxy.addrs()[0], "/fine", None)).await;
-    assert_eq!(resp.status(), 200);
-    assert_eq!(body, "origin after-panic");
+    let mut conn = tokio::net::TcpStream::connect(proxy.addrs()[0])
+        .await
+        .expect("connect");
+    let (status, _) = support::exchange(&mut conn, "/panic", Some("panic-req")).await;
+    assert_eq!(status, "HTTP/1.1 500 Internal Server Error");
+    // The same connection serves the next request.
+    let (status, body) = support::exchange(&mut conn, "/fine", None).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(body, b"origin after-panic");
     assert_eq!(
         proxy.accept_stats().accepted(),
         1,
         "one connection for both"
     );
-    drop(client);
+    drop(conn);
 
     let panic = collector.event_with("boom in request_filter").await;
     assert_eq!(panic["level"], "fatal", "the panic itself: {panic:#}");
@@ -337,4 +335,68 @@ async fn a_panicking_phase_answers_500_keeps_the_connection_and_is_reported() {
         "{failed:#}"
     );
     proxy.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_daemon_reports_too() {
+    // Reporting starts after the daemon's fork: a client started before it would have its
+    // sending thread left behind in the parent (and the fork refuses to run with threads).
+    let (collector, at) = Collector::start().await;
+    let gone = refused_port();
+    let dir = std::env::temp_dir().join(format!("pdsl-sentry-daemon-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).expect("dir");
+    let (pid_file, log_file) = (dir.join("lb.pid"), dir.join("lb.log"));
+    let conf = config(
+        "daemon",
+        &format!(
+            "[server]\nthreads = 1\npid_file = \"{}\"\nerror_log = \"{}\"\n[server.sentry]\ndsn = \"http://public@{at}/42\"\n",
+            pid_file.display(),
+            log_file.display()
+        ),
+    );
+    let status = Command::new(example_binary("load_balancer"))
+        .args(["-d", "-c", conf.to_str().expect("utf-8")])
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &gone.addr().to_string(),
+        ])
+        .status()
+        .expect("runs");
+    assert!(
+        status.success(),
+        "the foreground part exits 0 once detached"
+    );
+    let pid: i32 = std::fs::read_to_string(&pid_file)
+        .expect("the pid file")
+        .trim()
+        .parse()
+        .expect("a pid");
+    let marker = " listening on http://";
+    wait_until(Duration::from_secs(10), "the listening line", || {
+        std::fs::read_to_string(&log_file).is_ok_and(|l| l.contains(marker))
+    })
+    .await;
+    let log = std::fs::read_to_string(&log_file).expect("the log");
+    let addr: SocketAddr = addr_after(
+        log.lines().find(|l| l.contains(marker)).expect("the line"),
+        "http://",
+    );
+    assert_eq!(status_of(addr, "/from-daemon", "daemon-req").await, 502);
+    let event = collector.event_with("daemon-req").await;
+    assert_eq!(
+        field(&event, "path"),
+        Some(&Value::from("/from-daemon")),
+        "{event:#}"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(pid),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .expect("signal the daemon");
+    wait_until(Duration::from_secs(15), "the daemon to exit", || {
+        !pid_file.exists()
+    })
+    .await;
 }

@@ -570,36 +570,6 @@ fn bad_upstream_tls_files_are_errors_naming_the_file() {
     assert!(e.to_string().contains("upstream secure"), "{e}");
 }
 
-/// A TLS connection kept open across a reload: `GET /` on it answers 200.
-async fn keep_alive_request(stream: &mut tokio_openssl::SslStream<TcpStream>) -> String {
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n")
-        .await
-        .expect("write");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut byte))
-            .await
-            .expect("an answer within 10 s")
-            .expect("read");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).into_owned();
-    let length: usize = head
-        .lines()
-        .find_map(|l| {
-            l.to_ascii_lowercase()
-                .strip_prefix("content-length: ")
-                .map(str::to_owned)
-        })
-        .and_then(|v| v.trim().parse().ok())
-        .expect("a content-length");
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await.expect("body");
-    head.lines().next().unwrap_or_default().to_owned()
-}
-
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sighup_reloads_certificates_keeping_open_connections_and_a_bad_file_changes_nothing() {
     use support::{read_until, spawn_with_lines_and, wait_until, KillOnDrop};
@@ -653,7 +623,10 @@ async fn sighup_reloads_certificates_keeping_open_connections_and_a_bad_file_cha
     let mut kept = tokio_openssl::SslStream::new(ssl, TcpStream::connect(addr).await.expect("tcp"))
         .expect("stream");
     Pin::new(&mut kept).connect().await.expect("handshake");
-    assert_eq!(keep_alive_request(&mut kept).await, "HTTP/1.1 200 OK");
+    assert_eq!(
+        support::exchange(&mut kept, "/", None).await.0,
+        "HTTP/1.1 200 OK"
+    );
 
     let hangup = |times: usize, needle: &'static str| {
         let pid = nix::unistd::Pid::from_raw(running.0.id() as i32);
@@ -675,7 +648,7 @@ async fn sighup_reloads_certificates_keeping_open_connections_and_a_bad_file_cha
     hangup(1, "TLS certificates reloaded").await;
     served("second").await;
     assert_eq!(
-        keep_alive_request(&mut kept).await,
+        support::exchange(&mut kept, "/", None).await.0,
         "HTTP/1.1 200 OK",
         "the open connection goes on"
     );

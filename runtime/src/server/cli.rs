@@ -708,9 +708,9 @@ where
     };
     init_subscriber(level, writer, sentry.is_some());
     let testing = cli.test;
-    // Reporting starts before anything can fail or panic, and flushes when this returns.
-    let started = loaded.and_then(|()| start_sentry(sentry.as_ref(), &cli));
-    match started.and_then(|_guard| serve(name, cli, build)) {
+    // A bad DSN is a configuration error like any other; reporting starts in `serve`.
+    let checked = loaded.and_then(|()| sentry.as_ref().map_or(Ok(()), SentrySettings::check));
+    match checked.and_then(|()| serve(name, cli, build)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) if testing => {
             eprintln!("configuration test failed: {e}");
@@ -721,21 +721,6 @@ where
             ExitCode::FAILURE
         }
     }
-}
-
-/// Starts reporting to Sentry if `settings` say so (only checks them under `-t` and
-/// `--print-config`).
-fn start_sentry(
-    settings: Option<&SentrySettings>,
-    cli: &ProxyCli,
-) -> io::Result<Option<crate::observe::sentry::SentryGuard>> {
-    let Some(settings) = settings else {
-        return Ok(None);
-    };
-    if cli.test || cli.print_config {
-        return settings.check().map(|()| None);
-    }
-    settings.start().map(Some)
 }
 
 /// Loads the `-c` file into `cli.config`, checking it names only the `proxies`.
@@ -756,16 +741,7 @@ where
     let mut conf = cli.server_conf()?;
     // Before any TLS context is built: an unknown group or a missing FIPS module stops the
     // start here, naming it.
-    let tls = cli.tls_policy();
-    crate::tls::configure(&tls).map_err(|e| io::Error::new(e.kind(), format!("TLS: {e}")))?;
-    if tls != crate::tls::TlsPolicy::default() {
-        tracing::info!(
-            library = crate::tls::library_version(),
-            groups = %crate::tls::groups().join(":"),
-            fips = tls.fips,
-            "TLS policy"
-        );
-    }
+    configure_tls(&cli.tls_policy())?;
     let (mut service, tasks, effective, reloader) = build(&cli)?;
     let mut server_section = cli
         .config
@@ -776,19 +752,7 @@ where
     if cli.print_config {
         return print_config(name, effective, &server_section, &conf, &service);
     }
-    let identity = Identity::lookup(
-        server_section.user.as_deref(),
-        server_section.group.as_deref(),
-    )?;
-    // Whatever can fail later, fail now, in the foreground (and under `-t`).
-    identity.check()?;
-    if let Some(path) = &server_section.pid_file {
-        PidFile::check(path)?;
-    }
-    if let Some(path) = &server_section.error_log {
-        // Checked, not created: `-t` writes no file (the daemon creates it).
-        crate::observe::access_log::check_append(path, "error log")?;
-    }
+    let identity = check_process(&server_section)?;
     let mut admin = cli
         .admin_addr()
         .as_deref()
@@ -814,6 +778,9 @@ where
         None => None,
     };
     identity.assume()?;
+    // After the daemon's fork (the client's sending thread would not survive it); flushed
+    // when this returns.
+    let _sentry = cli.sentry_settings().map(|s| s.start()).transpose()?;
     if let Some(path) = &cli.conf {
         // SIGHUP reloads read the file as the user the process now runs as.
         Config::load(path)
@@ -838,6 +805,36 @@ where
         server.add_service(admin);
     }
     server.run_until_signal()
+}
+
+/// Applies the process's TLS policy (see [`crate::tls::configure`]), logging it when it is
+/// not the default.
+fn configure_tls(policy: &crate::tls::TlsPolicy) -> io::Result<()> {
+    crate::tls::configure(policy).map_err(|e| io::Error::new(e.kind(), format!("TLS: {e}")))?;
+    if *policy != crate::tls::TlsPolicy::default() {
+        tracing::info!(
+            library = crate::tls::library_version(),
+            groups = %crate::tls::groups().join(":"),
+            fips = policy.fips,
+            "TLS policy"
+        );
+    }
+    Ok(())
+}
+
+/// Whatever of `[server]` can fail later fails now, in the foreground (and under `-t`): the
+/// user and group to run as, the pid file, the error log. Returns the identity to assume.
+fn check_process(server: &crate::server::config::ServerSection) -> io::Result<Identity> {
+    let identity = Identity::lookup(server.user.as_deref(), server.group.as_deref())?;
+    identity.check()?;
+    if let Some(path) = &server.pid_file {
+        PidFile::check(path)?;
+    }
+    if let Some(path) = &server.error_log {
+        // Checked, not created: `-t` writes no file (the daemon creates it).
+        crate::observe::access_log::check_append(path, "error log")?;
+    }
+    Ok(identity)
 }
 
 /// The admin listener on `addr`, watching every proxy of `service`.
