@@ -1,5 +1,5 @@
-//! OpenSSL (1.1.1 and 3.x; the system's, or 3.5+ built from source with the
-//! `vendored-openssl` feature): what differs from BoringSSL.
+//! OpenSSL 3 (the system's, or 3.5+ built from source with the `vendored-openssl`
+//! feature; 1.1.1 lacks the providers FIPS mode loads): what differs from BoringSSL.
 
 use std::ffi::CStr;
 use std::io;
