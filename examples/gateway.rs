@@ -87,10 +87,19 @@ proxy! {
         }
         route => upstream web;
 
+        // Browsers on the app's origins may call the API: preflights are answered here, and
+        // every answer (the 401 and the 429 too) carries the CORS headers.
+        cors {
+            origins ["https://app.example.com", "https://*.example.com"];
+            methods [GET, POST, PUT, DELETE];
+            headers ["authorization", "content-type", "x-user"];
+            expose ["x-request-id"];
+            credentials on;
+            max_age 10m;
+        }
+
         set_response_header "x-served-by" "pingora-dsl-gateway";
         set_response_header "x-request-id" "${request_id}";
-        set_response_header "access-control-allow-origin" "*";
-        set_response_header "access-control-expose-headers" "x-request-id";
         remove_response_header "x-powered-by";
 
         request_filter(session, ctx) {

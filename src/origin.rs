@@ -370,6 +370,10 @@ async fn handle(
     if let Some(v) = seen_target {
         h.insert("x-seen-target", v);
     }
+    if path.ends_with("/with-cors") {
+        // An origin with CORS headers of its own, which a proxy's policy must override.
+        h.insert("access-control-allow-origin", HeaderValue::from_static("*"));
+    }
     response
 }
 

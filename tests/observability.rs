@@ -335,58 +335,13 @@ async fn the_status_page_shows_a_peer_taken_down() {
 /// shows the peer taken down as DOWN.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_renders_the_status_page() {
-    let browser = ["chromium", "chromium-browser", "google-chrome"]
-        .into_iter()
-        .find(|b| {
-            std::process::Command::new(b)
-                .arg("--version")
-                .output()
-                .is_ok_and(|o| o.status.success())
-        })
-        .expect("a headless Chromium is needed for this test: `apt-get install chromium` (./test.sh installs it)");
     let (_up, down, _running, admin) = checked_pool().await;
     let down_addr = down.addr().to_string();
     drop(down);
     wait_for_state(admin.addr(), &down_addr, "down").await;
     let url = format!("http://{}/status", admin.addr());
-    let profile = tempdir("chromium-profile");
     // Virtual time lets the page's 2 s refresh run once before the DOM is dumped.
-    let child = std::process::Command::new(browser)
-        .args([
-            "--headless",
-            "--no-sandbox",
-            "--disable-gpu",
-            "--disable-dev-shm-usage",
-            "--no-first-run",
-            &format!("--user-data-dir={}", profile.display()),
-            "--virtual-time-budget=3000",
-            "--dump-dom",
-            &url,
-        ])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("chromium starts");
-    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
-    let (done, finished) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = done.send(child.wait_with_output());
-    });
-    let dump = tokio::task::spawn_blocking(move || {
-        finished.recv_timeout(Duration::from_secs(60)).map_err(|_| {
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
-        })
-    })
-    .await
-    .expect("waiter")
-    .expect("chromium finished within 60 s")
-    .expect("chromium ran");
-    let dom = String::from_utf8_lossy(&dump.stdout);
-    assert!(
-        dump.status.success(),
-        "chromium failed: {}",
-        String::from_utf8_lossy(&dump.stderr)
-    );
+    let dom = support::chromium_dom(&url, 3000).await;
     assert!(dom.contains("pingora-dsl status"), "{dom}");
     // The page's script fetched a fresh rendering and swapped it in.
     assert!(
@@ -401,7 +356,6 @@ async fn chromium_renders_the_status_page() {
         .unwrap_or_else(|| panic!("no row for {down_addr}: {dom}"));
     assert!(row.contains("DOWN"), "{row}");
     assert!(row.contains("peer down"), "{row}");
-    let _ = std::fs::remove_dir_all(profile);
 }
 
 fn tempdir(name: &str) -> std::path::PathBuf {

@@ -22,7 +22,20 @@ async fn get(
     path: &str,
     headers: &[(&str, &str)],
 ) -> (u16, HashMap<String, String>) {
-    let mut b = Request::get(format!("http://{addr}{path}"));
+    request(c, "GET", addr, path, headers).await
+}
+
+/// `METHOD path` with `headers`: the status and the response's headers.
+async fn request(
+    c: &TestClient,
+    method: &str,
+    addr: SocketAddr,
+    path: &str,
+    headers: &[(&str, &str)],
+) -> (u16, HashMap<String, String>) {
+    let mut b = Request::builder()
+        .method(method)
+        .uri(format!("http://{addr}{path}"));
     for (k, v) in headers {
         b = b.header(*k, *v);
     }
@@ -67,17 +80,33 @@ async fn the_gateway_checks_tokens_splits_v1_and_answers_with_cors_everywhere() 
     );
     let c = client();
 
-    let (status, h) = get(&c, addr, "/api/items", &[]).await;
+    let app = ("origin", "https://app.example.com");
+    let (status, h) = get(&c, addr, "/api/items", &[app]).await;
     assert_eq!(status, 401);
-    assert_eq!(h["access-control-allow-origin"], "*", "{h:?}");
+    assert_eq!(
+        h["access-control-allow-origin"], "https://app.example.com",
+        "{h:?}"
+    );
+    assert_eq!(h["access-control-allow-credentials"], "true", "{h:?}");
     assert_eq!(h["www-authenticate"], "Bearer");
     assert_eq!(h["x-request-id"].len(), 32, "{h:?}");
     assert_eq!(api.requests(), 0);
 
-    let (status, h) = get(&c, addr, "/v1/items?x=1", &[("x-canary", "1")]).await;
+    let (status, h) = get(&c, addr, "/v1/items?x=1", &[("x-canary", "1"), app]).await;
     assert_eq!((status, h["x-origin"].as_str()), (200, "canary"));
     assert_eq!(h["x-seen-target"], "/items?x=1", "the prefix is stripped");
-    assert_eq!(h["access-control-allow-origin"], "*");
+    assert_eq!(h["access-control-allow-origin"], "https://app.example.com");
+
+    // A browser's preflight is answered by the gateway, before the token check.
+    let preflight = [
+        app,
+        ("access-control-request-method", "PUT"),
+        ("access-control-request-headers", "authorization"),
+    ];
+    let (status, h) = request(&c, "OPTIONS", addr, "/api/items", &preflight).await;
+    assert_eq!(status, 204, "{h:?}");
+    assert_eq!(h["access-control-allow-methods"], "GET, POST, PUT, DELETE");
+    assert_eq!(api.requests(), 0);
 
     // Sticky by user: each user stays in one pool; across users, both pools serve.
     let mut pools = HashMap::new();
@@ -105,9 +134,15 @@ async fn the_gateway_checks_tokens_splits_v1_and_answers_with_cors_everywhere() 
         );
     }
     assert_eq!(statuses[..10], [200; 10]);
-    let (status, h) = get(&c, addr, "/v1/c", &[("x-api-key", "k1")]).await;
+    let (status, h) = get(
+        &c,
+        addr,
+        "/v1/c",
+        &[("x-api-key", "k1"), ("origin", "https://shop.example.com")],
+    )
+    .await;
     assert_eq!(status, 429);
-    assert_eq!(h["access-control-allow-origin"], "*");
+    assert_eq!(h["access-control-allow-origin"], "https://shop.example.com");
     let (status, _) = get(&c, addr, "/v1/c", &[("x-api-key", "k2")]).await;
     assert_eq!(status, 200, "another key has its own budget");
 }

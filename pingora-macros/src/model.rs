@@ -27,6 +27,8 @@ pub struct Proxy {
     pub rate_limits: Vec<RateLimit>,
     pub admin: Option<LitStr>,
     pub sentry: Option<Sentry>,
+    /// `cors { ... }`: the proxy's CORS policy.
+    pub cors: Option<Cors>,
     /// `idle D;` of a layer-4 proxy.
     pub idle: Option<Duration>,
     /// Whether the phases are well formed (each once, each with its parameters), so their
@@ -183,6 +185,33 @@ pub struct Policy {
     pub retries: Option<u32>,
     pub rate_limits: Vec<RateLimit>,
     pub max_body: Option<u64>,
+    pub cors: Choice<Cors>,
+}
+
+/// A proxy-wide policy as a route declares it.
+#[derive(Default)]
+pub enum Choice<T> {
+    /// The route says nothing: the proxy's.
+    #[default]
+    Inherit,
+    /// `POLICY { ... }` in the route.
+    Own(T),
+    /// `POLICY off;` in the route.
+    Off,
+}
+
+/// A checked CORS policy.
+pub struct Cors {
+    /// Allowed origins, as written (`*` for `any`).
+    pub origins: Vec<String>,
+    /// `methods [...]`, if declared.
+    pub methods: Option<Vec<Ident>>,
+    /// `headers [...]` lowercase; `None` for any (or undeclared).
+    pub headers: Option<Vec<String>>,
+    /// `expose [...]`, lowercase.
+    pub expose: Vec<String>,
+    pub credentials: bool,
+    pub max_age: Option<Duration>,
 }
 
 /// A checked route condition.

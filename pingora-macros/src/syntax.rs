@@ -65,6 +65,8 @@ pub struct Proxy {
     pub admin: Vec<(Ident, LitStr)>,
     /// `sentry "DSN" [sample RATE] [environment "NAME"];`: errors and panics to Sentry.
     pub sentry: Vec<SentryDecl>,
+    /// `cors { ... }`: the proxy's CORS policy.
+    pub cors: Vec<CorsDecl>,
     /// Syntax errors inside the proxy's block, each item skipped after its error.
     pub errors: Vec<syn::Error>,
 }
@@ -76,6 +78,36 @@ pub struct SentryDecl {
     /// `sample 0.25`: the literal, checked by `validate`.
     pub sample: Option<syn::Lit>,
     pub environment: Option<LitStr>,
+}
+
+/// `cors { origins [...]; methods [...]; ... }`, or `cors off;` in a route.
+pub struct CorsDecl {
+    pub keyword: Ident,
+    /// `cors off;`: no CORS policy for the route.
+    pub off: bool,
+    pub settings: Vec<CorsSetting>,
+    /// Syntax errors inside its block, each setting skipped after its error.
+    pub errors: Vec<syn::Error>,
+}
+
+/// One setting of a `cors` block, its key kept for errors.
+pub struct CorsSetting {
+    pub key: Ident,
+    pub value: CorsValue,
+}
+
+/// The value of a `cors` setting.
+pub enum CorsValue {
+    /// `any` (origins, headers).
+    Any,
+    /// `["...", ...]` (origins, headers, expose).
+    Strings(Vec<LitStr>),
+    /// `[GET, POST]` (methods).
+    Methods(Vec<Ident>),
+    /// `on` / `off` (credentials).
+    Switch(bool),
+    /// `10m` (max_age).
+    Duration(DurationLit),
 }
 
 /// `rate_limit N per DURATION [by client_ip | by header "NAME" | by route];`
@@ -295,6 +327,8 @@ pub enum PolicyDecl {
     RateLimit(RateLimitDecl),
     /// `max_body SIZE;`
     MaxBody(Ident, LitInt),
+    /// `cors { ... }` or `cors off;`
+    Cors(CorsDecl),
 }
 
 impl PolicyDecl {
@@ -303,6 +337,7 @@ impl PolicyDecl {
         match self {
             PolicyDecl::Timeout(k, _) | PolicyDecl::Retry(k, _) | PolicyDecl::MaxBody(k, _) => k,
             PolicyDecl::RateLimit(r) => &r.keyword,
+            PolicyDecl::Cors(c) => &c.keyword,
         }
     }
 }

@@ -421,6 +421,51 @@ pub fn check_sentry_dsn(dsn: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Why `text` is not an origin a CORS policy can allow: `*`, or `SCHEME://HOST[:PORT]` as
+/// a browser sends it, HOST optionally starting with `*.` (any subdomain).
+pub fn check_cors_origin(text: &str) -> Result<(), String> {
+    if text == "*" {
+        return Ok(());
+    }
+    let example = "write it as a browser sends it, e.g. \"https://app.example.com\" or \"https://*.example.com\"";
+    let Some((scheme, rest)) = text.split_once("://") else {
+        return Err(format!("it has no scheme; {example}"));
+    };
+    if scheme.is_empty()
+        || !scheme
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"+-.".contains(&b))
+    {
+        return Err(format!("`{scheme}` is not a scheme; {example}"));
+    }
+    if rest.contains('/') {
+        return Err(format!(
+            "an origin has no path (browsers send none, so it could never match); {example}"
+        ));
+    }
+    let host = rest.strip_prefix("*.").unwrap_or(rest);
+    let (name, port) = match host.rsplit_once(':') {
+        Some((name, _)) if !name.ends_with(']') && name.contains(':') => (host, None),
+        Some((name, port)) => (name, Some(port)),
+        None => (host, None),
+    };
+    if let Some(port) = port {
+        if port.parse::<u16>().map_or(true, |p| p == 0) {
+            return Err(format!("`{port}` is not a port; {example}"));
+        }
+    }
+    let valid_name = !name.is_empty()
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b"-.[]:".contains(&b));
+    if valid_name {
+        return Ok(());
+    }
+    Err(format!(
+        "`{name}` is not a host name (a `*` may only start it, as `*.example.com`); {example}"
+    ))
+}
+
 /// The syslog facilities by name, with their numbers (RFC 5424).
 pub const SYSLOG_FACILITIES: &[(&str, u8)] = &[
     ("kern", 0),
@@ -520,6 +565,23 @@ fn syslog_spec(rest: &str) -> Result<SyslogSpec, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cors_origins_are_checked() {
+        for ok in [
+            "https://app.example.com",
+            "https://*.example.com:8443",
+            "http://[::1]:3000",
+            "*",
+        ] {
+            assert_eq!(check_cors_origin(ok), Ok(()), "{ok}");
+        }
+        let problem = |o: &str| check_cors_origin(o).expect_err(o);
+        assert!(problem("app.example.com").contains("no scheme"));
+        assert!(problem("https://app.example.com/").contains("no path"));
+        assert!(problem("https://a.*.example.com").contains("host name"));
+        assert!(problem("https://app.example.com:99999").contains("port"));
+    }
 
     #[test]
     fn durations_have_a_unit_and_a_range() {

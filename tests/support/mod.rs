@@ -441,3 +441,92 @@ where
     stream.read_exact(&mut body).await.expect("body");
     (head.lines().next().unwrap_or_default().to_owned(), body)
 }
+
+/// The DOM of `url` after headless Chromium ran its scripts for `budget_ms` of virtual
+/// time (bounded by 60 s of real time). Panics, saying how to install it, without Chromium.
+pub async fn chromium_dom(url: &str, budget_ms: u32) -> String {
+    let browser = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+        .expect("a headless Chromium is needed for this test: `apt-get install chromium` (./test.sh installs it)");
+    let profile = std::env::temp_dir().join(format!(
+        "pingora-dsl-chromium-{}-{}",
+        std::process::id(),
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos())
+    ));
+    std::fs::create_dir_all(&profile).expect("profile dir");
+    let child = std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-dev-shm-usage",
+            "--no-first-run",
+            &format!("--user-data-dir={}", profile.display()),
+            &format!("--virtual-time-budget={budget_ms}"),
+            "--dump-dom",
+            url,
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("chromium starts");
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    let (done, finished) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = done.send(child.wait_with_output());
+    });
+    let dump = tokio::task::spawn_blocking(move || {
+        finished.recv_timeout(Duration::from_secs(60)).map_err(|_| {
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+        })
+    })
+    .await
+    .expect("waiter")
+    .expect("chromium finished within 60 s")
+    .expect("chromium ran");
+    let _ = std::fs::remove_dir_all(profile);
+    assert!(
+        dump.status.success(),
+        "chromium failed: {}",
+        String::from_utf8_lossy(&dump.stderr)
+    );
+    String::from_utf8_lossy(&dump.stdout).into_owned()
+}
+
+/// Serves `page` as `text/html` to every request on a loopback port of its own (for a
+/// browser to load), until the runtime stops. Returns the address.
+pub async fn serve_page(page: &'static str) -> SocketAddr {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut head = Vec::new();
+                let mut buf = [0u8; 4096];
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") {
+                    match tokio::time::timeout(Duration::from_secs(10), stream.read(&mut buf)).await
+                    {
+                        Ok(Ok(n)) if n > 0 => head.extend_from_slice(&buf[..n]),
+                        _ => return,
+                    }
+                }
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\ncontent-type: text/html; charset=utf-8\r\ncontent-length: {}\r\nconnection: close\r\n\r\n{page}",
+                    page.len()
+                );
+                let _ = stream.write_all(answer.as_bytes()).await;
+            });
+        }
+    });
+    addr
+}

@@ -6,8 +6,8 @@ use quote::quote;
 use syn::Ident;
 
 use crate::model::{
-    Action, Condition, EditSide, HeaderEdit, Policy, Proxy, RateKey, RateLimit, Rewrite, Route,
-    Setting, Template, TemplatePart, TemplateVar, Test, ValueTest,
+    Action, Choice, Condition, Cors, EditSide, HeaderEdit, Policy, Proxy, RateKey, RateLimit,
+    Rewrite, Route, Setting, Template, TemplatePart, TemplateVar, Test, ValueTest,
 };
 
 use super::group::{expand_group, request_key};
@@ -32,6 +32,10 @@ pub fn expand_router(p: &Proxy) -> TokenStream {
         quote!(.with_rate_limits(::std::vec![#(#limits),*]))
     });
     let fallthrough = user_peer.then(|| quote!(.with_fallthrough(true)));
+    let cors = p.cors.as_ref().map(|c| {
+        let c = cors(c);
+        quote!(.with_cors(#c))
+    });
     quote! {
         #rt::proxy::route::Router::new(
             ::std::vec![#(#groups),*],
@@ -40,6 +44,7 @@ pub fn expand_router(p: &Proxy) -> TokenStream {
         #edits
         #rate_limits
         #fallthrough
+        #cors
     }
 }
 
@@ -171,6 +176,10 @@ fn policy_call(policy: &Policy) -> TokenStream {
         None => quote!(::std::option::Option::None),
     };
     let limits = rate_limits(&policy.rate_limits);
+    let cors = choice(&policy.cors, |c| {
+        let c = cors(c);
+        quote!(::std::sync::Arc::new(#c))
+    });
     quote!(.with_policy(#rt::proxy::route::RoutePolicy {
         connect_timeout: #connect,
         read_timeout: #read,
@@ -178,7 +187,44 @@ fn policy_call(policy: &Policy) -> TokenStream {
         retries: #retries,
         rate_limits: ::std::vec![#(::std::sync::Arc::new(#limits)),*],
         max_body: #max_body,
+        cors: #cors,
     }))
+}
+
+/// An `Override` value for a route's choice of a proxy-wide policy.
+fn choice<T>(choice: &Choice<T>, own: impl FnOnce(&T) -> TokenStream) -> TokenStream {
+    let rt = rt();
+    match choice {
+        Choice::Inherit => quote!(#rt::proxy::route::Override::Inherit),
+        Choice::Off => quote!(#rt::proxy::route::Override::Off),
+        Choice::Own(policy) => {
+            let policy = own(policy);
+            quote!(#rt::proxy::route::Override::Own(#policy))
+        }
+    }
+}
+
+/// A `Cors` value; origins, methods and names were checked by `validate`.
+fn cors(c: &Cors) -> TokenStream {
+    let rt = rt();
+    let origins = &c.origins;
+    let methods = c.methods.as_ref().map(|methods| {
+        let methods = methods.iter().map(|m| quote!(#rt::Method::#m));
+        quote!(.allow_methods([#(#methods),*]))
+    });
+    let headers = c
+        .headers
+        .as_ref()
+        .map(|names| quote!(.allow_headers([#(#rt::HeaderName::from_static(#names)),*])));
+    let expose = &c.expose;
+    let expose = (!expose.is_empty())
+        .then(|| quote!(.expose_headers([#(#rt::HeaderName::from_static(#expose)),*])));
+    let credentials = c.credentials.then(|| quote!(.allow_credentials(true)));
+    let max_age = c.max_age.map(|d| {
+        let d = duration(d);
+        quote!(.max_age(#d))
+    });
+    quote!(#rt::proxy::route::Cors::new([#(#origins),*]) #methods #headers #expose #credentials #max_age)
 }
 
 /// A `Template` value: its parts, and the path regex of its captures.

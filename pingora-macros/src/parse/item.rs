@@ -9,8 +9,8 @@ use syn::{bracketed, Expr, Ident, LitInt, LitStr, Token, Type};
 use crate::diagnostic::hint;
 use crate::phase::Phase;
 use crate::syntax::{
-    DurationLit, HeaderEditDecl, Listen, PhaseDecl, Proxy, RateLimitDecl, RouteDecl, SentryDecl,
-    Setting, TimeoutDecl, Upstream,
+    CorsDecl, DurationLit, HeaderEditDecl, Listen, PhaseDecl, Proxy, RateLimitDecl, RouteDecl,
+    SentryDecl, Setting, TimeoutDecl, Upstream,
 };
 
 use super::{expect, keyword, kw, parse_switch, semi, tls};
@@ -39,6 +39,7 @@ pub const ITEMS: &[&str] = &[
     "rate_limit",
     "admin",
     "sentry",
+    "cors",
     "access_log",
     "tls_groups",
     "fips",
@@ -65,6 +66,7 @@ pub enum Item {
     RateLimit(RateLimitDecl),
     Admin(Ident, LitStr),
     Sentry(SentryDecl),
+    Cors(CorsDecl),
     Phase(PhaseDecl),
 }
 
@@ -102,6 +104,9 @@ impl Parse for Item {
         }
         if input.peek(kw::sentry) {
             return input.parse().map(Item::Sentry);
+        }
+        if super::policy::peek_cors(input) {
+            return input.parse().map(Item::Cors);
         }
         if PhaseDecl::peek(input) {
             return input.parse().map(Item::Phase);
@@ -162,6 +167,10 @@ impl Item {
             Item::RateLimit(limit) => proxy.rate_limits.push(limit),
             Item::Admin(k, addr) => proxy.admin.push((k, addr)),
             Item::Sentry(decl) => proxy.sentry.push(decl),
+            Item::Cors(mut decl) => {
+                proxy.errors.append(&mut decl.errors);
+                proxy.cors.push(decl);
+            }
             Item::Phase(phase) => proxy.phases.push(phase),
         }
     }

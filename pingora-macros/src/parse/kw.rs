@@ -81,3 +81,7 @@ syn::custom_keyword!(strip_prefix);
 syn::custom_keyword!(replace_prefix);
 syn::custom_keyword!(rewrite_path);
 syn::custom_keyword!(set_path);
+// Edge policies.
+syn::custom_keyword!(cors);
+syn::custom_keyword!(origins);
+syn::custom_keyword!(any);

@@ -7,6 +7,7 @@
 mod item;
 mod kw;
 mod phase;
+mod policy;
 mod route;
 mod tls;
 mod upstream;
@@ -87,6 +88,7 @@ impl Parse for Proxy {
             rate_limits: Vec::new(),
             admin: Vec::new(),
             sentry: Vec::new(),
+            cors: Vec::new(),
             errors: Vec::new(),
         };
         while !content.is_empty() {

@@ -32,6 +32,7 @@ const BLOCK_ITEMS: &[&str] = &[
     "rate_limit",
     "max_body",
     "mirror",
+    "cors",
 ];
 
 impl Parse for RouteDecl {
@@ -79,7 +80,7 @@ fn parse_edits(input: ParseStream<'_>, route: &mut RouteDecl) -> syn::Result<()>
     let content;
     braced!(content in input);
     let (mut edits, mut rewrites, mut policy) = (Vec::new(), Vec::new(), Vec::new());
-    let mut mirror = Vec::new();
+    let (mut mirror, mut inner_errors) = (Vec::new(), Vec::new());
     parse_block(&content, &mut route.errors, |content| {
         if content.peek(kw::mirror) {
             mirror.push(parse_mirror(content)?);
@@ -89,7 +90,10 @@ fn parse_edits(input: ParseStream<'_>, route: &mut RouteDecl) -> syn::Result<()>
             rewrites.push(content.parse()?);
             return Ok(());
         }
-        if let Some(item) = parse_policy(content)? {
+        if let Some(mut item) = parse_policy(content)? {
+            if let PolicyDecl::Cors(cors) = &mut item {
+                inner_errors.append(&mut cors.errors);
+            }
             policy.push(item);
             return Ok(());
         }
@@ -99,7 +103,7 @@ fn parse_edits(input: ParseStream<'_>, route: &mut RouteDecl) -> syn::Result<()>
             return Err(syn::Error::new(
                 k.span(),
                 format!(
-                    "a route block holds header edits, a path rewrite, limits and a mirror; unknown `{w}`: {}",
+                    "a route block holds header edits, a path rewrite, limits, policies and a mirror; unknown `{w}`: {}",
                     hint(&w, BLOCK_ITEMS)
                 ),
             ));
@@ -111,6 +115,7 @@ fn parse_edits(input: ParseStream<'_>, route: &mut RouteDecl) -> syn::Result<()>
     route.rewrites = rewrites;
     route.policy = policy;
     route.mirror = mirror;
+    route.errors.append(&mut inner_errors);
     Ok(())
 }
 
@@ -138,6 +143,8 @@ fn parse_mirror(input: ParseStream<'_>) -> syn::Result<MirrorDecl> {
 fn parse_policy(input: ParseStream<'_>) -> syn::Result<Option<PolicyDecl>> {
     let item = if input.peek(kw::rate_limit) {
         return Ok(Some(PolicyDecl::RateLimit(input.parse()?)));
+    } else if super::policy::peek_cors(input) {
+        return Ok(Some(PolicyDecl::Cors(input.parse()?)));
     } else if input.peek(kw::timeout) {
         let k = keyword(input)?;
         PolicyDecl::Timeout(k, super::item::parse_timeouts(input)?)

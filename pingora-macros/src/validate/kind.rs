@@ -64,7 +64,7 @@ pub fn validate_kind(proxy: &Proxy, errors: &mut Errors) -> Option<Duration> {
         .and_then(|(_, d)| check_duration(d, errors))
 }
 
-/// Routes, header edits, phases, ctx, rate limits, layers and HTTP settings of a layer-4
+/// Routes, header edits, phases, ctx, rate limits, CORS, layers and HTTP settings of a layer-4
 /// proxy: each refused at its keyword.
 fn refuse_http_items(proxy: &Proxy, errors: &mut Errors) {
     let m = proxy.kind.macro_name();
@@ -85,6 +85,12 @@ fn refuse_http_items(proxy: &Proxy, errors: &mut Errors) {
     }
     for decl in &proxy.rate_limits {
         errors.at(decl.keyword.span(), not_here("rate_limit"));
+    }
+    for decl in &proxy.cors {
+        errors.at(
+            decl.keyword.span(),
+            format!("`cors` is not available in {m}: it is a policy of HTTP answers"),
+        );
     }
     for layer in &proxy.layers {
         errors.at(

@@ -5,6 +5,7 @@
 //! constructors that cannot be reached, and nothing is built from the incomplete model.
 
 mod condition;
+mod cors;
 mod health;
 mod kind;
 mod policy;
@@ -101,6 +102,7 @@ fn validate_proxy(proxy: &Proxy, errors: &mut Errors) -> model::Proxy {
         rate_limits,
         admin: proxy.admin.first().map(|(_, addr)| addr.clone()),
         sentry: validate_sentry(proxy, errors),
+        cors: cors::check_proxy_cors(&proxy.cors, errors),
         idle,
         phases_valid,
     }

@@ -1,4 +1,5 @@
-//! A route's own limits: `timeout`, `retry`, `rate_limit` and `max_body` in its block.
+//! A route's own limits and policies: `timeout`, `retry`, `rate_limit`, `max_body` and
+//! `cors` in its block.
 
 use pingora_dsl_rules::{self as rules, MAX_RETRIES};
 use syn::{Ident, LitInt};
@@ -55,6 +56,7 @@ pub fn check_policy(
                 .rate_limits
                 .extend(validate_rate_limits(std::slice::from_ref(decl), errors)),
             PolicyDecl::MaxBody(_, size) => policy.max_body = check_body_size(size, errors),
+            PolicyDecl::Cors(decl) => policy.cors = super::cors::check_route_cors(decl, errors),
         }
     }
     Some(policy)

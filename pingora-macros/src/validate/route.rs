@@ -169,8 +169,9 @@ pub(super) fn check_host(host: &syn::LitStr, errors: &mut Errors) {
 }
 
 /// Known methods, each listed once.
-pub(super) fn check_method_list(methods: &[syn::Ident], errors: &mut Errors) {
+pub(super) fn check_method_list(methods: &[syn::Ident], errors: &mut Errors) -> bool {
     let mut seen = HashSet::new();
+    let mut valid = true;
     for m in methods {
         let name = m.to_string();
         if !METHODS.contains(&name.as_str()) {
@@ -181,10 +182,13 @@ pub(super) fn check_method_list(methods: &[syn::Ident], errors: &mut Errors) {
                 hint(&upper, METHODS)
             };
             errors.at(m.span(), format!("unknown method `{name}`: {suggestion}"));
+            valid = false;
         } else if !seen.insert(name.clone()) {
             errors.at(m.span(), format!("method `{name}` is listed twice"));
+            valid = false;
         }
     }
+    valid
 }
 
 /// What the route does: a declared upstream (unless `upstream_peer` picks peers), an

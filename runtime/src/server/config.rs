@@ -36,6 +36,7 @@
 //! access_log = "/var/log/gateway.access.log" # or "stdout"; reopened on SIGHUP
 //! access_log_format = "json"         # or "combined"
 //! allow_upgrade = ["websocket"]      # protocols a client may switch to (never "h2c")
+//! cors_origins = ["https://app.example.com"] # replaces the `cors` policy's origins
 //!
 //! [[proxy.Gateway.certificate]]       # several: chosen by SNI, the first the default
 //! cert = "/etc/gateway/example.com.crt"
@@ -176,6 +177,10 @@ pub struct ProxySection {
     /// nothing before it is closed (`"10m"`); an HTTP proxy refuses it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle: Option<String>,
+    /// The origins the proxy's `cors` policy allows (`["*"]`: any), replacing the
+    /// declared ones; the proxy must declare a `cors` policy.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cors_origins: Option<Vec<String>>,
     /// Overrides per upstream group, by its name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub upstream: BTreeMap<String, UpstreamSection>,
@@ -417,12 +422,37 @@ impl Config {
     /// `peers` here stops its discovery. Listening addresses are returned by
     /// [`listen`](Config::listen).
     pub fn apply_proxy(&self, name: &str, router: &mut Router) -> io::Result<()> {
+        self.apply_cors(name, router)?;
         let replaced = self.apply_groups(name, router.groups())?;
         for group in replaced {
             if let Some(g) = router.group_mut(&group) {
                 g.clear_discovery();
             }
         }
+        Ok(())
+    }
+
+    /// Applies `[proxy.NAME] cors_origins` to the proxy's CORS policy, each origin checked.
+    fn apply_cors(&self, name: &str, router: &mut Router) -> io::Result<()> {
+        let Some(origins) = self.proxy.get(name).and_then(|s| s.cors_origins.as_ref()) else {
+            return Ok(());
+        };
+        let at = format!("proxy.{name}.cors_origins");
+        let Some(cors) = router.cors_mut() else {
+            return Err(invalid(format!(
+                "{at}: proxy {name} declares no `cors {{ ... }}` policy to give origins to"
+            )));
+        };
+        for origin in origins {
+            pingora_dsl_rules::check_cors_origin(origin)
+                .map_err(|e| invalid(format!("{at}: invalid origin {origin:?}: {e}")))?;
+        }
+        if cors.credentials() && origins.iter().any(|o| o == "*") {
+            return Err(invalid(format!(
+                "{at}: \"*\" with `credentials on` would let any web site read answers made with your users' cookies: list the origins"
+            )));
+        }
+        cors.set_origins(origins.iter().map(String::as_str));
         Ok(())
     }
 
@@ -678,6 +708,7 @@ impl Config {
                         .map(|l| l.format().name().to_owned()),
                     allow_upgrade: Some(options.allowed_upgrades.protocols().to_vec()),
                     idle: None,
+                    cors_origins: router.cors().map(|c| c.origins().to_vec()),
                     upstream,
                 },
             )]),

@@ -25,6 +25,7 @@ use crate::upstream::HttpPeer;
 use rate::RateLimit;
 
 mod condition;
+mod cors;
 mod mirror;
 mod policy;
 pub mod rate;
@@ -34,8 +35,9 @@ mod template;
 
 pub use crate::metrics::MirrorOutcomes;
 pub use condition::{Cidr, Condition, Test, ValueTest};
+pub use cors::{Cors, Preflight};
 pub use mirror::{Mirror, MAX_IN_FLIGHT as MAX_MIRRORED};
-pub use policy::RoutePolicy;
+pub use policy::{Override, RoutePolicy};
 pub use regex::Regex;
 pub use rewrite::PathRewrite;
 pub use split::{Arm, Split};
@@ -350,6 +352,9 @@ pub struct RouteCtx<C> {
     /// Whether the answer sets the group's stickiness cookie (the request named no
     /// peer, or another one).
     pin: bool,
+    /// The request's `Origin`, kept for the CORS headers of its answer (its headers go
+    /// upstream); only under a CORS policy.
+    origin: Option<HeaderValue>,
     /// The user's per-request context (`ctx Type;` in `proxy!`).
     pub user: C,
 }
@@ -363,6 +368,7 @@ impl<C> RouteCtx<C> {
             peer: None,
             recorded: false,
             pin: false,
+            origin: None,
             user,
         }
     }
@@ -392,6 +398,7 @@ pub struct Router {
     response_edits: Vec<HeaderEdit>,
     fallthrough: bool,
     rate_limits: Vec<Arc<RateLimit>>,
+    cors: Option<Arc<Cors>>,
 }
 
 impl Router {
@@ -412,6 +419,7 @@ impl Router {
             response_edits: Vec::new(),
             rate_limits: Vec::new(),
             fallthrough: false,
+            cors: None,
         }
     }
 
@@ -484,6 +492,10 @@ impl Router {
             session.set_route_stats(&self.routes[i].stats);
             session.route_label = Some(self.routes[i].label);
         }
+        let route = index.map(|i| &self.routes[i]);
+        if let Some(answer) = self.cors_preflight(session, ctx, route) {
+            return Some(answer);
+        }
         if let Some(refusal) = self.over_limit(session, index, &self.rate_limits) {
             return Some(refusal);
         }
@@ -537,6 +549,58 @@ impl Router {
                 }
             }
         }
+    }
+
+    /// Sets the CORS policy of every route that does not declare its own.
+    pub fn with_cors(mut self, cors: Cors) -> Self {
+        self.cors = Some(Arc::new(cors));
+        self
+    }
+
+    /// The proxy-wide CORS policy, to change (e.g. its origins from a config file).
+    pub fn cors_mut(&mut self) -> Option<&mut Cors> {
+        self.cors.as_mut().map(Arc::make_mut)
+    }
+
+    /// The proxy-wide CORS policy, if it has one.
+    pub fn cors(&self) -> Option<&Cors> {
+        self.cors.as_deref()
+    }
+
+    /// The CORS policy for a request on `route` (or on none).
+    fn cors_of<'a>(&'a self, route: Option<&'a Route>) -> Option<&'a Cors> {
+        let own = route.and_then(|r| r.policy.as_deref()).map(|p| &p.cors);
+        match own {
+            Some(choice) => choice.resolve(self.cors.as_ref()),
+            None => self.cors.as_ref(),
+        }
+        .map(|c| &**c)
+    }
+
+    /// The answer to a CORS preflight on `route`, if the request is one and a policy
+    /// applies; otherwise keeps the request's `Origin` for its answer's headers.
+    fn cors_preflight<C>(
+        &self,
+        session: &Session,
+        ctx: &mut RouteCtx<C>,
+        route: Option<&Route>,
+    ) -> Option<Flow> {
+        let cors = self.cors_of(route)?;
+        let Some(preflight) = cors.preflight(session.method(), session.headers()) else {
+            ctx.origin = session.headers().get(http::header::ORIGIN).cloned();
+            return None;
+        };
+        let mut flow = self.answer(session, route, preflight.status, preflight.body);
+        if let Flow::Respond(response) = &mut flow {
+            let headers = response.headers_mut();
+            for (name, value) in &preflight.headers {
+                if name == http::header::VARY {
+                    continue;
+                }
+                headers.insert(name.clone(), value.clone());
+            }
+        }
+        Some(flow)
     }
 
     /// Adds rate limits, checked in order before any route acts.
@@ -621,6 +685,10 @@ impl Router {
             Flow::Continue => Response::new(Bytes::new()),
         };
         self.edit(session, route, response.headers_mut(), Headers::Session);
+        if let Some(cors) = self.cors_of(route) {
+            let origin = session.headers().get(http::header::ORIGIN);
+            cors.decorate(origin, response.headers_mut());
+        }
         Flow::Respond(response)
     }
 
@@ -747,6 +815,14 @@ impl Router {
     ) {
         let route = self.matched(ctx);
         self.edit(session, route, &mut response.headers, Headers::Session);
+        if let Some(cors) = self.cors_of(route) {
+            // A local answer still has the request's headers; a proxied one kept `Origin`.
+            let origin = ctx
+                .origin
+                .as_ref()
+                .or_else(|| session.headers().get(http::header::ORIGIN));
+            cors.decorate(origin, &mut response.headers);
+        }
     }
 
     /// For `fail_to_connect`: records the failure for passive health and marks the error

@@ -1,10 +1,12 @@
 //! What a route may set for its own requests instead of its group's or the proxy's:
-//! upstream timeouts, the number of resends, rate limits that count only its requests, and
-//! the largest request body it accepts. A route without a policy pays one pointer test.
+//! upstream timeouts, the number of resends, rate limits that count only its requests, the
+//! largest request body it accepts, and its own CORS policy. A route without a policy pays
+//! one pointer test.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::cors::Cors;
 use super::rate::RateLimit;
 use crate::upstream::{HttpPeer, PeerTimeouts};
 
@@ -24,6 +26,31 @@ pub struct RoutePolicy {
     /// The largest request body, in bytes: a `Content-Length` over it is answered 413
     /// before anything goes upstream.
     pub max_body: Option<u64>,
+    /// The route's CORS policy instead of the proxy's (or none).
+    pub cors: Override<Arc<Cors>>,
+}
+
+/// A proxy-wide policy as one route sees it: the proxy's, one of its own, or none at all.
+#[derive(Debug, Clone, Default)]
+pub enum Override<T> {
+    /// The proxy's policy (if it has one).
+    #[default]
+    Inherit,
+    /// The route's own, in place of the proxy's.
+    Own(T),
+    /// None for this route, whatever the proxy has.
+    Off,
+}
+
+impl<T> Override<T> {
+    /// The policy in force: the route's own, else `inherited` unless turned off.
+    pub fn resolve<'a>(&'a self, inherited: Option<&'a T>) -> Option<&'a T> {
+        match self {
+            Override::Inherit => inherited,
+            Override::Own(own) => Some(own),
+            Override::Off => None,
+        }
+    }
 }
 
 impl RoutePolicy {

@@ -1,0 +1,109 @@
+//! Edge policies that stand at the proxy level or in a route's block: `cors { ... }`.
+
+use syn::ext::IdentExt;
+use syn::parse::{Parse, ParseStream};
+use syn::punctuated::Punctuated;
+use syn::{braced, bracketed, Ident, Token};
+
+use crate::diagnostic::hint;
+use crate::syntax::{CorsDecl, CorsSetting, CorsValue};
+
+use super::{keyword, kw, parse_block, parse_switch, semi};
+
+/// The settings a `cors` block takes.
+pub const CORS_SETTINGS: &[&str] = &[
+    "origins",
+    "methods",
+    "headers",
+    "expose",
+    "credentials",
+    "max_age",
+];
+
+const CORS_EXAMPLE: &str = "`cors { origins [\"https://app.example.com\"]; methods [GET, POST]; }`";
+
+/// `cors { SETTING* }` or `cors off;`.
+impl Parse for CorsDecl {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let keyword = keyword(input)?;
+        if input.peek(kw::off) {
+            input.parse::<kw::off>()?;
+            semi(input, "cors off")?;
+            return Ok(CorsDecl {
+                keyword,
+                off: true,
+                settings: Vec::new(),
+                errors: Vec::new(),
+            });
+        }
+        if !input.peek(syn::token::Brace) {
+            return Err(input.error(format!(
+                "expected the policy in braces: {CORS_EXAMPLE} (or `cors off;` in a route)"
+            )));
+        }
+        let content;
+        braced!(content in input);
+        let (mut settings, mut errors) = (Vec::new(), Vec::new());
+        parse_block(&content, &mut errors, |content| {
+            settings.push(parse_cors_setting(content)?);
+            Ok(())
+        });
+        Ok(CorsDecl {
+            keyword,
+            off: false,
+            settings,
+            errors,
+        })
+    }
+}
+
+/// One `KEY VALUE;` of a `cors` block.
+fn parse_cors_setting(input: ParseStream<'_>) -> syn::Result<CorsSetting> {
+    let key = Ident::parse_any(input)?;
+    let word = key.to_string();
+    let value = match word.as_str() {
+        "origins" | "headers" if input.peek(kw::any) => {
+            input.parse::<kw::any>()?;
+            CorsValue::Any
+        }
+        "origins" | "headers" | "expose" => {
+            let example = match word.as_str() {
+                "origins" => "`origins [\"https://app.example.com\", \"https://*.example.com\"];` or `origins any;`",
+                "headers" => "`headers [\"content-type\", \"authorization\"];` or `headers any;`",
+                _ => "`expose [\"x-request-id\"];`",
+            };
+            CorsValue::Strings(bracketed_list(input, example)?)
+        }
+        "methods" => CorsValue::Methods(bracketed_list(input, "`methods [GET, POST, PUT];`")?),
+        "credentials" => CorsValue::Switch(parse_switch(input)?),
+        "max_age" => CorsValue::Duration(input.parse()?),
+        _ => {
+            return Err(syn::Error::new(
+                key.span(),
+                format!(
+                    "unknown `cors` setting `{word}`: {}",
+                    hint(&word, CORS_SETTINGS)
+                ),
+            ))
+        }
+    };
+    semi(input, &word)?;
+    Ok(CorsSetting { key, value })
+}
+
+/// `[A, B, ...]`, explaining with `example` when it is not.
+fn bracketed_list<T: Parse>(input: ParseStream<'_>, example: &str) -> syn::Result<Vec<T>> {
+    if !input.peek(syn::token::Bracket) {
+        return Err(input.error(format!("expected a list in brackets: {example}")));
+    }
+    let list;
+    bracketed!(list in input);
+    let parsed = Punctuated::<T, Token![,]>::parse_terminated(&list)
+        .map_err(|e| syn::Error::new(e.span(), format!("expected {example}")))?;
+    Ok(parsed.into_iter().collect())
+}
+
+/// Whether `cors` starts here.
+pub fn peek_cors(input: ParseStream<'_>) -> bool {
+    input.peek(kw::cors)
+}
