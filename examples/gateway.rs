@@ -12,6 +12,7 @@
 //! curl -i -H 'authorization: Bearer let-me-in' http://127.0.0.1:6190/api/users   # api pool
 //! curl -i http://127.0.0.1:6190/old-docs          # 301 to /docs/
 //! curl -i http://127.0.0.1:6190/healthz           # 200 "ok", answered by the gateway
+//! curl -i http://127.0.0.1:6190/internal          # api pool; 403 from another machine
 //! curl -i -H 'x-user: ada' http://127.0.0.1:6190/v1/items   # api or canary, sticky per user
 //! curl -i -H 'x-canary: 1' http://127.0.0.1:6190/v1/items   # always canary
 //! ```
@@ -76,6 +77,8 @@ proxy! {
         route path "/old-docs" => redirect 301 "/docs/";
         route path "/healthz" method [GET, HEAD] => respond 200 "ok\n";
         route host "api.localhost" => upstream api;
+        // Only from this machine: any other client gets 403 before anything goes upstream.
+        route path "/internal" => upstream api { allow ["127.0.0.0/8", "::1"]; }
         route path "/api" => upstream api {
             set_request_header "x-gateway-route" "api";
         }

@@ -29,6 +29,10 @@ pub struct Proxy {
     pub sentry: Option<Sentry>,
     /// `cors { ... }`: the proxy's CORS policy.
     pub cors: Option<Cors>,
+    /// `allow`/`deny`: the proxy's client address blocks.
+    pub access: Option<Access>,
+    /// `trusted_proxies`: `(address, prefix length)` blocks.
+    pub trusted_proxies: Vec<(IpAddr, u8)>,
     /// `idle D;` of a layer-4 proxy.
     pub idle: Option<Duration>,
     /// Whether the phases are well formed (each once, each with its parameters), so their
@@ -186,6 +190,13 @@ pub struct Policy {
     pub rate_limits: Vec<RateLimit>,
     pub max_body: Option<u64>,
     pub cors: Choice<Cors>,
+    pub access: Choice<Access>,
+}
+
+/// Checked `allow` and `deny` blocks, `(address, prefix length)`.
+pub struct Access {
+    pub allow: Vec<(IpAddr, u8)>,
+    pub deny: Vec<(IpAddr, u8)>,
 }
 
 /// A proxy-wide policy as a route declares it.

@@ -67,6 +67,10 @@ pub struct Proxy {
     pub sentry: Vec<SentryDecl>,
     /// `cors { ... }`: the proxy's CORS policy.
     pub cors: Vec<CorsDecl>,
+    /// `allow [...];` and `deny [...];`: client address blocks.
+    pub access: Vec<AccessDecl>,
+    /// `trusted_proxies [...];`: peers whose forwarding headers name the client.
+    pub trusted_proxies: Vec<(Ident, Vec<LitStr>)>,
     /// Syntax errors inside the proxy's block, each item skipped after its error.
     pub errors: Vec<syn::Error>,
 }
@@ -78,6 +82,13 @@ pub struct SentryDecl {
     /// `sample 0.25`: the literal, checked by `validate`.
     pub sample: Option<syn::Lit>,
     pub environment: Option<LitStr>,
+}
+
+/// `allow ["BLOCK", ...];` or `deny ["BLOCK", ...];`
+pub struct AccessDecl {
+    pub keyword: Ident,
+    pub allow: bool,
+    pub blocks: Vec<LitStr>,
 }
 
 /// `cors { origins [...]; methods [...]; ... }`, or `cors off;` in a route.
@@ -329,6 +340,8 @@ pub enum PolicyDecl {
     MaxBody(Ident, LitInt),
     /// `cors { ... }` or `cors off;`
     Cors(CorsDecl),
+    /// `allow [...];` or `deny [...];`
+    Access(AccessDecl),
 }
 
 impl PolicyDecl {
@@ -338,6 +351,7 @@ impl PolicyDecl {
             PolicyDecl::Timeout(k, _) | PolicyDecl::Retry(k, _) | PolicyDecl::MaxBody(k, _) => k,
             PolicyDecl::RateLimit(r) => &r.keyword,
             PolicyDecl::Cors(c) => &c.keyword,
+            PolicyDecl::Access(a) => &a.keyword,
         }
     }
 }

@@ -219,6 +219,18 @@ pub enum CidrError {
     HostBits,
 }
 
+impl std::fmt::Display for CidrError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CidrError::Address => "write \"10.0.0.0/8\", \"2001:db8::/32\" or one address",
+            CidrError::Prefix => "the prefix length is at most 32 for IPv4 and 128 for IPv6",
+            CidrError::HostBits => {
+                "bits are set past its prefix: write the block's first address (e.g. \"10.0.0.0/8\")"
+            }
+        })
+    }
+}
+
 impl Cidr {
     /// The block of `network` with `prefix` leading bits, as checked by [`Cidr::parse`].
     pub const fn new(network: IpAddr, prefix: u8) -> Cidr {

@@ -6,8 +6,8 @@ use quote::quote;
 use syn::Ident;
 
 use crate::model::{
-    Action, Choice, Condition, Cors, EditSide, HeaderEdit, Policy, Proxy, RateKey, RateLimit,
-    Rewrite, Route, Setting, Template, TemplatePart, TemplateVar, Test, ValueTest,
+    Access, Action, Choice, Condition, Cors, EditSide, HeaderEdit, Policy, Proxy, RateKey,
+    RateLimit, Rewrite, Route, Setting, Template, TemplatePart, TemplateVar, Test, ValueTest,
 };
 
 use super::group::{expand_group, request_key};
@@ -36,6 +36,10 @@ pub fn expand_router(p: &Proxy) -> TokenStream {
         let c = cors(c);
         quote!(.with_cors(#c))
     });
+    let access = p.access.as_ref().map(|a| {
+        let a = access(a);
+        quote!(.with_access(#a))
+    });
     quote! {
         #rt::proxy::route::Router::new(
             ::std::vec![#(#groups),*],
@@ -45,6 +49,7 @@ pub fn expand_router(p: &Proxy) -> TokenStream {
         #rate_limits
         #fallthrough
         #cors
+        #access
     }
 }
 
@@ -180,6 +185,10 @@ fn policy_call(policy: &Policy) -> TokenStream {
         let c = cors(c);
         quote!(::std::sync::Arc::new(#c))
     });
+    let access = choice(&policy.access, |a| {
+        let a = access(a);
+        quote!(::std::sync::Arc::new(#a))
+    });
     quote!(.with_policy(#rt::proxy::route::RoutePolicy {
         connect_timeout: #connect,
         read_timeout: #read,
@@ -188,7 +197,32 @@ fn policy_call(policy: &Policy) -> TokenStream {
         rate_limits: ::std::vec![#(::std::sync::Arc::new(#limits)),*],
         max_body: #max_body,
         cors: #cors,
+        access: #access,
     }))
+}
+
+/// An `AccessList` value of checked blocks.
+fn access(a: &Access) -> TokenStream {
+    let rt = rt();
+    let allow = a.allow.iter().map(|(ip, prefix)| cidr(*ip, *prefix));
+    let deny = a.deny.iter().map(|(ip, prefix)| cidr(*ip, *prefix));
+    quote!(#rt::proxy::route::AccessList::new([#(#allow),*], [#(#deny),*]))
+}
+
+/// A `Cidr` value of a checked block.
+fn cidr(ip: std::net::IpAddr, prefix: u8) -> TokenStream {
+    let rt = rt();
+    let ip = match ip {
+        std::net::IpAddr::V4(v4) => {
+            let o = v4.octets();
+            quote!(::std::net::IpAddr::from([#(#o),*]))
+        }
+        std::net::IpAddr::V6(v6) => {
+            let o = v6.octets();
+            quote!(::std::net::IpAddr::from([#(#o),*]))
+        }
+    };
+    quote!(#rt::proxy::route::Cidr::new(#ip, #prefix))
 }
 
 /// An `Override` value for a route's choice of a proxy-wide policy.
@@ -289,19 +323,7 @@ fn expand_condition(c: &Condition) -> TokenStream {
             quote!(#route::Test::Cookie(::std::string::String::from(#name), #v))
         }
         Test::Client(blocks) => {
-            let blocks = blocks.iter().map(|(ip, prefix)| {
-                let ip = match ip {
-                    std::net::IpAddr::V4(v4) => {
-                        let o = v4.octets();
-                        quote!(::std::net::IpAddr::from([#(#o),*]))
-                    }
-                    std::net::IpAddr::V6(v6) => {
-                        let o = v6.octets();
-                        quote!(::std::net::IpAddr::from([#(#o),*]))
-                    }
-                };
-                quote!(#route::Cidr::new(#ip, #prefix))
-            });
+            let blocks = blocks.iter().map(|(ip, prefix)| cidr(*ip, *prefix));
             quote!(#route::Test::ClientIn(::std::vec![#(#blocks),*]))
         }
         Test::Https(https) => quote!(#route::Test::Https(#https)),
@@ -378,6 +400,17 @@ pub fn expand_options(p: &Proxy) -> TokenStream {
         .any(|s| matches!(s, Setting::FilterLocalAnswers(false)));
     if !opted_out {
         sets.push(quote!(options.filter_local_answers = true;));
+    }
+    if !p.trusted_proxies.is_empty() {
+        let blocks = p
+            .trusted_proxies
+            .iter()
+            .map(|(ip, prefix)| cidr(*ip, *prefix));
+        sets.push(quote!(
+            options.trusted_proxies = ::std::option::Option::Some(::std::sync::Arc::new(
+                #rt::proxy::TrustedProxies::new([#(#blocks),*]),
+            ));
+        ));
     }
     quote!({
         let mut options = #rt::proxy::ProxyOptions::default();

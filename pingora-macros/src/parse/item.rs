@@ -9,8 +9,8 @@ use syn::{bracketed, Expr, Ident, LitInt, LitStr, Token, Type};
 use crate::diagnostic::hint;
 use crate::phase::Phase;
 use crate::syntax::{
-    CorsDecl, DurationLit, HeaderEditDecl, Listen, PhaseDecl, Proxy, RateLimitDecl, RouteDecl,
-    SentryDecl, Setting, TimeoutDecl, Upstream,
+    AccessDecl, CorsDecl, DurationLit, HeaderEditDecl, Listen, PhaseDecl, Proxy, RateLimitDecl,
+    RouteDecl, SentryDecl, Setting, TimeoutDecl, Upstream,
 };
 
 use super::{expect, keyword, kw, parse_switch, semi, tls};
@@ -40,6 +40,9 @@ pub const ITEMS: &[&str] = &[
     "admin",
     "sentry",
     "cors",
+    "allow",
+    "deny",
+    "trusted_proxies",
     "access_log",
     "tls_groups",
     "fips",
@@ -67,6 +70,8 @@ pub enum Item {
     Admin(Ident, LitStr),
     Sentry(SentryDecl),
     Cors(CorsDecl),
+    Access(AccessDecl),
+    TrustedProxies(Ident, Vec<LitStr>),
     Phase(PhaseDecl),
 }
 
@@ -107,6 +112,13 @@ impl Parse for Item {
         }
         if super::policy::peek_cors(input) {
             return input.parse().map(Item::Cors);
+        }
+        if super::policy::peek_access(input) {
+            return input.parse().map(Item::Access);
+        }
+        if input.peek(kw::trusted_proxies) {
+            let (keyword, blocks) = super::policy::parse_trusted_proxies(input)?;
+            return Ok(Item::TrustedProxies(keyword, blocks));
         }
         if PhaseDecl::peek(input) {
             return input.parse().map(Item::Phase);
@@ -171,6 +183,8 @@ impl Item {
                 proxy.errors.append(&mut decl.errors);
                 proxy.cors.push(decl);
             }
+            Item::Access(decl) => proxy.access.push(decl),
+            Item::TrustedProxies(k, blocks) => proxy.trusted_proxies.push((k, blocks)),
             Item::Phase(phase) => proxy.phases.push(phase),
         }
     }

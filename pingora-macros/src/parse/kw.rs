@@ -85,3 +85,6 @@ syn::custom_keyword!(set_path);
 syn::custom_keyword!(cors);
 syn::custom_keyword!(origins);
 syn::custom_keyword!(any);
+syn::custom_keyword!(allow);
+syn::custom_keyword!(deny);
+syn::custom_keyword!(trusted_proxies);

@@ -89,6 +89,8 @@ impl Parse for Proxy {
             admin: Vec::new(),
             sentry: Vec::new(),
             cors: Vec::new(),
+            access: Vec::new(),
+            trusted_proxies: Vec::new(),
             errors: Vec::new(),
         };
         while !content.is_empty() {

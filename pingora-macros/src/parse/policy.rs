@@ -1,4 +1,5 @@
-//! Edge policies that stand at the proxy level or in a route's block: `cors { ... }`.
+//! Edge policies that stand at the proxy level or in a route's block: `cors { ... }`,
+//! `allow [...]`, `deny [...]` (and the proxy's `trusted_proxies [...]`).
 
 use syn::ext::IdentExt;
 use syn::parse::{Parse, ParseStream};
@@ -6,7 +7,9 @@ use syn::punctuated::Punctuated;
 use syn::{braced, bracketed, Ident, Token};
 
 use crate::diagnostic::hint;
-use crate::syntax::{CorsDecl, CorsSetting, CorsValue};
+use syn::LitStr;
+
+use crate::syntax::{AccessDecl, CorsDecl, CorsSetting, CorsValue};
 
 use super::{keyword, kw, parse_block, parse_switch, semi};
 
@@ -101,6 +104,38 @@ fn bracketed_list<T: Parse>(input: ParseStream<'_>, example: &str) -> syn::Resul
     let parsed = Punctuated::<T, Token![,]>::parse_terminated(&list)
         .map_err(|e| syn::Error::new(e.span(), format!("expected {example}")))?;
     Ok(parsed.into_iter().collect())
+}
+
+/// `allow ["BLOCK", ...];` or `deny ["BLOCK", ...];`
+impl Parse for AccessDecl {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let allow = input.peek(kw::allow);
+        let keyword = keyword(input)?;
+        let example = format!("`{keyword} [\"10.0.0.0/8\", \"2001:db8::/32\", \"192.0.2.7\"];`");
+        let blocks = bracketed_list::<LitStr>(input, &example)?;
+        semi(input, &keyword.to_string())?;
+        Ok(AccessDecl {
+            keyword,
+            allow,
+            blocks,
+        })
+    }
+}
+
+/// `trusted_proxies ["BLOCK", ...];`
+pub fn parse_trusted_proxies(input: ParseStream<'_>) -> syn::Result<(Ident, Vec<LitStr>)> {
+    let keyword = keyword(input)?;
+    let blocks = bracketed_list::<LitStr>(
+        input,
+        "`trusted_proxies [\"10.0.0.0/8\"];` (the load balancers in front)",
+    )?;
+    semi(input, "trusted_proxies")?;
+    Ok((keyword, blocks))
+}
+
+/// Whether `allow` or `deny` starts here.
+pub fn peek_access(input: ParseStream<'_>) -> bool {
+    input.peek(kw::allow) || input.peek(kw::deny)
 }
 
 /// Whether `cors` starts here.

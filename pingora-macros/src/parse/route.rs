@@ -33,6 +33,8 @@ const BLOCK_ITEMS: &[&str] = &[
     "max_body",
     "mirror",
     "cors",
+    "allow",
+    "deny",
 ];
 
 impl Parse for RouteDecl {
@@ -145,6 +147,8 @@ fn parse_policy(input: ParseStream<'_>) -> syn::Result<Option<PolicyDecl>> {
         return Ok(Some(PolicyDecl::RateLimit(input.parse()?)));
     } else if super::policy::peek_cors(input) {
         return Ok(Some(PolicyDecl::Cors(input.parse()?)));
+    } else if super::policy::peek_access(input) {
+        return Ok(Some(PolicyDecl::Access(input.parse()?)));
     } else if input.peek(kw::timeout) {
         let k = keyword(input)?;
         PolicyDecl::Timeout(k, super::item::parse_timeouts(input)?)

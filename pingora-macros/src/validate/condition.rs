@@ -137,7 +137,10 @@ fn check_path(p: &LitStr, what: &str, errors: &mut Errors) -> Option<String> {
 }
 
 /// Address blocks, each `ADDR/BITS` or a bare address.
-fn check_blocks(blocks: &[LitStr], errors: &mut Errors) -> Option<Vec<(std::net::IpAddr, u8)>> {
+pub(super) fn check_blocks(
+    blocks: &[LitStr],
+    errors: &mut Errors,
+) -> Option<Vec<(std::net::IpAddr, u8)>> {
     if blocks.is_empty() {
         return None;
     }

@@ -86,6 +86,15 @@ fn refuse_http_items(proxy: &Proxy, errors: &mut Errors) {
     for decl in &proxy.rate_limits {
         errors.at(decl.keyword.span(), not_here("rate_limit"));
     }
+    for decl in &proxy.access {
+        errors.at(
+            decl.keyword.span(),
+            format!("`{}` is not available in {m}: it refuses HTTP requests with a 403 (to limit who connects, use a firewall)", decl.keyword),
+        );
+    }
+    for (keyword, _) in &proxy.trusted_proxies {
+        errors.at(keyword.span(), not_here("trusted_proxies"));
+    }
     for decl in &proxy.cors {
         errors.at(
             decl.keyword.span(),

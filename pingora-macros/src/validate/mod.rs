@@ -4,6 +4,7 @@
 //! with errors holds only what checked; `expand` then declares each proxy's type with
 //! constructors that cannot be reached, and nothing is built from the incomplete model.
 
+mod access;
 mod condition;
 mod cors;
 mod health;
@@ -103,6 +104,10 @@ fn validate_proxy(proxy: &Proxy, errors: &mut Errors) -> model::Proxy {
         admin: proxy.admin.first().map(|(_, addr)| addr.clone()),
         sentry: validate_sentry(proxy, errors),
         cors: cors::check_proxy_cors(&proxy.cors, errors),
+        access: (!proxy.access.is_empty())
+            .then(|| access::check_access(&proxy.access.iter().collect::<Vec<_>>(), errors))
+            .flatten(),
+        trusted_proxies: access::check_trusted_proxies(&proxy.trusted_proxies, errors),
         idle,
         phases_valid,
     }

@@ -1,12 +1,13 @@
-//! A route's own limits and policies: `timeout`, `retry`, `rate_limit`, `max_body` and
-//! `cors` in its block.
+//! A route's own limits and policies: `timeout`, `retry`, `rate_limit`, `max_body`,
+//! `cors`, `allow` and `deny` in its block.
 
 use pingora_dsl_rules::{self as rules, MAX_RETRIES};
 use syn::{Ident, LitInt};
 
 use crate::diagnostic::Errors;
 use crate::model;
-use crate::syntax::PolicyDecl;
+use crate::model::Choice;
+use crate::syntax::{AccessDecl, PolicyDecl};
 
 use super::settings::validate_rate_limits;
 use super::values::check_timeouts;
@@ -29,7 +30,8 @@ pub fn check_policy(
     for item in items {
         let keyword = item.keyword();
         let name = keyword.to_string();
-        if !matches!(item, PolicyDecl::RateLimit(_)) && seen.contains(&name) {
+        if !matches!(item, PolicyDecl::RateLimit(_) | PolicyDecl::Access(_)) && seen.contains(&name)
+        {
             errors.at(
                 keyword.span(),
                 format!("`{name}` is given twice in this route: keep one"),
@@ -57,6 +59,20 @@ pub fn check_policy(
                 .extend(validate_rate_limits(std::slice::from_ref(decl), errors)),
             PolicyDecl::MaxBody(_, size) => policy.max_body = check_body_size(size, errors),
             PolicyDecl::Cors(decl) => policy.cors = super::cors::check_route_cors(decl, errors),
+            // Checked together below.
+            PolicyDecl::Access(_) => {}
+        }
+    }
+    let access: Vec<&AccessDecl> = items
+        .iter()
+        .filter_map(|item| match item {
+            PolicyDecl::Access(decl) => Some(decl),
+            _ => None,
+        })
+        .collect();
+    if !access.is_empty() {
+        if let Some(checked) = super::access::check_access(&access, errors) {
+            policy.access = Choice::Own(checked);
         }
     }
     Some(policy)

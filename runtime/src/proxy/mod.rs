@@ -22,6 +22,7 @@ mod headers;
 mod listening;
 mod panic;
 pub mod phase;
+mod real_client;
 pub mod route;
 mod session;
 mod tunnel;
@@ -40,6 +41,7 @@ use http::{Request, Response, StatusCode};
 pub use tower_layer::{Identity, Layer, Stack};
 
 pub use body::{ProxyBody, RequestBody};
+pub use real_client::TrustedProxies;
 use session::ConnCtx;
 pub use session::{RequestHeader, ResponseHeader, Session, REQUEST_ID};
 pub use tunnel::AllowedUpgrades;
@@ -316,6 +318,10 @@ pub struct ProxyOptions {
     /// ones. Default false, as in Pingora; declared proxies set it (`filter_local_answers
     /// off;` opts out), so their CORS headers or response edits are on every answer.
     pub filter_local_answers: bool,
+    /// Proxies in front whose `Forwarded`/`X-Forwarded-For` name the client (for access
+    /// lists, rate limits, `client` conditions, `${client_ip}` and the access log); none by
+    /// default: the connection's peer is the client.
+    pub trusted_proxies: Option<Arc<TrustedProxies>>,
 }
 
 impl Default for ProxyOptions {
@@ -330,6 +336,7 @@ impl Default for ProxyOptions {
             allowed_upgrades: AllowedUpgrades::default(),
             access_log: None,
             filter_local_answers: false,
+            trusted_proxies: None,
         }
     }
 }
@@ -374,7 +381,10 @@ impl<P: ProxyHttp> tower_service::Service<Request<DownstreamBody>> for HttpProxy
     fn call(&mut self, request: Request<DownstreamBody>) -> Self::Future {
         let shared = self.shared.clone();
         let conn = self.conn.clone();
-        let session = Session::new(request, conn);
+        let mut session = Session::new(request, conn);
+        if let Some(trusted) = &shared.options.trusted_proxies {
+            session.find_real_client(trusted);
+        }
         // A debug-level span: free unless enabled (`RUST_LOG=pingora_dsl_runtime=debug`),
         // then every event of the request carries its id.
         let span = tracing::debug_span!(

@@ -60,6 +60,8 @@ pub struct Session {
     pub(crate) peer_stats: Option<Arc<PeerStats>>,
     /// `Referer` and `User-Agent`, kept past forwarding when an access log needs them.
     pub(crate) logged: Option<Box<LoggedHeaders>>,
+    /// The client a trusted proxy in front named, in place of the connection's peer.
+    real_client: Option<std::net::IpAddr>,
 }
 
 /// The request fields an access log line shows that forwarding moves away.
@@ -154,6 +156,7 @@ impl Session {
             pool: None,
             peer_stats: None,
             logged: None,
+            real_client: None,
         }
     }
 
@@ -234,9 +237,24 @@ impl Session {
         }
     }
 
-    /// The client's address.
+    /// The client's address: the connection's peer, or the client a trusted proxy in front
+    /// of it named (then with port 0: the hop recorded no port the proxy could use).
     pub fn client_addr(&self) -> SocketAddr {
+        match self.real_client {
+            Some(ip) => SocketAddr::new(ip, 0),
+            None => self.conn.info.client_addr,
+        }
+    }
+
+    /// The connection's peer, which is the client unless a trusted proxy stands between.
+    pub fn peer_addr(&self) -> SocketAddr {
         self.conn.info.client_addr
+    }
+
+    /// Takes the client's address from `Forwarded`/`X-Forwarded-For` when the peer is one
+    /// of `trusted`.
+    pub(crate) fn find_real_client(&mut self, trusted: &crate::proxy::TrustedProxies) {
+        self.real_client = trusted.client_of(self.conn.info.client_addr, &self.head.headers);
     }
 
     /// The label of the route the router matched (`/api`, `GET api.example.com/v1`), if
@@ -261,7 +279,8 @@ impl Session {
     pub(crate) fn head_and_attempts(
         &mut self,
     ) -> (&http::request::Parts, SocketAddr, &mut Attempts) {
-        (&self.head, self.conn.info.client_addr, &mut self.attempts)
+        let client = self.client_addr();
+        (&self.head, client, &mut self.attempts)
     }
 
     /// The local address the request arrived on.

@@ -37,6 +37,9 @@
 //! access_log_format = "json"         # or "combined"
 //! allow_upgrade = ["websocket"]      # protocols a client may switch to (never "h2c")
 //! cors_origins = ["https://app.example.com"] # replaces the `cors` policy's origins
+//! allow = ["10.0.0.0/8"]             # client blocks; with deny, replace the proxy's lists
+//! deny = ["10.66.0.0/16"]
+//! trusted_proxies = ["10.0.0.0/8"]   # load balancers whose X-Forwarded-For names the client
 //!
 //! [[proxy.Gateway.certificate]]       # several: chosen by SNI, the first the default
 //! cert = "/etc/gateway/example.com.crt"
@@ -181,6 +184,17 @@ pub struct ProxySection {
     /// declared ones; the proxy must declare a `cors` policy.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cors_origins: Option<Vec<String>>,
+    /// Client address blocks allowed (`["10.0.0.0/8"]`); with `deny`, replacing the
+    /// proxy's declared `allow`/`deny` lists (routes with their own keep them).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub allow: Option<Vec<String>>,
+    /// Client address blocks refused (403); see `allow`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deny: Option<Vec<String>>,
+    /// Proxies in front whose `Forwarded`/`X-Forwarded-For` name the client (`[]`: none),
+    /// replacing the declared `trusted_proxies`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub trusted_proxies: Option<Vec<String>>,
     /// Overrides per upstream group, by its name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub upstream: BTreeMap<String, UpstreamSection>,
@@ -238,6 +252,20 @@ pub struct TimeoutSection {
     /// Idle timeout of pooled connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub idle: Option<String>,
+}
+
+/// The `allow` (or deny) blocks of `list`, as text.
+fn blocks_of(list: &crate::proxy::route::AccessList, allowed: bool) -> Vec<String> {
+    list.blocks()
+        .iter()
+        .filter(|(_, a)| *a == allowed)
+        .map(|(block, _)| show_block(block))
+        .collect()
+}
+
+/// `10.0.0.0/8`.
+fn show_block(block: &pingora_dsl_rules::Cidr) -> String {
+    format!("{}/{}", block.network(), block.prefix())
 }
 
 fn invalid(message: String) -> io::Error {
@@ -423,12 +451,31 @@ impl Config {
     /// [`listen`](Config::listen).
     pub fn apply_proxy(&self, name: &str, router: &mut Router) -> io::Result<()> {
         self.apply_cors(name, router)?;
+        self.apply_access(name, router)?;
         let replaced = self.apply_groups(name, router.groups())?;
         for group in replaced {
             if let Some(g) = router.group_mut(&group) {
                 g.clear_discovery();
             }
         }
+        Ok(())
+    }
+
+    /// Applies `[proxy.NAME] allow`/`deny` to the proxy's access list.
+    fn apply_access(&self, name: &str, router: &mut Router) -> io::Result<()> {
+        let Some(section) = self.proxy.get(name) else {
+            return Ok(());
+        };
+        if section.allow.is_none() && section.deny.is_none() {
+            return Ok(());
+        }
+        let (allow, deny) = (
+            section.allow.as_deref().unwrap_or_default(),
+            section.deny.as_deref().unwrap_or_default(),
+        );
+        let list = crate::proxy::route::AccessList::parse(allow, deny)
+            .map_err(|e| invalid(format!("proxy.{name}: allow/deny: {e}")))?;
+        router.set_access((!list.blocks().is_empty()).then_some(list));
         Ok(())
     }
 
@@ -617,6 +664,20 @@ impl Config {
         if let Some(n) = section.max_idle_per_peer {
             options.client.max_idle_per_peer = n;
         }
+        if let Some(blocks) = &section.trusted_proxies {
+            let blocks = blocks
+                .iter()
+                .map(|b| {
+                    pingora_dsl_rules::Cidr::parse(b).map_err(|e| {
+                        invalid(format!(
+                            "proxy.{name}.trusted_proxies: {b:?} is not an address block: {e}"
+                        ))
+                    })
+                })
+                .collect::<io::Result<Vec<_>>>()?;
+            options.trusted_proxies = (!blocks.is_empty())
+                .then(|| std::sync::Arc::new(crate::proxy::TrustedProxies::new(blocks)));
+        }
         if let Some(list) = &section.allow_upgrade {
             options.allowed_upgrades = AllowedUpgrades::new(list)
                 .map_err(|e| invalid(format!("proxy.{name}.allow_upgrade: {e}")))?;
@@ -709,6 +770,12 @@ impl Config {
                     allow_upgrade: Some(options.allowed_upgrades.protocols().to_vec()),
                     idle: None,
                     cors_origins: router.cors().map(|c| c.origins().to_vec()),
+                    allow: router.access().map(|a| blocks_of(a, true)),
+                    deny: router.access().map(|a| blocks_of(a, false)),
+                    trusted_proxies: options
+                        .trusted_proxies
+                        .as_ref()
+                        .map(|t| t.blocks().iter().map(show_block).collect()),
                     upstream,
                 },
             )]),

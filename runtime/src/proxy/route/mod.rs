@@ -24,6 +24,7 @@ use crate::service::RouteView;
 use crate::upstream::HttpPeer;
 use rate::RateLimit;
 
+mod access;
 mod condition;
 mod cors;
 mod mirror;
@@ -34,6 +35,7 @@ mod split;
 mod template;
 
 pub use crate::metrics::MirrorOutcomes;
+pub use access::AccessList;
 pub use condition::{Cidr, Condition, Test, ValueTest};
 pub use cors::{Cors, Preflight};
 pub use mirror::{Mirror, MAX_IN_FLIGHT as MAX_MIRRORED};
@@ -399,6 +401,7 @@ pub struct Router {
     fallthrough: bool,
     rate_limits: Vec<Arc<RateLimit>>,
     cors: Option<Arc<Cors>>,
+    access: Option<Arc<AccessList>>,
 }
 
 impl Router {
@@ -420,6 +423,7 @@ impl Router {
             rate_limits: Vec::new(),
             fallthrough: false,
             cors: None,
+            access: None,
         }
     }
 
@@ -493,6 +497,9 @@ impl Router {
             session.route_label = Some(self.routes[i].label);
         }
         let route = index.map(|i| &self.routes[i]);
+        if let Some(refusal) = self.refused_client(session, route) {
+            return Some(refusal);
+        }
         if let Some(answer) = self.cors_preflight(session, ctx, route) {
             return Some(answer);
         }
@@ -555,6 +562,41 @@ impl Router {
     pub fn with_cors(mut self, cors: Cors) -> Self {
         self.cors = Some(Arc::new(cors));
         self
+    }
+
+    /// Sets the client address blocks of every route that does not declare its own.
+    pub fn with_access(mut self, access: AccessList) -> Self {
+        self.access = Some(Arc::new(access));
+        self
+    }
+
+    /// Replaces the proxy-wide client address blocks (e.g. from a config file).
+    pub fn set_access(&mut self, access: Option<AccessList>) {
+        self.access = access.map(Arc::new);
+    }
+
+    /// The proxy-wide client address blocks, if any.
+    pub fn access(&self) -> Option<&AccessList> {
+        self.access.as_deref()
+    }
+
+    /// The 403 for a client the access list of `route` (or the proxy's) refuses.
+    fn refused_client(&self, session: &Session, route: Option<&Route>) -> Option<Flow> {
+        let own = route.and_then(|r| r.policy.as_deref()).map(|p| &p.access);
+        let list = match own {
+            Some(choice) => choice.resolve(self.access.as_ref()),
+            None => self.access.as_ref(),
+        }?;
+        if list.allows(session.client_addr().ip()) {
+            return None;
+        }
+        tracing::debug!(client = %session.client_addr().ip(), "client refused by the access list");
+        Some(self.answer(
+            session,
+            route,
+            StatusCode::FORBIDDEN,
+            Bytes::from_static(b"403 Forbidden\n"),
+        ))
     }
 
     /// The proxy-wide CORS policy, to change (e.g. its origins from a config file).

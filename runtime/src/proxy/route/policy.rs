@@ -1,11 +1,12 @@
 //! What a route may set for its own requests instead of its group's or the proxy's:
 //! upstream timeouts, the number of resends, rate limits that count only its requests, the
-//! largest request body it accepts, and its own CORS policy. A route without a policy pays
+//! largest request body it accepts, its own CORS policy and IP access list. A route without a policy pays
 //! one pointer test.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use super::access::AccessList;
 use super::cors::Cors;
 use super::rate::RateLimit;
 use crate::upstream::{HttpPeer, PeerTimeouts};
@@ -28,6 +29,8 @@ pub struct RoutePolicy {
     pub max_body: Option<u64>,
     /// The route's CORS policy instead of the proxy's (or none).
     pub cors: Override<Arc<Cors>>,
+    /// The route's client address blocks instead of the proxy's.
+    pub access: Override<Arc<AccessList>>,
 }
 
 /// A proxy-wide policy as one route sees it: the proxy's, one of its own, or none at all.
