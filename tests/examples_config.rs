@@ -190,9 +190,7 @@ async fn demo_origins_start_only_for_the_groups_without_peers() {
         ),
     );
     let (proxy, addr) = Running::start(
-        Command::new(example_binary("gateway"))
-            .args(["-c", path_str(&conf)])
-            .env("GATEWAY_TOKEN", "let-me-in"),
+        Command::new(example_binary("gateway")).args(["-c", path_str(&conf)]),
         "http",
     );
     let demo = proxy

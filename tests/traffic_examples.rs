@@ -67,9 +67,7 @@ async fn the_gateway_checks_tokens_splits_v1_and_answers_with_cors_everywhere() 
     )
     .expect("config");
     let (child, lines) = spawn_with_lines(
-        Command::new(example_binary("gateway"))
-            .args(["-c", conf.to_str().expect("utf-8")])
-            .env("GATEWAY_TOKEN", "let-me-in"),
+        Command::new(example_binary("gateway")).args(["-c", conf.to_str().expect("utf-8")]),
     );
     let _running = support::KillOnDrop(child);
     let addr = addr_after(
@@ -107,6 +105,19 @@ async fn the_gateway_checks_tokens_splits_v1_and_answers_with_cors_everywhere() 
     assert_eq!(status, 204, "{h:?}");
     assert_eq!(h["access-control-allow-methods"], "GET, POST, PUT, DELETE");
     assert_eq!(api.requests(), 0);
+    let (status, h) = get(
+        &c,
+        addr,
+        "/api/items",
+        &[("authorization", "Bearer let-me-in")],
+    )
+    .await;
+    assert_eq!((status, h["x-gateway"].as_str()), (200, "api"));
+    assert_eq!(
+        api.last_headers().expect("forwarded")["x-caller"],
+        "bearer",
+        "the identity goes upstream"
+    );
 
     // Sticky by user: each user stays in one pool; across users, both pools serve.
     let mut pools = HashMap::new();

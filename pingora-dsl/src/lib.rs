@@ -2,7 +2,7 @@
 
 pub use pingora_dsl_runtime::{
     downstream, error, io_timeout, l4, lb, listen, metrics, observe, proxy, server, service,
-    shutdown, tls, upstream,
+    shutdown, tls, upstream, watched,
 };
 
 pub use pingora_dsl_runtime::{BoxError, DownstreamBody, Error, ErrorKind, Result};

@@ -33,6 +33,8 @@ pub struct Proxy {
     pub access: Option<Access>,
     /// `trusted_proxies`: `(address, prefix length)` blocks.
     pub trusted_proxies: Vec<(IpAddr, u8)>,
+    /// `auth ...`: the proxy's authentication.
+    pub auth: Option<Auth>,
     /// `idle D;` of a layer-4 proxy.
     pub idle: Option<Duration>,
     /// Whether the phases are well formed (each once, each with its parameters), so their
@@ -191,6 +193,52 @@ pub struct Policy {
     pub max_body: Option<u64>,
     pub cors: Choice<Cors>,
     pub access: Choice<Access>,
+    pub auth: Choice<Auth>,
+}
+
+/// A checked authentication method.
+pub enum Auth {
+    Basic {
+        realm: String,
+        file: String,
+    },
+    BearerList(Vec<String>),
+    BearerFile(String),
+    Jwt(Jwt),
+    ApiKey {
+        /// In a header (else a query parameter).
+        header: bool,
+        name: String,
+        file: String,
+        rate: Option<(u64, Duration)>,
+    },
+    External(External),
+}
+
+/// `auth jwt { ... }`, checked.
+#[derive(Default)]
+pub struct Jwt {
+    /// `(algorithm, file)`; no algorithm for a JWKS file.
+    pub keys: Vec<(Option<String>, String)>,
+    pub issuers: Vec<String>,
+    pub audiences: Vec<String>,
+    pub require: Vec<String>,
+    pub leeway: Option<Duration>,
+}
+
+/// `auth external POOL { ... }`, checked.
+#[derive(Default)]
+pub struct External {
+    /// The pool's index.
+    pub group: usize,
+    pub prefix: Option<String>,
+    /// Header names sent (lowercase), if declared.
+    pub send: Option<Vec<String>>,
+    pub copy: Vec<String>,
+    pub user: Option<String>,
+    pub timeout: Option<Duration>,
+    /// `(header, ttl)`.
+    pub cache: Option<(String, Duration)>,
 }
 
 /// Checked `allow` and `deny` blocks, `(address, prefix length)`.
@@ -319,6 +367,10 @@ pub enum TemplateVar {
     Cookie(String),
     QueryParam(String),
     Capture(String),
+    /// `${user}`: who the request authenticated as.
+    User,
+    /// `${claim.NAME}`: a JWT claim.
+    Claim(String),
 }
 
 pub use crate::syntax::EditSide;

@@ -71,6 +71,8 @@ pub struct Proxy {
     pub access: Vec<AccessDecl>,
     /// `trusted_proxies [...];`: peers whose forwarding headers name the client.
     pub trusted_proxies: Vec<(Ident, Vec<LitStr>)>,
+    /// `auth ...;`: the proxy's authentication.
+    pub auth: Vec<AuthDecl>,
     /// Syntax errors inside the proxy's block, each item skipped after its error.
     pub errors: Vec<syn::Error>,
 }
@@ -82,6 +84,61 @@ pub struct SentryDecl {
     /// `sample 0.25`: the literal, checked by `validate`.
     pub sample: Option<syn::Lit>,
     pub environment: Option<LitStr>,
+}
+
+/// `auth METHOD ...;` (or `auth off;` in a route).
+pub struct AuthDecl {
+    pub keyword: Ident,
+    /// The method's name (`basic`, `bearer`, `jwt`, `api_key`, `external`, `off`).
+    pub method: Ident,
+    pub kind: AuthKind,
+    /// Syntax errors inside a `{ ... }` block, each setting skipped after its error.
+    pub errors: Vec<syn::Error>,
+}
+
+/// What an `auth` declares.
+pub enum AuthKind {
+    Off,
+    /// `basic "REALM" htpasswd "FILE"`
+    Basic {
+        realm: LitStr,
+        file: LitStr,
+    },
+    /// `bearer ["TOKEN", ...]`
+    BearerList(Vec<LitStr>),
+    /// `bearer file "FILE"`
+    BearerFile(LitStr),
+    /// `jwt { ... }`
+    Jwt(Vec<AuthSetting>),
+    /// `api_key header|query "NAME" file "FILE" [rate N per D]`
+    ApiKey {
+        source: Ident,
+        name: LitStr,
+        file: LitStr,
+        rate: Option<(LitInt, DurationLit)>,
+    },
+    /// `external POOL [{ ... }]`
+    External {
+        pool: Ident,
+        settings: Vec<AuthSetting>,
+    },
+}
+
+/// One `KEY VALUE;` of a `jwt` or `external` block.
+pub struct AuthSetting {
+    pub key: Ident,
+    pub value: AuthValue,
+}
+
+/// The value of an `auth` block setting.
+pub enum AuthValue {
+    Text(LitStr),
+    List(Vec<LitStr>),
+    Duration(DurationLit),
+    /// `key ALG "FILE"`
+    Key(Ident, LitStr),
+    /// `cache D by header "NAME"`
+    Cache(DurationLit, LitStr),
 }
 
 /// `allow ["BLOCK", ...];` or `deny ["BLOCK", ...];`
@@ -342,6 +399,8 @@ pub enum PolicyDecl {
     Cors(CorsDecl),
     /// `allow [...];` or `deny [...];`
     Access(AccessDecl),
+    /// `auth ...;`
+    Auth(AuthDecl),
 }
 
 impl PolicyDecl {
@@ -352,6 +411,7 @@ impl PolicyDecl {
             PolicyDecl::RateLimit(r) => &r.keyword,
             PolicyDecl::Cors(c) => &c.keyword,
             PolicyDecl::Access(a) => &a.keyword,
+            PolicyDecl::Auth(a) => &a.keyword,
         }
     }
 }
@@ -391,11 +451,26 @@ pub enum Target {
 }
 
 impl RouteDecl {
-    /// The upstreams the route names: its target's and its mirror's.
+    /// The upstreams the route names: its target's, its mirror's and its authorization
+    /// service's.
     pub fn upstream_names(&self) -> Vec<&Ident> {
         let mut names = self.target.upstream_names();
         names.extend(self.mirror.iter().map(|m| &m.pool));
+        names.extend(self.policy.iter().filter_map(|p| match p {
+            PolicyDecl::Auth(a) => a.pool(),
+            _ => None,
+        }));
         names
+    }
+}
+
+impl AuthDecl {
+    /// The pool of `auth external POOL`.
+    pub fn pool(&self) -> Option<&Ident> {
+        match &self.kind {
+            AuthKind::External { pool, .. } => Some(pool),
+            _ => None,
+        }
     }
 }
 

@@ -26,7 +26,8 @@
 //! Leaves used along the way: [`shutdown`] (asking everything to stop), [`service`] (the
 //! contracts between the process and what it runs), [`error`] (the edge error and its
 //! status), [`metrics`] (counters, where they are counted), [`io_timeout`] (socket
-//! deadlines), [`tls`] (the TLS library and its process-wide policy: groups, FIPS mode).
+//! deadlines), [`tls`] (the TLS library and its process-wide policy: groups, FIPS mode), [`watched`]
+//! (credential and key files re-read on SIGHUP).
 //!
 //! Most users depend on the `pingora-dsl` facade crate, which re-exports this one.
 
@@ -46,6 +47,7 @@ pub mod service;
 pub mod shutdown;
 pub mod tls;
 pub mod upstream;
+pub mod watched;
 
 pub use crate::downstream::body::DownstreamBody;
 pub use crate::error::{BoxError, Error, ErrorKind, Result};

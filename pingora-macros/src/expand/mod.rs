@@ -5,6 +5,7 @@
 //! checked by `validate`, so nothing here can fail; what the user did not write is left to
 //! the runtime's defaults (no builder call is generated for it).
 
+mod auth;
 mod group;
 mod http;
 mod l4;

@@ -239,7 +239,7 @@ fn phase_body(
                 return None;
             }
             let route = parts.routed.then(|| {
-                quote!(if let ::std::option::Option::Some(flow) = self.router.request_filter(#s, #c) {
+                quote!(if let ::std::option::Option::Some(flow) = self.router.request_filter(#s, #c).await {
                     return ::std::result::Result::Ok(flow);
                 })
             });

@@ -40,6 +40,10 @@ pub fn expand_router(p: &Proxy) -> TokenStream {
         let a = access(a);
         quote!(.with_access(#a))
     });
+    let auth = p.auth.as_ref().map(|a| {
+        let a = super::auth::expand_auth(a);
+        quote!(.with_auth(#a))
+    });
     quote! {
         #rt::proxy::route::Router::new(
             ::std::vec![#(#groups),*],
@@ -50,6 +54,7 @@ pub fn expand_router(p: &Proxy) -> TokenStream {
         #fallthrough
         #cors
         #access
+        #auth
     }
 }
 
@@ -189,6 +194,10 @@ fn policy_call(policy: &Policy) -> TokenStream {
         let a = access(a);
         quote!(::std::sync::Arc::new(#a))
     });
+    let auth = choice(&policy.auth, |a| {
+        let a = super::auth::expand_auth(a);
+        quote!(::std::sync::Arc::new(#a))
+    });
     quote!(.with_policy(#rt::proxy::route::RoutePolicy {
         connect_timeout: #connect,
         read_timeout: #read,
@@ -198,6 +207,7 @@ fn policy_call(policy: &Policy) -> TokenStream {
         max_body: #max_body,
         cors: #cors,
         access: #access,
+        auth: #auth,
     }))
 }
 
@@ -281,6 +291,8 @@ fn template(t: &Template) -> TokenStream {
                 TemplateVar::Cookie(n) => quote!(Cookie(::std::boxed::Box::from(#n))),
                 TemplateVar::QueryParam(n) => quote!(QueryParam(::std::boxed::Box::from(#n))),
                 TemplateVar::Capture(n) => quote!(Capture(::std::boxed::Box::from(#n))),
+                TemplateVar::User => quote!(User),
+                TemplateVar::Claim(n) => quote!(Claim(::std::boxed::Box::from(#n))),
             };
             quote!(#route::Part::Var(#route::Var::#var))
         }

@@ -9,8 +9,8 @@ use syn::{bracketed, Expr, Ident, LitInt, LitStr, Token, Type};
 use crate::diagnostic::hint;
 use crate::phase::Phase;
 use crate::syntax::{
-    AccessDecl, CorsDecl, DurationLit, HeaderEditDecl, Listen, PhaseDecl, Proxy, RateLimitDecl,
-    RouteDecl, SentryDecl, Setting, TimeoutDecl, Upstream,
+    AccessDecl, AuthDecl, CorsDecl, DurationLit, HeaderEditDecl, Listen, PhaseDecl, Proxy,
+    RateLimitDecl, RouteDecl, SentryDecl, Setting, TimeoutDecl, Upstream,
 };
 
 use super::{expect, keyword, kw, parse_switch, semi, tls};
@@ -43,6 +43,7 @@ pub const ITEMS: &[&str] = &[
     "allow",
     "deny",
     "trusted_proxies",
+    "auth",
     "access_log",
     "tls_groups",
     "fips",
@@ -72,6 +73,7 @@ pub enum Item {
     Cors(CorsDecl),
     Access(AccessDecl),
     TrustedProxies(Ident, Vec<LitStr>),
+    Auth(AuthDecl),
     Phase(PhaseDecl),
 }
 
@@ -115,6 +117,9 @@ impl Parse for Item {
         }
         if super::policy::peek_access(input) {
             return input.parse().map(Item::Access);
+        }
+        if super::auth::peek_auth(input) {
+            return input.parse().map(Item::Auth);
         }
         if input.peek(kw::trusted_proxies) {
             let (keyword, blocks) = super::policy::parse_trusted_proxies(input)?;
@@ -185,6 +190,10 @@ impl Item {
             }
             Item::Access(decl) => proxy.access.push(decl),
             Item::TrustedProxies(k, blocks) => proxy.trusted_proxies.push((k, blocks)),
+            Item::Auth(mut decl) => {
+                proxy.errors.append(&mut decl.errors);
+                proxy.auth.push(decl);
+            }
             Item::Phase(phase) => proxy.phases.push(phase),
         }
     }

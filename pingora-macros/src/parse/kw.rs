@@ -88,3 +88,5 @@ syn::custom_keyword!(any);
 syn::custom_keyword!(allow);
 syn::custom_keyword!(deny);
 syn::custom_keyword!(trusted_proxies);
+syn::custom_keyword!(auth);
+syn::custom_keyword!(rate);

@@ -4,6 +4,7 @@
 //! only the first; a node with a block keeps the errors found inside it, and the invocation
 //! collects them in order.
 
+mod auth;
 mod item;
 mod kw;
 mod phase;
@@ -91,6 +92,7 @@ impl Parse for Proxy {
             cors: Vec::new(),
             access: Vec::new(),
             trusted_proxies: Vec::new(),
+            auth: Vec::new(),
             errors: Vec::new(),
         };
         while !content.is_empty() {

@@ -95,7 +95,10 @@ fn parse_cors_setting(input: ParseStream<'_>) -> syn::Result<CorsSetting> {
 }
 
 /// `[A, B, ...]`, explaining with `example` when it is not.
-fn bracketed_list<T: Parse>(input: ParseStream<'_>, example: &str) -> syn::Result<Vec<T>> {
+pub(super) fn bracketed_list<T: Parse>(
+    input: ParseStream<'_>,
+    example: &str,
+) -> syn::Result<Vec<T>> {
     if !input.peek(syn::token::Bracket) {
         return Err(input.error(format!("expected a list in brackets: {example}")));
     }

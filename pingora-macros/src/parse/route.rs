@@ -35,6 +35,7 @@ const BLOCK_ITEMS: &[&str] = &[
     "cors",
     "allow",
     "deny",
+    "auth",
 ];
 
 impl Parse for RouteDecl {
@@ -93,8 +94,10 @@ fn parse_edits(input: ParseStream<'_>, route: &mut RouteDecl) -> syn::Result<()>
             return Ok(());
         }
         if let Some(mut item) = parse_policy(content)? {
-            if let PolicyDecl::Cors(cors) = &mut item {
-                inner_errors.append(&mut cors.errors);
+            match &mut item {
+                PolicyDecl::Cors(cors) => inner_errors.append(&mut cors.errors),
+                PolicyDecl::Auth(auth) => inner_errors.append(&mut auth.errors),
+                _ => {}
             }
             policy.push(item);
             return Ok(());
@@ -149,6 +152,8 @@ fn parse_policy(input: ParseStream<'_>) -> syn::Result<Option<PolicyDecl>> {
         return Ok(Some(PolicyDecl::Cors(input.parse()?)));
     } else if super::policy::peek_access(input) {
         return Ok(Some(PolicyDecl::Access(input.parse()?)));
+    } else if super::auth::peek_auth(input) {
+        return Ok(Some(PolicyDecl::Auth(input.parse()?)));
     } else if input.peek(kw::timeout) {
         let k = keyword(input)?;
         PolicyDecl::Timeout(k, super::item::parse_timeouts(input)?)

@@ -92,6 +92,12 @@ fn refuse_http_items(proxy: &Proxy, errors: &mut Errors) {
             format!("`{}` is not available in {m}: it refuses HTTP requests with a 403 (to limit who connects, use a firewall)", decl.keyword),
         );
     }
+    for decl in &proxy.auth {
+        errors.at(
+            decl.keyword.span(),
+            format!("`auth` is not available in {m}: it checks HTTP credentials (TLS client certificates authenticate layer-4 clients: `client_ca`)"),
+        );
+    }
     for (keyword, _) in &proxy.trusted_proxies {
         errors.at(keyword.span(), not_here("trusted_proxies"));
     }

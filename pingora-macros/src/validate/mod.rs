@@ -5,6 +5,7 @@
 //! constructors that cannot be reached, and nothing is built from the incomplete model.
 
 mod access;
+mod auth;
 mod condition;
 mod cors;
 mod health;
@@ -108,6 +109,7 @@ fn validate_proxy(proxy: &Proxy, errors: &mut Errors) -> model::Proxy {
             .then(|| access::check_access(&proxy.access.iter().collect::<Vec<_>>(), errors))
             .flatten(),
         trusted_proxies: access::check_trusted_proxies(&proxy.trusted_proxies, errors),
+        auth: auth::check_proxy_auth(&proxy.auth, &proxy.upstreams, errors),
         idle,
         phases_valid,
     }
@@ -264,6 +266,7 @@ fn check_forwarding(proxy: &Proxy, user_peer: Option<Span>, errors: &mut Errors)
             .routes
             .iter()
             .flat_map(|r| r.upstream_names())
+            .chain(proxy.auth.iter().filter_map(|a| a.pool()))
             .any(|name| *name == up.name);
         if !used && !code_names_pool(proxy, up) {
             errors.at(

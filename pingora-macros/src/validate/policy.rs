@@ -20,6 +20,7 @@ const ROUTE_TIMEOUTS: &[&str] = &["connect", "read", "write"];
 pub fn check_policy(
     items: &[PolicyDecl],
     forwards: bool,
+    upstreams: &[crate::syntax::Upstream],
     errors: &mut Errors,
 ) -> Option<model::Policy> {
     if items.is_empty() {
@@ -61,6 +62,9 @@ pub fn check_policy(
             PolicyDecl::Cors(decl) => policy.cors = super::cors::check_route_cors(decl, errors),
             // Checked together below.
             PolicyDecl::Access(_) => {}
+            PolicyDecl::Auth(decl) => {
+                policy.auth = super::auth::check_auth(decl, upstreams, errors)
+            }
         }
     }
     let access: Vec<&AccessDecl> = items

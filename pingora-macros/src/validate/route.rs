@@ -81,7 +81,7 @@ fn validate_route(
         answers_itself(&rewrite.keyword, errors);
     }
     let rewrite = check_rewrites(&route.rewrites, route.path.as_ref(), errors);
-    let policy = check_policy(&route.policy, forwards, errors);
+    let policy = check_policy(&route.policy, forwards, upstreams, errors);
     let mirror = check_mirror(route, upstreams, forwards, errors);
     Some(model::Route {
         host: route.host.clone(),

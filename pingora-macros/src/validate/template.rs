@@ -18,6 +18,7 @@ const PLAIN: &[&str] = &[
     "method",
     "client_ip",
     "request_id",
+    "user",
 ];
 
 /// What a template may read where it is used.
@@ -97,6 +98,7 @@ fn check_var(
         "method" => Some(TemplateVar::Method),
         "client_ip" => Some(TemplateVar::ClientIp),
         "request_id" => Some(TemplateVar::RequestId),
+        "user" => Some(TemplateVar::User),
         _ => None,
     };
     if plain.is_some() {
@@ -120,12 +122,12 @@ fn check_var(
     let help = match closest(name, &candidates) {
         Some(c) => format!("did you mean `${{{c}}}`?"),
         None if scope.path_regex.is_some() => format!(
-            "known are {}, header.NAME, cookie.NAME, query.NAME and the path regex's captures {}",
+            "known are {}, header.NAME, cookie.NAME, query.NAME, claim.NAME and the path regex's captures {}",
             PLAIN.join(", "),
             captures.join(", ")
         ),
         None => format!(
-            "known are {}, header.NAME, cookie.NAME, query.NAME; captures (`${{1}}`, `${{name}}`) need a `path regex` condition on the route",
+            "known are {}, header.NAME, cookie.NAME, query.NAME, claim.NAME; captures (`${{1}}`, `${{name}}`) need a `path regex` condition on the route",
             PLAIN.join(", ")
         ),
     };
@@ -136,7 +138,7 @@ fn check_var(
     None
 }
 
-/// `header.NAME`, `cookie.NAME` or `query.NAME`.
+/// `header.NAME`, `cookie.NAME`, `query.NAME` or `claim.NAME`.
 fn check_named(
     kind: &str,
     field: &str,
@@ -147,8 +149,10 @@ fn check_named(
     let valid = match kind {
         "header" => http::header::HeaderName::from_bytes(field.as_bytes()).is_ok(),
         "cookie" | "query" => !field.is_empty() && rules::is_token(field),
+        // A JWT claim, which the identity keeps past forwarding.
+        "claim" if !field.is_empty() => return Some(TemplateVar::Claim(field.to_owned())),
         _ => {
-            let c = closest(kind, &["header", "cookie", "query"]).unwrap_or("header");
+            let c = closest(kind, &["header", "cookie", "query", "claim"]).unwrap_or("header");
             errors.at(
                 lit.span(),
                 format!("unknown variable `${{{kind}.{field}}}`: did you mean `${{{c}.{field}}}`?"),

@@ -265,6 +265,7 @@ impl ::pingora_dsl::__private::runtime::proxy::ProxyHttp for Gateway {
         if let ::std::option::Option::Some(flow) = self
             .router
             .request_filter(__session, __ctx)
+            .await
         {
             return ::std::result::Result::Ok(flow);
         }

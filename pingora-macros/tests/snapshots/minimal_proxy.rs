@@ -150,6 +150,7 @@ impl ::pingora_dsl::__private::runtime::proxy::ProxyHttp for Minimal {
         if let ::std::option::Option::Some(flow) = self
             .router
             .request_filter(__session, __ctx)
+            .await
         {
             return ::std::result::Result::Ok(flow);
         }

@@ -136,6 +136,7 @@ impl ::pingora_dsl::__private::runtime::proxy::ProxyHttp for Broken {
         if let ::std::option::Option::Some(flow) = self
             .router
             .request_filter(__session, __ctx)
+            .await
         {
             return ::std::result::Result::Ok(flow);
         }

@@ -244,6 +244,9 @@ pub struct AccessEntry<'a> {
     pub time: SystemTime,
     /// The client's address.
     pub client: SocketAddr,
+    /// Who the request authenticated as (`auth`), in `combined`'s remote-user field.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user: Option<&'a str>,
     /// The request method.
     pub method: &'a str,
     /// The `Host` asked for.
@@ -279,10 +282,12 @@ pub struct AccessEntry<'a> {
 
 impl LogLine for AccessEntry<'_> {
     fn write_combined(&self, out: &mut Vec<u8>) {
-        let _ = write!(
+        let _ =
+            write!(
             out,
-            "{} - - [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rt={:.6} upstream={} retries={} id={}",
+            "{} - {} [{}] \"{} {} {}\" {} {} \"{}\" \"{}\" rt={:.6} upstream={} retries={} id={}",
             self.client.ip(),
+            Escaped(&self.user.map_or_else(|| "-".to_owned(), |u| u.replace(' ', "_"))),
             clf_time(self.time),
             self.method,
             Escaped(self.path),
@@ -668,6 +673,7 @@ mod tests {
             referer: None,
             user_agent: Some("x\ny"),
             tls_group: None,
+            user: None,
             error: None,
         };
         let mut out = Vec::new();

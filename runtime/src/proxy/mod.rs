@@ -16,6 +16,7 @@
 //! 503, 504) and reaches `logging`. Hand-written tower layers wrap the whole pipeline with
 //! [`http_proxy_service_with`].
 
+pub mod auth;
 mod body;
 mod forward;
 mod headers;
@@ -526,6 +527,7 @@ fn access_entry<'a>(
         referer: text(logged.and_then(|l| l.referer.as_ref())),
         user_agent: text(logged.and_then(|l| l.user_agent.as_ref())),
         tls_group: session.tls_group(),
+        user: session.identity().map(|i| i.user.as_str()),
         error: error.map(|e| e.to_string()),
     }
 }

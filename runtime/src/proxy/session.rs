@@ -62,6 +62,8 @@ pub struct Session {
     pub(crate) logged: Option<Box<LoggedHeaders>>,
     /// The client a trusted proxy in front named, in place of the connection's peer.
     real_client: Option<std::net::IpAddr>,
+    /// Who the request authenticated as (boxed: most requests have no one).
+    identity: Option<Box<crate::proxy::auth::Identity>>,
 }
 
 /// The request fields an access log line shows that forwarding moves away.
@@ -157,6 +159,7 @@ impl Session {
             peer_stats: None,
             logged: None,
             real_client: None,
+            identity: None,
         }
     }
 
@@ -244,6 +247,18 @@ impl Session {
             Some(ip) => SocketAddr::new(ip, 0),
             None => self.conn.info.client_addr,
         }
+    }
+
+    /// Who the request authenticated as, once the declared authentication accepted it (or
+    /// code set it with [`set_identity`](Session::set_identity)).
+    pub fn identity(&self) -> Option<&crate::proxy::auth::Identity> {
+        self.identity.as_deref()
+    }
+
+    /// Records who the request authenticated as: later phases, header edits (`${user}`,
+    /// `${claim.NAME}`) and the access log see it.
+    pub fn set_identity(&mut self, identity: crate::proxy::auth::Identity) {
+        self.identity = Some(Box::new(identity));
     }
 
     /// The connection's peer, which is the client unless a trusted proxy stands between.

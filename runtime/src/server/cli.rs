@@ -215,6 +215,7 @@ impl ProxyCli {
         options: &ProxyOptions,
     ) -> io::Result<Prepared> {
         self.configure(name, router)?;
+        router.check_auth()?;
         for group in router.groups() {
             group.check()?;
             if !self.test {
@@ -648,6 +649,7 @@ pub async fn reload_on_hangup(
                 }
                 reloader.reopen_logs();
                 reload_certificates();
+                reload_files();
                 match &path {
                     None => tracing::info!("SIGHUP: no config file (-c) to reload"),
                     Some(path) => match reloader.reload(path) {
@@ -658,6 +660,18 @@ pub async fn reload_on_hangup(
             }
             _ = shutdown.wait() => return,
         }
+    }
+}
+
+/// Re-reads every credentials and key file (`auth` policies), logging the outcome: a file
+/// that no longer loads keeps its previous contents.
+fn reload_files() {
+    let outcome = crate::watched::reload_files();
+    for e in &outcome.failed {
+        tracing::error!(error = %e, "file NOT reloaded; its previous contents stay");
+    }
+    if outcome.reloaded > 0 {
+        tracing::info!(files = outcome.reloaded, "credential files reloaded");
     }
 }
 

@@ -14,6 +14,7 @@ use http::header::{HeaderName, HeaderValue, LOCATION};
 use http::{HeaderMap, Method, Response, StatusCode};
 
 use crate::error::{Error, ErrorKind, Result};
+use crate::proxy::auth::{self, Auth, Refusal};
 use crate::proxy::{Flow, RequestHeader, ResponseHeader, Session};
 use std::sync::Arc;
 
@@ -402,6 +403,7 @@ pub struct Router {
     rate_limits: Vec<Arc<RateLimit>>,
     cors: Option<Arc<Cors>>,
     access: Option<Arc<AccessList>>,
+    auth: Option<Arc<Auth>>,
 }
 
 impl Router {
@@ -424,6 +426,7 @@ impl Router {
             fallthrough: false,
             cors: None,
             access: None,
+            auth: None,
         }
     }
 
@@ -485,10 +488,32 @@ impl Router {
         &self.routes
     }
 
-    /// For `request_filter`: finds the request's route and records it in `ctx`. Returns the
-    /// response for a `respond`/`redirect` route or for no match (404, unless
-    /// [`with_fallthrough`](Router::with_fallthrough)); `None` means forward the request.
-    pub fn request_filter<C>(&self, session: &mut Session, ctx: &mut RouteCtx<C>) -> Option<Flow> {
+    /// For `request_filter`: finds the request's route and records it in `ctx`, then applies
+    /// its policies in order — the access list (403), a CORS preflight (answered), rate
+    /// limits (429), the body limit (413), authentication (401/403) — and returns the answer
+    /// of the first that refuses, else the response of a `respond`/`redirect` route or of
+    /// no match (404, unless [`with_fallthrough`](Router::with_fallthrough)); `None` means
+    /// forward the request.
+    pub async fn request_filter<C>(
+        &self,
+        session: &mut Session,
+        ctx: &mut RouteCtx<C>,
+    ) -> Option<Flow> {
+        if let Some(answer) = self.admit(session, ctx) {
+            return Some(answer);
+        }
+        let route = self.matched(ctx);
+        if let Some(auth) = self.auth_of(route) {
+            if let Err(refusal) = self.authenticate(auth, session).await {
+                return Some(self.refusal(session, route, *refusal));
+            }
+        }
+        self.act(session, ctx)
+    }
+
+    /// Matches the request's route and applies the policies that come before
+    /// authentication: the answer of the one that refused, if one did.
+    fn admit<C>(&self, session: &mut Session, ctx: &mut RouteCtx<C>) -> Option<Flow> {
         let index = self.routes.iter().position(|r| r.matcher.matches(session));
         // Routes and groups are indexed by u32 (a router has far fewer).
         ctx.route = index.map(|i| i as u32);
@@ -497,19 +522,15 @@ impl Router {
             session.route_label = Some(self.routes[i].label);
         }
         let route = index.map(|i| &self.routes[i]);
-        if let Some(refusal) = self.refused_client(session, route) {
-            return Some(refusal);
-        }
-        if let Some(answer) = self.cors_preflight(session, ctx, route) {
-            return Some(answer);
-        }
-        if let Some(refusal) = self.over_limit(session, index, &self.rate_limits) {
-            return Some(refusal);
-        }
-        if let Some(refusal) = index.and_then(|i| self.refused_by_policy(session, i)) {
-            return Some(refusal);
-        }
-        let Some(index) = index else {
+        self.refused_client(session, route)
+            .or_else(|| self.cors_preflight(session, ctx, route))
+            .or_else(|| self.over_limit(session, index, &self.rate_limits))
+            .or_else(|| index.and_then(|i| self.refused_by_policy(session, i)))
+    }
+
+    /// What the matched route does, once every policy let the request through.
+    fn act<C>(&self, session: &mut Session, ctx: &mut RouteCtx<C>) -> Option<Flow> {
+        let Some(index) = ctx.route() else {
             if self.fallthrough {
                 return None;
             }
@@ -562,6 +583,87 @@ impl Router {
     pub fn with_cors(mut self, cors: Cors) -> Self {
         self.cors = Some(Arc::new(cors));
         self
+    }
+
+    /// Sets the authentication of every route that does not declare its own.
+    pub fn with_auth(mut self, auth: Auth) -> Self {
+        self.auth = Some(Arc::new(auth));
+        self
+    }
+
+    /// The authentication in force on `route` (or on none).
+    fn auth_of<'a>(&'a self, route: Option<&'a Route>) -> Option<&'a Auth> {
+        let own = route.and_then(|r| r.policy.as_deref()).map(|p| &p.auth);
+        match own {
+            Some(choice) => choice.resolve(self.auth.as_ref()),
+            None => self.auth.as_ref(),
+        }
+        .map(|a| &**a)
+    }
+
+    /// Why the declared authentication cannot work (a credentials file that does not load):
+    /// the start and `-t` stop on it.
+    pub fn check_auth(&self) -> std::io::Result<()> {
+        let own = self
+            .routes
+            .iter()
+            .filter_map(|r| match &r.policy.as_deref()?.auth {
+                Override::Own(auth) => Some(auth),
+                _ => None,
+            });
+        self.auth
+            .iter()
+            .chain(own)
+            .try_for_each(|a| a.check_files())
+    }
+
+    /// Runs `auth` on the request; its identity goes into the session.
+    async fn authenticate(&self, auth: &Auth, session: &mut Session) -> Result<(), Box<Refusal>> {
+        let verdict = match auth.check_now(session) {
+            Some(verdict) => verdict,
+            // bcrypt or a subrequest: boxed, so other requests' futures stay small.
+            None => Box::pin(self.authenticate_later(auth, session)).await,
+        };
+        let identity = verdict?;
+        session.set_identity(identity);
+        Ok(())
+    }
+
+    /// The verdict of a method that waits: bcrypt on the blocking pool, or the
+    /// authorization service.
+    async fn authenticate_later(&self, auth: &Auth, session: &Session) -> auth::Verdict {
+        match auth {
+            Auth::Basic(basic) => basic.verify(session.headers()).await,
+            Auth::External(external) => {
+                if let Some(identity) = external.cached(session) {
+                    return Ok(identity);
+                }
+                match self.groups.get(external.group) {
+                    Some(group) => external.check(session, group).await,
+                    None => Err(Refusal::status(
+                        StatusCode::SERVICE_UNAVAILABLE,
+                        "no authorization pool",
+                    )),
+                }
+            }
+            other => other.check_now(session).unwrap_or_else(|| {
+                Err(Refusal::status(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "no verdict",
+                ))
+            }),
+        }
+    }
+
+    /// The answer for an authentication refusal, with the response edits and CORS.
+    fn refusal(&self, session: &Session, route: Option<&Route>, refusal: Refusal) -> Flow {
+        let mut flow = self.answer(session, route, refusal.status, refusal.body);
+        if let Flow::Respond(response) = &mut flow {
+            for (name, value) in &refusal.headers {
+                response.headers_mut().append(name.clone(), value.clone());
+            }
+        }
+        flow
     }
 
     /// Sets the client address blocks of every route that does not declare its own.
@@ -826,6 +928,11 @@ impl Router {
         let route = self.matched(ctx);
         if let Some(rewrite) = route.and_then(|r| r.rewrite.as_ref()) {
             rewrite.apply(&mut request.uri)?;
+        }
+        if let Some(identity) = session.identity() {
+            for (name, value) in &identity.upstream_headers {
+                request.headers.append(name.clone(), value.clone());
+            }
         }
         self.edit(session, route, &mut request.headers, Headers::Edited);
         Ok(())

@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::access::AccessList;
 use super::cors::Cors;
 use super::rate::RateLimit;
+use crate::proxy::auth::Auth;
 use crate::upstream::{HttpPeer, PeerTimeouts};
 
 /// A route's own limits; an unset one is its group's (or the proxy's).
@@ -31,6 +32,8 @@ pub struct RoutePolicy {
     pub cors: Override<Arc<Cors>>,
     /// The route's client address blocks instead of the proxy's.
     pub access: Override<Arc<AccessList>>,
+    /// The route's authentication instead of the proxy's (or none).
+    pub auth: Override<Arc<Auth>>,
 }
 
 /// A proxy-wide policy as one route sees it: the proxy's, one of its own, or none at all.

@@ -41,6 +41,11 @@ pub enum Var {
     /// A capture of the route's path regex, by name or number, empty when it did not
     /// take part in the match.
     Capture(Box<str>),
+    /// Who the request authenticated as (`auth`), empty before or without it.
+    User,
+    /// A claim of the request's JWT (strings as they are, other values as JSON), empty
+    /// when absent.
+    Claim(Box<str>),
 }
 
 /// Text and variables, in order.
@@ -133,6 +138,16 @@ fn push_var(out: &mut String, var: &Var, session: &Session, headers: &HeaderMap)
             let _ = write!(out, "{}", session.client_addr().ip());
         }
         Var::RequestId => out.push_str(session.request_id()),
+        Var::User => {
+            if let Some(identity) = session.identity() {
+                out.push_str(&identity.user);
+            }
+        }
+        Var::Claim(name) => {
+            if let Some(claim) = session.identity().and_then(|i| i.claim(name)) {
+                out.push_str(&claim);
+            }
+        }
         Var::Header(name) => out.push_str(&bytes(headers.get(name).map(|v| v.as_bytes()))),
         Var::Cookie(name) => out.push_str(&bytes(crate::lb::cookie(headers, name))),
         Var::QueryParam(name) => {
