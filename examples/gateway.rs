@@ -89,6 +89,9 @@ proxy! {
             max_age 10m;
         }
 
+        // Text answers compressed for clients that accept it (zstd, brotli or gzip).
+        compress;
+
         set_response_header "x-served-by" "pingora-dsl-gateway";
         set_response_header "x-request-id" "${request_id}";
         remove_response_header "x-powered-by";

@@ -39,6 +39,33 @@ proxy! {
     }
 }
 
+proxy! {
+    /// A policy and nothing else: no response edit of its own.
+    pub OnlyCors {
+        listen "127.0.0.1:6188";
+        upstream app { peers ["127.0.0.1:8001"]; }
+        cors { origins any; }
+    }
+}
+
+#[tokio::test]
+async fn a_proxy_with_a_policy_and_no_edits_still_decorates_proxied_answers() {
+    let app = Origin::start("app").await.expect("origin");
+    let mut proxy = OnlyCors::new();
+    point(proxy.router_mut(), "app", &[app.addr()]);
+    let mut service = proxy.service();
+    service.clear_tcp();
+    service.add_tcp("127.0.0.1:0");
+    let running = service.spawn().expect("proxy starts");
+    let req = Request::get(format!("http://{}/x", running.addr()))
+        .header("origin", "https://a.test")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let (r, body) = send(&client(), req).await;
+    assert_eq!(body, "origin app");
+    assert_eq!(header(&r, "access-control-allow-origin"), Some("*"));
+}
+
 struct Setup {
     app: Origin,
     proxy: pingora_dsl::downstream::RunningService,

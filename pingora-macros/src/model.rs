@@ -35,6 +35,8 @@ pub struct Proxy {
     pub trusted_proxies: Vec<(IpAddr, u8)>,
     /// `auth ...`: the proxy's authentication.
     pub auth: Option<Auth>,
+    /// `compress ...`: the proxy's response compression.
+    pub compress: Option<Compress>,
     /// `idle D;` of a layer-4 proxy.
     pub idle: Option<Duration>,
     /// Whether the phases are well formed (each once, each with its parameters), so their
@@ -194,6 +196,17 @@ pub struct Policy {
     pub cors: Choice<Cors>,
     pub access: Choice<Access>,
     pub auth: Choice<Auth>,
+    pub compress: Choice<Compress>,
+}
+
+/// `compress { ... }`, checked; `None` fields are the runtime's defaults.
+#[derive(Default)]
+pub struct Compress {
+    /// Codings by their `Content-Encoding` token, preferred first.
+    pub encodings: Option<Vec<String>>,
+    /// Media types, lowercase.
+    pub types: Option<Vec<String>>,
+    pub min_size: Option<u64>,
 }
 
 /// A checked authentication method.

@@ -73,6 +73,8 @@ pub struct Proxy {
     pub trusted_proxies: Vec<(Ident, Vec<LitStr>)>,
     /// `auth ...;`: the proxy's authentication.
     pub auth: Vec<AuthDecl>,
+    /// `compress ...`: the proxy's response compression.
+    pub compress: Vec<CompressDecl>,
     /// Syntax errors inside the proxy's block, each item skipped after its error.
     pub errors: Vec<syn::Error>,
 }
@@ -84,6 +86,20 @@ pub struct SentryDecl {
     /// `sample 0.25`: the literal, checked by `validate`.
     pub sample: Option<syn::Lit>,
     pub environment: Option<LitStr>,
+}
+
+/// `compress;`, `compress { ... }`, or `compress off;` in a route.
+pub struct CompressDecl {
+    pub keyword: Ident,
+    pub off: bool,
+    /// `encodings [zstd, br, gzip];`
+    pub encodings: Option<(Ident, Vec<Ident>)>,
+    /// `types ["text/html", ...];`
+    pub types: Option<(Ident, Vec<LitStr>)>,
+    /// `min_size SIZE;`
+    pub min_size: Option<(Ident, LitInt)>,
+    /// Syntax errors inside its block, each setting skipped after its error.
+    pub errors: Vec<syn::Error>,
 }
 
 /// `auth METHOD ...;` (or `auth off;` in a route).
@@ -401,6 +417,8 @@ pub enum PolicyDecl {
     Access(AccessDecl),
     /// `auth ...;`
     Auth(AuthDecl),
+    /// `compress ...`
+    Compress(CompressDecl),
 }
 
 impl PolicyDecl {
@@ -412,6 +430,7 @@ impl PolicyDecl {
             PolicyDecl::Cors(c) => &c.keyword,
             PolicyDecl::Access(a) => &a.keyword,
             PolicyDecl::Auth(a) => &a.keyword,
+            PolicyDecl::Compress(c) => &c.keyword,
         }
     }
 }

@@ -7,7 +7,7 @@ use quote::{format_ident, quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::Ident;
 
-use crate::model::{EditSide, Proxy};
+use crate::model::{Auth, Choice, EditSide, Proxy};
 use crate::phase::Phase;
 use crate::syntax::PhaseBody;
 
@@ -188,13 +188,29 @@ impl RouterParts {
                     .any(|r| r.edits.iter().any(|e| e.side == side))
         };
         let rewrites = p.routes.iter().any(|r| r.rewrite.is_some());
+        let policies = p.routes.iter().filter_map(|r| r.policy.as_ref());
+        let route_cors = policies
+            .clone()
+            .any(|pol| matches!(pol.cors, Choice::Own(_)));
+        let compress = p.compress.is_some()
+            || policies
+                .clone()
+                .any(|pol| matches!(pol.compress, Choice::Own(_)));
+        // An authorization service's verdict may add headers to the request sent upstream.
+        let external = matches!(p.auth, Some(Auth::External(_)))
+            || policies
+                .clone()
+                .any(|pol| matches!(pol.auth, Choice::Own(Auth::External(_))));
         RouterParts {
             // With `upstream_peer`, the router still retries and records the peers of
             // the declared pools that code picks.
             router_peers: !user_peer || !p.upstreams.is_empty(),
             routed: !(user_peer && p.routes.is_empty()),
-            request_edits: any_edits(EditSide::Request) || rewrites,
-            response_edits: any_edits(EditSide::Response),
+            request_edits: any_edits(EditSide::Request) || rewrites || external,
+            response_edits: any_edits(EditSide::Response)
+                || p.cors.is_some()
+                || route_cors
+                || compress,
             passive: p.upstreams.iter().any(|u| u.passive.is_some()),
             sticky: p.upstreams.iter().any(|u| u.sticky.is_some()),
         }

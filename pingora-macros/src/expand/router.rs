@@ -6,8 +6,9 @@ use quote::quote;
 use syn::Ident;
 
 use crate::model::{
-    Access, Action, Choice, Condition, Cors, EditSide, HeaderEdit, Policy, Proxy, RateKey,
-    RateLimit, Rewrite, Route, Setting, Template, TemplatePart, TemplateVar, Test, ValueTest,
+    Access, Action, Choice, Compress, Condition, Cors, EditSide, HeaderEdit, Policy, Proxy,
+    RateKey, RateLimit, Rewrite, Route, Setting, Template, TemplatePart, TemplateVar, Test,
+    ValueTest,
 };
 
 use super::group::{expand_group, request_key};
@@ -44,6 +45,10 @@ pub fn expand_router(p: &Proxy) -> TokenStream {
         let a = super::auth::expand_auth(a);
         quote!(.with_auth(#a))
     });
+    let compress = p.compress.as_ref().map(|c| {
+        let c = compress(c);
+        quote!(.with_compress(#c))
+    });
     quote! {
         #rt::proxy::route::Router::new(
             ::std::vec![#(#groups),*],
@@ -55,6 +60,7 @@ pub fn expand_router(p: &Proxy) -> TokenStream {
         #cors
         #access
         #auth
+        #compress
     }
 }
 
@@ -198,6 +204,10 @@ fn policy_call(policy: &Policy) -> TokenStream {
         let a = super::auth::expand_auth(a);
         quote!(::std::sync::Arc::new(#a))
     });
+    let compress = choice(&policy.compress, |c| {
+        let c = compress(c);
+        quote!(::std::sync::Arc::new(#c))
+    });
     quote!(.with_policy(#rt::proxy::route::RoutePolicy {
         connect_timeout: #connect,
         read_timeout: #read,
@@ -208,7 +218,28 @@ fn policy_call(policy: &Policy) -> TokenStream {
         cors: #cors,
         access: #access,
         auth: #auth,
+        compress: #compress,
     }))
+}
+
+/// A `Compress` value of a checked `compress` declaration.
+fn compress(c: &Compress) -> TokenStream {
+    let rt = rt();
+    let route = quote!(#rt::proxy::route);
+    let base = match &c.encodings {
+        None => quote!(<#route::Compress as ::std::default::Default>::default()),
+        Some(list) => {
+            let list = list.iter().map(|e| match e.as_str() {
+                "gzip" => quote!(#route::Encoding::Gzip),
+                "br" => quote!(#route::Encoding::Brotli),
+                _ => quote!(#route::Encoding::Zstd),
+            });
+            quote!(#route::Compress::new([#(#list),*]))
+        }
+    };
+    let types = c.types.as_ref().map(|t| quote!(.types([#(#t),*])));
+    let min = c.min_size.map(|n| quote!(.min_size(#n)));
+    quote!(#base #types #min)
 }
 
 /// An `AccessList` value of checked blocks.

@@ -9,8 +9,8 @@ use syn::{bracketed, Expr, Ident, LitInt, LitStr, Token, Type};
 use crate::diagnostic::hint;
 use crate::phase::Phase;
 use crate::syntax::{
-    AccessDecl, AuthDecl, CorsDecl, DurationLit, HeaderEditDecl, Listen, PhaseDecl, Proxy,
-    RateLimitDecl, RouteDecl, SentryDecl, Setting, TimeoutDecl, Upstream,
+    AccessDecl, AuthDecl, CompressDecl, CorsDecl, DurationLit, HeaderEditDecl, Listen, PhaseDecl,
+    Proxy, RateLimitDecl, RouteDecl, SentryDecl, Setting, TimeoutDecl, Upstream,
 };
 
 use super::{expect, keyword, kw, parse_switch, semi, tls};
@@ -44,6 +44,7 @@ pub const ITEMS: &[&str] = &[
     "deny",
     "trusted_proxies",
     "auth",
+    "compress",
     "access_log",
     "tls_groups",
     "fips",
@@ -74,6 +75,7 @@ pub enum Item {
     Access(AccessDecl),
     TrustedProxies(Ident, Vec<LitStr>),
     Auth(AuthDecl),
+    Compress(CompressDecl),
     Phase(PhaseDecl),
 }
 
@@ -120,6 +122,9 @@ impl Parse for Item {
         }
         if super::auth::peek_auth(input) {
             return input.parse().map(Item::Auth);
+        }
+        if super::policy::peek_compress(input) {
+            return input.parse().map(Item::Compress);
         }
         if input.peek(kw::trusted_proxies) {
             let (keyword, blocks) = super::policy::parse_trusted_proxies(input)?;
@@ -193,6 +198,10 @@ impl Item {
             Item::Auth(mut decl) => {
                 proxy.errors.append(&mut decl.errors);
                 proxy.auth.push(decl);
+            }
+            Item::Compress(mut decl) => {
+                proxy.errors.append(&mut decl.errors);
+                proxy.compress.push(decl);
             }
             Item::Phase(phase) => proxy.phases.push(phase),
         }

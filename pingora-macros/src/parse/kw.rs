@@ -90,3 +90,4 @@ syn::custom_keyword!(deny);
 syn::custom_keyword!(trusted_proxies);
 syn::custom_keyword!(auth);
 syn::custom_keyword!(rate);
+syn::custom_keyword!(compress);

@@ -93,6 +93,7 @@ impl Parse for Proxy {
             access: Vec::new(),
             trusted_proxies: Vec::new(),
             auth: Vec::new(),
+            compress: Vec::new(),
             errors: Vec::new(),
         };
         while !content.is_empty() {

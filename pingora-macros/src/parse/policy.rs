@@ -9,7 +9,7 @@ use syn::{braced, bracketed, Ident, Token};
 use crate::diagnostic::hint;
 use syn::LitStr;
 
-use crate::syntax::{AccessDecl, CorsDecl, CorsSetting, CorsValue};
+use crate::syntax::{AccessDecl, CompressDecl, CorsDecl, CorsSetting, CorsValue};
 
 use super::{keyword, kw, parse_block, parse_switch, semi};
 
@@ -134,6 +134,91 @@ pub fn parse_trusted_proxies(input: ParseStream<'_>) -> syn::Result<(Ident, Vec<
     )?;
     semi(input, "trusted_proxies")?;
     Ok((keyword, blocks))
+}
+
+/// The settings a `compress` block takes.
+pub const COMPRESS_SETTINGS: &[&str] = &["encodings", "types", "min_size"];
+
+/// `compress;`, `compress off;` or `compress { encodings [...]; types [...]; min_size N; }`.
+impl Parse for CompressDecl {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        let mut decl = CompressDecl {
+            keyword: keyword(input)?,
+            off: false,
+            encodings: None,
+            types: None,
+            min_size: None,
+            errors: Vec::new(),
+        };
+        if input.peek(kw::off) {
+            input.parse::<kw::off>()?;
+            decl.off = true;
+            semi(input, "compress off")?;
+            return Ok(decl);
+        }
+        if !input.peek(syn::token::Brace) {
+            semi(input, "compress")?;
+            return Ok(decl);
+        }
+        let content;
+        braced!(content in input);
+        let mut errors = Vec::new();
+        parse_block(&content, &mut errors, |content| {
+            parse_compress_setting(content, &mut decl)
+        });
+        decl.errors = errors;
+        Ok(decl)
+    }
+}
+
+/// One `KEY VALUE;` of a `compress` block (a repeated one is an error at its key).
+fn parse_compress_setting(input: ParseStream<'_>, decl: &mut CompressDecl) -> syn::Result<()> {
+    let key = Ident::parse_any(input)?;
+    let word = key.to_string();
+    let again = || {
+        syn::Error::new(
+            key.span(),
+            format!("`{word}` is given twice in this `compress` block: keep one"),
+        )
+    };
+    match word.as_str() {
+        "encodings" => {
+            let list = bracketed_list::<Ident>(input, "`encodings [zstd, br, gzip];`")?;
+            if decl.encodings.replace((key.clone(), list)).is_some() {
+                return Err(again());
+            }
+        }
+        "types" => {
+            let list =
+                bracketed_list::<LitStr>(input, "`types [\"text/*\", \"application/json\"];`")?;
+            if decl.types.replace((key.clone(), list)).is_some() {
+                return Err(again());
+            }
+        }
+        "min_size" => {
+            let size = input
+                .parse()
+                .map_err(|e| syn::Error::new(e.span(), "expected a size: `min_size 1KiB;`"))?;
+            if decl.min_size.replace((key.clone(), size)).is_some() {
+                return Err(again());
+            }
+        }
+        _ => {
+            return Err(syn::Error::new(
+                key.span(),
+                format!(
+                    "unknown `compress` setting `{word}`: {}",
+                    hint(&word, COMPRESS_SETTINGS)
+                ),
+            ))
+        }
+    }
+    semi(input, &word)
+}
+
+/// Whether `compress` starts here.
+pub fn peek_compress(input: ParseStream<'_>) -> bool {
+    input.peek(kw::compress)
 }
 
 /// Whether `allow` or `deny` starts here.

@@ -36,6 +36,7 @@ const BLOCK_ITEMS: &[&str] = &[
     "allow",
     "deny",
     "auth",
+    "compress",
 ];
 
 impl Parse for RouteDecl {
@@ -97,6 +98,7 @@ fn parse_edits(input: ParseStream<'_>, route: &mut RouteDecl) -> syn::Result<()>
             match &mut item {
                 PolicyDecl::Cors(cors) => inner_errors.append(&mut cors.errors),
                 PolicyDecl::Auth(auth) => inner_errors.append(&mut auth.errors),
+                PolicyDecl::Compress(c) => inner_errors.append(&mut c.errors),
                 _ => {}
             }
             policy.push(item);
@@ -154,6 +156,8 @@ fn parse_policy(input: ParseStream<'_>) -> syn::Result<Option<PolicyDecl>> {
         return Ok(Some(PolicyDecl::Access(input.parse()?)));
     } else if super::auth::peek_auth(input) {
         return Ok(Some(PolicyDecl::Auth(input.parse()?)));
+    } else if super::policy::peek_compress(input) {
+        return Ok(Some(PolicyDecl::Compress(input.parse()?)));
     } else if input.peek(kw::timeout) {
         let k = keyword(input)?;
         PolicyDecl::Timeout(k, super::item::parse_timeouts(input)?)

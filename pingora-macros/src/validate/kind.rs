@@ -92,6 +92,12 @@ fn refuse_http_items(proxy: &Proxy, errors: &mut Errors) {
             format!("`{}` is not available in {m}: it refuses HTTP requests with a 403 (to limit who connects, use a firewall)", decl.keyword),
         );
     }
+    for decl in &proxy.compress {
+        errors.at(
+            decl.keyword.span(),
+            format!("`compress` is not available in {m}: it compresses HTTP response bodies"),
+        );
+    }
     for decl in &proxy.auth {
         errors.at(
             decl.keyword.span(),

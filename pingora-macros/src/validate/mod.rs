@@ -6,6 +6,7 @@
 
 mod access;
 mod auth;
+mod compress;
 mod condition;
 mod cors;
 mod health;
@@ -110,6 +111,7 @@ fn validate_proxy(proxy: &Proxy, errors: &mut Errors) -> model::Proxy {
             .flatten(),
         trusted_proxies: access::check_trusted_proxies(&proxy.trusted_proxies, errors),
         auth: auth::check_proxy_auth(&proxy.auth, &proxy.upstreams, errors),
+        compress: compress::check_proxy_compress(&proxy.compress, errors),
         idle,
         phases_valid,
     }

@@ -65,6 +65,10 @@ pub fn check_policy(
             PolicyDecl::Auth(decl) => {
                 policy.auth = super::auth::check_auth(decl, upstreams, errors)
             }
+            PolicyDecl::Compress(decl) => {
+                upstream_only(&decl.keyword, forwards, errors);
+                policy.compress = super::compress::check_route_compress(decl, errors);
+            }
         }
     }
     let access: Vec<&AccessDecl> = items

@@ -16,6 +16,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::error::{Error, ErrorKind};
 use crate::metrics::RouteStats;
+use crate::proxy::route::Encoder;
 use crate::proxy::session::Session;
 use crate::proxy::{finish, ProxyHttp, Shared};
 use crate::upstream::UpstreamBody;
@@ -287,6 +288,87 @@ use std::future::Future as _;
 pub(crate) enum ResponseSource {
     Upstream(UpstreamBody<RequestBody>),
     Full(Option<Bytes>),
+    /// Another source, compressed as it streams (boxed: most responses are not).
+    Compressed(Box<Compressing>),
+}
+
+/// A response body on its way through an encoder.
+pub(crate) struct Compressing {
+    inner: ResponseSource,
+    /// `None` once the stream ended and the encoder's trailer went out.
+    encoder: Option<Encoder>,
+    /// Input was fed since the last output: flush when the source pauses.
+    dirty: bool,
+    /// The source's trailers, sent after the encoder's last bytes.
+    trailers: Option<http::HeaderMap>,
+}
+
+impl Compressing {
+    fn new(inner: ResponseSource, encoder: Encoder) -> Self {
+        Compressing {
+            inner,
+            encoder: Some(encoder),
+            dirty: false,
+            trailers: None,
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.encoder.is_none() && self.trailers.is_none()
+    }
+
+    /// The next compressed frame: what the encoder emits for the source's frames, a flush
+    /// when the source pauses, the encoder's end, then the source's trailers.
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        loop {
+            let Some(encoder) = self.encoder.as_mut() else {
+                return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
+            };
+            let polled = match &mut self.inner {
+                ResponseSource::Upstream(b) => Pin::new(b).poll_frame(cx),
+                ResponseSource::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+                ResponseSource::Compressed(c) => c.poll_frame(cx),
+            };
+            let out = match polled {
+                Poll::Pending if self.dirty => {
+                    self.dirty = false;
+                    encoder.flush()
+                }
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Some(Err(e))) => return Poll::Ready(Some(Err(e))),
+                Poll::Ready(Some(Ok(frame))) => match frame.into_data() {
+                    Ok(data) => {
+                        self.dirty = true;
+                        encoder.push(&data)
+                    }
+                    Err(frame) => {
+                        self.trailers = frame.into_trailers().ok();
+                        self.finish()
+                    }
+                },
+                Poll::Ready(None) => self.finish(),
+            };
+            match out {
+                Ok(out) if out.is_empty() => continue,
+                Ok(out) => return Poll::Ready(Some(Ok(Frame::data(out)))),
+                Err(e) => {
+                    return Poll::Ready(Some(Err(Error::with_source(
+                        ErrorKind::Internal,
+                        "compressing the response",
+                        e,
+                    ))))
+                }
+            }
+        }
+    }
+
+    /// Ends the encoder: its last bytes.
+    fn finish(&mut self) -> std::io::Result<Bytes> {
+        match self.encoder.take() {
+            Some(encoder) => encoder.finish(),
+            None => Ok(Bytes::new()),
+        }
+    }
 }
 
 impl ResponseSource {
@@ -298,6 +380,7 @@ impl ResponseSource {
         match self {
             ResponseSource::Upstream(b) => b.is_end_stream(),
             ResponseSource::Full(b) => b.is_none(),
+            ResponseSource::Compressed(c) => c.is_end_stream(),
         }
     }
 }
@@ -355,7 +438,13 @@ impl<P: ProxyHttp> Default for ProxyBody<P> {
 }
 
 impl<P: ProxyHttp> ProxyBody<P> {
-    pub(crate) fn new(source: ResponseSource, log: LogState<P>) -> Self {
+    pub(crate) fn new(source: ResponseSource, mut log: LogState<P>) -> Self {
+        let source = match log.session.compress.take() {
+            Some(encoder) => {
+                ResponseSource::Compressed(Box::new(Compressing::new(source, *encoder)))
+            }
+            None => source,
+        };
         ProxyBody {
             source,
             log: Some(Box::new(log)),
@@ -375,6 +464,7 @@ impl<P: ProxyHttp> Body for ProxyBody<P> {
         let polled = match this.source {
             ResponseSource::Upstream(b) => Pin::new(b).poll_frame(cx),
             ResponseSource::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            ResponseSource::Compressed(c) => c.poll_frame(cx),
         };
         match polled {
             Poll::Pending => Poll::Pending,
@@ -419,6 +509,7 @@ impl<P: ProxyHttp> Body for ProxyBody<P> {
             ResponseSource::Upstream(b) => b.size_hint(),
             ResponseSource::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ResponseSource::Full(None) => SizeHint::with_exact(0),
+            ResponseSource::Compressed(_) => SizeHint::default(),
         }
     }
 }

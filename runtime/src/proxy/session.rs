@@ -62,6 +62,8 @@ pub struct Session {
     pub(crate) logged: Option<Box<LoggedHeaders>>,
     /// The client a trusted proxy in front named, in place of the connection's peer.
     real_client: Option<std::net::IpAddr>,
+    /// The encoder of the response body, when the router's compression chose one.
+    pub(crate) compress: Option<Box<crate::proxy::route::Encoder>>,
     /// Who the request authenticated as (boxed: most requests have no one).
     identity: Option<Box<crate::proxy::auth::Identity>>,
 }
@@ -159,6 +161,7 @@ impl Session {
             peer_stats: None,
             logged: None,
             real_client: None,
+            compress: None,
             identity: None,
         }
     }

@@ -26,6 +26,7 @@ use crate::upstream::HttpPeer;
 use rate::RateLimit;
 
 mod access;
+mod compress;
 mod condition;
 mod cors;
 mod mirror;
@@ -37,6 +38,9 @@ mod template;
 
 pub use crate::metrics::MirrorOutcomes;
 pub use access::AccessList;
+use compress::prepare as prepare_compressed;
+pub(crate) use compress::Encoder;
+pub use compress::{Compress, Encoding};
 pub use condition::{Cidr, Condition, Test, ValueTest};
 pub use cors::{Cors, Preflight};
 pub use mirror::{Mirror, MAX_IN_FLIGHT as MAX_MIRRORED};
@@ -357,7 +361,9 @@ pub struct RouteCtx<C> {
     pin: bool,
     /// The request's `Origin`, kept for the CORS headers of its answer (its headers go
     /// upstream); only under a CORS policy.
-    origin: Option<HeaderValue>,
+    origin: Option<Box<HeaderValue>>,
+    /// The coding the client's `Accept-Encoding` chose, under a compression policy.
+    encoding: Option<Encoding>,
     /// The user's per-request context (`ctx Type;` in `proxy!`).
     pub user: C,
 }
@@ -372,6 +378,7 @@ impl<C> RouteCtx<C> {
             recorded: false,
             pin: false,
             origin: None,
+            encoding: None,
             user,
         }
     }
@@ -404,6 +411,7 @@ pub struct Router {
     cors: Option<Arc<Cors>>,
     access: Option<Arc<AccessList>>,
     auth: Option<Arc<Auth>>,
+    compress: Option<Arc<Compress>>,
 }
 
 impl Router {
@@ -427,6 +435,7 @@ impl Router {
             cors: None,
             access: None,
             auth: None,
+            compress: None,
         }
     }
 
@@ -508,6 +517,10 @@ impl Router {
                 return Some(self.refusal(session, route, *refusal));
             }
         }
+        if let Some(compress) = self.compress_of(route) {
+            let accept = session.headers().get(http::header::ACCEPT_ENCODING);
+            ctx.encoding = compress.negotiate(accept);
+        }
         self.act(session, ctx)
     }
 
@@ -583,6 +596,49 @@ impl Router {
     pub fn with_cors(mut self, cors: Cors) -> Self {
         self.cors = Some(Arc::new(cors));
         self
+    }
+
+    /// Sets the response compression of every route that does not declare its own.
+    pub fn with_compress(mut self, compress: Compress) -> Self {
+        self.compress = Some(Arc::new(compress));
+        self
+    }
+
+    /// The compression in force on `route` (or on none).
+    fn compress_of<'a>(&'a self, route: Option<&'a Route>) -> Option<&'a Compress> {
+        let own = route.and_then(|r| r.policy.as_deref()).map(|p| &p.compress);
+        match own {
+            Some(choice) => choice.resolve(self.compress.as_ref()),
+            None => self.compress.as_ref(),
+        }
+        .map(|c| &**c)
+    }
+
+    /// Compresses a proxied response the policy covers with the coding the request chose,
+    /// marking every covered response `Vary: Accept-Encoding`.
+    fn compress_response<C>(
+        &self,
+        session: &mut Session,
+        ctx: &RouteCtx<C>,
+        response: &mut ResponseHeader,
+    ) {
+        let Some(compress) = self.compress_of(self.matched(ctx)) else {
+            return;
+        };
+        if !session.was_forwarded()
+            || !compress.eligible(session.method(), response.status, &response.headers)
+        {
+            return;
+        }
+        let encoder = ctx.encoding.and_then(|e| match Encoder::new(e) {
+            Ok(encoder) => Some((e, encoder)),
+            Err(error) => {
+                tracing::warn!(%error, "cannot start a response encoder; sent uncompressed");
+                None
+            }
+        });
+        prepare_compressed(&mut response.headers, encoder.as_ref().map(|(e, _)| *e));
+        session.compress = encoder.map(|(_, encoder)| Box::new(encoder));
     }
 
     /// Sets the authentication of every route that does not declare its own.
@@ -731,7 +787,10 @@ impl Router {
     ) -> Option<Flow> {
         let cors = self.cors_of(route)?;
         let Some(preflight) = cors.preflight(session.method(), session.headers()) else {
-            ctx.origin = session.headers().get(http::header::ORIGIN).cloned();
+            ctx.origin = session
+                .headers()
+                .get(http::header::ORIGIN)
+                .map(|o| Box::new(o.clone()));
             return None;
         };
         let mut flow = self.answer(session, route, preflight.status, preflight.body);
@@ -955,10 +1014,11 @@ impl Router {
         }
     }
 
-    /// For `response_filter`: applies the response header edits.
+    /// For `response_filter`: applies the response header edits, the CORS headers and
+    /// compression.
     pub fn response_filter<C>(
         &self,
-        session: &Session,
+        session: &mut Session,
         ctx: &RouteCtx<C>,
         response: &mut ResponseHeader,
     ) {
@@ -968,10 +1028,11 @@ impl Router {
             // A local answer still has the request's headers; a proxied one kept `Origin`.
             let origin = ctx
                 .origin
-                .as_ref()
+                .as_deref()
                 .or_else(|| session.headers().get(http::header::ORIGIN));
             cors.decorate(origin, &mut response.headers);
         }
+        self.compress_response(session, ctx, response);
     }
 
     /// For `fail_to_connect`: records the failure for passive health and marks the error

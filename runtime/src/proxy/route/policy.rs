@@ -1,12 +1,13 @@
 //! What a route may set for its own requests instead of its group's or the proxy's:
 //! upstream timeouts, the number of resends, rate limits that count only its requests, the
-//! largest request body it accepts, its own CORS policy and IP access list. A route without a policy pays
+//! largest request body it accepts, its own CORS policy, IP access list, authentication and compression. A route without a policy pays
 //! one pointer test.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use super::access::AccessList;
+use super::compress::Compress;
 use super::cors::Cors;
 use super::rate::RateLimit;
 use crate::proxy::auth::Auth;
@@ -34,6 +35,8 @@ pub struct RoutePolicy {
     pub access: Override<Arc<AccessList>>,
     /// The route's authentication instead of the proxy's (or none).
     pub auth: Override<Arc<Auth>>,
+    /// The route's response compression instead of the proxy's (or none).
+    pub compress: Override<Arc<Compress>>,
 }
 
 /// A proxy-wide policy as one route sees it: the proxy's, one of its own, or none at all.
