@@ -94,6 +94,8 @@ pub struct Upstream {
     pub tls: Option<UpstreamTls>,
     /// `http2;` (false) or `http2 negotiate;` (true).
     pub http2: Option<bool>,
+    /// `proxy_protocol v2;`
+    pub proxy_protocol: bool,
 }
 
 /// A selection strategy.
@@ -423,6 +425,8 @@ pub enum Setting {
     /// The groups as written (checked names).
     TlsGroups(Vec<LitStr>),
     Fips(bool),
+    /// `proxy_protocol required|optional;`: whether it is required.
+    ProxyProtocol(bool),
 }
 
 /// The declared settings.

@@ -237,6 +237,8 @@ pub struct Upstream {
     pub tls: Vec<UpstreamTlsDecl>,
     /// `http2;` (always) or `http2 negotiate;` (by ALPN).
     pub http2: Vec<(Ident, bool)>,
+    /// `proxy_protocol v2;`: connections to the peers start with a PROXY header.
+    pub proxy_protocol: Vec<Ident>,
     /// Whether parsing its block failed somewhere (then "no peers" would be noise).
     pub had_errors: bool,
     /// Syntax errors inside its block, each setting skipped after its error.
@@ -564,6 +566,8 @@ pub enum Setting {
     TlsGroups(Ident, Vec<LitStr>),
     /// `fips on|off;`: the TLS library's FIPS mode.
     Fips(Ident, bool),
+    /// `proxy_protocol required|optional;`: connections start with a PROXY header.
+    ProxyProtocol(Ident, Ident),
 }
 
 impl Setting {
@@ -581,7 +585,8 @@ impl Setting {
             | Setting::AllowUpgrade(k, _)
             | Setting::AccessLog(k, _, _)
             | Setting::TlsGroups(k, _)
-            | Setting::Fips(k, _) => k,
+            | Setting::Fips(k, _)
+            | Setting::ProxyProtocol(k, _) => k,
         }
     }
 }

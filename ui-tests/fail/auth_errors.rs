@@ -16,7 +16,7 @@ proxy! {
     pub Jwt {
         listen "127.0.0.1:6188";
         upstream web { peers ["127.0.0.1:8001"]; }
-        auth jwt { key rs256 "idp.pem"; key XS256 "idp.pem"; issuer []; leeway 0s; audence "api"; }
+        auth jwt { key rs256 "idp.pem"; key XS256 "idp.pem"; issuer []; leeway 5x; audence "api"; }
         route path "/none" => upstream web { auth jwt { issuer "https://idp"; } }
         route => upstream web;
     }

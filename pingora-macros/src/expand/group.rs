@@ -38,6 +38,9 @@ pub fn expand_group(up: &Upstream) -> TokenStream {
         quote!(.with_key(#k))
     });
     let fail_open = up.fail_open.then(|| quote!(.with_fail_open(true)));
+    let proxy_protocol = up
+        .proxy_protocol
+        .then(|| quote!(.with_proxy_protocol(true)));
     let sticky = up
         .sticky
         .as_ref()
@@ -79,6 +82,7 @@ pub fn expand_group(up: &Upstream) -> TokenStream {
         #fail_open
         #host_peers
         #sticky
+        #proxy_protocol
         #tls
         #http2
         #retry

@@ -103,6 +103,28 @@ fn args(phase: Phase, user_ctx: &TokenStream) -> Vec<Arg> {
 
 /// The user's code for `phase` as an expression of the phase method's return type, or
 /// `None` if the phase was not declared.
+/// Whether `block` ends in `return ...` (or a `panic!`-like macro), so that it has no
+/// value of its own.
+fn diverges(block: &syn::Block) -> bool {
+    let never = |e: &syn::Expr| match e {
+        syn::Expr::Return(_) => true,
+        syn::Expr::Macro(m) => ends_in_panic(&m.mac),
+        _ => false,
+    };
+    match block.stmts.last() {
+        Some(syn::Stmt::Expr(e, _)) => never(e),
+        Some(syn::Stmt::Macro(m)) => ends_in_panic(&m.mac),
+        _ => false,
+    }
+}
+
+/// `panic!`, `unreachable!`, `todo!` or `unimplemented!`.
+fn ends_in_panic(mac: &syn::Macro) -> bool {
+    mac.path.segments.last().is_some_and(|s| {
+        ["panic", "unreachable", "todo", "unimplemented"].contains(&s.ident.to_string().as_str())
+    })
+}
+
 fn user_call(p: &Proxy, phase: Phase, args: &[Arg]) -> Option<TokenStream> {
     let rt = rt();
     let decl = p.phases.iter().find(|d| d.phase == phase)?;
@@ -112,18 +134,35 @@ fn user_call(p: &Proxy, phase: Phase, args: &[Arg]) -> Option<TokenStream> {
                 let (ty, value) = (&arg.user_ty, &arg.user_value);
                 quote!(let #param: #ty = #value;)
             });
+            // A block that ends in `return ...;` has no value of its own: name the type
+            // its (unreachable) end stands for, rather than leave it to never-type fallback.
+            let value = |t: TokenStream| {
+                if diverges(block) {
+                    quote_spanned!(block.span()=> #rt::Result<#t>)
+                } else {
+                    // Spanned at the block: a wrong value is reported there.
+                    quote_spanned!(block.span()=> _)
+                }
+            };
             let output = match phase {
                 Phase::EarlyRequestFilter
                 | Phase::UpstreamRequestFilter
                 | Phase::UpstreamResponseFilter
                 | Phase::ResponseFilter => {
-                    quote_spanned!(block.span()=> #rt::proxy::phase::phase_result::<(), _>(#block))
+                    let v = value(quote!(()));
+                    quote_spanned!(block.span()=> #rt::proxy::phase::phase_result::<(), #v>(#block))
                 }
-                Phase::RequestFilter => quote_spanned!(block.span()=>
-                    #rt::proxy::phase::phase_result::<#rt::proxy::Flow, _>(#block)
+                Phase::RequestFilter => {
+                    let v = value(quote!(#rt::proxy::Flow));
+                    quote_spanned!(block.span()=>
+                        #rt::proxy::phase::phase_result::<#rt::proxy::Flow, #v>(#block)
+                    )
+                }
+                Phase::UpstreamPeer if diverges(block) => quote_spanned!(block.span()=>
+                    #rt::proxy::phase::peer_result::<#rt::Result<#rt::proxy::phase::PeerChoice>>(#block)
                 ),
                 Phase::UpstreamPeer => quote_spanned!(block.span()=>
-                    #rt::proxy::phase::phase_result::<#rt::proxy::phase::PeerChoice, _>(#block)
+                    #rt::proxy::phase::peer_result(#block)
                 ),
                 Phase::FailToConnect => quote!({
                     let error: #rt::Error = #block;
@@ -228,7 +267,14 @@ pub fn expand_phases(p: &Proxy, user_ctx: &TokenStream) -> TokenStream {
             continue;
         };
         let signature = signature(phase, &args);
-        out.extend(quote!(#signature { #body }));
+        // After a block that ends in `return`, the conversion of its value is unreachable
+        // (and so is the user's code after the `return`, which rustc will not flag here).
+        let ends_in_return = p.phases.iter().any(|d| {
+            d.phase == phase
+                && matches!(&d.body, crate::syntax::PhaseBody::Inline { block, .. } if diverges(block))
+        });
+        let allow = ends_in_return.then(|| quote!(#[allow(unreachable_code)]));
+        out.extend(quote!(#allow #signature { #body }));
     }
     out
 }

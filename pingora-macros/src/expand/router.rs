@@ -473,6 +473,8 @@ fn option_set(setting: &Setting) -> Option<TokenStream> {
         Setting::FilterLocalAnswers(_) => return None,
         // Process-wide: `impl Declared` carries them to the command line.
         Setting::TlsGroups(_) | Setting::Fips(_) => return None,
+        // A listener setting: `expand_http_options`.
+        Setting::ProxyProtocol(_) => return None,
         Setting::MaxIdlePerPeer(n) => quote!(options.client.max_idle_per_peer = #n;),
         Setting::ClientTimeout(key, d) if key == "body_read" || key == "body_total" => {
             let field = Ident::new(&format!("{key}_timeout"), Span::call_site());
@@ -540,6 +542,18 @@ pub fn expand_http_options(p: &Proxy) -> TokenStream {
     let sets = p.options.settings.iter().filter_map(|s| match s {
         Setting::Keepalive(on) => Some(quote!(service.options_mut().keepalive = #on;)),
         Setting::MaxHeaderBytes(n) => Some(quote!(service.options_mut().max_header_bytes = #n;)),
+        Setting::ProxyProtocol(required) => {
+            let rt = rt();
+            let mode = if *required {
+                quote!(Required)
+            } else {
+                quote!(Optional)
+            };
+            Some(quote!(
+                service.options_mut().proxy_protocol =
+                    #rt::listen::proxy_protocol::ProxyProtocol::#mode;
+            ))
+        }
         Setting::ClientTimeout(key, d) if key == "header_read" || key == "write" => {
             let field = Ident::new(&format!("{key}_timeout"), Span::call_site());
             let d = duration(*d);

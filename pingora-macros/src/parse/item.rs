@@ -48,6 +48,7 @@ pub const ITEMS: &[&str] = &[
     "access_log",
     "tls_groups",
     "fips",
+    "proxy_protocol",
     "early_request_filter",
     "request_filter",
     "upstream_peer",
@@ -343,6 +344,7 @@ impl Setting {
             || input.peek(kw::access_log)
             || input.peek(kw::tls_groups)
             || input.peek(kw::fips)
+            || input.peek(kw::proxy_protocol)
     }
 }
 
@@ -380,6 +382,15 @@ impl Parse for Setting {
             )
         } else if lookahead.peek(kw::fips) {
             Setting::Fips(keyword(input)?, parse_switch(input)?)
+        } else if lookahead.peek(kw::proxy_protocol) {
+            let k = keyword(input)?;
+            let mode = Ident::parse_any(input).map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "expected `required` or `optional`: `proxy_protocol required;`",
+                )
+            })?;
+            Setting::ProxyProtocol(k, mode)
         } else {
             return Err(lookahead.error());
         };

@@ -25,6 +25,7 @@ const UPSTREAM_KEYS: &[&str] = &[
     "discover",
     "tls",
     "http2",
+    "proxy_protocol",
 ];
 
 /// What other proxies' configurations call an upstream setting, and ours: a user coming
@@ -65,6 +66,8 @@ enum UpstreamItem {
     Discover(DiscoverDecl),
     Tls(UpstreamTlsDecl),
     Http2(Ident, bool),
+    /// `proxy_protocol v2;`
+    ProxyProtocol(Ident),
 }
 
 impl UpstreamItem {
@@ -82,6 +85,7 @@ impl UpstreamItem {
             UpstreamItem::Discover(_) => "discover",
             UpstreamItem::Tls(_) => "tls",
             UpstreamItem::Http2(..) => "http2",
+            UpstreamItem::ProxyProtocol(_) => "proxy_protocol",
         }
     }
 }
@@ -123,6 +127,18 @@ impl Parse for UpstreamItem {
             UpstreamItem::Tls(input.parse()?)
         } else if input.peek(kw::http2) {
             parse_http2(input)?
+        } else if input.peek(kw::proxy_protocol) {
+            let k = keyword(input)?;
+            let version = Ident::parse_any(input).map_err(|e| {
+                syn::Error::new(e.span(), "expected the version: `proxy_protocol v2;`")
+            })?;
+            if version != "v2" {
+                return Err(syn::Error::new(
+                    version.span(),
+                    "peers are sent PROXY protocol v2 (binary; HAProxy, nginx, Envoy and AWS read it): write `proxy_protocol v2;`",
+                ));
+            }
+            UpstreamItem::ProxyProtocol(k)
         } else {
             let w = Ident::parse_any(input)?;
             let word = w.to_string();
@@ -163,6 +179,7 @@ impl Parse for Upstream {
             discover: Vec::new(),
             tls: Vec::new(),
             http2: Vec::new(),
+            proxy_protocol: Vec::new(),
             had_errors: false,
             errors: Vec::new(),
         };
@@ -202,6 +219,7 @@ impl Upstream {
             UpstreamItem::Discover(d) => self.discover.push(d),
             UpstreamItem::Tls(t) => self.tls.push(t),
             UpstreamItem::Http2(k, negotiate) => self.http2.push((k, negotiate)),
+            UpstreamItem::ProxyProtocol(k) => self.proxy_protocol.push(k),
             UpstreamItem::Peers(..) => {}
         }
     }

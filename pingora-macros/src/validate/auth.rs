@@ -169,6 +169,10 @@ fn check_jwt(method: &Ident, settings: &[AuthSetting], errors: &mut Errors) -> O
                     _ => jwt.require = list,
                 }
             }
+            // No clock skew allowed at all is a choice, not a mistake.
+            ("leeway", AuthValue::Duration(d)) if d.parts().0 == "0" => {
+                jwt.leeway = Some(std::time::Duration::ZERO);
+            }
             ("leeway", AuthValue::Duration(d)) => {
                 jwt.leeway = check_duration(d, errors);
                 valid &= jwt.leeway.is_some();

@@ -156,6 +156,12 @@ fn check_one_upstream(proxy: &Proxy, errors: &mut Errors) {
 /// the proxy's `idle`), retry backoff and replay, and for UDP connect timeouts and retries.
 fn validate_l4_upstream(kind: Kind, up: &Upstream, errors: &mut Errors) {
     let m = kind.macro_name();
+    for k in &up.proxy_protocol {
+        errors.at(
+            k.span(),
+            format!("`proxy_protocol` toward peers is not available in {m} yet: it is sent on HTTP proxies' upstream connections"),
+        );
+    }
     for t in &up.timeouts {
         let key = t.key.to_string();
         if key == "connect" && kind == Kind::Tcp {

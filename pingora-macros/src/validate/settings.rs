@@ -182,6 +182,17 @@ fn check_setting(setting: &Setting, checked: &mut Vec<model::Setting>, errors: &
         Setting::FilterLocalAnswers(_, on) => Some(model::Setting::FilterLocalAnswers(*on)),
         Setting::TlsGroups(keyword, groups) => check_tls_groups(keyword, groups, errors),
         Setting::Fips(_, on) => Some(model::Setting::Fips(*on)),
+        Setting::ProxyProtocol(_, mode) => match mode.to_string().as_str() {
+            "required" => Some(model::Setting::ProxyProtocol(true)),
+            "optional" => Some(model::Setting::ProxyProtocol(false)),
+            other => {
+                errors.at(
+                    mode.span(),
+                    format!("`proxy_protocol {other}`: write `required` (every connection starts with a PROXY header, others are closed) or `optional` (a header when one is sent)"),
+                );
+                None
+            }
+        },
     };
     checked.extend(value);
 }

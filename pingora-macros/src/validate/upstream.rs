@@ -70,6 +70,12 @@ fn validate_upstream(up: &Upstream, errors: &mut Errors) -> model::Upstream {
         );
     }
     let sticky = validate_sticky(up, errors);
+    for again in up.proxy_protocol.iter().skip(1) {
+        errors.at(
+            again.span(),
+            "`proxy_protocol` is given twice in this upstream: keep one",
+        );
+    }
     model::Upstream {
         name: up.name.clone(),
         peers,
@@ -85,6 +91,7 @@ fn validate_upstream(up: &Upstream, errors: &mut Errors) -> model::Upstream {
         discover,
         tls,
         http2,
+        proxy_protocol: !up.proxy_protocol.is_empty(),
     }
 }
 

@@ -15,6 +15,7 @@
 //! is enforced by the connection's [`TimedIo`] with one lazily re-armed timer, rather than by
 //! hyper's, which allocates and registers a timer for every request.
 
+use crate::listen::proxy_protocol::{read_header, ProxyProtocol};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -74,6 +75,9 @@ pub struct HttpOptions {
     /// HTTP/2: offered by ALPN on TLS listeners and detected by its preface (prior
     /// knowledge, h2c) on cleartext ones. Default on.
     pub http2: Http2Options,
+    /// Whether connections start with a PROXY protocol header naming the client (read
+    /// within `header_read_timeout`, before TLS). Default off.
+    pub proxy_protocol: ProxyProtocol,
 }
 
 /// HTTP/2 serving limits. The defaults follow nginx's and protect against rapid-reset
@@ -119,6 +123,7 @@ impl Default for HttpOptions {
             keepalive: true,
             preserve_header_case: false,
             http2: Http2Options::default(),
+            proxy_protocol: ProxyProtocol::Off,
         }
     }
 }
@@ -524,6 +529,16 @@ async fn serve_connection<M, S, B>(
 {
     // Small responses must not wait for Nagle.
     let _ = stream.set_nodelay(true);
+    let mut stream = stream;
+    let mode = shared.options.proxy_protocol;
+    match read_header(&mut stream, mode, shared.options.header_read_timeout).await {
+        Ok(Some(client)) => conn.client_addr = client,
+        Ok(None) => {}
+        Err(e) => {
+            tracing::debug!(peer = %conn.client_addr, error = %e, "connection closed: PROXY protocol");
+            return;
+        }
+    }
     let active = conn.activity.clone();
     let read_deadline = ReadDeadline::WhileIdle {
         active: active.clone(),

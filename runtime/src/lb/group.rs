@@ -80,6 +80,8 @@ pub struct UpstreamGroup {
     tls: Option<Result<TlsConnector, Arc<str>>>,
     http: UpstreamHttp,
     sticky: Option<StickyCookie>,
+    /// Connections to the peers start with a PROXY protocol v2 header.
+    proxy_protocol: bool,
 }
 
 /// A group's discovery source and how often to ask it.
@@ -117,6 +119,7 @@ impl UpstreamGroup {
             tls: None,
             http: UpstreamHttp::Http1,
             sticky: None,
+            proxy_protocol: false,
         }
     }
 
@@ -305,6 +308,18 @@ impl UpstreamGroup {
     pub fn with_sticky_cookie(mut self, name: impl Into<String>) -> Self {
         self.sticky = Some(StickyCookie::new(name));
         self
+    }
+
+    /// Starts every connection to the group's peers with a PROXY protocol v2 header naming
+    /// the client (a connection is then reused only for requests of that client).
+    pub fn with_proxy_protocol(mut self, on: bool) -> Self {
+        self.proxy_protocol = on;
+        self
+    }
+
+    /// Whether connections to the peers carry a PROXY protocol header.
+    pub fn proxy_protocol(&self) -> bool {
+        self.proxy_protocol
     }
 
     /// The group's stickiness cookie, if it has one.
@@ -533,6 +548,7 @@ impl UpstreamGroup {
             PeerAccess {
                 tls: self.tls.clone(),
                 http: self.http,
+                proxy_protocol: self.proxy_protocol,
             },
         ))
     }

@@ -137,6 +137,9 @@ pub(crate) struct PeerAccess {
     pub(crate) tls: Option<Result<TlsConnector, Arc<str>>>,
     /// The HTTP version the group speaks.
     pub(crate) http: UpstreamHttp,
+    /// The peers read a PROXY protocol header: probes send a `LOCAL` one (a check made
+    /// by the proxy itself, on behalf of no client).
+    pub(crate) proxy_protocol: bool,
 }
 
 /// Runs a group's active health check: probes every peer each interval and marks peers
@@ -276,9 +279,19 @@ impl Prober {
     /// for an `http2` group).
     async fn connect(&self, addr: SocketAddr) -> Result<()> {
         let tls = self.tls()?;
-        let tcp = TcpStream::connect(addr).await.map_err(|e| {
+        let mut tcp = TcpStream::connect(addr).await.map_err(|e| {
             Error::with_source(ErrorKind::ConnectRefused, "connecting to the peer", e)
         })?;
+        if self.access.proxy_protocol {
+            let header = crate::listen::proxy_protocol::local_header();
+            tcp.write_all(&header).await.map_err(|e| {
+                Error::with_source(
+                    ErrorKind::ConnectRefused,
+                    "sending the PROXY protocol header",
+                    e,
+                )
+            })?;
+        }
         let Some(tls) = tls else { return Ok(()) };
         let (mut stream, h2) = tls
             .connect(tcp, addr.ip(), self.access.http != UpstreamHttp::Http1)
@@ -315,6 +328,9 @@ impl Prober {
             });
         if let Some(tls) = tls {
             peer = peer.with_tls(tls.clone());
+        }
+        if self.access.proxy_protocol {
+            peer = peer.with_proxy_protocol_local();
         }
         let host = match host.or_else(|| tls.and_then(TlsConnector::sni)) {
             Some(name) => name.to_owned(),
@@ -365,6 +381,7 @@ mod tests {
             access: PeerAccess {
                 tls: None,
                 http: UpstreamHttp::Http1,
+                proxy_protocol: false,
             },
         }
     }

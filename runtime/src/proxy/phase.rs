@@ -44,7 +44,7 @@ impl From<PoolId> for PeerChoice {
 /// `T` and `Result<T>` are taken as they are.
 #[diagnostic::on_unimplemented(
     message = "this phase block ends in `{Self}`, but the phase produces `Result<{T}>`",
-    label = "end the block with what the phase takes: `()` to go on (not in `upstream_peer`), a `{T}` or a `Result<{T}>`; `upstream_peer` takes an `HttpPeer` or a declared pool, `Self::POOL_NAME`"
+    label = "end the block with `()` to go on, a `{T}`, or a `Result<{T}>` (`return Ok(..);` and `?` work too)"
 )]
 pub trait PhaseOutput<T> {
     /// The phase result this value stands for.
@@ -110,14 +110,66 @@ pub fn phase_result<T, V: PhaseOutput<T>>(value: V) -> Result<T> {
     value.into_phase_result()
 }
 
+/// A value an inline `upstream_peer` block may end with: a peer, a declared pool, or a
+/// `Result` of either. (Its own trait, so that a wrong value is told what this phase
+/// takes, not what the others do.)
+#[diagnostic::on_unimplemented(
+    message = "this `upstream_peer` block ends in `{Self}`, but the phase chooses a peer",
+    label = "end the block with an `HttpPeer`, a declared pool (`Self::POOL_NAME`), or a `Result` of either (`()` is not a choice here)"
+)]
+pub trait PeerOutput {
+    /// The choice this value stands for.
+    fn into_peer_choice(self) -> Result<PeerChoice>;
+}
+
+macro_rules! peer_output {
+    ($($ty:ty),*) => {$(
+        impl PeerOutput for $ty {
+            fn into_peer_choice(self) -> Result<PeerChoice> {
+                PhaseOutput::<PeerChoice>::into_phase_result(self)
+            }
+        }
+    )*};
+}
+
+peer_output!(
+    HttpPeer,
+    PoolId,
+    PeerChoice,
+    Result<HttpPeer>,
+    Result<PoolId>,
+    Result<PeerChoice>
+);
+
+/// Converts an inline `upstream_peer` block's value into the phase's result.
+pub fn peer_result<V: PeerOutput>(value: V) -> Result<PeerChoice> {
+    value.into_peer_choice()
+}
+
 /// Type-checks one `layer` of a declared proxy against the service it wraps (`inner`), so
 /// that a value which is not a tower `Layer` there is reported at that layer. Returns the
 /// wrapped service's type for the next layer out.
-pub fn check_layer<S, L: tower_layer::Layer<S>>(
+pub fn check_layer<S, L: IsLayer<S>>(
     _inner: std::marker::PhantomData<S>,
     _layer: &L,
 ) -> std::marker::PhantomData<L::Service> {
     std::marker::PhantomData
+}
+
+/// A tower [`Layer`](tower_layer::Layer) around the proxy's service, named so that a
+/// `layer` value which is not one is told what a layer must be.
+#[diagnostic::on_unimplemented(
+    message = "`{Self}` is not a tower layer, so it cannot wrap the proxy",
+    label = "a `layer` takes a value implementing `tower::Layer` over the proxy's service, e.g. `tower_http::timeout::TimeoutLayer::new(..)` or `tower::limit::ConcurrencyLimitLayer::new(..)`",
+    note = "to run code per request, write a phase instead (`request_filter(session, ctx) {{ ... }}`)"
+)]
+pub trait IsLayer<S> {
+    /// The service the layer makes.
+    type Service;
+}
+
+impl<S, L: tower_layer::Layer<S>> IsLayer<S> for L {
+    type Service = L::Service;
 }
 
 macro_rules! async_phase_fn {

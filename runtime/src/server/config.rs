@@ -40,6 +40,7 @@
 //! allow = ["10.0.0.0/8"]             # client blocks; with deny, replace the proxy's lists
 //! deny = ["10.66.0.0/16"]
 //! trusted_proxies = ["10.0.0.0/8"]   # load balancers whose X-Forwarded-For names the client
+//! proxy_protocol = "required"        # or "optional", "off": a PROXY header starts each connection
 //!
 //! [[proxy.Gateway.certificate]]       # several: chosen by SNI, the first the default
 //! cert = "/etc/gateway/example.com.crt"
@@ -191,6 +192,10 @@ pub struct ProxySection {
     /// Client address blocks refused (403); see `allow`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub deny: Option<Vec<String>>,
+    /// Whether connections start with a PROXY protocol header: `"required"`, `"optional"`
+    /// or `"off"`, replacing the declared `proxy_protocol`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy_protocol: Option<String>,
     /// Proxies in front whose `Forwarded`/`X-Forwarded-For` name the client (`[]`: none),
     /// replacing the declared `trusted_proxies`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -656,6 +661,29 @@ impl Config {
             .collect()
     }
 
+    /// `[proxy.NAME] proxy_protocol`, if the file sets it.
+    pub fn proxy_protocol(
+        &self,
+        name: &str,
+    ) -> io::Result<Option<crate::listen::proxy_protocol::ProxyProtocol>> {
+        use crate::listen::proxy_protocol::ProxyProtocol;
+        let Some(mode) = self
+            .proxy
+            .get(name)
+            .and_then(|s| s.proxy_protocol.as_deref())
+        else {
+            return Ok(None);
+        };
+        match mode {
+            "required" => Ok(Some(ProxyProtocol::Required)),
+            "optional" => Ok(Some(ProxyProtocol::Optional)),
+            "off" => Ok(Some(ProxyProtocol::Off)),
+            other => Err(invalid(format!(
+                "proxy.{name}.proxy_protocol: {other:?} is not a mode: \"required\", \"optional\" or \"off\""
+            ))),
+        }
+    }
+
     /// Applies `[proxy.NAME]`'s connection settings (the pool size) to `options`.
     pub fn apply_options(&self, name: &str, options: &mut ProxyOptions) -> io::Result<()> {
         let Some(section) = self.proxy.get(name) else {
@@ -770,6 +798,7 @@ impl Config {
                     allow_upgrade: Some(options.allowed_upgrades.protocols().to_vec()),
                     idle: None,
                     cors_origins: router.cors().map(|c| c.origins().to_vec()),
+                    proxy_protocol: None,
                     allow: router.access().map(|a| blocks_of(a, true)),
                     deny: router.access().map(|a| blocks_of(a, false)),
                     trusted_proxies: options

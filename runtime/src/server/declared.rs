@@ -125,6 +125,15 @@ pub trait DeclaredHttp: Declared + ProxyHttp {
             service.add_tcp(addr);
         }
         cli.apply_tls(&mut service)?;
+        if let Some(mode) = cli
+            .config
+            .as_ref()
+            .map(|c| c.proxy_protocol(Self::NAME))
+            .transpose()?
+            .flatten()
+        {
+            service.options_mut().proxy_protocol = mode;
+        }
         Ok((service, d.tasks, d.effective, d.reloader))
     }
 }

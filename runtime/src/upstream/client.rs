@@ -532,6 +532,10 @@ where
             Ok(Ok(s)) => s,
         };
         let _ = stream.set_nodelay(true);
+        let mut stream = stream;
+        if let Some(header) = peer.proxy_header() {
+            send_proxy_header(&mut stream, header, t.write).await?;
+        }
         let busy = BusyFlag::default();
         let read_deadline = ReadDeadline::WhileBusy {
             busy: busy.clone(),
@@ -839,5 +843,29 @@ impl<B: Send + Unpin + 'static> Body for UpstreamBody<B> {
                 .exact_len()
                 .map_or_else(SizeHint::default, SizeHint::with_exact),
         }
+    }
+}
+
+/// Writes a PROXY protocol header at the start of a new connection, within `timeout`.
+async fn send_proxy_header(
+    stream: &mut TcpStream,
+    header: std::io::Result<Vec<u8>>,
+    timeout: std::time::Duration,
+) -> Result<()> {
+    use tokio::io::AsyncWriteExt;
+    let failed = |e| {
+        Error::with_source(
+            ErrorKind::ConnectRefused,
+            "sending the PROXY protocol header",
+            e,
+        )
+    };
+    let header = header.map_err(failed)?;
+    match tokio::time::timeout(timeout, stream.write_all(&header)).await {
+        Ok(written) => written.map_err(failed),
+        Err(_) => Err(Error::new(
+            ErrorKind::WriteTimeout,
+            "sending the PROXY protocol header",
+        )),
     }
 }

@@ -43,6 +43,20 @@ pub struct HttpPeer {
     tls: Option<TlsConnector>,
     http: UpstreamHttp,
     stats: StatsHandle,
+    /// The PROXY protocol v2 header each connection starts with, if any.
+    proxy_header: Option<ProxyHeader>,
+}
+
+/// What a PROXY protocol header toward a peer says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ProxyHeader {
+    /// The connection carries requests of `client`, which reached the proxy at `proxy`.
+    For {
+        client: SocketAddr,
+        proxy: SocketAddr,
+    },
+    /// The proxy's own connection (a health check): `LOCAL`.
+    Local,
 }
 
 /// The counters of the group peer an [`HttpPeer`] was chosen from; two handles are equal
@@ -84,6 +98,7 @@ impl HttpPeer {
             tls: None,
             http: UpstreamHttp::Http1,
             stats: StatsHandle(None),
+            proxy_header: None,
         }
     }
 
@@ -167,6 +182,30 @@ impl HttpPeer {
             .unwrap_or_else(|_| http::HeaderValue::from_static("localhost"))
     }
 
+    /// Starts each connection with a PROXY protocol v2 header saying it is for `client`,
+    /// which reached the proxy at `proxy`; such connections serve that client only.
+    pub fn with_proxy_protocol(mut self, client: SocketAddr, proxy: SocketAddr) -> Self {
+        self.proxy_header = Some(ProxyHeader::For { client, proxy });
+        self
+    }
+
+    /// Starts each connection with a PROXY protocol v2 `LOCAL` header: the proxy's own
+    /// connection, for peers that require a header (health checks).
+    pub fn with_proxy_protocol_local(mut self) -> Self {
+        self.proxy_header = Some(ProxyHeader::Local);
+        self
+    }
+
+    /// The PROXY protocol v2 header a new connection starts with, if any.
+    pub(crate) fn proxy_header(&self) -> Option<std::io::Result<Vec<u8>>> {
+        Some(match self.proxy_header? {
+            ProxyHeader::For { client, proxy } => {
+                crate::listen::proxy_protocol::v2_header(client, proxy)
+            }
+            ProxyHeader::Local => Ok(crate::listen::proxy_protocol::local_header()),
+        })
+    }
+
     /// The key connections to this peer are pooled under.
     pub(crate) fn pool_key(&self) -> PoolKey {
         PoolKey {
@@ -175,6 +214,10 @@ impl HttpPeer {
             write: self.timeouts.write,
             tls: self.tls.as_ref().map_or(0, TlsConnector::id),
             http: self.http,
+            client: match self.proxy_header {
+                Some(ProxyHeader::For { client, .. }) => Some(client),
+                _ => None,
+            },
         }
     }
 }
@@ -191,4 +234,6 @@ pub(crate) struct PoolKey {
     /// same name and trust settings.
     tls: u64,
     http: UpstreamHttp,
+    /// The client a PROXY protocol header named: such a connection serves it alone.
+    client: Option<SocketAddr>,
 }

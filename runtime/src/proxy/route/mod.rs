@@ -971,6 +971,11 @@ impl Router {
             Some(policy) => policy.apply_timeouts(peer),
             None => peer,
         };
+        let peer = if group.proxy_protocol() {
+            peer.with_proxy_protocol(session.client_addr(), session.local_addr())
+        } else {
+            peer
+        };
         ctx.peer = Some(in_flight);
         ctx.recorded = false;
         Ok(peer)
