@@ -24,23 +24,15 @@ pub fn check_proxy_auth(
     upstreams: &[Upstream],
     errors: &mut Errors,
 ) -> Option<model::Auth> {
-    for again in decls.iter().skip(1) {
-        errors.at(
-            again.keyword.span(),
-            "`auth` is declared twice: a proxy has one authentication (a route may declare its own)",
-        );
-    }
-    let decl = decls.first()?;
+    let decl = super::policy::proxy_level(
+        decls,
+        |d| &d.keyword,
+        |d| matches!(d.kind, AuthKind::Off).then_some(&d.method),
+        errors,
+    )?;
     match check_auth(decl, upstreams, errors) {
         Choice::Own(auth) => Some(auth),
-        Choice::Off => {
-            errors.at(
-                decl.method.span(),
-                "`auth off;` belongs in a route (turning the proxy's authentication off there); a proxy without authentication simply declares none",
-            );
-            None
-        }
-        Choice::Inherit => None,
+        Choice::Off | Choice::Inherit => None,
     }
 }
 

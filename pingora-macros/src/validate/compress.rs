@@ -17,20 +17,12 @@ pub fn check_proxy_compress(
     decls: &[CompressDecl],
     errors: &mut Errors,
 ) -> Option<model::Compress> {
-    for again in decls.iter().skip(1) {
-        errors.at(
-            again.keyword.span(),
-            "`compress` is declared twice: merge the two into one",
-        );
-    }
-    let decl = decls.first()?;
-    if decl.off {
-        errors.at(
-            decl.keyword.span(),
-            "`compress off;` belongs in a route (turning the proxy's compression off there); a proxy without compression simply declares none",
-        );
-        return None;
-    }
+    let decl = super::policy::proxy_level(
+        decls,
+        |d| &d.keyword,
+        |d| d.off.then_some(&d.keyword),
+        errors,
+    )?;
     check_compress(decl, errors)
 }
 

@@ -14,20 +14,12 @@ use super::values::check_duration;
 
 /// The proxy's `cors` block: declared once, not `off`.
 pub fn check_proxy_cors(decls: &[CorsDecl], errors: &mut Errors) -> Option<model::Cors> {
-    for again in decls.iter().skip(1) {
-        errors.at(
-            again.keyword.span(),
-            "`cors` is declared twice: merge the two blocks into one",
-        );
-    }
-    let decl = decls.first()?;
-    if decl.off {
-        errors.at(
-            decl.keyword.span(),
-            "`cors off;` belongs in a route (turning the proxy's policy off there); a proxy without CORS simply declares none",
-        );
-        return None;
-    }
+    let decl = super::policy::proxy_level(
+        decls,
+        |d| &d.keyword,
+        |d| d.off.then_some(&d.keyword),
+        errors,
+    )?;
     check_cors(decl, errors)
 }
 

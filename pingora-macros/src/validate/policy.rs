@@ -136,3 +136,31 @@ fn check_body_size(size: &LitInt, errors: &mut Errors) -> Option<u64> {
         }
     }
 }
+
+/// The proxy-level declaration of a policy a route may override: the first of `decls`,
+/// with an error at every repeat, and none (with an error) when it says `off`, which only
+/// a route may.
+pub fn proxy_level<'a, D>(
+    decls: &'a [D],
+    keyword: impl Fn(&D) -> &Ident,
+    off: impl Fn(&D) -> Option<&Ident>,
+    errors: &mut Errors,
+) -> Option<&'a D> {
+    for again in decls.iter().skip(1) {
+        let k = keyword(again);
+        errors.at(
+            k.span(),
+            format!("`{k}` is declared twice: a proxy has one (a route may declare its own); merge them"),
+        );
+    }
+    let decl = decls.first()?;
+    if let Some(at) = off(decl) {
+        let k = keyword(decl);
+        errors.at(
+            at.span(),
+            format!("`{k} off;` belongs in a route, turning the proxy's `{k}` off there; a proxy without it simply declares none"),
+        );
+        return None;
+    }
+    Some(decl)
+}

@@ -44,6 +44,7 @@ pub use compress::{Compress, Encoding};
 pub use condition::{Cidr, Condition, Test, ValueTest};
 pub use cors::{Cors, Preflight};
 pub use mirror::{Mirror, MAX_IN_FLIGHT as MAX_MIRRORED};
+use policy::in_force;
 pub use policy::{Override, RoutePolicy};
 pub use regex::Regex;
 pub use rewrite::PathRewrite;
@@ -606,12 +607,11 @@ impl Router {
 
     /// The compression in force on `route` (or on none).
     fn compress_of<'a>(&'a self, route: Option<&'a Route>) -> Option<&'a Compress> {
-        let own = route.and_then(|r| r.policy.as_deref()).map(|p| &p.compress);
-        match own {
-            Some(choice) => choice.resolve(self.compress.as_ref()),
-            None => self.compress.as_ref(),
-        }
-        .map(|c| &**c)
+        in_force(
+            route.and_then(Route::policy),
+            |p| &p.compress,
+            self.compress.as_ref(),
+        )
     }
 
     /// Compresses a proxied response the policy covers with the coding the request chose,
@@ -649,12 +649,11 @@ impl Router {
 
     /// The authentication in force on `route` (or on none).
     fn auth_of<'a>(&'a self, route: Option<&'a Route>) -> Option<&'a Auth> {
-        let own = route.and_then(|r| r.policy.as_deref()).map(|p| &p.auth);
-        match own {
-            Some(choice) => choice.resolve(self.auth.as_ref()),
-            None => self.auth.as_ref(),
-        }
-        .map(|a| &**a)
+        in_force(
+            route.and_then(Route::policy),
+            |p| &p.auth,
+            self.auth.as_ref(),
+        )
     }
 
     /// Why the declared authentication cannot work (a credentials file that does not load):
@@ -740,11 +739,11 @@ impl Router {
 
     /// The 403 for a client the access list of `route` (or the proxy's) refuses.
     fn refused_client(&self, session: &Session, route: Option<&Route>) -> Option<Flow> {
-        let own = route.and_then(|r| r.policy.as_deref()).map(|p| &p.access);
-        let list = match own {
-            Some(choice) => choice.resolve(self.access.as_ref()),
-            None => self.access.as_ref(),
-        }?;
+        let list = in_force(
+            route.and_then(Route::policy),
+            |p| &p.access,
+            self.access.as_ref(),
+        )?;
         if list.allows(session.client_addr().ip()) {
             return None;
         }
@@ -769,12 +768,11 @@ impl Router {
 
     /// The CORS policy for a request on `route` (or on none).
     fn cors_of<'a>(&'a self, route: Option<&'a Route>) -> Option<&'a Cors> {
-        let own = route.and_then(|r| r.policy.as_deref()).map(|p| &p.cors);
-        match own {
-            Some(choice) => choice.resolve(self.cors.as_ref()),
-            None => self.cors.as_ref(),
-        }
-        .map(|c| &**c)
+        in_force(
+            route.and_then(Route::policy),
+            |p| &p.cors,
+            self.cors.as_ref(),
+        )
     }
 
     /// The answer to a CORS preflight on `route`, if the request is one and a policy

@@ -51,6 +51,20 @@ pub enum Override<T> {
     Off,
 }
 
+/// The policy in force for a request: its route's own choice (`route`, read with `choice`)
+/// over the proxy's (`proxy`).
+pub(crate) fn in_force<'a, T>(
+    route: Option<&'a RoutePolicy>,
+    choice: impl FnOnce(&'a RoutePolicy) -> &'a Override<Arc<T>>,
+    proxy: Option<&'a Arc<T>>,
+) -> Option<&'a T> {
+    match route {
+        Some(policy) => choice(policy).resolve(proxy),
+        None => proxy,
+    }
+    .map(|p| &**p)
+}
+
 impl<T> Override<T> {
     /// The policy in force: the route's own, else `inherited` unless turned off.
     pub fn resolve<'a>(&'a self, inherited: Option<&'a T>) -> Option<&'a T> {
