@@ -117,28 +117,13 @@ async fn read_v2(stream: &mut TcpStream) -> Option<Option<SocketAddr>> {
 /// `GET /` on `stream` (keep-alive): the status line and the `x-client` and
 /// `x-upstream-client` values.
 async fn get<S: AsyncRead + AsyncWrite + Unpin>(stream: &mut S) -> (String, String, String) {
-    stream
-        .write_all(b"GET / HTTP/1.1\r\nhost: app\r\n\r\n")
-        .await
-        .expect("write");
-    let mut head = Vec::new();
-    let mut byte = [0u8; 1];
-    while !head.ends_with(b"\r\n\r\n") {
-        tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut byte))
-            .await
-            .expect("an answer within 10 s")
-            .expect("read");
-        head.push(byte[0]);
-    }
-    let head = String::from_utf8_lossy(&head).to_ascii_lowercase();
+    let (head, _) = support::exchange_head(stream, "/", None).await;
+    let head = head.to_ascii_lowercase();
     let header = |name: &str| {
         head.lines()
             .find_map(|l| l.strip_prefix(name).map(|v| v.trim().to_owned()))
             .unwrap_or_default()
     };
-    let length: usize = header("content-length:").parse().unwrap_or(0);
-    let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await.expect("body");
     let status = head.lines().next().unwrap_or_default().to_owned();
     (status, header("x-client:"), header("x-upstream-client:"))
 }

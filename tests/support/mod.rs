@@ -413,6 +413,15 @@ pub async fn exchange<S>(stream: &mut S, path: &str, id: Option<&str>) -> (Strin
 where
     S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
 {
+    let (head, body) = exchange_head(stream, path, id).await;
+    (head.lines().next().unwrap_or_default().to_owned(), body)
+}
+
+/// [`exchange`], returning the whole response head (status line and header lines).
+pub async fn exchange_head<S>(stream: &mut S, path: &str, id: Option<&str>) -> (String, Vec<u8>)
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     let id = id
         .map(|id| format!("x-request-id: {id}\r\n"))
         .unwrap_or_default();
@@ -439,7 +448,7 @@ where
         .unwrap_or(0);
     let mut body = vec![0u8; length];
     stream.read_exact(&mut body).await.expect("body");
-    (head.lines().next().unwrap_or_default().to_owned(), body)
+    (head, body)
 }
 
 /// The DOM of `url` after headless Chromium ran its scripts for `budget_ms` of virtual
