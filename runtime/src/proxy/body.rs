@@ -438,16 +438,18 @@ impl<P: ProxyHttp> Default for ProxyBody<P> {
 }
 
 impl<P: ProxyHttp> ProxyBody<P> {
-    pub(crate) fn new(source: ResponseSource, mut log: LogState<P>) -> Self {
-        let source = match log.session.compress.take() {
+    pub(crate) fn new(source: ResponseSource, log: LogState<P>) -> Self {
+        // Boxed first, then changed in place: the state (the whole session) is moved once.
+        let mut log = Box::new(log);
+        let source = match log.session.take_encoder() {
             Some(encoder) => {
-                ResponseSource::Compressed(Box::new(Compressing::new(source, *encoder)))
+                ResponseSource::Compressed(Box::new(Compressing::new(source, encoder)))
             }
             None => source,
         };
         ProxyBody {
             source,
-            log: Some(Box::new(log)),
+            log: Some(log),
         }
     }
 }

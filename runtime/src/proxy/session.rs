@@ -60,12 +60,20 @@ pub struct Session {
     pub(crate) peer_stats: Option<Arc<PeerStats>>,
     /// `Referer` and `User-Agent`, kept past forwarding when an access log needs them.
     pub(crate) logged: Option<Box<LoggedHeaders>>,
+    /// What only requests under some policies have (boxed: the others' sessions, moved
+    /// with their futures, stay as small as before).
+    extras: Option<Box<Extras>>,
+}
+
+/// A request's state that only some policies give it.
+#[derive(Default)]
+struct Extras {
     /// The client a trusted proxy in front named, in place of the connection's peer.
     real_client: Option<std::net::IpAddr>,
+    /// Who the request authenticated as.
+    identity: Option<crate::proxy::auth::Identity>,
     /// The encoder of the response body, when the router's compression chose one.
-    pub(crate) compress: Option<Box<crate::proxy::route::Encoder>>,
-    /// Who the request authenticated as (boxed: most requests have no one).
-    identity: Option<Box<crate::proxy::auth::Identity>>,
+    compress: Option<crate::proxy::route::Encoder>,
 }
 
 /// The request fields an access log line shows that forwarding moves away.
@@ -160,9 +168,7 @@ impl Session {
             pool: None,
             peer_stats: None,
             logged: None,
-            real_client: None,
-            compress: None,
-            identity: None,
+            extras: None,
         }
     }
 
@@ -246,7 +252,7 @@ impl Session {
     /// The client's address: the connection's peer, or the client a trusted proxy in front
     /// of it named (then with port 0: the hop recorded no port the proxy could use).
     pub fn client_addr(&self) -> SocketAddr {
-        match self.real_client {
+        match self.extras.as_ref().and_then(|e| e.real_client) {
             Some(ip) => SocketAddr::new(ip, 0),
             None => self.conn.info.client_addr,
         }
@@ -255,13 +261,27 @@ impl Session {
     /// Who the request authenticated as, once the declared authentication accepted it (or
     /// code set it with [`set_identity`](Session::set_identity)).
     pub fn identity(&self) -> Option<&crate::proxy::auth::Identity> {
-        self.identity.as_deref()
+        self.extras.as_ref()?.identity.as_ref()
     }
 
     /// Records who the request authenticated as: later phases, header edits (`${user}`,
     /// `${claim.NAME}`) and the access log see it.
     pub fn set_identity(&mut self, identity: crate::proxy::auth::Identity) {
-        self.identity = Some(Box::new(identity));
+        self.extras_mut().identity = Some(identity);
+    }
+
+    fn extras_mut(&mut self) -> &mut Extras {
+        self.extras.get_or_insert_with(Box::default)
+    }
+
+    /// Compresses the response body with `encoder`.
+    pub(crate) fn set_encoder(&mut self, encoder: crate::proxy::route::Encoder) {
+        self.extras_mut().compress = Some(encoder);
+    }
+
+    /// The response body's encoder, if the router chose one (taken once).
+    pub(crate) fn take_encoder(&mut self) -> Option<crate::proxy::route::Encoder> {
+        self.extras.as_mut()?.compress.take()
     }
 
     /// The connection's peer, which is the client unless a trusted proxy stands between.
@@ -272,7 +292,9 @@ impl Session {
     /// Takes the client's address from `Forwarded`/`X-Forwarded-For` when the peer is one
     /// of `trusted`.
     pub(crate) fn find_real_client(&mut self, trusted: &crate::proxy::TrustedProxies) {
-        self.real_client = trusted.client_of(self.conn.info.client_addr, &self.head.headers);
+        if let Some(client) = trusted.client_of(self.conn.info.client_addr, &self.head.headers) {
+            self.extras_mut().real_client = Some(client);
+        }
     }
 
     /// The label of the route the router matched (`/api`, `GET api.example.com/v1`), if

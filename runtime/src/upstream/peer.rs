@@ -43,8 +43,9 @@ pub struct HttpPeer {
     tls: Option<TlsConnector>,
     http: UpstreamHttp,
     stats: StatsHandle,
-    /// The PROXY protocol v2 header each connection starts with, if any.
-    proxy_header: Option<ProxyHeader>,
+    /// The PROXY protocol v2 header each connection starts with, if any (boxed: peers
+    /// are returned and moved per request, and most have none).
+    proxy_header: Option<Box<ProxyHeader>>,
 }
 
 /// What a PROXY protocol header toward a peer says.
@@ -185,20 +186,20 @@ impl HttpPeer {
     /// Starts each connection with a PROXY protocol v2 header saying it is for `client`,
     /// which reached the proxy at `proxy`; such connections serve that client only.
     pub fn with_proxy_protocol(mut self, client: SocketAddr, proxy: SocketAddr) -> Self {
-        self.proxy_header = Some(ProxyHeader::For { client, proxy });
+        self.proxy_header = Some(Box::new(ProxyHeader::For { client, proxy }));
         self
     }
 
     /// Starts each connection with a PROXY protocol v2 `LOCAL` header: the proxy's own
     /// connection, for peers that require a header (health checks).
     pub fn with_proxy_protocol_local(mut self) -> Self {
-        self.proxy_header = Some(ProxyHeader::Local);
+        self.proxy_header = Some(Box::new(ProxyHeader::Local));
         self
     }
 
     /// The PROXY protocol v2 header a new connection starts with, if any.
     pub(crate) fn proxy_header(&self) -> Option<std::io::Result<Vec<u8>>> {
-        Some(match self.proxy_header? {
+        Some(match *self.proxy_header.as_deref()? {
             ProxyHeader::For { client, proxy } => {
                 crate::listen::proxy_protocol::v2_header(client, proxy)
             }
@@ -214,8 +215,8 @@ impl HttpPeer {
             write: self.timeouts.write,
             tls: self.tls.as_ref().map_or(0, TlsConnector::id),
             http: self.http,
-            client: match self.proxy_header {
-                Some(ProxyHeader::For { client, .. }) => Some(client),
+            client: match self.proxy_header.as_deref() {
+                Some(ProxyHeader::For { client, .. }) => Some(*client),
                 _ => None,
             },
         }

@@ -514,11 +514,21 @@ impl Router {
         }
         let route = self.matched(ctx);
         if let Some(auth) = self.auth_of(route) {
-            if let Err(refusal) = self.authenticate(auth, session).await {
-                return Some(self.refusal(session, route, *refusal));
+            match auth.check_now(session) {
+                // bcrypt or a subrequest: boxed, so that the future of every other request
+                // stays as small as before.
+                None => return Box::pin(self.authenticate_later(auth, session, ctx)).await,
+                Some(Ok(identity)) => session.set_identity(identity),
+                Some(Err(refusal)) => return Some(self.refusal(session, route, *refusal)),
             }
         }
-        if let Some(compress) = self.compress_of(route) {
+        self.authenticated(session, ctx)
+    }
+
+    /// What an authenticated (or unauthenticated but allowed) request gets: the coding its
+    /// answer may use, then its route's action.
+    fn authenticated<C>(&self, session: &mut Session, ctx: &mut RouteCtx<C>) -> Option<Flow> {
+        if let Some(compress) = self.compress_of(self.matched(ctx)) {
             let accept = session.headers().get(http::header::ACCEPT_ENCODING);
             ctx.encoding = compress.negotiate(accept);
         }
@@ -536,10 +546,16 @@ impl Router {
             session.route_label = Some(self.routes[i].label);
         }
         let route = index.map(|i| &self.routes[i]);
-        self.refused_client(session, route)
-            .or_else(|| self.cors_preflight(session, ctx, route))
-            .or_else(|| self.over_limit(session, index, &self.rate_limits))
-            .or_else(|| index.and_then(|i| self.refused_by_policy(session, i)))
+        if let Some(refusal) = self.refused_client(session, route) {
+            return Some(refusal);
+        }
+        if let Some(answer) = self.cors_preflight(session, ctx, route) {
+            return Some(answer);
+        }
+        if let Some(refusal) = self.over_limit(session, index, &self.rate_limits) {
+            return Some(refusal);
+        }
+        index.and_then(|i| self.refused_by_policy(session, i))
     }
 
     /// What the matched route does, once every policy let the request through.
@@ -638,7 +654,9 @@ impl Router {
             }
         });
         prepare_compressed(&mut response.headers, encoder.as_ref().map(|(e, _)| *e));
-        session.compress = encoder.map(|(_, encoder)| Box::new(encoder));
+        if let Some((_, encoder)) = encoder {
+            session.set_encoder(encoder);
+        }
     }
 
     /// Sets the authentication of every route that does not declare its own.
@@ -672,21 +690,25 @@ impl Router {
             .try_for_each(|a| a.check_files())
     }
 
-    /// Runs `auth` on the request; its identity goes into the session.
-    async fn authenticate(&self, auth: &Auth, session: &mut Session) -> Result<(), Box<Refusal>> {
-        let verdict = match auth.check_now(session) {
-            Some(verdict) => verdict,
-            // bcrypt or a subrequest: boxed, so other requests' futures stay small.
-            None => Box::pin(self.authenticate_later(auth, session)).await,
-        };
-        let identity = verdict?;
-        session.set_identity(identity);
-        Ok(())
+    /// Runs an authentication that waits, then (if it lets the request through) the route.
+    async fn authenticate_later<C>(
+        &self,
+        auth: &Auth,
+        session: &mut Session,
+        ctx: &mut RouteCtx<C>,
+    ) -> Option<Flow> {
+        match self.wait_for_verdict(auth, session).await {
+            Ok(identity) => {
+                session.set_identity(identity);
+                self.authenticated(session, ctx)
+            }
+            Err(refusal) => Some(self.refusal(session, self.matched(ctx), *refusal)),
+        }
     }
 
     /// The verdict of a method that waits: bcrypt on the blocking pool, or the
     /// authorization service.
-    async fn authenticate_later(&self, auth: &Auth, session: &Session) -> auth::Verdict {
+    async fn wait_for_verdict(&self, auth: &Auth, session: &Session) -> auth::Verdict {
         match auth {
             Auth::Basic(basic) => basic.verify(session.headers()).await,
             Auth::External(external) => {
