@@ -30,6 +30,7 @@ proxy! {
         listen "127.0.0.1:6188";
         upstream app { peers ["127.0.0.1:8001"]; }
         upstream authz { peers ["127.0.0.1:8002"]; }
+        upstream staff { peers ["127.0.0.1:8003"]; }
         cors { origins ["https://app.example.com"]; }
         access_log "target/tmp/auth-test/access.log" json;
         set_request_header "x-auth-user" "${user}";
@@ -40,6 +41,11 @@ proxy! {
             key HS256 "target/tmp/auth-test/hmac.secret";
         }
         route path "/public" => upstream app { auth off; }
+        route path "/admin" claim "role" == "admin" => upstream staff;
+        route path "/admin" => respond 403 "admins only\n";
+        route path "/ops" claim "groups" == "ops" => upstream staff;
+        route path "/write" claim "scope" ~ "(^| )write( |$)" claim "level" == "3" => upstream staff;
+        route path "/open" claim "role" => upstream staff { auth off; }
         route path "/basic" => upstream app {
             auth basic "Staff" htpasswd "target/tmp/auth-test/users.htpasswd";
         }
@@ -253,6 +259,7 @@ async fn decide(state: &AuthzSeen, req: Request<hyper::body::Incoming>) -> Respo
 
 struct Setup {
     app: Origin,
+    staff: Origin,
     authz: Arc<AuthzSeen>,
     proxy: pingora_dsl::downstream::RunningService,
     client: TestClient,
@@ -261,10 +268,12 @@ struct Setup {
 async fn setup() -> Setup {
     keys();
     let app = Origin::start("app").await.expect("origin");
+    let staff = Origin::start("staff").await.expect("origin");
     let (authz_addr, authz) = start_authz().await;
     let mut proxy = Secured::new();
     point(proxy.router_mut(), "app", &[app.addr()]);
     point(proxy.router_mut(), "authz", &[authz_addr]);
+    point(proxy.router_mut(), "staff", &[staff.addr()]);
     proxy
         .router()
         .check_auth()
@@ -274,6 +283,7 @@ async fn setup() -> Setup {
     service.add_tcp("127.0.0.1:0");
     Setup {
         app,
+        staff,
         authz,
         proxy: service.spawn().expect("proxy starts"),
         client: client(),
@@ -371,6 +381,7 @@ async fn a_reloaded_file_replaces_its_users_and_a_bad_one_keeps_them() {
     let (_authz, authz) = start_authz().await;
     let s = Setup {
         app,
+        staff: Origin::start("staff").await.expect("origin"),
         authz,
         proxy: service.spawn().expect("proxy starts"),
         client: client(),
@@ -623,6 +634,69 @@ async fn jwts_signed_with_each_key() {
         .get("/anything", &[("authorization", "Bearer not.a.jwt")])
         .await;
     assert_eq!(r.status(), 401);
+}
+
+#[tokio::test]
+async fn routes_chosen_by_jwt_claims() {
+    let s = setup().await;
+    let k = keys();
+    let bearer = |claims: serde_json::Value| {
+        format!("Bearer {}", token(Algorithm::HS256, &k.hmac, None, claims))
+    };
+    // Which origin answered `GET path` with `authorization`, and the status.
+    let ask = |path: &'static str, authorization: String| {
+        let s = &s;
+        async move {
+            let (app, staff) = (s.app.requests(), s.staff.requests());
+            let (r, body) = s.get(path, &[("authorization", &authorization)]).await;
+            let by = match (s.app.requests() > app, s.staff.requests() > staff) {
+                (false, true) => "staff",
+                (true, false) => "app",
+                (false, false) => "proxy",
+                (true, true) => "both",
+            };
+            (r.status().as_u16(), by, body)
+        }
+    };
+    let admin = bearer(serde_json::json!({"sub": "ada", "role": "admin"}));
+    assert_eq!(ask("/admin/users", admin.clone()).await.0, 200);
+    assert_eq!(ask("/admin/users", admin).await.1, "staff");
+    let user = bearer(serde_json::json!({"sub": "bob", "role": "user"}));
+    let (status, by, body) = ask("/admin", user).await;
+    assert_eq!((status, by, body.as_str()), (403, "proxy", "admins only\n"));
+    // A token that does not verify has no claims: the next route, whose authentication
+    // answers 401.
+    let expired = bearer(serde_json::json!({"sub": "eve", "role": "admin", "exp": now() - 600}));
+    assert_eq!(ask("/admin", expired).await.0, 401);
+    assert_eq!(ask("/admin", String::new()).await.0, 401);
+    // An array claim holds when one element does.
+    let ops = bearer(serde_json::json!({"sub": "cy", "groups": ["dev", "ops"]}));
+    assert_eq!(ask("/ops", ops).await.1, "staff");
+    let dev = bearer(serde_json::json!({"sub": "dee", "groups": ["dev"]}));
+    assert_eq!(ask("/ops", dev).await.1, "app");
+    // A regex over a space-separated scope, and a number compared as its JSON text.
+    let writer =
+        |level: u8| bearer(serde_json::json!({"sub": "wu", "scope": "read write", "level": level}));
+    assert_eq!(ask("/write", writer(3)).await.1, "staff");
+    assert_eq!(ask("/write", writer(2)).await.1, "app");
+    let reader = bearer(serde_json::json!({"sub": "rae", "scope": "read rewrite", "level": 3}));
+    assert_eq!(ask("/write", reader).await.1, "app");
+    // A route without authentication still sees the claims of a valid token.
+    let role = bearer(serde_json::json!({"sub": "ola", "role": "any"}));
+    assert_eq!(ask("/open", role).await.1, "staff");
+    assert_eq!(
+        ask("/open", String::new()).await.0,
+        401,
+        "no claim: the catch-all route"
+    );
+    // The identity found before routing reaches the origin as the user.
+    let admin = bearer(serde_json::json!({"sub": "ada", "role": "admin"}));
+    ask("/admin", admin).await;
+    let user = s
+        .staff
+        .last_headers()
+        .and_then(|h| h.get("x-auth-user").cloned());
+    assert_eq!(user.as_ref().map(|v| v.as_bytes()), Some(&b"ada"[..]));
 }
 
 #[tokio::test]

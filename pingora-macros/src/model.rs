@@ -305,6 +305,8 @@ pub enum Test {
     Header(String, ValueTest),
     Query(String, ValueTest),
     Cookie(String, ValueTest),
+    /// A claim of the proxy's JWT.
+    Claim(String, ValueTest),
     /// Address blocks: `(address, prefix length)`.
     Client(Vec<(IpAddr, u8)>),
     Https(bool),

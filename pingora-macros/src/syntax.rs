@@ -368,7 +368,7 @@ pub struct RouteDecl {
 /// negated with `not`.
 pub struct ConditionDecl {
     pub not: Option<Ident>,
-    /// `host`, `path`, `method`, `header`, `query`, `cookie`, `client` or `scheme`.
+    /// `host`, `path`, `method`, `header`, `query`, `cookie`, `claim`, `client` or `scheme`.
     pub keyword: Ident,
     pub test: TestDecl,
 }

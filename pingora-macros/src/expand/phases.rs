@@ -2,8 +2,8 @@
 //! header edits, retries, passive health) followed by the user's inline block or function,
 //! with the user's parameters bound to the method's arguments.
 
-use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote, quote_spanned};
+use proc_macro2::{Group, Span, TokenStream, TokenTree};
+use quote::{quote, quote_spanned};
 use syn::spanned::Spanned;
 use syn::Ident;
 
@@ -178,30 +178,39 @@ fn user_call(p: &Proxy, phase: Phase, args: &[Arg]) -> Option<TokenStream> {
             })
         }
         PhaseBody::Path(path) => {
-            let trait_name = format_ident!(
-                "{}Fn",
-                phase
-                    .name()
-                    .split('_')
-                    .map(|w| {
-                        let mut c = w.chars();
-                        c.next()
-                            .map(|f| f.to_ascii_uppercase().to_string() + c.as_str())
-                            .unwrap_or_default()
-                    })
-                    .collect::<String>()
-            );
+            let phase_fn = Ident::new(phase.name(), Span::call_site());
             let values = args.iter().map(|a| &a.user_value);
-            let call = quote_spanned!(path.span()=> #rt::proxy::phase::#trait_name::call(#path, #(#values),*));
-            match phase {
+            let call = quote!(#rt::proxy::phase::#phase_fn(#path, #(#values),*));
+            let call = match phase {
                 Phase::FailToConnect | Phase::UpstreamResponseFilter | Phase::Logging => call,
-                Phase::UpstreamPeer => quote_spanned!(path.span()=>
-                    #call.await.map(#rt::proxy::phase::PeerChoice::Peer)
-                ),
-                _ => quote_spanned!(path.span()=> #call.await),
-            }
+                Phase::UpstreamPeer => {
+                    quote!(#call.await.map(#rt::proxy::phase::PeerChoice::Peer))
+                }
+                _ => quote!(#call.await),
+            };
+            // Every token at the path, so that rustc's errors about the call point there.
+            located_at(call, path.span())
         }
     })
+}
+
+/// `tokens` moved to `span`'s location (their hygiene kept), so that an error about a whole
+/// generated call points at the user's token, not at the macro.
+fn located_at(tokens: TokenStream, span: Span) -> TokenStream {
+    tokens
+        .into_iter()
+        .map(|token| match token {
+            TokenTree::Group(group) => {
+                let mut moved = Group::new(group.delimiter(), located_at(group.stream(), span));
+                moved.set_span(group.span().located_at(span));
+                TokenTree::Group(moved)
+            }
+            mut other => {
+                other.set_span(other.span().located_at(span));
+                other
+            }
+        })
+        .collect()
 }
 
 /// What the router contributes to the phases, as the declaration asks.

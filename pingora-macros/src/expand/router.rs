@@ -365,6 +365,10 @@ fn expand_condition(c: &Condition) -> TokenStream {
             let v = value(v);
             quote!(#route::Test::Cookie(::std::string::String::from(#name), #v))
         }
+        Test::Claim(name, v) => {
+            let v = value(v);
+            quote!(#route::Test::Claim(::std::string::String::from(#name), #v))
+        }
         Test::Client(blocks) => {
             let blocks = blocks.iter().map(|(ip, prefix)| cidr(*ip, *prefix));
             quote!(#route::Test::ClientIn(::std::vec![#(#blocks),*]))

@@ -15,7 +15,7 @@ use crate::syntax::{
 use super::{expect, keyword, kw, parse_block, semi};
 
 const MATCHERS: &[&str] = &[
-    "host", "path", "method", "header", "query", "cookie", "client", "scheme", "not",
+    "host", "path", "method", "header", "query", "cookie", "claim", "client", "scheme", "not",
 ];
 const TARGETS: &[&str] = &["upstream", "split", "respond", "redirect"];
 const BLOCK_ITEMS: &[&str] = &[
@@ -292,7 +292,7 @@ impl Parse for ConditionDecl {
         };
         let test_of = |keyword: &Ident| keyword.to_string();
         let keyword = if [
-            "host", "path", "method", "header", "query", "cookie", "client", "scheme",
+            "host", "path", "method", "header", "query", "cookie", "claim", "client", "scheme",
         ]
         .iter()
         .any(|k| is(k))

@@ -48,7 +48,7 @@ pub fn check_condition(c: &ConditionDecl, errors: &mut Errors) -> Option<model::
     })
 }
 
-/// `header|query|cookie "NAME" [== "VALUE" | ~ "REGEX"]`.
+/// `header|query|cookie|claim "NAME" [== "VALUE" | ~ "REGEX"]`.
 fn check_value_test(
     word: &str,
     name: &LitStr,
@@ -95,6 +95,7 @@ fn check_value_test(
     Some(match word {
         "header" => model::Test::Header(name, value),
         "query" => model::Test::Query(name, value),
+        "claim" => model::Test::Claim(name, value),
         _ => model::Test::Cookie(name, value),
     })
 }

@@ -89,6 +89,8 @@ fn validate_proxy(proxy: &Proxy, errors: &mut Errors) -> model::Proxy {
     if proxy.kind == Kind::Http {
         check_forwarding(proxy, user_peer, errors);
     }
+    let auth = auth::check_proxy_auth(&proxy.auth, &proxy.upstreams, errors);
+    check_claim_conditions(proxy, auth.as_ref(), errors);
     model::Proxy {
         kind: proxy.kind,
         attrs: proxy.attrs.clone(),
@@ -110,11 +112,35 @@ fn validate_proxy(proxy: &Proxy, errors: &mut Errors) -> model::Proxy {
             .then(|| access::check_access(&proxy.access.iter().collect::<Vec<_>>(), errors))
             .flatten(),
         trusted_proxies: access::check_trusted_proxies(&proxy.trusted_proxies, errors),
-        auth: auth::check_proxy_auth(&proxy.auth, &proxy.upstreams, errors),
+        auth,
         compress: compress::check_proxy_compress(&proxy.compress, errors),
         idle,
         phases_valid,
     }
+}
+
+/// A `claim` condition reads the JWT the proxy's `auth jwt` verifies before routing (a
+/// route's own `auth` runs only once its route is chosen).
+fn check_claim_conditions(proxy: &Proxy, auth: Option<&model::Auth>, errors: &mut Errors) {
+    let message = match auth {
+        Some(model::Auth::Jwt(_)) => return,
+        // A proxy-level `auth` that did not check has its own error.
+        None if !proxy.auth.is_empty() => return,
+        Some(_) => "a `claim` condition reads a JWT's claims, but this proxy's `auth` is not `jwt`: declare `auth jwt { ... }` on the proxy",
+        None => "a `claim` condition needs the proxy's JWT: declare `auth jwt { key ...; }` on the proxy, which verifies the token before routing (a route's own `auth` runs only once its route is chosen)",
+    };
+    for c in claim_conditions(proxy) {
+        errors.at(c.keyword.span(), message);
+    }
+}
+
+/// The `claim` conditions of a proxy's routes.
+fn claim_conditions(proxy: &Proxy) -> impl Iterator<Item = &crate::syntax::ConditionDecl> {
+    proxy
+        .routes
+        .iter()
+        .flat_map(|r| &r.conditions)
+        .filter(|c| c.keyword == "claim")
 }
 
 /// `sentry "DSN" [sample RATE] [environment "NAME"];`: declared once, a DSN, a rate from

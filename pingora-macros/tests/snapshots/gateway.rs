@@ -326,7 +326,7 @@ impl ::pingora_dsl::__private::runtime::proxy::ProxyHttp for Gateway {
         __ctx: &mut Self::Ctx,
     ) {
         self.router.logging(__session, __error, __ctx);
-        ::pingora_dsl::__private::runtime::proxy::phase::LoggingFn::call(
+        ::pingora_dsl::__private::runtime::proxy::phase::logging(
             log_request,
             __session,
             __error,

@@ -3,11 +3,8 @@
 //! A phase written inline (`request_filter(session, ctx) { ... }`) may end in any value of
 //! [`PhaseOutput`] for the phase's result (e.g. `()` for "continue"); a phase given as a
 //! function path (`request_filter = auth::check;`) must have the phase's signature, checked
-//! through the `*Fn` traits here, whose errors name the expected signature. Hand-written
-//! [`ProxyHttp`](crate::proxy::ProxyHttp) impls need none of this.
-
-// The phase-signature macros below spell every return type, `()` included.
-#![allow(clippy::unused_unit)]
+//! by the function named after the phase here, whose errors name the expected signature.
+//! Hand-written [`ProxyHttp`](crate::proxy::ProxyHttp) impls need none of this.
 
 use std::future::Future;
 
@@ -172,118 +169,406 @@ impl<S, L: tower_layer::Layer<S>> IsLayer<S> for L {
     type Service = L::Service;
 }
 
-macro_rules! async_phase_fn {
-    (
-        $(#[$doc:meta])*
-        $name:ident, $message:literal, $label:literal,
-        ($($arg:ident: $ty:ty),*) -> $out:ty
-    ) => {
-        $(#[$doc])*
+/// Calls a function with its arguments gathered in one tuple, whatever their number.
+///
+/// A phase function's argument tuple is inferred from the function alone (only the impl of
+/// its arity applies), so a function taking the wrong arguments is reported by the phase's
+/// own message about the tuple it takes, not by an `Fn` bound.
+pub trait FnArgs<Args> {
+    /// What the function returns.
+    type Output;
+    /// Calls the function.
+    fn call_with(self, args: Args) -> Self::Output;
+}
+
+macro_rules! fn_args {
+    ($(($($arg:ident: $ty:ident),*)),*) => {$(
+        impl<Func, Ret, $($ty),*> FnArgs<($($ty,)*)> for Func
+        where
+            Func: FnOnce($($ty),*) -> Ret,
+        {
+            type Output = Ret;
+            fn call_with(self, ($($arg,)*): ($($ty,)*)) -> Ret {
+                self($($arg),*)
+            }
+        }
+    )*};
+}
+
+fn_args!(
+    (),
+    (a: A),
+    (a: A, b: B),
+    (a: A, b: B, c: C),
+    (a: A, b: B, c: C, d: D),
+    (a: A, b: B, c: C, d: D, e: E)
+);
+
+/// The proxy's ctx type `Self`, as a phase function taking `&mut D` receives it.
+#[diagnostic::on_unimplemented(
+    message = "this phase function takes its ctx as `&mut {D}`, but the proxy's ctx is `{Self}`",
+    label = "take `&mut {Self}` here, or declare `ctx {D};` in the proxy"
+)]
+pub trait CtxIs<D> {
+    /// The ctx as the function takes it.
+    fn as_ctx(&mut self) -> &mut D;
+}
+
+#[diagnostic::do_not_recommend]
+impl<C> CtxIs<C> for C {
+    fn as_ctx(&mut self) -> &mut C {
+        self
+    }
+}
+
+/// Declares what a function declared as a phase may return: for an async phase, a future of
+/// the phase's result; for the others, the result itself. The message names the phase and
+/// its signature.
+macro_rules! phase_output {
+    (async $output:ident<$out:ty>, $message:literal, $label:literal) => {
+        #[doc = concat!("A future of `Result<", stringify!($out), ">`, as a phase function returns it.")]
         #[diagnostic::on_unimplemented(message = $message, label = $label)]
-        pub trait $name<'a, C: 'a> {
-            /// The future the function returns.
-            type Future: Future<Output = Result<$out>> + Send + 'a;
-            /// Calls the function.
-            fn call(self, $($arg: $ty),*) -> Self::Future;
+        pub trait $output<'a>: Future<Output = Result<$out>> + Send + 'a {}
+
+        #[diagnostic::do_not_recommend]
+        impl<'a, Fut: Future<Output = Result<$out>> + Send + 'a> $output<'a> for Fut {}
+    };
+    (sync $output:ident<$out:ty>, $message:literal, $label:literal) => {
+        #[doc = concat!("`", stringify!($out), "`, as a phase function returns it.")]
+        #[diagnostic::on_unimplemented(message = $message, label = $label)]
+        pub trait $output {
+            /// The value, as the phase takes it.
+            fn into_output(self) -> $out;
         }
 
-        impl<'a, C: 'a, F, Fut> $name<'a, C> for F
-        where
-            F: FnOnce($($ty),*) -> Fut,
-            Fut: Future<Output = Result<$out>> + Send + 'a,
-        {
-            type Future = Fut;
-            fn call(self, $($arg: $ty),*) -> Fut {
-                self($($arg),*)
+        #[diagnostic::do_not_recommend]
+        impl $output for $out {
+            fn into_output(self) -> $out {
+                self
             }
         }
     };
 }
 
-macro_rules! sync_phase_fn {
-    (
-        $(#[$doc:meta])*
-        $name:ident, $message:literal, $label:literal,
-        ($($arg:ident: $ty:ty),*) -> $out:ty
-    ) => {
-        $(#[$doc])*
-        #[diagnostic::on_unimplemented(message = $message, label = $label)]
-        pub trait $name<'a, C: 'a> {
-            /// Calls the function.
-            fn call(self, $($arg: $ty),*) -> $out;
-        }
-
-        impl<'a, C: 'a, F> $name<'a, C> for F
-        where
-            F: FnOnce($($ty),*) -> $out,
-        {
-            fn call(self, $($arg: $ty),*) -> $out {
-                self($($arg),*)
-            }
-        }
-    };
+/// The arguments `early_request_filter` is called with, as a function's argument tuple.
+#[diagnostic::on_unimplemented(
+    message = "`early_request_filter` is called with `(&mut Session, &mut Ctx)`, so its function cannot take `{Self}`",
+    label = "expected `async fn(&mut Session, &mut Ctx) -> Result<()>`"
+)]
+pub trait EarlyRequestFilterArgs<'a, C> {
+    /// Gathers the arguments.
+    fn gather(session: &'a mut Session, ctx: &'a mut C) -> Self;
 }
 
-async_phase_fn!(
-    /// A function usable as `early_request_filter`.
-    EarlyRequestFilterFn,
-    "`{Self}` cannot be the `early_request_filter` phase",
-    "expected `async fn(&mut Session, &mut Ctx) -> Result<()>`",
-    (session: &'a mut Session, ctx: &'a mut C) -> ()
+impl<'a, C: CtxIs<D>, D: 'a> EarlyRequestFilterArgs<'a, C> for (&'a mut Session, &'a mut D) {
+    fn gather(session: &'a mut Session, ctx: &'a mut C) -> Self {
+        (session, ctx.as_ctx())
+    }
+}
+
+phase_output!(
+    async EarlyRequestFilterOutput<()>,
+    "`early_request_filter` must return a future of `Result<()>`, not `{Self}`",
+    "expected `async fn(&mut Session, &mut Ctx) -> Result<()>`"
 );
 
-async_phase_fn!(
-    /// A function usable as `request_filter`.
-    RequestFilterFn,
-    "`{Self}` cannot be the `request_filter` phase",
-    "expected `async fn(&mut Session, &mut Ctx) -> Result<Flow>`",
-    (session: &'a mut Session, ctx: &'a mut C) -> Flow
+/// Calls a function declared as the `early_request_filter` phase.
+pub fn early_request_filter<'a, C: 'a, F, Args>(
+    function: F,
+    session: &'a mut Session,
+    ctx: &'a mut C,
+) -> F::Output
+where
+    F: FnArgs<Args>,
+    Args: EarlyRequestFilterArgs<'a, C>,
+    F::Output: EarlyRequestFilterOutput<'a>,
+{
+    function.call_with(Args::gather(session, ctx))
+}
+
+/// The arguments `request_filter` is called with, as a function's argument tuple.
+#[diagnostic::on_unimplemented(
+    message = "`request_filter` is called with `(&mut Session, &mut Ctx)`, so its function cannot take `{Self}`",
+    label = "expected `async fn(&mut Session, &mut Ctx) -> Result<Flow>`"
+)]
+pub trait RequestFilterArgs<'a, C> {
+    /// Gathers the arguments.
+    fn gather(session: &'a mut Session, ctx: &'a mut C) -> Self;
+}
+
+impl<'a, C: CtxIs<D>, D: 'a> RequestFilterArgs<'a, C> for (&'a mut Session, &'a mut D) {
+    fn gather(session: &'a mut Session, ctx: &'a mut C) -> Self {
+        (session, ctx.as_ctx())
+    }
+}
+
+phase_output!(
+    async RequestFilterOutput<Flow>,
+    "`request_filter` must return a future of `Result<Flow>`, not `{Self}`",
+    "expected `async fn(&mut Session, &mut Ctx) -> Result<Flow>`"
 );
 
-async_phase_fn!(
-    /// A function usable as `upstream_peer`.
-    UpstreamPeerFn,
-    "`{Self}` cannot be the `upstream_peer` phase",
-    "expected `async fn(&mut Session, &mut Ctx) -> Result<HttpPeer>`",
-    (session: &'a mut Session, ctx: &'a mut C) -> HttpPeer
+/// Calls a function declared as the `request_filter` phase.
+pub fn request_filter<'a, C: 'a, F, Args>(
+    function: F,
+    session: &'a mut Session,
+    ctx: &'a mut C,
+) -> F::Output
+where
+    F: FnArgs<Args>,
+    Args: RequestFilterArgs<'a, C>,
+    F::Output: RequestFilterOutput<'a>,
+{
+    function.call_with(Args::gather(session, ctx))
+}
+
+/// The arguments `upstream_peer` is called with, as a function's argument tuple.
+#[diagnostic::on_unimplemented(
+    message = "`upstream_peer` is called with `(&mut Session, &mut Ctx)`, so its function cannot take `{Self}`",
+    label = "expected `async fn(&mut Session, &mut Ctx) -> Result<HttpPeer>`"
+)]
+pub trait UpstreamPeerArgs<'a, C> {
+    /// Gathers the arguments.
+    fn gather(session: &'a mut Session, ctx: &'a mut C) -> Self;
+}
+
+impl<'a, C: CtxIs<D>, D: 'a> UpstreamPeerArgs<'a, C> for (&'a mut Session, &'a mut D) {
+    fn gather(session: &'a mut Session, ctx: &'a mut C) -> Self {
+        (session, ctx.as_ctx())
+    }
+}
+
+phase_output!(
+    async UpstreamPeerOutput<HttpPeer>,
+    "`upstream_peer` must return a future of `Result<HttpPeer>`, not `{Self}`",
+    "expected `async fn(&mut Session, &mut Ctx) -> Result<HttpPeer>`"
 );
 
-async_phase_fn!(
-    /// A function usable as `upstream_request_filter`.
-    UpstreamRequestFilterFn,
-    "`{Self}` cannot be the `upstream_request_filter` phase",
-    "expected `async fn(&mut Session, &mut RequestHeader, &mut Ctx) -> Result<()>`",
-    (session: &'a mut Session, upstream_request: &'a mut RequestHeader, ctx: &'a mut C) -> ()
+/// Calls a function declared as the `upstream_peer` phase.
+pub fn upstream_peer<'a, C: 'a, F, Args>(
+    function: F,
+    session: &'a mut Session,
+    ctx: &'a mut C,
+) -> F::Output
+where
+    F: FnArgs<Args>,
+    Args: UpstreamPeerArgs<'a, C>,
+    F::Output: UpstreamPeerOutput<'a>,
+{
+    function.call_with(Args::gather(session, ctx))
+}
+
+/// The arguments `upstream_request_filter` is called with, as a function's argument tuple.
+#[diagnostic::on_unimplemented(
+    message = "`upstream_request_filter` is called with `(&mut Session, &mut RequestHeader, &mut Ctx)`, so its function cannot take `{Self}`",
+    label = "expected `async fn(&mut Session, &mut RequestHeader, &mut Ctx) -> Result<()>`"
+)]
+pub trait UpstreamRequestFilterArgs<'a, C> {
+    /// Gathers the arguments.
+    fn gather(
+        session: &'a mut Session,
+        upstream_request: &'a mut RequestHeader,
+        ctx: &'a mut C,
+    ) -> Self;
+}
+
+impl<'a, C: CtxIs<D>, D: 'a> UpstreamRequestFilterArgs<'a, C>
+    for (&'a mut Session, &'a mut RequestHeader, &'a mut D)
+{
+    fn gather(
+        session: &'a mut Session,
+        upstream_request: &'a mut RequestHeader,
+        ctx: &'a mut C,
+    ) -> Self {
+        (session, upstream_request, ctx.as_ctx())
+    }
+}
+
+phase_output!(
+    async UpstreamRequestFilterOutput<()>,
+    "`upstream_request_filter` must return a future of `Result<()>`, not `{Self}`",
+    "expected `async fn(&mut Session, &mut RequestHeader, &mut Ctx) -> Result<()>`"
 );
 
-async_phase_fn!(
-    /// A function usable as `response_filter`.
-    ResponseFilterFn,
-    "`{Self}` cannot be the `response_filter` phase",
-    "expected `async fn(&mut Session, &mut ResponseHeader, &mut Ctx) -> Result<()>`",
-    (session: &'a mut Session, response: &'a mut ResponseHeader, ctx: &'a mut C) -> ()
+/// Calls a function declared as the `upstream_request_filter` phase.
+pub fn upstream_request_filter<'a, C: 'a, F, Args>(
+    function: F,
+    session: &'a mut Session,
+    upstream_request: &'a mut RequestHeader,
+    ctx: &'a mut C,
+) -> F::Output
+where
+    F: FnArgs<Args>,
+    Args: UpstreamRequestFilterArgs<'a, C>,
+    F::Output: UpstreamRequestFilterOutput<'a>,
+{
+    function.call_with(Args::gather(session, upstream_request, ctx))
+}
+
+/// The arguments `response_filter` is called with, as a function's argument tuple.
+#[diagnostic::on_unimplemented(
+    message = "`response_filter` is called with `(&mut Session, &mut ResponseHeader, &mut Ctx)`, so its function cannot take `{Self}`",
+    label = "expected `async fn(&mut Session, &mut ResponseHeader, &mut Ctx) -> Result<()>`"
+)]
+pub trait ResponseFilterArgs<'a, C> {
+    /// Gathers the arguments.
+    fn gather(session: &'a mut Session, response: &'a mut ResponseHeader, ctx: &'a mut C) -> Self;
+}
+
+impl<'a, C: CtxIs<D>, D: 'a> ResponseFilterArgs<'a, C>
+    for (&'a mut Session, &'a mut ResponseHeader, &'a mut D)
+{
+    fn gather(session: &'a mut Session, response: &'a mut ResponseHeader, ctx: &'a mut C) -> Self {
+        (session, response, ctx.as_ctx())
+    }
+}
+
+phase_output!(
+    async ResponseFilterOutput<()>,
+    "`response_filter` must return a future of `Result<()>`, not `{Self}`",
+    "expected `async fn(&mut Session, &mut ResponseHeader, &mut Ctx) -> Result<()>`"
 );
 
-sync_phase_fn!(
-    /// A function usable as `upstream_response_filter`.
-    UpstreamResponseFilterFn,
-    "`{Self}` cannot be the `upstream_response_filter` phase",
-    "expected `fn(&mut Session, &mut ResponseHeader, &mut Ctx) -> Result<()>`",
-    (session: &'a mut Session, upstream_response: &'a mut ResponseHeader, ctx: &'a mut C) -> Result<()>
+/// Calls a function declared as the `response_filter` phase.
+pub fn response_filter<'a, C: 'a, F, Args>(
+    function: F,
+    session: &'a mut Session,
+    response: &'a mut ResponseHeader,
+    ctx: &'a mut C,
+) -> F::Output
+where
+    F: FnArgs<Args>,
+    Args: ResponseFilterArgs<'a, C>,
+    F::Output: ResponseFilterOutput<'a>,
+{
+    function.call_with(Args::gather(session, response, ctx))
+}
+
+/// The arguments `upstream_response_filter` is called with, as a function's argument tuple.
+#[diagnostic::on_unimplemented(
+    message = "`upstream_response_filter` is called with `(&mut Session, &mut ResponseHeader, &mut Ctx)`, so its function cannot take `{Self}`",
+    label = "expected `fn(&mut Session, &mut ResponseHeader, &mut Ctx) -> Result<()>`"
+)]
+pub trait UpstreamResponseFilterArgs<'a, C> {
+    /// Gathers the arguments.
+    fn gather(
+        session: &'a mut Session,
+        upstream_response: &'a mut ResponseHeader,
+        ctx: &'a mut C,
+    ) -> Self;
+}
+
+impl<'a, C: CtxIs<D>, D: 'a> UpstreamResponseFilterArgs<'a, C>
+    for (&'a mut Session, &'a mut ResponseHeader, &'a mut D)
+{
+    fn gather(
+        session: &'a mut Session,
+        upstream_response: &'a mut ResponseHeader,
+        ctx: &'a mut C,
+    ) -> Self {
+        (session, upstream_response, ctx.as_ctx())
+    }
+}
+
+phase_output!(
+    sync UpstreamResponseFilterOutput<Result<()>>,
+    "`upstream_response_filter` must return `Result<()>`, not `{Self}`",
+    "expected `fn(&mut Session, &mut ResponseHeader, &mut Ctx) -> Result<()>`"
 );
 
-sync_phase_fn!(
-    /// A function usable as `fail_to_connect`.
-    FailToConnectFn,
-    "`{Self}` cannot be the `fail_to_connect` phase",
-    "expected `fn(&mut Session, &HttpPeer, &mut Ctx, Error) -> Error`",
-    (session: &'a mut Session, peer: &'a HttpPeer, ctx: &'a mut C, error: Error) -> Error
+/// Calls a function declared as the `upstream_response_filter` phase.
+pub fn upstream_response_filter<'a, C: 'a, F, Args>(
+    function: F,
+    session: &'a mut Session,
+    upstream_response: &'a mut ResponseHeader,
+    ctx: &'a mut C,
+) -> Result<()>
+where
+    F: FnArgs<Args>,
+    Args: UpstreamResponseFilterArgs<'a, C>,
+    F::Output: UpstreamResponseFilterOutput,
+{
+    function
+        .call_with(Args::gather(session, upstream_response, ctx))
+        .into_output()
+}
+
+/// The arguments `fail_to_connect` is called with, as a function's argument tuple.
+#[diagnostic::on_unimplemented(
+    message = "`fail_to_connect` is called with `(&mut Session, &HttpPeer, &mut Ctx, Error)`, so its function cannot take `{Self}`",
+    label = "expected `fn(&mut Session, &HttpPeer, &mut Ctx, Error) -> Error`"
+)]
+pub trait FailToConnectArgs<'a, C> {
+    /// Gathers the arguments.
+    fn gather(session: &'a mut Session, peer: &'a HttpPeer, ctx: &'a mut C, error: Error) -> Self;
+}
+
+impl<'a, C: CtxIs<D>, D: 'a> FailToConnectArgs<'a, C>
+    for (&'a mut Session, &'a HttpPeer, &'a mut D, Error)
+{
+    fn gather(session: &'a mut Session, peer: &'a HttpPeer, ctx: &'a mut C, error: Error) -> Self {
+        (session, peer, ctx.as_ctx(), error)
+    }
+}
+
+phase_output!(
+    sync FailToConnectOutput<Error>,
+    "`fail_to_connect` must return `Error`, not `{Self}`",
+    "expected `fn(&mut Session, &HttpPeer, &mut Ctx, Error) -> Error`"
 );
 
-sync_phase_fn!(
-    /// A function usable as `logging`.
-    LoggingFn,
-    "`{Self}` cannot be the `logging` phase",
-    "expected `fn(&Session, Option<&Error>, &mut Ctx)`",
-    (session: &'a Session, error: Option<&'a Error>, ctx: &'a mut C) -> ()
+/// Calls a function declared as the `fail_to_connect` phase.
+pub fn fail_to_connect<'a, C: 'a, F, Args>(
+    function: F,
+    session: &'a mut Session,
+    peer: &'a HttpPeer,
+    ctx: &'a mut C,
+    error: Error,
+) -> Error
+where
+    F: FnArgs<Args>,
+    Args: FailToConnectArgs<'a, C>,
+    F::Output: FailToConnectOutput,
+{
+    function
+        .call_with(Args::gather(session, peer, ctx, error))
+        .into_output()
+}
+
+/// The arguments `logging` is called with, as a function's argument tuple.
+#[diagnostic::on_unimplemented(
+    message = "`logging` is called with `(&Session, Option<&Error>, &mut Ctx)`, so its function cannot take `{Self}`",
+    label = "expected `fn(&Session, Option<&Error>, &mut Ctx)`"
+)]
+pub trait LoggingArgs<'a, C> {
+    /// Gathers the arguments.
+    fn gather(session: &'a Session, error: Option<&'a Error>, ctx: &'a mut C) -> Self;
+}
+
+impl<'a, C: CtxIs<D>, D: 'a> LoggingArgs<'a, C> for (&'a Session, Option<&'a Error>, &'a mut D) {
+    fn gather(session: &'a Session, error: Option<&'a Error>, ctx: &'a mut C) -> Self {
+        (session, error, ctx.as_ctx())
+    }
+}
+
+phase_output!(
+    sync LoggingOutput<()>,
+    "`logging` must return `()`, not `{Self}`",
+    "expected `fn(&Session, Option<&Error>, &mut Ctx)`"
 );
+
+/// Calls a function declared as the `logging` phase.
+pub fn logging<'a, C: 'a, F, Args>(
+    function: F,
+    session: &'a Session,
+    error: Option<&'a Error>,
+    ctx: &'a mut C,
+) where
+    F: FnArgs<Args>,
+    Args: LoggingArgs<'a, C>,
+    F::Output: LoggingOutput,
+{
+    function
+        .call_with(Args::gather(session, error, ctx))
+        .into_output()
+}

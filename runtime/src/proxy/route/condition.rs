@@ -71,6 +71,10 @@ pub enum Test {
     ClientIn(Vec<Cidr>),
     /// The request arrived over TLS (`true`) or cleartext (`false`).
     Https(bool),
+    /// A claim of the request's JWT (the proxy's `auth jwt`, checked before routing): a
+    /// string as it is, a number or boolean as JSON text; an array holds when one of its
+    /// elements does. Without a valid token, no claim is present.
+    Claim(String, ValueTest),
 }
 
 /// A test, or its negation.
@@ -131,6 +135,7 @@ impl Test {
             Test::Header(name, t) => format!("header {name}{}", t.describe()),
             Test::Query(name, t) => format!("query {name}{}", t.describe()),
             Test::Cookie(name, t) => format!("cookie {name}{}", t.describe()),
+            Test::Claim(name, t) => format!("claim {name}{}", t.describe()),
             Test::ClientIn(blocks) => {
                 let blocks: Vec<String> = blocks
                     .iter()
@@ -157,7 +162,37 @@ impl Test {
             Test::Cookie(name, test) => test.holds(crate::lb::cookie(session.headers(), name)),
             Test::ClientIn(blocks) => in_blocks(blocks, session.client_addr().ip()),
             Test::Https(https) => (session.scheme() == "https") == *https,
+            Test::Claim(name, test) => claim_holds(session, name, test),
         }
+    }
+
+    /// Whether the test reads the request's JWT claims (which must then be known before
+    /// routing).
+    pub fn reads_claims(&self) -> bool {
+        matches!(self, Test::Claim(..))
+    }
+}
+
+/// Whether claim `name` of the session's identity passes `test`.
+fn claim_holds(session: &Session, name: &str, test: &ValueTest) -> bool {
+    let claims = session.identity().and_then(|id| id.claims.as_deref());
+    let Some(value) = claims.and_then(|c| c.get(name)) else {
+        return test.holds(None);
+    };
+    if matches!(test, ValueTest::Present) {
+        return true;
+    }
+    match value {
+        serde_json::Value::Array(items) => items.iter().any(|item| claim_value_holds(item, test)),
+        single => claim_value_holds(single, test),
+    }
+}
+
+/// Whether one claim value passes `test`: a string as it is, anything else as JSON text.
+fn claim_value_holds(value: &serde_json::Value, test: &ValueTest) -> bool {
+    match value {
+        serde_json::Value::String(s) => test.holds(Some(s.as_bytes())),
+        other => test.holds(Some(other.to_string().as_bytes())),
     }
 }
 

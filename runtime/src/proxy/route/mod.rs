@@ -413,6 +413,9 @@ pub struct Router {
     access: Option<Arc<AccessList>>,
     auth: Option<Arc<Auth>>,
     compress: Option<Arc<Compress>>,
+    /// Some route's conditions read JWT claims: the proxy's `auth jwt` verifies the token
+    /// before routing.
+    routes_read_claims: bool,
 }
 
 impl Router {
@@ -426,7 +429,12 @@ impl Router {
                 route.label = crate::metrics::label(&format!("{} #{}", labels[i], earlier + 1));
             }
         }
+        let routes_read_claims = routes
+            .iter()
+            .flat_map(|r| &r.matcher.conditions)
+            .any(|c| c.test.reads_claims());
         Router {
+            routes_read_claims,
             groups,
             routes,
             request_edits: Vec::new(),
@@ -513,7 +521,10 @@ impl Router {
             return Some(answer);
         }
         let route = self.matched(ctx);
-        if let Some(auth) = self.auth_of(route) {
+        if let Some(auth) = self
+            .auth_of(route)
+            .filter(|a| !self.verified_before_routing(session, a))
+        {
             match auth.check_now(session) {
                 // bcrypt or a subrequest: boxed, so that the future of every other request
                 // stays as small as before.
@@ -538,6 +549,9 @@ impl Router {
     /// Matches the request's route and applies the policies that come before
     /// authentication: the answer of the one that refused, if one did.
     fn admit<C>(&self, session: &mut Session, ctx: &mut RouteCtx<C>) -> Option<Flow> {
+        if self.routes_read_claims {
+            self.identify_before_routing(session);
+        }
         let index = self.routes.iter().position(|r| r.matcher.matches(session));
         // Routes and groups are indexed by u32 (a router has far fewer).
         ctx.route = index.map(|i| i as u32);
@@ -672,6 +686,29 @@ impl Router {
             |p| &p.auth,
             self.auth.as_ref(),
         )
+    }
+
+    /// For routes whose conditions read claims: the proxy's JWT verified before routing. A
+    /// valid token's identity is kept (and not verified again for a route under the same
+    /// authentication); without one, no claim is present, and the chosen route's own
+    /// authentication answers for the request.
+    fn identify_before_routing(&self, session: &mut Session) {
+        if let Some(Auth::Jwt(jwt)) = self.auth.as_deref() {
+            if let Ok(identity) = jwt.check(session.headers()) {
+                session.set_identity(identity);
+            }
+        }
+    }
+
+    /// Whether `auth` is the proxy's JWT check, which already let this request in before
+    /// routing.
+    fn verified_before_routing(&self, session: &Session, auth: &Auth) -> bool {
+        self.routes_read_claims
+            && session.identity().is_some()
+            && self
+                .auth
+                .as_deref()
+                .is_some_and(|own| std::ptr::eq(own, auth))
     }
 
     /// Why the declared authentication cannot work (a credentials file that does not load):
