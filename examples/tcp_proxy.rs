@@ -4,6 +4,8 @@
 //! ```text
 //! cargo run --release --example tcp_proxy
 //! nc 127.0.0.1 6193          # the first line names the echo origin; type to see echoes
+//! # 6194 is for a load balancer in front: each connection starts with its PROXY header
+//! (printf 'PROXY TCP4 192.0.2.7 127.0.0.1 5555 6194\r\n'; cat) | nc 127.0.0.1 6194
 //! ```
 //!
 //! It takes the command line of every declared proxy (`--help`): `--listen`, `--upstream`,
@@ -23,6 +25,9 @@ tcp_proxy! {
     /// Round robin over TCP echo servers.
     pub TcpEcho {
         listen "127.0.0.1:6193";
+        // Behind a balancer that sends HAProxy's PROXY header: the access log (and
+        // `select hash(client_ip)`) see the client it names.
+        listen "127.0.0.1:6194" proxy_protocol required;
         upstream echo {
             peers ["127.0.0.1:7001", "127.0.0.1:7002"];
             select round_robin;

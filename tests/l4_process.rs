@@ -222,6 +222,67 @@ async fn tcp_config_file_sets_the_idle_timeout_and_a_json_access_log() {
     stop(child);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_config_file_requires_a_proxy_protocol_header() {
+    let dir = scratch("proxy-protocol");
+    let echo = start_tcp_echo("origin-c").await.expect("echo");
+    let conf = dir.join("tcp.toml");
+    std::fs::write(
+        &conf,
+        format!(
+            "[proxy.TcpEcho]\nlisten = [\"127.0.0.1:0\"]\nproxy_protocol = \"required\"\n\
+             access_log = \"stdout\"\naccess_log_format = \"json\"\n\n\
+             [proxy.TcpEcho.upstream.echo]\npeers = [\"{echo}\"]\n"
+        ),
+    )
+    .expect("config");
+    let (child, lines) = spawn_with_lines(
+        Command::new(example_binary("tcp_proxy"))
+            .arg("-c")
+            .arg(&conf),
+    );
+    let mut seen = Vec::new();
+    let addr = tokio::task::block_in_place(|| {
+        addr_after(
+            &line_with(&lines, &mut seen, " listening on tcp "),
+            " listening on tcp ",
+        )
+    });
+    let mut conn = TcpStream::connect(addr).await.expect("connect");
+    conn.write_all(b"PROXY TCP4 192.0.2.10 127.0.0.1 5555 6432\r\n")
+        .await
+        .expect("header");
+    let mut greeting = [0u8; 9];
+    tokio::time::timeout(WAIT, conn.read_exact(&mut greeting))
+        .await
+        .expect("a greeting in time")
+        .expect("greeting");
+    assert_eq!(&greeting, b"origin-c\n");
+    drop(conn);
+    let line = tokio::task::block_in_place(|| line_with(&lines, &mut seen, "\"protocol\""));
+    let entry: serde_json::Value = serde_json::from_str(&line).expect("a JSON line");
+    assert_eq!(entry["client"], "192.0.2.10:5555", "{line}");
+
+    let mut bare = TcpStream::connect(addr).await.expect("connect");
+    bare.write_all(b"no header, just bytes\r\n")
+        .await
+        .expect("write");
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(WAIT, bare.read_to_end(&mut rest))
+        .await
+        .expect("closed in time");
+    // Closed with the unread bytes still queued: a reset is a close too.
+    let closed = read.as_ref().map_or_else(
+        |e| e.kind() == std::io::ErrorKind::ConnectionReset,
+        |_| true,
+    );
+    assert!(closed, "{read:?}");
+    assert!(rest.is_empty(), "nothing relayed: {rest:?}");
+    let line = tokio::task::block_in_place(|| line_with(&lines, &mut seen, "\"protocol\""));
+    assert!(line.contains("\"end\":\"proxy_protocol\""), "{line}");
+    stop(child);
+}
+
 #[test]
 fn what_a_relay_cannot_honour_is_refused_naming_it_and_hidden() {
     let udp_help = String::from_utf8(run("udp_proxy", &["--help"]).stdout).expect("help");
@@ -271,6 +332,11 @@ fn what_a_relay_cannot_honour_is_refused_naming_it_and_hidden() {
             "udp_proxy",
             "[proxy.UdpEcho]\ntls_listen = [\"127.0.0.1:0\"]\n",
             "proxy.UdpEcho.tls_listen: not available in udp_proxy!",
+        ),
+        (
+            "udp_proxy",
+            "[proxy.UdpEcho]\nproxy_protocol = \"required\"\n",
+            "proxy.UdpEcho.proxy_protocol: not available in udp_proxy!",
         ),
         (
             "load_balancer",

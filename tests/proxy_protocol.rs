@@ -11,6 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use pingora_dsl::lb::UpstreamGroup;
+use pingora_dsl::listen::proxy_protocol::ProxyProtocol;
 use pingora_dsl::listen::tls::TlsSettings;
 use pingora_dsl::prelude::*;
 use pingora_dsl_suite::certs::self_signed;
@@ -32,6 +33,29 @@ proxy! {
         }
         set_response_header "x-client" "${client_ip}";
         route => upstream app;
+    }
+}
+
+proxy! {
+    /// One listener behind the balancer, one for clients that connect directly.
+    pub Mixed {
+        listen "127.0.0.1:6188";
+        listen "127.0.0.2:6188" proxy_protocol required;
+        client_timeout header_read 500ms;
+        upstream app { peers ["127.0.0.1:8001"]; }
+        set_response_header "x-client" "${client_ip}";
+        route => upstream app;
+    }
+}
+
+pingora_dsl::tcp_proxy! {
+    /// A TCP relay behind a balancer, passing the client on to peers that read it.
+    pub Relay {
+        listen "127.0.0.1:6432" proxy_protocol required;
+        upstream db {
+            peers ["127.0.0.1:9"];
+            proxy_protocol v2;
+        }
     }
 }
 
@@ -310,4 +334,131 @@ async fn optional_headers_and_headers_before_tls() {
     .expect("handshake");
     assert_eq!(get(&mut tls).await.1, "192.0.2.55");
     let _ = std::fs::remove_dir_all(dir);
+}
+
+#[tokio::test]
+async fn each_listener_has_its_own_mode() {
+    let origin = pingora_dsl_suite::origin::Origin::start("app")
+        .await
+        .expect("origin");
+    let mut proxy = Mixed::new();
+    point(proxy.router_mut(), "app", &[origin.addr()]);
+    let mut service = proxy.service();
+    let declared: Vec<_> = service
+        .listen_addrs()
+        .iter()
+        .map(|l| (l.addr.clone(), l.proxy_protocol))
+        .collect();
+    assert_eq!(
+        declared,
+        [
+            ("127.0.0.1:6188".to_owned(), None),
+            ("127.0.0.2:6188".to_owned(), Some(ProxyProtocol::Required))
+        ]
+    );
+    // The same listeners on ports of the system's choosing.
+    service.clear_tcp();
+    service.add_tcp("127.0.0.1:0");
+    service.add_tcp("127.0.0.2:0");
+    service.set_listener_proxy_protocol("127.0.0.2:0", false, ProxyProtocol::Required);
+    let running = service.spawn().expect("proxy starts");
+    let on = |ip: &str| {
+        running
+            .addrs()
+            .iter()
+            .copied()
+            .find(|a| a.ip().to_string() == ip)
+            .expect("a listener on that address")
+    };
+    let (direct, behind) = (on("127.0.0.1"), on("127.0.0.2"));
+    let mut plain = TcpStream::connect(direct).await.expect("connect");
+    let (status, client, _) = get(&mut plain).await;
+    assert!(status.contains("200"), "{status}");
+    assert_eq!(client, "127.0.0.1", "the direct listener reads no header");
+    let mut with = TcpStream::connect(behind).await.expect("connect");
+    with.write_all(b"PROXY TCP4 198.51.100.8 127.0.0.2 1234 80\r\n")
+        .await
+        .expect("write");
+    assert_eq!(get(&mut with).await.1, "198.51.100.8");
+    let mut without = TcpStream::connect(behind).await.expect("connect");
+    without
+        .write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")
+        .await
+        .expect("write");
+    assert!(
+        closed_within(&mut without, Duration::from_secs(5)).await,
+        "the listener behind the balancer requires a header"
+    );
+}
+
+/// A TCP origin that requires a PROXY v2 header, records the client it names, then echoes.
+async fn start_echo() -> (SocketAddr, Arc<Mutex<Vec<SocketAddr>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let seen: Arc<Mutex<Vec<SocketAddr>>> = Arc::default();
+    let record = seen.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let record = record.clone();
+            tokio::spawn(async move {
+                let Some(Some(client)) = read_v2(&mut stream).await else {
+                    return;
+                };
+                record
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .push(client);
+                let (mut read, mut write) = stream.split();
+                let _ = tokio::io::copy(&mut read, &mut write).await;
+            });
+        }
+    });
+    (addr, seen)
+}
+
+#[tokio::test]
+async fn a_tcp_relay_reads_and_sends_the_header() {
+    let (echo, seen) = start_echo().await;
+    let mut relay = Relay::new();
+    point(relay.router_mut(), "db", &[echo]);
+    let mut service = relay.service();
+    assert_eq!(
+        service.listen_addrs()[0].proxy_protocol,
+        Some(ProxyProtocol::Required)
+    );
+    service.clear_tcp();
+    service.add_tcp("127.0.0.1:0");
+    service.set_listener_proxy_protocol("127.0.0.1:0", false, ProxyProtocol::Required);
+    let running = service.spawn().expect("relay starts");
+    let addr = running.addrs()[0];
+    let mut client = TcpStream::connect(addr).await.expect("connect");
+    client
+        .write_all(b"PROXY TCP4 203.0.113.9 127.0.0.1 4321 5432\r\nhello")
+        .await
+        .expect("write");
+    let mut echoed = [0u8; 5];
+    tokio::time::timeout(Duration::from_secs(10), client.read_exact(&mut echoed))
+        .await
+        .expect("an echo within 10 s")
+        .expect("echo");
+    assert_eq!(&echoed, b"hello");
+    let named = seen.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    assert_eq!(
+        named,
+        ["203.0.113.9:4321".parse::<SocketAddr>().expect("addr")]
+    );
+    let mut plain = TcpStream::connect(addr).await.expect("connect");
+    plain
+        .write_all(b"hello without a header\r\n")
+        .await
+        .expect("write");
+    assert!(
+        closed_within(&mut plain, Duration::from_secs(5)).await,
+        "no header: closed"
+    );
+    assert_eq!(
+        seen.lock().unwrap_or_else(|e| e.into_inner()).len(),
+        1,
+        "nothing went upstream for it"
+    );
 }

@@ -64,6 +64,8 @@ pub struct Sentry {
 pub struct Listen {
     pub addr: SocketAddr,
     pub tls: Option<ListenTls>,
+    /// The listener's own `proxy_protocol`: `Some(true)` required, `Some(false)` optional.
+    pub proxy_protocol: Option<bool>,
 }
 
 /// The certificates (the first is the default) and client CA of a TLS listener.

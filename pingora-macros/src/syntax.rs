@@ -203,10 +203,12 @@ pub struct RateLimitDecl {
     pub by: Option<(Ident, Option<LitStr>)>,
 }
 
-/// `listen "ADDR";` or `listen tls "ADDR" ...;`
+/// `listen "ADDR" [proxy_protocol MODE];` or `listen tls "ADDR" ...;`
 pub struct Listen {
     pub lit: LitStr,
     pub tls: Option<TlsDecl>,
+    /// `proxy_protocol required|optional` of this listener: keyword and mode.
+    pub proxy_protocol: Option<(Ident, Ident)>,
 }
 
 /// `tls ... cert "FILE" key "FILE" ... client_ca "FILE"` of a listener.
@@ -215,6 +217,8 @@ pub struct TlsDecl {
     /// (certificate, key) pairs; the first is the default certificate.
     pub certs: Vec<(LitStr, LitStr)>,
     pub client_ca: Vec<(Ident, LitStr)>,
+    /// `proxy_protocol MODE` among the settings (the listener's, read before TLS).
+    pub proxy_protocol: Option<(Ident, Ident)>,
     /// A setting failed to parse (so "needs a certificate" would be a follow-on error).
     pub malformed: bool,
     /// Syntax errors inside a `{ ... }` block of settings.

@@ -3,6 +3,8 @@ use pingora_dsl::prelude::*;
 proxy! {
     pub Edge {
         listen "127.0.0.1:6188";
+        listen "127.0.0.1:6189" proxy_protocol sometimes;
+        listen tls "127.0.0.1:6190" cert "a.crt" key "a.key" proxy_protocol required proxy_protocol optional;
         proxy_protocol always;
         upstream web {
             peers ["127.0.0.1:8001"];
@@ -11,11 +13,13 @@ proxy! {
     }
 }
 
-tcp_proxy! {
-    pub Db {
-        listen "127.0.0.1:6432";
-        upstream pg {
-            peers ["127.0.0.1:5432"];
+// Datagrams carry no PROXY header.
+udp_proxy! {
+    pub Dns {
+        listen "127.0.0.1:5353" proxy_protocol required;
+        proxy_protocol optional;
+        upstream resolvers {
+            peers ["127.0.0.1:53"];
             proxy_protocol v2;
         }
     }

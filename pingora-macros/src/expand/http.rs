@@ -83,6 +83,7 @@ fn service_methods(p: &Proxy) -> TokenStream {
     let (_, tls_listens) = expand_listens(p);
     let http_options = expand_http_options(p);
     let layers = expand_layers(&p.layers);
+    let listener_modes = super::listener_proxy_protocols(p);
     quote! {
         /// The per-connection pipeline: the declared layers, in order, around the phases.
         pub fn pipeline(
@@ -118,6 +119,7 @@ fn service_methods(p: &Proxy) -> TokenStream {
         > {
             let mut service =
                 #rt::downstream::HttpService::new(#name_str, self.pipeline_with(options));
+            #(#listener_modes)*
             for addr in Self::LISTEN {
                 service.add_tcp(addr);
             }

@@ -4,11 +4,14 @@
 use proc_macro2::TokenStream;
 use quote::quote;
 
-use crate::model::Proxy;
+use crate::model::{Proxy, Setting};
 use crate::syntax::Kind;
 
 use super::group::expand_group;
-use super::{declared_impl, duration, expand_listens, router_methods, rt, unreachable_body};
+use super::{
+    declared_impl, duration, expand_listens, listener_proxy_protocols, proxy_protocol_mode,
+    router_methods, rt, unreachable_body,
+};
 
 /// The service type, its method adding a listening address, and the transport, per kind.
 struct L4Names {
@@ -94,12 +97,29 @@ fn service_method(p: &Proxy) -> TokenStream {
     let L4Names {
         service_ty, add, ..
     } = names(p.kind);
+    let rt = rt();
+    // A UDP proxy's `proxy_protocol` is a compile error already.
+    let tcp = p.kind == Kind::Tcp;
+    let proxy_protocol = p.options.settings.iter().filter(|_| tcp).find_map(|s| match s {
+        Setting::ProxyProtocol(required) => {
+            let mode = proxy_protocol_mode(*required);
+            Some(quote!(service.set_proxy_protocol(#rt::listen::proxy_protocol::ProxyProtocol::#mode);))
+        }
+        _ => None,
+    });
+    let listener_modes = if tcp {
+        listener_proxy_protocols(p)
+    } else {
+        Vec::new()
+    };
     quote! {
     /// A listening service on the declared addresses, for `Server::add_service`
     /// (or `spawn` in tests).
     pub fn service(self) -> #service_ty {
         let group = self.router.groups()[0].clone();
         let mut service = <#service_ty>::new(#name_str, group);
+        #proxy_protocol
+        #(#listener_modes)*
         for addr in Self::LISTEN {
             service.#add(addr);
         }

@@ -15,8 +15,9 @@ mod router;
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use proc_macro2::TokenStream;
+use proc_macro2::{Span, TokenStream};
 use quote::quote;
+use syn::Ident;
 
 use crate::model::{Proxy, Setting};
 use crate::syntax::Kind;
@@ -115,6 +116,26 @@ fn expand_listens(p: &Proxy) -> (Vec<String>, Vec<TokenStream>) {
         })
         .collect();
     (listen, tls_listens)
+}
+
+/// The declared PROXY protocol modes of single listeners, set on `service` before its
+/// addresses are added.
+fn listener_proxy_protocols(p: &Proxy) -> Vec<TokenStream> {
+    let rt = rt();
+    p.listens
+        .iter()
+        .filter_map(|l| {
+            let mode = proxy_protocol_mode(l.proxy_protocol?);
+            let (addr, tls) = (l.addr.to_string(), l.tls.is_some());
+            Some(quote!(service.set_listener_proxy_protocol(#addr, #tls, #rt::listen::proxy_protocol::ProxyProtocol::#mode);))
+        })
+        .collect()
+}
+
+/// The runtime's name of a PROXY protocol mode: required or optional.
+fn proxy_protocol_mode(required: bool) -> Ident {
+    let mode = if required { "Required" } else { "Optional" };
+    Ident::new(mode, Span::call_site())
 }
 
 /// `impl Declared`: what `run` needs of every declared proxy. `admin "ADDR";` becomes

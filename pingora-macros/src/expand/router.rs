@@ -548,11 +548,7 @@ pub fn expand_http_options(p: &Proxy) -> TokenStream {
         Setting::MaxHeaderBytes(n) => Some(quote!(service.options_mut().max_header_bytes = #n;)),
         Setting::ProxyProtocol(required) => {
             let rt = rt();
-            let mode = if *required {
-                quote!(Required)
-            } else {
-                quote!(Optional)
-            };
+            let mode = super::proxy_protocol_mode(*required);
             Some(quote!(
                 service.options_mut().proxy_protocol =
                     #rt::listen::proxy_protocol::ProxyProtocol::#mode;

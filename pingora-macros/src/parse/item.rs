@@ -228,15 +228,40 @@ impl Parse for Listen {
             None
         };
         let lit = expect(input, "expected an address: `listen \"127.0.0.1:6188\";`")?;
-        let tls = match tls_keyword {
-            Some(keyword) => Some(tls::parse_listener_tls(input, keyword)?),
+        let (tls, proxy_protocol) = match tls_keyword {
+            Some(keyword) => {
+                let mut tls = tls::parse_listener_tls(input, keyword)?;
+                let proxy_protocol = tls.proxy_protocol.take();
+                (Some(tls), proxy_protocol)
+            }
             None => {
+                let proxy_protocol = if input.peek(kw::proxy_protocol) {
+                    Some(parse_listener_proxy_protocol(input)?)
+                } else {
+                    None
+                };
                 semi(input, "listen")?;
-                None
+                (None, proxy_protocol)
             }
         };
-        Ok(Listen { lit, tls })
+        Ok(Listen {
+            lit,
+            tls,
+            proxy_protocol,
+        })
     }
+}
+
+/// `proxy_protocol MODE` of one listener: the keyword and the mode, checked later.
+pub(super) fn parse_listener_proxy_protocol(input: ParseStream<'_>) -> syn::Result<(Ident, Ident)> {
+    let keyword = keyword(input)?;
+    let mode = Ident::parse_any(input).map_err(|e| {
+        syn::Error::new(
+            e.span(),
+            "expected `required` or `optional`: `listen \"0.0.0.0:80\" proxy_protocol required;`",
+        )
+    })?;
+    Ok((keyword, mode))
 }
 
 /// `sentry "DSN" [sample RATE] [environment "NAME"];`

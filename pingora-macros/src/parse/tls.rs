@@ -16,6 +16,7 @@ pub fn parse_listener_tls(input: ParseStream<'_>, keyword: Ident) -> syn::Result
         keyword,
         certs: Vec::new(),
         client_ca: Vec::new(),
+        proxy_protocol: None,
         malformed: false,
         errors: Vec::new(),
     };
@@ -67,11 +68,22 @@ fn parse_tls_setting(input: ParseStream<'_>, decl: &mut TlsDecl) -> syn::Result<
         decl.client_ca.push((kw, ca));
         return Ok(());
     }
+    if input.peek(kw::proxy_protocol) {
+        let setting = super::item::parse_listener_proxy_protocol(input)?;
+        if decl.proxy_protocol.is_some() {
+            return Err(syn::Error::new(
+                setting.0.span(),
+                "`proxy_protocol` is given twice for this listener: keep one",
+            ));
+        }
+        decl.proxy_protocol = Some(setting);
+        return Ok(());
+    }
     let kw = Ident::parse_any(input)?;
     Err(syn::Error::new(
         kw.span(),
         format!(
-            "unknown TLS setting `{kw}`: expected `cert \"FILE\" key \"FILE\"` or `client_ca \"FILE\"`"
+            "unknown TLS setting `{kw}`: expected `cert \"FILE\" key \"FILE\"`, `client_ca \"FILE\"` or `proxy_protocol required|optional`"
         ),
     ))
 }

@@ -53,6 +53,9 @@ pub fn validate_kind(proxy: &Proxy, errors: &mut Errors) -> Option<Duration> {
                     "`listen tls` is not available in udp_proxy!: UDP is relayed as datagrams",
                 );
             }
+            if let Some((keyword, _)) = &listen.proxy_protocol {
+                errors.at(keyword.span(), UDP_NO_PROXY_PROTOCOL);
+            }
         }
     }
     for (keyword, _) in proxy.idle.iter().skip(1) {
@@ -124,6 +127,13 @@ fn refuse_http_items(proxy: &Proxy, errors: &mut Errors) {
             // The process's TLS policy: layer-4 TLS listeners follow it too.
             continue;
         }
+        if matches!(setting, Setting::ProxyProtocol(..)) && proxy.kind == Kind::Tcp {
+            continue;
+        }
+        if let (Setting::ProxyProtocol(keyword, _), Kind::Udp) = (setting, proxy.kind) {
+            errors.at(keyword.span(), UDP_NO_PROXY_PROTOCOL);
+            continue;
+        }
         let keyword = setting.keyword();
         errors.at(
             keyword.span(),
@@ -131,6 +141,9 @@ fn refuse_http_items(proxy: &Proxy, errors: &mut Errors) {
         );
     }
 }
+
+/// Why a UDP proxy takes no `proxy_protocol`.
+const UDP_NO_PROXY_PROTOCOL: &str = "`proxy_protocol` is not available in udp_proxy!: it starts a TCP connection, and datagrams are relayed as they come";
 
 /// A layer-4 proxy has exactly one upstream.
 fn check_one_upstream(proxy: &Proxy, errors: &mut Errors) {
@@ -156,11 +169,10 @@ fn check_one_upstream(proxy: &Proxy, errors: &mut Errors) {
 /// the proxy's `idle`), retry backoff and replay, and for UDP connect timeouts and retries.
 fn validate_l4_upstream(kind: Kind, up: &Upstream, errors: &mut Errors) {
     let m = kind.macro_name();
-    for k in &up.proxy_protocol {
-        errors.at(
-            k.span(),
-            format!("`proxy_protocol` toward peers is not available in {m} yet: it is sent on HTTP proxies' upstream connections"),
-        );
+    if kind == Kind::Udp {
+        for k in &up.proxy_protocol {
+            errors.at(k.span(), UDP_NO_PROXY_PROTOCOL);
+        }
     }
     for t in &up.timeouts {
         let key = t.key.to_string();

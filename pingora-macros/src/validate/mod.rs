@@ -237,7 +237,15 @@ fn validate_listens(proxy: &Proxy, errors: &mut Errors) -> Vec<model::Listen> {
                 format!("`listen \"{addr}\"` is declared twice: remove one"),
             );
         }
-        listens.push(model::Listen { addr, tls });
+        let proxy_protocol = listen
+            .proxy_protocol
+            .as_ref()
+            .and_then(|(_, mode)| settings::check_proxy_protocol_mode(mode, errors));
+        listens.push(model::Listen {
+            addr,
+            tls,
+            proxy_protocol,
+        });
     }
     listens
 }

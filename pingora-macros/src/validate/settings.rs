@@ -182,17 +182,9 @@ fn check_setting(setting: &Setting, checked: &mut Vec<model::Setting>, errors: &
         Setting::FilterLocalAnswers(_, on) => Some(model::Setting::FilterLocalAnswers(*on)),
         Setting::TlsGroups(keyword, groups) => check_tls_groups(keyword, groups, errors),
         Setting::Fips(_, on) => Some(model::Setting::Fips(*on)),
-        Setting::ProxyProtocol(_, mode) => match mode.to_string().as_str() {
-            "required" => Some(model::Setting::ProxyProtocol(true)),
-            "optional" => Some(model::Setting::ProxyProtocol(false)),
-            other => {
-                errors.at(
-                    mode.span(),
-                    format!("`proxy_protocol {other}`: write `required` (every connection starts with a PROXY header, others are closed) or `optional` (a header when one is sent)"),
-                );
-                None
-            }
-        },
+        Setting::ProxyProtocol(_, mode) => {
+            check_proxy_protocol_mode(mode, errors).map(model::Setting::ProxyProtocol)
+        }
     };
     checked.extend(value);
 }
@@ -320,4 +312,20 @@ fn check_upgrade_protocols(protocols: &[LitStr], errors: &mut Errors) -> bool {
         valid = false;
     }
     valid
+}
+
+/// `required` (`true`) or `optional` (`false`), the modes of `proxy_protocol` on a proxy or
+/// a listener.
+pub fn check_proxy_protocol_mode(mode: &syn::Ident, errors: &mut Errors) -> Option<bool> {
+    match mode.to_string().as_str() {
+        "required" => Some(true),
+        "optional" => Some(false),
+        other => {
+            errors.at(
+                mode.span(),
+                format!("`proxy_protocol {other}`: write `required` (every connection starts with a PROXY header, others are closed) or `optional` (a header when one is sent)"),
+            );
+            None
+        }
+    }
 }

@@ -76,7 +76,8 @@ pub struct HttpOptions {
     /// knowledge, h2c) on cleartext ones. Default on.
     pub http2: Http2Options,
     /// Whether connections start with a PROXY protocol header naming the client (read
-    /// within `header_read_timeout`, before TLS). Default off.
+    /// within `header_read_timeout`, before TLS), on listeners without a mode of their own
+    /// ([`ListenAddr::proxy_protocol`]). Default off.
     pub proxy_protocol: ProxyProtocol,
 }
 
@@ -335,6 +336,19 @@ impl<M: MakeConnService> HttpService<M> {
         self.listeners.add(listen);
     }
 
+    /// Sets the PROXY protocol mode of the listener on `addr` (TLS or not), added already or
+    /// later, in place of the service's ([`HttpOptions::proxy_protocol`]).
+    pub fn set_listener_proxy_protocol(&mut self, addr: &str, tls: bool, mode: ProxyProtocol) {
+        self.listeners.set_proxy_protocol_of(addr, tls, mode);
+    }
+
+    /// Sets the PROXY protocol mode of every listener, theirs included (what a config
+    /// file's `proxy_protocol` does).
+    pub fn set_proxy_protocol(&mut self, mode: ProxyProtocol) {
+        self.listeners.clear_proxy_protocol();
+        self.options.proxy_protocol = mode;
+    }
+
     /// Removes the cleartext listening addresses added so far (not yet bound ones), e.g.
     /// to replace a declared proxy's addresses with those given on the command line.
     pub fn clear_tcp(&mut self) {
@@ -455,8 +469,10 @@ where
             listener,
             local_addr,
             tls,
+            proxy_protocol,
         } in self.listeners.adopt(&self.name)
         {
+            let proxy_protocol = proxy_protocol.unwrap_or(shared.options.proxy_protocol);
             let shared = shared.clone();
             let conn_shutdown = shutdown.clone();
             loops.push(tokio::spawn(listen::accept_loop(
@@ -469,7 +485,7 @@ where
                     tokio::spawn(serve_connection(
                         shared.clone(),
                         stream,
-                        tls.clone(),
+                        (tls.clone(), proxy_protocol),
                         conn,
                         conn_shutdown.clone(),
                         guard,
@@ -515,7 +531,7 @@ struct ConnShared<M> {
 async fn serve_connection<M, S, B>(
     shared: Arc<ConnShared<M>>,
     stream: TcpStream,
-    tls: Option<Arc<TlsAcceptor>>,
+    (tls, proxy_protocol): (Option<Arc<TlsAcceptor>>, ProxyProtocol),
     mut conn: ConnInfo,
     mut shutdown: ShutdownWatch,
     _guard: ConnGuard,
@@ -530,8 +546,13 @@ async fn serve_connection<M, S, B>(
     // Small responses must not wait for Nagle.
     let _ = stream.set_nodelay(true);
     let mut stream = stream;
-    let mode = shared.options.proxy_protocol;
-    match read_header(&mut stream, mode, shared.options.header_read_timeout).await {
+    match read_header(
+        &mut stream,
+        proxy_protocol,
+        shared.options.header_read_timeout,
+    )
+    .await
+    {
         Ok(Some(client)) => conn.client_addr = client,
         Ok(None) => {}
         Err(e) => {

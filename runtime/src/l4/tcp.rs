@@ -1,7 +1,8 @@
 //! A TCP (layer 4) proxy service: accept (optionally terminating TLS), pick a peer from an
 //! [`UpstreamGroup`] with the same strategies, health and passive ejection as HTTP, and
 //! relay bytes both ways (half-closes passed on) until either side closes or the
-//! connection is idle for the idle timeout.
+//! connection is idle for the idle timeout. A listener may expect a PROXY protocol header
+//! (the client is then the address it carries), and a group may send one to its peers.
 //!
 //! ```no_run
 //! use pingora_dsl_runtime::lb::{Backend, Strategy};
@@ -29,6 +30,7 @@ use tokio::sync::watch;
 use crate::error::{Error, ErrorKind};
 use crate::l4::relay::{relay_until, RelayEnd};
 use crate::lb::UpstreamGroup;
+use crate::listen::proxy_protocol::{read_header, v2_header, ProxyProtocol};
 use crate::listen::set::{AdoptedListener, ListenerSet};
 use crate::listen::tls::{TlsAcceptor, TlsSettings};
 use crate::listen::ListenAddr;
@@ -51,6 +53,19 @@ pub struct TcpProxyService {
     listeners: ListenerSet,
     shared: Arc<Shared>,
     stats: Arc<AcceptStats>,
+    /// The PROXY protocol mode of listeners without one of their own.
+    proxy_protocol: ProxyProtocol,
+}
+
+/// How long a connection may take to send the PROXY header its listener expects.
+pub const PROXY_HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Where a connection came in: its listener's TLS, its PROXY protocol mode and address.
+#[derive(Clone)]
+struct Entry {
+    tls: Option<Arc<TlsAcceptor>>,
+    proxy_protocol: ProxyProtocol,
+    local: SocketAddr,
 }
 
 /// What the TCP relays of a service share.
@@ -85,7 +100,21 @@ impl TcpProxyService {
                 TcpOwn::new(Arc::default()),
             )),
             stats: Arc::default(),
+            proxy_protocol: ProxyProtocol::Off,
         }
+    }
+
+    /// Sets the PROXY protocol mode of every listener, theirs included (the declared
+    /// `proxy_protocol`, or the config file's).
+    pub fn set_proxy_protocol(&mut self, mode: ProxyProtocol) {
+        self.listeners.clear_proxy_protocol();
+        self.proxy_protocol = mode;
+    }
+
+    /// Sets the PROXY protocol mode of the listener on `addr` (TLS or not), added already
+    /// or later.
+    pub fn set_listener_proxy_protocol(&mut self, addr: &str, tls: bool, mode: ProxyProtocol) {
+        self.listeners.set_proxy_protocol_of(addr, tls, mode);
     }
 
     /// Counters of the client connections: accepted, open, failed TLS handshakes.
@@ -102,6 +131,11 @@ impl TcpProxyService {
     /// way, duration and why it ended.
     pub fn set_access_log(&mut self, log: Option<AccessLog>) {
         Shared::set_access_log(&mut self.shared, log);
+    }
+
+    /// The listening addresses as added, with their TLS and PROXY protocol settings.
+    pub fn listen_addrs(&self) -> &[ListenAddr] {
+        self.listeners.addrs()
     }
 
     /// Adds a cleartext listening address.
@@ -158,7 +192,13 @@ impl TcpProxyService {
 
     async fn run(self, shutdown: ShutdownWatch, grace: Duration) {
         let mut loops = Vec::new();
-        for AdoptedListener { listener, tls, .. } in self.listeners.adopt(&self.name) {
+        for adopted in self.listeners.adopt(&self.name) {
+            let AdoptedListener { listener, .. } = adopted;
+            let entry = Entry {
+                tls: adopted.tls,
+                proxy_protocol: adopted.proxy_protocol.unwrap_or(self.proxy_protocol),
+                local: adopted.local_addr,
+            };
             let shared = self.shared.clone();
             loops.push(tokio::spawn(listen::accept_loop(
                 listener,
@@ -169,9 +209,9 @@ impl TcpProxyService {
                     shared.own.listener.accepted.inc();
                     shared.own.listener.open.inc();
                     let shared = shared.clone();
-                    let tls = tls.clone();
+                    let entry = entry.clone();
                     tokio::spawn(async move {
-                        serve(&shared, stream, client, tls).await;
+                        serve(&shared, stream, client, entry).await;
                         shared.own.listener.open.dec();
                         shared.open.leave();
                     });
@@ -193,19 +233,23 @@ impl TcpProxyService {
 }
 
 /// Serves one client connection, then writes its access log line.
-async fn serve(
-    shared: &Shared,
-    stream: TcpStream,
-    client: SocketAddr,
-    tls: Option<Arc<TlsAcceptor>>,
-) {
+async fn serve(shared: &Shared, mut stream: TcpStream, mut client: SocketAddr, entry: Entry) {
     let time = SystemTime::now();
     let started = Instant::now();
     let mut outcome = Outcome {
-        protocol: if tls.is_some() { "TLS" } else { "TCP" },
+        protocol: if entry.tls.is_some() { "TLS" } else { "TCP" },
         ..Outcome::default()
     };
-    proxy_connection(shared, stream, client, tls, &mut outcome).await;
+    match read_header(&mut stream, entry.proxy_protocol, PROXY_HEADER_TIMEOUT).await {
+        Ok(carried) => {
+            client = carried.unwrap_or(client);
+            proxy_connection(shared, stream, (client, entry), &mut outcome).await;
+        }
+        Err(e) => {
+            tracing::debug!(%client, error = %e, "connection closed: PROXY protocol");
+            outcome.ended("proxy_protocol", Some(e.to_string()));
+        }
+    }
     if let Some(log) = &shared.access_log {
         log.write(&ConnectionEntry {
             time,
@@ -249,13 +293,12 @@ impl Outcome {
 async fn proxy_connection(
     shared: &Shared,
     stream: TcpStream,
-    client: SocketAddr,
-    tls: Option<Arc<TlsAcceptor>>,
+    (client, entry): (SocketAddr, Entry),
     outcome: &mut Outcome,
 ) {
     let _ = stream.set_nodelay(true);
     // Terminate TLS first: a failed handshake opens nothing upstream.
-    let client_io: Box<dyn Io> = match tls {
+    let client_io: Box<dyn Io> = match entry.tls {
         Some(acceptor) => match acceptor.accept(stream).await {
             Ok(accepted) => {
                 shared.own.listener.count_tls_group(accepted.group);
@@ -271,10 +314,11 @@ async fn proxy_connection(
         None => Box::new(stream),
     };
     let group = &shared.group;
-    let (peer, _in_flight, upstream) = match connect_peer(group, client, outcome).await {
-        Some(connected) => connected,
-        None => return,
-    };
+    let (peer, _in_flight, upstream) =
+        match connect_peer(group, (client, entry.local), outcome).await {
+            Some(connected) => connected,
+            None => return,
+        };
     outcome.upstream = Some(peer.addr());
     group.record_outcome(&peer, None);
     let mut stop = shared.own.stop.subscribe();
@@ -299,7 +343,7 @@ async fn proxy_connection(
 /// connect up to the group's retries; `None` (with `outcome` saying why) if none answered.
 async fn connect_peer(
     group: &UpstreamGroup,
-    client: SocketAddr,
+    (client, local): (SocketAddr, SocketAddr),
     outcome: &mut Outcome,
 ) -> Option<(Arc<crate::lb::PeerState>, crate::lb::InFlight, Box<dyn Io>)> {
     let key = match client.ip() {
@@ -316,8 +360,11 @@ async fn connect_peer(
         let stats = peer.stats().clone();
         stats.requests.inc();
         let started = Instant::now();
-        let connected =
-            tokio::time::timeout(group.connect_timeout(), connect(group, peer.addr())).await;
+        let connected = tokio::time::timeout(
+            group.connect_timeout(),
+            connect(group, peer.addr(), (client, local)),
+        )
+        .await;
         let error = match connected {
             Ok(Ok(upstream)) => {
                 stats.connect_time.observe(started.elapsed());
@@ -347,11 +394,25 @@ trait Io: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send {}
 impl<T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send> Io for T {}
 
 /// Connects to `addr`, over TLS when the group says so.
-async fn connect(group: &UpstreamGroup, addr: SocketAddr) -> Result<Box<dyn Io>, Error> {
-    let tcp = TcpStream::connect(addr)
+async fn connect(
+    group: &UpstreamGroup,
+    addr: SocketAddr,
+    (client, local): (SocketAddr, SocketAddr),
+) -> Result<Box<dyn Io>, Error> {
+    let mut tcp = TcpStream::connect(addr)
         .await
         .map_err(|e| Error::with_source(ErrorKind::ConnectRefused, "connecting to peer", e))?;
     let _ = tcp.set_nodelay(true);
+    if group.proxy_protocol() {
+        // The header first, before TLS: the peer learns the client as the proxy saw it.
+        let sent = match v2_header(client, local) {
+            Ok(header) => tokio::io::AsyncWriteExt::write_all(&mut tcp, &header).await,
+            Err(e) => Err(e),
+        };
+        sent.map_err(|e| {
+            Error::with_source(ErrorKind::ConnectRefused, "sending the PROXY header", e)
+        })?;
+    }
     match group.tls() {
         None => Ok(Box::new(tcp)),
         Some(tls) => {
@@ -383,6 +444,7 @@ impl server::Service for TcpProxyService {
                     .for_worker(TcpOwn::new(self.shared.own.listener.clone())),
             ),
             stats: self.stats.clone(),
+            proxy_protocol: self.proxy_protocol,
         })))
     }
 }
@@ -396,7 +458,7 @@ impl crate::service::TlsListeners for TcpProxyService {
     }
 
     fn listen_addrs(&self) -> &[ListenAddr] {
-        self.listeners.addrs()
+        TcpProxyService::listen_addrs(self)
     }
 
     fn clear_tls(&mut self) {

@@ -35,6 +35,9 @@ pub struct ListenAddr {
     pub addr: String,
     /// TLS termination on this address; `None`: cleartext.
     pub tls: Option<tls::TlsSettings>,
+    /// Whether connections to this address start with a PROXY protocol header; `None`:
+    /// as the service's options say.
+    pub proxy_protocol: Option<proxy_protocol::ProxyProtocol>,
 }
 
 /// Backlog of listening sockets: deep enough for bursts of new connections.

@@ -6,6 +6,7 @@ use std::io;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use super::proxy_protocol::ProxyProtocol;
 use super::tls::{TlsAcceptor, TlsSettings};
 use super::{no_listener, resolve, ListenAddr, Sockets};
 
@@ -15,6 +16,8 @@ pub struct BoundListener {
     pub listener: std::net::TcpListener,
     /// The acceptor of a TLS address; `None`: cleartext.
     pub tls: Option<Arc<TlsAcceptor>>,
+    /// The address's own PROXY protocol mode; `None`: the service's.
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// A listener adopted into the current runtime, ready for the accept loop.
@@ -25,6 +28,8 @@ pub struct AdoptedListener {
     pub local_addr: SocketAddr,
     /// The acceptor of a TLS address; `None`: cleartext.
     pub tls: Option<Arc<TlsAcceptor>>,
+    /// The address's own PROXY protocol mode; `None`: the service's.
+    pub proxy_protocol: Option<ProxyProtocol>,
 }
 
 /// The listening addresses of a service, as added, and the sockets bound for them.
@@ -32,28 +37,68 @@ pub struct AdoptedListener {
 pub struct ListenerSet {
     addrs: Vec<ListenAddr>,
     bound: Vec<BoundListener>,
+    /// The PROXY protocol modes given with addresses, by address and TLS or not: an address
+    /// cleared and added again (the command line or config file naming it) keeps its mode.
+    modes: Vec<(String, bool, ProxyProtocol)>,
 }
 
 impl ListenerSet {
     /// Adds `listen`, with TLS or without; bound at startup.
     pub fn add(&mut self, listen: ListenAddr) {
+        if let Some(mode) = listen.proxy_protocol {
+            self.modes
+                .push((listen.addr.clone(), listen.tls.is_some(), mode));
+        }
         self.addrs.push(listen);
     }
 
-    /// Adds a cleartext address (`"127.0.0.1:6188"`, `"[::]:80"`).
+    /// Sets the PROXY protocol mode of address `addr` (TLS or not), added already or later:
+    /// the declared mode of one listener.
+    pub fn set_proxy_protocol_of(&mut self, addr: &str, tls: bool, mode: ProxyProtocol) {
+        self.modes.retain(|(a, t, _)| !(a == addr && *t == tls));
+        self.modes.push((addr.to_owned(), tls, mode));
+        for listen in &mut self.addrs {
+            if listen.addr == addr && listen.tls.is_some() == tls {
+                listen.proxy_protocol = Some(mode);
+            }
+        }
+    }
+
+    /// The mode `addr` was added with before (as TLS or not).
+    fn mode_of(&self, addr: &str, tls: bool) -> Option<ProxyProtocol> {
+        self.modes
+            .iter()
+            .find(|(a, t, _)| a == addr && *t == tls)
+            .map(|(_, _, mode)| *mode)
+    }
+
+    /// Adds a cleartext address (`"127.0.0.1:6188"`, `"[::]:80"`), with the PROXY protocol
+    /// mode it was added with before, if it was.
     pub fn add_tcp(&mut self, addr: &str) {
         self.add(ListenAddr {
             addr: addr.to_owned(),
             tls: None,
+            proxy_protocol: self.mode_of(addr, false),
         });
     }
 
-    /// Adds an address terminating TLS with `tls`.
+    /// Adds an address terminating TLS with `tls` (and the PROXY protocol mode it was added
+    /// with before, if it was).
     pub fn add_tls(&mut self, addr: &str, tls: TlsSettings) {
         self.add(ListenAddr {
             addr: addr.to_owned(),
             tls: Some(tls),
+            proxy_protocol: self.mode_of(addr, true),
         });
+    }
+
+    /// Forgets every address's own PROXY protocol mode: all of them then follow the
+    /// service's (a config file's `proxy_protocol` decides for the whole proxy).
+    pub fn clear_proxy_protocol(&mut self) {
+        self.modes.clear();
+        for listen in &mut self.addrs {
+            listen.proxy_protocol = None;
+        }
     }
 
     /// Removes the cleartext addresses added so far (not bound ones), e.g. to replace the
@@ -124,6 +169,7 @@ impl ListenerSet {
                 bound.push(BoundListener {
                     listener: sockets.tcp(addr)?,
                     tls: tls.clone(),
+                    proxy_protocol: listen.proxy_protocol,
                 });
             }
         }
@@ -169,12 +215,14 @@ impl ListenerSet {
                 Ok(BoundListener {
                     listener: b.listener.try_clone()?,
                     tls: b.tls.clone(),
+                    proxy_protocol: b.proxy_protocol,
                 })
             })
             .collect::<io::Result<Vec<_>>>()?;
         Ok(ListenerSet {
             addrs: self.addrs.clone(),
             bound,
+            modes: self.modes.clone(),
         })
     }
 
@@ -182,7 +230,12 @@ impl ListenerSet {
     /// logged (naming `service`) and left out; each adopted one is logged as listening.
     pub fn adopt(self, service: &str) -> Vec<AdoptedListener> {
         let mut adopted = Vec::with_capacity(self.bound.len());
-        for BoundListener { listener, tls } in self.bound {
+        for BoundListener {
+            listener,
+            tls,
+            proxy_protocol,
+        } in self.bound
+        {
             let listener = match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => l,
                 Err(e) => {
@@ -202,6 +255,7 @@ impl ListenerSet {
                 listener,
                 local_addr,
                 tls,
+                proxy_protocol,
             });
         }
         adopted
@@ -212,4 +266,32 @@ impl ListenerSet {
 fn acceptor(listen: &ListenAddr, tls: &TlsSettings, http2: bool) -> io::Result<TlsAcceptor> {
     tls.build(http2)
         .map_err(|e| io::Error::new(e.kind(), format!("listen {}: {e}", listen.addr)))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_address_given_again_keeps_its_proxy_protocol_mode() {
+        let mut set = ListenerSet::default();
+        set.add_tcp("127.0.0.1:80");
+        set.add_tcp("127.0.0.2:80");
+        set.set_proxy_protocol_of("127.0.0.2:80", false, ProxyProtocol::Required);
+        let modes = |set: &ListenerSet| -> Vec<Option<ProxyProtocol>> {
+            set.addrs().iter().map(|l| l.proxy_protocol).collect()
+        };
+        assert_eq!(modes(&set), [None, Some(ProxyProtocol::Required)]);
+        // The command line naming the addresses again (or a TLS listener on the same one).
+        set.clear_tcp();
+        set.add_tcp("127.0.0.2:80");
+        set.add_tcp("127.0.0.3:80");
+        set.add_tls("127.0.0.2:80", TlsSettings::new("a.crt", "a.key"));
+        assert_eq!(modes(&set), [Some(ProxyProtocol::Required), None, None]);
+        // A mode for the whole proxy (the config file's) replaces the listeners' own.
+        set.clear_proxy_protocol();
+        set.clear_tcp();
+        set.add_tcp("127.0.0.2:80");
+        assert_eq!(modes(&set), [None, None]);
+    }
 }

@@ -915,6 +915,7 @@ mod tests {
             &[ListenAddr {
                 addr: "127.0.0.1:8443".into(),
                 tls: Some(settings),
+                proxy_protocol: None,
             }],
         );
         assert!(differing.is_empty());

@@ -132,7 +132,7 @@ pub trait DeclaredHttp: Declared + ProxyHttp {
             .transpose()?
             .flatten()
         {
-            service.options_mut().proxy_protocol = mode;
+            service.set_proxy_protocol(mode);
         }
         Ok((service, d.tasks, d.effective, d.reloader))
     }
@@ -207,6 +207,9 @@ impl Relay for TcpProxyService {
         cli.apply_tls(self)?;
         self.set_idle_timeout(relay.idle_timeout);
         self.set_access_log(relay.access_log);
+        if let Some(mode) = relay.proxy_protocol {
+            self.set_proxy_protocol(mode);
+        }
         Ok(())
     }
 }

@@ -46,6 +46,8 @@ pub struct Layer4Options {
     pub idle_timeout: Duration,
     /// A line per finished connection or mapping, if any.
     pub access_log: Option<AccessLog>,
+    /// The config file's `proxy_protocol` (TCP), in place of the declared modes.
+    pub proxy_protocol: Option<crate::listen::proxy_protocol::ProxyProtocol>,
 }
 
 impl ProxyCli {
@@ -97,6 +99,10 @@ impl ProxyCli {
             config.apply_access_log(name, &mut options)?;
         }
         self.apply_access_log(&mut options)?;
+        let proxy_protocol = match &self.config {
+            Some(config) => config.proxy_protocol(name)?,
+            None => None,
+        };
         let mut prepared = self.prepare(name, router, declared, declared_listen, &options)?;
         if let Some(effective) = prepared.effective.proxy.get_mut(name) {
             keep_layer4_keys(effective, transport, idle_timeout);
@@ -114,6 +120,7 @@ impl ProxyCli {
             Layer4Options {
                 idle_timeout,
                 access_log: options.access_log,
+                proxy_protocol,
             },
         ))
     }
@@ -166,6 +173,12 @@ fn check_layer4_section(
             if set {
                 refused.push((key.into(), "a UDP proxy has no TLS".into()));
             }
+        }
+        if section.proxy_protocol.is_some() {
+            refused.push((
+                "proxy_protocol".into(),
+                "a UDP proxy relays datagrams, which carry no PROXY header".into(),
+            ));
         }
     }
     for (group, up) in &section.upstream {
