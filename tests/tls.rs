@@ -661,3 +661,69 @@ async fn sighup_reloads_certificates_keeping_open_connections_and_a_bad_file_cha
     served("second").await;
     drop(running);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn watched_certificate_files_are_loaded_when_they_change() {
+    use support::{read_until, spawn_with_lines_and, wait_until, KillOnDrop};
+    let dir = scratch("watch");
+    let ca = TestCa::new(&dir).expect("ca");
+    let first = ca.server("first", &["localhost"]).expect("cert");
+    let second = ca.server("second", &["localhost"]).expect("cert");
+    let (cert, key) = (dir.join("live.crt"), dir.join("live.key"));
+    std::fs::copy(&first.cert, &cert).expect("copy");
+    std::fs::copy(&first.key, &key).expect("copy");
+    let origin = Origin::start("watch-origin").await.expect("origin");
+    let conf = dir.join("gateway.toml");
+    let args = |conf: &Path| {
+        let mut command = Command::new(support::example_binary("tls_gateway"));
+        command.arg("-c").arg(conf).args([
+            "--listen",
+            "127.0.0.1:0",
+            "--upstream",
+            &origin.addr().to_string(),
+            "--cert",
+            cert.to_str().expect("utf-8"),
+            "--key",
+            key.to_str().expect("utf-8"),
+        ]);
+        command
+    };
+    // A value that is not a duration stops `-t`, naming the key.
+    std::fs::write(&conf, "[server]\ntls_watch = \"often\"\n").expect("config");
+    let checked = args(&conf).arg("-t").output().expect("runs");
+    let said = String::from_utf8_lossy(&checked.stderr).into_owned();
+    assert!(
+        !checked.status.success() && said.contains("server.tls_watch"),
+        "{said}"
+    );
+
+    std::fs::write(&conf, "[server]\ntls_watch = \"100ms\"\n").expect("config");
+    let log = dir.join("stderr.log");
+    let (child, lines) = spawn_with_lines_and(
+        &mut args(&conf),
+        std::fs::File::create(&log).expect("log file"),
+    );
+    let _running = KillOnDrop(child);
+    let addr = support::addr_after(
+        &read_until(&lines, &mut Vec::new(), |l| l.contains("https://")),
+        "https://",
+    );
+    let served = |ca: PathBuf| async move {
+        let (cn, status) = served_cn(addr, &ca, "localhost", None).await.expect("TLS");
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        cn
+    };
+    assert_eq!(served(ca.cert_path()).await, "first");
+    // Renewed on disk, no signal: the next check loads it.
+    std::fs::copy(&second.cert, &cert).expect("copy");
+    std::fs::copy(&second.key, &key).expect("copy");
+    wait_until(Duration::from_secs(10), "the watch reloads", || {
+        std::fs::read_to_string(&log)
+            .unwrap_or_default()
+            .contains("TLS certificates reloaded")
+    })
+    .await;
+    // A check that caught the certificate before its key failed and waited for the next
+    // change; a successful one loaded both.
+    assert_eq!(served(ca.cert_path()).await, "second");
+}

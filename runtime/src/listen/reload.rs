@@ -3,10 +3,14 @@
 //! proxy calls on SIGHUP) loads each one's certificate and key files again. New handshakes
 //! get the new certificates; connections already open keep theirs; a file that no longer
 //! loads (missing, not PEM, a key that does not match) keeps the acceptor on what it had,
-//! and the error names the file.
+//! and the error names the file. [`reload_changed_certificates`] does the same for the
+//! acceptors whose files changed on disk since they were last read (the config file's
+//! `[server] tls_watch`).
 
 use std::io;
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex, Weak};
+use std::time::SystemTime;
 
 use arc_swap::ArcSwap;
 
@@ -18,6 +22,27 @@ pub(crate) struct LiveContext {
     current: ArcSwap<SslAcceptor>,
     settings: TlsSettings,
     http2: bool,
+    /// How the files looked when last read (loaded or not): a change is a reason to read
+    /// them again.
+    read: Mutex<Stamp>,
+}
+
+/// Each file's modification time and length (`None`: it could not be seen).
+type Stamp = Vec<Option<(SystemTime, u64)>>;
+
+/// How the certificate, key and client CA files of `settings` look now.
+fn stamp(settings: &TlsSettings) -> Stamp {
+    let files = settings
+        .certs
+        .iter()
+        .flat_map(|c| [&c.cert, &c.key])
+        .chain(settings.client_ca.as_ref());
+    files.map(|path: &PathBuf| seen(path)).collect()
+}
+
+fn seen(path: &PathBuf) -> Option<(SystemTime, u64)> {
+    let meta = std::fs::metadata(path).ok()?;
+    Some((meta.modified().ok()?, meta.len()))
 }
 
 /// Every live acceptor of the process (dropped ones are pruned as reloads pass).
@@ -28,6 +53,7 @@ impl LiveContext {
     pub(crate) fn new(built: SslAcceptor, settings: TlsSettings, http2: bool) -> Arc<Self> {
         let live = Arc::new(LiveContext {
             current: ArcSwap::from_pointee(built),
+            read: Mutex::new(stamp(&settings)),
             settings,
             http2,
         });
@@ -43,9 +69,15 @@ impl LiveContext {
     }
 
     fn reload(&self) -> io::Result<()> {
+        *self.read.lock().unwrap_or_else(|e| e.into_inner()) = stamp(&self.settings);
         let fresh = self.settings.contexts(self.http2)?;
         self.current.store(Arc::new(fresh));
         Ok(())
+    }
+
+    /// Whether a file changed since it was last read.
+    fn changed(&self) -> bool {
+        *self.read.lock().unwrap_or_else(|e| e.into_inner()) != stamp(&self.settings)
     }
 }
 
@@ -61,11 +93,24 @@ pub struct Reloaded {
 
 /// Loads the certificate and key files of every TLS listener of the process again.
 pub fn reload_certificates() -> Reloaded {
-    let live: Vec<Arc<LiveContext>> = {
-        let mut registered = LIVE.lock().unwrap_or_else(|e| e.into_inner());
-        registered.retain(|w| w.strong_count() > 0);
-        registered.iter().filter_map(Weak::upgrade).collect()
-    };
+    reload(live())
+}
+
+/// Loads again the files of the TLS listeners whose certificate, key or CA file changed
+/// (modification time or length) since they were last read. A file that fails to load is
+/// read again only once it changes again.
+pub fn reload_changed_certificates() -> Reloaded {
+    reload(live().into_iter().filter(|l| l.changed()).collect())
+}
+
+/// The acceptors still in use.
+fn live() -> Vec<Arc<LiveContext>> {
+    let mut registered = LIVE.lock().unwrap_or_else(|e| e.into_inner());
+    registered.retain(|w| w.strong_count() > 0);
+    registered.iter().filter_map(Weak::upgrade).collect()
+}
+
+fn reload(live: Vec<Arc<LiveContext>>) -> Reloaded {
     let mut outcome = Reloaded::default();
     for acceptor in live {
         match acceptor.reload() {

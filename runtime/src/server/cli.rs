@@ -678,12 +678,36 @@ fn reload_files() {
 /// Re-reads every TLS listener's certificate and key files, logging the outcome: an
 /// acceptor whose files no longer load keeps its previous certificate.
 fn reload_certificates() {
-    let outcome = crate::listen::reload::reload_certificates();
+    log_certificate_reload(&crate::listen::reload::reload_certificates());
+}
+
+/// Logs what a certificate reload did: each acceptor that kept its previous certificate,
+/// and how many now serve the files as they are.
+fn log_certificate_reload(outcome: &crate::listen::reload::Reloaded) {
     for e in &outcome.failed {
         tracing::error!(error = %e, "TLS certificate NOT reloaded; the previous one stays");
     }
     if outcome.reloaded > 0 {
         tracing::info!(listeners = outcome.reloaded, "TLS certificates reloaded");
+    }
+}
+
+/// Checks the TLS listeners' files every `every` and loads those that changed, logging the
+/// outcome as a SIGHUP does, until `shutdown`.
+async fn watch_certificates(every: std::time::Duration, mut shutdown: ShutdownWatch) {
+    let mut ticks = tokio::time::interval(every);
+    ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = shutdown.wait() => return,
+        }
+        // Reading file metadata may block: off the serving threads.
+        let outcome =
+            tokio::task::spawn_blocking(crate::listen::reload::reload_changed_certificates).await;
+        if let Ok(outcome) = outcome {
+            log_certificate_reload(&outcome);
+        }
     }
 }
 
@@ -813,7 +837,14 @@ where
     if let Some(detached) = detached {
         server.on_started(move || detached.started());
     }
-    add_background(&mut server, reloader, cli.conf.clone(), tasks);
+    let tls_watch = cli.config.as_ref().map(Config::tls_watch).transpose()?;
+    add_background(
+        &mut server,
+        reloader,
+        cli.conf.clone(),
+        tasks,
+        tls_watch.flatten(),
+    );
     server.add_service(service);
     if let Some(admin) = admin {
         server.add_service(admin);
@@ -860,16 +891,24 @@ fn admin_for<S: Listening>(service: &S, addr: &str) -> AdminService {
     admin.service(addr)
 }
 
-/// Adds the SIGHUP reloader (of the file at `conf`) and the groups' tasks to `server`.
+/// Adds the SIGHUP reloader (of the file at `conf`), the groups' tasks and the watch of
+/// certificate files (every `tls_watch`, if given) to `server`.
 fn add_background(
     server: &mut Server,
     reloader: Reloader,
     conf: Option<PathBuf>,
     tasks: Vec<GroupTask>,
+    tls_watch: Option<std::time::Duration>,
 ) {
     server.add_service(background_service("reload on SIGHUP", move |shutdown| {
         reload_on_hangup(reloader, conf, shutdown)
     }));
+    if let Some(every) = tls_watch {
+        server.add_service(background_service(
+            "TLS certificate watch",
+            move |shutdown| watch_certificates(every, shutdown),
+        ));
+    }
     for task in tasks {
         server.add_service(background_service(task.name(), move |shutdown| {
             task.run(shutdown)

@@ -22,6 +22,7 @@
 //! log = "syslog:unix:///dev/log?facility=daemon&tag=gateway" # the process log; default stderr
 //! tls_groups = ["X25519MLKEM768", "X25519", "P-256"] # key exchange, preferred first
 //! fips = false                       # true: FIPS module or no start
+//! tls_watch = "10s"                  # certificate files checked for changes this often
 //!
 //! [server.sentry]                    # errors and panics to Sentry; off without it
 //! dsn = "https://PUBLIC_KEY@o0.ingest.sentry.io/42"
@@ -139,6 +140,10 @@ pub struct ServerSection {
     /// and groups only; the start fails when the module is missing.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub fips: Option<bool>,
+    /// How often the TLS listeners' certificate, key and CA files are checked for changes
+    /// (`"10s"`); a changed one is loaded as on SIGHUP. Off without it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tls_watch: Option<String>,
     /// Errors and panics to Sentry (`[server.sentry]`: `dsn`, `sample_rate`,
     /// `environment`); off without it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -390,8 +395,23 @@ impl Config {
         Config::parse(&text).map_err(|e| invalid(format!("{}: {e}", path.display())))
     }
 
+    /// `[server] tls_watch`: how often certificate files are checked for changes.
+    pub fn tls_watch(&self) -> io::Result<Option<std::time::Duration>> {
+        let Some(every) = &self.server.tls_watch else {
+            return Ok(None);
+        };
+        let every = parse_duration(every).map_err(|e| invalid(format!("server.tls_watch: {e}")))?;
+        if every < std::time::Duration::from_millis(100) {
+            return Err(invalid(
+                "server.tls_watch: check at most every 100ms (\"10s\" is plenty)".into(),
+            ));
+        }
+        Ok(Some(every))
+    }
+
     /// Applies `[server]` to `conf`.
     pub fn apply_server(&self, conf: &mut ServerConf) -> io::Result<()> {
+        self.tls_watch()?;
         if let Some(threads) = self.server.threads {
             if threads == 0 {
                 return Err(invalid("server.threads: must be at least 1".into()));
