@@ -22,7 +22,8 @@ command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>
   || missing+=(chromium)
 # BoringSSL's build (the `boringssl` run below): cmake, and libclang for its bindings.
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
-ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/*/libclang-*.so* >/dev/null 2>&1 \
+# (libclang-[0-9]*: not libclang-cpp, which other packages bring and bindgen cannot use.)
+ls /usr/lib/llvm-*/lib/libclang.so* >/dev/null 2>&1 || ls /usr/lib/*/libclang-[0-9]*.so* >/dev/null 2>&1 \
   || missing+=(libclang-dev)
 
 if [ "${#missing[@]}" -gt 0 ]; then

@@ -45,6 +45,12 @@ fn line_with(lines: &Receiver<String>, seen: &mut Vec<String>, marker: &str) -> 
 }
 
 /// Runs `example` with `args` to its end.
+/// The address the tcp_proxy example says it listens on (its lines read into `seen`).
+fn listening_on_tcp(lines: &Receiver<String>, seen: &mut Vec<String>) -> SocketAddr {
+    let marker = " listening on tcp ";
+    addr_after(&line_with(lines, seen, marker), marker)
+}
+
 fn run(example: &str, args: &[&str]) -> Output {
     Command::new(example_binary(example))
         .args(args)
@@ -181,12 +187,7 @@ async fn tcp_config_file_sets_the_idle_timeout_and_a_json_access_log() {
             .arg(&conf),
     );
     let mut seen = Vec::new();
-    let addr = tokio::task::block_in_place(|| {
-        addr_after(
-            &line_with(&lines, &mut seen, " listening on tcp "),
-            " listening on tcp ",
-        )
-    });
+    let addr = tokio::task::block_in_place(|| listening_on_tcp(&lines, &mut seen));
     assert!(
         seen.iter().all(|l| !l.contains("demo origins")),
         "the file names the peers: {seen:?}"
@@ -242,12 +243,7 @@ async fn tcp_config_file_requires_a_proxy_protocol_header() {
             .arg(&conf),
     );
     let mut seen = Vec::new();
-    let addr = tokio::task::block_in_place(|| {
-        addr_after(
-            &line_with(&lines, &mut seen, " listening on tcp "),
-            " listening on tcp ",
-        )
-    });
+    let addr = tokio::task::block_in_place(|| listening_on_tcp(&lines, &mut seen));
     let mut conn = TcpStream::connect(addr).await.expect("connect");
     conn.write_all(b"PROXY TCP4 192.0.2.10 127.0.0.1 5555 6432\r\n")
         .await
@@ -609,12 +605,7 @@ async fn a_reload_refuses_what_a_relay_cannot_honour_and_applies_the_rest() {
         std::fs::File::create(&errors).expect("stderr file"),
     );
     let mut seen = Vec::new();
-    let proxy = tokio::task::block_in_place(|| {
-        addr_after(
-            &line_with(&lines, &mut seen, " listening on tcp "),
-            " listening on tcp ",
-        )
-    });
+    let proxy = tokio::task::block_in_place(|| listening_on_tcp(&lines, &mut seen));
     assert_eq!(origin_reached(proxy).await, "origin-a");
     let hup = || {
         wait_until_blocking(WAIT, "the proxy handles SIGHUP", || {

@@ -570,29 +570,67 @@ fn bad_upstream_tls_files_are_errors_naming_the_file() {
     assert!(e.to_string().contains("upstream secure"), "{e}");
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn sighup_reloads_certificates_keeping_open_connections_and_a_bad_file_changes_nothing() {
-    use support::{read_until, spawn_with_lines_and, wait_until, KillOnDrop};
-    let dir = scratch("reload");
-    let ca = TestCa::new(&dir).expect("ca");
-    let first = ca.server("first", &["localhost"]).expect("cert");
-    let second = ca.server("second", &["localhost"]).expect("cert");
-    let (cert, key) = (dir.join("live.crt"), dir.join("live.key"));
-    std::fs::copy(&first.cert, &cert).expect("copy");
-    std::fs::copy(&first.key, &key).expect("copy");
-    let origin = Origin::start("reload-origin").await.expect("origin");
-    let log = dir.join("stderr.log");
-    let (child, lines) = spawn_with_lines_and(
-        Command::new(support::example_binary("tls_gateway")).args([
+/// A certificate about to be renewed: the live files (`cert`, `key`) hold the one for CN
+/// `first`; `second` is its renewal, both for `localhost`, signed by `ca`.
+struct Renewal {
+    dir: PathBuf,
+    ca: TestCa,
+    second: CertFiles,
+    cert: PathBuf,
+    key: PathBuf,
+}
+
+impl Renewal {
+    fn new(test: &str) -> Self {
+        let dir = scratch(test);
+        let ca = TestCa::new(&dir).expect("ca");
+        let first = ca.server("first", &["localhost"]).expect("cert");
+        let second = ca.server("second", &["localhost"]).expect("cert");
+        let (cert, key) = (dir.join("live.crt"), dir.join("live.key"));
+        std::fs::copy(&first.cert, &cert).expect("copy");
+        std::fs::copy(&first.key, &key).expect("copy");
+        Renewal {
+            dir,
+            ca,
+            second,
+            cert,
+            key,
+        }
+    }
+
+    /// The renewal written over the live files.
+    fn renew(&self) {
+        std::fs::copy(&self.second.cert, &self.cert).expect("copy");
+        std::fs::copy(&self.second.key, &self.key).expect("copy");
+    }
+
+    /// The `tls_gateway` example on a port of its own, serving the live files in front of
+    /// `origin`.
+    fn gateway(&self, origin: SocketAddr) -> Command {
+        let mut command = Command::new(support::example_binary("tls_gateway"));
+        command.args([
             "--listen",
             "127.0.0.1:0",
             "--upstream",
-            &origin.addr().to_string(),
+            &origin.to_string(),
             "--cert",
-            cert.to_str().expect("utf-8"),
+            self.cert.to_str().expect("utf-8"),
             "--key",
-            key.to_str().expect("utf-8"),
-        ]),
+            self.key.to_str().expect("utf-8"),
+        ]);
+        command
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sighup_reloads_certificates_keeping_open_connections_and_a_bad_file_changes_nothing() {
+    use support::{read_until, spawn_with_lines_and, wait_until, KillOnDrop};
+    let renewal = Renewal::new("reload");
+    let (ca, cert) = (&renewal.ca, &renewal.cert);
+    let origin = Origin::start("reload-origin").await.expect("origin");
+    let log = renewal.dir.join("stderr.log");
+    let (child, lines) = spawn_with_lines_and(
+        &mut renewal.gateway(origin.addr()),
         std::fs::File::create(&log).expect("log file"),
     );
     let running = KillOnDrop(child);
@@ -643,8 +681,7 @@ async fn sighup_reloads_certificates_keeping_open_connections_and_a_bad_file_cha
             .await
         }
     };
-    std::fs::copy(&second.cert, &cert).expect("copy");
-    std::fs::copy(&second.key, &key).expect("copy");
+    renewal.renew();
     hangup(1, "TLS certificates reloaded").await;
     served("second").await;
     assert_eq!(
@@ -654,7 +691,7 @@ async fn sighup_reloads_certificates_keeping_open_connections_and_a_bad_file_cha
     );
 
     // A broken file: the error names it, and the certificate in use stays.
-    std::fs::write(&cert, "not a certificate").expect("write");
+    std::fs::write(cert, "not a certificate").expect("write");
     hangup(1, "TLS certificate NOT reloaded").await;
     let text = std::fs::read_to_string(&log).unwrap_or_default();
     assert!(text.contains("live.crt"), "{text}");
@@ -665,27 +702,12 @@ async fn sighup_reloads_certificates_keeping_open_connections_and_a_bad_file_cha
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watched_certificate_files_are_loaded_when_they_change() {
     use support::{read_until, spawn_with_lines_and, wait_until, KillOnDrop};
-    let dir = scratch("watch");
-    let ca = TestCa::new(&dir).expect("ca");
-    let first = ca.server("first", &["localhost"]).expect("cert");
-    let second = ca.server("second", &["localhost"]).expect("cert");
-    let (cert, key) = (dir.join("live.crt"), dir.join("live.key"));
-    std::fs::copy(&first.cert, &cert).expect("copy");
-    std::fs::copy(&first.key, &key).expect("copy");
+    let renewal = Renewal::new("watch");
     let origin = Origin::start("watch-origin").await.expect("origin");
-    let conf = dir.join("gateway.toml");
+    let conf = renewal.dir.join("gateway.toml");
     let args = |conf: &Path| {
-        let mut command = Command::new(support::example_binary("tls_gateway"));
-        command.arg("-c").arg(conf).args([
-            "--listen",
-            "127.0.0.1:0",
-            "--upstream",
-            &origin.addr().to_string(),
-            "--cert",
-            cert.to_str().expect("utf-8"),
-            "--key",
-            key.to_str().expect("utf-8"),
-        ]);
+        let mut command = renewal.gateway(origin.addr());
+        command.arg("-c").arg(conf);
         command
     };
     // A value that is not a duration stops `-t`, naming the key.
@@ -698,7 +720,7 @@ async fn watched_certificate_files_are_loaded_when_they_change() {
     );
 
     std::fs::write(&conf, "[server]\ntls_watch = \"100ms\"\n").expect("config");
-    let log = dir.join("stderr.log");
+    let log = renewal.dir.join("stderr.log");
     let (child, lines) = spawn_with_lines_and(
         &mut args(&conf),
         std::fs::File::create(&log).expect("log file"),
@@ -713,10 +735,9 @@ async fn watched_certificate_files_are_loaded_when_they_change() {
         assert_eq!(status, "HTTP/1.1 200 OK");
         cn
     };
-    assert_eq!(served(ca.cert_path()).await, "first");
+    assert_eq!(served(renewal.ca.cert_path()).await, "first");
     // Renewed on disk, no signal: the next check loads it.
-    std::fs::copy(&second.cert, &cert).expect("copy");
-    std::fs::copy(&second.key, &key).expect("copy");
+    renewal.renew();
     wait_until(Duration::from_secs(10), "the watch reloads", || {
         std::fs::read_to_string(&log)
             .unwrap_or_default()
@@ -725,5 +746,5 @@ async fn watched_certificate_files_are_loaded_when_they_change() {
     .await;
     // A check that caught the certificate before its key failed and waited for the next
     // change; a successful one loaded both.
-    assert_eq!(served(ca.cert_path()).await, "second");
+    assert_eq!(served(renewal.ca.cert_path()).await, "second");
 }
