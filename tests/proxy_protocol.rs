@@ -380,6 +380,17 @@ async fn each_listener_has_its_own_mode() {
         .await
         .expect("write");
     assert_eq!(get(&mut with).await.1, "198.51.100.8");
+    // A balancer that writes its header in pieces (a slow client: the pause is the input).
+    let mut pieces = TcpStream::connect(behind).await.expect("connect");
+    for piece in [
+        &b"PROX"[..],
+        b"Y TCP4 198.51.1",
+        b"00.9 127.0.0.2 1234 80\r\n",
+    ] {
+        pieces.write_all(piece).await.expect("write");
+        tokio::time::sleep(Duration::from_millis(30)).await;
+    }
+    assert_eq!(get(&mut pieces).await.1, "198.51.100.9");
     let mut without = TcpStream::connect(behind).await.expect("connect");
     without
         .write_all(b"GET / HTTP/1.1\r\nhost: a\r\n\r\n")

@@ -68,17 +68,25 @@ async fn read(stream: &mut TcpStream, mode: ProxyProtocol) -> io::Result<Option<
 }
 
 /// Peeks into `buf` until `want` bytes are there or the peer stops sending (then fewer).
+///
+/// A peek does not consume, so the socket stays readable while the rest is on its way and
+/// there is no readiness to wait for: the pause between peeks doubles from 1 ms up to
+/// [`MAX_PEEK_PAUSE`], so a header split across segments is read at once while a client that
+/// stalls mid-header costs a few wake-ups a second until the header-read deadline.
 async fn peek_at_least(stream: &mut TcpStream, buf: &mut [u8], want: usize) -> io::Result<usize> {
+    let mut pause = Duration::from_millis(1);
     loop {
         let n = stream.peek(buf).await?;
         if n >= want || n == 0 {
             return Ok(n);
         }
-        // Fewer bytes than a signature: more are on their way (the socket stays readable
-        // while they wait, so a short pause keeps this from spinning).
-        tokio::time::sleep(Duration::from_millis(1)).await;
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(MAX_PEEK_PAUSE);
     }
 }
+
+/// The longest pause between two peeks at a header that has not fully arrived.
+const MAX_PEEK_PAUSE: Duration = Duration::from_millis(64);
 
 async fn read_v2(stream: &mut TcpStream) -> io::Result<Option<SocketAddr>> {
     let mut fixed = [0u8; 16];
