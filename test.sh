@@ -51,15 +51,18 @@ fi
 status=0
 cargo test --workspace --no-fail-fast || status=$?
 
-# The TLS tests once more with each other TLS library, each in a target directory of its
-# own so the builds above stay as they are (the first run builds the library: minutes):
-# OpenSSL 3.5+ built from source (`vendored-openssl`: the post-quantum group
-# X25519MLKEM768 offered first), then BoringSSL (`boringssl`).
+# The TLS tests once more with each other TLS library (the first run builds the library:
+# minutes): OpenSSL 3.5+ built from source (`vendored-openssl`: the post-quantum group
+# X25519MLKEM768 offered first), then BoringSSL (`boringssl`). The same target directory:
+# only the crates that see the feature are built again, and the default build's artifacts
+# stay beside them (cargo keys each by its features).
 tls_tests=(--test tls --test tls_policy --test l4 --test health_checks --test proxy_set)
 for feature in vendored-openssl boringssl; do
   echo "test.sh: the TLS tests with --features $feature" >&2
-  export CARGO_TARGET_DIR="target/$feature"
   cargo build --features "$feature" --examples || status=$?
   cargo test --features "$feature" --no-fail-fast "${tls_tests[@]}" || status=$?
 done
+# The examples in target/debug/examples are the default build again (the tests above
+# start them from there).
+cargo build --examples || status=$?
 exit "$status"
