@@ -1,6 +1,7 @@
 //! Differential test of the HTTP/1.1 server's two request-head parsers: the direct path's
-//! own (`runtime/src/downstream_h1.rs`, which serves bodiless HTTP/1.1 requests) and
-//! hyper's (which serves everything else). A head that one accepts and the other refuses,
+//! own (`runtime/src/downstream/h1.rs`, which serves HTTP/1.1 requests without a body or
+//! with one framed by a single `Content-Length`) and hyper's (which serves everything
+//! else). A head that one accepts and the other refuses,
 //! or reads differently, is a seam a request can be smuggled through between the proxy and
 //! whatever stands before or after it, so the two must give every head the same verdict.
 //!
@@ -98,8 +99,9 @@ const SENTINEL: &[u8] = b"GET /__end HTTP/1.1\r\nHost: end\r\nConnection: close\
 /// Answers every request with what it saw, in `x-echo`, and with the engine that parsed
 /// it, in `x-engine`.
 async fn echo(req: Request<DownstreamBody>) -> Result<Response<Full<Bytes>>, Infallible> {
-    // The direct path's requests carry the empty body; hyper's carry hyper's.
-    let engine = if format!("{:?}", req.body()) == "DownstreamBody(empty)" {
+    // The direct path's requests carry the empty body or its own; hyper's carry hyper's.
+    let body = format!("{:?}", req.body());
+    let engine = if body == "DownstreamBody(empty)" || body.starts_with("DownstreamBody(direct") {
         "direct"
     } else {
         "hyper"

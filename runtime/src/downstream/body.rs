@@ -1,8 +1,8 @@
 //! The body of a downstream request, whichever HTTP engine read it.
 //!
-//! Most requests reach the service from hyper's HTTP/1.1 and HTTP/2 servers, with hyper's
-//! body. Bodiless HTTP/1.1 requests take the server's direct path (see `http::direct`),
-//! which has no hyper body to give. Services see one type for both.
+//! Requests reach the service from hyper's HTTP/1.1 and HTTP/2 servers, with hyper's body,
+//! or from the direct HTTP/1.1 path (see `downstream::h1`), which reads a body framed by
+//! `Content-Length` itself (see `downstream::direct_body`). Services see one type for all.
 
 use std::pin::Pin;
 use std::task::{Context, Poll};
@@ -11,6 +11,9 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use hyper::body::Incoming;
 
+use crate::downstream::direct_body::FedBody;
+use crate::error::BoxError;
+
 /// The body of a request a downstream client sent: a stream of bytes, empty for a request
 /// that carries none.
 pub struct DownstreamBody(Inner);
@@ -18,6 +21,7 @@ pub struct DownstreamBody(Inner);
 enum Inner {
     Empty,
     Hyper(Incoming),
+    Direct(FedBody),
 }
 
 impl DownstreamBody {
@@ -25,6 +29,11 @@ impl DownstreamBody {
     /// `Transfer-Encoding`.
     pub fn empty() -> Self {
         DownstreamBody(Inner::Empty)
+    }
+
+    /// The body of a request on the direct path, read by its connection.
+    pub(crate) fn from_direct(body: FedBody) -> Self {
+        DownstreamBody(Inner::Direct(body))
     }
 }
 
@@ -45,21 +54,31 @@ impl std::fmt::Debug for DownstreamBody {
         match &self.0 {
             Inner::Empty => f.write_str("DownstreamBody(empty)"),
             Inner::Hyper(body) => f.debug_tuple("DownstreamBody").field(body).finish(),
+            Inner::Direct(body) => write!(
+                f,
+                "DownstreamBody(direct, {} bytes left)",
+                body.remaining()
+            ),
         }
     }
 }
 
 impl Body for DownstreamBody {
     type Data = Bytes;
-    type Error = hyper::Error;
+    /// hyper's error for a body hyper read, an [`std::io::Error`] for one the direct path
+    /// read (the client left before its end).
+    type Error = BoxError;
 
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Result<Frame<Bytes>, hyper::Error>>> {
+    ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         match &mut self.get_mut().0 {
             Inner::Empty => Poll::Ready(None),
-            Inner::Hyper(body) => Pin::new(body).poll_frame(cx),
+            Inner::Hyper(body) => Pin::new(body).poll_frame(cx).map_err(Into::into),
+            Inner::Direct(body) => body
+                .poll_chunk(cx)
+                .map(|chunk| chunk.map(|r| r.map(Frame::data).map_err(Into::into))),
         }
     }
 
@@ -67,6 +86,7 @@ impl Body for DownstreamBody {
         match &self.0 {
             Inner::Empty => true,
             Inner::Hyper(body) => body.is_end_stream(),
+            Inner::Direct(body) => body.remaining() == 0,
         }
     }
 
@@ -74,6 +94,7 @@ impl Body for DownstreamBody {
         match &self.0 {
             Inner::Empty => SizeHint::with_exact(0),
             Inner::Hyper(body) => body.size_hint(),
+            Inner::Direct(body) => SizeHint::with_exact(body.remaining()),
         }
     }
 }

@@ -1,5 +1,5 @@
-//! The direct HTTP/1.1 server path: requests without a body are read, and their responses
-//! written, by the connection's task itself.
+//! The direct HTTP/1.1 server path: requests (and bodies framed by `Content-Length`) are
+//! read, and their responses written, by the connection's task itself.
 //!
 //! hyper's HTTP/1.1 server runs every request through its dispatcher: a state machine over
 //! reading, the service call and writing, with a body channel even for a request that has
@@ -9,13 +9,19 @@
 //! the read buffer, the service is called, and the response is framed and written, its head
 //! and first body bytes in one write.
 //!
-//! Only plain requests take it: HTTP/1.1, any method but CONNECT, no `Content-Length`, no
-//! `Transfer-Encoding`, no `Expect`, `Upgrade` or `TE`, and a `Connection` field (if any)
-//! that says only `keep-alive` or `close`. The first request that is anything else (a body,
-//! an upgrade, HTTP/1.0, a malformed or oversized head) hands the connection, with every
-//! byte read so far, to hyper for the rest of its life: hyper answers the errors (400, 431)
-//! and serves everything the direct path leaves out. A connection is therefore served by
-//! one engine at a time, and pipelined requests are answered in order by either.
+//! Only plain requests take it: HTTP/1.1, any method but CONNECT, at most one
+//! `Content-Length` holding only digits (at most 19), no `Transfer-Encoding`, no `Expect`,
+//! `Upgrade` or `TE`, and a `Connection` field (if any) that says only `keep-alive` or
+//! `close`. The body of such a request is read by the connection as the service takes it
+//! (see `downstream::direct_body`), straight off the socket in reads of up to 64 KiB; a
+//! response whose head is ready before the whole body was read closes the connection
+//! (`Connection: close`; what is left of the body is read and dropped for a moment first, so
+//! the client sees the answer rather than a reset). The first request that is anything
+//! else (chunked, an upgrade, HTTP/1.0, a malformed or oversized head) hands the
+//! connection, with every byte read so far, to hyper for the rest of its life: hyper
+//! answers the errors (400, 431) and serves everything the direct path leaves out. A
+//! connection is therefore served by one engine at a time, and pipelined requests are
+//! answered in order by either.
 //!
 //! A request line with `HTTP/1.2` to `HTTP/1.9` is read as HTTP/1.1 (RFC 9110 §2.5), and
 //! one naming another major version (`HTTP/2.0` as text) is answered 505 and closed.
@@ -33,7 +39,7 @@
 //! close are answered first.
 
 use std::future::{poll_fn, Future};
-use std::io::{self, IoSlice, Write as _};
+use std::io::{self, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::{pin, Pin};
 use std::task::Poll;
@@ -46,9 +52,11 @@ use http_body::Body;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt};
 
 use crate::downstream::body::DownstreamBody;
+use crate::downstream::direct_body::{self, BodyFeed, Fed};
 use crate::error::BoxError;
 use crate::io_timeout::ActiveRequests;
 use crate::shutdown::ShutdownWatch;
+use crate::vectored_write::write_pair;
 
 /// Most header fields a request head may have on the direct path (hyper's default limit;
 /// a head with more goes to hyper, which applies the configured limit).
@@ -57,6 +65,10 @@ const MAX_HEADERS: usize = 100;
 const SPARE_FIELDS: usize = 4;
 /// The free room a read of a request head asks for.
 const READ_SIZE: usize = 8 * 1024;
+/// The most unread body bytes read and dropped before a connection whose answer came
+/// early is closed, and for how long at most.
+const LINGER_BYTES: usize = 256 * 1024;
+const LINGER_TIME: Duration = Duration::from_secs(2);
 /// Response bytes gathered before they are written: the head and small body frames share
 /// one write.
 const WRITE_GATHER: usize = 16 * 1024;
@@ -87,9 +99,9 @@ pub(crate) enum End<I> {
 // allocation for nothing.
 #[allow(clippy::large_enum_variant)]
 enum Parsed {
-    /// A complete head of a request the direct path serves, and whether the client asked
-    /// for the connection to close after it.
-    Request(Request<DownstreamBody>, bool),
+    /// A complete head of a request the direct path serves, whether the client asked for
+    /// the connection to close after it, and the feed of its body if it has one.
+    Request(Request<DownstreamBody>, bool, Option<BodyFeed>),
     /// The head is not complete yet.
     Partial,
     /// A request for hyper (or bytes hyper will refuse).
@@ -200,12 +212,14 @@ fn poll_client_gone<I: AsyncRead + Unpin>(
 }
 
 /// A connection on the direct path: its socket, the bytes read and not yet served, the
-/// response bytes gathered for the next write, and scratch space for parsing.
+/// response bytes gathered for the next write, scratch space for parsing, and the feed of
+/// the body of the request being served.
 struct Conn<I> {
     io: I,
     buf: BytesMut,
     out: Vec<u8>,
     fields: Vec<(HeaderName, usize, usize)>,
+    feed: Option<BodyFeed>,
 }
 
 impl<I> Conn<I> {
@@ -310,7 +324,10 @@ where
         let (request, client_close) = loop {
             if !conn.buf.is_empty() {
                 match parse_request(&mut conn.buf, limits, &mut conn.fields) {
-                    Parsed::Request(request, close) => break (request, close),
+                    Parsed::Request(request, close, feed) => {
+                        conn.feed = feed;
+                        break (request, close);
+                    }
                     Parsed::Partial if conn.buf.len() < limits.max_bytes => {}
                     Parsed::Partial | Parsed::NotDirect => return conn.hand_off(),
                     Parsed::VersionNotSupported => return conn.refuse_version().await,
@@ -343,14 +360,19 @@ where
             drop(body);
             return conn.refuse_interim(parts.status).await;
         }
-        let (framing, keep_alive) = conn.response_head(&parts, &body, is_head, client_close);
+        // The rest of a body not read yet would be taken for the next request: this
+        // answer ends the connection.
+        let body_read = conn.feed.as_ref().is_none_or(BodyFeed::is_read);
+        let (framing, keep_alive) =
+            conn.response_head(&parts, &body, is_head, client_close || !body_read);
         crate::header_pool::give_back(parts.headers);
-        let written = write_body(&mut conn.io, &mut conn.out, &mut conn.buf, body, framing).await;
+        let written = write_body(&mut conn, body, framing).await;
         conn.out.clear();
         match written {
-            Ok(()) if keep_alive => {}
+            Ok(()) if keep_alive => conn.feed = None,
             Ok(()) => {
                 let _ = conn.io.shutdown().await;
+                conn.linger().await;
                 return End::Closed(Ok(()));
             }
             Err(e) => return End::Closed(Err(e)),
@@ -366,7 +388,46 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             buf: BytesMut::with_capacity(READ_SIZE),
             out: Vec::with_capacity(1024),
             fields: Vec::new(),
+            feed: None,
         }
+    }
+
+    /// While a request is served: feeds its body, then watches for the client leaving (see
+    /// `poll_client_gone`). Ready when the client left or its connection failed. A body
+    /// dropped before its end leaves its bytes on the socket: nothing more is read.
+    fn poll_inbound(&mut self, cx: &mut std::task::Context<'_>) -> Poll<io::Result<()>> {
+        if let Some(feed) = self.feed.as_mut() {
+            match feed.poll_feed(&mut self.io, &mut self.buf, cx) {
+                Poll::Ready(Fed::Read) => {}
+                Poll::Ready(Fed::Abandoned) | Poll::Pending => return Poll::Pending,
+                Poll::Ready(Fed::Failed(io::ErrorKind::UnexpectedEof)) => {
+                    return Poll::Ready(Ok(()))
+                }
+                Poll::Ready(Fed::Failed(kind)) => return Poll::Ready(Err(kind.into())),
+            }
+        }
+        poll_client_gone(&mut self.io, &mut self.buf, cx)
+    }
+
+    /// Before a connection whose request body was not read to its end is closed: reads and
+    /// drops what the client still sends (at most `LINGER_BYTES`, for `LINGER_TIME`), so
+    /// that closing with unread bytes does not reset the connection before the client read
+    /// its answer.
+    async fn linger(&mut self) {
+        if self.feed.take().is_none_or(|feed| feed.is_read()) {
+            return;
+        }
+        let mut drained = 0;
+        let drain = async {
+            let mut sink = [0u8; 8 * 1024];
+            while drained < LINGER_BYTES {
+                match tokio::io::AsyncReadExt::read(&mut self.io, &mut sink).await {
+                    Ok(0) | Err(_) => break,
+                    Ok(n) => drained += n,
+                }
+            }
+        };
+        let _ = tokio::time::timeout(LINGER_TIME, drain).await;
     }
 
     /// Answers a request line naming an HTTP major version other than 1 with 505, and
@@ -456,11 +517,11 @@ fn poll_while_served<I, F, T>(
     cx: &mut std::task::Context<'_>,
 ) -> Poll<Result<T, BoxError>>
 where
-    I: AsyncRead + Unpin,
+    I: AsyncRead + AsyncWrite + Unpin,
     F: Future<Output = ()>,
 {
     watch.poll_busy(cx);
-    match poll_client_gone(&mut conn.io, &mut conn.buf, cx) {
+    match conn.poll_inbound(cx) {
         Poll::Ready(Ok(())) => Poll::Ready(Err("the client closed the connection".into())),
         Poll::Ready(Err(e)) => Poll::Ready(Err(e.into())),
         Poll::Pending => Poll::Pending,
@@ -477,16 +538,15 @@ enum Next<T> {
     Gone(io::Result<()>),
 }
 
-/// Writes the body after the head gathered in `out`, framed as `framing` says, then
-/// flushes. A client that leaves while the body is awaited ends it (as hyper does); `buf`
-/// keeps any pipelined bytes read meanwhile.
+/// Writes the body after the head gathered in the connection's `out`, framed as `framing`
+/// says, then flushes. Meanwhile the request's body is still fed, and a client that
+/// leaves while the body is awaited ends it (as hyper does); `buf` keeps any pipelined
+/// bytes read meanwhile.
 ///
 /// (An `async move` block, not an `async fn`, which would hold the body twice.)
 #[allow(clippy::manual_async_fn)] // (see above)
 fn write_body<'a, I, B>(
-    io: &'a mut I,
-    out: &'a mut Vec<u8>,
-    buf: &'a mut BytesMut,
+    conn: &'a mut Conn<I>,
     body: B,
     framing: Framing,
 ) -> impl Future<Output = Result<(), BoxError>> + 'a
@@ -499,7 +559,7 @@ where
         if framing == Framing::None {
             // The body is not sent; dropping it ends it (a proxy's `logging` runs now).
             drop(body);
-            return finish_body(io, out, framing, 0).await;
+            return finish_body(&mut conn.io, &mut conn.out, framing, 0).await;
         }
         let mut body = pin!(body);
         let mut remaining = match framing {
@@ -507,10 +567,10 @@ where
             _ => u64::MAX,
         };
         loop {
-            let data = match next_frame(body.as_mut(), io, out, buf).await {
+            let data = match next_frame(body.as_mut(), conn).await {
                 Next::Flush => {
-                    io.write_all(out).await?;
-                    out.clear();
+                    conn.io.write_all(&conn.out).await?;
+                    conn.out.clear();
                     continue;
                 }
                 Next::Gone(Ok(())) => return Err("the client closed the connection".into()),
@@ -518,7 +578,7 @@ where
                 Next::Frame(None) => break,
                 Next::Frame(Some(Err(e))) => {
                     // What arrived is delivered; the connection ends without the rest.
-                    let _ = io.write_all(out).await;
+                    let _ = conn.io.write_all(&conn.out).await;
                     return Err(e);
                 }
                 // Trailers: a chunked response ends without them, as hyper's does for a
@@ -528,24 +588,24 @@ where
                     _ => continue,
                 },
             };
-            if let Err(e) = frame_prefix(out, data.len(), framing, &mut remaining) {
-                let _ = io.write_all(out).await;
+            if let Err(e) = frame_prefix(&mut conn.out, data.len(), framing, &mut remaining) {
+                let _ = conn.io.write_all(&conn.out).await;
                 return Err(e);
             }
             // Small frames are gathered (several per write); a larger one goes out at
             // once beside what is gathered, in one vectored write, without being copied.
-            if data.len() <= GATHERED_FRAME && out.len() + data.len() <= WRITE_GATHER {
-                out.extend_from_slice(&data);
+            if data.len() <= GATHERED_FRAME && conn.out.len() + data.len() <= WRITE_GATHER {
+                conn.out.extend_from_slice(&data);
             } else {
-                write_pair(io, out, &data).await?;
-                out.clear();
+                write_pair(&mut conn.io, &conn.out, &data).await?;
+                conn.out.clear();
             }
             drop(data);
             if framing == Framing::Chunked {
-                out.extend_from_slice(b"\r\n");
+                conn.out.extend_from_slice(b"\r\n");
             }
         }
-        finish_body(io, out, framing, remaining).await
+        finish_body(&mut conn.io, &mut conn.out, framing, remaining).await
     }
 }
 
@@ -553,12 +613,10 @@ where
 /// (the client sees what exists), or the client leaving.
 fn next_frame<'a, I, B>(
     mut body: Pin<&'a mut B>,
-    io: &'a mut I,
-    out: &'a [u8],
-    buf: &'a mut BytesMut,
+    conn: &'a mut Conn<I>,
 ) -> impl Future<Output = Next<B::Data>> + 'a
 where
-    I: AsyncRead + Unpin,
+    I: AsyncRead + AsyncWrite + Unpin,
     B: Body,
     B::Error: Into<BoxError>,
 {
@@ -569,10 +627,10 @@ where
                     frame.map(|r| r.map_err(Into::<BoxError>::into)),
                 ))
             }
-            Poll::Pending if !out.is_empty() => return Poll::Ready(Next::Flush),
+            Poll::Pending if !conn.out.is_empty() => return Poll::Ready(Next::Flush),
             Poll::Pending => {}
         }
-        poll_client_gone(io, buf, cx).map(Next::Gone)
+        conn.poll_inbound(cx).map(Next::Gone)
     })
 }
 
@@ -619,30 +677,6 @@ async fn finish_body<I: AsyncWrite + Unpin>(
     Ok(())
 }
 
-/// Writes `first` then `second`, as one vectored write when the socket takes it whole.
-async fn write_pair<I: AsyncWrite + Unpin>(
-    io: &mut I,
-    first: &[u8],
-    second: &[u8],
-) -> io::Result<()> {
-    let (mut a, mut b) = (first, second);
-    while !a.is_empty() {
-        let n = io
-            .write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
-            .await?;
-        if n == 0 {
-            return Err(io::ErrorKind::WriteZero.into());
-        }
-        if n >= a.len() {
-            b = &b[n - a.len()..];
-            a = &[];
-        } else {
-            a = &a[n..];
-        }
-    }
-    io.write_all(b).await
-}
-
 /// Parses the request head at the start of `buf`, consuming it when it is one the direct
 /// path serves. `fields` is scratch space kept between requests.
 fn parse_request(
@@ -680,12 +714,22 @@ fn parse_request(
     };
     let path_at = path.as_ptr() as usize - base;
     let path_range = path_at..path_at + path.len();
-    let Some(close) = direct_fields(parsed.headers, base, fields) else {
+    let Some(direct) = direct_fields(parsed.headers, base, fields) else {
         return Parsed::NotDirect;
     };
     let head = buf.split_to(len).freeze();
     match build_request(&head, method, path_range, fields) {
-        Some(request) => Parsed::Request(request, close),
+        Some(mut request) => {
+            let feed = match direct.length {
+                Some(len @ 1..) => {
+                    let (feed, body) = direct_body::channel(len);
+                    *request.body_mut() = DownstreamBody::from_direct(body);
+                    Some(feed)
+                }
+                _ => None,
+            };
+            Parsed::Request(request, direct.close, feed)
+        }
         None => {
             // Put the head back for hyper (a rare path: an unparsable target or value).
             let mut whole = BytesMut::with_capacity(head.len() + buf.len());
@@ -707,32 +751,45 @@ fn direct_method(method: Option<&str>) -> Option<Method> {
     }
 }
 
+/// What the header fields of a request the direct path serves say about the connection
+/// and the body.
+struct DirectFields {
+    /// The client asked to close the connection after this request.
+    close: bool,
+    /// The body's length, from `Content-Length`.
+    length: Option<u64>,
+}
+
 /// Notes the header fields of a request in `fields` (name, and where the value is from
-/// `base`), if the direct path serves it: no field about a body, an expectation, an
-/// upgrade or transfer codings, and a `Connection` saying only `keep-alive` or `close`.
-/// Returns whether the client asked to close the connection.
+/// `base`), if the direct path serves it: at most one `Content-Length` of plain digits, no
+/// transfer coding, expectation or upgrade, and a `Connection` saying only `keep-alive` or
+/// `close`. Anything else (a length list, a sign, a value past 19 digits) is hyper's to
+/// accept or refuse.
 fn direct_fields(
     headers: &[httparse::Header<'_>],
     base: usize,
     fields: &mut Vec<(HeaderName, usize, usize)>,
-) -> Option<bool> {
-    let mut close = false;
+) -> Option<DirectFields> {
+    let mut direct = DirectFields {
+        close: false,
+        length: None,
+    };
     fields.clear();
     for h in headers {
         let name = crate::h1_field::name(h.name.as_bytes())?;
-        if name == CONTENT_LENGTH
-            || name == TRANSFER_ENCODING
-            || name == EXPECT
-            || name == UPGRADE
-            || name == TE
-        {
+        if name == CONTENT_LENGTH {
+            if direct.length.is_some() {
+                return None;
+            }
+            direct.length = Some(digits(h.value)?);
+        } else if name == TRANSFER_ENCODING || name == EXPECT || name == UPGRADE || name == TE {
             return None;
         }
         if name == CONNECTION {
             for token in h.value.split(|&b| b == b',') {
                 let token = token.trim_ascii();
                 if token.eq_ignore_ascii_case(b"close") {
-                    close = true;
+                    direct.close = true;
                 } else if !token.eq_ignore_ascii_case(b"keep-alive") {
                     return None;
                 }
@@ -741,7 +798,17 @@ fn direct_fields(
         let at = h.value.as_ptr() as usize - base;
         fields.push((name, at, at + h.value.len()));
     }
-    Some(close)
+    Some(direct)
+}
+
+/// A `Content-Length` of 1 to 19 decimal digits (which cannot overflow), nothing else.
+fn digits(value: &[u8]) -> Option<u64> {
+    if value.is_empty() || value.len() > 19 {
+        return None;
+    }
+    value.iter().try_fold(0u64, |n, &d| {
+        d.is_ascii_digit().then(|| n * 10 + u64::from(d - b'0'))
+    })
 }
 
 /// The request a parsed head describes; its target and field values share `head`.
@@ -1007,7 +1074,7 @@ mod tests {
     fn a_plain_get_is_parsed_and_consumed() {
         let (parsed, rest) =
             parse(b"GET /a?b=c HTTP/1.1\r\nHost: x\r\nX-Y: 1\r\nx-y: 2\r\n\r\nGET /next");
-        let Parsed::Request(request, close) = parsed else {
+        let Parsed::Request(request, close, None) = parsed else {
             panic!("not parsed as a direct request");
         };
         assert!(!close);
@@ -1023,17 +1090,39 @@ mod tests {
     #[test]
     fn connection_close_is_noted_and_other_options_go_to_hyper() {
         let (parsed, _) = parse(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
-        assert!(matches!(parsed, Parsed::Request(_, true)));
+        assert!(matches!(parsed, Parsed::Request(_, true, None)));
         let (parsed, _) = parse(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: keep-alive\r\n\r\n");
-        assert!(matches!(parsed, Parsed::Request(_, false)));
+        assert!(matches!(parsed, Parsed::Request(_, false, None)));
         let (parsed, _) = parse(b"GET / HTTP/1.1\r\nHost: x\r\nConnection: upgrade\r\n\r\n");
         assert!(matches!(parsed, Parsed::NotDirect));
     }
 
     #[test]
+    fn a_body_framed_by_its_length_stays_behind_the_head_for_its_feed() {
+        let (parsed, rest) =
+            parse(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabcGET /next");
+        let Parsed::Request(request, false, Some(feed)) = parsed else {
+            panic!("not parsed as a direct request with a body");
+        };
+        assert!(!feed.is_read());
+        assert_eq!(request.body().size_hint().exact(), Some(3));
+        assert_eq!(request.headers()["content-length"], "3");
+        assert_eq!(&rest[..], b"abcGET /next", "the body is read by the feed");
+        let (parsed, _) = parse(b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n");
+        assert!(
+            matches!(&parsed, Parsed::Request(r, false, None) if r.body().is_end_stream()),
+            "an empty body needs no feed"
+        );
+    }
+
+    #[test]
     fn requests_the_direct_path_leaves_to_hyper_stay_in_the_buffer() {
         for raw in [
-            &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\nabc"[..],
+            &b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nContent-Length: 3\r\n\r\nabc"[..],
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3, 3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: +3\r\n\r\nabc",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 18446744073709551616\r\n\r\n",
+            b"POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"POST / HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: x\r\nExpect: 100-continue\r\n\r\n",
             b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\n\r\n",
@@ -1236,7 +1325,8 @@ mod tests {
         }
 
         /// Answers `/interim` with 103, `/stall` with a body that stalls, `/slow` after
-        /// 200 ms, anything else with its path; counts calls.
+        /// 200 ms, `/echo` with the request's body, anything else with its path (without
+        /// reading a body); counts calls.
         fn service(
             calls: Arc<AtomicUsize>,
         ) -> impl tower::Service<
@@ -1251,6 +1341,11 @@ mod tests {
                     let path = req.uri().path().to_string();
                     let mut response = match path.as_str() {
                         "/stall" => Response::new(Stalls(false).boxed_unsync()),
+                        "/echo" => {
+                            let body = req.into_body().collect().await;
+                            let bytes = body.map(|b| b.to_bytes()).unwrap_or_default();
+                            return Ok(Response::new(Full::new(bytes).boxed_unsync()));
+                        }
                         _ => {
                             if path == "/slow" {
                                 tokio::time::sleep(Duration::from_millis(200)).await;
@@ -1309,11 +1404,66 @@ mod tests {
         }
 
         #[tokio::test]
-        async fn plain_requests_are_served_here_and_a_body_hands_over_with_its_bytes() {
+        async fn bodies_framed_by_length_are_fed_here_and_the_connection_goes_on() {
             let calls = Arc::new(AtomicUsize::new(0));
             let (_trigger, watch) = shutdown_channel();
             let (mut client, task) = start(calls.clone(), watch);
-            let post = &b"POST /p HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nhi"[..];
+            let big = "x".repeat(200 * 1024);
+            let mut sent = format!(
+                "POST /echo HTTP/1.1\r\nHost: x\r\nContent-Length: 5\r\n\r\nhello\
+                 PUT /echo HTTP/1.1\r\nHost: x\r\nContent-Length: {}\r\n\r\n",
+                big.len()
+            )
+            .into_bytes();
+            sent.extend_from_slice(big.as_bytes());
+            sent.extend_from_slice(b"GET /last HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");
+            let writer = tokio::spawn(async move {
+                client.write_all(&sent).await.expect("write");
+                client
+            });
+            let mut client = writer.await.expect("writer");
+            let text = read_all(&mut client).await;
+            let (result, handed) = outcome(task).await;
+            assert_eq!((result, handed), (Ok(()), None), "no hand-over to hyper");
+            assert_eq!(calls.load(Ordering::SeqCst), 3);
+            let hello = text.find("\r\n\r\nhello").expect("first body echoed");
+            let echoed = text.find(&format!("\r\n\r\n{big}")).expect("big body echoed");
+            let last = text.find("\r\n\r\n/last").expect("the GET after them");
+            assert!(hello < echoed && echoed < last);
+            assert_eq!(text.matches("connection: close").count(), 1, "{}", &text[..200]);
+        }
+
+        #[tokio::test]
+        async fn an_answer_before_the_body_is_read_closes_and_still_arrives() {
+            let (_trigger, watch) = shutdown_channel();
+            let (mut client, task) = start(Arc::new(AtomicUsize::new(0)), watch);
+            client
+                .write_all(b"POST /early HTTP/1.1\r\nHost: x\r\nContent-Length: 100000\r\n\r\nabc")
+                .await
+                .expect("write");
+            let mut head = vec![0u8; 4096];
+            let n = tokio::time::timeout(Duration::from_secs(5), client.read(&mut head))
+                .await
+                .expect("an answer within 5 s")
+                .expect("read");
+            let text = String::from_utf8_lossy(&head[..n]).into_owned();
+            assert!(text.starts_with("HTTP/1.1 200 OK\r\n"), "{text}");
+            assert!(text.contains("connection: close\r\n"), "{text}");
+            assert!(text.ends_with("\r\n\r\n/early"), "{text}");
+            // The rest of the body is read and dropped while the connection lingers.
+            client.write_all(&[b'z'; 4096]).await.expect("the rest is taken");
+            drop(client);
+            let (result, handed) = outcome(task).await;
+            assert_eq!((result, handed), (Ok(()), None));
+        }
+
+        #[tokio::test]
+        async fn plain_requests_are_served_here_and_a_chunked_body_hands_over_with_its_bytes() {
+            let calls = Arc::new(AtomicUsize::new(0));
+            let (_trigger, watch) = shutdown_channel();
+            let (mut client, task) = start(calls.clone(), watch);
+            let post =
+                &b"POST /p HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n2\r\nhi\r\n0\r\n\r\n"[..];
             let mut sent =
                 b"GET /a HTTP/1.1\r\nHost: x\r\n\r\nGET /b HTTP/1.1\r\nHost: x\r\n\r\n".to_vec();
             sent.extend_from_slice(post);

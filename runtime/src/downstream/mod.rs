@@ -33,6 +33,7 @@ use tokio::net::TcpStream;
 use tokio::sync::Notify;
 
 pub mod body;
+mod direct_body;
 mod h1;
 mod h2;
 

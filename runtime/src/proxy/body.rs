@@ -14,7 +14,7 @@ use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
 use tokio::time::{Instant, Sleep};
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{BoxError, Error, ErrorKind};
 use crate::metrics::RouteStats;
 use crate::proxy::route::Encoder;
 use crate::proxy::session::Session;
@@ -254,9 +254,9 @@ fn far_future() -> Instant {
 /// bad chunk size, a missing CRLF after a chunk, a bare LF ending a chunk-size line) is the
 /// client's mistake: 400, and the connection closes (RFC 9112 §7.1). Anything else (the
 /// client closed early) means it went away.
-fn client_body_error(e: hyper::Error) -> Error {
+fn client_body_error(e: BoxError) -> Error {
     let mut malformed = false;
-    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&e);
+    let mut cause: Option<&(dyn std::error::Error + 'static)> = Some(&*e);
     while let Some(c) = cause {
         if let Some(io) = c.downcast_ref::<std::io::Error>() {
             malformed |= matches!(

@@ -6,10 +6,12 @@
 //! raced ours), the untouched request is sent again on another connection: nothing reaches
 //! the origin twice, and no request fails because a pooled connection had died.
 //!
-//! Requests without a body (GET, HEAD, OPTIONS, TRACE) to HTTP/1.1 peers take the direct
-//! path of [`h1`](super::h1) instead of hyper's client: the same pool discipline, without a
-//! connection task in between. A pooled connection that turns out closed before the origin
-//! answered a word is retried on another there too (these methods are safe to resend).
+//! Requests without a body (GET, HEAD, OPTIONS, TRACE) and requests whose body is framed by
+//! its `Content-Length` to HTTP/1.1 peers take the direct path of [`h1`](super::h1) instead
+//! of hyper's client: the same pool discipline, without a connection task in between. A
+//! pooled connection that turns out closed before the origin answered a word is retried on
+//! another there too, for the bodiless safe methods only (a body, once streamed, is gone,
+//! and an unsafe method may have taken effect).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -327,17 +329,18 @@ where
         response.map(|body| UpstreamBody::hyper(body, release))
     }
 
-    /// Sends a bodiless `request` on the direct path (see the module docs). (An `async
-    /// move` block, as in `try_send`: an `async fn` would hold the request twice.)
+    /// Sends `request` on the direct path (see the module docs). (An `async move` block, as
+    /// in `try_send`: an `async fn` would hold the request twice.)
     #[allow(clippy::manual_async_fn)] // (see above)
     fn send_direct<'a>(
         &'a self,
         peer: &'a HttpPeer,
-        request: Request<B>,
+        mut request: Request<B>,
     ) -> impl std::future::Future<Output = Result<Response<UpstreamBody<B>>, SendError<B>>> + 'a
     {
         async move {
             let key = peer.pool_key();
+            let resendable = request.body().is_end_stream() && h1::is_safe(request.method());
             let mut stale = 0;
             loop {
                 let (mut conn, reused) = match self.pool.checkout_direct(&key) {
@@ -358,14 +361,7 @@ where
                     count_reuse(peer);
                 }
                 conn.busy.set(true);
-                let exchanged = match conn.write_request(&request).await {
-                    Ok(()) => {
-                        conn.read_response(request.method(), self.max_response_head_bytes)
-                            .await
-                    }
-                    Err(e) => Err(e),
-                };
-                match exchanged {
+                match self.exchange(&mut conn, &mut request).await {
                     Ok((head, reader)) => {
                         // The request head is written: its map serves a later request.
                         crate::header_pool::give_back(request.into_parts().0.headers);
@@ -377,7 +373,7 @@ where
                         };
                         return Ok(head.map(|()| UpstreamBody::direct(reader, release)));
                     }
-                    Err(e) if e.unanswered && reused && stale < MAX_STALE_RETRIES => {
+                    Err(e) if e.unanswered && resendable && reused && stale < MAX_STALE_RETRIES => {
                         tracing::debug!(peer = %peer.addr(), error = %e.error, "pooled connection was closed; resending on another");
                         stale += 1;
                     }
@@ -389,6 +385,31 @@ where
                     }
                 }
             }
+        }
+    }
+
+    /// Writes `request` on `conn` and reads the response head. When the origin closed the
+    /// connection while the body was going out, its answer (if it sent one first) is the
+    /// response.
+    async fn exchange(
+        &self,
+        conn: &mut H1Conn,
+        request: &mut Request<B>,
+    ) -> Result<(Response<()>, BodyReader), h1::ExchangeError> {
+        let max_head = self.max_response_head_bytes;
+        if request.body().is_end_stream() {
+            conn.write_request(request).await?;
+            return conn.read_response(request.method(), max_head).await;
+        }
+        match conn.write_request_with_body(request).await {
+            Ok(()) => conn.read_response(request.method(), max_head).await,
+            Err(e) if e.error.kind() == ErrorKind::UpstreamClosed => {
+                match conn.early_response(request.method(), max_head).await {
+                    Some(answer) => Ok(answer),
+                    None => Err(e),
+                }
+            }
+            Err(e) => Err(e),
         }
     }
 

@@ -1,12 +1,17 @@
-//! The direct HTTP/1.1 exchange: a request without a body is written, and its response read,
-//! by the task that sends it, on a pooled connection that task holds alone.
+//! The direct HTTP/1.1 exchange: a request (with no body, or one framed by its
+//! `Content-Length`) is written, and its response read, by the task that sends it, on a
+//! pooled connection that task holds alone.
 //!
 //! hyper's HTTP/1.1 client drives each connection from a task of its own and hands the
 //! request, the response head and every body chunk across channels, waking a second task at
 //! each step. For the bulk of proxied traffic (GET and HEAD) that hand-over was a third of
-//! the proxy's instructions per request. Here the requesting task writes the head in one
-//! write, parses the response with `httparse`, and the body reads the socket as the
-//! downstream consumes it. Requests with a body, upgrades and header-case preservation stay
+//! the proxy's instructions per request, and every request body was copied through a
+//! channel frame by frame. Here the requesting task writes the head (with a small body in
+//! the same write; a large body frame goes out beside it in one vectored write, then frame
+//! by frame as the client's body yields them, uncopied), parses the response with
+//! `httparse`, and the response body reads the socket as the downstream consumes it. An
+//! origin that answers before it took the whole body (a 413, say) and closes is heard: its
+//! answer is relayed. Chunked request bodies, upgrades and header-case preservation stay
 //! with hyper's client (see `HttpClient::try_send`).
 //!
 //! Response framing follows RFC 9112 §6.3: no body for HEAD, 1xx, 204 and 304; chunked when
@@ -16,16 +21,18 @@
 
 use std::io;
 use std::mem::MaybeUninit;
+use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
 
 use bytes::{Buf, Bytes, BytesMut};
-use http::header::{CONNECTION, CONTENT_LENGTH, TRANSFER_ENCODING, UPGRADE};
+use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Frame;
 use tokio::io::AsyncWriteExt;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{BoxError, Error, ErrorKind};
 use crate::io_timeout::{BusyFlag, IoTimeout};
+use crate::vectored_write::write_pair;
 use crate::upstream::stream::UpstreamStream;
 
 /// Most header fields in a response head (hyper's limit too).
@@ -40,20 +47,46 @@ const MAX_BODY_READ: usize = 64 * 1024;
 const MAX_CHUNK_LINE: usize = 4096;
 /// Interim (1xx) responses skipped before the final one, at most.
 const MAX_INTERIM: usize = 16;
+/// The largest body frame copied behind the request head into one write.
+const GATHERED_FRAME: usize = 4 * 1024;
 
-/// Whether `request` can take the direct path: a safe method, HTTP/1.1, no body, and no
-/// connection-level headers (upgrades, `Connection: close`, a transfer coding).
+/// Whether `request` can take the direct path: HTTP/1.1, no connection-level headers
+/// (upgrades, `Connection`, a transfer coding, an expectation), and either no body and a
+/// safe method (which may be resent on another connection), or any method but CONNECT with
+/// one `Content-Length` that is exactly the body's known size.
 pub(crate) fn is_direct<B: http_body::Body>(request: &Request<B>) -> bool {
+    if request.version() != Version::HTTP_11 || request.method() == Method::CONNECT {
+        return false;
+    }
+    let mut length = None;
+    // One pass over the (few) fields costs less than several hashed lookups.
+    for (name, value) in request.headers() {
+        if name == CONNECTION || name == UPGRADE || name == TRANSFER_ENCODING || name == EXPECT {
+            return false;
+        }
+        if name == CONTENT_LENGTH {
+            if length.is_some() {
+                return false;
+            }
+            match crate::h1_field::content_length(value.as_bytes()) {
+                Some(n) => length = Some(n),
+                None => return false,
+            }
+        }
+    }
+    match length {
+        None => request.body().is_end_stream() && is_safe(request.method()),
+        Some(n) => request.body().size_hint().exact() == Some(n),
+    }
+}
+
+/// Whether `method` is safe (RFC 9110 §9.2.1), so a request that may not have reached the
+/// origin can be sent again.
+pub(crate) fn is_safe(method: &Method) -> bool {
     matches!(
-        *request.method(),
+        *method,
         Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE
-    ) && request.version() == Version::HTTP_11
-        && request.body().is_end_stream()
-        // One pass over the (few) names costs less than three hashed lookups.
-        && !request
-            .headers()
-            .keys()
-            .any(|name| name == CONNECTION || name == UPGRADE || name == TRANSFER_ENCODING)
+    )
 }
 
 /// Why an exchange failed, and whether the connection broke before the origin said anything
@@ -138,6 +171,68 @@ impl H1Conn {
             unanswered: IoTimeout::find(&e).is_none(),
             error: io_error(e, "sending request upstream"),
         })
+    }
+
+    /// Writes the head of `request` and its body (framed by the `Content-Length` that
+    /// [`is_direct`] checked): a first frame of up to [`GATHERED_FRAME`] bytes in the same
+    /// write as the head, a larger one beside it in one vectored write, the rest frame by
+    /// frame as the body yields them. A body that fails (the client left, or sent too
+    /// much) fails the exchange with its error; the connection is not reused.
+    pub(crate) async fn write_request_with_body<B>(
+        &mut self,
+        request: &mut Request<B>,
+    ) -> Result<(), ExchangeError>
+    where
+        B: http_body::Body<Data = Bytes> + Unpin,
+        B::Error: Into<BoxError>,
+    {
+        encode_head(&mut self.head, request);
+        let body = request.body_mut();
+        let mut first = true;
+        loop {
+            let frame = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
+            let data = match frame {
+                None => break,
+                Some(Err(e)) => return Err(answered(body_error(e.into()))),
+                Some(Ok(frame)) => match frame.into_data() {
+                    Ok(data) => data,
+                    // A body framed by its length has no trailers to send.
+                    Err(_) => continue,
+                },
+            };
+            let written = if !first {
+                self.io.write_all(&data).await
+            } else if data.len() <= GATHERED_FRAME {
+                self.head.extend_from_slice(&data);
+                self.io.write_all(&self.head).await
+            } else {
+                write_pair(&mut self.io, &self.head, &data).await
+            };
+            first = false;
+            written.map_err(|e| answered(io_error(e, "sending the request body upstream")))?;
+        }
+        let written = match first {
+            true => self.io.write_all(&self.head).await,
+            false => Ok(()),
+        };
+        match written {
+            Ok(()) => self.io.flush().await,
+            Err(e) => Err(e),
+        }
+        .map_err(|e| answered(io_error(e, "sending the request body upstream")))
+    }
+
+    /// After writing a request failed because the origin closed the connection: the answer
+    /// it may have sent before closing (a 413, a 401 to a large upload), if a whole one
+    /// can be read. The connection is not reused either way.
+    pub(crate) async fn early_response(
+        &mut self,
+        method: &Method,
+        max_head: usize,
+    ) -> Option<(Response<()>, BodyReader)> {
+        let (head, mut reader) = self.read_response(method, max_head).await.ok()?;
+        reader.reusable = false;
+        Some((head, reader))
     }
 
     /// Reads the final response head to a request with `method`, skipping interim ones.
@@ -566,6 +661,19 @@ fn fill_some(conn: &mut H1Conn, cx: &mut Context<'_>) -> Result<(), Stop> {
         Poll::Ready(Ok(_)) => Ok(()),
         Poll::Ready(Err(e)) => Err(Poll::Ready(Err(io_error(e, BODY)))),
         Poll::Pending => Err(Poll::Pending),
+    }
+}
+
+/// The error of a request body that failed on its way upstream: the proxy's own error as
+/// it is (a body timeout, a body over its limit), anything else as the client leaving.
+fn body_error(e: BoxError) -> Error {
+    match e.downcast::<Error>() {
+        Ok(e) => *e,
+        Err(e) => Error::with_source(
+            ErrorKind::DownstreamClosed,
+            "reading the request body from the client",
+            e,
+        ),
     }
 }
 
