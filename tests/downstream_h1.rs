@@ -1,7 +1,8 @@
-//! The server's direct HTTP/1.1 path (bodiless requests served without hyper's dispatcher)
-//! and its hand-over to hyper, over raw sockets: pipelined requests mixing both, framing of
-//! responses of known and unknown length, HEAD, `Connection: close`, heads split across
-//! writes, and a client that leaves mid-request.
+//! The server's direct HTTP/1.1 path (bodiless requests and bodies framed by
+//! `Content-Length` served without hyper's dispatcher) and its hand-over to hyper, over raw
+//! sockets: pipelined requests mixing both, framing of responses of known and unknown
+//! length, HEAD, `Connection: close`, heads split across writes, and a client that leaves
+//! mid-request.
 
 use std::convert::Infallible;
 use std::pin::Pin;
@@ -55,9 +56,17 @@ impl Drop for NoteDrop {
 type AnyBody = http_body_util::combinators::UnsyncBoxBody<Bytes, Infallible>;
 
 /// Answers `/chunked` with a body of unknown length, `/slow` after 10 s, and anything else
-/// with `METHOD PATH BODYLEN` (the request body read whole).
+/// with `METHOD PATH BODYLEN` (the request body read whole). Every answer says which engine
+/// read the request in `x-engine` (`direct` or `hyper`).
 fn start_server() -> RunningService {
     let handler = tower::service_fn(|req: http::Request<DownstreamBody>| async move {
+        let seen = format!("{:?}", req.body());
+        let engine = if seen == "DownstreamBody(empty)" || seen.starts_with("DownstreamBody(direct")
+        {
+            "direct"
+        } else {
+            "hyper"
+        };
         let body: AnyBody = match req.uri().path() {
             "/chunked" => TwoFrames(0).boxed_unsync(),
             "/slow" => {
@@ -72,7 +81,11 @@ fn start_server() -> RunningService {
                 Full::new(Bytes::from(text)).boxed_unsync()
             }
         };
-        Ok::<_, Infallible>(http::Response::new(body))
+        let mut response = http::Response::new(body);
+        response
+            .headers_mut()
+            .insert("x-engine", http::HeaderValue::from_static(engine));
+        Ok::<_, Infallible>(response)
     });
     let mut service = serve_handler("direct", handler);
     service.add_tcp("127.0.0.1:0");
@@ -181,13 +194,16 @@ async fn closes(stream: &mut TcpStream) -> bool {
 async fn pipelined_requests_with_a_body_between_are_answered_in_order() {
     let server = start_server();
     let mut stream = TcpStream::connect(server.addr()).await.expect("connect");
-    // Plain, plain, then a body (hyper takes the connection over mid-buffer), then plain.
+    // Plain, plain, a body framed by its length (still direct), plain, then a chunked body
+    // (hyper takes the connection over mid-buffer), then plain.
     stream
         .write_all(
             b"GET /a HTTP/1.1\r\nHost: t\r\n\r\n\
               HEAD /b HTTP/1.1\r\nHost: t\r\n\r\n\
               POST /c HTTP/1.1\r\nHost: t\r\nContent-Length: 5\r\n\r\nhello\
-              GET /d HTTP/1.1\r\nHost: t\r\n\r\n",
+              GET /d HTTP/1.1\r\nHost: t\r\n\r\n\
+              POST /f HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n\
+              GET /g HTTP/1.1\r\nHost: t\r\n\r\n",
         )
         .await
         .expect("write");
@@ -203,8 +219,16 @@ async fn pipelined_requests_with_a_body_between_are_answered_in_order() {
     );
     let c = read_answer(&mut stream, &mut pending, false).await;
     assert_eq!((c.status, &c.body[..]), (200, &b"POST /c 5"[..]));
+    assert_eq!(c.header("x-engine"), Some("direct"));
     let d = read_answer(&mut stream, &mut pending, false).await;
     assert_eq!((d.status, &d.body[..]), (200, &b"GET /d 0"[..]));
+    assert_eq!(d.header("x-engine"), Some("direct"));
+    let f = read_answer(&mut stream, &mut pending, false).await;
+    assert_eq!((f.status, &f.body[..]), (200, &b"POST /f 3"[..]));
+    assert_eq!(f.header("x-engine"), Some("hyper"));
+    let g = read_answer(&mut stream, &mut pending, false).await;
+    assert_eq!((g.status, &g.body[..]), (200, &b"GET /g 0"[..]));
+    assert_eq!(g.header("x-engine"), Some("hyper"), "hyper keeps the connection");
     // The connection is still good.
     stream
         .write_all(b"GET /e HTTP/1.1\r\nHost: t\r\n\r\n")

@@ -1,6 +1,7 @@
-//! The direct HTTP/1.1 path of the upstream client (bodiless requests): response framing
-//! per RFC 9112 §6.3, interim responses, trailers, connection reuse, and malformed responses,
-//! against raw origins that answer exactly the bytes each test scripts.
+//! The direct HTTP/1.1 path of the upstream client (bodiless requests and bodies framed by
+//! `Content-Length`): response framing per RFC 9112 §6.3, interim responses, trailers,
+//! connection reuse, malformed responses, early answers and failing request bodies, against
+//! raw origins that answer exactly the bytes each test scripts and a real HTTP origin.
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -301,4 +302,124 @@ async fn a_request_with_a_body_takes_over_an_idle_direct_connection() {
     // The POST went over the connection the GET had opened, now driven by hyper.
     assert_eq!(origin.connections(), 1);
     assert_eq!(client.idle_connections(&peer), 1);
+}
+
+/// A POST to the suite's origin with `body` and its `Content-Length`.
+fn post_with_length(path: &str, body: Bytes) -> Request<http_body_util::Full<Bytes>> {
+    Request::post(path)
+        .header("host", "origin.test")
+        .header("content-length", body.len())
+        .body(http_body_util::Full::new(body))
+        .expect("request")
+}
+
+#[tokio::test]
+async fn bodies_framed_by_their_length_go_direct_and_keep_the_connection() {
+    use http_body_util::Full;
+    let origin = pingora_dsl_suite::origin::Origin::start("o")
+        .await
+        .expect("origin");
+    let client: HttpClient<Full<Bytes>> = HttpClient::default();
+    let peer = HttpPeer::new(origin.addr());
+    let large = Bytes::from(vec![b'x'; 300 * 1024]);
+    for body in [
+        Bytes::from_static(b"payload"),
+        large,
+        Bytes::new(),
+        Bytes::from_static(b"last"),
+    ] {
+        let response = client
+            .send(&peer, post_with_length("/echo", body.clone()))
+            .await
+            .expect("response");
+        assert_eq!(response.status(), StatusCode::OK);
+        let echoed = response.into_body().collect().await.expect("body");
+        assert_eq!(echoed.to_bytes(), body, "the origin got the body whole");
+    }
+    // A bodiless GET after them still finds the connection in the direct pool: hyper's
+    // client, had it carried the POSTs, would have kept it.
+    let get = Request::get("/")
+        .header("host", "origin.test")
+        .body(Full::new(Bytes::new()))
+        .expect("request");
+    let response = client.send(&peer, get).await.expect("response");
+    response.into_body().collect().await.expect("body");
+    assert_eq!(origin.connections(), 1, "one connection for all five");
+    assert_eq!(origin.requests(), 5);
+}
+
+#[tokio::test]
+async fn an_origin_answering_before_it_took_the_body_is_relayed() {
+    use http_body_util::Full;
+    let (addr, connections) = scripted_origin(|_| {
+        (
+            b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 4\r\nConnection: close\r\n\r\nbig!",
+            true,
+        )
+    })
+    .await;
+    let client: HttpClient<Full<Bytes>> = HttpClient::default();
+    let peer = HttpPeer::new(addr);
+    let body = Bytes::from(vec![b'x'; 8 * 1024 * 1024]);
+    let response = tokio::time::timeout(
+        Duration::from_secs(10),
+        client.send(&peer, post_with_length("/upload", body)),
+    )
+    .await
+    .expect("an answer in time")
+    .expect("the origin's answer, not an error");
+    assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
+    let text = response.into_body().collect().await.expect("body").to_bytes();
+    assert_eq!(text.as_ref(), b"big!");
+    assert_eq!(connections.load(Ordering::SeqCst), 1);
+    assert_eq!(client.idle_connections(&peer), 0, "a closed connection is not pooled");
+}
+
+/// A body that says it has 10 bytes, yields 3, then fails as a client's body that timed
+/// out does.
+struct FailingBody(bool);
+
+impl http_body::Body for FailingBody {
+    type Data = Bytes;
+    type Error = pingora_dsl::Error;
+
+    fn poll_frame(
+        mut self: std::pin::Pin<&mut Self>,
+        _cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<http_body::Frame<Bytes>, Self::Error>>> {
+        if self.0 {
+            return std::task::Poll::Ready(Some(Err(pingora_dsl::Error::new(
+                ErrorKind::DownstreamTimeout,
+                "the client stopped sending its body",
+            ))));
+        }
+        self.0 = true;
+        std::task::Poll::Ready(Some(Ok(http_body::Frame::data(Bytes::from_static(b"abc")))))
+    }
+
+    fn size_hint(&self) -> http_body::SizeHint {
+        http_body::SizeHint::with_exact(if self.0 { 7 } else { 10 })
+    }
+}
+
+#[tokio::test]
+async fn a_request_body_that_fails_fails_the_exchange_with_its_own_error() {
+    let origin = pingora_dsl_suite::origin::Origin::start("o")
+        .await
+        .expect("origin");
+    let client: HttpClient<FailingBody> = HttpClient::default();
+    let peer = HttpPeer::new(origin.addr());
+    let request = Request::post("/echo")
+        .header("host", "origin.test")
+        .header("content-length", "10")
+        .body(FailingBody(false))
+        .expect("request");
+    let outcome = tokio::time::timeout(Duration::from_secs(10), client.send(&peer, request))
+        .await
+        .expect("an outcome in time");
+    let Err(error) = outcome else {
+        panic!("the body failed, but the exchange succeeded");
+    };
+    assert_eq!(error.kind(), ErrorKind::DownstreamTimeout, "{error}");
+    assert_eq!(client.idle_connections(&peer), 0, "a half-sent request's connection is dropped");
 }
