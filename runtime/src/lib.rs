@@ -48,7 +48,6 @@ pub mod shutdown;
 pub mod tls;
 pub mod upstream;
 pub mod watched;
-mod vectored_write;
 
 pub use crate::downstream::body::DownstreamBody;
 pub use crate::error::{BoxError, Error, ErrorKind, Result};

@@ -39,7 +39,7 @@
 //! close are answered first.
 
 use std::future::{poll_fn, Future};
-use std::io::{self, Write as _};
+use std::io::{self, IoSlice, Write as _};
 use std::mem::MaybeUninit;
 use std::pin::{pin, Pin};
 use std::task::Poll;
@@ -56,7 +56,6 @@ use crate::downstream::direct_body::{self, BodyFeed, Fed};
 use crate::error::BoxError;
 use crate::io_timeout::ActiveRequests;
 use crate::shutdown::ShutdownWatch;
-use crate::vectored_write::write_pair;
 
 /// Most header fields a request head may have on the direct path (hyper's default limit;
 /// a head with more goes to hyper, which applies the configured limit).
@@ -675,6 +674,30 @@ async fn finish_body<I: AsyncWrite + Unpin>(
     io.write_all(out).await?;
     io.flush().await?;
     Ok(())
+}
+
+/// Writes `first` then `second`, as one vectored write when the socket takes it whole.
+async fn write_pair<I: AsyncWrite + Unpin>(
+    io: &mut I,
+    first: &[u8],
+    second: &[u8],
+) -> io::Result<()> {
+    let (mut a, mut b) = (first, second);
+    while !a.is_empty() {
+        let n = io
+            .write_vectored(&[IoSlice::new(a), IoSlice::new(b)])
+            .await?;
+        if n == 0 {
+            return Err(io::ErrorKind::WriteZero.into());
+        }
+        if n >= a.len() {
+            b = &b[n - a.len()..];
+            a = &[];
+        } else {
+            a = &a[n..];
+        }
+    }
+    io.write_all(b).await
 }
 
 /// Parses the request head at the start of `buf`, consuming it when it is one the direct

@@ -30,7 +30,7 @@ use tokio::net::TcpStream;
 
 use crate::error::{BoxError, Error, ErrorKind, Result};
 use crate::io_timeout::{BusyFlag, IoTimeout, ReadDeadline, TimedIo};
-use crate::upstream::h1::{self, BodyReader, H1Conn};
+use crate::upstream::h1::{self, BodyReader, H1Conn, HeadProgress};
 use crate::upstream::peer::{HttpPeer, PoolKey, UpstreamHttp};
 use crate::upstream::pool::{Conn, Pool};
 use crate::upstream::stream::UpstreamStream;
@@ -182,7 +182,10 @@ where
                     || (peer.http() == UpstreamHttp::Negotiate && peer.tls().is_none()))
                 && h1::is_direct(&request)
             {
-                return self.send_direct(peer, request).await;
+                if request.body().is_end_stream() {
+                    return self.send_direct(peer, request).await;
+                }
+                return Box::pin(self.send_direct_with_body(peer, request)).await;
             }
             let key = peer.pool_key();
             let mut fresh = None;
@@ -329,39 +332,38 @@ where
         response.map(|body| UpstreamBody::hyper(body, release))
     }
 
-    /// Sends `request` on the direct path (see the module docs). (An `async move` block, as
-    /// in `try_send`: an `async fn` would hold the request twice.)
+    /// Sends a bodiless `request` on the direct path (see the module docs). (An `async
+    /// move` block, as in `try_send`: an `async fn` would hold the request twice.)
     #[allow(clippy::manual_async_fn)] // (see above)
     fn send_direct<'a>(
         &'a self,
         peer: &'a HttpPeer,
-        mut request: Request<B>,
+        request: Request<B>,
     ) -> impl std::future::Future<Output = Result<Response<UpstreamBody<B>>, SendError<B>>> + 'a
     {
         async move {
             let key = peer.pool_key();
-            let resendable = request.body().is_end_stream() && h1::is_safe(request.method());
+            // (`Content-Length: 0` brings an unsafe method here too; it is not resent.)
+            let resendable = h1::is_safe(request.method());
             let mut stale = 0;
             loop {
-                let (mut conn, reused) = match self.pool.checkout_direct(&key) {
-                    Some(conn) => (conn, true),
-                    // Connecting is the cold path: boxed, so the pooled request's future stays
-                    // small.
-                    None => match Box::pin(self.connect_direct(peer)).await {
-                        Ok(conn) => (conn, false),
-                        Err(error) => {
-                            return Err(SendError {
-                                error,
-                                request: Some(request),
-                            })
-                        }
-                    },
+                let (mut conn, reused) = match self.direct_connection(peer, &key).await {
+                    Ok(chosen) => chosen,
+                    Err(error) => {
+                        return Err(SendError {
+                            error,
+                            request: Some(request),
+                        })
+                    }
                 };
-                if reused {
-                    count_reuse(peer);
-                }
-                conn.busy.set(true);
-                match self.exchange(&mut conn, &mut request).await {
+                let exchanged = match conn.write_request(&request).await {
+                    Ok(()) => {
+                        conn.read_response(request.method(), self.max_response_head_bytes)
+                            .await
+                    }
+                    Err(e) => Err(e),
+                };
+                match exchanged {
                     Ok((head, reader)) => {
                         // The request head is written: its map serves a later request.
                         crate::header_pool::give_back(request.into_parts().0.headers);
@@ -371,7 +373,7 @@ where
                             idle_timeout: peer.timeouts().idle,
                             conn,
                         };
-                        return Ok(head.map(|()| UpstreamBody::direct(reader, release)));
+                        return Ok(head.map(|()| UpstreamBody::direct(reader, release, None)));
                     }
                     Err(e) if e.unanswered && resendable && reused && stale < MAX_STALE_RETRIES => {
                         tracing::debug!(peer = %peer.addr(), error = %e.error, "pooled connection was closed; resending on another");
@@ -388,29 +390,99 @@ where
         }
     }
 
-    /// Writes `request` on `conn` and reads the response head. When the origin closed the
-    /// connection while the body was going out, its answer (if it sent one first) is the
-    /// response.
-    async fn exchange(
-        &self,
-        conn: &mut H1Conn,
-        request: &mut Request<B>,
-    ) -> Result<(Response<()>, BodyReader), h1::ExchangeError> {
-        let max_head = self.max_response_head_bytes;
-        if request.body().is_end_stream() {
-            conn.write_request(request).await?;
-            return conn.read_response(request.method(), max_head).await;
-        }
-        match conn.write_request_with_body(request).await {
-            Ok(()) => conn.read_response(request.method(), max_head).await,
-            Err(e) if e.error.kind() == ErrorKind::UpstreamClosed => {
-                match conn.early_response(request.method(), max_head).await {
-                    Some(answer) => Ok(answer),
-                    None => Err(e),
-                }
+    /// A pooled direct-path connection to `peer`, or a new one, marked busy; and whether it
+    /// was reused.
+    async fn direct_connection(&self, peer: &HttpPeer, key: &PoolKey) -> Result<(Box<H1Conn>, bool)> {
+        let (conn, reused) = match self.pool.checkout_direct(key) {
+            Some(conn) => {
+                count_reuse(peer);
+                (conn, true)
             }
-            Err(e) => Err(e),
-        }
+            // Connecting is the cold path: boxed, so the pooled request's future stays small.
+            None => (Box::pin(self.connect_direct(peer)).await?, false),
+        };
+        conn.busy.set(true);
+        Ok((conn, reused))
+    }
+
+    /// Sends `request`, whose body is framed by its `Content-Length`, on the direct path:
+    /// the body goes out while the response head is awaited, and if the head comes first
+    /// (an origin that answers early, or streams its answer as the body arrives) the rest
+    /// of the body goes out as the response body is read. An origin that closes the
+    /// connection while the body goes out is still heard if it answered first (a 413).
+    /// Never resent: the body is consumed as it goes.
+    async fn send_direct_with_body(
+        &self,
+        peer: &HttpPeer,
+        request: Request<B>,
+    ) -> Result<Response<UpstreamBody<B>>, SendError<B>> {
+        let key = peer.pool_key();
+        let (mut conn, _) = match self.direct_connection(peer, &key).await {
+            Ok(chosen) => chosen,
+            Err(error) => {
+                return Err(SendError {
+                    error,
+                    request: Some(request),
+                })
+            }
+        };
+        let length = request.body().size_hint().exact().unwrap_or(0);
+        conn.encode_request_head(&request);
+        let (parts, body) = request.into_parts();
+        crate::header_pool::give_back(parts.headers);
+        let mut sending = Sending {
+            body,
+            out: h1::Outgoing::new(length),
+        };
+        let max_head = self.max_response_head_bytes;
+        let method = &parts.method;
+        let mut progress = HeadProgress::default();
+        let first = std::future::poll_fn(|cx| {
+            match sending.poll_send(&mut conn, cx) {
+                Poll::Ready(Ok(())) => return Poll::Ready(Ok(None)),
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending => {}
+            }
+            conn.poll_response(method, max_head, &mut progress, cx)
+                .map(|r| r.map(Some).map_err(|e| e.error))
+        })
+        .await;
+        let (answer, unsent) = match first {
+            Ok(Some(answer)) => (Ok(answer), Some(Box::new(sending))),
+            Ok(None) => (conn.read_response(method, max_head).await, None),
+            // Writing failed as the origin closed: it may have answered first (the
+            // connection is not reused, see below).
+            Err(e) if e.kind() == ErrorKind::UpstreamClosed => (
+                conn.read_response(method, max_head)
+                    .await
+                    .map(|(head, mut reader)| {
+                        reader.forbid_reuse();
+                        (head, reader)
+                    })
+                    .map_err(|_| h1::ExchangeError {
+                        error: e,
+                        unanswered: false,
+                    }),
+                None,
+            ),
+            Err(error) => {
+                return Err(SendError {
+                    error,
+                    request: None,
+                })
+            }
+        };
+        let (head, reader) = answer.map_err(|e| SendError {
+            error: e.error,
+            request: None,
+        })?;
+        let release = Release {
+            pool: self.pool.clone(),
+            key,
+            idle_timeout: peer.timeouts().idle,
+            conn,
+        };
+        Ok(head.map(|()| UpstreamBody::direct(reader, release, unsent)))
     }
 
     /// An idle direct-path connection to `key`, handed over to hyper for a request only
@@ -725,6 +797,24 @@ struct Release<B, C> {
     conn: C,
 }
 
+/// A request body still going out while its response is read (see
+/// `HttpClient::send_direct_with_body`).
+struct Sending<B> {
+    body: B,
+    out: h1::Outgoing,
+}
+
+impl<B> Sending<B>
+where
+    B: Body<Data = Bytes> + Unpin,
+    B::Error: Into<BoxError>,
+{
+    /// Writes what the body has, until all of it is written.
+    fn poll_send(&mut self, conn: &mut H1Conn, cx: &mut Context<'_>) -> Poll<Result<()>> {
+        self.out.poll_send(conn, Pin::new(&mut self.body), cx)
+    }
+}
+
 /// A response body streaming from an upstream; its connection returns to the pool when the
 /// body has been read to the end (a body dropped early closes its connection instead).
 pub struct UpstreamBody<B> {
@@ -744,6 +834,8 @@ enum Inner<B> {
         conn: Option<Release<B, Box<H1Conn>>>,
         /// A failure held back for one poll (see `poll_frame`).
         failed: Option<Error>,
+        /// The rest of the request body, when the origin answered before it had it all.
+        sending: Option<Box<Sending<B>>>,
     },
 }
 
@@ -758,12 +850,17 @@ impl<B: Send + 'static> UpstreamBody<B> {
         body
     }
 
-    fn direct(reader: BodyReader, conn: Release<B, Box<H1Conn>>) -> Self {
+    fn direct(
+        reader: BodyReader,
+        conn: Release<B, Box<H1Conn>>,
+        sending: Option<Box<Sending<B>>>,
+    ) -> Self {
         let mut body = UpstreamBody {
             inner: Inner::Direct {
                 reader,
                 conn: Some(conn),
                 failed: None,
+                sending,
             },
         };
         if body.is_end() {
@@ -787,9 +884,15 @@ impl<B: Send + 'static> UpstreamBody<B> {
                     r.pool.checkin(r.key, r.conn, r.idle_timeout);
                 }
             }
-            Inner::Direct { reader, conn, .. } => {
+            Inner::Direct {
+                reader,
+                conn,
+                sending,
+                ..
+            } => {
                 if let Some(r) = conn.take() {
-                    if reader.reusable(&r.conn) {
+                    // A request body not sent whole leaves the connection unusable.
+                    if reader.reusable(&r.conn) && sending.is_none() {
                         r.pool.checkin_direct(r.key, r.conn, r.idle_timeout);
                     }
                 }
@@ -798,7 +901,11 @@ impl<B: Send + 'static> UpstreamBody<B> {
     }
 }
 
-impl<B: Send + Unpin + 'static> Body for UpstreamBody<B> {
+impl<B> Body for UpstreamBody<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
     type Data = Bytes;
     type Error = Error;
 
@@ -824,6 +931,7 @@ impl<B: Send + Unpin + 'static> Body for UpstreamBody<B> {
                 reader,
                 conn,
                 failed,
+                sending,
             } => {
                 if let Some(e) = failed.take() {
                     return Poll::Ready(Some(Err(e)));
@@ -832,6 +940,23 @@ impl<B: Send + Unpin + 'static> Body for UpstreamBody<B> {
                     // Complete (or failed) before.
                     return Poll::Ready(None);
                 };
+                if let Some(rest) = sending.as_mut() {
+                    match rest.poll_send(&mut r.conn, cx) {
+                        Poll::Ready(Ok(())) => *sending = None,
+                        // The origin stopped taking the body: its answer may still be whole
+                        // (the reader says), but the connection is done.
+                        Poll::Ready(Err(e)) if e.kind() == ErrorKind::UpstreamClosed => {
+                            reader.forbid_reuse();
+                            *sending = None;
+                        }
+                        Poll::Ready(Err(e)) => {
+                            *conn = None;
+                            *sending = None;
+                            return Poll::Ready(Some(Err(e)));
+                        }
+                        Poll::Pending => {}
+                    }
+                }
                 match reader.poll_frame(&mut r.conn, cx) {
                     Poll::Ready(Ok(frame)) => frame.map(Ok),
                     Poll::Ready(Err(e)) => {

@@ -19,7 +19,7 @@
 //! connection is not reused); else `Content-Length` (several must agree); else the body runs
 //! to the close. Interim 1xx responses are skipped; a 101 nobody asked for is an error.
 
-use std::io;
+use std::io::{self, IoSlice};
 use std::mem::MaybeUninit;
 use std::pin::Pin;
 use std::task::{Context, Poll, Waker};
@@ -28,11 +28,10 @@ use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Frame;
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncWrite, AsyncWriteExt};
 
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::io_timeout::{BusyFlag, IoTimeout};
-use crate::vectored_write::write_pair;
 use crate::upstream::stream::UpstreamStream;
 
 /// Most header fields in a response head (hyper's limit too).
@@ -173,66 +172,10 @@ impl H1Conn {
         })
     }
 
-    /// Writes the head of `request` and its body (framed by the `Content-Length` that
-    /// [`is_direct`] checked): a first frame of up to [`GATHERED_FRAME`] bytes in the same
-    /// write as the head, a larger one beside it in one vectored write, the rest frame by
-    /// frame as the body yields them. A body that fails (the client left, or sent too
-    /// much) fails the exchange with its error; the connection is not reused.
-    pub(crate) async fn write_request_with_body<B>(
-        &mut self,
-        request: &mut Request<B>,
-    ) -> Result<(), ExchangeError>
-    where
-        B: http_body::Body<Data = Bytes> + Unpin,
-        B::Error: Into<BoxError>,
-    {
+    /// Writes the request line and header fields of `request` into the connection's head
+    /// buffer, to go out with its body (see [`Outgoing`]).
+    pub(crate) fn encode_request_head<B>(&mut self, request: &Request<B>) {
         encode_head(&mut self.head, request);
-        let body = request.body_mut();
-        let mut first = true;
-        loop {
-            let frame = std::future::poll_fn(|cx| Pin::new(&mut *body).poll_frame(cx)).await;
-            let data = match frame {
-                None => break,
-                Some(Err(e)) => return Err(answered(body_error(e.into()))),
-                Some(Ok(frame)) => match frame.into_data() {
-                    Ok(data) => data,
-                    // A body framed by its length has no trailers to send.
-                    Err(_) => continue,
-                },
-            };
-            let written = if !first {
-                self.io.write_all(&data).await
-            } else if data.len() <= GATHERED_FRAME {
-                self.head.extend_from_slice(&data);
-                self.io.write_all(&self.head).await
-            } else {
-                write_pair(&mut self.io, &self.head, &data).await
-            };
-            first = false;
-            written.map_err(|e| answered(io_error(e, "sending the request body upstream")))?;
-        }
-        let written = match first {
-            true => self.io.write_all(&self.head).await,
-            false => Ok(()),
-        };
-        match written {
-            Ok(()) => self.io.flush().await,
-            Err(e) => Err(e),
-        }
-        .map_err(|e| answered(io_error(e, "sending the request body upstream")))
-    }
-
-    /// After writing a request failed because the origin closed the connection: the answer
-    /// it may have sent before closing (a 413, a 401 to a large upload), if a whole one
-    /// can be read. The connection is not reused either way.
-    pub(crate) async fn early_response(
-        &mut self,
-        method: &Method,
-        max_head: usize,
-    ) -> Option<(Response<()>, BodyReader)> {
-        let (head, mut reader) = self.read_response(method, max_head).await.ok()?;
-        reader.reusable = false;
-        Some((head, reader))
     }
 
     /// Reads the final response head to a request with `method`, skipping interim ones.
@@ -241,52 +184,58 @@ impl H1Conn {
         method: &Method,
         max_head: usize,
     ) -> Result<(Response<()>, BodyReader), ExchangeError> {
-        let mut interim = 0;
-        let mut received = false;
+        let mut progress = HeadProgress::default();
+        std::future::poll_fn(|cx| self.poll_response(method, max_head, &mut progress, cx)).await
+    }
+
+    /// Reads the final response head to a request with `method`, skipping interim ones;
+    /// `progress` carries what was seen between polls.
+    pub(crate) fn poll_response(
+        &mut self,
+        method: &Method,
+        max_head: usize,
+        progress: &mut HeadProgress,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(Response<()>, BodyReader), ExchangeError>> {
         loop {
             if !self.buf.is_empty() {
-                received = true;
+                progress.received = true;
                 match self.parse_head(method, max_head) {
-                    Ok(Parsed::Final(head, body)) => return Ok((head, body)),
+                    Ok(Parsed::Final(head, body)) => return Poll::Ready(Ok((head, body))),
                     Ok(Parsed::Interim) => {
-                        interim += 1;
-                        if interim > MAX_INTERIM {
-                            return Err(answered(invalid("too many interim responses")));
+                        progress.interim += 1;
+                        if progress.interim > MAX_INTERIM {
+                            return Poll::Ready(Err(answered(invalid("too many interim responses"))));
                         }
                         continue;
                     }
                     Ok(Parsed::Partial) if self.buf.len() >= max_head => {
-                        return Err(answered(invalid("response head too large")));
+                        return Poll::Ready(Err(answered(invalid("response head too large"))));
                     }
                     Ok(Parsed::Partial) => {}
-                    Err(error) => return Err(answered(error)),
+                    Err(error) => return Poll::Ready(Err(answered(error))),
                 }
             }
-            let read = std::future::poll_fn(|cx| self.poll_fill(cx, HEAD_READ)).await;
-            match read {
-                Ok(0) if received => {
-                    return Err(answered(Error::new(
+            let error = match self.poll_fill(cx, HEAD_READ) {
+                Poll::Pending => return Poll::Pending,
+                Poll::Ready(Ok(0)) if progress.received => answered(Error::new(
+                    ErrorKind::UpstreamClosed,
+                    "upstream closed the connection inside the response head",
+                )),
+                Poll::Ready(Ok(0)) => ExchangeError {
+                    error: Error::new(
                         ErrorKind::UpstreamClosed,
-                        "upstream closed the connection inside the response head",
-                    )))
-                }
-                Ok(0) => {
-                    return Err(ExchangeError {
-                        error: Error::new(
-                            ErrorKind::UpstreamClosed,
-                            "upstream closed the connection without answering",
-                        ),
-                        unanswered: true,
-                    })
-                }
-                Ok(_) => {}
-                Err(e) => {
-                    return Err(ExchangeError {
-                        unanswered: !received && IoTimeout::find(&e).is_none(),
-                        error: io_error(e, "reading the response head from upstream"),
-                    })
-                }
-            }
+                        "upstream closed the connection without answering",
+                    ),
+                    unanswered: true,
+                },
+                Poll::Ready(Ok(_)) => continue,
+                Poll::Ready(Err(e)) => ExchangeError {
+                    unanswered: !progress.received && IoTimeout::find(&e).is_none(),
+                    error: io_error(e, "reading the response head from upstream"),
+                },
+            };
+            return Poll::Ready(Err(error));
         }
     }
 
@@ -370,6 +319,136 @@ impl H1Conn {
         Ok(Parsed::Final(out, body))
     }
 }
+
+/// What reading a response head has seen so far.
+#[derive(Default)]
+pub(crate) struct HeadProgress {
+    /// Interim (1xx) responses skipped.
+    interim: usize,
+    /// Whether any byte of a response arrived.
+    received: bool,
+}
+
+/// A request body on its way to the origin behind the head in the connection's head buffer,
+/// framed by its `Content-Length`: the first frame, when small, goes out in the same write
+/// as the head, a larger one beside it in one vectored write; later frames are written from
+/// where they are, as the body yields them. Polled beside the read of the response (full
+/// duplex: an origin may answer, and even stream its answer, before it has the whole body).
+pub(crate) struct Outgoing {
+    /// Bytes of the head written so far.
+    head_sent: usize,
+    /// What is left to write of the current frame.
+    data: Bytes,
+    /// Body bytes the `Content-Length` still announces.
+    remaining: u64,
+    /// Whether the first frame was taken (only it may join the head).
+    first_taken: bool,
+    /// Whether the body ended.
+    ended: bool,
+}
+
+impl Outgoing {
+    /// A body of `length` bytes, its head encoded in the connection's head buffer.
+    pub(crate) fn new(length: u64) -> Self {
+        Outgoing {
+            head_sent: 0,
+            data: Bytes::new(),
+            remaining: length,
+            first_taken: false,
+            ended: false,
+        }
+    }
+
+    /// Writes the head and the body until all is written and flushed. A body that fails
+    /// (the client left, or sent more or less than its length) fails with its own error; a
+    /// write that fails, with the socket's.
+    pub(crate) fn poll_send<B>(
+        &mut self,
+        conn: &mut H1Conn,
+        mut body: Pin<&mut B>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>>
+    where
+        B: http_body::Body<Data = Bytes>,
+        B::Error: Into<BoxError>,
+    {
+        loop {
+            let head_done = self.head_sent == conn.head.len();
+            if self.data.is_empty() && !self.ended && (head_done || !self.first_taken) {
+                match body.as_mut().poll_frame(cx) {
+                    Poll::Ready(frame) => {
+                        self.take(conn, frame)?;
+                        continue;
+                    }
+                    Poll::Pending if head_done => return Poll::Pending,
+                    // The head goes out while the body is awaited.
+                    Poll::Pending => {}
+                }
+            }
+            let head = &conn.head[self.head_sent..];
+            if head.is_empty() && self.data.is_empty() {
+                if !self.ended {
+                    continue;
+                }
+                return Pin::new(&mut conn.io)
+                    .poll_flush(cx)
+                    .map_err(|e| io_error(e, SENDING));
+            }
+            let slices = [IoSlice::new(head), IoSlice::new(&self.data)];
+            let n = match Pin::new(&mut conn.io).poll_write_vectored(cx, &slices) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io_error(io::ErrorKind::WriteZero.into(), SENDING))),
+                Poll::Ready(Ok(n)) => n,
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(io_error(e, SENDING))),
+                Poll::Pending => return Poll::Pending,
+            };
+            let from_head = n.min(head.len());
+            self.head_sent += from_head;
+            self.data.advance(n - from_head);
+        }
+    }
+
+    /// Takes a frame the body yielded: data is counted against the length and, for a small
+    /// first frame, joins the head; trailers are dropped (a body framed by its length has
+    /// no place for them).
+    fn take(
+        &mut self,
+        conn: &mut H1Conn,
+        frame: Option<Result<Frame<Bytes>, impl Into<BoxError>>>,
+    ) -> Result<(), Error> {
+        let data = match frame {
+            None => {
+                self.ended = true;
+                if self.remaining != 0 {
+                    return Err(Error::new(
+                        ErrorKind::Internal,
+                        "the request body ended before its Content-Length",
+                    ));
+                }
+                return Ok(());
+            }
+            Some(Err(e)) => return Err(body_error(e.into())),
+            Some(Ok(frame)) => match frame.into_data() {
+                Ok(data) => data,
+                Err(_) => return Ok(()),
+            },
+        };
+        self.remaining = self.remaining.checked_sub(data.len() as u64).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Internal,
+                "the request body is longer than its Content-Length",
+            )
+        })?;
+        if !self.first_taken && self.head_sent == 0 && data.len() <= GATHERED_FRAME {
+            conn.head.extend_from_slice(&data);
+        } else {
+            self.data = data;
+        }
+        self.first_taken = true;
+        Ok(())
+    }
+}
+
+const SENDING: &str = "sending the request body upstream";
 
 /// What the framing headers of a response said.
 #[derive(Default)]
@@ -470,6 +549,11 @@ impl BodyReader {
     /// Whether the whole body has been read.
     pub(crate) fn is_end(&self) -> bool {
         matches!(self.state, BodyState::Done)
+    }
+
+    /// Keeps the connection from being reused, whatever the response said.
+    pub(crate) fn forbid_reuse(&mut self) {
+        self.reusable = false;
     }
 
     /// Whether the connection may carry another request once the body is complete.
