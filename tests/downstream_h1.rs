@@ -228,7 +228,11 @@ async fn pipelined_requests_with_a_body_between_are_answered_in_order() {
     assert_eq!(f.header("x-engine"), Some("hyper"));
     let g = read_answer(&mut stream, &mut pending, false).await;
     assert_eq!((g.status, &g.body[..]), (200, &b"GET /g 0"[..]));
-    assert_eq!(g.header("x-engine"), Some("hyper"), "hyper keeps the connection");
+    assert_eq!(
+        g.header("x-engine"),
+        Some("hyper"),
+        "hyper keeps the connection"
+    );
     // The connection is still good.
     stream
         .write_all(b"GET /e HTTP/1.1\r\nHost: t\r\n\r\n")

@@ -371,10 +371,19 @@ async fn an_origin_answering_before_it_took_the_body_is_relayed() {
     .expect("an answer in time")
     .expect("the origin's answer, not an error");
     assert_eq!(response.status(), StatusCode::PAYLOAD_TOO_LARGE);
-    let text = response.into_body().collect().await.expect("body").to_bytes();
+    let text = response
+        .into_body()
+        .collect()
+        .await
+        .expect("body")
+        .to_bytes();
     assert_eq!(text.as_ref(), b"big!");
     assert_eq!(connections.load(Ordering::SeqCst), 1);
-    assert_eq!(client.idle_connections(&peer), 0, "a closed connection is not pooled");
+    assert_eq!(
+        client.idle_connections(&peer),
+        0,
+        "a closed connection is not pooled"
+    );
 }
 
 /// A body that says it has 10 bytes, yields 3, then fails as a client's body that timed
@@ -423,5 +432,9 @@ async fn a_request_body_that_fails_fails_the_exchange_with_its_own_error() {
         panic!("the body failed, but the exchange succeeded");
     };
     assert_eq!(error.kind(), ErrorKind::DownstreamTimeout, "{error}");
-    assert_eq!(client.idle_connections(&peer), 0, "a half-sent request's connection is dropped");
+    assert_eq!(
+        client.idle_connections(&peer),
+        0,
+        "a half-sent request's connection is dropped"
+    );
 }

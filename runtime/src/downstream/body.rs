@@ -54,11 +54,9 @@ impl std::fmt::Debug for DownstreamBody {
         match &self.0 {
             Inner::Empty => f.write_str("DownstreamBody(empty)"),
             Inner::Hyper(body) => f.debug_tuple("DownstreamBody").field(body).finish(),
-            Inner::Direct(body) => write!(
-                f,
-                "DownstreamBody(direct, {} bytes left)",
-                body.remaining()
-            ),
+            Inner::Direct(body) => {
+                write!(f, "DownstreamBody(direct, {} bytes left)", body.remaining())
+            }
         }
     }
 }

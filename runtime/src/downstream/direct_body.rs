@@ -46,7 +46,8 @@ fn register(place: &mut Option<Waker>, waker: &Waker) {
 
 fn lock(slot: &Mutex<Slot>) -> MutexGuard<'_, Slot> {
     // A panic while holding the lock leaves nothing half-done in the slot: go on with it.
-    slot.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+    slot.lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 /// A body of `len` bytes: the connection's feed, and the body the request carries.
@@ -118,9 +119,8 @@ impl BodyFeed {
                 }
             }
             if buf.is_empty() {
-                let want = usize::try_from(self.unread).map_or(MAX_FEED_READ, |n| {
-                    n.clamp(MIN_FEED_READ, MAX_FEED_READ)
-                });
+                let want = usize::try_from(self.unread)
+                    .map_or(MAX_FEED_READ, |n| n.clamp(MIN_FEED_READ, MAX_FEED_READ));
                 buf.reserve(want);
                 let failed = match tokio_util::io::poll_read_buf(Pin::new(&mut *io), cx, buf) {
                     Poll::Pending => return Poll::Pending,
@@ -221,7 +221,11 @@ mod tests {
     use std::future::poll_fn;
     use tokio::io::AsyncWriteExt;
 
-    async fn feed(feed: &mut BodyFeed, io: &mut tokio::io::DuplexStream, buf: &mut BytesMut) -> Fed {
+    async fn feed(
+        feed: &mut BodyFeed,
+        io: &mut tokio::io::DuplexStream,
+        buf: &mut BytesMut,
+    ) -> Fed {
         poll_fn(|cx| feed.poll_feed(io, buf, cx)).await
     }
 
@@ -261,7 +265,10 @@ mod tests {
             chunk(&mut body).await.map(|r| r.ok()),
             Some(Some(Bytes::from_static(b"abc")))
         );
-        let err = chunk(&mut body).await.and_then(Result::err).map(|e| e.kind());
+        let err = chunk(&mut body)
+            .await
+            .and_then(Result::err)
+            .map(|e| e.kind());
         assert_eq!(err, Some(io::ErrorKind::UnexpectedEof));
         assert_eq!(
             feeding.await.ok(),
@@ -279,7 +286,10 @@ mod tests {
 
         let (f, mut body) = channel(10);
         drop(f);
-        let err = chunk(&mut body).await.and_then(Result::err).map(|e| e.kind());
+        let err = chunk(&mut body)
+            .await
+            .and_then(Result::err)
+            .map(|e| e.kind());
         assert_eq!(err, Some(io::ErrorKind::ConnectionAborted));
     }
 }

@@ -417,10 +417,13 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
             return;
         }
         let mut drained = 0;
+        // Into the connection's own buffer: a buffer on the stack here would live in every
+        // connection's future, lingering or not.
         let drain = async {
-            let mut sink = [0u8; 8 * 1024];
             while drained < LINGER_BYTES {
-                match tokio::io::AsyncReadExt::read(&mut self.io, &mut sink).await {
+                self.buf.clear();
+                self.buf.reserve(READ_SIZE);
+                match tokio::io::AsyncReadExt::read_buf(&mut self.io, &mut self.buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => drained += n,
                 }
@@ -1450,10 +1453,17 @@ mod tests {
             assert_eq!((result, handed), (Ok(()), None), "no hand-over to hyper");
             assert_eq!(calls.load(Ordering::SeqCst), 3);
             let hello = text.find("\r\n\r\nhello").expect("first body echoed");
-            let echoed = text.find(&format!("\r\n\r\n{big}")).expect("big body echoed");
+            let echoed = text
+                .find(&format!("\r\n\r\n{big}"))
+                .expect("big body echoed");
             let last = text.find("\r\n\r\n/last").expect("the GET after them");
             assert!(hello < echoed && echoed < last);
-            assert_eq!(text.matches("connection: close").count(), 1, "{}", &text[..200]);
+            assert_eq!(
+                text.matches("connection: close").count(),
+                1,
+                "{}",
+                &text[..200]
+            );
         }
 
         #[tokio::test]
@@ -1474,7 +1484,10 @@ mod tests {
             assert!(text.contains("connection: close\r\n"), "{text}");
             assert!(text.ends_with("\r\n\r\n/early"), "{text}");
             // The rest of the body is read and dropped while the connection lingers.
-            client.write_all(&[b'z'; 4096]).await.expect("the rest is taken");
+            client
+                .write_all(&[b'z'; 4096])
+                .await
+                .expect("the rest is taken");
             drop(client);
             let (result, handed) = outcome(task).await;
             assert_eq!((result, handed), (Ok(()), None));

@@ -569,7 +569,7 @@ async fn serve_connection<M, S, B>(
     let io = TimedIo::new(stream, read_deadline, Some(shared.options.write_timeout));
     // The handshake first: the connection's service sees what it negotiated.
     let io = match tls {
-        Some(acceptor) => match acceptor.accept(io).await {
+        Some(acceptor) => match Box::pin(acceptor.accept(io)).await {
             Ok(tls) => {
                 shared.tracker.stats.count_tls_group(tls.group);
                 conn.tls_group = Some(tls.group);
@@ -588,14 +588,24 @@ async fn serve_connection<M, S, B>(
         active: active.clone(),
     };
     let result = match io {
-        Ok(tls) if tls.h2 => serve_h2(&shared, tls.stream, service, &mut shutdown, &active)
-            .await
-            .map_err(Into::into),
+        Ok(tls) if tls.h2 => Box::pin(serve_h2(
+            &shared,
+            tls.stream,
+            service,
+            &mut shutdown,
+            &active,
+        ))
+        .await
+        .map_err(Into::into),
         Ok(tls) => serve_h1(&shared, tls.stream, service, &mut shutdown, &active).await,
         Err(io) if shared.options.http2.enabled => match sniff(io).await {
-            Ok(Sniffed::Http2(io)) => serve_h2(&shared, io, service, &mut shutdown, &active)
-                .await
-                .map_err(Into::into),
+            // Boxed, as the TLS handshake: what most connections never do is not kept in
+            // every connection's task.
+            Ok(Sniffed::Http2(io)) => {
+                Box::pin(serve_h2(&shared, io, service, &mut shutdown, &active))
+                    .await
+                    .map_err(Into::into)
+            }
             Ok(Sniffed::Http1(io)) => serve_h1(&shared, io, service, &mut shutdown, &active).await,
             Ok(Sniffed::Closed) => return,
             Err(e) => {
@@ -641,15 +651,18 @@ where
     };
     // With upgrades: a tunnelled request (WebSocket) takes the connection over after its
     // 101 response.
-    let connection = shared
-        .builder
-        .serve_connection(
-            TokioIo::new(Prefixed::new(buffered, io)),
-            TowerToHyperService::new(service),
-        )
-        .with_upgrades();
-    tokio::pin!(connection);
-    drive_until_shutdown(connection, shutdown, Some(active))
+    // Boxed: hyper's connection is large, and in place it would make every connection's
+    // task that large, on the direct path too (which hands over rarely).
+    let mut connection = Box::pin(
+        shared
+            .builder
+            .serve_connection(
+                TokioIo::new(Prefixed::new(buffered, io)),
+                TowerToHyperService::new(service),
+            )
+            .with_upgrades(),
+    );
+    drive_until_shutdown(connection.as_mut(), shutdown, Some(active))
         .await
         .map_err(Into::into)
 }

@@ -392,7 +392,11 @@ where
 
     /// A pooled direct-path connection to `peer`, or a new one, marked busy; and whether it
     /// was reused.
-    async fn direct_connection(&self, peer: &HttpPeer, key: &PoolKey) -> Result<(Box<H1Conn>, bool)> {
+    async fn direct_connection(
+        &self,
+        peer: &HttpPeer,
+        key: &PoolKey,
+    ) -> Result<(Box<H1Conn>, bool)> {
         let (conn, reused) = match self.pool.checkout_direct(key) {
             Some(conn) => {
                 count_reuse(peer);
