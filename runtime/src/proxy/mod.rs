@@ -840,8 +840,7 @@ impl<P: ProxyHttp, L> ProxyPipeline<P, L> {
     where
         L: ProxyLayer<P>,
     {
-        let client_ip = HeaderValue::from_str(&conn.client_addr.ip().to_string())
-            .unwrap_or_else(|_| HeaderValue::from_static("unknown"));
+        let client_ip = headers::client_ip_value(conn.client_addr.ip());
         self.layer.layer_proxy(HttpProxy {
             shared: self.shared.clone(),
             conn: Arc::new(ConnCtx {
