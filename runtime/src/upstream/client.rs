@@ -453,7 +453,13 @@ where
         .await;
         let (answer, unsent) = match first {
             Ok(Some(answer)) => (Ok(answer), Some(Box::new(sending))),
-            Ok(None) => (conn.read_response(method, max_head).await, None),
+            // All sent: go on reading the head where the loop above left it (interim
+            // answers it skipped stay counted).
+            Ok(None) => (
+                std::future::poll_fn(|cx| conn.poll_response(method, max_head, &mut progress, cx))
+                    .await,
+                None,
+            ),
             // Writing failed as the origin closed: it may have answered first (the
             // connection is not reused, see below).
             Err(e) if e.kind() == ErrorKind::UpstreamClosed => (
