@@ -2,6 +2,8 @@
 
 mod support;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -99,6 +101,87 @@ async fn ten_mib_post_is_echoed_byte_exact() {
     assert_eq!(resp.status(), StatusCode::OK);
     assert_eq!(body.len(), data.len());
     assert!(body == data, "echoed body differs");
+}
+
+/// An origin that answers each request as soon as its head is read, then reads its body
+/// (framed by `content-length`) and keeps the connection. Returns its address, its
+/// accepted connections and the body sizes it received, in order.
+async fn answer_first_origin() -> (
+    std::net::SocketAddr,
+    Arc<AtomicUsize>,
+    Arc<Mutex<Vec<usize>>>,
+) {
+    use tokio::io::{AsyncBufReadExt, AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let connections = Arc::new(AtomicUsize::new(0));
+    let received: Arc<Mutex<Vec<usize>>> = Arc::default();
+    let (counted, bodies) = (connections.clone(), Arc::clone(&received));
+    tokio::spawn(async move {
+        while let Ok((s, _)) = listener.accept().await {
+            counted.fetch_add(1, Ordering::SeqCst);
+            let bodies = bodies.clone();
+            tokio::spawn(async move {
+                let mut s = tokio::io::BufReader::new(s);
+                loop {
+                    let mut length = 0;
+                    let mut line = String::new();
+                    while line != "\r\n" {
+                        line.clear();
+                        if !matches!(s.read_line(&mut line).await, Ok(n) if n > 0) {
+                            return;
+                        }
+                        if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                            length = v.trim().parse().unwrap_or(0);
+                        }
+                    }
+                    let answer = b"HTTP/1.1 200 OK\r\ncontent-length: 5\r\n\r\nearly";
+                    if s.get_mut().write_all(answer).await.is_err() {
+                        return;
+                    }
+                    let mut body = vec![0u8; length];
+                    if s.read_exact(&mut body).await.is_err() {
+                        return;
+                    }
+                    bodies.lock().expect("lock").push(body.len());
+                }
+            });
+        }
+    });
+    (addr, connections, received)
+}
+
+/// An origin may answer before it took the request body. The answer reaches the client at
+/// once, the rest of the body still goes to the origin (counted), and both connections then
+/// carry the next request.
+#[tokio::test]
+async fn an_answer_before_the_body_arrived_and_then_the_rest_keep_both_connections() {
+    use tokio::io::AsyncWriteExt;
+    let (origin, connections, received) = answer_first_origin().await;
+    let proxy = start_proxy(TestProxy::new(&[origin]));
+    let mut stream = tokio::net::TcpStream::connect(proxy.addr())
+        .await
+        .expect("connect");
+    let head = "POST /upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: 10000\r\n\r\n";
+    let mut first = head.as_bytes().to_vec();
+    first.extend_from_slice(&[b'x'; 100]);
+    stream.write_all(&first).await.expect("write");
+    let (head, body) = read_response(&mut stream).await;
+    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+    assert!(!head.contains("connection: close"), "{head}");
+    assert_eq!(body, b"early", "the answer came before the body was sent");
+    stream.write_all(&[b'y'; 9900]).await.expect("write");
+    let (status, body) = exchange(&mut stream, "/after", None).await;
+    assert_eq!(status, "HTTP/1.1 200 OK");
+    assert_eq!(body, b"early");
+    assert_eq!(*received.lock().expect("lock"), [10_000, 0]);
+    assert_eq!(
+        connections.load(Ordering::SeqCst),
+        1,
+        "the upstream connection was kept"
+    );
 }
 
 #[tokio::test]

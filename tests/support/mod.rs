@@ -427,6 +427,15 @@ where
         .unwrap_or_default();
     let request = format!("GET {path} HTTP/1.1\r\nhost: localhost\r\n{id}\r\n");
     stream.write_all(request.as_bytes()).await.expect("write");
+    read_response(stream).await
+}
+
+/// Reads one response off `stream`: its head (status line and header lines) and its body
+/// (framed by `content-length`), within 10 s.
+pub async fn read_response<S>(stream: &mut S) -> (String, Vec<u8>)
+where
+    S: tokio::io::AsyncRead + Unpin,
+{
     let mut head = Vec::new();
     let mut byte = [0u8; 1];
     while !head.ends_with(b"\r\n\r\n") {
@@ -447,7 +456,10 @@ where
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     let mut body = vec![0u8; length];
-    stream.read_exact(&mut body).await.expect("body");
+    tokio::time::timeout(Duration::from_secs(10), stream.read_exact(&mut body))
+        .await
+        .expect("the body within 10 s")
+        .expect("body");
     (head, body)
 }
 

@@ -92,6 +92,16 @@ impl BodyFeed {
         self.unread == 0
     }
 
+    /// Whether the body is read, or may still be: the request still holds it and the
+    /// client has not failed it.
+    pub(crate) fn is_wanted(&self) -> bool {
+        if self.unread == 0 {
+            return true;
+        }
+        let slot = lock(&self.slot);
+        !slot.abandoned && slot.failed.is_none()
+    }
+
     /// Reads body bytes from `buf` (bytes already read after the head) and then from `io`
     /// into the slot, one chunk at a time, until the body is read, dropped or failed.
     /// Bytes read past the body's end stay in `buf` (a pipelined request).

@@ -359,16 +359,19 @@ where
             drop(body);
             return conn.refuse_interim(parts.status).await;
         }
-        // The rest of a body not read yet would be taken for the next request: this
-        // answer ends the connection.
-        let body_read = conn.feed.as_ref().is_none_or(BodyFeed::is_read);
+        // The rest of a body that will not be read would be taken for the next request:
+        // this answer ends the connection. (A body still wanted, one a proxy still sends
+        // upstream after its origin answered early, is read while the answer goes out.)
+        let body_wanted = conn.feed.as_ref().is_none_or(BodyFeed::is_wanted);
         let (framing, keep_alive) =
-            conn.response_head(&parts, &body, is_head, client_close || !body_read);
+            conn.response_head(&parts, &body, is_head, client_close || !body_wanted);
         crate::header_pool::give_back(parts.headers);
         let written = write_body(&mut conn, body, framing).await;
         conn.out.clear();
         match written {
-            Ok(()) if keep_alive => conn.feed = None,
+            Ok(()) if keep_alive && conn.feed.as_ref().is_none_or(BodyFeed::is_read) => {
+                conn.feed = None;
+            }
             Ok(()) => {
                 let _ = conn.io.shutdown().await;
                 conn.linger().await;

@@ -882,7 +882,10 @@ impl<B: Send + 'static> UpstreamBody<B> {
     fn is_end(&self) -> bool {
         match &self.inner {
             Inner::Hyper { body, .. } => body.is_end_stream(),
-            Inner::Direct { reader, .. } => reader.is_end(),
+            // A body still going out holds the end back (see `poll_frame`).
+            Inner::Direct {
+                reader, sending, ..
+            } => reader.is_end() && sending.is_none(),
         }
     }
 
@@ -953,9 +956,12 @@ where
                 if let Some(rest) = sending.as_mut() {
                     match rest.poll_send(&mut r.conn, cx) {
                         Poll::Ready(Ok(())) => *sending = None,
-                        // The origin stopped taking the body: its answer may still be whole
-                        // (the reader says), but the connection is done.
-                        Poll::Ready(Err(e)) if e.kind() == ErrorKind::UpstreamClosed => {
+                        // The origin stopped taking the body, or the client stopped giving
+                        // it after the answer was whole: the answer stands (the reader
+                        // says whether it is whole), but the connection is done.
+                        Poll::Ready(Err(e))
+                            if e.kind() == ErrorKind::UpstreamClosed || reader.is_end() =>
+                        {
                             reader.forbid_reuse();
                             *sending = None;
                         }
@@ -964,6 +970,10 @@ where
                             *sending = None;
                             return Poll::Ready(Some(Err(e)));
                         }
+                        // The answer is whole and the origin keeps the connection: the
+                        // body goes on to it (as a client's HTTP/1.1 does), so the client's
+                        // connection and this one both serve again; the end waits for it.
+                        Poll::Pending if reader.reusable(&r.conn) => return Poll::Pending,
                         Poll::Pending => {}
                     }
                 }
