@@ -11,16 +11,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use http::Request;
 use http_body_util::Full;
-use pingora_dsl::downstream::{HttpService, RunningService};
-use pingora_dsl::observe::admin::Admin;
+use pingora_dsl::downstream::RunningService;
 use pingora_dsl::prelude::*;
-use pingora_dsl::proxy::{ProxyLayer, ProxyPipeline};
 use pingora_dsl::server::cli::ProxyCli;
-use pingora_dsl::service::Observable;
 use pingora_dsl_suite::origin::Origin;
 use support::{
-    addr_after, client, example_binary, get, process_catches_signal, read_until, refused_port,
-    send, spawn_with_lines, wait_until_blocking,
+    addr_after, client, count, example_binary, fetch, get, process_catches_signal, read_until,
+    refused_port, send, spawn_with_lines, start_with_admin, wait_until_blocking,
 };
 
 proxy! {
@@ -44,45 +41,6 @@ proxy! {
             health http "/" every 100ms timeout 100ms rise 1 fall 1;
         }
     }
-}
-
-/// Starts `service` on an ephemeral port, and an admin listener watching it.
-fn start_with_admin<P: ProxyHttp, L: ProxyLayer<P>>(
-    mut service: HttpService<ProxyPipeline<P, L>>,
-) -> (RunningService, RunningService) {
-    let admin = Admin::new();
-    admin.watch(service.observer());
-    service.clear_tcp();
-    service.add_tcp("127.0.0.1:0");
-    let proxy = service.spawn().expect("proxy starts");
-    let admin = admin.service("127.0.0.1:0").spawn().expect("admin starts");
-    (proxy, admin)
-}
-
-async fn fetch(addr: SocketAddr, path: &str) -> String {
-    let (response, body) = send(&client(), get(addr, path, None)).await;
-    assert_eq!(response.status(), 200, "GET {path}");
-    String::from_utf8(body.to_vec()).expect("utf-8")
-}
-
-/// The value of the sample of `name` whose labels include every one of `labels`.
-fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
-    metrics.lines().find_map(|line| {
-        let rest = line.strip_prefix(name)?;
-        let (label_text, value) = match rest.strip_prefix('{') {
-            Some(r) => r.split_once("} ")?,
-            None => ("", rest.strip_prefix(' ')?),
-        };
-        labels
-            .iter()
-            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
-            .then(|| value.trim().parse().ok())?
-    })
-}
-
-fn count(metrics: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
-    sample(metrics, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{metrics}"))
-        as u64
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -349,6 +349,18 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
 }
 
 impl<T: AsyncWrite + Unpin> TimedIo<T> {
+    /// A write-side operation other than the `AsyncWrite` ones (one that moves bytes into
+    /// the socket another way, as `splice` does), under the same write timeout and
+    /// bookkeeping (the read timeout of a connection waiting for an answer counts from it).
+    pub(crate) fn poll_write_with<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(&T, &mut Context<'_>) -> Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        let r = op(&self.io, cx);
+        self.after_write(cx, r, true)
+    }
+
     /// Bookkeeping after a write-side operation; `moved_bytes` says whether it can have put
     /// bytes on the wire (a flush of an empty buffer is not progress toward any deadline).
     fn after_write<R>(

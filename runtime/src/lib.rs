@@ -45,6 +45,7 @@ pub mod proxy;
 pub mod server;
 pub mod service;
 pub mod shutdown;
+mod splice;
 pub mod tls;
 pub mod upstream;
 pub mod watched;

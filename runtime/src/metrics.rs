@@ -154,6 +154,9 @@ pub struct RouteStats {
     pub duration: Histogram,
     /// Request body bytes received from clients.
     pub bytes_in: Counter,
+    /// Of those, the bytes spliced to the upstream (socket to socket in the kernel, never
+    /// copied into the proxy's memory).
+    pub bytes_spliced: Counter,
     /// Response body bytes sent to clients.
     pub bytes_out: Counter,
     /// Requests sent again to another peer.

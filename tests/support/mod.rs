@@ -13,8 +13,11 @@ use http_body_util::{BodyExt, Full};
 use hyper_util::client::legacy::connect::HttpConnector;
 use hyper_util::client::legacy::Client;
 use hyper_util::rt::TokioExecutor;
-use pingora_dsl::downstream::{HttpOptions, RunningService};
+use pingora_dsl::downstream::{HttpOptions, HttpService, RunningService};
+use pingora_dsl::observe::admin::Admin;
 use pingora_dsl::prelude::*;
+use pingora_dsl::proxy::{ProxyLayer, ProxyPipeline};
+use pingora_dsl::service::Observable;
 use pingora_dsl::upstream::PeerTimeouts;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -550,4 +553,45 @@ pub async fn serve_page(page: &'static str) -> SocketAddr {
         }
     });
     addr
+}
+
+/// Starts `service` on an ephemeral port, and an admin listener watching it.
+pub fn start_with_admin<P: ProxyHttp, L: ProxyLayer<P>>(
+    mut service: HttpService<ProxyPipeline<P, L>>,
+) -> (RunningService, RunningService) {
+    let admin = Admin::new();
+    admin.watch(service.observer());
+    service.clear_tcp();
+    service.add_tcp("127.0.0.1:0");
+    let proxy = service.spawn().expect("proxy starts");
+    let admin = admin.service("127.0.0.1:0").spawn().expect("admin starts");
+    (proxy, admin)
+}
+
+/// The body of `GET path` on `addr` (an admin listener), which must answer 200.
+pub async fn fetch(addr: SocketAddr, path: &str) -> String {
+    let (response, body) = send(&client(), get(addr, path, None)).await;
+    assert_eq!(response.status(), 200, "GET {path}");
+    String::from_utf8(body.to_vec()).expect("utf-8")
+}
+
+/// The value of the sample of `name` whose labels include every one of `labels`.
+pub fn sample(metrics: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    metrics.lines().find_map(|line| {
+        let rest = line.strip_prefix(name)?;
+        let (label_text, value) = match rest.strip_prefix('{') {
+            Some(r) => r.split_once("} ")?,
+            None => ("", rest.strip_prefix(' ')?),
+        };
+        labels
+            .iter()
+            .all(|(k, v)| label_text.contains(&format!("{k}=\"{v}\"")))
+            .then(|| value.trim().parse().ok())?
+    })
+}
+
+/// [`sample`] as a count; panics, showing the metrics, when there is none.
+pub fn count(metrics: &str, name: &str, labels: &[(&str, &str)]) -> u64 {
+    sample(metrics, name, labels).unwrap_or_else(|| panic!("no {name} {labels:?} in:\n{metrics}"))
+        as u64
 }

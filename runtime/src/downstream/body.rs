@@ -35,6 +35,22 @@ impl DownstreamBody {
     pub(crate) fn from_direct(body: FedBody) -> Self {
         DownstreamBody(Inner::Direct(body))
     }
+
+    /// The direct path's body, which may be spliced (see `FedBody::poll_piped`).
+    pub(crate) fn direct(&self) -> Option<&FedBody> {
+        match &self.0 {
+            Inner::Direct(body) => Some(body),
+            _ => None,
+        }
+    }
+
+    /// [`direct`](Self::direct), to take its bytes.
+    pub(crate) fn direct_mut(&mut self) -> Option<&mut FedBody> {
+        match &mut self.0 {
+            Inner::Direct(body) => Some(body),
+            _ => None,
+        }
+    }
 }
 
 impl From<Incoming> for DownstreamBody {

@@ -7,6 +7,12 @@
 //! the request's body takes them out ([`FedBody`]). A new read waits until the last chunk
 //! was taken, so a client is read only as fast as the upstream takes its body
 //! (backpressure), with no channel and no second task in between.
+//!
+//! A taker that writes to a bare TCP socket may ask for the body to be spliced instead
+//! (see `crate::splice`): the slot then also holds a pipe, which the connection fills
+//! straight from the client's socket and the taker drains straight into its own, so the
+//! bytes never enter the proxy's memory. Bytes read with the head still come as chunks,
+//! first.
 
 use std::io;
 use std::pin::Pin;
@@ -15,6 +21,9 @@ use std::task::{Context, Poll, Waker};
 
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncRead;
+use tokio::net::TcpStream;
+
+use crate::splice::{Pipe, Piped, SpliceSocket};
 
 /// The largest read of body bytes from the client's socket, and so the largest chunk.
 const MAX_FEED_READ: usize = 64 * 1024;
@@ -34,6 +43,12 @@ struct Slot {
     consumer: Option<Waker>,
     /// The feed waiting for the chunk to be taken.
     producer: Option<Waker>,
+    /// Whether the client's connection is a bare socket the body may be spliced from.
+    spliceable: bool,
+    /// The pipe, once the taker asked for the body to be spliced.
+    pipe: Option<Pipe>,
+    /// Body bytes in the pipe, not drained yet.
+    piped: usize,
 }
 
 /// Stores `waker` in `place` unless it is already there.
@@ -92,6 +107,11 @@ impl BodyFeed {
         self.unread == 0
     }
 
+    /// Lets the body's taker splice it: the connection's socket is a bare one.
+    pub(crate) fn allow_splice(&self) {
+        lock(&self.slot).spliceable = true;
+    }
+
     /// Whether the body is read, or may still be: the request still holds it and the
     /// client has not failed it.
     pub(crate) fn is_wanted(&self) -> bool {
@@ -105,7 +125,7 @@ impl BodyFeed {
     /// Reads body bytes from `buf` (bytes already read after the head) and then from `io`
     /// into the slot, one chunk at a time, until the body is read, dropped or failed.
     /// Bytes read past the body's end stay in `buf` (a pipelined request).
-    pub(crate) fn poll_feed<I: AsyncRead + Unpin>(
+    pub(crate) fn poll_feed<I: AsyncRead + SpliceSocket + Unpin>(
         &mut self,
         io: &mut I,
         buf: &mut BytesMut,
@@ -123,9 +143,29 @@ impl BodyFeed {
                 if slot.abandoned {
                     return Poll::Ready(Fed::Abandoned);
                 }
-                if slot.chunk.is_some() {
+                if slot.chunk.is_some() || slot.piped != 0 {
                     register(&mut slot.producer, cx.waker());
                     return Poll::Pending;
+                }
+                if buf.is_empty() {
+                    if let (Some(pipe), Some(tcp)) = (&slot.pipe, io.splice_socket()) {
+                        let failed = match pipe.poll_fill(tcp, self.unread, cx) {
+                            Poll::Pending => return Poll::Pending,
+                            Poll::Ready(Ok(0)) => io::ErrorKind::UnexpectedEof,
+                            Poll::Ready(Ok(n)) => {
+                                self.unread -= n as u64;
+                                slot.piped = n;
+                                if let Some(waker) = slot.consumer.take() {
+                                    waker.wake();
+                                }
+                                continue;
+                            }
+                            Poll::Ready(Err(e)) => e.kind(),
+                        };
+                        drop(slot);
+                        self.fail(failed);
+                        return Poll::Ready(Fed::Failed(failed));
+                    }
                 }
             }
             if buf.is_empty() {
@@ -207,6 +247,58 @@ impl FedBody {
         }
         register(&mut slot.consumer, cx.waker());
         Poll::Pending
+    }
+
+    /// Whether the body may be spliced (see [`poll_piped`](Self::poll_piped)).
+    pub(crate) fn can_splice(&self) -> bool {
+        self.remaining != 0 && lock(&self.slot).spliceable
+    }
+
+    /// Like [`poll_chunk`](Self::poll_chunk), for a taker that splices: a chunk read
+    /// already, or the bytes now in the pipe, which [`poll_drain`](Self::poll_drain) then
+    /// moves out, all of them, before this is asked again. The first call asks the
+    /// connection to splice (when no pipe can be made, the body keeps coming as chunks).
+    pub(crate) fn poll_piped(&mut self, cx: &mut Context<'_>) -> Poll<Option<io::Result<Piped>>> {
+        {
+            let mut slot = lock(&self.slot);
+            if slot.piped != 0 {
+                return Poll::Ready(Some(Ok(Piped::InPipe(slot.piped))));
+            }
+            if slot.pipe.is_none() && slot.spliceable {
+                match Pipe::new() {
+                    Ok(pipe) => slot.pipe = Some(pipe),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "no pipe for splicing: the body is copied");
+                        slot.spliceable = false;
+                    }
+                }
+                if let Some(waker) = slot.producer.take() {
+                    waker.wake();
+                }
+            }
+        }
+        self.poll_chunk(cx).map(|c| c.map(|r| r.map(Piped::Chunk)))
+    }
+
+    /// Moves bytes out of the pipe into `into` (see [`poll_piped`](Self::poll_piped)).
+    pub(crate) fn poll_drain(
+        &mut self,
+        into: &TcpStream,
+        cx: &mut Context<'_>,
+    ) -> Poll<io::Result<usize>> {
+        let mut slot = lock(&self.slot);
+        let (Some(pipe), piped) = (&slot.pipe, slot.piped) else {
+            return Poll::Ready(Err(io::ErrorKind::InvalidInput.into()));
+        };
+        let n = std::task::ready!(pipe.poll_drain(into, piped, cx))?;
+        slot.piped -= n;
+        self.remaining -= n as u64;
+        if slot.piped == 0 {
+            if let Some(waker) = slot.producer.take() {
+                waker.wake();
+            }
+        }
+        Poll::Ready(Ok(n))
     }
 }
 

@@ -56,6 +56,7 @@ use crate::downstream::direct_body::{self, BodyFeed, Fed};
 use crate::error::BoxError;
 use crate::io_timeout::ActiveRequests;
 use crate::shutdown::ShutdownWatch;
+use crate::splice::SpliceSocket;
 
 /// Most header fields a request head may have on the direct path (hyper's default limit;
 /// a head with more goes to hyper, which applies the configured limit).
@@ -308,7 +309,7 @@ pub(crate) async fn serve<I, S, B>(
     linger: Duration,
 ) -> End<I>
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + SpliceSocket + Unpin,
     S: tower::Service<Request<DownstreamBody>, Response = Response<B>>,
     S::Error: Into<BoxError>,
     B: Body<Data = Bytes>,
@@ -324,6 +325,11 @@ where
             if !conn.buf.is_empty() {
                 match parse_request(&mut conn.buf, limits, &mut conn.fields) {
                     Parsed::Request(request, close, feed) => {
+                        if let Some(feed) = &feed {
+                            if conn.io.splice_socket().is_some() {
+                                feed.allow_splice();
+                            }
+                        }
                         conn.feed = feed;
                         break (request, close);
                     }
@@ -382,7 +388,7 @@ where
     }
 }
 
-impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
+impl<I: AsyncRead + AsyncWrite + SpliceSocket + Unpin> Conn<I> {
     /// A connection on `io`, nothing read yet.
     fn new(io: I) -> Self {
         Conn {
@@ -485,7 +491,7 @@ impl<I: AsyncRead + AsyncWrite + Unpin> Conn<I> {
 /// hyper (which says what it says to that).
 async fn read_more<I, F>(conn: &mut Conn<I>, watch: &mut Watch<'_, F>) -> Read
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + SpliceSocket + Unpin,
     F: Future<Output = ()>,
 {
     if conn.buf.capacity() - conn.buf.len() < READ_SIZE {
@@ -522,7 +528,7 @@ fn poll_while_served<I, F, T>(
     cx: &mut std::task::Context<'_>,
 ) -> Poll<Result<T, BoxError>>
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + SpliceSocket + Unpin,
     F: Future<Output = ()>,
 {
     watch.poll_busy(cx);
@@ -556,7 +562,7 @@ fn write_body<'a, I, B>(
     framing: Framing,
 ) -> impl Future<Output = Result<(), BoxError>> + 'a
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + SpliceSocket + Unpin,
     B: Body<Data = Bytes> + 'a,
     B::Error: Into<BoxError>,
 {
@@ -621,7 +627,7 @@ fn next_frame<'a, I, B>(
     conn: &'a mut Conn<I>,
 ) -> impl Future<Output = Next<B::Data>> + 'a
 where
-    I: AsyncRead + AsyncWrite + Unpin,
+    I: AsyncRead + AsyncWrite + SpliceSocket + Unpin,
     B: Body,
     B::Error: Into<BoxError>,
 {

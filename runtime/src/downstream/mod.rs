@@ -633,7 +633,12 @@ where
     S::Error: Into<BoxError>,
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
-    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    I: tokio::io::AsyncRead
+        + tokio::io::AsyncWrite
+        + crate::splice::SpliceSocket
+        + Unpin
+        + Send
+        + 'static,
 {
     // Plain requests are served on the direct path until one needs hyper (see
     // `downstream_h1`); header-case preservation and disabled keep-alive are hyper's alone.

@@ -55,6 +55,16 @@ impl<T> Prefixed<T> {
     }
 }
 
+impl<T: crate::splice::SpliceSocket> crate::splice::SpliceSocket for Prefixed<T> {
+    fn splice_socket(&self) -> Option<&tokio::net::TcpStream> {
+        // The prefix's bytes come first; they are read, not spliced.
+        self.prefix
+            .is_empty()
+            .then(|| self.io.splice_socket())
+            .flatten()
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {
     fn poll_read(
         mut self: Pin<&mut Self>,

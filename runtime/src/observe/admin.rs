@@ -701,6 +701,7 @@ struct RouteFamilies {
     requests: Family,
     duration: Family,
     bytes_in: Family,
+    bytes_spliced: Family,
     bytes_out: Family,
     retries: Family,
     split: Family,
@@ -723,6 +724,11 @@ impl RouteFamilies {
             bytes_in: Family::new(
                 "request_body_bytes_total",
                 "Request body bytes received from clients.",
+                COUNTER,
+            ),
+            bytes_spliced: Family::new(
+                "request_body_spliced_bytes_total",
+                "Of the request body bytes, those spliced to the upstream socket in the kernel, never copied into the proxy's memory.",
                 COUNTER,
             ),
             bytes_out: Family::new(
@@ -756,6 +762,7 @@ impl RouteFamilies {
         }
         self.duration.push(&l, s.duration.sample());
         self.bytes_in.counter(&l, s.bytes_in.get());
+        self.bytes_spliced.counter(&l, s.bytes_spliced.get());
         self.bytes_out.counter(&l, s.bytes_out.get());
         self.retries.counter(&l, s.retries.get());
     }
@@ -765,6 +772,7 @@ impl RouteFamilies {
             self.requests,
             self.duration,
             self.bytes_in,
+            self.bytes_spliced,
             self.bytes_out,
             self.retries,
             self.split,

@@ -4,6 +4,7 @@
 //! dropped). Neither buffers: each frame is passed on as it arrives.
 
 use std::collections::VecDeque;
+use std::io;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
@@ -12,13 +13,18 @@ use std::time::Duration;
 use crate::downstream::body::DownstreamBody;
 use bytes::Bytes;
 use http_body::{Body, Frame, SizeHint};
+use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
+
+/// The smallest body worth splicing: below it, making a pipe costs more than copying.
+const MIN_SPLICED: u64 = 64 * 1024;
 
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::metrics::RouteStats;
 use crate::proxy::route::Encoder;
 use crate::proxy::session::Session;
 use crate::proxy::{finish, ProxyHttp, Shared};
+use crate::splice::{Piped, SpliceHook, SpliceSource};
 use crate::upstream::UpstreamBody;
 
 /// The client's request body, forwarded upstream frame by frame. Fails with
@@ -128,6 +134,70 @@ impl RequestBody {
         }
     }
 
+    /// Counts `len` body bytes that arrived, against the cap too.
+    fn arrived(&mut self, len: usize) -> Result<(), Error> {
+        if let Some(stats) = &self.counted {
+            stats.bytes_in.add(len as u64);
+        }
+        if !self.within_cap(len) {
+            return Err(Error::new(
+                ErrorKind::BodyTooLarge,
+                "the request body is larger than its route's max_body",
+            ));
+        }
+        Ok(())
+    }
+
+    /// While the client sends nothing: the timeout error once the body timeout or the total
+    /// body timeout passes.
+    fn poll_stalled(&mut self, cx: &mut Context<'_>) -> Poll<Error> {
+        let total = self.total_deadline.unwrap_or_else(far_future);
+        let idle = self
+            .waiting_since
+            .get_or_insert_with(Instant::now)
+            .checked_add(self.timeout)
+            .unwrap_or(total);
+        let deadline = idle.min(total);
+        // The timer is allocated only for a body that actually had to wait.
+        let timer = self
+            .timer
+            .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
+        if timer.deadline() != deadline {
+            timer.as_mut().reset(deadline);
+        }
+        match timer.as_mut().poll(cx) {
+            Poll::Ready(()) if deadline == total => Poll::Ready(Error::new(
+                ErrorKind::DownstreamTimeout,
+                "client did not send the whole request body within the total body timeout",
+            )),
+            Poll::Ready(()) => Poll::Ready(Error::new(
+                ErrorKind::DownstreamTimeout,
+                "client sent no request body data within the body timeout",
+            )),
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    /// Whether the body may be spliced upstream: it comes straight off a client's bare
+    /// socket, nothing records or replays it, and it is large enough for a pipe to pay.
+    pub(crate) fn can_splice(&self) -> bool {
+        self.replay.is_empty()
+            && self.recorder.is_none()
+            && self
+                .inner
+                .as_ref()
+                .and_then(DownstreamBody::direct)
+                .is_some_and(|b| b.remaining() >= MIN_SPLICED && b.can_splice())
+    }
+
+    /// How the upstream side reaches [`SpliceSource`] on a `RequestBody` it holds.
+    pub(crate) fn splice_hook() -> SpliceHook {
+        SpliceHook(|body| {
+            body.downcast_mut::<RequestBody>()
+                .map(|b| b as &mut dyn SpliceSource)
+        })
+    }
+
     fn note(&self, frame: Option<&Frame<Bytes>>, ended: bool) {
         let Some(recorder) = &self.recorder else {
             return;
@@ -175,14 +245,8 @@ impl Body for RequestBody {
                     Some(Ok(frame)) => frame.data_ref().map_or(0, Bytes::len),
                     _ => 0,
                 };
-                if let Some(stats) = &this.counted {
-                    stats.bytes_in.add(len as u64);
-                }
-                if !this.within_cap(len) {
-                    return Poll::Ready(Some(Err(Error::new(
-                        ErrorKind::BodyTooLarge,
-                        "the request body is larger than its route's max_body",
-                    ))));
+                if let Err(e) = this.arrived(len) {
+                    return Poll::Ready(Some(Err(e)));
                 }
                 if this.recorder.is_some() {
                     let ended = match &r {
@@ -194,33 +258,7 @@ impl Body for RequestBody {
                 }
                 Poll::Ready(r.map(|r| r.map_err(client_body_error)))
             }
-            Poll::Pending => {
-                let total = this.total_deadline.unwrap_or_else(far_future);
-                let idle = this
-                    .waiting_since
-                    .get_or_insert_with(Instant::now)
-                    .checked_add(this.timeout)
-                    .unwrap_or(total);
-                let deadline = idle.min(total);
-                // The timer is allocated only for a body that actually had to wait.
-                let timer = this
-                    .timer
-                    .get_or_insert_with(|| Box::pin(tokio::time::sleep_until(deadline)));
-                if timer.deadline() != deadline {
-                    timer.as_mut().reset(deadline);
-                }
-                match timer.as_mut().poll(cx) {
-                    Poll::Ready(()) if deadline == total => Poll::Ready(Some(Err(Error::new(
-                        ErrorKind::DownstreamTimeout,
-                        "client did not send the whole request body within the total body timeout",
-                    )))),
-                    Poll::Ready(()) => Poll::Ready(Some(Err(Error::new(
-                        ErrorKind::DownstreamTimeout,
-                        "client sent no request body data within the body timeout",
-                    )))),
-                    Poll::Pending => Poll::Pending,
-                }
-            }
+            Poll::Pending => this.poll_stalled(cx).map(|e| Some(Err(e))),
         }
     }
 
@@ -241,6 +279,42 @@ impl Body for RequestBody {
                 out
             }
             None => SizeHint::with_exact(replay),
+        }
+    }
+}
+
+/// Spliced, the body keeps its timeouts, cap and count; only the bytes take another way.
+impl SpliceSource for RequestBody {
+    fn poll_piped(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piped, Error>>> {
+        let Some(body) = self.inner.as_mut().and_then(DownstreamBody::direct_mut) else {
+            return Poll::Ready(None);
+        };
+        match body.poll_piped(cx) {
+            Poll::Ready(r) => {
+                self.waiting_since = None;
+                let len = match &r {
+                    Some(Ok(Piped::Chunk(data))) => data.len(),
+                    Some(Ok(Piped::InPipe(n))) => {
+                        if let Some(stats) = &self.counted {
+                            stats.bytes_spliced.add(*n as u64);
+                        }
+                        *n
+                    }
+                    _ => 0,
+                };
+                if let Err(e) = self.arrived(len) {
+                    return Poll::Ready(Some(Err(e)));
+                }
+                Poll::Ready(r.map(|r| r.map_err(|e| client_body_error(e.into()))))
+            }
+            Poll::Pending => self.poll_stalled(cx).map(|e| Some(Err(e))),
+        }
+    }
+
+    fn poll_drain(&mut self, into: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        match self.inner.as_mut().and_then(DownstreamBody::direct_mut) {
+            Some(body) => body.poll_drain(into, cx),
+            None => Poll::Ready(Err(io::ErrorKind::InvalidInput.into())),
         }
     }
 }

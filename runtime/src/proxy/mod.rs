@@ -566,6 +566,9 @@ async fn run_phases<P: ProxyHttp>(
     let downstream_upgrade = forward::prepare_head(shared, session, &mut up, &upgrade)?;
     proxy.upstream_request_filter(session, &mut up, ctx).await?;
     let (body, attempt) = forward::attempt(shared, session, ctx, &mut up, &peer);
+    if body.can_splice() {
+        up.extensions.insert(RequestBody::splice_hook());
+    }
     let mut request = Request::from_parts(up, body);
     let response = loop {
         session.peer_stats = peer.stats().cloned();

@@ -30,6 +30,7 @@ use tokio::net::TcpStream;
 
 use crate::error::{BoxError, Error, ErrorKind, Result};
 use crate::io_timeout::{BusyFlag, IoTimeout, ReadDeadline, TimedIo};
+use crate::splice::SpliceHook;
 use crate::upstream::h1::{self, BodyReader, H1Conn, HeadProgress};
 use crate::upstream::peer::{HttpPeer, PoolKey, UpstreamHttp};
 use crate::upstream::pool::{Conn, Pool};
@@ -432,11 +433,16 @@ where
         };
         let length = request.body().size_hint().exact().unwrap_or(0);
         conn.encode_request_head(&request);
-        let (parts, body) = request.into_parts();
-        crate::header_pool::give_back(parts.headers);
+        let (mut parts, body) = request.into_parts();
+        crate::header_pool::give_back(std::mem::take(&mut parts.headers));
+        let splice = parts
+            .extensions
+            .remove::<SpliceHook>()
+            .filter(|_| conn.is_plain());
         let mut sending = Sending {
             body,
             out: h1::Outgoing::new(length),
+            splice,
         };
         let max_head = self.max_response_head_bytes;
         let method = &parts.method;
@@ -812,16 +818,22 @@ struct Release<B, C> {
 struct Sending<B> {
     body: B,
     out: h1::Outgoing,
+    /// How to splice the body, when it can be and the connection is cleartext.
+    splice: Option<SpliceHook>,
 }
 
 impl<B> Sending<B>
 where
-    B: Body<Data = Bytes> + Unpin,
+    B: Body<Data = Bytes> + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
     /// Writes what the body has, until all of it is written.
     fn poll_send(&mut self, conn: &mut H1Conn, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        self.out.poll_send(conn, Pin::new(&mut self.body), cx)
+        let spliced = self.splice.and_then(|hook| (hook.0)(&mut self.body));
+        match spliced {
+            Some(source) => self.out.poll_send_spliced(conn, source, cx),
+            None => self.out.poll_send(conn, Pin::new(&mut self.body), cx),
+        }
     }
 }
 

@@ -29,9 +29,11 @@ use http::header::{CONNECTION, CONTENT_LENGTH, EXPECT, TRANSFER_ENCODING, UPGRAD
 use http::{HeaderMap, HeaderName, HeaderValue, Method, Request, Response, StatusCode, Version};
 use http_body::Frame;
 use tokio::io::{AsyncWrite, AsyncWriteExt};
+use tokio::net::TcpStream;
 
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::io_timeout::{BusyFlag, IoTimeout};
+use crate::splice::{Piped, SpliceSource};
 use crate::upstream::stream::UpstreamStream;
 
 /// Most header fields in a response head (hyper's limit too).
@@ -146,6 +148,11 @@ impl H1Conn {
     /// idle connection (nothing buffered: [`is_clean`](Self::is_clean) held at checkout).
     pub(crate) fn into_parts(self) -> (UpstreamStream, BusyFlag) {
         (self.io, self.busy)
+    }
+
+    /// Whether the connection is cleartext (a body may be spliced into it).
+    pub(crate) fn is_plain(&self) -> bool {
+        self.io.is_plain()
     }
 
     /// Whether an idle connection can take a request: nothing (no close, no stray bytes)
@@ -359,6 +366,8 @@ pub(crate) struct Outgoing {
     first_taken: bool,
     /// Whether the body ended.
     ended: bool,
+    /// Body bytes in the splicing pipe, still to be drained into the socket.
+    piped: usize,
 }
 
 impl Outgoing {
@@ -370,6 +379,7 @@ impl Outgoing {
             remaining: length,
             first_taken: false,
             ended: false,
+            piped: 0,
         }
     }
 
@@ -379,19 +389,51 @@ impl Outgoing {
     pub(crate) fn poll_send<B>(
         &mut self,
         conn: &mut H1Conn,
-        mut body: Pin<&mut B>,
+        body: Pin<&mut B>,
         cx: &mut Context<'_>,
     ) -> Poll<Result<(), Error>>
     where
         B: http_body::Body<Data = Bytes>,
         B::Error: Into<BoxError>,
     {
+        self.poll_send_from(conn, &mut Frames(body), cx)
+    }
+
+    /// [`poll_send`](Self::poll_send) for a body spliced into the connection's socket
+    /// (which must be cleartext) straight from the client's.
+    pub(crate) fn poll_send_spliced(
+        &mut self,
+        conn: &mut H1Conn,
+        body: &mut dyn SpliceSource,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>> {
+        self.poll_send_from(conn, body, cx)
+    }
+
+    fn poll_send_from(
+        &mut self,
+        conn: &mut H1Conn,
+        body: &mut dyn SpliceSource,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<(), Error>> {
         loop {
             let head_done = self.head_sent == conn.head.len();
-            if self.data.is_empty() && !self.ended && (head_done || !self.first_taken) {
-                match body.as_mut().poll_frame(cx) {
-                    Poll::Ready(frame) => {
-                        self.take(conn, frame)?;
+            if self.piped != 0 && head_done {
+                let n = std::task::ready!(conn
+                    .io
+                    .poll_splice_into(cx, |tcp, cx| body.poll_drain(tcp, cx)))
+                .map_err(|e| io_error(e, SENDING))?;
+                self.piped -= n;
+                continue;
+            }
+            if self.data.is_empty()
+                && self.piped == 0
+                && !self.ended
+                && (head_done || !self.first_taken)
+            {
+                match body.poll_piped(cx) {
+                    Poll::Ready(next) => {
+                        self.take(conn, next)?;
                         continue;
                     }
                     Poll::Pending if head_done => return Poll::Pending,
@@ -428,15 +470,10 @@ impl Outgoing {
         }
     }
 
-    /// Takes a frame the body yielded: data is counted against the length and, for a small
-    /// first frame, joins the head; trailers are dropped (a body framed by its length has
-    /// no place for them).
-    fn take(
-        &mut self,
-        conn: &mut H1Conn,
-        frame: Option<Result<Frame<Bytes>, impl Into<BoxError>>>,
-    ) -> Result<(), Error> {
-        let data = match frame {
+    /// Takes what the body gave: data is counted against the length and, for a small first
+    /// chunk, joins the head; bytes in the pipe are drained next.
+    fn take(&mut self, conn: &mut H1Conn, next: Option<Result<Piped, Error>>) -> Result<(), Error> {
+        let len = match &next {
             None => {
                 self.ended = true;
                 if self.remaining != 0 {
@@ -447,28 +484,57 @@ impl Outgoing {
                 }
                 return Ok(());
             }
-            Some(Err(e)) => return Err(body_error(e.into())),
-            Some(Ok(frame)) => match frame.into_data() {
-                Ok(data) => data,
-                Err(_) => return Ok(()),
-            },
+            Some(Err(_)) => 0,
+            Some(Ok(Piped::Chunk(data))) => data.len(),
+            Some(Ok(Piped::InPipe(n))) => *n,
         };
-        self.remaining = self
-            .remaining
-            .checked_sub(data.len() as u64)
-            .ok_or_else(|| {
-                Error::new(
-                    ErrorKind::Internal,
-                    "the request body is longer than its Content-Length",
-                )
-            })?;
-        if !self.first_taken && self.head_sent == 0 && data.len() <= GATHERED_FRAME {
-            conn.head.extend_from_slice(&data);
-        } else {
-            self.data = data;
+        self.remaining = self.remaining.checked_sub(len as u64).ok_or_else(|| {
+            Error::new(
+                ErrorKind::Internal,
+                "the request body is longer than its Content-Length",
+            )
+        })?;
+        match next {
+            Some(Err(e)) => return Err(e),
+            Some(Ok(Piped::InPipe(n))) => self.piped = n,
+            Some(Ok(Piped::Chunk(data)))
+                if !self.first_taken && self.head_sent == 0 && data.len() <= GATHERED_FRAME =>
+            {
+                conn.head.extend_from_slice(&data);
+            }
+            Some(Ok(Piped::Chunk(data))) => self.data = data,
+            None => {}
         }
         self.first_taken = true;
         Ok(())
+    }
+}
+
+/// A body read frame by frame, as a [`SpliceSource`] that never splices: its data frames
+/// are chunks, its trailers dropped (a body framed by its length has no place for them).
+struct Frames<'a, B>(Pin<&'a mut B>);
+
+impl<B> SpliceSource for Frames<'_, B>
+where
+    B: http_body::Body<Data = Bytes>,
+    B::Error: Into<BoxError>,
+{
+    fn poll_piped(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piped, Error>>> {
+        loop {
+            let frame = match std::task::ready!(self.0.as_mut().poll_frame(cx)) {
+                None => return Poll::Ready(None),
+                Some(Err(e)) => return Poll::Ready(Some(Err(body_error(e.into())))),
+                Some(Ok(frame)) => frame,
+            };
+            if let Ok(data) = frame.into_data() {
+                return Poll::Ready(Some(Ok(Piped::Chunk(data))));
+            }
+        }
+    }
+
+    fn poll_drain(&mut self, _into: &TcpStream, _cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        // Never asked: this source puts nothing in a pipe.
+        Poll::Ready(Err(io::ErrorKind::InvalidInput.into()))
     }
 }
 

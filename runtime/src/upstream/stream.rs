@@ -27,6 +27,24 @@ impl UpstreamStream {
             UpstreamStream::Tls(tls) => tls.get_ref().get_ref(),
         }
     }
+
+    /// Whether bytes may be spliced into this stream (cleartext only).
+    pub(crate) fn is_plain(&self) -> bool {
+        matches!(self, UpstreamStream::Plain(_))
+    }
+
+    /// Moves bytes into the socket with `op` (a splice), under the write timeout; fails
+    /// for a TLS stream, whose bytes must be encrypted.
+    pub(crate) fn poll_splice_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(&TcpStream, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match self {
+            UpstreamStream::Plain(io) => io.poll_write_with(cx, op),
+            UpstreamStream::Tls(_) => Poll::Ready(Err(io::ErrorKind::Unsupported.into())),
+        }
+    }
 }
 
 impl AsyncRead for UpstreamStream {
