@@ -288,6 +288,74 @@ fn timeout_error(which: IoTimeout) -> io::Error {
     io::Error::new(io::ErrorKind::TimedOut, which)
 }
 
+impl<T> TimedIo<T> {
+    /// Bookkeeping after a read-side operation: the clock for the upstream policy when it
+    /// moved bytes, else the read deadline (pending, or the timeout error once it passed).
+    fn after_read<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        r: Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        if let Poll::Ready(r) = r {
+            // Only the upstream policy measures from reads; skip the clock otherwise.
+            if matches!(self.read_deadline, ReadDeadline::WhileBusy { .. }) {
+                self.last_read = Instant::now();
+            }
+            return Poll::Ready(r);
+        }
+        let (deadline, which) = match &self.read_deadline {
+            ReadDeadline::Never => return Poll::Pending,
+            ReadDeadline::WhileBusy { busy, timeout } => {
+                if !busy.get() {
+                    return Poll::Pending;
+                }
+                (
+                    self.last_read.max(self.last_write) + *timeout,
+                    IoTimeout::Read,
+                )
+            }
+            ReadDeadline::WhileIdle { active, timeout } => {
+                if active.get() != 0 {
+                    return Poll::Pending;
+                }
+                (self.last_write + *timeout, IoTimeout::Idle)
+            }
+        };
+        if !self.poll_deadline(cx, deadline) {
+            return Poll::Pending;
+        }
+        let signalled = match &self.read_deadline {
+            ReadDeadline::WhileIdle { active, timeout } if active.take_idle_signal() => {
+                Some(*timeout)
+            }
+            _ => None,
+        };
+        match signalled {
+            // The next deadline runs from the signal.
+            Some(timeout) => {
+                self.last_write = Instant::now();
+                let again = self.last_write + timeout;
+                if self.poll_deadline(cx, again) {
+                    return Poll::Ready(Err(timeout_error(which)));
+                }
+                Poll::Pending
+            }
+            None => Poll::Ready(Err(timeout_error(which))),
+        }
+    }
+
+    /// A read-side operation other than `poll_read` (one that takes bytes from the socket
+    /// another way, as `splice` does), under the same read deadline.
+    pub(crate) fn poll_read_with<R>(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(&T, &mut Context<'_>) -> Poll<io::Result<R>>,
+    ) -> Poll<io::Result<R>> {
+        let r = op(&self.io, cx);
+        self.after_read(cx, r)
+    }
+}
+
 impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
     fn poll_read(
         self: Pin<&mut Self>,
@@ -295,56 +363,8 @@ impl<T: AsyncRead + Unpin> AsyncRead for TimedIo<T> {
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        match Pin::new(&mut this.io).poll_read(cx, buf) {
-            Poll::Ready(r) => {
-                // Only the upstream policy measures from reads; skip the clock otherwise.
-                if matches!(this.read_deadline, ReadDeadline::WhileBusy { .. }) {
-                    this.last_read = Instant::now();
-                }
-                Poll::Ready(r)
-            }
-            Poll::Pending => {
-                let (deadline, which) = match &this.read_deadline {
-                    ReadDeadline::Never => return Poll::Pending,
-                    ReadDeadline::WhileBusy { busy, timeout } => {
-                        if !busy.get() {
-                            return Poll::Pending;
-                        }
-                        (
-                            this.last_read.max(this.last_write) + *timeout,
-                            IoTimeout::Read,
-                        )
-                    }
-                    ReadDeadline::WhileIdle { active, timeout } => {
-                        if active.get() != 0 {
-                            return Poll::Pending;
-                        }
-                        (this.last_write + *timeout, IoTimeout::Idle)
-                    }
-                };
-                if !this.poll_deadline(cx, deadline) {
-                    return Poll::Pending;
-                }
-                let signalled = match &this.read_deadline {
-                    ReadDeadline::WhileIdle { active, timeout } if active.take_idle_signal() => {
-                        Some(*timeout)
-                    }
-                    _ => None,
-                };
-                match signalled {
-                    // The next deadline runs from the signal.
-                    Some(timeout) => {
-                        this.last_write = Instant::now();
-                        let again = this.last_write + timeout;
-                        if this.poll_deadline(cx, again) {
-                            return Poll::Ready(Err(timeout_error(which)));
-                        }
-                        Poll::Pending
-                    }
-                    None => Poll::Ready(Err(timeout_error(which))),
-                }
-            }
-        }
+        let r = Pin::new(&mut this.io).poll_read(cx, buf);
+        this.after_read(cx, r)
     }
 }
 

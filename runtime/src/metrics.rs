@@ -159,6 +159,8 @@ pub struct RouteStats {
     pub bytes_spliced: Counter,
     /// Response body bytes sent to clients.
     pub bytes_out: Counter,
+    /// Of those, the bytes spliced from the upstream's socket.
+    pub bytes_out_spliced: Counter,
     /// Requests sent again to another peer.
     pub retries: Counter,
 }

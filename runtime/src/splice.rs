@@ -104,17 +104,44 @@ pub(crate) trait SpliceSocket {
     fn splice_socket(&self) -> Option<&TcpStream> {
         None
     }
+
+    /// Moves bytes into the socket with `op` (a splice), under the stream's write timeout;
+    /// fails where [`splice_socket`](Self::splice_socket) gives none.
+    fn poll_splice_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: &mut dyn FnMut(&TcpStream, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        let _ = (cx, op);
+        Poll::Ready(Err(io::ErrorKind::Unsupported.into()))
+    }
 }
 
 impl SpliceSocket for TcpStream {
     fn splice_socket(&self) -> Option<&TcpStream> {
         Some(self)
     }
+
+    fn poll_splice_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: &mut dyn FnMut(&TcpStream, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        op(self, cx)
+    }
 }
 
 impl SpliceSocket for TimedIo<TcpStream> {
     fn splice_socket(&self) -> Option<&TcpStream> {
         Some(self.get_ref())
+    }
+
+    fn poll_splice_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: &mut dyn FnMut(&TcpStream, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        self.poll_write_with(cx, op)
     }
 }
 
@@ -131,21 +158,66 @@ pub(crate) enum Piped {
     InPipe(usize),
 }
 
-/// A request body whose bytes may cross into the upstream socket by splicing.
+/// A body whose bytes may cross from one socket into another by splicing: a request body
+/// on its way upstream, or a response body on its way to the client.
 pub(crate) trait SpliceSource {
     /// The next bytes (see [`Piped`]), `None` at the end, or the error that cut the body
-    /// short (the client's).
+    /// short (on the side it comes from).
     fn poll_piped(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piped, Error>>>;
 
     /// Moves bytes of the pipe into `into`; fails with the socket's error.
     fn poll_drain(&mut self, into: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<usize>>;
 }
 
-/// Put in a request's extensions by whoever made its body: how the upstream side reaches
-/// that body's [`SpliceSource`] (the body travels as a type the upstream side does not
-/// know). Absent, the body is read frame by frame.
+/// Put in a request's (or a response's) extensions by whoever made its body: how the side
+/// that writes the body reaches its [`SpliceSource`] (the body travels as a type that side
+/// does not know). Absent, the body is read frame by frame.
 #[derive(Clone, Copy)]
-pub(crate) struct SpliceHook(pub(crate) fn(&mut dyn Any) -> Option<&mut dyn SpliceSource>);
+pub(crate) struct SpliceHook {
+    source: FindSource,
+    /// How to reach the body inside the wrapper it travels in, if any.
+    unwrap: Option<Unwrap>,
+}
+
+/// Finds a body's source: a downcast to the body's type.
+type FindSource = fn(&mut dyn Any) -> Option<&mut (dyn SpliceSource + Send)>;
+
+/// Reaches a body inside the wrapper it travels in.
+type Unwrap = fn(&mut dyn Any) -> Option<&mut dyn Any>;
+
+impl SpliceHook {
+    /// A hook that finds the body's source with `source` (a downcast to its type).
+    pub(crate) fn new(source: FindSource) -> Self {
+        SpliceHook {
+            source,
+            unwrap: None,
+        }
+    }
+
+    /// The hook for the body once a wrapper took it in: `unwrap` reaches it inside. (One
+    /// wrapper: the body of a response counted while it is written.)
+    pub(crate) fn wrapped(self, unwrap: Unwrap) -> Self {
+        SpliceHook {
+            unwrap: Some(unwrap),
+            ..self
+        }
+    }
+
+    /// The source of `body`, if `body` is the type the hook was made for (a layer may have
+    /// replaced it: it is then written frame by frame).
+    pub(crate) fn source<'a>(
+        &self,
+        body: &'a mut dyn Any,
+    ) -> Option<&'a mut (dyn SpliceSource + Send)> {
+        match self.unwrap {
+            Some(unwrap) => (self.source)(unwrap(body)?),
+            None => (self.source)(body),
+        }
+    }
+}
+
+/// The smallest body worth splicing: below it, making a pipe costs more than copying.
+pub(crate) const MIN_SPLICED: u64 = 64 * 1024;
 
 #[cfg(test)]
 mod tests {

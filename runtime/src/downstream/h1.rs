@@ -56,7 +56,7 @@ use crate::downstream::direct_body::{self, BodyFeed, Fed};
 use crate::error::BoxError;
 use crate::io_timeout::ActiveRequests;
 use crate::shutdown::ShutdownWatch;
-use crate::splice::SpliceSocket;
+use crate::splice::{Piped, SpliceHook, SpliceSocket, SpliceSource};
 
 /// Most header fields a request head may have on the direct path (hyper's default limit;
 /// a head with more goes to hyper, which applies the configured limit).
@@ -312,7 +312,7 @@ where
     I: AsyncRead + AsyncWrite + SpliceSocket + Unpin,
     S: tower::Service<Request<DownstreamBody>, Response = Response<B>>,
     S::Error: Into<BoxError>,
-    B: Body<Data = Bytes>,
+    B: Body<Data = Bytes> + 'static,
     B::Error: Into<BoxError>,
 {
     let mut conn = Conn::new(io);
@@ -372,7 +372,12 @@ where
         let (framing, keep_alive) =
             conn.response_head(&parts, &body, is_head, client_close || !body_wanted);
         crate::header_pool::give_back(parts.headers);
-        let written = write_body(&mut conn, body, framing).await;
+        // A large body the proxy relays unchanged goes from socket to socket.
+        let splice =
+            parts.extensions.get::<SpliceHook>().copied().filter(|_| {
+                matches!(framing, Framing::Length(_)) && conn.io.splice_socket().is_some()
+            });
+        let written = write_body(&mut conn, body, framing, splice).await;
         conn.out.clear();
         match written {
             Ok(()) if keep_alive && conn.feed.as_ref().is_none_or(BodyFeed::is_read) => {
@@ -541,8 +546,8 @@ where
 
 /// What waiting for the next body frame found.
 enum Next<T> {
-    /// A frame, an error, or the end.
-    Frame(Option<Result<http_body::Frame<T>, BoxError>>),
+    /// A frame (or, spliced, the next bytes), an error, or the end.
+    Frame(T),
     /// No frame yet, and gathered bytes to write first.
     Flush,
     /// The client left (or its connection failed).
@@ -560,10 +565,11 @@ fn write_body<'a, I, B>(
     conn: &'a mut Conn<I>,
     body: B,
     framing: Framing,
+    splice: Option<SpliceHook>,
 ) -> impl Future<Output = Result<(), BoxError>> + 'a
 where
     I: AsyncRead + AsyncWrite + SpliceSocket + Unpin,
-    B: Body<Data = Bytes> + 'a,
+    B: Body<Data = Bytes> + 'static,
     B::Error: Into<BoxError>,
 {
     async move {
@@ -572,13 +578,24 @@ where
             drop(body);
             return finish_body(&mut conn.io, &mut conn.out, framing, 0).await;
         }
+        let mut body = body;
+        if let (Some(hook), Framing::Length(n)) = (splice, framing) {
+            if let Some(source) = hook.source(&mut body) {
+                return write_spliced(conn, source, n).await;
+            }
+        }
         let mut body = pin!(body);
         let mut remaining = match framing {
             Framing::Length(n) => n,
             _ => u64::MAX,
         };
         loop {
-            let data = match next_frame(body.as_mut(), conn).await {
+            let next = next_frame(conn, |cx| {
+                body.as_mut()
+                    .poll_frame(cx)
+                    .map(|f| f.map(|r| r.map_err(Into::<BoxError>::into)))
+            });
+            let data = match next.await {
                 Next::Flush => {
                     conn.io.write_all(&conn.out).await?;
                     conn.out.clear();
@@ -603,14 +620,7 @@ where
                 let _ = conn.io.write_all(&conn.out).await;
                 return Err(e);
             }
-            // Small frames are gathered (several per write); a larger one goes out at
-            // once beside what is gathered, in one vectored write, without being copied.
-            if data.len() <= GATHERED_FRAME && conn.out.len() + data.len() <= WRITE_GATHER {
-                conn.out.extend_from_slice(&data);
-            } else {
-                write_pair(&mut conn.io, &conn.out, &data).await?;
-                conn.out.clear();
-            }
+            put_data(conn, &data).await?;
             drop(data);
             if framing == Framing::Chunked {
                 conn.out.extend_from_slice(b"\r\n");
@@ -620,24 +630,81 @@ where
     }
 }
 
-/// The next body frame, or, while none is ready, `Flush` if gathered bytes wait in `out`
-/// (the client sees what exists), or the client leaving.
-fn next_frame<'a, I, B>(
-    mut body: Pin<&'a mut B>,
-    conn: &'a mut Conn<I>,
-) -> impl Future<Output = Next<B::Data>> + 'a
+/// [`write_body`] for a body spliced into the client's socket: bytes in memory are
+/// written (gathered after the head as usual), bytes in the pipe go after what is gathered.
+async fn write_spliced<I>(
+    conn: &mut Conn<I>,
+    source: &mut (dyn SpliceSource + Send),
+    length: u64,
+) -> Result<(), BoxError>
 where
     I: AsyncRead + AsyncWrite + SpliceSocket + Unpin,
-    B: Body,
-    B::Error: Into<BoxError>,
+{
+    let framing = Framing::Length(length);
+    let mut remaining = length;
+    loop {
+        let (data, mut piped) = match next_frame(conn, |cx| source.poll_piped(cx)).await {
+            Next::Flush => {
+                conn.io.write_all(&conn.out).await?;
+                conn.out.clear();
+                continue;
+            }
+            Next::Gone(Ok(())) => return Err("the client closed the connection".into()),
+            Next::Gone(Err(e)) => return Err(e.into()),
+            Next::Frame(None) => break,
+            Next::Frame(Some(Err(e))) => {
+                let _ = conn.io.write_all(&conn.out).await;
+                return Err(e.into());
+            }
+            Next::Frame(Some(Ok(Piped::Chunk(data)))) => (data, 0),
+            Next::Frame(Some(Ok(Piped::InPipe(n)))) => (Bytes::new(), n),
+        };
+        let len = data.len().max(piped);
+        if let Err(e) = frame_prefix(&mut conn.out, len, framing, &mut remaining) {
+            let _ = conn.io.write_all(&conn.out).await;
+            return Err(e);
+        }
+        if piped == 0 {
+            put_data(conn, &data).await?;
+            continue;
+        }
+        conn.io.write_all(&conn.out).await?;
+        conn.out.clear();
+        while piped != 0 {
+            let io = &mut conn.io;
+            piped -=
+                poll_fn(|cx| io.poll_splice_into(cx, &mut |tcp, cx| source.poll_drain(tcp, cx)))
+                    .await?;
+        }
+    }
+    finish_body(&mut conn.io, &mut conn.out, framing, remaining).await
+}
+
+/// Writes `data` after what is gathered in `out`: a small one is gathered (several per
+/// write); a larger one goes out at once beside what is gathered, in one vectored write,
+/// without being copied.
+async fn put_data<I: AsyncWrite + Unpin>(conn: &mut Conn<I>, data: &[u8]) -> io::Result<()> {
+    if data.len() <= GATHERED_FRAME && conn.out.len() + data.len() <= WRITE_GATHER {
+        conn.out.extend_from_slice(data);
+    } else {
+        write_pair(&mut conn.io, &conn.out, data).await?;
+        conn.out.clear();
+    }
+    Ok(())
+}
+
+/// The next body frame (what `poll` gives), or, while none is ready, `Flush` if gathered
+/// bytes wait in `out` (the client sees what exists), or the client leaving.
+fn next_frame<'a, I, T>(
+    conn: &'a mut Conn<I>,
+    mut poll: impl FnMut(&mut std::task::Context<'_>) -> Poll<T> + 'a,
+) -> impl Future<Output = Next<T>> + 'a
+where
+    I: AsyncRead + AsyncWrite + SpliceSocket + Unpin,
 {
     poll_fn(move |cx| {
-        match body.as_mut().poll_frame(cx) {
-            Poll::Ready(frame) => {
-                return Poll::Ready(Next::Frame(
-                    frame.map(|r| r.map_err(Into::<BoxError>::into)),
-                ))
-            }
+        match poll(cx) {
+            Poll::Ready(frame) => return Poll::Ready(Next::Frame(frame)),
             Poll::Pending if !conn.out.is_empty() => return Poll::Ready(Next::Flush),
             Poll::Pending => {}
         }

@@ -46,6 +46,7 @@ use crate::listen::{self, AcceptStats, ListenAddr};
 use crate::metrics::ListenerStats;
 use crate::service::{self, BoxFuture};
 use crate::shutdown::ShutdownWatch;
+use crate::splice::SpliceHook;
 use body::DownstreamBody;
 use h1::{End, HeadLimits};
 use h2::FieldLimit;
@@ -903,6 +904,7 @@ pub(crate) struct Tracked<S> {
 impl<S, B, R> tower::Service<Request<R>> for Tracked<S>
 where
     S: tower::Service<Request<DownstreamBody>, Response = Response<B>>,
+    B: 'static,
     R: Into<DownstreamBody>,
 {
     type Response = Response<TrackedBody<B>>;
@@ -936,6 +938,7 @@ pin_project_lite::pin_project! {
 impl<F, B, E> std::future::Future for TrackedFuture<F>
 where
     F: std::future::Future<Output = Result<Response<B>, E>>,
+    B: 'static,
 {
     type Output = Result<Response<TrackedBody<B>>, E>;
 
@@ -956,6 +959,13 @@ where
                     http::header::CONNECTION,
                     http::HeaderValue::from_static("close"),
                 );
+            }
+            // A body that may be spliced is still found inside its wrapper.
+            if let Some(hook) = response.extensions_mut().get_mut::<SpliceHook>() {
+                *hook = hook.wrapped(|body| {
+                    body.downcast_mut::<TrackedBody<B>>()
+                        .map(|tracked| &mut tracked.inner as &mut dyn std::any::Any)
+                });
             }
             response.map(|inner| TrackedBody {
                 inner,

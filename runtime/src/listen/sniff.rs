@@ -63,6 +63,14 @@ impl<T: crate::splice::SpliceSocket> crate::splice::SpliceSocket for Prefixed<T>
             .then(|| self.io.splice_socket())
             .flatten()
     }
+
+    fn poll_splice_into(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: &mut dyn FnMut(&tokio::net::TcpStream, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        self.io.poll_splice_into(cx, op)
+    }
 }
 
 impl<T: AsyncRead + Unpin> AsyncRead for Prefixed<T> {

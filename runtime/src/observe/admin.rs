@@ -703,6 +703,7 @@ struct RouteFamilies {
     bytes_in: Family,
     bytes_spliced: Family,
     bytes_out: Family,
+    bytes_out_spliced: Family,
     retries: Family,
     split: Family,
     mirror: Family,
@@ -736,6 +737,11 @@ impl RouteFamilies {
                 "Response body bytes sent to clients.",
                 COUNTER,
             ),
+            bytes_out_spliced: Family::new(
+                "response_body_spliced_bytes_total",
+                "Of the response body bytes, those spliced from the upstream socket in the kernel, never copied into the proxy's memory.",
+                COUNTER,
+            ),
             retries: Family::new(
                 "retries_total",
                 "Requests sent again to another peer.",
@@ -764,6 +770,8 @@ impl RouteFamilies {
         self.bytes_in.counter(&l, s.bytes_in.get());
         self.bytes_spliced.counter(&l, s.bytes_spliced.get());
         self.bytes_out.counter(&l, s.bytes_out.get());
+        self.bytes_out_spliced
+            .counter(&l, s.bytes_out_spliced.get());
         self.retries.counter(&l, s.retries.get());
     }
 
@@ -774,6 +782,7 @@ impl RouteFamilies {
             self.bytes_in,
             self.bytes_spliced,
             self.bytes_out,
+            self.bytes_out_spliced,
             self.retries,
             self.split,
             self.mirror,

@@ -16,15 +16,12 @@ use http_body::{Body, Frame, SizeHint};
 use tokio::net::TcpStream;
 use tokio::time::{Instant, Sleep};
 
-/// The smallest body worth splicing: below it, making a pipe costs more than copying.
-const MIN_SPLICED: u64 = 64 * 1024;
-
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::metrics::RouteStats;
 use crate::proxy::route::Encoder;
 use crate::proxy::session::Session;
 use crate::proxy::{finish, ProxyHttp, Shared};
-use crate::splice::{Piped, SpliceHook, SpliceSource};
+use crate::splice::{Piped, SpliceHook, SpliceSource, MIN_SPLICED};
 use crate::upstream::UpstreamBody;
 
 /// The client's request body, forwarded upstream frame by frame. Fails with
@@ -192,9 +189,9 @@ impl RequestBody {
 
     /// How the upstream side reaches [`SpliceSource`] on a `RequestBody` it holds.
     pub(crate) fn splice_hook() -> SpliceHook {
-        SpliceHook(|body| {
+        SpliceHook::new(|body| {
             body.downcast_mut::<RequestBody>()
-                .map(|b| b as &mut dyn SpliceSource)
+                .map(|b| b as &mut (dyn SpliceSource + Send))
         })
     }
 
@@ -528,6 +525,96 @@ impl<P: ProxyHttp> ProxyBody<P> {
     }
 }
 
+impl<P: ProxyHttp> ProxyBody<P> {
+    /// Whether the body may be spliced into the client's socket: the origin's body,
+    /// unchanged (not compressed), that can be spliced out of its socket.
+    pub(crate) fn can_splice(&self) -> bool {
+        matches!(&self.source, ResponseSource::Upstream(b) if b.can_splice())
+    }
+
+    /// How the client's side reaches [`SpliceSource`] on a `ProxyBody` it holds.
+    pub(crate) fn splice_hook() -> SpliceHook {
+        SpliceHook::new(|body| {
+            body.downcast_mut::<ProxyBody<P>>()
+                .map(|b| b as &mut (dyn SpliceSource + Send))
+        })
+    }
+
+    /// What a frame or the end means for `logging`: the bytes sent counted, `logging` run
+    /// once the body ended (`ended`) or failed; a failure keeps its detail for `logging`
+    /// and gives the client only its kind.
+    fn note<T>(
+        &mut self,
+        polled: Option<Result<T, Error>>,
+        sent: usize,
+        ended: bool,
+    ) -> Option<Result<T, Error>> {
+        match polled {
+            Some(Ok(next)) => {
+                if let Some(state) = self.log.as_mut() {
+                    state.session.body_bytes_sent += sent as u64;
+                }
+                if ended {
+                    if let Some(mut state) = self.log.take() {
+                        state.log(None);
+                    }
+                }
+                Some(Ok(next))
+            }
+            None => {
+                if let Some(mut state) = self.log.take() {
+                    state.log(None);
+                }
+                None
+            }
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "response body failed");
+                let kind = e.kind();
+                let context = e.context();
+                if let Some(mut state) = self.log.take() {
+                    state.log(Some(e));
+                }
+                // The client sees the stream break; the detail went to `logging`.
+                Some(Err(Error::new(kind, context)))
+            }
+        }
+    }
+}
+
+/// Spliced, the body is counted and logged as it is frame by frame.
+impl<P: ProxyHttp> SpliceSource for ProxyBody<P> {
+    fn poll_piped(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piped, Error>>> {
+        let polled = match &mut self.source {
+            ResponseSource::Upstream(b) => std::task::ready!(b.poll_piped(cx)),
+            // A body a layer put in its place: frame by frame (counted there).
+            _ => {
+                let polled = std::task::ready!(Pin::new(&mut *self).poll_frame(cx));
+                return Poll::Ready(
+                    polled.map(|r| r.map(|f| Piped::Chunk(f.into_data().unwrap_or_default()))),
+                );
+            }
+        };
+        let sent = match &polled {
+            Some(Ok(Piped::Chunk(data))) => data.len(),
+            Some(Ok(Piped::InPipe(n))) => {
+                if let Some(state) = self.log.as_mut() {
+                    state.session.body_bytes_spliced += *n as u64;
+                }
+                *n
+            }
+            _ => 0,
+        };
+        Poll::Ready(self.note(polled, sent, false))
+    }
+
+    fn poll_drain(&mut self, into: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        match &mut self.source {
+            ResponseSource::Upstream(b) => b.poll_drain(into, cx),
+            _ => Poll::Ready(Err(io::ErrorKind::InvalidInput.into())),
+        }
+    }
+}
+
 impl<P: ProxyHttp> Body for ProxyBody<P> {
     type Data = Bytes;
     type Error = Error;
@@ -536,44 +623,19 @@ impl<P: ProxyHttp> Body for ProxyBody<P> {
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        let this = self.project();
-        let polled = match this.source {
+        let this = self.get_mut();
+        let polled = match &mut this.source {
             ResponseSource::Upstream(b) => Pin::new(b).poll_frame(cx),
             ResponseSource::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
             ResponseSource::Compressed(c) => c.poll_frame(cx),
         };
-        match polled {
-            Poll::Pending => Poll::Pending,
-            Poll::Ready(Some(Ok(frame))) => {
-                if let Some(state) = this.log.as_mut() {
-                    if let Some(data) = frame.data_ref() {
-                        state.session.body_bytes_sent += data.len() as u64;
-                    }
-                }
-                if this.source.is_end_stream() {
-                    if let Some(mut state) = this.log.take() {
-                        state.log(None);
-                    }
-                }
-                Poll::Ready(Some(Ok(frame)))
-            }
-            Poll::Ready(None) => {
-                if let Some(mut state) = this.log.take() {
-                    state.log(None);
-                }
-                Poll::Ready(None)
-            }
-            Poll::Ready(Some(Err(e))) => {
-                tracing::debug!(error = %e, "response body failed");
-                let kind = e.kind();
-                let context = e.context();
-                if let Some(mut state) = this.log.take() {
-                    state.log(Some(e));
-                }
-                // The client sees the stream break; the detail went to `logging`.
-                Poll::Ready(Some(Err(Error::new(kind, context))))
-            }
-        }
+        let polled = std::task::ready!(polled);
+        let sent = match &polled {
+            Some(Ok(frame)) => frame.data_ref().map_or(0, Bytes::len),
+            _ => 0,
+        };
+        let ended = this.source.is_end_stream();
+        Poll::Ready(this.note(polled, sent, ended))
     }
 
     fn is_end_stream(&self) -> bool {

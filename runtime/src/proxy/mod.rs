@@ -445,7 +445,13 @@ fn proxy_request<P: ProxyHttp>(
             ctx,
             error,
         };
-        Ok(response.map(|source| ProxyBody::new(source, log)))
+        let mut response = response.map(|source| ProxyBody::new(source, log));
+        if response.body().can_splice() {
+            response
+                .extensions_mut()
+                .insert(ProxyBody::<P>::splice_hook());
+        }
+        Ok(response)
     }
 }
 
@@ -480,6 +486,9 @@ pub(crate) fn finish<P: ProxyHttp>(
     let elapsed = session.elapsed();
     let route = session.route_stats.as_deref().unwrap_or(&stats.unrouted);
     route.record(session.status, elapsed, session.body_bytes_sent);
+    if session.body_bytes_spliced != 0 {
+        route.bytes_out_spliced.add(session.body_bytes_spliced);
+    }
     if session.retries() > 0 {
         route.retries.add(u64::from(session.retries()));
     }

@@ -40,6 +40,8 @@ pub struct Session {
     pub(crate) status: Option<StatusCode>,
     pub(crate) upstream: Option<SocketAddr>,
     pub(crate) body_bytes_sent: u64,
+    /// Of those, the bytes spliced from the upstream's socket.
+    pub(crate) body_bytes_spliced: u64,
     pub(crate) forwarded: bool,
     /// The most request body bytes forwarded; more fails the request with 413.
     pub(crate) body_limit: Option<u64>,
@@ -157,6 +159,7 @@ impl Session {
             status: None,
             upstream: None,
             body_bytes_sent: 0,
+            body_bytes_spliced: 0,
             forwarded: false,
             body_limit: None,
             chosen_pool: None,

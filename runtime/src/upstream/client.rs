@@ -13,6 +13,7 @@
 //! another there too, for the bodiless safe methods only (a body, once streamed, is gone,
 //! and an unsafe method may have taken effect).
 
+use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
@@ -30,7 +31,7 @@ use tokio::net::TcpStream;
 
 use crate::error::{BoxError, Error, ErrorKind, Result};
 use crate::io_timeout::{BusyFlag, IoTimeout, ReadDeadline, TimedIo};
-use crate::splice::SpliceHook;
+use crate::splice::{Pipe, Piped, SpliceHook, SpliceSource};
 use crate::upstream::h1::{self, BodyReader, H1Conn, HeadProgress};
 use crate::upstream::peer::{HttpPeer, PoolKey, UpstreamHttp};
 use crate::upstream::pool::{Conn, Pool};
@@ -829,7 +830,7 @@ where
 {
     /// Writes what the body has, until all of it is written.
     fn poll_send(&mut self, conn: &mut H1Conn, cx: &mut Context<'_>) -> Poll<Result<()>> {
-        let spliced = self.splice.and_then(|hook| (hook.0)(&mut self.body));
+        let spliced = self.splice.and_then(|hook| hook.source(&mut self.body));
         match spliced {
             Some(source) => self.out.poll_send_spliced(conn, source, cx),
             None => self.out.poll_send(conn, Pin::new(&mut self.body), cx),
@@ -858,7 +859,16 @@ enum Inner<B> {
         failed: Option<Error>,
         /// The rest of the request body, when the origin answered before it had it all.
         sending: Option<Box<Sending<B>>>,
+        /// The pipe the body is spliced through, once its taker asked for that.
+        splicing: Option<Box<Splicing>>,
     },
+}
+
+/// A response body on its way from the origin's socket to the client's through a pipe.
+struct Splicing {
+    pipe: Pipe,
+    /// Bytes in the pipe, not drained yet.
+    piped: usize,
 }
 
 impl<B: Send + 'static> UpstreamBody<B> {
@@ -883,6 +893,7 @@ impl<B: Send + 'static> UpstreamBody<B> {
                 conn: Some(conn),
                 failed: None,
                 sending,
+                splicing: None,
             },
         };
         if body.is_end() {
@@ -896,8 +907,15 @@ impl<B: Send + 'static> UpstreamBody<B> {
             Inner::Hyper { body, .. } => body.is_end_stream(),
             // A body still going out holds the end back (see `poll_frame`).
             Inner::Direct {
-                reader, sending, ..
-            } => reader.is_end() && sending.is_none(),
+                reader,
+                sending,
+                splicing,
+                ..
+            } => {
+                reader.is_end()
+                    && sending.is_none()
+                    && splicing.as_ref().is_none_or(|s| s.piped == 0)
+            }
         }
     }
 
@@ -924,6 +942,99 @@ impl<B: Send + 'static> UpstreamBody<B> {
             }
         }
     }
+}
+
+impl<B> UpstreamBody<B> {
+    /// Whether the rest of the body may be spliced into the client's socket (see
+    /// [`SpliceSource`]): read on the direct path, framed by its length, large, over
+    /// cleartext, with no request body still going out.
+    pub(crate) fn can_splice(&self) -> bool {
+        match &self.inner {
+            Inner::Direct {
+                reader,
+                conn: Some(r),
+                failed: None,
+                sending: None,
+                ..
+            } => reader.can_splice(&r.conn),
+            _ => false,
+        }
+    }
+}
+
+/// Spliced, the body ends as read frame by frame does: its connection back to the pool at
+/// its end (the bytes in the pipe are no longer the connection's), closed on a failure.
+impl<B> SpliceSource for UpstreamBody<B>
+where
+    B: Body<Data = Bytes> + Send + Unpin + 'static,
+    B::Error: Into<BoxError>,
+{
+    fn poll_piped(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piped>>> {
+        let Inner::Direct {
+            reader,
+            conn,
+            failed,
+            splicing,
+            ..
+        } = &mut self.inner
+        else {
+            // hyper's body: frame by frame.
+            let polled = std::task::ready!(Pin::new(self).poll_frame(cx));
+            return Poll::Ready(polled.map(|r| r.map(data_chunk)));
+        };
+        if let Some(e) = failed.take() {
+            return Poll::Ready(Some(Err(e)));
+        }
+        if let Some(s) = splicing.as_ref().filter(|s| s.piped != 0) {
+            return Poll::Ready(Some(Ok(Piped::InPipe(s.piped))));
+        }
+        let Some(r) = conn.as_mut() else {
+            return Poll::Ready(None);
+        };
+        if splicing.is_none() {
+            match Pipe::new() {
+                Ok(pipe) => *splicing = Some(Box::new(Splicing { pipe, piped: 0 })),
+                Err(e) => tracing::debug!(error = %e, "no pipe for splicing: the body is copied"),
+            }
+        }
+        let polled = match splicing.as_mut() {
+            Some(s) => reader.poll_piped(&mut r.conn, &s.pipe, cx),
+            None => reader
+                .poll_frame(&mut r.conn, cx)
+                .map(|r| r.map(|frame| frame.and_then(|f| f.into_data().ok()).map(Piped::Chunk))),
+        };
+        let next = match std::task::ready!(polled) {
+            Err(e) => {
+                *conn = None;
+                return Poll::Ready(Some(Err(e)));
+            }
+            Ok(next) => next,
+        };
+        if let (Some(Piped::InPipe(n)), Some(s)) = (&next, splicing.as_mut()) {
+            s.piped = *n;
+        }
+        if next.is_none() || reader.is_end() {
+            self.release();
+        }
+        Poll::Ready(next.map(Ok))
+    }
+
+    fn poll_drain(&mut self, into: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Inner::Direct {
+            splicing: Some(s), ..
+        } = &mut self.inner
+        else {
+            return Poll::Ready(Err(io::ErrorKind::InvalidInput.into()));
+        };
+        let n = std::task::ready!(s.pipe.poll_drain(into, s.piped, cx))?;
+        s.piped -= n;
+        Poll::Ready(Ok(n))
+    }
+}
+
+/// A frame as a chunk (trailers, which a body framed by its length cannot carry, as none).
+fn data_chunk(frame: Frame<Bytes>) -> Piped {
+    Piped::Chunk(frame.into_data().unwrap_or_default())
 }
 
 impl<B> Body for UpstreamBody<B>
@@ -957,6 +1068,7 @@ where
                 conn,
                 failed,
                 sending,
+                ..
             } => {
                 if let Some(e) = failed.take() {
                     return Poll::Ready(Some(Err(e)));

@@ -33,7 +33,7 @@ use tokio::net::TcpStream;
 
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::io_timeout::{BusyFlag, IoTimeout};
-use crate::splice::{Piped, SpliceSource};
+use crate::splice::{Pipe, Piped, SpliceSource, MIN_SPLICED};
 use crate::upstream::stream::UpstreamStream;
 
 /// Most header fields in a response head (hyper's limit too).
@@ -715,6 +715,47 @@ impl BodyReader {
                 BodyState::Chunked(Chunk::Trailers) => return self.poll_trailers(conn, cx),
             }
         }
+    }
+
+    /// Whether the rest of the body may be spliced out of `conn`: it is framed by its
+    /// length, at least [`MIN_SPLICED`] long, over cleartext.
+    pub(crate) fn can_splice(&self, conn: &H1Conn) -> bool {
+        matches!(self.state, BodyState::Length(n) if n >= MIN_SPLICED) && conn.is_plain()
+    }
+
+    /// Like [`poll_frame`](Self::poll_frame), splicing into `pipe` (which must be empty)
+    /// what is not read yet of a body framed by its length; bytes read already come as a
+    /// chunk first.
+    pub(crate) fn poll_piped(
+        &mut self,
+        conn: &mut H1Conn,
+        pipe: &Pipe,
+        cx: &mut Context<'_>,
+    ) -> Poll<Result<Option<Piped>, Error>> {
+        let BodyState::Length(left) = &mut self.state else {
+            return self
+                .poll_frame(conn, cx)
+                .map(|r| r.map(|frame| frame.and_then(|f| f.into_data().ok()).map(Piped::Chunk)));
+        };
+        let next = if conn.buf.is_empty() {
+            let n = std::task::ready!(conn
+                .io
+                .poll_splice_from(cx, |tcp, cx| pipe.poll_fill(tcp, *left, cx)))
+            .map_err(|e| io_error(e, BODY))?;
+            if n == 0 {
+                return Poll::Ready(Err(closed_mid_body()));
+            }
+            *left -= n as u64;
+            Piped::InPipe(n)
+        } else {
+            let take = usize::try_from(*left).map_or(conn.buf.len(), |l| l.min(conn.buf.len()));
+            *left -= take as u64;
+            Piped::Chunk(conn.buf.split_to(take).freeze())
+        };
+        if *left == 0 {
+            self.state = BodyState::Done;
+        }
+        Poll::Ready(Ok(Some(next)))
     }
 
     /// Reads a chunk-size line (reading more first if it is not complete) and moves to the

@@ -33,6 +33,19 @@ impl UpstreamStream {
         matches!(self, UpstreamStream::Plain(_))
     }
 
+    /// Takes bytes from the socket with `op` (a splice), under the read deadline; fails
+    /// for a TLS stream, whose bytes must be decrypted.
+    pub(crate) fn poll_splice_from(
+        &mut self,
+        cx: &mut Context<'_>,
+        op: impl FnOnce(&TcpStream, &mut Context<'_>) -> Poll<io::Result<usize>>,
+    ) -> Poll<io::Result<usize>> {
+        match self {
+            UpstreamStream::Plain(io) => io.poll_read_with(cx, op),
+            UpstreamStream::Tls(_) => Poll::Ready(Err(io::ErrorKind::Unsupported.into())),
+        }
+    }
+
     /// Moves bytes into the socket with `op` (a splice), under the write timeout; fails
     /// for a TLS stream, whose bytes must be encrypted.
     pub(crate) fn poll_splice_into(
