@@ -161,6 +161,10 @@ pub(crate) enum Piped {
 /// A body whose bytes may cross from one socket into another by splicing: a request body
 /// on its way upstream, or a response body on its way to the client.
 pub(crate) trait SpliceSource {
+    /// Whether the body may be spliced now: asked once, before the first
+    /// [`poll_piped`](Self::poll_piped) (a layer may have put another body in its place).
+    fn can_splice(&self) -> bool;
+
     /// The next bytes (see [`Piped`]), `None` at the end, or the error that cut the body
     /// short (on the side it comes from).
     fn poll_piped(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piped, Error>>>;

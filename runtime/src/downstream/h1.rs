@@ -563,7 +563,7 @@ enum Next<T> {
 #[allow(clippy::manual_async_fn)] // (see above)
 fn write_body<'a, I, B>(
     conn: &'a mut Conn<I>,
-    body: B,
+    mut body: B,
     framing: Framing,
     splice: Option<SpliceHook>,
 ) -> impl Future<Output = Result<(), BoxError>> + 'a
@@ -578,10 +578,11 @@ where
             drop(body);
             return finish_body(&mut conn.io, &mut conn.out, framing, 0).await;
         }
-        let mut body = body;
         if let (Some(hook), Framing::Length(n)) = (splice, framing) {
-            if let Some(source) = hook.source(&mut body) {
-                return write_spliced(conn, source, n).await;
+            if let Some(source) = hook.source(&mut body).filter(|s| s.can_splice()) {
+                // Boxed: most bodies are not spliced, and this one's state would make
+                // every response's future larger.
+                return Box::pin(write_spliced(conn, source, n)).await;
             }
         }
         let mut body = pin!(body);
@@ -620,7 +621,10 @@ where
                 let _ = conn.io.write_all(&conn.out).await;
                 return Err(e);
             }
-            put_data(conn, &data).await?;
+            if !gather(&mut conn.out, &data) {
+                write_pair(&mut conn.io, &conn.out, &data).await?;
+                conn.out.clear();
+            }
             drop(data);
             if framing == Framing::Chunked {
                 conn.out.extend_from_slice(b"\r\n");
@@ -665,7 +669,10 @@ where
             return Err(e);
         }
         if piped == 0 {
-            put_data(conn, &data).await?;
+            if !gather(&mut conn.out, &data) {
+                write_pair(&mut conn.io, &conn.out, &data).await?;
+                conn.out.clear();
+            }
             continue;
         }
         conn.io.write_all(&conn.out).await?;
@@ -680,17 +687,16 @@ where
     finish_body(&mut conn.io, &mut conn.out, framing, remaining).await
 }
 
-/// Writes `data` after what is gathered in `out`: a small one is gathered (several per
-/// write); a larger one goes out at once beside what is gathered, in one vectored write,
-/// without being copied.
-async fn put_data<I: AsyncWrite + Unpin>(conn: &mut Conn<I>, data: &[u8]) -> io::Result<()> {
-    if data.len() <= GATHERED_FRAME && conn.out.len() + data.len() <= WRITE_GATHER {
-        conn.out.extend_from_slice(data);
-    } else {
-        write_pair(&mut conn.io, &conn.out, data).await?;
-        conn.out.clear();
+/// Gathers `data` after what waits in `out` if it is small (several frames per write);
+/// `false` for a larger one, which goes out at once beside what is gathered, in one
+/// vectored write, without being copied.
+#[inline]
+fn gather(out: &mut Vec<u8>, data: &[u8]) -> bool {
+    let small = data.len() <= GATHERED_FRAME && out.len() + data.len() <= WRITE_GATHER;
+    if small {
+        out.extend_from_slice(data);
     }
-    Ok(())
+    small
 }
 
 /// The next body frame (what `poll` gives), or, while none is ready, `Flush` if gathered

@@ -177,6 +177,7 @@ impl RequestBody {
 
     /// Whether the body may be spliced upstream: it comes straight off a client's bare
     /// socket, nothing records or replays it, and it is large enough for a pipe to pay.
+    #[inline]
     pub(crate) fn can_splice(&self) -> bool {
         self.replay.is_empty()
             && self.recorder.is_none()
@@ -282,6 +283,10 @@ impl Body for RequestBody {
 
 /// Spliced, the body keeps its timeouts, cap and count; only the bytes take another way.
 impl SpliceSource for RequestBody {
+    fn can_splice(&self) -> bool {
+        RequestBody::can_splice(self)
+    }
+
     fn poll_piped(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piped, Error>>> {
         let Some(body) = self.inner.as_mut().and_then(DownstreamBody::direct_mut) else {
             return Poll::Ready(None);
@@ -443,6 +448,11 @@ impl Compressing {
 }
 
 impl ResponseSource {
+    /// Whether the source is an origin's body that may be spliced (see `UpstreamBody`).
+    pub(crate) fn can_splice(&self) -> bool {
+        matches!(self, ResponseSource::Upstream(b) if b.can_splice())
+    }
+
     pub(crate) fn full(bytes: Bytes) -> Self {
         ResponseSource::Full(if bytes.is_empty() { None } else { Some(bytes) })
     }
@@ -529,7 +539,7 @@ impl<P: ProxyHttp> ProxyBody<P> {
     /// Whether the body may be spliced into the client's socket: the origin's body,
     /// unchanged (not compressed), that can be spliced out of its socket.
     pub(crate) fn can_splice(&self) -> bool {
-        matches!(&self.source, ResponseSource::Upstream(b) if b.can_splice())
+        self.source.can_splice()
     }
 
     /// How the client's side reaches [`SpliceSource`] on a `ProxyBody` it holds.
@@ -539,72 +549,55 @@ impl<P: ProxyHttp> ProxyBody<P> {
                 .map(|b| b as &mut (dyn SpliceSource + Send))
         })
     }
+}
 
-    /// What a frame or the end means for `logging`: the bytes sent counted, `logging` run
-    /// once the body ended (`ended`) or failed; a failure keeps its detail for `logging`
-    /// and gives the client only its kind.
-    fn note<T>(
-        &mut self,
-        polled: Option<Result<T, Error>>,
-        sent: usize,
-        ended: bool,
-    ) -> Option<Result<T, Error>> {
-        match polled {
-            Some(Ok(next)) => {
-                if let Some(state) = self.log.as_mut() {
-                    state.session.body_bytes_sent += sent as u64;
-                }
-                if ended {
-                    if let Some(mut state) = self.log.take() {
-                        state.log(None);
-                    }
-                }
-                Some(Ok(next))
-            }
-            None => {
-                if let Some(mut state) = self.log.take() {
-                    state.log(None);
-                }
-                None
-            }
-            Some(Err(e)) => {
-                tracing::debug!(error = %e, "response body failed");
-                let kind = e.kind();
-                let context = e.context();
-                if let Some(mut state) = self.log.take() {
-                    state.log(Some(e));
-                }
-                // The client sees the stream break; the detail went to `logging`.
-                Some(Err(Error::new(kind, context)))
-            }
-        }
+/// Runs `logging` at the end of a body (once: the state is taken). `None`, the end.
+#[inline]
+fn log_end<P: ProxyHttp, T>(log: &mut Option<Box<LogState<P>>>) -> Option<T> {
+    if let Some(mut state) = log.take() {
+        state.log(None);
     }
+    None
+}
+
+/// Runs `logging` for a body that failed with `e`; the client sees only its kind (the
+/// stream breaks), the detail goes to `logging`.
+fn log_failure<P: ProxyHttp>(log: &mut Option<Box<LogState<P>>>, e: Error) -> Error {
+    tracing::debug!(error = %e, "response body failed");
+    let kind = e.kind();
+    let context = e.context();
+    if let Some(mut state) = log.take() {
+        state.log(Some(e));
+    }
+    Error::new(kind, context)
 }
 
 /// Spliced, the body is counted and logged as it is frame by frame.
 impl<P: ProxyHttp> SpliceSource for ProxyBody<P> {
+    fn can_splice(&self) -> bool {
+        ProxyBody::can_splice(self)
+    }
+
     fn poll_piped(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piped, Error>>> {
         let polled = match &mut self.source {
             ResponseSource::Upstream(b) => std::task::ready!(b.poll_piped(cx)),
-            // A body a layer put in its place: frame by frame (counted there).
-            _ => {
-                let polled = std::task::ready!(Pin::new(&mut *self).poll_frame(cx));
-                return Poll::Ready(
-                    polled.map(|r| r.map(|f| Piped::Chunk(f.into_data().unwrap_or_default()))),
-                );
-            }
+            // Not asked: `can_splice` said no.
+            _ => Some(Err(Error::new(
+                ErrorKind::Internal,
+                "only an origin's body is spliced",
+            ))),
         };
-        let sent = match &polled {
-            Some(Ok(Piped::Chunk(data))) => data.len(),
-            Some(Ok(Piped::InPipe(n))) => {
-                if let Some(state) = self.log.as_mut() {
-                    state.session.body_bytes_spliced += *n as u64;
-                }
-                *n
-            }
-            _ => 0,
+        let (sent, spliced) = match &polled {
+            Some(Ok(Piped::Chunk(data))) => (data.len(), 0),
+            Some(Ok(Piped::InPipe(n))) => (*n, *n),
+            None => return Poll::Ready(log_end(&mut self.log)),
+            Some(Err(_)) => (0, 0),
         };
-        Poll::Ready(self.note(polled, sent, false))
+        if let Some(state) = self.log.as_mut() {
+            state.session.body_bytes_sent += sent as u64;
+            state.session.body_bytes_spliced += spliced as u64;
+        }
+        Poll::Ready(polled.map(|r| r.map_err(|e| log_failure(&mut self.log, e))))
     }
 
     fn poll_drain(&mut self, into: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
@@ -619,23 +612,35 @@ impl<P: ProxyHttp> Body for ProxyBody<P> {
     type Data = Bytes;
     type Error = Error;
 
+    #[inline]
     fn poll_frame(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
-        let this = self.get_mut();
-        let polled = match &mut this.source {
+        let this = self.project();
+        let polled = match this.source {
             ResponseSource::Upstream(b) => Pin::new(b).poll_frame(cx),
             ResponseSource::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
             ResponseSource::Compressed(c) => c.poll_frame(cx),
         };
-        let polled = std::task::ready!(polled);
-        let sent = match &polled {
-            Some(Ok(frame)) => frame.data_ref().map_or(0, Bytes::len),
-            _ => 0,
-        };
-        let ended = this.source.is_end_stream();
-        Poll::Ready(this.note(polled, sent, ended))
+        match polled {
+            Poll::Pending => Poll::Pending,
+            Poll::Ready(Some(Ok(frame))) => {
+                if let Some(state) = this.log.as_mut() {
+                    if let Some(data) = frame.data_ref() {
+                        state.session.body_bytes_sent += data.len() as u64;
+                    }
+                }
+                if this.source.is_end_stream() {
+                    if let Some(mut state) = this.log.take() {
+                        state.log(None);
+                    }
+                }
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Poll::Ready(None) => Poll::Ready(log_end(this.log)),
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(log_failure(this.log, e)))),
+        }
     }
 
     fn is_end_stream(&self) -> bool {

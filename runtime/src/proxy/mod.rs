@@ -430,7 +430,7 @@ fn proxy_request<P: ProxyHttp>(
             std::mem::forget(guard);
             result
         };
-        let (response, error) = match result {
+        let (mut response, error) = match result {
             Ok(response) if !shared.options.filter_local_answers || session.was_forwarded() => {
                 (response, None)
             }
@@ -439,19 +439,19 @@ fn proxy_request<P: ProxyHttp>(
             outcome => Box::pin(local_answer(&shared, &mut session, &mut ctx, outcome)).await,
         };
         session.status = Some(response.status());
+        // An origin's body the proxy passes on unchanged may go socket to socket.
+        if !session.compresses() && response.body().can_splice() {
+            response
+                .extensions_mut()
+                .insert(ProxyBody::<P>::splice_hook());
+        }
         let log = LogState {
             shared,
             session,
             ctx,
             error,
         };
-        let mut response = response.map(|source| ProxyBody::new(source, log));
-        if response.body().can_splice() {
-            response
-                .extensions_mut()
-                .insert(ProxyBody::<P>::splice_hook());
-        }
-        Ok(response)
+        Ok(response.map(|source| ProxyBody::new(source, log)))
     }
 }
 

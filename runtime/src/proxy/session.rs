@@ -282,6 +282,11 @@ impl Session {
         self.extras_mut().compress = Some(encoder);
     }
 
+    /// Whether the response body will be compressed.
+    pub(crate) fn compresses(&self) -> bool {
+        self.extras.as_ref().is_some_and(|e| e.compress.is_some())
+    }
+
     /// The response body's encoder, if the router chose one (taken once).
     pub(crate) fn take_encoder(&mut self) -> Option<crate::proxy::route::Encoder> {
         self.extras.as_mut()?.compress.take()

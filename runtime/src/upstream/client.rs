@@ -436,10 +436,10 @@ where
         conn.encode_request_head(&request);
         let (mut parts, body) = request.into_parts();
         crate::header_pool::give_back(std::mem::take(&mut parts.headers));
-        let splice = parts
-            .extensions
-            .remove::<SpliceHook>()
-            .filter(|_| conn.is_plain());
+        let mut body = body;
+        let splice = parts.extensions.remove::<SpliceHook>().filter(|hook| {
+            conn.is_plain() && hook.source(&mut body).is_some_and(|s| s.can_splice())
+        });
         let mut sending = Sending {
             body,
             out: h1::Outgoing::new(length),
@@ -459,7 +459,7 @@ where
         })
         .await;
         let (answer, unsent) = match first {
-            Ok(Some(answer)) => (Ok(answer), Some(Box::new(sending))),
+            Ok(Some(answer)) => (Ok(answer), Some(Box::new(Aside::Sending(sending)))),
             // All sent: go on reading the head where the loop above left it (interim
             // answers it skipped stay counted).
             Ok(None) => (
@@ -857,11 +857,24 @@ enum Inner<B> {
         conn: Option<Release<B, Box<H1Conn>>>,
         /// A failure held back for one poll (see `poll_frame`).
         failed: Option<Error>,
-        /// The rest of the request body, when the origin answered before it had it all.
-        sending: Option<Box<Sending<B>>>,
-        /// The pipe the body is spliced through, once its taker asked for that.
-        splicing: Option<Box<Splicing>>,
+        /// What the few bodies that need more carry beside (boxed: most carry nothing).
+        aside: Option<Box<Aside<B>>>,
     },
+}
+
+/// What a direct-path body carries beside its reader.
+enum Aside<B> {
+    /// The rest of the request body, when the origin answered before it had it all.
+    Sending(Sending<B>),
+    /// The pipe the body is spliced through, once its taker asked for that.
+    Splicing(Splicing),
+}
+
+impl<B> Aside<B> {
+    /// Whether a request body is still going out.
+    fn is_sending(aside: &Option<Box<Aside<B>>>) -> bool {
+        matches!(aside.as_deref(), Some(Aside::Sending(_)))
+    }
 }
 
 /// A response body on its way from the origin's socket to the client's through a pipe.
@@ -885,15 +898,14 @@ impl<B: Send + 'static> UpstreamBody<B> {
     fn direct(
         reader: BodyReader,
         conn: Release<B, Box<H1Conn>>,
-        sending: Option<Box<Sending<B>>>,
+        aside: Option<Box<Aside<B>>>,
     ) -> Self {
         let mut body = UpstreamBody {
             inner: Inner::Direct {
                 reader,
                 conn: Some(conn),
                 failed: None,
-                sending,
-                splicing: None,
+                aside,
             },
         };
         if body.is_end() {
@@ -906,15 +918,14 @@ impl<B: Send + 'static> UpstreamBody<B> {
         match &self.inner {
             Inner::Hyper { body, .. } => body.is_end_stream(),
             // A body still going out holds the end back (see `poll_frame`).
-            Inner::Direct {
-                reader,
-                sending,
-                splicing,
-                ..
-            } => {
+            // (as do bytes still in the pipe).
+            Inner::Direct { reader, aside, .. } => {
                 reader.is_end()
-                    && sending.is_none()
-                    && splicing.as_ref().is_none_or(|s| s.piped == 0)
+                    && match aside.as_deref() {
+                        None => true,
+                        Some(Aside::Sending(_)) => false,
+                        Some(Aside::Splicing(s)) => s.piped == 0,
+                    }
             }
         }
     }
@@ -930,12 +941,12 @@ impl<B: Send + 'static> UpstreamBody<B> {
             Inner::Direct {
                 reader,
                 conn,
-                sending,
+                aside,
                 ..
             } => {
                 if let Some(r) = conn.take() {
                     // A request body not sent whole leaves the connection unusable.
-                    if reader.reusable(&r.conn) && sending.is_none() {
+                    if reader.reusable(&r.conn) && !Aside::is_sending(aside) {
                         r.pool.checkin_direct(r.key, r.conn, r.idle_timeout);
                     }
                 }
@@ -954,8 +965,7 @@ impl<B> UpstreamBody<B> {
                 reader,
                 conn: Some(r),
                 failed: None,
-                sending: None,
-                ..
+                aside: None,
             } => reader.can_splice(&r.conn),
             _ => false,
         }
@@ -969,37 +979,44 @@ where
     B: Body<Data = Bytes> + Send + Unpin + 'static,
     B::Error: Into<BoxError>,
 {
+    fn can_splice(&self) -> bool {
+        UpstreamBody::can_splice(self)
+    }
+
     fn poll_piped(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piped>>> {
         let Inner::Direct {
             reader,
             conn,
             failed,
-            splicing,
-            ..
+            aside,
         } = &mut self.inner
         else {
-            // hyper's body: frame by frame.
-            let polled = std::task::ready!(Pin::new(self).poll_frame(cx));
-            return Poll::Ready(polled.map(|r| r.map(data_chunk)));
+            // Not asked: `can_splice` said no.
+            return Poll::Ready(Some(Err(Error::new(
+                ErrorKind::Internal,
+                "a body hyper reads is not spliced",
+            ))));
         };
         if let Some(e) = failed.take() {
             return Poll::Ready(Some(Err(e)));
         }
-        if let Some(s) = splicing.as_ref().filter(|s| s.piped != 0) {
-            return Poll::Ready(Some(Ok(Piped::InPipe(s.piped))));
+        if let Some(Aside::Splicing(s)) = aside.as_deref() {
+            if s.piped != 0 {
+                return Poll::Ready(Some(Ok(Piped::InPipe(s.piped))));
+            }
         }
         let Some(r) = conn.as_mut() else {
             return Poll::Ready(None);
         };
-        if splicing.is_none() {
+        if aside.is_none() {
             match Pipe::new() {
-                Ok(pipe) => *splicing = Some(Box::new(Splicing { pipe, piped: 0 })),
+                Ok(pipe) => *aside = Some(Box::new(Aside::Splicing(Splicing { pipe, piped: 0 }))),
                 Err(e) => tracing::debug!(error = %e, "no pipe for splicing: the body is copied"),
             }
         }
-        let polled = match splicing.as_mut() {
-            Some(s) => reader.poll_piped(&mut r.conn, &s.pipe, cx),
-            None => reader
+        let polled = match aside.as_deref() {
+            Some(Aside::Splicing(s)) => reader.poll_piped(&mut r.conn, &s.pipe, cx),
+            _ => reader
                 .poll_frame(&mut r.conn, cx)
                 .map(|r| r.map(|frame| frame.and_then(|f| f.into_data().ok()).map(Piped::Chunk))),
         };
@@ -1010,7 +1027,7 @@ where
             }
             Ok(next) => next,
         };
-        if let (Some(Piped::InPipe(n)), Some(s)) = (&next, splicing.as_mut()) {
+        if let (Some(Piped::InPipe(n)), Some(Aside::Splicing(s))) = (&next, aside.as_deref_mut()) {
             s.piped = *n;
         }
         if next.is_none() || reader.is_end() {
@@ -1021,20 +1038,18 @@ where
 
     fn poll_drain(&mut self, into: &TcpStream, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
         let Inner::Direct {
-            splicing: Some(s), ..
+            aside: Some(aside), ..
         } = &mut self.inner
         else {
+            return Poll::Ready(Err(io::ErrorKind::InvalidInput.into()));
+        };
+        let Aside::Splicing(s) = &mut **aside else {
             return Poll::Ready(Err(io::ErrorKind::InvalidInput.into()));
         };
         let n = std::task::ready!(s.pipe.poll_drain(into, s.piped, cx))?;
         s.piped -= n;
         Poll::Ready(Ok(n))
     }
-}
-
-/// A frame as a chunk (trailers, which a body framed by its length cannot carry, as none).
-fn data_chunk(frame: Frame<Bytes>) -> Piped {
-    Piped::Chunk(frame.into_data().unwrap_or_default())
 }
 
 impl<B> Body for UpstreamBody<B>
@@ -1045,6 +1060,7 @@ where
     type Data = Bytes;
     type Error = Error;
 
+    #[inline]
     fn poll_frame(
         mut self: Pin<&mut Self>,
         cx: &mut Context<'_>,
@@ -1067,8 +1083,7 @@ where
                 reader,
                 conn,
                 failed,
-                sending,
-                ..
+                aside,
             } => {
                 if let Some(e) = failed.take() {
                     return Poll::Ready(Some(Err(e)));
@@ -1077,9 +1092,9 @@ where
                     // Complete (or failed) before.
                     return Poll::Ready(None);
                 };
-                if let Some(rest) = sending.as_mut() {
+                if let Some(Aside::Sending(rest)) = aside.as_deref_mut() {
                     match rest.poll_send(&mut r.conn, cx) {
-                        Poll::Ready(Ok(())) => *sending = None,
+                        Poll::Ready(Ok(())) => *aside = None,
                         // The origin stopped taking the body, or the client stopped giving
                         // it after the answer was whole: the answer stands (the reader
                         // says whether it is whole), but the connection is done.
@@ -1087,11 +1102,11 @@ where
                             if e.kind() == ErrorKind::UpstreamClosed || reader.is_end() =>
                         {
                             reader.forbid_reuse();
-                            *sending = None;
+                            *aside = None;
                         }
                         Poll::Ready(Err(e)) => {
                             *conn = None;
-                            *sending = None;
+                            *aside = None;
                             return Poll::Ready(Some(Err(e)));
                         }
                         // The answer is whole and the origin keeps the connection: the

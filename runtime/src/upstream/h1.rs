@@ -519,6 +519,10 @@ where
     B: http_body::Body<Data = Bytes>,
     B::Error: Into<BoxError>,
 {
+    fn can_splice(&self) -> bool {
+        false
+    }
+
     fn poll_piped(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Piped, Error>>> {
         loop {
             let frame = match std::task::ready!(self.0.as_mut().poll_frame(cx)) {
