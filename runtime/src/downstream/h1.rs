@@ -602,8 +602,7 @@ where
                     conn.out.clear();
                     continue;
                 }
-                Next::Gone(Ok(())) => return Err("the client closed the connection".into()),
-                Next::Gone(Err(e)) => return Err(e.into()),
+                Next::Gone(gone) => return Err(client_gone(gone)),
                 Next::Frame(None) => break,
                 Next::Frame(Some(Err(e))) => {
                     // What arrived is delivered; the connection ends without the rest.
@@ -647,21 +646,23 @@ where
     let framing = Framing::Length(length);
     let mut remaining = length;
     loop {
-        let (data, mut piped) = match next_frame(conn, |cx| source.poll_piped(cx)).await {
+        let next = match next_frame(conn, |cx| source.poll_piped(cx)).await {
             Next::Flush => {
                 conn.io.write_all(&conn.out).await?;
                 conn.out.clear();
                 continue;
             }
-            Next::Gone(Ok(())) => return Err("the client closed the connection".into()),
-            Next::Gone(Err(e)) => return Err(e.into()),
-            Next::Frame(None) => break,
-            Next::Frame(Some(Err(e))) => {
+            Next::Gone(gone) => return Err(client_gone(gone)),
+            Next::Frame(next) => next,
+        };
+        let (data, mut piped) = match next {
+            None => break,
+            Some(Err(e)) => {
                 let _ = conn.io.write_all(&conn.out).await;
                 return Err(e.into());
             }
-            Next::Frame(Some(Ok(Piped::Chunk(data)))) => (data, 0),
-            Next::Frame(Some(Ok(Piped::InPipe(n)))) => (Bytes::new(), n),
+            Some(Ok(Piped::Chunk(data))) => (data, 0),
+            Some(Ok(Piped::InPipe(n))) => (Bytes::new(), n),
         };
         let len = data.len().max(piped);
         if let Err(e) = frame_prefix(&mut conn.out, len, framing, &mut remaining) {
@@ -685,6 +686,14 @@ where
         }
     }
     finish_body(&mut conn.io, &mut conn.out, framing, remaining).await
+}
+
+/// The error of a response cut short by the client leaving (or its connection failing).
+fn client_gone(gone: io::Result<()>) -> BoxError {
+    match gone {
+        Ok(()) => "the client closed the connection".into(),
+        Err(e) => e.into(),
+    }
 }
 
 /// Gathers `data` after what waits in `out` if it is small (several frames per write);
