@@ -21,6 +21,10 @@ proxy! {
         client_timeout body_read 500ms;
         upstream app { peers ["127.0.0.1:9"]; }
         route path "/upload" => upstream app { replace_prefix "/upload" "/consume"; }
+        route path "/impatient" => upstream app {
+            timeout read 300ms;
+            strip_prefix "/impatient";
+        }
         route => upstream app;
     }
 }
@@ -253,4 +257,41 @@ async fn a_client_leaving_mid_splice_ends_the_exchange_and_the_proxy_serves_on()
         2,
         "the cut exchange's connection was closed"
     );
+}
+
+#[tokio::test]
+async fn a_slow_download_is_spliced_as_it_comes() {
+    let origin = Origin::start("o").await.expect("origin");
+    let (proxy, admin) = start(&origin);
+    let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
+    // 70 chunks of 1 KiB, one every 20 ms: many fills of the pipe, each after a wait.
+    download(&mut stream, "/drip/70/20", 70 * 1024).await;
+    let out = spliced_out(&admin, "*").await;
+    assert!(out > 60 * 1024, "spliced {out} of 71,680");
+}
+
+#[tokio::test]
+async fn an_origin_stalling_mid_splice_is_cut_off_by_the_read_timeout() {
+    let origin = Origin::start("o").await.expect("origin");
+    let (proxy, admin) = start(&origin);
+    let mut stream = TcpStream::connect(proxy.addr()).await.expect("connect");
+    // 100 chunks of 1 KiB, one every 2 s; the route waits 300 ms at most for a read.
+    stream
+        .write_all(b"GET /impatient/drip/100/2000 HTTP/1.1\r\nhost: x\r\n\r\n")
+        .await
+        .expect("write");
+    let mut out = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut out)).await;
+    assert!(read.is_ok(), "the proxy ends the response within 10 s");
+    let text = String::from_utf8_lossy(&out);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    assert!(text.contains("content-length: 102400"), "{text}");
+    assert!(
+        out.len() < 102_400,
+        "the body was cut short: {} bytes",
+        out.len()
+    );
+    // Logged as the origin's failure, on a 200 already sent.
+    wait_finished(&admin, "/impatient", "2xx", 1).await;
+    served_on(&proxy).await;
 }
