@@ -164,19 +164,26 @@ async fn an_answer_before_the_body_arrived_and_then_the_rest_keep_both_connectio
     let mut stream = tokio::net::TcpStream::connect(proxy.addr())
         .await
         .expect("connect");
-    let head = "POST /upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: 10000\r\n\r\n";
-    let mut first = head.as_bytes().to_vec();
-    first.extend_from_slice(&[b'x'; 100]);
-    stream.write_all(&first).await.expect("write");
-    let (head, body) = read_response(&mut stream).await;
-    assert!(head.starts_with("HTTP/1.1 200"), "{head}");
-    assert!(!head.contains("connection: close"), "{head}");
-    assert_eq!(body, b"early", "the answer came before the body was sent");
-    stream.write_all(&[b'y'; 9900]).await.expect("write");
+    // A body copied (10,000 bytes), then one spliced (1 MiB), each answered early.
+    for len in [10_000, 1 << 20] {
+        let head =
+            format!("POST /upload HTTP/1.1\r\nhost: localhost\r\ncontent-length: {len}\r\n\r\n");
+        let mut first = head.into_bytes();
+        first.extend_from_slice(&[b'x'; 100]);
+        stream.write_all(&first).await.expect("write");
+        let (head, body) = read_response(&mut stream).await;
+        assert!(head.starts_with("HTTP/1.1 200"), "{head}");
+        assert!(!head.contains("connection: close"), "{head}");
+        assert_eq!(body, b"early", "the answer came before the body was sent");
+        stream
+            .write_all(&vec![b'y'; len - 100])
+            .await
+            .expect("write");
+    }
     let (status, body) = exchange(&mut stream, "/after", None).await;
     assert_eq!(status, "HTTP/1.1 200 OK");
     assert_eq!(body, b"early");
-    assert_eq!(*received.lock().expect("lock"), [10_000, 0]);
+    assert_eq!(*received.lock().expect("lock"), [10_000, 1 << 20, 0]);
     assert_eq!(
         connections.load(Ordering::SeqCst),
         1,
