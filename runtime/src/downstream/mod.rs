@@ -545,7 +545,9 @@ async fn serve_connection<M, S, B>(
     B: Body<Data = Bytes> + Send + 'static,
     B::Error: Into<BoxError>,
 {
-    // Small responses must not wait for Nagle.
+    // Small responses must not wait for Nagle. On Linux the socket has it from its listener
+    // (see `ListenerSet::adopt`).
+    #[cfg(not(target_os = "linux"))]
     let _ = stream.set_nodelay(true);
     let mut stream = stream;
     match read_header(

@@ -236,6 +236,11 @@ impl ListenerSet {
             proxy_protocol,
         } in self.bound
         {
+            // Small answers must not wait for Nagle: set here, every accepted socket has it
+            // (Linux copies it from the listener), without a system call per connection.
+            if let Err(e) = socket2::SockRef::from(&listener).set_tcp_nodelay(true) {
+                tracing::warn!(service, error = %e, "cannot set TCP_NODELAY on a listener");
+            }
             let listener = match tokio::net::TcpListener::from_std(listener) {
                 Ok(l) => l,
                 Err(e) => {
@@ -271,6 +276,21 @@ fn acceptor(listen: &ListenAddr, tls: &TlsSettings, http2: bool) -> io::Result<T
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[tokio::test]
+    async fn accepted_sockets_have_nodelay_from_their_listener() {
+        let mut set = ListenerSet::default();
+        set.add_tcp("127.0.0.1:0");
+        set.bind_with(&mut Sockets::new(), false).expect("bind");
+        let adopted = set.adopt("test");
+        let (client, accepted) = tokio::join!(
+            tokio::net::TcpStream::connect(adopted[0].local_addr),
+            adopted[0].listener.accept()
+        );
+        let (accepted, _) = accepted.expect("accept");
+        assert!(accepted.nodelay().expect("nodelay"), "the accepted side");
+        drop(client);
+    }
 
     #[test]
     fn an_address_given_again_keeps_its_proxy_protocol_mode() {
