@@ -147,6 +147,8 @@ impl SpliceSocket for TimedIo<TcpStream> {
 
 impl<S> SpliceSocket for crate::tls::TlsStream<S> {}
 
+/// The in-memory streams of the unit tests: never spliced.
+#[cfg(test)]
 impl SpliceSocket for tokio::io::DuplexStream {}
 
 /// What a body that may be spliced gives its taker next.
