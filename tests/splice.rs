@@ -119,18 +119,12 @@ async fn a_large_body_is_spliced_byte_exact_and_the_request_behind_it_is_served(
 /// `route`.
 async fn wait_finished(admin: &RunningAdmin, route: &str, class: &str, want: u64) {
     let labels = [("proxy", "Relay"), ("route", route), ("class", class)];
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
+    let what = format!("{want} {class} requests counted on {route}");
+    support::wait_until_async(Duration::from_secs(10), &what, || async {
         let m = fetch(admin.addr(), "/metrics").await;
-        if support::sample(&m, "pingora_dsl_requests_total", &labels) == Some(want as f64) {
-            return;
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "{want} {class} requests on {route} within 10 s:\n{m}"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+        support::sample(&m, "pingora_dsl_requests_total", &labels) == Some(want as f64)
+    })
+    .await;
 }
 
 /// A new connection's `GET /` is answered by the origin.

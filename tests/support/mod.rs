@@ -344,8 +344,17 @@ pub fn refused_port() -> RefusedPort {
 /// Waits until `cond` holds, checking it every 10 ms for at most `within`; panics saying
 /// `what` was awaited if it never does.
 pub async fn wait_until(within: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    wait_until_async(within, what, || std::future::ready(cond())).await;
+}
+
+/// [`wait_until`] for a condition that must itself be awaited (e.g. a fetch of metrics).
+pub async fn wait_until_async<F, C>(within: Duration, what: &str, mut cond: C)
+where
+    C: FnMut() -> F,
+    F: std::future::Future<Output = bool>,
+{
     let deadline = tokio::time::Instant::now() + within;
-    while !cond() {
+    while !cond().await {
         assert!(
             tokio::time::Instant::now() < deadline,
             "not within {within:?}: {what}"
