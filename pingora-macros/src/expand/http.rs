@@ -83,6 +83,12 @@ fn service_methods(p: &Proxy) -> TokenStream {
     let (_, tls_listens) = expand_listens(p);
     let http_options = expand_http_options(p);
     let layers = expand_layers(&p.layers);
+    // A single layer that is not one is reported at its value, once (see `expand_layers`).
+    let layer_span = match p.layers.as_slice() {
+        [layer] => layer.span(),
+        _ => Span::call_site(),
+    };
+    let proxy_layer = quote_spanned!(layer_span=> impl #rt::proxy::ProxyLayer<Self>);
     let listener_modes = super::listener_proxy_protocols(p);
     quote! {
         /// The per-connection pipeline: the declared layers, in order, around the phases.
@@ -96,7 +102,7 @@ fn service_methods(p: &Proxy) -> TokenStream {
         pub fn pipeline_with(
             self,
             options: #rt::proxy::ProxyOptions,
-        ) -> #rt::proxy::ProxyPipeline<Self, impl #rt::proxy::ProxyLayer<Self>> {
+        ) -> #rt::proxy::ProxyPipeline<Self, #proxy_layer> {
             #rt::proxy::ProxyPipeline::new(self, options, #layers)
         }
 
@@ -248,8 +254,13 @@ fn proxy_http_impl(p: &Proxy, with_phases: bool) -> TokenStream {
 /// against the service it wraps so a type error points at that layer.
 fn expand_layers(layers: &[syn::Expr]) -> TokenStream {
     let rt = rt();
-    if layers.is_empty() {
-        return quote!(#rt::proxy::Identity::new());
+    match layers {
+        [] => return quote!(#rt::proxy::Identity::new()),
+        // A single layer is checked only where the pipeline's type requires a `ProxyLayer`,
+        // which `service_methods` places at its value: a check of its own would report a
+        // value that is not a layer twice.
+        [layer] => return quote!(#layer),
+        _ => {}
     }
     let names: Vec<Ident> = layers
         .iter()
@@ -264,6 +275,8 @@ fn expand_layers(layers: &[syn::Expr]) -> TokenStream {
         .iter()
         .zip(layers)
         .map(|(name, layer)| quote_spanned!(layer.span()=> let #name = #layer;));
+    // Each of several layers is checked against the service it wraps (which gives the next
+    // one its service), so a mistake is reported at its layer, not in the stack's type.
     let checks = names.iter().zip(layers).rev().map(|(name, layer)| {
         quote_spanned!(layer.span()=> let #service = #rt::proxy::phase::check_layer(#service, &#name);)
     });

@@ -158,18 +158,7 @@ impl Gateway {
         ::pingora_dsl::__private::runtime::proxy::ProxyPipeline::new(
             self,
             options,
-            {
-                let __layer0 = tower::limit::ConcurrencyLimitLayer::new(100);
-                let __service = ::std::marker::PhantomData::<
-                    ::pingora_dsl::__private::runtime::proxy::HttpProxy<Self>,
-                >;
-                let __service = ::pingora_dsl::__private::runtime::proxy::phase::check_layer(
-                    __service,
-                    &__layer0,
-                );
-                let _ = __service;
-                __layer0
-            },
+            tower::limit::ConcurrencyLimitLayer::new(100),
         )
     }
     /// A listening service on the declared addresses, for `Server::add_service`
