@@ -45,6 +45,7 @@ pub mod proxy;
 pub mod server;
 pub mod service;
 pub mod shutdown;
+mod read_buffer;
 mod splice;
 pub mod tls;
 pub mod upstream;

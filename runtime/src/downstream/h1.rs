@@ -55,6 +55,7 @@ use crate::downstream::body::DownstreamBody;
 use crate::downstream::direct_body::{self, BodyFeed, Fed};
 use crate::error::BoxError;
 use crate::io_timeout::ActiveRequests;
+use crate::read_buffer::{self, READ_BUFFER};
 use crate::shutdown::ShutdownWatch;
 use crate::splice::{Piped, SpliceHook, SpliceSocket, SpliceSource};
 
@@ -63,8 +64,6 @@ use crate::splice::{Piped, SpliceHook, SpliceSocket, SpliceSource};
 const MAX_HEADERS: usize = 100;
 /// Header slots a request's map is made with beyond its own fields.
 const SPARE_FIELDS: usize = 4;
-/// The free room a read of a request head asks for.
-const READ_SIZE: usize = 8 * 1024;
 /// The most unread body bytes read and dropped before a connection whose answer came
 /// early is closed, and for how long at most.
 const LINGER_BYTES: usize = 256 * 1024;
@@ -198,12 +197,9 @@ fn poll_client_gone<I: AsyncRead + Unpin>(
     if !buf.is_empty() {
         return Poll::Pending;
     }
-    // Any room will do (and there nearly always is some): asking for a full read's worth
-    // here, while the request still shares the buffer, would allocate a new one.
-    if buf.capacity() == 0 {
-        buf.reserve(READ_SIZE);
-    }
-    match tokio_util::io::poll_read_buf(Pin::new(io), cx, buf) {
+    // Any room will do: asking for a full read's worth here, while the request still
+    // shares the buffer, would allocate a new one.
+    match read_buffer::poll_read(Pin::new(io), cx, buf, 1) {
         Poll::Ready(Ok(0)) => Poll::Ready(Ok(())),
         Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         // A pipelined request: kept, and the probing stops until it is served.
@@ -397,7 +393,8 @@ impl<I: AsyncRead + AsyncWrite + SpliceSocket + Unpin> Conn<I> {
     fn new(io: I) -> Self {
         Conn {
             io,
-            buf: BytesMut::with_capacity(READ_SIZE),
+            // Lent while bytes are read (see `read_buffer`).
+            buf: BytesMut::new(),
             out: Vec::with_capacity(1024),
             fields: Vec::new(),
             feed: None,
@@ -446,7 +443,7 @@ impl<I: AsyncRead + AsyncWrite + SpliceSocket + Unpin> Conn<I> {
         let drain = async {
             while drained < LINGER_BYTES {
                 self.buf.clear();
-                self.buf.reserve(READ_SIZE);
+                self.buf.reserve(READ_BUFFER);
                 match tokio::io::AsyncReadExt::read_buf(&mut self.io, &mut self.buf).await {
                     Ok(0) | Err(_) => break,
                     Ok(n) => drained += n,
@@ -509,12 +506,9 @@ where
     I: AsyncRead + AsyncWrite + SpliceSocket + Unpin,
     F: Future<Output = ()>,
 {
-    if conn.buf.capacity() - conn.buf.len() < READ_SIZE {
-        conn.buf.reserve(READ_SIZE);
-    }
     let read = poll_fn(|cx| {
         if let Poll::Ready(r) =
-            tokio_util::io::poll_read_buf(Pin::new(&mut conn.io), cx, &mut conn.buf)
+            read_buffer::poll_read(Pin::new(&mut conn.io), cx, &mut conn.buf, READ_BUFFER)
         {
             return Poll::Ready(Some(r));
         }
