@@ -28,9 +28,9 @@ thread_local! {
     static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
 }
 
-/// Reads from `io` into `buf` with room for at least `want` bytes. An empty `buf` without
-/// that room takes a spare buffer first; if it is still empty afterwards (nothing arrived,
-/// the end of the stream, an error), its buffer goes back to the spares.
+/// Reads from `io` into `buf` with room for at least `want` bytes. A `buf` without memory
+/// takes a spare buffer first; if it is still empty afterwards (nothing arrived, the end of
+/// the stream, an error), its buffer goes back to the spares (see [`give_back`]).
 pub(crate) fn poll_read<R: AsyncRead + ?Sized>(
     io: Pin<&mut R>,
     cx: &mut Context<'_>,
@@ -38,10 +38,10 @@ pub(crate) fn poll_read<R: AsyncRead + ?Sized>(
     want: usize,
 ) -> Poll<io::Result<usize>> {
     if buf.capacity() - buf.len() < want {
-        if buf.is_empty() {
-            give_back(buf);
+        if buf.capacity() == 0 {
             *buf = take();
         }
+        // Reclaims the buffer's memory in place when nothing refers to it any more.
         buf.reserve(want);
     }
     let read = tokio_util::io::poll_read_buf(io, cx, buf);
@@ -52,14 +52,15 @@ pub(crate) fn poll_read<R: AsyncRead + ?Sized>(
 }
 
 /// Gives the memory of `buf` back to the spares if it holds no bytes and its memory is
-/// its own again (no request or body still refers to it), leaving `buf` without any. A
-/// buffer still shared is only let go: its memory is freed with the last reference.
+/// its own again, leaving `buf` without any (one grown past the spares' size is freed). A
+/// buffer whose memory a response or body still refers to stays as it is: its connection
+/// reads into it again once that is gone, rather than free it and take another.
 pub(crate) fn give_back(buf: &mut BytesMut) {
-    if !buf.is_empty() || buf.capacity() == 0 {
+    if !buf.is_empty() || buf.capacity() == 0 || !buf.try_reclaim(READ_BUFFER) {
         return;
     }
-    let mut spent = std::mem::take(buf);
-    if !spent.try_reclaim(READ_BUFFER) || spent.capacity() > MAX_KEPT_CAPACITY {
+    let spent = std::mem::take(buf);
+    if spent.capacity() > MAX_KEPT_CAPACITY {
         return;
     }
     SPARE.with(|spare| {
@@ -105,18 +106,23 @@ mod tests {
     }
 
     #[test]
-    fn a_buffer_still_shared_is_let_go_not_kept() {
+    fn a_buffer_still_shared_stays_with_its_connection() {
         let mut buf = BytesMut::with_capacity(READ_BUFFER);
         buf.extend_from_slice(b"head");
         let head = buf.split_to(4).freeze();
         let before = spares();
         give_back(&mut buf);
-        assert_eq!(buf.capacity(), 0);
-        assert_eq!(spares(), before, "a buffer a request still reads is not reused");
+        assert!(buf.capacity() > 0, "kept, to be read into again");
+        assert_eq!(spares(), before, "a buffer a response still refers to is not lent");
         drop(head);
+        give_back(&mut buf);
+        assert_eq!(buf.capacity(), 0);
+        assert_eq!(spares(), before + 1, "once free, it goes to the spares");
+        assert!(SPARE.with(|spare| spare.borrow_mut().pop()).is_some());
 
         let mut grown = BytesMut::with_capacity(MAX_KEPT_CAPACITY * 2);
         give_back(&mut grown);
+        assert_eq!(grown.capacity(), 0);
         assert_eq!(spares(), before, "a grown buffer is freed");
 
         let mut small = BytesMut::with_capacity(READ_BUFFER);

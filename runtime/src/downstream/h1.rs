@@ -45,7 +45,7 @@ use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Bytes, BytesMut};
+use bytes::{Buf, Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
@@ -64,6 +64,9 @@ use crate::splice::{Piped, SpliceHook, SpliceSocket, SpliceSource};
 const MAX_HEADERS: usize = 100;
 /// Header slots a request's map is made with beyond its own fields.
 const SPARE_FIELDS: usize = 4;
+/// The most bytes a read watching for the client leaving takes (the start of a pipelined
+/// request; the rest is read when its turn comes).
+const PROBE_SIZE: usize = 256;
 /// The most unread body bytes read and dropped before a connection whose answer came
 /// early is closed, and for how long at most.
 const LINGER_BYTES: usize = 256 * 1024;
@@ -197,13 +200,19 @@ fn poll_client_gone<I: AsyncRead + Unpin>(
     if !buf.is_empty() {
         return Poll::Pending;
     }
-    // Any room will do: asking for a full read's worth here, while the request still
-    // shares the buffer, would allocate a new one.
-    match read_buffer::poll_read(Pin::new(io), cx, buf, 1) {
-        Poll::Ready(Ok(0)) => Poll::Ready(Ok(())),
+    // Into a little room on the stack: a connection holds no read buffer while its request
+    // is served (see `read_buffer`).
+    let mut room = [MaybeUninit::<u8>::uninit(); PROBE_SIZE];
+    let mut probe = tokio::io::ReadBuf::uninit(&mut room);
+    match Pin::new(io).poll_read(cx, &mut probe) {
+        Poll::Ready(Ok(())) if probe.filled().is_empty() => Poll::Ready(Ok(())),
         Poll::Ready(Err(e)) => Poll::Ready(Err(e)),
         // A pipelined request: kept, and the probing stops until it is served.
-        Poll::Ready(Ok(_)) | Poll::Pending => Poll::Pending,
+        Poll::Ready(Ok(())) => {
+            buf.extend_from_slice(probe.filled());
+            Poll::Pending
+        }
+        Poll::Pending => Poll::Pending,
     }
 }
 
@@ -838,7 +847,10 @@ fn parse_request(
     let Some(direct) = direct_fields(parsed.headers, base, fields) else {
         return Parsed::NotDirect;
     };
-    let head = buf.split_to(len).freeze();
+    // Copied out (a few hundred bytes), so that the read buffer is free again once its bytes
+    // are parsed: a request in flight holds its head, not a read buffer (`read_buffer`).
+    let head = Bytes::copy_from_slice(&buf[..len]);
+    buf.advance(len);
     match build_request(&head, method, path_range, fields) {
         Some(mut request) => {
             let feed = match direct.length {
