@@ -1,11 +1,12 @@
 //! Read buffers lent to HTTP/1.1 connections only while they have bytes to hold.
 //!
-//! A keep-alive connection spends most of its life waiting for its next request (or, to an
-//! origin, idle in the pool). A buffer of its own for that whole time costs at least a
-//! touched page per connection (4 MiB for 1,000 connections, twice over for a proxy with
-//! as many upstream connections), and every request reads into a different, cold buffer.
-//! Here a connection holds a buffer only while bytes are in it: a read that finds nothing
-//! gives its buffer back to a per-thread stack of spares, and the next read, wherever its
+//! A keep-alive connection spends most of its life waiting: a client's for its next
+//! request, an origin's for its answer or idle in the pool. A buffer of its own for that
+//! whole time costs at least a touched page per connection (4 MiB for 1,000 connections,
+//! twice over for a proxy with as many upstream connections), and every request reads into
+//! a different, cold buffer. Here a connection holds a buffer only while bytes are in it (or
+//! a request or response parsed from it still refers to it): a read that finds nothing gives
+//! its buffer back to a per-thread stack of spares, and the next read, wherever its
 //! connection, takes the one most recently used.
 
 use std::cell::RefCell;
@@ -37,18 +38,23 @@ pub(crate) fn poll_read<R: AsyncRead + ?Sized>(
     buf: &mut BytesMut,
     want: usize,
 ) -> Poll<io::Result<usize>> {
-    if buf.capacity() - buf.len() < want {
-        if buf.capacity() == 0 {
-            *buf = take();
-        }
-        // Reclaims the buffer's memory in place when nothing refers to it any more.
-        buf.reserve(want);
-    }
+    make_room(buf, want);
     let read = tokio_util::io::poll_read_buf(io, cx, buf);
     if buf.is_empty() {
         give_back(buf);
     }
     read
+}
+
+/// Makes room in `buf` for at least `want` more bytes: a spare buffer if it has no memory,
+/// its own memory reclaimed in place if nothing refers to it any more, or more memory.
+fn make_room(buf: &mut BytesMut, want: usize) {
+    if buf.capacity() - buf.len() < want {
+        if buf.capacity() == 0 {
+            *buf = take();
+        }
+        buf.reserve(want);
+    }
 }
 
 /// Gives the memory of `buf` back to the spares if it holds no bytes and its memory is
@@ -113,7 +119,11 @@ mod tests {
         let before = spares();
         give_back(&mut buf);
         assert!(buf.capacity() > 0, "kept, to be read into again");
-        assert_eq!(spares(), before, "a buffer a response still refers to is not lent");
+        assert_eq!(
+            spares(),
+            before,
+            "a buffer a response still refers to is not lent"
+        );
         drop(head);
         give_back(&mut buf);
         assert_eq!(buf.capacity(), 0);

@@ -45,7 +45,7 @@ use std::pin::{pin, Pin};
 use std::task::Poll;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use bytes::{Buf, Bytes, BytesMut};
+use bytes::{Bytes, BytesMut};
 use http::header::{CONNECTION, CONTENT_LENGTH, DATE, EXPECT, TE, TRANSFER_ENCODING, UPGRADE};
 use http::{HeaderName, HeaderValue, Method, Request, Response, StatusCode, Uri};
 use http_body::Body;
@@ -847,10 +847,7 @@ fn parse_request(
     let Some(direct) = direct_fields(parsed.headers, base, fields) else {
         return Parsed::NotDirect;
     };
-    // Copied out (a few hundred bytes), so that the read buffer is free again once its bytes
-    // are parsed: a request in flight holds its head, not a read buffer (`read_buffer`).
-    let head = Bytes::copy_from_slice(&buf[..len]);
-    buf.advance(len);
+    let head = buf.split_to(len).freeze();
     match build_request(&head, method, path_range, fields) {
         Some(mut request) => {
             let feed = match direct.length {

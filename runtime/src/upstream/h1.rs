@@ -268,6 +268,7 @@ impl H1Conn {
 
     /// Reads more bytes into the buffer, making room for at least `want`. Ready(0) is EOF.
     fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
+        // Lent while bytes are read: a connection awaiting its origin's answer holds none.
         crate::read_buffer::poll_read(
             std::pin::Pin::new(&mut self.io),
             cx,
