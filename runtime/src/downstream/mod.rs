@@ -484,14 +484,21 @@ where
                 move |stream, client_addr| {
                     let conn = ConnInfo::new(client_addr, local_addr).with_tls(tls.is_some());
                     let guard = shared.tracker.enter();
-                    tokio::spawn(serve_connection(
-                        shared.clone(),
-                        stream,
-                        (tls.clone(), proxy_protocol),
-                        conn,
-                        conn_shutdown.clone(),
-                        guard,
-                    ));
+                    // Boxed here, built in its box: the connection's future (about 4 KB)
+                    // is otherwise moved by value through every step of spawning a task
+                    // and again as the task ends, each move a copy.
+                    let connection = Box::write(
+                        Box::new_uninit(),
+                        serve_connection(
+                            shared.clone(),
+                            stream,
+                            (tls.clone(), proxy_protocol),
+                            conn,
+                            conn_shutdown.clone(),
+                            guard,
+                        ),
+                    );
+                    tokio::spawn(Box::into_pin(connection));
                 },
             )));
         }
