@@ -1,13 +1,19 @@
-//! Read buffers lent to HTTP/1.1 connections only while they have bytes to hold.
+//! Read buffers lent to client connections only while they have bytes to hold.
 //!
-//! A keep-alive connection spends most of its life waiting: a client's for its next
-//! request, an origin's for its answer or idle in the pool. A buffer of its own for that
-//! whole time costs at least a touched page per connection (4 MiB for 1,000 connections,
-//! twice over for a proxy with as many upstream connections), and every request reads into
-//! a different, cold buffer. Here a connection holds a buffer only while bytes are in it (or
-//! a request or response parsed from it still refers to it): a read that finds nothing gives
-//! its buffer back to a per-thread stack of spares, and the next read, wherever its
-//! connection, takes the one most recently used.
+//! A keep-alive connection from a client spends most of its life waiting for its next
+//! request. A buffer of its own for that whole time costs at least a touched page per
+//! connection (4 MiB for 1,000 idle connections, 40 MiB for 10,000), and every request reads
+//! into a different, cold buffer. Here a connection holds a buffer only while bytes are in
+//! it (or a request parsed from it still refers to it): a read that finds nothing gives its
+//! buffer back to a per-thread stack of spares, and the next read, wherever its connection,
+//! takes the one most recently used. nginx frees an idle keep-alive connection's buffers the
+//! same way.
+//!
+//! Only buffers of the standard size are lent: one that grew for its connection's traffic
+//! (a body read up to 64 KiB at a time) stays with that connection. Connections to origins
+//! keep their own buffers: lending those too saved memory under 1,000 busy connections, but
+//! their buffers, grown to fit their origin's answers, then went to other connections, and
+//! an answer of 32 KiB took two reads and two writes instead of one (`docs/performance.md`).
 
 use std::cell::RefCell;
 use std::io;
@@ -19,11 +25,8 @@ use tokio::io::AsyncRead;
 
 /// The room a lent buffer has, at least.
 pub(crate) const READ_BUFFER: usize = 8 * 1024;
-/// Spare buffers kept per thread, at most.
+/// Spare buffers kept per thread, at most (256 KiB).
 const KEPT: usize = 32;
-/// Buffers larger than this (grown for a large body) are freed, not kept: spares should
-/// not pin the memory of a rare large read.
-const MAX_KEPT_CAPACITY: usize = 2 * READ_BUFFER;
 
 thread_local! {
     static SPARE: RefCell<Vec<BytesMut>> = const { RefCell::new(Vec::new()) };
@@ -49,26 +52,30 @@ pub(crate) fn poll_read<R: AsyncRead + ?Sized>(
 /// Makes room in `buf` for at least `want` more bytes: a spare buffer if it has no memory,
 /// its own memory reclaimed in place if nothing refers to it any more, or more memory.
 fn make_room(buf: &mut BytesMut, want: usize) {
-    if buf.capacity() - buf.len() < want {
-        if buf.capacity() == 0 {
-            *buf = take();
-        }
-        buf.reserve(want);
+    // An emptied buffer whose memory is free again is used again, at its size.
+    if buf.capacity() - buf.len() >= want || buf.try_reclaim(want) {
+        return;
     }
+    if buf.capacity() == 0 {
+        *buf = take();
+    }
+    buf.reserve(want);
 }
 
-/// Gives the memory of `buf` back to the spares if it holds no bytes and its memory is
-/// its own again, leaving `buf` without any (one grown past the spares' size is freed). A
-/// buffer whose memory a response or body still refers to stays as it is: its connection
-/// reads into it again once that is gone, rather than free it and take another.
-pub(crate) fn give_back(buf: &mut BytesMut) {
-    if !buf.is_empty() || buf.capacity() == 0 || !buf.try_reclaim(READ_BUFFER) {
+/// Gives the memory of `buf` back to the spares if it holds no bytes, its memory is its
+/// own again and of the standard size, leaving `buf` without any (freed if the spares are
+/// full). A buffer whose memory a response or body still refers to stays as it is (its
+/// connection reads into it again once that is gone, rather than free it and take
+/// another), and so does one that grew past the standard size (see the module's doc).
+fn give_back(buf: &mut BytesMut) {
+    if !buf.is_empty()
+        || buf.capacity() == 0
+        || !buf.try_reclaim(READ_BUFFER)
+        || buf.capacity() > READ_BUFFER
+    {
         return;
     }
     let spent = std::mem::take(buf);
-    if spent.capacity() > MAX_KEPT_CAPACITY {
-        return;
-    }
     SPARE.with(|spare| {
         let mut spare = spare.borrow_mut();
         if spare.len() < KEPT {
@@ -131,12 +138,12 @@ mod tests {
         give_back(&mut buf);
         assert_eq!(buf.capacity(), 0);
         assert_eq!(spares(), before + 1, "once free, it goes to the spares");
-        assert!(SPARE.with(|spare| spare.borrow_mut().pop()).is_some());
+        assert_eq!(take().capacity(), READ_BUFFER, "the spare is lent again");
 
-        let mut grown = BytesMut::with_capacity(MAX_KEPT_CAPACITY * 2);
+        let mut grown = BytesMut::with_capacity(4 * READ_BUFFER);
         give_back(&mut grown);
-        assert_eq!(grown.capacity(), 0);
-        assert_eq!(spares(), before, "a grown buffer is freed");
+        assert_eq!(grown.capacity(), 4 * READ_BUFFER, "a grown buffer stays");
+        assert_eq!(spares(), before);
 
         let mut small = BytesMut::with_capacity(READ_BUFFER);
         small.extend_from_slice(b"x");

@@ -150,12 +150,6 @@ impl H1Conn {
         (self.io, self.busy)
     }
 
-    /// Lets go of the read buffer of a connection going idle (see `read_buffer`): the
-    /// next response is read into a spare buffer.
-    pub(crate) fn release_buffer(&mut self) {
-        crate::read_buffer::give_back(&mut self.buf);
-    }
-
     /// Whether the connection is cleartext (a body may be spliced into it).
     pub(crate) fn is_plain(&self) -> bool {
         self.io.is_plain()
@@ -268,13 +262,8 @@ impl H1Conn {
 
     /// Reads more bytes into the buffer, making room for at least `want`. Ready(0) is EOF.
     fn poll_fill(&mut self, cx: &mut Context<'_>, want: usize) -> Poll<io::Result<usize>> {
-        // Lent while bytes are read: a connection awaiting its origin's answer holds none.
-        crate::read_buffer::poll_read(
-            std::pin::Pin::new(&mut self.io),
-            cx,
-            &mut self.buf,
-            want.max(HEAD_READ),
-        )
+        self.buf.reserve(want.max(HEAD_READ));
+        tokio_util::io::poll_read_buf(std::pin::Pin::new(&mut self.io), cx, &mut self.buf)
     }
 
     /// Parses the response head at the start of the buffer, consuming it when complete.

@@ -191,14 +191,13 @@ impl<B: Send + 'static> Pool<B> {
     pub(crate) fn checkin_direct(
         self: &Arc<Self>,
         key: PoolKey,
-        mut conn: Box<H1Conn>,
+        conn: Box<H1Conn>,
         idle_timeout: Duration,
     ) {
         if self.max_idle_per_peer == 0 {
             return;
         }
         conn.busy.set(false);
-        conn.release_buffer();
         self.direct
             .checkin(key, conn, idle_timeout, self.max_idle_per_peer);
         self.start_sweeper();
