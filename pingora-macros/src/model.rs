@@ -37,6 +37,8 @@ pub struct Proxy {
     pub auth: Option<Auth>,
     /// `compress ...`: the proxy's response compression.
     pub compress: Option<Compress>,
+    /// `cache ...`: the proxy's HTTP cache.
+    pub cache: Option<Cache>,
     /// `idle D;` of a layer-4 proxy.
     pub idle: Option<Duration>,
     /// Whether the phases are well formed (each once, each with its parameters), so their
@@ -201,6 +203,23 @@ pub struct Policy {
     pub access: Choice<Access>,
     pub auth: Choice<Auth>,
     pub compress: Choice<Compress>,
+    pub cache: Choice<Cache>,
+}
+
+/// `cache { ... }`, checked; `None` fields are the runtime's defaults.
+#[derive(Default)]
+pub struct Cache {
+    pub memory: Option<u64>,
+    pub max_object: Option<u64>,
+    pub ttl: Option<Duration>,
+    pub stale_while_revalidate: Option<Duration>,
+    pub stale_if_error: Option<Duration>,
+    pub lock_timeout: Option<Duration>,
+    /// Lowercase.
+    pub status_header: Option<String>,
+    /// Lowercase header names added to the key.
+    pub key_headers: Vec<String>,
+    pub key_cookies: Vec<String>,
 }
 
 /// `compress { ... }`, checked; `None` fields are the runtime's defaults.

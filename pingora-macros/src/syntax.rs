@@ -75,6 +75,8 @@ pub struct Proxy {
     pub auth: Vec<AuthDecl>,
     /// `compress ...`: the proxy's response compression.
     pub compress: Vec<CompressDecl>,
+    /// `cache ...`: the proxy's HTTP cache.
+    pub cache: Vec<CacheDecl>,
     /// Syntax errors inside the proxy's block, each item skipped after its error.
     pub errors: Vec<syn::Error>,
 }
@@ -100,6 +102,33 @@ pub struct CompressDecl {
     pub min_size: Option<(Ident, LitInt)>,
     /// Syntax errors inside its block, each setting skipped after its error.
     pub errors: Vec<syn::Error>,
+}
+
+/// `cache;`, `cache { ... }`, or `cache off;` in a route.
+pub struct CacheDecl {
+    pub keyword: Ident,
+    pub off: bool,
+    pub settings: Vec<CacheSetting>,
+    /// Syntax errors inside its block, each setting skipped after its error.
+    pub errors: Vec<syn::Error>,
+}
+
+/// `KEY VALUE;` in a `cache` block.
+pub struct CacheSetting {
+    pub key: Ident,
+    pub value: CacheValue,
+}
+
+/// The value of a cache setting, as written.
+pub enum CacheValue {
+    /// `memory 64MiB`, `max_object 8MiB`
+    Size(LitInt),
+    /// `ttl 60s`, `stale_if_error 5m`, ...
+    Duration(DurationLit),
+    /// `status_header "x-cache"`
+    Str(LitStr),
+    /// `key header "NAME"` or `key cookie "NAME"`
+    Key(Ident, LitStr),
 }
 
 /// `auth METHOD ...;` (or `auth off;` in a route).
@@ -425,6 +454,8 @@ pub enum PolicyDecl {
     Auth(AuthDecl),
     /// `compress ...`
     Compress(CompressDecl),
+    /// `cache ...`
+    Cache(CacheDecl),
 }
 
 impl PolicyDecl {
@@ -437,6 +468,7 @@ impl PolicyDecl {
             PolicyDecl::Access(a) => &a.keyword,
             PolicyDecl::Auth(a) => &a.keyword,
             PolicyDecl::Compress(c) => &c.keyword,
+            PolicyDecl::Cache(c) => &c.keyword,
         }
     }
 }

@@ -129,6 +129,56 @@ pub struct ServiceView {
     pub routes: Vec<RouteView>,
     /// Its upstream groups (handles to the live peers).
     pub groups: Vec<UpstreamGroup>,
+    /// Its HTTP caches.
+    pub caches: Vec<CacheView>,
+}
+
+/// An HTTP cache as the admin listener sees it: its counters, and purges.
+pub trait CacheHandle: Send + Sync {
+    /// Its counters and size now.
+    fn counts(&self) -> CacheCounts;
+    /// Removes the responses stored under `key`; whether there were some.
+    fn purge(&self, key: &str) -> bool;
+    /// Removes every response whose key starts with `prefix`; how many keys.
+    fn purge_prefix(&self, prefix: &str) -> u64;
+}
+
+/// A cache's counters and size at one moment.
+#[derive(Debug, Clone, Copy, Default, serde::Serialize)]
+pub struct CacheCounts {
+    /// Answers from a fresh stored response.
+    pub hits: u64,
+    /// Requests that went upstream without a usable stored response.
+    pub misses: u64,
+    /// Stale answers (while revalidating, or for an origin's error).
+    pub stale: u64,
+    /// Stored responses an origin's 304 refreshed.
+    pub revalidated: u64,
+    /// Requests the cache does not take.
+    pub bypass: u64,
+    /// Requests that waited for another's fill of their key.
+    pub coalesced: u64,
+    /// Responses stored.
+    pub stored: u64,
+    /// Stored responses removed to stay within the byte budget.
+    pub evictions: u64,
+    /// Keys removed by purges and unsafe methods.
+    pub purged: u64,
+    /// Bytes held in memory.
+    pub bytes: u64,
+    /// Keys held.
+    pub objects: u64,
+    /// The memory budget in bytes.
+    pub budget: u64,
+}
+
+/// A cache of a service: what it serves (`proxy`, or a route's label) and a handle.
+#[derive(Clone)]
+pub struct CacheView {
+    /// `proxy` for the proxy-wide cache, else the label of the route that declares it.
+    pub label: String,
+    /// The cache.
+    pub cache: Arc<dyn CacheHandle>,
 }
 
 /// A route as the admin listener shows it.

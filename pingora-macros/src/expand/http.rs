@@ -246,6 +246,10 @@ fn proxy_http_impl(p: &Proxy, with_phases: bool) -> TokenStream {
             )> {
                 ::std::option::Option::Some(self.router.observed())
             }
+
+            fn observed_caches(&self) -> ::std::vec::Vec<#rt::service::CacheView> {
+                self.router.observed_caches()
+            }
         }
     }
 }

@@ -224,6 +224,8 @@ struct RouterParts {
     passive: bool,
     /// A group sets a stickiness cookie.
     sticky: bool,
+    /// A cache stores responses (and shapes the requests that fill it).
+    cache: bool,
 }
 
 impl RouterParts {
@@ -244,6 +246,10 @@ impl RouterParts {
             || policies
                 .clone()
                 .any(|pol| matches!(pol.compress, Choice::Own(_)));
+        let cache = p.cache.is_some()
+            || policies
+                .clone()
+                .any(|pol| matches!(pol.cache, Choice::Own(_)));
         // An authorization service's verdict may add headers to the request sent upstream.
         let external = matches!(p.auth, Some(Auth::External(_)))
             || policies
@@ -254,13 +260,14 @@ impl RouterParts {
             // the declared pools that code picks.
             router_peers: !user_peer || !p.upstreams.is_empty(),
             routed: !(user_peer && p.routes.is_empty()),
-            request_edits: any_edits(EditSide::Request) || rewrites || external,
+            request_edits: any_edits(EditSide::Request) || rewrites || external || cache,
             response_edits: any_edits(EditSide::Response)
                 || p.cors.is_some()
                 || route_cors
                 || compress,
             passive: p.upstreams.iter().any(|u| u.passive.is_some()),
             sticky: p.upstreams.iter().any(|u| u.sticky.is_some()),
+            cache,
         }
     }
 }
@@ -353,12 +360,11 @@ fn phase_body(
             quote!(#retry #rest)
         }
         Phase::UpstreamResponseFilter => {
-            if !parts.sticky && user.is_none() {
+            let router = parts.sticky || parts.cache;
+            if !router && user.is_none() {
                 return None;
             }
-            let pin = parts
-                .sticky
-                .then(|| quote!(self.router.upstream_response_filter(#c, #x);));
+            let pin = router.then(|| quote!(self.router.upstream_response_filter(#s, #c, #x);));
             let rest = user.unwrap_or(quote!(::std::result::Result::Ok(())));
             quote!(#pin #rest)
         }

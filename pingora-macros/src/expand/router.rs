@@ -6,7 +6,7 @@ use quote::quote;
 use syn::Ident;
 
 use crate::model::{
-    Access, Action, Choice, Compress, Condition, Cors, EditSide, HeaderEdit, Policy, Proxy,
+    Access, Action, Cache, Choice, Compress, Condition, Cors, EditSide, HeaderEdit, Policy, Proxy,
     RateKey, RateLimit, Rewrite, Route, Setting, Template, TemplatePart, TemplateVar, Test,
     ValueTest,
 };
@@ -49,6 +49,10 @@ pub fn expand_router(p: &Proxy) -> TokenStream {
         let c = compress(c);
         quote!(.with_compress(#c))
     });
+    let cache = p.cache.as_ref().map(|c| {
+        let c = cache(c);
+        quote!(.with_cache(#c))
+    });
     quote! {
         #rt::proxy::route::Router::new(
             ::std::vec![#(#groups),*],
@@ -61,6 +65,7 @@ pub fn expand_router(p: &Proxy) -> TokenStream {
         #access
         #auth
         #compress
+        #cache
     }
 }
 
@@ -208,6 +213,10 @@ fn policy_call(policy: &Policy) -> TokenStream {
         let c = compress(c);
         quote!(::std::sync::Arc::new(#c))
     });
+    let cache = choice(&policy.cache, |c| {
+        let c = cache(c);
+        quote!(::std::sync::Arc::new(#c))
+    });
     quote!(.with_policy(#rt::proxy::route::RoutePolicy {
         connect_timeout: #connect,
         read_timeout: #read,
@@ -219,7 +228,45 @@ fn policy_call(policy: &Policy) -> TokenStream {
         access: #access,
         auth: #auth,
         compress: #compress,
+        cache: #cache,
     }))
+}
+
+/// An `HttpCache` value of a checked `cache` declaration.
+fn cache(c: &Cache) -> TokenStream {
+    let rt = rt();
+    let cache = quote!(#rt::proxy::cache);
+    let memory = match c.memory {
+        Some(n) => quote!(#n),
+        None => quote!(#cache::DEFAULT_MEMORY),
+    };
+    let max = c.max_object.map(|n| quote!(.max_object(#n)));
+    let ttl = c.ttl.map(|d| {
+        let d = duration(d);
+        quote!(.default_ttl(#d))
+    });
+    let swr = c.stale_while_revalidate.map(|d| {
+        let d = duration(d);
+        quote!(.stale_while_revalidate(#d))
+    });
+    let sie = c.stale_if_error.map(|d| {
+        let d = duration(d);
+        quote!(.stale_if_error(#d))
+    });
+    let lock = c.lock_timeout.map(|d| {
+        let d = duration(d);
+        quote!(.lock_timeout(#d))
+    });
+    let header = c
+        .status_header
+        .as_ref()
+        .map(|h| quote!(.status_header(#rt::HeaderName::from_static(#h))));
+    let keys = c
+        .key_headers
+        .iter()
+        .map(|h| quote!(.key_header(#rt::HeaderName::from_static(#h))));
+    let cookies = c.key_cookies.iter().map(|name| quote!(.key_cookie(#name)));
+    quote!(#cache::HttpCache::new(#memory) #max #ttl #swr #sie #lock #header #(#keys)* #(#cookies)*)
 }
 
 /// A `Compress` value of a checked `compress` declaration.

@@ -9,8 +9,8 @@ use syn::{bracketed, Expr, Ident, LitInt, LitStr, Token, Type};
 use crate::diagnostic::hint;
 use crate::phase::Phase;
 use crate::syntax::{
-    AccessDecl, AuthDecl, CompressDecl, CorsDecl, DurationLit, HeaderEditDecl, Listen, PhaseDecl,
-    Proxy, RateLimitDecl, RouteDecl, SentryDecl, Setting, TimeoutDecl, Upstream,
+    AccessDecl, AuthDecl, CacheDecl, CompressDecl, CorsDecl, DurationLit, HeaderEditDecl, Listen,
+    PhaseDecl, Proxy, RateLimitDecl, RouteDecl, SentryDecl, Setting, TimeoutDecl, Upstream,
 };
 
 use super::{expect, keyword, kw, parse_switch, semi, tls};
@@ -45,6 +45,7 @@ pub const ITEMS: &[&str] = &[
     "trusted_proxies",
     "auth",
     "compress",
+    "cache",
     "access_log",
     "tls_groups",
     "fips",
@@ -77,6 +78,7 @@ pub enum Item {
     TrustedProxies(Ident, Vec<LitStr>),
     Auth(AuthDecl),
     Compress(CompressDecl),
+    Cache(CacheDecl),
     Phase(PhaseDecl),
 }
 
@@ -126,6 +128,9 @@ impl Parse for Item {
         }
         if super::policy::peek_compress(input) {
             return input.parse().map(Item::Compress);
+        }
+        if super::cache::peek_cache(input) {
+            return input.parse().map(Item::Cache);
         }
         if input.peek(kw::trusted_proxies) {
             let (keyword, blocks) = super::policy::parse_trusted_proxies(input)?;
@@ -203,6 +208,10 @@ impl Item {
             Item::Compress(mut decl) => {
                 proxy.errors.append(&mut decl.errors);
                 proxy.compress.push(decl);
+            }
+            Item::Cache(mut decl) => {
+                proxy.errors.append(&mut decl.errors);
+                proxy.cache.push(decl);
             }
             Item::Phase(phase) => proxy.phases.push(phase),
         }

@@ -91,4 +91,5 @@ syn::custom_keyword!(trusted_proxies);
 syn::custom_keyword!(auth);
 syn::custom_keyword!(rate);
 syn::custom_keyword!(compress);
+syn::custom_keyword!(cache);
 syn::custom_keyword!(proxy_protocol);

@@ -5,6 +5,7 @@
 //! collects them in order.
 
 mod auth;
+mod cache;
 mod item;
 mod kw;
 mod phase;
@@ -94,6 +95,7 @@ impl Parse for Proxy {
             trusted_proxies: Vec::new(),
             auth: Vec::new(),
             compress: Vec::new(),
+            cache: Vec::new(),
             errors: Vec::new(),
         };
         while !content.is_empty() {

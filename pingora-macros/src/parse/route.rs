@@ -37,6 +37,7 @@ const BLOCK_ITEMS: &[&str] = &[
     "deny",
     "auth",
     "compress",
+    "cache",
 ];
 
 impl Parse for RouteDecl {
@@ -99,6 +100,7 @@ fn parse_edits(input: ParseStream<'_>, route: &mut RouteDecl) -> syn::Result<()>
                 PolicyDecl::Cors(cors) => inner_errors.append(&mut cors.errors),
                 PolicyDecl::Auth(auth) => inner_errors.append(&mut auth.errors),
                 PolicyDecl::Compress(c) => inner_errors.append(&mut c.errors),
+                PolicyDecl::Cache(c) => inner_errors.append(&mut c.errors),
                 _ => {}
             }
             policy.push(item);
@@ -158,6 +160,8 @@ fn parse_policy(input: ParseStream<'_>) -> syn::Result<Option<PolicyDecl>> {
         return Ok(Some(PolicyDecl::Auth(input.parse()?)));
     } else if super::policy::peek_compress(input) {
         return Ok(Some(PolicyDecl::Compress(input.parse()?)));
+    } else if super::cache::peek_cache(input) {
+        return Ok(Some(PolicyDecl::Cache(input.parse()?)));
     } else if input.peek(kw::timeout) {
         let k = keyword(input)?;
         PolicyDecl::Timeout(k, super::item::parse_timeouts(input)?)

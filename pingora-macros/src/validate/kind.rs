@@ -101,6 +101,12 @@ fn refuse_http_items(proxy: &Proxy, errors: &mut Errors) {
             format!("`compress` is not available in {m}: it compresses HTTP response bodies"),
         );
     }
+    for decl in &proxy.cache {
+        errors.at(
+            decl.keyword.span(),
+            format!("`cache` is not available in {m}: it stores HTTP responses"),
+        );
+    }
     for decl in &proxy.auth {
         errors.at(
             decl.keyword.span(),

@@ -6,6 +6,7 @@
 
 mod access;
 mod auth;
+mod cache;
 mod compress;
 mod condition;
 mod cors;
@@ -114,6 +115,7 @@ fn validate_proxy(proxy: &Proxy, errors: &mut Errors) -> model::Proxy {
         trusted_proxies: access::check_trusted_proxies(&proxy.trusted_proxies, errors),
         auth,
         compress: compress::check_proxy_compress(&proxy.compress, errors),
+        cache: cache::check_proxy_cache(&proxy.cache, errors),
         idle,
         phases_valid,
     }

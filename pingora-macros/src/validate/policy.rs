@@ -69,6 +69,10 @@ pub fn check_policy(
                 upstream_only(&decl.keyword, forwards, errors);
                 policy.compress = super::compress::check_route_compress(decl, errors);
             }
+            PolicyDecl::Cache(decl) => {
+                upstream_only(&decl.keyword, forwards, errors);
+                policy.cache = super::cache::check_route_cache(decl, errors);
+            }
         }
     }
     let access: Vec<&AccessDecl> = items

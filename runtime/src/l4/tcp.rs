@@ -504,6 +504,7 @@ impl crate::service::Observable for TcpProxyService {
             proxy: None,
             routes: Vec::new(),
             groups: vec![group.clone()],
+            caches: Vec::new(),
         })
     }
 }

@@ -365,6 +365,7 @@ impl crate::service::Observable for UdpProxyService {
             proxy: None,
             routes: Vec::new(),
             groups: vec![group.clone()],
+            caches: Vec::new(),
         })
     }
 }

@@ -37,11 +37,12 @@ use bytes::Bytes;
 use http::header::{CACHE_CONTROL, CONTENT_TYPE};
 use http::{Method, Request, Response, StatusCode};
 use http_body_util::Full;
-use prometheus::proto::{self, MetricFamily, MetricType};
+use prometheus::proto::{MetricFamily, MetricType};
 use prometheus::Encoder as _;
 use serde::Serialize;
 use MetricType::{COUNTER, GAUGE, HISTOGRAM};
 
+use super::metric_family::Family;
 use crate::downstream::{serve_handler, HttpService, ServeHandler};
 use crate::lb::PeerState;
 use crate::metrics::{ListenerStats, RouteStats, STATUS_CLASSES};
@@ -190,7 +191,13 @@ impl Admin {
         Status::new(self.0.started, services)
     }
 
-    fn respond(&self, method: &Method, path: &str) -> Response<Full<Bytes>> {
+    fn respond(&self, method: &Method, path: &str, query: Option<&str>) -> Response<Full<Bytes>> {
+        if path == "/cache" && (method.as_str() == "PURGE" || method == Method::DELETE) {
+            return match super::cache_admin::purge(&self.views(), query) {
+                Ok(body) => text(StatusCode::OK, "application/json", body),
+                Err(why) => text(StatusCode::BAD_REQUEST, "text/plain", why.into()),
+            };
+        }
         if method != Method::GET && method != Method::HEAD {
             return text(
                 StatusCode::METHOD_NOT_ALLOWED,
@@ -245,7 +252,12 @@ impl<B> tower_service::Service<Request<B>> for AdminHandler {
     }
 
     fn call(&mut self, request: Request<B>) -> Self::Future {
-        std::future::ready(Ok(self.0.respond(request.method(), request.uri().path())))
+        let uri = request.uri();
+        std::future::ready(Ok(self.0.respond(
+            request.method(),
+            uri.path(),
+            uri.query(),
+        )))
     }
 }
 
@@ -286,6 +298,8 @@ pub struct ServiceStatus {
     pub routes: Vec<RouteStatus>,
     /// Upstream pools.
     pub pools: Vec<PoolStatus>,
+    /// HTTP caches.
+    pub caches: Vec<super::cache_admin::CacheStatus>,
 }
 
 /// One route on the status page.
@@ -431,7 +445,36 @@ fn service_status(v: &ServiceView, counts: &mut HashMap<String, (u64, u64)>) -> 
         active_requests: v.proxy.as_ref().map(|p| p.active_requests.get()),
         routes,
         pools,
+        caches: super::cache_admin::statuses(&v.caches),
     }
+}
+
+/// The caches' table on the status page.
+fn cache_table(caches: &[super::cache_admin::CacheStatus], out: &mut String) {
+    if caches.is_empty() {
+        return;
+    }
+    out.push_str("<table class=\"caches\"><tr><th>cache</th><th>hits</th><th>misses</th><th>stale</th><th>revalidated</th><th>coalesced</th><th>stored</th><th>evictions</th><th>purged</th><th>objects</th><th>MiB</th></tr>\n");
+    for c in caches {
+        let n = &c.counts;
+        let _ = writeln!(
+            out,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{:.1} / {:.0}</td></tr>",
+            Html(&c.label),
+            n.hits,
+            n.misses,
+            n.stale,
+            n.revalidated,
+            n.coalesced,
+            n.stored,
+            n.evictions,
+            n.purged,
+            n.objects,
+            n.bytes as f64 / 1048576.0,
+            n.budget as f64 / 1048576.0,
+        );
+    }
+    out.push_str("</table>\n");
 }
 
 /// Escapes text for HTML.
@@ -579,6 +622,7 @@ fn status_body(status: &Status, out: &mut String) {
             }
             out.push_str("</table>\n");
         }
+        cache_table(&s.caches, out);
         out.push_str("</section>\n");
     }
 }
@@ -596,48 +640,6 @@ impl prometheus::core::Collector for Collector {
             Some(inner) => families(&inner.views()),
             None => Vec::new(),
         }
-    }
-}
-
-/// A family under construction.
-struct Family(MetricFamily);
-
-impl Family {
-    fn new(name: &str, help: &str, kind: MetricType) -> Self {
-        let mut f = MetricFamily::default();
-        f.set_name(format!("pingora_dsl_{name}"));
-        f.set_help(help.to_owned());
-        f.set_field_type(kind);
-        Family(f)
-    }
-
-    fn push(&mut self, labels: &[(&str, &str)], mut metric: proto::Metric) {
-        metric.set_label(
-            labels
-                .iter()
-                .map(|(k, v)| {
-                    let mut pair = proto::LabelPair::default();
-                    pair.set_name((*k).to_owned());
-                    pair.set_value((*v).to_owned());
-                    pair
-                })
-                .collect(),
-        );
-        self.0.mut_metric().push(metric);
-    }
-
-    fn counter(&mut self, labels: &[(&str, &str)], value: u64) {
-        let mut c = proto::Counter::default();
-        c.set_value(value as f64);
-        let mut m = proto::Metric::default();
-        m.set_counter(c);
-        self.push(labels, m);
-    }
-
-    fn gauge(&mut self, labels: &[(&str, &str)], value: f64) {
-        let mut g = proto::Gauge::default();
-        g.set_value(value);
-        self.push(labels, proto::Metric::from_gauge(g));
     }
 }
 
@@ -693,6 +695,7 @@ fn families(views: &[ServiceView]) -> Vec<MetricFamily> {
         .into_families()
         .chain(listeners.into_families())
         .chain(peers.into_families())
+        .chain(super::cache_admin::families(views))
         .collect()
 }
 

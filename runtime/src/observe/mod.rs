@@ -5,5 +5,7 @@
 
 pub mod access_log;
 pub mod admin;
+pub mod cache_admin;
+mod metric_family;
 pub mod sentry;
 pub mod syslog;

@@ -18,6 +18,7 @@ use tokio::time::{Instant, Sleep};
 
 use crate::error::{BoxError, Error, ErrorKind};
 use crate::metrics::RouteStats;
+use crate::proxy::cache::CacheFill;
 use crate::proxy::route::Encoder;
 use crate::proxy::session::Session;
 use crate::proxy::{finish, ProxyHttp, Shared};
@@ -366,6 +367,47 @@ pub(crate) enum ResponseSource {
     Full(Option<Bytes>),
     /// Another source, compressed as it streams (boxed: most responses are not).
     Compressed(Box<Compressing>),
+    /// Another source, stored in the cache as it streams (boxed: most are not).
+    Cached(Box<Caching>),
+}
+
+/// A response body on its way to the client and, once whole, into the cache.
+pub(crate) struct Caching {
+    inner: ResponseSource,
+    /// `None` once stored, or given up (too large, trailers, failed).
+    fill: Option<CacheFill>,
+}
+
+impl Caching {
+    /// The next frame of the source, kept by the fill; the fill stores the response when
+    /// the source ends whole.
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        let polled = self.inner.poll_frame(cx);
+        match &polled {
+            Poll::Pending => {}
+            Poll::Ready(Some(Ok(frame))) => match (frame.data_ref(), self.fill.as_mut()) {
+                (Some(data), Some(fill)) => {
+                    if !fill.push(data) {
+                        self.fill = None;
+                    } else if self.inner.is_end_stream() {
+                        self.finish();
+                    }
+                }
+                // Trailers are not stored: neither is a response that has them.
+                (None, _) => self.fill = None,
+                (Some(_), None) => {}
+            },
+            Poll::Ready(None) => self.finish(),
+            Poll::Ready(Some(Err(_))) => self.fill = None,
+        }
+        polled
+    }
+
+    fn finish(&mut self) {
+        if let Some(fill) = self.fill.take() {
+            fill.finish();
+        }
+    }
 }
 
 /// A response body on its way through an encoder.
@@ -400,12 +442,7 @@ impl Compressing {
             let Some(encoder) = self.encoder.as_mut() else {
                 return Poll::Ready(self.trailers.take().map(|t| Ok(Frame::trailers(t))));
             };
-            let polled = match &mut self.inner {
-                ResponseSource::Upstream(b) => Pin::new(b).poll_frame(cx),
-                ResponseSource::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
-                ResponseSource::Compressed(c) => c.poll_frame(cx),
-            };
-            let out = match polled {
+            let out = match self.inner.poll_frame(cx) {
                 Poll::Pending if self.dirty => {
                     self.dirty = false;
                     encoder.flush()
@@ -462,6 +499,18 @@ impl ResponseSource {
             ResponseSource::Upstream(b) => b.is_end_stream(),
             ResponseSource::Full(b) => b.is_none(),
             ResponseSource::Compressed(c) => c.is_end_stream(),
+            ResponseSource::Cached(c) => c.inner.is_end_stream(),
+        }
+    }
+
+    /// The source's next frame.
+    #[inline]
+    fn poll_frame(&mut self, cx: &mut Context<'_>) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
+        match self {
+            ResponseSource::Upstream(b) => Pin::new(b).poll_frame(cx),
+            ResponseSource::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
+            ResponseSource::Compressed(c) => c.poll_frame(cx),
+            ResponseSource::Cached(c) => c.poll_frame(cx),
         }
     }
 }
@@ -522,6 +571,13 @@ impl<P: ProxyHttp> ProxyBody<P> {
     pub(crate) fn new(source: ResponseSource, log: LogState<P>) -> Self {
         // Boxed first, then changed in place: the state (the whole session) is moved once.
         let mut log = Box::new(log);
+        let source = match log.session.take_cache_fill() {
+            Some(fill) => ResponseSource::Cached(Box::new(Caching {
+                inner: source,
+                fill: Some(fill),
+            })),
+            None => source,
+        };
         let source = match log.session.take_encoder() {
             Some(encoder) => {
                 ResponseSource::Compressed(Box::new(Compressing::new(source, encoder)))
@@ -618,12 +674,7 @@ impl<P: ProxyHttp> Body for ProxyBody<P> {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, Error>>> {
         let this = self.project();
-        let polled = match this.source {
-            ResponseSource::Upstream(b) => Pin::new(b).poll_frame(cx),
-            ResponseSource::Full(b) => Poll::Ready(b.take().map(|d| Ok(Frame::data(d)))),
-            ResponseSource::Compressed(c) => c.poll_frame(cx),
-        };
-        match polled {
+        match this.source.poll_frame(cx) {
             Poll::Pending => Poll::Pending,
             Poll::Ready(Some(Ok(frame))) => {
                 if let Some(state) = this.log.as_mut() {
@@ -653,6 +704,10 @@ impl<P: ProxyHttp> Body for ProxyBody<P> {
             ResponseSource::Full(Some(b)) => SizeHint::with_exact(b.len() as u64),
             ResponseSource::Full(None) => SizeHint::with_exact(0),
             ResponseSource::Compressed(_) => SizeHint::default(),
+            ResponseSource::Cached(c) => match &c.inner {
+                ResponseSource::Upstream(b) => b.size_hint(),
+                _ => SizeHint::default(),
+            },
         }
     }
 }

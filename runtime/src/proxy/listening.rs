@@ -46,6 +46,7 @@ impl<P: ProxyHttp, L: ProxyLayer<P>> Observable for HttpService<ProxyPipeline<P,
                 proxy: Some(stats.clone()),
                 routes,
                 groups,
+                caches: proxy.observed_caches(),
             }
         })
     }

@@ -18,6 +18,7 @@
 
 pub mod auth;
 mod body;
+pub mod cache;
 mod forward;
 mod headers;
 mod listening;
@@ -250,6 +251,12 @@ pub trait ProxyHttp: Send + Sync + 'static {
     fn observed_routes(&self) -> Option<(Vec<RouteView>, Vec<UpstreamGroup>)> {
         None
     }
+
+    /// The HTTP caches the admin listener reports and purges. Declared proxies return
+    /// their router's. Default: none.
+    fn observed_caches(&self) -> Vec<crate::service::CacheView> {
+        Vec::new()
+    }
 }
 
 /// Header editing helpers for request and response heads in filters.
@@ -443,7 +450,7 @@ fn proxy_request<P: ProxyHttp>(
         };
         session.status = Some(response.status());
         // An origin's body the proxy passes on unchanged may go socket to socket.
-        if !session.compresses() && response.body().can_splice() {
+        if !session.compresses() && !session.caches() && response.body().can_splice() {
             response
                 .extensions_mut()
                 .insert(ProxyBody::<P>::splice_hook());
@@ -615,7 +622,13 @@ async fn run_phases<P: ProxyHttp>(
     )?;
     proxy.upstream_response_filter(session, &mut head, ctx)?;
     proxy.response_filter(session, &mut head, ctx).await?;
-    Ok(Response::from_parts(head, ResponseSource::Upstream(body)))
+    let body = match session.take_replacement_body() {
+        // The cache answers instead (a revalidated or stale response): the origin's body
+        // (none, for a 304) is dropped.
+        Some(cached) => ResponseSource::full(cached),
+        None => ResponseSource::Upstream(body),
+    };
+    Ok(Response::from_parts(head, body))
 }
 
 /// The answer for a request whose phases ended in `outcome`: a local answer (not
@@ -640,13 +653,37 @@ async fn local_answer<P: ProxyHttp>(
                 Some(e),
             ),
         },
-        Err(e) => (
-            error_answer(shared, &mut *guard.session, &mut *guard.ctx, &e).await,
-            Some(e),
-        ),
+        Err(e) => match stale_for(&mut *guard.session, &e) {
+            // `stale-if-error`: the cache's stale answer instead of the error's.
+            Some(stale) => {
+                match filtered(shared, &mut *guard.session, &mut *guard.ctx, stale).await {
+                    Ok(response) => (response, None),
+                    Err(e) => (
+                        error_answer(shared, &mut *guard.session, &mut *guard.ctx, &e).await,
+                        Some(e),
+                    ),
+                }
+            }
+            None => (
+                error_answer(shared, &mut *guard.session, &mut *guard.ctx, &e).await,
+                Some(e),
+            ),
+        },
     };
     std::mem::forget(guard);
     answer
+}
+
+/// The cache's stale answer for a request that failed with `error`, when the failure is
+/// the upstream's (500, 502, 503, 504) and the cache kept one.
+fn stale_for(session: &mut Session, error: &Error) -> Option<Response<ResponseSource>> {
+    let status = error.status().as_u16();
+    if !matches!(status, 500 | 502 | 503 | 504) {
+        return None;
+    }
+    let fallback = session.take_stale_fallback()?;
+    tracing::warn!(error = %error, "upstream failed: answered from the cache (stale-if-error)");
+    Some(fallback.give().map(ResponseSource::full))
 }
 
 /// Logs a request's failure at error level with its context (request id, route, pool,

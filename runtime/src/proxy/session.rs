@@ -76,6 +76,12 @@ struct Extras {
     identity: Option<crate::proxy::auth::Identity>,
     /// The encoder of the response body, when the router's compression chose one.
     compress: Option<crate::proxy::route::Encoder>,
+    /// Stores the response body as it streams, when the cache may keep it.
+    cache_fill: Option<crate::proxy::cache::CacheFill>,
+    /// A body from the cache sent in place of the origin's (a revalidated or stale answer).
+    replacement: Option<bytes::Bytes>,
+    /// The stale answer to give if the upstream fails (`stale-if-error`).
+    stale_fallback: Option<crate::proxy::cache::StaleFallback>,
 }
 
 /// The request fields an access log line shows that forwarding moves away.
@@ -290,6 +296,41 @@ impl Session {
     /// The response body's encoder, if the router chose one (taken once).
     pub(crate) fn take_encoder(&mut self) -> Option<crate::proxy::route::Encoder> {
         self.extras.as_mut()?.compress.take()
+    }
+
+    /// Stores the response body in the cache as it streams.
+    pub(crate) fn set_cache_fill(&mut self, fill: crate::proxy::cache::CacheFill) {
+        self.extras_mut().cache_fill = Some(fill);
+    }
+
+    /// Whether the response body is being stored in the cache.
+    pub(crate) fn caches(&self) -> bool {
+        self.extras.as_ref().is_some_and(|e| e.cache_fill.is_some())
+    }
+
+    /// The cache fill of the response body, if any (taken once).
+    pub(crate) fn take_cache_fill(&mut self) -> Option<crate::proxy::cache::CacheFill> {
+        self.extras.as_mut()?.cache_fill.take()
+    }
+
+    /// Sends `body` (from the cache) instead of the upstream's response body.
+    pub(crate) fn replace_body(&mut self, body: bytes::Bytes) {
+        self.extras_mut().replacement = Some(body);
+    }
+
+    /// The body that replaces the upstream's, if any (taken once).
+    pub(crate) fn take_replacement_body(&mut self) -> Option<bytes::Bytes> {
+        self.extras.as_mut()?.replacement.take()
+    }
+
+    /// Keeps a stale answer for the case the upstream fails.
+    pub(crate) fn set_stale_fallback(&mut self, fallback: crate::proxy::cache::StaleFallback) {
+        self.extras_mut().stale_fallback = Some(fallback);
+    }
+
+    /// The stale answer kept for an upstream failure, if any (taken once).
+    pub(crate) fn take_stale_fallback(&mut self) -> Option<crate::proxy::cache::StaleFallback> {
+        self.extras.as_mut()?.stale_fallback.take()
     }
 
     /// The connection's peer, which is the client unless a trusted proxy stands between.

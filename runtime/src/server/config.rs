@@ -43,6 +43,14 @@
 //! trusted_proxies = ["10.0.0.0/8"]   # load balancers whose X-Forwarded-For names the client
 //! proxy_protocol = "required"        # or "optional", "off": a PROXY header starts each connection
 //!
+//! [proxy.Gateway.cache]               # the declared `cache`'s sizes and times
+//! memory = "256MiB"
+//! max_object = "16MiB"
+//! ttl = "1m"
+//! stale_while_revalidate = "10s"
+//! stale_if_error = "5m"
+//! lock_timeout = "5s"
+//!
 //! [[proxy.Gateway.certificate]]       # several: chosen by SNI, the first the default
 //! cert = "/etc/gateway/example.com.crt"
 //! key = "/etc/gateway/example.com.key"
@@ -205,9 +213,37 @@ pub struct ProxySection {
     /// replacing the declared `trusted_proxies`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub trusted_proxies: Option<Vec<String>>,
+    /// The sizes and times of the proxy's declared `cache`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cache: Option<CacheSection>,
     /// Overrides per upstream group, by its name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub upstream: BTreeMap<String, UpstreamSection>,
+}
+
+/// `[proxy.NAME.cache]`: sizes (`"256MiB"`) and times (`"1m"`) of the proxy-wide `cache`,
+/// replacing the declared ones (read at start).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct CacheSection {
+    /// The memory budget.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub memory: Option<String>,
+    /// The largest body stored.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_object: Option<String>,
+    /// Freshness for responses that give none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ttl: Option<String>,
+    /// How long past fresh an answer is served while refreshed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_while_revalidate: Option<String>,
+    /// How long past fresh an answer is served when the origin fails.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_if_error: Option<String>,
+    /// How long a miss waits for another request fetching the same key.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lock_timeout: Option<String>,
 }
 
 /// `[[proxy.NAME.certificate]]`: a certificate chain and its key, PEM files.
@@ -264,6 +300,20 @@ pub struct TimeoutSection {
     pub idle: Option<String>,
 }
 
+/// The `[proxy.NAME.cache]` section that sets `cache` as it is.
+fn cache_section(cache: &crate::proxy::cache::HttpCache) -> CacheSection {
+    let limits = cache.limits();
+    let show = show_duration;
+    CacheSection {
+        memory: Some(limits.memory.to_string()),
+        max_object: Some(limits.max_object.to_string()),
+        ttl: limits.ttl.map(show),
+        stale_while_revalidate: Some(show(limits.stale_while_revalidate)),
+        stale_if_error: Some(show(limits.stale_if_error)),
+        lock_timeout: Some(show(limits.lock_timeout)),
+    }
+}
+
 /// The `allow` (or deny) blocks of `list`, as text.
 fn blocks_of(list: &crate::proxy::route::AccessList, allowed: bool) -> Vec<String> {
     list.blocks()
@@ -288,6 +338,21 @@ pub fn show_duration(d: Duration) -> String {
         us if us % 1_000_000 == 0 => format!("{}s", us / 1_000_000),
         us if us % 1000 == 0 => format!("{}ms", us / 1000),
         us => format!("{}ms", us as f64 / 1000.0),
+    }
+}
+
+/// A size as the config file writes it: `"65536"`, `"64KiB"`, `"256MiB"`, `"1GiB"`, above 0.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    let text = text.trim();
+    let digits = text.len() - text.trim_start_matches(|c: char| c.is_ascii_digit()).len();
+    let (number, unit) = text.split_at(digits);
+    let bytes = pingora_dsl_rules::size_unit(unit.trim())
+        .and_then(|unit| number.parse::<u64>().ok()?.checked_mul(unit as u64));
+    match bytes {
+        Some(n) if n > 0 => Ok(n),
+        _ => Err(format!(
+            "invalid size {text:?}: write a number above 0 with a unit, bytes, KiB, MiB or GiB (e.g. \"256MiB\")"
+        )),
     }
 }
 
@@ -476,6 +541,7 @@ impl Config {
     /// [`listen`](Config::listen).
     pub fn apply_proxy(&self, name: &str, router: &mut Router) -> io::Result<()> {
         self.apply_cors(name, router)?;
+        self.apply_cache(name, router)?;
         self.apply_access(name, router)?;
         let replaced = self.apply_groups(name, router.groups())?;
         for group in replaced {
@@ -501,6 +567,50 @@ impl Config {
         let list = crate::proxy::route::AccessList::parse(allow, deny)
             .map_err(|e| invalid(format!("proxy.{name}: allow/deny: {e}")))?;
         router.set_access((!list.blocks().is_empty()).then_some(list));
+        Ok(())
+    }
+
+    /// Applies `[proxy.NAME.cache]` to the proxy's declared cache.
+    fn apply_cache(&self, name: &str, router: &mut Router) -> io::Result<()> {
+        let Some(section) = self.proxy.get(name).and_then(|s| s.cache.as_ref()) else {
+            return Ok(());
+        };
+        let Some(cache) = router.cache_mut() else {
+            return Err(invalid(format!(
+                "proxy.{name}.cache: proxy {name} declares no `cache` to set"
+            )));
+        };
+        let at = |key: &str| format!("proxy.{name}.cache.{key}");
+        let size = |key: &str, text: &Option<String>| -> io::Result<Option<u64>> {
+            text.as_deref()
+                .map(|t| parse_size(t).map_err(|e| invalid(format!("{}: {e}", at(key)))))
+                .transpose()
+        };
+        let time = |key: &str, text: &Option<String>| -> io::Result<Option<Duration>> {
+            text.as_deref()
+                .map(|t| parse_duration(t).map_err(|e| invalid(format!("{}: {e}", at(key)))))
+                .transpose()
+        };
+        let mut updated = std::mem::take(cache);
+        if let Some(n) = size("memory", &section.memory)? {
+            updated = updated.memory_budget(n);
+        }
+        if let Some(n) = size("max_object", &section.max_object)? {
+            updated = updated.max_object(n);
+        }
+        if let Some(d) = time("ttl", &section.ttl)? {
+            updated = updated.default_ttl(d);
+        }
+        if let Some(d) = time("stale_while_revalidate", &section.stale_while_revalidate)? {
+            updated = updated.stale_while_revalidate(d);
+        }
+        if let Some(d) = time("stale_if_error", &section.stale_if_error)? {
+            updated = updated.stale_if_error(d);
+        }
+        if let Some(d) = time("lock_timeout", &section.lock_timeout)? {
+            updated = updated.lock_timeout(d);
+        }
+        *cache = updated;
         Ok(())
     }
 
@@ -819,6 +929,7 @@ impl Config {
                     idle: None,
                     cors_origins: router.cors().map(|c| c.origins().to_vec()),
                     proxy_protocol: None,
+                    cache: router.cache().map(cache_section),
                     allow: router.access().map(|a| blocks_of(a, true)),
                     deny: router.access().map(|a| blocks_of(a, false)),
                     trusted_proxies: options

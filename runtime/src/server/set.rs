@@ -243,6 +243,7 @@ impl Observable for ServiceSet {
                     proxy: None,
                     routes: Vec::new(),
                     groups: Vec::new(),
+                    caches: Vec::new(),
                 })
             }
         }

@@ -15,6 +15,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::proxy::auth::{self, Auth, Refusal};
+use crate::proxy::cache::{CacheState, Consulted, HttpCache, Refresh};
 use crate::proxy::{Flow, RequestHeader, ResponseHeader, Session};
 use std::sync::Arc;
 
@@ -365,6 +366,8 @@ pub struct RouteCtx<C> {
     origin: Option<Box<HeaderValue>>,
     /// The coding the client's `Accept-Encoding` chose, under a compression policy.
     encoding: Option<Encoding>,
+    /// What the cache keeps of a forwarded request, under a cache.
+    cache: Option<Box<CacheState>>,
     /// The user's per-request context (`ctx Type;` in `proxy!`).
     pub user: C,
 }
@@ -380,6 +383,7 @@ impl<C> RouteCtx<C> {
             pin: false,
             origin: None,
             encoding: None,
+            cache: None,
             user,
         }
     }
@@ -413,6 +417,7 @@ pub struct Router {
     access: Option<Arc<AccessList>>,
     auth: Option<Arc<Auth>>,
     compress: Option<Arc<Compress>>,
+    cache: Option<Arc<HttpCache>>,
     /// Some route's conditions read JWT claims: the proxy's `auth jwt` verifies the token
     /// before routing.
     routes_read_claims: bool,
@@ -445,6 +450,7 @@ impl Router {
             access: None,
             auth: None,
             compress: None,
+            cache: None,
         }
     }
 
@@ -521,19 +527,131 @@ impl Router {
             return Some(answer);
         }
         let route = self.matched(ctx);
-        if let Some(auth) = self
+        let decided = match self
             .auth_of(route)
             .filter(|a| !self.verified_before_routing(session, a))
+            .map(|auth| (auth, auth.check_now(session)))
         {
-            match auth.check_now(session) {
-                // bcrypt or a subrequest: boxed, so that the future of every other request
-                // stays as small as before.
-                None => return Box::pin(self.authenticate_later(auth, session, ctx)).await,
-                Some(Ok(identity)) => session.set_identity(identity),
-                Some(Err(refusal)) => return Some(self.refusal(session, route, *refusal)),
+            // bcrypt or a subrequest: boxed, so that the future of every other request
+            // stays as small as before.
+            Some((auth, None)) => Box::pin(self.authenticate_later(auth, session, ctx)).await,
+            Some((_, Some(Err(refusal)))) => return Some(self.refusal(session, route, *refusal)),
+            Some((_, Some(Ok(identity)))) => {
+                session.set_identity(identity);
+                self.authenticated(session, ctx)
+            }
+            None => self.authenticated(session, ctx),
+        };
+        if decided.is_some() || ctx.group.is_none() {
+            return decided;
+        }
+        let cache = self.cache_of(self.matched(ctx))?;
+        // Boxed, as authentication: requests under no cache keep their future's size.
+        Box::pin(self.consult_cache(cache, session, ctx)).await
+    }
+
+    /// Answers the request from `cache`, or forwards it keeping the cache's state.
+    async fn consult_cache<C>(
+        &self,
+        cache: &Arc<HttpCache>,
+        session: &mut Session,
+        ctx: &mut RouteCtx<C>,
+    ) -> Option<Flow> {
+        let mut consulted = cache.consult(session);
+        if let Consulted::Wait(wait, state) = consulted {
+            consulted = cache.after_wait(wait, state, session).await;
+        }
+        match consulted {
+            Consulted::Serve(answer, refresh) => {
+                if let Some(refresh) = refresh {
+                    self.start_refresh(refresh, cache, session, ctx);
+                }
+                Some(self.decorated(session, self.matched(ctx), answer))
+            }
+            Consulted::Forward(state) | Consulted::Wait(_, state) => {
+                if let Some(fallback) = cache.stale_fallback(&state) {
+                    session.set_stale_fallback(fallback);
+                }
+                ctx.cache = Some(state);
+                None
             }
         }
-        self.authenticated(session, ctx)
+    }
+
+    /// Sends `refresh` as the request would go upstream (rewritten, edited) to its group.
+    fn start_refresh<C>(
+        &self,
+        refresh: Refresh,
+        cache: &Arc<HttpCache>,
+        session: &Session,
+        ctx: &RouteCtx<C>,
+    ) {
+        let Some(group) = self.routed_group(ctx) else {
+            return;
+        };
+        let (mut head, ()) = http::Request::new(()).into_parts();
+        head.uri = match session.uri().path_and_query() {
+            Some(target) => http::Uri::from(target.clone()),
+            None => http::Uri::from_static("/"),
+        };
+        head.headers = session.headers().clone();
+        if crate::proxy::headers::strip_request_hop_by_hop(&mut head.headers).is_err()
+            || self
+                .upstream_request_filter(session, ctx, &mut head)
+                .is_err()
+        {
+            return;
+        }
+        refresh.start(cache.clone(), group.clone(), head);
+    }
+
+    /// Sets the cache of every route that does not declare its own.
+    pub fn with_cache(mut self, cache: HttpCache) -> Self {
+        self.cache = Some(Arc::new(cache));
+        self
+    }
+
+    /// The proxy-wide cache, if it has one.
+    pub fn cache(&self) -> Option<&HttpCache> {
+        self.cache.as_deref()
+    }
+
+    /// The proxy-wide cache, to change its settings before it serves (e.g. from a config
+    /// file); `None` without one, or once it is shared.
+    pub fn cache_mut(&mut self) -> Option<&mut HttpCache> {
+        self.cache.as_mut().and_then(Arc::get_mut)
+    }
+
+    /// The cache in force on `route` (or on none).
+    fn cache_of<'a>(&'a self, route: Option<&'a Route>) -> Option<&'a Arc<HttpCache>> {
+        match route.and_then(Route::policy) {
+            Some(policy) => policy.cache.resolve(self.cache.as_ref()),
+            None => self.cache.as_ref(),
+        }
+    }
+
+    /// Every cache of the router as the admin listener sees it.
+    pub fn observed_caches(&self) -> Vec<crate::service::CacheView> {
+        self.caches()
+            .into_iter()
+            .map(|(label, cache)| crate::service::CacheView { label, cache })
+            .collect()
+    }
+
+    /// Every cache of the router with what it serves (`proxy`, or a route's label).
+    pub fn caches(&self) -> Vec<(String, Arc<HttpCache>)> {
+        let own = self
+            .routes
+            .iter()
+            .filter_map(|r| match &r.policy.as_deref()?.cache {
+                Override::Own(cache) => Some((r.label.to_owned(), cache.clone())),
+                _ => None,
+            });
+        self.cache
+            .iter()
+            .map(|c| ("proxy".to_owned(), c.clone()))
+            .chain(own)
+            .collect()
     }
 
     /// What an authenticated (or unauthenticated but allowed) request gets: the coding its
@@ -940,10 +1058,21 @@ impl Router {
         status: StatusCode,
         body: Bytes,
     ) -> Flow {
-        let mut response = match Flow::respond_with(status, body) {
+        let response = match Flow::respond_with(status, body) {
             Flow::Respond(r) => r,
             Flow::Continue => Response::new(Bytes::new()),
         };
+        self.decorated(session, route, response)
+    }
+
+    /// An answer of the proxy's own (a fixed one, a cached one), with the response edits
+    /// and CORS headers applied.
+    fn decorated(
+        &self,
+        session: &Session,
+        route: Option<&Route>,
+        mut response: Response<Bytes>,
+    ) -> Flow {
         self.edit(session, route, response.headers_mut(), Headers::Session);
         if let Some(cors) = self.cors_of(route) {
             let origin = session.headers().get(http::header::ORIGIN);
@@ -1050,6 +1179,9 @@ impl Router {
         if let Some(rewrite) = route.and_then(|r| r.rewrite.as_ref()) {
             rewrite.apply(&mut request.uri)?;
         }
+        if let (Some(state), Some(cache)) = (&ctx.cache, self.cache_of(route)) {
+            cache.shape_request(state, &mut request.headers);
+        }
         if let Some(identity) = session.identity() {
             for (name, value) in &identity.upstream_headers {
                 request.headers.append(name.clone(), value.clone());
@@ -1059,9 +1191,20 @@ impl Router {
         Ok(())
     }
 
-    /// For `upstream_response_filter`: sets the stickiness cookie of the request's group
-    /// on an answer from a peer the request did not name.
-    pub fn upstream_response_filter<C>(&self, ctx: &RouteCtx<C>, response: &mut ResponseHeader) {
+    /// For `upstream_response_filter`: hands the response to the cache (which may store it,
+    /// or answer instead: a revalidated or stale response), and sets the stickiness cookie
+    /// of the request's group on an answer from a peer the request did not name.
+    pub fn upstream_response_filter<C>(
+        &self,
+        session: &mut Session,
+        ctx: &mut RouteCtx<C>,
+        response: &mut ResponseHeader,
+    ) {
+        if let Some(state) = ctx.cache.take() {
+            if let Some(cache) = self.cache_of(self.matched(ctx)) {
+                cache.on_response(state, session, response);
+            }
+        }
         if !ctx.pin {
             return;
         }

@@ -1,6 +1,6 @@
 //! What a route may set for its own requests instead of its group's or the proxy's:
 //! upstream timeouts, the number of resends, rate limits that count only its requests, the
-//! largest request body it accepts, its own CORS policy, IP access list, authentication and compression. A route without a policy pays
+//! largest request body it accepts, its own CORS policy, IP access list, authentication, compression and cache. A route without a policy pays
 //! one pointer test.
 
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use super::compress::Compress;
 use super::cors::Cors;
 use super::rate::RateLimit;
 use crate::proxy::auth::Auth;
+use crate::proxy::cache::HttpCache;
 use crate::upstream::{HttpPeer, PeerTimeouts};
 
 /// A route's own limits; an unset one is its group's (or the proxy's).
@@ -37,6 +38,8 @@ pub struct RoutePolicy {
     pub auth: Override<Arc<Auth>>,
     /// The route's response compression instead of the proxy's (or none).
     pub compress: Override<Arc<Compress>>,
+    /// The route's cache instead of the proxy's (or none).
+    pub cache: Override<Arc<HttpCache>>,
 }
 
 /// A proxy-wide policy as one route sees it: the proxy's, one of its own, or none at all.
