@@ -203,6 +203,11 @@ impl ::pingora_dsl::__private::runtime::proxy::ProxyHttp for Minimal {
     > {
         ::std::option::Option::Some(self.router.observed())
     }
+    fn observed_caches(
+        &self,
+    ) -> ::std::vec::Vec<::pingora_dsl::__private::runtime::service::CacheView> {
+        self.router.observed_caches()
+    }
 }
 impl ::pingora_dsl::__private::runtime::server::declared::Declared for Minimal {
     const NAME: &'static str = "Minimal";

@@ -189,6 +189,11 @@ impl ::pingora_dsl::__private::runtime::proxy::ProxyHttp for Broken {
     > {
         ::std::option::Option::Some(self.router.observed())
     }
+    fn observed_caches(
+        &self,
+    ) -> ::std::vec::Vec<::pingora_dsl::__private::runtime::service::CacheView> {
+        self.router.observed_caches()
+    }
 }
 impl ::pingora_dsl::__private::runtime::server::declared::Declared for Broken {
     const NAME: &'static str = "Broken";
