@@ -224,6 +224,69 @@ async fn demo_origins_start_only_for_the_groups_without_peers() {
     assert_eq!(web.requests(), 1);
 }
 
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cache_example_answers_from_its_cache_and_purges_through_its_admin() {
+    let web = Origin::start("cached-origin").await.expect("an origin");
+    let dir = TempDir::new("cache");
+    let conf = dir.file(
+        "cache.toml",
+        &format!(
+            "[proxy.CachedSite]\nlisten = [\"127.0.0.1:0\"]\n\n[proxy.CachedSite.cache]\nttl = \"1h\"\nmemory = \"32MiB\"\n\n[proxy.CachedSite.upstream.web]\npeers = [\"{}\"]\n",
+            web.addr()
+        ),
+    );
+    let printed = run_to_end("cache", &["-c", path_str(&conf), "--print-config"], &dir.0);
+    let printed = text(&printed);
+    assert!(
+        printed.contains("[proxy.CachedSite.cache]")
+            && printed.contains("ttl = \"3600s\"")
+            && printed.contains("memory = \"32MiB\""),
+        "the file's cache settings are in force: {printed}"
+    );
+    let mut command = Command::new(example_binary("cache"));
+    command.args(["-c", path_str(&conf), "--admin", "127.0.0.1:0"]);
+    let (mut proxy, addr) = Running::start(&mut command, "http");
+    let marker = "admin on http://";
+    let admin_line = match proxy.seen.iter().find(|l| l.starts_with(marker)) {
+        Some(line) => line.clone(),
+        None => read_until(&proxy.lines, &mut proxy.seen, |l| l.starts_with(marker)),
+    };
+    let admin = addr_after(&admin_line, marker);
+    let cached = |path: &str| {
+        let request = get(addr, path, None);
+        async move {
+            let (response, _) = send(&client(), request).await;
+            let label = response
+                .headers()
+                .get("x-cache")
+                .map(|v| v.to_str().unwrap_or("?").to_owned());
+            (response.status(), label)
+        }
+    };
+    assert_eq!(cached("/page").await.1.as_deref(), Some("MISS"));
+    assert_eq!(cached("/page").await.1.as_deref(), Some("HIT"));
+    assert_eq!(web.requests(), 1, "the second answer came from the cache");
+    assert_eq!(cached("/api/x").await.1, None, "`cache off` on /api");
+    assert_eq!(cached("/api/x").await.1, None);
+    assert_eq!(web.requests(), 3);
+    let purge = http::Request::builder()
+        .method("PURGE")
+        .uri(format!(
+            "http://{admin}/cache?prefix=http%3A%2F%2F{}%2F",
+            addr.to_string().replace(':', "%3A")
+        ))
+        .body(http_body_util::Full::new(bytes::Bytes::new()))
+        .expect("a request");
+    let (response, body) = send(&client(), purge).await;
+    assert_eq!(response.status(), 200);
+    assert!(
+        String::from_utf8_lossy(&body).contains("\"purged\": 1"),
+        "{body:?}"
+    );
+    assert_eq!(cached("/page").await.1.as_deref(), Some("MISS"));
+    assert_eq!(web.requests(), 4);
+}
+
 /// Every example with demo origins, and the arguments `-t` needs to bind only port 0.
 const EXAMPLES: &[(&str, &[&str])] = &[
     ("load_balancer", &["--listen", "127.0.0.1:0"]),
@@ -236,6 +299,10 @@ const EXAMPLES: &[(&str, &[&str])] = &[
         &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
     ),
     ("grpc_proxy", &["--listen", "127.0.0.1:0"]),
+    (
+        "cache",
+        &["--listen", "127.0.0.1:0", "--admin", "127.0.0.1:0"],
+    ),
     ("websocket_proxy", &["--listen", "127.0.0.1:0"]),
 ];
 

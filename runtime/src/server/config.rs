@@ -300,13 +300,23 @@ pub struct TimeoutSection {
     pub idle: Option<String>,
 }
 
+/// A size as the config file writes it, in the largest unit that divides it.
+fn show_size(bytes: u64) -> String {
+    for (unit, name) in [(1 << 30, "GiB"), (1 << 20, "MiB"), (1 << 10, "KiB")] {
+        if bytes >= unit && bytes % unit == 0 {
+            return format!("{}{name}", bytes / unit);
+        }
+    }
+    bytes.to_string()
+}
+
 /// The `[proxy.NAME.cache]` section that sets `cache` as it is.
 fn cache_section(cache: &crate::proxy::cache::HttpCache) -> CacheSection {
     let limits = cache.limits();
     let show = show_duration;
     CacheSection {
-        memory: Some(limits.memory.to_string()),
-        max_object: Some(limits.max_object.to_string()),
+        memory: Some(show_size(limits.memory)),
+        max_object: Some(show_size(limits.max_object)),
         ttl: limits.ttl.map(show),
         stale_while_revalidate: Some(show(limits.stale_while_revalidate)),
         stale_if_error: Some(show(limits.stale_if_error)),
