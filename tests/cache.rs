@@ -165,7 +165,7 @@ async fn answer(asked: &Asked, req: &Request<Incoming>, n: usize) -> Response<Fu
             asked.release.notified().await;
             respond(200, &[("cache-control", "max-age=60")], body)
         }
-        "/small/big" => respond(200, &[("cache-control", "max-age=60")], vec![b'x'; 4096]),
+        "/small/big" | "/big" => respond(200, &[("cache-control", "max-age=60")], vec![b'x'; 4096]),
         "/public-auth" => respond(200, &[("cache-control", "public, max-age=60")], body),
         _ => respond(404, &[("cache-control", "max-age=60")], body),
     }
@@ -641,4 +641,54 @@ fn percent(s: &str) -> String {
             _ => format!("%{b:02X}"),
         })
         .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn what_memory_evicts_is_read_back_from_the_disk_tier() {
+    let asked = Arc::new(Asked::default());
+    let origin = start_origin(asked.clone()).await;
+    let dir = std::env::temp_dir().join(format!("pdsl-cache-disk-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    let mut proxy = Cached::new();
+    point(proxy.router_mut(), "app", &[origin]);
+    // A memory tier that holds about two of these objects, and a disk tier for the rest.
+    let cache = proxy.router_mut().cache_mut().expect("the proxy's cache");
+    *cache = std::mem::take(cache)
+        .memory_budget(10 * 1024)
+        .disk(&dir, 16 << 20);
+    proxy.router().check_caches().expect("the disk tier opens");
+    let caches = proxy.router().caches();
+    let (proxy, _admin) = support::start_with_admin(proxy.service());
+    let get = |path: String| {
+        let request = support::get(proxy.addr(), &path, None);
+        async move { send(&client(), request).await }
+    };
+    for i in 0..8 {
+        let (response, body) = get(format!("/big?{i}")).await;
+        assert_eq!((x_cache(&response), body.len()), ("MISS", 4096));
+    }
+    let cache = caches[0].1.clone();
+    wait_until(Duration::from_secs(10), "eight objects on disk", || {
+        cache.disk_store().is_some_and(|d| d.usage().1 == 8)
+    })
+    .await;
+    assert!(
+        cache.stats().evictions.get() > 0,
+        "memory could not keep them all"
+    );
+    for i in 0..8 {
+        let (response, body) = get(format!("/big?{i}")).await;
+        assert_eq!(
+            (x_cache(&response), body.len()),
+            ("HIT", 4096),
+            "object {i}"
+        );
+    }
+    assert_eq!(
+        asked.count("/big"),
+        8,
+        "every answer after the first from a tier"
+    );
+    assert!(cache.stats().disk_loads.get() > 0);
+    let _ = std::fs::remove_dir_all(&dir);
 }

@@ -287,6 +287,110 @@ async fn the_cache_example_answers_from_its_cache_and_purges_through_its_admin()
     assert_eq!(web.requests(), 4);
 }
 
+/// The cache example with a disk tier from its config file, killed with SIGKILL while it
+/// stores responses and while others still stream: restarted on the same directory, it
+/// answers the objects it kept from disk, whole, never a partial one, and nothing half
+/// written is left.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_disk_cache_killed_mid_write_serves_only_whole_objects_after_restart() {
+    const FAST: usize = 32;
+    const SIZE: usize = 300_000;
+    const SLOW: usize = 4;
+    let web = Origin::start("disk-origin").await.expect("an origin");
+    let dir = TempDir::new("disk");
+    let disk = dir.0.join("cache");
+    let conf = dir.file(
+        "cache.toml",
+        &format!(
+            "[proxy.CachedSite]\nlisten = [\"127.0.0.1:0\"]\n\n[proxy.CachedSite.cache]\nttl = \"1h\"\ndisk = \"{}\"\ndisk_size = \"256MiB\"\n\n[proxy.CachedSite.upstream.web]\npeers = [\"{}\"]\n",
+            disk.display(),
+            web.addr()
+        ),
+    );
+    let start = || {
+        let mut command = Command::new(example_binary("cache"));
+        command.args(["-c", path_str(&conf), "--admin", "127.0.0.1:0"]);
+        Running::start(&mut command, "http")
+    };
+    let fast = |i: usize| format!("/bytes/{SIZE}?object={i}");
+    // 100 small chunks, one every 5 ms: still streaming when the proxy dies.
+    let slow = |i: usize| format!("/drip/100/5?object={i}");
+    // The key holds the host: both processes are asked for the same one, whatever
+    // their ports.
+    let on_host = |addr: SocketAddr, path: &str| {
+        http::Request::get(format!("http://{addr}{path}"))
+            .header("host", "cache.test")
+            .body(http_body_util::Full::new(bytes::Bytes::new()))
+            .expect("a request")
+    };
+    let (mut proxy, addr) = start();
+    let loads: Vec<_> = (0..FAST)
+        .map(fast)
+        .chain((0..SLOW).map(slow))
+        .map(|path| {
+            let request = on_host(addr, &path);
+            tokio::spawn(async move {
+                // Read whole (an answer the client leaves is not stored); the kill cuts
+                // some short.
+                let response = client().request(request).await.ok()?;
+                http_body_util::BodyExt::collect(response.into_body())
+                    .await
+                    .ok()
+            })
+        })
+        .collect();
+    let objects = disk.join("objects");
+    support::wait_until(Duration::from_secs(20), "8 objects written to disk", || {
+        std::fs::read_dir(&objects).is_ok_and(|d| d.count() >= 8)
+    })
+    .await;
+    proxy.child.kill().expect("SIGKILL");
+    let _ = proxy.child.wait();
+    for load in loads {
+        let _ = load.await;
+    }
+    let (_proxy, addr) = start();
+    assert_eq!(
+        std::fs::read_dir(disk.join("tmp"))
+            .expect("the tmp directory")
+            .count(),
+        0,
+        "what was half written is gone"
+    );
+    let label = |r: &http::Response<()>| {
+        r.headers()
+            .get("x-cache")
+            .map(|v| v.to_str().unwrap_or("?").to_owned())
+    };
+    let mut from_disk = 0;
+    for i in 0..FAST {
+        let (response, body) = send(&client(), on_host(addr, &fast(i))).await;
+        assert_eq!(response.status(), 200, "object {i}");
+        assert_eq!(
+            body.len(),
+            SIZE,
+            "object {i} whole ({:?})",
+            label(&response)
+        );
+        from_disk += usize::from(label(&response).as_deref() == Some("HIT"));
+    }
+    assert!(
+        from_disk >= 8,
+        "the objects on disk before the kill are served: {from_disk}"
+    );
+    let before = web.requests();
+    for i in 0..SLOW {
+        let (response, body) = send(&client(), on_host(addr, &slow(i))).await;
+        assert_eq!(
+            label(&response).as_deref(),
+            Some("MISS"),
+            "cut off: never stored"
+        );
+        assert_eq!(body.len(), 100 * pingora_dsl_suite::origin::DRIP_CHUNK);
+    }
+    assert_eq!(web.requests(), before + SLOW);
+}
+
 /// Every example with demo origins, and the arguments `-t` needs to bind only port 0.
 const EXAMPLES: &[(&str, &[&str])] = &[
     ("load_balancer", &["--listen", "127.0.0.1:0"]),

@@ -220,6 +220,8 @@ pub struct Cache {
     /// Lowercase header names added to the key.
     pub key_headers: Vec<String>,
     pub key_cookies: Vec<String>,
+    /// `disk "DIR" SIZE`: the directory and its byte budget.
+    pub disk: Option<(String, u64)>,
 }
 
 /// `compress { ... }`, checked; `None` fields are the runtime's defaults.

@@ -129,6 +129,8 @@ pub enum CacheValue {
     Str(LitStr),
     /// `key header "NAME"` or `key cookie "NAME"`
     Key(Ident, LitStr),
+    /// `disk "DIR" SIZE`
+    Disk(LitStr, LitInt),
 }
 
 /// `auth METHOD ...;` (or `auth off;` in a route).

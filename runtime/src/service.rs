@@ -170,6 +170,12 @@ pub struct CacheCounts {
     pub objects: u64,
     /// The memory budget in bytes.
     pub budget: u64,
+    /// Responses read back from the disk tier.
+    pub disk_loads: u64,
+    /// Bytes the disk tier holds.
+    pub disk_bytes: u64,
+    /// Objects the disk tier holds.
+    pub disk_objects: u64,
 }
 
 /// A cache of a service: what it serves (`proxy`, or a route's label) and a handle.

@@ -7,6 +7,8 @@ proxy! {
         cache { memory 0; ttl 5 ; stale_if_error 1m; stale_if_error 2m; max_age 10s; }
         route path "/a" => upstream web { cache { key query "q"; status_header "x cache"; } }
         route path "/b" => upstream web { cache { memory 1MiB; max_object 2MiB; } }
+        route path "/d" => upstream web { cache { disk "" 1GiB; } }
+        route path "/e" => upstream web { cache { disk "/var/cache/edge" 0; } }
         route path "/c" => respond 200 "ok" { cache off; }
         route => upstream web;
     }

@@ -266,7 +266,11 @@ fn cache(c: &Cache) -> TokenStream {
         .iter()
         .map(|h| quote!(.key_header(#rt::HeaderName::from_static(#h))));
     let cookies = c.key_cookies.iter().map(|name| quote!(.key_cookie(#name)));
-    quote!(#cache::HttpCache::new(#memory) #max #ttl #swr #sie #lock #header #(#keys)* #(#cookies)*)
+    let disk = c
+        .disk
+        .as_ref()
+        .map(|(dir, size)| quote!(.disk(#dir, #size)));
+    quote!(#cache::HttpCache::new(#memory) #max #ttl #swr #sie #lock #header #(#keys)* #(#cookies)* #disk)
 }
 
 /// A `Compress` value of a checked `compress` declaration.

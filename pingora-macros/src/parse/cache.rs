@@ -20,6 +20,7 @@ pub const CACHE_SETTINGS: &[&str] = &[
     "lock_timeout",
     "status_header",
     "key",
+    "disk",
 ];
 
 impl Parse for CacheDecl {
@@ -71,6 +72,18 @@ fn parse_setting(input: ParseStream<'_>) -> syn::Result<CacheSetting> {
                 "expected a header name: `status_header \"x-cache\";`",
             )
         })?),
+        "disk" => {
+            let dir: LitStr = input.parse().map_err(|e| {
+                syn::Error::new(
+                    e.span(),
+                    "expected the directory and its size: `disk \"/var/cache/edge\" 10GiB;`",
+                )
+            })?;
+            let size = input.parse().map_err(|e| {
+                syn::Error::new(e.span(), "expected the disk tier's size after its directory: `disk \"/var/cache/edge\" 10GiB;`")
+            })?;
+            CacheValue::Disk(dir, size)
+        }
         "key" => {
             let part = Ident::parse_any(input)?;
             if part != "header" && part != "cookie" {

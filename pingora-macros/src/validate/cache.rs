@@ -73,6 +73,23 @@ fn check_cache(decl: &CacheDecl, errors: &mut Errors) -> Option<model::Cache> {
                 }
                 ok
             }
+            (CacheValue::Disk(dir, lit), _) => {
+                let size = size(lit, "disk", errors);
+                let path = dir.value();
+                if path.is_empty() {
+                    errors.at(
+                        dir.span(),
+                        "the disk tier needs a directory: `disk \"/var/cache/edge\" 10GiB;`",
+                    );
+                }
+                match size.filter(|_| !path.is_empty()) {
+                    Some(n) => {
+                        cache.disk = Some((path, n));
+                        true
+                    }
+                    None => false,
+                }
+            }
             (CacheValue::Key(part, name), _) => {
                 let value = name.value();
                 let ok = if part == "header" {

@@ -31,7 +31,7 @@ pub(super) fn statuses(caches: &[CacheView]) -> Vec<CacheStatus> {
 /// The caches' metric families, labelled by proxy and cache.
 pub(super) fn families(views: &[ServiceView]) -> Vec<MetricFamily> {
     type Pick = fn(&CacheCounts) -> u64;
-    let counters: [(&str, &str, Pick); 9] = [
+    let counters: [(&str, &str, Pick); 10] = [
         ("hits_total", "Answers from a fresh stored response.", |c| {
             c.hits
         }),
@@ -69,10 +69,23 @@ pub(super) fn families(views: &[ServiceView]) -> Vec<MetricFamily> {
             "Keys removed by purges and unsafe methods.",
             |c| c.purged,
         ),
+        (
+            "disk_loads_total",
+            "Responses read back from the disk tier.",
+            |c| c.disk_loads,
+        ),
     ];
-    let gauges: [(&str, &str, Pick); 2] = [
+    let gauges: [(&str, &str, Pick); 4] = [
         ("bytes", "Bytes the cache holds in memory.", |c| c.bytes),
-        ("objects", "Keys the cache holds.", |c| c.objects),
+        ("objects", "Keys the cache holds in memory.", |c| c.objects),
+        ("disk_bytes", "Bytes the cache's disk tier holds.", |c| {
+            c.disk_bytes
+        }),
+        (
+            "disk_objects",
+            "Objects the cache's disk tier holds.",
+            |c| c.disk_objects,
+        ),
     ];
     let all = counters
         .iter()

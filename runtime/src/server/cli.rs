@@ -216,6 +216,7 @@ impl ProxyCli {
     ) -> io::Result<Prepared> {
         self.configure(name, router)?;
         router.check_auth()?;
+        router.check_caches()?;
         for group in router.groups() {
             group.check()?;
             if !self.test {

@@ -50,6 +50,8 @@
 //! stale_while_revalidate = "10s"
 //! stale_if_error = "5m"
 //! lock_timeout = "5s"
+//! disk = "/var/cache/gateway"         # a disk tier (restarts warm), with its size
+//! disk_size = "10GiB"
 //!
 //! [[proxy.Gateway.certificate]]       # several: chosen by SNI, the first the default
 //! cert = "/etc/gateway/example.com.crt"
@@ -244,6 +246,12 @@ pub struct CacheSection {
     /// How long a miss waits for another request fetching the same key.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lock_timeout: Option<String>,
+    /// The disk tier's directory (with `disk_size`), replacing the declared one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk: Option<PathBuf>,
+    /// The disk tier's byte budget (`"10GiB"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disk_size: Option<String>,
 }
 
 /// `[[proxy.NAME.certificate]]`: a certificate chain and its key, PEM files.
@@ -321,6 +329,8 @@ fn cache_section(cache: &crate::proxy::cache::HttpCache) -> CacheSection {
         stale_while_revalidate: Some(show(limits.stale_while_revalidate)),
         stale_if_error: Some(show(limits.stale_if_error)),
         lock_timeout: Some(show(limits.lock_timeout)),
+        disk: cache.disk_store().map(|d| d.dir().to_path_buf()),
+        disk_size: cache.disk_store().map(|d| show_size(d.budget())),
     }
 }
 
@@ -619,6 +629,24 @@ impl Config {
         }
         if let Some(d) = time("lock_timeout", &section.lock_timeout)? {
             updated = updated.lock_timeout(d);
+        }
+        let declared = updated
+            .disk_store()
+            .map(|d| (d.dir().to_path_buf(), d.budget()));
+        let disk_size = size("disk_size", &section.disk_size)?;
+        match (section.disk.clone(), disk_size, declared) {
+            (Some(dir), Some(n), _) => updated = updated.disk(dir, n),
+            (Some(dir), None, Some((_, n))) | (None, Some(n), Some((dir, _))) => {
+                updated = updated.disk(dir, n)
+            }
+            (Some(_), None, None) | (None, Some(_), None) => {
+                *cache = updated;
+                return Err(invalid(format!(
+                    "{}: a disk tier needs both `disk` (its directory) and `disk_size`",
+                    at("disk")
+                )));
+            }
+            (None, None, _) => {}
         }
         *cache = updated;
         Ok(())

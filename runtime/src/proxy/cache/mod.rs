@@ -22,6 +22,7 @@
 //! that allow it (`public`, `s-maxage`, `must-revalidate`).
 
 mod answer;
+mod disk;
 mod fill;
 mod refresh;
 pub mod rules;
@@ -42,9 +43,11 @@ use crate::metrics::Counter;
 use crate::proxy::{ResponseHeader, Session};
 use crate::upstream::HttpClient;
 pub use answer::CacheStatus;
+pub use disk::DiskStore;
 use fill::{FillGuard, FillWait, Fills, Joined};
 pub(crate) use refresh::Refresh;
 use rules::Directives;
+use store::Variants;
 pub use store::{MemoryStore, Stored};
 
 /// Counters of one cache, for the metrics and the status page.
@@ -68,6 +71,8 @@ pub struct CacheStats {
     pub evictions: Arc<Counter>,
     /// Keys removed by a purge or an unsafe method.
     pub purged: Counter,
+    /// Responses read back from the disk tier.
+    pub disk_loads: Counter,
 }
 
 /// The sizes and times of a cache, as declared (or set by the config file).
@@ -104,6 +109,7 @@ struct Settings {
 /// `Arc`) by every request and worker of the routes it serves.
 pub struct HttpCache {
     store: MemoryStore,
+    disk: Option<Arc<DiskStore>>,
     fills: Arc<Fills>,
     stats: Arc<CacheStats>,
     settings: Settings,
@@ -140,6 +146,7 @@ impl HttpCache {
         let stats = Arc::new(CacheStats::default());
         HttpCache {
             store: MemoryStore::new(memory, stats.evictions.clone()),
+            disk: None,
             fills: Arc::default(),
             stats,
             settings: Settings {
@@ -160,6 +167,33 @@ impl HttpCache {
     pub fn memory_budget(mut self, bytes: u64) -> Self {
         self.store = MemoryStore::new(bytes, self.stats.evictions.clone());
         self
+    }
+
+    /// A disk tier in `dir` of at most `budget` bytes beside the memory tier: every
+    /// stored response is written there too, and read back on a memory miss (after a
+    /// restart, or once memory evicted it).
+    pub fn disk(mut self, dir: impl Into<std::path::PathBuf>, budget: u64) -> Self {
+        self.disk = Some(Arc::new(DiskStore::new(dir, budget)));
+        self
+    }
+
+    /// The disk tier, if it has one.
+    pub fn disk_store(&self) -> Option<&DiskStore> {
+        self.disk.as_deref()
+    }
+
+    /// Opens the disk tier (creates its directory, deletes what a crash left half
+    /// written, rebuilds its index): the start and `-t` stop on an error.
+    pub fn check_disk(&self) -> std::io::Result<()> {
+        match &self.disk {
+            Some(disk) => disk.open().map_err(|e| {
+                std::io::Error::new(
+                    e.kind(),
+                    format!("cache disk {}: {e}", disk.dir().display()),
+                )
+            }),
+            None => Ok(()),
+        }
     }
 
     /// Freshness for responses that carry none (no `Cache-Control` max-age, no `Expires`)
@@ -241,7 +275,8 @@ impl HttpCache {
     /// Removes the stored responses of `key` (as [`HttpCache::key_of`] makes it: e.g.
     /// `http://example.com/a?b`); whether there were some.
     pub fn purge(&self, key: &str) -> bool {
-        let removed = self.store.remove(key);
+        let on_disk = self.disk.as_ref().is_some_and(|d| d.remove(key));
+        let removed = self.store.remove(key) | on_disk;
         if removed {
             self.stats.purged.inc();
         }
@@ -250,7 +285,8 @@ impl HttpCache {
 
     /// Removes every stored response whose key starts with `prefix`; how many keys.
     pub fn purge_prefix(&self, prefix: &str) -> u64 {
-        let removed = self.store.remove_prefix(prefix);
+        let on_disk = self.disk.as_ref().map_or(0, |d| d.remove_prefix(prefix));
+        let removed = self.store.remove_prefix(prefix).max(on_disk);
         self.stats.purged.add(removed);
         removed
     }
@@ -291,7 +327,7 @@ impl HttpCache {
 
     /// What to do with the request in `session`: answer it, wait for another fill of its
     /// key, or forward it (keeping what the response phases need).
-    pub(crate) fn consult(self: &Arc<Self>, session: &Session) -> Consulted {
+    pub(crate) fn consult(self: &Arc<Self>, session: &Session, tier: Tier) -> Consulted {
         let method = session.method();
         let key = self.key_of(session);
         if method != Method::GET && method != Method::HEAD {
@@ -300,9 +336,17 @@ impl HttpCache {
             return Consulted::Forward(self.state(session, key, Mode::Bypass { invalidates }));
         }
         let now = Instant::now();
-        let stored = self
-            .store
-            .get(&key)
+        let variants = match tier {
+            Tier::Loaded(loaded) => loaded.map(Variants::one),
+            Tier::Any => {
+                let variants = self.store.get(&key);
+                if variants.is_none() && self.disk.as_ref().is_some_and(|d| d.contains(&key)) {
+                    return Consulted::Disk(key);
+                }
+                variants
+            }
+        };
+        let stored = variants
             .and_then(|v| v.for_request(session.headers()).cloned())
             .filter(|s| {
                 !session.headers().contains_key(http::header::AUTHORIZATION) || s.shared_with_auth
@@ -350,6 +394,26 @@ impl HttpCache {
                 Consulted::Wait(wait, self.state(session, key, mode))
             }
         }
+    }
+
+    /// Reads `key`'s object from the disk tier (off the serving threads), and keeps it in
+    /// memory too.
+    pub(crate) async fn load_from_disk(self: &Arc<Self>, key: String) -> Tier {
+        let Some(disk) = self.disk.clone() else {
+            return Tier::Loaded(None);
+        };
+        let cache = self.clone();
+        let loaded = tokio::task::spawn_blocking(move || {
+            let stored = Arc::new(disk.load(&key)?);
+            cache.store.insert(&key, stored.clone());
+            cache.stats.disk_loads.inc();
+            Some(stored)
+        })
+        .await;
+        Tier::Loaded(loaded.unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "reading a cache object from disk failed");
+            None
+        }))
     }
 
     /// After waiting for another request's fill: its stored response, or upstream.
@@ -469,11 +533,8 @@ impl HttpCache {
         let status = response.status;
         let stale = match &mut state.mode {
             Mode::Bypass { invalidates } => {
-                if *invalidates
-                    && (status.is_success() || status.is_redirection())
-                    && self.store.remove(&state.key)
-                {
-                    self.stats.purged.inc();
+                if *invalidates && (status.is_success() || status.is_redirection()) {
+                    self.invalidate(&state.key);
                 }
                 response
                     .headers
@@ -489,7 +550,7 @@ impl HttpCache {
                     state.requested,
                     SystemTime::now(),
                 ));
-                self.store.insert(&state.key, refreshed.clone());
+                self.keep(&state.key, refreshed.clone());
                 self.stats.revalidated.inc();
                 let answer = self.answer(
                     &refreshed,
@@ -568,8 +629,35 @@ impl HttpCache {
 
     /// Stores a filled response.
     fn store_filled(&self, key: &str, stored: Stored) {
-        self.store.insert(key, Arc::new(stored));
+        self.keep(key, Arc::new(stored));
         self.stats.stored.inc();
+    }
+
+    /// Puts `stored` in memory, and writes it to the disk tier in the background.
+    fn keep(&self, key: &str, stored: Arc<Stored>) {
+        self.store.insert(key, stored.clone());
+        let Some(disk) = self.disk.clone() else {
+            return;
+        };
+        let key = key.to_owned();
+        off_thread(move || {
+            if let Err(e) = disk.save(&key, &stored) {
+                tracing::warn!(%key, error = %e, "a cache object was not written to disk");
+            }
+        });
+    }
+
+    /// Removes `key` after an unsafe method changed what it names.
+    fn invalidate(&self, key: &str) {
+        if self.store.remove(key) {
+            self.stats.purged.inc();
+        }
+        if let Some(disk) = self.disk.clone() {
+            let key = key.to_owned();
+            off_thread(move || {
+                disk.remove(&key);
+            });
+        }
     }
 
     /// Sends background refreshes.
@@ -596,6 +684,9 @@ impl crate::service::CacheHandle for HttpCache {
             bytes: self.store.bytes(),
             objects: self.store.len() as u64,
             budget: self.store.budget(),
+            disk_loads: s.disk_loads.get(),
+            disk_bytes: self.disk.as_ref().map_or(0, |d| d.usage().0),
+            disk_objects: self.disk.as_ref().map_or(0, |d| d.usage().1),
         }
     }
 
@@ -707,6 +798,24 @@ pub(crate) enum Consulted {
     Wait(FillWait, Box<CacheState>),
     /// Go upstream, keeping this for the response phases.
     Forward(Box<CacheState>),
+    /// Read the key's object from the disk tier, then consult again.
+    Disk(String),
+}
+
+/// Where a consultation looks.
+pub(crate) enum Tier {
+    /// Memory, then (on a miss there) the disk tier.
+    Any,
+    /// What the disk tier had for the key.
+    Loaded(Option<Arc<Stored>>),
+}
+
+/// Runs file work on the blocking pool (inline outside a runtime).
+fn off_thread(work: impl FnOnce() + Send + 'static) {
+    match tokio::runtime::Handle::try_current() {
+        Ok(runtime) => drop(runtime.spawn_blocking(work)),
+        Err(_) => work(),
+    }
 }
 
 /// What the cache does with a forwarded request.

@@ -95,7 +95,7 @@ impl Refresh {
             .map_err(|_| "a transfer coding that cannot be stored")?;
         if head.status == StatusCode::NOT_MODIFIED {
             let refreshed = self.stored.refreshed(&head.headers, requested, received);
-            cache.store.insert(&self.key, Arc::new(refreshed));
+            cache.keep(&self.key, Arc::new(refreshed));
             cache.stats.revalidated.inc();
             return Ok("revalidated");
         }

@@ -123,6 +123,11 @@ fn joined(headers: &HeaderMap, name: &HeaderName) -> Option<HeaderValue> {
 pub struct Variants(Arc<[Arc<Stored>]>);
 
 impl Variants {
+    /// `stored` alone.
+    pub fn one(stored: Arc<Stored>) -> Variants {
+        Variants(Arc::new([stored]))
+    }
+
     /// The variant a request with `headers` may be served.
     pub fn for_request(&self, headers: &HeaderMap) -> Option<&Arc<Stored>> {
         self.0.iter().find(|s| s.matches(headers))

@@ -15,7 +15,7 @@ use http::{HeaderMap, Method, Response, StatusCode};
 
 use crate::error::{Error, ErrorKind, Result};
 use crate::proxy::auth::{self, Auth, Refusal};
-use crate::proxy::cache::{CacheState, Consulted, HttpCache, Refresh};
+use crate::proxy::cache::{CacheState, Consulted, HttpCache, Refresh, Tier};
 use crate::proxy::{Flow, RequestHeader, ResponseHeader, Session};
 use std::sync::Arc;
 
@@ -557,7 +557,11 @@ impl Router {
         session: &mut Session,
         ctx: &mut RouteCtx<C>,
     ) -> Option<Flow> {
-        let mut consulted = cache.consult(session);
+        let mut consulted = cache.consult(session, Tier::Any);
+        if let Consulted::Disk(key) = consulted {
+            let loaded = cache.load_from_disk(key).await;
+            consulted = cache.consult(session, loaded);
+        }
         if let Consulted::Wait(wait, state) = consulted {
             consulted = cache.after_wait(wait, state, session).await;
         }
@@ -568,6 +572,8 @@ impl Router {
                 }
                 Some(self.decorated(session, self.matched(ctx), answer))
             }
+            // (`Disk` is not asked for twice.)
+            Consulted::Disk(_) => None,
             Consulted::Forward(state) | Consulted::Wait(_, state) => {
                 if let Some(fallback) = cache.stale_fallback(&state) {
                     session.set_stale_fallback(fallback);
@@ -628,6 +634,11 @@ impl Router {
             Some(policy) => policy.cache.resolve(self.cache.as_ref()),
             None => self.cache.as_ref(),
         }
+    }
+
+    /// Opens the disk tier of every cache: the start and `-t` stop on an error.
+    pub fn check_caches(&self) -> std::io::Result<()> {
+        self.caches().iter().try_for_each(|(_, c)| c.check_disk())
     }
 
     /// Every cache of the router as the admin listener sees it.
