@@ -35,6 +35,7 @@ proxy! {
             stale_while_revalidate 5s;
             stale_if_error 1m;
         }
+        route path "/healthz" => respond 200 "ok\n";
         route path "/api" => upstream web { cache off; }
         route => upstream web;
     }

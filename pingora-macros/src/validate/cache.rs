@@ -45,8 +45,13 @@ fn check_cache(decl: &CacheDecl, errors: &mut Errors) -> Option<model::Cache> {
         }
         seen.push(word.clone());
         let ok = match (&setting.value, word.as_str()) {
-            (CacheValue::Size(lit), "memory") => set(&mut cache.memory, size(lit, &word, errors)),
-            (CacheValue::Size(lit), _) => set(&mut cache.max_object, size(lit, &word, errors)),
+            (CacheValue::Size(lit), "memory") => {
+                set(&mut cache.memory, size(lit, &word, "memory 64MiB", errors))
+            }
+            (CacheValue::Size(lit), _) => set(
+                &mut cache.max_object,
+                size(lit, &word, "max_object 8MiB", errors),
+            ),
             (CacheValue::Duration(lit), key) => {
                 let d = check_duration(lit, errors);
                 let slot = match key {
@@ -74,7 +79,7 @@ fn check_cache(decl: &CacheDecl, errors: &mut Errors) -> Option<model::Cache> {
                 ok
             }
             (CacheValue::Disk(dir, lit), _) => {
-                let size = size(lit, "disk", errors);
+                let size = size(lit, "disk", "disk \"/var/cache/edge\" 10GiB", errors);
                 let path = dir.value();
                 if path.is_empty() {
                     errors.at(
@@ -139,7 +144,7 @@ fn set<T>(slot: &mut Option<T>, value: Option<T>) -> bool {
 }
 
 /// A size in bytes, KiB, MiB or GiB, at least 1 byte.
-fn size(lit: &LitInt, key: &str, errors: &mut Errors) -> Option<u64> {
+fn size(lit: &LitInt, key: &str, example: &str, errors: &mut Errors) -> Option<u64> {
     let bytes = rules::size_unit(lit.suffix()).and_then(|unit| {
         lit.base10_digits()
             .parse::<u64>()
@@ -152,7 +157,7 @@ fn size(lit: &LitInt, key: &str, errors: &mut Errors) -> Option<u64> {
             errors.at(
                 lit.span(),
                 format!(
-                    "`{key}` takes a size above 0 in bytes, KiB, MiB or GiB (e.g. `{key} 64MiB;`)"
+                    "`{key}` takes a size above 0 in bytes, KiB, MiB or GiB (e.g. `{example};`)"
                 ),
             );
             None

@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{
-    HeaderName, HeaderValue, ACCEPT_RANGES, AGE, CACHE_CONTROL, CONTENT_LOCATION, CONTENT_RANGE,
-    DATE, ETAG, EXPIRES, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE, VARY,
+    HeaderName, HeaderValue, AGE, CACHE_CONTROL, CONTENT_LOCATION, CONTENT_RANGE, DATE, ETAG,
+    EXPIRES, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE, VARY,
 };
 use http::{HeaderMap, Response, StatusCode};
 
@@ -55,10 +55,8 @@ pub fn from_stored(
     let mut response = Response::new(stored.body.clone());
     *response.status_mut() = stored.status;
     *response.headers_mut() = stored.headers.clone();
+    // (`Accept-Ranges: bytes` is stored with every 200, see `Stored::arriving`.)
     if stored.status == StatusCode::OK {
-        response
-            .headers_mut()
-            .insert(ACCEPT_RANGES, HeaderValue::from_static("bytes"));
         if let Some(range) = request
             .get(RANGE)
             .filter(|_| if_range_holds(stored, request))

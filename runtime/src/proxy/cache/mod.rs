@@ -300,7 +300,11 @@ impl HttpCache {
         let mut key = String::with_capacity(16 + host.len() + target.len());
         key.push_str(session.scheme());
         key.push_str("://");
-        key.extend(host.chars().map(|c| c.to_ascii_lowercase()));
+        if host.bytes().any(|b| b.is_ascii_uppercase()) {
+            key.push_str(&host.to_ascii_lowercase());
+        } else {
+            key.push_str(host);
+        }
         key.push_str(target);
         let headers = session.headers();
         let parts = self
@@ -723,6 +727,13 @@ impl Stored {
             headers.remove(name);
         }
         headers.remove(&settings.status_header);
+        if response.status == StatusCode::OK {
+            // Ranges of it are answered from the cache.
+            headers.insert(
+                http::header::ACCEPT_RANGES,
+                http::HeaderValue::from_static("bytes"),
+            );
+        }
         let vary = store::vary_values(request, rules::vary_names(&response.headers));
         let (swr, sie) = if directives.must_revalidate || directives.no_cache {
             (Duration::ZERO, Duration::ZERO)

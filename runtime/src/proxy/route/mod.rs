@@ -546,18 +546,25 @@ impl Router {
             return decided;
         }
         let cache = self.cache_of(self.matched(ctx))?;
-        // Boxed, as authentication: requests under no cache keep their future's size.
-        Box::pin(self.consult_cache(cache, session, ctx)).await
+        match cache.consult(session, Tier::Any) {
+            // A read from disk or a wait for another request's fill: boxed, as
+            // authentication, so that other requests keep their future's size.
+            consulted @ (Consulted::Disk(_) | Consulted::Wait(..)) => {
+                Box::pin(self.consult_further(cache, consulted, session, ctx)).await
+            }
+            consulted => self.act_on_cache(cache, consulted, session, ctx),
+        }
     }
 
-    /// Answers the request from `cache`, or forwards it keeping the cache's state.
-    async fn consult_cache<C>(
+    /// After a read from disk or a wait for another fill: the cache's answer, or the
+    /// request forwarded keeping the cache's state.
+    async fn consult_further<C>(
         &self,
         cache: &Arc<HttpCache>,
+        mut consulted: Consulted,
         session: &mut Session,
         ctx: &mut RouteCtx<C>,
     ) -> Option<Flow> {
-        let mut consulted = cache.consult(session, Tier::Any);
         if let Consulted::Disk(key) = consulted {
             let loaded = cache.load_from_disk(key).await;
             consulted = cache.consult(session, loaded);
@@ -565,6 +572,17 @@ impl Router {
         if let Consulted::Wait(wait, state) = consulted {
             consulted = cache.after_wait(wait, state, session).await;
         }
+        self.act_on_cache(cache, consulted, session, ctx)
+    }
+
+    /// Serves the cache's answer, or keeps its state for a forwarded request.
+    fn act_on_cache<C>(
+        &self,
+        cache: &Arc<HttpCache>,
+        consulted: Consulted,
+        session: &mut Session,
+        ctx: &mut RouteCtx<C>,
+    ) -> Option<Flow> {
         match consulted {
             Consulted::Serve(answer, refresh) => {
                 if let Some(refresh) = refresh {
