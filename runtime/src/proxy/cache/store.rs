@@ -77,14 +77,16 @@ impl Stored {
         self.headers.get(LAST_MODIFIED)
     }
 
-    /// Bytes it takes in memory, roughly: body, headers, and a fixed overhead.
+    /// Bytes it takes in memory, roughly: body, headers (each value its own allocation),
+    /// and the entry's own structures (measured: about 1.7 KB of RSS per small response
+    /// with six headers, the disk tier's index included).
     fn weight(&self) -> u64 {
         let headers: usize = self
             .headers
             .iter()
-            .map(|(n, v)| n.as_str().len() + v.len() + 32)
+            .map(|(n, v)| n.as_str().len() + v.len() + 96)
             .sum();
-        (self.body.len() + headers + 256) as u64
+        (self.body.len() + headers + 640) as u64
     }
 }
 
