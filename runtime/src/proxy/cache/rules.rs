@@ -115,7 +115,8 @@ pub fn not_storable(
         || directives.max_age.is_some()
         || response.contains_key(EXPIRES)
         || directives.no_cache;
-    if !explicit && !(default_ttl.is_some() && cacheable_by_default(status)) {
+    let declared = default_ttl.is_some() && cacheable_by_default(status);
+    if !explicit && !declared {
         return Some("no freshness information, and none declared for this status");
     }
     None
