@@ -28,6 +28,7 @@ proxy! {
         listen "127.0.0.1:6188";
         upstream app { peers ["127.0.0.1:8001"]; }
         upstream flaky { peers ["127.0.0.1:8002"]; }
+        upstream cut { peers ["127.0.0.1:8003"]; }
         cache { memory 16MiB; lock_timeout 10s; stale_if_error 1m; key header "x-tenant"; }
         route path "/off" => upstream app { cache off; }
         route path "/small" => upstream app {
@@ -35,12 +36,12 @@ proxy! {
         }
         route path "/ttl" => upstream app { cache { ttl 1m; } }
         route path "/down" => upstream flaky;
+        route path "/cut" => upstream cut;
         route => upstream app;
     }
 }
 
 /// What the origin was asked: requests per path, and the last request's headers per path.
-#[derive(Default)]
 struct Asked {
     counts: Mutex<HashMap<String, usize>>,
     headers: Mutex<HashMap<String, HeaderMap>>,
@@ -48,6 +49,20 @@ struct Asked {
     release: Notify,
     /// `/flip/*` answers 503 once set.
     failing: std::sync::atomic::AtomicBool,
+    /// `/gated` answers once this is true.
+    gate: tokio::sync::watch::Sender<bool>,
+}
+
+impl Default for Asked {
+    fn default() -> Self {
+        Asked {
+            counts: Mutex::default(),
+            headers: Mutex::default(),
+            release: Notify::new(),
+            failing: std::sync::atomic::AtomicBool::new(false),
+            gate: tokio::sync::watch::channel(false).0,
+        }
+    }
 }
 
 impl Asked {
@@ -165,6 +180,11 @@ async fn answer(asked: &Asked, req: &Request<Incoming>, n: usize) -> Response<Fu
             asked.release.notified().await;
             respond(200, &[("cache-control", "max-age=60")], body)
         }
+        "/gated" => {
+            let mut open = asked.gate.subscribe();
+            let _ = open.wait_for(|open| *open).await;
+            respond(200, &[("cache-control", "no-store")], body)
+        }
         "/small/big" | "/big" => respond(200, &[("cache-control", "max-age=60")], vec![b'x'; 4096]),
         "/public-auth" => respond(200, &[("cache-control", "public, max-age=60")], body),
         _ => respond(404, &[("cache-control", "max-age=60")], body),
@@ -209,6 +229,29 @@ async fn start_origin(asked: Arc<Asked>) -> SocketAddr {
     addr
 }
 
+/// An origin whose answers stop halfway: 1,000 bytes announced, 500 sent, then the
+/// connection closed. Counts the connections it accepted.
+async fn start_cut_origin() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let counted = accepted.clone();
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let _ = pingora_dsl_suite::origin::read_request_head(&mut stream).await;
+            let mut answer =
+                b"HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: 1000\r\n\r\n"
+                    .to_vec();
+            answer.extend_from_slice(&[b'c'; 500]);
+            let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, &answer).await;
+        }
+    });
+    (addr, accepted)
+}
+
 /// An origin that answers each request with a fresh stored-for-a-minute 200, closing the
 /// connection, until it is stopped (then its port refuses).
 async fn start_flaky_origin() -> (SocketAddr, tokio::task::JoinHandle<()>) {
@@ -233,6 +276,7 @@ struct Running {
     asked: Arc<Asked>,
     flaky: tokio::task::JoinHandle<()>,
     flaky_addr: SocketAddr,
+    cut: Arc<std::sync::atomic::AtomicUsize>,
     caches: Vec<(String, Arc<pingora_dsl::proxy::cache::HttpCache>)>,
 }
 
@@ -240,9 +284,11 @@ async fn start() -> Running {
     let asked = Arc::new(Asked::default());
     let origin = start_origin(asked.clone()).await;
     let (flaky_addr, flaky) = start_flaky_origin().await;
+    let (cut_addr, cut) = start_cut_origin().await;
     let mut proxy = Cached::new();
     point(proxy.router_mut(), "app", &[origin]);
     point(proxy.router_mut(), "flaky", &[flaky_addr]);
+    point(proxy.router_mut(), "cut", &[cut_addr]);
     let caches = proxy.router().caches();
     let (proxy, admin) = support::start_with_admin(proxy.service());
     Running {
@@ -251,6 +297,7 @@ async fn start() -> Running {
         asked,
         flaky,
         flaky_addr,
+        cut,
         caches,
     }
 }
@@ -691,4 +738,59 @@ async fn what_memory_evicts_is_read_back_from_the_disk_tier() {
     );
     assert!(cache.stats().disk_loads.get() > 0);
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_response_cut_off_upstream_is_never_stored() {
+    let run = start().await;
+    for expected in 1..=2 {
+        let request = support::get(run.proxy.addr(), "/cut", None);
+        let outcome = tokio::time::timeout(Duration::from_secs(10), async {
+            let response = client().request(request).await.ok()?;
+            http_body_util::BodyExt::collect(response.into_body())
+                .await
+                .ok()
+        })
+        .await
+        .expect("within 10 s");
+        assert!(outcome.is_none(), "the client sees the body break");
+        assert_eq!(
+            run.cut.load(std::sync::atomic::Ordering::SeqCst),
+            expected,
+            "each request went to the origin"
+        );
+    }
+    assert_eq!(run.cache("proxy").stats().stored.get(), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn waiters_go_upstream_themselves_when_the_fill_is_not_storable() {
+    let run = Arc::new(start().await);
+    let requests: Vec<_> = (0..3)
+        .map(|_| {
+            let run = run.clone();
+            tokio::spawn(async move { run.get("/gated", &[]).await })
+        })
+        .collect();
+    let cache = run.cache("proxy");
+    let asked = run.asked.clone();
+    wait_until(
+        Duration::from_secs(10),
+        "one request upstream, two waiting",
+        || cache.stats().coalesced.get() == 2 && asked.count("/gated") == 1,
+    )
+    .await;
+    run.asked.gate.send_replace(true);
+    for request in requests {
+        let (response, _) = request.await.expect("request");
+        assert_eq!(
+            (response.status().as_u16(), x_cache(&response)),
+            (200, "MISS")
+        );
+    }
+    assert_eq!(
+        run.asked.count("/gated"),
+        3,
+        "no-store: each waiter asked for itself"
+    );
 }
