@@ -149,6 +149,20 @@ async fn answer(asked: &Asked, req: &Request<Incoming>, n: usize) -> Response<Fu
                 body,
             ),
         },
+        // Revalidated by date: a 304 while If-Modified-Since is this Last-Modified.
+        "/dated" => {
+            let modified = "Sat, 01 Jan 2022 00:00:00 GMT";
+            match req.headers().get("if-modified-since") {
+                Some(since) if since == modified => {
+                    respond(304, &[("cache-control", "no-cache")], "")
+                }
+                _ => respond(
+                    200,
+                    &[("cache-control", "no-cache"), ("last-modified", modified)],
+                    body,
+                ),
+            }
+        }
         "/swr" => respond(
             200,
             &[("cache-control", "max-age=0, stale-while-revalidate=60")],
@@ -793,4 +807,29 @@ async fn waiters_go_upstream_themselves_when_the_fill_is_not_storable() {
         3,
         "no-store: each waiter asked for itself"
     );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stale_response_is_revalidated_with_its_last_modified() {
+    let run = start().await;
+    run.get("/dated", &[]).await;
+    let (again, body) = run.get("/dated", &[]).await;
+    assert_eq!(
+        (x_cache(&again), &body[..]),
+        ("REVALIDATED", &b"/dated #1"[..])
+    );
+    let sent = run.asked.last_headers("/dated");
+    assert_eq!(sent["if-modified-since"], "Sat, 01 Jan 2022 00:00:00 GMT");
+    assert!(
+        !sent.contains_key("if-none-match"),
+        "no ETag stored, none sent"
+    );
+    let (mine, _) = run
+        .get(
+            "/dated",
+            &[("if-modified-since", "Sun, 02 Jan 2022 00:00:00 GMT")],
+        )
+        .await;
+    assert_eq!(mine.status(), 304, "the client's copy is as new");
+    assert_eq!(run.asked.count("/dated"), 3);
 }
