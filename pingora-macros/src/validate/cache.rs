@@ -5,31 +5,13 @@ use pingora_dsl_rules as rules;
 use syn::LitInt;
 
 use crate::diagnostic::Errors;
-use crate::model::{self, Choice};
+use crate::model;
 use crate::syntax::{CacheDecl, CacheValue};
 
 use super::values::check_duration;
 
-/// The proxy's `cache`: declared once, not `off`.
-pub fn check_proxy_cache(decls: &[CacheDecl], errors: &mut Errors) -> Option<model::Cache> {
-    let decl = super::policy::proxy_level(
-        decls,
-        |d| &d.keyword,
-        |d| d.off.then_some(&d.keyword),
-        errors,
-    )?;
-    check_cache(decl, errors)
-}
-
-/// A route's `cache ...`.
-pub fn check_route_cache(decl: &CacheDecl, errors: &mut Errors) -> Choice<model::Cache> {
-    if decl.off {
-        return Choice::Off;
-    }
-    check_cache(decl, errors).map_or(Choice::Inherit, Choice::Own)
-}
-
-fn check_cache(decl: &CacheDecl, errors: &mut Errors) -> Option<model::Cache> {
+/// A `cache` declaration checked into its model (at the proxy level or in a route).
+pub(super) fn check_cache(decl: &CacheDecl, errors: &mut Errors) -> Option<model::Cache> {
     let mut cache = model::Cache::default();
     let mut valid = true;
     let mut seen: Vec<String> = Vec::new();

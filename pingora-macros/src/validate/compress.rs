@@ -6,35 +6,14 @@ use std::collections::HashSet;
 use pingora_dsl_rules as rules;
 
 use crate::diagnostic::{hint, Errors};
-use crate::model::{self, Choice};
+use crate::model;
 use crate::syntax::CompressDecl;
 
 /// The codings `encodings` may list, as `Content-Encoding` names them.
 const ENCODINGS: &[&str] = &["zstd", "br", "gzip"];
 
-/// The proxy's `compress`: declared once, not `off`.
-pub fn check_proxy_compress(
-    decls: &[CompressDecl],
-    errors: &mut Errors,
-) -> Option<model::Compress> {
-    let decl = super::policy::proxy_level(
-        decls,
-        |d| &d.keyword,
-        |d| d.off.then_some(&d.keyword),
-        errors,
-    )?;
-    check_compress(decl, errors)
-}
-
-/// A route's `compress ...`.
-pub fn check_route_compress(decl: &CompressDecl, errors: &mut Errors) -> Choice<model::Compress> {
-    if decl.off {
-        return Choice::Off;
-    }
-    check_compress(decl, errors).map_or(Choice::Inherit, Choice::Own)
-}
-
-fn check_compress(decl: &CompressDecl, errors: &mut Errors) -> Option<model::Compress> {
+/// A `compress` declaration checked into its model (at the proxy level or in a route).
+pub(super) fn check_compress(decl: &CompressDecl, errors: &mut Errors) -> Option<model::Compress> {
     let mut valid = true;
     let mut compress = model::Compress::default();
     if let Some((key, list)) = &decl.encodings {

@@ -6,32 +6,14 @@ use std::collections::HashSet;
 use syn::{Ident, LitStr};
 
 use crate::diagnostic::Errors;
-use crate::model::{self, Choice};
+use crate::model;
 use crate::syntax::{CorsDecl, CorsValue};
 
 use super::route::check_method_list;
 use super::values::check_duration;
 
-/// The proxy's `cors` block: declared once, not `off`.
-pub fn check_proxy_cors(decls: &[CorsDecl], errors: &mut Errors) -> Option<model::Cors> {
-    let decl = super::policy::proxy_level(
-        decls,
-        |d| &d.keyword,
-        |d| d.off.then_some(&d.keyword),
-        errors,
-    )?;
-    check_cors(decl, errors)
-}
-
-/// A route's `cors { ... }` or `cors off;`.
-pub fn check_route_cors(decl: &CorsDecl, errors: &mut Errors) -> Choice<model::Cors> {
-    if decl.off {
-        return Choice::Off;
-    }
-    check_cors(decl, errors).map_or(Choice::Inherit, Choice::Own)
-}
-
-fn check_cors(decl: &CorsDecl, errors: &mut Errors) -> Option<model::Cors> {
+/// A `cors` declaration checked into its model (at the proxy level or in a route).
+pub(super) fn check_cors(decl: &CorsDecl, errors: &mut Errors) -> Option<model::Cors> {
     let mut seen = HashSet::new();
     let mut cors = model::Cors {
         origins: Vec::new(),

@@ -108,14 +108,14 @@ fn validate_proxy(proxy: &Proxy, errors: &mut Errors) -> model::Proxy {
         rate_limits,
         admin: proxy.admin.first().map(|(_, addr)| addr.clone()),
         sentry: validate_sentry(proxy, errors),
-        cors: cors::check_proxy_cors(&proxy.cors, errors),
+        cors: policy::proxy_policy(&proxy.cors, errors, cors::check_cors),
         access: (!proxy.access.is_empty())
             .then(|| access::check_access(&proxy.access.iter().collect::<Vec<_>>(), errors))
             .flatten(),
         trusted_proxies: access::check_trusted_proxies(&proxy.trusted_proxies, errors),
         auth,
-        compress: compress::check_proxy_compress(&proxy.compress, errors),
-        cache: cache::check_proxy_cache(&proxy.cache, errors),
+        compress: policy::proxy_policy(&proxy.compress, errors, compress::check_compress),
+        cache: policy::proxy_policy(&proxy.cache, errors, cache::check_cache),
         idle,
         phases_valid,
     }

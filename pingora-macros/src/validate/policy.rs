@@ -59,7 +59,9 @@ pub fn check_policy(
                 .rate_limits
                 .extend(validate_rate_limits(std::slice::from_ref(decl), errors)),
             PolicyDecl::MaxBody(_, size) => policy.max_body = check_body_size(size, errors),
-            PolicyDecl::Cors(decl) => policy.cors = super::cors::check_route_cors(decl, errors),
+            PolicyDecl::Cors(decl) => {
+                policy.cors = route_policy(decl, errors, super::cors::check_cors)
+            }
             // Checked together below.
             PolicyDecl::Access(_) => {}
             PolicyDecl::Auth(decl) => {
@@ -67,11 +69,11 @@ pub fn check_policy(
             }
             PolicyDecl::Compress(decl) => {
                 upstream_only(&decl.keyword, forwards, errors);
-                policy.compress = super::compress::check_route_compress(decl, errors);
+                policy.compress = route_policy(decl, errors, super::compress::check_compress);
             }
             PolicyDecl::Cache(decl) => {
                 upstream_only(&decl.keyword, forwards, errors);
-                policy.cache = super::cache::check_route_cache(decl, errors);
+                policy.cache = route_policy(decl, errors, super::cache::check_cache);
             }
         }
     }
@@ -139,6 +141,62 @@ fn check_body_size(size: &LitInt, errors: &mut Errors) -> Option<u64> {
             None
         }
     }
+}
+
+/// A policy declaration that stands at the proxy level or in a route, where `off` turns the
+/// proxy's off.
+pub trait Switchable {
+    /// The keyword that starts it.
+    fn keyword(&self) -> &Ident;
+    /// Whether it says `off`.
+    fn is_off(&self) -> bool;
+}
+
+macro_rules! switchable {
+    ($($decl:ty),*) => {$(
+        impl Switchable for $decl {
+            fn keyword(&self) -> &Ident {
+                &self.keyword
+            }
+            fn is_off(&self) -> bool {
+                self.off
+            }
+        }
+    )*};
+}
+
+switchable!(
+    crate::syntax::CorsDecl,
+    crate::syntax::CompressDecl,
+    crate::syntax::CacheDecl
+);
+
+/// The proxy's declaration of a switchable policy (once, not `off`), checked by `check`.
+pub fn proxy_policy<D: Switchable, T>(
+    decls: &[D],
+    errors: &mut Errors,
+    check: fn(&D, &mut Errors) -> Option<T>,
+) -> Option<T> {
+    let decl = proxy_level(
+        decls,
+        D::keyword,
+        |d| d.is_off().then(|| d.keyword()),
+        errors,
+    )?;
+    check(decl, errors)
+}
+
+/// A route's declaration of a switchable policy: `off`, its own (checked by `check`), or,
+/// when it has errors, the proxy's (the errors are reported).
+pub fn route_policy<D: Switchable, T>(
+    decl: &D,
+    errors: &mut Errors,
+    check: fn(&D, &mut Errors) -> Option<T>,
+) -> Choice<T> {
+    if decl.is_off() {
+        return Choice::Off;
+    }
+    check(decl, errors).map_or(Choice::Inherit, Choice::Own)
 }
 
 /// The proxy-level declaration of a policy a route may override: the first of `decls`,
