@@ -5,8 +5,8 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use http::header::{
-    HeaderName, HeaderValue, AGE, CACHE_CONTROL, CONTENT_LOCATION, CONTENT_RANGE, DATE, ETAG,
-    EXPIRES, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE, VARY,
+    HeaderName, HeaderValue, AGE, AUTHORIZATION, CACHE_CONTROL, CONTENT_LOCATION, CONTENT_RANGE,
+    DATE, ETAG, EXPIRES, IF_MODIFIED_SINCE, IF_NONE_MATCH, IF_RANGE, LAST_MODIFIED, RANGE, VARY,
 };
 use http::{HeaderMap, Response, StatusCode};
 
@@ -41,10 +41,47 @@ impl CacheStatus {
     }
 }
 
-/// The answer from `stored` to a request with `request` headers, labelled `label`.
+/// The fields of a request a stored answer depends on, found in one pass over its headers
+/// (usually a few: one pass costs less than a hashed lookup per field).
+#[derive(Debug, Default)]
+pub struct Asks<'a> {
+    /// `If-None-Match`.
+    pub if_none_match: Option<&'a HeaderValue>,
+    /// `If-Modified-Since`.
+    pub if_modified_since: Option<&'a HeaderValue>,
+    /// `Range`.
+    pub range: Option<&'a HeaderValue>,
+    /// `If-Range`.
+    pub if_range: Option<&'a HeaderValue>,
+    /// Whether it has `Authorization`.
+    pub authorization: bool,
+}
+
+impl<'a> Asks<'a> {
+    /// What `headers` ask.
+    pub fn of(headers: &'a HeaderMap) -> Asks<'a> {
+        let mut asks = Asks::default();
+        for (name, value) in headers {
+            if name == IF_NONE_MATCH {
+                asks.if_none_match.get_or_insert(value);
+            } else if name == IF_MODIFIED_SINCE {
+                asks.if_modified_since.get_or_insert(value);
+            } else if name == RANGE {
+                asks.range.get_or_insert(value);
+            } else if name == IF_RANGE {
+                asks.if_range.get_or_insert(value);
+            } else if name == AUTHORIZATION {
+                asks.authorization = true;
+            }
+        }
+        asks
+    }
+}
+
+/// The answer from `stored` to a request that `asks`, labelled `label`.
 pub fn from_stored(
     stored: &Stored,
-    request: &HeaderMap,
+    request: &Asks<'_>,
     now: Instant,
     label: (&HeaderName, CacheStatus),
 ) -> Response<Bytes> {
@@ -57,10 +94,7 @@ pub fn from_stored(
     *response.headers_mut() = stored.headers.clone();
     // (`Accept-Ranges: bytes` is stored with every 200, see `Stored::arriving`.)
     if stored.status == StatusCode::OK {
-        if let Some(range) = request
-            .get(RANGE)
-            .filter(|_| if_range_holds(stored, request))
-        {
+        if let Some(range) = request.range.filter(|_| if_range_holds(stored, request)) {
             narrow(&mut response, range);
         }
     }
@@ -70,18 +104,18 @@ pub fn from_stored(
 
 /// Whether the request's conditionals say its copy is current (RFC 9110 §13.2.2:
 /// `If-None-Match` first; `If-Modified-Since` only without it).
-fn not_modified(stored: &Stored, request: &HeaderMap) -> bool {
+fn not_modified(stored: &Stored, request: &Asks<'_>) -> bool {
     if !stored.status.is_success() {
         return false;
     }
-    if let Some(tags) = request.get(IF_NONE_MATCH) {
+    if let Some(tags) = request.if_none_match {
         let Some(ours) = stored.etag() else {
             return false;
         };
         return etag_listed(tags, ours);
     }
     let (Some(since), Some(modified)) = (
-        request.get(IF_MODIFIED_SINCE).and_then(http_date),
+        request.if_modified_since.and_then(http_date),
         stored.last_modified().and_then(http_date),
     ) else {
         return false;
@@ -131,8 +165,8 @@ fn not_modified_answer(
 
 /// Whether a `Range` applies: no `If-Range`, or one naming the stored response (a strong
 /// `ETag`, or exactly its `Last-Modified`).
-fn if_range_holds(stored: &Stored, request: &HeaderMap) -> bool {
-    let Some(condition) = request.get(IF_RANGE) else {
+fn if_range_holds(stored: &Stored, request: &Asks<'_>) -> bool {
+    let Some(condition) = request.if_range else {
         return true;
     };
     let bytes = condition.as_bytes();
@@ -236,7 +270,12 @@ mod tests {
             map.append(*n, HeaderValue::from_static(v));
         }
         let name = HeaderName::from_static("x-cache");
-        from_stored(stored, &map, Instant::now(), (&name, CacheStatus::Hit))
+        from_stored(
+            stored,
+            &Asks::of(&map),
+            Instant::now(),
+            (&name, CacheStatus::Hit),
+        )
     }
 
     #[test]

@@ -42,7 +42,7 @@ use http_body_util::Empty;
 use crate::metrics::Counter;
 use crate::proxy::{ResponseHeader, Session};
 use crate::upstream::HttpClient;
-pub use answer::CacheStatus;
+pub use answer::{Asks, CacheStatus};
 pub use disk::DiskStore;
 use fill::{FillGuard, FillWait, Fills, Joined};
 pub(crate) use refresh::Refresh;
@@ -340,6 +340,7 @@ impl HttpCache {
             return Consulted::Forward(self.state(session, key, Mode::Bypass { invalidates }));
         }
         let now = Instant::now();
+        let asks = Asks::of(session.headers());
         let variants = match tier {
             Tier::Loaded(loaded) => loaded.map(Variants::one),
             Tier::Any => {
@@ -352,21 +353,19 @@ impl HttpCache {
         };
         let stored = variants
             .and_then(|v| v.for_request(session.headers()).cloned())
-            .filter(|s| {
-                !session.headers().contains_key(http::header::AUTHORIZATION) || s.shared_with_auth
-            });
+            .filter(|s| !asks.authorization || s.shared_with_auth);
         if let Some(stored) = &stored {
             match stored.staleness(now) {
                 None => {
                     self.stats.hits.inc();
                     return Consulted::Serve(
-                        self.answer(stored, session.headers(), CacheStatus::Hit, now),
+                        self.answer(stored, &asks, CacheStatus::Hit, now),
                         None,
                     );
                 }
                 Some(late) if late < stored.stale_while_revalidate => {
                     self.stats.stale.inc();
-                    let answer = self.answer(stored, session.headers(), CacheStatus::Stale, now);
+                    let answer = self.answer(stored, &asks, CacheStatus::Stale, now);
                     let refresh = match self.fills.join(&key) {
                         Joined::Lead(guard) => Some((stored.clone(), key, guard)),
                         // Someone refreshes it already.
@@ -377,7 +376,7 @@ impl HttpCache {
                 Some(_) => {}
             }
         }
-        if session.headers().contains_key(RANGE) && stored.is_none() {
+        if asks.range.is_some() && stored.is_none() {
             // A part is not stored: it goes upstream as asked; the next whole GET fills.
             self.stats.bypass.inc();
             return Consulted::Forward(self.state(
@@ -438,7 +437,7 @@ impl HttpCache {
             Some(stored) => {
                 self.stats.hits.inc();
                 Consulted::Serve(
-                    self.answer(&stored, session.headers(), CacheStatus::Hit, now),
+                    self.answer(&stored, &Asks::of(session.headers()), CacheStatus::Hit, now),
                     None,
                 )
             }
@@ -473,7 +472,7 @@ impl HttpCache {
     fn answer(
         &self,
         stored: &Stored,
-        request: &HeaderMap,
+        request: &Asks<'_>,
         status: CacheStatus,
         now: Instant,
     ) -> Response<Bytes> {
@@ -484,7 +483,12 @@ impl HttpCache {
     fn stale_answer(&self, state: &CacheState) -> Option<Response<Bytes>> {
         let stored = state.stale_fallback.as_ref()?;
         self.stats.stale.inc();
-        Some(self.answer(stored, &state.request, CacheStatus::Stale, Instant::now()))
+        Some(self.answer(
+            stored,
+            &Asks::of(&state.request),
+            CacheStatus::Stale,
+            Instant::now(),
+        ))
     }
 
     /// The stale answer to keep in case the upstream fails (refused, timed out, no
@@ -492,7 +496,12 @@ impl HttpCache {
     pub(crate) fn stale_fallback(&self, state: &CacheState) -> Option<StaleFallback> {
         let stored = state.stale_fallback.as_ref()?;
         Some(StaleFallback {
-            answer: self.answer(stored, &state.request, CacheStatus::Stale, Instant::now()),
+            answer: self.answer(
+                stored,
+                &Asks::of(&state.request),
+                CacheStatus::Stale,
+                Instant::now(),
+            ),
             stats: self.stats.clone(),
         })
     }
@@ -558,7 +567,7 @@ impl HttpCache {
                 self.stats.revalidated.inc();
                 let answer = self.answer(
                     &refreshed,
-                    &state.request,
+                    &Asks::of(&state.request),
                     CacheStatus::Revalidated,
                     Instant::now(),
                 );

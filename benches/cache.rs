@@ -1,0 +1,138 @@
+//! What a cache hit costs against a `respond` route (the cheapest answer a proxy gives)
+//! and against forwarding the same request to the origin. All three are declared with
+//! `proxy!` and driven in-process over an in-memory pipe (`pingora_dsl_suite::in_memory`);
+//! the cached proxy's `ttl` keeps the origin's answer (which carries no freshness) fresh
+//! for the whole run, so every measured request is a hit.
+//!
+//! Paired rounds, as in `benches/dsl.rs`: rounds of 2,000 requests alternating between the
+//! `respond` route and the one measured (order swapped each round); the median of the
+//! per-round ratios is printed. Run: `cargo bench --bench cache`.
+#![allow(missing_docs)] // criterion_group! generates an undocumented function.
+
+use std::time::Instant;
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use pingora_dsl::prelude::*;
+use pingora_dsl_suite::in_memory::{self, exchange, Client};
+use pingora_dsl_suite::origin::Origin;
+use tokio::runtime::Runtime;
+
+proxy! {
+    /// A fixed answer of the proxy's own.
+    pub Answered {
+        listen "127.0.0.1:6188";
+        route => respond 200 "origin bench";
+    }
+}
+
+proxy! {
+    /// Every answer kept for an hour.
+    pub Cached {
+        listen "127.0.0.1:6188";
+        upstream app { peers ["127.0.0.1:8001"]; }
+        cache { ttl 1h; }
+        route => upstream app;
+    }
+}
+
+proxy! {
+    /// Every request forwarded.
+    pub Forwarded {
+        listen "127.0.0.1:6188";
+        upstream app { peers ["127.0.0.1:8001"]; }
+        route => upstream app;
+    }
+}
+
+/// A runtime, an origin, and connections to the three proxies (the cache filled).
+fn setup() -> (Runtime, Origin, [Client; 3]) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime");
+    let (origin, clients) = rt.block_on(async {
+        let origin = Origin::start("bench").await.expect("origin");
+        let answered = in_memory::connect(Answered::new(), Answered::options())
+            .await
+            .expect("connect");
+        let mut cached = Cached::new();
+        in_memory::point_pool(cached.router_mut(), "app", origin.addr());
+        let mut cached = in_memory::connect(cached, Cached::options())
+            .await
+            .expect("connect");
+        exchange(&mut cached, "/").await.expect("the fill");
+        let mut forwarded = Forwarded::new();
+        in_memory::point_pool(forwarded.router_mut(), "app", origin.addr());
+        let forwarded = in_memory::connect(forwarded, Forwarded::options())
+            .await
+            .expect("connect");
+        (origin, [answered, cached, forwarded])
+    });
+    (rt, origin, clients)
+}
+
+/// The median of `v` (sorted in place).
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+/// Paired rounds of the `respond` route against the cache hit and the forwarded request.
+fn paired(c: &mut Criterion) {
+    let _ = c;
+    let (rt, origin, [mut answered, mut hit, mut forwarded]) = setup();
+    const ROUNDS: usize = 31;
+    const PER_ROUND: u32 = 2_000;
+    let run = |client: &mut Client| {
+        let start = Instant::now();
+        for _ in 0..PER_ROUND {
+            rt.block_on(exchange(client, "/")).expect("answer");
+        }
+        start.elapsed().as_nanos() as f64 / f64::from(PER_ROUND)
+    };
+    for (name, measured) in [("cache_hit", &mut hit), ("forwarded", &mut forwarded)] {
+        run(&mut answered);
+        run(measured);
+        let (mut base, mut times, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
+        for round in 0..ROUNDS {
+            let (a, b) = if round % 2 == 0 {
+                let a = run(&mut answered);
+                (a, run(measured))
+            } else {
+                let b = run(measured);
+                (run(&mut answered), b)
+            };
+            base.push(a);
+            times.push(b);
+            ratios.push(b / a);
+        }
+        let (a, b, ratio) = (median(&mut base), median(&mut times), median(&mut ratios));
+        println!(
+            "paired/{name}: respond {a:.0} ns, {name} {b:.0} ns per request; {name}/respond = {ratio:.3} (per-round ratios {:.3}..{:.3})",
+            ratios[ROUNDS / 4],
+            ratios[ROUNDS * 3 / 4]
+        );
+    }
+    println!(
+        "origin requests: {} (1 fill, the rest forwarded)",
+        origin.requests()
+    );
+}
+
+/// Each proxy on its own, for criterion's statistics.
+fn each(c: &mut Criterion) {
+    let (rt, _origin, clients) = setup();
+    let mut g = c.benchmark_group("cache");
+    for (name, mut client) in ["respond", "cache_hit", "forwarded"]
+        .into_iter()
+        .zip(clients)
+    {
+        g.bench_function(name, |b| {
+            b.iter(|| rt.block_on(exchange(&mut client, "/")).expect("answer"))
+        });
+    }
+    g.finish();
+}
+
+criterion_group!(benches, paired, each);
+criterion_main!(benches);
