@@ -29,12 +29,19 @@ proxy! {
         upstream app { peers ["127.0.0.1:8001"]; }
         upstream flaky { peers ["127.0.0.1:8002"]; }
         upstream cut { peers ["127.0.0.1:8003"]; }
-        cache { memory 16MiB; lock_timeout 10s; stale_if_error 1m; key header "x-tenant"; }
+        cache {
+            memory 16MiB;
+            lock_timeout 10s;
+            stale_if_error 1m;
+            key header "x-tenant";
+            key cookie "lang";
+        }
         route path "/off" => upstream app { cache off; }
         route path "/small" => upstream app {
             cache { max_object 1KiB; ttl 1m; status_header "x-edge-cache"; }
         }
         route path "/ttl" => upstream app { cache { ttl 1m; } }
+        route path "/brief" => upstream app { cache { lock_timeout 100ms; } }
         route path "/down" => upstream flaky;
         route path "/cut" => upstream cut;
         route => upstream app;
@@ -194,7 +201,7 @@ async fn answer(asked: &Asked, req: &Request<Incoming>, n: usize) -> Response<Fu
             asked.release.notified().await;
             respond(200, &[("cache-control", "max-age=60")], body)
         }
-        "/gated" => {
+        "/gated" | "/brief/gated" => {
             let mut open = asked.gate.subscribe();
             let _ = open.wait_for(|open| *open).await;
             respond(200, &[("cache-control", "no-store")], body)
@@ -832,4 +839,79 @@ async fn a_stale_response_is_revalidated_with_its_last_modified() {
         .await;
     assert_eq!(mine.status(), 304, "the client's copy is as new");
     assert_eq!(run.asked.count("/dated"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_declared_cookie_is_part_of_the_key() {
+    let run = start().await;
+    let en = [("cookie", "session=1; lang=en")];
+    let fr = [("cookie", "lang=fr; session=1")];
+    assert_eq!(x_cache(&run.get("/fresh", &en).await.0), "MISS");
+    assert_eq!(x_cache(&run.get("/fresh", &en).await.0), "HIT");
+    assert_eq!(x_cache(&run.get("/fresh", &fr).await.0), "MISS");
+    let other_session = [("cookie", "session=2; lang=fr")];
+    assert_eq!(
+        x_cache(&run.get("/fresh", &other_session).await.0),
+        "HIT",
+        "only the declared cookie counts"
+    );
+    assert_eq!(x_cache(&run.get("/fresh", &[]).await.0), "MISS");
+    assert_eq!(run.asked.count("/fresh"), 3);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_wait_longer_than_lock_timeout_goes_upstream_itself() {
+    let run = Arc::new(start().await);
+    let first = {
+        let run = run.clone();
+        tokio::spawn(async move { run.get("/brief/gated", &[]).await })
+    };
+    let asked = run.asked.clone();
+    wait_until(
+        Duration::from_secs(10),
+        "the first request upstream",
+        || asked.count("/brief/gated") == 1,
+    )
+    .await;
+    let second = {
+        let run = run.clone();
+        tokio::spawn(async move { run.get("/brief/gated", &[]).await })
+    };
+    // Past its 100 ms wait, the second asks the origin itself, the first still pending.
+    wait_until(
+        Duration::from_secs(10),
+        "the second request upstream",
+        || asked.count("/brief/gated") == 2,
+    )
+    .await;
+    assert!(!first.is_finished());
+    run.asked.gate.send_replace(true);
+    for request in [first, second] {
+        let (response, _) = request.await.expect("request");
+        assert_eq!(response.status(), 200);
+    }
+    assert_eq!(run.cache("/brief").stats().coalesced.get(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_status_page_shows_each_cache() {
+    let run = start().await;
+    run.get("/fresh", &[]).await;
+    run.get("/fresh", &[]).await;
+    let status: serde_json::Value =
+        serde_json::from_str(&fetch(run.admin.addr(), "/status.json").await).expect("json");
+    let caches = &status["services"][0]["caches"];
+    let proxy = caches
+        .as_array()
+        .expect("a list")
+        .iter()
+        .find(|c| c["label"] == "proxy")
+        .expect("the proxy's cache");
+    assert_eq!(
+        (proxy["hits"].as_u64(), proxy["misses"].as_u64()),
+        (Some(1), Some(1))
+    );
+    assert_eq!(proxy["objects"].as_u64(), Some(1));
+    let page = fetch(run.admin.addr(), "/status").await;
+    assert!(page.contains("<table class=\"caches\">"), "{page}");
 }
