@@ -42,6 +42,9 @@ proxy! {
         }
         route path "/ttl" => upstream app { cache { ttl 1m; } }
         route path "/brief" => upstream app { cache { lock_timeout 100ms; } }
+        route path "/themed" => upstream app {
+            cache { ttl 1m; key "${cookie.theme}-${header.x-device}"; }
+        }
         route path "/down" => upstream flaky;
         route path "/cut" => upstream cut;
         route => upstream app;
@@ -914,4 +917,26 @@ async fn the_status_page_shows_each_cache() {
     assert_eq!(proxy["objects"].as_u64(), Some(1));
     let page = fetch(run.admin.addr(), "/status").await;
     assert!(page.contains("<table class=\"caches\">"), "{page}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_key_template_of_variables_keeps_variants_apart() {
+    let run = start().await;
+    let dark_phone = [("cookie", "theme=dark"), ("x-device", "phone")];
+    let dark_desk = [("cookie", "theme=dark"), ("x-device", "desk")];
+    assert_eq!(
+        x_cache(&run.get("/themed/page", &dark_phone).await.0),
+        "MISS"
+    );
+    assert_eq!(
+        x_cache(&run.get("/themed/page", &dark_phone).await.0),
+        "HIT"
+    );
+    assert_eq!(
+        x_cache(&run.get("/themed/page", &dark_desk).await.0),
+        "MISS"
+    );
+    assert_eq!(x_cache(&run.get("/themed/page", &dark_desk).await.0), "HIT");
+    assert_eq!(x_cache(&run.get("/themed/page", &[]).await.0), "MISS");
+    assert_eq!(run.asked.count("/themed/page"), 3);
 }

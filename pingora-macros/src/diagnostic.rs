@@ -20,6 +20,12 @@ impl Errors {
         self.errors.push(error);
     }
 
+    /// How many were recorded.
+    pub fn len(&self) -> usize {
+        self.errors.len()
+    }
+
+    /// Whether none was recorded.
     pub fn is_empty(&self) -> bool {
         self.errors.is_empty()
     }

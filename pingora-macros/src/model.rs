@@ -222,6 +222,8 @@ pub struct Cache {
     pub key_cookies: Vec<String>,
     /// `disk "DIR" SIZE`: the directory and its byte budget.
     pub disk: Option<(String, u64)>,
+    /// `key "TEMPLATE"`: a part of the key made of the request's variables.
+    pub key_template: Option<Template>,
 }
 
 /// `compress { ... }`, checked; `None` fields are the runtime's defaults.

@@ -131,6 +131,8 @@ pub enum CacheValue {
     Key(Ident, LitStr),
     /// `disk "DIR" SIZE`
     Disk(LitStr, LitInt),
+    /// `key "TEMPLATE"` (variables of the request)
+    KeyTemplate(LitStr),
 }
 
 /// `auth METHOD ...;` (or `auth off;` in a route).

@@ -9,6 +9,8 @@ proxy! {
         route path "/b" => upstream web { cache { memory 1MiB; max_object 2MiB; } }
         route path "/d" => upstream web { cache { disk "" 1GiB; } }
         route path "/e" => upstream web { cache { disk "/var/cache/edge" 0; } }
+        route path "/f" => upstream web { cache { key "fixed"; } }
+        route path "/g" => upstream web { cache { key "${nope}"; } }
         route path "/c" => respond 200 "ok" { cache off; }
         route => upstream web;
     }

@@ -270,7 +270,14 @@ fn cache(c: &Cache) -> TokenStream {
         .disk
         .as_ref()
         .map(|(dir, size)| quote!(.disk(#dir, #size)));
-    quote!(#cache::HttpCache::new(#memory) #max #ttl #swr #sie #lock #header #(#keys)* #(#cookies)* #disk)
+    let key_template = c.key_template.as_ref().map(|t| {
+        let t = template(t);
+        quote!(.key_with({
+            let template = #t;
+            move |session: &#rt::proxy::Session| template.render(session, session.headers())
+        }))
+    });
+    quote!(#cache::HttpCache::new(#memory) #max #ttl #swr #sie #lock #header #(#keys)* #(#cookies)* #key_template #disk)
 }
 
 /// A `Compress` value of a checked `compress` declaration.

@@ -84,6 +84,7 @@ fn parse_setting(input: ParseStream<'_>) -> syn::Result<CacheSetting> {
             })?;
             CacheValue::Disk(dir, size)
         }
+        "key" if input.peek(LitStr) => CacheValue::KeyTemplate(input.parse()?),
         "key" => {
             let part = Ident::parse_any(input)?;
             if part != "header" && part != "cookie" {

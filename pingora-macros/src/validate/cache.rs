@@ -77,6 +77,31 @@ pub(super) fn check_cache(decl: &CacheDecl, errors: &mut Errors) -> Option<model
                     None => false,
                 }
             }
+            (CacheValue::KeyTemplate(lit), _) => {
+                let scope = super::template::Scope {
+                    headers: true,
+                    path_regex: None,
+                };
+                let before = errors.len();
+                match super::template::check_template(lit, &scope, errors) {
+                    Some(template) if cache.key_template.is_none() => {
+                        cache.key_template = Some(template);
+                        true
+                    }
+                    Some(_) => {
+                        errors.at(
+                            lit.span(),
+                            "a cache declares one `key \"TEMPLATE\"`: put every variable in it",
+                        );
+                        false
+                    }
+                    None if errors.len() > before => false,
+                    None => {
+                        errors.at(lit.span(), "this `key` has no variable: name one (`key \"${cookie.theme}\";`), or add a header or cookie with `key header \"NAME\";`");
+                        false
+                    }
+                }
+            }
             (CacheValue::Key(part, name), _) => {
                 let value = name.value();
                 let ok = if part == "header" {

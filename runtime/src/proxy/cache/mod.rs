@@ -103,6 +103,17 @@ struct Settings {
     status_header: HeaderName,
     key_headers: Vec<HeaderName>,
     key_cookies: Vec<String>,
+    key_with: Option<KeyFn>,
+}
+
+/// A key part computed from the request (a declared template of variables).
+#[derive(Clone)]
+struct KeyFn(Arc<dyn Fn(&Session) -> String + Send + Sync>);
+
+impl std::fmt::Debug for KeyFn {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyFn")
+    }
 }
 
 /// An HTTP cache: the memory tier, the fills in progress and the counters. Shared (in an
@@ -158,6 +169,7 @@ impl HttpCache {
                 status_header: HeaderName::from_static("x-cache"),
                 key_headers: Vec::new(),
                 key_cookies: Vec::new(),
+                key_with: None,
             },
             client: OnceLock::new(),
         }
@@ -243,6 +255,14 @@ impl HttpCache {
         self
     }
 
+    /// Adds `part` of the request to the key: what `proxy!`'s `key "TEMPLATE";` makes of a
+    /// template of variables (`"${user}"`, `"${cookie.theme}-${header.x-device}"`). An
+    /// empty part adds nothing.
+    pub fn key_with(mut self, part: impl Fn(&Session) -> String + Send + Sync + 'static) -> Self {
+        self.settings.key_with = Some(KeyFn(Arc::new(part)));
+        self
+    }
+
     /// Adds a request cookie's value to the key.
     pub fn key_cookie(mut self, name: &str) -> Self {
         self.settings.key_cookies.push(name.to_owned());
@@ -324,6 +344,13 @@ impl HttpCache {
                 key.push_str(name);
                 key.push('=');
                 key.push_str(&String::from_utf8_lossy(value));
+            }
+        }
+        if let Some(KeyFn(part)) = &self.settings.key_with {
+            let part = part(session);
+            if !part.is_empty() {
+                key.push('\u{1f}');
+                key.push_str(&part);
             }
         }
         key
