@@ -26,6 +26,23 @@ proxy! {
 }
 
 proxy! {
+    /// A fixed answer of the proxy's own with as many header fields as the origin's
+    /// stored answer carries (the origin's five, and `Accept-Ranges`, `Age`, `x-cache`).
+    pub AnsweredLikeTheCache {
+        listen "127.0.0.1:6188";
+        set_response_header "x-origin" "bench";
+        set_response_header "x-seen-host" "localhost";
+        set_response_header "x-seen-xff" "127.0.0.1";
+        set_response_header "x-seen-target" "/";
+        set_response_header "date" "Mon, 07 Dec 2026 04:00:00 GMT";
+        set_response_header "accept-ranges" "bytes";
+        set_response_header "age" "0";
+        set_response_header "x-cache" "HIT";
+        route => respond 200 "origin bench";
+    }
+}
+
+proxy! {
     /// Every answer kept for an hour.
     pub Cached {
         listen "127.0.0.1:6188";
@@ -45,7 +62,7 @@ proxy! {
 }
 
 /// A runtime, an origin, and connections to the three proxies (the cache filled).
-fn setup() -> (Runtime, Origin, [Client; 3]) {
+fn setup() -> (Runtime, Origin, [Client; 4]) {
     let rt = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -66,7 +83,10 @@ fn setup() -> (Runtime, Origin, [Client; 3]) {
         let forwarded = in_memory::connect(forwarded, Forwarded::options())
             .await
             .expect("connect");
-        (origin, [answered, cached, forwarded])
+        let like = in_memory::connect(AnsweredLikeTheCache::new(), AnsweredLikeTheCache::options())
+            .await
+            .expect("connect");
+        (origin, [answered, cached, forwarded, like])
     });
     (rt, origin, clients)
 }
@@ -80,7 +100,7 @@ fn median(v: &mut [f64]) -> f64 {
 /// Paired rounds of the `respond` route against the cache hit and the forwarded request.
 fn paired(c: &mut Criterion) {
     let _ = c;
-    let (rt, origin, [mut answered, mut hit, mut forwarded]) = setup();
+    let (rt, origin, [mut answered, mut hit, mut forwarded, mut like]) = setup();
     const ROUNDS: usize = 31;
     const PER_ROUND: u32 = 2_000;
     let run = |client: &mut Client| {
@@ -90,7 +110,11 @@ fn paired(c: &mut Criterion) {
         }
         start.elapsed().as_nanos() as f64 / f64::from(PER_ROUND)
     };
-    for (name, measured) in [("cache_hit", &mut hit), ("forwarded", &mut forwarded)] {
+    for (name, measured) in [
+        ("cache_hit", &mut hit),
+        ("forwarded", &mut forwarded),
+        ("respond_8_headers", &mut like),
+    ] {
         run(&mut answered);
         run(measured);
         let (mut base, mut times, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
@@ -123,7 +147,7 @@ fn paired(c: &mut Criterion) {
 fn each(c: &mut Criterion) {
     let (rt, _origin, clients) = setup();
     let mut g = c.benchmark_group("cache");
-    for (name, mut client) in ["respond", "cache_hit", "forwarded"]
+    for (name, mut client) in ["respond", "cache_hit", "forwarded", "respond_8_headers"]
         .into_iter()
         .zip(clients)
     {
