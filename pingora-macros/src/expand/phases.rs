@@ -228,6 +228,17 @@ struct RouterParts {
     cache: bool,
 }
 
+/// Whether the proxy's `response_filter` runs the router's (its response edits, CORS,
+/// compression), which then also sees the proxy's own answers unless it opts out.
+pub fn router_filters_own_answers(p: &Proxy) -> bool {
+    let opted_out = p
+        .options
+        .settings
+        .iter()
+        .any(|s| matches!(s, crate::model::Setting::FilterLocalAnswers(false)));
+    RouterParts::of(p).response_edits && !opted_out
+}
+
 impl RouterParts {
     fn of(p: &Proxy) -> Self {
         let user_peer = p.user_peer();

@@ -33,6 +33,8 @@ pub fn expand_router(p: &Proxy) -> TokenStream {
         quote!(.with_rate_limits(::std::vec![#(#limits),*]))
     });
     let fallthrough = user_peer.then(|| quote!(.with_fallthrough(true)));
+    let filtered = super::phases::router_filters_own_answers(p)
+        .then(|| quote!(.with_local_answers_filtered(true)));
     let cors = p.cors.as_ref().map(|c| {
         let c = cors(c);
         quote!(.with_cors(#c))
@@ -61,6 +63,7 @@ pub fn expand_router(p: &Proxy) -> TokenStream {
         #edits
         #rate_limits
         #fallthrough
+        #filtered
         #cors
         #access
         #auth

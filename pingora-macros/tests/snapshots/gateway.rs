@@ -106,7 +106,8 @@ impl Gateway {
                         ::std::time::Duration::from_micros(60000000u64),
                         ::pingora_dsl::__private::runtime::proxy::route::rate::RateKey::Header(::pingora_dsl::__private::runtime::HeaderName::from_static("x-api-key")))
                     ],
-                ),
+                )
+                .with_local_answers_filtered(true),
         }
     }
     /// The router exactly as declared (what a config reload starts from).

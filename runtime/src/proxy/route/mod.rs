@@ -418,6 +418,9 @@ pub struct Router {
     auth: Option<Arc<Auth>>,
     compress: Option<Arc<Compress>>,
     cache: Option<Arc<HttpCache>>,
+    /// `response_filter` runs on the proxy's own answers: they get the response edits and
+    /// CORS there, not twice.
+    local_answers_filtered: bool,
     /// Some route's conditions read JWT claims: the proxy's `auth jwt` verifies the token
     /// before routing.
     routes_read_claims: bool,
@@ -451,6 +454,7 @@ impl Router {
             auth: None,
             compress: None,
             cache: None,
+            local_answers_filtered: false,
         }
     }
 
@@ -458,6 +462,15 @@ impl Router {
     /// answering them 404. For proxies whose own `upstream_peer` chooses peers.
     pub fn with_fallthrough(mut self, fallthrough: bool) -> Self {
         self.fallthrough = fallthrough;
+        self
+    }
+
+    /// Says that the proxy runs `response_filter` (and with it this router's
+    /// `response_filter`) on its own answers too (`ProxyOptions::filter_local_answers`):
+    /// the router's answers then leave their response edits and CORS headers to it instead
+    /// of applying them twice.
+    pub fn with_local_answers_filtered(mut self, filtered: bool) -> Self {
+        self.local_answers_filtered = filtered;
         self
     }
 
@@ -1095,13 +1108,18 @@ impl Router {
     }
 
     /// An answer of the proxy's own (a fixed one, a cached one), with the response edits
-    /// and CORS headers applied.
+    /// and CORS headers applied — here, or by `response_filter` when the proxy runs it on
+    /// its own answers.
     fn decorated(
         &self,
         session: &Session,
         route: Option<&Route>,
         mut response: Response<Bytes>,
     ) -> Flow {
+        if self.local_answers_filtered {
+            // `response_filter` applies them.
+            return Flow::Respond(response);
+        }
         self.edit(session, route, response.headers_mut(), Headers::Session);
         if let Some(cors) = self.cors_of(route) {
             let origin = session.headers().get(http::header::ORIGIN);
