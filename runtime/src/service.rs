@@ -172,6 +172,8 @@ pub struct CacheCounts {
     pub budget: u64,
     /// Responses read back from the disk tier.
     pub disk_loads: u64,
+    /// Responses not written to disk because its writers were all busy.
+    pub disk_skipped: u64,
     /// Bytes the disk tier holds.
     pub disk_bytes: u64,
     /// Objects the disk tier holds.

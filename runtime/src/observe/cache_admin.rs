@@ -31,7 +31,7 @@ pub(super) fn statuses(caches: &[CacheView]) -> Vec<CacheStatus> {
 /// The caches' metric families, labelled by proxy and cache.
 pub(super) fn families(views: &[ServiceView]) -> Vec<MetricFamily> {
     type Pick = fn(&CacheCounts) -> u64;
-    let counters: [(&str, &str, Pick); 10] = [
+    let counters: [(&str, &str, Pick); 11] = [
         ("hits_total", "Answers from a fresh stored response.", |c| {
             c.hits
         }),
@@ -73,6 +73,11 @@ pub(super) fn families(views: &[ServiceView]) -> Vec<MetricFamily> {
             "disk_loads_total",
             "Responses read back from the disk tier.",
             |c| c.disk_loads,
+        ),
+        (
+            "disk_skipped_total",
+            "Responses not written to disk because its writers were all busy.",
+            |c| c.disk_skipped,
         ),
     ];
     let gauges: [(&str, &str, Pick); 4] = [

@@ -63,12 +63,17 @@ impl Index {
     }
 }
 
+/// The most objects written at once: beyond it, a response stays in memory only (a burst
+/// of misses must not fill the blocking pool with threads waiting on `fsync`).
+const MAX_WRITES: usize = 8;
+
 /// The disk tier of one cache.
 #[derive(Debug)]
 pub struct DiskStore {
     dir: PathBuf,
     budget: u64,
     index: OnceLock<Mutex<Index>>,
+    writing: std::sync::atomic::AtomicUsize,
 }
 
 /// The object file's header, before the body.
@@ -97,7 +102,22 @@ impl DiskStore {
             dir: dir.into(),
             budget,
             index: OnceLock::new(),
+            writing: std::sync::atomic::AtomicUsize::new(0),
         }
+    }
+
+    /// Takes one of the [`MAX_WRITES`] write slots; `false` when all are taken.
+    pub fn begin_write(&self) -> bool {
+        use std::sync::atomic::Ordering::{AcqRel, Acquire};
+        self.writing
+            .fetch_update(AcqRel, Acquire, |n| (n < MAX_WRITES).then_some(n + 1))
+            .is_ok()
+    }
+
+    /// Gives a write slot back.
+    pub fn end_write(&self) {
+        self.writing
+            .fetch_sub(1, std::sync::atomic::Ordering::AcqRel);
     }
 
     /// Its directory.

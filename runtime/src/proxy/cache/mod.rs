@@ -73,6 +73,8 @@ pub struct CacheStats {
     pub purged: Counter,
     /// Responses read back from the disk tier.
     pub disk_loads: Counter,
+    /// Responses not written to disk because its writers were all busy.
+    pub disk_skipped: Counter,
 }
 
 /// The sizes and times of a cache, as declared (or set by the config file).
@@ -679,11 +681,16 @@ impl HttpCache {
         let Some(disk) = self.disk.clone() else {
             return;
         };
+        if !disk.begin_write() {
+            self.stats.disk_skipped.inc();
+            return;
+        }
         let key = key.to_owned();
         off_thread(move || {
             if let Err(e) = disk.save(&key, &stored) {
                 tracing::warn!(%key, error = %e, "a cache object was not written to disk");
             }
+            disk.end_write();
         });
     }
 
@@ -725,6 +732,7 @@ impl crate::service::CacheHandle for HttpCache {
             objects: self.store.len() as u64,
             budget: self.store.budget(),
             disk_loads: s.disk_loads.get(),
+            disk_skipped: s.disk_skipped.get(),
             disk_bytes: self.disk.as_ref().map_or(0, |d| d.usage().0),
             disk_objects: self.disk.as_ref().map_or(0, |d| d.usage().1),
         }
