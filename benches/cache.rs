@@ -9,12 +9,11 @@
 //! per-round ratios is printed. Run: `cargo bench --bench cache`.
 #![allow(missing_docs)] // criterion_group! generates an undocumented function.
 
-use std::time::Instant;
-
 use criterion::{criterion_group, criterion_main, Criterion};
 use pingora_dsl::prelude::*;
 use pingora_dsl_suite::in_memory::{self, exchange, Client};
 use pingora_dsl_suite::origin::Origin;
+use pingora_dsl_suite::paired;
 use tokio::runtime::Runtime;
 
 proxy! {
@@ -91,50 +90,19 @@ fn setup() -> (Runtime, Origin, [Client; 4]) {
     (rt, origin, clients)
 }
 
-/// The median of `v` (sorted in place).
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Paired rounds of the `respond` route against the cache hit and the forwarded request.
 fn paired(c: &mut Criterion) {
     let _ = c;
     let (rt, origin, [mut answered, mut hit, mut forwarded, mut like]) = setup();
-    const ROUNDS: usize = 31;
-    const PER_ROUND: u32 = 2_000;
-    let run = |client: &mut Client| {
-        let start = Instant::now();
-        for _ in 0..PER_ROUND {
-            rt.block_on(exchange(client, "/")).expect("answer");
-        }
-        start.elapsed().as_nanos() as f64 / f64::from(PER_ROUND)
-    };
     for (name, measured) in [
         ("cache_hit", &mut hit),
         ("forwarded", &mut forwarded),
         ("respond_8_headers", &mut like),
     ] {
-        run(&mut answered);
-        run(measured);
-        let (mut base, mut times, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..ROUNDS {
-            let (a, b) = if round % 2 == 0 {
-                let a = run(&mut answered);
-                (a, run(measured))
-            } else {
-                let b = run(measured);
-                (run(&mut answered), b)
-            };
-            base.push(a);
-            times.push(b);
-            ratios.push(b / a);
-        }
-        let (a, b, ratio) = (median(&mut base), median(&mut times), median(&mut ratios));
+        let p = paired::compare(&rt, &mut answered, measured, "/", &[]);
         println!(
-            "paired/{name}: respond {a:.0} ns, {name} {b:.0} ns per request; {name}/respond = {ratio:.3} (per-round ratios {:.3}..{:.3})",
-            ratios[ROUNDS / 4],
-            ratios[ROUNDS * 3 / 4]
+            "paired/{name}: respond {:.0} ns, {name} {:.0} ns per request; {name}/respond = {:.3} (per-round ratios {:.3}..{:.3})",
+            p.a_ns, p.b_ns, p.ratio, p.spread.0, p.spread.1
         );
     }
     println!(

@@ -15,11 +15,10 @@
 //! Run: `cargo bench --bench dsl` (add `-- --quick` for a short criterion part).
 #![allow(missing_docs)] // criterion_group! generates an undocumented function.
 
-use std::time::Instant;
-
 use criterion::{criterion_group, criterion_main, Criterion};
 use pingora_dsl_suite::in_memory::{exchange, Client};
 use pingora_dsl_suite::origin::Origin;
+use pingora_dsl_suite::paired;
 use tokio::runtime::Runtime;
 
 #[path = "../tests/zero_cost/load_balancers.rs"]
@@ -57,50 +56,15 @@ fn forwarded(c: &mut Criterion) {
     g.finish();
 }
 
-/// The median of `v` (sorted in place).
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
-/// Rounds of `PER_ROUND` requests on each load balancer, alternating; prints medians and
-/// the ratio.
+/// Rounds of requests on each load balancer, alternating; prints medians and the ratio.
 fn paired(c: &mut Criterion) {
     let _ = c;
     let (rt, mut declared, mut manual, _origin) = setup("paired");
-    const ROUNDS: usize = 31;
-    const PER_ROUND: u32 = 2_000;
-    let mut a_times = Vec::with_capacity(ROUNDS);
-    let mut b_times = Vec::with_capacity(ROUNDS);
-    let mut ratios = Vec::with_capacity(ROUNDS);
-    let run = |client: &mut Client| {
-        let start = Instant::now();
-        for _ in 0..PER_ROUND {
-            rt.block_on(exchange(client, PATH)).expect("answer");
-        }
-        start.elapsed().as_nanos() as f64 / f64::from(PER_ROUND)
-    };
-    run(&mut declared);
-    run(&mut manual);
-    for round in 0..ROUNDS {
-        let (a, b) = if round % 2 == 0 {
-            let a = run(&mut declared);
-            (a, run(&mut manual))
-        } else {
-            let b = run(&mut manual);
-            (run(&mut declared), b)
-        };
-        a_times.push(a);
-        b_times.push(b);
-        ratios.push(a / b);
-    }
-    let (a, b) = (median(&mut a_times), median(&mut b_times));
-    let ratio = median(&mut ratios);
+    let p = paired::compare(&rt, &mut manual, &mut declared, PATH, &[]);
     println!(
-        "paired/forwarded: declared {a:.0} ns, hand-written {b:.0} ns per request; \
-         declared/hand-written = {ratio:.3} (per-round ratios {:.3}..{:.3})",
-        ratios[ROUNDS / 4],
-        ratios[ROUNDS * 3 / 4]
+        "paired/forwarded: declared {:.0} ns, hand-written {:.0} ns per request; \
+         declared/hand-written = {:.3} (per-round ratios {:.3}..{:.3})",
+        p.b_ns, p.a_ns, p.ratio, p.spread.0, p.spread.1
     );
 }
 

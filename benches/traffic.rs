@@ -10,12 +10,12 @@
 #![allow(missing_docs)] // criterion_group! generates an undocumented function.
 
 use std::net::SocketAddr;
-use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use pingora_dsl::prelude::*;
 use pingora_dsl_suite::in_memory::{self, exchange_with, Client};
 use pingora_dsl_suite::origin::Origin;
+use pingora_dsl_suite::paired;
 use tokio::runtime::Runtime;
 
 proxy! {
@@ -94,47 +94,15 @@ fn setup() -> (Runtime, Origin, [Client; 3]) {
     (rt, origin, clients)
 }
 
-/// The median of `v` (sorted in place).
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v[v.len() / 2]
-}
-
 /// Paired rounds of the plain proxy against each of the others; prints the ratios.
 fn paired(c: &mut Criterion) {
     let _ = c;
     let (rt, _origin, [mut plain, mut header, mut split]) = setup();
-    const ROUNDS: usize = 31;
-    const PER_ROUND: u32 = 2_000;
-    let run = |client: &mut Client| {
-        let start = Instant::now();
-        for _ in 0..PER_ROUND {
-            rt.block_on(exchange_with(client, "/", HEADERS))
-                .expect("answer");
-        }
-        start.elapsed().as_nanos() as f64 / f64::from(PER_ROUND)
-    };
     for (name, measured) in [("header_match", &mut header), ("split_2_arms", &mut split)] {
-        run(&mut plain);
-        run(measured);
-        let (mut base, mut times, mut ratios) = (Vec::new(), Vec::new(), Vec::new());
-        for round in 0..ROUNDS {
-            let (a, b) = if round % 2 == 0 {
-                let a = run(&mut plain);
-                (a, run(measured))
-            } else {
-                let b = run(measured);
-                (run(&mut plain), b)
-            };
-            base.push(a);
-            times.push(b);
-            ratios.push(b / a);
-        }
-        let (a, b, ratio) = (median(&mut base), median(&mut times), median(&mut ratios));
+        let p = paired::compare(&rt, &mut plain, measured, "/", HEADERS);
         println!(
-            "paired/{name}: plain {a:.0} ns, {name} {b:.0} ns per request; {name}/plain = {ratio:.3} (per-round ratios {:.3}..{:.3})",
-            ratios[ROUNDS / 4],
-            ratios[ROUNDS * 3 / 4]
+            "paired/{name}: plain {:.0} ns, {name} {:.0} ns per request; {name}/plain = {:.3} (per-round ratios {:.3}..{:.3})",
+            p.a_ns, p.b_ns, p.ratio, p.spread.0, p.spread.1
         );
     }
 }

@@ -5,3 +5,4 @@
 pub mod certs;
 pub mod in_memory;
 pub mod origin;
+pub mod paired;
