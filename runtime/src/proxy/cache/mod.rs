@@ -457,18 +457,17 @@ impl HttpCache {
     ) -> Consulted {
         wait.ended_within(self.settings.lock_timeout).await;
         let now = Instant::now();
+        let asks = Asks::of(session.headers());
         let fresh = self
             .store
             .get(&state.key)
             .and_then(|v| v.for_request(session.headers()).cloned())
-            .filter(|s| s.staleness(now).is_none());
+            .filter(|s| s.staleness(now).is_none())
+            .filter(|s| !asks.authorization || s.shared_with_auth);
         match fresh {
             Some(stored) => {
                 self.stats.hits.inc();
-                Consulted::Serve(
-                    self.answer(&stored, &Asks::of(session.headers()), CacheStatus::Hit, now),
-                    None,
-                )
+                Consulted::Serve(self.answer(&stored, &asks, CacheStatus::Hit, now), None)
             }
             None => Consulted::Forward(state),
         }
