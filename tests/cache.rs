@@ -940,3 +940,21 @@ async fn a_key_template_of_variables_keeps_variants_apart() {
     assert_eq!(x_cache(&run.get("/themed/page", &[]).await.0), "MISS");
     assert_eq!(run.asked.count("/themed/page"), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_head_on_a_miss_stores_nothing_for_the_gets_after_it() {
+    let run = start().await;
+    let (head, body) = run.request("HEAD", "/public-auth", &[]).await;
+    assert_eq!((head.status().as_u16(), x_cache(&head)), (200, "MISS"));
+    assert!(body.is_empty());
+    let (get, body) = run.get("/public-auth", &[]).await;
+    assert_eq!(
+        (x_cache(&get), &body[..]),
+        ("MISS", &b"/public-auth #2"[..])
+    );
+    let (hit, body) = run.get("/public-auth", &[]).await;
+    assert_eq!((x_cache(&hit), &body[..]), ("HIT", &b"/public-auth #2"[..]));
+    let (head, _) = run.request("HEAD", "/public-auth", &[]).await;
+    assert_eq!(x_cache(&head), "HIT");
+    assert_eq!(head.headers()["content-length"], "15");
+}

@@ -415,6 +415,11 @@ impl HttpCache {
             ));
         }
         let mode = Mode::Fill { stale: stored };
+        if method == Method::HEAD {
+            // A HEAD's answer has no body to store: it neither fills nor waits (a 304 to
+            // its revalidation still refreshes the stored GET).
+            return Consulted::Forward(self.state(session, key, mode));
+        }
         match self.fills.join(&key) {
             Joined::Lead(guard) => {
                 let mut state = self.state(session, key, mode);
