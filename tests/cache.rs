@@ -253,46 +253,42 @@ async fn start_origin(asked: Arc<Asked>) -> SocketAddr {
     addr
 }
 
-/// An origin whose answers stop halfway: 1,000 bytes announced, 500 sent, then the
-/// connection closed. Counts the connections it accepted.
-async fn start_cut_origin() -> (SocketAddr, Arc<std::sync::atomic::AtomicUsize>) {
+/// An origin that writes `answer` to each connection after its request head, counting the
+/// connections; it serves until its task is aborted (then its port refuses).
+async fn start_raw_origin(
+    answer: Vec<u8>,
+) -> (
+    SocketAddr,
+    Arc<std::sync::atomic::AtomicUsize>,
+    tokio::task::JoinHandle<()>,
+) {
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
         .expect("bind");
     let addr = listener.local_addr().expect("addr");
     let accepted = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let counted = accepted.clone();
-    tokio::spawn(async move {
+    let task = tokio::spawn(async move {
         while let Ok((mut stream, _)) = listener.accept().await {
             counted.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
             let _ = pingora_dsl_suite::origin::read_request_head(&mut stream).await;
-            let mut answer =
-                b"HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: 1000\r\n\r\n"
-                    .to_vec();
-            answer.extend_from_slice(&[b'c'; 500]);
             let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, &answer).await;
         }
     });
-    (addr, accepted)
+    (addr, accepted, task)
 }
 
-/// An origin that answers each request with a fresh stored-for-a-minute 200, closing the
-/// connection, until it is stopped (then its port refuses).
-async fn start_flaky_origin() -> (SocketAddr, tokio::task::JoinHandle<()>) {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let addr = listener.local_addr().expect("addr");
-    let task = tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            let _ = pingora_dsl_suite::origin::read_request_head(&mut stream).await;
-            let answer = "HTTP/1.1 200 OK\r\ncache-control: max-age=0, stale-if-error=60\r\n\
-                          etag: \"d1\"\r\ncontent-length: 4\r\nconnection: close\r\n\r\nup!\n";
-            let _ = tokio::io::AsyncWriteExt::write_all(&mut stream, answer.as_bytes()).await;
-        }
-    });
-    (addr, task)
+/// Answers that stop halfway: 1,000 bytes announced, 500 sent, then the connection closed.
+fn cut_answer() -> Vec<u8> {
+    let mut answer =
+        b"HTTP/1.1 200 OK\r\ncache-control: max-age=60\r\ncontent-length: 1000\r\n\r\n".to_vec();
+    answer.extend_from_slice(&[b'c'; 500]);
+    answer
 }
+
+/// A fresh-for-no-time 200 that may be served stale on errors, closing the connection.
+const FLAKY_ANSWER: &[u8] = b"HTTP/1.1 200 OK\r\ncache-control: max-age=0, stale-if-error=60\r\n\
+etag: \"d1\"\r\ncontent-length: 4\r\nconnection: close\r\n\r\nup!\n";
 
 struct Running {
     proxy: pingora_dsl::downstream::RunningService,
@@ -307,8 +303,8 @@ struct Running {
 async fn start() -> Running {
     let asked = Arc::new(Asked::default());
     let origin = start_origin(asked.clone()).await;
-    let (flaky_addr, flaky) = start_flaky_origin().await;
-    let (cut_addr, cut) = start_cut_origin().await;
+    let (flaky_addr, _, flaky) = start_raw_origin(FLAKY_ANSWER.to_vec()).await;
+    let (cut_addr, cut, _) = start_raw_origin(cut_answer()).await;
     let mut proxy = Cached::new();
     point(proxy.router_mut(), "app", &[origin]);
     point(proxy.router_mut(), "flaky", &[flaky_addr]);
