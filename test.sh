@@ -14,6 +14,10 @@
 # reason.
 set -euo pipefail
 cd "$(dirname "$0")"
+# No incremental compilation unless asked for (CARGO_INCREMENTAL=1): a run on a fresh clone
+# builds each crate once, and the incremental caches of ~50 test binaries and three builds of
+# the examples would double the disk a run needs (CI machines have little).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 
 missing=()
 command -v curl >/dev/null 2>&1 || missing+=(curl)
