@@ -166,6 +166,8 @@ pub struct Discover {
 pub enum DiscoverSource {
     Dns { host: String, port: u16 },
     File(String),
+    /// Endpoints (`http://HOST:PORT`), key prefix.
+    Etcd(Vec<String>, String),
 }
 
 /// TLS to the peers.
@@ -422,6 +424,15 @@ pub struct RateLimit {
     pub limit: u64,
     pub per: Duration,
     pub key: RateKey,
+    pub shared: Option<SharedLimit>,
+}
+
+/// `shared "URL" [timeout D] [fallback MODE]`, checked; `None`: the runtime's default.
+pub struct SharedLimit {
+    pub url: String,
+    pub timeout: Option<Duration>,
+    /// `local`, `open` or `closed`.
+    pub fallback: Option<String>,
 }
 
 /// What a rate limit counts by.

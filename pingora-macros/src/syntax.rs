@@ -234,6 +234,15 @@ pub struct RateLimitDecl {
     pub per: DurationLit,
     /// `by KIND` and the header name for `by header`.
     pub by: Option<(Ident, Option<LitStr>)>,
+    /// `shared "redis://..." [timeout D] [fallback MODE]`.
+    pub shared: Option<SharedDecl>,
+}
+
+/// `shared "URL" [timeout D] [fallback local|open|closed]`: a rate limit counted in Redis.
+pub struct SharedDecl {
+    pub url: LitStr,
+    pub timeout: Option<(Ident, DurationLit)>,
+    pub fallback: Option<(Ident, Ident)>,
 }
 
 /// `listen "ADDR" [proxy_protocol MODE];` or `listen tls "ADDR" ...;`
@@ -331,12 +340,14 @@ pub enum HealthValue {
     Status(LitInt, Option<LitInt>),
 }
 
-/// `discover dns "NAME:PORT" [every D];` or `discover file "PATH" [every D];`
+/// `discover dns "NAME:PORT" [every D];`, `discover file "PATH" [every D];` or
+/// `discover etcd "http://HOST:PORT" prefix "/KEY/PREFIX/";`
 pub struct DiscoverDecl {
     pub keyword: Ident,
     pub kind: Ident,
     pub target: LitStr,
-    pub every: Option<DurationLit>,
+    pub every: Option<(Ident, DurationLit)>,
+    pub prefix: Option<(Ident, LitStr)>,
 }
 
 /// `passive failures N eject DURATION;`

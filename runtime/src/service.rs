@@ -131,6 +131,23 @@ pub struct ServiceView {
     pub groups: Vec<UpstreamGroup>,
     /// Its HTTP caches.
     pub caches: Vec<CacheView>,
+    /// Its rate limits shared through Redis.
+    pub shared_limits: Vec<SharedLimitView>,
+}
+
+/// A rate limit shared through Redis as the admin listener sees it.
+#[derive(Debug, Clone)]
+pub struct SharedLimitView {
+    /// `proxy`, or the label of the route that declares it.
+    pub label: String,
+    /// Requests per window.
+    pub limit: u64,
+    /// The window.
+    pub window: std::time::Duration,
+    /// The Redis it counts in.
+    pub redis: String,
+    /// Its decisions.
+    pub counts: Arc<crate::proxy::route::rate::shared::SharedLimitCounts>,
 }
 
 /// An HTTP cache as the admin listener sees it: its counters, and purges.

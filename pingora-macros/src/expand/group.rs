@@ -205,6 +205,10 @@ fn discovery(d: &Discover) -> TokenStream {
             quote!(#rt::lb::discovery::FileDiscovery::new(#path)),
             quote!(#rt::lb::discovery::FileDiscovery),
         ),
+        DiscoverSource::Etcd(endpoints, prefix) => (
+            quote!(#rt::lb::etcd::EtcdDiscovery::new(&[#(#endpoints),*], #prefix)),
+            quote!(#rt::lb::etcd::EtcdDiscovery),
+        ),
     };
     let every = match d.every {
         Some(every) => duration(every),

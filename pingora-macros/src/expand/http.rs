@@ -250,6 +250,12 @@ fn proxy_http_impl(p: &Proxy, with_phases: bool) -> TokenStream {
             fn observed_caches(&self) -> ::std::vec::Vec<#rt::service::CacheView> {
                 self.router.observed_caches()
             }
+
+            fn observed_shared_limits(
+                &self,
+            ) -> ::std::vec::Vec<#rt::service::SharedLimitView> {
+                self.router.observed_shared_limits()
+            }
         }
     }
 }

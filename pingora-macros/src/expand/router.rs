@@ -25,11 +25,16 @@ pub fn expand_router(p: &Proxy) -> TokenStream {
             #rt::proxy::route::RouteAction::Upstream(0),
         ))]
     } else {
-        p.routes.iter().map(expand_route).collect()
+        p.routes
+            .iter()
+            .enumerate()
+            .map(|(i, r)| expand_route(r, &format!("{}:route{i}", p.name)))
+            .collect()
     };
     let edits = edit_calls(&p.edits);
     let rate_limits = (!p.rate_limits.is_empty()).then(|| {
-        let limits = rate_limits(&p.rate_limits);
+        let scope = format!("{}:proxy", p.name);
+        let limits = rate_limits(&p.rate_limits, &scope);
         quote!(.with_rate_limits(::std::vec![#(#limits),*]))
     });
     let fallthrough = user_peer.then(|| quote!(.with_fallthrough(true)));
@@ -72,7 +77,7 @@ pub fn expand_router(p: &Proxy) -> TokenStream {
     }
 }
 
-fn expand_route(route: &Route) -> TokenStream {
+fn expand_route(route: &Route, scope: &str) -> TokenStream {
     let rt = rt();
     let host = match &route.host {
         Some(h) => quote!(::std::option::Option::Some(#rt::proxy::route::HostPattern::parse(#h))),
@@ -90,7 +95,7 @@ fn expand_route(route: &Route) -> TokenStream {
         let r = expand_rewrite(r);
         quote!(.with_rewrite(#r))
     });
-    let policy = route.policy.as_ref().map(policy_call);
+    let policy = route.policy.as_ref().map(|p| policy_call(p, scope));
     let mirror = route
         .mirror
         .map(|(i, p)| quote!(.with_mirror(#rt::proxy::route::Mirror::new(#i, #p))));
@@ -160,10 +165,15 @@ fn expand_action(action: &Action) -> TokenStream {
     }
 }
 
-/// Each declared rate limit as a `RateLimit` value.
-fn rate_limits(limits: &[RateLimit]) -> impl Iterator<Item = TokenStream> + '_ {
+/// Each declared rate limit as a `RateLimit` value; a shared one counts in Redis under
+/// `SCOPE:N` (N: its place among the limits of its proxy or route), the same on every
+/// instance of the proxy.
+fn rate_limits<'a>(
+    limits: &'a [RateLimit],
+    scope: &'a str,
+) -> impl Iterator<Item = TokenStream> + 'a {
     let rt = rt();
-    limits.iter().map(move |limit| {
+    limits.iter().enumerate().map(move |(i, limit)| {
         let (n, per) = (limit.limit, duration(limit.per));
         let key = match &limit.key {
             RateKey::Header(name) => {
@@ -172,12 +182,34 @@ fn rate_limits(limits: &[RateLimit]) -> impl Iterator<Item = TokenStream> + '_ {
             RateKey::Route => quote!(#rt::proxy::route::rate::RateKey::Route),
             RateKey::ClientIp => quote!(#rt::proxy::route::rate::RateKey::ClientIp),
         };
-        quote!(#rt::proxy::route::rate::RateLimit::new(#n, #per, #key))
+        let shared = limit.shared.as_ref().map(|shared| {
+            let url = &shared.url;
+            let scope = format!("{scope}:{i}");
+            let timeout = shared.timeout.map(|d| {
+                let d = duration(d);
+                quote!(settings.timeout = #d;)
+            });
+            let fallback = shared.fallback.as_deref().map(|mode| {
+                let mode = match mode {
+                    "open" => quote!(Open),
+                    "closed" => quote!(Closed),
+                    _ => quote!(Local),
+                };
+                quote!(settings.fallback = #rt::proxy::route::rate::shared::Fallback::#mode;)
+            });
+            quote!(.shared({
+                let mut settings = #rt::proxy::route::rate::shared::SharedSettings::new(#url);
+                #timeout
+                #fallback
+                settings
+            }, #scope))
+        });
+        quote!(#rt::proxy::route::rate::RateLimit::new(#n, #per, #key) #shared)
     })
 }
 
 /// `.with_policy(RoutePolicy { .. })` for a route with its own limits.
-fn policy_call(policy: &Policy) -> TokenStream {
+fn policy_call(policy: &Policy, scope: &str) -> TokenStream {
     let rt = rt();
     let some_duration = |d: Option<std::time::Duration>| match d {
         Some(d) => {
@@ -199,7 +231,7 @@ fn policy_call(policy: &Policy) -> TokenStream {
         Some(n) => quote!(::std::option::Option::Some(#n)),
         None => quote!(::std::option::Option::None),
     };
-    let limits = rate_limits(&policy.rate_limits);
+    let limits = rate_limits(&policy.rate_limits, scope);
     let cors = choice(&policy.cors, |c| {
         let c = cors(c);
         quote!(::std::sync::Arc::new(#c))

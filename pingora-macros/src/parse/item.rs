@@ -10,7 +10,8 @@ use crate::diagnostic::hint;
 use crate::phase::Phase;
 use crate::syntax::{
     AccessDecl, AuthDecl, CacheDecl, CompressDecl, CorsDecl, DurationLit, HeaderEditDecl, Listen,
-    PhaseDecl, Proxy, RateLimitDecl, RouteDecl, SentryDecl, Setting, TimeoutDecl, Upstream,
+    PhaseDecl, Proxy, RateLimitDecl, RouteDecl, SentryDecl, Setting, SharedDecl, TimeoutDecl,
+    Upstream,
 };
 
 use super::{expect, keyword, kw, parse_switch, semi, tls};
@@ -331,14 +332,14 @@ impl Parse for RateLimitDecl {
         }
         input.parse::<kw::per>()?;
         let per = input.parse()?;
-        let by = if input.peek(Token![;]) {
+        let by = if input.peek(Token![;]) || input.peek(kw::shared) {
             None
         } else {
             if !input.peek(kw::by) {
                 let by = Ident::parse_any(input)?;
                 return Err(syn::Error::new(
                     by.span(),
-                    "expected `by client_ip`, `by header \"NAME\"` or `by route`",
+                    "expected `by client_ip`, `by header \"NAME\"`, `by route` or `shared \"redis://HOST:PORT\"`",
                 ));
             }
             input.parse::<kw::by>()?;
@@ -353,13 +354,68 @@ impl Parse for RateLimitDecl {
             };
             Some((kind, name))
         };
+        let shared = if input.peek(kw::shared) {
+            Some(input.parse()?)
+        } else {
+            None
+        };
+        if input.peek(Ident::peek_any) {
+            let next = Ident::parse_any(input)?;
+            return Err(syn::Error::new(
+                next.span(),
+                format!("unexpected `{next}`: a rate limit ends with `;`, after `by KEY` and `shared \"redis://HOST:PORT\"`"),
+            ));
+        }
         semi(input, "rate_limit")?;
         Ok(RateLimitDecl {
             keyword,
             limit,
             per,
             by,
+            shared,
         })
+    }
+}
+
+/// `shared "URL" [timeout D] [fallback local|open|closed]`.
+impl Parse for SharedDecl {
+    fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
+        input.parse::<kw::shared>()?;
+        let url = expect(
+            input,
+            "expected the Redis URL: `shared \"redis://127.0.0.1:6379/0\"`",
+        )?;
+        let mut decl = SharedDecl {
+            url,
+            timeout: None,
+            fallback: None,
+        };
+        while input.peek(Ident::peek_any) {
+            let option = Ident::parse_any(input)?;
+            match option.to_string().as_str() {
+                "timeout" if decl.timeout.is_none() => {
+                    let d = input.parse()?;
+                    decl.timeout = Some((option, d));
+                }
+                "fallback" if decl.fallback.is_none() => {
+                    let mode = expect(input, "expected `fallback local`, `fallback open` or `fallback closed`")?;
+                    decl.fallback = Some((option, mode));
+                }
+                "timeout" | "fallback" => {
+                    return Err(syn::Error::new(
+                        option.span(),
+                        format!("`{option}` is given twice: keep one"),
+                    ))
+                }
+                other => {
+                    return Err(syn::Error::new(
+                        option.span(),
+                        format!("unknown option `{other}` of `shared`: write `timeout DURATION` or `fallback local|open|closed`"),
+                    ))
+                }
+            }
+        }
+        Ok(decl)
     }
 }
 

@@ -29,6 +29,7 @@ syn::custom_keyword!(environment);
 syn::custom_keyword!(rate_limit);
 syn::custom_keyword!(per);
 syn::custom_keyword!(by);
+syn::custom_keyword!(shared);
 syn::custom_keyword!(header);
 syn::custom_keyword!(admin);
 syn::custom_keyword!(on);

@@ -448,7 +448,8 @@ impl Parse for PassiveDecl {
     }
 }
 
-/// `discover dns "NAME:PORT" [every D]` or `discover file "PATH" [every D]`.
+/// `discover dns "NAME:PORT" [every D]`, `discover file "PATH" [every D]` or
+/// `discover etcd "http://HOST:PORT" prefix "P"`.
 impl Parse for DiscoverDecl {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         let keyword = keyword(input)?;
@@ -457,24 +458,35 @@ impl Parse for DiscoverDecl {
             input,
             "write `discover dns \"NAME:PORT\" every 30s;` or `discover file \"PATH\" every 5s;`",
         )?;
-        let every = if input.peek(Ident) {
-            if !input.peek(kw::every) {
-                let w = Ident::parse_any(input)?;
-                return Err(syn::Error::new(
-                    w.span(),
-                    format!("unknown discovery option `{w}`: write `every DURATION`"),
-                ));
+        let (mut every, mut prefix) = (None, None);
+        while input.peek(Ident::peek_any) {
+            let option = Ident::parse_any(input)?;
+            match option.to_string().as_str() {
+                "every" if every.is_none() => every = Some((option, input.parse()?)),
+                "prefix" if prefix.is_none() => {
+                    let p = expect(input, "expected the key prefix: `prefix \"/services/api/\"`")?;
+                    prefix = Some((option, p));
+                }
+                "every" | "prefix" => {
+                    return Err(syn::Error::new(
+                        option.span(),
+                        format!("`{option}` is given twice: keep one"),
+                    ))
+                }
+                _ => {
+                    return Err(syn::Error::new(
+                        option.span(),
+                        format!("unknown discovery option `{option}`: write `every DURATION` (dns, file) or `prefix \"/KEY/PREFIX/\"` (etcd)"),
+                    ))
+                }
             }
-            input.parse::<kw::every>()?;
-            Some(input.parse()?)
-        } else {
-            None
-        };
+        }
         Ok(DiscoverDecl {
             keyword,
             kind,
             target,
             every,
+            prefix,
         })
     }
 }

@@ -8,7 +8,7 @@ use syn::LitStr;
 
 use crate::diagnostic::Errors;
 use crate::model;
-use crate::syntax::{RateLimitDecl, Setting, TlsDecl, UpstreamTlsDecl};
+use crate::syntax::{RateLimitDecl, Setting, SharedDecl, TlsDecl, UpstreamTlsDecl};
 
 use super::values::{check_duration, check_timeouts};
 
@@ -113,11 +113,72 @@ pub fn validate_rate_limits(
                 }
             },
         };
-        if let (Some(limit), Some(per), Some(key)) = (limit, per, key) {
-            checked.push(model::RateLimit { limit, per, key });
+        let shared = match &decl.shared {
+            None => Some(None),
+            Some(shared) => check_shared(shared, errors).map(Some),
+        };
+        if let (Some(limit), Some(per), Some(key), Some(shared)) = (limit, per, key, shared) {
+            checked.push(model::RateLimit {
+                limit,
+                per,
+                key,
+                shared,
+            });
         }
     }
     checked
+}
+
+/// `shared "redis://..." [timeout D] [fallback MODE]`: a Redis URL without TLS, a timeout
+/// of at most 1s (a request may wait that long), a known fallback. `None`: invalid.
+fn check_shared(decl: &SharedDecl, errors: &mut Errors) -> Option<model::SharedLimit> {
+    let url = decl.url.value();
+    let mut valid = true;
+    if url.starts_with("rediss://") {
+        errors.at(
+            decl.url.span(),
+            "TLS to Redis (`rediss://`) is not built in: write `redis://HOST:PORT/DB` (a private network, or a local TLS tunnel)",
+        );
+        valid = false;
+    } else if !(url.starts_with("redis://") || url.starts_with("redis+unix://"))
+        || url.len() <= "redis://".len()
+    {
+        errors.at(
+            decl.url.span(),
+            "expected a Redis URL: `shared \"redis://127.0.0.1:6379/0\"` (or `redis+unix:///PATH`)",
+        );
+        valid = false;
+    }
+    let timeout = decl.timeout.as_ref().and_then(|(_, lit)| {
+        let d = check_duration(lit, errors)?;
+        if d.is_zero() || d > std::time::Duration::from_secs(1) {
+            errors.at(
+                lit.span(),
+                "a shared limit's timeout is from 1ms to 1s (a request waits that long for Redis): e.g. `timeout 5ms`",
+            );
+            valid = false;
+            return None;
+        }
+        Some(d)
+    });
+    let fallback = decl.fallback.as_ref().and_then(|(_, ident)| {
+        let mode = ident.to_string();
+        if matches!(mode.as_str(), "local" | "open" | "closed") {
+            Some(mode)
+        } else {
+            errors.at(
+                ident.span(),
+                format!("unknown fallback `{mode}`: write `fallback local` (this instance's count), `fallback open` (admit) or `fallback closed` (refuse)"),
+            );
+            valid = false;
+            None
+        }
+    });
+    valid.then_some(model::SharedLimit {
+        url,
+        timeout,
+        fallback,
+    })
 }
 
 /// Every proxy-wide setting: each set once (`client_timeout` may repeat with other keys),

@@ -396,6 +396,60 @@ fn validate_passive(up: &Upstream, errors: &mut Errors) -> Option<model::Passive
     first
 }
 
+/// `discover etcd "http://HOST:PORT[,http://...]" prefix "P"`: endpoints over HTTP, a
+/// prefix that is not empty, no `every` (etcd is watched).
+fn etcd_source(
+    d: &DiscoverDecl,
+    target: String,
+    errors: &mut Errors,
+) -> Option<model::DiscoverSource> {
+    let mut valid = true;
+    if let Some((word, _)) = &d.every {
+        errors.at(
+            word.span(),
+            "etcd is watched (a change arrives as it happens), not asked every so often: remove `every`",
+        );
+        valid = false;
+    }
+    let endpoints: Vec<String> = target.split(',').map(|e| e.trim().to_owned()).collect();
+    let bad = endpoints.iter().find(|e| {
+        let authority = e.strip_prefix("http://").map(|a| a.trim_end_matches('/'));
+        !authority.is_some_and(|a| {
+            a.rsplit_once(':').is_some_and(|(host, port)| {
+                !host.is_empty() && !a.contains('/') && port.parse::<u16>().is_ok_and(|p| p > 0)
+            })
+        })
+    });
+    if let Some(bad) = bad {
+        let tls = if bad.starts_with("https://") {
+            " (TLS to etcd is not built in)"
+        } else {
+            ""
+        };
+        errors.at(
+            d.target.span(),
+            format!("invalid etcd endpoint \"{bad}\"{tls}: write \"http://HOST:PORT\", several separated by commas"),
+        );
+        valid = false;
+    }
+    let prefix = match &d.prefix {
+        None => {
+            errors.at(
+                d.target.span(),
+                "`discover etcd` needs the keys' prefix: `discover etcd \"http://127.0.0.1:2379\" prefix \"/services/api/\";`",
+            );
+            None
+        }
+        Some((_, p)) if p.value().is_empty() => {
+            errors.at(p.span(), "an empty prefix would take every key of etcd: e.g. \"/services/api/\"");
+            None
+        }
+        Some((_, p)) => Some(p.value()),
+    };
+    let prefix = prefix?;
+    valid.then_some(model::DiscoverSource::Etcd(endpoints, prefix))
+}
+
 /// `discover dns "NAME:PORT"` or `discover file "PATH"`, with `every D`; given once.
 fn validate_discover(discover: &[DiscoverDecl], errors: &mut Errors) -> Option<model::Discover> {
     let mut first = None;
@@ -407,7 +461,7 @@ fn validate_discover(discover: &[DiscoverDecl], errors: &mut Errors) -> Option<m
             );
         }
         let source = discover_source(d, errors);
-        let every = d.every.as_ref().and_then(|e| check_duration(e, errors));
+        let every = d.every.as_ref().and_then(|(_, e)| check_duration(e, errors));
         if let (Some(source), 0) = (source, i) {
             first = Some(model::Discover { source, every });
         }
@@ -417,7 +471,13 @@ fn validate_discover(discover: &[DiscoverDecl], errors: &mut Errors) -> Option<m
 
 fn discover_source(d: &DiscoverDecl, errors: &mut Errors) -> Option<model::DiscoverSource> {
     let target = d.target.value();
-    match d.kind.to_string().as_str() {
+    let kind = d.kind.to_string();
+    if let (Some((word, _)), false) = (&d.prefix, kind == "etcd") {
+        errors.at(word.span(), "`prefix` is for `discover etcd`: remove it");
+        return None;
+    }
+    match kind.as_str() {
+        "etcd" => etcd_source(d, target, errors),
         "dns" => {
             let valid = target.rsplit_once(':').and_then(|(host, port)| {
                 let host_ok = !host.is_empty()
@@ -450,7 +510,7 @@ fn discover_source(d: &DiscoverDecl, errors: &mut Errors) -> Option<model::Disco
                 d.kind.span(),
                 format!(
                     "unknown discovery `{other}`: {}",
-                    hint(other, &["dns", "file"])
+                    hint(other, &["dns", "file", "etcd"])
                 ),
             );
             None

@@ -505,6 +505,7 @@ impl crate::service::Observable for TcpProxyService {
             routes: Vec::new(),
             groups: vec![group.clone()],
             caches: Vec::new(),
+            shared_limits: Vec::new(),
         })
     }
 }

@@ -366,6 +366,7 @@ impl crate::service::Observable for UdpProxyService {
             routes: Vec::new(),
             groups: vec![group.clone()],
             caches: Vec::new(),
+            shared_limits: Vec::new(),
         })
     }
 }

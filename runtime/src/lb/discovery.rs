@@ -17,6 +17,7 @@ use std::io;
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
@@ -28,10 +29,22 @@ use crate::shutdown::ShutdownWatch;
 /// The future a [`Discovery`] returns: the current peers, or why they are unknown.
 pub type DiscoveryFuture<'a> = Pin<Box<dyn Future<Output = io::Result<Vec<Backend>>> + Send + 'a>>;
 
+/// The future [`Discovery::changed`] returns: done when the peers may have changed.
+pub type ChangedFuture<'a> = Pin<Box<dyn Future<Output = ()> + Send + 'a>>;
+
 /// A source of peers.
 pub trait Discovery: Send + Sync + 'static {
-    /// The peers now. Called once per interval, never on a request's path.
+    /// The peers now. Called once per interval (or per change), never on a request's path.
     fn discover(&self) -> DiscoveryFuture<'_>;
+
+    /// Waits until the peers may have changed, then the task asks [`discover`] again. By
+    /// default the task's `interval`; a source told of changes (etcd's watch) returns as
+    /// soon as one happens.
+    ///
+    /// [`discover`]: Discovery::discover
+    fn changed(&self, interval: Duration) -> ChangedFuture<'_> {
+        Box::pin(tokio::time::sleep(interval))
+    }
 
     /// A short description for logs (`dns backend.internal:8080`).
     fn describe(&self) -> String;
@@ -293,12 +306,15 @@ pub fn discover_once(source: Arc<dyn Discovery>, timeout: Duration) -> io::Resul
         .unwrap_or_else(|_| Err(io::Error::other("the discovery check panicked")))
 }
 
-/// Asks a [`Discovery`] source on an interval and swaps in the peers it finds.
+/// Asks a [`Discovery`] source on an interval (or at each change it reports) and swaps in
+/// the peers it finds.
 pub struct DiscoveryTask {
     pub(crate) group: Arc<str>,
     pub(crate) lb: Arc<ArcSwap<LoadBalancer>>,
     pub(crate) source: Arc<dyn Discovery>,
     pub(crate) interval: Duration,
+    /// Failed answers so far (the admin listener's `discovery_failures_total`).
+    pub(crate) failures: Arc<AtomicU64>,
 }
 
 impl DiscoveryTask {
@@ -325,6 +341,7 @@ impl DiscoveryTask {
                 true
             }
             Err(e) => {
+                self.failures.fetch_add(1, Ordering::Relaxed);
                 tracing::warn!(group = %self.group, source = %self.source.describe(), error = %e, "discovery failed; keeping the current peers");
                 false
             }
@@ -336,7 +353,7 @@ impl DiscoveryTask {
         loop {
             self.refresh().await;
             tokio::select! {
-                _ = tokio::time::sleep(self.interval) => {}
+                _ = self.source.changed(self.interval) => {}
                 _ = shutdown.wait() => return,
             }
         }
@@ -346,7 +363,7 @@ impl DiscoveryTask {
     pub async fn run_forever(self) {
         loop {
             self.refresh().await;
-            tokio::time::sleep(self.interval).await;
+            self.source.changed(self.interval).await;
         }
     }
 }
@@ -466,6 +483,7 @@ mod tests {
                 table.clone(),
             )),
             interval: Duration::from_secs(3600),
+            failures: Arc::default(),
         };
         let peers = || addrs(task.lb.load().backends());
         assert!(task.refresh().await, "the first answer is taken");

@@ -89,6 +89,7 @@ pub struct UpstreamGroup {
 struct DiscoverySource {
     source: Arc<dyn Discovery>,
     interval: Duration,
+    failures: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl std::fmt::Debug for DiscoverySource {
@@ -232,11 +233,24 @@ impl UpstreamGroup {
     /// Takes the peers from `source`, asked every `interval` by a [`DiscoveryTask`]; the
     /// peers given to [`new`](UpstreamGroup::new) serve until the first answer.
     pub fn with_discovery(mut self, source: impl Discovery, interval: Duration) -> Self {
+        self.set_discovery(source, interval);
+        self
+    }
+
+    /// Replaces the discovery source (a config file's replacing the declared one, or in
+    /// tests), before the group serves.
+    pub fn set_discovery(&mut self, source: impl Discovery, interval: Duration) {
         self.discovery = Some(DiscoverySource {
             source: Arc::new(source),
             interval,
+            failures: Arc::default(),
         });
-        self
+    }
+
+    /// How many times the group's discovery source failed to answer (`None` without one).
+    pub fn discovery_failures(&self) -> Option<u64> {
+        let d = self.discovery.as_ref()?;
+        Some(d.failures.load(std::sync::atomic::Ordering::Relaxed))
     }
 
     /// Sets the timeouts of every peer of the group.
@@ -341,14 +355,6 @@ impl UpstreamGroup {
     /// Stops discovery: the peers set now stay (what `--upstream` does to a group).
     pub fn clear_discovery(&mut self) {
         self.discovery = None;
-    }
-
-    /// Replaces the discovery source (e.g. in tests, or from a config file).
-    pub fn set_discovery(&mut self, source: impl Discovery, interval: Duration) {
-        self.discovery = Some(DiscoverySource {
-            source: Arc::new(source),
-            interval,
-        });
     }
 
     /// The group's name.
@@ -561,6 +567,7 @@ impl UpstreamGroup {
             lb: self.lb.clone(),
             source: d.source,
             interval: d.interval,
+            failures: d.failures,
         })
     }
 

@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 
 mod attempts;
 pub mod discovery;
+pub mod etcd;
 mod group;
 mod health;
 mod sticky;

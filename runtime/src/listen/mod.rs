@@ -67,8 +67,17 @@ pub fn resolve(addr: &str) -> io::Result<Vec<SocketAddr>> {
 
 /// Binds a TCP listening socket on `addr`, ready to be adopted by a runtime.
 pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
+    bind_tcp_shared(addr, false)
+}
+
+/// [`bind_tcp`], with `SO_REUSEPORT` when `reuse_port`: several processes may then listen
+/// on the same address, and the kernel spreads new connections among them.
+pub fn bind_tcp_shared(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::TcpListener> {
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -83,7 +92,16 @@ pub fn bind_tcp(addr: SocketAddr) -> io::Result<std::net::TcpListener> {
 /// Binds a UDP socket on `addr` (`IPV6_V6ONLY` for IPv6, like [`bind_tcp`]), ready to be
 /// adopted by a runtime.
 pub fn bind_udp(addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
+    bind_udp_shared(addr, false)
+}
+
+/// [`bind_udp`], with `SO_REUSEPORT` when `reuse_port` (datagrams spread among the
+/// processes bound to the address, by their source).
+pub fn bind_udp_shared(addr: SocketAddr, reuse_port: bool) -> io::Result<std::net::UdpSocket> {
     let socket = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    if reuse_port {
+        socket.set_reuse_port(true)?;
+    }
     if addr.is_ipv6() {
         socket.set_only_v6(true)?;
     }
@@ -109,6 +127,7 @@ enum Transport {
 pub struct Sockets {
     inherited: Vec<(Transport, SocketAddr, Socket)>,
     handed_out: Vec<OwnedFd>,
+    reuse_port: bool,
 }
 
 impl Sockets {
@@ -142,7 +161,14 @@ impl Sockets {
         Ok(Sockets {
             inherited,
             handed_out: Vec::new(),
+            reuse_port: false,
         })
+    }
+
+    /// Binds new sockets with `SO_REUSEPORT` (`reuse_port` in the config file): other
+    /// processes with the same setting (and user) may listen on the same addresses.
+    pub fn set_reuse_port(&mut self, reuse_port: bool) {
+        self.reuse_port = reuse_port;
     }
 
     /// The inherited socket of `transport` bound to `addr`, if any.
@@ -159,7 +185,7 @@ impl Sockets {
     pub fn tcp(&mut self, addr: SocketAddr) -> io::Result<std::net::TcpListener> {
         let listener = match self.adopt(Transport::Tcp, addr) {
             Some(socket) => socket.into(),
-            None => bind_tcp(addr)?,
+            None => bind_tcp_shared(addr, self.reuse_port)?,
         };
         self.handed_out.push(listener.as_fd().try_clone_to_owned()?);
         Ok(listener)
@@ -169,7 +195,7 @@ impl Sockets {
     pub fn udp(&mut self, addr: SocketAddr) -> io::Result<std::net::UdpSocket> {
         let socket = match self.adopt(Transport::Udp, addr) {
             Some(socket) => socket.into(),
-            None => bind_udp(addr)?,
+            None => bind_udp_shared(addr, self.reuse_port)?,
         };
         self.handed_out.push(socket.as_fd().try_clone_to_owned()?);
         Ok(socket)

@@ -300,6 +300,8 @@ pub struct ServiceStatus {
     pub pools: Vec<PoolStatus>,
     /// HTTP caches.
     pub caches: Vec<super::cache_admin::CacheStatus>,
+    /// Rate limits shared through Redis.
+    pub shared_limits: Vec<super::shared_limit_admin::SharedLimitStatus>,
 }
 
 /// One route on the status page.
@@ -446,6 +448,7 @@ fn service_status(v: &ServiceView, counts: &mut HashMap<String, (u64, u64)>) -> 
         routes,
         pools,
         caches: super::cache_admin::statuses(&v.caches),
+        shared_limits: super::shared_limit_admin::statuses(&v.shared_limits),
     }
 }
 
@@ -695,8 +698,27 @@ fn families(views: &[ServiceView]) -> Vec<MetricFamily> {
         .into_families()
         .chain(listeners.into_families())
         .chain(peers.into_families())
+        .chain(discovery_family(views))
         .chain(super::cache_admin::families(views))
+        .chain(super::shared_limit_admin::families(views))
         .collect()
+}
+
+/// `discovery_failures_total` of every group that discovers its peers.
+fn discovery_family(views: &[ServiceView]) -> Option<MetricFamily> {
+    let mut family = Family::new(
+        "discovery_failures_total",
+        "Answers of a pool's discovery source that failed (the pool kept its peers).",
+        MetricType::COUNTER,
+    );
+    for v in views {
+        for g in &v.groups {
+            if let Some(failures) = g.discovery_failures() {
+                family.counter(&[("proxy", &v.name), ("pool", g.name())], failures);
+            }
+        }
+    }
+    (!family.0.get_metric().is_empty()).then_some(family.0)
 }
 
 /// The families labelled by proxy and route.

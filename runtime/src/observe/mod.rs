@@ -8,4 +8,5 @@ pub mod admin;
 pub mod cache_admin;
 mod metric_family;
 pub mod sentry;
+pub mod shared_limit_admin;
 pub mod syslog;

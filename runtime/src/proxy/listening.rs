@@ -47,6 +47,7 @@ impl<P: ProxyHttp, L: ProxyLayer<P>> Observable for HttpService<ProxyPipeline<P,
                 routes,
                 groups,
                 caches: proxy.observed_caches(),
+                shared_limits: proxy.observed_shared_limits(),
             }
         })
     }

@@ -257,6 +257,12 @@ pub trait ProxyHttp: Send + Sync + 'static {
     fn observed_caches(&self) -> Vec<crate::service::CacheView> {
         Vec::new()
     }
+
+    /// The rate limits shared through Redis the admin listener reports. Declared proxies
+    /// return their router's. Default: none.
+    fn observed_shared_limits(&self) -> Vec<crate::service::SharedLimitView> {
+        Vec::new()
+    }
 }
 
 /// Header editing helpers for request and response heads in filters.

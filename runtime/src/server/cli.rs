@@ -63,6 +63,10 @@ pub struct ProxyCli {
     /// With several threads, one work-stealing runtime instead of per-core workers.
     #[arg(long)]
     pub work_stealing: bool,
+    /// Listen with `SO_REUSEPORT`: several processes may serve the same addresses (each
+    /// with its own `--admin` and upgrade socket).
+    #[arg(long = "reuse-port")]
+    pub reuse_port: bool,
     /// A config file (TOML) overriding the declared values; flags override it in turn.
     #[arg(short = 'c', long = "conf", value_name = "FILE")]
     pub conf: Option<std::path::PathBuf>,
@@ -133,6 +137,9 @@ impl ProxyCli {
         }
         if self.work_stealing {
             conf.flavor = RuntimeFlavor::WorkStealing;
+        }
+        if self.reuse_port {
+            conf.reuse_port = true;
         }
         Ok(conf)
     }
@@ -217,6 +224,7 @@ impl ProxyCli {
         self.configure(name, router)?;
         router.check_auth()?;
         router.check_caches()?;
+        router.check_shared_limits()?;
         for group in router.groups() {
             group.check()?;
             if !self.test {
@@ -805,7 +813,13 @@ where
     upgrade.access = HandoverAccess {
         run_as: identity.uid(),
     };
-    let (sockets, handover) = bind(cli.upgrade, upgrade, &mut service, admin.as_mut())?;
+    let reuse_port = conf.reuse_port;
+    let (sockets, handover) = bind(
+        (cli.upgrade, reuse_port),
+        upgrade,
+        &mut service,
+        admin.as_mut(),
+    )?;
     // Bound (privileged ports too): now detach, record the pid, and give up root.
     let detached = if cli.daemon {
         Some(daemonize(server_section.error_log.as_deref())?)
@@ -922,9 +936,10 @@ type AdminService =
     HttpService<crate::downstream::ServeHandler<crate::observe::admin::AdminHandler>>;
 
 /// Binds the service and the admin listener: on sockets received from the running process
-/// with `-u` (returning the handle to tell it once serving), else on fresh ones.
+/// with `-u` (returning the handle to tell it once serving), else on fresh ones (with
+/// `SO_REUSEPORT` if asked).
 fn bind<S: Listening>(
-    upgrade_flag: bool,
+    (upgrade_flag, reuse_port): (bool, bool),
     upgrade: &UpgradeConf,
     service: &mut S,
     admin: Option<&mut AdminService>,
@@ -938,6 +953,7 @@ fn bind<S: Listening>(
         sockets = Sockets::inherit(fds)?;
         handover = Some(ready);
     }
+    sockets.set_reuse_port(reuse_port);
     service.bind_with(&mut sockets)?;
     if let Some(admin) = admin {
         admin.bind_with(&mut sockets).map_err(admin_error)?;
@@ -1004,6 +1020,7 @@ fn check_only<S: Listening>(
     // them, to hand over.
     if !cli.upgrade {
         let mut probe = Sockets::new();
+        probe.set_reuse_port(conf.reuse_port);
         service.bind_with(&mut probe)?;
         if let Some(admin) = admin {
             admin.bind_with(&mut probe).map_err(admin_error)?;

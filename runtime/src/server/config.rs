@@ -10,6 +10,7 @@
 //! [server]
 //! threads = 4
 //! work_stealing = false
+//! reuse_port = false                 # true: SO_REUSEPORT, several processes on one port
 //! grace_period = "10s"               # for requests in flight at a stop or upgrade
 //! graceful_shutdown_timeout = "1s"   # then for background tasks
 //! pid_file = "/run/gateway.pid"
@@ -53,6 +54,11 @@
 //! disk = "/var/cache/gateway"         # a disk tier (restarts warm), with its size
 //! disk_size = "10GiB"
 //!
+//! [proxy.Gateway.shared_limits]       # the declared `rate_limit ... shared` ones
+//! redis = "redis://10.0.0.5:6379/0"
+//! timeout = "5ms"                     # the longest a request waits for Redis
+//! fallback = "local"                  # or "open", "closed": when Redis cannot answer
+//!
 //! [[proxy.Gateway.certificate]]       # several: chosen by SNI, the first the default
 //! cert = "/etc/gateway/example.com.crt"
 //! key = "/etc/gateway/example.com.key"
@@ -61,6 +67,9 @@
 //! peers = ["10.0.0.1:9000", "10.0.0.2:9000 weight 3"]
 //! retry = 2
 //! timeout = { connect = "500ms", read = "30s" }
+//!
+//! [proxy.Gateway.upstream.web]        # peers watched in etcd instead (not with `peers`)
+//! etcd = { endpoints = ["http://10.0.0.7:2379"], prefix = "/services/web/" }
 //! ```
 
 use std::collections::BTreeMap;
@@ -72,10 +81,13 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::lb::UpstreamGroup;
+use crate::lb::etcd::EtcdDiscovery;
 use crate::lb::{Backend, MAX_WEIGHT};
 use crate::listen::tls::CertKey;
 use crate::listen::ListenAddr;
 use crate::observe::access_log::{AccessLog, AccessLogFormat, AccessLogTarget};
+use crate::proxy::route::rate::shared::{Fallback, SharedSettings};
+use crate::proxy::route::rate::store::RedisStore;
 use crate::proxy::route::Router;
 use crate::proxy::{AllowedUpgrades, ProxyOptions};
 use crate::server::handover::UpgradeConf;
@@ -104,6 +116,10 @@ pub struct ServerSection {
     /// One work-stealing runtime instead of per-core workers.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub work_stealing: Option<bool>,
+    /// Listening sockets bound with `SO_REUSEPORT`: several processes share the addresses
+    /// (each with its own `admin` and `upgrade_socket`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reuse_port: Option<bool>,
     /// Time in-flight requests get to finish at shutdown (`"10s"`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub grace_period: Option<String>,
@@ -218,6 +234,9 @@ pub struct ProxySection {
     /// The sizes and times of the proxy's declared `cache`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub cache: Option<CacheSection>,
+    /// Where the proxy's shared rate limits count, and what decides without Redis.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub shared_limits: Option<SharedLimitsSection>,
     /// Overrides per upstream group, by its name.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub upstream: BTreeMap<String, UpstreamSection>,
@@ -254,6 +273,31 @@ pub struct CacheSection {
     pub disk_size: Option<String>,
 }
 
+/// `[proxy.NAME.shared_limits]`: the Redis, timeout and fallback of every `rate_limit ...
+/// shared` the proxy declares, replacing the declared ones (read at start).
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedLimitsSection {
+    /// `redis://HOST:PORT/DB`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<String>,
+    /// The longest a request waits for Redis (`"5ms"`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<String>,
+    /// `"local"`, `"open"` or `"closed"`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fallback: Option<String>,
+}
+
+/// The `[proxy.NAME.shared_limits]` section that sets the shared limits as they are.
+fn shared_limits_section(settings: &SharedSettings) -> SharedLimitsSection {
+    SharedLimitsSection {
+        redis: Some(settings.url.clone()),
+        timeout: Some(format!("{}ms", settings.timeout.as_millis())),
+        fallback: Some(settings.fallback.name().to_owned()),
+    }
+}
+
 /// `[[proxy.NAME.certificate]]`: a certificate chain and its key, PEM files.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -285,9 +329,22 @@ pub struct UpstreamSection {
     /// Timeouts to change (the others keep their values).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub timeout: Option<TimeoutSection>,
+    /// Peers watched under a prefix in etcd, replacing the declared peers or discovery.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub etcd: Option<EtcdSection>,
     /// Retry budget after failed connects and broken connections.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub retry: Option<u32>,
+}
+
+/// `etcd = { endpoints = ["http://HOST:2379"], prefix = "/services/api/" }`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize, Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct EtcdSection {
+    /// `http://HOST:PORT` of each etcd member, tried in turn.
+    pub endpoints: Vec<String>,
+    /// The key prefix whose keys are the peers.
+    pub prefix: String,
 }
 
 /// `timeout = { connect = "1s", ... }`.
@@ -503,6 +560,9 @@ impl Config {
             }
             conf.threads = threads;
         }
+        if let Some(reuse) = self.server.reuse_port {
+            conf.reuse_port = reuse;
+        }
         if let Some(ws) = self.server.work_stealing {
             conf.flavor = if ws {
                 RuntimeFlavor::WorkStealing
@@ -562,6 +622,8 @@ impl Config {
     pub fn apply_proxy(&self, name: &str, router: &mut Router) -> io::Result<()> {
         self.apply_cors(name, router)?;
         self.apply_cache(name, router)?;
+        self.apply_shared_limits(name, router)?;
+        self.apply_etcd(name, router)?;
         self.apply_access(name, router)?;
         let replaced = self.apply_groups(name, router.groups())?;
         for group in replaced {
@@ -587,6 +649,75 @@ impl Config {
         let list = crate::proxy::route::AccessList::parse(allow, deny)
             .map_err(|e| invalid(format!("proxy.{name}: allow/deny: {e}")))?;
         router.set_access((!list.blocks().is_empty()).then_some(list));
+        Ok(())
+    }
+
+    /// Applies `etcd = { ... }` of each `[proxy.NAME.upstream.GROUP]`: the group's peers
+    /// are watched there.
+    fn apply_etcd(&self, name: &str, router: &mut Router) -> io::Result<()> {
+        let Some(section) = self.proxy.get(name) else {
+            return Ok(());
+        };
+        for (group_name, up) in &section.upstream {
+            let Some(etcd) = &up.etcd else { continue };
+            let at = format!("proxy.{name}.upstream.{group_name}.etcd");
+            if up.peers.is_some() {
+                return Err(invalid(format!(
+                    "{at}: give the peers or where to watch them, not both"
+                )));
+            }
+            let endpoints: Vec<&str> = etcd.endpoints.iter().map(String::as_str).collect();
+            EtcdDiscovery::check(&endpoints, &etcd.prefix)
+                .map_err(|e| invalid(format!("{at}: {e}")))?;
+            // (An unknown group is reported by `apply_groups`.)
+            if let Some(group) = router.group_mut(group_name) {
+                group.set_discovery(
+                    EtcdDiscovery::new(&endpoints, &etcd.prefix),
+                    EtcdDiscovery::DEFAULT_INTERVAL,
+                );
+            }
+        }
+        Ok(())
+    }
+
+    /// Applies `[proxy.NAME.shared_limits]` to every shared rate limit of the proxy.
+    fn apply_shared_limits(&self, name: &str, router: &mut Router) -> io::Result<()> {
+        let Some(section) = self.proxy.get(name).and_then(|s| s.shared_limits.as_ref()) else {
+            return Ok(());
+        };
+        let at = |key: &str| format!("proxy.{name}.shared_limits.{key}");
+        if let Some(url) = &section.redis {
+            RedisStore::check_url(url).map_err(|e| invalid(format!("{}: {e}", at("redis"))))?;
+        }
+        let timeout = section
+            .timeout
+            .as_deref()
+            .map(|t| match parse_duration(t) {
+                Ok(d) if !d.is_zero() && d <= Duration::from_secs(1) => Ok(d),
+                Ok(_) => Err(invalid(format!(
+                    "{}: from 1ms to 1s (a request waits that long for Redis)",
+                    at("timeout")
+                ))),
+                Err(e) => Err(invalid(format!("{}: {e}", at("timeout")))),
+            })
+            .transpose()?;
+        let fallback = section
+            .fallback
+            .as_deref()
+            .map(|f| Fallback::parse(f).map_err(|e| invalid(format!("{}: {e}", at("fallback")))))
+            .transpose()?;
+        let changed = router
+            .set_shared_settings(|current| SharedSettings {
+                url: section.redis.clone().unwrap_or_else(|| current.url.clone()),
+                timeout: timeout.unwrap_or(current.timeout),
+                fallback: fallback.unwrap_or(current.fallback),
+            })
+            .map_err(|e| invalid(format!("proxy.{name}.shared_limits: {e}")))?;
+        if changed == 0 {
+            return Err(invalid(format!(
+                "proxy.{name}.shared_limits: proxy {name} declares no shared rate limit (`rate_limit N per D shared \"redis://...\"`)"
+            )));
+        }
         Ok(())
     }
 
@@ -927,6 +1058,8 @@ impl Config {
                 let section = UpstreamSection {
                     // A discovered group's peers are not configuration.
                     peers: (!g.has_discovery()).then_some(peers),
+                    // (Discovery sources are declarations, not shown here.)
+                    etcd: None,
                     timeout: Some(TimeoutSection {
                         connect: Some(show(t.connect)),
                         read: Some(show(t.read)),
@@ -942,6 +1075,7 @@ impl Config {
             server: ServerSection {
                 threads: Some(conf.threads),
                 work_stealing: Some(matches!(conf.flavor, RuntimeFlavor::WorkStealing)),
+                reuse_port: Some(conf.reuse_port),
                 grace_period: Some(show(conf.grace_period)),
                 graceful_shutdown_timeout: Some(show(conf.shutdown_timeout)),
                 upgrade_socket: conf.upgrade.as_ref().map(|u| u.socket.clone()),
@@ -968,6 +1102,7 @@ impl Config {
                     cors_origins: router.cors().map(|c| c.origins().to_vec()),
                     proxy_protocol: None,
                     cache: router.cache().map(cache_section),
+                    shared_limits: router.shared_settings().map(shared_limits_section),
                     allow: router.access().map(|a| blocks_of(a, true)),
                     deny: router.access().map(|a| blocks_of(a, false)),
                     trusted_proxies: options

@@ -45,6 +45,9 @@ pub struct ServerConf {
     /// The upgrade socket SIGQUIT hands the listening sockets over; `None`: SIGQUIT is
     /// logged and ignored.
     pub upgrade: Option<UpgradeConf>,
+    /// Listening sockets bound with `SO_REUSEPORT`, so that several processes (each its
+    /// own upgrade socket and admin port) share the addresses.
+    pub reuse_port: bool,
 }
 
 /// How a [`Server`] with several worker threads runs its services.
@@ -70,6 +73,7 @@ impl Default for ServerConf {
             grace_period: Duration::from_secs(5),
             shutdown_timeout: Duration::from_millis(100),
             upgrade: None,
+            reuse_port: false,
         }
     }
 }
@@ -114,10 +118,12 @@ impl StopSignals {
 impl Server {
     /// A server with `conf` and no services yet.
     pub fn new(conf: ServerConf) -> Self {
+        let mut sockets = Sockets::new();
+        sockets.set_reuse_port(conf.reuse_port);
         Server {
             conf,
             services: Vec::new(),
-            sockets: Sockets::new(),
+            sockets,
             on_started: Vec::new(),
             runtime: None,
             signals: None,

@@ -244,6 +244,7 @@ impl Observable for ServiceSet {
                     routes: Vec::new(),
                     groups: Vec::new(),
                     caches: Vec::new(),
+                    shared_limits: Vec::new(),
                 })
             }
         }

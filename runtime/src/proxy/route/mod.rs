@@ -24,12 +24,14 @@ use crate::lb::{InFlight, PeerState};
 use crate::metrics::RouteStats;
 use crate::service::RouteView;
 use crate::upstream::HttpPeer;
+use limits::{LimitCheck, Pending};
 use rate::RateLimit;
 
 mod access;
 mod compress;
 mod condition;
 mod cors;
+mod limits;
 mod mirror;
 mod policy;
 pub mod rate;
@@ -348,6 +350,13 @@ enum Failure {
     Final,
 }
 
+/// What the policies before authentication decided: an answer (or none: go on), or a
+/// shared rate limit that must ask Redis first.
+enum Admission {
+    Decided(Option<Flow>),
+    Ask(Pending),
+}
+
 /// Per-request state of a routed proxy: the matched route, the peer in use (counted in
 /// flight until the request ends), and the user's own context.
 #[derive(Debug, Default)]
@@ -536,8 +545,15 @@ impl Router {
         session: &mut Session,
         ctx: &mut RouteCtx<C>,
     ) -> Option<Flow> {
-        if let Some(answer) = self.admit(session, ctx) {
-            return Some(answer);
+        let admitted = match self.admit(session, ctx) {
+            Admission::Decided(answer) => answer,
+            // A shared rate limit asking Redis: boxed, as authentication below.
+            Admission::Ask(pending) => {
+                Box::pin(self.admit_after_asking(pending, session, ctx)).await
+            }
+        };
+        if admitted.is_some() {
+            return admitted;
         }
         let route = self.matched(ctx);
         let decided = match self
@@ -707,8 +723,9 @@ impl Router {
     }
 
     /// Matches the request's route and applies the policies that come before
-    /// authentication: the answer of the one that refused, if one did.
-    fn admit<C>(&self, session: &mut Session, ctx: &mut RouteCtx<C>) -> Option<Flow> {
+    /// authentication: the answer of the one that refused, if one did, or the shared rate
+    /// limit that must ask Redis first.
+    fn admit<C>(&self, session: &mut Session, ctx: &mut RouteCtx<C>) -> Admission {
         if self.routes_read_claims {
             self.identify_before_routing(session);
         }
@@ -721,15 +738,32 @@ impl Router {
         }
         let route = index.map(|i| &self.routes[i]);
         if let Some(refusal) = self.refused_client(session, route) {
-            return Some(refusal);
+            return Admission::Decided(Some(refusal));
         }
         if let Some(answer) = self.cors_preflight(session, ctx, route) {
-            return Some(answer);
+            return Admission::Decided(Some(answer));
         }
-        if let Some(refusal) = self.over_limit(session, index, &self.rate_limits) {
+        match self.check_limits(session, index, 0) {
+            LimitCheck::Pass => {}
+            LimitCheck::Refused(refusal) => return Admission::Decided(Some(refusal)),
+            LimitCheck::Ask(pending) => return Admission::Ask(pending),
+        }
+        Admission::Decided(index.and_then(|i| self.refused_by_body(session, i)))
+    }
+
+    /// [`admit`](Router::admit) for a request a shared rate limit is asking Redis about:
+    /// that limit's answer, then the policies after it.
+    async fn admit_after_asking<C>(
+        &self,
+        pending: Pending,
+        session: &mut Session,
+        ctx: &RouteCtx<C>,
+    ) -> Option<Flow> {
+        let route = ctx.route();
+        if let Some(refusal) = self.check_limits_later(session, route, pending).await {
             return Some(refusal);
         }
-        index.and_then(|i| self.refused_by_policy(session, i))
+        route.and_then(|i| self.refused_by_body(session, i))
     }
 
     /// What the matched route does, once every policy let the request through.
@@ -1029,52 +1063,10 @@ impl Router {
         self
     }
 
-    /// The 429 answer for a request over one of the rate limits, if it is.
-    fn over_limit(
-        &self,
-        session: &Session,
-        route: Option<usize>,
-        limits: &[Arc<RateLimit>],
-    ) -> Option<Flow> {
-        for limit in limits {
-            let mut buf = [0u8; 16];
-            let key = limit.key_of(
-                session.client_addr().ip(),
-                session.headers(),
-                route,
-                &mut buf,
-            );
-            // A request without the header a limit counts by is not counted (as nginx
-            // does for an empty key): a missing API key is for authentication to refuse.
-            if key.is_empty() {
-                continue;
-            }
-            if limit.over(key) {
-                let mut flow = self.answer(
-                    session,
-                    route.map(|i| &self.routes[i]),
-                    StatusCode::TOO_MANY_REQUESTS,
-                    Bytes::from_static(b"429 Too Many Requests\n"),
-                );
-                if let Flow::Respond(response) = &mut flow {
-                    response.headers_mut().insert(
-                        http::header::RETRY_AFTER,
-                        http::HeaderValue::from(limit.retry_after_secs()),
-                    );
-                }
-                return Some(flow);
-            }
-        }
-        None
-    }
-
-    /// The answer (429 or 413) for a request its route's own policy refuses, if it does;
-    /// otherwise caps the body the request may forward at the route's `max_body`.
-    fn refused_by_policy(&self, session: &mut Session, route: usize) -> Option<Flow> {
+    /// The 413 for a request its route's `max_body` refuses, if it does; otherwise caps the
+    /// body the request may forward at it.
+    fn refused_by_body(&self, session: &mut Session, route: usize) -> Option<Flow> {
         let policy = self.routes[route].policy.as_deref()?;
-        if let Some(refusal) = self.over_limit(session, Some(route), &policy.rate_limits) {
-            return Some(refusal);
-        }
         if let Some(max) = policy.max_body {
             session.limit_body(max);
         }

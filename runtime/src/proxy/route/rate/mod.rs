@@ -9,7 +9,11 @@
 //! only when both rows collide.
 //!
 //! [`RateLimit`] applies a limit to a key taken from the request: the client's IP, a
-//! header's value, or the route.
+//! header's value, or the route. A limit may be shared by every instance, counted in Redis
+//! ([`shared`]): its local count then serves as the fallback when Redis cannot answer.
+
+pub mod shared;
+pub mod store;
 
 use std::hash::{BuildHasher, Hasher};
 use std::net::IpAddr;
@@ -17,6 +21,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use tokio::time::Instant;
+
+use shared::{Known, SharedLimit, SharedSettings};
 
 /// Counters per row of the sketch.
 const SLOTS: usize = 4096;
@@ -132,6 +138,14 @@ fn rotate(slot: &Slot, window: u64) {
     }
 }
 
+fn verdict(over: bool) -> Verdict {
+    if over {
+        Verdict::Refuse
+    } else {
+        Verdict::Admit
+    }
+}
+
 fn sliding(previous: u64, current: u64, elapsed: f64) -> u64 {
     (previous as f64 * (1.0 - elapsed)).round() as u64 + current
 }
@@ -154,6 +168,18 @@ pub struct RateLimit {
     rate: Rate,
     limit: u64,
     key: RateKey,
+    shared: Option<SharedLimit>,
+}
+
+/// A rate limit's verdict on a request, as far as it can tell without waiting.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Under the limit.
+    Admit,
+    /// Over it.
+    Refuse,
+    /// A shared limit that must ask Redis: [`RateLimit::ask`].
+    Ask,
 }
 
 impl RateLimit {
@@ -163,6 +189,67 @@ impl RateLimit {
             rate: Rate::new(window),
             limit,
             key,
+            shared: None,
+        }
+    }
+
+    /// The same limit with its budget shared by every instance counting under `scope`
+    /// in the Redis of `settings` (see [`shared`]).
+    pub fn shared(mut self, settings: SharedSettings, scope: &str) -> Self {
+        self.shared = Some(SharedLimit::new(settings, scope));
+        self
+    }
+
+    /// Its shared part, if it is shared.
+    pub fn shared_part(&self) -> Option<&SharedLimit> {
+        self.shared.as_ref()
+    }
+
+    /// Moves a shared limit to the store `settings` names (a config file's); `false` if
+    /// the limit is not shared.
+    pub fn set_shared_settings(&mut self, settings: SharedSettings) -> bool {
+        match &mut self.shared {
+            Some(shared) => {
+                *shared = shared.with_settings(settings);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The most requests per window.
+    pub fn limit(&self) -> u64 {
+        self.limit
+    }
+
+    /// The window the limit counts over.
+    pub fn window(&self) -> Duration {
+        self.rate.window()
+    }
+
+    /// Counts a request with key `value` and gives the verdict if it needs no wait.
+    pub fn check(&self, value: &[u8]) -> Verdict {
+        let local_over = self.rate.observe(value) > self.limit;
+        let Some(shared) = &self.shared else {
+            return verdict(local_over);
+        };
+        match shared.known(value) {
+            Known::Admit => Verdict::Admit,
+            Known::Refuse => Verdict::Refuse,
+            Known::Fallback => verdict(shared.fallback_over(local_over)),
+            Known::Ask => Verdict::Ask,
+        }
+    }
+
+    /// For a [`Verdict::Ask`]: asks Redis (within the limit's timeout) whether the request
+    /// with key `value` is over; the fallback decides when Redis does not answer.
+    pub async fn ask(&self, value: &[u8]) -> bool {
+        let Some(shared) = &self.shared else {
+            return self.rate.estimate(value) > self.limit;
+        };
+        match shared.ask(value, self.limit, self.rate.window()).await {
+            Some(over) => over,
+            None => shared.fallback_over(self.rate.estimate(value) > self.limit),
         }
     }
 
@@ -171,7 +258,8 @@ impl RateLimit {
         &self.key
     }
 
-    /// Counts a request with key `value` and says whether it is over the limit.
+    /// Counts a request with key `value` and says whether it is over the local limit (a
+    /// shared limit's count on this instance alone).
     pub fn over(&self, value: &[u8]) -> bool {
         self.rate.observe(value) > self.limit
     }
