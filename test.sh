@@ -9,7 +9,8 @@
 #
 # The tests need, besides the Rust toolchain and libssl-dev: curl (TLS and HTTP/2 checks),
 # the openssl command (the TLS groups offered), a headless Chromium (the admin status
-# page), and cmake and libclang-dev to build BoringSSL. Missing ones are installed from Debian's packages (apt-get; with sudo when not
+# page), redis-server and etcd (the cluster tests), and cmake and libclang-dev to build
+# BoringSSL. Missing ones are installed from Debian's packages (apt-get; with sudo when not
 # root). Nothing is skipped: a tool that cannot be installed stops the run here, with the
 # reason.
 set -euo pipefail
@@ -24,6 +25,9 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
   || missing+=(chromium)
+# The cluster tests (tests/cluster.rs): a real Redis and a real etcd.
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
 # BoringSSL's build (the `boringssl` run below): cmake, and libclang for its bindings.
 command -v cmake >/dev/null 2>&1 || missing+=(cmake)
 # (libclang-[0-9]*: not libclang-cpp, which other packages bring and bindgen cannot use.)

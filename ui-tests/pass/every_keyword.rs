@@ -79,6 +79,9 @@ proxy! {
             peers ["10.0.0.13:80"];
             discover file "peers.txt" every 5s;
         }
+        upstream watched {
+            discover etcd "http://127.0.0.1:2379,http://127.0.0.2:2379" prefix "/services/api/";
+        }
 
         route path "/healthz" method [GET, HEAD] => respond 200 "ok";
         route path "/gone" => respond 410;
@@ -111,6 +114,9 @@ proxy! {
         }
         route path "/named" => upstream named;
         route path "/listed" => upstream listed;
+        route path "/watched" => upstream watched {
+            rate_limit 20 per 1s by route shared "redis://127.0.0.1:6379/1";
+        }
         route => upstream web;
 
         set_request_header "x-proxy" "everything";
@@ -132,6 +138,7 @@ proxy! {
         allow_upgrade ["websocket", "x-custom/2"];
         rate_limit 1000 per 1s by client_ip;
         rate_limit 50 per 1m by header "x-api-key";
+        rate_limit 500 per 1m by header "x-api-key" shared "redis://127.0.0.1:6379/0" timeout 10ms fallback closed;
         client_timeout header_read 10s, body_read 30s, body_total 2m, write 30s;
 
         early_request_filter(_session, ctx) {
@@ -171,8 +178,8 @@ proxy! {
 fn main() {
     let proxy = Everything::default();
     assert_eq!(Everything::LISTEN, ["127.0.0.1:6188", "[::1]:6188"]);
-    assert_eq!(proxy.router().groups().len(), 9);
-    assert_eq!(proxy.router().routes().len(), 20);
+    assert_eq!(proxy.router().groups().len(), 10);
+    assert_eq!(proxy.router().routes().len(), 21);
     let sessions = proxy.router().group("sessions").expect("declared");
     assert_eq!(sessions.sticky_cookie().map(|s| s.name()), Some("srv"));
     let reports = proxy
@@ -185,8 +192,12 @@ fn main() {
     assert_eq!(reports.retries, Some(0));
     assert_eq!(reports.rate_limits.len(), 1);
     assert_eq!(reports.max_body, Some(8 << 20));
-    // Two health checks, three discovery tasks (one resolves host-name peers).
-    assert_eq!(proxy.router().background_tasks().len(), 5);
+    // Two health checks, four discovery tasks (one resolves host-name peers).
+    assert_eq!(proxy.router().background_tasks().len(), 6);
+    let shared = proxy.router().observed_shared_limits();
+    assert_eq!(shared.len(), 2, "the proxy's shared limit and the route's");
+    assert_eq!((shared[0].label.as_str(), shared[0].limit), ("proxy", 500));
+    assert_eq!(shared[1].redis, "redis://127.0.0.1:6379/1");
     assert_eq!(proxy.router().groups()[0].retries(), 2);
     assert_eq!(
         proxy.router().groups()[0].timeouts().write,
