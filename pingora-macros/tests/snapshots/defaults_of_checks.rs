@@ -222,6 +222,11 @@ impl ::pingora_dsl::__private::runtime::proxy::ProxyHttp for Checked {
     ) -> ::std::vec::Vec<::pingora_dsl::__private::runtime::service::CacheView> {
         self.router.observed_caches()
     }
+    fn observed_shared_limits(
+        &self,
+    ) -> ::std::vec::Vec<::pingora_dsl::__private::runtime::service::SharedLimitView> {
+        self.router.observed_shared_limits()
+    }
 }
 impl ::pingora_dsl::__private::runtime::server::declared::Declared for Checked {
     const NAME: &'static str = "Checked";

@@ -208,6 +208,11 @@ impl ::pingora_dsl::__private::runtime::proxy::ProxyHttp for Minimal {
     ) -> ::std::vec::Vec<::pingora_dsl::__private::runtime::service::CacheView> {
         self.router.observed_caches()
     }
+    fn observed_shared_limits(
+        &self,
+    ) -> ::std::vec::Vec<::pingora_dsl::__private::runtime::service::SharedLimitView> {
+        self.router.observed_shared_limits()
+    }
 }
 impl ::pingora_dsl::__private::runtime::server::declared::Declared for Minimal {
     const NAME: &'static str = "Minimal";
