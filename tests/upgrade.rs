@@ -44,6 +44,8 @@ struct Setup {
     origin: Origin,
     grace: String,
     upgrade_timeout: String,
+    /// `[server] reuse_port`: the sockets handed over are `SO_REUSEPORT` ones.
+    reuse_port: bool,
 }
 
 impl Setup {
@@ -64,6 +66,7 @@ impl Setup {
             origin,
             grace: grace.to_owned(),
             upgrade_timeout: upgrade_timeout.to_owned(),
+            reuse_port: false,
         };
         setup.write_conf(None);
         setup
@@ -78,13 +81,14 @@ impl Setup {
             &self.conf,
             format!(
                 "[server]\nthreads = 2\ngrace_period = \"{}\"\nupgrade_socket = \"{}\"\n\
-                 upgrade_timeout = \"{}\"\npid_file = \"{}\"\nerror_log = \"{}\"\n\n\
-                 [proxy.ZeroDowntime]\nlisten = [{listen}]\n",
+                 upgrade_timeout = \"{}\"\npid_file = \"{}\"\nerror_log = \"{}\"\n\
+                 reuse_port = {}\n\n[proxy.ZeroDowntime]\nlisten = [{listen}]\n",
                 self.grace,
                 self.socket.display(),
                 self.upgrade_timeout,
                 self.pid_file.display(),
                 self.dir.join("daemon.log").display(),
+                self.reuse_port,
             ),
         )
         .expect("config");
@@ -424,6 +428,9 @@ async fn wait_served_by(load: &Load, pid: u32, setup: &Setup, name: &str) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_upgrades_under_load_lose_no_request() {
     let mut setup = Setup::new("upgrade-load", "60s", "20s").await;
+    // With SO_REUSEPORT sockets (as N instances on one port run): handed over the same.
+    setup.reuse_port = true;
+    setup.write_conf(None);
     let first = setup.spawn_first("p0");
     let stop = Arc::new(AtomicBool::new(false));
     let load = Arc::new(Load::default());
