@@ -79,7 +79,15 @@ impl Lines {
 fn start_redis(socket: &Path) -> KillOnDrop {
     let _ = std::fs::remove_file(socket);
     let mut command = Command::new("redis-server");
-    command.args(["--port", "0", "--save", "", "--appendonly", "no", "--unixsocket"]);
+    command.args([
+        "--port",
+        "0",
+        "--save",
+        "",
+        "--appendonly",
+        "no",
+        "--unixsocket",
+    ]);
     command.arg(socket);
     let (child, rx) = spawn_with_lines(&mut command);
     let process = KillOnDrop(child);
@@ -111,7 +119,10 @@ fn start_etcd(dir: &Path) -> (KillOnDrop, SocketAddr) {
         seen: Vec::new(),
     };
     let line = lines.find("serving insecure client requests on");
-    assert!(line.contains(&client.to_string()), "etcd serves {client}: {line}");
+    assert!(
+        line.contains(&client.to_string()),
+        "etcd serves {client}: {line}"
+    );
     (process, client)
 }
 
@@ -137,7 +148,12 @@ async fn etcd_put(etcd: SocketAddr, key: &str, value: &str) {
 }
 
 async fn etcd_delete(etcd: SocketAddr, key: &str) {
-    etcd_call(etcd, "/v3/kv/deleterange", serde_json::json!({ "key": b64(key) })).await;
+    etcd_call(
+        etcd,
+        "/v3/kv/deleterange",
+        serde_json::json!({ "key": b64(key) }),
+    )
+    .await;
 }
 
 /// Writes `raw` on a new connection and reads the answer to its end (within 5 s).
@@ -159,7 +175,9 @@ async fn get(proxy: SocketAddr, key: &str) -> (u16, String) {
     let request = format!(
         "GET / HTTP/1.1\r\nHost: api.test\r\nx-api-key: {key}\r\nConnection: close\r\n\r\n"
     );
-    let answer = exchange(proxy, request.as_bytes()).await.to_ascii_lowercase();
+    let answer = exchange(proxy, request.as_bytes())
+        .await
+        .to_ascii_lowercase();
     let status = answer
         .get(9..12)
         .and_then(|s| s.parse().ok())
@@ -191,7 +209,14 @@ impl Instance {
         command
             .arg("-c")
             .arg(config)
-            .args(["--listen", listen, "--admin", "127.0.0.1:0", "--threads", "1"])
+            .args([
+                "--listen",
+                listen,
+                "--admin",
+                "127.0.0.1:0",
+                "--threads",
+                "1",
+            ])
             .env("TMPDIR", dir);
         if reuse {
             command.arg("--reuse-port");
@@ -218,7 +243,12 @@ impl Instance {
 
     /// Waits until a request of this instance is decided by Redis (connected, asked).
     async fn wait_for_redis(&self, tag: &str) {
-        let asked = || self.metric("pingora_dsl_shared_limit_asked_total", &[("limit", "proxy")]);
+        let asked = || {
+            self.metric(
+                "pingora_dsl_shared_limit_asked_total",
+                &[("limit", "proxy")],
+            )
+        };
         let before = asked().await;
         let mut n = 0;
         wait_until_async(Duration::from_secs(20), "a decision by Redis", || {
@@ -236,8 +266,15 @@ impl Instance {
     async fn peers(&self) -> Vec<String> {
         let status: serde_json::Value =
             serde_json::from_str(&fetch(self.admin, "/status.json").await).expect("json");
-        let pools = status["services"][0]["pools"].as_array().cloned().unwrap_or_default();
-        let api = pools.iter().find(|p| p["name"] == "api").cloned().unwrap_or_default();
+        let pools = status["services"][0]["pools"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let api = pools
+            .iter()
+            .find(|p| p["name"] == "api")
+            .cloned()
+            .unwrap_or_default();
         let mut addrs: Vec<String> = api["peers"]
             .as_array()
             .into_iter()
@@ -301,18 +338,28 @@ async fn two_instances_share_one_budget_in_redis_with_few_round_trips() {
 
     let admitted = spread(&[one.addr, two.addr], "team-a", 3 * LIMIT).await;
     assert_one_budget(&admitted, "two instances");
-    assert!(admitted.iter().all(|&n| n > 0), "both admitted some: {admitted:?}");
+    assert!(
+        admitted.iter().all(|&n| n > 0),
+        "both admitted some: {admitted:?}"
+    );
 
     // Leases: far fewer round trips than requests admitted.
     let mut asked = 0;
     let mut leased = 0;
     for instance in [&one, &two] {
         let labels = [("proxy", "Cluster"), ("limit", "proxy")];
-        asked += instance.metric("pingora_dsl_shared_limit_asked_total", &labels).await;
-        leased += instance.metric("pingora_dsl_shared_limit_leased_total", &labels).await;
-        let errors = instance.metric("pingora_dsl_shared_limit_errors_total", &labels).await;
+        asked += instance
+            .metric("pingora_dsl_shared_limit_asked_total", &labels)
+            .await;
+        leased += instance
+            .metric("pingora_dsl_shared_limit_leased_total", &labels)
+            .await;
+        let errors = instance
+            .metric("pingora_dsl_shared_limit_errors_total", &labels)
+            .await;
         assert_eq!(errors, 0, "Redis answered every round trip");
     }
+    eprintln!("{LIMIT} admitted by two instances: {asked} round trips, {leased} from leases");
     assert!(leased > 0, "some requests were admitted from a lease");
     assert!(
         (asked as usize) < LIMIT,
@@ -343,9 +390,18 @@ async fn without_redis_the_fallback_decides_promptly_and_sharing_resumes_when_it
     );
     eprintln!("150 requests without Redis in {:?}", started.elapsed());
     let labels = [("proxy", "Cluster"), ("limit", "proxy")];
-    let fallback = one.metric("pingora_dsl_shared_limit_fallback_total", &labels).await;
-    assert!(fallback as usize >= LIMIT, "the fallback decided: {fallback}");
-    assert!(one.metric("pingora_dsl_shared_limit_errors_total", &labels).await > 0);
+    let fallback = one
+        .metric("pingora_dsl_shared_limit_fallback_total", &labels)
+        .await;
+    assert!(
+        fallback as usize >= LIMIT,
+        "the fallback decided: {fallback}"
+    );
+    assert!(
+        one.metric("pingora_dsl_shared_limit_errors_total", &labels)
+            .await
+            > 0
+    );
 
     let _redis = start_redis(&socket);
     one.wait_for_redis("back-1").await;
@@ -367,9 +423,8 @@ async fn three_instances_on_one_port_follow_etcd_and_keep_one_budget() {
     etcd_put(etcd, "/services/api/a", &a.addr().to_string()).await;
     // Another prefix is not the pool's.
     etcd_put(etcd, "/services/apix/b", &b.addr().to_string()).await;
-    let watched = format!(
-        "etcd = {{ endpoints = [\"http://{etcd}\"], prefix = \"/services/api/\" }}"
-    );
+    let watched =
+        format!("etcd = {{ endpoints = [\"http://{etcd}\"], prefix = \"/services/api/\" }}");
     let conf = config(&dir, &socket, &watched);
     let first = Instance::start(&conf, "127.0.0.1:0", true, &dir.path("1"));
     let shared = first.addr.to_string();
@@ -382,9 +437,11 @@ async fn three_instances_on_one_port_follow_etcd_and_keep_one_budget() {
     for instance in &instances {
         assert_eq!(instance.addr, port, "one port for all three");
         let want = vec![a.addr().to_string()];
-        wait_until_async(Duration::from_secs(10), "the peers read from etcd", || async {
-            instance.peers().await == want
-        })
+        wait_until_async(
+            Duration::from_secs(10),
+            "the peers read from etcd",
+            || async { instance.peers().await == want },
+        )
         .await;
     }
     for _ in 0..20 {
@@ -417,7 +474,10 @@ async fn three_instances_on_one_port_follow_etcd_and_keep_one_budget() {
     }
     let accepted_after = accepted(&instances).await;
     for (i, (before, after)) in accepted_before.iter().zip(&accepted_after).enumerate() {
-        assert!(after > before, "instance {i} served some of the 60 (SO_REUSEPORT spreads them)");
+        assert!(
+            after > before,
+            "instance {i} served some of the 60 (SO_REUSEPORT spreads them)"
+        );
     }
 
     // One budget over the three, whichever instance each connection reaches.
@@ -439,13 +499,24 @@ async fn three_instances_on_one_port_follow_etcd_and_keep_one_budget() {
     }
     // etcd gone: the peers stay, the failure is counted.
     drop(etcd_process);
-    wait_until_async(Duration::from_secs(15), "discovery failures counted", || async {
-        let labels = [("proxy", "Cluster"), ("pool", "api")];
-        instances[0].metric("pingora_dsl_discovery_failures_total", &labels).await > 0
-    })
+    wait_until_async(
+        Duration::from_secs(15),
+        "discovery failures counted",
+        || async {
+            let labels = [("proxy", "Cluster"), ("pool", "api")];
+            instances[0]
+                .metric("pingora_dsl_discovery_failures_total", &labels)
+                .await
+                > 0
+        },
+    )
     .await;
     for _ in 0..10 {
-        assert_eq!(get(port, "etcd-gone").await.1, "b", "the last known peers serve");
+        assert_eq!(
+            get(port, "etcd-gone").await.1,
+            "b",
+            "the last known peers serve"
+        );
     }
 }
 
@@ -454,7 +525,11 @@ async fn accepted(instances: &[Instance]) -> Vec<u64> {
     let mut counts = Vec::new();
     for instance in instances {
         let labels = [("proxy", "Cluster")];
-        counts.push(instance.metric("pingora_dsl_downstream_connections_total", &labels).await);
+        counts.push(
+            instance
+                .metric("pingora_dsl_downstream_connections_total", &labels)
+                .await,
+        );
     }
     counts
 }

@@ -164,7 +164,10 @@ pub struct Discover {
 
 /// A discovery source.
 pub enum DiscoverSource {
-    Dns { host: String, port: u16 },
+    Dns {
+        host: String,
+        port: u16,
+    },
     File(String),
     /// Endpoints (`http://HOST:PORT`), key prefix.
     Etcd(Vec<String>, String),

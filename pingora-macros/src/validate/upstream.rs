@@ -441,7 +441,10 @@ fn etcd_source(
             None
         }
         Some((_, p)) if p.value().is_empty() => {
-            errors.at(p.span(), "an empty prefix would take every key of etcd: e.g. \"/services/api/\"");
+            errors.at(
+                p.span(),
+                "an empty prefix would take every key of etcd: e.g. \"/services/api/\"",
+            );
             None
         }
         Some((_, p)) => Some(p.value()),
@@ -461,7 +464,10 @@ fn validate_discover(discover: &[DiscoverDecl], errors: &mut Errors) -> Option<m
             );
         }
         let source = discover_source(d, errors);
-        let every = d.every.as_ref().and_then(|(_, e)| check_duration(e, errors));
+        let every = d
+            .every
+            .as_ref()
+            .and_then(|(_, e)| check_duration(e, errors));
         if let (Some(source), 0) = (source, i) {
             first = Some(model::Discover { source, every });
         }

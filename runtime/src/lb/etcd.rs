@@ -67,9 +67,8 @@ impl EtcdDiscovery {
     /// several tried in turn after failures). What [`check`](EtcdDiscovery::check)
     /// refuses makes every answer an error saying why.
     pub fn new(endpoints: &[&str], prefix: &str) -> Self {
-        let endpoints = EtcdDiscovery::check(endpoints, prefix).and_then(|()| {
-            endpoints.iter().map(|e| endpoint_authority(e)).collect()
-        });
+        let endpoints = EtcdDiscovery::check(endpoints, prefix)
+            .and_then(|()| endpoints.iter().map(|e| endpoint_authority(e)).collect());
         EtcdDiscovery {
             endpoints,
             prefix: prefix.to_owned(),
@@ -89,7 +88,10 @@ impl EtcdDiscovery {
             endpoint_authority(endpoint)?;
         }
         if prefix.is_empty() {
-            return Err("an empty prefix would take every key of etcd: write e.g. \"/services/api/\"".into());
+            return Err(
+                "an empty prefix would take every key of etcd: write e.g. \"/services/api/\""
+                    .into(),
+            );
         }
         Ok(())
     }
@@ -97,7 +99,10 @@ impl EtcdDiscovery {
     /// The prefix's key range, as the gateway takes it (base64).
     fn range(&self) -> (String, String) {
         let b64 = base64::engine::general_purpose::STANDARD;
-        (b64.encode(&self.prefix), b64.encode(range_end(self.prefix.as_bytes())))
+        (
+            b64.encode(&self.prefix),
+            b64.encode(range_end(self.prefix.as_bytes())),
+        )
     }
 
     /// The endpoint to ask now.
@@ -111,7 +116,7 @@ impl EtcdDiscovery {
         let n = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         self.current.fetch_add(1, Ordering::Relaxed);
         let wait = backoff(n);
-        if n <= 3 || n % 64 == 0 {
+        if n <= 3 || n.is_multiple_of(64) {
             let etcd = self.endpoint().unwrap_or("(none)");
             tracing::warn!(etcd, prefix = %self.prefix, failures = n, error, next_try_in = ?wait, "etcd discovery: {what} failed; keeping the current peers");
         }
@@ -145,7 +150,9 @@ impl EtcdDiscovery {
             match parse_peer(&text) {
                 Ok(Some(peer)) => peers.push(peer),
                 Ok(None) => {} // draining
-                Err(e) => tracing::warn!(key = %key, value = %text, error = %e, "etcd discovery: skipping a malformed peer"),
+                Err(e) => {
+                    tracing::warn!(key = %key, value = %text, error = %e, "etcd discovery: skipping a malformed peer")
+                }
             }
         }
         peers.sort_by_key(|b| b.addr);
@@ -169,7 +176,9 @@ impl EtcdDiscovery {
         let watching = async {
             while let Some(frame) = body.frame().await {
                 let frame = frame.map_err(|e| e.to_string())?;
-                let Ok(data) = frame.into_data() else { continue };
+                let Ok(data) = frame.into_data() else {
+                    continue;
+                };
                 buf.extend_from_slice(&data);
                 while let Some(message) = next_message(&mut buf)? {
                     let result = &message["result"];
@@ -236,7 +245,9 @@ impl Discovery for EtcdDiscovery {
 /// `HOST:PORT` of an `http://HOST:PORT` endpoint.
 fn endpoint_authority(endpoint: &str) -> Result<String, String> {
     let rest = endpoint.strip_prefix("http://").ok_or_else(|| {
-        format!("etcd endpoint {endpoint:?}: write \"http://HOST:PORT\" (TLS to etcd is not built in)")
+        format!(
+            "etcd endpoint {endpoint:?}: write \"http://HOST:PORT\" (TLS to etcd is not built in)"
+        )
     })?;
     let authority = rest.trim_end_matches('/');
     let port_ok = authority
@@ -354,8 +365,7 @@ pub fn parse_peer(text: &str) -> Result<Option<Backend>, String> {
         Some(rest) => (rest.trim_end(), true),
         None => (text, false),
     };
-    let mut peers =
-        crate::lb::discovery::parse_peer_file(line).map_err(|e| e.to_string())?;
+    let mut peers = crate::lb::discovery::parse_peer_file(line).map_err(|e| e.to_string())?;
     match (peers.pop(), peers.is_empty()) {
         (Some(peer), true) => Ok((!draining).then_some(peer)),
         _ => Err("one peer per key: write \"IP:PORT [weight N] [draining]\"".into()),
@@ -376,8 +386,17 @@ mod tests {
     #[test]
     fn values_are_peers_in_json_or_peer_file_lines() {
         let p = parse_peer(r#"{"addr":"127.0.0.1:8001","weight":3}"#).expect("json");
-        assert_eq!(p, Some(Backend::weighted("127.0.0.1:8001".parse().expect("addr"), 3)));
-        assert_eq!(parse_peer(r#"{"addr":"127.0.0.1:8001","draining":true}"#), Ok(None));
+        assert_eq!(
+            p,
+            Some(Backend::weighted(
+                "127.0.0.1:8001".parse().expect("addr"),
+                3
+            ))
+        );
+        assert_eq!(
+            parse_peer(r#"{"addr":"127.0.0.1:8001","draining":true}"#),
+            Ok(None)
+        );
         let p = parse_peer("127.0.0.1:8002 weight 2").expect("line");
         assert_eq!(p.map(|b| b.weight), Some(2));
         assert_eq!(parse_peer("127.0.0.1:8002 draining"), Ok(None));
@@ -396,18 +415,25 @@ mod tests {
 
     #[test]
     fn endpoints_are_http_host_and_port() {
-        assert_eq!(endpoint_authority("http://127.0.0.1:2379/").as_deref(), Ok("127.0.0.1:2379"));
+        assert_eq!(
+            endpoint_authority("http://127.0.0.1:2379/").as_deref(),
+            Ok("127.0.0.1:2379")
+        );
         assert!(endpoint_authority("https://127.0.0.1:2379").is_err());
         assert!(endpoint_authority("http://127.0.0.1").is_err());
         assert!(EtcdDiscovery::check(&["http://127.0.0.1:2379"], "").is_err());
         assert!(EtcdDiscovery::check(&[], "/p/").is_err());
-        assert!(EtcdDiscovery::check(&["http://127.0.0.1:2379", "http://[::1]:2379"], "/p/").is_ok());
+        assert!(
+            EtcdDiscovery::check(&["http://127.0.0.1:2379", "http://[::1]:2379"], "/p/").is_ok()
+        );
     }
 
     #[test]
     fn watch_messages_are_read_whole_across_frames() {
-        let mut buf = BytesMut::from(&br#"{"result":{"created":true}}
-{"result":{"events":[{"#[..]);
+        let mut buf = BytesMut::from(
+            &br#"{"result":{"created":true}}
+{"result":{"events":[{"#[..],
+        );
         let first = next_message(&mut buf).expect("json").expect("one message");
         assert_eq!(first["result"]["created"], true);
         assert!(next_message(&mut buf).expect("partial").is_none());

@@ -80,8 +80,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
-use crate::lb::UpstreamGroup;
 use crate::lb::etcd::EtcdDiscovery;
+use crate::lb::UpstreamGroup;
 use crate::lb::{Backend, MAX_WEIGHT};
 use crate::listen::tls::CertKey;
 use crate::listen::ListenAddr;

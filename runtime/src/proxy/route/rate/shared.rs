@@ -265,3 +265,63 @@ impl SharedLimit {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn unreachable(fallback: Fallback) -> SharedLimit {
+        let mut settings = SharedSettings::new("redis://127.0.0.1:1/0");
+        settings.fallback = fallback;
+        SharedLimit::new(settings, "test:proxy:0")
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_lease_admits_locally_until_spent_then_redis_is_asked_again() {
+        let limit = unreachable(Fallback::Local);
+        assert_eq!(limit.known(b"k"), Known::Fallback, "no connection yet");
+        let grant = Grant {
+            requests: 3,
+            expires_in: Duration::from_secs(10),
+        };
+        assert!(
+            !limit.take(b"k", grant, Duration::from_secs(60)),
+            "one of three"
+        );
+        assert_eq!(limit.known(b"k"), Known::Admit);
+        assert_eq!(limit.known(b"k"), Known::Admit);
+        assert_eq!(limit.known(b"k"), Known::Fallback, "spent: Redis is asked");
+        assert_eq!(limit.known(b"other"), Known::Fallback, "keys are apart");
+        assert_eq!(limit.counts().leased.load(Ordering::Relaxed), 2);
+
+        // A lease ends with its window.
+        assert!(!limit.take(b"w", grant, Duration::from_secs(60)));
+        tokio::time::advance(Duration::from_secs(11)).await;
+        assert_eq!(limit.known(b"w"), Known::Fallback);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_refusal_is_remembered_for_a_sixteenth_of_the_window() {
+        let limit = unreachable(Fallback::Open);
+        let spent = Grant {
+            requests: 0,
+            expires_in: Duration::from_secs(30),
+        };
+        assert!(limit.take(b"k", spent, Duration::from_secs(16)), "over");
+        assert_eq!(limit.known(b"k"), Known::Refuse);
+        tokio::time::advance(Duration::from_millis(900)).await;
+        assert_eq!(limit.known(b"k"), Known::Refuse);
+        tokio::time::advance(Duration::from_millis(200)).await;
+        assert_eq!(limit.known(b"k"), Known::Fallback, "asked again after 1 s");
+    }
+
+    #[test]
+    fn fallbacks_decide_as_declared() {
+        assert!(unreachable(Fallback::Local).fallback_over(true));
+        assert!(!unreachable(Fallback::Local).fallback_over(false));
+        assert!(!unreachable(Fallback::Open).fallback_over(true));
+        assert!(unreachable(Fallback::Closed).fallback_over(false));
+        assert_eq!(Fallback::parse("closed"), Ok(Fallback::Closed));
+        assert!(Fallback::parse("maybe").is_err());
+    }
+}

@@ -208,11 +208,13 @@ impl RedisStore {
     fn failed(&self, why: &str) {
         let failures = self.failures.fetch_add(1, Ordering::Relaxed) + 1;
         let backoff = backoff(failures);
-        self.open_until
-            .store(self.millis() + backoff.as_millis() as u64, Ordering::Relaxed);
+        self.open_until.store(
+            self.millis() + backoff.as_millis() as u64,
+            Ordering::Relaxed,
+        );
         // One line per failure in a row up to 3, then one in 64: a Redis that is down
         // does not flood the log.
-        if failures <= 3 || failures % 64 == 0 {
+        if failures <= 3 || failures.is_multiple_of(64) {
             tracing::warn!(redis = %self.url, failures, error = %why, next_try_in = ?backoff, "shared rate limit: Redis failed; deciding by the fallback meanwhile");
         }
     }
@@ -234,7 +236,7 @@ impl RedisStore {
         };
         let store = self.clone();
         runtime.spawn(async move {
-            let mut attempt = 0;
+            let mut attempt: u32 = 0;
             for slot in store.connections.iter() {
                 while slot.load().is_none() {
                     match connect(&store.url).await {
@@ -244,7 +246,7 @@ impl RedisStore {
                         }
                         Err(e) => {
                             attempt += 1;
-                            if attempt <= 3 || attempt % 64 == 0 {
+                            if attempt <= 3 || attempt.is_multiple_of(64) {
                                 tracing::warn!(redis = %store.url, error = %e, "shared rate limit: cannot connect to Redis; retrying");
                             }
                             tokio::time::sleep(backoff(attempt)).await;
