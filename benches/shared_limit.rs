@@ -92,29 +92,34 @@ async fn connected(limit: &RateLimit) {
     }
 }
 
-async fn run(url: &str) {
-    let local = RateLimit::new(1_000_000_000, Duration::from_secs(60), RateKey::ClientIp);
-    let mut times = Vec::with_capacity(DECISIONS);
-    for _ in 0..DECISIONS {
-        times.push(decide(&local, b"10.0.0.1").await);
+/// The times of `n` decisions of `limit`, the i-th for the key `key(i)`.
+async fn series(limit: &RateLimit, n: usize, key: impl Fn(usize) -> [u8; 8]) -> Vec<Duration> {
+    let mut times = Vec::with_capacity(n);
+    for i in 0..n {
+        times.push(decide(limit, &key(i)).await);
     }
-    report("local", times);
+    times
+}
+
+async fn run(url: &str) {
+    let one_client = |_| *b"10.0.0.1";
+    let local = RateLimit::new(1_000_000_000, Duration::from_secs(60), RateKey::ClientIp);
+    report("local", series(&local, DECISIONS, one_client).await);
 
     let leased = shared(url, "bench-leased");
     connected(&leased).await;
-    let mut times = Vec::with_capacity(DECISIONS);
-    for _ in 0..DECISIONS {
-        times.push(decide(&leased, b"10.0.0.1").await);
-    }
-    report("shared, leased", times);
+    report(
+        "shared, leased",
+        series(&leased, DECISIONS, one_client).await,
+    );
 
     let fresh = shared(url, "bench-fresh");
     connected(&fresh).await;
-    let mut times = Vec::with_capacity(DECISIONS / 5);
-    for i in 0..DECISIONS / 5 {
-        times.push(decide(&fresh, &(i as u64).to_le_bytes()).await);
-    }
-    report("shared, round trip", times);
+    let new_key = |i: usize| (i as u64).to_le_bytes();
+    report(
+        "shared, round trip",
+        series(&fresh, DECISIONS / 5, new_key).await,
+    );
 
     let concurrent = std::sync::Arc::new(shared(url, "bench-concurrent"));
     connected(&concurrent).await;

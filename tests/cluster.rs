@@ -330,17 +330,43 @@ fn assert_one_budget(admitted: &[usize], instances: usize, what: &str) {
     );
 }
 
+/// Two instances of the example on their own ports, one origin, one Redis, each instance
+/// connected to Redis.
+struct Pair {
+    _dir: TempDir,
+    socket: PathBuf,
+    redis: Option<KillOnDrop>,
+    _origin: Origin,
+    one: Instance,
+    two: Instance,
+}
+
+impl Pair {
+    async fn start(tag: &str) -> Pair {
+        let dir = TempDir::new(tag);
+        let socket = dir.path("redis.sock");
+        let redis = start_redis(&socket);
+        let origin = Origin::start("a").await.expect("origin");
+        let conf = config(&dir, &socket, &format!("peers = [\"{}\"]", origin.addr()));
+        let one = Instance::start(&conf, "127.0.0.1:0", false, &dir.path("1"));
+        let two = Instance::start(&conf, "127.0.0.1:0", false, &dir.path("2"));
+        one.wait_for_redis("warm-1").await;
+        two.wait_for_redis("warm-2").await;
+        Pair {
+            _dir: dir,
+            socket,
+            redis: Some(redis),
+            _origin: origin,
+            one,
+            two,
+        }
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_one_budget_in_redis_with_few_round_trips() {
-    let dir = TempDir::new("two");
-    let socket = dir.path("redis.sock");
-    let _redis = start_redis(&socket);
-    let origin = Origin::start("a").await.expect("origin");
-    let conf = config(&dir, &socket, &format!("peers = [\"{}\"]", origin.addr()));
-    let one = Instance::start(&conf, "127.0.0.1:0", false, &dir.path("1"));
-    let two = Instance::start(&conf, "127.0.0.1:0", false, &dir.path("2"));
-    one.wait_for_redis("warm-1").await;
-    two.wait_for_redis("warm-2").await;
+    let pair = Pair::start("two").await;
+    let (one, two) = (&pair.one, &pair.two);
 
     let admitted = spread(&[one.addr, two.addr], "team-a", 3 * LIMIT).await;
     assert_one_budget(&admitted, 2, "two instances");
@@ -352,7 +378,7 @@ async fn two_instances_share_one_budget_in_redis_with_few_round_trips() {
     // Leases: far fewer round trips than requests admitted.
     let mut asked = 0;
     let mut leased = 0;
-    for instance in [&one, &two] {
+    for instance in [one, two] {
         let labels = [("proxy", "Cluster"), ("limit", "proxy")];
         asked += instance
             .metric("pingora_dsl_shared_limit_asked_total", &labels)
@@ -375,15 +401,9 @@ async fn two_instances_share_one_budget_in_redis_with_few_round_trips() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn without_redis_the_fallback_decides_promptly_and_sharing_resumes_when_it_is_back() {
-    let dir = TempDir::new("fallback");
-    let socket = dir.path("redis.sock");
-    let redis = start_redis(&socket);
-    let origin = Origin::start("a").await.expect("origin");
-    let conf = config(&dir, &socket, &format!("peers = [\"{}\"]", origin.addr()));
-    let one = Instance::start(&conf, "127.0.0.1:0", false, &dir.path("1"));
-    let two = Instance::start(&conf, "127.0.0.1:0", false, &dir.path("2"));
-    one.wait_for_redis("warm-1").await;
-    two.wait_for_redis("warm-2").await;
+    let mut pair = Pair::start("fallback").await;
+    let redis = pair.redis.take();
+    let (one, two) = (&pair.one, &pair.two);
 
     drop(redis);
     // `fallback local`: each instance counts alone against the whole limit. Every answer
@@ -409,7 +429,7 @@ async fn without_redis_the_fallback_decides_promptly_and_sharing_resumes_when_it
             > 0
     );
 
-    let _redis = start_redis(&socket);
+    let _redis = start_redis(&pair.socket);
     one.wait_for_redis("back-1").await;
     two.wait_for_redis("back-2").await;
     let admitted = spread(&[one.addr, two.addr], "after", 3 * LIMIT).await;
