@@ -126,7 +126,29 @@ fn start_etcd(dir: &Path) -> (KillOnDrop, SocketAddr) {
         line.contains(&client.to_string()),
         "etcd serves {client}: {line}"
     );
+    // Serving is not yet healthy (the member elects itself leader first): wait for /health.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let health = format!("GET /health HTTP/1.1\r\nHost: {client}\r\nConnection: close\r\n\r\n");
+    while !blocking_exchange(client, health.as_bytes()).contains("\"health\":\"true\"") {
+        assert!(Instant::now() < deadline, "etcd healthy within 15 s");
+        std::thread::sleep(Duration::from_millis(20));
+    }
     (process, client)
+}
+
+/// [`exchange`] outside the runtime, for a helper that runs before the test's requests;
+/// whatever was read (nothing if the connection failed) within 2 s.
+fn blocking_exchange(addr: SocketAddr, raw: &[u8]) -> String {
+    use std::io::{Read, Write};
+    let Ok(mut stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return String::new();
+    };
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let mut answer = Vec::new();
+    if stream.write_all(raw).is_ok() {
+        let _ = stream.read_to_end(&mut answer);
+    }
+    String::from_utf8_lossy(&answer).into_owned()
 }
 
 /// `POST path` with a JSON body to etcd's gateway: the answer's body.

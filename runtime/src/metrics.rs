@@ -287,6 +287,21 @@ pub fn label(name: &str) -> &'static str {
     leaked
 }
 
+/// A shared limit's decisions, for the admin listener.
+#[derive(Debug, Default)]
+pub struct SharedLimitCounts {
+    /// Requests admitted from a lease, without a round trip.
+    pub leased: AtomicU64,
+    /// Round trips Redis answered.
+    pub asked: AtomicU64,
+    /// Requests refused because the shared budget is spent.
+    pub refused: AtomicU64,
+    /// Requests the fallback decided (Redis failed, was slow, or is being reconnected to).
+    pub fallback: AtomicU64,
+    /// Round trips that failed or timed out.
+    pub errors: AtomicU64,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

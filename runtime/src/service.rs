@@ -147,7 +147,7 @@ pub struct SharedLimitView {
     /// The Redis it counts in.
     pub redis: String,
     /// Its decisions.
-    pub counts: Arc<crate::proxy::route::rate::shared::SharedLimitCounts>,
+    pub counts: Arc<crate::metrics::SharedLimitCounts>,
 }
 
 /// An HTTP cache as the admin listener sees it: its counters, and purges.

@@ -7,7 +7,7 @@ use prometheus::proto::{MetricFamily, MetricType};
 use serde::Serialize;
 
 use super::metric_family::Family;
-use crate::proxy::route::rate::shared::SharedLimitCounts;
+use crate::metrics::SharedLimitCounts;
 use crate::service::{ServiceView, SharedLimitView};
 
 /// One shared limit in `/status.json`.

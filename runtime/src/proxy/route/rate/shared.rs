@@ -21,6 +21,7 @@ use std::time::Duration;
 use tokio::time::Instant;
 
 use super::store::{Grant, RedisStore};
+pub use crate::metrics::SharedLimitCounts;
 
 /// Keys with a lease or a remembered refusal held per limit; past it the least used are
 /// forgotten (their next request asks Redis again).
@@ -84,21 +85,6 @@ impl SharedSettings {
             fallback: Fallback::Local,
         }
     }
-}
-
-/// A shared limit's decisions, for the admin listener.
-#[derive(Debug, Default)]
-pub struct SharedLimitCounts {
-    /// Requests admitted from a lease, without a round trip.
-    pub leased: AtomicU64,
-    /// Round trips Redis answered.
-    pub asked: AtomicU64,
-    /// Requests refused because the shared budget is spent.
-    pub refused: AtomicU64,
-    /// Requests the fallback decided (Redis failed, was slow, or is being reconnected to).
-    pub fallback: AtomicU64,
-    /// Round trips that failed or timed out.
-    pub errors: AtomicU64,
 }
 
 /// What an instance holds of one key's budget: requests left to admit, or a refusal to
