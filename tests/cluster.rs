@@ -18,7 +18,7 @@ use base64::Engine;
 use pingora_dsl_suite::origin::Origin;
 use support::{
     addr_after, count, example_binary, fetch, refused_port, spawn_with_lines, wait_until_async,
-    KillOnDrop,
+    wait_until_blocking, KillOnDrop,
 };
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -127,12 +127,10 @@ fn start_etcd(dir: &Path) -> (KillOnDrop, SocketAddr) {
         "etcd serves {client}: {line}"
     );
     // Serving is not yet healthy (the member elects itself leader first): wait for /health.
-    let deadline = Instant::now() + Duration::from_secs(15);
     let health = format!("GET /health HTTP/1.1\r\nHost: {client}\r\nConnection: close\r\n\r\n");
-    while !blocking_exchange(client, health.as_bytes()).contains("\"health\":\"true\"") {
-        assert!(Instant::now() < deadline, "etcd healthy within 15 s");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_until_blocking(Duration::from_secs(15), "etcd healthy", || {
+        blocking_exchange(client, health.as_bytes()).contains("\"health\":\"true\"")
+    });
     (process, client)
 }
 
