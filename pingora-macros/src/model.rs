@@ -66,6 +66,8 @@ pub struct Sentry {
 pub struct Listen {
     pub addr: SocketAddr,
     pub tls: Option<ListenTls>,
+    /// An HTTP/3 (QUIC) listener.
+    pub quic: bool,
     /// The listener's own `proxy_protocol`: `Some(true)` required, `Some(false)` optional.
     pub proxy_protocol: Option<bool>,
 }

@@ -249,6 +249,8 @@ pub struct SharedDecl {
 pub struct Listen {
     pub lit: LitStr,
     pub tls: Option<TlsDecl>,
+    /// `quic`: an HTTP/3 listener (UDP), serving the TLS listener's certificates.
+    pub quic: Option<Ident>,
     /// `proxy_protocol required|optional` of this listener: keyword and mode.
     pub proxy_protocol: Option<(Ident, Ident)>,
 }

@@ -81,6 +81,10 @@ fn service_methods(p: &Proxy) -> TokenStream {
     let rt = rt();
     let name_str = p.name.to_string();
     let (_, tls_listens) = expand_listens(p);
+    let quic_listens = p.listens.iter().filter(|l| l.quic).map(|l| {
+        let addr = l.addr.to_string();
+        quote!(service.add_quic(#addr);)
+    });
     let http_options = expand_http_options(p);
     let layers = expand_layers(&p.layers);
     // A single layer that is not one is reported at its value, once (see `expand_layers`).
@@ -130,6 +134,7 @@ fn service_methods(p: &Proxy) -> TokenStream {
                 service.add_tcp(addr);
             }
             #(#tls_listens)*
+            #(#quic_listens)*
             #http_options
             service
         }

@@ -92,7 +92,7 @@ fn expand_listens(p: &Proxy) -> (Vec<String>, Vec<TokenStream>) {
     let listen = p
         .listens
         .iter()
-        .filter(|l| l.tls.is_none())
+        .filter(|l| l.tls.is_none() && !l.quic)
         .map(|l| l.addr.to_string())
         .collect();
     let tls_listens = p

@@ -223,6 +223,17 @@ impl Item {
 impl Parse for Listen {
     fn parse(input: ParseStream<'_>) -> syn::Result<Self> {
         input.parse::<kw::listen>()?;
+        if input.peek(kw::quic) {
+            let quic = keyword(input)?;
+            let lit = expect(input, "expected an address: `listen quic \"0.0.0.0:443\";`")?;
+            semi(input, "listen quic")?;
+            return Ok(Listen {
+                lit,
+                tls: None,
+                quic: Some(quic),
+                proxy_protocol: None,
+            });
+        }
         let tls_keyword = if input.peek(kw::tls) {
             Some(keyword(input)?)
         } else if input.peek(Ident::peek_any) {
@@ -230,8 +241,9 @@ impl Parse for Listen {
             return Err(syn::Error::new(
                 kw.span(),
                 format!(
-                    "unknown listener kind `{kw}`: write `listen \"127.0.0.1:6188\";` or \
-                     `listen tls \"127.0.0.1:6189\" cert \"server.crt\" key \"server.key\";`"
+                    "unknown listener kind `{kw}`: write `listen \"127.0.0.1:6188\";`, \
+                     `listen tls \"127.0.0.1:6189\" cert \"server.crt\" key \"server.key\";` or \
+                     `listen quic \"127.0.0.1:6189\";`"
                 ),
             ));
         } else {
@@ -257,6 +269,7 @@ impl Parse for Listen {
         Ok(Listen {
             lit,
             tls,
+            quic: None,
             proxy_protocol,
         })
     }

@@ -4,6 +4,7 @@
 
 syn::custom_keyword!(listen);
 syn::custom_keyword!(tls);
+syn::custom_keyword!(quic);
 syn::custom_keyword!(cert);
 syn::custom_keyword!(key);
 syn::custom_keyword!(client_ca);

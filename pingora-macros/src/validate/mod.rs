@@ -233,7 +233,8 @@ fn validate_listens(proxy: &Proxy, errors: &mut Errors) -> Vec<model::Listen> {
         let Some(addr) = check_addr(&listen.lit, "listen", errors) else {
             continue;
         };
-        if !seen.insert(addr) {
+        // (A QUIC listener is UDP: it may share a TCP listener's address.)
+        if !seen.insert((addr, listen.quic.is_some())) {
             errors.at(
                 listen.lit.span(),
                 format!("`listen \"{addr}\"` is declared twice: remove one"),
@@ -246,10 +247,30 @@ fn validate_listens(proxy: &Proxy, errors: &mut Errors) -> Vec<model::Listen> {
         listens.push(model::Listen {
             addr,
             tls,
+            quic: listen.quic.is_some(),
             proxy_protocol,
         });
     }
+    check_quic_listens(proxy, errors);
     listens
+}
+
+/// `listen quic`: an HTTP proxy's, beside a TLS listener whose certificates it serves.
+fn check_quic_listens(proxy: &Proxy, errors: &mut Errors) {
+    let has_tls = proxy.listens.iter().any(|l| l.tls.is_some());
+    for quic in proxy.listens.iter().filter_map(|l| l.quic.as_ref()) {
+        if proxy.kind != Kind::Http {
+            errors.at(
+                quic.span(),
+                "`listen quic` is HTTP/3: it is for proxy!, not for layer-4 proxies",
+            );
+        } else if !has_tls {
+            errors.at(
+                quic.span(),
+                "`listen quic` serves the certificates of the proxy's TLS listener: add `listen tls \"ADDR\" cert \"FILE\" key \"FILE\";`",
+            );
+        }
+    }
 }
 
 /// Checks that the proxy has somewhere to send requests and that no upstream is dead code.

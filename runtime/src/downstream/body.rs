@@ -22,6 +22,7 @@ enum Inner {
     Empty,
     Hyper(Incoming),
     Direct(FedBody),
+    H3(super::h3::H3Body),
 }
 
 impl DownstreamBody {
@@ -34,6 +35,11 @@ impl DownstreamBody {
     /// The body of a request on the direct path, read by its connection.
     pub(crate) fn from_direct(body: FedBody) -> Self {
         DownstreamBody(Inner::Direct(body))
+    }
+
+    /// The body of an HTTP/3 request, read from its stream.
+    pub(crate) fn from_h3(body: super::h3::H3Body) -> Self {
+        DownstreamBody(Inner::H3(body))
     }
 
     /// The direct path's body, which may be spliced (see `FedBody::poll_piped`).
@@ -73,6 +79,7 @@ impl std::fmt::Debug for DownstreamBody {
             Inner::Direct(body) => {
                 write!(f, "DownstreamBody(direct, {} bytes left)", body.remaining())
             }
+            Inner::H3(body) => f.debug_tuple("DownstreamBody").field(body).finish(),
         }
     }
 }
@@ -93,6 +100,7 @@ impl Body for DownstreamBody {
             Inner::Direct(body) => body
                 .poll_chunk(cx)
                 .map(|chunk| chunk.map(|r| r.map(Frame::data).map_err(Into::into))),
+            Inner::H3(body) => Pin::new(body).poll_frame(cx),
         }
     }
 
@@ -101,6 +109,7 @@ impl Body for DownstreamBody {
             Inner::Empty => true,
             Inner::Hyper(body) => body.is_end_stream(),
             Inner::Direct(body) => body.remaining() == 0,
+            Inner::H3(body) => body.is_end_stream(),
         }
     }
 
@@ -109,6 +118,7 @@ impl Body for DownstreamBody {
             Inner::Empty => SizeHint::with_exact(0),
             Inner::Hyper(body) => body.size_hint(),
             Inner::Direct(body) => SizeHint::with_exact(body.remaining()),
+            Inner::H3(body) => body.size_hint(),
         }
     }
 }

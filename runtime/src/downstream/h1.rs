@@ -1509,6 +1509,7 @@ mod tests {
                 let mut svc = Tracked {
                     inner: service(calls),
                     active: active.clone(),
+                    alt_svc: None,
                 };
                 let linger = Duration::from_millis(100);
                 match serve(server, &mut svc, limits(), &mut shutdown, &active, linger).await {

@@ -36,6 +36,7 @@ pub mod body;
 mod direct_body;
 mod h1;
 mod h2;
+pub mod h3;
 
 use crate::error::BoxError;
 use crate::io_timeout::{ActiveGuard, ActiveRequests, ReadDeadline, TimedIo};
@@ -81,6 +82,11 @@ pub struct HttpOptions {
     /// within `header_read_timeout`, before TLS), on listeners without a mode of their own
     /// ([`ListenAddr::proxy_protocol`]). Default off.
     pub proxy_protocol: ProxyProtocol,
+    /// The limits of HTTP/3 connections (QUIC listeners).
+    pub quic: crate::listen::quic::QuicOptions,
+    /// The `Alt-Svc` field HTTP/1 and HTTP/2 answers carry: set when a QUIC listener is
+    /// bound, so that clients find it.
+    pub alt_svc: Option<http::HeaderValue>,
 }
 
 /// HTTP/2 serving limits. The defaults follow nginx's and protect against rapid-reset
@@ -127,6 +133,8 @@ impl Default for HttpOptions {
             preserve_header_case: false,
             http2: Http2Options::default(),
             proxy_protocol: ProxyProtocol::Off,
+            quic: crate::listen::quic::QuicOptions::default(),
+            alt_svc: None,
         }
     }
 }
@@ -303,6 +311,9 @@ impl Drop for ConnGuard {
 pub struct HttpService<M> {
     name: String,
     listeners: ListenerSet,
+    /// QUIC (HTTP/3) listening addresses, then their bound sockets.
+    quic: Vec<String>,
+    quic_bound: Vec<BoundQuic>,
     make: Arc<M>,
     options: HttpOptions,
     stats: Arc<AcceptStats>,
@@ -315,6 +326,8 @@ impl<M: MakeConnService> HttpService<M> {
         HttpService {
             name: name.into(),
             listeners: ListenerSet::default(),
+            quic: Vec::new(),
+            quic_bound: Vec::new(),
             make: Arc::new(make),
             options: HttpOptions::default(),
             stats: Arc::new(AcceptStats::default()),
@@ -380,7 +393,73 @@ impl<M: MakeConnService> HttpService<M> {
     /// Checks what binding would need besides the sockets: the addresses resolve, and
     /// every TLS certificate, key and CA loads and matches.
     pub fn check(&self) -> io::Result<()> {
-        self.listeners.check(self.options.http2.enabled)
+        self.listeners.check(self.options.http2.enabled)?;
+        for addr in &self.quic {
+            self.quic_config(addr)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a QUIC listening address (HTTP/3), serving the certificates of the service's
+    /// (first) TLS listener, SNI included; bound at startup, its UDP socket handed over in
+    /// upgrades like the TCP ones. HTTP/1 and HTTP/2 answers then carry `Alt-Svc` naming
+    /// its port.
+    pub fn add_quic(&mut self, addr: &str) {
+        self.quic.push(addr.to_owned());
+    }
+
+    /// The QUIC configuration of listener `addr`: the TLS listener's certificates and the
+    /// options' limits.
+    fn quic_config(&self, addr: &str) -> io::Result<quinn::ServerConfig> {
+        let in_context =
+            |e: io::Error| io::Error::new(e.kind(), format!("QUIC listener {addr}: {e}"));
+        let tls = self.listeners.tls_addrs().into_iter().find_map(|l| l.tls).ok_or_else(|| {
+            in_context(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                "it serves the certificates of the proxy's TLS listener, and there is none: add one (`listen tls`, `tls_listen`, `--tls-listen`)",
+            ))
+        })?;
+        listen::quic::server_config(&tls, &self.options.quic).map_err(in_context)
+    }
+
+    /// Removes the QUIC listening addresses (not yet bound ones).
+    pub fn clear_quic(&mut self) {
+        self.quic.clear();
+    }
+
+    /// The QUIC listening addresses as configured.
+    pub fn quic_addrs(&self) -> Vec<String> {
+        self.quic.clone()
+    }
+
+    /// The bound QUIC addresses (after [`bind`](HttpService::bind)).
+    pub fn local_quic_addrs(&self) -> Vec<SocketAddr> {
+        self.quic_bound.iter().map(|q| q.addr).collect()
+    }
+
+    /// Binds the QUIC listeners' UDP sockets (from `sockets`) and loads their certificates;
+    /// sets the `Alt-Svc` of the other answers to the first one's port.
+    fn bind_quic(&mut self, sockets: &mut listen::Sockets) -> io::Result<()> {
+        if !self.quic_bound.is_empty() {
+            return Ok(());
+        }
+        for addr in &self.quic {
+            let config = self.quic_config(addr)?;
+            for resolved in listen::resolve(addr)? {
+                let socket = sockets.udp(resolved)?;
+                let addr = socket.local_addr()?;
+                self.quic_bound.push(BoundQuic {
+                    socket,
+                    addr,
+                    config: config.clone(),
+                });
+            }
+        }
+        if let Some(first) = self.quic_bound.first() {
+            let value = format!("h3=\":{}\"; ma=86400", first.addr.port());
+            self.options.alt_svc = http::HeaderValue::from_str(&value).ok();
+        }
+        Ok(())
     }
 
     /// The service's name.
@@ -433,7 +512,8 @@ impl<M: MakeConnService> HttpService<M> {
     /// an old process in a graceful upgrade are adopted instead of bound.
     pub fn bind_with(&mut self, sockets: &mut listen::Sockets) -> io::Result<()> {
         let http2 = self.options.http2.enabled;
-        self.listeners.bind_with(sockets, http2)
+        self.listeners.bind_with(sockets, http2)?;
+        self.bind_quic(sockets)
     }
 }
 
@@ -451,11 +531,16 @@ where
     pub fn spawn(mut self) -> io::Result<RunningService> {
         HttpService::bind(&mut self)?;
         let addrs = self.local_addrs();
+        let quic = self.local_quic_addrs();
         let stats = self.stats.clone();
         let running = service::Running::spawn(addrs, |watch| {
             service::Service::start(Box::new(self), watch, Duration::from_secs(1))
         });
-        Ok(RunningService { running, stats })
+        Ok(RunningService {
+            running,
+            stats,
+            quic,
+        })
     }
 
     async fn run(self, shutdown: ShutdownWatch, grace: Duration) {
@@ -467,6 +552,19 @@ where
             tracker: self.tracker.clone(),
         });
         let mut loops = Vec::new();
+        for quic in self.quic_bound {
+            match listen::quic::endpoint(quic.socket, quic.config) {
+                Ok(endpoint) => loops.push(tokio::spawn(h3::serve_endpoint(
+                    endpoint,
+                    shared.clone(),
+                    shared.options.quic.clone(),
+                    shutdown.clone(),
+                ))),
+                Err(e) => {
+                    tracing::error!(service = %self.name, addr = %quic.addr, error = %e, "cannot serve QUIC")
+                }
+            }
+        }
         for AdoptedListener {
             listener,
             local_addr,
@@ -527,6 +625,13 @@ where
             }
         }
     }
+}
+
+/// A bound QUIC listener, to serve.
+struct BoundQuic {
+    socket: std::net::UdpSocket,
+    addr: SocketAddr,
+    config: quinn::ServerConfig,
 }
 
 struct ConnShared<M> {
@@ -596,6 +701,7 @@ async fn serve_connection<M, S, B>(
     let service = Tracked {
         inner: shared.make.make_service(&conn),
         active: active.clone(),
+        alt_svc: shared.options.alt_svc.clone(),
     };
     let result = match io {
         Ok(tls) if tls.h2 => Box::pin(serve_h2(
@@ -860,6 +966,10 @@ where
         Ok(Some(Box::new(HttpService {
             name: self.name.clone(),
             listeners: self.listeners.try_clone()?,
+            // A QUIC endpoint reads its socket alone (a packet read by another would be
+            // lost to it): the first worker serves HTTP/3.
+            quic: Vec::new(),
+            quic_bound: Vec::new(),
             make: M::for_worker(&self.make),
             options: self.options.clone(),
             stats: self.stats.clone(),
@@ -877,6 +987,7 @@ where
 pub struct RunningService {
     running: service::Running,
     stats: Arc<AcceptStats>,
+    quic: Vec<SocketAddr>,
 }
 
 impl RunningService {
@@ -895,6 +1006,11 @@ impl RunningService {
         &self.stats
     }
 
+    /// The bound QUIC (HTTP/3) addresses.
+    pub fn quic_addrs(&self) -> &[SocketAddr] {
+        &self.quic
+    }
+
     /// Stops accepting, lets open connections finish (up to one second), and waits.
     pub async fn shutdown(self) {
         self.running.shutdown().await;
@@ -907,6 +1023,8 @@ impl RunningService {
 pub(crate) struct Tracked<S> {
     pub(crate) inner: S,
     pub(crate) active: ActiveRequests,
+    /// The `Alt-Svc` every answer carries (the proxy's QUIC listener), if any.
+    pub(crate) alt_svc: Option<http::HeaderValue>,
 }
 
 /// Serves hyper's requests (`Incoming` bodies) and the direct path's alike.
@@ -932,6 +1050,7 @@ where
         TrackedFuture {
             inner: self.inner.call(request.map(Into::into)),
             guard: Some(guard),
+            alt_svc: self.alt_svc.clone(),
         }
     }
 }
@@ -941,6 +1060,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         guard: Option<ActiveGuard>,
+        alt_svc: Option<http::HeaderValue>,
     }
 }
 
@@ -963,6 +1083,11 @@ where
         let draining = guard.as_ref().is_some_and(ActiveGuard::is_draining);
         std::task::Poll::Ready(result.map(|mut response| {
             // (A 101 keeps its `Connection: upgrade`: the connection becomes a tunnel.)
+            if let Some(alt_svc) = this.alt_svc.take() {
+                response
+                    .headers_mut()
+                    .insert(http::header::ALT_SVC, alt_svc);
+            }
             if draining && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
                 response.headers_mut().insert(
                     http::header::CONNECTION,

@@ -23,6 +23,7 @@ use tokio::net::TcpStream;
 use crate::shutdown::ShutdownWatch;
 
 pub mod proxy_protocol;
+pub mod quic;
 pub mod reload;
 pub mod set;
 pub mod sniff;

@@ -304,7 +304,7 @@ fn leaf_certificate(path: &Path) -> io::Result<X509> {
 
 /// The DNS names a certificate is for: its subject alternative names, else its common
 /// name, lowercased.
-fn certificate_names(path: &Path) -> io::Result<Vec<String>> {
+pub(crate) fn certificate_names(path: &Path) -> io::Result<Vec<String>> {
     let cert = leaf_certificate(path)?;
     let mut names: Vec<String> = cert
         .subject_alt_names()
@@ -326,7 +326,7 @@ fn certificate_names(path: &Path) -> io::Result<Vec<String>> {
 
 /// Whether the SNI name `wanted` matches the certificate name `pattern`: equal ignoring
 /// case, or `*.example.com` for exactly one more label.
-fn name_matches(pattern: &str, wanted: &str) -> bool {
+pub(crate) fn name_matches(pattern: &str, wanted: &str) -> bool {
     let wanted = wanted.trim_end_matches('.');
     if let Some(suffix) = pattern.strip_prefix("*.") {
         return match wanted.split_once('.') {

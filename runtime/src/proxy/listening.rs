@@ -23,7 +23,9 @@ impl<P: ProxyHttp, L: ProxyLayer<P>> Listening for HttpService<ProxyPipeline<P, 
     }
 
     fn bound(&self) -> Vec<(SocketAddr, &'static str)> {
-        self.listeners().bound_kinds("http", "https")
+        let mut bound = self.listeners().bound_kinds("http", "https");
+        bound.extend(self.local_quic_addrs().into_iter().map(|a| (a, "quic")));
+        bound
     }
 
     fn tls_listeners(&self) -> Option<Vec<ListenAddr>> {

@@ -60,6 +60,10 @@ pub struct ProxyCli {
     /// Worker threads (default: one per core).
     #[arg(long, value_name = "N")]
     pub threads: Option<usize>,
+    /// A QUIC (HTTP/3) listening address, replacing the declared ones and the config
+    /// file's `quic_listen` (repeatable); it serves the TLS listener's certificates.
+    #[arg(long = "quic-listen", value_name = "ADDR")]
+    pub quic_listen: Vec<String>,
     /// With several threads, one work-stealing runtime instead of per-core workers.
     #[arg(long)]
     pub work_stealing: bool,
@@ -318,6 +322,33 @@ impl ProxyCli {
                 group.clear_discovery();
                 group.set_backends(backends);
             }
+        }
+        Ok(())
+    }
+
+    /// Applies `--quic-listen`, else the config file's `quic_listen`, over the declared
+    /// QUIC listeners of proxy `name`.
+    pub fn apply_quic<M: crate::downstream::MakeConnService>(
+        &self,
+        name: &str,
+        service: &mut crate::downstream::HttpService<M>,
+    ) -> io::Result<()> {
+        let from_file = self
+            .config
+            .as_ref()
+            .and_then(|c| c.proxy.get(name))
+            .and_then(|s| s.quic_listen.clone());
+        let (addrs, from) = match (self.quic_listen.is_empty(), from_file) {
+            (false, _) => (self.quic_listen.clone(), "--quic-listen".to_owned()),
+            (true, Some(list)) => (list, format!("proxy.{name}.quic_listen")),
+            (true, None) => return Ok(()),
+        };
+        for addr in &addrs {
+            crate::listen::resolve(addr).map_err(|e| invalid(format!("{from}: {addr:?}: {e}")))?;
+        }
+        service.clear_quic();
+        for addr in &addrs {
+            service.add_quic(addr);
         }
         Ok(())
     }

@@ -33,6 +33,7 @@
 //! [proxy.Gateway]
 //! listen = ["0.0.0.0:8080", "[::]:8080"]
 //! tls_listen = ["0.0.0.0:8443"]      # served with the certificates below
+//! quic_listen = ["0.0.0.0:8443"]     # HTTP/3 (UDP), the same certificates; Alt-Svc names it
 //! client_ca = "/etc/gateway/clients-ca.pem" # optional: require client certificates
 //! max_idle_per_peer = 128            # upstream pool size (at start)
 //! access_log = "/var/log/gateway.access.log" # or "stdout"; reopened on SIGHUP
@@ -187,6 +188,10 @@ pub struct ProxySection {
     /// `certificate` and `client_ca`, each else the first declared TLS listener's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tls_listen: Option<Vec<String>>,
+    /// QUIC (HTTP/3) addresses, serving the TLS listener's certificates, replacing the
+    /// declared `listen quic` ones.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub quic_listen: Option<Vec<String>>,
     /// With a CA file, clients of the TLS listeners must present a certificate it signed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub client_ca: Option<PathBuf>,
@@ -1089,6 +1094,7 @@ impl Config {
                     listen: Some(listen.to_vec()),
                     // Filled in from the built service (see `set_tls`).
                     tls_listen: None,
+                    quic_listen: None,
                     client_ca: None,
                     certificate: None,
                     max_idle_per_peer: Some(options.client.max_idle_per_peer),

@@ -125,6 +125,7 @@ pub trait DeclaredHttp: Declared + ProxyHttp {
             service.add_tcp(addr);
         }
         cli.apply_tls(&mut service)?;
+        cli.apply_quic(Self::NAME, &mut service)?;
         if let Some(mode) = cli
             .config
             .as_ref()
