@@ -45,6 +45,25 @@ async fn connect(
     h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
     quinn::Endpoint,
 ) {
+    let endpoint = client_endpoint(ca);
+    let connection = tokio::time::timeout(
+        Duration::from_secs(10),
+        endpoint.connect(addr, "localhost").expect("connect"),
+    )
+    .await
+    .expect("handshake within 10 s")
+    .expect("handshake");
+    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(connection))
+        .await
+        .expect("HTTP/3 connection");
+    tokio::spawn(async move {
+        let _ = driver.wait_idle().await;
+    });
+    (send, endpoint)
+}
+
+/// A QUIC client endpoint trusting `ca`, offering `h3`.
+fn client_endpoint(ca: &Path) -> quinn::Endpoint {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).expect("the CA file") {
         roots.add(cert.expect("a certificate")).expect("a root");
@@ -61,20 +80,7 @@ async fn connect(
     let mut endpoint =
         quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client endpoint");
     endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    let connection = tokio::time::timeout(
-        Duration::from_secs(10),
-        endpoint.connect(addr, "localhost").expect("connect"),
-    )
-    .await
-    .expect("handshake within 10 s")
-    .expect("handshake");
-    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(connection))
-        .await
-        .expect("HTTP/3 connection");
-    tokio::spawn(async move {
-        let _ = driver.wait_idle().await;
-    });
-    (send, endpoint)
+    endpoint
 }
 
 /// What an HTTP/3 exchange returned.
@@ -248,4 +254,98 @@ async fn a_client_that_vanishes_mid_download_leaves_the_proxy_serving() {
     let again = exchange(&mut send, http::Method::GET, "/after", Bytes::new()).await;
     assert_eq!(again.status, 200);
     assert_eq!(again.body, b"origin a");
+}
+
+/// A proxy like [`start`]'s with its QUIC limits changed by `limits`, and an admin
+/// listener watching it: (proxy, admin).
+fn start_with(
+    origin: SocketAddr,
+    cert: &CertFiles,
+    limits: impl FnOnce(&mut pingora_dsl::listen::quic::QuicOptions),
+) -> (RunningService, RunningService) {
+    let mut service = http_proxy_service("h3-proxy", TestProxy::new(&[origin]));
+    service.add_tls("127.0.0.1:0", TlsSettings::new(&cert.cert, &cert.key));
+    service.add_quic("127.0.0.1:0");
+    limits(&mut service.options_mut().quic);
+    support::start_with_admin(service)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn addresses_are_validated_with_a_retry_and_connections_past_the_cap_refused() {
+    let dir = scratch("retry");
+    let cert = self_signed(&dir, &["localhost"]).expect("certificate");
+    let origin = Origin::start("a").await.expect("origin");
+    // Every client proves its address first (as under load), and one connection at most.
+    let (proxy, admin) = start_with(origin.addr(), &cert, |q| {
+        q.validate_over = 0;
+        q.max_connections = 1;
+    });
+    let quic = proxy.quic_addrs()[0];
+    let (mut send, _first) = connect(quic, &cert.cert).await;
+    let answer = exchange(&mut send, http::Method::GET, "/", Bytes::new()).await;
+    assert_eq!(answer.status, 200, "served after the Retry round trip");
+
+    // A second connection while the first is open: refused at once (CONNECTION_REFUSED),
+    // so the client can fall back to TCP.
+    let endpoint = client_endpoint(&cert.cert);
+    let refused = tokio::time::timeout(
+        Duration::from_secs(10),
+        endpoint.connect(quic, "localhost").expect("connect"),
+    )
+    .await
+    .expect("an answer within 10 s");
+    let error = refused.expect_err("refused");
+    assert!(
+        matches!(error, quinn::ConnectionError::ConnectionClosed(ref c) if c.error_code == quinn::TransportErrorCode::CONNECTION_REFUSED),
+        "{error:?}"
+    );
+    let metrics = support::fetch(admin.addr(), "/metrics").await;
+    let proxy_label = [("proxy", "h3-proxy")];
+    let count = |name| support::count(&metrics, name, &proxy_label);
+    assert_eq!(count("pingora_dsl_http3_connections_total"), 1);
+    assert_eq!(count("pingora_dsl_http3_requests_total"), 1);
+    assert!(
+        count("pingora_dsl_quic_retries_total") >= 1,
+        "a Retry came first"
+    );
+    assert_eq!(count("pingora_dsl_quic_refused_total"), 1);
+    assert_eq!(count("pingora_dsl_quic_handshake_failures_total"), 0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_sends_goaway_and_lets_the_requests_in_flight_finish() {
+    let dir = scratch("drain");
+    let cert = self_signed(&dir, &["localhost"]).expect("certificate");
+    let origin = Origin::start("a").await.expect("origin");
+    let proxy = start(origin.addr(), &cert);
+    let quic = proxy.quic_addrs()[0];
+    let (mut send, _endpoint) = connect(quic, &cert.cert).await;
+    // 10 chunks, one every 50 ms: in flight when the shutdown starts.
+    let slow = tokio::spawn({
+        let mut send = send.clone();
+        async move { exchange(&mut send, http::Method::GET, "/drip/10/50", Bytes::new()).await }
+    });
+    support::wait_until(
+        Duration::from_secs(10),
+        "the slow request reached the origin",
+        || origin.requests() == 1,
+    )
+    .await;
+    let stopped = tokio::spawn(proxy.shutdown());
+    let answer = slow.await.expect("the slow request");
+    assert_eq!(answer.status, 200);
+    assert_eq!(answer.body.len(), 10 * 1024, "every chunk arrived");
+    stopped.await.expect("stopped");
+    // After the GOAWAY this connection takes no new request.
+    let request = http::Request::get("https://localhost/late")
+        .body(())
+        .expect("request");
+    let late = tokio::time::timeout(Duration::from_secs(10), async {
+        let mut stream = send.send_request(request).await?;
+        stream.finish().await?;
+        stream.recv_response().await
+    })
+    .await
+    .expect("an answer within 10 s");
+    assert!(late.is_err(), "no request after the GOAWAY: {late:?}");
 }

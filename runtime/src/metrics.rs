@@ -229,6 +229,24 @@ pub struct ListenerStats {
     /// TLS handshakes completed, by the key-exchange group agreed on (indexed as
     /// [`crate::tls::GROUP_NAMES`]).
     pub tls_groups: [Counter; crate::tls::GROUP_NAMES.len()],
+    /// Its QUIC listeners' own counts (HTTP/3).
+    pub quic: QuicStats,
+}
+
+/// What a service's QUIC listeners count (their connections also count in
+/// [`ListenerStats::accepted`] and [`ListenerStats::open`]).
+#[derive(Debug, Default)]
+pub struct QuicStats {
+    /// Connections whose QUIC and HTTP/3 handshakes completed.
+    pub connections: Counter,
+    /// Requests (request streams) received.
+    pub requests: Counter,
+    /// Handshakes that failed or timed out.
+    pub handshake_failures: Counter,
+    /// New connections asked to prove their address first (a Retry).
+    pub retries: Counter,
+    /// New connections refused (past `max_connections`).
+    pub refused: Counter,
 }
 
 impl ListenerStats {

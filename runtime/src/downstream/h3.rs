@@ -56,12 +56,15 @@ pub(super) async fn serve_endpoint<M, S, B>(
             .tracker
             .open
             .load(std::sync::atomic::Ordering::Relaxed);
+        let quic = &shared.tracker.stats.quic;
         if open >= options.max_connections {
+            quic.refused.inc();
             incoming.refuse();
             continue;
         }
         if open >= options.validate_over && !incoming.remote_address_validated() {
             // A client proves it receives at its address before any state is kept.
+            quic.retries.inc();
             let _ = incoming.retry();
             continue;
         }
@@ -112,19 +115,21 @@ async fn serve_connection<M, S, B>(
             .await?;
         Ok::<_, BoxError>((connection, h3))
     });
+    let stats = &shared.tracker.stats.quic;
     let (quic, mut h3) = match handshake.await {
         Ok(Ok(connected)) => connected,
         Ok(Err(e)) => {
-            shared.tracker.stats.tls_failures.inc();
+            stats.handshake_failures.inc();
             tracing::debug!(%client, error = %e, "QUIC handshake failed");
             return;
         }
         Err(_) => {
-            shared.tracker.stats.tls_failures.inc();
+            stats.handshake_failures.inc();
             tracing::debug!(%client, "QUIC handshake timed out");
             return;
         }
     };
+    stats.connections.inc();
     let conn = ConnInfo::new(client, local_addr).with_tls(true);
     let service = shared.make.make_service(&conn);
     let mut requests = tokio::task::JoinSet::new();
@@ -133,6 +138,7 @@ async fn serve_connection<M, S, B>(
         tokio::select! {
             accepted = h3.accept() => match accepted {
                 Ok(Some(resolver)) => {
+                    stats.requests.inc();
                     let service = service.clone();
                     let limits = (shared.options.header_read_timeout, shared.options.max_headers);
                     requests.spawn(serve_request(resolver, service, limits));

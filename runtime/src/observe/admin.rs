@@ -824,6 +824,7 @@ struct ListenerFamilies {
     accepted: Family,
     tls_failures: Family,
     tls_handshakes: Family,
+    quic: [Family; 5],
 }
 
 impl ListenerFamilies {
@@ -850,6 +851,26 @@ impl ListenerFamilies {
                 "TLS handshakes with clients, by the key-exchange group agreed on.",
                 COUNTER,
             ),
+            quic: [
+                (
+                    "http3_connections_total",
+                    "HTTP/3 connections whose handshakes completed.",
+                ),
+                ("http3_requests_total", "HTTP/3 requests received."),
+                (
+                    "quic_handshake_failures_total",
+                    "QUIC or HTTP/3 handshakes that failed or timed out.",
+                ),
+                (
+                    "quic_retries_total",
+                    "New QUIC connections asked to prove their address (Retry).",
+                ),
+                (
+                    "quic_refused_total",
+                    "New QUIC connections refused past the listener's cap.",
+                ),
+            ]
+            .map(|(name, help)| Family::new(name, help, COUNTER)),
         }
     }
 
@@ -862,6 +883,20 @@ impl ListenerFamilies {
             self.tls_handshakes
                 .counter(&[("proxy", proxy), ("group", group)], n);
         }
+        let q = &l.quic;
+        let counts = [
+            q.connections.get(),
+            q.requests.get(),
+            q.handshake_failures.get(),
+            q.retries.get(),
+            q.refused.get(),
+        ];
+        // Only a service that served QUIC has these.
+        if counts.iter().any(|&n| n > 0) {
+            for (family, n) in self.quic.iter_mut().zip(counts) {
+                family.counter(&labels, n);
+            }
+        }
     }
 
     fn into_families(self) -> impl Iterator<Item = MetricFamily> {
@@ -873,6 +908,7 @@ impl ListenerFamilies {
             self.tls_handshakes,
         ]
         .into_iter()
+        .chain(self.quic)
         .map(|f| f.0)
     }
 }
