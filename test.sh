@@ -9,8 +9,8 @@
 #
 # The tests need, besides the Rust toolchain and libssl-dev: curl (TLS and HTTP/2 checks),
 # the openssl command (the TLS groups offered), a headless Chromium (the admin status
-# page), redis-server and etcd (the cluster tests), and cmake and libclang-dev to build
-# BoringSSL. Missing ones are installed from Debian's packages (apt-get; with sudo when not
+# page), redis-server and etcd (the cluster tests), Python's aioquic (an HTTP/3 client,
+# from PyPI), and cmake and libclang-dev to build BoringSSL. Missing ones are installed from Debian's packages (apt-get; with sudo when not
 # root). Nothing is skipped: a tool that cannot be installed stops the run here, with the
 # reason.
 set -euo pipefail
@@ -25,6 +25,8 @@ command -v curl >/dev/null 2>&1 || missing+=(curl)
 command -v openssl >/dev/null 2>&1 || missing+=(openssl)
 command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 \
   || missing+=(chromium)
+# The HTTP/3 tests' second client (tests/http3/aioquic_client.py) runs on Python.
+command -v python3 >/dev/null 2>&1 || missing+=(python3 python3-pip)
 # The cluster tests (tests/cluster.rs): a real Redis and a real etcd.
 command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
 command -v etcd >/dev/null 2>&1 || missing+=(etcd-server)
@@ -50,6 +52,14 @@ if [ "${#missing[@]}" -gt 0 ]; then
   fi
   $sudo apt-get update -q
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+
+# Python's aioquic, the HTTP/3 tests' independent client (a wheel: nothing to compile).
+if ! python3 -c "import aioquic" >/dev/null 2>&1; then
+  echo "test.sh: installing aioquic 1.7.2 with pip (the HTTP/3 tests' client)" >&2
+  python3 -m pip install --quiet "aioquic==1.7.2" \
+    || python3 -m pip install --quiet --user --break-system-packages "aioquic==1.7.2" \
+    || { echo "test.sh: cannot install aioquic: run python3 -m pip install aioquic==1.7.2" >&2; exit 1; }
 fi
 
 # --no-fail-fast: one failing test binary does not hide the results of the others.

@@ -349,3 +349,47 @@ async fn shutdown_sends_goaway_and_lets_the_requests_in_flight_finish() {
     .expect("an answer within 10 s");
     assert!(late.is_err(), "no request after the GOAWAY: {late:?}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_aioquic_gets_and_posts_bodies_over_http3() {
+    let dir = scratch("aioquic");
+    let cert = self_signed(&dir, &["localhost"]).expect("certificate");
+    let origin = Origin::start("a").await.expect("origin");
+    let proxy = start(origin.addr(), &cert);
+    let port = proxy.quic_addrs()[0].port().to_string();
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/http3/aioquic_client.py");
+    // (The script bounds itself at 30 s.)
+    let ca = cert.cert.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        std::process::Command::new("python3")
+            .arg(&script)
+            .arg(&port)
+            .arg(&ca)
+            .output()
+    })
+    .await
+    .expect("the client's thread")
+    .expect("python3 runs (./test.sh installs aioquic)");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "aioquic client: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let answers: Vec<serde_json::Value> = stdout
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("a JSON line"))
+        .collect();
+    assert_eq!(answers.len(), 3, "{stdout}");
+    assert_eq!(answers[0]["status"], 200);
+    assert_eq!(answers[0]["origin"], "a");
+    assert_eq!(answers[0]["body"], "origin a");
+    assert_eq!(answers[1]["status"], 200);
+    assert_eq!(answers[1]["length"], 100_000, "the echo of the POST body");
+    assert_eq!(
+        answers[2]["body"],
+        (16 * 65536).to_string(),
+        "the origin read 1 MiB"
+    );
+    assert_eq!(origin.requests(), 3);
+}
