@@ -1,16 +1,19 @@
-//! An HTTPS gateway: TLS termination with HTTP/1.1 and HTTP/2 (chosen by ALPN) in front
-//! of plain HTTP/1.1 origins, declared with `proxy!`.
+//! An HTTPS gateway: TLS termination with HTTP/1.1 and HTTP/2 (chosen by ALPN), and
+//! HTTP/3 over QUIC on the same port number (UDP), in front of plain HTTP/1.1 origins,
+//! declared with `proxy!`.
 //!
 //! ```text
 //! cargo run --release --example tls_gateway
 //! curl -k --http2 -i https://127.0.0.1:6189/     # HTTP/2 over TLS (-k: self-signed)
-//! curl -k --http1.1 -i https://127.0.0.1:6189/   # HTTP/1.1 over TLS
+//! curl -k --http1.1 -i https://127.0.0.1:6189/   # HTTP/1.1 over TLS; Alt-Svc: h3=":6189"
+//! curl -k --http3-only -i https://127.0.0.1:6189/ # HTTP/3, with a curl built with it
 //! ```
 //!
 //! Without `--cert`/`--key`, a self-signed certificate for `localhost` and 127.0.0.1 is made
 //! on the first run into `pingora-dsl-tls-gateway/` in the temporary directory and reused
 //! after; its path is printed, so `curl --cacert PATH` works instead of `-k`.
-//! Flags: `--listen ADDR` (repeatable, the HTTPS addresses, default 127.0.0.1:6189),
+//! Flags: `--listen ADDR` (repeatable, the HTTPS addresses, and the HTTP/3 ones unless
+//! `--quic-listen` gives others; default 127.0.0.1:6189),
 //! `--upstream HOST:PORT` (repeatable), `--threads N`, `--cert FILE --key FILE`,
 //! `--client-ca FILE` (require client certificates), `-c FILE`, and the other flags of
 //! every declared proxy (`--help`). Unless `--upstream` or the `-c` file gives peers, two
@@ -31,6 +34,8 @@ proxy! {
     pub TlsGateway {
         // The certificate files here are replaced at start (see `main`).
         listen tls "127.0.0.1:6189" cert "tls-gateway.crt" key "tls-gateway.key";
+        // HTTP/3: the TLS listener's certificates, over UDP.
+        listen quic "127.0.0.1:6189";
 
         upstream origins {
             peers ["127.0.0.1:8001", "127.0.0.1:8002"];
@@ -42,7 +47,10 @@ proxy! {
 
 fn main() -> ExitCode {
     let mut cli = ProxyCli::from_env();
-    // This example's --listen addresses are its HTTPS ones.
+    // This example's --listen addresses are its HTTPS ones, and its HTTP/3 ones.
+    if cli.quic_listen.is_empty() {
+        cli.quic_listen = cli.listen.clone();
+    }
     cli.tls_listen.append(&mut cli.listen);
     // Without a certificate from --cert or the config file, a self-signed one.
     if cli.cert.is_none() && !file_has_certificate(&cli) {

@@ -93,6 +93,11 @@ pub trait Listening: Service + Observable {
     fn tls_listeners(&self) -> Option<Vec<ListenAddr>> {
         None
     }
+    /// The QUIC (HTTP/3) listening addresses, which `--print-config` shows as
+    /// `quic_listen`; `None` (the default) for a service without QUIC listeners.
+    fn quic_listeners(&self) -> Option<Vec<String>> {
+        None
+    }
     /// The bound addresses with the name of the proxy each belongs to (one proxy's, or
     /// those of each proxy of a set).
     fn bound_named(&self) -> Vec<(String, SocketAddr, &'static str)> {

@@ -24,6 +24,7 @@ proxy! {
         listen "127.0.0.1:6188";
         listen "[::1]:6188";
         listen tls "127.0.0.1:6189" cert "server.crt" key "server.key";
+        listen quic "127.0.0.1:6189";
         listen tls "127.0.0.1:6190" {
             cert "default.crt" key "default.key";
             cert "api.crt" key "api.key";
@@ -225,6 +226,7 @@ fn main() {
         .filter_map(|l| Some((l.addr.as_str(), l.tls.as_ref()?)))
         .collect();
     assert_eq!(tls.len(), 2);
+    assert_eq!(service.quic_addrs(), ["127.0.0.1:6189"]);
     // The upstream TLS files do not exist here: `run` would stop at startup saying so.
     let e = Everything::new()
         .router()

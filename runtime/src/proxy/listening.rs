@@ -31,6 +31,10 @@ impl<P: ProxyHttp, L: ProxyLayer<P>> Listening for HttpService<ProxyPipeline<P, 
     fn tls_listeners(&self) -> Option<Vec<ListenAddr>> {
         Some(self.listeners().tls_addrs())
     }
+
+    fn quic_listeners(&self) -> Option<Vec<String>> {
+        Some(self.quic_addrs())
+    }
 }
 
 impl<P: ProxyHttp, L: ProxyLayer<P>> Observable for HttpService<ProxyPipeline<P, L>> {

@@ -1020,6 +1020,10 @@ fn print_config<S: Listening>(
     effective.server.tls_groups = Some(crate::tls::groups());
     effective.server.sentry = server_section.sentry.clone();
     effective.server.fips = crate::tls::fips().then_some(true);
+    if let Some(quic) = service.quic_listeners() {
+        let section = effective.proxy.entry(name.to_owned()).or_default();
+        section.quic_listen = Some(quic);
+    }
     for (name, tls) in service.tls_listeners_named() {
         let differing = effective.set_tls(&name, &tls);
         if !differing.is_empty() {
