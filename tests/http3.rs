@@ -8,17 +8,15 @@ mod support;
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
 use std::time::Duration;
 
-use bytes::{Buf, Bytes};
+use bytes::Bytes;
 use pingora_dsl::downstream::RunningService;
 use pingora_dsl::listen::tls::TlsSettings;
 use pingora_dsl::prelude::*;
 use pingora_dsl_suite::certs::{self_signed, CertFiles};
 use pingora_dsl_suite::origin::Origin;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::CertificateDer;
+use support::h3_client::{client_endpoint, connect, exchange};
 use support::TestProxy;
 
 fn scratch(test: &str) -> PathBuf {
@@ -34,94 +32,6 @@ fn start(origin: SocketAddr, cert: &CertFiles) -> RunningService {
     service.add_tls("127.0.0.1:0", TlsSettings::new(&cert.cert, &cert.key));
     service.add_quic("127.0.0.1:0");
     service.spawn().expect("proxy starts")
-}
-
-/// An HTTP/3 connection to `addr` trusting `ca` (the server's self-signed certificate),
-/// asking for `localhost`; the driver runs on its own task.
-async fn connect(
-    addr: SocketAddr,
-    ca: &Path,
-) -> (
-    h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
-    quinn::Endpoint,
-) {
-    let endpoint = client_endpoint(ca);
-    let connection = tokio::time::timeout(
-        Duration::from_secs(10),
-        endpoint.connect(addr, "localhost").expect("connect"),
-    )
-    .await
-    .expect("handshake within 10 s")
-    .expect("handshake");
-    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(connection))
-        .await
-        .expect("HTTP/3 connection");
-    tokio::spawn(async move {
-        let _ = driver.wait_idle().await;
-    });
-    (send, endpoint)
-}
-
-/// A QUIC client endpoint trusting `ca`, offering `h3`.
-fn client_endpoint(ca: &Path) -> quinn::Endpoint {
-    let mut roots = rustls::RootCertStore::empty();
-    for cert in CertificateDer::pem_file_iter(ca).expect("the CA file") {
-        roots.add(cert.expect("a certificate")).expect("a root");
-    }
-    #[allow(deprecated)] // ring: the provider the proxy's QUIC listener uses too
-    let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
-        .with_protocol_versions(&[&rustls::version::TLS13])
-        .expect("TLS 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-    tls.alpn_protocols = vec![b"h3".to_vec()];
-    let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
-    let mut endpoint =
-        quinn::Endpoint::client("127.0.0.1:0".parse().expect("addr")).expect("client endpoint");
-    endpoint.set_default_client_config(quinn::ClientConfig::new(Arc::new(crypto)));
-    endpoint
-}
-
-/// What an HTTP/3 exchange returned.
-struct Answer {
-    status: u16,
-    headers: http::HeaderMap,
-    body: Vec<u8>,
-}
-
-/// Sends `method path` with `body` on `send`, reads the whole answer (within 30 s).
-async fn exchange(
-    send: &mut h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
-    method: http::Method,
-    path: &str,
-    body: Bytes,
-) -> Answer {
-    let talk = async {
-        let request = http::Request::builder()
-            .method(method)
-            .uri(format!("https://localhost{path}"))
-            .body(())
-            .expect("request");
-        let mut stream = send.send_request(request).await.expect("request sent");
-        if !body.is_empty() {
-            stream.send_data(body).await.expect("body sent");
-        }
-        stream.finish().await.expect("request ended");
-        let response = stream.recv_response().await.expect("a response");
-        let mut received = Vec::new();
-        while let Some(mut chunk) = stream.recv_data().await.expect("body") {
-            received.extend_from_slice(&chunk.copy_to_bytes(chunk.remaining()));
-        }
-        Answer {
-            status: response.status().as_u16(),
-            headers: response.headers().clone(),
-            body: received,
-        }
-    };
-    tokio::time::timeout(Duration::from_secs(30), talk)
-        .await
-        .expect("an answer within 30 s")
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

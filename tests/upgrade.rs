@@ -46,6 +46,16 @@ struct Setup {
     upgrade_timeout: String,
     /// `[server] reuse_port`: the sockets handed over are `SO_REUSEPORT` ones.
     reuse_port: bool,
+    /// HTTP/3 too: the certificate of a TLS listener and a QUIC listener, and their
+    /// addresses once the first process bound them.
+    h3: Option<H3Listeners>,
+}
+
+/// The TLS and QUIC listeners of a [`Setup`] with HTTP/3.
+struct H3Listeners {
+    cert: pingora_dsl_suite::certs::CertFiles,
+    tls: SocketAddr,
+    quic: SocketAddr,
 }
 
 impl Setup {
@@ -67,6 +77,7 @@ impl Setup {
             grace: grace.to_owned(),
             upgrade_timeout: upgrade_timeout.to_owned(),
             reuse_port: false,
+            h3: None,
         };
         setup.write_conf(None);
         setup
@@ -92,6 +103,32 @@ impl Setup {
             ),
         )
         .expect("config");
+        if let Some(h3) = &self.h3 {
+            let text = format!(
+                "tls_listen = [\"{}\"]\nquic_listen = [\"{}\"]\n\n[[proxy.ZeroDowntime.certificate]]\ncert = \"{}\"\nkey = \"{}\"\n",
+                h3.tls,
+                h3.quic,
+                h3.cert.cert.display(),
+                h3.cert.key.display()
+            );
+            let mut conf = std::fs::read_to_string(&self.conf).expect("config");
+            conf.push_str(&text);
+            std::fs::write(&self.conf, conf).expect("config");
+        }
+    }
+
+    /// Serves HTTP/3 too (a TLS listener for its certificate, and a QUIC one), from the
+    /// next process started.
+    fn with_h3(&mut self) {
+        let cert =
+            pingora_dsl_suite::certs::self_signed(&self.dir, &["localhost"]).expect("certificate");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        self.h3 = Some(H3Listeners {
+            cert,
+            tls: any,
+            quic: any,
+        });
+        self.write_conf(None);
     }
 
     /// Starts a proxy process (`-u`: as the new process of an upgrade).
@@ -139,6 +176,20 @@ impl Setup {
             support::read_until(&lines, &mut seen, |l| l.contains(" listening on http://"))
         });
         self.addr = support::addr_after(&line, " listening on http://");
+        if let Some(h3) = &mut self.h3 {
+            for (marker, slot) in [
+                (" listening on https://", &mut h3.tls),
+                (" listening on quic ", &mut h3.quic),
+            ] {
+                let line = seen.iter().find(|l| l.contains(marker)).cloned();
+                let line = line.unwrap_or_else(|| {
+                    tokio::task::block_in_place(|| {
+                        support::read_until(&lines, &mut seen, |l| l.contains(marker))
+                    })
+                });
+                *slot = support::addr_after(&line, marker);
+            }
+        }
         self.write_conf(None);
         child
     }
@@ -834,4 +885,137 @@ fn config_test_mode_reports_good_and_broken_files() {
     let err = String::from_utf8_lossy(&broken.stderr);
     assert!(err.contains("server.upgrade_timeout"), "{err}");
     let _ = std::fs::remove_dir_all(&dir);
+}
+
+/// HTTP/3 requests on one connection after another: a new connection once the old one
+/// refuses new requests (its GOAWAY) or closes. A request the server says it did not
+/// process (a GOAWAY before it, or a stream reset H3_REQUEST_REJECTED) is sent again on a
+/// new connection, as RFC 9114 lets a client do; any other error is a failure.
+async fn h3_client(quic: SocketAddr, ca: PathBuf, stop: Arc<AtomicBool>, load: Arc<Load>) {
+    use support::h3_client::connect_within;
+    while !stop.load(Ordering::Relaxed) {
+        let mut send = match connect_within(quic, &ca, IO_TIMEOUT).await {
+            Ok((send, _endpoint)) => send,
+            Err(e) => {
+                load.fail(format!("HTTP/3 connect: {e}"));
+                continue;
+            }
+        };
+        while !stop.load(Ordering::Relaxed) {
+            let request = http::Request::get("https://localhost/")
+                .body(())
+                .expect("request");
+            // Not sent: the connection takes no new request (GOAWAY) — a new one will.
+            let Ok(mut stream) = send.send_request(request).await else {
+                break;
+            };
+            let answer = tokio::time::timeout(IO_TIMEOUT, async {
+                stream.finish().await?;
+                let response = stream.recv_response().await?;
+                while stream.recv_data().await?.is_some() {}
+                Ok::<_, h3::error::StreamError>(response)
+            })
+            .await;
+            match answer {
+                Ok(Ok(response)) => {
+                    let pid = response
+                        .headers()
+                        .get("x-served-by-pid")
+                        .and_then(|v| v.to_str().ok()?.parse().ok());
+                    load.record(Ok(Answer {
+                        status: response.status().as_u16(),
+                        pid,
+                        close: false,
+                        body_len: 0,
+                    }));
+                }
+                Ok(Err(e)) if rejected(&e) => break,
+                Ok(Err(e)) => {
+                    load.fail(format!("HTTP/3 request: {e}"));
+                    break;
+                }
+                Err(_) => {
+                    load.fail("HTTP/3 response timed out".into());
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Whether the server said it did not process the request (so it may be sent again): the
+/// stream reset with H3_REQUEST_REJECTED, a GOAWAY that excludes it, or the connection
+/// closed without error after a GOAWAY.
+fn rejected(e: &h3::error::StreamError) -> bool {
+    use h3::error::{Code, StreamError};
+    match e {
+        StreamError::RemoteTerminate { code, .. } | StreamError::StreamError { code, .. } => {
+            *code == Code::H3_REQUEST_REJECTED
+        }
+        StreamError::RemoteClosing { .. } => true,
+        other => other.is_h3_no_error(),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn upgrades_under_http3_load_lose_no_request() {
+    let mut setup = Setup::new("upgrade-h3", "30s", "20s").await;
+    setup.with_h3();
+    let first = setup.spawn_first("p0");
+    let (quic, ca) = {
+        let h3 = setup.h3.as_ref().expect("h3");
+        (h3.quic, h3.cert.cert.clone())
+    };
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = Arc::new(Load::default());
+    let clients: Vec<_> = (0..4)
+        .map(|_| tokio::spawn(h3_client(quic, ca.clone(), stop.clone(), load.clone())))
+        .collect();
+    wait_served_by(&load, first.id(), &setup, "p0").await;
+    let mut pids = vec![first.id()];
+    let mut retired = Vec::new();
+    let mut current = ("p0".to_owned(), first);
+    for n in 1..=2 {
+        let name = format!("p{n}");
+        let next = setup.spawn(true, &name);
+        setup.wait_for_upgrade_socket().await;
+        signal(&current.1, Signal::SIGQUIT).await;
+        wait_served_by(&load, next.id(), &setup, &name).await;
+        pids.push(next.id());
+        retired.push(std::mem::replace(&mut current, (name, next)));
+    }
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.await.expect("client task");
+    }
+    let failures = load.failures.lock().expect("failures").clone();
+    let served = load.pids.lock().expect("pids").clone();
+    eprintln!("HTTP/3 responses per serving pid: {served:?} (pids {pids:?})");
+    assert!(
+        failures.is_empty(),
+        "{} of {} HTTP/3 requests failed: {:?}",
+        failures.len(),
+        failures.len() as u64 + load.ok.load(Ordering::Relaxed),
+        &failures[..failures.len().min(10)]
+    );
+    for pid in &pids {
+        assert!(
+            served.get(pid).copied().unwrap_or(0) > 0,
+            "pid {pid} served nothing"
+        );
+    }
+    for (name, mut child) in retired {
+        let exited = exits_within(&mut child, Duration::from_secs(40)).await;
+        assert_eq!(
+            exited,
+            Some(true),
+            "{name} exits 0 after draining:\n{}",
+            setup.log(&name)
+        );
+    }
+    signal(&current.1, Signal::SIGTERM).await;
+    assert_eq!(
+        exits_within(&mut current.1, Duration::from_secs(10)).await,
+        Some(true)
+    );
 }

@@ -2,6 +2,8 @@
 //! client, and raw-socket exchanges for malformed input.
 #![allow(dead_code)]
 
+pub mod h3_client;
+
 use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
