@@ -303,3 +303,83 @@ async fn python_aioquic_gets_and_posts_bodies_over_http3() {
     );
     assert_eq!(origin.requests(), 3);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_tls_listener_requiring_client_certificates_requires_them_over_http3_too() {
+    use pingora_dsl::listen::tls::CertKey;
+    use pingora_dsl_suite::certs::TestCa;
+    use support::h3_client::client_endpoint_with;
+
+    let dir = scratch("mtls");
+    let ca = TestCa::new(&dir).expect("CA");
+    let server = ca
+        .server("localhost", &["localhost"])
+        .expect("server certificate");
+    let partner = ca.client("partner").expect("client certificate");
+    let origin = Origin::start("a").await.expect("origin");
+    let mut service = http_proxy_service("h3-mtls", TestProxy::new(&[origin.addr()]));
+    service.add_tcp("127.0.0.1:0");
+    service.add_tls(
+        "127.0.0.1:0",
+        TlsSettings {
+            certs: vec![CertKey {
+                cert: server.cert.clone(),
+                key: server.key.clone(),
+            }],
+            client_ca: Some(ca.cert_path()),
+            handshake_timeout: None,
+        },
+    );
+    service.add_quic("127.0.0.1:0");
+    let proxy = service.spawn().expect("proxy starts");
+    let quic = proxy.quic_addrs()[0];
+
+    // Without a certificate: no request gets through.
+    let anonymous = client_endpoint_with(&ca.cert_path(), None);
+    let attempt = tokio::time::timeout(Duration::from_secs(10), async {
+        let connection = anonymous
+            .connect(quic, "localhost")
+            .map_err(|e| e.to_string())?;
+        let connection = connection.await.map_err(|e| e.to_string())?;
+        let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(connection))
+            .await
+            .map_err(|e| e.to_string())?;
+        tokio::spawn(async move {
+            let _ = driver.wait_idle().await;
+        });
+        let request = http::Request::get("https://localhost/")
+            .body(())
+            .map_err(|e| e.to_string())?;
+        let mut stream = send
+            .send_request(request)
+            .await
+            .map_err(|e| e.to_string())?;
+        stream.finish().await.map_err(|e| e.to_string())?;
+        stream.recv_response().await.map_err(|e| e.to_string())
+    })
+    .await
+    .expect("an outcome within 10 s");
+    assert!(
+        attempt.is_err(),
+        "refused without a client certificate: {attempt:?}"
+    );
+    assert_eq!(origin.requests(), 0);
+
+    // With one the CA signed: served.
+    let partner_endpoint =
+        client_endpoint_with(&ca.cert_path(), Some((&partner.cert, &partner.key)));
+    let connection = partner_endpoint
+        .connect(quic, "localhost")
+        .expect("connect")
+        .await
+        .expect("handshake with a client certificate");
+    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(connection))
+        .await
+        .expect("HTTP/3");
+    tokio::spawn(async move {
+        let _ = driver.wait_idle().await;
+    });
+    let answer = exchange(&mut send, http::Method::GET, "/", Bytes::new()).await;
+    assert_eq!(answer.status, 200);
+    assert_eq!(origin.requests(), 1);
+}

@@ -67,17 +67,34 @@ pub async fn connect_within(
 
 /// A QUIC client endpoint trusting `ca`, offering `h3`.
 pub fn client_endpoint(ca: &Path) -> quinn::Endpoint {
+    client_endpoint_with(ca, None)
+}
+
+/// [`client_endpoint`], presenting the client certificate `identity` (certificate and key
+/// files) when the server asks for one.
+pub fn client_endpoint_with(ca: &Path, identity: Option<(&Path, &Path)>) -> quinn::Endpoint {
     let mut roots = rustls::RootCertStore::empty();
     for cert in CertificateDer::pem_file_iter(ca).expect("the CA file") {
         roots.add(cert.expect("a certificate")).expect("a root");
     }
     #[allow(deprecated)] // ring: the provider the proxy's QUIC listener uses too
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let mut tls = rustls::ClientConfig::builder_with_provider(provider)
+    let tls = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("TLS 1.3")
-        .with_root_certificates(roots)
-        .with_no_client_auth();
+        .with_root_certificates(roots);
+    let mut tls = match identity {
+        Some((cert, key)) => {
+            let chain = CertificateDer::pem_file_iter(cert)
+                .expect("the client certificate file")
+                .collect::<Result<Vec<_>, _>>()
+                .expect("certificates");
+            let key = rustls::pki_types::PrivateKeyDer::from_pem_file(key).expect("the client key");
+            tls.with_client_auth_cert(chain, key)
+                .expect("a client identity")
+        }
+        None => tls.with_no_client_auth(),
+    };
     tls.alpn_protocols = vec![b"h3".to_vec()];
     let crypto = quinn::crypto::rustls::QuicClientConfig::try_from(tls).expect("QUIC TLS");
     let mut endpoint =

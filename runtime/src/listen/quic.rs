@@ -59,11 +59,15 @@ pub fn server_config(tls: &TlsSettings, options: &QuicOptions) -> io::Result<qui
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let resolver = SniCertificates::load(&tls.certs, &provider)?;
-    let mut crypto = rustls::ServerConfig::builder_with_provider(provider)
+    let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
-        .map_err(|e| io::Error::other(format!("QUIC TLS: {e}")))?
-        .with_no_client_auth()
-        .with_cert_resolver(Arc::new(resolver));
+        .map_err(|e| io::Error::other(format!("QUIC TLS: {e}")))?;
+    // A TLS listener that requires client certificates (mTLS) requires them here too.
+    let builder = match &tls.client_ca {
+        Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, provider)?),
+        None => builder.with_no_client_auth(),
+    };
+    let mut crypto = builder.with_cert_resolver(Arc::new(resolver));
     crypto.alpn_protocols = vec![H3_ALPN.to_vec()];
     // No 0-RTT: rustls's default, said here because quinn's own helpers turn it on.
     crypto.max_early_data_size = 0;
@@ -92,6 +96,26 @@ fn transport(options: &QuicOptions) -> io::Result<quinn::TransportConfig> {
         .max_idle_timeout(Some(idle))
         .datagram_receive_buffer_size(None);
     Ok(transport)
+}
+
+/// Client certificates required, verified against the CA certificates in `ca` (PEM).
+fn client_verifier(
+    ca: &std::path::Path,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+) -> io::Result<Arc<dyn rustls::server::danger::ClientCertVerifier>> {
+    let at = |e: &dyn std::fmt::Display| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("client CA {}: {e}", ca.display()),
+        )
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca).map_err(|e| at(&e))? {
+        roots.add(cert.map_err(|e| at(&e))?).map_err(|e| at(&e))?;
+    }
+    rustls::server::WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider)
+        .build()
+        .map_err(|e| at(&e))
 }
 
 /// A QUIC endpoint serving `config` on `socket` (bound, or handed over by an old process).
