@@ -383,3 +383,46 @@ async fn a_tls_listener_requiring_client_certificates_requires_them_over_http3_t
     assert_eq!(answer.status, 200);
     assert_eq!(origin.requests(), 1);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn renewed_certificates_reach_new_http3_connections_on_a_reload() {
+    let dir = scratch("reload");
+    let first = self_signed(&dir.join("first"), &["localhost"]).expect("certificate");
+    let live = dir.join("live");
+    std::fs::create_dir_all(&live).expect("dir");
+    let (cert, key) = (live.join("site.crt"), live.join("site.key"));
+    std::fs::copy(&first.cert, &cert).expect("copy");
+    std::fs::copy(&first.key, &key).expect("copy");
+    let origin = Origin::start("a").await.expect("origin");
+    let served = CertFiles {
+        cert: cert.clone(),
+        key: key.clone(),
+    };
+    let proxy = start(origin.addr(), &served);
+    let quic = proxy.quic_addrs()[0];
+    let (mut send, _endpoint) = connect(quic, &first.cert).await;
+    assert_eq!(
+        exchange(&mut send, http::Method::GET, "/", Bytes::new())
+            .await
+            .status,
+        200
+    );
+
+    // Renewed: a new key and certificate in the same files, then a reload (as SIGHUP does).
+    let renewed = self_signed(&dir.join("renewed"), &["localhost"]).expect("certificate");
+    std::fs::copy(&renewed.cert, &cert).expect("copy");
+    std::fs::copy(&renewed.key, &key).expect("copy");
+    let outcome = pingora_dsl::listen::reload::reload_certificates();
+    assert!(outcome.failed.is_empty(), "{:?}", outcome.failed);
+
+    let (mut send, _endpoint) = connect(quic, &renewed.cert).await;
+    assert_eq!(
+        exchange(&mut send, http::Method::GET, "/", Bytes::new())
+            .await
+            .status,
+        200
+    );
+    let stale =
+        support::h3_client::connect_within(quic, &first.cert, Duration::from_secs(10)).await;
+    assert!(stale.is_err(), "the old certificate is no longer served");
+}

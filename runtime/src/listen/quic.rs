@@ -13,6 +13,9 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
+use arc_swap::ArcSwap;
+
+use super::reload;
 use super::tls::{certificate_names, name_matches, CertKey, TlsSettings};
 
 /// The ALPN token of HTTP/3.
@@ -58,7 +61,7 @@ pub fn server_config(tls: &TlsSettings, options: &QuicOptions) -> io::Result<qui
     // deprecation says so); QUIC clients get X25519 or P-256.
     #[allow(deprecated)]
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let resolver = SniCertificates::load(&tls.certs, &provider)?;
+    let resolver = SniCertificates::load(tls, provider.clone())?;
     let builder = rustls::ServerConfig::builder_with_provider(provider.clone())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(|e| io::Error::other(format!("QUIC TLS: {e}")))?;
@@ -67,7 +70,7 @@ pub fn server_config(tls: &TlsSettings, options: &QuicOptions) -> io::Result<qui
         Some(ca) => builder.with_client_cert_verifier(client_verifier(ca, provider)?),
         None => builder.with_no_client_auth(),
     };
-    let mut crypto = builder.with_cert_resolver(Arc::new(resolver));
+    let mut crypto = builder.with_cert_resolver(resolver);
     crypto.alpn_protocols = vec![H3_ALPN.to_vec()];
     // No 0-RTT: rustls's default, said here because quinn's own helpers turn it on.
     crypto.max_early_data_size = 0;
@@ -134,41 +137,82 @@ pub fn endpoint(
 
 /// The certificates of a listener, chosen by the name a client asks for (SNI) as the TCP
 /// listeners choose: an exact or one-label wildcard name, else the first certificate.
-#[derive(Debug)]
+/// Registered for reloads (SIGHUP, `tls_watch`) like the TCP listeners' contexts.
 struct SniCertificates {
+    settings: TlsSettings,
+    provider: Arc<rustls::crypto::CryptoProvider>,
     /// Each certificate with the names it carries, in declared order.
-    certs: Vec<(Vec<String>, Arc<CertifiedKey>)>,
+    loaded: ArcSwap<Vec<(Vec<String>, Arc<CertifiedKey>)>>,
+    read: std::sync::Mutex<reload::Stamp>,
+}
+
+impl std::fmt::Debug for SniCertificates {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SniCertificates").finish_non_exhaustive()
+    }
 }
 
 impl SniCertificates {
-    fn load(certs: &[CertKey], provider: &rustls::crypto::CryptoProvider) -> io::Result<Self> {
-        if certs.is_empty() {
+    fn load(
+        settings: &TlsSettings,
+        provider: Arc<rustls::crypto::CryptoProvider>,
+    ) -> io::Result<Arc<Self>> {
+        if settings.certs.is_empty() {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidInput,
                 "a QUIC listener needs a certificate (those of the proxy's TLS listener)",
             ));
         }
-        let loaded = certs
-            .iter()
-            .map(|c| {
-                Ok((
-                    certificate_names(&c.cert)?,
-                    Arc::new(certified_key(c, provider)?),
-                ))
-            })
-            .collect::<io::Result<Vec<_>>>()?;
-        Ok(SniCertificates { certs: loaded })
+        let live = Arc::new(SniCertificates {
+            read: std::sync::Mutex::new(reload::stamp(settings)),
+            loaded: ArcSwap::from_pointee(read_all(&settings.certs, &provider)?),
+            settings: settings.clone(),
+            provider,
+        });
+        let weak: std::sync::Weak<SniCertificates> = Arc::downgrade(&live);
+        reload::register(weak);
+        Ok(live)
+    }
+}
+
+/// Every certificate of `certs` with its names.
+fn read_all(
+    certs: &[CertKey],
+    provider: &rustls::crypto::CryptoProvider,
+) -> io::Result<Vec<(Vec<String>, Arc<CertifiedKey>)>> {
+    certs
+        .iter()
+        .map(|c| {
+            Ok((
+                certificate_names(&c.cert)?,
+                Arc::new(certified_key(c, provider)?),
+            ))
+        })
+        .collect()
+}
+
+impl reload::Reloadable for SniCertificates {
+    fn reload(&self) -> io::Result<()> {
+        *self.read.lock().unwrap_or_else(|e| e.into_inner()) = reload::stamp(&self.settings);
+        self.loaded
+            .store(Arc::new(read_all(&self.settings.certs, &self.provider)?));
+        Ok(())
+    }
+
+    fn changed(&self) -> bool {
+        *self.read.lock().unwrap_or_else(|e| e.into_inner()) != reload::stamp(&self.settings)
     }
 }
 
 impl rustls::server::ResolvesServerCert for SniCertificates {
     fn resolve(&self, hello: rustls::server::ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        let loaded = self.loaded.load();
         let chosen = hello.server_name().and_then(|wanted| {
-            self.certs
+            loaded
                 .iter()
                 .find(|(names, _)| names.iter().any(|n| name_matches(n, wanted)))
         });
-        chosen.or(self.certs.first()).map(|(_, key)| key.clone())
+        chosen.or(loaded.first()).map(|(_, key)| key.clone())
     }
 }
 

@@ -5,7 +5,8 @@
 //! loads (missing, not PEM, a key that does not match) keeps the acceptor on what it had,
 //! and the error names the file. [`reload_changed_certificates`] does the same for the
 //! acceptors whose files changed on disk since they were last read (the config file's
-//! `[server] tls_watch`).
+//! `[server] tls_watch`). QUIC listeners' certificates ([`super::quic`]) are registered
+//! and reloaded the same way.
 
 use std::io;
 use std::path::PathBuf;
@@ -28,10 +29,10 @@ pub(crate) struct LiveContext {
 }
 
 /// Each file's modification time and length (`None`: it could not be seen).
-type Stamp = Vec<Option<(SystemTime, u64)>>;
+pub(crate) type Stamp = Vec<Option<(SystemTime, u64)>>;
 
 /// How the certificate, key and client CA files of `settings` look now.
-fn stamp(settings: &TlsSettings) -> Stamp {
+pub(crate) fn stamp(settings: &TlsSettings) -> Stamp {
     let files = settings
         .certs
         .iter()
@@ -40,13 +41,27 @@ fn stamp(settings: &TlsSettings) -> Stamp {
     files.map(|path: &PathBuf| seen(path)).collect()
 }
 
+/// Something a reload reads again: a TLS listener's contexts, a QUIC listener's
+/// certificates.
+pub(crate) trait Reloadable: Send + Sync {
+    /// Reads the files again; on an error keeps what it had.
+    fn reload(&self) -> io::Result<()>;
+    /// Whether a file changed since it was last read.
+    fn changed(&self) -> bool;
+}
+
+/// Registers `live` for reloads (for as long as it lives).
+pub(crate) fn register(live: Weak<dyn Reloadable>) {
+    LIVE.lock().unwrap_or_else(|e| e.into_inner()).push(live);
+}
+
 fn seen(path: &PathBuf) -> Option<(SystemTime, u64)> {
     let meta = std::fs::metadata(path).ok()?;
     Some((meta.modified().ok()?, meta.len()))
 }
 
 /// Every live acceptor of the process (dropped ones are pruned as reloads pass).
-static LIVE: Mutex<Vec<Weak<LiveContext>>> = Mutex::new(Vec::new());
+static LIVE: Mutex<Vec<Weak<dyn Reloadable>>> = Mutex::new(Vec::new());
 
 impl LiveContext {
     /// `built` from `settings`, registered for reloads.
@@ -57,9 +72,8 @@ impl LiveContext {
             settings,
             http2,
         });
-        LIVE.lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .push(Arc::downgrade(&live));
+        let weak: Weak<LiveContext> = Arc::downgrade(&live);
+        register(weak);
         live
     }
 
@@ -67,7 +81,9 @@ impl LiveContext {
     pub(crate) fn current(&self) -> arc_swap::Guard<Arc<SslAcceptor>> {
         self.current.load()
     }
+}
 
+impl Reloadable for LiveContext {
     fn reload(&self) -> io::Result<()> {
         *self.read.lock().unwrap_or_else(|e| e.into_inner()) = stamp(&self.settings);
         let fresh = self.settings.contexts(self.http2)?;
@@ -75,7 +91,6 @@ impl LiveContext {
         Ok(())
     }
 
-    /// Whether a file changed since it was last read.
     fn changed(&self) -> bool {
         *self.read.lock().unwrap_or_else(|e| e.into_inner()) != stamp(&self.settings)
     }
@@ -104,13 +119,13 @@ pub fn reload_changed_certificates() -> Reloaded {
 }
 
 /// The acceptors still in use.
-fn live() -> Vec<Arc<LiveContext>> {
+fn live() -> Vec<Arc<dyn Reloadable>> {
     let mut registered = LIVE.lock().unwrap_or_else(|e| e.into_inner());
     registered.retain(|w| w.strong_count() > 0);
     registered.iter().filter_map(Weak::upgrade).collect()
 }
 
-fn reload(live: Vec<Arc<LiveContext>>) -> Reloaded {
+fn reload(live: Vec<Arc<dyn Reloadable>>) -> Reloaded {
     let mut outcome = Reloaded::default();
     for acceptor in live {
         match acceptor.reload() {
