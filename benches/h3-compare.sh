@@ -15,7 +15,8 @@ cargo bench --bench h3_load --no-run >/dev/null 2>&1 || { echo "h3_load build fa
 LOAD=$(ls -t target/release/deps/h3_load-* | grep -v '\.d$' | head -1)
 CERT=$RUN/localhost.crt; KEY=$RUN/localhost.key
 [ -f "$CERT" ] || openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 30 \
-  -subj /CN=localhost -addext subjectAltName=DNS:localhost -keyout "$KEY" -out "$CERT" 2>/dev/null
+  -subj /CN=localhost -addext subjectAltName=DNS:localhost -addext basicConstraints=critical,CA:FALSE \
+  -keyout "$KEY" -out "$CERT" 2>/dev/null
 cpu() { awk '{print $14+$15}' /proc/$1/stat; }
 measure() { # name scenario command...
   local name=$1 sc=$2 out req c0 c1; shift 2

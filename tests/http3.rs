@@ -261,7 +261,7 @@ async fn shutdown_sends_goaway_and_lets_the_requests_in_flight_finish() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn python_aioquic_gets_and_posts_bodies_over_http3() {
+async fn python_aioquic_gets_and_posts_bodies_and_meets_the_header_limit_over_http3() {
     let dir = scratch("aioquic");
     let cert = self_signed(&dir, &["localhost"]).expect("certificate");
     let origin = Origin::start("a").await.expect("origin");
@@ -290,7 +290,7 @@ async fn python_aioquic_gets_and_posts_bodies_over_http3() {
         .lines()
         .map(|l| serde_json::from_str(l).expect("a JSON line"))
         .collect();
-    assert_eq!(answers.len(), 3, "{stdout}");
+    assert_eq!(answers.len(), 4, "{stdout}");
     assert_eq!(answers[0]["status"], 200);
     assert_eq!(answers[0]["origin"], "a");
     assert_eq!(answers[0]["body"], "origin a");
@@ -301,7 +301,12 @@ async fn python_aioquic_gets_and_posts_bodies_over_http3() {
         (16 * 65536).to_string(),
         "the origin read 1 MiB"
     );
-    assert_eq!(origin.requests(), 3);
+    assert_eq!(answers[3]["status"], 431, "a header section over 64 KiB");
+    assert_eq!(
+        origin.requests(),
+        3,
+        "the oversized request never reached the origin"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -425,4 +430,83 @@ async fn renewed_certificates_reach_new_http3_connections_on_a_reload() {
     let stale =
         support::h3_client::connect_within(quic, &first.cert, Duration::from_secs(10)).await;
     assert!(stale.is_err(), "the old certificate is no longer served");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http3_requests_are_access_logged_as_http3() {
+    use pingora_dsl::observe::access_log::{AccessLog, AccessLogFormat, AccessLogTarget};
+    let dir = scratch("log");
+    let cert = self_signed(&dir, &["localhost"]).expect("certificate");
+    let origin = Origin::start("a").await.expect("origin");
+    let log = dir.join("access.log");
+    let options = ProxyOptions {
+        access_log: Some(AccessLog::new(
+            AccessLogTarget::File(log.clone()),
+            AccessLogFormat::Combined,
+        )),
+        ..ProxyOptions::default()
+    };
+    let mut service = pingora_dsl::proxy::http_proxy_service_with(
+        "h3-log",
+        TestProxy::new(&[origin.addr()]),
+        options,
+        tower::layer::util::Identity::new(),
+    );
+    service.add_tls("127.0.0.1:0", TlsSettings::new(&cert.cert, &cert.key));
+    service.add_quic("127.0.0.1:0");
+    let proxy = service.spawn().expect("proxy starts");
+    let (mut send, _endpoint) = connect(proxy.quic_addrs()[0], &cert.cert).await;
+    let answer = exchange(&mut send, http::Method::GET, "/logged?q=1", Bytes::new()).await;
+    assert_eq!(answer.status, 200);
+    let read = || std::fs::read_to_string(&log).unwrap_or_default();
+    support::wait_until(Duration::from_secs(10), "the access log line", || {
+        read().contains("/logged")
+    })
+    .await;
+    let line = read();
+    assert!(
+        line.contains("\"GET /logged?q=1 HTTP/3.0\" 200 8"),
+        "{line}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn zero_rtt_is_refused_by_default() {
+    let dir = scratch("0rtt");
+    let cert = self_signed(&dir, &["localhost"]).expect("certificate");
+    let origin = Origin::start("a").await.expect("origin");
+    let proxy = start(origin.addr(), &cert);
+    let quic = proxy.quic_addrs()[0];
+    // One connection, so that the client has what a resumption needs, then closed.
+    let endpoint = client_endpoint(&cert.cert);
+    let first = endpoint
+        .connect(quic, "localhost")
+        .expect("connect")
+        .await
+        .expect("handshake");
+    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(first.clone()))
+        .await
+        .expect("HTTP/3");
+    tokio::spawn(async move {
+        let _ = driver.wait_idle().await;
+    });
+    assert_eq!(
+        exchange(&mut send, http::Method::GET, "/", Bytes::new())
+            .await
+            .status,
+        200
+    );
+    first.close(0u32.into(), b"");
+    // The next one may not send early data: the server never offered it.
+    let second = endpoint.connect(quic, "localhost").expect("connect");
+    let early = second.into_0rtt();
+    assert!(
+        early.is_err(),
+        "0-RTT is off: a replayable request is never accepted early"
+    );
+    let full = early.err().expect("a full handshake instead");
+    tokio::time::timeout(Duration::from_secs(10), full)
+        .await
+        .expect("within 10 s")
+        .expect("the full handshake succeeds");
 }

@@ -7,6 +7,8 @@ against CA_FILE, then makes, on one connection:
   - GET /from-aioquic
   - POST /echo with a 100,000-byte body
   - POST /consume with a 1 MiB body sent in 64 KiB DATA frames
+  - GET /too-big with 20 header fields of 4,000 bytes (over the proxy's 64 KiB header
+    limit: aioquic, unlike the h3 crate's client, sends it)
 and prints one JSON line per answer: {"status": ..., "origin": ..., "length": ..., "body": ...}
 (body only when short). Exits 1 on any error or after 30 s.
 """
@@ -45,14 +47,14 @@ class Client(QuicConnectionProtocol):
                 if h3_event.stream_ended and sid in self.waiting:
                     self.waiting.pop(sid).set_result(self.events.pop(sid))
 
-    async def request(self, method, path, chunks=()):
+    async def request(self, method, path, chunks=(), extra=()):
         sid = self._quic.get_next_available_stream_id()
         headers = [
             (b":method", method.encode()),
             (b":scheme", b"https"),
             (b":authority", b"localhost"),
             (b":path", path.encode()),
-        ]
+        ] + list(extra)
         chunks = list(chunks)
         self.h3.send_headers(sid, headers, end_stream=not chunks)
         for i, chunk in enumerate(chunks):
@@ -85,6 +87,8 @@ async def main(port, ca):
         print(json.dumps(await client.request("POST", "/echo", [b"y" * 100_000])), flush=True)
         big = [b"z" * 65536] * 16
         print(json.dumps(await client.request("POST", "/consume", big)), flush=True)
+        huge = [(f"x-huge-{i}".encode(), b"h" * 4000) for i in range(20)]
+        print(json.dumps(await client.request("GET", "/too-big", extra=huge)), flush=True)
 
 
 if __name__ == "__main__":
