@@ -22,7 +22,8 @@ enum Inner {
     Empty,
     Hyper(Incoming),
     Direct(FedBody),
-    H3(super::h3::H3Body),
+    /// Boxed: an HTTP/3 stream is large, and every request's body has this type.
+    H3(Box<super::h3::H3Body>),
 }
 
 impl DownstreamBody {
@@ -39,7 +40,7 @@ impl DownstreamBody {
 
     /// The body of an HTTP/3 request, read from its stream.
     pub(crate) fn from_h3(body: super::h3::H3Body) -> Self {
-        DownstreamBody(Inner::H3(body))
+        DownstreamBody(Inner::H3(Box::new(body)))
     }
 
     /// The direct path's body, which may be spliced (see `FedBody::poll_piped`).
@@ -100,7 +101,7 @@ impl Body for DownstreamBody {
             Inner::Direct(body) => body
                 .poll_chunk(cx)
                 .map(|chunk| chunk.map(|r| r.map(Frame::data).map_err(Into::into))),
-            Inner::H3(body) => Pin::new(body).poll_frame(cx),
+            Inner::H3(body) => Pin::new(body.as_mut()).poll_frame(cx),
         }
     }
 

@@ -701,7 +701,7 @@ async fn serve_connection<M, S, B>(
     let service = Tracked {
         inner: shared.make.make_service(&conn),
         active: active.clone(),
-        alt_svc: shared.options.alt_svc.clone(),
+        alt_svc: shared.options.alt_svc.clone().map(Arc::new),
     };
     let result = match io {
         Ok(tls) if tls.h2 => Box::pin(serve_h2(
@@ -1023,8 +1023,9 @@ impl RunningService {
 pub(crate) struct Tracked<S> {
     pub(crate) inner: S,
     pub(crate) active: ActiveRequests,
-    /// The `Alt-Svc` every answer carries (the proxy's QUIC listener), if any.
-    pub(crate) alt_svc: Option<http::HeaderValue>,
+    /// The `Alt-Svc` every answer carries (the proxy's QUIC listener), if any (shared:
+    /// a request's future carries a pointer, not the value).
+    pub(crate) alt_svc: Option<Arc<http::HeaderValue>>,
 }
 
 /// Serves hyper's requests (`Incoming` bodies) and the direct path's alike.
@@ -1060,7 +1061,7 @@ pin_project_lite::pin_project! {
         #[pin]
         inner: F,
         guard: Option<ActiveGuard>,
-        alt_svc: Option<http::HeaderValue>,
+        alt_svc: Option<Arc<http::HeaderValue>>,
     }
 }
 
@@ -1086,7 +1087,7 @@ where
             if let Some(alt_svc) = this.alt_svc.take() {
                 response
                     .headers_mut()
-                    .insert(http::header::ALT_SVC, alt_svc);
+                    .insert(http::header::ALT_SVC, (*alt_svc).clone());
             }
             if draining && response.status() != http::StatusCode::SWITCHING_PROTOCOLS {
                 response.headers_mut().insert(

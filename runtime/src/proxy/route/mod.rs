@@ -354,7 +354,8 @@ enum Failure {
 /// shared rate limit that must ask Redis first.
 enum Admission {
     Decided(Option<Flow>),
-    Ask(Pending),
+    /// Boxed: it is rare, and the request's future keeps room for it.
+    Ask(Box<Pending>),
 }
 
 /// Per-request state of a routed proxy: the matched route, the peer in use (counted in
@@ -545,15 +546,17 @@ impl Router {
         session: &mut Session,
         ctx: &mut RouteCtx<C>,
     ) -> Option<Flow> {
-        let admitted = match self.admit(session, ctx) {
-            Admission::Decided(answer) => answer,
-            // A shared rate limit asking Redis: boxed, as authentication below.
-            Admission::Ask(pending) => {
-                Box::pin(self.admit_after_asking(pending, session, ctx)).await
-            }
+        let pending = match self.admit(session, ctx) {
+            Admission::Decided(None) => None,
+            Admission::Decided(answer) => return answer,
+            Admission::Ask(pending) => Some(pending),
         };
-        if admitted.is_some() {
-            return admitted;
+        if let Some(pending) = pending {
+            // A shared rate limit asking Redis: boxed, as authentication below.
+            let admitted = Box::pin(self.admit_after_asking(*pending, session, ctx)).await;
+            if admitted.is_some() {
+                return admitted;
+            }
         }
         let route = self.matched(ctx);
         let decided = match self
@@ -746,7 +749,7 @@ impl Router {
         match self.check_limits(session, index, 0) {
             LimitCheck::Pass => {}
             LimitCheck::Refused(refusal) => return Admission::Decided(Some(refusal)),
-            LimitCheck::Ask(pending) => return Admission::Ask(pending),
+            LimitCheck::Ask(pending) => return Admission::Ask(Box::new(pending)),
         }
         Admission::Decided(index.and_then(|i| self.refused_by_body(session, i)))
     }
