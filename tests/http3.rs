@@ -16,7 +16,7 @@ use pingora_dsl::listen::tls::TlsSettings;
 use pingora_dsl::prelude::*;
 use pingora_dsl_suite::certs::{self_signed, CertFiles};
 use pingora_dsl_suite::origin::Origin;
-use support::h3_client::{client_endpoint, connect, exchange};
+use support::h3_client::{client_endpoint, connect, connect_with, exchange, over};
 use support::TestProxy;
 
 fn scratch(test: &str) -> PathBuf {
@@ -342,16 +342,7 @@ async fn a_tls_listener_requiring_client_certificates_requires_them_over_http3_t
     // Without a certificate: no request gets through.
     let anonymous = client_endpoint_with(&ca.cert_path(), None);
     let attempt = tokio::time::timeout(Duration::from_secs(10), async {
-        let connection = anonymous
-            .connect(quic, "localhost")
-            .map_err(|e| e.to_string())?;
-        let connection = connection.await.map_err(|e| e.to_string())?;
-        let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(connection))
-            .await
-            .map_err(|e| e.to_string())?;
-        tokio::spawn(async move {
-            let _ = driver.wait_idle().await;
-        });
+        let mut send = connect_with(&anonymous, quic, Duration::from_secs(10)).await?;
         let request = http::Request::get("https://localhost/")
             .body(())
             .map_err(|e| e.to_string())?;
@@ -373,17 +364,9 @@ async fn a_tls_listener_requiring_client_certificates_requires_them_over_http3_t
     // With one the CA signed: served.
     let partner_endpoint =
         client_endpoint_with(&ca.cert_path(), Some((&partner.cert, &partner.key)));
-    let connection = partner_endpoint
-        .connect(quic, "localhost")
-        .expect("connect")
+    let mut send = connect_with(&partner_endpoint, quic, Duration::from_secs(10))
         .await
-        .expect("handshake with a client certificate");
-    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(connection))
-        .await
-        .expect("HTTP/3");
-    tokio::spawn(async move {
-        let _ = driver.wait_idle().await;
-    });
+        .expect("served with a client certificate");
     let answer = exchange(&mut send, http::Method::GET, "/", Bytes::new()).await;
     assert_eq!(answer.status, 200);
     assert_eq!(origin.requests(), 1);
@@ -484,12 +467,7 @@ async fn zero_rtt_is_refused_by_default() {
         .expect("connect")
         .await
         .expect("handshake");
-    let (mut driver, mut send) = h3::client::new(h3_quinn::Connection::new(first.clone()))
-        .await
-        .expect("HTTP/3");
-    tokio::spawn(async move {
-        let _ = driver.wait_idle().await;
-    });
+    let mut send = over(first.clone()).await.expect("HTTP/3");
     assert_eq!(
         exchange(&mut send, http::Method::GET, "/", Bytes::new())
             .await

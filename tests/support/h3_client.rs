@@ -19,21 +19,9 @@ pub async fn connect(
     h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>,
     quinn::Endpoint,
 ) {
-    let endpoint = client_endpoint(ca);
-    let connection = tokio::time::timeout(
-        Duration::from_secs(10),
-        endpoint.connect(addr, "localhost").expect("connect"),
-    )
-    .await
-    .expect("handshake within 10 s")
-    .expect("handshake");
-    let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(connection))
+    connect_within(addr, ca, Duration::from_secs(10))
         .await
-        .expect("HTTP/3 connection");
-    tokio::spawn(async move {
-        let _ = driver.wait_idle().await;
-    });
-    (send, endpoint)
+        .expect("an HTTP/3 connection within 10 s")
 }
 
 /// [`connect`], with the handshake's failure or timeout (`within`) as an error.
@@ -49,6 +37,17 @@ pub async fn connect_within(
     String,
 > {
     let endpoint = client_endpoint(ca);
+    let send = connect_with(&endpoint, addr, within).await?;
+    Ok((send, endpoint))
+}
+
+/// An HTTP/3 connection to `addr` (as `localhost`) from `endpoint`, within `within`; its
+/// driver runs on its own task.
+pub async fn connect_with(
+    endpoint: &quinn::Endpoint,
+    addr: SocketAddr,
+    within: Duration,
+) -> Result<h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>, String> {
     let connecting = endpoint
         .connect(addr, "localhost")
         .map_err(|e| e.to_string())?;
@@ -56,13 +55,20 @@ pub async fn connect_within(
         .await
         .map_err(|_| format!("no handshake within {within:?}"))?
         .map_err(|e| e.to_string())?;
+    over(connection).await
+}
+
+/// HTTP/3 over an established QUIC `connection`; its driver runs on its own task.
+pub async fn over(
+    connection: quinn::Connection,
+) -> Result<h3::client::SendRequest<h3_quinn::OpenStreams, Bytes>, String> {
     let (mut driver, send) = h3::client::new(h3_quinn::Connection::new(connection))
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
         let _ = driver.wait_idle().await;
     });
-    Ok((send, endpoint))
+    Ok(send)
 }
 
 /// A QUIC client endpoint trusting `ca`, offering `h3`.
