@@ -52,10 +52,8 @@ pub(super) async fn serve_endpoint<M, S, B>(
             _ = shutdown.wait() => break,
         };
         let Some(incoming) = incoming else { break };
-        let open = shared
-            .tracker
-            .open
-            .load(std::sync::atomic::Ordering::Relaxed);
+        // (This listener's QUIC connections: TCP ones do not count against its limits.)
+        let open = endpoint.open_connections();
         let quic = &shared.tracker.stats.quic;
         if open >= options.max_connections {
             quic.refused.inc();

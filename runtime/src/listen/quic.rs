@@ -33,11 +33,12 @@ pub struct QuicOptions {
     pub connection_window: u32,
     /// A connection with nothing to send or receive for this long is closed.
     pub idle_timeout: Duration,
-    /// Connections open at once on the listener; past it new ones are refused (the client
-    /// falls back to TCP).
+    /// QUIC connections open at once on the listener; past it new ones are refused (the
+    /// client falls back to TCP).
     pub max_connections: usize,
-    /// New connections beyond which a client's address is validated first (a Retry round
-    /// trip) before the proxy keeps any state for it: 0 validates every one.
+    /// QUIC connections open on the listener past which a new client's address is
+    /// validated first (a Retry round trip) before the proxy keeps any state for it: 0
+    /// validates every one.
     pub validate_over: usize,
 }
 
